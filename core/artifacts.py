@@ -1,0 +1,147 @@
+"""Writing artifacts atomically, hashing them, and reading and writing manifests.
+
+A stage never writes in place: each file goes to a hidden temporary name in
+the same folder and is renamed over the target only once complete, so a
+killed stage leaves either the old file or the new one, never half of one.
+The manifest is written last and removed first, which makes it the marker
+of a completed stage.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import sys
+from contextlib import contextmanager
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import pyarrow.parquet as pq
+
+from core import paths
+
+LIBRARIES = ("numpy", "pandas", "pyarrow", "scipy", "scikit-learn", "scikit-fuzzy", "hdbscan",
+             "keras", "tensorflow-cpu", "tensorflow", "pyyaml", "joblib", "matplotlib")
+
+
+def temporary_path(target: Path) -> Path:
+    """Hidden sibling of ``target`` keeping its suffix (Keras insists on ``.keras``)."""
+    target = Path(target)
+    return target.with_name(f".{target.stem}.tmp{os.getpid()}{target.suffix}")
+
+
+@contextmanager
+def atomic_path(target: Path) -> Iterator[Path]:
+    """Yield a temporary path to write; rename it to ``target`` only if the block succeeds."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temporary_path(target)
+    try:
+        yield tmp
+        if not tmp.exists():
+            raise RuntimeError(f"writer produced no file for {target}")
+        os.replace(tmp, target)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def write_atomic(target: Path, writer: Callable[[Path], None]) -> Path:
+    """Call ``writer(tmp_path)`` and move the result to ``target`` atomically."""
+    with atomic_path(target) as tmp:
+        writer(tmp)
+    return Path(target)
+
+
+def file_sha256(path: Path, chunk_bytes: int = 1 << 20) -> str:
+    """SHA-256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk_bytes):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def code_hash() -> str:
+    """Hash of the pipeline's code: every numbered script and ``core/*.py``.
+
+    A code change makes every stage stale, which is coarse but never wrong.
+    """
+    digest = hashlib.sha256()
+    files = sorted(paths.REPO_ROOT.glob("0[0-9]_*.py")) + sorted((paths.REPO_ROOT / "core").glob("*.py"))
+    for path in files:
+        digest.update(path.name.encode())
+        digest.update(path.read_bytes().replace(b"\r\n", b"\n"))
+    return digest.hexdigest()
+
+
+def describe_file(path: Path, sha256: str | None = None) -> dict[str, Any]:
+    """Name, size, modification time, hash and (for tables) row count of a file."""
+    path = Path(path)
+    stat = path.stat()
+    return {
+        "file": path.name,
+        "bytes": stat.st_size,
+        "mtime_ns": stat.st_mtime_ns,
+        "sha256": sha256 or file_sha256(path),
+        "rows": count_rows(path),
+    }
+
+
+def count_rows(path: Path) -> int | None:
+    """Rows of a Parquet or CSV file; ``None`` for other files."""
+    if path.suffix == ".parquet":
+        return pq.ParquetFile(path).metadata.num_rows
+    if path.suffix == ".csv":
+        with open(path, "rb") as handle:
+            return max(sum(1 for _ in handle) - 1, 0)
+    return None
+
+
+def current_sha256(path: Path, recorded: dict[str, Any] | None) -> str:
+    """Hash of ``path``, reusing ``recorded`` when size and mtime are unchanged."""
+    stat = Path(path).stat()
+    if recorded and recorded.get("bytes") == stat.st_size and recorded.get("mtime_ns") == stat.st_mtime_ns:
+        return recorded["sha256"]
+    return file_sha256(path)
+
+
+def library_versions() -> dict[str, str]:
+    """Installed versions of the libraries the pipeline uses (no imports needed)."""
+    versions = {"python": sys.version.split()[0], "platform": platform.platform()}
+    for name in LIBRARIES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def read_manifest(stage_folder: Path) -> dict[str, Any] | None:
+    """The manifest of a completed stage, or ``None`` if it has none (never ran or did not finish)."""
+    path = Path(stage_folder) / paths.MANIFEST
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError:
+        return None  # only possible if edited by hand: treat the stage as not completed
+
+
+def write_json(target: Path, value: Any) -> Path:
+    """Write JSON (UTF-8, indented) atomically."""
+    text = json.dumps(value, indent=2, ensure_ascii=False, default=_json_default)
+    return write_atomic(target, lambda tmp: tmp.write_text(text + "\n", encoding="utf-8"))
+
+
+def _json_default(value: Any) -> Any:
+    if hasattr(value, "item"):  # numpy scalars
+        return value.item()
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"cannot write {type(value).__name__} to JSON")

@@ -1,0 +1,184 @@
+"""A deterministic dense autoencoder as an sklearn-style transformer.
+
+Keras keeps global state (random generators, layer-name counters) and the
+encoder of a reloaded model must come from the *loaded* layers, not from
+layers built before training. This wrapper hides both: ``fit`` seeds
+Python, NumPy and TensorFlow from ``random_state`` and turns op determinism
+on; the encoder is always rebuilt from ``model_`` by layer name.
+
+TensorFlow is imported lazily so that importing ``core`` stays fast.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.utils.validation import check_is_fitted
+
+log = logging.getLogger(__name__)
+
+LATENT_LAYER = "latent"
+
+
+def _keras():
+    import os
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import keras
+    import tensorflow as tf
+
+    return keras, tf
+
+
+def enable_determinism(seed: int) -> None:
+    """Seed Python, NumPy and TensorFlow and make TensorFlow ops deterministic."""
+    keras, tf = _keras()
+    keras.utils.set_random_seed(seed)
+    tf.config.experimental.enable_op_determinism()
+
+
+class AutoencoderTransformer(TransformerMixin, BaseEstimator):
+    """Dense autoencoder; ``transform`` returns the latent representation.
+
+    Parameters
+    ----------
+    hidden_units : tuple of int
+        Encoder layer widths; the decoder mirrors them.
+    latent_dim : int
+    activation : str
+    l2 : float
+        L2 penalty on every dense kernel.
+    batch_norm : bool
+        Batch normalisation after each hidden layer.
+    epochs, batch_size : int
+    learning_rate : float
+    validation_split : float
+        Share of rows (the last ones after a seeded shuffle) held out for
+        early stopping; 0 disables it.
+    early_stopping_patience : int
+    random_state : int
+
+    Attributes
+    ----------
+    model_ : keras.Model
+        The trained autoencoder (best validation weights restored).
+    history_ : dict of str to list of float
+        ``loss`` (and ``val_loss``) per epoch.
+    n_features_in_ : int
+    """
+
+    def __init__(self, hidden_units=(32, 16), latent_dim=8, activation="relu", l2=0.0, batch_norm=False,
+                 epochs=100, batch_size=256, learning_rate=1e-3, validation_split=0.2,
+                 early_stopping_patience=10, random_state=0):
+        self.hidden_units = hidden_units
+        self.latent_dim = latent_dim
+        self.activation = activation
+        self.l2 = l2
+        self.batch_norm = batch_norm
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.validation_split = validation_split
+        self.early_stopping_patience = early_stopping_patience
+        self.random_state = random_state
+
+    def _build(self, n_features: int):
+        keras, _ = _keras()
+        reg = keras.regularizers.L2(self.l2) if self.l2 > 0 else None
+        inputs = keras.Input(shape=(n_features,), name="features")
+        x = inputs
+        for i, units in enumerate(self.hidden_units):
+            x = keras.layers.Dense(units, activation=self.activation, kernel_regularizer=reg,
+                                   name=f"encoder_{i}")(x)
+            if self.batch_norm:
+                x = keras.layers.BatchNormalization(name=f"encoder_bn_{i}")(x)
+        latent = keras.layers.Dense(self.latent_dim, activation="linear", kernel_regularizer=reg,
+                                    name=LATENT_LAYER)(x)
+        x = latent
+        for i, units in enumerate(reversed(self.hidden_units)):
+            x = keras.layers.Dense(units, activation=self.activation, kernel_regularizer=reg,
+                                   name=f"decoder_{i}")(x)
+            if self.batch_norm:
+                x = keras.layers.BatchNormalization(name=f"decoder_bn_{i}")(x)
+        outputs = keras.layers.Dense(n_features, activation="linear", name="reconstruction")(x)
+        model = keras.Model(inputs, outputs, name="autoencoder")
+        model.compile(optimizer=keras.optimizers.Adam(learning_rate=self.learning_rate), loss="mse")
+        return model
+
+    def fit(self, X, y=None) -> "AutoencoderTransformer":
+        """Train on ``X`` (n_samples, n_features), deterministically for a given ``random_state``."""
+        keras, _ = _keras()
+        X = np.asarray(X, dtype=np.float32)
+        enable_determinism(self.random_state)
+        keras.backend.clear_session()
+        self.model_ = self._build(X.shape[1])
+        order = np.random.default_rng(self.random_state).permutation(len(X))
+        n_val = int(round(len(X) * self.validation_split))
+        use_validation = n_val >= 1 and len(X) - n_val >= 1
+        train_rows, val_rows = (order[:-n_val], order[-n_val:]) if use_validation else (order, None)
+        monitor = "val_loss" if use_validation else "loss"
+        callbacks = [
+            keras.callbacks.EarlyStopping(monitor=monitor, patience=self.early_stopping_patience,
+                                          restore_best_weights=True),
+            _ProgressLog(every=10),
+        ]
+        history = self.model_.fit(
+            X[train_rows], X[train_rows],
+            validation_data=(X[val_rows], X[val_rows]) if use_validation else None,
+            epochs=self.epochs, batch_size=self.batch_size, shuffle=True, verbose=0, callbacks=callbacks)
+        self.history_ = {k: [float(v) for v in vals] for k, vals in history.history.items()}
+        self.n_features_in_ = X.shape[1]
+        return self
+
+    @property
+    def encoder_(self):
+        """The encoder half, rebuilt from ``model_``'s own layers."""
+        check_is_fitted(self, "model_")
+        keras, _ = _keras()
+        return keras.Model(self.model_.inputs, self.model_.get_layer(LATENT_LAYER).output, name="encoder")
+
+    def transform(self, X) -> np.ndarray:
+        """Latent representation, shape (n_samples, latent_dim)."""
+        check_is_fitted(self, "model_")
+        return self.encoder_.predict(np.asarray(X, dtype=np.float32), batch_size=4096, verbose=0)
+
+    def reconstruction_error(self, X) -> np.ndarray:
+        """Mean squared reconstruction error per row: large for unusual customers."""
+        check_is_fitted(self, "model_")
+        X = np.asarray(X, dtype=np.float32)
+        rebuilt = self.model_.predict(X, batch_size=4096, verbose=0)
+        return np.mean((X - rebuilt) ** 2, axis=1)
+
+    def save(self, path: Path) -> None:
+        """Save the trained network as a ``.keras`` file."""
+        check_is_fitted(self, "model_")
+        self.model_.save(path)
+
+    @classmethod
+    def load(cls, path: Path, **params: Any) -> "AutoencoderTransformer":
+        """A fitted transformer from a saved ``.keras`` file."""
+        keras, _ = _keras()
+        self = cls(**params)
+        self.model_ = keras.models.load_model(path)
+        self.n_features_in_ = int(self.model_.inputs[0].shape[-1])
+        return self
+
+
+class _ProgressLog:
+    """Keras callback logging the loss every ``every`` epochs (training can take a while)."""
+
+    def __new__(cls, every: int):
+        keras, _ = _keras()
+
+        class ProgressLog(keras.callbacks.Callback):
+            def on_epoch_end(self, epoch, logs=None):
+                if (epoch + 1) % every == 0:
+                    logs = logs or {}
+                    log.info("autoencoder epoch %d: loss %.4f, val_loss %s", epoch + 1, logs.get("loss", np.nan),
+                             f"{logs['val_loss']:.4f}" if "val_loss" in logs else "n/a")
+
+        return ProgressLog()

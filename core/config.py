@@ -1,0 +1,307 @@
+"""The pipeline's configuration: ``config.yml`` in, a typed, validated object out.
+
+Loaded once, at the edge (a script's or the runner's ``main``). Every key of
+``config.yml`` is required, so the file shipped in ``config/`` is the one
+place defaults live; the hierarchy and personas files it names are read
+relative to it and validated against each other.
+
+Each stage depends on a fixed set of config sections (:data:`STAGE_SECTIONS`);
+their hash, stored in the stage's manifest, is how the runner knows a stage
+is stale after a config change.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from core import paths
+from core.hierarchy import Hierarchy, load_hierarchy
+from core.personas import Persona, load_personas
+from core.schema import ConfigError, Problems, Range, build, read_yaml, spec, suggest
+
+CLUSTER_METHODS = ("hdbscan", "gmm", "fcm", "kmeans")
+SPACES = ("raw", "latent")
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    """What data the pipeline runs on."""
+
+    n_customers: int = spec(minimum=1, help="number of synthetic customers")
+    history_start: dt.date = spec(help="first day of the transaction history")
+    history_end: dt.date = spec(help="last day of the transaction history")
+
+
+@dataclasses.dataclass(frozen=True)
+class GenerateDataConfig:
+    """Stage 01: the synthetic transaction generator."""
+
+    chunk_size: int = spec(minimum=1, help="customers generated per chunk; bounds memory")
+    exploration_share: float = spec(minimum=0.0, maximum=1.0,
+                                    help="share of a preferred department's lines in non-preferred classes")
+    start_customer_share: float = spec(minimum=0.0, maximum=1.0,
+                                       help="share of customers already shopping on history_start")
+    quantity_probabilities: tuple[float, ...] = spec(minimum=0.0,
+                                                     help="P(quantity = 1), P(quantity = 2), ...; sums to 1")
+    unit_price_sigma: float = spec(minimum=0.0, help="lognormal spread of a line's price around its SKU price")
+    skus_per_class: Range = spec(minimum=1, help="[min, max] SKUs in the catalog per class")
+    sku_price_sigma: float = spec(minimum=0.0, help="lognormal spread of SKU prices around the class price")
+    department_price_ranges: dict[str, Range] = spec(
+        help="[min, max] typical class price per merchandise department, in currency units")
+    return_rate: float = spec(minimum=0.0, maximum=1.0, help="share of lines returned where not set per department")
+    department_return_rates: dict[str, float] = spec(minimum=0.0, maximum=1.0,
+                                                     help="share of lines returned, per department")
+    return_delay_days: Range = spec(help="[min, max] days between purchase and return")
+    regions: dict[str, float] = spec(minimum=0.0, help="region -> share of customers; sums to 1")
+
+
+@dataclasses.dataclass(frozen=True)
+class PrepareFeaturesConfig:
+    """Stage 02: customer features and the model matrix."""
+
+    analysis_date: dt.date | None = spec(help="date features are measured at; null = last date in the data")
+    model_features: tuple[str, ...] = spec(help="feature columns (fnmatch patterns) entering the model matrix")
+    log1p_features: tuple[str, ...] = spec(help="model features (patterns) log1p-transformed before scaling")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainAutoencoderConfig:
+    """Stage 03: the autoencoder."""
+
+    hidden_units: tuple[int, ...] = spec(minimum=1, help="units of each encoder layer; the decoder mirrors them")
+    latent_dim: int = spec(minimum=1, help="size of the latent representation")
+    activation: str = spec(choices=("relu", "elu", "selu", "tanh", "gelu"), help="hidden-layer activation")
+    l2: float = spec(minimum=0.0, help="L2 weight penalty")
+    batch_norm: bool = spec(help="batch normalisation after each hidden layer")
+    epochs: int = spec(minimum=1, help="maximum training epochs")
+    batch_size: int = spec(minimum=1, help="customers per gradient step")
+    learning_rate: float = spec(exclusive_minimum=0.0, help="Adam learning rate")
+    validation_split: float = spec(minimum=0.0, maximum=0.5, help="share of customers held out for early stopping")
+    early_stopping_patience: int = spec(minimum=1, help="epochs without validation improvement before stopping")
+
+
+@dataclasses.dataclass(frozen=True)
+class HdbscanConfig:
+    min_cluster_size_fraction: float = spec(exclusive_minimum=0.0, maximum=0.5,
+                                            help="smallest cluster as a share of customers")
+    min_samples: int = spec(minimum=1, help="neighbours defining a core point; larger = more conservative")
+
+
+@dataclasses.dataclass(frozen=True)
+class GmmConfig:
+    n_components: Range = spec(minimum=1, help="[min, max] components; the number is chosen by BIC")
+    covariance_type: str = spec(choices=("full", "tied", "diag", "spherical"), help="covariance structure")
+    n_init: int = spec(minimum=1, help="initialisations per candidate")
+
+
+@dataclasses.dataclass(frozen=True)
+class FcmConfig:
+    n_clusters: Range = spec(minimum=2, help="[min, max] clusters; the number is chosen by partition coefficient")
+    fuzziness: float = spec(exclusive_minimum=1.0, help="fuzzifier m (> 1)")
+    tolerance: float = spec(exclusive_minimum=0.0, help="stop when memberships change less than this")
+    max_iter: int = spec(minimum=1, help="maximum iterations")
+
+
+@dataclasses.dataclass(frozen=True)
+class KmeansConfig:
+    n_clusters: Range = spec(minimum=2, help="[min, max] clusters; the number is chosen by silhouette")
+    n_init: int = spec(minimum=1, help="initialisations per candidate")
+
+
+@dataclasses.dataclass(frozen=True)
+class PrimaryConfig:
+    method: str = spec(choices=CLUSTER_METHODS, help="method feeding stage 05")
+    space: str = spec(choices=SPACES, help="space feeding stage 05")
+
+
+@dataclasses.dataclass(frozen=True)
+class ClusterConfig:
+    """Stage 04: clustering."""
+
+    methods: tuple[str, ...] = spec(choices=CLUSTER_METHODS, help="methods to fit")
+    spaces: tuple[str, ...] = spec(choices=SPACES, help="feature spaces to cluster in")
+    primary: PrimaryConfig = spec()
+    silhouette_sample_size: int = spec(minimum=100, help="customers sampled for silhouette scores")
+    hdbscan: HdbscanConfig = spec()
+    gmm: GmmConfig = spec()
+    fcm: FcmConfig = spec()
+    kmeans: KmeansConfig = spec()
+
+
+@dataclasses.dataclass(frozen=True)
+class ProfileExportConfig:
+    """Stage 05: segment profiles."""
+
+    top_departments: int = spec(minimum=1, help="departments listed per segment")
+    value_quantiles: Range = spec(maximum=1.0, help="[low, high] population quantiles of net revenue "
+                                                    "separating low, mid and high value")
+    lapsed_after_days: int = spec(minimum=1, help="a customer with no order for this many days is lapsed")
+    currency: str = spec(help="symbol written before amounts in descriptions")
+
+
+@dataclasses.dataclass(frozen=True)
+class _ConfigFile:
+    seed: int = spec(minimum=0, help="one seed for every random choice")
+    hierarchy_file: str = spec(help="hierarchy YAML, relative to this file")
+    personas_file: str = spec(help="personas YAML, relative to this file")
+    data: DataConfig = spec()
+    generate_data: GenerateDataConfig = spec()
+    prepare_features: PrepareFeaturesConfig = spec()
+    train_autoencoder: TrainAutoencoderConfig = spec()
+    cluster: ClusterConfig = spec()
+    profile_export: ProfileExportConfig = spec()
+
+
+@dataclasses.dataclass(frozen=True)
+class PipelineConfig:
+    """Everything a run needs, validated.
+
+    Attributes
+    ----------
+    path : Path
+        The config file it was read from.
+    hierarchy : Hierarchy
+    personas : dict of str to Persona
+    seed, data, generate_data, prepare_features, train_autoencoder, cluster, profile_export
+        The sections of ``config.yml``.
+    """
+
+    path: Path
+    seed: int
+    hierarchy_file: Path
+    personas_file: Path
+    hierarchy: Hierarchy
+    personas: dict[str, Persona]
+    data: DataConfig
+    generate_data: GenerateDataConfig
+    prepare_features: PrepareFeaturesConfig
+    train_autoencoder: TrainAutoencoderConfig
+    cluster: ClusterConfig
+    profile_export: ProfileExportConfig
+
+    def section(self, name: str) -> Any:
+        """A config section, or the parsed hierarchy/personas, as plain data."""
+        if name == "hierarchy":
+            return self.hierarchy.to_dict()
+        if name == "personas":
+            return {k: dataclasses.asdict(p) for k, p in self.personas.items()}
+        value = getattr(self, name)
+        return dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value
+
+
+# The config each stage reads; a change to any of them makes that stage stale.
+STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
+    paths.GENERATE_DATA: ("seed", "data", "generate_data", "hierarchy", "personas"),
+    paths.PREPARE_FEATURES: ("prepare_features", "hierarchy"),
+    paths.TRAIN_AUTOENCODER: ("seed", "train_autoencoder"),
+    paths.CLUSTER: ("seed", "cluster"),
+    # cluster: the primary method and space named in the export.
+    paths.PROFILE_EXPORT: ("profile_export", "cluster", "hierarchy"),
+}
+
+
+def stage_config(config: PipelineConfig, stage: str) -> dict[str, Any]:
+    """The sections ``stage`` depends on, as JSON-ready plain data."""
+    return {name: _plain(config.section(name)) for name in STAGE_SECTIONS[stage]}
+
+
+def config_hash(values: dict[str, Any]) -> str:
+    """Stable SHA-256 of JSON-ready config values."""
+    text = json.dumps(values, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, (dt.date, Path)):
+        return str(value)
+    return value
+
+
+def load_config(path: Path | str = paths.DEFAULT_CONFIG) -> PipelineConfig:
+    """Read ``config.yml`` and the hierarchy and personas files it names.
+
+    Parameters
+    ----------
+    path : path-like
+        The config file; ``hierarchy_file`` and ``personas_file`` are
+        resolved relative to its folder.
+
+    Raises
+    ------
+    ConfigError
+        With one line per problem, each naming the file, key, bad value and
+        what is allowed.
+    """
+    path = Path(path)
+    problems = Problems(str(path))
+    parsed = build(_ConfigFile, read_yaml(path), problems)
+    if parsed is not None:
+        _check_cross_fields(parsed, problems)
+    problems.raise_if_any()
+    hierarchy_path = (path.parent / parsed.hierarchy_file)
+    personas_path = (path.parent / parsed.personas_file)
+    hierarchy = load_hierarchy(hierarchy_path)
+    personas = load_personas(personas_path, hierarchy)
+    _check_against_hierarchy(parsed, hierarchy, problems)
+    problems.raise_if_any()
+    return PipelineConfig(
+        path=path, seed=parsed.seed, hierarchy_file=hierarchy_path, personas_file=personas_path,
+        hierarchy=hierarchy, personas=personas, data=parsed.data, generate_data=parsed.generate_data,
+        prepare_features=parsed.prepare_features, train_autoencoder=parsed.train_autoencoder,
+        cluster=parsed.cluster, profile_export=parsed.profile_export,
+    )
+
+
+def _check_cross_fields(cfg: _ConfigFile, problems: Problems) -> None:
+    from core.schema import check_sums_to_one
+
+    if cfg.data.history_end <= cfg.data.history_start:
+        problems.add("data.history_end", f"{cfg.data.history_end} is not after history_start "
+                                         f"{cfg.data.history_start}; the window must be at least one day")
+    gen = cfg.generate_data
+    check_sums_to_one(dict(enumerate(map(float, gen.quantity_probabilities))), problems,
+                      "generate_data.quantity_probabilities")
+    check_sums_to_one(gen.regions, problems, "generate_data.regions")
+    cl = cfg.cluster
+    if not cl.methods:
+        problems.add("cluster.methods", f"empty; list at least one of {', '.join(CLUSTER_METHODS)}")
+    if not cl.spaces:
+        problems.add("cluster.spaces", f"empty; list at least one of {', '.join(SPACES)}")
+    for name, values in (("methods", cl.methods), ("spaces", cl.spaces)):
+        if len(set(values)) != len(values):
+            problems.add(f"cluster.{name}", f"{list(values)} lists a value twice")
+    if cl.primary.method not in cl.methods or cl.primary.space not in cl.spaces:
+        problems.add("cluster.primary", f"{cl.primary.method}/{cl.primary.space} is not fitted; "
+                                        f"it must be one of cluster.methods and one of cluster.spaces")
+    if not cfg.prepare_features.model_features:
+        problems.add("prepare_features.model_features", "empty; list at least one feature")
+    low, high = cfg.profile_export.value_quantiles
+    if not (0 < low < high < 1):
+        problems.add("profile_export.value_quantiles", f"[{low}, {high}] must satisfy 0 < low < high < 1")
+
+
+def _check_against_hierarchy(cfg: _ConfigFile, hierarchy: Hierarchy, problems: Problems) -> None:
+    merchandise = hierarchy.merchandise_departments
+    gen = cfg.generate_data
+    for dept in list(gen.department_price_ranges) + list(gen.department_return_rates):
+        if dept not in merchandise:
+            problems.add(f"generate_data.*.{dept}",
+                         f"'{dept}' is not a merchandise department of the hierarchy"
+                         f"{suggest(dept, merchandise)}")
+    missing = [d for d in merchandise if d not in gen.department_price_ranges]
+    if missing:
+        problems.add("generate_data.department_price_ranges",
+                     f"no price range for {', '.join(missing)}; every merchandise department needs one")
+
+
+__all__ = ["ConfigError", "PipelineConfig", "load_config", "stage_config", "config_hash",
+           "STAGE_SECTIONS", "CLUSTER_METHODS", "SPACES"]

@@ -1,0 +1,63 @@
+"""Every path the pipeline reads or writes, declared once.
+
+A stage's outputs live in ``<artifacts>/<stage name>/`` where the stage name is
+its script's file name without ``.py`` (``02_prepare_features``). Scripts and
+tests refer to files through the constants here, never through literals.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CONFIG = REPO_ROOT / "config" / "config.yml"
+DEFAULT_ARTIFACTS = REPO_ROOT / "artifacts"
+
+# Stage names in run order; each is also the script name and the output folder.
+GENERATE_DATA = "01_generate_data"
+PREPARE_FEATURES = "02_prepare_features"
+TRAIN_AUTOENCODER = "03_train_autoencoder"
+CLUSTER = "04_cluster"
+PROFILE_EXPORT = "05_profile_export"
+STAGE_NAMES = (GENERATE_DATA, PREPARE_FEATURES, TRAIN_AUTOENCODER, CLUSTER, PROFILE_EXPORT)
+
+MANIFEST = "manifest.json"
+PIPELINE_LOG = "pipeline.log"
+
+# 01_generate_data
+TRANSACTIONS = "transactions.parquet"
+CUSTOMERS = "customers.parquet"
+PRODUCTS = "products.parquet"
+
+# 02_prepare_features
+BASIC = "basic.parquet"
+ENRICHED_DEPARTMENT = "enriched_department.parquet"
+ENRICHED_CLASS = "enriched_class.parquet"
+FEATURES = "features.parquet"
+FEATURE_SCALER = "feature-scaler.pkl"
+
+# 03_train_autoencoder
+AUTOENCODER_MODEL = "autoencoder-model.keras"
+LATENT = "latent.parquet"
+LOSS_PLOT = "loss-plot.png"
+TRAINING_HISTORY = "history.json"
+
+# 04_cluster
+ASSIGNMENTS = "assignments.parquet"
+COMPARISON = "comparison.csv"
+
+
+def cluster_model_file(method: str, space: str) -> str:
+    """File name of a fitted clustering model, e.g. ``hdbscan-latent.pkl``."""
+    return f"{method}-{space}.pkl"
+
+
+# 05_profile_export
+SEGMENT_PROFILES_JSON = "segment_profiles.json"
+SEGMENT_PROFILES_YAML = "segment_profiles.yaml"
+CLUSTER_INSIGHTS = "cluster_insights.csv"
+
+
+def stage_dir(artifacts_dir: Path, stage: str) -> Path:
+    """Folder holding one stage's outputs and manifest."""
+    return Path(artifacts_dir) / stage

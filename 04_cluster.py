@@ -47,7 +47,7 @@ def run(ctx: StageContext) -> None:
         ctx.write_joblib(paths.cluster_model_file(method, space), model)
     ctx.details = {
         "primary": {"method": cfg.primary.method, "space": cfg.primary.space, "reason": "named in config"},
-        "selection": {f"{m}_{s}": model.selection_() for (m, s), model in models.items()},
+        "selection": {f"{m}_{s}": model.selection_report() for (m, s), model in models.items()},
         "comparison": comparison.to_dict(orient="records"),
     }
     chosen = comparison[(comparison["method"] == cfg.primary.method) & (comparison["space"] == cfg.primary.space)]

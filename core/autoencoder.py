@@ -27,7 +27,8 @@ LATENT_LAYER = "latent"
 def _keras():
     import os
 
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # TensorFlow's C++ start-up chatter (oneDNN notes, a tf.data attribute warning) is not ours to fix.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     import keras
     import tensorflow as tf
 

@@ -57,6 +57,12 @@ def _candidates(n_range: tuple[float, float], n_rows: int) -> list[int]:
     return list(range(min(low, high), high + 1))
 
 
+def _best_by_score(scores: dict[int, float]) -> int:
+    """Candidate with the highest finite score (the smallest candidate if none is finite)."""
+    finite = {k: v for k, v in scores.items() if np.isfinite(v)}
+    return max(finite, key=finite.get) if finite else min(scores)
+
+
 class HDBSCANClusterer(ClusterMixin, BaseEstimator):
     """HDBSCAN with prediction data kept, its minimum cluster size relative to the data size.
 
@@ -95,7 +101,7 @@ class HDBSCANClusterer(ClusterMixin, BaseEstimator):
     def predict(self, X) -> np.ndarray:
         return self.predict_with_strength(X)[0]
 
-    def selection_(self) -> dict[str, Any]:
+    def selection_report(self) -> dict[str, Any]:
         return {"min_cluster_size": self.min_cluster_size_}
 
 
@@ -108,32 +114,39 @@ class GaussianMixtureClusterer(ClusterMixin, BaseEstimator):
         Candidate range, inclusive.
     covariance_type : str
     n_init : int
+    selection_sample_size : int
+        Candidates are fitted and scored on a seeded sample of this many
+        rows; the chosen number is then refit on all rows.
     random_state : int
 
     Attributes
     ----------
     model_ : GaussianMixture
     bic_, aic_ : dict of int to float
-        Per candidate number of components.
+        Per candidate number of components, on the selection sample.
     """
 
-    def __init__(self, n_components=(2, 8), covariance_type="full", n_init=1, random_state=0):
+    def __init__(self, n_components=(2, 8), covariance_type="full", n_init=1, selection_sample_size=5000,
+                 random_state=0):
         self.n_components = n_components
         self.covariance_type = covariance_type
         self.n_init = n_init
+        self.selection_sample_size = selection_sample_size
         self.random_state = random_state
+
+    def _mixture(self, k: int) -> GaussianMixture:
+        return GaussianMixture(n_components=k, covariance_type=self.covariance_type, n_init=self.n_init,
+                               reg_covar=1e-5, random_state=self.random_state)
 
     def fit(self, X, y=None) -> "GaussianMixtureClusterer":
         X = np.asarray(X, dtype=np.float64)
+        sample = X[sample_rows(len(X), self.selection_sample_size, self.random_state)]
         self.bic_, self.aic_ = {}, {}
-        best = None
-        for k in _candidates(self.n_components, len(X)):
-            gm = GaussianMixture(n_components=k, covariance_type=self.covariance_type, n_init=self.n_init,
-                                 reg_covar=1e-5, random_state=self.random_state).fit(X)
-            self.bic_[k], self.aic_[k] = float(gm.bic(X)), float(gm.aic(X))
-            if best is None or self.bic_[k] < self.bic_[best.n_components]:
-                best = gm
-        self.model_ = best
+        for k in _candidates(self.n_components, len(sample)):
+            gm = self._mixture(k).fit(sample)
+            self.bic_[k], self.aic_[k] = float(gm.bic(sample)), float(gm.aic(sample))
+        best_k = min(self.bic_, key=self.bic_.get)
+        self.model_ = self._mixture(best_k).fit(X)
         self.n_features_in_ = X.shape[1]
         self.labels_, self.strength_ = self.predict_with_strength(X)
         return self
@@ -149,7 +162,7 @@ class GaussianMixtureClusterer(ClusterMixin, BaseEstimator):
     def predict(self, X) -> np.ndarray:
         return self.predict_with_strength(X)[0]
 
-    def selection_(self) -> dict[str, Any]:
+    def selection_report(self) -> dict[str, Any]:
         return {"chosen_by": "bic", "bic": self.bic_, "aic": self.aic_}
 
 
@@ -169,6 +182,9 @@ class FuzzyCMeansClusterer(ClusterMixin, BaseEstimator):
     max_iter : int
     silhouette_sample_size : int
         Rows sampled to score each candidate.
+    selection_sample_size : int
+        Candidates are fitted on a seeded sample of this many rows; the
+        chosen number is then refit on all rows.
     random_state : int
 
     Attributes
@@ -181,29 +197,33 @@ class FuzzyCMeansClusterer(ClusterMixin, BaseEstimator):
     """
 
     def __init__(self, n_clusters=(2, 8), fuzziness=2.0, tolerance=0.005, max_iter=300,
-                 silhouette_sample_size=3000, random_state=0):
+                 silhouette_sample_size=3000, selection_sample_size=5000, random_state=0):
         self.n_clusters = n_clusters
         self.fuzziness = fuzziness
         self.tolerance = tolerance
         self.max_iter = max_iter
         self.silhouette_sample_size = silhouette_sample_size
+        self.selection_sample_size = selection_sample_size
         self.random_state = random_state
 
-    def fit(self, X, y=None) -> "FuzzyCMeansClusterer":
+    def _cmeans(self, X: np.ndarray, c: int):
         import skfuzzy
 
+        centers, u, _, _, _, _, fpc = skfuzzy.cluster.cmeans(
+            X.T, c, self.fuzziness, error=self.tolerance, maxiter=self.max_iter, seed=self.random_state)
+        return centers, u, float(fpc)
+
+    def fit(self, X, y=None) -> "FuzzyCMeansClusterer":
         X = np.asarray(X, dtype=np.float64)
+        sample = X[sample_rows(len(X), self.selection_sample_size, self.random_state)]
         self.scores_, self.fpc_ = {}, {}
-        best_score, best = -np.inf, None
-        for c in _candidates(self.n_clusters, len(X)):
-            centers, u, _, _, _, _, fpc = skfuzzy.cluster.cmeans(
-                X.T, c, self.fuzziness, error=self.tolerance, maxiter=self.max_iter, seed=self.random_state)
-            labels = u.argmax(axis=0)
-            score = sampled_silhouette(X, labels, self.silhouette_sample_size, self.random_state)
-            self.scores_[c], self.fpc_[c] = score, float(fpc)
-            if best is None or (np.isfinite(score) and score > best_score):
-                best_score, best = score, (centers, u)
-        self.centers_, u = best
+        for c in _candidates(self.n_clusters, len(sample)):
+            _, u, fpc = self._cmeans(sample, c)
+            self.scores_[c] = sampled_silhouette(sample, u.argmax(axis=0), self.silhouette_sample_size,
+                                                 self.random_state)
+            self.fpc_[c] = fpc
+        best_c = _best_by_score(self.scores_)
+        self.centers_, u, _ = self._cmeans(X, best_c)
         self.membership_ = u.T
         n = self.membership_.shape[1]
         self.partition_coefficient_ = float(np.mean(np.sum(u**2, axis=0)))
@@ -231,7 +251,7 @@ class FuzzyCMeansClusterer(ClusterMixin, BaseEstimator):
     def predict(self, X) -> np.ndarray:
         return self.predict_with_strength(X)[0]
 
-    def selection_(self) -> dict[str, Any]:
+    def selection_report(self) -> dict[str, Any]:
         return {"chosen_by": "silhouette", "silhouette": self.scores_, "partition_coefficient": self.fpc_,
                 "partition_entropy": self.partition_entropy_}
 
@@ -245,26 +265,31 @@ class KMeansClusterer(ClusterMixin, BaseEstimator):
         Candidate range, inclusive.
     n_init : int
     silhouette_sample_size : int
+    selection_sample_size : int
+        Candidates are fitted and scored on a seeded sample of this many
+        rows; the chosen k is then refit on all rows.
     random_state : int
     """
 
-    def __init__(self, n_clusters=(2, 8), n_init=4, silhouette_sample_size=3000, random_state=0):
+    def __init__(self, n_clusters=(2, 8), n_init=4, silhouette_sample_size=3000, selection_sample_size=5000,
+                 random_state=0):
         self.n_clusters = n_clusters
         self.n_init = n_init
         self.silhouette_sample_size = silhouette_sample_size
+        self.selection_sample_size = selection_sample_size
         self.random_state = random_state
+
+    def _kmeans(self, k: int) -> KMeans:
+        return KMeans(n_clusters=k, n_init=self.n_init, random_state=self.random_state)
 
     def fit(self, X, y=None) -> "KMeansClusterer":
         X = np.asarray(X, dtype=np.float64)
+        sample = X[sample_rows(len(X), self.selection_sample_size, self.random_state)]
         self.scores_ = {}
-        best_score, best = -np.inf, None
-        for k in _candidates(self.n_clusters, len(X)):
-            km = KMeans(n_clusters=k, n_init=self.n_init, random_state=self.random_state).fit(X)
-            score = sampled_silhouette(X, km.labels_, self.silhouette_sample_size, self.random_state)
-            self.scores_[k] = score
-            if best is None or (np.isfinite(score) and score > best_score):
-                best_score, best = score, km
-        self.model_ = best
+        for k in _candidates(self.n_clusters, len(sample)):
+            labels = self._kmeans(k).fit(sample).labels_
+            self.scores_[k] = sampled_silhouette(sample, labels, self.silhouette_sample_size, self.random_state)
+        self.model_ = self._kmeans(_best_by_score(self.scores_)).fit(X)
         self.n_features_in_ = X.shape[1]
         self.labels_, self.strength_ = self.predict_with_strength(X)
         return self
@@ -282,28 +307,30 @@ class KMeansClusterer(ClusterMixin, BaseEstimator):
     def predict(self, X) -> np.ndarray:
         return self.predict_with_strength(X)[0]
 
-    def selection_(self) -> dict[str, Any]:
+    def selection_report(self) -> dict[str, Any]:
         return {"chosen_by": "silhouette", "silhouette": self.scores_}
 
 
 def make_clusterer(method: str, cluster_cfg, seed: int) -> ClusterMixin:
     """The estimator for ``method`` with its hyper-parameters from the ``cluster`` config section."""
     sample = cluster_cfg.silhouette_sample_size
+    selection = cluster_cfg.selection_sample_size
     if method == "hdbscan":
         c = cluster_cfg.hdbscan
         return HDBSCANClusterer(min_cluster_size_fraction=c.min_cluster_size_fraction, min_samples=c.min_samples)
     if method == "gmm":
         c = cluster_cfg.gmm
         return GaussianMixtureClusterer(n_components=c.n_components, covariance_type=c.covariance_type,
-                                        n_init=c.n_init, random_state=seed)
+                                        n_init=c.n_init, selection_sample_size=selection, random_state=seed)
     if method == "fcm":
         c = cluster_cfg.fcm
         return FuzzyCMeansClusterer(n_clusters=c.n_clusters, fuzziness=c.fuzziness, tolerance=c.tolerance,
-                                    max_iter=c.max_iter, silhouette_sample_size=sample, random_state=seed)
+                                    max_iter=c.max_iter, silhouette_sample_size=sample,
+                                    selection_sample_size=selection, random_state=seed)
     if method == "kmeans":
         c = cluster_cfg.kmeans
         return KMeansClusterer(n_clusters=c.n_clusters, n_init=c.n_init, silhouette_sample_size=sample,
-                               random_state=seed)
+                               selection_sample_size=selection, random_state=seed)
     raise ValueError(f"unknown clustering method {method!r}")
 
 

@@ -127,6 +127,8 @@ class ClusterConfig:
     spaces: tuple[str, ...] = spec(choices=SPACES, help="feature spaces to cluster in")
     primary: PrimaryConfig = spec()
     silhouette_sample_size: int = spec(minimum=100, help="customers sampled for silhouette scores")
+    selection_sample_size: int = spec(minimum=100, help="customers sampled to choose the number of clusters; "
+                                                        "the chosen model is refit on everyone")
     hdbscan: HdbscanConfig = spec()
     gmm: GmmConfig = spec()
     fcm: FcmConfig = spec()
@@ -247,8 +249,13 @@ def load_config(path: Path | str = paths.DEFAULT_CONFIG) -> PipelineConfig:
     if parsed is not None:
         _check_cross_fields(parsed, problems)
     problems.raise_if_any()
-    hierarchy_path = (path.parent / parsed.hierarchy_file)
-    personas_path = (path.parent / parsed.personas_file)
+    hierarchy_path = path.parent / parsed.hierarchy_file
+    personas_path = path.parent / parsed.personas_file
+    for key, named in (("hierarchy_file", hierarchy_path), ("personas_file", personas_path)):
+        if not named.is_file():
+            problems.add(key, f"{getattr(parsed, key)!r} names {named}, which was not found; "
+                              f"give a path relative to {path.parent}")
+    problems.raise_if_any()
     hierarchy = load_hierarchy(hierarchy_path)
     personas = load_personas(personas_path, hierarchy)
     _check_against_hierarchy(parsed, hierarchy, problems)
@@ -292,11 +299,12 @@ def _check_cross_fields(cfg: _ConfigFile, problems: Problems) -> None:
 def _check_against_hierarchy(cfg: _ConfigFile, hierarchy: Hierarchy, problems: Problems) -> None:
     merchandise = hierarchy.merchandise_departments
     gen = cfg.generate_data
-    for dept in list(gen.department_price_ranges) + list(gen.department_return_rates):
-        if dept not in merchandise:
-            problems.add(f"generate_data.*.{dept}",
-                         f"'{dept}' is not a merchandise department of the hierarchy"
-                         f"{suggest(dept, merchandise)}")
+    for field_name in ("department_price_ranges", "department_return_rates"):
+        for dept in getattr(gen, field_name):
+            if dept not in merchandise:
+                problems.add(f"generate_data.{field_name}.{dept}",
+                             f"'{dept}' is not a merchandise department of the hierarchy"
+                             f"{suggest(dept, merchandise)}; allowed: {', '.join(merchandise)}")
     missing = [d for d in merchandise if d not in gen.department_price_ranges]
     if missing:
         problems.add("generate_data.department_price_ranges",

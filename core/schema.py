@@ -82,7 +82,7 @@ def _join(parent: str, child: Any) -> str:
 
 def _type_name(tp: Any) -> str:
     origin = get_origin(tp)
-    if tp is Range:
+    if tp == Range:
         return "a range [min, max] of two non-negative numbers"
     if dataclasses.is_dataclass(tp):
         return "a mapping"
@@ -162,7 +162,7 @@ def _convert(tp: Any, value: Any, problems: Problems, key: str, meta: dict) -> A
     if dataclasses.is_dataclass(tp):
         built = build(tp, value, problems, key)
         return _INVALID if built is None else built
-    if tp is Range:
+    if tp == Range:
         return _convert_range(value, problems, key, meta)
     if origin is Literal:
         if value not in get_args(tp):

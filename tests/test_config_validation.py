@@ -1,0 +1,407 @@
+"""Unit tests for config validation: ``core.config.load_config`` and the files it reads.
+
+Each broken config is the shipped one, loaded with ``yaml.safe_load``, changed
+in one place and written with its hierarchy and personas files into
+``tmp_path``. Every error test checks that one problem line names the file,
+the dotted key, the bad value (where there is one) and what is allowed.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import functools
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from core import paths
+from core.config import config_hash, load_config, stage_config
+from core.schema import ConfigError
+
+SHIPPED_DIR = paths.DEFAULT_CONFIG.parent
+FILES = ("config", "hierarchy", "personas")
+
+
+@functools.cache
+def shipped_documents() -> dict[str, dict]:
+    """The shipped config, hierarchy and personas files as parsed YAML, by file stem.
+
+    Parsed once per session; tests change a deep copy (the ``docs`` fixture).
+    """
+    return {name: yaml.safe_load((SHIPPED_DIR / f"{name}.yml").read_text(encoding="utf-8"))
+            for name in FILES}
+
+
+def write_config(folder: Path, documents: dict[str, dict]) -> Path:
+    """Write config.yml, hierarchy.yml and personas.yml into ``folder``; return config.yml's path."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, document in documents.items():
+        text = yaml.safe_dump(document, sort_keys=False, allow_unicode=True)
+        (folder / f"{name}.yml").write_text(text, encoding="utf-8")
+    return folder / "config.yml"
+
+
+def problem(file: Path, key: str, *parts: str) -> str:
+    """Regex for one problem line: ``<file>: key '<key>': ...`` then ``parts`` in order."""
+    return re.escape(f"{file}: key '{key}': ") + ".*" + ".*".join(map(re.escape, parts))
+
+
+@pytest.fixture
+def docs() -> dict[str, dict]:
+    """A private, modifiable copy of the shipped YAML documents."""
+    return copy.deepcopy(shipped_documents())
+
+
+def persona(docs: dict, name: str = "teenage_girl") -> dict:
+    return docs["personas"]["personas"][name]
+
+
+def rename_department(prefs: dict, old: str, new: str) -> dict:
+    """``prefs`` with key ``old`` renamed to ``new``, keeping its share (so the sum stays 1)."""
+    return {(new if k == old else k): v for k, v in prefs.items()}
+
+
+# --- the shipped files ---------------------------------------------------------------------------
+
+def test_shipped_config_loads_with_expected_hierarchy_and_personas():
+    """The shipped config loads: 10 personas, 21 departments (14 merchandise), 394 classes."""
+    config = load_config(paths.DEFAULT_CONFIG)
+
+    assert len(config.personas) == 10
+    assert len(config.hierarchy.departments) == 21
+    assert config.hierarchy.n_classes() == 394
+    assert len(config.hierarchy.merchandise_departments) == 14
+    assert set(config.generate_data.department_price_ranges) == set(config.hierarchy.merchandise_departments)
+    assert sum(p.weight for p in config.personas.values()) == pytest.approx(1.0)
+
+
+def test_shipped_config_round_trips_through_tmp_path(tmp_path, docs):
+    """The helper's unmodified copy loads too, so every failure below is caused by its one change."""
+    config = load_config(write_config(tmp_path, docs))
+
+    assert config.hierarchy_file == tmp_path / "hierarchy.yml"
+    assert len(config.personas) == 10
+
+
+# --- personas.yml --------------------------------------------------------------------------------
+
+def test_persona_weights_must_sum_to_one(tmp_path, docs):
+    """Persona weights summing to 1.05 are rejected, with the sum and a suggested scale."""
+    persona(docs)["weight"] += 0.05
+    path = write_config(tmp_path, docs)
+
+    with pytest.raises(ConfigError, match=problem(tmp_path / "personas.yml", "personas.*.weight",
+                                                  "sum to 1.05", "must sum to 1")):
+        load_config(path)
+
+
+def test_department_preferences_must_sum_to_one(tmp_path, docs):
+    """One persona's department shares summing to 1.05 are rejected under that persona's key."""
+    persona(docs)["department_preferences"]["Accessories"] += 0.05
+    path = write_config(tmp_path, docs)
+
+    with pytest.raises(ConfigError, match=problem(
+            tmp_path / "personas.yml", "personas.teenage_girl.department_preferences",
+            "sum to 1.05", "must sum to 1")):
+        load_config(path)
+
+
+def test_department_not_in_hierarchy_suggests_near_miss(tmp_path, docs):
+    """A misspelt department ('Ladies Clothes') is rejected with a 'did you mean' hint."""
+    p = persona(docs)
+    p["department_preferences"] = rename_department(p["department_preferences"],
+                                                    "Ladies Hosiery", "Ladies Clothes")
+    path = write_config(tmp_path, docs)
+
+    with pytest.raises(ConfigError, match=problem(
+            tmp_path / "personas.yml", "personas.teenage_girl.department_preferences.Ladies Clothes",
+            "'Ladies Clothes' is not in the hierarchy", "did you mean 'Ladies Clothing'",
+            "allowed: the merchandise departments")):
+        load_config(path)
+
+
+def test_department_not_in_hierarchy_without_near_miss_has_no_hint(tmp_path, docs):
+    """A department unlike any in the hierarchy gets no misleading 'did you mean'."""
+    p = persona(docs)
+    p["department_preferences"] = rename_department(p["department_preferences"],
+                                                    "Ladies Hosiery", "Garden Centre")
+    path = write_config(tmp_path, docs)
+
+    with pytest.raises(ConfigError, match=problem(
+            tmp_path / "personas.yml", "personas.teenage_girl.department_preferences.Garden Centre",
+            "'Garden Centre' is not in the hierarchy", "allowed: the merchandise departments")) as excinfo:
+        load_config(path)
+    assert "did you mean" not in str(excinfo.value)
+
+
+def test_non_merchandise_department_in_preferences(tmp_path, docs):
+    """'Gift Cards' exists in the hierarchy but is not merchandise, so personas cannot prefer it."""
+    p = persona(docs)
+    p["department_preferences"] = rename_department(p["department_preferences"],
+                                                    "Ladies Hosiery", "Gift Cards")
+    path = write_config(tmp_path, docs)
+
+    with pytest.raises(ConfigError, match=problem(
+            tmp_path / "personas.yml", "personas.teenage_girl.department_preferences.Gift Cards",
+            "'Gift Cards'", "'gift_card'", "not merchandise")):
+        load_config(path)
+
+
+def test_class_not_in_its_department(tmp_path, docs):
+    """A preferred class must be a sellable class of that department; near misses get a hint."""
+    persona(docs)["class_preferences"]["Ladies Clothing"].append("Jumperz")
+    path = write_config(tmp_path, docs)
+
+    with pytest.raises(ConfigError, match=problem(
+            tmp_path / "personas.yml", "personas.teenage_girl.class_preferences.Ladies Clothing",
+            "class 'Jumperz' is not a sellable class of 'Ladies Clothing'",
+            "did you mean 'Jumpers'")):
+        load_config(path)
+
+
+def test_class_of_another_department_is_rejected(tmp_path, docs):
+    """'Luggage' is an Accessories class, so listing it under Ladies Clothing is an error."""
+    persona(docs)["class_preferences"]["Ladies Clothing"].append("Luggage")
+    path = write_config(tmp_path, docs)
+
+    with pytest.raises(ConfigError, match=problem(
+            tmp_path / "personas.yml", "personas.teenage_girl.class_preferences.Ladies Clothing",
+            "class 'Luggage' is not a sellable class of 'Ladies Clothing'")):
+        load_config(path)
+
+
+def test_negative_range_is_rejected(tmp_path, docs):
+    """avg_order_value [-5, 10] is rejected: both ends of a range must be >= 0."""
+    persona(docs)["spending_profile"]["avg_order_value"] = [-5, 10]
+    path = write_config(tmp_path, docs)
+
+    with pytest.raises(ConfigError, match=problem(
+            tmp_path / "personas.yml", "personas.teenage_girl.spending_profile.avg_order_value",
+            "[-5, 10]", "negative range", ">= 0")):
+        load_config(path)
+
+
+def test_inverted_range_is_rejected(tmp_path, docs):
+    """avg_order_value [50, 10] is rejected: a range is written [min, max]."""
+    persona(docs)["spending_profile"]["avg_order_value"] = [50, 10]
+    path = write_config(tmp_path, docs)
+
+    with pytest.raises(ConfigError, match=problem(
+            tmp_path / "personas.yml", "personas.teenage_girl.spending_profile.avg_order_value",
+            "[50, 10]", "minimum 50 is above maximum 10", "[min, max]")):
+        load_config(path)
+
+
+def test_inverted_range_in_config_yml_is_rejected(tmp_path, docs):
+    """Ranges in config.yml follow the same rule: cluster.gmm.n_components [12, 4] is rejected."""
+    docs["config"]["cluster"]["gmm"]["n_components"] = [12, 4]
+    path = write_config(tmp_path, docs)
+
+    with pytest.raises(ConfigError, match=problem(
+            tmp_path / "config.yml", "cluster.gmm.n_components",
+            "[12, 4]", "minimum 12 is above maximum 4", "[min, max]")):
+        load_config(path)
+
+
+def test_unknown_key_in_persona(tmp_path, docs):
+    """A key a persona does not have is rejected, listing the keys it does have."""
+    persona(docs)["favourite_colour"] = "pink"
+    path = write_config(tmp_path, docs)
+
+    with pytest.raises(ConfigError, match=problem(
+            tmp_path / "personas.yml", "personas.teenage_girl.favourite_colour",
+            "unknown key", "allowed keys: weight, description, demographics")):
+        load_config(path)
+
+
+def test_several_persona_problems_are_reported_together(tmp_path, docs):
+    """Problems in different personas of one file come back in one ConfigError."""
+    girl = persona(docs, "teenage_girl")
+    girl["department_preferences"] = rename_department(girl["department_preferences"],
+                                                       "Ladies Hosiery", "Gift Cards")
+    persona(docs, "teenage_boy")["class_preferences"]["Primarket"].append("Luggage")
+    path = write_config(tmp_path, docs)
+
+    with pytest.raises(ConfigError, match=r"\(2 problem\(s\)\)") as excinfo:
+        load_config(path)
+    keys = [re.search(r"key '([^']*)'", p).group(1) for p in excinfo.value.problems]
+    assert keys == ["personas.teenage_girl.department_preferences.Gift Cards",
+                    "personas.teenage_boy.class_preferences.Primarket"]
+
+
+# --- config.yml ----------------------------------------------------------------------------------
+
+def test_unknown_top_level_key_suggests_the_right_one(tmp_path, docs):
+    """A misspelt top-level key ('sead') is rejected with a hint and the allowed keys."""
+    docs["config"]["sead"] = 1
+    path = write_config(tmp_path, docs)
+
+    with pytest.raises(ConfigError, match=problem(
+            tmp_path / "config.yml", "sead", "unknown key", "did you mean 'seed'",
+            "allowed keys: seed, hierarchy_file")):
+        load_config(path)
+
+
+def test_unknown_nested_key_suggests_the_right_one(tmp_path, docs):
+    """cluster.kmeans.n_cluster is rejected under its dotted key, suggesting n_clusters."""
+    docs["config"]["cluster"]["kmeans"]["n_cluster"] = [4, 12]
+    path = write_config(tmp_path, docs)
+
+    with pytest.raises(ConfigError, match=problem(
+            tmp_path / "config.yml", "cluster.kmeans.n_cluster", "unknown key",
+            "did you mean 'n_clusters'", "allowed keys: n_clusters, n_init")):
+        load_config(path)
+
+
+def test_missing_key(tmp_path, docs):
+    """Every key is required: a missing data.n_customers names the key and the expected type."""
+    del docs["config"]["data"]["n_customers"]
+    path = write_config(tmp_path, docs)
+
+    with pytest.raises(ConfigError, match=problem(
+            tmp_path / "config.yml", "data.n_customers", "missing", "expected an integer")):
+        load_config(path)
+
+
+def test_wrong_type(tmp_path, docs):
+    """A string where an integer belongs is rejected with the value and the expected type."""
+    docs["config"]["data"]["n_customers"] = "many"
+    path = write_config(tmp_path, docs)
+
+    with pytest.raises(ConfigError, match=problem(
+            tmp_path / "config.yml", "data.n_customers", "'many' is not valid", "expected an integer")):
+        load_config(path)
+
+
+def test_value_below_minimum(tmp_path, docs):
+    """A number below its field's minimum is rejected with the bound."""
+    docs["config"]["data"]["n_customers"] = 0
+    path = write_config(tmp_path, docs)
+
+    with pytest.raises(ConfigError, match=problem(
+            tmp_path / "config.yml", "data.n_customers", "0 is below the minimum 1")):
+        load_config(path)
+
+
+def test_bad_choice(tmp_path, docs):
+    """cluster.gmm.covariance_type 'fullest' is rejected, listing the allowed values."""
+    docs["config"]["cluster"]["gmm"]["covariance_type"] = "fullest"
+    path = write_config(tmp_path, docs)
+
+    with pytest.raises(ConfigError, match=problem(
+            tmp_path / "config.yml", "cluster.gmm.covariance_type", "'fullest' is not allowed",
+            "allowed values: full, tied, diag, spherical")):
+        load_config(path)
+
+
+def test_history_end_must_follow_history_start(tmp_path, docs):
+    """A history window ending before it starts is rejected, naming both dates."""
+    docs["config"]["data"]["history_end"] = dt.date(2022, 12, 31)
+    path = write_config(tmp_path, docs)
+
+    with pytest.raises(ConfigError, match=problem(
+            tmp_path / "config.yml", "data.history_end",
+            "2022-12-31 is not after history_start 2023-01-01")):
+        load_config(path)
+
+
+def test_primary_method_must_be_fitted(tmp_path, docs):
+    """cluster.primary must name a method listed in cluster.methods."""
+    docs["config"]["cluster"]["methods"] = ["gmm", "kmeans"]
+    docs["config"]["cluster"]["primary"] = {"method": "hdbscan", "space": "latent"}
+    path = write_config(tmp_path, docs)
+
+    with pytest.raises(ConfigError, match=problem(
+            tmp_path / "config.yml", "cluster.primary", "hdbscan/latent is not fitted",
+            "one of cluster.methods")):
+        load_config(path)
+
+
+def test_generate_data_department_must_be_merchandise(tmp_path, docs):
+    """A misspelt department under generate_data.department_return_rates is rejected with a hint."""
+    docs["config"]["generate_data"]["department_return_rates"]["Ladies Clothes"] = 0.1
+    path = write_config(tmp_path, docs)
+
+    with pytest.raises(ConfigError, match=problem(
+            tmp_path / "config.yml", "generate_data.department_return_rates.Ladies Clothes",
+            "'Ladies Clothes' is not a merchandise department", "did you mean 'Ladies Clothing'")):
+        load_config(path)
+
+
+def test_every_merchandise_department_needs_a_price_range(tmp_path, docs):
+    """Dropping Home's price range is reported, naming the department."""
+    del docs["config"]["generate_data"]["department_price_ranges"]["Home"]
+    path = write_config(tmp_path, docs)
+
+    with pytest.raises(ConfigError, match=problem(
+            tmp_path / "config.yml", "generate_data.department_price_ranges",
+            "no price range for Home", "every merchandise department needs one")):
+        load_config(path)
+
+
+def test_missing_hierarchy_file(tmp_path, docs):
+    """A hierarchy_file that does not exist is reported under config.yml's key, with the path tried."""
+    docs["config"]["hierarchy_file"] = "missing.yml"
+    path = write_config(tmp_path, docs)
+
+    with pytest.raises(ConfigError, match=re.escape(str(tmp_path / "missing.yml")) + ".*not found") as excinfo:
+        load_config(path)
+    message = str(excinfo.value)
+    assert f"{path}: key 'hierarchy_file'" in message
+
+
+def test_malformed_yaml_names_file_and_line(tmp_path):
+    """Unparseable YAML is a ConfigError naming the file and the line, not a yaml traceback."""
+    lines = paths.DEFAULT_CONFIG.read_text(encoding="utf-8").splitlines()
+    seed_line = lines.index("seed: 42")
+    lines[seed_line] = "seed: [42"
+    path = tmp_path / "config.yml"
+    path.write_text("\n".join(lines), encoding="utf-8")
+
+    with pytest.raises(ConfigError, match=re.escape(f"{path}: not valid YAML") + r"(.|\n)*"
+                       + re.escape(f"line {seed_line + 1},")):
+        load_config(path)
+
+
+def test_several_problems_in_one_file_are_all_reported(tmp_path, docs):
+    """Four independent mistakes in config.yml come back together in one ConfigError."""
+    config = docs["config"]
+    config["bogus"] = 1
+    config["seed"] = "x"
+    config["data"]["n_customers"] = 0
+    config["cluster"]["gmm"]["covariance_type"] = "fullest"
+    path = write_config(tmp_path, docs)
+
+    with pytest.raises(ConfigError, match=r"\(4 problem\(s\)\)") as excinfo:
+        load_config(path)
+    problems = excinfo.value.problems
+    assert all(p.startswith(f"{path}: key '") for p in problems)
+    keys = {re.search(r"key '([^']*)'", p).group(1) for p in problems}
+    assert keys == {"bogus", "seed", "data.n_customers", "cluster.gmm.covariance_type"}
+
+
+# --- stage hashes --------------------------------------------------------------------------------
+
+def test_config_hash_tracks_the_sections_each_stage_reads(tmp_path, docs):
+    """Changing cluster.kmeans.n_init makes 04_cluster (and 05, which reads cluster) stale, not 01-03."""
+    before = load_config(write_config(tmp_path / "before", docs))
+    docs["config"]["cluster"]["kmeans"]["n_init"] += 1
+    after = load_config(write_config(tmp_path / "after", docs))
+
+    changed = {stage for stage in paths.STAGE_NAMES
+               if config_hash(stage_config(before, stage)) != config_hash(stage_config(after, stage))}
+
+    assert config_hash(stage_config(before, paths.GENERATE_DATA)) == \
+        config_hash(stage_config(after, paths.GENERATE_DATA))
+    assert changed == {paths.CLUSTER, paths.PROFILE_EXPORT}
+    assert stage_config(after, paths.CLUSTER)["cluster"]["kmeans"]["n_init"] == \
+        docs["config"]["cluster"]["kmeans"]["n_init"]
+
+
+def test_config_hash_is_order_independent():
+    """The hash is of the values, not of the key order they were written in."""
+    assert config_hash({"a": 1, "b": [1, 2]}) == config_hash({"b": [1, 2], "a": 1})
+    assert config_hash({"a": 1}) != config_hash({"a": 2})

@@ -218,7 +218,7 @@ def draw_transactions(customers: pd.DataFrame, personas: dict[str, Persona], cat
     })
     returns = _draw_returns(purchases, catalog, departments, order_day, window_end, cfg, rng)
     lines = pd.concat([purchases, returns], ignore_index=True)
-    lines.sort_values(["customer_row", "day", "is_return", "order_row"], inplace=True, kind="stable")
+    lines = lines.sort_values(["customer_row", "day", "is_return", "order_row"], kind="stable")
     return _to_transaction_frame(lines, customers, catalog, start)
 
 

@@ -211,8 +211,14 @@ def stage_status(stage: Stage, config: PipelineConfig, artifacts_dir: Path,
             reasons.append(f"config section '{section}' changed")
     if manifest.get("code_hash") != (code or artifacts.code_hash()):
         reasons.append("pipeline code changed")
+    upstream_manifests: dict[str, dict | None] = {}
     for record in manifest.get("inputs", []):
-        path = paths.stage_dir(artifacts_dir, record["stage"]) / record["file"]
+        upstream = record["stage"]
+        if upstream not in upstream_manifests:
+            upstream_manifests[upstream] = artifacts.read_manifest(paths.stage_dir(artifacts_dir, upstream))
+            if upstream_manifests[upstream] is None:
+                reasons.append(f"upstream stage {upstream} has not completed")
+        path = paths.stage_dir(artifacts_dir, upstream) / record["file"]
         if not path.exists():
             reasons.append(f"input {record['stage']}/{record['file']} is missing")
         elif artifacts.current_sha256(path, record) != record["sha256"]:

@@ -1,0 +1,47 @@
+"""Shared fixtures: a small but complete configuration written to a temporary folder."""
+
+from __future__ import annotations
+
+import copy
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from core import paths
+
+SHIPPED_CONFIG = paths.REPO_ROOT / "config"
+
+
+def small_config_document() -> dict:
+    """The shipped config.yml, shrunk to a few hundred customers and short training."""
+    doc = yaml.safe_load((SHIPPED_CONFIG / "config.yml").read_text(encoding="utf-8"))
+    doc["data"].update(n_customers=300, history_start="2023-01-01", history_end="2023-12-31")
+    doc["generate_data"]["chunk_size"] = 120  # several chunks even on small data
+    doc["train_autoencoder"].update(hidden_units=[16, 8], latent_dim=4, epochs=15, batch_size=64,
+                                    early_stopping_patience=5)
+    cluster = doc["cluster"]
+    cluster.update(silhouette_sample_size=300, selection_sample_size=300)
+    cluster["hdbscan"].update(min_cluster_size_fraction=0.05, min_samples=5)
+    cluster["gmm"]["n_components"] = [2, 5]
+    cluster["fcm"].update(n_clusters=[2, 5], max_iter=100)
+    cluster["kmeans"]["n_clusters"] = [2, 5]
+    return doc
+
+
+def write_config(folder: Path, document: dict) -> Path:
+    """Write ``document`` as config.yml in ``folder`` beside copies of the shipped hierarchy and personas."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in ("hierarchy.yml", "personas.yml"):
+        shutil.copy(SHIPPED_CONFIG / name, folder / name)
+    path = folder / "config.yml"
+    path.write_text(yaml.safe_dump(copy.deepcopy(document), sort_keys=False, allow_unicode=True),
+                    encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def small_config_path(tmp_path: Path) -> Path:
+    """Path of a small, valid config.yml in a fresh temporary folder."""
+    return write_config(tmp_path / "config", small_config_document())

@@ -1,0 +1,292 @@
+"""End-to-end behaviour of the five-stage chain: outputs, invariants, reruns, determinism, failures."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from conftest import small_config_document, write_config
+from core import paths
+from core.config import CLUSTER_METHODS, SPACES, load_config
+from core.generator import CUSTOMER_COLUMNS, TRANSACTION_COLUMNS
+from core.pipeline import (PipelineError, all_stages, main, pipeline_status, run_pipeline, run_stage,
+                           show_stage)
+
+PROFILE_COLUMNS = [c for c in CUSTOMER_COLUMNS if c != "customer_id"]
+
+
+@pytest.fixture(scope="session")
+def pipeline_run(tmp_path_factory) -> tuple[Path, Path]:
+    """One full run on the small config: (config path, artifacts folder). Treat as read-only."""
+    root = tmp_path_factory.mktemp("pipeline")
+    config_path = write_config(root / "config", small_config_document())
+    artifacts_dir = root / "artifacts"
+    outcome = run_pipeline(load_config(config_path), artifacts_dir)
+    assert set(outcome.values()) == {"ran"}
+    return config_path, artifacts_dir
+
+
+def read(artifacts_dir: Path, stage: str, file: str) -> pd.DataFrame:
+    return pd.read_parquet(paths.stage_dir(artifacts_dir, stage) / file)
+
+
+def copy_run(pipeline_run, destination: Path) -> tuple[Path, Path]:
+    config_path, artifacts_dir = pipeline_run
+    shutil.copytree(config_path.parent, destination / "config")
+    shutil.copytree(artifacts_dir, destination / "artifacts")
+    return destination / "config" / "config.yml", destination / "artifacts"
+
+
+# --- outputs and invariants -------------------------------------------------
+
+
+def test_every_stage_writes_a_complete_manifest(pipeline_run):
+    """Each manifest records config and hash, hashed inputs, hashed outputs with rows, seed, versions, timing."""
+    _, artifacts_dir = pipeline_run
+    for name in paths.STAGE_NAMES:
+        manifest = json.loads((paths.stage_dir(artifacts_dir, name) / paths.MANIFEST).read_text())
+        assert manifest["stage"] == name
+        assert manifest["seed"] == 42
+        assert len(manifest["config_hash"]) == 64 and manifest["config"]
+        assert manifest["duration_seconds"] >= 0 and manifest["started_at"]
+        assert {"numpy", "pandas", "scikit-learn", "keras"} <= set(manifest["library_versions"])
+        for record in manifest["outputs"]:
+            path = paths.stage_dir(artifacts_dir, name) / record["file"]
+            assert path.exists() and len(record["sha256"]) == 64
+            if path.suffix == ".parquet":
+                assert record["rows"] == len(pd.read_parquet(path))
+        stage = dict((s.name, s) for s, _ in all_stages())[name]
+        declared = {(up, f) for up, files in stage.inputs.items() for f in files}
+        assert {(r["stage"], r["file"]) for r in manifest["inputs"]} == declared
+
+
+def test_generated_tables_have_the_documented_columns(pipeline_run):
+    _, artifacts_dir = pipeline_run
+    transactions = read(artifacts_dir, paths.GENERATE_DATA, paths.TRANSACTIONS)
+    customers = read(artifacts_dir, paths.GENERATE_DATA, paths.CUSTOMERS)
+    products = read(artifacts_dir, paths.GENERATE_DATA, paths.PRODUCTS)
+    assert list(transactions.columns) == list(TRANSACTION_COLUMNS)
+    assert list(customers.columns) == list(CUSTOMER_COLUMNS)
+    assert {"sku", "department", "class", "base_price"} <= set(products.columns)
+    assert customers["customer_id"].is_unique and len(customers) == 300
+    assert set(transactions["sku"]) <= set(products["sku"])
+
+
+def test_each_customer_has_exactly_one_assignment(pipeline_run):
+    _, artifacts_dir = pipeline_run
+    customers = read(artifacts_dir, paths.GENERATE_DATA, paths.CUSTOMERS)
+    assignments = read(artifacts_dir, paths.CLUSTER, paths.ASSIGNMENTS)
+    assert assignments["customer_id"].is_unique
+    assert sorted(assignments["customer_id"]) == sorted(customers["customer_id"])
+
+
+def test_assignments_hold_label_and_strength_for_every_method_and_space(pipeline_run):
+    _, artifacts_dir = pipeline_run
+    assignments = read(artifacts_dir, paths.CLUSTER, paths.ASSIGNMENTS)
+    comparison = pd.read_csv(paths.stage_dir(artifacts_dir, paths.CLUSTER) / paths.COMPARISON)
+    for method in CLUSTER_METHODS:
+        for space in SPACES:
+            labels = assignments[f"{method}_{space}_label"]
+            strength = assignments[f"{method}_{space}_strength"]
+            assert labels.min() >= -1
+            assert strength.between(0, 1).all()
+            assert (paths.stage_dir(artifacts_dir, paths.CLUSTER) / paths.cluster_model_file(method, space)).exists()
+    assert len(comparison) == len(CLUSTER_METHODS) * len(SPACES)
+    assert {"method", "space", "clusters", "noise_ratio", "silhouette", "smallest_cluster",
+            "largest_cluster"} <= set(comparison.columns)
+    assert (assignments["segment"] == assignments["gmm_latent_label"]).all()
+
+
+def test_no_profile_column_reaches_basic_or_features(pipeline_run):
+    _, artifacts_dir = pipeline_run
+    for file in (paths.BASIC, paths.FEATURES):
+        columns = set(read(artifacts_dir, paths.PREPARE_FEATURES, file).columns)
+        assert not columns & set(PROFILE_COLUMNS), file
+    enriched = read(artifacts_dir, paths.PREPARE_FEATURES, paths.ENRICHED_DEPARTMENT)
+    assert set(PROFILE_COLUMNS) <= set(enriched.columns)
+
+
+def test_feature_revenue_equals_the_sum_of_transactions(pipeline_run):
+    _, artifacts_dir = pipeline_run
+    transactions = read(artifacts_dir, paths.GENERATE_DATA, paths.TRANSACTIONS)
+    basic = read(artifacts_dir, paths.PREPARE_FEATURES, paths.BASIC)
+    per_customer = transactions.groupby("customer_id")["line_amount"].sum()
+    joined = basic.set_index("customer_id")["net_revenue"].reindex(per_customer.index)
+    np.testing.assert_allclose(joined.to_numpy(), per_customer.to_numpy(), rtol=1e-9, atol=1e-6)
+    assert basic["net_revenue"].sum() == pytest.approx(transactions["line_amount"].sum(), rel=1e-12)
+
+
+def test_latent_and_model_matrix_cover_the_same_customers(pipeline_run):
+    config_path, artifacts_dir = pipeline_run
+    features = read(artifacts_dir, paths.PREPARE_FEATURES, paths.FEATURES)
+    latent = read(artifacts_dir, paths.TRAIN_AUTOENCODER, paths.LATENT)
+    assert (features["customer_id"].to_numpy() == latent["customer_id"].to_numpy()).all()
+    latent_dim = load_config(config_path).train_autoencoder.latent_dim
+    assert [c for c in latent.columns if c.startswith("latent_")] == [f"latent_{i}" for i in range(latent_dim)]
+    assert (latent["reconstruction_error"] >= 0).all()
+    png = paths.stage_dir(artifacts_dir, paths.TRAIN_AUTOENCODER) / paths.LOSS_PLOT
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_profiles_export_the_same_content_as_json_and_yaml(pipeline_run):
+    _, artifacts_dir = pipeline_run
+    folder = paths.stage_dir(artifacts_dir, paths.PROFILE_EXPORT)
+    as_json = json.loads((folder / paths.SEGMENT_PROFILES_JSON).read_text(encoding="utf-8"))
+    as_yaml = yaml.safe_load((folder / paths.SEGMENT_PROFILES_YAML).read_text(encoding="utf-8"))
+    assert as_json == as_yaml
+    insights = pd.read_csv(folder / paths.CLUSTER_INSIGHTS)
+    segments = as_json["segments"]
+    assert len(insights) == len(segments) == as_json["metadata"]["segments"]
+    assert sum(s["size"] for s in segments) == 300
+    assert len({s["name"] for s in segments}) == len(segments)
+    assert all(s["description"] and s["top_departments"] for s in segments)
+
+
+# --- restartability -------------------------------------------------------------
+
+
+def test_second_run_skips_every_stage(pipeline_run, tmp_path):
+    config_path, artifacts_dir = copy_run(pipeline_run, tmp_path)
+    outcome = run_pipeline(load_config(config_path), artifacts_dir)
+    assert outcome == {name: "skipped" for name in paths.STAGE_NAMES}
+    assert all(s.up_to_date for s in pipeline_status(load_config(config_path), artifacts_dir))
+
+
+def test_changed_config_section_reruns_that_stage_and_the_later_ones(pipeline_run, tmp_path):
+    config_path, artifacts_dir = copy_run(pipeline_run, tmp_path)
+    document = yaml.safe_load(config_path.read_text(encoding="utf-8"))
+    document["cluster"]["kmeans"]["n_init"] = 2
+    config_path.write_text(yaml.safe_dump(document, sort_keys=False, allow_unicode=True), encoding="utf-8")
+    config = load_config(config_path)
+
+    status = {s.stage: s for s in pipeline_status(config, artifacts_dir)}
+    assert status[paths.TRAIN_AUTOENCODER].up_to_date
+    assert status[paths.CLUSTER].state == "stale"
+    assert "config section 'cluster' changed" in status[paths.CLUSTER].reasons
+
+    outcome = run_pipeline(config, artifacts_dir)
+    assert outcome == {paths.GENERATE_DATA: "skipped", paths.PREPARE_FEATURES: "skipped",
+                       paths.TRAIN_AUTOENCODER: "skipped", paths.CLUSTER: "ran", paths.PROFILE_EXPORT: "ran"}
+
+
+def test_edited_output_makes_its_stage_stale(pipeline_run, tmp_path):
+    config_path, artifacts_dir = copy_run(pipeline_run, tmp_path)
+    insights = paths.stage_dir(artifacts_dir, paths.PROFILE_EXPORT) / paths.CLUSTER_INSIGHTS
+    insights.write_text(insights.read_text(encoding="utf-8") + "tampered\n", encoding="utf-8")
+    status = {s.stage: s for s in pipeline_status(load_config(config_path), artifacts_dir)}
+    assert status[paths.PROFILE_EXPORT].state == "stale"
+    assert any("cluster_insights.csv" in r for r in status[paths.PROFILE_EXPORT].reasons)
+
+
+def test_stage_without_its_inputs_names_the_stage_to_run_first(small_config_path, tmp_path):
+    config = load_config(small_config_path)
+    with pytest.raises(PipelineError, match=r"needs the outputs of stage 02_prepare_features.*run stage "
+                                            r"02_prepare_features first"):
+        run_pipeline(config, tmp_path / "empty", only=paths.TRAIN_AUTOENCODER)
+    assert not (paths.stage_dir(tmp_path / "empty", paths.TRAIN_AUTOENCODER) / paths.MANIFEST).exists()
+
+
+def test_failed_stage_leaves_no_manifest_and_blocks_the_next(pipeline_run, tmp_path):
+    config_path, artifacts_dir = copy_run(pipeline_run, tmp_path)
+    config = load_config(config_path)
+    stages = dict((s.name, (s, run)) for s, run in all_stages())
+    cluster_stage, _ = stages[paths.CLUSTER]
+
+    def crashing_run(ctx):
+        ctx.write_text("partial.txt", "written before the crash")
+        raise RuntimeError("killed mid-stage")
+
+    with pytest.raises(RuntimeError, match="killed mid-stage"):
+        run_stage(cluster_stage, crashing_run, config, artifacts_dir)
+    folder = paths.stage_dir(artifacts_dir, paths.CLUSTER)
+    assert not (folder / paths.MANIFEST).exists()
+    assert not [p for p in folder.iterdir() if p.name.startswith(".")], "temporary files left behind"
+    status = {s.stage: s for s in pipeline_status(config, artifacts_dir)}
+    assert status[paths.CLUSTER].state == "missing"
+    assert status[paths.PROFILE_EXPORT].state == "stale"
+    with pytest.raises(PipelineError, match="stage 04_cluster"):
+        run_pipeline(config, artifacts_dir, only=paths.PROFILE_EXPORT)
+
+
+# --- determinism ----------------------------------------------------------------
+
+
+def test_same_config_and_seed_give_the_same_outputs(pipeline_run, tmp_path):
+    config_path, first = pipeline_run
+    second = tmp_path / "artifacts"
+    run_pipeline(load_config(config_path), second)
+    for stage, file in [(paths.GENERATE_DATA, paths.TRANSACTIONS), (paths.GENERATE_DATA, paths.CUSTOMERS),
+                        (paths.PREPARE_FEATURES, paths.ENRICHED_CLASS), (paths.PREPARE_FEATURES, paths.FEATURES),
+                        (paths.CLUSTER, paths.ASSIGNMENTS)]:
+        pd.testing.assert_frame_equal(read(first, stage, file), read(second, stage, file), obj=file)
+    latent_a = read(first, paths.TRAIN_AUTOENCODER, paths.LATENT)
+    latent_b = read(second, paths.TRAIN_AUTOENCODER, paths.LATENT)
+    np.testing.assert_allclose(latent_a.filter(like="latent_"), latent_b.filter(like="latent_"), atol=1e-6)
+    profiles = [(d / paths.PROFILE_EXPORT / paths.SEGMENT_PROFILES_JSON).read_bytes() for d in (first, second)]
+    assert profiles[0] == profiles[1]
+
+
+def test_another_seed_gives_other_data(tmp_path):
+    document = small_config_document()
+    document["seed"] = 7
+    config = load_config(write_config(tmp_path / "config", document))
+    run_pipeline(config, tmp_path / "artifacts", only=paths.GENERATE_DATA)
+    reference = load_config(write_config(tmp_path / "ref", small_config_document()))
+    run_pipeline(reference, tmp_path / "ref-artifacts", only=paths.GENERATE_DATA)
+    a = read(tmp_path / "artifacts", paths.GENERATE_DATA, paths.TRANSACTIONS)
+    b = read(tmp_path / "ref-artifacts", paths.GENERATE_DATA, paths.TRANSACTIONS)
+    assert len(a) != len(b) or not a.equals(b)
+
+
+# --- command line ---------------------------------------------------------------
+
+
+def test_status_and_show_commands(pipeline_run, tmp_path, capsys):
+    config_path, artifacts_dir = copy_run(pipeline_run, tmp_path)
+    assert main(["status", "--config", str(config_path), "--artifacts", str(artifacts_dir)]) == 0
+    out = capsys.readouterr().out
+    assert all(f"{name}" in out for name in paths.STAGE_NAMES) and "stale" not in out
+    assert main(["show", "2", "--config", str(config_path), "--artifacts", str(artifacts_dir), "--rows", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "basic.parquet: 300 rows" in out and "net_revenue" in out and "sha256" in out
+
+
+def test_missing_input_via_command_line_exits_2_with_the_fix(small_config_path, tmp_path, capsys):
+    code = main(["run", "--only", "4", "--config", str(small_config_path), "--artifacts", str(tmp_path / "a")])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "needs the outputs of stage 02_prepare_features" in err
+    assert "run stage 02_prepare_features first" in err
+    assert "Traceback" not in err
+
+
+def test_bad_config_via_command_line_exits_2_naming_the_key(tmp_path, capsys):
+    document = small_config_document()
+    document["cluster"]["kmeans"]["n_cluster"] = [2, 4]
+    path = write_config(tmp_path / "config", document)
+    assert main(["status", "--config", str(path), "--artifacts", str(tmp_path / "a")]) == 2
+    code = main(["run", "--config", str(path), "--artifacts", str(tmp_path / "a")])
+    assert code == 2
+    assert not (tmp_path / "a" / paths.GENERATE_DATA).exists(), "nothing may run on a bad config"
+    err = capsys.readouterr().err
+    assert "config.yml: key 'cluster.kmeans.n_cluster'" in err and "did you mean 'n_clusters'" in err
+
+
+def test_every_numbered_script_has_help():
+    for name in paths.STAGE_NAMES:
+        result = subprocess.run([sys.executable, str(paths.REPO_ROOT / f"{name}.py"), "--help"],
+                                capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, result.stderr
+        assert "--config" in result.stdout and "--artifacts" in result.stdout and "--force" in result.stdout
+
+
+def test_show_of_a_stage_never_run_says_so(tmp_path):
+    assert "has not completed" in show_stage(paths.CLUSTER, tmp_path)

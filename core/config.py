@@ -305,10 +305,30 @@ def _check_against_hierarchy(cfg: _ConfigFile, hierarchy: Hierarchy, problems: P
                 problems.add(f"generate_data.{field_name}.{dept}",
                              f"'{dept}' is not a merchandise department of the hierarchy"
                              f"{suggest(dept, merchandise)}; allowed: {', '.join(merchandise)}")
+    _check_model_features(cfg.prepare_features, hierarchy, problems)
     missing = [d for d in merchandise if d not in gen.department_price_ranges]
     if missing:
         problems.add("generate_data.department_price_ranges",
                      f"no price range for {', '.join(missing)}; every merchandise department needs one")
+
+
+def _check_model_features(cfg: PrepareFeaturesConfig, hierarchy: Hierarchy, problems: Problems) -> None:
+    """Model-matrix patterns must match behavioural features and never a profile column."""
+    import fnmatch
+
+    from core.features import behavioural_feature_names, resolve_model_columns
+    from core.generator import CUSTOMER_COLUMNS
+
+    profile = [c for c in CUSTOMER_COLUMNS if c != "customer_id"]
+    try:
+        columns = resolve_model_columns(cfg.model_features, behavioural_feature_names(hierarchy), profile)
+    except ValueError as exc:
+        problems.add("prepare_features.model_features", str(exc))
+        return
+    for pattern in cfg.log1p_features:
+        if not any(fnmatch.fnmatchcase(c, pattern) for c in columns):
+            problems.add("prepare_features.log1p_features",
+                         f"'{pattern}' matches none of the model features ({', '.join(columns[:8])}, ...)")
 
 
 __all__ = ["ConfigError", "PipelineConfig", "load_config", "stage_config", "config_hash",

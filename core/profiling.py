@@ -109,7 +109,8 @@ def profile_segments(customers: pd.DataFrame, segments: pd.Series, hierarchy: Hi
     _assign_unique_names(profiles)
     for profile in profiles:
         profile["description"] = describe(profile, lapsed_after_days, currency)
-    return profiles
+    lead = ("segment_id", "name", "description")
+    return [{**{k: p[k] for k in lead}, **{k: v for k, v in p.items() if k not in lead}} for p in profiles]
 
 
 def _focus_order(mix: pd.Series, lift: pd.Series) -> list[str]:

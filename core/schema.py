@@ -91,7 +91,9 @@ def _type_name(tp: Any) -> str:
     if origin in (typing.Union, types.UnionType):
         return " or ".join(_type_name(a) for a in get_args(tp) if a is not type(None)) + " or null"
     if origin in (list, tuple):
-        return f"a list of {_type_name(get_args(tp)[0])}"
+        item = _type_name(get_args(tp)[0])
+        plural = {"a number": "numbers", "an integer": "integers", "a string": "strings"}.get(item, item)
+        return f"a list of {plural}"
     if origin is dict:
         return f"a mapping of names to {_type_name(get_args(tp)[1])}"
     return {int: "an integer", float: "a number", bool: "true or false", str: "a string",

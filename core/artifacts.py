@@ -9,6 +9,7 @@ of a completed stage.
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 import os
@@ -96,8 +97,9 @@ def count_rows(path: Path) -> int | None:
     if path.suffix == ".parquet":
         return pq.ParquetFile(path).metadata.num_rows
     if path.suffix == ".csv":
-        with open(path, "rb") as handle:
-            return max(sum(1 for _ in handle) - 1, 0)
+        # csv.reader, not line counting: a quoted field may hold a line break.
+        with open(path, newline="", encoding="utf-8") as handle:
+            return max(sum(1 for _ in csv.reader(handle)) - 1, 0)
     return None
 
 
@@ -126,9 +128,10 @@ def read_manifest(stage_folder: Path) -> dict[str, Any] | None:
     if not path.exists():
         return None
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError):
         return None  # only possible if edited by hand: treat the stage as not completed
+    return manifest if isinstance(manifest, dict) else None
 
 
 def write_json(target: Path, value: Any) -> Path:

@@ -163,9 +163,19 @@ class AutoencoderTransformer(TransformerMixin, BaseEstimator):
     def load(cls, path: Path, **params: Any) -> "AutoencoderTransformer":
         """A fitted transformer from a saved ``.keras`` file."""
         keras, _ = _keras()
-        self = cls(**params)
-        self.model_ = keras.models.load_model(path)
-        self.n_features_in_ = int(self.model_.inputs[0].shape[-1])
+        model = keras.models.load_model(path)
+        encoder_layers = [layer for layer in model.layers if layer.name.startswith("encoder_")
+                          and not layer.name.startswith("encoder_bn_")]
+        # The architecture comes from the saved network, so get_params() describes what was loaded.
+        found = {
+            "hidden_units": tuple(int(layer.units) for layer in encoder_layers),
+            "latent_dim": int(model.get_layer(LATENT_LAYER).units),
+            "activation": encoder_layers[0].get_config()["activation"] if encoder_layers else "relu",
+            "batch_norm": any(layer.name.startswith("encoder_bn_") for layer in model.layers),
+        }
+        self = cls(**{**params, **found})
+        self.model_ = model
+        self.n_features_in_ = int(model.inputs[0].shape[-1])
         return self
 
 

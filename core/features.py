@@ -102,7 +102,11 @@ def build_customer_features(transactions: pd.DataFrame, hierarchy: Hierarchy,
         Long form: ``customer_id``, ``department``, ``class``, ``spend``,
         ``units`` (net of returns), merchandise classes only.
     """
-    lines = transactions.loc[transactions["order_date"] <= analysis_date]
+    # Features count days: a till timestamp's time of day must not split the analysis day.
+    analysis_date = pd.Timestamp(analysis_date).normalize()
+    day = transactions["order_date"].dt.normalize()
+    keep = (day <= analysis_date).to_numpy()
+    lines = transactions.loc[keep].assign(order_date=day[keep])
     is_return = lines["is_return"].to_numpy(bool)
     amount = lines["line_amount"].to_numpy(np.float64)
     qty = lines["quantity"].to_numpy(np.float64)
@@ -144,15 +148,15 @@ def build_customer_features(transactions: pd.DataFrame, hierarchy: Hierarchy,
     m = lines.loc[in_merch, [ID_COLUMN, "department", "class"]].assign(
         spend=amount[in_merch], units=qty[in_merch], gross=frame["gross"].to_numpy()[in_merch])
     dept = m.groupby([ID_COLUMN, "department"], sort=False, observed=True)[["spend", "units", "gross"]].sum()
-    wide = dept.unstack("department").reindex(index).fillna(0.0)
+    # Every merchandise department gets its columns, bought from or not.
+    full = pd.MultiIndex.from_product([index, merch], names=[ID_COLUMN, "department"])
+    dept = dept.reindex(full, fill_value=0.0)
+    wide = {measure: dept[measure].unstack("department")[merch] for measure in ("spend", "units", "gross")}
     gross_merch = wide["gross"].sum(axis=1)
     for d in merch:
-        spend = wide["spend"][d] if d in wide["spend"] else 0.0
-        units = wide["units"][d] if d in wide["units"] else 0.0
-        gross = wide["gross"][d] if d in wide["gross"] else 0.0
-        out[dept_column(DEPT_SPEND, d)] = spend
-        out[dept_column(DEPT_UNITS, d)] = units
-        out[dept_column(DEPT_SHARE, d)] = _ratio(gross, gross_merch)
+        out[dept_column(DEPT_SPEND, d)] = wide["spend"][d]
+        out[dept_column(DEPT_UNITS, d)] = wide["units"][d]
+        out[dept_column(DEPT_SHARE, d)] = _ratio(wide["gross"][d], gross_merch)
     bought = m.loc[m["gross"] > 0]
     out["n_departments"] = bought.groupby(ID_COLUMN)["department"].nunique().reindex(index).fillna(0.0)
     out["n_classes"] = (bought.groupby([ID_COLUMN, "department"], observed=True)["class"].nunique()
@@ -282,7 +286,8 @@ def prepare_features(transactions: pd.DataFrame, customers: pd.DataFrame | None,
         fitted ``transformer``.
     """
     if analysis_date is None:
-        analysis_date = pd.Timestamp(transactions["order_date"].max()).normalize()
+        analysis_date = pd.Timestamp(transactions["order_date"].max())
+    analysis_date = pd.Timestamp(analysis_date).normalize()
     features, class_totals = build_customer_features(transactions, hierarchy, analysis_date)
     profile_columns = [c for c in (customers.columns if customers is not None else []) if c != ID_COLUMN]
     columns = resolve_model_columns(model_patterns, behavioural_feature_names(hierarchy), profile_columns)

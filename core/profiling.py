@@ -27,8 +27,8 @@ def _stats(values: pd.Series) -> dict[str, float]:
     return {"mean": round(float(values.mean()), 2), "median": round(float(values.median()), 2)}
 
 
-def department_shares(frame: pd.DataFrame, departments: list[str]) -> pd.DataFrame:
-    """Net spend share per department for each row's total over ``departments``."""
+def department_spend(frame: pd.DataFrame, departments: list[str]) -> pd.DataFrame:
+    """Net spend per department (negative net spend counted as 0), one column per department."""
     spend = frame[[dept_column(DEPT_SPEND, d) for d in departments]].clip(lower=0).to_numpy(np.float64)
     return pd.DataFrame(spend, columns=departments, index=frame.index)
 
@@ -68,8 +68,8 @@ def profile_segments(customers: pd.DataFrame, segments: pd.Series, hierarchy: Hi
         ``top_departments`` (spend share and lift against the population).
     """
     departments = hierarchy.merchandise_departments
-    shares = department_shares(customers, departments)
-    population_mix = shares.sum() / max(shares.to_numpy().sum(), 1e-12)
+    spend = department_spend(customers, departments)
+    population_mix = spend.sum() / max(spend.to_numpy().sum(), 1e-12)
     low_q, high_q = np.quantile(customers["net_revenue"], value_quantiles)
     median_rate = customers["orders_per_month"].median()
     median_tenure = customers["tenure_days"].median()
@@ -77,10 +77,10 @@ def profile_segments(customers: pd.DataFrame, segments: pd.Series, hierarchy: Hi
     profiles = []
     for segment_id in sorted(segments.unique()):
         members = customers[segments.to_numpy() == segment_id]
-        mix = shares.loc[members.index].sum()
+        mix = spend.loc[members.index].sum()
         mix = mix / max(mix.sum(), 1e-12)
         lift = (mix / population_mix.replace(0, np.nan)).fillna(0.0)
-        top = mix.sort_values(ascending=False).head(top_departments)
+        top = mix[mix > 0].sort_values(ascending=False).head(top_departments)
         median_value = members["net_revenue"].median()
         tier = "high" if median_value >= high_q else "mid" if median_value >= low_q else "low"
         lapsed_share = float((members["recency_days"] > lapsed_after_days).mean())
@@ -114,11 +114,8 @@ def profile_segments(customers: pd.DataFrame, segments: pd.Series, hierarchy: Hi
 
 
 def _focus_order(mix: pd.Series, lift: pd.Series) -> list[str]:
-    """Departments by lift among those holding a real share of the segment's spend."""
-    candidates = lift[mix >= MIN_FOCUS_SHARE].sort_values(ascending=False)
-    if candidates.empty:
-        candidates = mix.sort_values(ascending=False)
-    return list(candidates.index)
+    """Departments by lift among those holding a real share of the segment's spend (none: "Mixed")."""
+    return list(lift[mix >= MIN_FOCUS_SHARE].sort_values(ascending=False).index)
 
 
 def _assign_unique_names(profiles: list[dict[str, Any]]) -> None:
@@ -161,11 +158,12 @@ def describe(profile: dict[str, Any], lapsed_after_days: int, currency: str) -> 
     rest = [t["department"] for t in tops[2:]]
     if rest:
         focus += f" and {', '.join(rest)}"
+    focus = f"They buy most in {focus}" if tops else "They bought no merchandise"
     return (f"{lead}: {profile['size']:,} customers ({100 * profile['share_of_customers']:.1f}%) bringing "
             f"{100 * profile['revenue_share']:.1f}% of net revenue. They last bought a median "
             f"{profile['recency_days']['median']:.0f} days ago, order {profile['orders_per_month']['median']:.1f} "
             f"times a month with an average order of {currency}{profile['average_order_value']['mean']:.0f}, "
-            f"and spend a median {currency}{profile['net_revenue']['median']:,.0f} in all. They buy most in "
+            f"and spend a median {currency}{profile['net_revenue']['median']:,.0f} in all. "
             f"{focus}. {100 * profile['lapsed_share']:.0f}% have not ordered in {lapsed_after_days}+ days; "
             f"{100 * profile['return_rate']:.0f}% of what they buy by value comes back.")
 

@@ -1,0 +1,168 @@
+"""Unit tests of core/artifacts.py: atomic writes, hashing, file descriptions and manifests."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+
+import pandas as pd
+import pytest
+
+from core import artifacts, paths
+
+
+def leftovers(folder):
+    """Hidden temporary files left in ``folder``."""
+    return sorted(p.name for p in folder.iterdir() if p.name.startswith(".") and ".tmp" in p.name)
+
+
+# --- atomic writes -----------------------------------------------------------------------------
+
+def test_write_atomic_replaces_the_target_and_leaves_no_temporary_file(tmp_path):
+    target = tmp_path / "out" / "table.csv"  # the folder is created
+    artifacts.write_atomic(target, lambda tmp: tmp.write_text("old\n"))
+    result = artifacts.write_atomic(target, lambda tmp: tmp.write_text("new\n"))
+
+    assert result == target
+    assert target.read_text() == "new\n"
+    assert leftovers(target.parent) == []
+    assert [p.name for p in target.parent.iterdir()] == ["table.csv"]
+
+
+def test_failed_writer_leaves_the_old_content_and_no_temporary_file(tmp_path):
+    target = tmp_path / "table.csv"
+    target.write_text("old\n")
+
+    def half_a_file(tmp):
+        tmp.write_text("partial")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        artifacts.write_atomic(target, half_a_file)
+    assert target.read_text() == "old\n"
+    assert leftovers(tmp_path) == []
+
+
+def test_failed_writer_creates_no_target(tmp_path):
+    target = tmp_path / "model.pkl"
+    with pytest.raises(ValueError, match="boom"):
+        with artifacts.atomic_path(target) as tmp:
+            tmp.write_bytes(b"12")
+            raise ValueError("boom")
+    assert not target.exists()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_writer_that_writes_nothing_is_an_error(tmp_path):
+    target = tmp_path / "table.parquet"
+    target.write_text("old")
+    with pytest.raises(RuntimeError, match="writer produced no file for .*table.parquet"):
+        artifacts.write_atomic(target, lambda tmp: None)
+    assert target.read_text() == "old"
+
+
+def test_atomic_path_yields_a_hidden_sibling_keeping_the_suffix(tmp_path):
+    target = tmp_path / "autoencoder-model.keras"
+    with artifacts.atomic_path(target) as tmp:
+        assert tmp.parent == tmp_path
+        assert tmp.name.startswith(".") and tmp.name != target.name
+        assert tmp.suffix == ".keras"
+        assert not target.exists()  # nothing at the target until the block succeeds
+        tmp.write_bytes(b"weights")
+    assert target.read_bytes() == b"weights"
+    assert artifacts.temporary_path(tmp_path / "a.tar.gz").name.endswith(".gz")
+
+
+def test_write_json_round_trips_through_read_manifest(tmp_path):
+    artifacts.write_json(tmp_path / paths.MANIFEST, {"stage": "x", "currency": "£", "rows": 3})
+    assert artifacts.read_manifest(tmp_path) == {"stage": "x", "currency": "£", "rows": 3}
+
+
+# --- hashing -----------------------------------------------------------------------------------
+
+def test_file_sha256_matches_hashlib(tmp_path):
+    path = tmp_path / "blob.bin"
+    data = os.urandom(3000)
+    path.write_bytes(data)
+    assert artifacts.file_sha256(path) == hashlib.sha256(data).hexdigest()
+    # Reading in small chunks gives the same digest.
+    assert artifacts.file_sha256(path, chunk_bytes=7) == hashlib.sha256(data).hexdigest()
+
+
+def test_current_sha256_reuses_the_recorded_hash_when_size_and_mtime_match(tmp_path):
+    path = tmp_path / "table.csv"
+    path.write_text("a,b\n1,2\n")
+    stat = path.stat()
+    recorded = {"bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": "recorded-hash"}
+    # A recorded hash that is not the file's: returned as is, so the file was not read.
+    assert artifacts.current_sha256(path, recorded) == "recorded-hash"
+
+
+def test_current_sha256_rehashes_a_changed_file(tmp_path):
+    path = tmp_path / "table.csv"
+    path.write_text("a,b\n1,2\n")
+    stat = path.stat()
+    recorded = {"bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": "recorded-hash"}
+
+    path.write_text("a,b\n1,3\n")  # same size, new content
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 5_000_000_000))
+    assert artifacts.current_sha256(path, recorded) == hashlib.sha256(b"a,b\n1,3\n").hexdigest()
+
+    path.write_text("a,b\n1,3\n4,5\n")  # another size
+    assert artifacts.current_sha256(path, recorded) == hashlib.sha256(b"a,b\n1,3\n4,5\n").hexdigest()
+    assert artifacts.current_sha256(path, None) == hashlib.sha256(b"a,b\n1,3\n4,5\n").hexdigest()
+
+
+# --- describe_file -----------------------------------------------------------------------------
+
+def test_describe_file_counts_parquet_rows(tmp_path):
+    path = tmp_path / "customers.parquet"
+    pd.DataFrame({"customer_id": range(17), "x": [0.5] * 17}).to_parquet(path)
+    described = artifacts.describe_file(path)
+    assert described["file"] == "customers.parquet"
+    assert described["rows"] == 17
+    assert described["bytes"] == path.stat().st_size
+    assert described["mtime_ns"] == path.stat().st_mtime_ns
+    assert described["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_describe_file_counts_csv_rows_without_the_header(tmp_path):
+    path = tmp_path / "comparison.csv"
+    pd.DataFrame({"method": ["gmm", "kmeans", "fcm"], "clusters": [4, 5, 6]}).to_csv(path, index=False)
+    assert artifacts.describe_file(path)["rows"] == 3
+    empty = tmp_path / "empty.csv"
+    empty.write_text("")
+    assert artifacts.describe_file(empty)["rows"] == 0
+
+
+def test_describe_file_has_no_rows_for_other_files_and_keeps_a_given_hash(tmp_path):
+    path = tmp_path / "autoencoder-model.keras"
+    path.write_bytes(b"not a table")
+    described = artifacts.describe_file(path, sha256="given")
+    assert described["rows"] is None
+    assert described["sha256"] == "given"
+
+
+# --- manifests ---------------------------------------------------------------------------------
+
+def test_read_manifest_of_a_stage_that_never_ran_is_none(tmp_path):
+    assert artifacts.read_manifest(tmp_path / "04_cluster") is None
+    assert artifacts.read_manifest(tmp_path) is None
+
+
+@pytest.mark.parametrize("text", ['{"stage": "01_generate_data", "outputs": [', "", "not json at all"])
+def test_read_manifest_of_a_corrupt_manifest_is_none(tmp_path, text):
+    (tmp_path / paths.MANIFEST).write_text(text, encoding="utf-8")
+    assert artifacts.read_manifest(tmp_path) is None
+
+
+def test_read_manifest_of_a_manifest_saved_in_another_encoding_is_none(tmp_path):
+    """A manifest hand-edited and saved as cp1252 (the config's currency "£" becomes byte 0xA3).
+
+    The docstring treats a hand-edited, unreadable manifest as "stage not completed";
+    the pipeline status and run commands should then rerun the stage, not crash.
+    """
+    text = json.dumps({"stage": "05_profile_export", "config": {"currency": "£"}}, ensure_ascii=False)
+    (tmp_path / paths.MANIFEST).write_bytes(text.encode("cp1252"))
+    assert artifacts.read_manifest(tmp_path) is None

@@ -1,0 +1,86 @@
+"""Tests of AutoencoderTransformer (core/autoencoder.py): determinism, shapes and the save/load round trip."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.exceptions import NotFittedError
+
+from core.autoencoder import LATENT_LAYER, AutoencoderTransformer
+
+N_ROWS, N_FEATURES, LATENT = 300, 10, 3
+PARAMS = dict(hidden_units=(8,), latent_dim=LATENT, epochs=5, batch_size=64, validation_split=0.2,
+              early_stopping_patience=3, learning_rate=1e-2, random_state=7)
+
+
+def matrix(seed: int = 0) -> np.ndarray:
+    """Correlated columns, so there is something for the network to compress."""
+    rng = np.random.default_rng(seed)
+    base = rng.normal(size=(N_ROWS, 3))
+    mixing = rng.normal(size=(3, N_FEATURES))
+    return (base @ mixing + 0.1 * rng.normal(size=(N_ROWS, N_FEATURES))).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def X() -> np.ndarray:
+    return matrix()
+
+
+@pytest.fixture(scope="module")
+def trained(X):
+    model = AutoencoderTransformer(**PARAMS).fit(X)
+    return model, model.transform(X)
+
+
+def test_transform_before_fit_raises(X):
+    model = AutoencoderTransformer(**PARAMS)
+    with pytest.raises(NotFittedError, match="not fitted"):
+        model.transform(X)
+    with pytest.raises(NotFittedError, match="not fitted"):
+        model.reconstruction_error(X)
+
+
+def test_transform_shape_and_history(trained, X):
+    model, latent = trained
+    assert latent.shape == (N_ROWS, LATENT)
+    assert np.isfinite(latent).all()
+    assert model.n_features_in_ == N_FEATURES
+    assert 1 <= len(model.history_["loss"]) <= PARAMS["epochs"]
+    assert len(model.history_["val_loss"]) == len(model.history_["loss"])
+
+
+def test_same_random_state_gives_identical_latent_values(trained, X):
+    _, first = trained
+    second = AutoencoderTransformer(**PARAMS).fit(X).transform(X)
+    np.testing.assert_allclose(second, first, atol=1e-6)
+
+
+def test_a_different_random_state_gives_different_latent_values(trained, X):
+    _, first = trained
+    other = AutoencoderTransformer(**{**PARAMS, "random_state": 8}).fit(X).transform(X)
+    assert np.max(np.abs(other - first)) > 1e-3
+
+
+def test_reconstruction_error_per_row(trained, X):
+    model, _ = trained
+    error = model.reconstruction_error(X)
+    assert error.shape == (N_ROWS,)
+    assert np.all(error >= 0)
+    # A wildly unusual row reconstructs worse than the rows the network was trained on.
+    outlier = np.full((1, N_FEATURES), 50.0, dtype=np.float32)
+    assert model.reconstruction_error(outlier)[0] > np.median(error)
+
+
+def test_save_load_round_trip_gives_the_same_latent_values(trained, X, tmp_path):
+    model, before = trained
+    path = tmp_path / "m.keras"
+    model.save(path)
+    loaded = AutoencoderTransformer.load(path)
+
+    after = loaded.transform(X)
+    np.testing.assert_allclose(after, before, atol=1e-6)
+    np.testing.assert_allclose(loaded.reconstruction_error(X), model.reconstruction_error(X), atol=1e-6)
+    assert loaded.n_features_in_ == N_FEATURES
+    # The encoder is built from the loaded network's own layers.
+    encoder = loaded.encoder_
+    assert encoder.get_layer(LATENT_LAYER) is loaded.model_.get_layer(LATENT_LAYER)

@@ -1,0 +1,194 @@
+"""Unit tests of segment profiling (core/profiling.py) on small hand-made customer frames.
+
+The main frame has 14 customers: three clear segments of four and two noise points.
+
+segment  net revenue            recency (days)     orders/month       Ladies Clothing : Home
+0        1000 1100 1200 1300    5 10 3 8           4 5 4 6            80% : 20%
+1        20 30 40 30            300 320 400 350    .1 .2 .1 .1        0% : 100%
+2        200 250 300 250        20 30 40 30        1 1.5 2 1.5        50% : 50%
+-1       500 60                 100 10             .5 3               50% : 50%
+
+Population spend: Ladies Clothing 3680 + 0 + 500 + 280 = 4460, Home 920 + 120 + 500 + 280 = 1820,
+total 6280. Net revenue quantiles (0.33, 0.67) = (100.6, 442); median orders/month = 1.5.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from core.hierarchy import parse_hierarchy
+from core.profiling import insights_table, profile_segments
+
+LAPSED_AFTER = 90
+
+
+def tiny_hierarchy():
+    return parse_hierarchy({"departments": {
+        "Ladies Clothing": {"kind": "merchandise", "classes": ["Dresses", "Tops"]},
+        "Home": {"kind": "merchandise", "classes": ["Candles"]},
+        "Accessories": {"kind": "merchandise", "classes": ["Bags"]},
+        "Gift Cards": {"kind": "gift_card", "classes": ["Gift Card"]},
+    }}, "test")
+
+
+def segment_rows(segment, net, recency, per_month, mix, tenure=700.0):
+    """Customers of one segment; department spend splits each customer's net revenue by ``mix``."""
+    net = np.asarray(net, dtype=float)
+    per_month = np.asarray(per_month, dtype=float)
+    orders = np.round(per_month * tenure / 30.4375)
+    rows = pd.DataFrame({
+        "segment": segment,
+        "net_revenue": net,
+        "recency_days": np.asarray(recency, dtype=float),
+        "orders": orders,
+        "orders_per_month": per_month,
+        "average_order_value": net / np.maximum(orders, 1),
+        "return_rate_value": 0.1,
+        "tenure_days": tenure,
+    })
+    for column, share in (("ladies_clothing", "L"), ("home", "H"), ("accessories", "A")):
+        rows[f"dept_spend__{column}"] = net * mix.get(share, 0.0)
+    return rows
+
+
+def main_frame() -> pd.DataFrame:
+    frame = pd.concat([
+        segment_rows(0, [1000, 1100, 1200, 1300], [5, 10, 3, 8], [4, 5, 4, 6], {"L": 0.8, "H": 0.2}),
+        segment_rows(1, [20, 30, 40, 30], [300, 320, 400, 350], [0.1, 0.2, 0.1, 0.1], {"H": 1.0}),
+        segment_rows(2, [200, 250, 300, 250], [20, 30, 40, 30], [1, 1.5, 2, 1.5], {"L": 0.5, "H": 0.5}),
+        segment_rows(-1, [500, 60], [100, 10], [0.5, 3], {"L": 0.5, "H": 0.5}),
+    ], ignore_index=True)
+    return frame.sample(frac=1.0, random_state=0)  # segments interleaved, index not in row order
+
+
+def profile(frame: pd.DataFrame, top_departments: int = 2):
+    customers = frame.drop(columns="segment")
+    return profile_segments(customers, frame["segment"], tiny_hierarchy(), top_departments=top_departments,
+                            value_quantiles=(0.33, 0.67), lapsed_after_days=LAPSED_AFTER, currency="£")
+
+
+@pytest.fixture
+def profiles():
+    return {p["segment_id"]: p for p in profile(main_frame())}
+
+
+def test_one_profile_per_segment_ordered_by_id():
+    assert [p["segment_id"] for p in profile(main_frame())] == [-1, 0, 1, 2]
+
+
+def test_sizes_and_shares(profiles):
+    assert {k: p["size"] for k, p in profiles.items()} == {-1: 2, 0: 4, 1: 4, 2: 4}
+    assert profiles[0]["share_of_customers"] == pytest.approx(4 / 14, abs=1e-4)
+    assert sum(p["share_of_customers"] for p in profiles.values()) == pytest.approx(1.0, abs=1e-3)
+
+
+def test_revenue_shares(profiles):
+    assert profiles[0]["revenue_share"] == pytest.approx(4600 / 6280, abs=1e-4)
+    assert profiles[1]["revenue_share"] == pytest.approx(120 / 6280, abs=1e-4)
+    assert sum(p["revenue_share"] for p in profiles.values()) == pytest.approx(1.0, abs=1e-3)
+
+
+def test_statistics_of_a_segment(profiles):
+    vip = profiles[0]
+    assert vip["net_revenue"] == {"mean": 1150.0, "median": 1150.0}
+    assert vip["recency_days"] == {"mean": 6.5, "median": 6.5}
+    assert vip["lapsed_share"] == 0.0
+    assert profiles[1]["lapsed_share"] == 1.0
+    assert profiles[-1]["lapsed_share"] == 0.5  # 100 days > 90, 10 days not
+    assert [p["value_tier"] for p in (profiles[0], profiles[1], profiles[2])] == ["high", "low", "mid"]
+
+
+def test_high_value_recent_frequent_segment_is_vip_champions(profiles):
+    assert profiles[0]["name"] == "VIP Champions - Ladies Clothing Shoppers"
+
+
+def test_lapsed_low_value_segment_is_hibernating(profiles):
+    assert profiles[1]["name"] == "Hibernating - Home Shoppers"
+
+
+def test_mid_value_frequent_segment_names_its_highest_lift_department(profiles):
+    """Segment 2 spends 50:50, but Home (lift 0.5 / 0.29) over-indexes, Ladies Clothing (0.5 / 0.71) does not."""
+    assert profiles[2]["name"] == "Loyal Regulars - Home Shoppers"
+
+
+def test_noise_segment_is_unassigned(profiles):
+    assert profiles[-1]["name"] == "Unassigned (noise)"
+    assert profiles[-1]["description"].startswith("Customers the density-based method could not place")
+
+
+def test_top_department_and_lift(profiles):
+    top = profiles[0]["top_departments"]
+    assert [t["department"] for t in top] == ["Ladies Clothing", "Home"]
+    assert top[0]["spend_share"] == pytest.approx(0.8)
+    assert top[0]["lift"] == pytest.approx(round(0.8 / (4460 / 6280), 2))  # 1.13
+    assert top[1]["lift"] == pytest.approx(round(0.2 / (1820 / 6280), 2))  # 0.69
+    hibernating = profiles[1]["top_departments"][0]
+    assert (hibernating["department"], hibernating["spend_share"]) == ("Home", 1.0)
+    assert hibernating["lift"] == pytest.approx(round(1.0 / (1820 / 6280), 2))  # 3.45
+
+
+def test_top_departments_lists_as_many_as_asked():
+    profiles = profile(main_frame(), top_departments=1)
+    assert all(len(p["top_departments"]) == 1 for p in profiles)
+
+
+def test_descriptions_state_the_segment_size(profiles):
+    for p in profiles.values():
+        assert f"{p['size']:,} customers (" in p["description"]
+    assert profiles[0]["description"].startswith("VIP Champions - Ladies Clothing Shoppers: 4 customers (28.6%)")
+    assert "£" in profiles[0]["description"]
+
+
+def test_twin_segments_get_unique_names():
+    """Segment 3 is an exact copy of segment 1: same position, same single focus department."""
+    frame = main_frame()
+    twin = frame[frame["segment"] == 1].assign(segment=3)
+    profiles = profile(pd.concat([frame, twin], ignore_index=True))
+    names = [p["name"] for p in profiles]
+    assert len(set(names)) == len(names)
+    by_id = {p["segment_id"]: p["name"] for p in profiles}
+    assert by_id[1] == "Hibernating - Home Shoppers"
+    assert by_id[3] == "Hibernating - Home Shoppers #2"
+
+
+def test_clashing_names_add_the_next_focus_department():
+    """Two VIP segments over-index on Ladies Clothing; their second focus departments differ."""
+    frame = pd.concat([
+        segment_rows(0, [250, 260, 270, 280], [5, 6, 7, 8], [4, 4, 5, 5], {"L": 0.8, "H": 0.15, "A": 0.05}),
+        segment_rows(1, [250, 260, 270, 280], [5, 6, 7, 8], [4, 4, 5, 5], {"L": 0.8, "A": 0.15, "H": 0.05}),
+        segment_rows(2, [50] * 40, [200] * 40, [0.2] * 40, {"H": 0.5, "A": 0.5}),
+    ], ignore_index=True)
+    names = {p["segment_id"]: p["name"] for p in profile(frame)}
+    assert names[0] == "VIP Champions - Ladies Clothing & Home Shoppers"
+    assert names[1] == "VIP Champions - Ladies Clothing & Accessories Shoppers"
+    assert len(set(names.values())) == 3
+
+
+def test_a_segment_without_merchandise_spend_is_not_named_after_a_department():
+    """Segment 3 buys only non-merchandise lines (gift cards): every dept_spend__ column is 0.
+
+    Its focus should fall back to "Mixed" (the fallback _assign_unique_names provides), not to the
+    first department of the hierarchy, which these customers never bought from.
+    """
+    frame = main_frame()
+    gift_cards_only = segment_rows(3, [100, 120, 110, 90], [10, 12, 8, 9], [2, 2, 2, 2], mix={})
+    profiles = {p["segment_id"]: p for p in profile(pd.concat([frame, gift_cards_only], ignore_index=True))}
+    name = profiles[3]["name"]
+    assert name.startswith("Loyal Regulars - ")
+    assert not any(d in name for d in ("Ladies Clothing", "Home", "Accessories")), name
+    assert name == "Loyal Regulars - Mixed Shoppers"
+
+
+def test_insights_table_has_one_row_per_segment(profiles):
+    table = insights_table(list(profiles.values()))
+    assert len(table) == len(profiles)
+    assert table["segment_id"].is_unique
+    row = table.set_index("segment_id").loc[0]
+    assert row["name"] == "VIP Champions - Ladies Clothing Shoppers"
+    assert row["size"] == 4
+    assert row["net_revenue_median"] == 1150.0
+    assert row["top_department_1"] == "Ladies Clothing"
+    assert row["top_department_1_lift"] == pytest.approx(1.13)
+    assert "description" not in table.columns

@@ -29,6 +29,8 @@ def _keras():
 
     # TensorFlow's C++ start-up chatter (oneDNN notes, a tf.data attribute warning) is not ours to fix.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    # oneDNN may reorder float sums between runs; off, the same seed gives the same latent values.
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
     import keras
     import tensorflow as tf
 

@@ -462,24 +462,10 @@ def stage_main(stage: Stage, run: Callable[[StageContext], None], argv: list[str
 
     def action() -> int:
         config = load_config(args.config)
-        prepare_runtime(config)
         run_pipeline(config, args.artifacts, only=stage.name, force=args.force)
         return 0
 
     return _guarded(action)
-
-
-def prepare_runtime(config: PipelineConfig) -> None:
-    """Process-wide settings made once at the entry point, before TensorFlow loads.
-
-    oneDNN's reordered float arithmetic can change low digits from run to
-    run; turning it off keeps the latent values reproducible. (Seeds and op
-    determinism are set by the autoencoder's ``fit`` from its random_state.)
-    """
-    import os
-
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -513,7 +499,6 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "status":
             print(format_status(pipeline_status(config, args.artifacts)))
             return 0
-        prepare_runtime(config)
         start = resolve_stage_name(args.start) if args.start else None
         only = resolve_stage_name(args.only) if args.only else None
         outcome = run_pipeline(config, args.artifacts, start=start, only=only, force=args.force)

@@ -40,9 +40,13 @@ def test_env_stamp_detects_a_dependency_change(tmp_path, monkeypatch):
     (tmp_path / "pyproject.toml").write_text("[project]\nname = 'x'\n", encoding="utf-8")
     monkeypatch.setattr(env_stamp, "ROOT", tmp_path)
     monkeypatch.setattr(env_stamp.sys, "prefix", str(tmp_path))
-    assert env_stamp.main(["check", "test"]) == 1
+    assert env_stamp.main(["check"]) == 1
+    assert env_stamp.main(["write"]) == 0
+    assert env_stamp.main(["check"]) == 0
+    assert env_stamp.main(["check", "test"]) == 1, "a plain install lacks the test extra"
     assert env_stamp.main(["write", "test"]) == 0
-    assert env_stamp.main(["check", "test"]) == 0
-    assert env_stamp.main(["check"]) == 1, "the plain install and the test extra are stamped apart"
     (tmp_path / "pyproject.toml").write_text("[project]\nname = 'y'\n", encoding="utf-8")
     assert env_stamp.main(["check", "test"]) == 1
+    assert env_stamp.main(["check"]) == 1
+    assert env_stamp.main(["write", "test"]) == 0
+    assert env_stamp.main(["check"]) == 0, "the test extra includes the plain install"

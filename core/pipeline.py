@@ -345,6 +345,11 @@ def run_pipeline(config: PipelineConfig, artifacts_dir: Path, *, start: str | No
     cascade = False
     for stage, run in stages:
         if stage.name not in selected:
+            if names.index(stage.name) < names.index(selected[0]):
+                status = stage_status(stage, config, artifacts_dir, code)
+                if status.state == "stale":
+                    log.warning("%s is stale (%s); its outputs are used as they are", stage.name,
+                                "; ".join(status.reasons))
             continue
         status = stage_status(stage, config, artifacts_dir, code)
         if force or cascade or not status.up_to_date:

@@ -290,3 +290,13 @@ def test_every_numbered_script_has_help():
 
 def test_show_of_a_stage_never_run_says_so(tmp_path):
     assert "has not completed" in show_stage(paths.CLUSTER, tmp_path)
+
+
+def test_running_one_stage_warns_when_an_earlier_stage_is_stale(pipeline_run, tmp_path, caplog):
+    config_path, artifacts_dir = copy_run(pipeline_run, tmp_path)
+    document = yaml.safe_load(config_path.read_text(encoding="utf-8"))
+    document["train_autoencoder"]["epochs"] = 3
+    config_path.write_text(yaml.safe_dump(document, sort_keys=False, allow_unicode=True), encoding="utf-8")
+    outcome = run_pipeline(load_config(config_path), artifacts_dir, only=paths.CLUSTER)
+    assert outcome == {paths.CLUSTER: "skipped"}
+    assert "03_train_autoencoder is stale (config section 'train_autoencoder' changed)" in caplog.text

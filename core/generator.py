@@ -324,7 +324,7 @@ def generate(config_personas: dict[str, Persona], hierarchy: Hierarchy, data: Da
         yield customers, lines
 
 
-TRANSACTION_SCHEMA = pa.schema([
+_TRANSACTION_TYPES = pa.schema([
     ("customer_id", pa.int64()),
     ("order_id", pa.int64()),
     ("order_date", pa.timestamp("us")),
@@ -337,4 +337,14 @@ TRANSACTION_SCHEMA = pa.schema([
     ("is_return", pa.bool_()),
     ("original_order_id", pa.int64()),
 ])
+
+
+def _transaction_schema() -> pa.Schema:
+    # The pandas metadata makes readers get original_order_id back as nullable Int64, not float.
+    empty = pd.DataFrame({f.name: pd.Series(dtype="Int64" if f.name == "original_order_id"
+                                            else f.type.to_pandas_dtype()) for f in _TRANSACTION_TYPES})
+    return _TRANSACTION_TYPES.with_metadata(pa.Schema.from_pandas(empty, preserve_index=False).metadata)
+
+
+TRANSACTION_SCHEMA = _transaction_schema()
 """Arrow schema of ``transactions.parquet``; every chunk is written with it."""

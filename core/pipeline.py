@@ -29,6 +29,7 @@ import dataclasses
 import datetime as dt
 import importlib.util
 import io
+import itertools
 import json
 import logging
 import sys
@@ -390,14 +391,28 @@ def show_stage(stage_name: str, artifacts_dir: Path, rows: int = 5) -> str:
             path = folder / rec["file"]
             if path.suffix not in (".parquet", ".csv") or not path.exists():
                 continue
-            frame = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
-            out.write(f"\n== {rec['file']}: {len(frame):,} rows x {frame.shape[1]} columns\n")
+            frame, n_rows = _head(path, rows)
+            out.write(f"\n== {rec['file']}: {n_rows:,} rows x {frame.shape[1]} columns\n")
             dtypes = frame.dtypes.astype(str)
             for start in range(0, len(dtypes), 6):
                 chunk = dtypes.iloc[start:start + 6]
                 out.write("  " + ", ".join(f"{c}: {t}" for c, t in chunk.items()) + "\n")
             out.write(frame.head(rows).to_string(max_cols=12) + "\n")
     return out.getvalue()
+
+
+def _head(path: Path, rows: int) -> tuple[pd.DataFrame, int]:
+    """First ``rows`` rows of a table and its row count, without loading a large file whole."""
+    if path.suffix == ".csv":
+        return pd.read_csv(path, nrows=rows), artifacts.count_rows(path) or 0
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    parquet = pq.ParquetFile(path)
+    batches = list(itertools.islice(parquet.iter_batches(batch_size=max(rows, 1)), 1))
+    # The file's schema carries pandas metadata, so nullable integers stay Int64 and not float.
+    frame = pa.Table.from_batches(batches, schema=parquet.schema_arrow).to_pandas()
+    return frame.head(rows), parquet.metadata.num_rows
 
 
 def format_status(statuses: list[StageStatus]) -> str:

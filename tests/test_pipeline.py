@@ -74,6 +74,8 @@ def test_generated_tables_have_the_documented_columns(pipeline_run):
     customers = read(artifacts_dir, paths.GENERATE_DATA, paths.CUSTOMERS)
     products = read(artifacts_dir, paths.GENERATE_DATA, paths.PRODUCTS)
     assert list(transactions.columns) == list(TRANSACTION_COLUMNS)
+    assert str(transactions["original_order_id"].dtype) == "Int64", "ids must not come back as floats"
+    assert transactions["original_order_id"].isna().to_numpy().tolist() == (~transactions["is_return"]).tolist()
     assert list(customers.columns) == list(CUSTOMER_COLUMNS)
     assert {"sku", "department", "class", "base_price"} <= set(products.columns)
     assert customers["customer_id"].is_unique and len(customers) == 300

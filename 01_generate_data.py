@@ -26,6 +26,7 @@ STAGE = Stage(
 
 
 def run(ctx: StageContext) -> None:
+    """Read this stage's inputs, compute, write its outputs (see the module docstring)."""
     cfg = ctx.config
     catalog = generator.build_catalog(cfg.hierarchy, cfg.generate_data, cfg.seed)
     customer_chunks: list[pd.DataFrame] = []
@@ -53,6 +54,7 @@ def run(ctx: StageContext) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Command line: run this stage alone (skipped if up to date unless --force)."""
     return stage_main(STAGE, run, argv)
 
 

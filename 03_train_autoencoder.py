@@ -27,6 +27,7 @@ STAGE = Stage(
 
 
 def run(ctx: StageContext) -> None:
+    """Read this stage's inputs, compute, write its outputs (see the module docstring)."""
     matrix = ctx.read_parquet(paths.PREPARE_FEATURES, paths.FEATURES)
     X = matrix.drop(columns="customer_id").to_numpy(np.float32)
     params = dataclasses.asdict(ctx.config.train_autoencoder)
@@ -48,6 +49,7 @@ def run(ctx: StageContext) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Command line: run this stage alone (skipped if up to date unless --force)."""
     return stage_main(STAGE, run, argv)
 
 

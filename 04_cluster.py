@@ -25,6 +25,7 @@ STAGE = Stage(
 
 
 def run(ctx: StageContext) -> None:
+    """Read this stage's inputs, compute, write its outputs (see the module docstring)."""
     cfg = ctx.config.cluster
     raw = ctx.read_parquet(paths.PREPARE_FEATURES, paths.FEATURES)
     latent = ctx.read_parquet(paths.TRAIN_AUTOENCODER, paths.LATENT)
@@ -56,6 +57,7 @@ def run(ctx: StageContext) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Command line: run this stage alone (skipped if up to date unless --force)."""
     return stage_main(STAGE, run, argv)
 
 

@@ -23,6 +23,7 @@ STAGE = Stage(
 
 
 def run(ctx: StageContext) -> None:
+    """Read this stage's inputs, compute, write its outputs (see the module docstring)."""
     cfg = ctx.config.profile_export
     customers = ctx.read_parquet(paths.PREPARE_FEATURES, paths.ENRICHED_DEPARTMENT)
     assignments = ctx.read_parquet(paths.CLUSTER, paths.ASSIGNMENTS, columns=["customer_id", "segment"])
@@ -53,6 +54,7 @@ def run(ctx: StageContext) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Command line: run this stage alone (skipped if up to date unless --force)."""
     return stage_main(STAGE, run, argv)
 
 

@@ -2,14 +2,15 @@
 # Linux and macOS entry point, twin of run.bat.
 #   ./run.sh                 run every stage that is stale or missing (default config)
 #   ./run.sh status          any other arguments go to: python -m core.pipeline ...
-#   ./run.sh --only 4 --force
+#   ./run.sh run --only 4 --force
 #   ./run.sh test [ARGS]     install the test extra and run the tests (ARGS go to pytest)
 # Creates .venv (Python 3.11; override with PYTHON=/path/to/python) and installs the
-# project only when it is missing or pyproject.toml changed.
+# project only when it is missing or pyproject.toml changed. Relative --config and
+# --artifacts paths are taken from the folder you run this in.
 set -euo pipefail
-cd "$(dirname "$0")"
+here="$(cd "$(dirname "$0")" && pwd)"
 
-venv_python=.venv/bin/python
+venv_python="$here/.venv/bin/python"
 extra=""
 if [ "${1:-}" = "test" ]; then
     extra="test"
@@ -28,20 +29,21 @@ if [ ! -x "$venv_python" ]; then
         exit 1
     fi
     echo "Creating .venv with $("$python" --version 2>&1) ..." >&2
-    "$python" -m venv .venv
+    "$python" -m venv "$here/.venv"
 fi
 
-if ! "$venv_python" scripts/env_stamp.py check $extra; then
+if ! "$venv_python" "$here/scripts/env_stamp.py" check $extra; then
     "$venv_python" -m pip install --quiet --upgrade pip
     if [ -n "$extra" ]; then
-        "$venv_python" -m pip install -e ".[test]"
+        "$venv_python" -m pip install -e "$here[test]"
     else
-        "$venv_python" -m pip install -e .
+        "$venv_python" -m pip install -e "$here"
     fi
-    "$venv_python" scripts/env_stamp.py write $extra
+    "$venv_python" "$here/scripts/env_stamp.py" write $extra
 fi
 
 if [ -n "$extra" ]; then
+    cd "$here"
     exec "$venv_python" -m pytest "$@"
 fi
 exec "$venv_python" -m core.pipeline "$@"

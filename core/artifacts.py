@@ -23,6 +23,7 @@ from typing import Any, Callable, Iterator
 import pyarrow.parquet as pq
 
 from core import paths
+from core.errors import PipelineError
 
 LIBRARIES = ("numpy", "pandas", "pyarrow", "scipy", "scikit-learn", "scikit-fuzzy", "hdbscan",
              "keras", "tensorflow-cpu", "tensorflow", "pyyaml", "joblib", "matplotlib")
@@ -44,7 +45,12 @@ def atomic_path(target: Path) -> Iterator[Path]:
         yield tmp
         if not tmp.exists():
             raise RuntimeError(f"writer produced no file for {target}")
-        os.replace(tmp, target)
+        try:
+            os.replace(tmp, target)
+        except PermissionError:
+            # Windows refuses to replace a file another program holds open.
+            raise PipelineError(f"cannot replace {target}: another program has it open (a spreadsheet, "
+                                f"an editor, a virus scanner?); close it and run the stage again") from None
     finally:
         if tmp.exists():
             tmp.unlink()
@@ -131,13 +137,28 @@ def read_manifest(stage_folder: Path) -> dict[str, Any] | None:
         manifest = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError):
         return None  # only possible if edited by hand: treat the stage as not completed
-    return manifest if isinstance(manifest, dict) else None
+    return manifest if _well_formed(manifest) else None
+
+
+_FILE_RECORD_KEYS = {"file", "bytes", "mtime_ns", "sha256"}
+
+
+def _well_formed(manifest: Any) -> bool:
+    """A manifest the runner can trust the shape of (a hand-edited one may not be)."""
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("stage"), str):
+        return False
+    for key, required in (("outputs", _FILE_RECORD_KEYS), ("inputs", _FILE_RECORD_KEYS | {"stage"})):
+        records = manifest.get(key)
+        if not isinstance(records, list) or not all(isinstance(r, dict) and required <= set(r) for r in records):
+            return False
+    return True
 
 
 def write_json(target: Path, value: Any) -> Path:
     """Write JSON (UTF-8, indented) atomically."""
     text = json.dumps(value, indent=2, ensure_ascii=False, default=_json_default)
-    return write_atomic(target, lambda tmp: tmp.write_text(text + "\n", encoding="utf-8"))
+    # newline="\n": the same bytes, and so the same hash, on Windows as elsewhere.
+    return write_atomic(target, lambda tmp: tmp.write_text(text + "\n", encoding="utf-8", newline="\n"))
 
 
 def _json_default(value: Any) -> Any:

@@ -78,6 +78,7 @@ class HDBSCANClusterer(ClusterMixin, BaseEstimator):
         self.min_samples = min_samples
 
     def fit(self, X, y=None) -> "HDBSCANClusterer":
+        """Cluster ``X`` (n_samples, n_features); sets ``labels_`` and ``strength_``."""
         import hdbscan
 
         X = np.asarray(X, dtype=np.float64)
@@ -99,9 +100,11 @@ class HDBSCANClusterer(ClusterMixin, BaseEstimator):
         return labels.astype(np.int64), strength.astype(np.float64)
 
     def predict(self, X) -> np.ndarray:
+        """Cluster of each new row."""
         return self.predict_with_strength(X)[0]
 
     def selection_report(self) -> dict[str, Any]:
+        """How the number of clusters was chosen: the criterion and each candidate's score."""
         return {"min_cluster_size": self.min_cluster_size_}
 
 
@@ -139,6 +142,7 @@ class GaussianMixtureClusterer(ClusterMixin, BaseEstimator):
                                reg_covar=1e-5, random_state=self.random_state)
 
     def fit(self, X, y=None) -> "GaussianMixtureClusterer":
+        """Choose the number of components by BIC on a sample, refit it on ``X``; sets ``labels_``, ``strength_``."""
         X = np.asarray(X, dtype=np.float64)
         sample = X[sample_rows(len(X), self.selection_sample_size, self.random_state)]
         self.bic_, self.aic_ = {}, {}
@@ -152,17 +156,21 @@ class GaussianMixtureClusterer(ClusterMixin, BaseEstimator):
         return self
 
     def predict_proba(self, X) -> np.ndarray:
+        """Posterior probability of each component, shape (n_samples, n_components)."""
         check_is_fitted(self, "model_")
         return self.model_.predict_proba(np.asarray(X, dtype=np.float64))
 
     def predict_with_strength(self, X) -> tuple[np.ndarray, np.ndarray]:
+        """Most likely component and its posterior probability for new rows."""
         proba = self.predict_proba(X)
         return proba.argmax(axis=1).astype(np.int64), proba.max(axis=1)
 
     def predict(self, X) -> np.ndarray:
+        """Cluster of each new row."""
         return self.predict_with_strength(X)[0]
 
     def selection_report(self) -> dict[str, Any]:
+        """How the number of clusters was chosen: the criterion and each candidate's score."""
         return {"chosen_by": "bic", "bic": self.bic_, "aic": self.aic_}
 
 
@@ -214,6 +222,7 @@ class FuzzyCMeansClusterer(ClusterMixin, BaseEstimator):
         return centers, u, float(fpc)
 
     def fit(self, X, y=None) -> "FuzzyCMeansClusterer":
+        """Choose the number of clusters by silhouette on a sample, refit it on ``X``; sets ``membership_`` too."""
         X = np.asarray(X, dtype=np.float64)
         sample = X[sample_rows(len(X), self.selection_sample_size, self.random_state)]
         self.scores_, self.fpc_ = {}, {}
@@ -245,13 +254,16 @@ class FuzzyCMeansClusterer(ClusterMixin, BaseEstimator):
         return u.T
 
     def predict_with_strength(self, X) -> tuple[np.ndarray, np.ndarray]:
+        """Cluster of largest membership and that membership for new rows."""
         u = self.membership(X)
         return u.argmax(axis=1).astype(np.int64), u.max(axis=1)
 
     def predict(self, X) -> np.ndarray:
+        """Cluster of each new row."""
         return self.predict_with_strength(X)[0]
 
     def selection_report(self) -> dict[str, Any]:
+        """How the number of clusters was chosen: the criterion and each candidate's score."""
         return {"chosen_by": "silhouette", "silhouette": self.scores_, "partition_coefficient": self.fpc_,
                 "partition_entropy": self.partition_entropy_}
 
@@ -283,6 +295,7 @@ class KMeansClusterer(ClusterMixin, BaseEstimator):
         return KMeans(n_clusters=k, n_init=self.n_init, random_state=self.random_state)
 
     def fit(self, X, y=None) -> "KMeansClusterer":
+        """Choose k by silhouette on a sample, refit it on ``X``; sets ``labels_`` and ``strength_``."""
         X = np.asarray(X, dtype=np.float64)
         sample = X[sample_rows(len(X), self.selection_sample_size, self.random_state)]
         self.scores_ = {}
@@ -295,6 +308,7 @@ class KMeansClusterer(ClusterMixin, BaseEstimator):
         return self
 
     def predict_with_strength(self, X) -> tuple[np.ndarray, np.ndarray]:
+        """Nearest centre and ``1 - d1/d2`` for new rows."""
         check_is_fitted(self, "model_")
         distances = self.model_.transform(np.asarray(X, dtype=np.float64))
         labels = distances.argmin(axis=1)
@@ -305,9 +319,11 @@ class KMeansClusterer(ClusterMixin, BaseEstimator):
         return labels.astype(np.int64), strength
 
     def predict(self, X) -> np.ndarray:
+        """Cluster of each new row."""
         return self.predict_with_strength(X)[0]
 
     def selection_report(self) -> dict[str, Any]:
+        """How the number of clusters was chosen: the criterion and each candidate's score."""
         return {"chosen_by": "silhouette", "silhouette": self.scores_}
 
 

@@ -87,6 +87,8 @@ class TrainAutoencoderConfig:
 
 @dataclasses.dataclass(frozen=True)
 class HdbscanConfig:
+    """Stage 04: HDBSCAN."""
+
     min_cluster_size_fraction: float = spec(exclusive_minimum=0.0, maximum=0.5,
                                             help="smallest cluster as a share of customers")
     min_samples: int = spec(minimum=1, help="neighbours defining a core point; larger = more conservative")
@@ -94,6 +96,8 @@ class HdbscanConfig:
 
 @dataclasses.dataclass(frozen=True)
 class GmmConfig:
+    """Stage 04: Gaussian mixture."""
+
     n_components: Range = spec(minimum=1, help="[min, max] components; the number is chosen by BIC")
     covariance_type: str = spec(choices=("full", "tied", "diag", "spherical"), help="covariance structure")
     n_init: int = spec(minimum=1, help="initialisations per candidate")
@@ -101,7 +105,10 @@ class GmmConfig:
 
 @dataclasses.dataclass(frozen=True)
 class FcmConfig:
-    n_clusters: Range = spec(minimum=2, help="[min, max] clusters; the number is chosen by partition coefficient")
+    """Stage 04: fuzzy c-means."""
+
+    n_clusters: Range = spec(minimum=2, help="[min, max] clusters; the number is chosen by silhouette "
+                                             "(partition coefficient and entropy are reported)")
     fuzziness: float = spec(exclusive_minimum=1.0, help="fuzzifier m (> 1)")
     tolerance: float = spec(exclusive_minimum=0.0, help="stop when memberships change less than this")
     max_iter: int = spec(minimum=1, help="maximum iterations")
@@ -109,12 +116,16 @@ class FcmConfig:
 
 @dataclasses.dataclass(frozen=True)
 class KmeansConfig:
+    """Stage 04: k-means."""
+
     n_clusters: Range = spec(minimum=2, help="[min, max] clusters; the number is chosen by silhouette")
     n_init: int = spec(minimum=1, help="initialisations per candidate")
 
 
 @dataclasses.dataclass(frozen=True)
 class PrimaryConfig:
+    """Stage 04: the segmentation stage 05 describes."""
+
     method: str = spec(choices=CLUSTER_METHODS, help="method feeding stage 05")
     space: str = spec(choices=SPACES, help="space feeding stage 05")
 
@@ -148,6 +159,8 @@ class ProfileExportConfig:
 
 @dataclasses.dataclass(frozen=True)
 class _ConfigFile:
+    """The layout of config.yml."""
+
     seed: int = spec(minimum=0, help="one seed for every random choice")
     hierarchy_file: str = spec(help="hierarchy YAML, relative to this file")
     personas_file: str = spec(help="personas YAML, relative to this file")
@@ -271,6 +284,11 @@ def load_config(path: Path | str = paths.DEFAULT_CONFIG) -> PipelineConfig:
 def _check_cross_fields(cfg: _ConfigFile, problems: Problems) -> None:
     from core.schema import check_sums_to_one
 
+    analysis_date = cfg.prepare_features.analysis_date
+    if analysis_date is not None and not cfg.data.history_start <= analysis_date:
+        problems.add("prepare_features.analysis_date",
+                     f"{analysis_date} is before data.history_start {cfg.data.history_start}: no customer "
+                     f"would have bought yet; use a date in the history, or null for the last date")
     if cfg.data.history_end <= cfg.data.history_start:
         problems.add("data.history_end", f"{cfg.data.history_end} is not after history_start "
                                          f"{cfg.data.history_start}; the window must be at least one day")

@@ -101,6 +101,9 @@ def build_customer_features(transactions: pd.DataFrame, hierarchy: Hierarchy,
     class_totals : DataFrame
         Long form: ``customer_id``, ``department``, ``class``, ``spend``,
         ``units`` (net of returns), merchandise classes only.
+
+    Customers without a purchase by ``analysis_date`` get no row (see
+    :func:`excluded_customers`).
     """
     # Features count days: a till timestamp's time of day must not split the analysis day.
     analysis_date = pd.Timestamp(analysis_date).normalize()
@@ -244,6 +247,7 @@ class ModelMatrixTransformer(TransformerMixin, BaseEstimator):
         return self.scaler_.transform(self._prepared(X))
 
     def get_feature_names_out(self, input_features=None) -> np.ndarray:
+        """The model-matrix column names, in order."""
         return np.asarray(self.columns, dtype=object)
 
 
@@ -257,6 +261,28 @@ class PreparedFeatures:
     model_matrix: pd.DataFrame
     transformer: ModelMatrixTransformer
     analysis_date: pd.Timestamp
+    excluded: pd.DataFrame
+
+
+def excluded_customers(transactions: pd.DataFrame, customers: pd.DataFrame | None,
+                       featured_ids: pd.Series, analysis_date: pd.Timestamp) -> pd.DataFrame:
+    """Customers known from the profile or the lines who get no features, each with the reason.
+
+    Returns
+    -------
+    DataFrame
+        ``customer_id`` and ``reason``, one row per excluded customer.
+    """
+    known = [transactions[ID_COLUMN]] + ([customers[ID_COLUMN]] if customers is not None else [])
+    ids = pd.Index(pd.unique(pd.concat(known, ignore_index=True))).difference(pd.Index(featured_ids))
+    day = transactions["order_date"].dt.normalize()
+    purchases = transactions.loc[~transactions["is_return"].to_numpy(bool), ID_COLUMN]
+    later = set(purchases[(day > analysis_date)[purchases.index]])
+    with_lines = set(transactions[ID_COLUMN])
+    reasons = ["first purchase after the analysis date" if c in later
+               else "only return lines by the analysis date" if c in with_lines
+               else "no order lines" for c in ids]
+    return pd.DataFrame({ID_COLUMN: ids.to_numpy(), "reason": pd.Series(reasons, dtype="str")})
 
 
 def prepare_features(transactions: pd.DataFrame, customers: pd.DataFrame | None, hierarchy: Hierarchy,
@@ -282,13 +308,21 @@ def prepare_features(transactions: pd.DataFrame, customers: pd.DataFrame | None,
         ``basic`` (customer_id, core features, department spend and units),
         ``enriched_department`` (all features and the profile),
         ``enriched_class`` (as enriched_department plus class spend and
-        units), ``model_matrix`` (customer_id and the scaled columns) and the
-        fitted ``transformer``.
+        units), ``model_matrix`` (customer_id and the scaled columns), the
+        fitted ``transformer`` and ``excluded`` (customers without features,
+        with the reason).
+
+    Raises
+    ------
+    ValueError
+        If no customer has a purchase by the analysis date.
     """
     if analysis_date is None:
         analysis_date = pd.Timestamp(transactions["order_date"].max())
     analysis_date = pd.Timestamp(analysis_date).normalize()
     features, class_totals = build_customer_features(transactions, hierarchy, analysis_date)
+    if features.empty:
+        raise ValueError(f"no customer has a purchase on or before the analysis date {analysis_date.date()}")
     profile_columns = [c for c in (customers.columns if customers is not None else []) if c != ID_COLUMN]
     columns = resolve_model_columns(model_patterns, behavioural_feature_names(hierarchy), profile_columns)
     log1p = [c for c in columns if any(fnmatch.fnmatchcase(c, p) for p in log1p_patterns)]
@@ -305,5 +339,7 @@ def prepare_features(transactions: pd.DataFrame, customers: pd.DataFrame | None,
     transformer = ModelMatrixTransformer(columns=columns, log1p_columns=log1p).fit(features)
     matrix = pd.DataFrame(transformer.transform(features).astype(np.float32), columns=columns)
     matrix.insert(0, ID_COLUMN, features[ID_COLUMN].to_numpy())
+    excluded = excluded_customers(transactions, customers, features[ID_COLUMN], analysis_date)
     return PreparedFeatures(basic=basic, enriched_department=enriched, enriched_class=enriched_class,
-                            model_matrix=matrix, transformer=transformer, analysis_date=analysis_date)
+                            model_matrix=matrix, transformer=transformer, analysis_date=analysis_date,
+                            excluded=excluded)

@@ -35,6 +35,7 @@ ENRICHED_DEPARTMENT = "enriched_department.parquet"
 ENRICHED_CLASS = "enriched_class.parquet"
 FEATURES = "features.parquet"
 FEATURE_SCALER = "feature-scaler.pkl"
+EXCLUDED_CUSTOMERS = "excluded_customers.parquet"
 
 # 03_train_autoencoder
 AUTOENCODER_MODEL = "autoencoder-model.keras"

@@ -100,7 +100,7 @@ def _check_persona(name: str, persona: Persona, hierarchy: Hierarchy, problems: 
         if dept not in hierarchy.departments:
             problems.add(f"{key}.department_preferences.{dept}",
                          f"department '{dept}' is not in the hierarchy{suggest(dept, merchandise)}; "
-                         f"allowed: the merchandise departments of hierarchy.yml")
+                         f"allowed: {', '.join(merchandise)}")
         elif dept not in merchandise:
             problems.add(f"{key}.department_preferences.{dept}",
                          f"department '{dept}' is of kind '{hierarchy.departments[dept].kind}', "
@@ -119,7 +119,7 @@ def _check_persona(name: str, persona: Persona, hierarchy: Hierarchy, problems: 
         for cls in classes:
             if cls not in sellable:
                 problems.add(ckey, f"class '{cls}' is not a sellable class of '{dept}'"
-                                   f"{suggest(cls, sellable)}")
+                                   f"{suggest(cls, sellable)}; allowed: {', '.join(sellable)}")
 
 
 def load_personas(path: Path, hierarchy: Hierarchy) -> dict[str, Persona]:

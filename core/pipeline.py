@@ -43,12 +43,9 @@ import pandas as pd
 
 from core import artifacts, paths
 from core.config import ConfigError, PipelineConfig, config_hash, load_config, stage_config
+from core.errors import PipelineError
 
 log = logging.getLogger(__name__)
-
-
-class PipelineError(RuntimeError):
-    """A stage cannot run: a missing input, a stale artifact, bad input data."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,6 +84,7 @@ class StageContext:
 
     @property
     def output_dir(self) -> Path:
+        """This stage's folder under the artifacts folder."""
         return paths.stage_dir(self.artifacts_dir, self.stage.name)
 
     def input_path(self, stage: str, file: str) -> Path:
@@ -130,7 +128,7 @@ class StageContext:
 
     def write_text(self, file: str, text: str) -> Path:
         """Write UTF-8 text."""
-        return self.write_with(file, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+        return self.write_with(file, lambda tmp: tmp.write_text(text, encoding="utf-8", newline="\n"))
 
     def write_json(self, file: str, value: Any) -> Path:
         """Write indented UTF-8 JSON."""
@@ -189,6 +187,7 @@ class StageStatus:
 
     @property
     def up_to_date(self) -> bool:
+        """True when the stage's outputs can be used as they are."""
         return self.state == "up to date"
 
 
@@ -234,8 +233,9 @@ def pipeline_status(config: PipelineConfig, artifacts_dir: Path) -> list[StageSt
     upstream_problem: str | None = None
     for stage, _ in all_stages():
         status = stage_status(stage, config, artifacts_dir, code)
-        if upstream_problem and status.state == "up to date":
-            status = StageStatus(stage.name, "stale", (f"upstream stage {upstream_problem} will rerun",))
+        if upstream_problem and status.state != "missing":
+            status = StageStatus(stage.name, "stale",
+                                 status.reasons + (f"upstream stage {upstream_problem} will rerun",))
         if not status.up_to_date and upstream_problem is None:
             upstream_problem = stage.name
         result.append(status)
@@ -246,14 +246,19 @@ def pipeline_status(config: PipelineConfig, artifacts_dir: Path) -> list[StageSt
 # Running
 
 
-def _check_inputs(stage: Stage, artifacts_dir: Path) -> list[dict[str, Any]]:
+def _check_inputs(stage: Stage, config: PipelineConfig, artifacts_dir: Path) -> list[dict[str, Any]]:
     """Describe each declared input, or stop naming the stage to run first."""
     records = []
+    flags = ""
+    if Path(config.path).resolve() != paths.DEFAULT_CONFIG.resolve():
+        flags += f" --config {config.path}"
+    if Path(artifacts_dir).resolve() != paths.DEFAULT_ARTIFACTS.resolve():
+        flags += f" --artifacts {artifacts_dir}"
     for upstream, files in stage.inputs.items():
         folder = paths.stage_dir(artifacts_dir, upstream)
         manifest = artifacts.read_manifest(folder)
-        hint = (f"run stage {upstream} first: `python {upstream}.py` or "
-                f"`python -m core.pipeline run --from {upstream.split('_')[0]}`")
+        hint = (f"run stage {upstream} first: `run.bat run --from {upstream[:2]}{flags}` "
+                f"(`./run.sh run --from {upstream[:2]}{flags}` on Linux and macOS)")
         if manifest is None:
             raise PipelineError(f"stage {stage.name} needs the outputs of stage {upstream}, which has not "
                                 f"completed in {folder} (no {paths.MANIFEST}); {hint}")
@@ -272,7 +277,7 @@ def _check_inputs(stage: Stage, artifacts_dir: Path) -> list[dict[str, Any]]:
 
 
 def run_stage(stage: Stage, run: Callable[[StageContext], None], config: PipelineConfig,
-              artifacts_dir: Path) -> StageContext:
+              artifacts_dir: Path, code: str | None = None) -> StageContext:
     """Run one stage now and write its manifest.
 
     The old manifest is removed first, so a run that fails or is killed
@@ -281,7 +286,8 @@ def run_stage(stage: Stage, run: Callable[[StageContext], None], config: Pipelin
     removed at the end.
     """
     artifacts_dir = Path(artifacts_dir)
-    inputs = _check_inputs(stage, artifacts_dir)
+    code = code or artifacts.code_hash()  # taken before running: the code that ran is the code recorded
+    inputs = _check_inputs(stage, config, artifacts_dir)
     folder = paths.stage_dir(artifacts_dir, stage.name)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / paths.MANIFEST).unlink(missing_ok=True)
@@ -292,8 +298,12 @@ def run_stage(stage: Stage, run: Callable[[StageContext], None], config: Pipelin
     run(ctx)
     duration = time.perf_counter() - clock
     for leftover in folder.iterdir():
+        # Outputs of earlier runs this run did not write, and temporary files of killed runs.
         if leftover.is_file() and leftover.name not in ctx.outputs:
-            leftover.unlink()
+            try:
+                leftover.unlink()
+            except PermissionError:
+                log.warning("could not remove %s, left by an earlier run (open in another program?)", leftover)
     sections = stage_config(config, stage.name)
     manifest = {
         "stage": stage.name,
@@ -305,7 +315,7 @@ def run_stage(stage: Stage, run: Callable[[StageContext], None], config: Pipelin
         "config": sections,
         "config_hash": config_hash(sections),
         "config_section_hashes": {k: config_hash({k: v}) for k, v in sections.items()},
-        "code_hash": artifacts.code_hash(),
+        "code_hash": code,
         "inputs": inputs,
         "outputs": [artifacts.describe_file(folder / f, sha) for f, sha in ctx.outputs.items()],
         "library_versions": artifacts.library_versions(),
@@ -357,7 +367,7 @@ def run_pipeline(config: PipelineConfig, artifacts_dir: Path, *, start: str | No
             why = ("forced" if force else "an earlier stage reran" if cascade and status.up_to_date
                    else "; ".join(status.reasons))
             log.info("%s: %s (%s)", stage.name, status.state, why)
-            run_stage(stage, run, config, artifacts_dir)
+            run_stage(stage, run, config, artifacts_dir, code)
             outcome[stage.name] = "ran"
             cascade = True
         else:
@@ -389,6 +399,11 @@ def show_stage(stage_name: str, artifacts_dir: Path, rows: int = 5) -> str:
     with pd.option_context("display.width", 160, "display.max_columns", 12):
         for rec in manifest.get("outputs", []):
             path = folder / rec["file"]
+            if path.suffix in (".json", ".yaml", ".yml") and path.exists():
+                with open(path, encoding="utf-8") as handle:
+                    head = list(itertools.islice(handle, rows * 4))
+                out.write(f"\n== {rec['file']}: first {len(head)} lines\n" + "".join(head))
+                continue
             if path.suffix not in (".parquet", ".csv") or not path.exists():
                 continue
             frame, n_rows = _head(path, rows)
@@ -429,22 +444,32 @@ def format_status(statuses: list[StageStatus]) -> str:
 
 
 def configure_logging(artifacts_dir: Path, verbose: bool = False) -> None:
-    """Log to the console and append to ``<artifacts>/pipeline.log``."""
-    artifacts_dir = Path(artifacts_dir)
-    artifacts_dir.mkdir(parents=True, exist_ok=True)
+    """Log to the console and append to ``<artifacts>/pipeline.log`` (tracebacks go to the file only).
+
+    When the log file cannot be opened the console still gets everything
+    and one warning says why.
+    """
     root = logging.getLogger()
     for handler in list(root.handlers):
         root.removeHandler(handler)
         handler.close()
-    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    root.setLevel(logging.DEBUG)
     console = logging.StreamHandler(sys.stderr)
+    console.setLevel(logging.DEBUG if verbose else logging.INFO)
     console.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
-    logfile = logging.FileHandler(artifacts_dir / paths.PIPELINE_LOG, encoding="utf-8")
-    logfile.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root.addHandler(console)
-    root.addHandler(logfile)
-    for noisy in ("matplotlib", "PIL", "absl", "tensorflow", "h5py"):
+    for noisy in ("matplotlib", "PIL", "absl", "tensorflow", "h5py", "numba", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        Path(artifacts_dir).mkdir(parents=True, exist_ok=True)
+        logfile = logging.FileHandler(Path(artifacts_dir) / paths.PIPELINE_LOG, encoding="utf-8")
+    except OSError as exc:
+        log.warning("logging to the console only: cannot write %s (%s)",
+                    Path(artifacts_dir) / paths.PIPELINE_LOG, exc.strerror or exc)
+        return
+    logfile.setLevel(logging.DEBUG)
+    logfile.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root.addHandler(logfile)
 
 
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
@@ -457,19 +482,33 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--verbose", action="store_true", help="log debug messages")
 
 
+def _raise_interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
 def _guarded(action: Callable[[], int]) -> int:
-    """Run a command; turn the errors a user can fix into one clear message and exit code 2."""
+    """Run a command; turn the errors a user can fix into one clear message and exit code 2.
+
+    Anything unexpected is reported in one line too, with its traceback in
+    ``pipeline.log``, and exit code 1. A termination signal is handled like
+    Ctrl-C, so temporary files are removed on the way out.
+    """
+    import signal
+
+    signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         return action()
-    except ConfigError as exc:
-        log.error("%s", exc)
-        return 2
-    except PipelineError as exc:
+    except (ConfigError, PipelineError) as exc:
         log.error("%s", exc)
         return 2
     except KeyboardInterrupt:
         log.error("interrupted; the stage that was running is left without a manifest and will rerun")
         return 130
+    except Exception as exc:  # noqa: BLE001 - last resort: one line for the user, the rest in the log
+        log.debug("unexpected error", exc_info=True)
+        log.error("unexpected %s: %s (traceback in %s; please report it)", type(exc).__name__, exc,
+                  paths.PIPELINE_LOG)
+        return 1
 
 
 def stage_main(stage: Stage, run: Callable[[StageContext], None], argv: list[str] | None = None) -> int:
@@ -482,10 +521,16 @@ def stage_main(stage: Stage, run: Callable[[StageContext], None], argv: list[str
 
     def action() -> int:
         config = load_config(args.config)
+        _check_artifacts_dir(args.artifacts)
         run_pipeline(config, args.artifacts, only=stage.name, force=args.force)
         return 0
 
     return _guarded(action)
+
+
+def _check_artifacts_dir(artifacts_dir: Path) -> None:
+    if Path(artifacts_dir).exists() and not Path(artifacts_dir).is_dir():
+        raise PipelineError(f"--artifacts {artifacts_dir} is a file; give a folder (it is created if missing)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -512,6 +557,7 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(args.artifacts, args.verbose)
 
     def action() -> int:
+        _check_artifacts_dir(args.artifacts)
         if args.command == "show":
             print(show_stage(resolve_stage_name(args.stage), args.artifacts, args.rows))
             return 0

@@ -4,14 +4,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
 
-matplotlib.use("Agg")  # no screen on servers or in CI; must precede pyplot
-import matplotlib.pyplot as plt  # noqa: E402
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")  # no screen on servers or in CI; must precede importing pyplot
+    import matplotlib.pyplot as plt
+
+    return plt
 
 
 def save_loss_plot(history: dict[str, list[float]], path: Path) -> None:
     """Training (and validation) loss per epoch, log scale, to ``path`` (PNG)."""
+    plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
     for key, label in (("loss", "training"), ("val_loss", "validation")):
         if key in history:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import difflib
+import io
 import types
 import typing
 from pathlib import Path
@@ -63,10 +64,12 @@ class Problems:
         self.items: list[str] = []
 
     def add(self, key: str, message: str) -> None:
+        """Record a problem with the dotted ``key`` it concerns."""
         where = f"key '{key}'" if key else "top level"
         self.items.append(f"{self.source}: {where}: {message}")
 
     def raise_if_any(self) -> None:
+        """Raise one :class:`ConfigError` listing every problem recorded."""
         if self.items:
             raise ConfigError(self.items)
 
@@ -266,17 +269,51 @@ def suggest(name: str, allowed: list[str]) -> str:
     return f" (did you mean '{close[0]}'?)" if close else ""
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that rejects duplicate keys and reports impossible dates with their line."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict[Any, Any] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    "while reading a mapping", node.start_mark,
+                    f"key {key!r} appears twice (first on line {seen[key].line + 1}); a later value would "
+                    f"silently replace the earlier one: keep one", key_node.start_mark)
+            seen[key] = key_node.start_mark
+        return super().construct_mapping(node, deep=deep)
+
+    def construct_yaml_timestamp(self, node):
+        try:
+            return super().construct_yaml_timestamp(node)
+        except ValueError as exc:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"{node.value!r} is not a valid date ({exc}); write YYYY-MM-DD",
+                node.start_mark) from None
+
+
+_StrictLoader.add_constructor("tag:yaml.org,2002:timestamp", _StrictLoader.construct_yaml_timestamp)
+
+
 def read_yaml(path: Path) -> Any:
-    """Parse a YAML file, turning a missing or malformed file into a :class:`ConfigError`."""
+    """Parse a YAML file, turning a missing or malformed file into a :class:`ConfigError`.
+
+    Duplicate keys are errors (the later value would silently win), and so
+    are impossible dates; both are reported with their line.
+    """
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ConfigError([f"{path}: file not found; check the path (config files are named "
-                           f"relative to config.yml)"]) from None
+        raise ConfigError([f"{path}: file not found (looked for {path.resolve()}); check the path"]) from None
     except UnicodeDecodeError as exc:
         raise ConfigError([f"{path}: not UTF-8 text ({exc.reason}); save it as UTF-8"]) from None
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot be read ({exc.strerror}); give the path of a YAML file"]) from None
+    stream = io.StringIO(text)
+    stream.name = str(path)  # PyYAML names the file in its error marks
     try:
-        return yaml.safe_load(text)
+        return yaml.load(stream, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
         raise ConfigError([f"{path}: not valid YAML: {exc}"]) from None

@@ -75,8 +75,23 @@ def test_atomic_path_yields_a_hidden_sibling_keeping_the_suffix(tmp_path):
 
 
 def test_write_json_round_trips_through_read_manifest(tmp_path):
-    artifacts.write_json(tmp_path / paths.MANIFEST, {"stage": "x", "currency": "£", "rows": 3})
-    assert artifacts.read_manifest(tmp_path) == {"stage": "x", "currency": "£", "rows": 3}
+    manifest = {"stage": "x", "currency": "£", "inputs": [], "outputs": [
+        {"file": "a.csv", "bytes": 3, "mtime_ns": 1, "sha256": "0" * 64, "rows": 1}]}
+    artifacts.write_json(tmp_path / paths.MANIFEST, manifest)
+    assert artifacts.read_manifest(tmp_path) == manifest
+    assert b"\r\n" not in (tmp_path / paths.MANIFEST).read_bytes()
+
+
+@pytest.mark.parametrize("manifest", [
+    {"stage": "x", "inputs": [], "outputs": [{"file": "basic.parquet"}]},
+    {"stage": "x", "outputs": []},
+    {"inputs": [], "outputs": []},
+    [],
+])
+def test_read_manifest_of_a_hand_edited_manifest_missing_keys_is_none(tmp_path, manifest):
+    """A manifest whose records lack hashes cannot vouch for anything: the stage counts as not completed."""
+    artifacts.write_json(tmp_path / paths.MANIFEST, manifest)
+    assert artifacts.read_manifest(tmp_path) is None
 
 
 # --- hashing -----------------------------------------------------------------------------------

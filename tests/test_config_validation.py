@@ -119,7 +119,7 @@ def test_department_not_in_hierarchy_suggests_near_miss(tmp_path, docs):
     with pytest.raises(ConfigError, match=problem(
             tmp_path / "personas.yml", "personas.teenage_girl.department_preferences.Ladies Clothes",
             "'Ladies Clothes' is not in the hierarchy", "did you mean 'Ladies Clothing'",
-            "allowed: the merchandise departments")):
+            "allowed: Accessories, Health & Beauty, Home")):
         load_config(path)
 
 
@@ -132,7 +132,7 @@ def test_department_not_in_hierarchy_without_near_miss_has_no_hint(tmp_path, doc
 
     with pytest.raises(ConfigError, match=problem(
             tmp_path / "personas.yml", "personas.teenage_girl.department_preferences.Garden Centre",
-            "'Garden Centre' is not in the hierarchy", "allowed: the merchandise departments")) as excinfo:
+            "'Garden Centre' is not in the hierarchy", "allowed: Accessories, Health & Beauty, Home")) as excinfo:
         load_config(path)
     assert "did you mean" not in str(excinfo.value)
 
@@ -405,3 +405,35 @@ def test_config_hash_is_order_independent():
     """The hash is of the values, not of the key order they were written in."""
     assert config_hash({"a": 1, "b": [1, 2]}) == config_hash({"b": [1, 2], "a": 1})
     assert config_hash({"a": 1}) != config_hash({"a": 2})
+
+
+def test_duplicate_key_is_an_error_naming_the_line(tmp_path, docs):
+    """A key written twice would let the later value win silently; it is refused with both lines."""
+    path = write_config(tmp_path, docs)
+    text = path.read_text(encoding="utf-8")
+    path.write_text(text.replace("seed: 42", "seed: 7\nseed: 42", 1), encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"(?s)" + re.escape(str(path)) + r".*key 'seed' appears twice "
+                                                                         r"\(first on line \d+\)"):
+        load_config(path)
+
+
+def test_impossible_date_is_reported_with_file_and_line(tmp_path, docs):
+    path = write_config(tmp_path, docs)
+    text = path.read_text(encoding="utf-8")
+    path.write_text(re.sub(r"history_start: .*", "history_start: 2023-02-30", text), encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"(?s)" + re.escape(str(path)) + r".*'2023-02-30' is not a valid "
+                                                                         r"date.*YYYY-MM-DD.*line \d+"):
+        load_config(path)
+
+
+def test_analysis_date_before_the_history_is_rejected(tmp_path, docs):
+    docs["config"]["prepare_features"]["analysis_date"] = "2020-01-01"
+    path = write_config(tmp_path, docs)
+    with pytest.raises(ConfigError, match=problem(tmp_path / "config.yml", "prepare_features.analysis_date",
+                                                  "2020-01-01 is before data.history_start")):
+        load_config(path)
+
+
+def test_config_path_that_is_a_folder_is_a_clear_error(tmp_path):
+    with pytest.raises(ConfigError, match=re.escape(str(tmp_path)) + ": cannot be read"):
+        load_config(tmp_path)

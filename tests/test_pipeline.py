@@ -302,3 +302,77 @@ def test_running_one_stage_warns_when_an_earlier_stage_is_stale(pipeline_run, tm
     outcome = run_pipeline(load_config(config_path), artifacts_dir, only=paths.CLUSTER)
     assert outcome == {paths.CLUSTER: "skipped"}
     assert "03_train_autoencoder is stale (config section 'train_autoencoder' changed)" in caplog.text
+
+
+def test_customers_without_a_purchase_by_the_analysis_date_are_kept_with_their_reason(tmp_path):
+    """With an analysis date mid-history, later joiners are excluded, never silently dropped."""
+    document = small_config_document()
+    document["prepare_features"]["analysis_date"] = "2023-07-01"
+    config = load_config(write_config(tmp_path / "config", document))
+    run_pipeline(config, tmp_path / "artifacts", start=paths.GENERATE_DATA)
+    customers = read(tmp_path / "artifacts", paths.GENERATE_DATA, paths.CUSTOMERS)
+    assigned = read(tmp_path / "artifacts", paths.CLUSTER, paths.ASSIGNMENTS)["customer_id"]
+    excluded = read(tmp_path / "artifacts", paths.PREPARE_FEATURES, paths.EXCLUDED_CUSTOMERS)
+    assert len(excluded) > 0 and not set(excluded["customer_id"]) & set(assigned)
+    assert sorted(set(excluded["customer_id"]) | set(assigned)) == sorted(customers["customer_id"])
+    assert set(excluded["reason"]) == {"first purchase after the analysis date"}
+    transactions = read(tmp_path / "artifacts", paths.GENERATE_DATA, paths.TRANSACTIONS)
+    first_purchase = transactions[~transactions["is_return"]].groupby("customer_id")["order_date"].min()
+    assert (first_purchase.loc[excluded["customer_id"]] > pd.Timestamp("2023-07-01")).all()
+    assert (first_purchase.loc[assigned] <= pd.Timestamp("2023-07-01")).all()
+
+
+def test_excluded_customers_file_is_empty_by_default(pipeline_run):
+    _, artifacts_dir = pipeline_run
+    excluded = read(artifacts_dir, paths.PREPARE_FEATURES, paths.EXCLUDED_CUSTOMERS)
+    assert list(excluded.columns) == ["customer_id", "reason"] and excluded.empty
+
+
+def test_artifacts_path_that_is_a_file_exits_2(small_config_path, tmp_path, capsys):
+    not_a_folder = tmp_path / "artifacts.txt"
+    not_a_folder.write_text("x", encoding="utf-8")
+    assert main(["status", "--config", str(small_config_path), "--artifacts", str(not_a_folder)]) == 2
+    err = capsys.readouterr().err
+    assert "is a file; give a folder" in err and "Traceback" not in err
+
+
+def test_unexpected_error_is_one_line_with_the_traceback_in_the_log(small_config_path, tmp_path, capsys,
+                                                                      monkeypatch):
+    import core.pipeline as pipeline
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("something nobody foresaw")
+
+    monkeypatch.setattr(pipeline, "run_pipeline", broken)
+    artifacts_dir = tmp_path / "artifacts"
+    assert main(["run", "--config", str(small_config_path), "--artifacts", str(artifacts_dir)]) == 1
+    err = capsys.readouterr().err
+    assert "unexpected RuntimeError: something nobody foresaw" in err and "Traceback" not in err
+    assert "Traceback" in (artifacts_dir / paths.PIPELINE_LOG).read_text(encoding="utf-8")
+
+
+def test_a_killed_stage_leaves_no_half_written_file_and_reruns(tmp_path):
+    """Kill the generator while it writes transactions: no manifest, no partial file under a real name."""
+    import time
+
+    document = small_config_document()
+    document["data"]["n_customers"] = 40000
+    document["generate_data"]["chunk_size"] = 2000
+    config_path = write_config(tmp_path / "config", document)
+    artifacts_dir = tmp_path / "artifacts"
+    folder = paths.stage_dir(artifacts_dir, paths.GENERATE_DATA)
+    process = subprocess.Popen([sys.executable, str(paths.REPO_ROOT / "01_generate_data.py"),
+                                "--config", str(config_path), "--artifacts", str(artifacts_dir)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (folder.exists() and any(folder.glob(".transactions*"))):
+        time.sleep(0.05)
+    process.kill()  # SIGKILL: no clean-up code runs
+    process.wait(timeout=60)
+    assert any(folder.glob(".transactions*")), "the kill should land while transactions are being written"
+    assert not (folder / paths.MANIFEST).exists()
+    assert not (folder / paths.TRANSACTIONS).exists()
+    config = load_config(config_path)
+    assert {s.stage: s.state for s in pipeline_status(config, artifacts_dir)}[paths.GENERATE_DATA] == "missing"
+    with pytest.raises(PipelineError, match="run stage 01_generate_data first"):
+        run_pipeline(config, artifacts_dir, only=paths.PREPARE_FEATURES)

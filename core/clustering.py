@@ -26,7 +26,7 @@ from sklearn.base import BaseEstimator, ClusterMixin
 from sklearn.cluster import KMeans
 from sklearn.metrics import silhouette_score
 from sklearn.mixture import GaussianMixture
-from sklearn.utils.validation import check_is_fitted
+from sklearn.utils.validation import check_is_fitted, validate_data
 
 log = logging.getLogger(__name__)
 
@@ -51,10 +51,24 @@ def sampled_silhouette(X: np.ndarray, labels: np.ndarray, size: int, seed: int) 
     return float(silhouette_score(X[rows], labels[rows]))
 
 
-def _candidates(n_range: tuple[float, float], n_rows: int) -> list[int]:
-    low, high = int(n_range[0]), int(n_range[1])
+def _candidates(n_range: int | tuple[float, float], n_rows: int) -> list[int]:
+    """Candidate cluster counts: a fixed number or an inclusive ``(min, max)``, capped below ``n_rows``."""
+    if isinstance(n_range, (int, np.integer)):
+        low = high = int(n_range)
+    else:
+        low, high = int(n_range[0]), int(n_range[1])
     high = min(high, max(n_rows - 1, 1))
     return list(range(min(low, high), high + 1))
+
+
+def _fit_input(estimator, X) -> np.ndarray:
+    """Validated float array for ``fit``: 2-D, finite, dense, at least two rows; sets ``n_features_in_``."""
+    return validate_data(estimator, X, dtype=np.float64, ensure_min_samples=2, copy=True)
+
+
+def _predict_input(estimator, X) -> np.ndarray:
+    """Validated float array for prediction, with the number of features seen in ``fit``."""
+    return validate_data(estimator, X, dtype=np.float64, reset=False)
 
 
 def _best_by_score(scores: dict[int, float]) -> int:
@@ -81,14 +95,13 @@ class HDBSCANClusterer(ClusterMixin, BaseEstimator):
         """Cluster ``X`` (n_samples, n_features); sets ``labels_`` and ``strength_``."""
         import hdbscan
 
-        X = np.asarray(X, dtype=np.float64)
+        X = _fit_input(self, X)
         size = max(2, int(round(self.min_cluster_size_fraction * len(X))))
         self.clusterer_ = hdbscan.HDBSCAN(min_cluster_size=size, min_samples=min(self.min_samples, size),
                                           prediction_data=True).fit(X)
         self.labels_ = self.clusterer_.labels_.astype(np.int64)
         self.strength_ = self.clusterer_.probabilities_.astype(np.float64)
         self.min_cluster_size_ = size
-        self.n_features_in_ = X.shape[1]
         return self
 
     def predict_with_strength(self, X) -> tuple[np.ndarray, np.ndarray]:
@@ -96,7 +109,7 @@ class HDBSCANClusterer(ClusterMixin, BaseEstimator):
         import hdbscan
 
         check_is_fitted(self, "clusterer_")
-        labels, strength = hdbscan.approximate_predict(self.clusterer_, np.asarray(X, dtype=np.float64))
+        labels, strength = hdbscan.approximate_predict(self.clusterer_, _predict_input(self, X))
         return labels.astype(np.int64), strength.astype(np.float64)
 
     def predict(self, X) -> np.ndarray:
@@ -143,7 +156,7 @@ class GaussianMixtureClusterer(ClusterMixin, BaseEstimator):
 
     def fit(self, X, y=None) -> "GaussianMixtureClusterer":
         """Choose the number of components by BIC on a sample, refit it on ``X``; sets ``labels_``, ``strength_``."""
-        X = np.asarray(X, dtype=np.float64)
+        X = _fit_input(self, X)
         sample = X[sample_rows(len(X), self.selection_sample_size, self.random_state)]
         self.bic_, self.aic_ = {}, {}
         for k in _candidates(self.n_components, len(sample)):
@@ -151,14 +164,14 @@ class GaussianMixtureClusterer(ClusterMixin, BaseEstimator):
             self.bic_[k], self.aic_[k] = float(gm.bic(sample)), float(gm.aic(sample))
         best_k = min(self.bic_, key=self.bic_.get)
         self.model_ = self._mixture(best_k).fit(X)
-        self.n_features_in_ = X.shape[1]
+        self.n_iter_ = self.model_.n_iter_
         self.labels_, self.strength_ = self.predict_with_strength(X)
         return self
 
     def predict_proba(self, X) -> np.ndarray:
         """Posterior probability of each component, shape (n_samples, n_components)."""
         check_is_fitted(self, "model_")
-        return self.model_.predict_proba(np.asarray(X, dtype=np.float64))
+        return self.model_.predict_proba(_predict_input(self, X))
 
     def predict_with_strength(self, X) -> tuple[np.ndarray, np.ndarray]:
         """Most likely component and its posterior probability for new rows."""
@@ -217,22 +230,22 @@ class FuzzyCMeansClusterer(ClusterMixin, BaseEstimator):
     def _cmeans(self, X: np.ndarray, c: int):
         import skfuzzy
 
-        centers, u, _, _, _, _, fpc = skfuzzy.cluster.cmeans(
+        centers, u, _, _, _, n_iter, fpc = skfuzzy.cluster.cmeans(
             X.T, c, self.fuzziness, error=self.tolerance, maxiter=self.max_iter, seed=self.random_state)
-        return centers, u, float(fpc)
+        return centers, u, float(fpc), int(n_iter)
 
     def fit(self, X, y=None) -> "FuzzyCMeansClusterer":
         """Choose the number of clusters by silhouette on a sample, refit it on ``X``; sets ``membership_`` too."""
-        X = np.asarray(X, dtype=np.float64)
+        X = _fit_input(self, X)
         sample = X[sample_rows(len(X), self.selection_sample_size, self.random_state)]
         self.scores_, self.fpc_ = {}, {}
         for c in _candidates(self.n_clusters, len(sample)):
-            _, u, fpc = self._cmeans(sample, c)
+            _, u, fpc, _ = self._cmeans(sample, c)
             self.scores_[c] = sampled_silhouette(sample, u.argmax(axis=0), self.silhouette_sample_size,
                                                  self.random_state)
             self.fpc_[c] = fpc
         best_c = _best_by_score(self.scores_)
-        self.centers_, u, _ = self._cmeans(X, best_c)
+        self.centers_, u, _, self.n_iter_ = self._cmeans(X, best_c)
         self.membership_ = u.T
         n = self.membership_.shape[1]
         self.partition_coefficient_ = float(np.mean(np.sum(u**2, axis=0)))
@@ -240,7 +253,6 @@ class FuzzyCMeansClusterer(ClusterMixin, BaseEstimator):
         self.labels_ = self.membership_.argmax(axis=1).astype(np.int64)
         self.strength_ = self.membership_.max(axis=1)
         self.n_clusters_ = n
-        self.n_features_in_ = X.shape[1]
         return self
 
     def membership(self, X) -> np.ndarray:
@@ -248,7 +260,7 @@ class FuzzyCMeansClusterer(ClusterMixin, BaseEstimator):
         import skfuzzy
 
         check_is_fitted(self, "centers_")
-        u, *_ = skfuzzy.cluster.cmeans_predict(np.asarray(X, dtype=np.float64).T, self.centers_,
+        u, *_ = skfuzzy.cluster.cmeans_predict(_predict_input(self, X).T, self.centers_,
                                                self.fuzziness, error=self.tolerance, maxiter=self.max_iter,
                                                seed=self.random_state)
         return u.T
@@ -296,21 +308,21 @@ class KMeansClusterer(ClusterMixin, BaseEstimator):
 
     def fit(self, X, y=None) -> "KMeansClusterer":
         """Choose k by silhouette on a sample, refit it on ``X``; sets ``labels_`` and ``strength_``."""
-        X = np.asarray(X, dtype=np.float64)
+        X = _fit_input(self, X)
         sample = X[sample_rows(len(X), self.selection_sample_size, self.random_state)]
         self.scores_ = {}
         for k in _candidates(self.n_clusters, len(sample)):
             labels = self._kmeans(k).fit(sample).labels_
             self.scores_[k] = sampled_silhouette(sample, labels, self.silhouette_sample_size, self.random_state)
         self.model_ = self._kmeans(_best_by_score(self.scores_)).fit(X)
-        self.n_features_in_ = X.shape[1]
+        self.n_iter_ = self.model_.n_iter_
         self.labels_, self.strength_ = self.predict_with_strength(X)
         return self
 
     def predict_with_strength(self, X) -> tuple[np.ndarray, np.ndarray]:
         """Nearest centre and ``1 - d1/d2`` for new rows."""
         check_is_fitted(self, "model_")
-        distances = self.model_.transform(np.asarray(X, dtype=np.float64))
+        distances = self.model_.transform(_predict_input(self, X))
         labels = distances.argmin(axis=1)
         if distances.shape[1] < 2:
             return labels.astype(np.int64), np.ones(len(labels))

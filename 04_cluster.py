@@ -2,7 +2,8 @@
 
 Reads ``features.parquet`` from stage 02 and ``latent.parquet`` from stage 03
 and writes to ``artifacts/04_cluster/``: ``assignments.parquet`` (one row per
-customer: ``segment``/``segment_strength`` of the primary method, then
+customer: ``segment``, ``segment_strength`` and ``segment_runner_up`` (second
+most likely segment) of the primary method, then
 ``<method>_<space>_label``/``_strength`` for every method and space),
 ``comparison.csv`` and one fitted model per method and space
 (``<method>-<space>.pkl``). Run ``python 04_cluster.py --help``.
@@ -39,6 +40,7 @@ def run(ctx: StageContext) -> None:
     spaces = {name: matrices[name] for name in cfg.spaces}
     assignments, comparison, models = clustering.cluster_all(spaces, list(cfg.methods), cfg, ctx.config.seed)
     primary = f"{cfg.primary.method}_{cfg.primary.space}"
+    assignments.insert(0, "segment_runner_up", models[(cfg.primary.method, cfg.primary.space)].runner_up_)
     assignments.insert(0, "segment_strength", assignments[f"{primary}_strength"])
     assignments.insert(0, "segment", assignments[f"{primary}_label"])
     assignments.insert(0, "customer_id", raw["customer_id"].to_numpy())

@@ -1,56 +1,155 @@
-"""Stage 05: name and describe each segment and export the profiles.
+"""Stage 05: name, describe and explain each segment; export profiles for AI agents and a report for people.
 
-Reads ``enriched_department.parquet`` from stage 02 and ``assignments.parquet``
-from stage 04 and writes to ``artifacts/05_profile_export/``:
-``segment_profiles.json`` and ``segment_profiles.yaml`` (same content) and
-``cluster_insights.csv``. Run ``python 05_profile_export.py --help``.
+Reads the order lines and catalog (stage 01), the enriched datasets and the
+fitted feature transform (stage 02), the latent space and training history
+(stage 03), the assignments and method comparison (stage 04). Writes to
+``artifacts/05_profile_export/``: ``segment_profiles.json`` and
+``segment_profiles.yaml`` (same content, validated against
+``schemas/segment_profiles.schema.json``), ``cluster_insights.csv``,
+``customers_with_segments.parquet``, ``report.html`` and its charts as PNG
+(``segment-sizes.png``, ``department-heatmap.png``, ``projection.png``,
+``loss-curve.png``). Run ``python 05_profile_export.py --help``.
 """
 
 from __future__ import annotations
 
 import sys
 
+import numpy as np
+import pandas as pd
 import yaml
 
-from core import paths, profiling
+from core import export, features, paths, plots, profiling, report
 from core.pipeline import PipelineError, Stage, StageContext, stage_main
 
 STAGE = Stage(
     name=paths.PROFILE_EXPORT,
-    inputs={paths.PREPARE_FEATURES: (paths.ENRICHED_DEPARTMENT,), paths.CLUSTER: (paths.ASSIGNMENTS,)},
-    description="Profile, name and describe the primary segments; export JSON, YAML and CSV.",
+    inputs={
+        paths.GENERATE_DATA: (paths.TRANSACTIONS, paths.PRODUCTS),
+        paths.PREPARE_FEATURES: (paths.ENRICHED_DEPARTMENT, paths.ENRICHED_CLASS, paths.FEATURE_SCALER),
+        paths.TRAIN_AUTOENCODER: (paths.LATENT, paths.TRAINING_HISTORY),
+        paths.CLUSTER: (paths.ASSIGNMENTS, paths.COMPARISON),
+    },
+    description="Profile, name, explain and give strategies to the segments; export JSON/YAML/CSV and a report.",
 )
+
+TRANSACTION_COLUMNS = ["customer_id", "order_date", "sku", "line_amount", "is_return"]
 
 
 def run(ctx: StageContext) -> None:
     """Read this stage's inputs, compute, write its outputs (see the module docstring)."""
     cfg = ctx.config.profile_export
+    hierarchy = ctx.config.hierarchy
     customers = ctx.read_parquet(paths.PREPARE_FEATURES, paths.ENRICHED_DEPARTMENT)
-    assignments = ctx.read_parquet(paths.CLUSTER, paths.ASSIGNMENTS, columns=["customer_id", "segment"])
-    merged = customers.merge(assignments, on="customer_id", how="inner", validate="one_to_one")
-    if len(merged) != len(customers) or len(merged) != len(assignments):
+    assignments = ctx.read_parquet(paths.CLUSTER, paths.ASSIGNMENTS)
+    if not np.array_equal(np.sort(customers["customer_id"].to_numpy()), np.sort(assignments["customer_id"].to_numpy())):
         raise PipelineError(f"{paths.ASSIGNMENTS} and {paths.ENRICHED_DEPARTMENT} list different customers; "
                             f"rerun from stage {paths.CLUSTER}")
-    profiles = profiling.profile_segments(merged, merged["segment"], ctx.config.hierarchy, cfg.top_departments,
-                                          cfg.value_quantiles, cfg.lapsed_after_days, cfg.currency)
-    primary = ctx.config.cluster.primary
-    export = {
-        "metadata": {
-            "method": primary.method,
-            "space": primary.space,
-            "customers": len(merged),
-            "segments": len(profiles),
-            "data_period": {"first_order": str(merged["first_order_date"].min().date()),
-                            "last_order": str(merged["last_order_date"].max().date())},
-        },
-        "segments": profiles,
-    }
-    ctx.write_json(paths.SEGMENT_PROFILES_JSON, export)
-    ctx.write_text(paths.SEGMENT_PROFILES_YAML, yaml.safe_dump(export, sort_keys=False, allow_unicode=True,
-                                                               width=100))
-    ctx.write_csv(paths.CLUSTER_INSIGHTS, profiling.insights_table(profiles))
-    ctx.details = {"segments": {p["segment_id"]: p["name"] for p in profiles}}
-    ctx.summary = f"{len(profiles)} segments profiled for {len(merged):,} customers ({primary.method}/{primary.space})"
+    assignments = assignments.set_index("customer_id").loc[customers["customer_id"]].reset_index()
+    transactions = ctx.read_parquet(paths.GENERATE_DATA, paths.TRANSACTIONS, columns=TRANSACTION_COLUMNS)
+    products = ctx.read_parquet(paths.GENERATE_DATA, paths.PRODUCTS)
+    model_columns = list(ctx.read_joblib(paths.PREPARE_FEATURES, paths.FEATURE_SCALER).columns)
+    primary = f"{ctx.config.cluster.primary.method}_{ctx.config.cluster.primary.space}"
+
+    exported: dict[str, list] = {}
+    for segmentation in [primary, *cfg.also_profile]:
+        labels = assignments["segment" if segmentation == primary else f"{segmentation}_label"].to_numpy()
+        segment_of = pd.Series(labels, index=customers["customer_id"].to_numpy())
+        class_spend = None
+        for batch in ctx.iter_parquet(paths.PREPARE_FEATURES, paths.ENRICHED_CLASS,
+                                      ["customer_id"] + _class_spend_columns(hierarchy)):
+            part = profiling.class_spend_by_segment(batch, batch["customer_id"].map(segment_of).to_numpy(), hierarchy)
+            class_spend = part if class_spend is None else class_spend.add(part, fill_value=0.0)
+        profiles = profiling.profile_segments(
+            customers, pd.Series(labels), hierarchy, cfg, ctx.config.strategies, model_columns,
+            class_spend=class_spend,
+            monthly_spend=profiling.monthly_spend_by_segment(transactions, segment_of),
+            attribute_spend=profiling.attribute_spend_by_segment(transactions, products, segment_of))
+        document = export.build_export(
+            profiling.agent_export_segments(profiles, cfg.min_segment_size), run_id=ctx.run_id,
+            config_hash=ctx.config_hash, method=segmentation.split("_")[0], space=segmentation.split("_")[1],
+            primary=segmentation == primary, customers=len(customers),
+            first_order=str(customers["first_order_date"].min().date()),
+            last_order=str(customers["last_order_date"].max().date()),
+            generated_at=ctx.started_at.isoformat(timespec="seconds"), currency=cfg.currency,
+            min_segment_size=cfg.min_segment_size)
+        _check_export(document, customers, segmentation)
+        suffix = (lambda f: f) if segmentation == primary else (lambda f: paths.extra_export_file(f, segmentation))
+        ctx.write_json(suffix(paths.SEGMENT_PROFILES_JSON), document)
+        ctx.write_text(suffix(paths.SEGMENT_PROFILES_YAML),
+                       yaml.safe_dump(document, sort_keys=False, allow_unicode=True, width=100))
+        ctx.write_csv(suffix(paths.CLUSTER_INSIGHTS), profiling.insights_table(profiles))
+        exported[segmentation] = profiles
+
+    profiles = exported[primary]
+    names = {p["segment_id"]: p["name"] for p in profiles}
+    ctx.write_parquet(paths.CUSTOMERS_WITH_SEGMENTS, profiling.customers_with_segments(assignments, names))
+    _write_report(ctx, customers, assignments, profiles, names, document_for_primary=exported[primary])
+    suppressed = sum(p["size"] < cfg.min_segment_size for p in profiles)
+    ctx.details = {"segmentations": list(exported), "segments": names, "suppressed_in_export": suppressed,
+                   "strategy_rules": {p["name"]: p["strategy"]["rule"] for p in profiles}}
+    ctx.summary = (f"{len(profiles)} segments ({suppressed} too small to describe) for {len(customers):,} "
+                   f"customers ({primary}); report and {len(exported)} export(s) written")
+
+
+def _class_spend_columns(hierarchy) -> list[str]:
+    return [features.class_column(features.CLASS_SPEND, d, c)
+            for d in hierarchy.merchandise_departments for c in hierarchy.departments[d].classes]
+
+
+def _check_export(document: dict, customers: pd.DataFrame, segmentation: str) -> None:
+    """Refuse to write an export that breaks its schema or carries a customer's identifier."""
+    problems = export.schema_errors(document)
+    if problems:
+        raise PipelineError(f"the {segmentation} profile export does not match {paths.SEGMENT_PROFILES_SCHEMA.name}: "
+                            + "; ".join(problems[:5]))
+    leaked = profiling.leaked_identifier_values(document, customers)
+    if leaked:
+        raise PipelineError(f"the {segmentation} profile export would carry customer identifiers "
+                            f"({len(leaked)} value(s)); nothing was written")
+
+
+def _write_report(ctx: StageContext, customers: pd.DataFrame, assignments: pd.DataFrame, profiles: list[dict],
+                  names: dict[int, str], document_for_primary: list[dict]) -> None:
+    """Charts as PNG files and the self-contained report.html built from them."""
+    cfg = ctx.config.profile_export
+    shown = [p for p in profiles if p["size"] >= cfg.min_segment_size]
+    images = {}
+    sizes = ctx.write_with(paths.SEGMENT_SIZES_PLOT, lambda tmp: plots.save_segment_sizes_plot(
+        [p["name"] for p in profiles], [p["share_of_customers"] for p in profiles],
+        [p["revenue_share"] for p in profiles], tmp))
+    images["segment_sizes"] = sizes.read_bytes()
+    departments = ctx.config.hierarchy.merchandise_departments
+    spend = profiling.department_spend(customers, departments).groupby(assignments["segment"].to_numpy()).sum()
+    shares = spend.div(spend.sum(axis=1).replace(0, np.nan), axis=0).fillna(0.0)
+    shares = shares.loc[[p["segment_id"] for p in shown]].rename(index=names)
+    heatmap = ctx.write_with(paths.DEPARTMENT_HEATMAP, lambda tmp: plots.save_department_heatmap(shares, tmp))
+    images["department_heatmap"] = heatmap.read_bytes()
+    latent = ctx.read_parquet(paths.TRAIN_AUTOENCODER, paths.LATENT).set_index("customer_id")
+    latent = latent.loc[assignments["customer_id"]].filter(like="latent_").to_numpy()
+    coords, sampled = report.project_2d(latent, assignments["segment"].to_numpy(), cfg.projection_sample_size,
+                                        ctx.config.seed)
+    projection = ctx.write_with(paths.PROJECTION_PLOT, lambda tmp: plots.save_projection_plot(coords, sampled,
+                                                                                               names, tmp))
+    images["projection"] = projection.read_bytes()
+    history = ctx.read_json(paths.TRAIN_AUTOENCODER, paths.TRAINING_HISTORY)
+    loss = ctx.write_with(paths.LOSS_CURVE, lambda tmp: plots.save_loss_plot(history, tmp))
+    images["loss_curve"] = loss.read_bytes()
+    persona_table = None
+    if "persona" in customers.columns:
+        persona_table = pd.crosstab(customers["persona"], assignments["segment"].map(names).to_numpy())
+        persona_table = persona_table[[names[p["segment_id"]] for p in profiles]]
+    data = report.ReportData(
+        title="Customer segments",
+        metadata={"method": ctx.config.cluster.primary.method, "space": ctx.config.cluster.primary.space,
+                  "customers": len(customers), "segments": len(profiles),
+                  "data_period": {"first_order": str(customers["first_order_date"].min().date()),
+                                  "last_order": str(customers["last_order_date"].max().date())},
+                  "generated_at": ctx.started_at.isoformat(timespec="seconds"), "run_id": ctx.run_id},
+        segments=profiling.agent_export_segments(document_for_primary, cfg.min_segment_size),
+        comparison=pd.read_csv(ctx.input_path(paths.CLUSTER, paths.COMPARISON)),
+        persona_table=persona_table, images=images, currency=cfg.currency)
+    ctx.write_text(paths.REPORT, report.render_report(data))
 
 
 def main(argv: list[str] | None = None) -> int:

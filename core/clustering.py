@@ -6,7 +6,9 @@ adds:
 
 - ``labels_`` and ``strength_`` after ``fit``: each row's cluster (``-1`` is
   HDBSCAN noise) and how firmly it belongs there, in [0, 1];
-- ``predict_with_strength(X)`` -> ``(labels, strength)`` for new rows.
+- ``predict_with_strength(X)`` -> ``(labels, strength)`` for new rows;
+- ``runner_up_`` after ``fit``: each row's second most likely cluster (``-1``
+  when there is none), from the same soft assignment as the strength.
 
 What strength means per method: HDBSCAN, the library's membership
 probability; Gaussian mixture, the largest posterior probability; fuzzy
@@ -61,6 +63,14 @@ def _candidates(n_range: int | tuple[float, float], n_rows: int) -> list[int]:
     return list(range(min(low, high), high + 1))
 
 
+def second_best(scores: np.ndarray, higher_is_better: bool = True) -> np.ndarray:
+    """Column of the second-best score in each row, ``-1`` with fewer than two columns."""
+    if scores.ndim != 2 or scores.shape[1] < 2:
+        return np.full(len(scores), NOISE, dtype=np.int64)
+    order = np.argsort(-scores if higher_is_better else scores, axis=1, kind="stable")
+    return order[:, 1].astype(np.int64)
+
+
 def _fit_input(estimator, X) -> np.ndarray:
     """Validated float array for ``fit``: 2-D, finite, dense, at least two rows; sets ``n_features_in_``."""
     return validate_data(estimator, X, dtype=np.float64, ensure_min_samples=2, copy=True)
@@ -101,8 +111,25 @@ class HDBSCANClusterer(ClusterMixin, BaseEstimator):
                                           prediction_data=True).fit(X)
         self.labels_ = self.clusterer_.labels_.astype(np.int64)
         self.strength_ = self.clusterer_.probabilities_.astype(np.float64)
+        self.runner_up_ = self._runner_up()
         self.min_cluster_size_ = size
         return self
+
+    def _runner_up(self) -> np.ndarray:
+        """Second cluster by soft membership (all_points_membership_vectors); -1 with under two clusters."""
+        import hdbscan
+
+        if self.labels_.max() < 1:
+            return np.full(len(self.labels_), NOISE, dtype=np.int64)
+        memberships = hdbscan.all_points_membership_vectors(self.clusterer_)
+        runner_up = second_best(np.atleast_2d(memberships))
+        # A clustered row's runner-up must differ from its cluster; if its own cluster is not its
+        # top membership, the top one is the runner-up.
+        top = np.argmax(memberships, axis=1)
+        clustered = self.labels_ != NOISE
+        swap = clustered & (runner_up == self.labels_)
+        runner_up[swap] = top[swap]
+        return runner_up
 
     def predict_with_strength(self, X) -> tuple[np.ndarray, np.ndarray]:
         """Labels and strengths of new rows (``hdbscan.approximate_predict``)."""
@@ -166,6 +193,7 @@ class GaussianMixtureClusterer(ClusterMixin, BaseEstimator):
         self.model_ = self._mixture(best_k).fit(X)
         self.n_iter_ = self.model_.n_iter_
         self.labels_, self.strength_ = self.predict_with_strength(X)
+        self.runner_up_ = second_best(self.predict_proba(X))
         return self
 
     def predict_proba(self, X) -> np.ndarray:
@@ -252,6 +280,7 @@ class FuzzyCMeansClusterer(ClusterMixin, BaseEstimator):
         self.partition_entropy_ = float(-np.mean(np.sum(u * np.log(np.clip(u, 1e-12, None)), axis=0)))
         self.labels_ = self.membership_.argmax(axis=1).astype(np.int64)
         self.strength_ = self.membership_.max(axis=1)
+        self.runner_up_ = second_best(self.membership_)
         self.n_clusters_ = n
         return self
 
@@ -317,6 +346,7 @@ class KMeansClusterer(ClusterMixin, BaseEstimator):
         self.model_ = self._kmeans(_best_by_score(self.scores_)).fit(X)
         self.n_iter_ = self.model_.n_iter_
         self.labels_, self.strength_ = self.predict_with_strength(X)
+        self.runner_up_ = second_best(self.model_.transform(X), higher_is_better=False)
         return self
 
     def predict_with_strength(self, X) -> tuple[np.ndarray, np.ndarray]:

@@ -23,6 +23,7 @@ from core import paths
 from core.hierarchy import Hierarchy, load_hierarchy
 from core.personas import Persona, load_personas
 from core.schema import ConfigError, Problems, Range, build, read_yaml, spec, suggest
+from core.strategies import StrategyTable, load_strategies
 
 CLUSTER_METHODS = ("hdbscan", "gmm", "fcm", "kmeans")
 SPACES = ("raw", "latent")
@@ -148,13 +149,23 @@ class ClusterConfig:
 
 @dataclasses.dataclass(frozen=True)
 class ProfileExportConfig:
-    """Stage 05: segment profiles."""
+    """Stage 05: segment profiles, exports and report."""
 
     top_departments: int = spec(minimum=1, help="departments listed per segment")
+    top_classes: int = spec(minimum=0, help="classes listed per segment")
     value_quantiles: Range = spec(maximum=1.0, help="[low, high] population quantiles of net revenue "
                                                     "separating low, mid and high value")
     lapsed_after_days: int = spec(minimum=1, help="a customer with no order for this many days is lapsed")
     currency: str = spec(help="symbol written before amounts in descriptions")
+    min_segment_size: int = spec(minimum=1, help="smaller segments are not described in detail in the "
+                                                 "agent export and the report")
+    describe_columns: tuple[str, ...] = spec(help="profile columns summarised per segment (demographics); "
+                                                  "never direct identifiers")
+    age_bands: tuple[int, ...] = spec(minimum=0, help="ascending age band edges, e.g. [25, 35, 45] gives "
+                                                      "under 25, 25-34, 35-44, 45+")
+    explain_features: int = spec(minimum=1, help="most distinguishing features listed per segment")
+    projection_sample_size: int = spec(minimum=10, help="customers drawn in the report's 2-D projection")
+    also_profile: tuple[str, ...] = spec(help="other segmentations to export too, as <method>_<space>")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -164,6 +175,7 @@ class _ConfigFile:
     seed: int = spec(minimum=0, help="one seed for every random choice")
     hierarchy_file: str = spec(help="hierarchy YAML, relative to this file")
     personas_file: str = spec(help="personas YAML, relative to this file")
+    strategies_file: str = spec(help="strategy rule table YAML, relative to this file")
     data: DataConfig = spec()
     generate_data: GenerateDataConfig = spec()
     prepare_features: PrepareFeaturesConfig = spec()
@@ -190,8 +202,10 @@ class PipelineConfig:
     seed: int
     hierarchy_file: Path
     personas_file: Path
+    strategies_file: Path
     hierarchy: Hierarchy
     personas: dict[str, Persona]
+    strategies: StrategyTable
     data: DataConfig
     generate_data: GenerateDataConfig
     prepare_features: PrepareFeaturesConfig
@@ -205,6 +219,8 @@ class PipelineConfig:
             return self.hierarchy.to_dict()
         if name == "personas":
             return {k: dataclasses.asdict(p) for k, p in self.personas.items()}
+        if name == "strategies":
+            return dataclasses.asdict(self.strategies)
         value = getattr(self, name)
         return dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value
 
@@ -216,7 +232,7 @@ STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
     paths.TRAIN_AUTOENCODER: ("seed", "train_autoencoder"),
     paths.CLUSTER: ("seed", "cluster"),
     # cluster: the primary method and space named in the export.
-    paths.PROFILE_EXPORT: ("profile_export", "cluster", "hierarchy"),
+    paths.PROFILE_EXPORT: ("seed", "profile_export", "cluster", "hierarchy", "strategies"),
 }
 
 
@@ -264,18 +280,22 @@ def load_config(path: Path | str = paths.DEFAULT_CONFIG) -> PipelineConfig:
     problems.raise_if_any()
     hierarchy_path = path.parent / parsed.hierarchy_file
     personas_path = path.parent / parsed.personas_file
-    for key, named in (("hierarchy_file", hierarchy_path), ("personas_file", personas_path)):
+    strategies_path = path.parent / parsed.strategies_file
+    for key, named in (("hierarchy_file", hierarchy_path), ("personas_file", personas_path),
+                       ("strategies_file", strategies_path)):
         if not named.is_file():
             problems.add(key, f"{getattr(parsed, key)!r} names {named}, which was not found; "
                               f"give a path relative to {path.parent}")
     problems.raise_if_any()
     hierarchy = load_hierarchy(hierarchy_path)
     personas = load_personas(personas_path, hierarchy)
+    strategies = load_strategies(strategies_path, hierarchy)
     _check_against_hierarchy(parsed, hierarchy, problems)
     problems.raise_if_any()
     return PipelineConfig(
         path=path, seed=parsed.seed, hierarchy_file=hierarchy_path, personas_file=personas_path,
-        hierarchy=hierarchy, personas=personas, data=parsed.data, generate_data=parsed.generate_data,
+        strategies_file=strategies_path, hierarchy=hierarchy, personas=personas, strategies=strategies,
+        data=parsed.data, generate_data=parsed.generate_data,
         prepare_features=parsed.prepare_features, train_autoencoder=parsed.train_autoencoder,
         cluster=parsed.cluster, profile_export=parsed.profile_export,
     )
@@ -309,9 +329,24 @@ def _check_cross_fields(cfg: _ConfigFile, problems: Problems) -> None:
                                         f"it must be one of cluster.methods and one of cluster.spaces")
     if not cfg.prepare_features.model_features:
         problems.add("prepare_features.model_features", "empty; list at least one feature")
-    low, high = cfg.profile_export.value_quantiles
+    export = cfg.profile_export
+    low, high = export.value_quantiles
     if not (0 < low < high < 1):
         problems.add("profile_export.value_quantiles", f"[{low}, {high}] must satisfy 0 < low < high < 1")
+    if list(export.age_bands) != sorted(set(export.age_bands)):
+        problems.add("profile_export.age_bands", f"{list(export.age_bands)} must be strictly ascending")
+    from core.profiling import identifier_columns
+
+    leaked = identifier_columns(export.describe_columns)
+    if leaked:
+        problems.add("profile_export.describe_columns",
+                     f"{', '.join(leaked)} look(s) like direct identifiers (names, emails, phones, addresses, "
+                     f"ids); segment profiles for agents never carry them: remove them")
+    fitted = {f"{m}_{s}" for m in cl.methods for s in cl.spaces}
+    for name in export.also_profile:
+        if name not in fitted:
+            problems.add("profile_export.also_profile", f"'{name}' is not fitted by stage 04; allowed: "
+                                                        f"{', '.join(sorted(fitted))}")
 
 
 def _check_against_hierarchy(cfg: _ConfigFile, hierarchy: Hierarchy, problems: Problems) -> None:

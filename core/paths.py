@@ -57,6 +57,19 @@ def cluster_model_file(method: str, space: str) -> str:
 SEGMENT_PROFILES_JSON = "segment_profiles.json"
 SEGMENT_PROFILES_YAML = "segment_profiles.yaml"
 CLUSTER_INSIGHTS = "cluster_insights.csv"
+CUSTOMERS_WITH_SEGMENTS = "customers_with_segments.parquet"
+REPORT = "report.html"
+SEGMENT_SIZES_PLOT = "segment-sizes.png"
+DEPARTMENT_HEATMAP = "department-heatmap.png"
+PROJECTION_PLOT = "projection.png"
+LOSS_CURVE = "loss-curve.png"
+SEGMENT_PROFILES_SCHEMA = REPO_ROOT / "schemas" / "segment_profiles.schema.json"
+
+
+def extra_export_file(file: str, segmentation: str) -> str:
+    """File name of an export for a non-primary segmentation: ``segment_profiles__kmeans_latent.json``."""
+    stem, dot, suffix = file.partition(".")
+    return f"{stem}__{segmentation}{dot}{suffix}"
 
 
 def stage_dir(artifacts_dir: Path, stage: str) -> Path:

@@ -78,6 +78,9 @@ class StageContext:
     stage: Stage
     config: PipelineConfig
     artifacts_dir: Path
+    inputs: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    config_hash: str = ""
+    started_at: dt.datetime = dataclasses.field(default_factory=lambda: dt.datetime.now(dt.timezone.utc))
     outputs: dict[str, str] = dataclasses.field(default_factory=dict)
     details: dict[str, Any] = dataclasses.field(default_factory=dict)
     summary: str = ""
@@ -97,6 +100,22 @@ class StageContext:
     def read_parquet(self, stage: str, file: str, columns: list[str] | None = None) -> pd.DataFrame:
         """Read a declared Parquet input."""
         return pd.read_parquet(self.input_path(stage, file), columns=columns)
+
+    def iter_parquet(self, stage: str, file: str, columns: list[str], batch_rows: int = 100_000):
+        """Yield a declared Parquet input as DataFrames of at most ``batch_rows`` rows (bounded memory)."""
+        import pyarrow.parquet as pq
+
+        for batch in pq.ParquetFile(self.input_path(stage, file)).iter_batches(batch_size=batch_rows,
+                                                                              columns=columns):
+            yield batch.to_pandas()
+
+    @property
+    def run_id(self) -> str:
+        """16 hex digits identifying this stage's config and inputs: the same inputs give the same id."""
+        import hashlib
+
+        material = self.config_hash + "".join(sorted(r["sha256"] for r in self.inputs))
+        return hashlib.sha256(material.encode()).hexdigest()[:16]
 
     def read_joblib(self, stage: str, file: str) -> Any:
         """Load a declared joblib input (a fitted estimator)."""
@@ -291,8 +310,10 @@ def run_stage(stage: Stage, run: Callable[[StageContext], None], config: Pipelin
     folder = paths.stage_dir(artifacts_dir, stage.name)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / paths.MANIFEST).unlink(missing_ok=True)
-    ctx = StageContext(stage=stage, config=config, artifacts_dir=artifacts_dir)
+    sections = stage_config(config, stage.name)
     started = dt.datetime.now(dt.timezone.utc)
+    ctx = StageContext(stage=stage, config=config, artifacts_dir=artifacts_dir, inputs=inputs,
+                       config_hash=config_hash(sections), started_at=started)
     clock = time.perf_counter()
     log.info("%s: running", stage.name)
     run(ctx)
@@ -304,7 +325,6 @@ def run_stage(stage: Stage, run: Callable[[StageContext], None], config: Pipelin
                 leftover.unlink()
             except PermissionError:
                 log.warning("could not remove %s, left by an earlier run (open in another program?)", leftover)
-    sections = stage_config(config, stage.name)
     manifest = {
         "stage": stage.name,
         "description": stage.description,

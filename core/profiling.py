@@ -1,40 +1,77 @@
-"""Segment profiles: statistics, a readable name and a description per segment.
+"""Segment profiles: statistics, a readable name, a description, a strategy and an explanation.
 
 Names come from rules a person can check: the segment's *value* position
-(median net revenue against population quantiles) and *engagement*
-(median recency against the lapsed threshold, ordering rate against the
-population median) give the position ("VIP Champions", "Loyal Regulars",
-"Promising", "At-Risk", "Hibernating", ...); the department it over-indexes
-on most gives the focus. Names are made unique within a run.
+(median net revenue against population quantiles) and *engagement* (median
+recency against the lapsed threshold, ordering rate against the population
+median) give the position ("VIP Champions", "Loyal Regulars", "Promising
+Newcomers", "At-Risk", "Hibernating", ...); the department it over-indexes on
+most gives the focus. Names are unique within a run and depend on the data
+only, so the same data gives the same names.
+
+Explanations are standardised mean differences (SMD) of the model features
+between a segment and everyone else: the features that set the segment
+apart, in the features' own units.
+
+Profile columns (demographics) describe segments here and only here; direct
+identifiers never reach a profile (:func:`identifier_columns`,
+:func:`leaked_identifier_values`).
 """
 
 from __future__ import annotations
 
-from typing import Any
+import fnmatch
+from typing import Any, Iterable
 
 import numpy as np
 import pandas as pd
 
 from core.clustering import NOISE
-from core.features import DEPT_SPEND, dept_column
+from core.features import (CLASS_SPEND, DEPT_SHARE, DEPT_SPEND, DEPT_UNITS, class_column, dept_column)
 from core.hierarchy import Hierarchy
+from core.strategies import StrategyTable, strategy_for
 
 # A department must hold at least this share of a segment's spend to name its focus.
 MIN_FOCUS_SHARE = 0.10
 
+# Direct identifiers: never summarised, never exported (matched case-insensitively).
+IDENTIFIER_PATTERNS = ("customer_id", "*name*", "*mail*", "*phone*", "*mobile*", "*address*", "*street*",
+                       "*postcode*", "*post_code*", "*zip*")
 
-def _stats(values: pd.Series) -> dict[str, float]:
-    return {"mean": round(float(values.mean()), 2), "median": round(float(values.median()), 2)}
+STAT_COLUMNS = ("recency_days", "orders", "orders_per_month", "net_revenue", "average_order_value", "tenure_days")
+
+MONTHS = ("January", "February", "March", "April", "May", "June", "July", "August", "September", "October",
+          "November", "December")
+
+_CORE_LABELS = {
+    "recency_days": "days since the last order", "tenure_days": "days since the first order",
+    "orders": "number of orders", "orders_per_month": "orders per month", "gross_revenue": "gross spend",
+    "returned_value": "value returned", "net_revenue": "net spend", "average_order_value": "average order value",
+    "items_per_order": "items per order", "return_rate_value": "share of spend returned",
+    "return_rate_units": "share of items returned", "n_departments": "departments bought from",
+    "n_classes": "classes bought from",
+}
 
 
-def department_spend(frame: pd.DataFrame, departments: list[str]) -> pd.DataFrame:
-    """Net spend per department (negative net spend counted as 0), one column per department."""
-    spend = frame[[dept_column(DEPT_SPEND, d) for d in departments]].clip(lower=0).to_numpy(np.float64)
-    return pd.DataFrame(spend, columns=departments, index=frame.index)
+def identifier_columns(columns: Iterable[str]) -> list[str]:
+    """The columns whose names look like direct identifiers (names, emails, phones, addresses, ids)."""
+    return [c for c in columns if any(fnmatch.fnmatch(c.lower(), p) for p in IDENTIFIER_PATTERNS)]
+
+
+def feature_label(column: str, hierarchy: Hierarchy) -> str:
+    """Readable name of a feature column, e.g. ``dept_share__kids_clothing`` -> share of spend in Kids Clothing."""
+    if column in _CORE_LABELS:
+        return _CORE_LABELS[column]
+    for prefix, text in ((DEPT_SHARE, "share of spend in {}"), (DEPT_SPEND, "net spend in {}"),
+                         (DEPT_UNITS, "items bought in {}")):
+        if column.startswith(prefix):
+            for dept in hierarchy.merchandise_departments:
+                if dept_column(prefix, dept) == column:
+                    return text.format(dept)
+    return column
 
 
 def position_name(value_tier: str, lapsed: bool, frequent: bool, new: bool) -> str:
-    """The value-and-engagement half of a segment name."""
+    """The value-and-engagement half of a segment name (one of ``core.strategies.POSITIONS``)."""
     if lapsed:
         return "Hibernating" if value_tier == "low" else "At-Risk"
     if value_tier == "high":
@@ -44,78 +81,249 @@ def position_name(value_tier: str, lapsed: bool, frequent: bool, new: bool) -> s
     return "Promising Newcomers" if new else "Occasional Bargain Hunters"
 
 
-def profile_segments(customers: pd.DataFrame, segments: pd.Series, hierarchy: Hierarchy,
-                     top_departments: int, value_quantiles: tuple[float, float],
-                     lapsed_after_days: int, currency: str = "£") -> list[dict[str, Any]]:
-    """Describe every segment.
+def department_spend(frame: pd.DataFrame, departments: list[str]) -> pd.DataFrame:
+    """Net spend per department (negative net spend counted as 0), one column per department."""
+    spend = frame[[dept_column(DEPT_SPEND, d) for d in departments]].clip(lower=0).to_numpy(np.float64)
+    return pd.DataFrame(spend, columns=departments, index=frame.index)
+
+
+def _stats(values: pd.Series) -> dict[str, float]:
+    q1, median, q3 = np.quantile(values.to_numpy(np.float64), [0.25, 0.5, 0.75])
+    return {"mean": round(float(values.mean()), 2), "median": round(float(median), 2),
+            "q1": round(float(q1), 2), "q3": round(float(q3), 2)}
+
+
+def _shares_with_lift(segment_totals: pd.Series, population_totals: pd.Series, top: int,
+                      label: str | None = None) -> list[dict[str, Any]]:
+    """Top entries of a segment's spend mix, each with its share and lift against the population."""
+    segment_mix = segment_totals.clip(lower=0)
+    segment_mix = segment_mix / segment_mix.sum() if segment_mix.sum() > 0 else segment_mix * 0
+    population_mix = population_totals.clip(lower=0)
+    population_mix = population_mix / population_mix.sum() if population_mix.sum() > 0 else population_mix * 0
+    lift = (segment_mix / population_mix.replace(0, np.nan)).fillna(0.0)
+    chosen = segment_mix[segment_mix > 0].sort_values(ascending=False, kind="stable").head(top)
+    rows = []
+    for key in chosen.index:
+        entry = {"spend_share": round(float(segment_mix[key]), 4), "lift": round(float(lift[key]), 2)}
+        if isinstance(key, tuple):
+            rows.append({"department": key[0], "class": key[1], **entry})
+        else:
+            rows.append({label or "value": key, **entry})
+    return rows
+
+
+def demographics(members: pd.DataFrame, columns: Iterable[str], age_bands: Iterable[int]) -> dict[str, Any]:
+    """Summary of profile columns for a group of customers.
+
+    Numbers: median and, for ``age``, the share per age band; true/false:
+    the share true; text: the share of each of the three most common values.
+    """
+    summary: dict[str, Any] = {}
+    edges = list(age_bands)
+    for column in columns:
+        if column not in members.columns:
+            continue
+        values = members[column].dropna()
+        if values.empty:
+            continue
+        if pd.api.types.is_bool_dtype(values):
+            summary[column] = {"share_true": round(float(values.mean()), 4)}
+        elif pd.api.types.is_numeric_dtype(values):
+            entry: dict[str, Any] = {"median": round(float(values.median()), 1)}
+            if column == "age" and edges:
+                bands = _age_band(values.to_numpy(), edges)
+                shares = pd.Series(bands).value_counts(normalize=True)
+                order = _band_names(edges)
+                entry["bands"] = {b: round(float(shares.get(b, 0.0)), 4) for b in order if shares.get(b, 0.0) > 0}
+            summary[column] = entry
+        else:
+            shares = values.astype(str).value_counts(normalize=True).head(3)
+            summary[column] = {str(k): round(float(v), 4) for k, v in shares.items()}
+    return summary
+
+
+def _band_names(edges: list[int]) -> list[str]:
+    names = [f"under {edges[0]}"]
+    names += [f"{low}-{high - 1}" for low, high in zip(edges[:-1], edges[1:])]
+    return names + [f"{edges[-1]}+"]
+
+
+def _age_band(ages: np.ndarray, edges: list[int]) -> np.ndarray:
+    return np.asarray(_band_names(edges), dtype=object)[np.searchsorted(edges, ages, side="right")]
+
+
+def explain_segment(features: pd.DataFrame, in_segment: np.ndarray, columns: list[str], top: int,
+                    hierarchy: Hierarchy) -> dict[str, Any]:
+    """The features that most set a segment apart, by standardised mean difference.
+
+    SMD = (segment mean - rest mean) / sqrt((segment variance + rest variance) / 2),
+    on the features' own (unscaled) values; 0 where both groups are constant.
+
+    Returns
+    -------
+    dict
+        ``summary`` (one sentence) and ``features``: up to ``top`` entries
+        with ``feature``, ``label``, ``segment_mean``, ``population_mean``
+        and ``smd``, largest absolute SMD first.
+    """
+    values = features[columns].to_numpy(np.float64)
+    inside, outside = values[in_segment], values[~in_segment]
+    if len(inside) == 0 or len(outside) == 0:
+        return {"summary": "The segment holds every customer; nothing sets it apart.", "features": []}
+    pooled = np.sqrt((inside.var(axis=0) + outside.var(axis=0)) / 2)
+    diff = inside.mean(axis=0) - outside.mean(axis=0)
+    smd = np.divide(diff, pooled, out=np.zeros_like(diff), where=pooled > 1e-12)
+    order = np.argsort(-np.abs(smd), kind="stable")[:top]
+    population_mean = values.mean(axis=0)
+    entries = [{"feature": columns[i], "label": feature_label(columns[i], hierarchy),
+                "segment_mean": round(float(inside[:, i].mean()), 4),
+                "population_mean": round(float(population_mean[i]), 4), "smd": round(float(smd[i]), 2)}
+               for i in order if abs(smd[i]) > 0]
+    if not entries:
+        return {"summary": "No feature sets this segment apart from the others.", "features": []}
+    parts = [f"{'higher' if e['smd'] > 0 else 'lower'} {e['label']} ({e['smd']:+.1f} SD)" for e in entries[:3]]
+    return {"summary": "Customers are here mainly for their " + ", ".join(parts) + " than other customers.",
+            "features": entries}
+
+
+def monthly_spend_by_segment(transactions: pd.DataFrame, segment_of: pd.Series) -> pd.DataFrame:
+    """Purchase spend per segment (rows) and calendar month 1-12 (columns)."""
+    purchases = transactions.loc[~transactions["is_return"].to_numpy(bool)]
+    segment = purchases["customer_id"].map(segment_of)
+    frame = pd.DataFrame({"segment": segment.to_numpy(), "month": purchases["order_date"].dt.month.to_numpy(),
+                          "spend": purchases["line_amount"].to_numpy(np.float64)}).dropna(subset=["segment"])
+    table = frame.groupby(["segment", "month"])["spend"].sum().unstack("month")
+    return table.reindex(columns=range(1, 13)).fillna(0.0).rename(index=int)
+
+
+def attribute_spend_by_segment(transactions: pd.DataFrame, products: pd.DataFrame, segment_of: pd.Series,
+                               attributes: Iterable[str] = ("brand_tier", "size", "style")
+                               ) -> dict[str, pd.DataFrame]:
+    """Purchase spend per segment and value of each product attribute the catalog has."""
+    present = [a for a in attributes if a in products.columns]
+    if not present:
+        return {}
+    purchases = transactions.loc[~transactions["is_return"].to_numpy(bool), ["customer_id", "sku", "line_amount"]]
+    joined = purchases.merge(products[["sku", *present]], on="sku", how="left")
+    joined["segment"] = joined["customer_id"].map(segment_of)
+    joined = joined.dropna(subset=["segment"])
+    return {a: joined.groupby(["segment", a])["line_amount"].sum().unstack(a).fillna(0.0).rename(index=int)
+            for a in present}
+
+
+def class_spend_by_segment(class_spend: pd.DataFrame, segments: np.ndarray, hierarchy: Hierarchy) -> pd.DataFrame:
+    """Net spend per segment (rows) and (department, class) (columns) from ``class_spend__*`` columns."""
+    keys = [(d, c) for d in hierarchy.merchandise_departments for c in hierarchy.departments[d].classes]
+    columns = [class_column(CLASS_SPEND, d, c) for d, c in keys]
+    values = class_spend[columns].to_numpy(np.float64)
+    totals = pd.DataFrame(values, columns=pd.MultiIndex.from_tuples(keys)).groupby(segments).sum()
+    return totals
+
+
+def profile_segments(customers: pd.DataFrame, segments: pd.Series, hierarchy: Hierarchy, cfg,
+                     strategies: StrategyTable, model_columns: list[str],
+                     class_spend: pd.DataFrame | None = None, monthly_spend: pd.DataFrame | None = None,
+                     attribute_spend: dict[str, pd.DataFrame] | None = None) -> list[dict[str, Any]]:
+    """Describe every segment in full (the agent export suppresses small ones afterwards).
 
     Parameters
     ----------
     customers : DataFrame
-        One row per customer with the stage-02 features (``net_revenue``,
+        One row per customer: the stage-02 features (``net_revenue``,
         ``recency_days``, ``orders``, ``orders_per_month``,
         ``average_order_value``, ``return_rate_value``, ``tenure_days``,
-        ``dept_spend__*``), indexed like ``segments``.
+        ``dept_spend__*`` and ``model_columns``) and the profile columns
+        named in ``cfg.describe_columns``, indexed like ``segments``.
     segments : Series
         Segment id per customer (``-1``: HDBSCAN noise).
+    cfg : ProfileExportConfig
+        ``top_departments``, ``top_classes``, ``value_quantiles``,
+        ``lapsed_after_days``, ``currency``, ``describe_columns``,
+        ``age_bands``, ``explain_features``.
+    strategies : StrategyTable
+    model_columns : list of str
+        Features used for the explanation.
+    class_spend : DataFrame, optional
+        Segments x (department, class) spend (:func:`class_spend_by_segment`).
+    monthly_spend : DataFrame, optional
+        Segments x month spend (:func:`monthly_spend_by_segment`).
+    attribute_spend : dict, optional
+        Attribute -> segments x value spend (:func:`attribute_spend_by_segment`).
 
     Returns
     -------
     list of dict
-        One profile per segment, ordered by segment id: ``segment_id``,
-        ``name``, ``description``, ``size``, ``share_of_customers``,
-        ``revenue_share``, RFM statistics, ``lapsed_share`` and
-        ``top_departments`` (spend share and lift against the population).
+        One profile per segment, ordered by segment id, keys in the order of
+        the export schema (``schemas/segment_profiles.schema.json``).
     """
     departments = hierarchy.merchandise_departments
     spend = department_spend(customers, departments)
-    population_mix = spend.sum() / max(spend.to_numpy().sum(), 1e-12)
-    low_q, high_q = np.quantile(customers["net_revenue"], value_quantiles)
+    spend_by_segment = spend.groupby(segments.to_numpy()).sum()
+    population_spend = spend_by_segment.sum()
+    population_share = (population_spend / population_spend.sum()).to_dict() if population_spend.sum() else {}
+    low_q, high_q = np.quantile(customers["net_revenue"], cfg.value_quantiles)
     median_rate = customers["orders_per_month"].median()
     median_tenure = customers["tenure_days"].median()
     total_revenue = customers["net_revenue"].sum()
+    labels = segments.to_numpy()
     profiles = []
-    for segment_id in sorted(segments.unique()):
-        members = customers[segments.to_numpy() == segment_id]
-        mix = spend.loc[members.index].sum()
-        mix = mix / max(mix.sum(), 1e-12)
-        lift = (mix / population_mix.replace(0, np.nan)).fillna(0.0)
-        top = mix[mix > 0].sort_values(ascending=False).head(top_departments)
+    for segment_id in sorted(np.unique(labels)):
+        in_segment = labels == segment_id
+        members = customers[in_segment]
+        department_mix = _shares_with_lift(spend_by_segment.loc[segment_id], population_spend, len(departments),
+                                           label="department")
+        lift = {d["department"]: d["lift"] for d in department_mix}
+        share = {d["department"]: d["spend_share"] for d in department_mix}
         median_value = members["net_revenue"].median()
         tier = "high" if median_value >= high_q else "mid" if median_value >= low_q else "low"
-        lapsed_share = float((members["recency_days"] > lapsed_after_days).mean())
-        profiles.append({
+        profile: dict[str, Any] = {
             "segment_id": int(segment_id),
-            "size": int(len(members)),
-            "share_of_customers": round(len(members) / len(customers), 4),
-            "revenue_share": round(float(members["net_revenue"].sum() / total_revenue), 4)
-            if total_revenue else 0.0,
+            "name": "",
+            "suppressed": False,
+            "description": "",
+            "size": int(in_segment.sum()),
+            "share_of_customers": round(float(in_segment.mean()), 4),
+            "revenue_share": round(float(members["net_revenue"].sum() / total_revenue), 4) if total_revenue else 0.0,
             "value_tier": tier,
-            "recency_days": _stats(members["recency_days"]),
-            "orders": _stats(members["orders"]),
-            "orders_per_month": _stats(members["orders_per_month"]),
-            "net_revenue": _stats(members["net_revenue"]),
-            "average_order_value": _stats(members["average_order_value"]),
+            "position": position_name(tier, members["recency_days"].median() > cfg.lapsed_after_days,
+                                      members["orders_per_month"].median() >= median_rate,
+                                      members["tenure_days"].median() < median_tenure / 2),
+            **{column: _stats(members[column]) for column in STAT_COLUMNS},
             "return_rate": round(float(members["return_rate_value"].mean()), 4),
-            "tenure_days": _stats(members["tenure_days"]),
-            "lapsed_share": round(lapsed_share, 4),
-            "top_departments": [{"department": d, "spend_share": round(float(mix[d]), 4),
-                                 "lift": round(float(lift[d]), 2)} for d in top.index],
-            "_position": position_name(tier, members["recency_days"].median() > lapsed_after_days,
-                                       members["orders_per_month"].median() >= median_rate,
-                                       members["tenure_days"].median() < median_tenure / 2),
-            "_focus": _focus_order(mix, lift),
-        })
+            "lapsed_share": round(float((members["recency_days"] > cfg.lapsed_after_days).mean()), 4),
+            "top_departments": department_mix[:cfg.top_departments],
+            "top_classes": (_shares_with_lift(class_spend.loc[segment_id], class_spend.sum(), cfg.top_classes)
+                            if class_spend is not None and cfg.top_classes else []),
+            "seasonal_peaks": _seasonal_peaks(monthly_spend, segment_id) if monthly_spend is not None else [],
+            "attribute_mix": {a: _shares_with_lift(t.loc[segment_id], t.sum(), 5, label="value")
+                              for a, t in (attribute_spend or {}).items() if segment_id in t.index},
+            "demographics": demographics(members, cfg.describe_columns, cfg.age_bands),
+            "_focus": [d for d in sorted(lift, key=lambda d: (-lift[d], d)) if share[d] >= MIN_FOCUS_SHARE],
+        }
+        profile["strategy"] = strategy_for(strategies, profile, lift, population_share)
+        profile["explanation"] = explain_segment(customers, in_segment, model_columns, cfg.explain_features,
+                                                 hierarchy)
+        profiles.append(profile)
     _assign_unique_names(profiles)
     for profile in profiles:
-        profile["description"] = describe(profile, lapsed_after_days, currency)
-    lead = ("segment_id", "name", "description")
-    return [{**{k: p[k] for k in lead}, **{k: v for k, v in p.items() if k not in lead}} for p in profiles]
+        profile["description"] = describe(profile, cfg.lapsed_after_days, cfg.currency)
+    return profiles
 
 
-def _focus_order(mix: pd.Series, lift: pd.Series) -> list[str]:
-    """Departments by lift among those holding a real share of the segment's spend (none: "Mixed")."""
-    return list(lift[mix >= MIN_FOCUS_SHARE].sort_values(ascending=False).index)
+def _seasonal_peaks(monthly_spend: pd.DataFrame, segment_id: int) -> list[dict[str, Any]]:
+    """The two months holding the most of the segment's spend, with their index against everyone."""
+    if segment_id not in monthly_spend.index:
+        return []
+    segment = monthly_spend.loc[segment_id]
+    population = monthly_spend.sum()
+    if segment.sum() <= 0 or population.sum() <= 0:
+        return []
+    segment_share = segment / segment.sum()
+    population_share = population / population.sum()
+    peaks = segment_share.sort_values(ascending=False, kind="stable").head(2)
+    return [{"month": MONTHS[int(m) - 1], "spend_share": round(float(v), 4),
+             "index": round(float(v / population_share[m]), 2) if population_share[m] > 0 else 0.0}
+            for m, v in peaks.items()]
 
 
 def _assign_unique_names(profiles: list[dict[str, Any]]) -> None:
@@ -128,7 +336,7 @@ def _assign_unique_names(profiles: list[dict[str, Any]]) -> None:
                 p["name"] = "Unassigned (noise)"
             else:
                 focus = " & ".join(p["_focus"][:p["_depth"]]) or "Mixed"
-                p["name"] = f"{p['_position']} - {focus} Shoppers"
+                p["name"] = f"{p['position']} - {focus} Shoppers"
         names = pd.Series([p["name"] for p in profiles])
         clashing = names.duplicated(keep=False)
         grow = [p for p, c in zip(profiles, clashing) if c and p["_depth"] < len(p["_focus"])]
@@ -142,8 +350,8 @@ def _assign_unique_names(profiles: list[dict[str, Any]]) -> None:
         if seen[p["name"]] > 1:
             p["name"] = f"{p['name']} #{seen[p['name']]}"
     for p in profiles:
-        for key in ("_position", "_focus", "_depth"):
-            p.pop(key)
+        p.pop("_focus")
+        p.pop("_depth")
 
 
 def describe(profile: dict[str, Any], lapsed_after_days: int, currency: str) -> str:
@@ -151,7 +359,7 @@ def describe(profile: dict[str, Any], lapsed_after_days: int, currency: str) -> 
     if profile["segment_id"] == NOISE:
         lead = "Customers the density-based method could not place in any segment"
     else:
-        lead = f"{profile['name']}"
+        lead = profile["name"]
     tops = profile["top_departments"]
     focus = ", ".join(f"{t['department']} ({100 * t['spend_share']:.0f}% of their spend, "
                       f"{t['lift']:.1f}x the average customer)" for t in tops[:2])
@@ -159,13 +367,75 @@ def describe(profile: dict[str, Any], lapsed_after_days: int, currency: str) -> 
     if rest:
         focus += f" and {', '.join(rest)}"
     focus = f"They buy most in {focus}" if tops else "They bought no merchandise"
-    return (f"{lead}: {profile['size']:,} customers ({100 * profile['share_of_customers']:.1f}%) bringing "
+    text = (f"{lead}: {profile['size']:,} customers ({100 * profile['share_of_customers']:.1f}%) bringing "
             f"{100 * profile['revenue_share']:.1f}% of net revenue. They last bought a median "
             f"{profile['recency_days']['median']:.0f} days ago, order {profile['orders_per_month']['median']:.1f} "
             f"times a month with an average order of {currency}{profile['average_order_value']['mean']:.0f}, "
-            f"and spend a median {currency}{profile['net_revenue']['median']:,.0f} in all. "
-            f"{focus}. {100 * profile['lapsed_share']:.0f}% have not ordered in {lapsed_after_days}+ days; "
+            f"and spend a median {currency}{profile['net_revenue']['median']:,.0f} in all. {focus}. "
+            f"{100 * profile['lapsed_share']:.0f}% have not ordered in {lapsed_after_days}+ days; "
             f"{100 * profile['return_rate']:.0f}% of what they buy by value comes back.")
+    peaks = profile.get("seasonal_peaks") or []
+    if peaks and peaks[0]["index"] >= 1.15:
+        text += f" Their busiest month is {peaks[0]['month']} ({peaks[0]['index']:.1f}x the usual share)."
+    who = _who(profile.get("demographics") or {})
+    return f"{text} {who}" if who else text
+
+
+def _who(demo: dict[str, Any]) -> str:
+    """A short sentence on who the customers are, from the demographics summary."""
+    parts = []
+    gender = demo.get("gender")
+    if gender:
+        top, share = next(iter(gender.items()))
+        parts.append(f"{100 * share:.0f}% {top.lower()}")
+    bands = (demo.get("age") or {}).get("bands")
+    if bands:
+        band, share = max(bands.items(), key=lambda kv: kv[1])
+        parts.append(f"most often aged {band} ({100 * share:.0f}%)")
+    children = demo.get("has_children")
+    if children:
+        parts.append(f"{100 * children['share_true']:.0f}% with children")
+    return ("They are " + ", ".join(parts) + ".") if parts else ""
+
+
+def agent_export_segments(profiles: list[dict[str, Any]], min_segment_size: int) -> list[dict[str, Any]]:
+    """Profiles for AI agents: segments below ``min_segment_size`` keep only id, name and size."""
+    out = []
+    for p in profiles:
+        if p["size"] >= min_segment_size:
+            out.append(p)
+        else:
+            out.append({"segment_id": p["segment_id"], "name": p["name"], "suppressed": True, "size": p["size"],
+                        "share_of_customers": p["share_of_customers"],
+                        "reason": f"fewer than {min_segment_size} customers: not described, to protect privacy"})
+    return out
+
+
+def leaked_identifier_values(export: Any, profile: pd.DataFrame) -> list[str]:
+    """Values of identifier-like profile columns that appear anywhere in ``export`` (should be none)."""
+    # customer_id is left out: ids are small integers that match counts by chance; per-customer rows
+    # are kept out of the export by construction (one entry per segment).
+    columns = [c for c in identifier_columns(profile.columns) if c != "customer_id"]
+    if not columns:
+        return []
+    secrets = set()
+    for column in columns:
+        secrets.update(str(v) for v in profile[column].dropna().unique())
+    found: list[str] = []
+
+    def walk(value: Any) -> None:
+        if isinstance(value, dict):
+            for k, v in value.items():
+                walk(k)
+                walk(v)
+        elif isinstance(value, (list, tuple)):
+            for v in value:
+                walk(v)
+        elif str(value) in secrets:
+            found.append(str(value))
+
+    walk(export)
+    return found
 
 
 def insights_table(profiles: list[dict[str, Any]]) -> pd.DataFrame:
@@ -174,16 +444,46 @@ def insights_table(profiles: list[dict[str, Any]]) -> pd.DataFrame:
     for p in profiles:
         row = {"segment_id": p["segment_id"], "name": p["name"], "size": p["size"],
                "share_of_customers": p["share_of_customers"], "revenue_share": p["revenue_share"],
-               "value_tier": p["value_tier"]}
-        for key in ("recency_days", "orders", "orders_per_month", "net_revenue", "average_order_value",
-                    "tenure_days"):
-            row[f"{key}_mean"] = p[key]["mean"]
-            row[f"{key}_median"] = p[key]["median"]
+               "value_tier": p["value_tier"], "position": p["position"]}
+        for key in STAT_COLUMNS:
+            for stat in ("mean", "median", "q1", "q3"):
+                row[f"{key}_{stat}"] = p[key][stat]
         row["return_rate"] = p["return_rate"]
         row["lapsed_share"] = p["lapsed_share"]
         for i, t in enumerate(p["top_departments"], start=1):
             row[f"top_department_{i}"] = t["department"]
             row[f"top_department_{i}_share"] = t["spend_share"]
             row[f"top_department_{i}_lift"] = t["lift"]
+        for i, t in enumerate(p.get("top_classes", []), start=1):
+            row[f"top_class_{i}"] = f"{t['department']}: {t['class']}"
+            row[f"top_class_{i}_share"] = t["spend_share"]
+            row[f"top_class_{i}_lift"] = t["lift"]
+        peaks = p.get("seasonal_peaks") or []
+        row["peak_month"] = peaks[0]["month"] if peaks else ""
+        row["strategy_rule"] = p["strategy"]["rule"]
+        row["cross_sell"] = "; ".join(p["strategy"]["cross_sell"])
+        row["distinguishing_features"] = "; ".join(f"{e['label']} ({e['smd']:+.1f} SD)"
+                                                   for e in p["explanation"]["features"])
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def customers_with_segments(assignments: pd.DataFrame, names: dict[int, str]) -> pd.DataFrame:
+    """One row per customer: segment id and name, strength and the runner-up segment.
+
+    Parameters
+    ----------
+    assignments : DataFrame
+        ``customer_id``, ``segment``, ``segment_strength``, ``segment_runner_up``.
+    names : dict of int to str
+        Segment id -> name.
+    """
+    runner_up = assignments["segment_runner_up"].to_numpy()
+    return pd.DataFrame({
+        "customer_id": assignments["customer_id"].to_numpy(),
+        "segment_id": assignments["segment"].to_numpy(),
+        "segment_name": assignments["segment"].map(names).astype("str").to_numpy(),
+        "strength": assignments["segment_strength"].to_numpy(np.float64),
+        "runner_up_segment_id": runner_up,
+        "runner_up_segment_name": pd.Series(runner_up).map(names).fillna("").astype("str").to_numpy(),
+    })

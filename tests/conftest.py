@@ -33,7 +33,7 @@ def small_config_document() -> dict:
 def write_config(folder: Path, document: dict) -> Path:
     """Write ``document`` as config.yml in ``folder`` beside copies of the shipped hierarchy and personas."""
     folder.mkdir(parents=True, exist_ok=True)
-    for name in ("hierarchy.yml", "personas.yml"):
+    for name in ("hierarchy.yml", "personas.yml", "strategies.yml"):
         shutil.copy(SHIPPED_CONFIG / name, folder / name)
     path = folder / "config.yml"
     path.write_text(yaml.safe_dump(copy.deepcopy(document), sort_keys=False, allow_unicode=True),

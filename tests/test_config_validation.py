@@ -22,7 +22,7 @@ from core.config import config_hash, load_config, stage_config
 from core.schema import ConfigError
 
 SHIPPED_DIR = paths.DEFAULT_CONFIG.parent
-FILES = ("config", "hierarchy", "personas")
+FILES = ("config", "hierarchy", "personas", "strategies")
 
 
 @functools.cache

@@ -149,7 +149,13 @@ def test_profiles_export_the_same_content_as_json_and_yaml(pipeline_run):
     assert len(insights) == len(segments) == as_json["metadata"]["segments"]
     assert sum(s["size"] for s in segments) == 300
     assert len({s["name"] for s in segments}) == len(segments)
-    assert all(s["description"] and s["top_departments"] for s in segments)
+    described = [s for s in segments if not s["suppressed"]]
+    assert described and all(s["description"] and s["top_departments"] and s["strategy"]["channel"]
+                             for s in described)
+    small = as_json["metadata"]["min_segment_size"]
+    assert all((s["size"] < small) == s["suppressed"] for s in segments)
+    assert all(set(s) == {"segment_id", "name", "suppressed", "size", "share_of_customers", "reason"}
+               for s in segments if s["suppressed"])
 
 
 # --- restartability -------------------------------------------------------------
@@ -232,8 +238,13 @@ def test_same_config_and_seed_give_the_same_outputs(pipeline_run, tmp_path):
     latent_a = read(first, paths.TRAIN_AUTOENCODER, paths.LATENT)
     latent_b = read(second, paths.TRAIN_AUTOENCODER, paths.LATENT)
     np.testing.assert_allclose(latent_a.filter(like="latent_"), latent_b.filter(like="latent_"), atol=1e-6)
-    profiles = [(d / paths.PROFILE_EXPORT / paths.SEGMENT_PROFILES_JSON).read_bytes() for d in (first, second)]
+    profiles = [json.loads((d / paths.PROFILE_EXPORT / paths.SEGMENT_PROFILES_JSON).read_text(encoding="utf-8"))
+                for d in (first, second)]
+    for document in profiles:
+        document["metadata"].pop("generated_at")  # the one value that records when, not what
     assert profiles[0] == profiles[1]
+    pd.testing.assert_frame_equal(read(first, paths.PROFILE_EXPORT, paths.CUSTOMERS_WITH_SEGMENTS),
+                                  read(second, paths.PROFILE_EXPORT, paths.CUSTOMERS_WITH_SEGMENTS))
 
 
 def test_another_seed_gives_other_data(tmp_path):

@@ -18,8 +18,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from types import SimpleNamespace
+
 from core.hierarchy import parse_hierarchy
 from core.profiling import insights_table, profile_segments
+from core.strategies import parse_strategies
 
 LAPSED_AFTER = 90
 
@@ -63,10 +66,23 @@ def main_frame() -> pd.DataFrame:
     return frame.sample(frac=1.0, random_state=0)  # segments interleaved, index not in row order
 
 
+def settings(top_departments: int = 2) -> SimpleNamespace:
+    """The profile_export settings profile_segments reads."""
+    return SimpleNamespace(top_departments=top_departments, top_classes=0, value_quantiles=(0.33, 0.67),
+                           lapsed_after_days=LAPSED_AFTER, currency="£", describe_columns=(), age_bands=(),
+                           explain_features=3)
+
+
+def one_rule_table():
+    return parse_strategies({"cross_sell": {"max_categories": 2, "max_lift": 0.9, "min_population_share": 0.0},
+                             "rules": [{"id": "everyone", "when": {}, "channel": ["email"], "offer": "o",
+                                        "tone": "t", "timing": "w"}]}, "test", tiny_hierarchy())
+
+
 def profile(frame: pd.DataFrame, top_departments: int = 2):
     customers = frame.drop(columns="segment")
-    return profile_segments(customers, frame["segment"], tiny_hierarchy(), top_departments=top_departments,
-                            value_quantiles=(0.33, 0.67), lapsed_after_days=LAPSED_AFTER, currency="£")
+    return profile_segments(customers, frame["segment"], tiny_hierarchy(), settings(top_departments),
+                            one_rule_table(), model_columns=["net_revenue", "recency_days", "orders_per_month"])
 
 
 @pytest.fixture
@@ -92,8 +108,9 @@ def test_revenue_shares(profiles):
 
 def test_statistics_of_a_segment(profiles):
     vip = profiles[0]
-    assert vip["net_revenue"] == {"mean": 1150.0, "median": 1150.0}
-    assert vip["recency_days"] == {"mean": 6.5, "median": 6.5}
+    # Quartiles by linear interpolation: 1000 1100 1200 1300 -> 1075, 1225; 3 5 8 10 -> 4.5, 8.5.
+    assert vip["net_revenue"] == {"mean": 1150.0, "median": 1150.0, "q1": 1075.0, "q3": 1225.0}
+    assert vip["recency_days"] == {"mean": 6.5, "median": 6.5, "q1": 4.5, "q3": 8.5}
     assert vip["lapsed_share"] == 0.0
     assert profiles[1]["lapsed_share"] == 1.0
     assert profiles[-1]["lapsed_share"] == 0.5  # 100 days > 90, 10 days not

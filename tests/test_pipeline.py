@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from conftest import small_config_document, write_config
+from test_report_browser import assert_page_renders, needs_chromium
 from core import paths
 from core.config import CLUSTER_METHODS, SPACES, load_config
 from core.generator import CUSTOMER_COLUMNS, TRANSACTION_COLUMNS
@@ -387,3 +388,48 @@ def test_a_killed_stage_leaves_no_half_written_file_and_reruns(tmp_path):
     assert {s.stage: s.state for s in pipeline_status(config, artifacts_dir)}[paths.GENERATE_DATA] == "missing"
     with pytest.raises(PipelineError, match="run stage 01_generate_data first"):
         run_pipeline(config, artifacts_dir, only=paths.PREPARE_FEATURES)
+
+
+# --- stage 05: exports and report ---------------------------------------------------
+
+
+def test_pipeline_export_validates_and_describes_only_with_allowed_columns(pipeline_run):
+    from core import export
+
+    config_path, artifacts_dir = pipeline_run
+    document = json.loads((paths.stage_dir(artifacts_dir, paths.PROFILE_EXPORT) / paths.SEGMENT_PROFILES_JSON)
+                          .read_text(encoding="utf-8"))
+    assert export.schema_errors(document) == []
+    allowed = set(load_config(config_path).profile_export.describe_columns)
+    for segment in document["segments"]:
+        if not segment["suppressed"]:
+            assert set(segment["demographics"]) <= allowed
+    customer_ids = set(read(artifacts_dir, paths.GENERATE_DATA, paths.CUSTOMERS)["customer_id"].astype(str))
+    text = json.dumps(document)
+    assert '"customer_id"' not in text
+    assert len(document["segments"]) < 50 < len(customer_ids), "aggregates only, never one entry per customer"
+
+
+def test_customers_with_segments_has_one_row_per_customer_and_a_distinct_runner_up(pipeline_run):
+    _, artifacts_dir = pipeline_run
+    table = read(artifacts_dir, paths.PROFILE_EXPORT, paths.CUSTOMERS_WITH_SEGMENTS)
+    assignments = read(artifacts_dir, paths.CLUSTER, paths.ASSIGNMENTS)
+    assert list(table.columns) == ["customer_id", "segment_id", "segment_name", "strength",
+                                   "runner_up_segment_id", "runner_up_segment_name"]
+    assert table["customer_id"].is_unique and len(table) == len(assignments)
+    assert (table["segment_id"] != table["runner_up_segment_id"]).all()
+    assert table["strength"].between(0, 1).all()
+    names = {s["segment_id"]: s["name"] for s in json.loads(
+        (paths.stage_dir(artifacts_dir, paths.PROFILE_EXPORT) / paths.SEGMENT_PROFILES_JSON).read_text())["segments"]}
+    assert (table["segment_name"] == table["segment_id"].map(names)).all()
+
+
+@needs_chromium
+def test_pipeline_report_renders_in_a_real_browser(pipeline_run, tmp_path):
+    _, artifacts_dir = pipeline_run
+    folder = paths.stage_dir(artifacts_dir, paths.PROFILE_EXPORT)
+    for png in (paths.SEGMENT_SIZES_PLOT, paths.DEPARTMENT_HEATMAP, paths.PROJECTION_PLOT, paths.LOSS_CURVE):
+        assert (folder / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
+    html = (folder / paths.REPORT).read_text(encoding="utf-8")
+    assert "Personas by segment" in html or "persona" in html.lower()
+    assert_page_renders(folder / paths.REPORT, expected_images=4, profile_dir=tmp_path / "chromium")

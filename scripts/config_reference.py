@@ -20,6 +20,7 @@ sys.path.insert(0, str(ROOT))
 from core import config as config_module  # noqa: E402
 from core.hierarchy import Department  # noqa: E402
 from core.personas import Persona  # noqa: E402
+from core.strategies import CrossSell, Rule  # noqa: E402
 from core.schema import _type_name  # noqa: E402
 
 OUTPUT = ROOT / "docs" / "configuration.md"
@@ -87,6 +88,11 @@ def render() -> str:
                     "`class_preferences` name sellable classes of a department listed in "
                     "`department_preferences`. `gender: Female` is shorthand for `{Female: 1.0}`.\n\n"
                     + table(rows(Persona, "")) + "\n")
+    sections.append("## strategies.yml\n\nRules are tried in order; the first whose `when` conditions all hold "
+                    "gives a segment its strategy. The last rule must have `when: {}`; a rule that can never be "
+                    "reached is an error. Cross-sell categories come from lift (`cross_sell`).\n\n"
+                    "### `cross_sell`\n\n" + table(rows(CrossSell, "cross_sell.")) + "\n\n"
+                    "### `rules[]`\n\n" + table(rows(Rule, "")) + "\n")
     sections.append("## hierarchy.yml: `departments.<name>`\n\nGenerated from `docs/product_hierarchy_table.md` "
                     "by `python scripts/build_hierarchy.py`.\n\n" + table(rows(Department, "")) + "\n")
     return "\n".join(sections)

@@ -433,3 +433,22 @@ def test_pipeline_report_renders_in_a_real_browser(pipeline_run, tmp_path):
     html = (folder / paths.REPORT).read_text(encoding="utf-8")
     assert "Personas by segment" in html or "persona" in html.lower()
     assert_page_renders(folder / paths.REPORT, expected_images=4, profile_dir=tmp_path / "chromium")
+
+
+def test_other_segmentations_are_exported_on_request(pipeline_run, tmp_path):
+    from core import export
+
+    config_path, artifacts_dir = copy_run(pipeline_run, tmp_path)
+    document = yaml.safe_load(config_path.read_text(encoding="utf-8"))
+    document["profile_export"]["also_profile"] = ["kmeans_latent"]
+    config_path.write_text(yaml.safe_dump(document, sort_keys=False, allow_unicode=True), encoding="utf-8")
+    outcome = run_pipeline(load_config(config_path), artifacts_dir)
+    assert [k for k, v in outcome.items() if v == "ran"] == [paths.PROFILE_EXPORT]
+    folder = paths.stage_dir(artifacts_dir, paths.PROFILE_EXPORT)
+    extra = json.loads((folder / "segment_profiles__kmeans_latent.json").read_text(encoding="utf-8"))
+    assert export.schema_errors(extra) == []
+    assert extra["metadata"]["segmentation"] == "kmeans_latent" and extra["metadata"]["primary"] is False
+    assignments = read(artifacts_dir, paths.CLUSTER, paths.ASSIGNMENTS)
+    assert extra["metadata"]["segments"] == assignments["kmeans_latent_label"].nunique()
+    assert yaml.safe_load((folder / "segment_profiles__kmeans_latent.yaml").read_text(encoding="utf-8")) == extra
+    assert (folder / "cluster_insights__kmeans_latent.csv").exists()

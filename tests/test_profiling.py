@@ -209,3 +209,56 @@ def test_insights_table_has_one_row_per_segment(profiles):
     assert row["top_department_1"] == "Ladies Clothing"
     assert row["top_department_1_lift"] == pytest.approx(1.13)
     assert "description" not in table.columns
+
+
+# --- seasonal peaks, attribute mixes, demographics, explanations --------------------------------
+
+from core.profiling import (attribute_spend_by_segment, demographics, explain_segment,  # noqa: E402
+                            monthly_spend_by_segment)
+
+
+def test_monthly_spend_and_seasonal_peaks():
+    """Segment 7 buys mostly in December; its peak's index compares with everyone's December share."""
+    lines = pd.DataFrame({
+        "customer_id": [1, 1, 1, 2, 2],
+        "order_date": pd.to_datetime(["2023-12-01", "2023-12-20", "2023-06-01", "2023-06-05", "2023-01-09"]),
+        "line_amount": [60.0, 20.0, 20.0, 50.0, 50.0],
+        "is_return": [False, False, False, False, False],
+    })
+    monthly = monthly_spend_by_segment(lines, pd.Series({1: 7, 2: 8}))
+    assert monthly.loc[7, 12] == 80.0 and monthly.loc[7, 6] == 20.0 and monthly.loc[8, 1] == 50.0
+    from core.profiling import _seasonal_peaks
+
+    peaks = _seasonal_peaks(monthly, 7)
+    # Segment 7: December 80/100; everyone: December 80/200 -> index 0.8 / 0.4 = 2.0.
+    assert peaks[0] == {"month": "December", "spend_share": 0.8, "index": 2.0}
+
+
+def test_attribute_mix_only_for_attributes_the_catalog_has():
+    lines = pd.DataFrame({"customer_id": [1, 1, 2], "sku": ["A", "B", "A"], "line_amount": [30.0, 10.0, 5.0],
+                          "is_return": [False, False, False]})
+    products = pd.DataFrame({"sku": ["A", "B"], "brand_tier": ["premium", "value"]})
+    mixes = attribute_spend_by_segment(lines, products, pd.Series({1: 0, 2: 1}))
+    assert list(mixes) == ["brand_tier"]
+    assert mixes["brand_tier"].loc[0, "premium"] == 30.0 and mixes["brand_tier"].loc[0, "value"] == 10.0
+    assert attribute_spend_by_segment(lines, products.drop(columns="brand_tier"), pd.Series({1: 0, 2: 1})) == {}
+
+
+def test_demographics_summary():
+    members = pd.DataFrame({"age": [20, 30, 31, 70], "gender": ["Female", "Female", "Male", "Female"],
+                            "has_children": [True, False, False, False], "email": ["a", "b", "c", "d"]})
+    summary = demographics(members, ["age", "gender", "has_children"], [25, 35, 45])
+    assert summary["age"] == {"median": 30.5, "bands": {"under 25": 0.25, "25-34": 0.5, "45+": 0.25}}
+    assert summary["gender"] == {"Female": 0.75, "Male": 0.25}
+    assert summary["has_children"] == {"share_true": 0.25}
+    assert "email" not in summary  # only the columns asked for
+
+
+def test_explanation_ranks_features_by_standardised_mean_difference():
+    frame = pd.DataFrame({"a": [10.0, 12.0, 0.0, 1.0, 0.0, 1.0], "b": [1.0, 2.0, 1.0, 2.0, 1.0, 2.0]})
+    inside = np.array([True, True, False, False, False, False])
+    result = explain_segment(frame, inside, ["b", "a"], top=2, hierarchy=tiny_hierarchy())
+    # a: inside mean 11 (var 1), outside 0.5 (var 0.25): SMD = 10.5 / sqrt(0.625) = 13.28; b: no difference.
+    assert [f["feature"] for f in result["features"]] == ["a"]
+    assert result["features"][0]["smd"] == pytest.approx(13.28, abs=0.01)
+    assert "higher a" in result["summary"]

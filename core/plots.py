@@ -185,7 +185,15 @@ def save_projection_plot(coords: np.ndarray, labels: np.ndarray, names: dict[int
         member = labels == segment
         ax.scatter(coords[member, 0], coords[member, 1], s=size, color=palette[i % len(palette)], alpha=0.6,
                    linewidths=0, label=_wrap(names.get(int(segment), f"Segment {segment}")))
-    ax.set_xlabel("first principal component", fontsize=9)
+    # Frame the bulk of customers: a handful of extreme ones would otherwise squeeze everyone into a corner.
+    low, high = np.percentile(coords, [1, 99], axis=0)
+    pad = (high - low) * 0.08 + 1e-9
+    low, high = low - pad, high + pad
+    outside = int(np.sum(np.any((coords < low) | (coords > high), axis=1)))
+    ax.set_xlim(low[0], high[0])
+    ax.set_ylim(low[1], high[1])
+    ax.set_xlabel("first principal component"
+                  + (f"  ({outside:,} outlying customers lie outside the frame)" if outside else ""), fontsize=9)
     ax.set_ylabel("second principal component", fontsize=9)
     ax.tick_params(labelsize=8)
     ax.grid(True, alpha=0.2)

@@ -262,3 +262,11 @@ def test_explanation_ranks_features_by_standardised_mean_difference():
     assert [f["feature"] for f in result["features"]] == ["a"]
     assert result["features"][0]["smd"] == pytest.approx(13.28, abs=0.01)
     assert "higher a" in result["summary"]
+
+
+def test_names_are_stable_for_the_same_data_in_any_row_order():
+    frame = main_frame()
+    first = [(p["segment_id"], p["name"], p["description"]) for p in profile(frame)]
+    again = [(p["segment_id"], p["name"], p["description"]) for p in profile(frame.sample(frac=1.0, random_state=3))]
+    assert first == again
+    assert len({name for _, name, _ in first}) == len(first)

@@ -46,7 +46,6 @@ def run(ctx: StageContext) -> None:
         raise PipelineError(f"{paths.ASSIGNMENTS} and {paths.ENRICHED_DEPARTMENT} list different customers; "
                             f"rerun from stage {paths.CLUSTER}")
     assignments = assignments.set_index("customer_id").loc[customers["customer_id"]].reset_index()
-    transactions = ctx.read_parquet(paths.GENERATE_DATA, paths.TRANSACTIONS, columns=TRANSACTION_COLUMNS)
     products = ctx.read_parquet(paths.GENERATE_DATA, paths.PRODUCTS)
     model_columns = list(ctx.read_joblib(paths.PREPARE_FEATURES, paths.FEATURE_SCALER).columns)
     primary = f"{ctx.config.cluster.primary.method}_{ctx.config.cluster.primary.space}"
@@ -55,16 +54,20 @@ def run(ctx: StageContext) -> None:
     for segmentation in [primary, *cfg.also_profile]:
         labels = assignments["segment" if segmentation == primary else f"{segmentation}_label"].to_numpy()
         segment_of = pd.Series(labels, index=customers["customer_id"].to_numpy())
-        class_spend = None
-        for batch in ctx.iter_parquet(paths.PREPARE_FEATURES, paths.ENRICHED_CLASS,
-                                      ["customer_id"] + _class_spend_columns(hierarchy)):
-            part = profiling.class_spend_by_segment(batch, batch["customer_id"].map(segment_of).to_numpy(), hierarchy)
-            class_spend = part if class_spend is None else class_spend.add(part, fill_value=0.0)
+        # Class columns and order lines are read in batches and summed: memory stays bounded
+        # however many customers and lines there are.
+        class_spend = _summed(profiling.class_spend_by_segment(
+            batch, batch["customer_id"].map(segment_of).to_numpy(), hierarchy)
+            for batch in ctx.iter_parquet(paths.PREPARE_FEATURES, paths.ENRICHED_CLASS,
+                                          ["customer_id"] + _class_spend_columns(hierarchy)))
+        monthly_spend, attribute_spend = None, {}
+        for lines in ctx.iter_parquet(paths.GENERATE_DATA, paths.TRANSACTIONS, TRANSACTION_COLUMNS, 2_000_000):
+            monthly_spend = _summed([monthly_spend, profiling.monthly_spend_by_segment(lines, segment_of)])
+            for attribute, table in profiling.attribute_spend_by_segment(lines, products, segment_of).items():
+                attribute_spend[attribute] = _summed([attribute_spend.get(attribute), table])
         profiles = profiling.profile_segments(
             customers, pd.Series(labels), hierarchy, cfg, ctx.config.strategies, model_columns,
-            class_spend=class_spend,
-            monthly_spend=profiling.monthly_spend_by_segment(transactions, segment_of),
-            attribute_spend=profiling.attribute_spend_by_segment(transactions, products, segment_of))
+            class_spend=class_spend, monthly_spend=monthly_spend, attribute_spend=attribute_spend)
         document = export.build_export(
             profiling.agent_export_segments(profiles, cfg.min_segment_size), run_id=ctx.run_id,
             config_hash=ctx.config_hash, method=segmentation.split("_")[0], space=segmentation.split("_")[1],
@@ -90,6 +93,15 @@ def run(ctx: StageContext) -> None:
                    "strategy_rules": {p["name"]: p["strategy"]["rule"] for p in profiles}}
     ctx.summary = (f"{len(profiles)} segments ({suppressed} too small to describe) for {len(customers):,} "
                    f"customers ({primary}); report and {len(exported)} export(s) written")
+
+
+def _summed(tables) -> pd.DataFrame | None:
+    """Element-wise sum of per-batch spend tables (missing rows or columns count as 0)."""
+    total = None
+    for table in tables:
+        if table is not None:
+            total = table if total is None else total.add(table, fill_value=0.0)
+    return total
 
 
 def _class_spend_columns(hierarchy) -> list[str]:

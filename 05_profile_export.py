@@ -26,7 +26,8 @@ STAGE = Stage(
     name=paths.PROFILE_EXPORT,
     inputs={
         paths.GENERATE_DATA: (paths.TRANSACTIONS, paths.PRODUCTS),
-        paths.PREPARE_FEATURES: (paths.ENRICHED_DEPARTMENT, paths.ENRICHED_CLASS, paths.FEATURE_SCALER),
+        paths.PREPARE_FEATURES: (paths.ENRICHED_DEPARTMENT, paths.ENRICHED_CLASS, paths.FEATURE_SCALER,
+                                 paths.FEATURES),
         paths.TRAIN_AUTOENCODER: (paths.LATENT, paths.TRAINING_HISTORY),
         paths.CLUSTER: (paths.ASSIGNMENTS, paths.COMPARISON),
     },
@@ -49,6 +50,9 @@ def run(ctx: StageContext) -> None:
     products = ctx.read_parquet(paths.GENERATE_DATA, paths.PRODUCTS)
     model_columns = list(ctx.read_joblib(paths.PREPARE_FEATURES, paths.FEATURE_SCALER).columns)
     primary = f"{ctx.config.cluster.primary.method}_{ctx.config.cluster.primary.space}"
+    _check_inputs_agree(ctx, customers, assignments, primary)
+    # Seasonality and attribute mixes count what features count: purchases up to the analysis date.
+    last_day = customers["last_order_date"].max()
 
     exported: dict[str, list] = {}
     for segmentation in [primary, *cfg.also_profile]:
@@ -62,14 +66,18 @@ def run(ctx: StageContext) -> None:
                                           ["customer_id"] + _class_spend_columns(hierarchy)))
         monthly_spend, attribute_spend = None, {}
         for lines in ctx.iter_parquet(paths.GENERATE_DATA, paths.TRANSACTIONS, TRANSACTION_COLUMNS, 2_000_000):
+            lines = lines[lines["order_date"].dt.normalize() <= last_day]
             monthly_spend = _summed([monthly_spend, profiling.monthly_spend_by_segment(lines, segment_of)])
             for attribute, table in profiling.attribute_spend_by_segment(lines, products, segment_of).items():
                 attribute_spend[attribute] = _summed([attribute_spend.get(attribute), table])
         profiles = profiling.profile_segments(
             customers, pd.Series(labels), hierarchy, cfg, ctx.config.strategies, model_columns,
             class_spend=class_spend, monthly_spend=monthly_spend, attribute_spend=attribute_spend)
+        shown = profiling.suppress_small_segments(profiles, cfg.min_segment_size)
+        # One name per segment in every output, the neutral one for small segments.
+        profiles = [{**p, "name": s["name"]} for p, s in zip(profiles, shown)]
         document = export.build_export(
-            profiling.agent_export_segments(profiles, cfg.min_segment_size), run_id=ctx.run_id,
+            shown, run_id=ctx.run_id,
             config_hash=ctx.config_hash, method=segmentation.split("_")[0], space=segmentation.split("_")[1],
             primary=segmentation == primary, customers=len(customers),
             first_order=str(customers["first_order_date"].min().date()),
@@ -82,13 +90,13 @@ def run(ctx: StageContext) -> None:
         ctx.write_text(suffix(paths.SEGMENT_PROFILES_YAML),
                        yaml.safe_dump(document, sort_keys=False, allow_unicode=True, width=100))
         ctx.write_csv(suffix(paths.CLUSTER_INSIGHTS), profiling.insights_table(profiles))
-        exported[segmentation] = profiles
+        exported[segmentation] = (profiles, shown)
 
-    profiles = exported[primary]
+    profiles, shown = exported[primary]
     names = {p["segment_id"]: p["name"] for p in profiles}
     ctx.write_parquet(paths.CUSTOMERS_WITH_SEGMENTS, profiling.customers_with_segments(assignments, names))
-    _write_report(ctx, customers, assignments, profiles, names, document_for_primary=exported[primary])
-    suppressed = sum(p["size"] < cfg.min_segment_size for p in profiles)
+    _write_report(ctx, customers, assignments, shown, names)
+    suppressed = sum(p["suppressed"] for p in shown)
     ctx.details = {"segmentations": list(exported), "segments": names, "suppressed_in_export": suppressed,
                    "strategy_rules": {p["name"]: p["strategy"]["rule"] for p in profiles}}
     ctx.summary = (f"{len(profiles)} segments ({suppressed} too small to describe) for {len(customers):,} "
@@ -109,57 +117,93 @@ def _class_spend_columns(hierarchy) -> list[str]:
             for d in hierarchy.merchandise_departments for c in hierarchy.departments[d].classes]
 
 
+def _check_inputs_agree(ctx: StageContext, customers: pd.DataFrame, assignments: pd.DataFrame, primary: str) -> None:
+    """Stop when stage 04 ran with another primary method, or a describe column cannot be described."""
+    if f"{primary}_label" not in assignments or not (assignments["segment"] == assignments[f"{primary}_label"]).all():
+        raise PipelineError(f"{paths.ASSIGNMENTS} was made with another cluster.primary than {primary} in "
+                            f"{ctx.config.path}; rerun from stage {paths.CLUSTER}")
+    cfg = ctx.config.profile_export
+    available = [c for c in customers.columns if c in _PROFILE_COLUMNS or not _is_feature(c)]
+    for column in cfg.describe_columns:
+        if column not in customers.columns:
+            raise PipelineError(f"profile_export.describe_columns in {ctx.config.path} names '{column}', which the "
+                                f"customer profile does not have; available: {', '.join(available)}")
+        if pd.api.types.is_datetime64_any_dtype(customers[column]):
+            raise PipelineError(f"profile_export.describe_columns in {ctx.config.path} names '{column}', a date: "
+                                f"exact dates can single out customers; remove it")
+
+
+_PROFILE_COLUMNS = ("persona", "age", "gender", "has_children", "lifestyle", "region")
+
+
+def _is_feature(column: str) -> bool:
+    return (column in features.CORE_FEATURES or column in features.DATE_COLUMNS or column == "customer_id"
+            or column.startswith(("dept_", "class_")))
+
+
 def _check_export(document: dict, customers: pd.DataFrame, segmentation: str) -> None:
     """Refuse to write an export that breaks its schema or carries a customer's identifier."""
     problems = export.schema_errors(document)
     if problems:
-        raise PipelineError(f"the {segmentation} profile export does not match {paths.SEGMENT_PROFILES_SCHEMA.name}: "
-                            + "; ".join(problems[:5]))
+        raise PipelineError(f"the {segmentation} profile export does not match {paths.SEGMENT_PROFILES_SCHEMA.name} "
+                            f"(a bug, or a strategies.yml value the schema refuses): " + "; ".join(problems[:5]))
     leaked = profiling.leaked_identifier_values(document, customers)
     if leaked:
         raise PipelineError(f"the {segmentation} profile export would carry customer identifiers "
                             f"({len(leaked)} value(s)); nothing was written")
 
 
-def _write_report(ctx: StageContext, customers: pd.DataFrame, assignments: pd.DataFrame, profiles: list[dict],
-                  names: dict[int, str], document_for_primary: list[dict]) -> None:
-    """Charts as PNG files and the self-contained report.html built from them."""
+def _write_report(ctx: StageContext, customers: pd.DataFrame, assignments: pd.DataFrame, shown: list[dict],
+                  names: dict[int, str]) -> None:
+    """Charts as PNG files and the self-contained report.html built from them.
+
+    Small (suppressed) segments appear by name and size on their card only:
+    they are left out of every chart and table.
+    """
     cfg = ctx.config.profile_export
-    shown = [p for p in profiles if p["size"] >= cfg.min_segment_size]
+    described = [p for p in shown if not p["suppressed"]]
+    ids = [p["segment_id"] for p in described]
     images = {}
-    sizes = ctx.write_with(paths.SEGMENT_SIZES_PLOT, lambda tmp: plots.save_segment_sizes_plot(
-        [p["name"] for p in profiles], [p["share_of_customers"] for p in profiles],
-        [p["revenue_share"] for p in profiles], tmp))
-    images["segment_sizes"] = sizes.read_bytes()
-    departments = ctx.config.hierarchy.merchandise_departments
-    spend = profiling.department_spend(customers, departments).groupby(assignments["segment"].to_numpy()).sum()
-    shares = spend.div(spend.sum(axis=1).replace(0, np.nan), axis=0).fillna(0.0)
-    shares = shares.loc[[p["segment_id"] for p in shown]].rename(index=names)
-    heatmap = ctx.write_with(paths.DEPARTMENT_HEATMAP, lambda tmp: plots.save_department_heatmap(shares, tmp))
-    images["department_heatmap"] = heatmap.read_bytes()
-    latent = ctx.read_parquet(paths.TRAIN_AUTOENCODER, paths.LATENT).set_index("customer_id")
-    latent = latent.loc[assignments["customer_id"]].filter(like="latent_").to_numpy()
-    coords, sampled = report.project_2d(latent, assignments["segment"].to_numpy(), cfg.projection_sample_size,
-                                        ctx.config.seed)
-    projection = ctx.write_with(paths.PROJECTION_PLOT, lambda tmp: plots.save_projection_plot(coords, sampled,
-                                                                                               names, tmp))
-    images["projection"] = projection.read_bytes()
+    if described:
+        sizes = ctx.write_with(paths.SEGMENT_SIZES_PLOT, lambda tmp: plots.save_segment_sizes_plot(
+            [p["name"] for p in described], [p["share_of_customers"] for p in described],
+            [p["revenue_share"] for p in described], tmp))
+        images["segment_sizes"] = sizes.read_bytes()
+        departments = ctx.config.hierarchy.merchandise_departments
+        spend = profiling.department_spend(customers, departments).groupby(assignments["segment"].to_numpy()).sum()
+        shares = spend.div(spend.sum(axis=1).replace(0, np.nan), axis=0).fillna(0.0)
+        heatmap = ctx.write_with(paths.DEPARTMENT_HEATMAP, lambda tmp: plots.save_department_heatmap(
+            shares.loc[ids].rename(index=names), tmp))
+        images["department_heatmap"] = heatmap.read_bytes()
+    # The projection shows the space the segments were found in.
+    space = ctx.config.cluster.primary.space
+    if space == "latent":
+        matrix = ctx.read_parquet(paths.TRAIN_AUTOENCODER, paths.LATENT).set_index("customer_id").filter(like="latent_")
+    else:
+        matrix = ctx.read_parquet(paths.PREPARE_FEATURES, paths.FEATURES).set_index("customer_id")
+    labels = assignments["segment"].to_numpy()
+    keep = np.isin(labels, ids + [-1])
+    coords, sampled = report.project_2d(matrix.loc[assignments["customer_id"]].to_numpy()[keep], labels[keep],
+                                        cfg.projection_sample_size, ctx.config.seed)
+    if len(coords):
+        projection = ctx.write_with(paths.PROJECTION_PLOT, lambda tmp: plots.save_projection_plot(
+            coords, sampled, names, tmp))
+        images["projection"] = projection.read_bytes()
     history = ctx.read_json(paths.TRAIN_AUTOENCODER, paths.TRAINING_HISTORY)
     loss = ctx.write_with(paths.LOSS_CURVE, lambda tmp: plots.save_loss_plot(history, tmp))
     images["loss_curve"] = loss.read_bytes()
     persona_table = None
-    if "persona" in customers.columns:
-        persona_table = pd.crosstab(customers["persona"], assignments["segment"].map(names).to_numpy())
-        persona_table = persona_table[[names[p["segment_id"]] for p in profiles]]
+    if "persona" in customers.columns and described:
+        segment_names = assignments["segment"].map(names).to_numpy()
+        persona_table = pd.crosstab(customers["persona"], segment_names)[[names[i] for i in ids]]
     data = report.ReportData(
         title="Customer segments",
-        metadata={"method": ctx.config.cluster.primary.method, "space": ctx.config.cluster.primary.space,
-                  "customers": len(customers), "segments": len(profiles),
+        metadata={"method": ctx.config.cluster.primary.method, "space": space,
+                  "customers": len(customers), "segments": sum(p["segment_id"] != -1 for p in shown),
                   "data_period": {"first_order": str(customers["first_order_date"].min().date()),
                                   "last_order": str(customers["last_order_date"].max().date())},
                   "generated_at": ctx.started_at.isoformat(timespec="seconds"), "run_id": ctx.run_id},
-        segments=profiling.agent_export_segments(document_for_primary, cfg.min_segment_size),
-        comparison=pd.read_csv(ctx.input_path(paths.CLUSTER, paths.COMPARISON)),
+        segments=shown, comparison=pd.read_csv(ctx.input_path(paths.CLUSTER, paths.COMPARISON)),
         persona_table=persona_table, images=images, currency=cfg.currency)
     ctx.write_text(paths.REPORT, report.render_report(data))
 

@@ -37,7 +37,7 @@ def build_export(segments: list[dict[str, Any]], *, run_id: str, config_hash: st
             "segmentation": f"{method}_{space}",
             "primary": primary,
             "customers": customers,
-            "segments": len(segments),
+            "segments": sum(s["segment_id"] != -1 for s in segments),  # noise is not a segment
             "data_period": {"first_order": first_order, "last_order": last_order},
             "generated_at": generated_at,
             "currency": currency,

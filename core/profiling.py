@@ -30,12 +30,17 @@ from core.features import (CLASS_SPEND, DEPT_SHARE, DEPT_SPEND, DEPT_UNITS, clas
 from core.hierarchy import Hierarchy
 from core.strategies import StrategyTable, strategy_for
 
-# A department must hold at least this share of a segment's spend to name its focus.
+# A department must hold at least this share of a segment's spend, bought at least this many times
+# the average share, to name its focus.
 MIN_FOCUS_SHARE = 0.10
+MIN_FOCUS_LIFT = 1.2
+
+# Position of HDBSCAN's noise group: not a segment, so it gets the catch-all strategy.
+UNASSIGNED = "Unassigned"
 
 # Direct identifiers: never summarised, never exported (matched case-insensitively).
-IDENTIFIER_PATTERNS = ("customer_id", "*name*", "*mail*", "*phone*", "*mobile*", "*address*", "*street*",
-                       "*postcode*", "*post_code*", "*zip*")
+IDENTIFIER_PATTERNS = ("customer_id", "*customerid*", "*cust*id*", "*name*", "*mail*", "*phone*", "*mobile*",
+                       "*address*", "*street*", "*postcode*", "*post_code*", "*zip*")
 
 STAT_COLUMNS = ("recency_days", "orders", "orders_per_month", "net_revenue", "average_order_value", "tenure_days")
 
@@ -112,11 +117,14 @@ def _shares_with_lift(segment_totals: pd.Series, population_totals: pd.Series, t
     return rows
 
 
-def demographics(members: pd.DataFrame, columns: Iterable[str], age_bands: Iterable[int]) -> dict[str, Any]:
+def demographics(members: pd.DataFrame, columns: Iterable[str], age_bands: Iterable[int],
+                 min_count: int = 1) -> dict[str, Any]:
     """Summary of profile columns for a group of customers.
 
     Numbers: median and, for ``age``, the share per age band; true/false:
-    the share true; text: the share of each of the three most common values.
+    the share true; text: the share of each of the three most common values
+    held by at least ``min_count`` customers (rarer values could point at
+    individuals, so they are only counted in ``other``).
     """
     summary: dict[str, Any] = {}
     edges = list(age_bands)
@@ -137,8 +145,13 @@ def demographics(members: pd.DataFrame, columns: Iterable[str], age_bands: Itera
                 entry["bands"] = {b: round(float(shares.get(b, 0.0)), 4) for b in order if shares.get(b, 0.0) > 0}
             summary[column] = entry
         else:
-            shares = values.astype(str).value_counts(normalize=True).head(3)
-            summary[column] = {str(k): round(float(v), 4) for k, v in shares.items()}
+            counts = values.astype(str).value_counts()
+            common = counts[counts >= min_count].head(3)
+            entry = {str(k): round(float(v) / len(values), 4) for k, v in common.items()}
+            other = len(values) - int(common.sum())
+            if other:
+                entry["other"] = round(other / len(values), 4)
+            summary[column] = entry
     return summary
 
 
@@ -285,22 +298,25 @@ def profile_segments(customers: pd.DataFrame, segments: pd.Series, hierarchy: Hi
             "share_of_customers": round(float(in_segment.mean()), 4),
             "revenue_share": round(float(members["net_revenue"].sum() / total_revenue), 4) if total_revenue else 0.0,
             "value_tier": tier,
-            "position": position_name(tier, members["recency_days"].median() > cfg.lapsed_after_days,
-                                      members["orders_per_month"].median() >= median_rate,
-                                      members["tenure_days"].median() < median_tenure / 2),
+            "position": (UNASSIGNED if segment_id == NOISE else
+                         position_name(tier, members["recency_days"].median() >= cfg.lapsed_after_days,
+                                       members["orders_per_month"].median() >= median_rate,
+                                       members["tenure_days"].median() < median_tenure / 2)),
             **{column: _stats(members[column]) for column in STAT_COLUMNS},
             "return_rate": round(float(members["return_rate_value"].mean()), 4),
-            "lapsed_share": round(float((members["recency_days"] > cfg.lapsed_after_days).mean()), 4),
+            "lapsed_share": round(float((members["recency_days"] >= cfg.lapsed_after_days).mean()), 4),
             "top_departments": department_mix[:cfg.top_departments],
             "top_classes": (_shares_with_lift(class_spend.loc[segment_id], class_spend.sum(), cfg.top_classes)
                             if class_spend is not None and cfg.top_classes else []),
             "seasonal_peaks": _seasonal_peaks(monthly_spend, segment_id) if monthly_spend is not None else [],
             "attribute_mix": {a: _shares_with_lift(t.loc[segment_id], t.sum(), 5, label="value")
                               for a, t in (attribute_spend or {}).items() if segment_id in t.index},
-            "demographics": demographics(members, cfg.describe_columns, cfg.age_bands),
-            "_focus": [d for d in sorted(lift, key=lambda d: (-lift[d], d)) if share[d] >= MIN_FOCUS_SHARE],
+            "demographics": demographics(members, cfg.describe_columns, cfg.age_bands, cfg.min_segment_size),
+            "_focus": focus_departments(share, lift),
+            "_by_share": [d["department"] for d in department_mix],
         }
-        profile["strategy"] = strategy_for(strategies, profile, lift, population_share)
+        profile["strategy"] = strategy_for(strategies, profile, lift, population_share,
+                                           catch_all=segment_id == NOISE)
         profile["explanation"] = explain_segment(customers, in_segment, model_columns, cfg.explain_features,
                                                  hierarchy)
         profiles.append(profile)
@@ -308,6 +324,19 @@ def profile_segments(customers: pd.DataFrame, segments: pd.Series, hierarchy: Hi
     for profile in profiles:
         profile["description"] = describe(profile, cfg.lapsed_after_days, cfg.currency)
     return profiles
+
+
+def focus_departments(share: dict[str, float], lift: dict[str, float]) -> list[str]:
+    """Departments that set a segment apart, most distinctive first.
+
+    Distinctiveness is a department's term in the divergence of the
+    segment's spend mix from everyone's, ``share * ln(lift)``: a large share
+    bought well above the average. Only departments with at least
+    :data:`MIN_FOCUS_SHARE` of the spend and a lift of at least
+    :data:`MIN_FOCUS_LIFT` qualify; none gives the name "Mixed".
+    """
+    qualified = [d for d in share if share[d] >= MIN_FOCUS_SHARE and lift.get(d, 0.0) >= MIN_FOCUS_LIFT]
+    return sorted(qualified, key=lambda d: (-share[d] * np.log(lift[d]), d))
 
 
 def _seasonal_peaks(monthly_spend: pd.DataFrame, segment_id: int) -> list[dict[str, Any]]:
@@ -327,7 +356,8 @@ def _seasonal_peaks(monthly_spend: pd.DataFrame, segment_id: int) -> list[dict[s
 
 
 def _assign_unique_names(profiles: list[dict[str, Any]]) -> None:
-    """Position + focus department; a clash adds the next focus department, then a number."""
+    """Position + focus department; a clash adds the next focus department, then the segment's next
+    department by spend ("+ Home"), then a number."""
     for p in profiles:
         p["_depth"] = 1
     while True:
@@ -344,14 +374,19 @@ def _assign_unique_names(profiles: list[dict[str, Any]]) -> None:
             break
         for p in grow:
             p["_depth"] += 1
+    clashing = pd.Series([p["name"] for p in profiles]).duplicated(keep=False)
+    for p, clash in zip(profiles, clashing):
+        extra = [d for d in p["_by_share"] if d not in p["_focus"][:p["_depth"]]]
+        if clash and extra and p["segment_id"] != NOISE:
+            p["name"] = f"{p['name']} (+ {extra[0]})"
     seen: dict[str, int] = {}
     for p in profiles:
         seen[p["name"]] = seen.get(p["name"], 0) + 1
         if seen[p["name"]] > 1:
             p["name"] = f"{p['name']} #{seen[p['name']]}"
     for p in profiles:
-        p.pop("_focus")
-        p.pop("_depth")
+        for key in ("_focus", "_depth", "_by_share"):
+            p.pop(key)
 
 
 def describe(profile: dict[str, Any], lapsed_after_days: int, currency: str) -> str:
@@ -370,7 +405,7 @@ def describe(profile: dict[str, Any], lapsed_after_days: int, currency: str) -> 
     text = (f"{lead}: {profile['size']:,} customers ({100 * profile['share_of_customers']:.1f}%) bringing "
             f"{100 * profile['revenue_share']:.1f}% of net revenue. They last bought a median "
             f"{profile['recency_days']['median']:.0f} days ago, order {profile['orders_per_month']['median']:.1f} "
-            f"times a month with an average order of {currency}{profile['average_order_value']['mean']:.0f}, "
+            f"times a month with a typical order of {currency}{profile['average_order_value']['median']:,.0f}, "
             f"and spend a median {currency}{profile['net_revenue']['median']:,.0f} in all. {focus}. "
             f"{100 * profile['lapsed_share']:.0f}% have not ordered in {lapsed_after_days}+ days; "
             f"{100 * profile['return_rate']:.0f}% of what they buy by value comes back.")
@@ -398,16 +433,21 @@ def _who(demo: dict[str, Any]) -> str:
     return ("They are " + ", ".join(parts) + ".") if parts else ""
 
 
-def agent_export_segments(profiles: list[dict[str, Any]], min_segment_size: int) -> list[dict[str, Any]]:
-    """Profiles for AI agents: segments below ``min_segment_size`` keep only id, name and size."""
+def suppress_small_segments(profiles: list[dict[str, Any]], min_segment_size: int) -> list[dict[str, Any]]:
+    """Segments below ``min_segment_size`` keep only id, a neutral name and size.
+
+    Their descriptive name would already describe a handful of customers, so
+    it becomes "Small segment <id>" (everywhere: export, report, per-customer
+    table).
+    """
     out = []
     for p in profiles:
         if p["size"] >= min_segment_size:
             out.append(p)
         else:
-            out.append({"segment_id": p["segment_id"], "name": p["name"], "suppressed": True, "size": p["size"],
-                        "share_of_customers": p["share_of_customers"],
-                        "reason": f"fewer than {min_segment_size} customers: not described, to protect privacy"})
+            out.append({"segment_id": p["segment_id"], "name": f"Small segment {p['segment_id']}", "suppressed": True,
+                        "size": p["size"], "share_of_customers": p["share_of_customers"],
+                        "reason": f"Fewer than {min_segment_size} customers, so not described, to protect privacy."})
     return out
 
 
@@ -459,7 +499,17 @@ def insights_table(profiles: list[dict[str, Any]]) -> pd.DataFrame:
             row[f"top_class_{i}_share"] = t["spend_share"]
             row[f"top_class_{i}_lift"] = t["lift"]
         peaks = p.get("seasonal_peaks") or []
-        row["peak_month"] = peaks[0]["month"] if peaks else ""
+        for i in range(2):
+            row[f"peak_month_{i + 1}"] = peaks[i]["month"] if len(peaks) > i else ""
+            row[f"peak_month_{i + 1}_index"] = peaks[i]["index"] if len(peaks) > i else None
+        for column, summary in (p.get("demographics") or {}).items():
+            for key, value in summary.items():
+                if isinstance(value, dict):  # age bands
+                    row.update({f"{column}_{band}": share for band, share in value.items()})
+                else:
+                    row[f"{column}_{key}"] = value
+        for attribute, mix in (p.get("attribute_mix") or {}).items():
+            row.update({f"{attribute}_{m['value']}_share": m["spend_share"] for m in mix})
         row["strategy_rule"] = p["strategy"]["rule"]
         row["cross_sell"] = "; ".join(p["strategy"]["cross_sell"])
         row["distinguishing_features"] = "; ".join(f"{e['label']} ({e['smd']:+.1f} SD)"

@@ -59,7 +59,9 @@ class CrossSell:
     """How cross-sell categories are picked from lift."""
 
     max_categories: int = spec(minimum=0, help="departments suggested per segment")
-    max_lift: float = spec(minimum=0.0, help="suggest departments the segment buys below this lift")
+    min_lift: float = spec(minimum=0.0, help="...and at or above this lift: they already buy there a little "
+                                             "(a department they never touch is not their kind of shop)")
+    max_lift: float = spec(minimum=0.0, help="suggest departments the segment buys below this lift...")
     min_population_share: float = spec(minimum=0.0, maximum=1.0,
                                        help="only departments holding at least this share of all spend")
 
@@ -96,8 +98,13 @@ def parse_strategies(data: object, source: str, hierarchy: Hierarchy) -> Strateg
                 if dept not in merchandise:
                     problems.add(f"{key}.when.top_department", f"'{dept}' is not a merchandise department"
                                                                f"{suggest(dept, merchandise)}")
+            if not rule.channel:
+                problems.add(f"{key}.channel", "empty; name at least one channel, e.g. [email]")
+            impossible = _impossible(rule.when)
+            if impossible:
+                problems.add(f"{key}.when", f"rule '{rule.id}' can never be reached: {impossible}")
             for j, earlier in enumerate(table.rules[:i]):
-                if earlier.when.is_empty() or earlier.when == rule.when:
+                if covers(earlier.when, rule.when):
                     problems.add(key, f"rule '{rule.id}' can never be reached: rules[{j}] ('{earlier.id}') "
                                       f"matches every segment it would; move it earlier or change its conditions")
                     break
@@ -105,6 +112,41 @@ def parse_strategies(data: object, source: str, hierarchy: Hierarchy) -> Strateg
             problems.add("rules", "the last rule must have an empty `when: {}` so every segment gets a strategy")
     problems.raise_if_any()
     return table
+
+
+# The value tier each position implies (core.profiling.position_name), and positions reached only
+# when most customers have lapsed.
+POSITION_TIERS = {"VIP Champions": {"high"}, "Big-Basket Spenders": {"high"}, "Loyal Regulars": {"mid"},
+                  "Steady Shoppers": {"mid"}, "Promising Newcomers": {"low"}, "Occasional Bargain Hunters": {"low"},
+                  "At-Risk": {"mid", "high"}, "Hibernating": {"low"}}
+LAPSED_POSITIONS = {"At-Risk", "Hibernating"}
+
+
+def covers(earlier: Conditions, later: Conditions) -> bool:
+    """Whether every segment ``later`` matches is matched by ``earlier`` (so ``later`` never fires after it)."""
+    for name in ("position", "value_tier", "top_department"):
+        first, second = getattr(earlier, name), getattr(later, name)
+        if first and (not second or not set(second) <= set(first)):
+            return False
+    for name in ("lapsed_share_at_least", "return_rate_at_least"):
+        first, second = getattr(earlier, name), getattr(later, name)
+        if first is not None and (second is None or second < first):
+            return False
+    return True
+
+
+def _impossible(when: Conditions) -> str:
+    """Why no segment can meet ``when`` ('' when some can)."""
+    positions = set(when.position) or set(POSITIONS)
+    tiers = set(when.value_tier) or set(VALUE_TIERS)
+    if not any(POSITION_TIERS[p] & tiers for p in positions):
+        return (f"no position among {sorted(positions)} has a value tier among {sorted(tiers)} "
+                f"(VIP Champions and Big-Basket Spenders are high, Loyal Regulars and Steady Shoppers mid, "
+                f"At-Risk mid or high, the others low)")
+    if when.lapsed_share_at_least is not None and when.lapsed_share_at_least > 0.5 and not positions & LAPSED_POSITIONS:
+        return (f"a segment in {sorted(positions)} has a median customer who ordered recently, so at most half "
+                f"its customers have lapsed; lapsed_share_at_least {when.lapsed_share_at_least} cannot hold")
+    return ""
 
 
 def load_strategies(path: Path, hierarchy: Hierarchy) -> StrategyTable:
@@ -132,7 +174,7 @@ def choose_rule(table: StrategyTable, profile: dict[str, Any]) -> Rule:
 
 def cross_sell(department_lift: dict[str, float], population_share: dict[str, float],
                exclude: list[str], cfg: CrossSell) -> list[str]:
-    """Popular departments the segment under-buys, most popular first.
+    """Popular departments the segment buys a little but less than average, most popular first.
 
     Parameters
     ----------
@@ -144,16 +186,16 @@ def cross_sell(department_lift: dict[str, float], population_share: dict[str, fl
         Departments not to suggest (the segment's own top departments).
     """
     candidates = [d for d, share in population_share.items()
-                  if share >= cfg.min_population_share and department_lift.get(d, 0.0) < cfg.max_lift
+                  if share >= cfg.min_population_share and cfg.min_lift <= department_lift.get(d, 0.0) < cfg.max_lift
                   and d not in exclude]
     candidates.sort(key=lambda d: (-population_share[d], d))
     return candidates[:cfg.max_categories]
 
 
 def strategy_for(table: StrategyTable, profile: dict[str, Any], department_lift: dict[str, float],
-                 population_share: dict[str, float]) -> dict[str, Any]:
-    """The strategy block of a segment's export."""
-    rule = choose_rule(table, profile)
+                 population_share: dict[str, float], catch_all: bool = False) -> dict[str, Any]:
+    """The strategy block of a segment's export (``catch_all``: the last rule, for customers in no segment)."""
+    rule = table.rules[-1] if catch_all else choose_rule(table, profile)
     top = [t["department"] for t in profile.get("top_departments", [])]
     return {
         "rule": rule.id,

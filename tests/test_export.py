@@ -11,7 +11,7 @@ import pytest
 from conftest import small_config_document, write_config
 from core import export, paths
 from core.config import load_config
-from core.profiling import agent_export_segments, identifier_columns, leaked_identifier_values
+from core.profiling import suppress_small_segments, identifier_columns, leaked_identifier_values
 from core.schema import ConfigError
 
 
@@ -42,7 +42,7 @@ def document(segments):
 
 
 def test_a_complete_export_validates():
-    segments = agent_export_segments([full_segment(0, 50), full_segment(1, 5, "Tiny")], min_segment_size=20)
+    segments = suppress_small_segments([full_segment(0, 50), full_segment(1, 5, "Tiny")], min_segment_size=20)
     assert export.schema_errors(document(segments)) == []
 
 
@@ -61,10 +61,11 @@ def test_a_broken_export_fails_its_schema(breakage, where):
 
 
 def test_small_segments_keep_only_their_size():
-    out = agent_export_segments([full_segment(0, 19), full_segment(1, 20)], min_segment_size=20)
-    assert out[0] == {"segment_id": 0, "name": "Loyal Regulars - Home Shoppers", "suppressed": True, "size": 19,
+    out = suppress_small_segments([full_segment(0, 19), full_segment(1, 20)], min_segment_size=20)
+    # Even the rule-based name would describe a handful of customers: it becomes neutral.
+    assert out[0] == {"segment_id": 0, "name": "Small segment 0", "suppressed": True, "size": 19,
                       "share_of_customers": 0.5, "reason": out[0]["reason"]}
-    assert "fewer than 20" in out[0]["reason"]
+    assert "Fewer than 20 customers" in out[0]["reason"]
     assert out[1]["suppressed"] is False and out[1]["description"]
 
 

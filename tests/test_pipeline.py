@@ -452,3 +452,76 @@ def test_other_segmentations_are_exported_on_request(pipeline_run, tmp_path):
     assert extra["metadata"]["segments"] == assignments["kmeans_latent_label"].nunique()
     assert yaml.safe_load((folder / "segment_profiles__kmeans_latent.yaml").read_text(encoding="utf-8")) == extra
     assert (folder / "cluster_insights__kmeans_latent.csv").exists()
+
+
+def rerun_with(pipeline_run, tmp_path, change) -> tuple[Path, Path]:
+    """Copy the shared run, apply ``change`` to its config document, and return (config, artifacts)."""
+    config_path, artifacts_dir = copy_run(pipeline_run, tmp_path)
+    document = yaml.safe_load(config_path.read_text(encoding="utf-8"))
+    change(document)
+    config_path.write_text(yaml.safe_dump(document, sort_keys=False, allow_unicode=True), encoding="utf-8")
+    return config_path, artifacts_dir
+
+
+def test_noise_is_not_a_segment_and_gets_the_catch_all_strategy(pipeline_run, tmp_path):
+    """With HDBSCAN on raw features as the primary: noise stays unassigned, the projection uses raw space."""
+    config_path, artifacts_dir = rerun_with(pipeline_run, tmp_path, lambda d: d["cluster"].update(
+        primary={"method": "hdbscan", "space": "raw"}))
+    config = load_config(config_path)
+    run_pipeline(config, artifacts_dir)
+    folder = paths.stage_dir(artifacts_dir, paths.PROFILE_EXPORT)
+    document = json.loads((folder / paths.SEGMENT_PROFILES_JSON).read_text(encoding="utf-8"))
+    labels = read(artifacts_dir, paths.CLUSTER, paths.ASSIGNMENTS)["hdbscan_raw_label"]
+    assert (labels == -1).any(), "the small config should leave some noise"
+    assert document["metadata"]["segments"] == labels[labels != -1].nunique()
+    noise = next(s for s in document["segments"] if s["segment_id"] == -1)
+    assert noise["name"] == "Unassigned (noise)"
+    if not noise["suppressed"]:
+        assert noise["position"] == "Unassigned"
+        assert noise["strategy"]["rule"] == config.strategies.rules[-1].id
+    manifest = json.loads((folder / paths.MANIFEST).read_text(encoding="utf-8"))
+    assert {(r["stage"], r["file"]) for r in manifest["inputs"]} >= {(paths.PREPARE_FEATURES, paths.FEATURES)}
+
+
+def test_stage_05_refuses_assignments_made_for_another_primary(pipeline_run, tmp_path):
+    config_path, artifacts_dir = rerun_with(pipeline_run, tmp_path, lambda d: d["cluster"].update(
+        primary={"method": "kmeans", "space": "latent"}))
+    with pytest.raises(PipelineError, match=r"assignments.parquet was made with another cluster.primary than "
+                                            r"kmeans_latent.*rerun from stage 04_cluster"):
+        run_pipeline(load_config(config_path), artifacts_dir, only=paths.PROFILE_EXPORT, force=True)
+
+
+def test_a_describe_column_the_profile_lacks_is_named(pipeline_run, tmp_path):
+    config_path, artifacts_dir = rerun_with(pipeline_run, tmp_path, lambda d: d["profile_export"].update(
+        describe_columns=["age", "gendr"]))
+    with pytest.raises(PipelineError, match=r"profile_export.describe_columns .* names 'gendr', which the customer "
+                                            r"profile does not have; available: .*gender"):
+        run_pipeline(load_config(config_path), artifacts_dir, only=paths.PROFILE_EXPORT)
+
+
+def test_small_segments_stay_out_of_the_report_charts_and_tables(pipeline_run, tmp_path):
+    config_path, artifacts_dir = rerun_with(pipeline_run, tmp_path, lambda d: d["profile_export"].update(
+        min_segment_size=100))
+    run_pipeline(load_config(config_path), artifacts_dir)
+    folder = paths.stage_dir(artifacts_dir, paths.PROFILE_EXPORT)
+    document = json.loads((folder / paths.SEGMENT_PROFILES_JSON).read_text(encoding="utf-8"))
+    small = [s for s in document["segments"] if s["suppressed"]]
+    assert small, "a minimum of 100 customers should suppress some of the 300 customers' segments"
+    html = (folder / paths.REPORT).read_text(encoding="utf-8")
+    for segment in small:
+        assert segment["name"] == f"Small segment {segment['segment_id']}"
+        assert html.count(segment["name"]) == 1, "only on its card: not in the persona table"
+    table = read(artifacts_dir, paths.PROFILE_EXPORT, paths.CUSTOMERS_WITH_SEGMENTS)
+    assert set(table["segment_name"]) == {s["name"] for s in document["segments"]}
+
+
+def test_seasonal_peaks_count_only_purchases_up_to_the_analysis_date(tmp_path):
+    document = small_config_document()
+    document["prepare_features"]["analysis_date"] = "2023-06-30"
+    document["profile_export"]["min_segment_size"] = 1
+    config = load_config(write_config(tmp_path / "config", document))
+    run_pipeline(config, tmp_path / "artifacts")
+    profiles = json.loads((paths.stage_dir(tmp_path / "artifacts", paths.PROFILE_EXPORT)
+                           / paths.SEGMENT_PROFILES_JSON).read_text(encoding="utf-8"))
+    months = {p["month"] for s in profiles["segments"] for p in s.get("seasonal_peaks", [])}
+    assert months and months <= {"January", "February", "March", "April", "May", "June"}

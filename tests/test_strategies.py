@@ -92,9 +92,36 @@ def test_bad_strategy_table_names_the_key(change, message):
 
 
 def test_cross_sell_suggests_popular_under_bought_departments():
-    cfg = CrossSell(max_categories=2, max_lift=0.9, min_population_share=0.05)
+    cfg = CrossSell(max_categories=2, min_lift=0.15, max_lift=0.9, min_population_share=0.05)
     lift = {"Home": 0.5, "Kids Clothing": 0.2, "Xmas Shop": 0.1, "Ladies Clothing": 2.0}
     population = {"Home": 0.2, "Kids Clothing": 0.3, "Xmas Shop": 0.01, "Ladies Clothing": 0.49}
     # Xmas Shop is too niche, Ladies Clothing over-bought already: Kids Clothing then Home.
     assert cross_sell(lift, population, exclude=[], cfg=cfg) == ["Kids Clothing", "Home"]
     assert cross_sell(lift, population, exclude=["Kids Clothing"], cfg=cfg) == ["Home"]
+
+
+@pytest.mark.parametrize("rule_when, reason", [
+    ({"position": ["At-Risk"], "value_tier": ["high"]}, r"rules\[0\] \('win_back_valuable'\) matches every segment"),
+    ({"position": ["Hibernating"], "value_tier": ["high"]}, r"no position among \['Hibernating'\] has a value tier"),
+    ({"position": ["VIP Champions"], "lapsed_share_at_least": 0.8}, r"at most half\s+its customers have lapsed"),
+])
+def test_rules_that_can_never_fire_are_refused(rule_when, reason):
+    """Covered by an earlier rule, or asking for a profile the naming rules never produce."""
+    data = copy.deepcopy(SHIPPED)
+    data["rules"].insert(1, {"id": "never", "when": rule_when, "channel": ["email"], "offer": "o", "tone": "t",
+                             "timing": "w"})
+    with pytest.raises(ConfigError, match=r"(?s)rule 'never' can never be reached: .*" + reason):
+        parse_strategies(data, "strategies.yml", HIERARCHY)
+
+
+def test_a_rule_needs_a_channel():
+    data = copy.deepcopy(SHIPPED)
+    data["rules"][0]["channel"] = []
+    with pytest.raises(ConfigError, match=r"key 'rules\[0\]\.channel': empty; name at least one channel"):
+        parse_strategies(data, "strategies.yml", HIERARCHY)
+
+
+def test_cross_sell_leaves_out_departments_the_segment_never_touches():
+    cfg = CrossSell(max_categories=3, min_lift=0.3, max_lift=0.9, min_population_share=0.0)
+    lift = {"Mens Clothing": 0.02, "Home": 0.6}
+    assert cross_sell(lift, {"Mens Clothing": 0.4, "Home": 0.2}, exclude=[], cfg=cfg) == ["Home"]

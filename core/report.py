@@ -312,7 +312,7 @@ def _suppressed_card(segment: dict) -> str:
     return (f'<article class="card suppressed">{_card_head(segment)}'
             f'<p class="sizes">{_e(_int(segment.get("size")))} customers · '
             f'{_e(_pct(segment.get("share_of_customers")))} of customers</p>'
-            f'<p class="note">Too small to describe. {_e(reason)}</p></article>')
+            f'<p class="note">{_e(reason)}</p></article>')
 
 
 def _segment_card(segment: dict, currency: str) -> str:

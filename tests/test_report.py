@@ -235,7 +235,7 @@ def test_suppressed_segment_card_shows_no_description(page):
     assert len(cards) == 1
     card = cards[0]
     assert "Promising Newcomers - Beauty Shoppers" in card
-    assert "Too small to describe" in card and "Fewer than 25 customers." in card
+    assert "Fewer than 25 customers." in card and card.count("describe") <= 1
     assert "&lt;0.1% of customers" in card, "four customers of 10,000 are not shown as 0.0%"
     assert 'class="desc"' not in card and "strategy" not in card
     assert "SECRET DESCRIPTION" not in page

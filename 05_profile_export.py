@@ -123,7 +123,8 @@ def _check_inputs_agree(ctx: StageContext, customers: pd.DataFrame, assignments:
         raise PipelineError(f"{paths.ASSIGNMENTS} was made with another cluster.primary than {primary} in "
                             f"{ctx.config.path}; rerun from stage {paths.CLUSTER}")
     cfg = ctx.config.profile_export
-    available = [c for c in customers.columns if c in _PROFILE_COLUMNS or not _is_feature(c)]
+    behaviour = set(features.behavioural_feature_names(ctx.config.hierarchy)) | set(features.DATE_COLUMNS)
+    available = [c for c in customers.columns if c not in behaviour and c != "customer_id"]
     for column in cfg.describe_columns:
         if column not in customers.columns:
             raise PipelineError(f"profile_export.describe_columns in {ctx.config.path} names '{column}', which the "
@@ -131,14 +132,6 @@ def _check_inputs_agree(ctx: StageContext, customers: pd.DataFrame, assignments:
         if pd.api.types.is_datetime64_any_dtype(customers[column]):
             raise PipelineError(f"profile_export.describe_columns in {ctx.config.path} names '{column}', a date: "
                                 f"exact dates can single out customers; remove it")
-
-
-_PROFILE_COLUMNS = ("persona", "age", "gender", "has_children", "lifestyle", "region")
-
-
-def _is_feature(column: str) -> bool:
-    return (column in features.CORE_FEATURES or column in features.DATE_COLUMNS or column == "customer_id"
-            or column.startswith(("dept_", "class_")))
 
 
 def _check_export(document: dict, customers: pd.DataFrame, segmentation: str) -> None:

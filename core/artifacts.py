@@ -154,11 +154,16 @@ def _well_formed(manifest: Any) -> bool:
     return True
 
 
+def json_text(value: Any) -> str:
+    """Indented JSON text (numpy scalars, dates and paths written as plain values)."""
+    return json.dumps(value, indent=2, ensure_ascii=False, default=_json_default) + "\n"
+
+
 def write_json(target: Path, value: Any) -> Path:
     """Write JSON (UTF-8, indented) atomically."""
-    text = json.dumps(value, indent=2, ensure_ascii=False, default=_json_default)
+    text = json_text(value)
     # newline="\n": the same bytes, and so the same hash, on Windows as elsewhere.
-    return write_atomic(target, lambda tmp: tmp.write_text(text + "\n", encoding="utf-8", newline="\n"))
+    return write_atomic(target, lambda tmp: tmp.write_text(text, encoding="utf-8", newline="\n"))
 
 
 def _json_default(value: Any) -> Any:

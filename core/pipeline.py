@@ -151,9 +151,7 @@ class StageContext:
 
     def write_json(self, file: str, value: Any) -> Path:
         """Write indented UTF-8 JSON."""
-        target = artifacts.write_json(self.output_dir / file, value)
-        self.outputs[file] = artifacts.file_sha256(target)
-        return target
+        return self.write_text(file, artifacts.json_text(value))
 
 
 # ---------------------------------------------------------------------------

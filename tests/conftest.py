@@ -30,11 +30,20 @@ def small_config_document() -> dict:
     return doc
 
 
-def write_config(folder: Path, document: dict) -> Path:
-    """Write ``document`` as config.yml in ``folder`` beside copies of the shipped hierarchy and personas."""
+def write_config(folder: Path, document: dict, **others: dict) -> Path:
+    """Write ``document`` as config.yml in ``folder`` beside the files it names.
+
+    ``others`` maps a file stem (``hierarchy``, ``personas``, ``strategies``)
+    to a document written in place of the shipped file; files not given are
+    copied from ``config/``. Returns the path of config.yml.
+    """
     folder.mkdir(parents=True, exist_ok=True)
-    for name in ("hierarchy.yml", "personas.yml", "strategies.yml"):
-        shutil.copy(SHIPPED_CONFIG / name, folder / name)
+    for stem in ("hierarchy", "personas", "strategies"):
+        if stem in others:
+            (folder / f"{stem}.yml").write_text(
+                yaml.safe_dump(copy.deepcopy(others[stem]), sort_keys=False, allow_unicode=True), encoding="utf-8")
+        else:
+            shutil.copy(SHIPPED_CONFIG / f"{stem}.yml", folder / f"{stem}.yml")
     path = folder / "config.yml"
     path.write_text(yaml.safe_dump(copy.deepcopy(document), sort_keys=False, allow_unicode=True),
                     encoding="utf-8")

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from conftest import write_config
 from core import paths
 from core.config import config_hash, load_config, stage_config
 from core.schema import ConfigError
@@ -35,13 +36,10 @@ def shipped_documents() -> dict[str, dict]:
             for name in FILES}
 
 
-def write_config(folder: Path, documents: dict[str, dict]) -> Path:
-    """Write config.yml, hierarchy.yml and personas.yml into ``folder``; return config.yml's path."""
-    folder.mkdir(parents=True, exist_ok=True)
-    for name, document in documents.items():
-        text = yaml.safe_dump(document, sort_keys=False, allow_unicode=True)
-        (folder / f"{name}.yml").write_text(text, encoding="utf-8")
-    return folder / "config.yml"
+def write_documents(folder: Path, documents: dict[str, dict]) -> Path:
+    """Write every document of ``docs`` (config and the files it names) into ``folder``; return config.yml's path."""
+    others = {stem: doc for stem, doc in documents.items() if stem != "config"}
+    return write_config(folder, documents["config"], **others)
 
 
 def problem(file: Path, key: str, *parts: str) -> str:
@@ -80,7 +78,7 @@ def test_shipped_config_loads_with_expected_hierarchy_and_personas():
 
 def test_shipped_config_round_trips_through_tmp_path(tmp_path, docs):
     """The helper's unmodified copy loads too, so every failure below is caused by its one change."""
-    config = load_config(write_config(tmp_path, docs))
+    config = load_config(write_documents(tmp_path, docs))
 
     assert config.hierarchy_file == tmp_path / "hierarchy.yml"
     assert len(config.personas) == 10
@@ -91,7 +89,7 @@ def test_shipped_config_round_trips_through_tmp_path(tmp_path, docs):
 def test_persona_weights_must_sum_to_one(tmp_path, docs):
     """Persona weights summing to 1.05 are rejected, with the sum and a suggested scale."""
     persona(docs)["weight"] += 0.05
-    path = write_config(tmp_path, docs)
+    path = write_documents(tmp_path, docs)
 
     with pytest.raises(ConfigError, match=problem(tmp_path / "personas.yml", "personas.*.weight",
                                                   "sum to 1.05", "must sum to 1")):
@@ -101,7 +99,7 @@ def test_persona_weights_must_sum_to_one(tmp_path, docs):
 def test_department_preferences_must_sum_to_one(tmp_path, docs):
     """One persona's department shares summing to 1.05 are rejected under that persona's key."""
     persona(docs)["department_preferences"]["Accessories"] += 0.05
-    path = write_config(tmp_path, docs)
+    path = write_documents(tmp_path, docs)
 
     with pytest.raises(ConfigError, match=problem(
             tmp_path / "personas.yml", "personas.teenage_girl.department_preferences",
@@ -114,7 +112,7 @@ def test_department_not_in_hierarchy_suggests_near_miss(tmp_path, docs):
     p = persona(docs)
     p["department_preferences"] = rename_department(p["department_preferences"],
                                                     "Ladies Hosiery", "Ladies Clothes")
-    path = write_config(tmp_path, docs)
+    path = write_documents(tmp_path, docs)
 
     with pytest.raises(ConfigError, match=problem(
             tmp_path / "personas.yml", "personas.teenage_girl.department_preferences.Ladies Clothes",
@@ -128,7 +126,7 @@ def test_department_not_in_hierarchy_without_near_miss_has_no_hint(tmp_path, doc
     p = persona(docs)
     p["department_preferences"] = rename_department(p["department_preferences"],
                                                     "Ladies Hosiery", "Garden Centre")
-    path = write_config(tmp_path, docs)
+    path = write_documents(tmp_path, docs)
 
     with pytest.raises(ConfigError, match=problem(
             tmp_path / "personas.yml", "personas.teenage_girl.department_preferences.Garden Centre",
@@ -142,7 +140,7 @@ def test_non_merchandise_department_in_preferences(tmp_path, docs):
     p = persona(docs)
     p["department_preferences"] = rename_department(p["department_preferences"],
                                                     "Ladies Hosiery", "Gift Cards")
-    path = write_config(tmp_path, docs)
+    path = write_documents(tmp_path, docs)
 
     with pytest.raises(ConfigError, match=problem(
             tmp_path / "personas.yml", "personas.teenage_girl.department_preferences.Gift Cards",
@@ -153,7 +151,7 @@ def test_non_merchandise_department_in_preferences(tmp_path, docs):
 def test_class_not_in_its_department(tmp_path, docs):
     """A preferred class must be a sellable class of that department; near misses get a hint."""
     persona(docs)["class_preferences"]["Ladies Clothing"].append("Jumperz")
-    path = write_config(tmp_path, docs)
+    path = write_documents(tmp_path, docs)
 
     with pytest.raises(ConfigError, match=problem(
             tmp_path / "personas.yml", "personas.teenage_girl.class_preferences.Ladies Clothing",
@@ -165,7 +163,7 @@ def test_class_not_in_its_department(tmp_path, docs):
 def test_class_of_another_department_is_rejected(tmp_path, docs):
     """'Luggage' is an Accessories class, so listing it under Ladies Clothing is an error."""
     persona(docs)["class_preferences"]["Ladies Clothing"].append("Luggage")
-    path = write_config(tmp_path, docs)
+    path = write_documents(tmp_path, docs)
 
     with pytest.raises(ConfigError, match=problem(
             tmp_path / "personas.yml", "personas.teenage_girl.class_preferences.Ladies Clothing",
@@ -176,7 +174,7 @@ def test_class_of_another_department_is_rejected(tmp_path, docs):
 def test_negative_range_is_rejected(tmp_path, docs):
     """avg_order_value [-5, 10] is rejected: both ends of a range must be >= 0."""
     persona(docs)["spending_profile"]["avg_order_value"] = [-5, 10]
-    path = write_config(tmp_path, docs)
+    path = write_documents(tmp_path, docs)
 
     with pytest.raises(ConfigError, match=problem(
             tmp_path / "personas.yml", "personas.teenage_girl.spending_profile.avg_order_value",
@@ -187,7 +185,7 @@ def test_negative_range_is_rejected(tmp_path, docs):
 def test_inverted_range_is_rejected(tmp_path, docs):
     """avg_order_value [50, 10] is rejected: a range is written [min, max]."""
     persona(docs)["spending_profile"]["avg_order_value"] = [50, 10]
-    path = write_config(tmp_path, docs)
+    path = write_documents(tmp_path, docs)
 
     with pytest.raises(ConfigError, match=problem(
             tmp_path / "personas.yml", "personas.teenage_girl.spending_profile.avg_order_value",
@@ -198,7 +196,7 @@ def test_inverted_range_is_rejected(tmp_path, docs):
 def test_inverted_range_in_config_yml_is_rejected(tmp_path, docs):
     """Ranges in config.yml follow the same rule: cluster.gmm.n_components [12, 4] is rejected."""
     docs["config"]["cluster"]["gmm"]["n_components"] = [12, 4]
-    path = write_config(tmp_path, docs)
+    path = write_documents(tmp_path, docs)
 
     with pytest.raises(ConfigError, match=problem(
             tmp_path / "config.yml", "cluster.gmm.n_components",
@@ -209,7 +207,7 @@ def test_inverted_range_in_config_yml_is_rejected(tmp_path, docs):
 def test_unknown_key_in_persona(tmp_path, docs):
     """A key a persona does not have is rejected, listing the keys it does have."""
     persona(docs)["favourite_colour"] = "pink"
-    path = write_config(tmp_path, docs)
+    path = write_documents(tmp_path, docs)
 
     with pytest.raises(ConfigError, match=problem(
             tmp_path / "personas.yml", "personas.teenage_girl.favourite_colour",
@@ -223,7 +221,7 @@ def test_several_persona_problems_are_reported_together(tmp_path, docs):
     girl["department_preferences"] = rename_department(girl["department_preferences"],
                                                        "Ladies Hosiery", "Gift Cards")
     persona(docs, "teenage_boy")["class_preferences"]["Primarket"].append("Luggage")
-    path = write_config(tmp_path, docs)
+    path = write_documents(tmp_path, docs)
 
     with pytest.raises(ConfigError, match=r"\(2 problem\(s\)\)") as excinfo:
         load_config(path)
@@ -237,7 +235,7 @@ def test_several_persona_problems_are_reported_together(tmp_path, docs):
 def test_unknown_top_level_key_suggests_the_right_one(tmp_path, docs):
     """A misspelt top-level key ('sead') is rejected with a hint and the allowed keys."""
     docs["config"]["sead"] = 1
-    path = write_config(tmp_path, docs)
+    path = write_documents(tmp_path, docs)
 
     with pytest.raises(ConfigError, match=problem(
             tmp_path / "config.yml", "sead", "unknown key", "did you mean 'seed'",
@@ -248,7 +246,7 @@ def test_unknown_top_level_key_suggests_the_right_one(tmp_path, docs):
 def test_unknown_nested_key_suggests_the_right_one(tmp_path, docs):
     """cluster.kmeans.n_cluster is rejected under its dotted key, suggesting n_clusters."""
     docs["config"]["cluster"]["kmeans"]["n_cluster"] = [4, 12]
-    path = write_config(tmp_path, docs)
+    path = write_documents(tmp_path, docs)
 
     with pytest.raises(ConfigError, match=problem(
             tmp_path / "config.yml", "cluster.kmeans.n_cluster", "unknown key",
@@ -259,7 +257,7 @@ def test_unknown_nested_key_suggests_the_right_one(tmp_path, docs):
 def test_missing_key(tmp_path, docs):
     """Every key is required: a missing data.n_customers names the key and the expected type."""
     del docs["config"]["data"]["n_customers"]
-    path = write_config(tmp_path, docs)
+    path = write_documents(tmp_path, docs)
 
     with pytest.raises(ConfigError, match=problem(
             tmp_path / "config.yml", "data.n_customers", "missing", "expected an integer")):
@@ -269,7 +267,7 @@ def test_missing_key(tmp_path, docs):
 def test_wrong_type(tmp_path, docs):
     """A string where an integer belongs is rejected with the value and the expected type."""
     docs["config"]["data"]["n_customers"] = "many"
-    path = write_config(tmp_path, docs)
+    path = write_documents(tmp_path, docs)
 
     with pytest.raises(ConfigError, match=problem(
             tmp_path / "config.yml", "data.n_customers", "'many' is not valid", "expected an integer")):
@@ -279,7 +277,7 @@ def test_wrong_type(tmp_path, docs):
 def test_value_below_minimum(tmp_path, docs):
     """A number below its field's minimum is rejected with the bound."""
     docs["config"]["data"]["n_customers"] = 0
-    path = write_config(tmp_path, docs)
+    path = write_documents(tmp_path, docs)
 
     with pytest.raises(ConfigError, match=problem(
             tmp_path / "config.yml", "data.n_customers", "0 is below the minimum 1")):
@@ -289,7 +287,7 @@ def test_value_below_minimum(tmp_path, docs):
 def test_bad_choice(tmp_path, docs):
     """cluster.gmm.covariance_type 'fullest' is rejected, listing the allowed values."""
     docs["config"]["cluster"]["gmm"]["covariance_type"] = "fullest"
-    path = write_config(tmp_path, docs)
+    path = write_documents(tmp_path, docs)
 
     with pytest.raises(ConfigError, match=problem(
             tmp_path / "config.yml", "cluster.gmm.covariance_type", "'fullest' is not allowed",
@@ -300,7 +298,7 @@ def test_bad_choice(tmp_path, docs):
 def test_history_end_must_follow_history_start(tmp_path, docs):
     """A history window ending before it starts is rejected, naming both dates."""
     docs["config"]["data"]["history_end"] = dt.date(2022, 12, 31)
-    path = write_config(tmp_path, docs)
+    path = write_documents(tmp_path, docs)
 
     with pytest.raises(ConfigError, match=problem(
             tmp_path / "config.yml", "data.history_end",
@@ -312,7 +310,7 @@ def test_primary_method_must_be_fitted(tmp_path, docs):
     """cluster.primary must name a method listed in cluster.methods."""
     docs["config"]["cluster"]["methods"] = ["gmm", "kmeans"]
     docs["config"]["cluster"]["primary"] = {"method": "hdbscan", "space": "latent"}
-    path = write_config(tmp_path, docs)
+    path = write_documents(tmp_path, docs)
 
     with pytest.raises(ConfigError, match=problem(
             tmp_path / "config.yml", "cluster.primary", "hdbscan/latent is not fitted",
@@ -323,7 +321,7 @@ def test_primary_method_must_be_fitted(tmp_path, docs):
 def test_generate_data_department_must_be_merchandise(tmp_path, docs):
     """A misspelt department under generate_data.department_return_rates is rejected with a hint."""
     docs["config"]["generate_data"]["department_return_rates"]["Ladies Clothes"] = 0.1
-    path = write_config(tmp_path, docs)
+    path = write_documents(tmp_path, docs)
 
     with pytest.raises(ConfigError, match=problem(
             tmp_path / "config.yml", "generate_data.department_return_rates.Ladies Clothes",
@@ -334,7 +332,7 @@ def test_generate_data_department_must_be_merchandise(tmp_path, docs):
 def test_every_merchandise_department_needs_a_price_range(tmp_path, docs):
     """Dropping Home's price range is reported, naming the department."""
     del docs["config"]["generate_data"]["department_price_ranges"]["Home"]
-    path = write_config(tmp_path, docs)
+    path = write_documents(tmp_path, docs)
 
     with pytest.raises(ConfigError, match=problem(
             tmp_path / "config.yml", "generate_data.department_price_ranges",
@@ -345,7 +343,7 @@ def test_every_merchandise_department_needs_a_price_range(tmp_path, docs):
 def test_missing_hierarchy_file(tmp_path, docs):
     """A hierarchy_file that does not exist is reported under config.yml's key, with the path tried."""
     docs["config"]["hierarchy_file"] = "missing.yml"
-    path = write_config(tmp_path, docs)
+    path = write_documents(tmp_path, docs)
 
     with pytest.raises(ConfigError, match=re.escape(str(tmp_path / "missing.yml")) + ".*not found") as excinfo:
         load_config(path)
@@ -373,7 +371,7 @@ def test_several_problems_in_one_file_are_all_reported(tmp_path, docs):
     config["seed"] = "x"
     config["data"]["n_customers"] = 0
     config["cluster"]["gmm"]["covariance_type"] = "fullest"
-    path = write_config(tmp_path, docs)
+    path = write_documents(tmp_path, docs)
 
     with pytest.raises(ConfigError, match=r"\(4 problem\(s\)\)") as excinfo:
         load_config(path)
@@ -387,9 +385,9 @@ def test_several_problems_in_one_file_are_all_reported(tmp_path, docs):
 
 def test_config_hash_tracks_the_sections_each_stage_reads(tmp_path, docs):
     """Changing cluster.kmeans.n_init makes 04_cluster (and 05, which reads cluster) stale, not 01-03."""
-    before = load_config(write_config(tmp_path / "before", docs))
+    before = load_config(write_documents(tmp_path / "before", docs))
     docs["config"]["cluster"]["kmeans"]["n_init"] += 1
-    after = load_config(write_config(tmp_path / "after", docs))
+    after = load_config(write_documents(tmp_path / "after", docs))
 
     changed = {stage for stage in paths.STAGE_NAMES
                if config_hash(stage_config(before, stage)) != config_hash(stage_config(after, stage))}
@@ -409,7 +407,7 @@ def test_config_hash_is_order_independent():
 
 def test_duplicate_key_is_an_error_naming_the_line(tmp_path, docs):
     """A key written twice would let the later value win silently; it is refused with both lines."""
-    path = write_config(tmp_path, docs)
+    path = write_documents(tmp_path, docs)
     text = path.read_text(encoding="utf-8")
     path.write_text(text.replace("seed: 42", "seed: 7\nseed: 42", 1), encoding="utf-8")
     with pytest.raises(ConfigError, match=r"(?s)" + re.escape(str(path)) + r".*key 'seed' appears twice "
@@ -418,7 +416,7 @@ def test_duplicate_key_is_an_error_naming_the_line(tmp_path, docs):
 
 
 def test_impossible_date_is_reported_with_file_and_line(tmp_path, docs):
-    path = write_config(tmp_path, docs)
+    path = write_documents(tmp_path, docs)
     text = path.read_text(encoding="utf-8")
     path.write_text(re.sub(r"history_start: .*", "history_start: 2023-02-30", text), encoding="utf-8")
     with pytest.raises(ConfigError, match=r"(?s)" + re.escape(str(path)) + r".*'2023-02-30' is not a valid "
@@ -428,7 +426,7 @@ def test_impossible_date_is_reported_with_file_and_line(tmp_path, docs):
 
 def test_analysis_date_before_the_history_is_rejected(tmp_path, docs):
     docs["config"]["prepare_features"]["analysis_date"] = "2020-01-01"
-    path = write_config(tmp_path, docs)
+    path = write_documents(tmp_path, docs)
     with pytest.raises(ConfigError, match=problem(tmp_path / "config.yml", "prepare_features.analysis_date",
                                                   "2020-01-01 is before data.history_start")):
         load_config(path)

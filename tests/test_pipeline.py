@@ -46,6 +46,15 @@ def copy_run(pipeline_run, destination: Path) -> tuple[Path, Path]:
     return destination / "config" / "config.yml", destination / "artifacts"
 
 
+def rerun_with(pipeline_run, tmp_path, change) -> tuple[Path, Path]:
+    """Copy the shared run, apply ``change`` to its config document, and return (config, artifacts)."""
+    config_path, artifacts_dir = copy_run(pipeline_run, tmp_path)
+    document = yaml.safe_load(config_path.read_text(encoding="utf-8"))
+    change(document)
+    config_path.write_text(yaml.safe_dump(document, sort_keys=False, allow_unicode=True), encoding="utf-8")
+    return config_path, artifacts_dir
+
+
 # --- outputs and invariants -------------------------------------------------
 
 
@@ -170,10 +179,8 @@ def test_second_run_skips_every_stage(pipeline_run, tmp_path):
 
 
 def test_changed_config_section_reruns_that_stage_and_the_later_ones(pipeline_run, tmp_path):
-    config_path, artifacts_dir = copy_run(pipeline_run, tmp_path)
-    document = yaml.safe_load(config_path.read_text(encoding="utf-8"))
-    document["cluster"]["kmeans"]["n_init"] = 2
-    config_path.write_text(yaml.safe_dump(document, sort_keys=False, allow_unicode=True), encoding="utf-8")
+    config_path, artifacts_dir = rerun_with(pipeline_run, tmp_path,
+                                            lambda d: d["cluster"]["kmeans"].update(n_init=2))
     config = load_config(config_path)
 
     status = {s.stage: s for s in pipeline_status(config, artifacts_dir)}
@@ -307,10 +314,8 @@ def test_show_of_a_stage_never_run_says_so(tmp_path):
 
 
 def test_running_one_stage_warns_when_an_earlier_stage_is_stale(pipeline_run, tmp_path, caplog):
-    config_path, artifacts_dir = copy_run(pipeline_run, tmp_path)
-    document = yaml.safe_load(config_path.read_text(encoding="utf-8"))
-    document["train_autoencoder"]["epochs"] = 3
-    config_path.write_text(yaml.safe_dump(document, sort_keys=False, allow_unicode=True), encoding="utf-8")
+    config_path, artifacts_dir = rerun_with(pipeline_run, tmp_path,
+                                            lambda d: d["train_autoencoder"].update(epochs=3))
     outcome = run_pipeline(load_config(config_path), artifacts_dir, only=paths.CLUSTER)
     assert outcome == {paths.CLUSTER: "skipped"}
     assert "03_train_autoencoder is stale (config section 'train_autoencoder' changed)" in caplog.text
@@ -438,10 +443,8 @@ def test_pipeline_report_renders_in_a_real_browser(pipeline_run, tmp_path):
 def test_other_segmentations_are_exported_on_request(pipeline_run, tmp_path):
     from core import export
 
-    config_path, artifacts_dir = copy_run(pipeline_run, tmp_path)
-    document = yaml.safe_load(config_path.read_text(encoding="utf-8"))
-    document["profile_export"]["also_profile"] = ["kmeans_latent"]
-    config_path.write_text(yaml.safe_dump(document, sort_keys=False, allow_unicode=True), encoding="utf-8")
+    config_path, artifacts_dir = rerun_with(pipeline_run, tmp_path,
+                                            lambda d: d["profile_export"].update(also_profile=["kmeans_latent"]))
     outcome = run_pipeline(load_config(config_path), artifacts_dir)
     assert [k for k, v in outcome.items() if v == "ran"] == [paths.PROFILE_EXPORT]
     folder = paths.stage_dir(artifacts_dir, paths.PROFILE_EXPORT)
@@ -452,15 +455,6 @@ def test_other_segmentations_are_exported_on_request(pipeline_run, tmp_path):
     assert extra["metadata"]["segments"] == assignments["kmeans_latent_label"].nunique()
     assert yaml.safe_load((folder / "segment_profiles__kmeans_latent.yaml").read_text(encoding="utf-8")) == extra
     assert (folder / "cluster_insights__kmeans_latent.csv").exists()
-
-
-def rerun_with(pipeline_run, tmp_path, change) -> tuple[Path, Path]:
-    """Copy the shared run, apply ``change`` to its config document, and return (config, artifacts)."""
-    config_path, artifacts_dir = copy_run(pipeline_run, tmp_path)
-    document = yaml.safe_load(config_path.read_text(encoding="utf-8"))
-    change(document)
-    config_path.write_text(yaml.safe_dump(document, sort_keys=False, allow_unicode=True), encoding="utf-8")
-    return config_path, artifacts_dir
 
 
 def test_noise_is_not_a_segment_and_gets_the_catch_all_strategy(pipeline_run, tmp_path):

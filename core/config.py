@@ -20,8 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from core import paths
+from core.generator_config import GenerateDataConfig, check_generate_data, check_styles
 from core.hierarchy import Hierarchy, load_hierarchy
-from core.personas import Persona, load_personas
+from core.personas import Persona, Scenario, load_persona_file
 from core.schema import ConfigError, Problems, Range, build, read_yaml, spec, suggest
 from core.strategies import StrategyTable, load_strategies
 
@@ -36,29 +37,6 @@ class DataConfig:
     n_customers: int = spec(minimum=1, help="number of synthetic customers")
     history_start: dt.date = spec(help="first day of the transaction history")
     history_end: dt.date = spec(help="last day of the transaction history")
-
-
-@dataclasses.dataclass(frozen=True)
-class GenerateDataConfig:
-    """Stage 01: the synthetic transaction generator."""
-
-    chunk_size: int = spec(minimum=1, help="customers generated per chunk; bounds memory")
-    exploration_share: float = spec(minimum=0.0, maximum=1.0,
-                                    help="share of a preferred department's lines in non-preferred classes")
-    start_customer_share: float = spec(minimum=0.0, maximum=1.0,
-                                       help="share of customers already shopping on history_start")
-    quantity_probabilities: tuple[float, ...] = spec(minimum=0.0,
-                                                     help="P(quantity = 1), P(quantity = 2), ...; sums to 1")
-    unit_price_sigma: float = spec(minimum=0.0, help="lognormal spread of a line's price around its SKU price")
-    skus_per_class: Range = spec(minimum=1, help="[min, max] SKUs in the catalog per class")
-    sku_price_sigma: float = spec(minimum=0.0, help="lognormal spread of SKU prices around the class price")
-    department_price_ranges: dict[str, Range] = spec(
-        help="[min, max] typical class price per merchandise department, in currency units")
-    return_rate: float = spec(minimum=0.0, maximum=1.0, help="share of lines returned where not set per department")
-    department_return_rates: dict[str, float] = spec(minimum=0.0, maximum=1.0,
-                                                     help="share of lines returned, per department")
-    return_delay_days: Range = spec(help="[min, max] days between purchase and return")
-    regions: dict[str, float] = spec(minimum=0.0, help="region -> share of customers; sums to 1")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -205,6 +183,7 @@ class PipelineConfig:
     strategies_file: Path
     hierarchy: Hierarchy
     personas: dict[str, Persona]
+    scenarios: dict[str, Scenario]
     strategies: StrategyTable
     data: DataConfig
     generate_data: GenerateDataConfig
@@ -218,7 +197,8 @@ class PipelineConfig:
         if name == "hierarchy":
             return self.hierarchy.to_dict()
         if name == "personas":
-            return {k: dataclasses.asdict(p) for k, p in self.personas.items()}
+            return {"personas": {k: dataclasses.asdict(p) for k, p in self.personas.items()},
+                    "scenarios": {k: dataclasses.asdict(s) for k, s in self.scenarios.items()}}
         if name == "strategies":
             return dataclasses.asdict(self.strategies)
         value = getattr(self, name)
@@ -288,13 +268,19 @@ def load_config(path: Path | str = paths.DEFAULT_CONFIG) -> PipelineConfig:
                               f"give a path relative to {path.parent}")
     problems.raise_if_any()
     hierarchy = load_hierarchy(hierarchy_path)
-    personas = load_personas(personas_path, hierarchy)
+    personas, scenarios = load_persona_file(personas_path, hierarchy)
     strategies = load_strategies(strategies_path, hierarchy)
     _check_against_hierarchy(parsed, hierarchy, problems)
+    for name, persona in personas.items():
+        check_styles(persona.style_affinity, parsed.generate_data.catalog.styles, problems,
+                     f"{personas_path.name}: personas.{name}.style_affinity")
+    for name, scenario in scenarios.items():
+        check_styles(scenario.style_boost, parsed.generate_data.catalog.styles, problems,
+                     f"{personas_path.name}: scenarios.{name}.style_boost")
     problems.raise_if_any()
     return PipelineConfig(
         path=path, seed=parsed.seed, hierarchy_file=hierarchy_path, personas_file=personas_path,
-        strategies_file=strategies_path, hierarchy=hierarchy, personas=personas, strategies=strategies,
+        strategies_file=strategies_path, hierarchy=hierarchy, personas=personas, scenarios=scenarios, strategies=strategies,
         data=parsed.data, generate_data=parsed.generate_data,
         prepare_features=parsed.prepare_features, train_autoencoder=parsed.train_autoencoder,
         cluster=parsed.cluster, profile_export=parsed.profile_export,
@@ -312,10 +298,6 @@ def _check_cross_fields(cfg: _ConfigFile, problems: Problems) -> None:
     if cfg.data.history_end <= cfg.data.history_start:
         problems.add("data.history_end", f"{cfg.data.history_end} is not after history_start "
                                          f"{cfg.data.history_start}; the window must be at least one day")
-    gen = cfg.generate_data
-    check_sums_to_one(dict(enumerate(map(float, gen.quantity_probabilities))), problems,
-                      "generate_data.quantity_probabilities")
-    check_sums_to_one(gen.regions, problems, "generate_data.regions")
     cl = cfg.cluster
     if not cl.methods:
         problems.add("cluster.methods", f"empty; list at least one of {', '.join(CLUSTER_METHODS)}")
@@ -350,19 +332,10 @@ def _check_cross_fields(cfg: _ConfigFile, problems: Problems) -> None:
 
 
 def _check_against_hierarchy(cfg: _ConfigFile, hierarchy: Hierarchy, problems: Problems) -> None:
-    merchandise = hierarchy.merchandise_departments
-    gen = cfg.generate_data
-    for field_name in ("department_price_ranges", "department_return_rates"):
-        for dept in getattr(gen, field_name):
-            if dept not in merchandise:
-                problems.add(f"generate_data.{field_name}.{dept}",
-                             f"'{dept}' is not a merchandise department of the hierarchy"
-                             f"{suggest(dept, merchandise)}; allowed: {', '.join(merchandise)}")
+    check_generate_data(cfg.generate_data, hierarchy.merchandise_departments,
+                        {d: hierarchy.departments[d].classes for d in hierarchy.merchandise_departments},
+                        problems)
     _check_model_features(cfg.prepare_features, hierarchy, problems)
-    missing = [d for d in merchandise if d not in gen.department_price_ranges]
-    if missing:
-        problems.add("generate_data.department_price_ranges",
-                     f"no price range for {', '.join(missing)}; every merchandise department needs one")
 
 
 def _check_model_features(cfg: PrepareFeaturesConfig, hierarchy: Hierarchy, problems: Problems) -> None:
@@ -370,7 +343,7 @@ def _check_model_features(cfg: PrepareFeaturesConfig, hierarchy: Hierarchy, prob
     import fnmatch
 
     from core.features import behavioural_feature_names, resolve_model_columns
-    from core.generator import CUSTOMER_COLUMNS
+    from core.tables import CUSTOMER_COLUMNS
 
     profile = [c for c in CUSTOMER_COLUMNS if c != "customer_id"]
     try:

@@ -1,350 +1,819 @@
-"""Synthetic retail transactions, drawn order line by order line from personas.
+"""Synthetic retail transactions, drawn visit by visit and line by line from personas.
 
-Customer totals are never drawn: each customer gets a persona, a join date,
-an order rate and a target order value; orders are dated within the
-customer's active period; each order gets lines whose department and class
-follow the persona's preferences and whose prices come from a product
-catalog. Every total a later stage computes is a sum of these lines.
+Customer totals are never drawn. Each customer gets a persona, a first visit
+(newcomers join over the window), a visit rate (gamma-distributed around the
+persona's frequency), a BG/NBD-style chance of dropping out after each
+purchase, a target order value, an online share, their own sizes and their
+children's ages, and their usual classes. Visits follow the calendar (month
+and weekday weights, closed days) and the persona's scenarios (time-bounded
+changes to visit rate, basket size, department and class mix, style and
+discounts). Each visit is an order whose lines are drawn from the persona's
+department mix around the order's main department; each line is an item of
+the catalog in the customer's size, at a lognormal price around its base
+price, possibly discounted; some lines come back later as linked return
+lines. The till's other lines (bag levy, gift cards, charity, concessions)
+and rare data-quality noise are added as a retailer's data has them. Every
+total a later stage computes is a sum of these lines.
 
-Everything is vectorised with NumPy over the customers of a chunk; the
-only Python loops run over personas, departments and classes, never over
-order lines.
+Randomness is drawn per block of :data:`BLOCK_SIZE` customers from
+``default_rng([seed, 2, block])``, so the data does not depend on the chunk
+size. Everything is vectorised with NumPy over a block; Python loops run
+over personas, scenarios' regimes and departments only.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import logging
 from typing import Iterator
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
-from core.config import DataConfig, GenerateDataConfig
-from core.hierarchy import Hierarchy, slug
-from core.personas import Persona
+from core import tables
+from core.catalog import Catalog, build_catalog
+from core.config import DataConfig
+from core.generator_config import BRAND_TIERS, SIZE_SCALES, GenerateDataConfig, parse_month_day
+from core.hierarchy import Hierarchy
+from core.identity import IdentityPools, assign_identities, build_identity_pools
+from core.personas import Persona, Scenario
 
 log = logging.getLogger(__name__)
 
 DAYS_PER_MONTH = 365.25 / 12
+BLOCK_SIZE = 1000
+"""Customers per random-number block: the unit that makes the data independent of chunk size."""
 
-TRANSACTION_COLUMNS = ("customer_id", "order_id", "order_date", "department", "class", "sku",
-                       "quantity", "unit_price", "line_amount", "is_return", "original_order_id")
-CUSTOMER_COLUMNS = ("customer_id", "persona", "age", "gender", "has_children", "lifestyle", "region",
-                    "signup_date")
-PRODUCT_COLUMNS = ("sku", "department", "class", "base_price")
+# The generator's department codes: merchandise departments first (catalog order), then these kinds.
+NON_MERCHANDISE_KINDS = ("bag_levy", "gift_card", "charity", "concession", "data_quality")
+
+__all__ = ["BLOCK_SIZE", "GenerationPlan", "Catalog", "build_catalog", "build_plan", "generate",
+           "TRANSACTION_COLUMNS", "CUSTOMER_COLUMNS", "PRODUCT_COLUMNS", "TRANSACTION_SCHEMA"]
+
+TRANSACTION_COLUMNS = tables.TRANSACTION_COLUMNS
+CUSTOMER_COLUMNS = tables.CUSTOMER_COLUMNS
+PRODUCT_COLUMNS = tables.PRODUCT_COLUMNS
+TRANSACTION_SCHEMA = tables.TRANSACTION_SCHEMA
 
 
-@dataclasses.dataclass(frozen=True)
-class Catalog:
-    """Products and the index arrays the generator samples from.
+@dataclasses.dataclass
+class Regime:
+    """What a persona's customers do on days with one combination of active scenarios."""
+
+    persona: int
+    scenarios: tuple[int, ...]
+    department_cum: np.ndarray
+    department_share: np.ndarray
+    visit_multiplier: float
+    basket_multiplier: float
+    sale_share: float
+    sale_depth: tuple[float, float]
+    class_focus: list[tuple[int, float, np.ndarray]]
+    item_weight_row: int
+
+
+@dataclasses.dataclass
+class GenerationPlan:
+    """Everything derived from config once, before any customer is drawn.
 
     Attributes
     ----------
-    products : DataFrame
-        One row per SKU: ``sku``, ``department``, ``class``, ``base_price``.
-    classes : DataFrame
-        One row per sellable merchandise class: ``department``, ``class``,
-        ``first_sku`` (row of its first SKU in ``products``), ``n_skus``.
+    persona_names, scenario_names : list of str
+    day_regime : ndarray (personas, days) of int
+        Regime of each persona on each day of the history.
+    intensity_cum : ndarray (personas, days + 1)
+        Cumulative expected visits per day at a rate of one visit a month.
+    regimes : list of Regime
+    item_cum : ndarray (weight rows, items)
+        Cumulative item choice weights, offset by 2 per row (see :func:`_draw_items`).
+    department_names : list of str
+        Merchandise departments then the non-merchandise ones the generator writes.
     """
 
-    products: pd.DataFrame
-    classes: pd.DataFrame
+    personas: dict[str, Persona]
+    scenarios: dict[str, Scenario]
+    persona_names: list[str]
+    scenario_names: list[str]
+    catalog: Catalog
+    data: DataConfig
+    cfg: GenerateDataConfig
+    n_days: int
+    day_month: np.ndarray
+    base_intensity: np.ndarray
+    scenario_days: np.ndarray
+    day_regime: np.ndarray
+    intensity_cum: np.ndarray
+    regimes: list[Regime]
+    item_cum: np.ndarray
+    expected_line_value: np.ndarray
+    preferred: np.ndarray
+    preferred_count: np.ndarray
+    class_level: np.ndarray
+    picks_range: np.ndarray
+    exploration: np.ndarray
+    department_names: list[str]
+    department_classes: list[list[str]]
+    department_sellable: list[int]
+    special_departments: dict[str, int]
+    class_offsets: np.ndarray
+    product_codes: dict
+    data_quality_class: dict[int, list[int]]
+    identity: IdentityPools | None
 
 
-def build_catalog(hierarchy: Hierarchy, cfg: GenerateDataConfig, seed: int) -> Catalog:
-    """Draw SKUs and base prices for every sellable merchandise class.
-
-    A class's typical price is drawn within its department's configured
-    price range; its SKUs scatter lognormally around it.
-    """
-    rng = np.random.default_rng([seed, 1])
-    rows = []
-    for dept in hierarchy.merchandise_departments:
-        low, high = cfg.department_price_ranges[dept]
-        for cls in hierarchy.departments[dept].classes:
-            rows.append((dept, cls, rng.uniform(low, high)))
-    classes = pd.DataFrame(rows, columns=["department", "class", "class_price"])
-    n_low, n_high = (int(v) for v in cfg.skus_per_class)
-    classes["n_skus"] = rng.integers(n_low, n_high + 1, size=len(classes))
-    classes["first_sku"] = np.concatenate([[0], np.cumsum(classes["n_skus"].to_numpy())[:-1]])
-    sku_class = np.repeat(np.arange(len(classes)), classes["n_skus"].to_numpy())
-    within = np.arange(len(sku_class)) - classes["first_sku"].to_numpy()[sku_class]
-    sigma = cfg.sku_price_sigma
-    price = classes["class_price"].to_numpy()[sku_class] * rng.lognormal(-sigma**2 / 2, sigma, len(sku_class))
-    # Retail prices end in .99 or .49; keeps the data looking like a till's.
-    price = np.maximum(np.floor(price) + np.where(rng.random(len(price)) < 0.7, 0.99, 0.49), 0.49)
-    dept_codes = classes["department"].map(lambda d: slug(d)[:4].upper()).to_numpy()[sku_class]
-    products = pd.DataFrame({
-        "sku": [f"{d}-{c:03d}-{w:02d}" for d, c, w in zip(dept_codes, sku_class, within)],
-        "department": classes["department"].to_numpy()[sku_class],
-        "class": classes["class"].to_numpy()[sku_class],
-        "base_price": np.round(price, 2),
-    })
-    return Catalog(products=products, classes=classes.drop(columns="class_price"))
-
-
-def _expected_line_value(persona: Persona, catalog: Catalog, cfg: GenerateDataConfig) -> float:
-    """Mean value of one order line for a persona: its department mix times department prices."""
-    price_by_dept = catalog.products.groupby("department")["base_price"].mean()
-    mean_quantity = float(np.dot(np.arange(1, len(cfg.quantity_probabilities) + 1),
-                                 cfg.quantity_probabilities))
-    return mean_quantity * sum(share * price_by_dept[d] for d, share in persona.department_preferences.items())
-
-
-def draw_customers(customer_ids: np.ndarray, personas: dict[str, Persona], data: DataConfig,
-                   cfg: GenerateDataConfig, rng: np.random.Generator) -> pd.DataFrame:
-    """Draw each customer's persona, demographics and signup date.
-
-    Returns
-    -------
-    DataFrame
-        Columns :data:`CUSTOMER_COLUMNS`, one row per id.
-    """
+def build_plan(personas: dict[str, Persona], scenarios: dict[str, Scenario], hierarchy: Hierarchy,
+               data: DataConfig, cfg: GenerateDataConfig, seed: int,
+               catalog: Catalog | None = None) -> GenerationPlan:
+    """Derive the calendar, regimes, item weights and class tables from config."""
+    catalog = catalog or build_catalog(hierarchy, cfg.catalog, seed)
     names = list(personas)
-    n = len(customer_ids)
-    weights = np.array([personas[p].weight for p in names])
-    persona_idx = rng.choice(len(names), size=n, p=weights / weights.sum())
-    age = np.empty(n, dtype=np.int16)
-    gender = np.empty(n, dtype=object)
-    for i, name in enumerate(names):
-        members = np.flatnonzero(persona_idx == i)
-        demo = personas[name].demographics
-        low, high = demo.age_range
-        age[members] = rng.integers(int(low), int(high) + 1, size=len(members))
-        genders = list(demo.gender)
-        gender[members] = np.asarray(genders, dtype=object)[
-            rng.choice(len(genders), size=len(members), p=list(demo.gender.values()))]
-    regions = list(cfg.regions)
-    window = (data.history_end - data.history_start).days
-    at_start = rng.random(n) < cfg.start_customer_share
-    join_offset = np.where(at_start, 0, rng.integers(0, window + 1, size=n))
-    return pd.DataFrame({
-        "customer_id": customer_ids.astype(np.int64),
-        "persona": np.asarray(names, dtype=object)[persona_idx],
-        "age": age,
-        "gender": gender,
-        "has_children": np.array([personas[names[i]].demographics.has_children for i in persona_idx]),
-        "lifestyle": np.asarray([personas[p].demographics.lifestyle for p in names], dtype=object)[persona_idx],
-        "region": np.asarray(regions, dtype=object)[rng.choice(len(regions), size=n,
-                                                                p=list(cfg.regions.values()))],
-        "signup_date": pd.Timestamp(data.history_start) + pd.to_timedelta(join_offset, unit="D"),
-    })
-
-
-def draw_transactions(customers: pd.DataFrame, personas: dict[str, Persona], catalog: Catalog,
-                      data: DataConfig, cfg: GenerateDataConfig,
-                      rng: np.random.Generator) -> pd.DataFrame:
-    """Draw every order line (purchases and returns) of ``customers``.
-
-    Each customer buys at a rate and target order value drawn within the
-    persona's ``spending_profile`` ranges, on days spread over the time
-    from signup to the end of the history, at least once. A line's
-    department follows the persona's preferences; within a department with
-    class preferences, a line takes a preferred class unless it is one of
-    the ``exploration_share`` lines that take any class of the department.
-    Returned lines come back as negative lines of a later return
-    transaction linked by ``original_order_id``.
-
-    Returns
-    -------
-    DataFrame
-        Columns :data:`TRANSACTION_COLUMNS` except ``order_id``, which the
-        caller assigns so ids stay unique across chunks; sorted by customer,
-        date and transaction.
-    """
-    names = list(personas)
-    persona_idx = pd.Categorical(customers["persona"], categories=names).codes
-    n = len(customers)
+    scenario_names = list(scenarios)
     start = pd.Timestamp(data.history_start)
-    window_end = (data.history_end - data.history_start).days
-    join = ((customers["signup_date"] - start).dt.days).to_numpy()
+    n_days = (data.history_end - data.history_start).days + 1
+    days = start + pd.to_timedelta(np.arange(n_days), unit="D")
+    month, day_of_month, weekday = days.month.to_numpy(), days.day.to_numpy(), days.weekday.to_numpy()
+    closed = np.zeros(n_days, dtype=bool)
+    for text in cfg.closed_days:
+        m, d = parse_month_day(text)
+        closed |= (month == m) & (day_of_month == d)
+    base = np.asarray(cfg.month_weights)[month - 1] * np.asarray(cfg.weekday_weights)[weekday] * ~closed
+    base = base / base.mean()
 
-    # Per-customer behaviour within the persona's spending profile.
-    freq = np.array([personas[p].spending_profile.frequency_per_month for p in names])
-    aov = np.array([personas[p].spending_profile.avg_order_value for p in names])
-    rate = rng.uniform(freq[persona_idx, 0], freq[persona_idx, 1])
-    target_aov = rng.uniform(aov[persona_idx, 0], aov[persona_idx, 1])
-    line_value = np.array([_expected_line_value(personas[p], catalog, cfg) for p in names])
-    extra_lines = np.maximum(target_aov / line_value[persona_idx] - 1.0, 0.0)
+    active = np.zeros((len(scenario_names), n_days), dtype=bool)
+    for s, name in enumerate(scenario_names):
+        (m0, d0), (m1, d1) = scenarios[name].days()
+        key, lo, hi = month * 100 + day_of_month, m0 * 100 + d0, m1 * 100 + d1
+        active[s] = (key >= lo) & (key <= hi) if lo <= hi else (key >= lo) | (key <= hi)
 
-    active_days = window_end - join + 1
-    n_orders = np.maximum(rng.poisson(rate * active_days / DAYS_PER_MONTH), 1)
-
-    # Orders: one row each.
-    order_customer = np.repeat(np.arange(n), n_orders)
-    order_day = join[order_customer] + np.floor(rng.random(len(order_customer))
-                                                * active_days[order_customer]).astype(np.int64)
-    order_lines = 1 + rng.poisson(extra_lines[order_customer])
-
-    # Lines: one row each.
-    line_order = np.repeat(np.arange(len(order_customer)), order_lines)
-    line_customer = order_customer[line_order]
-    line_persona = persona_idx[line_customer]
-    n_lines = len(line_order)
-    departments = list(dict.fromkeys(catalog.classes["department"]))
-    dept_share = np.array([[personas[p].department_preferences.get(d, 0.0) for d in departments]
-                           for p in names])
-    cumulative = np.cumsum(dept_share / dept_share.sum(axis=1, keepdims=True), axis=1)
-    cumulative[:, -1] = 1.0
-    u = rng.random(n_lines)
-    line_dept = np.empty(n_lines, dtype=np.int64)
-    for p in range(len(names)):
-        rows = np.flatnonzero(line_persona == p)
-        line_dept[rows] = np.searchsorted(cumulative[p], u[rows], side="right")
-    line_class = _draw_classes(line_persona, line_dept, names, departments, personas, catalog, cfg, rng)
-
-    first_sku = catalog.classes["first_sku"].to_numpy()
-    n_skus = catalog.classes["n_skus"].to_numpy()
-    line_sku = first_sku[line_class] + np.floor(rng.random(n_lines) * n_skus[line_class]).astype(np.int64)
-    q_probs = np.asarray(cfg.quantity_probabilities)
-    quantity = 1 + rng.choice(len(q_probs), size=n_lines, p=q_probs / q_probs.sum())
-    sigma = cfg.unit_price_sigma
-    base = catalog.products["base_price"].to_numpy()[line_sku]
-    unit_price = np.maximum(np.round(base * rng.lognormal(-sigma**2 / 2, sigma, n_lines), 2), 0.01)
-    amount = np.round(quantity * unit_price, 2)
-
-    purchases = pd.DataFrame({
-        "customer_row": line_customer,
-        "order_row": line_order,
-        "day": order_day[line_order],
-        "class_row": line_class,
-        "sku_row": line_sku,
-        "quantity": quantity.astype(np.int32),
-        "unit_price": unit_price,
-        "line_amount": amount,
-        "is_return": False,
-    })
-    returns = _draw_returns(purchases, catalog, departments, order_day, window_end, cfg, rng)
-    lines = pd.concat([purchases, returns], ignore_index=True)
-    lines = lines.sort_values(["customer_row", "day", "is_return", "order_row"], kind="stable")
-    return _to_transaction_frame(lines, customers, catalog, start)
-
-
-def _draw_classes(line_persona: np.ndarray, line_dept: np.ndarray, names: list[str],
-                  departments: list[str], personas: dict[str, Persona], catalog: Catalog,
-                  cfg: GenerateDataConfig, rng: np.random.Generator) -> np.ndarray:
-    """Class row (in ``catalog.classes``) of every line, given its persona and department."""
-    class_table = catalog.classes.reset_index(drop=True)
-    rows_by_dept = {d: np.flatnonzero(class_table["department"].to_numpy() == d) for d in departments}
-    class_row_of = {(d, c): i for i, (d, c) in enumerate(zip(class_table["department"], class_table["class"]))}
-    result = np.empty(len(line_persona), dtype=np.int64)
-    explore = rng.random(len(line_persona)) < cfg.exploration_share
+    n_depts = len(catalog.departments)
+    styles = catalog.styles
+    regimes: list[Regime] = []
+    regime_of: dict[tuple[int, tuple[int, ...]], int] = {}
+    day_regime = np.empty((len(names), n_days), dtype=np.int32)
+    intensity_cum = np.zeros((len(names), n_days + 1))
+    weight_rows: list[np.ndarray] = []
     for p, name in enumerate(names):
-        preferred_by_dept = personas[name].class_preferences
-        for d_idx, dept in enumerate(departments):
-            rows = np.flatnonzero((line_persona == p) & (line_dept == d_idx))
-            if len(rows) == 0:
-                continue
-            every = rows_by_dept[dept]
-            preferred = np.array([class_row_of[(dept, c)] for c in preferred_by_dept.get(dept, ())],
-                                 dtype=np.int64)
-            if len(preferred) == 0:
-                result[rows] = every[rng.integers(0, len(every), size=len(rows))]
-                continue
-            wander = explore[rows]
-            result[rows[wander]] = every[rng.integers(0, len(every), size=int(wander.sum()))]
-            result[rows[~wander]] = preferred[rng.integers(0, len(preferred), size=int((~wander).sum()))]
-    return result
+        persona = personas[name]
+        attached = [s for s, sn in enumerate(scenario_names) if name in scenarios[sn].personas]
+        share = np.array([persona.department_preferences.get(d, 0.0) for d in catalog.departments])
+        tier_mix = persona.brand_tier_affinity or cfg.brand_tier_affinity
+        style_base = persona.style_affinity or cfg.style_affinity
+        visit = np.ones(n_days)
+        combos = np.zeros(n_days, dtype=np.int64)
+        for bit, s in enumerate(attached):
+            combos |= active[s].astype(np.int64) << bit
+        for combo in np.unique(combos):
+            on = tuple(s for bit, s in enumerate(attached) if combo >> bit & 1)
+            chosen = [scenarios[scenario_names[s]] for s in on]
+            weights = share.copy()
+            style = np.array([style_base.get(x, 0.0) for x in styles])
+            visit_mult = basket_mult = 1.0
+            sale_share, sale_depth = 0.0, (0.0, 0.0)
+            focus: list[tuple[int, float, np.ndarray]] = []
+            for sc in chosen:
+                for dept, boost in sc.department_boost.items():
+                    weights[catalog.departments.index(dept)] *= boost
+                for x, boost in sc.style_boost.items():
+                    style[styles.index(x)] *= boost
+                visit_mult *= sc.visit_multiplier
+                basket_mult *= sc.basket_multiplier
+                if sc.discount_share > sale_share:
+                    sale_share, sale_depth = sc.discount_share, tuple(sc.discount_depth)
+                for dept, f in sc.class_focus.items():
+                    rows = np.array([catalog.class_row(dept, c) for c in f.classes])
+                    focus.append((catalog.departments.index(dept), f.share, rows))
+            if weights.sum() <= 0:
+                weights = share.copy()  # every preferred department switched off: keep the base mix
+            weights = weights / weights.sum()
+            cum = np.cumsum(weights)
+            cum[-1] = 1.0 + 1e-9
+            weight_rows.append(_item_weights(catalog, tier_mix, style))
+            regime_of[(p, on)] = len(regimes)
+            regimes.append(Regime(persona=p, scenarios=on, department_cum=cum, department_share=weights,
+                                  visit_multiplier=visit_mult, basket_multiplier=basket_mult,
+                                  sale_share=sale_share, sale_depth=sale_depth, class_focus=focus,
+                                  item_weight_row=len(weight_rows) - 1))
+            on_days = combos == combo
+            day_regime[p, on_days] = regime_of[(p, on)]
+            visit[on_days] = visit_mult
+        intensity_cum[p, 1:] = np.cumsum(base * visit) / DAYS_PER_MONTH
+
+    item_cum = np.vstack([np.cumsum(w) / w.sum() + 2.0 * i for i, w in enumerate(weight_rows)])
+
+    # Classes: the persona's listed classes (class level) or the customer's own picks (department level).
+    max_pref = max([len(v) for p in personas.values() for v in p.class_preferences.values()] + [1])
+    preferred = np.zeros((len(names), n_depts, max_pref), dtype=np.int64)
+    preferred_count = np.zeros((len(names), n_depts), dtype=np.int64)
+    class_level = np.zeros((len(names), n_depts), dtype=bool)
+    picks_range = np.zeros((len(names), n_depts, 2), dtype=np.int64)
+    exploration = np.array([cfg.exploration_share if personas[n].exploration_share is None
+                            else personas[n].exploration_share for n in names])
+    for p, name in enumerate(names):
+        persona = personas[name]
+        for d, dept in enumerate(catalog.departments):
+            listed = persona.class_preferences.get(dept, ())
+            n_classes = len(catalog.department_classes(dept))
+            if listed:
+                class_level[p, d] = True
+                rows = [catalog.class_row(dept, c) for c in listed]
+                preferred[p, d, :len(rows)] = rows
+                preferred_count[p, d] = len(rows)
+            low, high = persona.classes_per_department.get(dept, cfg.classes_per_department)
+            picks_range[p, d] = (min(int(low), n_classes), min(int(high), n_classes))
+
+    # Mean value of a line per persona (outside scenarios), to turn a target order value into lines.
+    q = np.asarray(cfg.quantity_probabilities)
+    mean_quantity = float(np.dot(np.arange(1, len(q) + 1), q / q.sum()))
+    expected = np.zeros(len(names))
+    promo = cfg.promotion_share * np.mean(cfg.promotion_depth)
+    for p, name in enumerate(names):
+        own = [g for g in regimes if g.persona == p]
+        r = next((g for g in own if not g.scenarios), own[0])  # the persona outside its scenarios
+        w = np.diff(np.concatenate([[2.0 * r.item_weight_row], item_cum[r.item_weight_row]]))
+        class_mean = np.bincount(catalog.item_class, weights=w * catalog.item_price,
+                                 minlength=len(catalog.class_names))
+        class_mass = np.bincount(catalog.item_class, weights=w, minlength=len(catalog.class_names))
+        class_mean = class_mean / np.maximum(class_mass, 1e-12)
+        dept_mean = np.zeros(n_depts)
+        for d in range(n_depts):
+            rows = catalog.department_classes(catalog.departments[d])
+            if class_level[p, d]:
+                listed = preferred[p, d, :preferred_count[p, d]]
+                e = exploration[p]
+                dept_mean[d] = (1 - e) * class_mean[listed].mean() + e * class_mean[rows].mean()
+            else:
+                dept_mean[d] = class_mean[rows].mean()
+        expected[p] = mean_quantity * float(np.dot(r.department_share, dept_mean)) * (1 - promo)
+
+    # Departments written by the generator: merchandise, then the till's other lines.
+    department_names = list(catalog.departments)
+    department_classes = [[catalog.class_names[k] for k in catalog.department_classes(d)]
+                          for d in catalog.departments]
+    special: dict[str, int] = {}
+    for dept_name, dept in hierarchy.departments.items():
+        if dept.kind in NON_MERCHANDISE_KINDS:
+            special.setdefault(dept.kind, len(department_names))
+            special[f"{dept.kind}:{dept_name}"] = len(department_names)
+            department_names.append(dept_name)
+            department_classes.append(list(dept.classes) + list(dept.data_quality_classes))
+    department_sellable = [len(classes) for classes in department_classes]
+    for kind_dept in department_names[len(catalog.departments):]:
+        department_sellable[department_names.index(kind_dept)] = len(hierarchy.departments[kind_dept].classes)
+    # Data-quality classes of merchandise departments are appended after their sellable classes.
+    data_quality_class: dict[int, list[int]] = {}
+    for d, dept in enumerate(catalog.departments):
+        extra = list(hierarchy.departments[dept].data_quality_classes)
+        base_len = len(department_classes[d])
+        department_classes[d] = department_classes[d] + extra
+        data_quality_class[d] = list(range(base_len, base_len + len(extra)))
+
+    identity = (build_identity_pools(cfg.identity.locale, cfg.identity.pool_size, seed)
+                if cfg.identity.enabled else None)
+    return GenerationPlan(
+        personas=personas, scenarios=scenarios, persona_names=names, scenario_names=scenario_names,
+        catalog=catalog, data=data, cfg=cfg, n_days=n_days, day_month=month, base_intensity=base,
+        scenario_days=active, day_regime=day_regime,
+        intensity_cum=intensity_cum, regimes=regimes, item_cum=item_cum, expected_line_value=expected,
+        preferred=preferred, preferred_count=preferred_count, class_level=class_level,
+        picks_range=picks_range, exploration=exploration, department_names=department_names,
+        department_classes=department_classes, department_sellable=department_sellable,
+        special_departments=special,
+        class_offsets=np.concatenate([[0], np.cumsum([len(c) for c in department_classes])[:-1]]).astype(np.int64),
+        product_codes=_product_codes(department_names, department_classes, catalog.products),
+        data_quality_class=data_quality_class, identity=identity)
 
 
-def _draw_returns(purchases: pd.DataFrame, catalog: Catalog, departments: list[str],
-                  order_day: np.ndarray, window_end: int, cfg: GenerateDataConfig,
-                  rng: np.random.Generator) -> pd.DataFrame:
-    """Negative lines for returned purchases, one return transaction per order and return day."""
-    dept_of_class = pd.Categorical(catalog.classes["department"], categories=departments).codes
-    rate_by_dept = np.array([cfg.department_return_rates.get(d, cfg.return_rate) for d in departments])
-    line_rate = rate_by_dept[dept_of_class[purchases["class_row"].to_numpy()]]
-    returned = rng.random(len(purchases)) < line_rate
+def _item_weights(catalog: Catalog, tier_mix: dict[str, float], style: np.ndarray) -> np.ndarray:
+    """Choice weight of every item so that, within a class, tier shares equal ``tier_mix``."""
+    tier = np.array([tier_mix.get(t, 0.0) for t in BRAND_TIERS])
+    w_style = style[catalog.item_style] + 1e-9
+    key = catalog.item_class * len(BRAND_TIERS) + catalog.item_tier
+    mass = np.bincount(key, weights=w_style, minlength=len(catalog.class_names) * len(BRAND_TIERS))
+    weights = tier[catalog.item_tier] * w_style / mass[key]
+    # A class missing a tier the persona likes still sells: give its items a small floor.
+    return weights + 1e-6
+
+
+# ----------------------------------------------------------------------------------------------
+# Customers
+
+
+def draw_customers(first_id: int, n: int, plan: GenerationPlan, rng: np.random.Generator) -> dict:
+    """Draw ``n`` customers' profiles and hidden behaviour (rates, sizes, usual classes)."""
+    cfg, names, personas = plan.cfg, plan.persona_names, plan.personas
+    weights = np.array([personas[p].weight for p in names])
+    persona = rng.choice(len(names), size=n, p=weights / weights.sum())
+    age = np.empty(n, dtype=np.int16)
+    female = np.empty(n, dtype=bool)
+    freq_mean = np.empty(n)
+    aov = np.empty(n)
+    dropout_mean = np.empty(n)
+    online_mean = np.empty(n)
+    n_children = np.zeros(n, dtype=np.int64)
+    child_age = np.full((n, 4), np.nan)
+    for i, name in enumerate(names):
+        rows = np.flatnonzero(persona == i)
+        m = len(rows)
+        pz = personas[name]
+        demo = pz.demographics
+        age[rows] = rng.integers(int(demo.age_range[0]), int(demo.age_range[1]) + 1, size=m)
+        female[rows] = rng.random(m) < demo.gender.get("Female", 0.0)
+        freq_mean[rows] = np.mean(pz.spending_profile.frequency_per_month)
+        aov[rows] = rng.uniform(*pz.spending_profile.avg_order_value, size=m)
+        dropout_mean[rows] = (cfg.dropout_probability if pz.spending_profile.dropout_probability is None
+                              else pz.spending_profile.dropout_probability)
+        online_mean[rows] = cfg.channel.online_share if pz.online_share is None else pz.online_share
+        if demo.children is not None:
+            low, high = (int(v) for v in demo.children.count)
+            n_children[rows] = rng.integers(low, min(high, 4) + 1, size=m)
+            ages = rng.uniform(*demo.children.age_at_start, size=(m, 4))
+        else:
+            n_children[rows] = 1
+            ages = rng.uniform(0, 14, size=(m, 4))
+        ages[np.arange(4)[None, :] >= n_children[rows, None]] = np.nan
+        child_age[rows] = ages
+    shape = cfg.visit_rate_shape
+    rate = rng.gamma(shape, freq_mean / shape)
+    kappa = cfg.dropout_concentration
+    dropout = np.where(dropout_mean > 0,
+                       rng.beta(np.maximum(dropout_mean * kappa, 1e-6),
+                                np.maximum((1 - dropout_mean) * kappa, 1e-6)), 0.0)
+    ck = cfg.channel.concentration
+    online = rng.beta(np.maximum(online_mean * ck, 1e-6), np.maximum((1 - online_mean) * ck, 1e-6))
+    existing = rng.random(n) < cfg.start_customer_share
+    signup_before = rng.integers(1, 3 * 365, size=n)  # existing customers joined up to 3 years earlier
+
+    # Sizes: one per adult scale (own, or the partner's for the other gender's departments).
+    sizes = np.zeros((n, len(SIZE_SCALES)), dtype=np.int64)
+    for scale, shares in plan.cfg.catalog.adult_sizes.items():
+        p = np.array(list(shares.values()))
+        sizes[:, SIZE_SCALES.index(scale)] = rng.choice(len(p), size=n, p=p / p.sum())
+
+    # Usual classes in department-level departments: a random subset per customer.
+    n_depts = len(plan.catalog.departments)
+    max_picks = max(int(plan.picks_range[..., 1].max()), 1)
+    picks = np.zeros((n, n_depts, max_picks), dtype=np.int64)
+    pick_count = np.ones((n, n_depts), dtype=np.int64)
+    for d, dept in enumerate(plan.catalog.departments):
+        rows_d = plan.catalog.department_classes(dept)
+        order = np.argsort(rng.random((n, len(rows_d))), axis=1)[:, :max_picks]
+        padded = np.zeros((n, max_picks), dtype=np.int64)
+        padded[:, :order.shape[1]] = rows_d[order]
+        picks[:, d] = padded
+        low = plan.picks_range[persona, d, 0]
+        high = plan.picks_range[persona, d, 1]
+        pick_count[:, d] = np.maximum(low + np.floor(rng.random(n) * (high - low + 1)).astype(np.int64), 1)
+
+    regions = list(cfg.regions)
+    region = rng.choice(len(regions), size=n, p=np.array(list(cfg.regions.values())) / sum(cfg.regions.values()))
+    return {
+        "customer_id": np.arange(first_id, first_id + n, dtype=np.int64), "persona": persona, "age": age,
+        "female": female, "region": region, "rate": rate, "aov": aov, "dropout": dropout, "online": online,
+        "existing": existing, "signup_before": signup_before, "sizes": sizes, "n_children": n_children, "child_age": child_age,
+        "picks": picks, "pick_count": pick_count,
+    }
+
+
+# ----------------------------------------------------------------------------------------------
+# Orders and lines
+
+
+def _draw_orders(c: dict, plan: GenerationPlan, rng: np.random.Generator) -> dict:
+    """Visit days of every customer: first visit, Poisson visits after it, dropout."""
+    n = len(c["persona"])
+    D = plan.n_days
+    cum = plan.intensity_cum[c["persona"]]  # (n, D + 1) cumulative visits at rate 1/month
+    total = cum[:, -1]
+    rate = c["rate"]
+    # First visit: newcomers join at a seasonal day over the window; existing customers' first
+    # visit is their process's first arrival, given that there is one.
+    u = rng.random(n)
+    target_new = u * total
+    mass = rate * total
+    target_old = -np.log1p(-u * -np.expm1(-mass)) / np.maximum(rate, 1e-12)
+    target = np.where(c["existing"], np.minimum(target_old, total * (1 - 1e-12)), target_new)
+    first_day = _invert(cum, target)
+
+    remaining = (total - cum[np.arange(n), first_day + 1]) * rate
+    extra = rng.poisson(np.maximum(remaining, 0.0))
+    # BG/NBD: after each purchase, stop for good with the customer's dropout probability.
+    with np.errstate(divide="ignore"):
+        kept_max = np.where(c["dropout"] > 0, rng.geometric(np.maximum(c["dropout"], 1e-12)), 1 << 30)
+    n_orders = np.minimum(1 + extra, kept_max)
+    dropped = kept_max <= 1 + extra
+
+    order_customer = np.repeat(np.arange(n), 1 + extra)
+    is_first = np.r_[True, order_customer[1:] != order_customer[:-1]] if len(order_customer) else np.zeros(0, bool)
+    low = cum[order_customer, first_day[order_customer] + 1]
+    high = total[order_customer]
+    day = np.where(is_first, first_day[order_customer],
+                   _invert_rows(cum, order_customer, low + rng.random(len(order_customer)) * (high - low)))
+    order_index = np.lexsort((day, order_customer))
+    order_customer, day = order_customer[order_index], day[order_index]
+    rank = np.arange(len(order_customer)) - np.searchsorted(order_customer, order_customer)
+    keep = rank < n_orders[order_customer]
+    order_customer, day = order_customer[keep], day[keep]
+    last_day = np.full(n, -1)
+    np.maximum.at(last_day, order_customer, day)
+    return {"customer": order_customer, "day": day, "first_day": first_day, "dropped": dropped,
+            "last_day": last_day, "n_orders": np.bincount(order_customer, minlength=n)}
+
+
+def _invert(cum: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """Day whose cumulative interval holds ``target``, per row of ``cum``."""
+    return np.clip((cum[:, 1:] <= target[:, None]).sum(axis=1), 0, cum.shape[1] - 2)
+
+
+def _invert_rows(cum: np.ndarray, rows: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """As :func:`_invert` for many targets per row, with one binary search over stacked rows."""
+    width = cum.shape[1]
+    offset = np.arange(cum.shape[0])[:, None] * (cum[:, -1].max() + 1.0)
+    flat = (cum + offset).ravel()
+    found = np.searchsorted(flat, target + offset[rows, 0], side="right") - 1
+    return np.clip(found - rows * width, 0, width - 2)
+
+
+def draw_block(first_id: int, n: int, plan: GenerationPlan, rng: np.random.Generator) -> dict:
+    """Customers, orders and order lines of one block, as NumPy arrays (see :func:`block_tables`)."""
+    cfg, cat = plan.cfg, plan.catalog
+    c = draw_customers(first_id, n, plan, rng)
+    o = _draw_orders(c, plan, rng)
+    persona = c["persona"]
+    order_customer, order_day = o["customer"], o["day"]
+    n_orders = len(order_customer)
+    order_persona = persona[order_customer]
+    order_regime = plan.day_regime[order_persona, order_day]
+    regime_basket = np.array([r.basket_multiplier for r in plan.regimes])
+    online = (rng.random(n_orders) < c["online"][order_customer]) if cfg.channel.enabled else np.zeros(n_orders, bool)
+
+    # Lines per order: 1 + negative binomial, mean set by the customer's target order value.
+    mean_lines = c["aov"][order_customer] / plan.expected_line_value[order_persona]
+    mean_extra = np.maximum(mean_lines * regime_basket[order_regime] - 1.0, 0.0)
+    r = cfg.basket_dispersion
+    extra = rng.negative_binomial(r, r / (r + mean_extra))
+    order_lines = 1 + extra
+
+    dept_cum = np.vstack([g.department_cum for g in plan.regimes])
+    mission = (rng.random(n_orders)[:, None] > dept_cum[order_regime]).sum(axis=1)
+    line_order = np.repeat(np.arange(n_orders), order_lines)
+    n_lines = len(line_order)
+    line_customer = order_customer[line_order]
+    line_persona = order_persona[line_order]
+    line_regime = order_regime[line_order]
+    independent = (rng.random(n_lines)[:, None] > dept_cum[line_regime]).sum(axis=1)
+    dept = np.where(rng.random(n_lines) < cfg.basket_focus, mission[line_order], independent)
+
+    cls = _draw_classes(line_customer, line_persona, line_regime, dept, c, plan, rng)
+    item = _draw_items(cls, line_regime, plan, rng)
+    sku = cat.item_first_sku[item] + _draw_sizes(cls, line_customer, order_day[line_order], c, plan, rng)
+
+    q = np.asarray(cfg.quantity_probabilities)
+    quantity = 1 + np.searchsorted(np.cumsum(q / q.sum())[:-1], rng.random(n_lines), side="right")
+    sigma = cfg.unit_price_sigma
+    regular = np.round(cat.item_price[item] * rng.lognormal(-sigma**2 / 2, sigma, n_lines), 2)
+    regular = np.maximum(regular, 0.01)
+    sale_share = np.array([g.sale_share for g in plan.regimes])[line_regime]
+    sale_low = np.array([g.sale_depth[0] for g in plan.regimes])[line_regime]
+    sale_high = np.array([g.sale_depth[1] for g in plan.regimes])[line_regime]
+    on_sale = rng.random(n_lines) < sale_share
+    promoted = ~on_sale & (rng.random(n_lines) < cfg.promotion_share)
+    p_low, p_high = cfg.promotion_depth
+    depth_u = rng.random(n_lines)
+    depth = np.where(on_sale, sale_low + depth_u * (sale_high - sale_low),
+                     np.where(promoted, p_low + depth_u * (p_high - p_low), 0.0))
+    unit_price = np.maximum(np.round(regular * (1 - depth), 2), 0.01)
+    amount = np.round(quantity * unit_price, 2)
+    discount = np.round(quantity * (regular - unit_price), 2)
+
+    # Returns: category rates, more often online; one return trip per order, dated after it.
+    dept_rate = np.array([cfg.department_return_rates.get(d, cfg.return_rate) for d in cat.departments])
+    line_online = online[line_order]
+    p_return = dept_rate[dept] * np.where(line_online, cfg.channel.online_return_multiplier, 1.0)
     low, high = (int(v) for v in cfg.return_delay_days)
-    # One delay per order: a customer brings back an order's items together.
-    delay = rng.integers(low, high + 1, size=len(order_day))
-    ret = purchases.loc[returned].copy()
-    ret["day"] = order_day[ret["order_row"].to_numpy()] + delay[ret["order_row"].to_numpy()]
-    ret = ret[ret["day"] <= window_end]  # not yet returned when the history ends
-    ret["quantity"] = -ret["quantity"]
-    ret["line_amount"] = -ret["line_amount"]
-    ret["is_return"] = True
-    return ret
+    delay = rng.integers(low, high + 1, size=n_orders)
+    returned = (rng.random(n_lines) < np.minimum(p_return, 1.0)) & (order_day[line_order] + delay[line_order]
+                                                                    < plan.n_days)
+    # Source-system noise: a few lines land on DUMMY / UNASSIGNED / Unknown classes.
+    class_code = cls - np.array([cat.department_classes(d)[0] for d in cat.departments])[dept]
+    dq = rng.random(n_lines) < cfg.non_merchandise.data_quality_rate
+    dept_out, class_out = dept.copy(), class_code.copy()
+    dq_rows = np.flatnonzero(dq)
+    dq_dept = plan.special_departments.get("data_quality")
+    for d in np.unique(dept[dq_rows]):
+        rows = dq_rows[dept[dq_rows] == d]
+        choices = plan.data_quality_class[int(d)]
+        to_dummy = rng.random(len(rows)) < (0.2 if choices else 1.0)
+        if dq_dept is not None and to_dummy.any():
+            dept_out[rows[to_dummy]] = dq_dept
+            class_out[rows[to_dummy]] = 0
+        keep = rows[~to_dummy] if dq_dept is not None else rows
+        if choices and len(keep):
+            class_out[keep] = np.asarray(choices)[rng.integers(0, len(choices), size=len(keep))]
+
+    lines = {
+        "order": line_order, "dept": dept_out, "class": class_out, "sku": sku,
+        "quantity": quantity.astype(np.int32), "unit_price": unit_price, "amount": amount,
+        "discount": discount, "merch_dept": dept, "regime": line_regime, "class_row": cls,
+        "class_code": class_code, "p_return": p_return,
+    }
+    other = _draw_other_lines(order_day, online, plan, rng)
+    identity = (assign_identities(plan.identity, c["female"], c["customer_id"], rng)
+                if plan.identity is not None else None)
+    return {"identity": identity, "customers": c, "orders": o, "order_online": online, "order_regime": order_regime,
+            "lines": lines, "returned": returned, "return_delay": delay, "other": other}
 
 
-def _to_transaction_frame(lines: pd.DataFrame, customers: pd.DataFrame, catalog: Catalog,
-                          start: pd.Timestamp) -> pd.DataFrame:
-    products = catalog.products
-    classes = catalog.classes
-    # A transaction is a purchase order or a return of (part of) one on one day.
-    txn_key = lines["order_row"].to_numpy() * 2 + lines["is_return"].to_numpy()
-    new_txn = np.r_[True, txn_key[1:] != txn_key[:-1]]
-    return pd.DataFrame({
-        "customer_id": customers["customer_id"].to_numpy()[lines["customer_row"].to_numpy()],
-        "transaction_row": np.cumsum(new_txn) - 1,
-        "order_row": lines["order_row"].to_numpy(),
-        "order_date": start + pd.to_timedelta(lines["day"].to_numpy(), unit="D"),
-        "department": classes["department"].to_numpy()[lines["class_row"].to_numpy()],
-        "class": classes["class"].to_numpy()[lines["class_row"].to_numpy()],
-        "sku": products["sku"].to_numpy()[lines["sku_row"].to_numpy()],
-        "quantity": lines["quantity"].to_numpy(np.int32),
-        "unit_price": lines["unit_price"].to_numpy(np.float64),
-        "line_amount": lines["line_amount"].to_numpy(np.float64),
-        "is_return": lines["is_return"].to_numpy(bool),
-    })
+def _draw_classes(line_customer, line_persona, line_regime, dept, c, plan: GenerationPlan,
+                  rng: np.random.Generator) -> np.ndarray:
+    """Class of every merchandise line: usual classes, exploration, scenario focus."""
+    cat = plan.catalog
+    n = len(dept)
+    u = rng.random(n)
+    class_level = plan.class_level[line_persona, dept]
+    listed_n = plan.preferred_count[line_persona, dept]
+    listed = plan.preferred[line_persona, dept, np.minimum((u * listed_n).astype(np.int64),
+                                                           np.maximum(listed_n - 1, 0))]
+    k = c["pick_count"][line_customer, dept]
+    own = c["picks"][line_customer, dept, np.minimum((u * k).astype(np.int64), k - 1)]
+    cls = np.where(class_level, listed, own)
+    first = np.array([cat.department_classes(d)[0] for d in cat.departments])
+    count = np.array([len(cat.department_classes(d)) for d in cat.departments])
+    explore = rng.random(n) < plan.exploration[line_persona]
+    anywhere = first[dept] + np.floor(rng.random(n) * count[dept]).astype(np.int64)
+    cls = np.where(explore, anywhere, cls)
+    focus_u = rng.random(n)
+    pick_u = rng.random(n)
+    for r, regime in enumerate(plan.regimes):
+        for d, share, rows in regime.class_focus:
+            hit = (line_regime == r) & (dept == d) & (focus_u < share)
+            cls[hit] = rows[np.floor(pick_u[hit] * len(rows)).astype(np.int64)]
+    return cls
 
 
-def generate(config_personas: dict[str, Persona], hierarchy: Hierarchy, data: DataConfig,
-             cfg: GenerateDataConfig, seed: int,
-             catalog: Catalog | None = None) -> Iterator[tuple[pd.DataFrame, pd.DataFrame]]:
-    """Yield ``(customers, transactions)`` chunk by chunk, ``cfg.chunk_size`` customers at a time.
+def _draw_items(cls: np.ndarray, line_regime: np.ndarray, plan: GenerationPlan,
+                rng: np.random.Generator) -> np.ndarray:
+    """Item of every line within its class, weighted by the regime's brand-tier and style weights.
 
-    Order ids are unique across chunks and increase with customer, date
-    and transaction; a return line carries its own return transaction's
-    ``order_id`` and the purchase's ``original_order_id``.
+    ``plan.item_cum`` holds each weight row's cumulative weights offset by
+    2 per row, so one binary search over the flattened table serves every row.
     """
-    catalog = catalog or build_catalog(hierarchy, cfg, seed)
-    n_total = data.n_customers
+    cat = plan.catalog
+    row = np.array([g.item_weight_row for g in plan.regimes])[line_regime]
+    width = plan.item_cum.shape[1]
+    flat = plan.item_cum.ravel()
+    first = cat.class_first_item[cls]
+    last = first + cat.class_n_items[cls] - 1
+    high = flat[row * width + last]
+    low = np.where(first > 0, flat[row * width + first - 1], 2.0 * row)
+    target = low + rng.random(len(cls)) * (high - low)
+    item = np.searchsorted(flat, target, side="left") - row * width
+    return np.clip(item, first, last)
+
+
+def _draw_sizes(cls, line_customer, line_day, c, plan: GenerationPlan, rng: np.random.Generator) -> np.ndarray:
+    """Size index within the item's SKUs: the customer's own size, or their child's size that day."""
+    cat, catalog_cfg = plan.catalog, plan.cfg.catalog
+    scale = cat.class_scale[cls]
+    size = c["sizes"][line_customer, scale]
+    kids = np.flatnonzero((scale == SIZE_SCALES.index("kids")) | (scale == SIZE_SCALES.index("kids_footwear")))
+    if len(kids):
+        nk = c["n_children"][line_customer[kids]]
+        child = np.minimum((rng.random(len(kids)) * nk).astype(np.int64), nk - 1)
+        age = c["child_age"][line_customer[kids], child] + line_day[kids] / 365.25
+        for name, bands in (("kids", catalog_cfg.kids_size_bands), ("kids_footwear", catalog_cfg.kids_footwear_bands)):
+            rows = scale[kids] == SIZE_SCALES.index(name)
+            edges = np.array(sorted(b[0] for b in bands.values()))
+            size[kids[rows]] = np.clip(np.searchsorted(edges, age[rows], side="right") - 1, 0, len(edges) - 1)
+    size[scale == SIZE_SCALES.index("none")] = 0
+    return size
+
+
+def _draw_other_lines(order_day, online, plan: GenerationPlan, rng: np.random.Generator) -> dict:
+    """Bag levy, gift card, charity and concession lines of orders (never returned)."""
+    nm = plan.cfg.non_merchandise
+    n = len(order_day)
+    store = ~online
+    december = plan.day_month[order_day] == 12
+    parts = []
+    special = plan.special_departments
+
+    def add(kind: str, mask: np.ndarray, values: np.ndarray, class_index: np.ndarray | int = 0) -> None:
+        if kind not in special:
+            return
+        rows = np.flatnonzero(mask)
+        cls = np.broadcast_to(np.asarray(class_index), (n,))[rows]
+        parts.append((rows, np.full(len(rows), special[kind]), cls, values[rows]))
+
+    u = rng.random((4, n))
+    add("bag_levy", store & (u[0] < nm.bag_levy_probability), np.full(n, nm.bag_levy_price))
+    p_gift = nm.gift_card_probability * np.where(december, nm.gift_card_december_multiplier, 1.0)
+    gift_values = np.asarray(nm.gift_card_values, dtype=float)
+    add("gift_card", u[1] < p_gift, gift_values[rng.integers(0, len(gift_values), size=n)])
+    charity_values = np.asarray(nm.charity_values, dtype=float)
+    add("charity", store & (u[2] < nm.charity_probability),
+        charity_values[rng.integers(0, len(charity_values), size=n)])
+    if "concession" in special:
+        d = special["concession"]
+        low, high = nm.concession_price_range
+        values = np.round(rng.uniform(low, high, size=n), 2)
+        add("concession", store & (u[3] < nm.concession_probability), values,
+            rng.integers(0, plan.department_sellable[d], size=n))
+    if not parts:
+        empty = np.zeros(0, dtype=np.int64)
+        return {"order": empty, "dept": empty, "class": empty, "amount": np.zeros(0)}
+    return {"order": np.concatenate([p[0] for p in parts]), "dept": np.concatenate([p[1] for p in parts]),
+            "class": np.concatenate([p[2] for p in parts]),
+            "amount": np.round(np.concatenate([p[3] for p in parts]), 2)}
+
+
+# ----------------------------------------------------------------------------------------------
+# Tables
+
+
+def block_tables(block: dict, plan: GenerationPlan, first_order_id: int) -> tuple[pd.DataFrame, pa.Table]:
+    """The customers and transactions tables of one block, with order ids from ``first_order_id``.
+
+    Transactions are sorted by customer, date, purchase before return; each
+    order is one purchase transaction, and its returned lines (if any) one
+    return transaction ``return_delay`` days later, linked by ``original_order_id``.
+    """
+    c, o, lines, other = block["customers"], block["orders"], block["lines"], block["other"]
+    start = np.datetime64(plan.data.history_start, "D")
+    order_customer, order_day = o["customer"], o["day"]
+    n_orders = len(order_customer)
+    returned = block["returned"]
+    return_orders = np.unique(lines["order"][returned])
+    return_day = order_day[return_orders] + block["return_delay"][return_orders]
+    txn_customer = np.concatenate([order_customer, order_customer[return_orders]])
+    txn_day = np.concatenate([order_day, return_day])
+    txn_return = np.concatenate([np.zeros(n_orders, bool), np.ones(len(return_orders), bool)])
+    txn_order = np.concatenate([np.arange(n_orders), return_orders])
+    ranking = np.lexsort((txn_order, txn_return, txn_day, txn_customer))
+    txn_rank = np.empty(len(ranking), dtype=np.int64)
+    txn_rank[ranking] = np.arange(len(ranking))
+    purchase_rank = txn_rank[:n_orders]
+    return_rank = np.full(n_orders, -1, dtype=np.int64)
+    return_rank[return_orders] = txn_rank[n_orders:]
+
+    r_idx = np.flatnonzero(returned)
+    n_merch, n_other, n_ret = len(lines["order"]), len(other["order"]), len(r_idx)
+    order_of = np.concatenate([lines["order"], other["order"], lines["order"][r_idx]])
+    rank = np.concatenate([purchase_rank[lines["order"]], purchase_rank[other["order"]],
+                           return_rank[lines["order"][r_idx]]])
+    is_return = np.concatenate([np.zeros(n_merch + n_other, bool), np.ones(n_ret, bool)])
+    sign = np.where(is_return, -1, 1)
+    dept = np.concatenate([lines["dept"], other["dept"], lines["dept"][r_idx]])
+    cls = np.concatenate([lines["class"], other["class"], lines["class"][r_idx]])
+    sku = np.concatenate([lines["sku"], np.full(n_other, -1), lines["sku"][r_idx]])
+    quantity = np.concatenate([lines["quantity"], np.ones(n_other, np.int32), lines["quantity"][r_idx]]) * sign
+    unit_price = np.concatenate([lines["unit_price"], other["amount"], lines["unit_price"][r_idx]])
+    amount = np.concatenate([lines["amount"], other["amount"], lines["amount"][r_idx]]) * sign
+    discount = np.concatenate([lines["discount"], np.zeros(n_other), lines["discount"][r_idx]]) * sign
+    day = np.concatenate([order_day[lines["order"]], order_day[other["order"]],
+                          order_day[lines["order"][r_idx]] + block["return_delay"][lines["order"][r_idx]]])
+    sort = np.argsort(rank, kind="stable")
+
+    customer_id = c["customer_id"][order_customer[order_of]][sort]
+    order_id = first_order_id + rank[sort]
+    original = np.where(is_return, first_order_id + purchase_rank[order_of], 0)[sort]
+    class_global = plan.class_offsets[dept] + cls
+    sku_sorted = sku[sort]
+    no_sku = sku_sorted < 0
+    sku_safe = np.where(no_sku, 0, sku_sorted)
+    online = block["order_online"][order_of][sort]
+    if plan.cfg.channel.enabled:
+        channel = _strings(online.astype(np.int32), pa.array(["store", "online"]))
+    else:
+        channel = pa.DictionaryArray.from_arrays(pa.nulls(len(sort), pa.int32()), pa.array([], pa.string()))
+    columns = {
+        "customer_id": pa.array(customer_id, pa.int64()),
+        "order_id": pa.array(order_id, pa.int64()),
+        "order_date": pa.array((start + day[sort]).astype("datetime64[us]"), pa.timestamp("us")),
+        "channel": channel,
+        "department": _strings(dept[sort], plan.product_codes["department"][1]),
+        "class": _strings(class_global[sort], plan.product_codes["class"][1]),
+        **{name: _strings(plan.product_codes[name][0][sku_safe], plan.product_codes[name][1], no_sku)
+           for name in ("sku", "brand", "brand_tier", "style", "color", "size")},
+        "quantity": pa.array(quantity[sort].astype(np.int32), pa.int32()),
+        "unit_price": pa.array(unit_price[sort], pa.float64()),
+        "discount_amount": pa.array(np.round(discount[sort], 2), pa.float64()),
+        "line_amount": pa.array(np.round(amount[sort], 2), pa.float64()),
+        "is_return": pa.array(is_return[sort], pa.bool_()),
+        "original_order_id": pa.array(original, mask=~is_return[sort], type=pa.int64()),
+    }
+    table = pa.Table.from_pydict(columns, schema=DICTIONARY_TRANSACTION_SCHEMA)
+    return _customer_frame(block, plan), table
+
+
+def _strings(codes: np.ndarray, dictionary: pa.Array, null: np.ndarray | None = None) -> pa.DictionaryArray:
+    # Dictionary arrays: writing Parquet from codes avoids materialising millions of strings.
+    missing = codes < 0 if null is None else (codes < 0) | null
+    indices = pa.array(np.maximum(codes, 0).astype(np.int32, copy=False), mask=missing if missing.any() else None,
+                       type=pa.int32())
+    return pa.DictionaryArray.from_arrays(indices, dictionary)
+
+
+def _product_codes(plan_departments: list[str], classes: list[list[str]],
+                   products: pd.DataFrame) -> dict[str, tuple[np.ndarray, pa.Array]]:
+    """Per string column: the code of each SKU (or class) and the dictionary of values."""
+    codes: dict[str, tuple[np.ndarray, pa.Array]] = {
+        "department": (np.arange(len(plan_departments)), pa.array(plan_departments, pa.string())),
+        "class": (np.arange(sum(map(len, classes))), pa.array([c for cs in classes for c in cs], pa.string())),
+    }
+    for name in ("sku", "brand", "brand_tier", "style", "color", "size"):
+        values = products[name]
+        uniques = pd.unique(values.dropna())
+        code = pd.Categorical(values, categories=uniques).codes.astype(np.int32)
+        # A SKU without a size (size scale none) gets code -1: a null size.
+        codes[name] = (code, pa.array(list(uniques), pa.string()))
+    return codes
+
+
+def dictionary_schema(schema: pa.Schema) -> pa.Schema:
+    """``schema`` with every string column dictionary-encoded (same metadata)."""
+    return pa.schema([pa.field(f.name, pa.dictionary(pa.int32(), pa.string()) if f.type == pa.string()
+                               else f.type, nullable=f.nullable) for f in schema], metadata=schema.metadata)
+
+
+DICTIONARY_TRANSACTION_SCHEMA = dictionary_schema(TRANSACTION_SCHEMA)
+"""The schema of the tables :func:`generate` yields; written to Parquet it reads back as
+:data:`TRANSACTION_SCHEMA` (see ``01_generate_data.py``)."""
+
+
+def _customer_frame(block: dict, plan: GenerationPlan) -> pd.DataFrame:
+    c, o = block["customers"], block["orders"]
+    names = plan.persona_names
+    personas = plan.personas
+    n = len(c["persona"])
+    start = np.datetime64(plan.data.history_start, "D")
+    signup = np.where(c["existing"], -c["signup_before"], o["first_day"])
+    dropout = np.where(o["dropped"], o["last_day"], 0)
+    frame = pd.DataFrame({
+        "customer_id": c["customer_id"],
+        "persona": pd.array(np.asarray(names, dtype=object)[c["persona"]], dtype="string"),
+        "age": pd.array(c["age"], dtype="Int16"),
+        "gender": pd.array(np.where(c["female"], "Female", "Male"), dtype="string"),
+        "has_children": pd.array([personas[names[i]].demographics.has_children for i in c["persona"]],
+                                 dtype="boolean"),
+        "lifestyle": pd.array(np.asarray([personas[p].demographics.lifestyle for p in names],
+                                         dtype=object)[c["persona"]], dtype="string"),
+        "region": pd.array(np.asarray(list(plan.cfg.regions), dtype=object)[c["region"]], dtype="string"),
+        "signup_date": (start + signup).astype("datetime64[us]"),
+        "dropout_date": pd.Series((start + dropout).astype("datetime64[us]")).where(o["dropped"]),
+    })
+    ident = block["identity"]
+    if ident is not None:
+        for column in tables.IDENTITY_COLUMNS:
+            frame[column] = pd.array(ident[column], dtype="string")
+    else:
+        for column in tables.IDENTITY_COLUMNS:
+            frame[column] = pd.array([None] * n, dtype="string")
+    return frame[list(CUSTOMER_COLUMNS)]
+
+
+def generate(plan: GenerationPlan, seed: int,
+             on_block=None) -> Iterator[tuple[pd.DataFrame, pa.Table]]:
+    """Yield ``(customers, transactions)`` per chunk of ``chunk_size`` customers (whole blocks).
+
+    Blocks of :data:`BLOCK_SIZE` customers draw from their own random
+    streams and order ids run on across blocks, so the output is the same
+    whatever the chunk size. ``on_block(block)``, if given, sees each
+    block's raw arrays (used by the generation report).
+    """
+    n_total = plan.data.n_customers
+    blocks_per_chunk = max(1, -(-plan.cfg.chunk_size // BLOCK_SIZE))
     next_order_id = 1
-    for chunk_index, first in enumerate(range(0, n_total, cfg.chunk_size)):
-        rng = np.random.default_rng([seed, 2, chunk_index])
-        ids = np.arange(first + 1, min(first + cfg.chunk_size, n_total) + 1)
-        customers = draw_customers(ids, config_personas, data, cfg, rng)
-        lines = draw_transactions(customers, config_personas, catalog, data, cfg, rng)
-        order_id = next_order_id + lines.pop("transaction_row").to_numpy()
-        # The purchase transaction of each order row is the first transaction holding it.
-        order_rows = lines.pop("order_row").to_numpy()
-        purchase_id = pd.Series(order_id[~lines["is_return"].to_numpy()],
-                                index=order_rows[~lines["is_return"].to_numpy()])
-        purchase_id = purchase_id[~purchase_id.index.duplicated()]
-        original = pd.array(np.where(lines["is_return"].to_numpy(),
-                                     purchase_id.reindex(order_rows).to_numpy(), 0), dtype="Int64")
-        original[~lines["is_return"].to_numpy()] = pd.NA
-        lines.insert(1, "order_id", order_id.astype(np.int64))
-        lines["original_order_id"] = original
-        next_order_id = int(order_id.max()) + 1 if len(order_id) else next_order_id
-        log.info("generated customers %d-%d of %d: %d lines", ids[0], ids[-1], n_total, len(lines))
-        yield customers, lines
+    block_index = 0
+    while block_index * BLOCK_SIZE < n_total:
+        customer_frames, transaction_tables = [], []
+        for _ in range(blocks_per_chunk):
+            first = block_index * BLOCK_SIZE
+            if first >= n_total:
+                break
+            n = min(BLOCK_SIZE, n_total - first)
+            rng = np.random.default_rng([seed, 2, block_index])
+            block = draw_block(first + 1, n, plan, rng)
+            customers, transactions = block_tables(block, plan, next_order_id)
+            if on_block is not None:
+                on_block(block)
+            if transactions.num_rows:
+                next_order_id = int(pc.max(transactions["order_id"]).as_py()) + 1
+            customer_frames.append(customers)
+            transaction_tables.append(transactions)
+            block_index += 1
+        customers = pd.concat(customer_frames, ignore_index=True)
+        transactions = pa.concat_tables(transaction_tables)
+        log.info("generated customers up to %d of %d: %d lines", int(customers["customer_id"].iloc[-1]),
+                 n_total, transactions.num_rows)
+        yield customers, transactions
 
 
-_TRANSACTION_TYPES = pa.schema([
-    ("customer_id", pa.int64()),
-    ("order_id", pa.int64()),
-    ("order_date", pa.timestamp("us")),
-    ("department", pa.string()),
-    ("class", pa.string()),
-    ("sku", pa.string()),
-    ("quantity", pa.int32()),
-    ("unit_price", pa.float64()),
-    ("line_amount", pa.float64()),
-    ("is_return", pa.bool_()),
-    ("original_order_id", pa.int64()),
-])
-
-
-def _transaction_schema() -> pa.Schema:
-    # The pandas metadata makes readers get original_order_id back as nullable Int64, not float.
-    empty = pd.DataFrame({f.name: pd.Series(dtype="Int64" if f.name == "original_order_id"
-                                            else f.type.to_pandas_dtype()) for f in _TRANSACTION_TYPES})
-    return _TRANSACTION_TYPES.with_metadata(pa.Schema.from_pandas(empty, preserve_index=False).metadata)
-
-
-TRANSACTION_SCHEMA = _transaction_schema()
-"""Arrow schema of ``transactions.parquet``; every chunk is written with it."""
+def generate_all(plan: GenerationPlan, seed: int, on_block=None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Every chunk of :func:`generate` concatenated, transactions as plain-string pandas (small data only)."""
+    chunks = list(generate(plan, seed, on_block=on_block))
+    customers = pd.concat([c for c, _ in chunks], ignore_index=True)
+    transactions = pa.concat_tables([t.cast(TRANSACTION_SCHEMA) for _, t in chunks]).to_pandas()
+    return customers, transactions

@@ -28,6 +28,7 @@ PIPELINE_LOG = "pipeline.log"
 TRANSACTIONS = "transactions.parquet"
 CUSTOMERS = "customers.parquet"
 PRODUCTS = "products.parquet"
+GENERATION_REPORT = "generation_report.json"
 
 # 02_prepare_features
 BASIC = "basic.parquet"

@@ -11,8 +11,17 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+from core.generator_config import BRAND_TIERS, parse_month_day
 from core.hierarchy import Hierarchy
 from core.schema import Problems, Range, build, check_sums_to_one, read_yaml, spec, suggest
+
+
+@dataclasses.dataclass(frozen=True)
+class Children:
+    """The children a customer buys kids' sizes for (their own, or grandchildren)."""
+
+    count: Range = spec(minimum=1, help="[min, max] children per customer")
+    age_at_start: Range = spec(help="[min, max] age in years on history_start; they grow over the window")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -23,6 +32,8 @@ class Demographics:
     gender: dict[str, float] = spec(help="Female | Male, or a mapping of gender to share summing to 1")
     has_children: bool = spec(help="true or false")
     lifestyle: str = spec(help="a short phrase")
+    children: Children | None = spec(None, help="children bought for; without it, kids' sizes are drawn "
+                                                "for one child aged 0-14")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,6 +42,9 @@ class SpendingProfile:
 
     avg_order_value: Range = spec(help="[min, max] of a customer's average order value")
     frequency_per_month: Range = spec(help="[min, max] orders per month while active")
+    dropout_probability: float | None = spec(None, minimum=0.0, maximum=1.0,
+                                             help="mean chance of stopping after a purchase; null = "
+                                                  "generate_data.dropout_probability")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,21 +56,76 @@ class Persona:
     demographics: Demographics = spec()
     department_preferences: dict[str, float] = spec(minimum=0.0, help="share of order lines per department")
     spending_profile: SpendingProfile = spec()
-    class_preferences: dict[str, tuple[str, ...]] = spec({}, help="preferred classes per department")
+    class_preferences: dict[str, tuple[str, ...]] = spec({}, help="preferred classes per department "
+                                                                    "(class level); other departments are "
+                                                                    "department level")
+    classes_per_department: dict[str, Range] = spec({}, minimum=1,
+                                                    help="[min, max] classes each customer picks in a "
+                                                         "department-level department; default "
+                                                         "generate_data.classes_per_department")
+    exploration_share: float | None = spec(None, minimum=0.0, maximum=1.0,
+                                           help="share of lines outside the usual classes; null = "
+                                                "generate_data.exploration_share")
+    brand_tier_affinity: dict[str, float] = spec({}, minimum=0.0,
+                                                 help="share of lines per brand tier, summing to 1; "
+                                                      "empty = generate_data.brand_tier_affinity")
+    style_affinity: dict[str, float] = spec({}, minimum=0.0,
+                                            help="weight per style; empty = generate_data.style_affinity")
+    online_share: float | None = spec(None, minimum=0.0, maximum=1.0,
+                                      help="mean share of orders online; null = generate_data.channel.online_share")
+
+
+@dataclasses.dataclass(frozen=True)
+class ClassFocus:
+    """Within a scenario, a share of a department's lines goes to named classes."""
+
+    share: float = spec(minimum=0.0, maximum=1.0, help="share of the department's lines")
+    classes: tuple[str, ...] = spec(help="sellable classes of the department")
+
+
+@dataclasses.dataclass(frozen=True)
+class Scenario:
+    """Time-bounded behaviour of some personas, every year between ``start`` and ``end``."""
+
+    description: str = spec(help="a sentence")
+    personas: tuple[str, ...] = spec(help="personas it applies to")
+    start: str = spec(help="first day, MM-DD")
+    end: str = spec(help="last day, MM-DD (before start: the window runs over New Year)")
+    visit_multiplier: float = spec(1.0, minimum=0.0, help="visit rate multiplier inside the window")
+    basket_multiplier: float = spec(1.0, exclusive_minimum=0.0, help="mean lines per order multiplier")
+    department_boost: dict[str, float] = spec({}, minimum=0.0,
+                                              help="multiplies a department's share of lines (then "
+                                                   "shares are renormalised)")
+    class_focus: dict[str, ClassFocus] = spec({}, help="per department, a share of lines to named classes")
+    style_boost: dict[str, float] = spec({}, minimum=0.0, help="multiplies a style's weight")
+    discount_share: float = spec(0.0, minimum=0.0, maximum=1.0, help="share of lines discounted (a sale)")
+    discount_depth: Range = spec((0.0, 0.0), maximum=1.0, help="[min, max] sale discount")
+
+    def days(self) -> tuple[tuple[int, int], tuple[int, int]]:
+        """``((start month, day), (end month, day))``."""
+        return parse_month_day(self.start), parse_month_day(self.end)
 
 
 @dataclasses.dataclass(frozen=True)
 class _PersonasFile:
     personas: dict[str, Persona]
+    scenarios: dict[str, Scenario] = spec({}, help="time-bounded behaviour attached to personas")
 
 
 def parse_personas(data: object, source: str, hierarchy: Hierarchy) -> dict[str, Persona]:
+    """Validate the parsed YAML of a personas file; return its personas (see :func:`parse_persona_file`)."""
+    return parse_persona_file(data, source, hierarchy)[0]
+
+
+def parse_persona_file(data: object, source: str,
+                       hierarchy: Hierarchy) -> tuple[dict[str, Persona], dict[str, Scenario]]:
     """Validate the parsed YAML of a personas file against ``hierarchy``.
 
     Checks, besides types and unknown keys: persona weights sum to 1, each
     persona's department preferences sum to 1 and name merchandise
     departments of the hierarchy, each preferred class belongs to its
-    department, and ranges are ``[min, max]`` with non-negative ends.
+    department, ranges are ``[min, max]`` with non-negative ends, and each
+    scenario names known personas, departments and classes and valid days.
 
     Raises
     ------
@@ -72,8 +141,50 @@ def parse_personas(data: object, source: str, hierarchy: Hierarchy) -> dict[str,
                           "personas.*.weight")
         for name, persona in parsed.personas.items():
             _check_persona(name, persona, hierarchy, problems)
+        for name, scenario in parsed.scenarios.items():
+            _check_scenario(name, scenario, list(parsed.personas), hierarchy, problems)
     problems.raise_if_any()
-    return dict(parsed.personas)
+    return dict(parsed.personas), dict(parsed.scenarios)
+
+
+def _check_scenario(name: str, scenario: Scenario, personas: list[str], hierarchy: Hierarchy,
+                    problems: Problems) -> None:
+    key = f"scenarios.{name}"
+    merchandise = hierarchy.merchandise_departments
+    if not scenario.personas:
+        problems.add(f"{key}.personas", "empty; name the personas the scenario applies to")
+    for persona in scenario.personas:
+        if persona not in personas:
+            problems.add(f"{key}.personas", f"persona '{persona}' is not defined{suggest(persona, personas)}; "
+                                            f"defined: {', '.join(personas)}")
+    for field in ("start", "end"):
+        if parse_month_day(getattr(scenario, field)) is None:
+            problems.add(f"{key}.{field}", f"{getattr(scenario, field)!r} is not a day of the year; "
+                                           f"write MM-DD, e.g. 11-15")
+    for dept in list(scenario.department_boost) + list(scenario.class_focus):
+        if dept not in merchandise:
+            problems.add(f"{key}", f"department '{dept}' is not a merchandise department"
+                                   f"{suggest(dept, merchandise)}; allowed: {', '.join(merchandise)}")
+    for dept, focus in scenario.class_focus.items():
+        if dept not in merchandise:
+            continue
+        sellable = list(hierarchy.departments[dept].classes)
+        if not focus.classes:
+            problems.add(f"{key}.class_focus.{dept}.classes", "empty; name at least one class")
+        for cls in focus.classes:
+            if cls not in sellable:
+                problems.add(f"{key}.class_focus.{dept}.classes",
+                             f"class '{cls}' is not a sellable class of '{dept}'{suggest(cls, sellable)}")
+    low, high = scenario.discount_depth
+    if scenario.discount_share > 0 and high <= 0:
+        problems.add(f"{key}.discount_depth", "is [0, 0] while discount_share > 0; give the sale's "
+                                              "[min, max] discount, e.g. [0.2, 0.5]")
+    effects = (scenario.visit_multiplier != 1.0 or scenario.basket_multiplier != 1.0
+               or scenario.department_boost or scenario.class_focus or scenario.style_boost
+               or scenario.discount_share > 0)
+    if not effects:
+        problems.add(key, "changes nothing; set at least one of visit_multiplier, basket_multiplier, "
+                          "department_boost, class_focus, style_boost, discount_share")
 
 
 def _normalise_gender(data: object) -> object:
@@ -120,9 +231,32 @@ def _check_persona(name: str, persona: Persona, hierarchy: Hierarchy, problems: 
             if cls not in sellable:
                 problems.add(ckey, f"class '{cls}' is not a sellable class of '{dept}'"
                                    f"{suggest(cls, sellable)}; allowed: {', '.join(sellable)}")
+    for dept in persona.classes_per_department:
+        if dept not in persona.department_preferences:
+            problems.add(f"{key}.classes_per_department.{dept}",
+                         f"department '{dept}' has no share in department_preferences")
+        elif dept in persona.class_preferences:
+            problems.add(f"{key}.classes_per_department.{dept}",
+                         f"department '{dept}' lists its classes in class_preferences; a department is "
+                         f"either class level or department level, not both")
+    if persona.brand_tier_affinity:
+        unknown = sorted(set(persona.brand_tier_affinity) - set(BRAND_TIERS))
+        if unknown:
+            problems.add(f"{key}.brand_tier_affinity", f"unknown tier(s) {', '.join(unknown)}; "
+                                                       f"allowed: {', '.join(BRAND_TIERS)}")
+        check_sums_to_one(persona.brand_tier_affinity, problems, f"{key}.brand_tier_affinity")
+    children = persona.demographics.children
+    if children is not None and children.age_at_start[1] > 17:
+        problems.add(f"{key}.demographics.children.age_at_start",
+                     f"{list(children.age_at_start)}: children older than 17 do not wear kids' sizes")
 
 
 def load_personas(path: Path, hierarchy: Hierarchy) -> dict[str, Persona]:
-    """Read and validate a personas YAML file."""
+    """Read and validate a personas YAML file; return its personas."""
+    return load_persona_file(path, hierarchy)[0]
+
+
+def load_persona_file(path: Path, hierarchy: Hierarchy) -> tuple[dict[str, Persona], dict[str, Scenario]]:
+    """Read and validate a personas YAML file; return its personas and scenarios."""
     path = Path(path)
-    return parse_personas(read_yaml(path), str(path), hierarchy)
+    return parse_persona_file(read_yaml(path), str(path), hierarchy)

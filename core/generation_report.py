@@ -1,0 +1,330 @@
+"""Proof that generated data matches its config: ``generation_report.json``.
+
+:class:`GenerationReport` is fed every block the generator draws (small
+per-persona, per-day and per-department counts, so its memory does not grow
+with the number of customers) and then compares what was realised with what
+the config asked for:
+
+- persona mix against the configured weights (chi-square test);
+- department line share per persona against its preferences, and against
+  the share expected once the persona's scenarios are applied;
+- average order value and visit rate per persona against their ranges;
+- return rate per department against the configured rates;
+- the uplift realised inside each scenario window against outside it.
+
+Every check lists its tolerance (``generate_data.report_tolerances``) and
+whether it passed; :attr:`GenerationReport.failures` lists those that did not.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import stats
+
+from core.generator import DAYS_PER_MONTH, GenerationPlan
+
+
+class GenerationReport:
+    """Accumulates block statistics and judges them against the config.
+
+    Parameters
+    ----------
+    plan : GenerationPlan
+    """
+
+    def __init__(self, plan: GenerationPlan):
+        self.plan = plan
+        P, D = len(plan.persona_names), plan.n_days
+        M, K = len(plan.catalog.departments), len(plan.catalog.class_names)
+        self.customers = np.zeros(P, dtype=np.int64)
+        self.extra_orders = np.zeros(P)
+        self.active_months = np.zeros(P)
+        self.merch_orders = np.zeros(P)
+        self.merch_value = np.zeros(P)
+        self.lines = np.zeros((P, M))
+        self.spend = np.zeros((P, M))
+        self.expected_lines = np.zeros((P, M))
+        self.dept_lines = np.zeros(M)
+        self.dept_returned = np.zeros(M)
+        self.dept_expected_returns = np.zeros(M)
+        self.orders_by_day = np.zeros((P, D))
+        self.active_by_day = np.zeros((P, D + 1))
+        self.lines_by_day_dept = np.zeros((P, D, M))
+        self.discounted_by_day = np.zeros((P, D))
+        self.lines_by_day = np.zeros((P, D))
+        self.focus_classes = sorted({int(k) for r in plan.regimes for _, _, rows in r.class_focus for k in rows})
+        self.class_by_day = np.zeros((P, D, len(self.focus_classes)))
+        self.other_lines: dict[str, int] = {}
+        self.data_quality_lines = 0
+        self.merchandise_lines = 0
+        self._K = K
+
+    def add(self, block: dict) -> None:
+        """Count one block of the generator (the dict :func:`core.generator.draw_block` returns)."""
+        plan = self.plan
+        P, D = len(plan.persona_names), plan.n_days
+        M = len(plan.catalog.departments)
+        c, o, lines = block["customers"], block["orders"], block["lines"]
+        persona = c["persona"]
+        self.customers += np.bincount(persona, minlength=P)
+        end = np.where(o["dropped"], o["last_day"], D - 1)
+        exposure_end = np.where(o["dropped"], o["last_day"] - 1, D - 1)
+        span_months = (end - o["first_day"]) / DAYS_PER_MONTH
+        self.extra_orders += np.bincount(persona, weights=o["n_orders"] - 1, minlength=P)
+        self.active_months += np.bincount(persona, weights=span_months, minlength=P)
+        # Visit rates are measured on the visits after each customer's first: those follow the
+        # calendar and scenarios, while a first visit marks when the customer was first seen.
+        starts = o["first_day"] + 1
+        live = starts <= exposure_end
+        # Exposure is weighted by each customer's own visit rate: frequent visitors use up their
+        # purchases sooner, so the mix of customers still active changes over the window.
+        rate = c["rate"][live]
+        np.add.at(self.active_by_day, (persona[live], starts[live]), rate)
+        np.add.at(self.active_by_day, (persona[live], exposure_end[live] + 1), -rate)
+        # A dropped customer's last visit ends their exposure: given it, the visits between are
+        # spread by the calendar alone, so it is left out too.
+        order_persona = persona[o["customer"]]
+        cust = o["customer"]
+        later = np.r_[False, cust[1:] == cust[:-1]]
+        last = np.r_[cust[1:] != cust[:-1], True] & o["dropped"][cust]
+        counted = later & ~last
+        np.add.at(self.orders_by_day, (order_persona[counted], o["day"][counted]), 1)
+
+        line_persona = order_persona[lines["order"]]
+        line_day = o["day"][lines["order"]]
+        dept = lines["merch_dept"]
+        key = line_persona * M + dept
+        self.lines += np.bincount(key, minlength=P * M).reshape(P, M)
+        self.spend += np.bincount(key, weights=lines["amount"], minlength=P * M).reshape(P, M)
+        shares = np.vstack([r.department_share for r in plan.regimes])
+        regime_counts = np.bincount(lines["regime"], minlength=len(plan.regimes))
+        for r, count in enumerate(regime_counts):
+            if count:
+                self.expected_lines[plan.regimes[r].persona] += count * shares[r]
+        order_value = np.bincount(lines["order"], weights=lines["amount"], minlength=len(o["day"]))
+        has_lines = np.bincount(lines["order"], minlength=len(o["day"])) > 0
+        self.merch_orders += np.bincount(order_persona, weights=has_lines, minlength=P)
+        self.merch_value += np.bincount(order_persona, weights=order_value, minlength=P)
+        in_window = line_day + block["return_delay"][lines["order"]] < D
+        self.dept_lines += np.bincount(dept[in_window], minlength=M)
+        self.dept_returned += np.bincount(dept[block["returned"]], minlength=M)
+        self.dept_expected_returns += np.bincount(dept[in_window], weights=lines["p_return"][in_window],
+                                                  minlength=M)
+        day_key = line_persona * D + line_day
+        self.lines_by_day += np.bincount(day_key, minlength=P * D).reshape(P, D)
+        self.discounted_by_day += np.bincount(day_key, weights=lines["discount"] > 0,
+                                              minlength=P * D).reshape(P, D)
+        self.lines_by_day_dept += np.bincount(day_key * M + dept, minlength=P * D * M).reshape(P, D, M)
+        if self.focus_classes:
+            lookup = np.full(self._K, -1)
+            lookup[self.focus_classes] = np.arange(len(self.focus_classes))
+            hit = lookup[lines["class_row"]]
+            rows = hit >= 0
+            np.add.at(self.class_by_day, (line_persona[rows], line_day[rows], hit[rows]), 1)
+        self.merchandise_lines += len(dept)
+        self.data_quality_lines += int((lines["dept"] != dept).sum() + (lines["class"] != lines["class_code"]).sum()
+                                       - ((lines["dept"] != dept) & (lines["class"] != lines["class_code"])).sum())
+        other = block["other"]
+        for kind, d in plan.special_departments.items():
+            if ":" not in kind:
+                self.other_lines[kind] = self.other_lines.get(kind, 0) + int((other["dept"] == d).sum())
+
+    # ------------------------------------------------------------------------------------------
+
+    def finish(self) -> dict:
+        """The report as JSON-ready data; failed checks are also in :attr:`failures`."""
+        plan, tol = self.plan, self.plan.cfg.report_tolerances
+        names, depts = plan.persona_names, plan.catalog.departments
+        self.failures: list[str] = []
+        report = {
+            "customers": int(self.customers.sum()),
+            "persona_mix": self._persona_mix(tol),
+            "department_share": self._department_share(tol),
+            "order_value_and_visits": self._ranges(tol),
+            "return_rates": self._returns(tol),
+            "scenarios": self._scenarios(tol),
+            "non_merchandise_lines": {**self.other_lines, "merchandise_lines": self.merchandise_lines,
+                                      "data_quality_lines": self.data_quality_lines,
+                                      "data_quality_share": round(self.data_quality_lines
+                                                                  / max(self.merchandise_lines, 1), 5)},
+            "tolerances": {k: getattr(tol, k) for k in tol.__dataclass_fields__},
+        }
+        report["checks_failed"] = list(self.failures)
+        report["passed"] = not self.failures
+        del names, depts
+        return report
+
+    def _persona_mix(self, tol) -> dict:
+        plan = self.plan
+        weights = np.array([plan.personas[p].weight for p in plan.persona_names])
+        expected = weights / weights.sum() * self.customers.sum()
+        test_rows = expected > 0
+        p_value = (float(stats.chisquare(self.customers[test_rows], expected[test_rows]).pvalue)
+                   if test_rows.sum() > 1 else 1.0)
+        ok = p_value >= tol.persona_mix_p_value
+        if not ok:
+            self.failures.append(f"persona mix: chi-square p = {p_value:.2g} < {tol.persona_mix_p_value} "
+                                 f"(realised {dict(zip(plan.persona_names, self.customers.tolist()))})")
+        return {"chi_square_p_value": round(p_value, 6), "passed": ok,
+                "personas": {p: {"configured_share": round(float(w / weights.sum()), 4),
+                                 "realised_share": round(float(n / max(self.customers.sum(), 1)), 4),
+                                 "customers": int(n)}
+                             for p, w, n in zip(plan.persona_names, weights, self.customers)}}
+
+    def _department_share(self, tol) -> dict:
+        plan = self.plan
+        out = {}
+        for p, name in enumerate(plan.persona_names):
+            total = self.lines[p].sum()
+            pref = plan.personas[name].department_preferences
+            rows = {}
+            checked = total >= tol.min_group_size
+            for d, dept in enumerate(plan.catalog.departments):
+                configured = pref.get(dept, 0.0)
+                expected = self.expected_lines[p, d] / max(self.expected_lines[p].sum(), 1)
+                realised = self.lines[p, d] / max(total, 1)
+                if configured == 0 and realised == 0:
+                    continue
+                ok = not checked or abs(realised - expected) <= tol.department_share_abs
+                if not ok:
+                    self.failures.append(f"{name}: {dept} is {realised:.3f} of lines, expected {expected:.3f} "
+                                         f"(configured {configured:.3f}) +- {tol.department_share_abs}")
+                rows[dept] = {"configured_line_share": round(configured, 4),
+                              "expected_line_share_with_scenarios": round(float(expected), 4),
+                              "realised_line_share": round(float(realised), 4),
+                              "realised_spend_share": round(float(self.spend[p, d] / max(self.spend[p].sum(), 1)), 4),
+                              "passed": ok}
+            out[name] = {"lines": int(total), "departments": rows}
+        return out
+
+    def _ranges(self, tol) -> dict:
+        plan, out = self.plan, {}
+        slack = tol.range_relative
+        for p, name in enumerate(plan.persona_names):
+            profile = plan.personas[name].spending_profile
+            aov = self.merch_value[p] / max(self.merch_orders[p], 1)
+            visits = self.extra_orders[p] / max(self.active_months[p], 1e-9)
+            checked = self.customers[p] >= tol.min_group_size
+            rows = {}
+            for label, value, (low, high) in (("average_order_value", aov, profile.avg_order_value),
+                                              ("visits_per_month", visits, profile.frequency_per_month)):
+                ok = not checked or low * (1 - slack) <= value <= high * (1 + slack)
+                if not ok:
+                    self.failures.append(f"{name}: {label} {value:.2f} is outside [{low}, {high}] "
+                                         f"+- {slack:.0%}")
+                rows[label] = {"realised": round(float(value), 3), "configured": [low, high], "passed": ok}
+            out[name] = rows
+        return out
+
+    def _returns(self, tol) -> dict:
+        plan, cfg, out = self.plan, self.plan.cfg, {}
+        for d, dept in enumerate(plan.catalog.departments):
+            n = self.dept_lines[d]
+            if n == 0:
+                continue
+            realised = self.dept_returned[d] / n
+            expected = self.dept_expected_returns[d] / n
+            ok = n < tol.min_group_size or abs(realised - expected) <= tol.return_rate_abs
+            if not ok:
+                self.failures.append(f"returns: {dept} {realised:.3f} of lines, expected {expected:.3f} "
+                                     f"+- {tol.return_rate_abs}")
+            out[dept] = {"configured_rate": cfg.department_return_rates.get(dept, cfg.return_rate),
+                         "expected_rate_with_online": round(float(expected), 4),
+                         "realised_rate": round(float(realised), 4), "lines": int(n), "passed": ok}
+        return out
+
+    def _scenarios(self, tol) -> dict:
+        """Uplift inside each window against outside, realised and expected.
+
+        Personas can be in several scenarios at once (a sale inside a
+        season), so the expected uplift is worked out from the plan's day
+        by day regimes with the realised exposure (active customers, lines),
+        and the realised one must come within ``scenario_uplift_abs`` (or a
+        quarter of the expected uplift, when larger) of it.
+        """
+        plan, out = self.plan, {}
+        active = np.cumsum(self.active_by_day, axis=1)[:, :-1]
+        base = plan.base_intensity
+        regimes = plan.regimes
+        visit_mult = np.array([r.visit_multiplier for r in regimes])[plan.day_regime]
+        shares = np.vstack([r.department_share for r in regimes])[plan.day_regime]  # (P, D, M)
+        sale = np.array([r.sale_share for r in regimes])[plan.day_regime]
+        promo = plan.cfg.promotion_share
+        discount_chance = 1 - (1 - promo) * (1 - sale)
+        for s, name in enumerate(plan.scenario_names):
+            sc = plan.scenarios[name]
+            rows = [plan.persona_names.index(p) for p in sc.personas]
+            inside = plan.scenario_days[s]
+            result: dict = {"window": [sc.start, sc.end], "personas": list(sc.personas), "effects": {}}
+
+            def ratio(numerator: np.ndarray, denominator: np.ndarray) -> float | None:
+                num_in, num_out = numerator[inside].sum(), numerator[~inside].sum()
+                den_in, den_out = denominator[inside].sum(), denominator[~inside].sum()
+                if min(den_in, den_out, num_out) <= 0:
+                    return None
+                return float((num_in / den_in) / (num_out / den_out) - 1)
+
+            def judge(label: str, configured: float, realised: float | None, expected: float | None,
+                      sample: float) -> None:
+                entry = {"configured_factor": configured,
+                         "expected_uplift": None if expected is None else round(expected, 4),
+                         "realised_uplift": None if realised is None else round(realised, 4)}
+                if realised is None or expected is None:
+                    entry.update(passed=True, note="no data on one side of the window")
+                else:
+                    allowed = max(tol.scenario_uplift_abs, 0.25 * abs(expected))
+                    ok = sample < tol.min_group_size or abs(realised - expected) <= allowed
+                    if not ok:
+                        self.failures.append(f"scenario {name}: {label} uplift {realised:+.3f} inside the window, "
+                                             f"expected {expected:+.3f} +- {allowed:.3f}")
+                    entry["passed"] = ok
+                result["effects"][label] = entry
+
+            orders = self.orders_by_day[rows].sum(axis=0)
+            exposure = (active[rows] * base[None, :]).sum(axis=0)
+            boosted = (active[rows] * base[None, :] * visit_mult[rows]).sum(axis=0)
+            if sc.visit_multiplier != 1.0:
+                judge("visits", sc.visit_multiplier, ratio(orders, exposure), ratio(boosted, exposure),
+                      orders.sum())
+            line_rows = self.lines_by_day[rows]
+            lines = line_rows.sum(axis=0)
+            for dept, factor in sc.department_boost.items():
+                d = plan.catalog.departments.index(dept)
+                dept_lines = self.lines_by_day_dept[rows][:, :, d].sum(axis=0)
+                expected_lines = (line_rows * shares[rows][:, :, d]).sum(axis=0)
+                judge(f"department {dept}", factor, ratio(dept_lines, lines), ratio(expected_lines, lines),
+                      dept_lines.sum())
+            for dept, focus in sc.class_focus.items():
+                d = plan.catalog.departments.index(dept)
+                dept_lines = self.lines_by_day_dept[rows][:, :, d].sum(axis=0)
+                cols = [self.focus_classes.index(plan.catalog.class_row(dept, c)) for c in focus.classes]
+                focus_lines = self.class_by_day[rows][:, :, cols].sum(axis=(0, 2))
+                realised = ratio(focus_lines, dept_lines)
+                # The classes' usual share is measured outside; inside, focus.share more of the lines go to them.
+                usual = focus_lines[~inside].sum() / max(dept_lines[~inside].sum(), 1)
+                expected = (focus.share + (1 - focus.share) * usual) / usual - 1 if usual > 0 else None
+                judge(f"classes {', '.join(focus.classes)}", 1.0 + focus.share, realised, expected,
+                      focus_lines.sum())
+            if sc.discount_share > 0:
+                discounted = self.discounted_by_day[rows].sum(axis=0)
+                expected_discounted = (line_rows * discount_chance[rows]).sum(axis=0)
+                judge("discounted lines", 1.0 + sc.discount_share, ratio(discounted, lines),
+                      ratio(expected_discounted, lines), discounted.sum())
+            out[name] = result
+        return out
+
+
+def summary_lines(report: dict) -> list[str]:
+    """A few lines for the console: what was made and whether it matches the config."""
+    mix = report["persona_mix"]
+    lines = [f"persona mix chi-square p = {mix['chi_square_p_value']:.3g} "
+             f"({'ok' if mix['passed'] else 'FAILED'})"]
+    worst = max((abs(v["realised_line_share"] - v["expected_line_share_with_scenarios"]), p, d)
+                for p, rows in report["department_share"].items() for d, v in rows["departments"].items())
+    lines.append(f"largest department share gap: {worst[0]:.3f} ({worst[1]}, {worst[2]})")
+    effects = [(s, e, v["realised_uplift"]) for s, r in report["scenarios"].items()
+               for e, v in r["effects"].items() if v.get("realised_uplift") is not None]
+    lines.append("scenario uplifts: " + "; ".join(f"{s} {e} {u:+.0%}" for s, e, u in effects[:8]))
+    status = "all checks passed" if report["passed"] else f"{len(report['checks_failed'])} check(s) FAILED"
+    lines.append(status)
+    return lines

@@ -1,10 +1,23 @@
-"""Contract and behaviour tests of the synthetic transaction generator (core/generator.py).
+"""Contract and behaviour tests of the synthetic transaction generator (core/generator.py, core/catalog.py).
 
-Data come from the shipped hierarchy and personas with the small test config
-(300 customers over 2023, several chunks); the persona-mix tests use 3000.
+Real data through the real code, from configs written to YAML and loaded like
+any other:
+
+- ``shipped``: the shipped hierarchy, personas and scenarios on 2,500
+  customers over 2023-2024 (about 340,000 lines);
+- ``custom``: four personas and two scenarios made for these tests (a class
+  level persona, a department-level one without exploration, a parent of one
+  child, a seasonal shopper) on a flat calendar, without data-quality noise;
+- ``switched_off``: 300 customers with the channel and identity fields off.
+
+Tolerances are several standard errors wide at these sizes, so the tests do
+not depend on the seed, yet each fails when the rule it checks is broken.
 """
 
 from __future__ import annotations
+
+import dataclasses
+import functools
 
 import numpy as np
 import pandas as pd
@@ -13,200 +26,673 @@ import pytest
 from scipy.stats import chisquare
 
 from conftest import small_config_document, write_config
-from core import generator
-from core.config import load_config
+from core import generator, tables
+from core.catalog import scale_size_names, size_scale_of
+from core.config import PipelineConfig, load_config
+from core.generator_config import ADULT_SCALES, BRAND_TIERS
+
+TILL_KINDS = ("bag_levy", "gift_card", "charity", "concession")
+APPAREL = ("Ladies Clothing", "Mens Clothing", "Ladies Footwear")
 
 
-def generate_all(config, seed=None):
-    """Concatenated (customers, transactions) of every chunk."""
-    seed = config.seed if seed is None else seed
-    catalog = generator.build_catalog(config.hierarchy, config.generate_data, seed)
-    chunks = list(generator.generate(config.personas, config.hierarchy, config.data, config.generate_data, seed,
-                                     catalog))
-    customers = pd.concat([c for c, _ in chunks], ignore_index=True)
-    transactions = pd.concat([t for _, t in chunks], ignore_index=True)
-    return customers, transactions, catalog, len(chunks)
+# --- running the generator ---------------------------------------------------------------------
+
+@dataclasses.dataclass
+class Run:
+    """One generation: config, plan, the chunks as yielded, and both tables as pandas."""
+
+    config: PipelineConfig
+    plan: generator.GenerationPlan
+    chunks: list[tuple[pd.DataFrame, pa.Table]]
+    customers: pd.DataFrame
+    tx: pd.DataFrame
+    persona: pd.Series  # persona of each transaction line, aligned with tx
+
+    @property
+    def start(self) -> pd.Timestamp:
+        return pd.Timestamp(self.config.data.history_start)
+
+    @property
+    def end(self) -> pd.Timestamp:
+        return pd.Timestamp(self.config.data.history_end)
+
+    @functools.cached_property
+    def kind(self) -> pd.Series:
+        """Department kind of each line (merchandise, bag_levy, ..., data_quality)."""
+        kinds = {name: d.kind for name, d in self.config.hierarchy.departments.items()}
+        return self.tx["department"].map(kinds)
+
+    @functools.cached_property
+    def data_quality(self) -> np.ndarray:
+        """Lines recorded under a DUMMY / UNASSIGNED / Unknown class or a data-quality department."""
+        hierarchy = self.config.hierarchy
+        noise = {f"{d}/{c}" for d, dept in hierarchy.departments.items() for c in dept.data_quality_classes}
+        pairs = self.tx["department"] + "/" + self.tx["class"]
+        return pairs.isin(noise).to_numpy() | (self.kind == "data_quality").to_numpy()
+
+    @functools.cached_property
+    def goods(self) -> pd.DataFrame:
+        """Purchase lines of goods (merchandise and its data-quality noise), with a persona column.
+
+        Read only: shared by the tests of a module.
+        """
+        tx = self.tx.assign(persona=self.persona)
+        return tx[~tx["is_return"] & ~self.kind.isin(TILL_KINDS)]
+
+    @functools.cached_property
+    def catalog(self) -> pd.DataFrame:
+        """The catalog row of each line's SKU (all null for till lines), aligned with tx."""
+        products = self.plan.catalog.products
+        return self.tx[["sku"]].merge(products, on="sku", how="left", validate="many_to_one").set_index(self.tx.index)
 
 
-@pytest.fixture(scope="module")
-def small(tmp_path_factory):
-    config = load_config(write_config(tmp_path_factory.mktemp("config"), small_config_document()))
-    customers, transactions, catalog, n_chunks = generate_all(config)
-    return config, customers, transactions, catalog, n_chunks
-
-
-@pytest.fixture(scope="module")
-def large(tmp_path_factory):
+def config_document(n_customers: int, start: str = "2023-01-01", end: str = "2024-12-31") -> dict:
+    """The shipped config with ``n_customers`` over [start, end], in blocks of 1,000, small Faker pools."""
     doc = small_config_document()
-    doc["data"]["n_customers"] = 3000
-    doc["generate_data"]["chunk_size"] = 1000
-    config = load_config(write_config(tmp_path_factory.mktemp("config"), doc))
-    customers, transactions, _, _ = generate_all(config)
-    return config, customers, transactions
+    doc["data"].update(n_customers=n_customers, history_start=start, history_end=end)
+    gen = doc["generate_data"]
+    gen["chunk_size"] = 1000
+    gen["identity"]["pool_size"] = 300  # Faker costs ~0.3 ms a value; 300 keep the pools fast
+    return doc
 
 
-# --- shape of the output -----------------------------------------------------------------------
-
-def test_columns_and_one_row_per_customer(small):
-    config, customers, transactions, _, n_chunks = small
-    assert n_chunks == 3  # 300 customers, chunks of 120
-    assert tuple(customers.columns) == generator.CUSTOMER_COLUMNS
-    assert tuple(transactions.columns) == generator.TRANSACTION_COLUMNS
-    assert customers["customer_id"].tolist() == list(range(1, config.data.n_customers + 1))
+def load(folder, document: dict, personas: dict | None = None) -> PipelineConfig:
+    others = {"personas": personas} if personas is not None else {}
+    return load_config(write_config(folder, document, **others))
 
 
-def test_arrow_schema_accepts_the_frame(small):
-    _, _, transactions, _, _ = small
-    table = pa.Table.from_pandas(transactions, schema=generator.TRANSACTION_SCHEMA, preserve_index=False)
-    assert table.num_rows == len(transactions)
-    assert table.schema.equals(generator.TRANSACTION_SCHEMA)
-    returns = transactions["is_return"].to_numpy()
-    assert table.column("original_order_id").null_count == int((~returns).sum())
+def generate(config: PipelineConfig, seed: int | None = None) -> Run:
+    """Build the plan and run :func:`generator.generate` to the end."""
+    seed = config.seed if seed is None else seed
+    plan = generator.build_plan(config.personas, config.scenarios, config.hierarchy, config.data,
+                                config.generate_data, seed)
+    chunks = list(generator.generate(plan, seed))
+    customers = pd.concat([c for c, _ in chunks], ignore_index=True)
+    tx = pa.concat_tables([t.cast(generator.TRANSACTION_SCHEMA) for _, t in chunks]).to_pandas()
+    persona = tx["customer_id"].map(customers.set_index("customer_id")["persona"])
+    return Run(config, plan, chunks, customers, tx, persona)
 
 
-# --- order lines are real transactions ---------------------------------------------------------
-
-def test_line_amount_is_quantity_times_unit_price(small):
-    _, _, tx, _, _ = small
-    np.testing.assert_allclose(tx["line_amount"], np.round(tx["quantity"] * tx["unit_price"], 2), atol=1e-9)
-    assert (tx["unit_price"] > 0).all()
+def month_day(dates: pd.Series) -> np.ndarray:
+    """MM-DD of each date as the number MMDD, for scenario windows."""
+    return (dates.dt.month * 100 + dates.dt.day).to_numpy()
 
 
-def test_purchases_are_positive_and_returns_negative(small):
-    _, _, tx, _, _ = small
+@pytest.fixture(scope="module")
+def shipped(tmp_path_factory) -> Run:
+    return generate(load(tmp_path_factory.mktemp("shipped"), config_document(2500)))
+
+
+CUSTOM_PERSONAS = {
+    "personas": {
+        "denim_and_jumpers": {
+            "weight": 0.25,
+            "description": "Class level: buys denim and jumpers, exploring other classes a fifth of the time",
+            "demographics": {"age_range": [25, 40], "gender": "Female", "has_children": False,
+                             "lifestyle": "casual"},
+            "department_preferences": {"Ladies Clothing": 0.8, "Accessories": 0.2},
+            "class_preferences": {"Ladies Clothing": ["Ladies Denim", "Jumpers"]},
+            "spending_profile": {"avg_order_value": [40, 80], "frequency_per_month": [2.0, 3.0]},
+        },
+        "home_and_menswear": {
+            "weight": 0.25,
+            "description": "Department level without exploration: each customer keeps to a few classes",
+            "demographics": {"age_range": [30, 60], "gender": "Male", "has_children": False,
+                             "lifestyle": "home-maker"},
+            "department_preferences": {"Home": 0.5, "Mens Clothing": 0.5},
+            "classes_per_department": {"Home": [2, 3]},
+            "exploration_share": 0.0,
+            "spending_profile": {"avg_order_value": [40, 80], "frequency_per_month": [2.0, 3.0]},
+        },
+        "one_child_parent": {
+            "weight": 0.25,
+            "description": "Buys kidswear for exactly one child, who grows over the history",
+            "demographics": {"age_range": [25, 45], "gender": "Female", "has_children": True,
+                             "lifestyle": "parent",
+                             "children": {"count": [1, 1], "age_at_start": [1, 12]}},
+            "department_preferences": {"Kids Clothing": 0.6, "Kids Accessories": 0.2, "Ladies Clothing": 0.2},
+            "spending_profile": {"avg_order_value": [40, 80], "frequency_per_month": [2.0, 3.0]},
+        },
+        "seasonal_shopper": {
+            "weight": 0.25,
+            "description": "Buys homeware in March and shops twice as often in June; never stops shopping",
+            "demographics": {"age_range": [30, 70], "gender": {"Female": 0.5, "Male": 0.5},
+                             "has_children": False, "lifestyle": "seasonal"},
+            "department_preferences": {"Home": 0.2, "Ladies Clothing": 0.4, "Accessories": 0.4},
+            "spending_profile": {"avg_order_value": [40, 80], "frequency_per_month": [2.0, 3.0],
+                                 "dropout_probability": 0.0},
+        },
+    },
+    "scenarios": {
+        "march_home": {"description": "Home three times as likely in March", "personas": ["seasonal_shopper"],
+                       "start": "03-01", "end": "03-31", "department_boost": {"Home": 3.0}},
+        "june_visits": {"description": "Twice the visits in June", "personas": ["seasonal_shopper"],
+                        "start": "06-01", "end": "06-30", "visit_multiplier": 2.0},
+    },
+}
+
+
+@pytest.fixture(scope="module")
+def custom(tmp_path_factory) -> Run:
+    doc = config_document(2000)
+    gen = doc["generate_data"]
+    # A flat calendar, so that visit counts show the scenario and nothing else.
+    gen.update(month_weights=[1.0] * 12, weekday_weights=[1.0] * 7, closed_days=[])
+    gen["non_merchandise"]["data_quality_rate"] = 0.0
+    gen["identity"]["enabled"] = False
+    return generate(load(tmp_path_factory.mktemp("custom"), doc, personas=CUSTOM_PERSONAS))
+
+
+@pytest.fixture(scope="module")
+def switched_off(tmp_path_factory) -> Run:
+    doc = config_document(300, "2024-01-01", "2024-12-31")
+    doc["generate_data"]["channel"]["enabled"] = False
+    doc["generate_data"]["identity"]["enabled"] = False
+    return generate(load(tmp_path_factory.mktemp("off"), doc))
+
+
+# --- the column contract -----------------------------------------------------------------------
+
+def test_chunks_follow_the_column_contract(shipped):
+    """generate() yields dictionary-encoded tables that cast to the contract; customers fit theirs."""
+    assert len(shipped.chunks) == 3  # 2,500 customers in chunks of 1,000
+    for customers, table in shipped.chunks:
+        assert table.schema.equals(generator.DICTIONARY_TRANSACTION_SCHEMA)
+        assert table.cast(tables.TRANSACTION_SCHEMA).schema.equals(tables.TRANSACTION_SCHEMA)
+        assert tuple(customers.columns) == tables.CUSTOMER_COLUMNS
+        arrow = pa.Table.from_pandas(customers, schema=tables.CUSTOMER_SCHEMA, preserve_index=False)
+        assert arrow.schema.equals(tables.CUSTOMER_SCHEMA)
+    tx = shipped.tx
+    assert tuple(tx.columns) == tables.TRANSACTION_COLUMNS
+    for column in ("department", "class", "sku", "channel", "size"):
+        assert not isinstance(tx[column].dtype, pd.CategoricalDtype), column
+    assert str(tx["original_order_id"].dtype) == "Int64"
+    assert shipped.customers["customer_id"].tolist() == list(range(1, 2501))
+    for column in ("customer_id", "order_id", "order_date", "department", "class", "quantity",
+                   "unit_price", "line_amount", "is_return"):
+        assert tx[column].notna().all(), f"required column {column} has nulls"
+
+
+def test_products_follow_the_contract_and_cover_every_sellable_class(shipped):
+    hierarchy, catalog_cfg = shipped.config.hierarchy, shipped.config.generate_data.catalog
+    products = shipped.plan.catalog.products
+    assert tuple(products.columns) == tables.PRODUCT_COLUMNS
+    pa.Table.from_pandas(products, schema=tables.PRODUCT_SCHEMA, preserve_index=False)
+    assert products["sku"].is_unique
+    expected = {(d, c) for d in hierarchy.merchandise_departments for c in hierarchy.departments[d].classes}
+    assert set(zip(products["department"], products["class"])) == expected
+    assert (products["base_price"] > 0).all()
+
+    by_class = products.groupby(["department", "class"])
+    # The size scale of a class comes from the first matching size rule, and an item comes in
+    # every size of its scale; scale none means no size.
+    scale = by_class["size_scale"].first()
+    assert scale.to_dict() == {(d, c): size_scale_of(d, c, catalog_cfg) for d, c in scale.index}
+    assert (products["size"].isna() == (products["size_scale"] == "none")).all()
+    sizes = scale_size_names(catalog_cfg)
+    per_item = products.groupby("item_id").agg(scale=("size_scale", "first"), skus=("sku", "size"))
+    assert (per_item["skus"] == per_item["scale"].map(lambda s: len(sizes[s]))).all()
+    # Every class has items of all three tiers, and premium items cost more than value ones.
+    assert (by_class["brand_tier"].nunique() == len(BRAND_TIERS)).all()
+    tier_price = products.groupby(["department", "class", "brand_tier"])["base_price"].median().unstack()
+    assert (tier_price["premium"] / tier_price["value"]).median() > 1.8
+    brands = {t: set(catalog_cfg.brand_tiers[t].brands) for t in BRAND_TIERS}
+    assert all(b in brands[t] for b, t in zip(products["brand"], products["brand_tier"]))
+
+
+def test_transaction_skus_are_catalog_skus_with_their_attributes(shipped):
+    """Every SKU sold is in products with the same attributes; only data-quality noise moves its class."""
+    sold = shipped.tx["sku"].notna().to_numpy()
+    tx, catalog = shipped.tx[sold], shipped.catalog[sold]
+    assert catalog["item_id"].notna().all(), "a SKU sold is not in products"
+    for column in ("brand", "brand_tier", "style", "color"):
+        assert (tx[column] == catalog[column]).all(), column
+    assert (tx["size"].fillna("-") == catalog["size"].fillna("-")).all()
+    moved = ((tx["department"] != catalog["department"]) | (tx["class"] != catalog["class"])).to_numpy()
+    assert (moved == shipped.data_quality[sold]).all(), \
+        "a SKU's department or class differs from the catalog outside data-quality noise"
+
+
+def test_line_amounts_discounts_and_signs(shipped):
+    tx = shipped.tx
+    np.testing.assert_allclose(tx["line_amount"], tx["quantity"] * tx["unit_price"], atol=0.005 + 1e-9)
     purchases, returns = tx[~tx["is_return"]], tx[tx["is_return"]]
-    assert len(returns) > 0
+    assert len(returns) > 1000
     assert (purchases["quantity"] > 0).all() and (purchases["line_amount"] > 0).all()
+    assert (purchases["discount_amount"] >= 0).all()
     assert (returns["quantity"] < 0).all() and (returns["line_amount"] < 0).all()
-    assert purchases["original_order_id"].isna().all()
-    assert returns["original_order_id"].notna().all()
+    assert (returns["discount_amount"] <= 0).all()
+    assert (tx["unit_price"] > 0).all()
+    # discount_amount = quantity x (regular price - unit price): the regular price it implies sits
+    # around the SKU's base price (lognormal spread 0.08).
+    sold = (~tx["is_return"] & tx["sku"].notna()).to_numpy()
+    goods = tx[sold]
+    regular = goods["unit_price"] + goods["discount_amount"] / goods["quantity"]
+    ratio = regular.to_numpy() / shipped.catalog.loc[sold, "base_price"].to_numpy()
+    assert 0.98 < np.median(ratio) < 1.02
+    assert ((ratio > 0.6) & (ratio < 1.6)).all()
+    till = shipped.kind.isin(TILL_KINDS).to_numpy()
+    assert (tx.loc[till, "discount_amount"] == 0).all()
 
 
-def test_every_return_points_to_an_earlier_purchase_of_the_same_customer(small):
-    _, _, tx, _, _ = small
-    orders = (tx[~tx["is_return"]].groupby("order_id")
-              .agg(purchase_customer=("customer_id", "first"), purchase_date=("order_date", "first")))
-    returns = tx[tx["is_return"]].astype({"original_order_id": np.int64})
-    joined = returns.join(orders, on="original_order_id", how="left")
-
-    assert joined["purchase_customer"].notna().all(), "a return names an order id that is no purchase"
-    assert (joined["purchase_customer"] == joined["customer_id"]).all()
-    assert (joined["purchase_date"] <= joined["order_date"]).all()
-
-
-def test_returned_items_were_bought_in_the_original_order(small):
-    _, _, tx, _, _ = small
-    bought = tx[~tx["is_return"]].groupby(["order_id", "sku"])["quantity"].sum()
-    returned = (tx[tx["is_return"]].astype({"original_order_id": np.int64})
-                .groupby(["original_order_id", "sku"])["quantity"].sum().mul(-1))
-    returned.index.names = ["order_id", "sku"]
-    available = bought.reindex(returned.index)
-    assert available.notna().all()
-    assert (returned <= available).all()
+def test_returns_link_to_an_earlier_purchase_of_the_same_customer_and_sku(shipped):
+    tx = shipped.tx
+    purchases, returns = tx[~tx["is_return"]], tx[tx["is_return"]]
+    assert purchases["original_order_id"].isna().all() and returns["original_order_id"].notna().all()
+    # Each return line matches a purchase line of its original order: same SKU and price paid.
+    bought = (purchases.groupby(["order_id", "sku", "unit_price"])
+              .agg(customer=("customer_id", "first"), date=("order_date", "first"), quantity=("quantity", "sum")))
+    returned = (returns.assign(order_id=returns["original_order_id"].astype("int64"))
+                .groupby(["order_id", "sku", "unit_price"])
+                .agg(customer=("customer_id", "first"), date=("order_date", "first"), quantity=("quantity", "sum")))
+    original = bought.reindex(returned.index)
+    assert original["customer"].notna().all(), "a return line names an order without that SKU at that price"
+    assert (original["customer"] == returned["customer"]).all()
+    assert (returned["date"] > original["date"]).all(), "a return is dated on or before its purchase"
+    assert (-returned["quantity"] <= original["quantity"]).all(), "more units returned than bought"
+    assert (returns["order_date"] <= shipped.end).all()
+    # One return transaction returns items of one purchase.
+    assert (returns.groupby("order_id")["original_order_id"].nunique() == 1).all()
 
 
-def test_dates_within_signup_and_history(small):
-    config, customers, tx, _, _ = small
-    start, end = pd.Timestamp(config.data.history_start), pd.Timestamp(config.data.history_end)
-    assert customers["signup_date"].between(start, end).all()
-    signup = tx["customer_id"].map(customers.set_index("customer_id")["signup_date"])
-    assert (tx["order_date"] >= signup).all()
-    assert (tx["order_date"] <= end).all()
-    assert (tx.loc[tx["is_return"], "order_date"] <= end).all()
-
-
-def test_every_customer_has_a_purchase(small):
-    _, customers, tx, _, _ = small
-    buyers = set(tx.loc[~tx["is_return"], "customer_id"])
-    assert buyers == set(customers["customer_id"])
-
-
-def test_order_ids_identify_one_transaction_of_one_customer(small):
-    """An order id is one (customer, date, purchase-or-return) transaction, never shared across customers."""
-    _, _, tx, _, _ = small
+def test_an_order_id_is_one_transaction_of_one_customer(shipped):
+    tx = shipped.tx
     per_id = tx.groupby("order_id")[["customer_id", "order_date", "is_return"]].nunique()
     assert (per_id == 1).all().all()
-    # Ids increase with customer, date and transaction, so customers own disjoint ranges.
     assert tx["order_id"].is_monotonic_increasing
-    assert tx.groupby("customer_id")["order_date"].is_monotonic_increasing.all()
-    ranges = tx.groupby("customer_id")["order_id"].agg(["min", "max"]).sort_index()
-    assert (ranges["min"].to_numpy()[1:] > ranges["max"].to_numpy()[:-1]).all()
+    # Till lines (bags, gift cards, ...) never make a purchase on their own.
+    purchase_ids = set(tx.loc[~tx["is_return"], "order_id"].unique())
+    assert set(shipped.goods["order_id"].unique()) == purchase_ids
 
 
-# --- lines follow the hierarchy and the catalog --------------------------------------------------
-
-def test_departments_are_merchandise_and_classes_sellable(small):
-    config, _, tx, _, _ = small
-    hierarchy = config.hierarchy
-    assert set(tx["department"]) <= set(hierarchy.merchandise_departments)
-    for dept, classes in tx.groupby("department")["class"]:
-        assert set(classes) <= set(hierarchy.departments[dept].classes), dept
-
-
-def test_skus_exist_in_the_catalog_with_their_department_and_class(small):
-    _, _, tx, catalog, _ = small
-    products = catalog.products.set_index("sku")
-    assert products.index.is_unique
-    assert set(tx["sku"]) <= set(products.index)
-    assert (tx["department"].to_numpy() == products.loc[tx["sku"], "department"].to_numpy()).all()
-    assert (tx["class"].to_numpy() == products.loc[tx["sku"], "class"].to_numpy()).all()
+def test_dates_lie_in_the_history_and_customers_buy_from_signup(shipped):
+    tx, customers = shipped.tx, shipped.customers.set_index("customer_id")
+    assert tx["order_date"].between(shipped.start, shipped.end).all()
+    assert (tx["order_date"] >= tx["customer_id"].map(customers["signup_date"])).all()
+    purchases = tx[~tx["is_return"]]
+    first = purchases.groupby("customer_id")["order_date"].min()
+    last = purchases.groupby("customer_id")["order_date"].max()
+    assert first.index.tolist() == customers.index.tolist(), "a customer has no purchase"
+    newcomer = customers["signup_date"] >= shipped.start
+    assert (first[newcomer] == customers.loc[newcomer, "signup_date"]).all()
+    # dropout_date is the last purchase of customers who stopped, and null for the others.
+    dropped = customers["dropout_date"].notna()
+    assert (customers.loc[dropped, "dropout_date"] == last[dropped]).all()
+    assert 0.2 < dropped.mean() < 0.95
 
 
-def test_catalog_covers_every_sellable_merchandise_class(small):
-    config, _, _, catalog, _ = small
-    hierarchy = config.hierarchy
-    expected = {(d, c) for d in hierarchy.merchandise_departments for c in hierarchy.departments[d].classes}
-    assert set(zip(catalog.classes["department"], catalog.classes["class"])) == expected
-    low, high = config.generate_data.skus_per_class
-    assert catalog.classes["n_skus"].between(low, high).all()
-    assert len(catalog.products) == catalog.classes["n_skus"].sum()
-
-
-# --- personas ----------------------------------------------------------------------------------
-
-def test_persona_mix_follows_the_weights(large):
-    config, customers, _ = large
-    names = list(config.personas)
-    observed = customers["persona"].value_counts().reindex(names, fill_value=0).to_numpy()
-    weights = np.array([config.personas[p].weight for p in names])
-    expected = weights / weights.sum() * len(customers)
-    assert observed.sum() == 3000
-    assert chisquare(observed, expected).pvalue > 0.001
-
-
-def test_each_persona_buys_most_in_its_top_preferred_department(large):
-    config, customers, tx = large
-    persona = tx["customer_id"].map(customers.set_index("customer_id")["persona"])
-    purchases = tx.assign(persona=persona)[~tx["is_return"]]
-    shares = purchases.groupby("persona")["department"].value_counts(normalize=True)
-    for name, p in config.personas.items():
-        top = max(p.department_preferences, key=p.department_preferences.get)
-        realised = shares.loc[name]
-        assert realised.idxmax() == top, name
-        assert realised[top] == pytest.approx(p.department_preferences[top], abs=0.03), name
-
-
-def test_persona_demographics_follow_the_persona(large):
-    config, customers, _ = large
-    for name, group in customers.groupby("persona"):
-        demo = config.personas[name].demographics
-        low, high = demo.age_range
-        assert group["age"].between(low, high).all(), name
-        assert set(group["gender"]) <= set(demo.gender), name
+def test_customers_follow_their_persona(shipped):
+    personas = shipped.config.personas
+    regions = set(shipped.config.generate_data.regions)
+    for name, group in shipped.customers.groupby("persona"):
+        demo = personas[name].demographics
+        assert group["age"].between(*demo.age_range).all(), name
+        assert set(group["gender"].unique()) <= {g for g, share in demo.gender.items() if share > 0}, name
         assert (group["has_children"] == demo.has_children).all(), name
+        assert (group["lifestyle"] == demo.lifestyle).all(), name
+    assert set(shipped.customers["region"].unique()) == regions
 
 
-# --- seeds -------------------------------------------------------------------------------------
+# --- non-merchandise lines -----------------------------------------------------------------------
 
-def test_same_seed_gives_identical_frames(small_config_path, small):
-    _, customers, tx, _, _ = small
-    again_customers, again_tx, _, _ = generate_all(load_config(small_config_path))
-    pd.testing.assert_frame_equal(again_customers, customers)
-    pd.testing.assert_frame_equal(again_tx, tx)
+def test_only_known_departments_and_never_goods_not_for_resale(shipped):
+    hierarchy = shipped.config.hierarchy
+    tx = shipped.tx
+    departments = set(tx["department"].unique())
+    assert departments <= set(hierarchy.departments)
+    assert "not_for_resale" not in set(shipped.kind.unique())
+    assert "Goods Not For Resale" not in departments
+    for dept, cls in tx[["department", "class"]].drop_duplicates().itertuples(index=False):
+        department = hierarchy.departments[dept]
+        assert cls in department.classes or cls in department.data_quality_classes, (dept, cls)
 
 
-def test_different_seed_gives_different_frames(small_config_path, small):
-    config, customers, tx, _, _ = small
-    other_customers, other_tx, _, _ = generate_all(load_config(small_config_path), seed=config.seed + 1)
-    assert not other_customers["persona"].equals(customers["persona"])
-    assert len(other_tx) != len(tx) or not other_tx["line_amount"].equals(tx["line_amount"])
+def test_bag_levy_and_charity_are_store_lines_at_configured_values(shipped):
+    nm = shipped.config.generate_data.non_merchandise
+    tx, kind = shipped.tx, shipped.kind
+    store_orders = tx.loc[~tx["is_return"] & (tx["channel"] == "store"), "order_id"].nunique()
+    for name, probability in (("bag_levy", nm.bag_levy_probability), ("charity", nm.charity_probability)):
+        lines = tx[kind == name]
+        assert len(lines) > 0, name
+        assert (lines["channel"] == "store").all(), f"{name} on an online order"
+        assert (~lines["is_return"]).all() and (lines["quantity"] == 1).all() and (lines["line_amount"] > 0).all()
+        assert lines["order_id"].is_unique, f"two {name} lines in one order"
+        rate = len(lines) / store_orders
+        assert rate == pytest.approx(probability, rel=0.2), name
+    assert (tx.loc[kind == "bag_levy", "unit_price"] == nm.bag_levy_price).all()
+    assert set(tx.loc[kind == "charity", "unit_price"].unique()) <= set(nm.charity_values)
+
+
+def test_gift_cards_and_concessions_are_rare_lines_at_configured_values(shipped):
+    nm = shipped.config.generate_data.non_merchandise
+    hierarchy = shipped.config.hierarchy
+    tx, kind = shipped.tx, shipped.kind
+    orders = tx[~tx["is_return"]].drop_duplicates("order_id")
+    december = orders["order_date"].dt.month == 12
+
+    gift = tx[kind == "gift_card"]
+    assert set(gift["unit_price"].unique()) <= set(nm.gift_card_values)
+    gift_december = gift["order_date"].dt.month == 12
+    rate_other = (~gift_december).sum() / (~december).sum()
+    rate_december = gift_december.sum() / december.sum()
+    assert rate_other == pytest.approx(nm.gift_card_probability, rel=0.3)
+    assert rate_december > 2.5 * rate_other  # configured: 5 times as likely in December
+
+    concession = tx[kind == "concession"]
+    low, high = nm.concession_price_range
+    assert concession["unit_price"].between(low, high).all()
+    assert (concession["channel"] == "store").all()
+    assert set(concession["class"].unique()) <= set(hierarchy.departments[concession["department"].iloc[0]].classes)
+    store_orders = (orders["channel"] == "store").sum()
+    assert len(concession) / store_orders == pytest.approx(nm.concession_probability, rel=0.3)
+
+
+def test_till_lines_are_never_returned_and_carry_no_product(shipped):
+    tx, kind = shipped.tx, shipped.kind
+    till = kind.isin(TILL_KINDS)
+    assert set(kind[till].unique()) == set(TILL_KINDS)
+    assert not (till & tx["is_return"]).any()
+    for column in ("sku", "brand", "brand_tier", "style", "color", "size"):
+        assert tx.loc[till, column].isna().all(), column
+        assert tx.loc[~till, column].notna().all() or column == "size", column
+
+
+def test_data_quality_noise_comes_at_the_configured_rate(shipped, custom):
+    rate = shipped.config.generate_data.non_merchandise.data_quality_rate
+    goods = ~shipped.kind.isin(TILL_KINDS).to_numpy() & ~shipped.tx["is_return"].to_numpy()
+    noise = shipped.data_quality & goods
+    assert noise.sum() / goods.sum() == pytest.approx(rate, rel=0.3)
+    # Both forms appear: a data-quality class in the product's department, and a Dummy department.
+    kind = shipped.kind.to_numpy()
+    assert (noise & (kind == "merchandise")).any() and (noise & (kind == "data_quality")).any()
+    assert custom.config.generate_data.non_merchandise.data_quality_rate == 0
+    assert not custom.data_quality.any()
+
+
+# --- sizes ---------------------------------------------------------------------------------------
+
+def test_each_customer_keeps_one_size_per_adult_scale(shipped):
+    sold = shipped.tx["sku"].notna().to_numpy()
+    tx = shipped.tx[sold]
+    scale = shipped.catalog.loc[sold, "size_scale"].to_numpy()
+    adult = np.isin(scale, ADULT_SCALES)
+    sizes = tx[adult].assign(scale=scale[adult]).groupby(["customer_id", "scale"])["size"]
+    assert sizes.size().sum() > 10000
+    assert (sizes.nunique() == 1).all()
+    assert tx.loc[scale == "none", "size"].isna().all()
+    assert tx.loc[scale != "none", "size"].notna().all()
+
+
+def test_one_childs_kids_sizes_only_grow(custom):
+    catalog_cfg = custom.config.generate_data.catalog
+    order = {scale: {size: i for i, size in enumerate(scale_size_names(catalog_cfg)[scale])}
+             for scale in ("kids", "kids_footwear")}
+    goods = custom.goods
+    goods = goods[goods["persona"] == "one_child_parent"]
+    scale = custom.catalog.loc[goods.index, "size_scale"].to_numpy()
+    grew = 0
+    for name, bands in order.items():
+        lines = goods[scale == name].sort_values(["customer_id", "order_date", "order_id"])
+        assert len(lines) > 1000, name
+        band = lines["size"].map(bands)
+        step = band.groupby(lines["customer_id"]).diff().dropna()
+        assert (step >= 0).all(), f"a child's {name} size went down"
+        grew += (band.groupby(lines["customer_id"]).agg(lambda b: b.iloc[-1] > b.iloc[0])).sum()
+    assert grew > 100, "children do not grow out of their sizes over two years"
+
+
+# --- personas ------------------------------------------------------------------------------------
+
+def test_persona_mix_follows_the_weights(shipped):
+    names = list(shipped.config.personas)
+    observed = shipped.customers["persona"].value_counts().reindex(names, fill_value=0).to_numpy()
+    weights = np.array([shipped.config.personas[p].weight for p in names])
+    assert chisquare(observed, weights / weights.sum() * observed.sum()).pvalue > 0.001
+
+
+def test_department_shares_follow_preferences_outside_scenarios(shipped):
+    """Personas whose scenarios leave the department mix alone buy in their configured shares."""
+    config = shipped.config
+    moved = {p for s in config.scenarios.values() if s.department_boost or s.class_focus for p in s.personas}
+    steady = [p for p in config.personas if p not in moved]
+    assert len(steady) >= 3
+    goods = shipped.goods
+    goods = goods[shipped.kind[goods.index] == "merchandise"]
+    shares = goods.groupby("persona")["department"].value_counts(normalize=True)
+    for name in steady:
+        for dept, share in config.personas[name].department_preferences.items():
+            assert shares[name].get(dept, 0.0) == pytest.approx(share, abs=0.03), (name, dept)
+        assert set(shares[name].index) <= set(config.personas[name].department_preferences), name
+
+
+def test_class_level_persona_buys_its_classes_and_explores_the_rest(custom):
+    hierarchy = custom.config.hierarchy
+    persona = CUSTOM_PERSONAS["personas"]["denim_and_jumpers"]
+    listed = persona["class_preferences"]["Ladies Clothing"]
+    exploration = custom.config.generate_data.exploration_share
+    all_classes = hierarchy.departments["Ladies Clothing"].classes
+    goods = custom.goods
+    lines = goods[(goods["persona"] == "denim_and_jumpers") & (goods["department"] == "Ladies Clothing")]
+    in_listed = lines["class"].isin(listed).mean()
+    # Exploration draws from the whole department, listed classes included.
+    expected = (1 - exploration) + exploration * len(listed) / len(all_classes)
+    assert exploration == 0.2
+    assert in_listed == pytest.approx(expected, abs=0.015)
+    assert lines["class"].nunique() > 0.8 * len(all_classes)
+
+
+def test_department_level_persona_picks_its_own_classes_within_the_configured_count(custom):
+    """Without exploration each customer buys from their own 2-3 Home and 2-4 Mens Clothing classes."""
+    goods = custom.goods
+    goods = goods[goods["persona"] == "home_and_menswear"]
+    departments = custom.config.hierarchy.departments
+    for dept, (low, high) in (("Home", (2, 3)), ("Mens Clothing", custom.config.generate_data.classes_per_department)):
+        lines = goods[goods["department"] == dept]
+        per_customer = lines.groupby("customer_id")["class"].agg(["nunique", "size", frozenset])
+        assert (per_customer["nunique"] <= high).all(), dept
+        busy = per_customer[per_customer["size"] >= 20]
+        assert len(busy) > 100 and (busy["nunique"] >= low).all(), dept
+        # The classes are each customer's own: many different sets, together covering the department.
+        assert per_customer["frozenset"].nunique() > 0.5 * len(per_customer), dept
+        assert lines["class"].nunique() > 0.8 * len(departments[dept].classes), dept
+
+
+def test_brand_tier_shares_follow_the_affinity(shipped):
+    config = shipped.config
+    goods = shipped.goods
+    shares = goods.groupby("persona")["brand_tier"].value_counts(normalize=True)
+    for name, persona in config.personas.items():
+        affinity = persona.brand_tier_affinity or config.generate_data.brand_tier_affinity
+        for tier in BRAND_TIERS:
+            assert shares[name].get(tier, 0.0) == pytest.approx(affinity[tier], abs=0.03), (name, tier)
+
+
+def test_style_affinity_shows_in_what_is_bought(shipped):
+    goods = shipped.goods
+    ladies = goods[goods["department"] == "Ladies Clothing"]
+    style = ladies.groupby("persona")["style"].value_counts(normalize=True)
+    # teenage_girl: trend 3.0, formal 0.1; professional_woman: formal 3.0, trend 0.6.
+    assert style["teenage_girl"]["trend"] > style["professional_woman"]["trend"] + 0.15
+    assert style["professional_woman"]["formal"] > style["teenage_girl"]["formal"] + 0.2
+
+
+def test_personas_and_scenarios_defined_in_config_alone_are_generated(custom):
+    config = custom.config
+    assert set(custom.customers["persona"].unique()) == set(CUSTOM_PERSONAS["personas"])
+    assert list(config.scenarios) == ["march_home", "june_visits"]
+    goods = custom.goods
+    for name in ("denim_and_jumpers", "home_and_menswear", "one_child_parent"):
+        shares = goods[goods["persona"] == name]["department"].value_counts(normalize=True)
+        for dept, share in config.personas[name].department_preferences.items():
+            assert shares.get(dept, 0.0) == pytest.approx(share, abs=0.03), (name, dept)
+    men = custom.customers[custom.customers["persona"] == "home_and_menswear"]
+    assert (men["gender"] == "Male").all() and men["age"].between(30, 60).all()
+
+
+# --- scenarios -----------------------------------------------------------------------------------
+
+def test_department_boost_raises_the_share_inside_its_window_only(custom):
+    goods = custom.goods
+    goods = goods[goods["persona"] == "seasonal_shopper"]
+    home = goods["department"] == "Home"
+    month = goods["order_date"].dt.month
+    base = CUSTOM_PERSONAS["personas"]["seasonal_shopper"]["department_preferences"]["Home"]
+    boosted = 3 * base / (3 * base + 1 - base)
+    assert home[month == 3].mean() == pytest.approx(boosted, abs=0.03)
+    assert home[month != 3].mean() == pytest.approx(base, abs=0.01)
+    for m in (2, 4, 9):
+        assert home[month == m].mean() == pytest.approx(base, abs=0.03), m
+
+
+def test_visit_multiplier_raises_visits_inside_its_window(custom):
+    """June visits per day are twice those of May and July (no dropout, flat calendar)."""
+    tx = custom.tx.assign(persona=custom.persona)
+    orders = tx[~tx["is_return"] & (tx["persona"] == "seasonal_shopper")].drop_duplicates("order_id")
+    for year in (2023, 2024):
+        dates = orders["order_date"][orders["order_date"].dt.year == year]
+        per_day = {m: (dates.dt.month == m).sum() / pd.Period(f"{year}-{m:02d}").days_in_month for m in (5, 6, 7)}
+        assert per_day[6] / ((per_day[5] + per_day[7]) / 2) == pytest.approx(2.0, abs=0.3), year
+        assert per_day[7] / per_day[5] == pytest.approx(1.0, abs=0.25), year
+    other = tx[~tx["is_return"] & (tx["persona"] == "denim_and_jumpers")].drop_duplicates("order_id")
+    june = (other["order_date"].dt.month == 6).sum() / 30
+    may_july = (other["order_date"].dt.month.isin([5, 7])).sum() / 62
+    assert june / may_july == pytest.approx(1.0, abs=0.2), "a scenario changed a persona it is not attached to"
+
+
+def test_january_sales_discount_inside_their_window(shipped):
+    config = shipped.config
+    goods = shipped.goods
+    goods = goods[goods["sku"].notna()]
+    key = month_day(goods["order_date"])
+    january = (key >= 1226) | (key <= 131)
+    summer = (key >= 625) & (key <= 715)
+    discounted = (goods["discount_amount"] > 0).to_numpy()
+    promo = config.generate_data.promotion_share
+    sale = config.scenarios["january_sales"].discount_share
+    assert discounted[january].mean() == pytest.approx(1 - (1 - promo) * (1 - sale), abs=0.03)
+    assert discounted[~january & ~summer].mean() == pytest.approx(promo, abs=0.01)
+    low, high = config.scenarios["january_sales"].discount_depth
+    lines = goods[january & discounted]
+    depth = lines["discount_amount"] / (lines["discount_amount"] + lines["line_amount"])
+    assert depth.between(0, high + 0.01).all() and depth.median() > low
+
+
+def test_class_focus_of_back_to_school(shipped):
+    """Inside 07-20..09-07, 40% of woman_young_family's Kids Clothing lines go to SCHOOLWEAR on top."""
+    focus = shipped.config.scenarios["back_to_school"].class_focus["Kids Clothing"]
+    goods = shipped.goods
+    kids = goods[(goods["persona"] == "woman_young_family") & (goods["department"] == "Kids Clothing")]
+    key = month_day(kids["order_date"])
+    inside = (key >= 720) & (key <= 907)
+    school = kids["class"].isin(focus.classes).to_numpy()
+    usual = school[~inside].mean()
+    assert school[inside].mean() == pytest.approx(focus.share + (1 - focus.share) * usual, abs=0.05)
+    assert school[inside].mean() > 2 * usual
+
+
+def test_style_boost_of_teen_trend_season(shipped):
+    goods = shipped.goods
+    teen = goods[goods["persona"] == "teenage_girl"]
+    key = month_day(teen["order_date"])
+    inside = (key >= 415) & (key <= 831)
+    trend = (teen["style"] == "trend").to_numpy()
+    assert trend[inside].mean() > trend[~inside].mean() + 0.02
+
+
+# --- realistic distributions ---------------------------------------------------------------------
+
+def test_customers_join_over_the_window(shipped):
+    customers = shipped.customers
+    newcomers = customers[customers["signup_date"] >= shipped.start]
+    share = 1 - shipped.config.generate_data.start_customer_share
+    assert len(newcomers) / len(customers) == pytest.approx(share, abs=0.04)
+    quarters = newcomers["signup_date"].dt.to_period("Q").value_counts()
+    assert len(quarters) == 8 and quarters.min() > 0.5 * len(newcomers) / 8
+    existing = customers[customers["signup_date"] < shipped.start]
+    assert existing["signup_date"].min() > shipped.start - pd.Timedelta(days=3 * 366)
+
+
+def test_dropout_spreads_recency(shipped):
+    purchases = shipped.tx[~shipped.tx["is_return"]]
+    recency = (shipped.end - purchases.groupby("customer_id")["order_date"].max()).dt.days
+    assert 0.3 < (recency > 90).mean() < 0.9
+    assert (recency <= 30).mean() > 0.1
+    assert (recency > 365).mean() > 0.05
+
+
+def test_baskets_are_over_dispersed_and_never_empty(shipped):
+    goods = shipped.goods
+    per_order = goods.groupby("order_id").size()
+    assert per_order.min() >= 1
+    assert per_order.var() > 2 * per_order.mean()
+    assert (per_order == 1).mean() > 0.1
+
+
+def test_quantity_is_mostly_one(shipped):
+    q = shipped.config.generate_data.quantity_probabilities
+    quantity = shipped.goods["quantity"]
+    assert (quantity == 1).mean() == pytest.approx(q[0], abs=0.01)
+    assert quantity.max() <= len(q)
+
+
+def test_apparel_is_returned_more_often_than_home(shipped):
+    tx = shipped.tx[shipped.kind == "merchandise"]
+    rate = tx[tx["is_return"]].groupby("department").size() / tx[~tx["is_return"]].groupby("department").size()
+    for dept in APPAREL:
+        assert rate[dept] > 2 * rate["Home"], dept
+    assert rate["Home"] == pytest.approx(shipped.config.generate_data.return_rate, rel=0.5)
+
+
+def test_online_share_follows_the_config(shipped):
+    config = shipped.config
+    tx = shipped.tx.assign(persona=shipped.persona)
+    orders = tx[~tx["is_return"]].drop_duplicates("order_id")
+    assert set(orders["channel"].unique()) == {"store", "online"}
+    online = (orders["channel"] == "online").groupby(orders["persona"]).mean()
+    for name, persona in config.personas.items():
+        expected = config.generate_data.channel.online_share if persona.online_share is None else persona.online_share
+        assert online[name] == pytest.approx(expected, abs=0.06), name
+
+
+def test_channel_and_identity_are_null_when_switched_off(switched_off):
+    assert switched_off.tx["channel"].isna().all()
+    assert (switched_off.kind == "bag_levy").any(), "every order is a store order without a channel"
+    for column in tables.IDENTITY_COLUMNS:
+        assert switched_off.customers[column].isna().all(), column
+
+
+def test_identity_fields_are_plausible(shipped):
+    customers = shipped.customers
+    for column in tables.IDENTITY_COLUMNS:
+        assert customers[column].notna().all() and (customers[column].str.len() > 0).all(), column
+    email = customers["email"]
+    assert email.str.count("@").eq(1).all() and email.is_unique
+    assert email.str.match(r"^[a-z.'-]+\d+@[a-z0-9.-]+\.[a-z.]+$").mean() > 0.95
+    assert customers["phone"].str.fullmatch(r"07\d{9}").all()
+    assert customers["first_name"].nunique() > 50 and customers["last_name"].nunique() > 50
+    # Email local parts are built from the customer's own name.
+    local = email.str.split("@").str[0]
+    first = customers["first_name"].str.lower().str.replace(" ", "", regex=False)
+    assert all(l.startswith(f) for l, f in zip(local, first))
+
+
+# --- determinism ---------------------------------------------------------------------------------
+
+def test_same_seed_gives_identical_tables_and_another_seed_other_ones(switched_off):
+    again = generate(switched_off.config)
+    pd.testing.assert_frame_equal(again.customers, switched_off.customers)
+    pd.testing.assert_frame_equal(again.tx, switched_off.tx)
+    other = generate(switched_off.config, seed=switched_off.config.seed + 1)
+    assert not other.customers["persona"].equals(switched_off.customers["persona"])
+    assert len(other.tx) != len(switched_off.tx) or not other.tx["line_amount"].equals(switched_off.tx["line_amount"])
+
+
+def test_chunk_size_does_not_change_the_data(shipped):
+    """Chunks of 3,000 customers (one chunk) give the tables that chunks of 1,000 (three) gave."""
+    plan = dataclasses.replace(shipped.plan, cfg=dataclasses.replace(shipped.plan.cfg, chunk_size=3000))
+    chunks = list(generator.generate(plan, shipped.config.seed))
+    assert len(chunks) == 1
+    customers, table = chunks[0]
+    pd.testing.assert_frame_equal(customers, shipped.customers)
+    three = pa.concat_tables([t.cast(tables.TRANSACTION_SCHEMA) for _, t in shipped.chunks])
+    assert table.cast(tables.TRANSACTION_SCHEMA).equals(three)

@@ -257,12 +257,18 @@ class GenerationReport:
             inside = plan.scenario_days[s]
             result: dict = {"window": [sc.start, sc.end], "personas": list(sc.personas), "effects": {}}
 
-            def ratio(numerator: np.ndarray, denominator: np.ndarray) -> float | None:
+            noise: dict[str, float] = {}
+
+            def ratio(numerator: np.ndarray, denominator: np.ndarray, label: str = "") -> float | None:
                 num_in, num_out = numerator[inside].sum(), numerator[~inside].sum()
                 den_in, den_out = denominator[inside].sum(), denominator[~inside].sum()
                 if min(den_in, den_out, num_out) <= 0:
                     return None
-                return float((num_in / den_in) / (num_out / den_out) - 1)
+                value = float((num_in / den_in) / (num_out / den_out) - 1)
+                if label:
+                    # Three standard errors of a ratio of two Poisson counts: small samples are noisy.
+                    noise[label] = 3.0 * (1 + value) * float(np.sqrt(1 / max(num_in, 1) + 1 / num_out))
+                return value
 
             def judge(label: str, configured: float, realised: float | None, expected: float | None,
                       sample: float) -> None:
@@ -272,7 +278,7 @@ class GenerationReport:
                 if realised is None or expected is None:
                     entry.update(passed=True, note="no data on one side of the window")
                 else:
-                    allowed = max(tol.scenario_uplift_abs, 0.25 * abs(expected))
+                    allowed = max(tol.scenario_uplift_abs, 0.25 * abs(expected), noise.get(label, 0.0))
                     ok = sample < tol.min_group_size or abs(realised - expected) <= allowed
                     if not ok:
                         self.failures.append(f"scenario {name}: {label} uplift {realised:+.3f} inside the window, "
@@ -284,7 +290,7 @@ class GenerationReport:
             exposure = (active[rows] * base[None, :]).sum(axis=0)
             boosted = (active[rows] * base[None, :] * visit_mult[rows]).sum(axis=0)
             if sc.visit_multiplier != 1.0:
-                judge("visits", sc.visit_multiplier, ratio(orders, exposure), ratio(boosted, exposure),
+                judge("visits", sc.visit_multiplier, ratio(orders, exposure, "visits"), ratio(boosted, exposure),
                       orders.sum())
             line_rows = self.lines_by_day[rows]
             lines = line_rows.sum(axis=0)
@@ -292,14 +298,14 @@ class GenerationReport:
                 d = plan.catalog.departments.index(dept)
                 dept_lines = self.lines_by_day_dept[rows][:, :, d].sum(axis=0)
                 expected_lines = (line_rows * shares[rows][:, :, d]).sum(axis=0)
-                judge(f"department {dept}", factor, ratio(dept_lines, lines), ratio(expected_lines, lines),
+                judge(f"department {dept}", factor, ratio(dept_lines, lines, f"department {dept}"), ratio(expected_lines, lines),
                       dept_lines.sum())
             for dept, focus in sc.class_focus.items():
                 d = plan.catalog.departments.index(dept)
                 dept_lines = self.lines_by_day_dept[rows][:, :, d].sum(axis=0)
                 cols = [self.focus_classes.index(plan.catalog.class_row(dept, c)) for c in focus.classes]
                 focus_lines = self.class_by_day[rows][:, :, cols].sum(axis=(0, 2))
-                realised = ratio(focus_lines, dept_lines)
+                realised = ratio(focus_lines, dept_lines, f"classes {', '.join(focus.classes)}")
                 # The classes' usual share is measured outside; inside, focus.share more of the lines go to them.
                 usual = focus_lines[~inside].sum() / max(dept_lines[~inside].sum(), 1)
                 expected = (focus.share + (1 - focus.share) * usual) / usual - 1 if usual > 0 else None
@@ -308,7 +314,7 @@ class GenerationReport:
             if sc.discount_share > 0:
                 discounted = self.discounted_by_day[rows].sum(axis=0)
                 expected_discounted = (line_rows * discount_chance[rows]).sum(axis=0)
-                judge("discounted lines", 1.0 + sc.discount_share, ratio(discounted, lines),
+                judge("discounted lines", 1.0 + sc.discount_share, ratio(discounted, lines, "discounted lines"),
                       ratio(expected_discounted, lines), discounted.sum())
             out[name] = result
         return out

@@ -134,7 +134,7 @@ def build_plan(personas: dict[str, Persona], scenarios: dict[str, Scenario], hie
     start = pd.Timestamp(data.history_start)
     n_days = (data.history_end - data.history_start).days + 1
     days = start + pd.to_timedelta(np.arange(n_days), unit="D")
-    month, day_of_month, weekday = days.month.to_numpy(), days.day.to_numpy(), days.weekday.to_numpy()
+    month, day_of_month, weekday = days.month.to_numpy(), days.day.to_numpy(), days.day_of_week.to_numpy()
     closed = np.zeros(n_days, dtype=bool)
     for text in cfg.closed_days:
         m, d = parse_month_day(text)

@@ -458,9 +458,16 @@ def leaked_identifier_values(export: Any, profile: pd.DataFrame) -> list[str]:
     columns = [c for c in identifier_columns(profile.columns) if c != "customer_id"]
     if not columns:
         return []
+    # A first or last name alone identifies nobody and collides with ordinary words (a class
+    # called "Pet", a surname "Hope"); the full name does identify, so it is what is looked for.
+    name_parts = [c for c in columns if c in ("first_name", "last_name")]
     secrets = set()
     for column in columns:
-        secrets.update(str(v) for v in profile[column].dropna().unique())
+        if column not in name_parts:
+            secrets.update(str(v) for v in profile[column].dropna().unique())
+    if len(name_parts) == 2:
+        full = profile["first_name"].astype("string") + " " + profile["last_name"].astype("string")
+        secrets.update(str(v) for v in full.dropna().unique())
     found: list[str] = []
 
     def walk(value: Any) -> None:

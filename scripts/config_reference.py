@@ -19,7 +19,7 @@ sys.path.insert(0, str(ROOT))
 
 from core import config as config_module  # noqa: E402
 from core.hierarchy import Department  # noqa: E402
-from core.personas import Persona  # noqa: E402
+from core.personas import Persona, Scenario  # noqa: E402
 from core.strategies import CrossSell, Rule  # noqa: E402
 from core.schema import _type_name  # noqa: E402
 
@@ -88,6 +88,10 @@ def render() -> str:
                     "`class_preferences` name sellable classes of a department listed in "
                     "`department_preferences`. `gender: Female` is shorthand for `{Female: 1.0}`.\n\n"
                     + table(rows(Persona, "")) + "\n")
+    sections.append("## personas.yml: `scenarios.<name>`\n\nTime-bounded behaviour attached to personas, "
+                    "every year from `start` to `end` (MM-DD; an `end` before `start` runs over New Year). "
+                    "Effects of overlapping scenarios multiply; the deepest sale wins.\n\n"
+                    + table(rows(Scenario, "")) + "\n")
     sections.append("## strategies.yml\n\nRules are tried in order; the first whose `when` conditions all hold "
                     "gives a segment its strategy. The last rule must have `when: {}`; a rule that can never be "
                     "reached is an error. Cross-sell categories come from lift (`cross_sell`).\n\n"

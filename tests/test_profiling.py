@@ -21,6 +21,7 @@ import pytest
 from types import SimpleNamespace
 
 from core.hierarchy import parse_hierarchy
+from core import profiling
 from core.profiling import insights_table, profile_segments
 from core.strategies import parse_strategies
 
@@ -277,3 +278,13 @@ def test_names_are_stable_for_the_same_data_in_any_row_order():
     again = [(p["segment_id"], p["name"], p["description"]) for p in profile(frame.sample(frac=1.0, random_state=3))]
     assert first == again
     assert len({name for _, name, _ in first}) == len(first)
+
+
+def test_identifier_scan_finds_full_names_and_contacts_but_not_a_surname_that_is_a_word():
+    profile = pd.DataFrame({"customer_id": [1, 2], "first_name": ["Hope", "Jean"], "last_name": ["Pet", "Cook"],
+                            "email": ["hope.pet1@example.com", "jean.cook2@example.com"],
+                            "age": [30, 40]})
+    clean = {"segments": [{"name": "Pet lovers", "top_classes": ["Pet", "Hope"]}]}
+    assert profiling.leaked_identifier_values(clean, profile) == []
+    leaking = {"segments": [{"examples": ["Jean Cook", "hope.pet1@example.com"]}]}
+    assert sorted(profiling.leaked_identifier_values(leaking, profile)) == ["Jean Cook", "hope.pet1@example.com"]

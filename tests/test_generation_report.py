@@ -1,0 +1,190 @@
+"""Tests of ``generation_report.json`` (core/generation_report.py) and of stage 01 failing on it.
+
+The report is fed the blocks the generator draws; these tests check that it
+passes on the shipped config, that what it reports is what the tables hold,
+and that data contradicting the config (an order value no basket can be that
+small, a tolerance of zero) fails it with a message naming the persona,
+department or check, both in the report and from the stage's command line.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pytest
+import yaml
+
+from conftest import SHIPPED_CONFIG, small_config_document, write_config
+from core import generator, paths
+from core.config import load_config
+from core.generation_report import GenerationReport, summary_lines
+from core.pipeline import main
+
+TILL_DEPARTMENTS = ("Bag Levy", "Gift Cards", "In-Store Charity", "Concessions")
+
+
+def config_document(n_customers: int, start: str, end: str) -> dict:
+    """The shipped config with ``n_customers`` over [start, end] and small Faker pools."""
+    doc = small_config_document()
+    doc["data"].update(n_customers=n_customers, history_start=start, history_end=end)
+    doc["generate_data"]["chunk_size"] = 1000
+    doc["generate_data"]["identity"]["pool_size"] = 300
+    return doc
+
+
+def report_of(config, personas=None, tolerances: dict | None = None, keep_tables: bool = False):
+    """Generate with ``config`` (personas and tolerances replaced if given); return the finished report.
+
+    With ``keep_tables``, also the customers and the transactions as pandas.
+    """
+    gen = config.generate_data
+    if tolerances:
+        gen = dataclasses.replace(gen, report_tolerances=dataclasses.replace(gen.report_tolerances, **tolerances))
+    plan = generator.build_plan(personas or config.personas, config.scenarios, config.hierarchy, config.data,
+                                gen, config.seed)
+    report = GenerationReport(plan)
+    chunks = list(generator.generate(plan, config.seed, on_block=report.add))
+    result = report.finish()
+    if not keep_tables:
+        return result
+    customers = pd.concat([c for c, _ in chunks], ignore_index=True)
+    tx = pa.concat_tables([t.cast(generator.TRANSACTION_SCHEMA) for _, t in chunks]).to_pandas()
+    return result, customers, tx, plan
+
+
+def with_order_value(personas: dict, name: str, low: float, high: float) -> dict:
+    """``personas`` with ``name``'s configured average order value set to [low, high]."""
+    persona = personas[name]
+    profile = dataclasses.replace(persona.spending_profile, avg_order_value=(low, high))
+    return {**personas, name: dataclasses.replace(persona, spending_profile=profile)}
+
+
+@pytest.fixture(scope="module")
+def shipped(tmp_path_factory):
+    """The shipped personas and scenarios, 2,000 customers over two years: (config, report, customers, tx, plan)."""
+    config = load_config(write_config(tmp_path_factory.mktemp("shipped"),
+                                      config_document(2000, "2023-01-01", "2024-12-31")))
+    return (config, *report_of(config, keep_tables=True))
+
+
+@pytest.fixture(scope="module")
+def one_year(tmp_path_factory):
+    """The shipped config on 1,000 customers over 2024: for the failing variants."""
+    return load_config(write_config(tmp_path_factory.mktemp("one_year"),
+                                    config_document(1000, "2024-01-01", "2024-12-31")))
+
+
+# --- the report on the shipped config ------------------------------------------------------------
+
+def test_report_passes_on_the_shipped_config_and_covers_every_persona_and_scenario(shipped):
+    config, report, _, _, _ = shipped
+    assert report["passed"], report["checks_failed"]
+    assert report["checks_failed"] == []
+    assert report["customers"] == 2000
+    personas = set(config.personas)
+    assert set(report["persona_mix"]["personas"]) == personas
+    assert set(report["department_share"]) == personas
+    assert set(report["order_value_and_visits"]) == personas
+    assert report["persona_mix"]["chi_square_p_value"] >= config.generate_data.report_tolerances.persona_mix_p_value
+    assert set(report["return_rates"]) == set(config.hierarchy.merchandise_departments)
+    tolerances = config.generate_data.report_tolerances
+    assert report["tolerances"] == {k: getattr(tolerances, k) for k in tolerances.__dataclass_fields__}
+    # Each scenario reports every effect it configures, with an uplift of the configured sign.
+    assert set(report["scenarios"]) == set(config.scenarios)
+    for name, scenario in config.scenarios.items():
+        effects = report["scenarios"][name]["effects"]
+        expected = {f"department {d}" for d in scenario.department_boost}
+        expected |= {f"classes {', '.join(f.classes)}" for f in scenario.class_focus.values()}
+        if scenario.visit_multiplier != 1.0:
+            expected.add("visits")
+        if scenario.discount_share > 0:
+            expected.add("discounted lines")
+        assert set(effects) == expected, name
+        for label, effect in effects.items():
+            assert effect["passed"], (name, label)
+            assert np.sign(effect["realised_uplift"]) == np.sign(effect["configured_factor"] - 1), (name, label)
+    lines = summary_lines(report)
+    assert lines[-1] == "all checks passed" and lines[0].startswith("persona mix chi-square p = ")
+
+
+def test_report_counts_are_those_of_the_tables(shipped):
+    """The report measures the data written: customers, till lines, returns and order values."""
+    _, report, customers, tx, plan = shipped
+    mix = report["persona_mix"]["personas"]
+    assert {p: v["customers"] for p, v in mix.items()} == customers["persona"].value_counts().to_dict()
+
+    counted = report["non_merchandise_lines"]
+    kinds = {"bag_levy": "Bag Levy", "gift_card": "Gift Cards", "charity": "In-Store Charity",
+             "concession": "Concessions"}
+    for kind, dept in kinds.items():
+        assert counted[kind] == int((tx["department"] == dept).sum()), kind
+    goods = tx[~tx["is_return"] & tx["sku"].notna()]
+    assert counted["merchandise_lines"] == len(goods)
+
+    # Returned lines per department of the product (data noise can move a line's recorded department).
+    product_department = plan.catalog.products.set_index("sku")["department"]
+    returns = tx[tx["is_return"]]
+    returned = returns["sku"].map(product_department).value_counts()
+    for dept, row in report["return_rates"].items():
+        assert row["realised_rate"] * row["lines"] == pytest.approx(returned.get(dept, 0), abs=0.5 + 1e-4 * row["lines"])
+
+    persona = goods["customer_id"].map(customers.set_index("customer_id")["persona"])
+    order_value = goods.groupby([persona, goods["order_id"]])["line_amount"].sum().groupby(level=0).mean()
+    for name, row in report["order_value_and_visits"].items():
+        assert row["average_order_value"]["realised"] == pytest.approx(order_value[name], abs=1e-3), name
+
+
+# --- data that contradicts its config ------------------------------------------------------------
+
+def test_an_order_value_no_basket_can_reach_fails_naming_the_persona(one_year):
+    """teenage_girl asks for £1-2 orders; one item costs more than that, so the check fails."""
+    report = report_of(one_year, personas=with_order_value(one_year.personas, "teenage_girl", 1, 2))
+    assert not report["passed"]
+    row = report["order_value_and_visits"]["teenage_girl"]["average_order_value"]
+    assert not row["passed"] and row["realised"] > 2 * 1.15
+    assert any(re.fullmatch(r"teenage_girl: average_order_value [\d.]+ is outside \[1(\.0)?, 2(\.0)?\] \+- 15%", f)
+               for f in report["checks_failed"]), report["checks_failed"]
+    assert all(f.startswith("teenage_girl:") for f in report["checks_failed"]), report["checks_failed"]
+
+
+def test_a_tolerance_of_zero_fails_the_check_it_belongs_to(one_year):
+    report = report_of(one_year, tolerances={"return_rate_abs": 0.0})
+    assert not report["passed"]
+    assert report["checks_failed"] and all(
+        re.fullmatch(r"returns: .+ [\d.]+ of lines, expected [\d.]+ \+- 0(\.0)?", f) for f in report["checks_failed"])
+    failed = {dept for dept, row in report["return_rates"].items() if not row["passed"]}
+    assert failed and all(any(f.startswith(f"returns: {d} ") for f in report["checks_failed"]) for d in failed)
+
+    report = report_of(one_year, tolerances={"persona_mix_p_value": 1.0, "department_share_abs": 0.0})
+    assert not report["passed"]
+    assert not report["persona_mix"]["passed"]
+    assert any(f.startswith("persona mix: chi-square p = ") and "< 1.0" in f for f in report["checks_failed"])
+    assert any(re.match(r"\w+: .+ is [\d.]+ of lines, expected [\d.]+ \(configured [\d.]+\) \+- 0", f)
+               for f in report["checks_failed"])
+
+
+def test_stage_01_fails_with_the_reason_and_writes_the_report(tmp_path, capsys):
+    """Run through the pipeline's command line: exit code 2, the failed check named, the report on disk."""
+    personas = yaml.safe_load((SHIPPED_CONFIG / "personas.yml").read_text(encoding="utf-8"))
+    personas["personas"]["teenage_girl"]["spending_profile"]["avg_order_value"] = [1, 2]
+    config_path = write_config(tmp_path / "config", config_document(1000, "2024-01-01", "2024-12-31"),
+                               personas=personas)
+    artifacts = tmp_path / "artifacts"
+
+    code = main(["run", "--only", "1", "--config", str(config_path), "--artifacts", str(artifacts)])
+
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "the generated data contradicts its config" in err
+    assert re.search(r"teenage_girl: average_order_value [\d.]+ is outside \[1(\.0)?, 2(\.0)?\]", err), err
+    assert "generate_data.report_tolerances" in err and "Traceback" not in err
+    stage_dir = paths.stage_dir(artifacts, paths.GENERATE_DATA)
+    report = json.loads((stage_dir / paths.GENERATION_REPORT).read_text(encoding="utf-8"))
+    assert report["passed"] is False
+    assert any(f.startswith("teenage_girl: average_order_value") for f in report["checks_failed"])
+    assert not (stage_dir / paths.MANIFEST).exists(), "a failed stage must not look complete"

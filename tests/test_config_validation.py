@@ -72,7 +72,8 @@ def test_shipped_config_loads_with_expected_hierarchy_and_personas():
     assert len(config.hierarchy.departments) == 21
     assert config.hierarchy.n_classes() == 394
     assert len(config.hierarchy.merchandise_departments) == 14
-    assert set(config.generate_data.department_price_ranges) == set(config.hierarchy.merchandise_departments)
+    assert set(config.generate_data.catalog.department_price_ranges) == set(config.hierarchy.merchandise_departments)
+    assert len(config.scenarios) == 7
     assert sum(p.weight for p in config.personas.values()) == pytest.approx(1.0)
 
 
@@ -331,12 +332,12 @@ def test_generate_data_department_must_be_merchandise(tmp_path, docs):
 
 def test_every_merchandise_department_needs_a_price_range(tmp_path, docs):
     """Dropping Home's price range is reported, naming the department."""
-    del docs["config"]["generate_data"]["department_price_ranges"]["Home"]
+    del docs["config"]["generate_data"]["catalog"]["department_price_ranges"]["Home"]
     path = write_documents(tmp_path, docs)
 
     with pytest.raises(ConfigError, match=problem(
-            tmp_path / "config.yml", "generate_data.department_price_ranges",
-            "no price range for Home", "every merchandise department needs one")):
+            tmp_path / "config.yml", "generate_data.catalog.department_price_ranges",
+            "missing merchandise department 'Home'")):
         load_config(path)
 
 
@@ -435,3 +436,122 @@ def test_analysis_date_before_the_history_is_rejected(tmp_path, docs):
 def test_config_path_that_is_a_folder_is_a_clear_error(tmp_path):
     with pytest.raises(ConfigError, match=re.escape(str(tmp_path)) + ": cannot be read"):
         load_config(tmp_path)
+
+
+# --- generator, personas and scenarios (stage 01) ------------------------------------------------
+
+def scenario(docs: dict, name: str) -> dict:
+    return docs["personas"]["scenarios"][name]
+
+
+def assert_problems(error: ConfigError, *expected: str) -> None:
+    """Each regex of ``expected`` matches exactly one problem line, and there are no others."""
+    problems = error.problems
+    assert len(problems) == len(expected), "\n".join(problems)
+    for pattern in expected:
+        assert sum(bool(re.match(pattern, p)) for p in problems) == 1, (pattern, problems)
+
+
+def test_scenario_problems_name_their_keys(tmp_path, docs):
+    """Unknown persona, impossible days, an unknown focus class, a non-merchandise boost, a sale without
+    depth and a scenario that changes nothing: each reported under its scenario's key."""
+    scenario(docs, "january_sales")["personas"].append("teenage_gril")
+    scenario(docs, "back_to_school")["start"] = "13-01"
+    scenario(docs, "back_to_school")["end"] = "02-30"
+    scenario(docs, "back_to_school")["class_focus"]["Kids Clothing"]["classes"] = ["SCHOOL WEAR"]
+    scenario(docs, "christmas_shop")["department_boost"]["Gift Cards"] = 2.0
+    scenario(docs, "summer_sale")["discount_depth"] = [0, 0]
+    docs["personas"]["scenarios"]["idle"] = {"description": "does nothing", "personas": ["teenage_boy"],
+                                             "start": "05-01", "end": "05-31"}
+    path = write_documents(tmp_path, docs)
+    personas_file = tmp_path / "personas.yml"
+
+    with pytest.raises(ConfigError) as excinfo:
+        load_config(path)
+    assert_problems(
+        excinfo.value,
+        problem(personas_file, "scenarios.january_sales.personas", "persona 'teenage_gril' is not defined",
+                "did you mean 'teenage_girl'", "defined: teenage_girl, teenage_boy"),
+        problem(personas_file, "scenarios.back_to_school.start", "'13-01' is not a day of the year", "MM-DD"),
+        problem(personas_file, "scenarios.back_to_school.end", "'02-30' is not a day of the year", "MM-DD"),
+        problem(personas_file, "scenarios.back_to_school.class_focus.Kids Clothing.classes",
+                "class 'SCHOOL WEAR' is not a sellable class of 'Kids Clothing'", "did you mean 'SCHOOLWEAR'"),
+        problem(personas_file, "scenarios.christmas_shop",
+                "department 'Gift Cards' is not a merchandise department", "allowed: Accessories"),
+        problem(personas_file, "scenarios.summer_sale.discount_depth", "[0, 0] while discount_share > 0"),
+        problem(personas_file, "scenarios.idle", "changes nothing", "visit_multiplier"),
+    )
+
+
+def test_persona_generator_fields_name_their_keys(tmp_path, docs):
+    """Brand tier shares not summing to 1, an unknown tier, a department both class and department
+    level, and children too old for kids' sizes."""
+    persona(docs, "teenage_girl")["brand_tier_affinity"] = {"value": 0.70, "mid": 0.30, "premium": 0.05}
+    persona(docs, "teenage_boy")["brand_tier_affinity"] = {"value": 0.6, "mid": 0.3, "luxury": 0.1}
+    persona(docs, "young_woman_fashion")["classes_per_department"] = {"Ladies Clothing": [1, 2]}
+    persona(docs, "mature_shopper")["demographics"]["children"]["age_at_start"] = [10, 25]
+    path = write_documents(tmp_path, docs)
+    personas_file = tmp_path / "personas.yml"
+
+    with pytest.raises(ConfigError) as excinfo:
+        load_config(path)
+    assert_problems(
+        excinfo.value,
+        problem(personas_file, "personas.teenage_girl.brand_tier_affinity", "sum to 1.05", "must sum to 1"),
+        problem(personas_file, "personas.teenage_boy.brand_tier_affinity", "unknown tier(s) luxury",
+                "allowed: value, mid, premium"),
+        problem(personas_file, "personas.young_woman_fashion.classes_per_department.Ladies Clothing",
+                "lists its classes in class_preferences", "not both"),
+        problem(personas_file, "personas.mature_shopper.demographics.children.age_at_start",
+                "older than 17"),
+    )
+
+
+def test_unknown_styles_are_named_with_the_persona_or_scenario(tmp_path, docs):
+    persona(docs)["style_affinity"]["glam"] = 1.0
+    scenario(docs, "teen_trend_season")["style_boost"] = {"grunge": 2.0}
+    path = write_documents(tmp_path, docs)
+
+    with pytest.raises(ConfigError) as excinfo:
+        load_config(path)
+    allowed = "allowed: casual, classic, formal, sport, trend"
+    assert_problems(
+        excinfo.value,
+        r".*personas\.yml.*personas\.teenage_girl\.style_affinity.*unknown style\(s\) glam; " + allowed,
+        r".*personas\.yml.*scenarios\.teen_trend_season\.style_boost.*unknown style\(s\) grunge; " + allowed,
+    )
+
+
+def test_size_rules_that_match_nothing_name_the_rule(tmp_path, docs):
+    rules = docs["config"]["generate_data"]["catalog"]["size_rules"]
+    rules.insert(0, {"department": "Ladies Footwaer", "classes": "*", "scale": "ladies_footwear"})
+    rules.insert(1, {"department": "Home", "classes": "Sofas*", "scale": "none"})
+    path = write_documents(tmp_path, docs)
+    config_file = tmp_path / "config.yml"
+
+    with pytest.raises(ConfigError) as excinfo:
+        load_config(path)
+    assert_problems(
+        excinfo.value,
+        problem(config_file, "generate_data.catalog.size_rules[0].department",
+                "'Ladies Footwaer' matches no merchandise department"),
+        problem(config_file, "generate_data.catalog.size_rules[1].classes", "'Sofas*' matches no class of Home"),
+    )
+
+
+def test_generate_data_mixes_and_days_name_their_keys(tmp_path, docs):
+    gen = docs["config"]["generate_data"]
+    gen["closed_days"] = ["12-25", "Boxing Day"]
+    gen["brand_tier_affinity"] = {"value": 0.5, "mid": 0.4, "premium": 0.2}
+    gen["month_weights"] = gen["month_weights"][:11]
+    path = write_documents(tmp_path, docs)
+    config_file = tmp_path / "config.yml"
+
+    with pytest.raises(ConfigError) as excinfo:
+        load_config(path)
+    assert_problems(
+        excinfo.value,
+        problem(config_file, "generate_data.closed_days[1]", "'Boxing Day' is not a day of the year", "MM-DD"),
+        problem(config_file, "generate_data.brand_tier_affinity", "sum to 1.1", "must sum to 1"),
+        problem(config_file, "generate_data.month_weights", "11 values", "give 12, January first"),
+    )

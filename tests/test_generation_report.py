@@ -48,7 +48,7 @@ def report_of(config, personas=None, tolerances: dict | None = None, keep_tables
     plan = generator.build_plan(personas or config.personas, config.scenarios, config.hierarchy, config.data,
                                 gen, config.seed)
     report = GenerationReport(plan)
-    chunks = list(generator.generate(plan, config.seed, on_block=report.add))
+    chunks = list(generator.generate(plan, config.seed, report=report))
     result = report.finish()
     if not keep_tables:
         return result
@@ -94,7 +94,8 @@ def test_report_passes_on_the_shipped_config_and_covers_every_persona_and_scenar
     assert set(report["return_rates"]) == set(config.hierarchy.merchandise_departments)
     tolerances = config.generate_data.report_tolerances
     assert report["tolerances"] == {k: getattr(tolerances, k) for k in tolerances.__dataclass_fields__}
-    # Each scenario reports every effect it configures, with an uplift of the configured sign.
+    # Each scenario reports every effect it configures; clear uplifts are realised with their sign.
+    # (A boost can leave a share nearly flat when other departments are boosted more.)
     assert set(report["scenarios"]) == set(config.scenarios)
     for name, scenario in config.scenarios.items():
         effects = report["scenarios"][name]["effects"]
@@ -107,7 +108,8 @@ def test_report_passes_on_the_shipped_config_and_covers_every_persona_and_scenar
         assert set(effects) == expected, name
         for label, effect in effects.items():
             assert effect["passed"], (name, label)
-            assert np.sign(effect["realised_uplift"]) == np.sign(effect["configured_factor"] - 1), (name, label)
+            if abs(effect["expected_uplift"]) >= 0.1:
+                assert np.sign(effect["realised_uplift"]) == np.sign(effect["expected_uplift"]), (name, label)
     lines = summary_lines(report)
     assert lines[-1] == "all checks passed" and lines[0].startswith("persona mix chi-square p = ")
 

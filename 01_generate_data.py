@@ -48,7 +48,8 @@ def run(ctx: StageContext) -> None:
         # back as plain strings (tables.TRANSACTION_SCHEMA); the pandas metadata keeps Int64 ids.
         schema = generator.DICTIONARY_TRANSACTION_SCHEMA
         with pq.ParquetWriter(tmp_path, schema, store_schema=False) as writer:
-            for customers, lines in generator.generate(plan, cfg.seed, on_block=report.add):
+            for customers, lines in generator.generate(plan, cfg.seed, report=report,
+                                                                  workers=cfg.generate_data.workers):
                 writer.write_table(lines)
                 customer_chunks.append(customers)
                 counts["lines"] += lines.num_rows

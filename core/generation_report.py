@@ -129,6 +129,18 @@ class GenerationReport:
             if ":" not in kind:
                 self.other_lines[kind] = self.other_lines.get(kind, 0) + int((other["dept"] == d).sum())
 
+    def merge(self, other: "GenerationReport") -> None:
+        """Add the counts of ``other`` (a report of other blocks of the same plan)."""
+        for name, value in vars(other).items():
+            if isinstance(value, np.ndarray):
+                getattr(self, name).__iadd__(value)
+            elif isinstance(value, dict):
+                mine = getattr(self, name)
+                for key, count in value.items():
+                    mine[key] = mine.get(key, 0) + count
+            elif isinstance(value, int) and name not in ("_K",):
+                setattr(self, name, getattr(self, name) + value)
+
     # ------------------------------------------------------------------------------------------
 
     def finish(self) -> dict:

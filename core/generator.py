@@ -774,46 +774,105 @@ def _customer_frame(block: dict, plan: GenerationPlan) -> pd.DataFrame:
     return frame[list(CUSTOMER_COLUMNS)]
 
 
-def generate(plan: GenerationPlan, seed: int,
-             on_block=None) -> Iterator[tuple[pd.DataFrame, pa.Table]]:
+def generate(plan: GenerationPlan, seed: int, report=None,
+             workers: int = 1) -> Iterator[tuple[pd.DataFrame, pa.Table]]:
     """Yield ``(customers, transactions)`` per chunk of ``chunk_size`` customers (whole blocks).
 
     Blocks of :data:`BLOCK_SIZE` customers draw from their own random
-    streams and order ids run on across blocks, so the output is the same
-    whatever the chunk size. ``on_block(block)``, if given, sees each
-    block's raw arrays (used by the generation report).
+    streams, and order ids run on across blocks in block order, so the
+    output is the same whatever the chunk size and the number of
+    ``workers`` (processes drawing blocks side by side). ``report``, if
+    given, is a :class:`core.generation_report.GenerationReport`: it counts
+    every block (in the workers, then merged).
     """
     n_total = plan.data.n_customers
+    n_blocks = -(-n_total // BLOCK_SIZE)
     blocks_per_chunk = max(1, -(-plan.cfg.chunk_size // BLOCK_SIZE))
+    want_report = report is not None
+    if workers > 1 and n_blocks > 1:
+        from concurrent.futures import ProcessPoolExecutor
+
+        executor = ProcessPoolExecutor(max_workers=workers, initializer=_set_worker_plan, initargs=(plan,))
+        pending: list = []
+        submitted = 0
+
+        def results() -> Iterator[tuple]:
+            nonlocal submitted
+            # A bounded window of blocks in flight keeps memory flat however many customers there are.
+            while submitted < n_blocks or pending:
+                while submitted < n_blocks and len(pending) < 2 * workers:
+                    pending.append(executor.submit(_worker_block, seed, submitted, want_report))
+                    submitted += 1
+                yield pending.pop(0).result()
+    else:
+        executor = None
+
+        def results() -> Iterator[tuple]:
+            for index in range(n_blocks):
+                yield _make_block(plan, seed, index, want_report)
+
     next_order_id = 1
-    block_index = 0
-    while block_index * BLOCK_SIZE < n_total:
+    try:
         customer_frames, transaction_tables = [], []
-        for _ in range(blocks_per_chunk):
-            first = block_index * BLOCK_SIZE
-            if first >= n_total:
-                break
-            n = min(BLOCK_SIZE, n_total - first)
-            rng = np.random.default_rng([seed, 2, block_index])
-            block = draw_block(first + 1, n, plan, rng)
-            customers, transactions = block_tables(block, plan, next_order_id)
-            if on_block is not None:
-                on_block(block)
+        for index, (customers, transactions, part) in enumerate(results()):
+            if part is not None:
+                report.merge(part)
             if transactions.num_rows:
+                transactions = _shift_order_ids(transactions, next_order_id)
                 next_order_id = int(pc.max(transactions["order_id"]).as_py()) + 1
             customer_frames.append(customers)
             transaction_tables.append(transactions)
-            block_index += 1
-        customers = pd.concat(customer_frames, ignore_index=True)
-        transactions = pa.concat_tables(transaction_tables)
-        log.info("generated customers up to %d of %d: %d lines", int(customers["customer_id"].iloc[-1]),
-                 n_total, transactions.num_rows)
-        yield customers, transactions
+            if len(customer_frames) == blocks_per_chunk or index == n_blocks - 1:
+                chunk_customers = pd.concat(customer_frames, ignore_index=True)
+                chunk = pa.concat_tables(transaction_tables)
+                log.info("generated customers up to %d of %d: %d lines",
+                         int(chunk_customers["customer_id"].iloc[-1]), n_total, chunk.num_rows)
+                customer_frames, transaction_tables = [], []
+                yield chunk_customers, chunk
+    finally:
+        if executor is not None:
+            executor.shutdown(cancel_futures=True)
 
 
-def generate_all(plan: GenerationPlan, seed: int, on_block=None) -> tuple[pd.DataFrame, pd.DataFrame]:
+_WORKER_PLAN: GenerationPlan | None = None
+
+
+def _set_worker_plan(plan: GenerationPlan) -> None:
+    global _WORKER_PLAN
+    _WORKER_PLAN = plan
+
+
+def _worker_block(seed: int, index: int, want_report: bool) -> tuple:
+    return _make_block(_WORKER_PLAN, seed, index, want_report)
+
+
+def _make_block(plan: GenerationPlan, seed: int, index: int, want_report: bool) -> tuple:
+    """Customers, transactions (order ids from 0) and report counts of block ``index``."""
+    first = index * BLOCK_SIZE
+    n = min(BLOCK_SIZE, plan.data.n_customers - first)
+    block = draw_block(first + 1, n, plan, np.random.default_rng([seed, 2, index]))
+    customers, transactions = block_tables(block, plan, 0)
+    part = None
+    if want_report:
+        from core.generation_report import GenerationReport
+
+        part = GenerationReport(plan)
+        part.add(block)
+        part.plan = None  # the caller has the plan; do not ship it back
+    return customers, transactions, part
+
+
+def _shift_order_ids(table: pa.Table, offset: int) -> pa.Table:
+    for name in ("order_id", "original_order_id"):
+        i = table.schema.get_field_index(name)
+        table = table.set_column(i, table.schema.field(i), pc.add(table[name], pa.scalar(offset, pa.int64())))
+    return table
+
+
+def generate_all(plan: GenerationPlan, seed: int, report=None,
+                 workers: int = 1) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Every chunk of :func:`generate` concatenated, transactions as plain-string pandas (small data only)."""
-    chunks = list(generate(plan, seed, on_block=on_block))
+    chunks = list(generate(plan, seed, report=report, workers=workers))
     customers = pd.concat([c for c, _ in chunks], ignore_index=True)
     transactions = pa.concat_tables([t.cast(TRANSACTION_SCHEMA) for _, t in chunks]).to_pandas()
     return customers, transactions

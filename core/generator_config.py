@@ -122,6 +122,8 @@ class GenerateDataConfig:
 
     chunk_size: int = spec(minimum=1, help="customers per chunk (rounded up to whole blocks of 1,000); "
                                            "bounds memory; the data does not depend on it")
+    workers: int = spec(minimum=1, help="processes drawing blocks side by side (1 = in this process); "
+                                        "the data does not depend on it")
     start_customer_share: float = spec(minimum=0.0, maximum=1.0,
                                        help="share of customers already shopping on history_start; the rest "
                                             "join uniformly over the window")

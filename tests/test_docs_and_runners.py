@@ -16,6 +16,12 @@ def test_configuration_reference_is_generated_from_the_current_schema():
     assert result.returncode == 0, result.stderr
 
 
+def test_readme_data_dictionary_is_generated_from_the_table_contract():
+    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "data_dictionary.py"), "--check"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+
+
 def test_ci_runs_the_readme_test_command():
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")

@@ -40,7 +40,8 @@ def config_document(n_customers: int, start: str, end: str) -> dict:
 def report_of(config, personas=None, tolerances: dict | None = None, keep_tables: bool = False):
     """Generate with ``config`` (personas and tolerances replaced if given); return the finished report.
 
-    With ``keep_tables``, also the customers and the transactions as pandas.
+    With ``keep_tables``, also the customers, the transactions as pandas, the plan and the
+    transactions as Arrow.
     """
     gen = config.generate_data
     if tolerances:
@@ -53,8 +54,8 @@ def report_of(config, personas=None, tolerances: dict | None = None, keep_tables
     if not keep_tables:
         return result
     customers = pd.concat([c for c, _ in chunks], ignore_index=True)
-    tx = pa.concat_tables([t.cast(generator.TRANSACTION_SCHEMA) for _, t in chunks]).to_pandas()
-    return result, customers, tx, plan
+    table = pa.concat_tables([t.cast(generator.TRANSACTION_SCHEMA) for _, t in chunks])
+    return result, customers, table.to_pandas(), plan, table
 
 
 def with_order_value(personas: dict, name: str, low: float, high: float) -> dict:
@@ -66,7 +67,7 @@ def with_order_value(personas: dict, name: str, low: float, high: float) -> dict
 
 @pytest.fixture(scope="module")
 def shipped(tmp_path_factory):
-    """The shipped personas and scenarios, 2,000 customers over two years: (config, report, customers, tx, plan)."""
+    """Shipped personas and scenarios, 2,000 customers over two years: (config, report, customers, tx, plan, table)."""
     config = load_config(write_config(tmp_path_factory.mktemp("shipped"),
                                       config_document(2000, "2023-01-01", "2024-12-31")))
     return (config, *report_of(config, keep_tables=True))
@@ -82,7 +83,7 @@ def one_year(tmp_path_factory):
 # --- the report on the shipped config ------------------------------------------------------------
 
 def test_report_passes_on_the_shipped_config_and_covers_every_persona_and_scenario(shipped):
-    config, report, _, _, _ = shipped
+    config, report, *_ = shipped
     assert report["passed"], report["checks_failed"]
     assert report["checks_failed"] == []
     assert report["customers"] == 2000
@@ -116,7 +117,7 @@ def test_report_passes_on_the_shipped_config_and_covers_every_persona_and_scenar
 
 def test_report_counts_are_those_of_the_tables(shipped):
     """The report measures the data written: customers, till lines, returns and order values."""
-    _, report, customers, tx, plan = shipped
+    _, report, customers, tx, plan, _ = shipped
     mix = report["persona_mix"]["personas"]
     assert {p: v["customers"] for p, v in mix.items()} == customers["persona"].value_counts().to_dict()
 
@@ -190,3 +191,13 @@ def test_stage_01_fails_with_the_reason_and_writes_the_report(tmp_path, capsys):
     assert report["passed"] is False
     assert any(f.startswith("teenage_girl: average_order_value") for f in report["checks_failed"])
     assert not (stage_dir / paths.MANIFEST).exists(), "a failed stage must not look complete"
+
+
+def test_workers_give_the_same_data_and_the_same_report(shipped):
+    """Blocks drawn in two processes: identical tables and report to those drawn in this one."""
+    config, report, customers, _, plan, table = shipped
+    merged = GenerationReport(plan)
+    chunks = list(generator.generate(plan, config.seed, report=merged, workers=2))
+    pd.testing.assert_frame_equal(pd.concat([c for c, _ in chunks], ignore_index=True), customers)
+    assert pa.concat_tables([t.cast(generator.TRANSACTION_SCHEMA) for _, t in chunks]).equals(table)
+    assert merged.finish() == report

@@ -106,6 +106,8 @@ class GenerationPlan:
     scenario_days: np.ndarray
     day_regime: np.ndarray
     intensity_cum: np.ndarray
+    intensity_flat: np.ndarray
+    intensity_offset: np.ndarray
     regimes: list[Regime]
     item_cum: np.ndarray
     expected_line_value: np.ndarray
@@ -202,6 +204,7 @@ def build_plan(personas: dict[str, Persona], scenarios: dict[str, Scenario], hie
         intensity_cum[p, 1:] = np.cumsum(base * visit) / DAYS_PER_MONTH
 
     item_cum = np.vstack([np.cumsum(w) / w.sum() + 2.0 * i for i, w in enumerate(weight_rows)])
+    offsets = np.arange(len(names)) * (intensity_cum[:, -1].max() + 1.0)
 
     # Classes: the persona's listed classes (class level) or the customer's own picks (department level).
     max_pref = max([len(v) for p in personas.values() for v in p.class_preferences.values()] + [1])
@@ -276,7 +279,8 @@ def build_plan(personas: dict[str, Persona], scenarios: dict[str, Scenario], hie
         personas=personas, scenarios=scenarios, persona_names=names, scenario_names=scenario_names,
         catalog=catalog, data=data, cfg=cfg, n_days=n_days, day_month=month, base_intensity=base,
         scenario_days=active, day_regime=day_regime,
-        intensity_cum=intensity_cum, regimes=regimes, item_cum=item_cum, expected_line_value=expected,
+        intensity_cum=intensity_cum, intensity_flat=(intensity_cum + offsets[:, None]).ravel(),
+        intensity_offset=offsets, regimes=regimes, item_cum=item_cum, expected_line_value=expected,
         preferred=preferred, preferred_count=preferred_count, class_level=class_level,
         picks_range=picks_range, exploration=exploration, department_names=department_names,
         department_classes=department_classes, department_sellable=department_sellable,
@@ -384,9 +388,9 @@ def draw_customers(first_id: int, n: int, plan: GenerationPlan, rng: np.random.G
 def _draw_orders(c: dict, plan: GenerationPlan, rng: np.random.Generator) -> dict:
     """Visit days of every customer: first visit, Poisson visits after it, dropout."""
     n = len(c["persona"])
-    D = plan.n_days
-    cum = plan.intensity_cum[c["persona"]]  # (n, D + 1) cumulative visits at rate 1/month
-    total = cum[:, -1]
+    persona = c["persona"]
+    cum = plan.intensity_cum  # (personas, days + 1): one row per persona, shared by its customers
+    total = cum[persona, -1]
     rate = c["rate"]
     # First visit: newcomers join at a seasonal day over the window; existing customers' first
     # visit is their process's first arrival, given that there is one.
@@ -395,9 +399,9 @@ def _draw_orders(c: dict, plan: GenerationPlan, rng: np.random.Generator) -> dic
     mass = rate * total
     target_old = -np.log1p(-u * -np.expm1(-mass)) / np.maximum(rate, 1e-12)
     target = np.where(c["existing"], np.minimum(target_old, total * (1 - 1e-12)), target_new)
-    first_day = _invert(cum, target)
+    first_day = _invert_rows(plan, persona, target)
 
-    remaining = (total - cum[np.arange(n), first_day + 1]) * rate
+    remaining = (total - cum[persona, first_day + 1]) * rate
     extra = rng.poisson(np.maximum(remaining, 0.0))
     # BG/NBD: after each purchase, stop for good with the customer's dropout probability.
     with np.errstate(divide="ignore"):
@@ -407,10 +411,11 @@ def _draw_orders(c: dict, plan: GenerationPlan, rng: np.random.Generator) -> dic
 
     order_customer = np.repeat(np.arange(n), 1 + extra)
     is_first = np.r_[True, order_customer[1:] != order_customer[:-1]] if len(order_customer) else np.zeros(0, bool)
-    low = cum[order_customer, first_day[order_customer] + 1]
+    order_persona = persona[order_customer]
+    low = cum[order_persona, first_day[order_customer] + 1]
     high = total[order_customer]
     day = np.where(is_first, first_day[order_customer],
-                   _invert_rows(cum, order_customer, low + rng.random(len(order_customer)) * (high - low)))
+                   _invert_rows(plan, order_persona, low + rng.random(len(order_customer)) * (high - low)))
     order_index = np.lexsort((day, order_customer))
     order_customer, day = order_customer[order_index], day[order_index]
     rank = np.arange(len(order_customer)) - np.searchsorted(order_customer, order_customer)
@@ -422,17 +427,14 @@ def _draw_orders(c: dict, plan: GenerationPlan, rng: np.random.Generator) -> dic
             "last_day": last_day, "n_orders": np.bincount(order_customer, minlength=n)}
 
 
-def _invert(cum: np.ndarray, target: np.ndarray) -> np.ndarray:
-    """Day whose cumulative interval holds ``target``, per row of ``cum``."""
-    return np.clip((cum[:, 1:] <= target[:, None]).sum(axis=1), 0, cum.shape[1] - 2)
+def _invert_rows(plan: GenerationPlan, rows: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """Day whose interval of ``plan.intensity_cum[row]`` holds ``target``, for many rows at once.
 
-
-def _invert_rows(cum: np.ndarray, rows: np.ndarray, target: np.ndarray) -> np.ndarray:
-    """As :func:`_invert` for many targets per row, with one binary search over stacked rows."""
-    width = cum.shape[1]
-    offset = np.arange(cum.shape[0])[:, None] * (cum[:, -1].max() + 1.0)
-    flat = (cum + offset).ravel()
-    found = np.searchsorted(flat, target + offset[rows, 0], side="right") - 1
+    The persona rows are stacked with offsets into one increasing array
+    (:attr:`GenerationPlan.intensity_flat`), so one binary search serves all.
+    """
+    width = plan.intensity_cum.shape[1]
+    found = np.searchsorted(plan.intensity_flat, target + plan.intensity_offset[rows], side="right") - 1
     return np.clip(found - rows * width, 0, width - 2)
 
 

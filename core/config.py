@@ -271,13 +271,15 @@ def load_config(path: Path | str = paths.DEFAULT_CONFIG) -> PipelineConfig:
     personas, scenarios = load_persona_file(personas_path, hierarchy)
     strategies = load_strategies(strategies_path, hierarchy)
     _check_against_hierarchy(parsed, hierarchy, problems)
-    for name, persona in personas.items():
-        check_styles(persona.style_affinity, parsed.generate_data.catalog.styles, problems,
-                     f"{personas_path.name}: personas.{name}.style_affinity")
-    for name, scenario in scenarios.items():
-        check_styles(scenario.style_boost, parsed.generate_data.catalog.styles, problems,
-                     f"{personas_path.name}: scenarios.{name}.style_boost")
     problems.raise_if_any()
+    # Styles are declared in config.yml but used in personas.yml: the mistake is in the latter.
+    persona_problems = Problems(str(personas_path))
+    styles = parsed.generate_data.catalog.styles
+    for name, persona in personas.items():
+        check_styles(persona.style_affinity, styles, persona_problems, f"personas.{name}.style_affinity")
+    for name, scenario in scenarios.items():
+        check_styles(scenario.style_boost, styles, persona_problems, f"scenarios.{name}.style_boost")
+    persona_problems.raise_if_any()
     return PipelineConfig(
         path=path, seed=parsed.seed, hierarchy_file=hierarchy_path, personas_file=personas_path,
         strategies_file=strategies_path, hierarchy=hierarchy, personas=personas, scenarios=scenarios, strategies=strategies,

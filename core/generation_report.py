@@ -48,6 +48,7 @@ class GenerationReport:
         self.dept_returned = np.zeros(M)
         self.dept_expected_returns = np.zeros(M)
         self.orders_by_day = np.zeros((P, D))
+        self.all_orders_by_persona = np.zeros(P)
         self.active_by_day = np.zeros((P, D + 1))
         self.lines_by_day_dept = np.zeros((P, D, M))
         self.discounted_by_day = np.zeros((P, D))
@@ -84,6 +85,7 @@ class GenerationReport:
         # A dropped customer's last visit ends their exposure: given it, the visits between are
         # spread by the calendar alone, so it is left out too.
         order_persona = persona[o["customer"]]
+        self.all_orders_by_persona += np.bincount(order_persona, minlength=P)
         cust = o["customer"]
         later = np.r_[False, cust[1:] == cust[:-1]]
         last = np.r_[cust[1:] != cust[:-1], True] & o["dropped"][cust]
@@ -177,7 +179,7 @@ class GenerationReport:
         if not ok:
             self.failures.append(f"persona mix: chi-square p = {p_value:.2g} < {tol.persona_mix_p_value} "
                                  f"(realised {dict(zip(plan.persona_names, self.customers.tolist()))})")
-        return {"chi_square_p_value": round(p_value, 6), "passed": ok,
+        return {"chi_square_p_value": round(p_value, 6), "passed": bool(ok),
                 "personas": {p: {"configured_share": round(float(w / weights.sum()), 4),
                                  "realised_share": round(float(n / max(self.customers.sum(), 1)), 4),
                                  "customers": int(n)}
@@ -205,7 +207,7 @@ class GenerationReport:
                               "expected_line_share_with_scenarios": round(float(expected), 4),
                               "realised_line_share": round(float(realised), 4),
                               "realised_spend_share": round(float(self.spend[p, d] / max(self.spend[p].sum(), 1)), 4),
-                              "passed": ok}
+                              "passed": bool(ok)}
             out[name] = {"lines": int(total), "departments": rows}
         return out
 
@@ -224,7 +226,7 @@ class GenerationReport:
                 if not ok:
                     self.failures.append(f"{name}: {label} {value:.2f} is outside [{low}, {high}] "
                                          f"+- {slack:.0%}")
-                rows[label] = {"realised": round(float(value), 3), "configured": [low, high], "passed": ok}
+                rows[label] = {"realised": round(float(value), 3), "configured": [low, high], "passed": bool(ok)}
             out[name] = rows
         return out
 
@@ -242,7 +244,7 @@ class GenerationReport:
                                      f"+- {tol.return_rate_abs}")
             out[dept] = {"configured_rate": cfg.department_return_rates.get(dept, cfg.return_rate),
                          "expected_rate_with_online": round(float(expected), 4),
-                         "realised_rate": round(float(realised), 4), "lines": int(n), "passed": ok}
+                         "realised_rate": round(float(realised), 4), "lines": int(n), "passed": bool(ok)}
         return out
 
     def _scenarios(self, tol) -> dict:
@@ -271,22 +273,29 @@ class GenerationReport:
 
             noise: dict[str, float] = {}
 
-            def ratio(numerator: np.ndarray, denominator: np.ndarray, label: str = "") -> float | None:
+            all_lines = self.lines_by_day[rows].sum()
+            all_orders = self.all_orders_by_persona[rows].sum()
+            lines_per_order = max(float(all_lines / all_orders), 1.0) if all_orders else 1.0
+
+            def ratio(numerator: np.ndarray, denominator: np.ndarray, label: str = "",
+                      cluster: float = 1.0) -> float | None:
                 num_in, num_out = numerator[inside].sum(), numerator[~inside].sum()
                 den_in, den_out = denominator[inside].sum(), denominator[~inside].sum()
                 if min(den_in, den_out, num_out) <= 0:
                     return None
                 value = float((num_in / den_in) / (num_out / den_out) - 1)
                 if label:
-                    # Three standard errors of a ratio of two Poisson counts: small samples are noisy.
-                    noise[label] = 3.0 * (1 + value) * float(np.sqrt(1 / max(num_in, 1) + 1 / num_out))
+                    # Three standard errors of a ratio of two counts. Lines come in baskets (and
+                    # baskets share a main department), so they count as orders, not as lines.
+                    eff_in, eff_out = max(num_in / cluster, 1.0), max(num_out / cluster, 1.0)
+                    noise[label] = 3.0 * (1 + value) * float(np.sqrt(1 / eff_in + 1 / eff_out))
                 return value
 
             def judge(label: str, configured: float, realised: float | None, expected: float | None,
                       sample: float) -> None:
-                entry = {"configured_factor": configured,
-                         "expected_uplift": None if expected is None else round(expected, 4),
-                         "realised_uplift": None if realised is None else round(realised, 4)}
+                entry = {"configured_factor": float(configured),
+                         "expected_uplift": None if expected is None else round(float(expected), 4),
+                         "realised_uplift": None if realised is None else round(float(realised), 4)}
                 if realised is None or expected is None:
                     entry.update(passed=True, note="no data on one side of the window")
                 else:
@@ -295,7 +304,7 @@ class GenerationReport:
                     if not ok:
                         self.failures.append(f"scenario {name}: {label} uplift {realised:+.3f} inside the window, "
                                              f"expected {expected:+.3f} +- {allowed:.3f}")
-                    entry["passed"] = ok
+                    entry["passed"] = bool(ok)
                 result["effects"][label] = entry
 
             orders = self.orders_by_day[rows].sum(axis=0)
@@ -310,14 +319,14 @@ class GenerationReport:
                 d = plan.catalog.departments.index(dept)
                 dept_lines = self.lines_by_day_dept[rows][:, :, d].sum(axis=0)
                 expected_lines = (line_rows * shares[rows][:, :, d]).sum(axis=0)
-                judge(f"department {dept}", factor, ratio(dept_lines, lines, f"department {dept}"), ratio(expected_lines, lines),
+                judge(f"department {dept}", factor, ratio(dept_lines, lines, f"department {dept}", lines_per_order), ratio(expected_lines, lines),
                       dept_lines.sum())
             for dept, focus in sc.class_focus.items():
                 d = plan.catalog.departments.index(dept)
                 dept_lines = self.lines_by_day_dept[rows][:, :, d].sum(axis=0)
                 cols = [self.focus_classes.index(plan.catalog.class_row(dept, c)) for c in focus.classes]
                 focus_lines = self.class_by_day[rows][:, :, cols].sum(axis=(0, 2))
-                realised = ratio(focus_lines, dept_lines, f"classes {', '.join(focus.classes)}")
+                realised = ratio(focus_lines, dept_lines, f"classes {', '.join(focus.classes)}", lines_per_order)
                 # The classes' usual share is measured outside; inside, focus.share more of the lines go to them.
                 usual = focus_lines[~inside].sum() / max(dept_lines[~inside].sum(), 1)
                 expected = (focus.share + (1 - focus.share) * usual) / usual - 1 if usual > 0 else None
@@ -326,7 +335,8 @@ class GenerationReport:
             if sc.discount_share > 0:
                 discounted = self.discounted_by_day[rows].sum(axis=0)
                 expected_discounted = (line_rows * discount_chance[rows]).sum(axis=0)
-                judge("discounted lines", 1.0 + sc.discount_share, ratio(discounted, lines, "discounted lines"),
+                judge("discounted lines", 1.0 + sc.discount_share,
+                      ratio(discounted, lines, "discounted lines", lines_per_order),
                       ratio(expected_discounted, lines), discounted.sum())
             out[name] = result
         return out

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import fnmatch
 
-from core.schema import Problems, Range, check_sums_to_one, spec
+from core.schema import Problems, Range, check_sums_to_one, spec, suggest
 
 BRAND_TIERS = ("value", "mid", "premium")
 SIZE_SCALES = ("ladies", "mens", "ladies_footwear", "mens_footwear", "kids", "kids_footwear", "none")
@@ -186,15 +186,18 @@ def check_generate_data(gen: GenerateDataConfig, merchandise: list[str], class_n
     for dept in gen.department_return_rates:
         if dept not in merchandise:
             problems.add(f"{key}.department_return_rates.{dept}",
-                         f"'{dept}' is not a merchandise department; allowed: {', '.join(merchandise)}")
+                         f"'{dept}' is not a merchandise department of the hierarchy"
+                         f"{suggest(dept, merchandise)}; allowed: {', '.join(merchandise)}")
     cat = gen.catalog
     ckey = f"{key}.catalog"
     for dept in merchandise:
         if dept not in cat.department_price_ranges:
             problems.add(f"{ckey}.department_price_ranges", f"missing merchandise department '{dept}'")
-    for dept in list(cat.department_price_ranges) + list(cat.department_styles):
-        if dept not in merchandise:
-            problems.add(f"{ckey}", f"'{dept}' is not a merchandise department; allowed: {', '.join(merchandise)}")
+    for field in ("department_price_ranges", "department_styles"):
+        for dept in getattr(cat, field):
+            if dept not in merchandise:
+                problems.add(f"{ckey}.{field}.{dept}", f"'{dept}' is not a merchandise department"
+                                                      f"{suggest(dept, merchandise)}; allowed: {', '.join(merchandise)}")
     if set(cat.brand_tiers) != set(BRAND_TIERS):
         problems.add(f"{ckey}.brand_tiers", f"has {', '.join(cat.brand_tiers)}; give exactly "
                                             f"{', '.join(BRAND_TIERS)}")

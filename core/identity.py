@@ -38,7 +38,9 @@ def build_identity_pools(locale: str, size: int, seed: int) -> IdentityPools:
 
     return IdentityPools(
         female_first=pool(fake.first_name_female), male_first=pool(fake.first_name_male),
-        last=pool(fake.last_name), street=pool(fake.street_address), postcode=pool(fake.postcode),
+        # Faker writes multi-line streets ("Flat 3\nKelly Ferry"); one line suits a table cell.
+        last=pool(fake.last_name), street=pool(lambda: fake.street_address().replace("\n", ", ")),
+        postcode=pool(fake.postcode),
         email_domain=np.array(sorted({fake.free_email_domain() for _ in range(50)}), dtype=object),
         phone_prefix=np.array(["07" + str(v) for v in range(100, 1000, 37)], dtype=object),
     )

@@ -161,10 +161,11 @@ def _check_scenario(name: str, scenario: Scenario, personas: list[str], hierarch
         if parse_month_day(getattr(scenario, field)) is None:
             problems.add(f"{key}.{field}", f"{getattr(scenario, field)!r} is not a day of the year; "
                                            f"write MM-DD, e.g. 11-15")
-    for dept in list(scenario.department_boost) + list(scenario.class_focus):
-        if dept not in merchandise:
-            problems.add(f"{key}", f"department '{dept}' is not a merchandise department"
-                                   f"{suggest(dept, merchandise)}; allowed: {', '.join(merchandise)}")
+    for field in ("department_boost", "class_focus"):
+        for dept in getattr(scenario, field):
+            if dept not in merchandise:
+                problems.add(f"{key}.{field}.{dept}", f"department '{dept}' is not a merchandise department"
+                                                      f"{suggest(dept, merchandise)}; allowed: {', '.join(merchandise)}")
     for dept, focus in scenario.class_focus.items():
         if dept not in merchandise:
             continue

@@ -476,7 +476,7 @@ def test_scenario_problems_name_their_keys(tmp_path, docs):
         problem(personas_file, "scenarios.back_to_school.end", "'02-30' is not a day of the year", "MM-DD"),
         problem(personas_file, "scenarios.back_to_school.class_focus.Kids Clothing.classes",
                 "class 'SCHOOL WEAR' is not a sellable class of 'Kids Clothing'", "did you mean 'SCHOOLWEAR'"),
-        problem(personas_file, "scenarios.christmas_shop",
+        problem(personas_file, "scenarios.christmas_shop.department_boost.Gift Cards",
                 "department 'Gift Cards' is not a merchandise department", "allowed: Accessories"),
         problem(personas_file, "scenarios.summer_sale.discount_depth", "[0, 0] while discount_share > 0"),
         problem(personas_file, "scenarios.idle", "changes nothing", "visit_multiplier"),

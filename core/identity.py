@@ -50,6 +50,9 @@ def assign_identities(pools: IdentityPools, female: np.ndarray, customer_id: np.
                       rng: np.random.Generator) -> dict[str, np.ndarray]:
     """Draw a fake identity per customer; ``female`` picks the first-name pool."""
     n = len(female)
+    if n == 0:
+        return {name: np.zeros(0, dtype=object) for name in ("first_name", "last_name", "email", "phone",
+                                                             "street_address", "postcode")}
     first = np.where(female, pools.female_first[rng.integers(0, len(pools.female_first), n)],
                      pools.male_first[rng.integers(0, len(pools.male_first), n)])
     last = pools.last[rng.integers(0, len(pools.last), n)]

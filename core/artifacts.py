@@ -98,6 +98,16 @@ def describe_file(path: Path, sha256: str | None = None) -> dict[str, Any]:
     }
 
 
+def describe_source(role: str, path: Path) -> dict[str, Any]:
+    """A data file from outside the artifacts folder (a retailer's log): role, path, size, mtime and hash.
+
+    Rows are not counted: the file may be large, and may not even be readable text.
+    """
+    stat = Path(path).stat()
+    return {"role": role, "file": str(path), "bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns,
+            "sha256": file_sha256(path)}
+
+
 def count_rows(path: Path) -> int | None:
     """Rows of a Parquet or CSV file; ``None`` for other files."""
     if path.suffix == ".parquet":

@@ -28,6 +28,9 @@ PIPELINE_LOG = "pipeline.log"
 TRANSACTIONS = "transactions.parquet"
 CUSTOMERS = "customers.parquet"
 PRODUCTS = "products.parquet"
+# ... and, with data.source: file, the input rows it did not accept, with the reason
+REJECTS = "rejects.parquet"
+CUSTOMER_REJECTS = "customer_rejects.parquet"
 
 # 02_prepare_features
 BASIC = "basic.parquet"

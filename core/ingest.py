@@ -44,6 +44,7 @@ import numpy as np
 import pandas as pd
 import pandera.pandas as pdx
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
@@ -55,8 +56,10 @@ from core.tables import (CUSTOMER_COLUMNS, CUSTOMER_SCHEMA, CUSTOMER_TABLE, GROU
 UNKNOWN = "Unknown"
 """Department and class of a line whose department or class the hierarchy does not know, or that has none."""
 
-TRANSACTION_TARGETS = TRANSACTION_COLUMNS
-"""Columns of ours a log's column can be mapped to (every transactions.parquet column)."""
+LINE_NUMBER = "line_number"
+"""Mapping target for a log's line number within an order: not stored, it only tells identical lines apart."""
+TRANSACTION_TARGETS = TRANSACTION_COLUMNS + (LINE_NUMBER,)
+"""Columns of ours a log's column can be mapped to (every transactions.parquet column, and the line number)."""
 REQUIRED_TRANSACTION = ("customer_id", "order_date", "line_amount")
 CUSTOMER_TARGETS = tuple(c for c in CUSTOMER_COLUMNS if c not in GROUND_TRUTH_COLUMNS)
 """Columns of ours a customer file's column can be mapped to (the generator's ground truth excluded)."""
@@ -325,6 +328,17 @@ def _text(values: pd.Series) -> pd.Series:
     return s.mask(s.isna() | (s == ""))
 
 
+def _arrow_text(text: pd.Series) -> pa.Array:
+    """The stripped text as an Arrow array (NA -> null): parsing runs in Arrow's compute kernels."""
+    return pa.array(text.to_numpy(object, na_value=None), type=pa.string()) if text.dtype == object else pa.array(text)
+
+
+def _cast_where(arr: pa.Array, ok: np.ndarray, to: pa.DataType) -> np.ndarray:
+    """Cast the text of the rows in ``ok`` (already known to be valid) to ``to``; others become 0."""
+    kept = pc.if_else(pa.array(ok), arr, pa.scalar(None, pa.string()))
+    return pc.cast(kept, to).fill_null(0).to_numpy(zero_copy_only=False)
+
+
 def parse_integer(values: pd.Series) -> tuple[pd.Series, np.ndarray, np.ndarray]:
     """Whole numbers (``123``, ``123.0``, ``+7``) as Int64; anything else is invalid."""
     if pd.api.types.is_bool_dtype(values.dtype):
@@ -336,21 +350,19 @@ def parse_integer(values: pd.Series) -> tuple[pd.Series, np.ndarray, np.ndarray]
         number = values.to_numpy(np.float64, na_value=np.nan)
         missing = np.isnan(number)
         invalid = ~missing & ~(np.isfinite(number) & (np.floor(number) == number) & (np.abs(number) < 2**62))
-        parsed = pd.array(np.where(missing | invalid, 0, number).astype(np.int64), dtype="Int64")
-        parsed[missing | invalid] = pd.NA
-        return pd.Series(parsed, index=values.index), missing, invalid
-    text = _text(values)
-    missing = text.isna().to_numpy()
-    ok = text.str.fullmatch(r"[+-]?\d{1,18}(\.0*)?").fillna(False).to_numpy(bool)
-    parsed = pd.Series(pd.NA, index=values.index, dtype="Int64")
-    if ok.any():
-        parsed[ok] = pd.to_numeric(text[ok].str.replace(r"\.0*$", "", regex=True)).astype("Int64")
-    return parsed, missing, ~missing & ~ok
+        number = np.where(missing | invalid, 0, number).astype(np.int64)
+        return pd.Series(pd.arrays.IntegerArray(number, missing | invalid), index=values.index), missing, invalid
+    arr = _arrow_text(_text(values))
+    missing = np.asarray(arr.is_null().to_numpy(zero_copy_only=False), bool)
+    ok = pc.match_substring_regex(arr, r"^[+-]?\d{1,18}(\.0*)?$").fill_null(False).to_numpy(zero_copy_only=False)
+    plain = pc.replace_substring_regex(pc.replace_substring_regex(arr, r"\.0*$", ""), r"^\+", "")
+    number = _cast_where(plain, ok, pa.int64())
+    return pd.Series(pd.arrays.IntegerArray(number.astype(np.int64), ~ok), index=values.index), missing, ~missing & ~ok
 
 
 _NUMBER = {
-    ".": r"[+-]?(\d+|\d{1,3}(,\d{3})+)(\.\d*)?|[+-]?\.\d+",
-    ",": r"[+-]?(\d+|\d{1,3}(\.\d{3})+)(,\d*)?|[+-]?,\d+",
+    ".": r"^([+-]?(\d+|\d{1,3}(,\d{3})+)(\.\d*)?|[+-]?\.\d+)$",
+    ",": r"^([+-]?(\d+|\d{1,3}(\.\d{3})+)(,\d*)?|[+-]?,\d+)$",
 }
 
 
@@ -359,23 +371,20 @@ def parse_decimal(values: pd.Series, decimal: str = ".") -> tuple[np.ndarray, np
 
     Text uses ``decimal`` as the decimal mark and may group thousands with the
     other mark in threes (``1,234.56`` or ``1.234,56``); anything else,
-    including ``inf`` and ``nan``, is invalid.
+    including ``inf``, ``nan`` and ``1e5``, is invalid.
     """
     if pd.api.types.is_numeric_dtype(values.dtype) and not pd.api.types.is_bool_dtype(values.dtype):
         number = values.to_numpy(np.float64, na_value=np.nan)
         missing = np.isnan(number)
         invalid = ~missing & ~np.isfinite(number)
         return np.where(invalid, np.nan, number), missing, invalid
-    text = _text(values)
-    missing = text.isna().to_numpy()
-    ok = text.str.fullmatch(_NUMBER[decimal]).fillna(False).to_numpy(bool)
-    number = np.full(len(values), np.nan)
-    if ok.any():
-        thousands = "," if decimal == "." else "."
-        plain = text[ok].str.replace(thousands, "", regex=False)
-        if decimal == ",":
-            plain = plain.str.replace(",", ".", regex=False)
-        number[ok] = pd.to_numeric(plain).to_numpy(np.float64)
+    arr = _arrow_text(_text(values))
+    missing = np.asarray(arr.is_null().to_numpy(zero_copy_only=False), bool)
+    ok = pc.match_substring_regex(arr, _NUMBER[decimal]).fill_null(False).to_numpy(zero_copy_only=False)
+    plain = pc.replace_substring(arr, "," if decimal == "." else ".", "")
+    if decimal == ",":
+        plain = pc.replace_substring(plain, ",", ".")
+    number = np.where(ok, _cast_where(plain, ok, pa.float64()), np.nan)
     return number, missing, ~missing & ~ok
 
 
@@ -541,6 +550,11 @@ def _reject_frame(raw: RawBatch, reasons: np.ndarray, mask: np.ndarray, theirs: 
                   with_row_text: bool) -> pd.DataFrame:
     """Rejected rows as text under the file's column names, with row number and reason."""
     inverse = {ours: t for t, ours in theirs.items()}
+    mask = np.asarray(mask, bool)
+    if not raw.malformed and not mask.any():
+        return pd.DataFrame({c: pd.Series([], dtype=np.int64 if c == "source_row" else object)
+                             for c in ["source_row", "reason", *map(_reject_column, (inverse[o] for o in raw.rows.columns)),
+                                       *([ROW_TEXT] if with_row_text else [])]})
     out = pd.DataFrame({"source_row": raw.source_row[mask], "reason": reasons[mask].astype(str)})
     for ours in raw.rows.columns:
         out[_reject_column(inverse[ours])] = raw.rows[ours][mask].astype("str").where(
@@ -694,7 +708,7 @@ class TransactionIngestor:
                                              is_return[derived])
         lines["order_id"] = given_order.fillna(0).to_numpy(np.int64)
         for name in ("channel", "sku", "brand", "brand_tier", "style", "color", "size"):
-            lines[name] = (texts[name] if name in self.mapped else pd.Series(np.nan, index=rows.index)).astype("str")
+            lines[name] = texts[name].astype("str") if name in self.mapped else _null_text(n)
         department, cls, dept_text, class_text = self._hierarchy(texts, n)
         lines["department"] = department
         lines["class"] = cls
@@ -715,6 +729,9 @@ class TransactionIngestor:
         candidates = np.flatnonzero(why.ok)
         key_frame = lines.iloc[candidates].assign(_department=dept_text.iloc[candidates].to_numpy(),
                                                   _class=class_text.iloc[candidates].to_numpy())
+        if LINE_NUMBER in self.mapped:
+            # Two identical scans in one order are two lines when the log numbers its lines.
+            key_frame[LINE_NUMBER] = texts[LINE_NUMBER].iloc[candidates].astype("str").to_numpy()
         keys = pd.util.hash_pandas_object(key_frame, index=False).to_numpy(np.uint64)
         fresh = _first_unseen(keys, self._lines)
         why.flag(np.isin(np.arange(n), candidates[~fresh]), "duplicate line")
@@ -733,18 +750,28 @@ class TransactionIngestor:
         return accepted, rejected
 
     def _hierarchy(self, texts: dict[str, pd.Series], n: int) -> tuple[np.ndarray, np.ndarray, pd.Series, pd.Series]:
-        """Canonical department and class names (Unknown when not in the hierarchy), and the file's own text."""
-        empty = pd.Series([None] * n, dtype="str")
+        """Canonical department and class names (Unknown when not in the hierarchy), and the file's own text.
+
+        Names are looked up once per distinct (department, class) pair of the batch, not per line.
+        """
+        empty = _null_text(n)
         if "department" not in self.mapped:
             return np.full(n, UNKNOWN, object), np.full(n, UNKNOWN, object), empty, empty
         dept_text = texts["department"].reset_index(drop=True)
         class_text = texts["class"].reset_index(drop=True) if "class" in self.mapped else empty
-        department = dept_text.str.casefold().map(self._departments)
-        cls = pd.Series(UNKNOWN, index=dept_text.index, dtype=object)
-        for name in pd.unique(department.dropna()):
-            rows = (department == name).to_numpy()
-            cls[rows] = class_text[rows].str.casefold().map(self._classes[name]).fillna(UNKNOWN).to_numpy()
-        return (department.fillna(UNKNOWN).to_numpy(object), cls.to_numpy(object), dept_text, class_text)
+        dept_codes, dept_names = pd.factorize(dept_text)
+        class_codes, class_names = pd.factorize(class_text)
+        pair = (dept_codes.astype(np.int64) + 1) * (len(class_names) + 1) + (class_codes + 1)
+        pairs, inverse = np.unique(pair, return_inverse=True)
+        canonical_dept = np.empty(len(pairs), object)
+        canonical_class = np.empty(len(pairs), object)
+        for i, code in enumerate(pairs):
+            d, c = divmod(int(code), len(class_names) + 1)
+            dept = self._departments.get(str(dept_names[d - 1]).casefold()) if d else None
+            cls = self._classes[dept].get(str(class_names[c - 1]).casefold()) if dept and c else None
+            canonical_dept[i] = dept or UNKNOWN
+            canonical_class[i] = cls or UNKNOWN
+        return canonical_dept[inverse], canonical_class[inverse], dept_text, class_text
 
     def _count(self, raw: RawBatch, reasons: np.ndarray, keep: np.ndarray, accepted: pd.DataFrame,
                dept_text: pd.Series, class_text: pd.Series, derived: np.ndarray,
@@ -867,6 +894,11 @@ def check_rejected_share(source: SourceFile, rows_in: int, rejected: dict[str, i
         f"ingest.max_rejected_share ({max_share:.1%}): {top}{where}. Fix the file, or the column mapping "
         f"({source.key}.columns), ingest.date_format or ingest.csv settings; or raise ingest.max_rejected_share "
         f"if these rows may be left out")
+
+
+def _null_text(n: int) -> pd.Series:
+    """``n`` missing text values (the dtype text columns read back as)."""
+    return pd.Series(pa.nulls(n, pa.large_string()).to_pandas(), dtype="str")
 
 
 def _empty(schema: pa.Schema) -> pd.DataFrame:

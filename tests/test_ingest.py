@@ -117,6 +117,14 @@ def test_duplicate_lines_are_found_across_batches(tmp_path):
     assert rejected["source_row"].min() > len(rows), "only the later copies are rejected"
 
 
+def test_a_line_number_tells_identical_lines_of_one_order_apart(tmp_path):
+    text = "c,d,a,o,n\n1,2024-01-01,2.50,9,1\n1,2024-01-01,2.50,9,2\n1,2024-01-01,2.50,9,2\n"
+    columns = {"c": "customer_id", "d": "order_date", "a": "line_amount", "o": "order_id", "n": "line_number"}
+    accepted, rejected, _ = ingest_text(tmp_path, text, columns)
+    assert len(accepted) == 2 and reasons(rejected) == {3: "duplicate line"}
+    assert "line_number" not in accepted.columns
+
+
 def test_seen_keys_is_a_set(tmp_path):
     rng = np.random.default_rng(0)
     seen, reference = ingest.SeenKeys(), set()

@@ -233,7 +233,7 @@ def _parquet_batches(source: SourceFile, batch_rows: int) -> Iterator[RawBatch]:
 
 def _csv_header(source: SourceFile) -> list[str]:
     """The header's field names as written, read with Python's csv module (pyarrow needs them to select columns)."""
-    utf8 = source.encoding.lower().replace("_", "-") in ("utf-8", "utf8")
+    utf8 = _utf8(source.encoding)
     with open(source.path, "rb") as handle:
         head = handle.read(1 << 20)
     if not head.strip():
@@ -249,6 +249,38 @@ def _csv_header(source: SourceFile) -> list[str]:
     return next(csv.reader(io.StringIO(text), delimiter=source.separator))
 
 
+def _utf8(encoding: str) -> bool:
+    return encoding.lower().replace("_", "-") in ("utf-8", "utf8", "utf-8-sig")
+
+
+def _chunks(source: SourceFile, block_bytes: int) -> Iterator[bytes]:
+    """The data lines after the header, as UTF-8 bytes in pieces of about ``block_bytes`` ending at a line end.
+
+    Read here rather than by pyarrow's streaming reader, whose read-ahead was measured holding
+    most of a 316 MiB file while the batches were being processed: this way one piece is in
+    memory at a time. A file in another encoding is decoded by Python and re-encoded.
+    """
+    utf8 = _utf8(source.encoding)
+    with open(source.path, "rb" if utf8 else "r", **({} if utf8 else {"encoding": source.encoding,
+                                                                      "newline": ""})) as handle:
+        handle.readline()  # the header, read by _csv_header
+        newline = b"\n" if utf8 else "\n"
+        rest = newline[:0]
+        while True:
+            data = handle.read(block_bytes)
+            if not data:
+                if rest:
+                    yield rest if utf8 else rest.encode("utf-8")
+                return
+            data = rest + data
+            cut = data.rfind(newline) + 1
+            if cut == 0:  # a line longer than a block: read on
+                rest = data
+                continue
+            rest = data[cut:]
+            yield data[:cut] if utf8 else data[:cut].encode("utf-8")
+
+
 def _csv_batches(source: SourceFile, block_bytes: int) -> Iterator[RawBatch]:
     header = _csv_header(source)
     # Names are compared without surrounding spaces; pyarrow selects them as written.
@@ -261,40 +293,37 @@ def _csv_batches(source: SourceFile, block_bytes: int) -> Iterator[RawBatch]:
     def skip_malformed(row) -> str:
         # A row with too few or too many fields (an unquoted delimiter in a name, a truncated
         # line) is rejected with its text rather than stopping the whole file.
-        malformed.append((int(row.number) - 1, row.text))  # pyarrow numbers lines from 1, header included
+        malformed.append((int(row.number), row.text))  # 1-based line within the piece
         return "skip"
 
-    read_options = pacsv.ReadOptions(encoding=source.encoding, block_size=block_bytes,
+    read_options = pacsv.ReadOptions(column_names=header, block_size=max(2 * block_bytes, 1 << 16),
                                      use_threads=False)  # one thread: malformed rows come with their number
     parse_options = pacsv.ParseOptions(delimiter=source.separator, invalid_row_handler=skip_malformed,
-                                       # an empty line is a row (rejected as empty), so a row's number is its
-                                       # line number - 1 in a file without line breaks inside quoted values
+                                       # an empty line is a row (rejected as empty), so rows are lines
                                        ignore_empty_lines=False)
     convert_options = pacsv.ConvertOptions(include_columns=list(as_written),
                                            column_types={h: pa.string() for h in as_written},
                                            strings_can_be_null=False, quoted_strings_can_be_null=False)
+    first = 1
     try:
-        reader = pacsv.open_csv(source.path, read_options=read_options, parse_options=parse_options,
-                                convert_options=convert_options)
-    except pa.ArrowInvalid as exc:
-        raise _csv_error(source, exc, 1) from None
-    next_row = 1
-    while True:
-        try:
-            batch = reader.read_next_batch()
-        except StopIteration:
-            break
-        except pa.ArrowInvalid as exc:
-            raise _csv_error(source, exc, next_row) from None
-        rows = batch.to_pandas().rename(columns=as_written).rename(columns=source.columns)
-        numbers = _row_numbers(next_row, len(rows), [m[0] for m in malformed])
-        next_row = int(numbers[-1]) + 1 if len(numbers) else next_row
-        done = [m for m in malformed if m[0] < next_row]
-        malformed[:] = [m for m in malformed if m[0] >= next_row]
-        yield RawBatch(rows, numbers, done)
-    if malformed:
-        yield RawBatch(pd.DataFrame({ours: pd.Series([], dtype="str") for ours in source.columns.values()}),
-                       np.zeros(0, dtype=np.int64), list(malformed))
+        for chunk in _chunks(source, block_bytes):
+            malformed.clear()
+            try:
+                table = pacsv.read_csv(pa.py_buffer(chunk), read_options=read_options,
+                                       parse_options=parse_options, convert_options=convert_options)
+            except pa.ArrowInvalid as exc:
+                raise _csv_error(source, exc, first) from None
+            n_lines = chunk.count(b"\n") + (not chunk.endswith(b"\n"))
+            bad = [(first - 1 + number, text) for number, text in malformed]
+            numbers = _row_numbers(first, table.num_rows, [number for number, _ in bad])
+            # Lines and rows differ only if a quoted value holds a line break: then the numbers are approximate.
+            first = max(first + n_lines, int(numbers[-1]) + 1 if len(numbers) else first)
+            rows = table.to_pandas().rename(columns=as_written).rename(columns=source.columns)
+            yield RawBatch(rows, numbers, bad)
+    except UnicodeDecodeError as exc:
+        raise PipelineError(f"{source.path}: not valid {source.encoding} text (after data row {first - 1:,}: "
+                            f"{exc.reason}); set ingest.csv.encoding to the file's encoding or save the file "
+                            f"as UTF-8") from None
 
 
 def _row_numbers(first: int, n: int, malformed: list[int]) -> np.ndarray:

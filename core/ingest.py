@@ -1,6 +1,7 @@
 """Stage 01 from a retailer's own data: a transaction log (and a customer file) in, the stage 01 tables out.
 
-The log is read in batches (:func:`read_batches`: ``pyarrow.csv.open_csv`` or
+The log is read in batches (:func:`read_batches`: CSV in pieces of whole
+lines, each parsed by ``pyarrow.csv.read_csv``; Parquet by
 ``ParquetFile.iter_batches``), so a large file never has to fit in memory,
 let alone twice. Each batch goes through :class:`TransactionIngestor`, which
 accepts or rejects every row:

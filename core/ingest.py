@@ -25,7 +25,7 @@ hashes are kept in sorted runs (:class:`SeenKeys`, 8 bytes a line). Two
 different lines with the same hash would be taken for duplicates; at 50
 million lines the chance that this happens at all is below 1 in 10,000.
 
-pandera checks what the ingestion writes (:data:`TRANSACTION_CONTRACT`):
+pandera checks what the ingestion writes (:func:`contract`):
 each accepted batch must satisfy the table contract before it is written, so
 a bug here stops the stage instead of reaching stage 02. Deciding which rows
 to reject is plain vectorised code: see docs/decisions.md for why.
@@ -37,13 +37,13 @@ import collections
 import csv
 import dataclasses
 import datetime as dt
+import functools
 import io
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 import pandas as pd
-import pandera.pandas as pdx
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
@@ -52,7 +52,7 @@ import pyarrow.parquet as pq
 from core.errors import PipelineError
 from core.hierarchy import Hierarchy
 from core.tables import (CUSTOMER_COLUMNS, CUSTOMER_SCHEMA, CUSTOMER_TABLE, GROUND_TRUTH_COLUMNS, PRODUCT_COLUMNS,
-                         PRODUCT_SCHEMA, PRODUCT_TABLE, TRANSACTION_COLUMNS, TRANSACTION_SCHEMA, TRANSACTION_TABLE)
+                         PRODUCT_SCHEMA, PRODUCT_TABLE, TRANSACTION_COLUMNS, TRANSACTION_TABLE)
 
 UNKNOWN = "Unknown"
 """Department and class of a line whose department or class the hierarchy does not know, or that has none."""
@@ -234,20 +234,24 @@ def _parquet_batches(source: SourceFile, batch_rows: int) -> Iterator[RawBatch]:
 
 def _csv_header(source: SourceFile) -> list[str]:
     """The header's field names as written, read with Python's csv module (pyarrow needs them to select columns)."""
-    utf8 = _utf8(source.encoding)
-    with open(source.path, "rb") as handle:
-        head = handle.read(1 << 20)
-    if not head.strip():
-        raise PipelineError(f"{source.path}: the file is empty; {source.key}.file must name a CSV file with a "
-                            f"header row and at least one data row")
-    line = head.splitlines()[0]
+    empty = PipelineError(f"{source.path}: the file is empty; {source.key}.file must name a CSV file with a "
+                          f"header row and at least one data row")
     try:
-        text = line.decode("utf-8-sig" if utf8 else source.encoding)
-    except UnicodeDecodeError as exc:
-        raise PipelineError(f"{source.path}: the header is not {source.encoding} text ({exc.reason} at byte "
-                            f"{exc.start}); set ingest.csv.encoding to the file's encoding (cp1252 or latin-1 for "
-                            f"most Windows exports)") from None
-    return next(csv.reader(io.StringIO(text), delimiter=source.separator))
+        if _utf8(source.encoding):
+            with open(source.path, "rb") as handle:
+                line = handle.readline()
+            text = line.decode("utf-8-sig")
+        else:
+            with open(source.path, encoding=source.encoding, newline="") as handle:
+                text = handle.readline()
+    except UnicodeError as exc:
+        reason = getattr(exc, "reason", str(exc))
+        raise PipelineError(f"{source.path}: the header is not {source.encoding} text ({reason}); set "
+                            f"ingest.csv.encoding to the file's encoding (cp1252 or latin-1 for most Windows "
+                            f"exports, utf-16 for Excel's Unicode text)") from None
+    if not text.strip():
+        raise empty
+    return next(csv.reader(io.StringIO(text.rstrip("\r\n")), delimiter=source.separator))
 
 
 def _utf8(encoding: str) -> bool:
@@ -527,29 +531,43 @@ def _first_unseen(keys: np.ndarray, seen: SeenKeys) -> np.ndarray:
 # The contract the accepted rows must meet (pandera)
 
 
-def _contract(table, checks: list[pdx.Check], unique: list[str] | None = None) -> pdx.DataFrameSchema:
-    columns = {c.name: pdx.Column(nullable=not c.required) for c in table}
-    return pdx.DataFrameSchema(columns, checks=checks, strict=True, ordered=True, unique=unique)
+@functools.cache
+def contract(name: str):
+    """The pandera schema a table written by ingestion must satisfy: ``transactions``, ``customers`` or ``products``.
+
+    Built from :mod:`core.tables` (required columns non-null, exactly its columns in order) plus the
+    rules the ingestion promises: return lines have negative quantities and non-positive amounts,
+    purchases non-negative amounts, unit prices are not negative, only returns name an original
+    order, one row per customer and per SKU. Imported on first use: pandera takes about a second
+    to import, which synthetic runs and ``status`` need not pay.
+    """
+    import pandera.pandas as pdx
+
+    def schema(table, checks=(), unique=None):
+        columns = {c.name: pdx.Column(nullable=not c.required) for c in table}
+        return pdx.DataFrameSchema(columns, checks=list(checks), strict=True, ordered=True, unique=unique)
+
+    if name == "transactions":
+        return schema(TRANSACTION_TABLE, [
+            pdx.Check(lambda f: (f["quantity"] < 0) == f["is_return"], name="returns have negative quantities"),
+            pdx.Check(lambda f: (f["line_amount"] <= 0) | ~f["is_return"], name="return amounts are not positive"),
+            pdx.Check(lambda f: (f["line_amount"] >= 0) | f["is_return"], name="purchase amounts are not negative"),
+            pdx.Check(lambda f: f["unit_price"] >= 0, name="unit prices are not negative"),
+            pdx.Check(lambda f: f["original_order_id"].isna() | f["is_return"],
+                      name="only returns name an original order"),
+        ])
+    if name == "customers":
+        return schema(CUSTOMER_TABLE, unique=["customer_id"])
+    return schema(PRODUCT_TABLE, unique=["sku"])
 
 
-TRANSACTION_CONTRACT = _contract(TRANSACTION_TABLE, [
-    pdx.Check(lambda f: (f["quantity"] < 0) == f["is_return"], name="returns have negative quantities"),
-    pdx.Check(lambda f: (f["line_amount"] <= 0) | ~f["is_return"], name="return amounts are not positive"),
-    pdx.Check(lambda f: (f["line_amount"] >= 0) | f["is_return"], name="purchase amounts are not negative"),
-    pdx.Check(lambda f: f["unit_price"] >= 0, name="unit prices are not negative"),
-    pdx.Check(lambda f: f["original_order_id"].isna() | f["is_return"], name="only returns name an original order"),
-])
-"""What every accepted batch must satisfy before it is written (a guard on this module, not on the input)."""
+def check_contract(frame: pd.DataFrame, name: str) -> pd.DataFrame:
+    """Validate ``frame`` against :func:`contract`; a failure is a bug in this module, reported as such."""
+    from pandera.errors import SchemaErrors
 
-CUSTOMER_CONTRACT = _contract(CUSTOMER_TABLE, [], unique=["customer_id"])
-PRODUCT_CONTRACT = _contract(PRODUCT_TABLE, [], unique=["sku"])
-
-
-def check_contract(frame: pd.DataFrame, contract: pdx.DataFrameSchema, name: str) -> pd.DataFrame:
-    """Validate ``frame`` against ``contract``; a failure is a bug in this module, reported as such."""
     try:
-        return contract.validate(frame, lazy=True)
-    except pdx.errors.SchemaErrors as exc:
+        return contract(name).validate(frame, lazy=True)
+    except SchemaErrors as exc:
         cases = exc.failure_cases[["column", "check", "failure_case"]].head(5).to_dict("records")
         raise AssertionError(f"ingestion produced a {name} table that breaks its contract: {cases}") from None
 
@@ -675,7 +693,7 @@ class TransactionIngestor:
         -------
         accepted : DataFrame
             Columns of :data:`core.tables.TRANSACTION_COLUMNS`, checked against
-            :data:`TRANSACTION_CONTRACT`.
+            ``contract("transactions")``.
         rejected : DataFrame
             ``source_row``, ``reason`` and the rejected rows' values as text
             under the file's column names (see :func:`reject_schema`).
@@ -721,7 +739,6 @@ class TransactionIngestor:
 
         is_return = flagged | (np.nan_to_num(quantity) < 0) | (np.nan_to_num(amount) < 0)
         sign = np.where(is_return, -1.0, 1.0)
-        keep = why.ok
         lines = pd.DataFrame({
             "customer_id": customer.fillna(0).to_numpy(np.int64),
             "order_id": np.zeros(n, np.int64),
@@ -774,7 +791,7 @@ class TransactionIngestor:
             self._orders.add(keys[fresh])
 
         keep = why.ok
-        accepted = check_contract(lines.loc[keep].reset_index(drop=True), TRANSACTION_CONTRACT, "transactions")
+        accepted = check_contract(lines.loc[keep].reset_index(drop=True), "transactions")
         self._count(raw, why.reason, keep, accepted, dept_text[keep], class_text[keep], derived[keep], texts)
         rejected = _reject_frame(raw, why.reason, ~keep, self.source.columns, self.source.format == "csv")
         return accepted, rejected
@@ -876,7 +893,7 @@ class TransactionIngestor:
         for name in ("brand", "brand_tier", "style", "color"):
             out[name] = out[name].fillna(UNKNOWN)
         out = out[list(PRODUCT_COLUMNS)].sort_values("sku", ignore_index=True)
-        return check_contract(_typed(out, PRODUCT_SCHEMA), PRODUCT_CONTRACT, "products")
+        return check_contract(_typed(out, PRODUCT_SCHEMA), "products")
 
     def details(self) -> dict:
         """Counts for the manifest: rows in = accepted + rejected, per reason, unknown names, dates."""
@@ -1040,11 +1057,11 @@ def build_customers(customer_ids: np.ndarray, profile: pd.DataFrame | None) -> p
             if column != "customer_id":
                 out[column] = joined[column].to_numpy()
     out = _typed(out, CUSTOMER_SCHEMA)
-    return check_contract(out, CUSTOMER_CONTRACT, "customers")
+    return check_contract(out, "customers")
 
 
 __all__ = ["SourceFile", "RawBatch", "read_batches", "source_files", "TransactionIngestor", "SeenKeys",
            "ingest_customers", "build_customers", "reject_schema", "check_rejected_share", "parse_integer",
            "parse_decimal", "parse_dates", "parse_flag", "REJECT_REASONS", "CUSTOMER_REJECT_REASONS",
-           "TRANSACTION_CONTRACT", "UNKNOWN", "TRANSACTION_TARGETS", "CUSTOMER_TARGETS", "REQUIRED_TRANSACTION",
+           "contract", "check_contract", "UNKNOWN", "TRANSACTION_TARGETS", "CUSTOMER_TARGETS", "REQUIRED_TRANSACTION",
            "REQUIRED_CUSTOMER"]

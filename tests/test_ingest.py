@@ -16,8 +16,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -212,6 +210,13 @@ def test_a_non_utf8_file_names_the_encoding_setting_and_reads_with_it(tmp_path):
         ingest_text(tmp_path, header, {"kundennr": "customer_id", "datum": "order_date", "betrag": "line_amount"})
 
 
+def test_a_utf16_tab_separated_export_reads_with_its_encoding_and_delimiter(tmp_path):
+    text = "Kunde\tDatum\tBetrag\n7\t2024-01-01\t2,50\n8\t2024-01-02\t-1,00\n".encode("utf-16")
+    columns = {"Kunde": "customer_id", "Datum": "order_date", "Betrag": "line_amount"}
+    accepted, rejected, _ = ingest_text(tmp_path, text, columns, encoding="utf-16", delimiter="tab", decimal=",")
+    assert rejected.empty and accepted["line_amount"].tolist() == [2.5, -1.0]
+
+
 def test_an_unreadable_parquet_file_is_a_clear_error(tmp_path):
     path = tmp_path / "log.parquet"
     path.write_bytes(b"PAR1 this is not parquet")
@@ -303,6 +308,16 @@ def test_products_list_each_sku_with_its_highest_purchase_price(tmp_path):
     assert products["department"].tolist() == ["Home", "Unknown"]
     _, _, no_sku = ingest_text(tmp_path, "customer_id,order_date,line_amount\n1,2024-01-01,3\n")
     assert no_sku.products().empty and list(no_sku.products().columns) == list(PRODUCT_COLUMNS)
+
+
+def test_the_contract_guard_refuses_a_table_that_breaks_the_rules(tmp_path):
+    accepted, _, _ = ingest_text(tmp_path, "customer_id,order_date,line_amount\n1,2024-01-01,3\n1,2024-01-02,-3\n")
+    assert ingest.check_contract(accepted, "transactions") is not None
+    broken = accepted.assign(quantity=accepted["quantity"].abs())
+    with pytest.raises(AssertionError, match="breaks its contract.*returns have negative quantities"):
+        ingest.check_contract(broken, "transactions")
+    with pytest.raises(AssertionError, match="breaks its contract"):
+        ingest.check_contract(accepted.drop(columns="channel"), "transactions")
 
 
 # --- property: rows in = accepted + rejected ----------------------------------------

@@ -600,9 +600,9 @@ def _reject_frame(raw: RawBatch, reasons: np.ndarray, mask: np.ndarray, theirs: 
     inverse = {ours: t for t, ours in theirs.items()}
     mask = np.asarray(mask, bool)
     if not raw.malformed and not mask.any():
-        return pd.DataFrame({c: pd.Series([], dtype=np.int64 if c == "source_row" else object)
-                             for c in ["source_row", "reason", *map(_reject_column, (inverse[o] for o in raw.rows.columns)),
-                                       *([ROW_TEXT] if with_row_text else [])]})
+        names = ["source_row", "reason", *(_reject_column(inverse[o]) for o in raw.rows.columns),
+                 *([ROW_TEXT] if with_row_text else [])]
+        return pd.DataFrame({c: pd.Series([], dtype=np.int64 if c == "source_row" else object) for c in names})
     out = pd.DataFrame({"source_row": raw.source_row[mask], "reason": reasons[mask].astype(str)})
     for ours in raw.rows.columns:
         out[_reject_column(inverse[ours])] = raw.rows[ours][mask].astype("str").where(

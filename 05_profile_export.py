@@ -186,7 +186,8 @@ def _write_report(ctx: StageContext, customers: pd.DataFrame, assignments: pd.Da
     loss = ctx.write_with(paths.LOSS_CURVE, lambda tmp: plots.save_loss_plot(history, tmp))
     images["loss_curve"] = loss.read_bytes()
     persona_table = None
-    if "persona" in customers.columns and described:
+    # A retailer's own data has no personas: the column is there (the table contract) but null.
+    if "persona" in customers.columns and customers["persona"].notna().any() and described:
         segment_names = assignments["segment"].map(names).to_numpy()
         persona_table = pd.crosstab(customers["persona"], segment_names)[[names[i] for i in ids]]
     data = report.ReportData(

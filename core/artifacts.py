@@ -26,7 +26,7 @@ from core import paths
 from core.errors import PipelineError
 
 LIBRARIES = ("numpy", "pandas", "pyarrow", "scipy", "scikit-learn", "scikit-fuzzy", "hdbscan",
-             "keras", "tensorflow-cpu", "tensorflow", "pyyaml", "joblib", "matplotlib")
+             "keras", "tensorflow-cpu", "tensorflow", "pyyaml", "joblib", "matplotlib", "pandera")
 
 
 def temporary_path(target: Path) -> Path:
@@ -96,6 +96,16 @@ def describe_file(path: Path, sha256: str | None = None) -> dict[str, Any]:
         "sha256": sha256 or file_sha256(path),
         "rows": count_rows(path),
     }
+
+
+def describe_source(role: str, path: Path) -> dict[str, Any]:
+    """A data file from outside the artifacts folder (a retailer's log): role, path, size, mtime and hash.
+
+    Rows are not counted: the file may be large, and may not even be readable text.
+    """
+    stat = Path(path).stat()
+    return {"role": role, "file": str(path), "bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns,
+            "sha256": file_sha256(path)}
 
 
 def count_rows(path: Path) -> int | None:

@@ -28,15 +28,71 @@ from core.strategies import StrategyTable, load_strategies
 
 CLUSTER_METHODS = ("hdbscan", "gmm", "fcm", "kmeans")
 SPACES = ("raw", "latent")
+DATA_SOURCES = ("synthetic", "file")
+FILE_FORMATS = ("csv", "parquet")
+AMOUNT_KINDS = ("line", "order")
+DECIMAL_MARKS = (".", ",")
 
 
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
     """What data the pipeline runs on."""
 
+    source: str = spec(choices=DATA_SOURCES, help="synthetic: generated from the personas; file: a "
+                                                  "retailer's own log, described in section ingest")
     n_customers: int = spec(minimum=1, help="number of synthetic customers")
-    history_start: dt.date = spec(help="first day of the transaction history")
-    history_end: dt.date = spec(help="last day of the transaction history")
+    history_start: dt.date = spec(help="first day of the synthetic transaction history")
+    history_end: dt.date = spec(help="last day of the synthetic transaction history")
+
+
+@dataclasses.dataclass(frozen=True)
+class TransactionsFileConfig:
+    """Stage 01 with data.source file: the retailer's transaction log."""
+
+    file: str | None = spec(help="the log (CSV or Parquet), relative to this file; null when data.source "
+                                 "is synthetic")
+    format: str = spec(choices=FILE_FORMATS, help="how the file is stored")
+    columns: dict[str, str] = spec(help="the file's column name -> ours (README \"Using your own data\"); "
+                                        "customer_id, order_date and line_amount are required")
+    amount_is: str = spec(choices=AMOUNT_KINDS, help="line: each row is an order line (or a whole order, "
+                                                     "when that is all the log has); order: each row is one "
+                                                     "whole order, so an order id appears once")
+
+
+@dataclasses.dataclass(frozen=True)
+class CustomersFileConfig:
+    """Stage 01 with data.source file: an optional customer profile file."""
+
+    file: str | None = spec(help="profile file (CSV or Parquet), relative to this file; null for none")
+    format: str = spec(choices=FILE_FORMATS, help="how the file is stored")
+    columns: dict[str, str] = spec(help="the file's column name -> ours (a customers.parquet column); "
+                                        "customer_id is required")
+
+
+@dataclasses.dataclass(frozen=True)
+class CsvConfig:
+    """How CSV files are read."""
+
+    delimiter: str = spec(help="one character between fields, or the word tab")
+    decimal: str = spec(choices=DECIMAL_MARKS, help="decimal mark of numbers; the other mark may group "
+                                                    "thousands (1.234,56 or 1,234.56)")
+    encoding: str = spec(help="text encoding, e.g. utf-8, cp1252, latin-1")
+
+
+@dataclasses.dataclass(frozen=True)
+class IngestConfig:
+    """Stage 01 with data.source file: reading a retailer's own data."""
+
+    transactions: TransactionsFileConfig = spec()
+    customers: CustomersFileConfig = spec()
+    csv: CsvConfig = spec()
+    date_format: str | None = spec(help="strptime format of dates written as text, e.g. '%d/%m/%Y' or "
+                                        "'%Y-%m-%d %H:%M:%S'; null = ISO 8601 (2024-03-31, "
+                                        "2024-03-31T14:05:00)")
+    latest_date: dt.date | None = spec(help="rows dated after this day are rejected as in the future; "
+                                            "null = the day the stage runs")
+    max_rejected_share: float = spec(minimum=0.0, maximum=1.0,
+                                     help="the stage stops when a larger share of a file's rows is rejected")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -156,6 +212,7 @@ class _ConfigFile:
     strategies_file: str = spec(help="strategy rule table YAML, relative to this file")
     data: DataConfig = spec()
     generate_data: GenerateDataConfig = spec()
+    ingest: IngestConfig = spec()
     prepare_features: PrepareFeaturesConfig = spec()
     train_autoencoder: TrainAutoencoderConfig = spec()
     cluster: ClusterConfig = spec()
@@ -172,8 +229,11 @@ class PipelineConfig:
         The config file it was read from.
     hierarchy : Hierarchy
     personas : dict of str to Persona
-    seed, data, generate_data, prepare_features, train_autoencoder, cluster, profile_export
+    seed, data, generate_data, ingest, prepare_features, train_autoencoder, cluster, profile_export
         The sections of ``config.yml``.
+    source_files : dict of str to Path
+        With ``data.source: file``, the retailer's files stage 01 reads, resolved against the
+        config file's folder: ``transactions`` and, when given, ``customers``. Empty otherwise.
     """
 
     path: Path
@@ -187,10 +247,12 @@ class PipelineConfig:
     strategies: StrategyTable
     data: DataConfig
     generate_data: GenerateDataConfig
+    ingest: IngestConfig
     prepare_features: PrepareFeaturesConfig
     train_autoencoder: TrainAutoencoderConfig
     cluster: ClusterConfig
     profile_export: ProfileExportConfig
+    source_files: dict[str, Path] = dataclasses.field(default_factory=dict)
 
     def section(self, name: str) -> Any:
         """A config section, or the parsed hierarchy/personas, as plain data."""
@@ -207,7 +269,9 @@ class PipelineConfig:
 
 # The config each stage reads; a change to any of them makes that stage stale.
 STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
-    paths.GENERATE_DATA: ("seed", "data", "generate_data", "hierarchy", "personas"),
+    # ingest: how a retailer's file is read; the file's content is an input of its own
+    # (stage_source_files), hashed like the upstream files of the other stages.
+    paths.GENERATE_DATA: ("seed", "data", "generate_data", "ingest", "hierarchy", "personas"),
     paths.PREPARE_FEATURES: ("prepare_features", "hierarchy"),
     paths.TRAIN_AUTOENCODER: ("seed", "train_autoencoder"),
     paths.CLUSTER: ("seed", "cluster"),
@@ -219,6 +283,14 @@ STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
 def stage_config(config: PipelineConfig, stage: str) -> dict[str, Any]:
     """The sections ``stage`` depends on, as JSON-ready plain data."""
     return {name: _plain(config.section(name)) for name in STAGE_SECTIONS[stage]}
+
+
+def stage_source_files(config: PipelineConfig, stage: str) -> dict[str, Path]:
+    """Files outside the artifacts folder that ``stage`` reads as data (a retailer's log), by role.
+
+    Their content is hashed into the stage's manifest, so editing the file makes the stage stale.
+    """
+    return dict(config.source_files) if stage == paths.GENERATE_DATA else {}
 
 
 def config_hash(values: dict[str, Any]) -> str:
@@ -271,6 +343,7 @@ def load_config(path: Path | str = paths.DEFAULT_CONFIG) -> PipelineConfig:
     personas, scenarios = load_persona_file(personas_path, hierarchy)
     strategies = load_strategies(strategies_path, hierarchy)
     _check_against_hierarchy(parsed, hierarchy, problems)
+    source_files = _check_ingest(parsed, path, problems)
     problems.raise_if_any()
     # Styles are declared in config.yml but used in personas.yml: the mistake is in the latter.
     persona_problems = Problems(str(personas_path))
@@ -282,10 +355,10 @@ def load_config(path: Path | str = paths.DEFAULT_CONFIG) -> PipelineConfig:
     persona_problems.raise_if_any()
     return PipelineConfig(
         path=path, seed=parsed.seed, hierarchy_file=hierarchy_path, personas_file=personas_path,
-        strategies_file=strategies_path, hierarchy=hierarchy, personas=personas, scenarios=scenarios, strategies=strategies,
-        data=parsed.data, generate_data=parsed.generate_data,
+        strategies_file=strategies_path, hierarchy=hierarchy, personas=personas, scenarios=scenarios,
+        strategies=strategies, data=parsed.data, generate_data=parsed.generate_data, ingest=parsed.ingest,
         prepare_features=parsed.prepare_features, train_autoencoder=parsed.train_autoencoder,
-        cluster=parsed.cluster, profile_export=parsed.profile_export,
+        cluster=parsed.cluster, profile_export=parsed.profile_export, source_files=source_files,
     )
 
 
@@ -340,6 +413,67 @@ def _check_against_hierarchy(cfg: _ConfigFile, hierarchy: Hierarchy, problems: P
     _check_model_features(cfg.prepare_features, hierarchy, problems)
 
 
+def _check_ingest(cfg: _ConfigFile, path: Path, problems: Problems) -> dict[str, Path]:
+    """Column mappings name our columns and, with ``data.source: file``, the files exist.
+
+    Returns the files stage 01 reads, resolved against the config file's folder.
+    """
+    import codecs
+
+    from core.ingest import CUSTOMER_TARGETS, REQUIRED_CUSTOMER, REQUIRED_TRANSACTION, TRANSACTION_TARGETS
+
+    ingest = cfg.ingest
+    reading = cfg.data.source == "file"
+    for role, section, targets, required in (
+            ("transactions", ingest.transactions, TRANSACTION_TARGETS, REQUIRED_TRANSACTION),
+            ("customers", ingest.customers, CUSTOMER_TARGETS, REQUIRED_CUSTOMER)):
+        key = f"ingest.{role}.columns"
+        seen: dict[str, str] = {}
+        for theirs, ours in section.columns.items():
+            if ours not in targets:
+                problems.add(f"{key}.{theirs}", f"'{ours}' is not a column we know{suggest(ours, list(targets))}; "
+                                                f"map each of your columns to one of: {', '.join(targets)}")
+            elif ours in seen:
+                problems.add(f"{key}.{theirs}", f"'{ours}' is already mapped from '{seen[ours]}'; map one of "
+                                                f"your columns to each of ours")
+            seen.setdefault(ours, theirs)
+        used = reading and (role == "transactions" or section.file is not None)
+        missing = [c for c in required if c not in seen]
+        if used and missing:
+            problems.add(key, f"no column maps to {', '.join(missing)}; add '<your column name>: {missing[0]}' "
+                              f"(required: {', '.join(required)})")
+        if role == "transactions" and "class" in seen and "department" not in seen:
+            problems.add(f"{key}.{seen['class']}", "class is mapped but department is not; a class is placed "
+                                                   "within its department: map the department column too")
+    delimiter = ingest.csv.delimiter
+    if delimiter != "tab" and len(delimiter) != 1:
+        problems.add("ingest.csv.delimiter", f"{delimiter!r} is not one character; write e.g. ',' or ';' "
+                                             f"or the word tab")
+    try:
+        codecs.lookup(ingest.csv.encoding)
+    except LookupError:
+        problems.add("ingest.csv.encoding", f"{ingest.csv.encoding!r} is not a known text encoding; use e.g. "
+                                            f"utf-8, cp1252 or latin-1")
+    if ingest.date_format is not None and "%" not in ingest.date_format:
+        problems.add("ingest.date_format", f"{ingest.date_format!r} has no % directive; write a strptime "
+                                           f"format such as '%d/%m/%Y', or null for ISO 8601 dates")
+    files: dict[str, Path] = {}
+    if not reading:
+        return files
+    if ingest.transactions.file is None:
+        problems.add("ingest.transactions.file", "null, but data.source is file; give the path of your "
+                                                 "transaction log, relative to this file")
+    for role, name in (("transactions", ingest.transactions.file), ("customers", ingest.customers.file)):
+        if name is None:
+            continue
+        named = path.parent / name
+        if not named.is_file():
+            problems.add(f"ingest.{role}.file", f"{name!r} names {named}, which was not found; give a path "
+                                                f"relative to {path.parent}")
+        files[role] = named
+    return files
+
+
 def _check_model_features(cfg: PrepareFeaturesConfig, hierarchy: Hierarchy, problems: Problems) -> None:
     """Model-matrix patterns must match behavioural features and never a profile column."""
     import fnmatch
@@ -359,5 +493,5 @@ def _check_model_features(cfg: PrepareFeaturesConfig, hierarchy: Hierarchy, prob
                          f"'{pattern}' matches none of the model features ({', '.join(columns[:8])}, ...)")
 
 
-__all__ = ["ConfigError", "PipelineConfig", "load_config", "stage_config", "config_hash",
-           "STAGE_SECTIONS", "CLUSTER_METHODS", "SPACES"]
+__all__ = ["ConfigError", "PipelineConfig", "load_config", "stage_config", "stage_source_files", "config_hash",
+           "STAGE_SECTIONS", "CLUSTER_METHODS", "SPACES", "DATA_SOURCES"]

@@ -29,6 +29,9 @@ TRANSACTIONS = "transactions.parquet"
 CUSTOMERS = "customers.parquet"
 PRODUCTS = "products.parquet"
 GENERATION_REPORT = "generation_report.json"
+# ... and, with data.source: file, the input rows it did not accept, with the reason
+REJECTS = "rejects.parquet"
+CUSTOMER_REJECTS = "customer_rejects.parquet"
 
 # 02_prepare_features
 BASIC = "basic.parquet"

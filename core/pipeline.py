@@ -42,7 +42,7 @@ import joblib
 import pandas as pd
 
 from core import artifacts, paths
-from core.config import ConfigError, PipelineConfig, config_hash, load_config, stage_config
+from core.config import ConfigError, PipelineConfig, config_hash, load_config, stage_config, stage_source_files
 from core.errors import PipelineError
 
 log = logging.getLogger(__name__)
@@ -228,6 +228,15 @@ def stage_status(stage: Stage, config: PipelineConfig, artifacts_dir: Path,
             reasons.append(f"config section '{section}' changed")
     if manifest.get("code_hash") != (code or artifacts.code_hash()):
         reasons.append("pipeline code changed")
+    recorded_sources = {r.get("role"): r for r in manifest.get("source_files", []) if isinstance(r, dict)}
+    for role, path in stage_source_files(config, stage.name).items():
+        record = recorded_sources.get(role)
+        if record is None or record.get("file") != str(path):
+            reasons.append(f"{role} file {path} was not the one read")
+        elif not Path(path).exists():
+            reasons.append(f"{role} file {path} is missing")
+        elif artifacts.current_sha256(path, record) != record.get("sha256"):
+            reasons.append(f"{role} file {path} changed")
     upstream_manifests: dict[str, dict | None] = {}
     for record in manifest.get("inputs", []):
         upstream = record["stage"]
@@ -305,6 +314,9 @@ def run_stage(stage: Stage, run: Callable[[StageContext], None], config: Pipelin
     artifacts_dir = Path(artifacts_dir)
     code = code or artifacts.code_hash()  # taken before running: the code that ran is the code recorded
     inputs = _check_inputs(stage, config, artifacts_dir)
+    # Hashed before the stage reads them: the content recorded is at worst older than the one read,
+    # so a file edited during the run makes the stage stale rather than wrongly up to date.
+    sources = [artifacts.describe_source(role, path) for role, path in stage_source_files(config, stage.name).items()]
     folder = paths.stage_dir(artifacts_dir, stage.name)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / paths.MANIFEST).unlink(missing_ok=True)
@@ -335,6 +347,7 @@ def run_stage(stage: Stage, run: Callable[[StageContext], None], config: Pipelin
         "config_section_hashes": {k: config_hash({k: v}) for k, v in sections.items()},
         "code_hash": code,
         "inputs": inputs,
+        "source_files": sources,
         "outputs": [artifacts.describe_file(folder / f, sha) for f, sha in ctx.outputs.items()],
         "library_versions": artifacts.library_versions(),
         "summary": ctx.summary,

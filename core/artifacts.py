@@ -26,7 +26,7 @@ from core import paths
 from core.errors import PipelineError
 
 LIBRARIES = ("numpy", "pandas", "pyarrow", "scipy", "scikit-learn", "scikit-fuzzy", "hdbscan",
-             "keras", "tensorflow-cpu", "tensorflow", "pyyaml", "joblib", "matplotlib")
+             "keras", "tensorflow-cpu", "tensorflow", "pyyaml", "joblib", "matplotlib", "duckdb")
 
 
 def temporary_path(target: Path) -> Path:

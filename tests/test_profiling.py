@@ -277,3 +277,14 @@ def test_names_are_stable_for_the_same_data_in_any_row_order():
     again = [(p["segment_id"], p["name"], p["description"]) for p in profile(frame.sample(frac=1.0, random_state=3))]
     assert first == again
     assert len({name for _, name, _ in first}) == len(first)
+
+
+def test_department_spend_counts_a_department_without_columns_as_zero():
+    """Stage 02 drops department columns for data without a hierarchy; profiles then see no department spend."""
+    from core.profiling import department_spend, feature_label
+
+    frame = pd.DataFrame({"dept_spend__home": [5.0, -2.0]})
+    spend = department_spend(frame, ["Home", "Ladies Clothing"])
+    assert spend.to_numpy().tolist() == [[5.0, 0.0], [0.0, 0.0]]
+    assert feature_label("brand_tier_share__premium", None) == "share of spend on premium brands"
+    assert feature_label("spend_trend", None) == "growth of monthly spend"

@@ -319,7 +319,10 @@ class CustomerFeatures:
     class_long : DataFrame
         ``customer_id``, ``department``, ``class``, ``spend``, ``units``
         (float32, net of returns) per customer and sellable merchandise class
-        with a non-zero total; customers of ``features`` only.
+        with a non-zero total, sorted by customer; customers of ``features``
+        only. Two internal columns follow: ``class_idx`` (the class's
+        position among the class columns) and ``row`` (the customer's row in
+        ``features``).
     dropped : dict of str to str
         Feature (or pattern of features) -> why it was not computed.
     activity : DataFrame
@@ -605,7 +608,8 @@ def _build(con, columns: list[str], hierarchy: Hierarchy, analysis_date, setting
         "class": pd.Categorical.from_codes(class_code[class_key[nonzero]], categories=class_names),
         "spend": (spend_c[nonzero] / 100.0).astype(np.float32),
         "units": units[nonzero].astype(np.float32),
-        "class_idx": class_key[nonzero].astype(np.int32)})
+        "class_idx": class_key[nonzero].astype(np.int32),
+        "row": where[nonzero].astype(np.int32)})
     if len(class_key) == 0:
         dropped["dept_*"] = ("no line falls in a merchandise department of the hierarchy (a log without "
                              "departments?)")
@@ -982,7 +986,7 @@ class PreparedFeatures:
     @property
     def class_spend_long(self) -> pd.DataFrame:
         """``class_spend_long.parquet``: customer_id, department, class, spend, units (non-zero only)."""
-        return self.class_long.drop(columns="class_idx")
+        return self.class_long.drop(columns=["class_idx", "row"])
 
     @property
     def enriched_class(self) -> pd.DataFrame:
@@ -1049,7 +1053,7 @@ def prepare_features(lines, customers: pd.DataFrame | None, hierarchy: Hierarchy
     excluded = excluded.reset_index(drop=True)
     if not keep.all():
         features = features[keep].reset_index(drop=True)
-        class_long = class_long[class_long[ID_COLUMN].isin(features[ID_COLUMN])].reset_index(drop=True)
+        class_long = class_long[keep[class_long["row"].to_numpy()]].reset_index(drop=True)
     if features.empty:
         raise ValueError(f"no customer passes the eligibility rules ({len(failed):,} with features all fail "
                          f"them: {failed['rule'].value_counts().to_dict()})")

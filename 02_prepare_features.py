@@ -15,6 +15,7 @@ from __future__ import annotations
 import sys
 from concurrent.futures import ThreadPoolExecutor
 
+import joblib
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -44,17 +45,7 @@ def run(ctx: StageContext) -> None:
     except ValueError as exc:
         raise PipelineError(f"{exc}; see section prepare_features of {ctx.config.path} (analysis_date null "
                             f"means the last date in the data)") from None
-    # The wide class table is most of the writing; Arrow encodes it while this thread writes the rest.
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        wide = pool.submit(ctx.write_with, paths.ENRICHED_CLASS,
-                           lambda tmp: _write_batches(tmp, prepared.enriched_class_batches()))
-        for file, frame in ((paths.BASIC, prepared.basic), (paths.ENRICHED_DEPARTMENT, prepared.enriched_department),
-                            (paths.CLASS_SPEND_LONG, prepared.class_spend_long), (paths.FEATURES, prepared.model_matrix),
-                            (paths.EXCLUDED_CUSTOMERS, prepared.excluded)):
-            ctx.write_with(file, lambda tmp, frame=frame: _write_batches(
-                tmp, [pa.Table.from_pandas(frame, preserve_index=False)]))
-        wide.result()
-    ctx.write_joblib(paths.FEATURE_SCALER, prepared.transformer)
+    write_outputs(prepared, ctx.write_with)
     # The manifest lists outputs in the order written; keep it the same whichever thread finished first.
     ctx.outputs = dict(sorted(ctx.outputs.items()))
     ctx.details = prepared.details
@@ -63,6 +54,24 @@ def run(ctx: StageContext) -> None:
     ctx.summary = (f"{len(prepared.basic):,} customers ({len(prepared.excluded):,} excluded), "
                    f"{len(prepared.transformer.columns)} model features, "
                    f"{prepared.enriched_department.shape[1] + len(prepared.class_columns)} enriched columns{dropped}")
+
+
+def write_outputs(prepared: features.PreparedFeatures, write_with) -> None:
+    """Write every output file through ``write_with(file, writer)`` (``StageContext.write_with``).
+
+    The wide class table is most of the writing: Arrow encodes it in a second
+    thread while this one writes the rest. The benchmark calls this too.
+    """
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        wide = pool.submit(write_with, paths.ENRICHED_CLASS,
+                           lambda tmp: _write_batches(tmp, prepared.enriched_class_batches()))
+        for file, frame in ((paths.BASIC, prepared.basic), (paths.ENRICHED_DEPARTMENT, prepared.enriched_department),
+                            (paths.CLASS_SPEND_LONG, prepared.class_spend_long),
+                            (paths.FEATURES, prepared.model_matrix), (paths.EXCLUDED_CUSTOMERS, prepared.excluded)):
+            write_with(file, lambda tmp, frame=frame: _write_batches(
+                tmp, [pa.Table.from_pandas(frame, preserve_index=False)]))
+        wide.result()
+    write_with(paths.FEATURE_SCALER, lambda tmp: joblib.dump(prepared.transformer, tmp))
 
 
 def _write_batches(path, tables) -> None:

@@ -243,8 +243,6 @@ def make_input(folder: Path, n_customers: int, hierarchy: Hierarchy, seed: int =
 
 def run_duckdb(folder: Path, out: Path) -> dict:
     """Stage 02's own function on the file, then every output written as the stage writes it."""
-    import joblib
-
     from core import features
 
     stage = _load_stage()
@@ -259,17 +257,7 @@ def run_duckdb(folder: Path, out: Path) -> dict:
         settings=features.FeatureSettings.from_config(cfg))
     computed = time.perf_counter()
     compute_cpu = time.process_time() - cpu
-    # Written as the stage writes them: the wide table in a second thread.
-    from concurrent.futures import ThreadPoolExecutor
-
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        wide = pool.submit(stage._write_batches, out / paths.ENRICHED_CLASS, prepared.enriched_class_batches())
-        for file, frame in ((paths.BASIC, prepared.basic), (paths.ENRICHED_DEPARTMENT, prepared.enriched_department),
-                            (paths.CLASS_SPEND_LONG, prepared.class_spend_long), (paths.FEATURES, prepared.model_matrix),
-                            (paths.EXCLUDED_CUSTOMERS, prepared.excluded)):
-            stage._write_batches(out / file, [pa.Table.from_pandas(frame, preserve_index=False)])
-        wide.result()
-    joblib.dump(prepared.transformer, out / paths.FEATURE_SCALER)
+    stage.write_outputs(prepared, lambda file, writer: writer(out / file))  # exactly as the stage writes
     written = time.perf_counter()
     return {"compute_seconds": round(computed - started, 1), "compute_cpu_seconds": round(compute_cpu, 1),
             "write_seconds": round(written - computed, 1),

@@ -140,16 +140,15 @@ def describable_columns(columns: Iterable[str]) -> list[str]:
     return [c for c in columns if c in allowed]
 
 
-def check_model_patterns(patterns: Iterable[str], hierarchy: Hierarchy, attributes: Iterable[str],
-                         forbidden: Iterable[str] = ()) -> list[str]:
+def check_model_patterns(patterns: Iterable[str], hierarchy: Hierarchy, attributes: Iterable[str]) -> list[str]:
     """Problems with model-feature patterns, before any data is read (used at config load).
 
     A pattern must name a feature stage 02 can compute and no column that is
     not a behavioural feature (``customer_id``, profile, ground truth,
-    identity, the order dates, or any of ``forbidden``).
+    identity, the order dates).
     """
     problems = []
-    banned_columns = non_feature_columns() + list(forbidden)
+    banned_columns = non_feature_columns()
     for pattern in patterns:
         banned = sorted({c for c in banned_columns if fnmatch.fnmatchcase(c, pattern)})
         if banned:
@@ -422,10 +421,13 @@ def _build(con, columns: list[str], hierarchy: Hierarchy, analysis_date, setting
     # department one key for its data-quality classes and any class name the hierarchy lacks.
     other_key = {d: len(keys) + i for i, d in enumerate(merch)}
     dept_of_key = np.array([merch.index(d) for d, _ in keys] + list(range(len(merch))), dtype=np.int64)
+    # "Unknown" is the bucket for a retailer's unmapped names: spend, in no department, even if a
+    # hierarchy lists it (the lines of any name missing from the hierarchy are treated alike).
+    named = [d for d in hierarchy.departments if d != UNKNOWN_DEPARTMENT]
     departments = pd.DataFrame({
-        "department": pd.Series(list(hierarchy.departments), dtype=object),
-        "dept_key": pd.array([other_key.get(d) for d in hierarchy.departments], "Int16"),
-        "is_spend": [d.kind == "merchandise" for d in hierarchy.departments.values()]})
+        "department": pd.Series(named, dtype=object),
+        "dept_key": pd.array([other_key.get(d) for d in named], "Int16"),
+        "is_spend": [hierarchy.departments[d].kind == "merchandise" for d in named]})
     classes = pd.DataFrame({"department": pd.Series([d for d, _ in keys], dtype=object),
                             "class": pd.Series([c for _, c in keys], dtype=object),
                             "class_key": np.arange(len(keys), dtype=np.int16)})
@@ -448,10 +450,10 @@ def _build(con, columns: list[str], hierarchy: Hierarchy, analysis_date, setting
         return (f"column {column} is absent from the order lines" if not optional[column]
                 else f"column {column} is null on every line")
 
-    kinds = {name: d.kind for name, d in hierarchy.departments.items()}
+    kinds = {name: d.kind for name, d in hierarchy.departments.items() if name != UNKNOWN_DEPARTMENT}
     lines_by_kind: dict[str, int] = {}
     for name, count in zip(by_dept["department"], by_dept["n_lines"]):
-        kind = kinds.get(name, "unknown (counted as spend, in no department)")
+        kind = kinds.get(name, "Unknown or not in the hierarchy (spend, in no department)")
         lines_by_kind[kind] = lines_by_kind.get(kind, 0) + int(count)
     unmapped = sorted(str(d) for d in by_dept["department"] if d not in kinds and d != UNKNOWN_DEPARTMENT)
 

@@ -607,3 +607,14 @@ def test_run_sums_join_runs_cut_across_several_batches():
                                 "r": [False] * (j - i)}) for i, j in ((0, 2), (2, 4), (4, 6), (6, 8))]
     keys, spend, gross, units = _run_sums(batches)
     assert keys.tolist() == [1, 2, 3] and spend.tolist() == [500.0, 100.0, 200.0] and units.tolist() == [5, 1, 2]
+
+
+def test_unknown_department_is_spend_even_when_the_hierarchy_lists_it():
+    """Customer 6's Unknown line (8.00) counts, whatever kind a hierarchy gives "Unknown"."""
+    departments = dict(tiny_hierarchy().departments)
+    with_unknown = parse_hierarchy({"departments": {
+        **{name: {"kind": d.kind, "classes": list(d.classes), "data_quality_classes": list(d.data_quality_classes)}
+           for name, d in departments.items()},
+        "Unknown": {"kind": "data_quality", "classes": ["Unknown"]}}}, "test")
+    built, _ = build_customer_features(tiny_transactions(), with_unknown, ANALYSIS_DATE)
+    assert built.features.set_index("customer_id").loc[6, "gross_revenue"] == 70.0

@@ -17,6 +17,7 @@ import sys
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import yaml
 
 from core import export, features, paths, plots, profiling, report
@@ -54,16 +55,19 @@ def run(ctx: StageContext) -> None:
     # Seasonality and attribute mixes count what features count: purchases up to the analysis date.
     last_day = customers["last_order_date"].max()
 
+    written = set(pq.read_schema(ctx.input_path(paths.PREPARE_FEATURES, paths.ENRICHED_CLASS)).names)
+    class_columns = [c for c in _class_spend_columns(hierarchy) if c in written]
     exported: dict[str, list] = {}
     for segmentation in [primary, *cfg.also_profile]:
         labels = assignments["segment" if segmentation == primary else f"{segmentation}_label"].to_numpy()
         segment_of = pd.Series(labels, index=customers["customer_id"].to_numpy())
         # Class columns and order lines are read in batches and summed: memory stays bounded
         # however many customers and lines there are.
+        # Stage 02 writes no class columns for data without a hierarchy: no top classes then.
         class_spend = _summed(profiling.class_spend_by_segment(
             batch, batch["customer_id"].map(segment_of).to_numpy(), hierarchy)
             for batch in ctx.iter_parquet(paths.PREPARE_FEATURES, paths.ENRICHED_CLASS,
-                                          ["customer_id"] + _class_spend_columns(hierarchy)))
+                                          ["customer_id"] + class_columns)) if class_columns else None
         monthly_spend, attribute_spend = None, {}
         for lines in ctx.iter_parquet(paths.GENERATE_DATA, paths.TRANSACTIONS, TRANSACTION_COLUMNS, 2_000_000):
             lines = lines[lines["order_date"].dt.normalize() <= last_day]
@@ -123,8 +127,7 @@ def _check_inputs_agree(ctx: StageContext, customers: pd.DataFrame, assignments:
         raise PipelineError(f"{paths.ASSIGNMENTS} was made with another cluster.primary than {primary} in "
                             f"{ctx.config.path}; rerun from stage {paths.CLUSTER}")
     cfg = ctx.config.profile_export
-    behaviour = set(features.behavioural_feature_names(ctx.config.hierarchy)) | set(features.DATE_COLUMNS)
-    available = [c for c in customers.columns if c not in behaviour and c != "customer_id"]
+    available = features.describable_columns(customers.columns)
     for column in cfg.describe_columns:
         if column not in customers.columns:
             raise PipelineError(f"profile_export.describe_columns in {ctx.config.path} names '{column}', which the "

@@ -26,7 +26,7 @@ from core import paths
 from core.errors import PipelineError
 
 LIBRARIES = ("numpy", "pandas", "pyarrow", "scipy", "scikit-learn", "scikit-fuzzy", "hdbscan",
-             "keras", "tensorflow-cpu", "tensorflow", "pyyaml", "joblib", "matplotlib", "pandera")
+             "keras", "tensorflow-cpu", "tensorflow", "pyyaml", "joblib", "matplotlib", "pandera", "duckdb")
 
 
 def temporary_path(target: Path) -> Path:

@@ -96,10 +96,37 @@ class IngestConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class EligibilityConfig:
+    """Stage 02: which customers with a purchase are segmented; the others are listed with the rule."""
+
+    min_tenure_days: int = spec(minimum=0, help="days from the first order to the analysis date, at least")
+    min_orders: int = spec(minimum=1, help="orders (purchase transactions with merchandise), at least")
+    min_net_spend: float = spec(help="net spend after returns, at least (currency units)")
+    max_recency_days: int | None = spec(minimum=0, help="days since the last order, at most; null = no limit "
+                                                        "(lapsed customers are a segment)")
+
+
+ATTRIBUTES = ("channel", "brand_tier", "style", "color", "brand")
+
+
+@dataclasses.dataclass(frozen=True)
 class PrepareFeaturesConfig:
-    """Stage 02: customer features and the model matrix."""
+    """Stage 02: customer features, eligibility and the model matrix."""
 
     analysis_date: dt.date | None = spec(help="date features are measured at; null = last date in the data")
+    eligibility: EligibilityConfig = spec()
+    holiday_window: tuple[str, ...] = spec(help="[MM-DD, MM-DD] first and last day (inclusive) of the holiday "
+                                                "season for holiday_share")
+    back_to_school_window: tuple[str, ...] = spec(help="[MM-DD, MM-DD] first and last day (inclusive) of the "
+                                                       "back-to-school season for back_to_school_share")
+    attribute_shares: tuple[str, ...] = spec(choices=ATTRIBUTES, help="line attributes whose spend shares "
+                                                                      "become features, where the data has them")
+    max_attribute_values: int = spec(minimum=2, help="columns per attribute at most; values beyond the "
+                                                     "largest by spend pool as 'other'")
+    kids_size_pattern: str = spec(help="regular expression (case-insensitive) matching kids' sizes, for "
+                                       "kids_size_share")
+    engine_memory_mb: int = spec(minimum=256, help="memory (MB) the aggregation engine (DuckDB) may hold; "
+                                                   "beyond it, it spills to a temporary folder")
     model_features: tuple[str, ...] = spec(help="feature columns (fnmatch patterns) entering the model matrix")
     log1p_features: tuple[str, ...] = spec(help="model features (patterns) log1p-transformed before scaling")
 
@@ -386,6 +413,7 @@ def _check_cross_fields(cfg: _ConfigFile, problems: Problems) -> None:
                                         f"it must be one of cluster.methods and one of cluster.spaces")
     if not cfg.prepare_features.model_features:
         problems.add("prepare_features.model_features", "empty; list at least one feature")
+    _check_prepare_features(cfg.prepare_features, problems)
     export = cfg.profile_export
     low, high = export.value_quantiles
     if not (0 < low < high < 1):
@@ -475,22 +503,43 @@ def _check_ingest(cfg: _ConfigFile, path: Path, problems: Problems) -> dict[str,
 
 
 def _check_model_features(cfg: PrepareFeaturesConfig, hierarchy: Hierarchy, problems: Problems) -> None:
-    """Model-matrix patterns must match behavioural features and never a profile column."""
+    """Model-matrix patterns must name behavioural features and never an id, profile or ground-truth column."""
     import fnmatch
 
-    from core.features import behavioural_feature_names, resolve_model_columns
-    from core.tables import CUSTOMER_COLUMNS
+    from core.features import check_model_patterns, possible_feature_names
 
-    profile = [c for c in CUSTOMER_COLUMNS if c != "customer_id"]
-    try:
-        columns = resolve_model_columns(cfg.model_features, behavioural_feature_names(hierarchy), profile)
-    except ValueError as exc:
-        problems.add("prepare_features.model_features", str(exc))
-        return
+    for problem in check_model_patterns(cfg.model_features, hierarchy, cfg.attribute_shares):
+        problems.add("prepare_features.model_features", problem)
+    possible = possible_feature_names(hierarchy, cfg.attribute_shares)
     for pattern in cfg.log1p_features:
-        if not any(fnmatch.fnmatchcase(c, pattern) for c in columns):
+        if not any(fnmatch.fnmatchcase(c, pattern) for c in possible) and not any(
+                pattern.startswith(f"{a}_share__") for a in cfg.attribute_shares):
             problems.add("prepare_features.log1p_features",
-                         f"'{pattern}' matches none of the model features ({', '.join(columns[:8])}, ...)")
+                         f"'{pattern}' matches no behavioural feature (e.g. {', '.join(possible[:6])}, ...)")
+
+
+def _check_prepare_features(cfg: PrepareFeaturesConfig, problems: Problems) -> None:
+    import re
+
+    for name in ("holiday_window", "back_to_school_window"):
+        window = getattr(cfg, name)
+        key = f"prepare_features.{name}"
+        if len(window) != 2:
+            problems.add(key, f"{list(window)} must be two days [MM-DD, MM-DD] (first and last, inclusive)")
+            continue
+        for day in window:
+            try:
+                dt.date.fromisoformat(f"2024-{day}")  # a leap year, so 02-29 is allowed
+            except ValueError:
+                problems.add(key, f"'{day}' is not a day of the year written MM-DD (e.g. '07-15'); quote it in "
+                                  f"YAML")
+    try:
+        re.compile(cfg.kids_size_pattern)
+    except re.error as exc:
+        problems.add("prepare_features.kids_size_pattern", f"{cfg.kids_size_pattern!r} is not a regular "
+                                                           f"expression: {exc}")
+    if len(set(cfg.attribute_shares)) != len(cfg.attribute_shares):
+        problems.add("prepare_features.attribute_shares", f"{list(cfg.attribute_shares)} lists a value twice")
 
 
 __all__ = ["ConfigError", "PipelineConfig", "load_config", "stage_config", "stage_source_files", "config_hash",

@@ -53,8 +53,17 @@ _CORE_LABELS = {
     "returned_value": "value returned", "net_revenue": "net spend", "average_order_value": "average order value",
     "items_per_order": "items per order", "return_rate_value": "share of spend returned",
     "return_rate_units": "share of items returned", "n_departments": "departments bought from",
-    "n_classes": "classes bought from",
+    "n_classes": "classes bought from", "mean_days_between_orders": "days between orders",
+    "cv_days_between_orders": "irregularity of ordering", "dept_entropy": "spread of spend over departments",
+    "spend_share_q1": "share of spend in January-March", "spend_share_q2": "share of spend in April-June",
+    "spend_share_q3": "share of spend in July-September", "spend_share_q4": "share of spend in October-December",
+    "holiday_share": "share of spend in the holiday season", "back_to_school_share": "share of spend at back to school",
+    "monthly_spend_cv": "month-to-month swings in spend", "spend_trend": "growth of monthly spend",
+    "discount_share": "share of value bought on discount", "kids_size_share": "share of spend on kids' sizes",
 }
+_ATTRIBUTE_LABELS = {"channel_share__": "share of spend {}", "brand_tier_share__": "share of spend on {} brands",
+                     "style_share__": "share of spend on {} styles", "color_share__": "share of spend on {}",
+                     "brand_share__": "share of spend on {}"}
 
 
 def identifier_columns(columns: Iterable[str]) -> list[str]:
@@ -66,6 +75,9 @@ def feature_label(column: str, hierarchy: Hierarchy) -> str:
     """Readable name of a feature column, e.g. ``dept_share__kids_clothing`` -> share of spend in Kids Clothing."""
     if column in _CORE_LABELS:
         return _CORE_LABELS[column]
+    for prefix, text in _ATTRIBUTE_LABELS.items():
+        if column.startswith(prefix):
+            return text.format(column[len(prefix):].replace("_", " "))
     for prefix, text in ((DEPT_SHARE, "share of spend in {}"), (DEPT_SPEND, "net spend in {}"),
                          (DEPT_UNITS, "items bought in {}")):
         if column.startswith(prefix):
@@ -87,8 +99,12 @@ def position_name(value_tier: str, lapsed: bool, frequent: bool, new: bool) -> s
 
 
 def department_spend(frame: pd.DataFrame, departments: list[str]) -> pd.DataFrame:
-    """Net spend per department (negative net spend counted as 0), one column per department."""
-    spend = frame[[dept_column(DEPT_SPEND, d) for d in departments]].clip(lower=0).to_numpy(np.float64)
+    """Net spend per department (negative net spend counted as 0), one column per department.
+
+    A department without a column (stage 02 drops them for data without a hierarchy) counts 0.
+    """
+    columns = [dept_column(DEPT_SPEND, d) for d in departments]
+    spend = frame.reindex(columns=columns, fill_value=0.0).clip(lower=0).to_numpy(np.float64)
     return pd.DataFrame(spend, columns=departments, index=frame.index)
 
 

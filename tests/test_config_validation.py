@@ -555,3 +555,50 @@ def test_generate_data_mixes_and_days_name_their_keys(tmp_path, docs):
         problem(config_file, "generate_data.brand_tier_affinity", "sum to 1.1", "must sum to 1"),
         problem(config_file, "generate_data.month_weights", "11 values", "give 12, January first"),
     )
+
+
+# --- prepare_features ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("pattern, named", [("persona", "persona"), ("age", "age"), ("dropout_*", "dropout_date"),
+                                            ("first_order_date", "first_order_date"), ("email", "email"),
+                                            ("*", "age")])
+def test_a_model_feature_naming_a_non_behavioural_column_is_refused(tmp_path, docs, pattern, named):
+    """Profile, ground-truth, identity and id columns never enter the model matrix, whatever the pattern."""
+    docs["config"]["prepare_features"]["model_features"].append(pattern)
+    path = write_documents(tmp_path, docs)
+    with pytest.raises(ConfigError, match=problem(path, "prepare_features.model_features", f"'{pattern}' names",
+                                                  named, "never enter the model matrix")):
+        load_config(path)
+
+
+def test_a_model_feature_matching_nothing_is_refused_but_data_dependent_ones_pass(tmp_path, docs):
+    features = docs["config"]["prepare_features"]["model_features"]
+    features += ["colour_share__*", "brand_tier_share__premium", "dept_share__home"]
+    path = write_documents(tmp_path, docs)
+    with pytest.raises(ConfigError, match=problem(path, "prepare_features.model_features",
+                                                  "'colour_share__*' matches no behavioural feature")) as caught:
+        load_config(path)
+    assert len(caught.value.problems) == 1, "attribute and department patterns are valid before any data"
+
+
+@pytest.mark.parametrize("key, value, expected", [
+    ("holiday_window", ["11-01"], "must be two days [MM-DD, MM-DD]"),
+    ("back_to_school_window", ["07-15", "09-31"], "'09-31' is not a day of the year"),
+    ("kids_size_pattern", "^(baby", "is not a regular expression"),
+    ("attribute_shares", ["style", "style"], "lists a value twice"),
+])
+def test_bad_feature_settings_are_refused(tmp_path, docs, key, value, expected):
+    docs["config"]["prepare_features"][key] = value
+    path = write_documents(tmp_path, docs)
+    with pytest.raises(ConfigError, match=problem(path, f"prepare_features.{key}", expected)):
+        load_config(path)
+
+
+def test_eligibility_rules_are_validated(tmp_path, docs):
+    docs["config"]["prepare_features"]["eligibility"].update(min_orders=0, max_recency_days=-5)
+    path = write_documents(tmp_path, docs)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    text = str(caught.value)
+    assert "prepare_features.eligibility.min_orders" in text and "below the minimum 1" in text
+    assert "prepare_features.eligibility.max_recency_days" in text

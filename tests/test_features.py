@@ -1,24 +1,34 @@
 """Unit tests of core/features.py against values worked out by hand on tiny order-line tables.
 
-The tiny hierarchy has two merchandise departments (Ladies Clothing, Home) and a
-gift-card department. The analysis date is 2024-03-31 (2024 is a leap year).
+The tiny hierarchy has two merchandise departments (Ladies Clothing with a
+data-quality class DUMMY, and Home), a gift-card and a bag-levy department.
+The analysis date is 2024-03-31 (2024 is a leap year). Amounts in GBP.
 
 Customer 1
-    order 101, 2024-01-01: Ladies Clothing/Dresses 2 x 20.00 = 40.00; Home/Candles 1 x 10.00
-    order 102, 2024-03-01: Ladies Clothing/Tops 1 x 15.00; Gift Cards/Gift Card 1 x 25.00
-    order 103, 2024-03-10: return of the Tops line of order 102 (-1, -15.00)
+    order 101, 2024-01-01: Ladies Clothing/Dresses 2 x 20.00 = 40.00 (discount 10, premium, formal, size M, store);
+                           Home/Candles 1 x 10.00 (no discount, value, casual, no size, store)
+    order 102, 2024-03-01: Ladies Clothing/Tops 1 x 15.00 (discount 5, mid, casual, Teen 12-14, online);
+                           Gift Cards/Gift Card 1 x 25.00 (online) -- never customer spend
+    order 103, 2024-03-10: return of the Tops line (-1, -15.00, discount -5)
     order 104, 2024-04-15: Home/Cushions 1 x 30.00 -- after the analysis date, ignored
 Customer 2
-    order 201, 2024-03-31 (on the analysis date): Home/Cushions 3 x 12.00 = 36.00
+    order 201, 2024-03-31 (the analysis date): Home/Cushions 3 x 12.00 = 36.00 (value, casual, store)
 Customer 3
-    order 301, 2024-02-15: Gift Cards/Gift Card 1 x 50.00 -- no merchandise at all
+    order 301, 2024-02-15: Gift Cards/Gift Card 1 x 50.00 -- no customer spend at all
 Customer 4
     order 401, 2024-02-01: a return (-1, -8.00) of a purchase made before the data starts
 Customer 5
     order 501, 2024-05-01: Home/Candles 1 x 9.00 -- only after the analysis date
+Customer 6 (no attributes, no discounts recorded; store)
+    order 601, 2023-07-20: Ladies Clothing/Dresses 1 x 30.00 (back-to-school window)
+    order 602, 2023-11-15: Home/Candles 2 x 10.00 = 20.00; Bag Levy 1 x 0.10 -- never customer spend
+    order 603, 2023-12-20: Unknown/Unknown 1 x 8.00 -- spend, but in no department
+    order 604, 2024-02-10: Ladies Clothing/DUMMY 1 x 12.00 -- department spend, no class column
 """
 
 from __future__ import annotations
+
+import math
 
 import joblib
 import numpy as np
@@ -26,70 +36,111 @@ import pandas as pd
 import pytest
 from sklearn.exceptions import NotFittedError
 
-from core.features import (CORE_FEATURES, ModelMatrixTransformer, behavioural_feature_names,
-                           build_customer_features, class_wide, prepare_features, resolve_model_columns)
+from core.features import (CORE_FEATURES, ROLE_FEATURE, EligibilityRules, FeatureSettings, ModelMatrixTransformer,
+                           apply_eligibility, build_customer_features, column_roles, monthly_spend_stats,
+                           prepare_features, resolve_model_columns)
 from core.hierarchy import parse_hierarchy
+from core.tables import IDENTITY_COLUMNS
 
 ANALYSIS_DATE = pd.Timestamp("2024-03-31")
 DAYS_PER_MONTH = 365.25 / 12  # 30.4375, an average month
-PROFILE_COLUMNS = ["persona", "age", "gender", "has_children", "lifestyle", "region", "signup_date"]
+PROFILE_COLUMNS = ["persona", "age", "gender", "has_children", "lifestyle", "region", "signup_date", "dropout_date"]
+ATTRIBUTES = ["channel", "brand", "brand_tier", "style", "color", "size", "discount_amount"]
 
 
 def tiny_hierarchy():
     return parse_hierarchy({"departments": {
-        "Ladies Clothing": {"kind": "merchandise", "classes": ["Dresses", "Tops"]},
+        "Ladies Clothing": {"kind": "merchandise", "classes": ["Dresses", "Tops"], "data_quality_classes": ["DUMMY"]},
         "Home": {"kind": "merchandise", "classes": ["Candles", "Cushions"]},
         "Gift Cards": {"kind": "gift_card", "classes": ["Gift Card"]},
+        "Bag Levy": {"kind": "bag_levy", "classes": ["Paper Bags"]},
     }}, "test")
 
 
-def tiny_transactions() -> pd.DataFrame:
+def tiny_transactions(attributes: bool = True) -> pd.DataFrame:
+    """The lines above; ``attributes=False`` leaves out every optional column."""
+    LC, H = "Ladies Clothing", "Home"
     rows = [
-        # customer, order, date, department, class, quantity, amount, is_return
-        (1, 101, "2024-01-01", "Ladies Clothing", "Dresses", 2, 40.00, False),
-        (1, 101, "2024-01-01", "Home", "Candles", 1, 10.00, False),
-        (1, 102, "2024-03-01", "Ladies Clothing", "Tops", 1, 15.00, False),
-        (1, 102, "2024-03-01", "Gift Cards", "Gift Card", 1, 25.00, False),
-        (1, 103, "2024-03-10", "Ladies Clothing", "Tops", -1, -15.00, True),
-        (1, 104, "2024-04-15", "Home", "Cushions", 1, 30.00, False),
-        (2, 201, "2024-03-31", "Home", "Cushions", 3, 36.00, False),
-        (3, 301, "2024-02-15", "Gift Cards", "Gift Card", 1, 50.00, False),
-        (4, 401, "2024-02-01", "Home", "Candles", -1, -8.00, True),
-        (5, 501, "2024-05-01", "Home", "Candles", 1, 9.00, False),
+        # customer, order, date, department, class, quantity, amount, is_return, channel, tier, style, size, discount
+        (1, 101, "2024-01-01", LC, "Dresses", 2, 40.00, False, "store", "premium", "formal", "M", 10.0),
+        (1, 101, "2024-01-01", H, "Candles", 1, 10.00, False, "store", "value", "casual", None, 0.0),
+        (1, 102, "2024-03-01", LC, "Tops", 1, 15.00, False, "online", "mid", "casual", "Teen 12-14", 5.0),
+        (1, 102, "2024-03-01", "Gift Cards", "Gift Card", 1, 25.00, False, "online", None, None, None, None),
+        (1, 103, "2024-03-10", LC, "Tops", -1, -15.00, True, "online", "mid", "casual", "Teen 12-14", -5.0),
+        (1, 104, "2024-04-15", H, "Cushions", 1, 30.00, False, "store", "value", "casual", None, 0.0),
+        (2, 201, "2024-03-31", H, "Cushions", 3, 36.00, False, "store", "value", "casual", None, 0.0),
+        (3, 301, "2024-02-15", "Gift Cards", "Gift Card", 1, 50.00, False, "store", None, None, None, None),
+        (4, 401, "2024-02-01", H, "Candles", -1, -8.00, True, "store", "value", "casual", None, 0.0),
+        (5, 501, "2024-05-01", H, "Candles", 1, 9.00, False, "store", "value", "casual", None, 0.0),
+        (6, 601, "2023-07-20", LC, "Dresses", 1, 30.00, False, "store", None, None, None, None),
+        (6, 602, "2023-11-15", H, "Candles", 2, 20.00, False, "store", None, None, None, None),
+        (6, 602, "2023-11-15", "Bag Levy", "Paper Bags", 1, 0.10, False, "store", None, None, None, None),
+        (6, 603, "2023-12-20", "Unknown", "Unknown", 1, 8.00, False, "store", None, None, None, None),
+        (6, 604, "2024-02-10", LC, "DUMMY", 1, 12.00, False, "store", None, None, None, None),
     ]
-    frame = pd.DataFrame(rows, columns=["customer_id", "order_id", "order_date", "department", "class",
-                                        "quantity", "line_amount", "is_return"])
+    frame = pd.DataFrame(rows, columns=["customer_id", "order_id", "order_date", "department", "class", "quantity",
+                                        "line_amount", "is_return", "channel", "brand_tier", "style", "size",
+                                        "discount_amount"])
     frame["order_date"] = pd.to_datetime(frame["order_date"])
     frame["unit_price"] = (frame["line_amount"] / frame["quantity"]).abs()
     frame["sku"] = "SKU-" + frame["class"].str.upper().str.replace(" ", "")
+    frame["brand"] = None
+    frame["color"] = None
+    if not attributes:
+        frame = frame.drop(columns=ATTRIBUTES)
     return frame
 
 
 def tiny_customers() -> pd.DataFrame:
+    ids = [1, 2, 3, 4, 5, 6, 7]  # customer 7 has no order lines at all
     return pd.DataFrame({
-        "customer_id": [1, 2, 3, 4, 5],
-        "persona": ["teenage_girl", "homemaker", "gifter", "returner", "late"],
-        "age": [17, 45, 60, 30, 25],
-        "gender": ["Female", "Female", "Male", "Male", "Female"],
-        "has_children": [False, True, True, False, False],
-        "lifestyle": ["student", "family", "retired", "busy", "new"],
-        "region": ["London", "Wales", "Scotland", "London", "Wales"],
-        "signup_date": pd.to_datetime(["2024-01-01", "2024-03-31", "2024-02-15", "2023-12-01", "2024-05-01"]),
+        "customer_id": ids,
+        "persona": ["teenage_girl", "homemaker", "gifter", "returner", "late", "seasonal", "signed_up"],
+        "age": [17, 45, 60, 30, 25, 38, 50],
+        "gender": ["Female", "Female", "Male", "Male", "Female", "Female", "Male"],
+        "has_children": [False, True, True, False, False, True, False],
+        "lifestyle": ["student", "family", "retired", "busy", "new", "busy", "none"],
+        "region": ["London", "Wales", "Scotland", "London", "Wales", "London", "Wales"],
+        "signup_date": pd.to_datetime(["2024-01-01", "2024-03-31", "2024-02-15", "2023-12-01", "2024-05-01",
+                                       "2023-07-01", "2024-01-01"]),
+        "dropout_date": pd.NaT,
+        **{c: f"secret {c}" for c in IDENTITY_COLUMNS},
     })
 
 
-@pytest.fixture
-def features() -> pd.DataFrame:
-    built, _ = build_customer_features(tiny_transactions(), tiny_hierarchy(), ANALYSIS_DATE)
-    return built.set_index("customer_id")
+def build(lines=None, settings=FeatureSettings(), analysis_date=ANALYSIS_DATE):
+    built, _ = build_customer_features(tiny_transactions() if lines is None else lines, tiny_hierarchy(),
+                                       analysis_date, settings)
+    return built
 
 
-# --- build_customer_features -------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def built():
+    return build()
 
-def test_one_row_per_customer_with_a_purchase_on_or_before_the_analysis_date(features):
-    """Customer 4 (only a return) and customer 5 (only later lines) get no row."""
-    assert list(features.index) == [1, 2, 3]
 
+@pytest.fixture(scope="module")
+def features(built) -> pd.DataFrame:
+    return built.features.set_index("customer_id")
+
+
+# --- which customers get features --------------------------------------------------------------
+
+def test_one_row_per_customer_with_a_purchase_of_merchandise_by_the_analysis_date(features):
+    """3 (gift card only), 4 (only a return) and 5 (only later lines) get no row."""
+    assert list(features.index) == [1, 2, 6]
+
+
+def test_customers_without_features_are_listed_with_their_rule():
+    prepared = prepare_features(tiny_transactions(), tiny_customers(), tiny_hierarchy(), ["net_revenue"], [],
+                                ANALYSIS_DATE)
+    rules = dict(zip(prepared.excluded["customer_id"], prepared.excluded["rule"]))
+    assert rules == {3: "only_non_merchandise_by_analysis_date", 4: "only_returns_by_analysis_date",
+                     5: "first_purchase_after_analysis_date", 7: "no_order_lines"}
+    assert prepared.details["excluded_customers"]["no_order_lines"] == 1
+
+
+# --- recency, frequency, monetary, returns, tenure ------------------------------------------------
 
 def test_dates_recency_and_tenure_come_from_purchases_only(features):
     """Customer 1's last purchase is 2024-03-01; the later return (03-10) and order (04-15) do not count."""
@@ -99,146 +150,386 @@ def test_dates_recency_and_tenure_come_from_purchases_only(features):
     assert c1["recency_days"] == 30.0  # 1 March -> 31 March
     assert c1["tenure_days"] == 90.0   # 31 (Jan) + 29 (Feb 2024) + 30
     assert features.loc[2, ["recency_days", "tenure_days"]].tolist() == [0.0, 0.0]
-    assert features.loc[3, ["recency_days", "tenure_days"]].tolist() == [45.0, 45.0]  # 15 Feb -> 31 Mar
+    # Customer 6: 10 Feb -> 31 Mar = 19 + 31; 20 Jul 2023 -> 31 Mar 2024 = 11+31+30+31+30+31+31+29+31.
+    assert features.loc[6, ["recency_days", "tenure_days"]].tolist() == [50.0, 255.0]
 
 
-def test_orders_count_distinct_purchase_orders_not_returns(features):
-    """Customer 1 has order ids 101, 102 and the return 103 up to the analysis date: 2 orders."""
-    assert features["orders"].tolist() == [2.0, 1.0, 1.0]
+def test_orders_count_purchase_orders_with_merchandise(features):
+    """Customer 1: orders 101 and 102 (the return 103 and the later 104 are not orders); customer 6: 4."""
+    assert features["orders"].tolist() == [2.0, 1.0, 4.0]
 
 
 def test_orders_per_month_uses_at_least_one_month_of_tenure(features):
     assert features.loc[1, "orders_per_month"] == pytest.approx(2 / (90 / DAYS_PER_MONTH))
-    # 0 and 45 days of tenure: customer 2 counts one month, customer 3 counts 45 days.
-    assert features.loc[2, "orders_per_month"] == pytest.approx(1.0)
-    assert features.loc[3, "orders_per_month"] == pytest.approx(1 / (45 / DAYS_PER_MONTH))
+    assert features.loc[2, "orders_per_month"] == pytest.approx(1.0)  # 0 days of tenure count as a month
+    assert features.loc[6, "orders_per_month"] == pytest.approx(4 / (255 / DAYS_PER_MONTH))
 
 
-def test_revenue_returns_and_order_value(features):
-    """Gift-card lines count in revenue; the return is a positive returned value."""
+def test_revenue_returns_order_value_and_items(features):
+    """Gift cards and the bag levy are never customer spend; the Unknown department's line is."""
     c1 = features.loc[1]
-    assert c1["gross_revenue"] == pytest.approx(40 + 10 + 15 + 25)
+    assert c1["gross_revenue"] == pytest.approx(40 + 10 + 15)
     assert c1["returned_value"] == pytest.approx(15.0)
-    assert c1["net_revenue"] == pytest.approx(75.0)
-    assert c1["average_order_value"] == pytest.approx(90 / 2)
-    assert c1["items_per_order"] == pytest.approx((2 + 1 + 1 + 1) / 2)
-    assert c1["return_rate_value"] == pytest.approx(15 / 90)
-    assert c1["return_rate_units"] == pytest.approx(1 / 5)
-    c2, c3 = features.loc[2], features.loc[3]
-    assert (c2["gross_revenue"], c2["net_revenue"], c2["average_order_value"], c2["items_per_order"]) == \
-        pytest.approx((36.0, 36.0, 36.0, 3.0))
-    assert (c2["returned_value"], c2["return_rate_value"], c2["return_rate_units"]) == (0.0, 0.0, 0.0)
-    assert (c3["gross_revenue"], c3["net_revenue"], c3["average_order_value"]) == pytest.approx((50, 50, 50))
+    assert c1["net_revenue"] == pytest.approx(50.0)
+    assert c1["average_order_value"] == pytest.approx(65 / 2)
+    assert c1["items_per_order"] == pytest.approx((2 + 1 + 1) / 2)
+    assert c1["return_rate_value"] == pytest.approx(15 / 65)
+    assert c1["return_rate_units"] == pytest.approx(1 / 4)
+    c6 = features.loc[6]
+    assert (c6["gross_revenue"], c6["net_revenue"], c6["average_order_value"], c6["items_per_order"]) == \
+        pytest.approx((30 + 20 + 8 + 12, 70.0, 70 / 4, 5 / 4))
+    assert (features.loc[2, "returned_value"], features.loc[2, "return_rate_value"]) == (0.0, 0.0)
 
+
+def test_days_between_orders_mean_and_coefficient_of_variation(features):
+    """Customer 6's gaps: 20 Jul -> 15 Nov = 118, -> 20 Dec = 35, -> 10 Feb = 52 days."""
+    gaps = np.array([118.0, 35.0, 52.0])
+    assert features.loc[6, "mean_days_between_orders"] == pytest.approx(gaps.mean())  # = (255 - 50) / 3
+    assert features.loc[6, "cv_days_between_orders"] == pytest.approx(gaps.std() / gaps.mean())
+    # One gap (customer 1: 60 days): its mean, and no variation to measure.
+    assert features.loc[1, ["mean_days_between_orders", "cv_days_between_orders"]].tolist() == [60.0, 0.0]
+    # One order: the tenure so far stands in for the gap (0 days for customer 2).
+    assert features.loc[2, ["mean_days_between_orders", "cv_days_between_orders"]].tolist() == [0.0, 0.0]
+
+
+# --- departments, classes, diversity -----------------------------------------------------------
 
 def test_department_spend_and_units_are_net_of_returns(features):
     c1 = features.loc[1]
-    assert c1["dept_spend__ladies_clothing"] == pytest.approx(40 + 15 - 15)
-    assert c1["dept_units__ladies_clothing"] == pytest.approx(2 + 1 - 1)
-    assert c1["dept_spend__home"] == pytest.approx(10.0)
-    assert c1["dept_units__home"] == pytest.approx(1.0)
-    assert features.loc[2, ["dept_spend__ladies_clothing", "dept_spend__home", "dept_units__home"]].tolist() \
-        == pytest.approx([0.0, 36.0, 3.0])
+    assert (c1["dept_spend__ladies_clothing"], c1["dept_units__ladies_clothing"]) == (40 + 15 - 15, 2 + 1 - 1)
+    assert (c1["dept_spend__home"], c1["dept_units__home"]) == (10.0, 1.0)
+
+
+def test_data_quality_classes_count_in_their_department_and_unknown_in_none(features):
+    """Customer 6: Dresses 30 + DUMMY 12 in Ladies Clothing; the Unknown line (8) in no department."""
+    c6 = features.loc[6]
+    assert (c6["dept_spend__ladies_clothing"], c6["dept_spend__home"]) == (42.0, 20.0)
+    assert not any("unknown" in c or "gift" in c or "bag" in c for c in features.columns)
 
 
 def test_department_share_is_of_gross_merchandise_purchase_spend(features):
-    """Customer 1 bought 55.00 of Ladies Clothing and 10.00 of Home; the gift card and return do not count."""
     assert features.loc[1, "dept_share__ladies_clothing"] == pytest.approx(55 / 65)
     assert features.loc[1, "dept_share__home"] == pytest.approx(10 / 65)
+    assert features.loc[6, "dept_share__ladies_clothing"] == pytest.approx(42 / 62)
     assert features.loc[2, ["dept_share__ladies_clothing", "dept_share__home"]].tolist() == [0.0, 1.0]
 
 
-def test_non_merchandise_lines_count_in_revenue_but_in_no_department(features):
-    """Customer 3 bought only a gift card: revenue, but zero in every department column."""
-    assert not any(c.endswith("gift_cards") for c in features.columns)
-    dept_columns = [c for c in features.columns if c.startswith("dept_")]
-    assert len(dept_columns) == 6
-    assert features.loc[3, dept_columns].tolist() == [0.0] * 6
-    assert features.loc[3, ["n_departments", "n_classes"]].tolist() == [0.0, 0.0]
+def test_diversity_entropy_departments_and_classes(features):
+    """n_classes counts sellable classes bought (a bought-and-returned one too, DUMMY never)."""
+    p = np.array([55, 10]) / 65
+    assert features.loc[1, "dept_entropy"] == pytest.approx(-(p * np.log(p)).sum())
+    assert features.loc[2, "dept_entropy"] == 0.0
+    assert features["n_departments"].tolist() == [2.0, 1.0, 2.0]
+    assert features["n_classes"].tolist() == [3.0, 1.0, 2.0]
 
 
-def test_departments_and_classes_bought(features):
-    """Customer 1 bought Dresses and Tops (Ladies Clothing) and Candles (Home); the return removes none."""
-    assert features["n_departments"].tolist() == [2.0, 1.0, 0.0]
-    assert features["n_classes"].tolist() == [3.0, 1.0, 0.0]
-
-
-def test_lines_after_the_analysis_date_change_nothing():
-    """Dropping the two lines dated after 2024-03-31 gives the very same features."""
-    lines = tiny_transactions()
-    hierarchy = tiny_hierarchy()
-    with_later, _ = build_customer_features(lines, hierarchy, ANALYSIS_DATE)
-    without, _ = build_customer_features(lines[lines["order_date"] <= ANALYSIS_DATE], hierarchy, ANALYSIS_DATE)
-    pd.testing.assert_frame_equal(with_later, without)
-
-
-def test_feature_columns_and_dtypes(features):
-    hierarchy = tiny_hierarchy()
-    expected = ["first_order_date", "last_order_date"] + behavioural_feature_names(hierarchy)
-    assert list(features.columns) == expected
-    numeric = features.drop(columns=["first_order_date", "last_order_date"])
-    assert set(numeric.dtypes) == {np.dtype(np.float64)}
-    assert list(CORE_FEATURES) == expected[2:2 + len(CORE_FEATURES)]
-
-
-def test_class_totals_are_net_merchandise_classes_only():
-    _, class_totals = build_customer_features(tiny_transactions(), tiny_hierarchy(), ANALYSIS_DATE)
-    columns = ["customer_id", "department", "class", "spend", "units"]
-    got = {(c, d, k): (s, u) for c, d, k, s, u in class_totals[columns].itertuples(index=False, name=None)}
-    assert got == {
-        (1, "Home", "Candles"): (10.0, 1.0),
-        (1, "Ladies Clothing", "Dresses"): (40.0, 2.0),
-        (1, "Ladies Clothing", "Tops"): (0.0, 0.0),  # bought and returned
+def test_class_totals_are_net_non_zero_sellable_classes(built):
+    got = {(c, d, k): (s, u) for c, d, k, s, u in built.class_long[
+        ["customer_id", "department", "class", "spend", "units"]].itertuples(index=False, name=None)}
+    assert got == {  # Tops was bought and returned (net 0): left out; DUMMY has no class of its own
+        (1, "Ladies Clothing", "Dresses"): (40.0, 2.0), (1, "Home", "Candles"): (10.0, 1.0),
         (2, "Home", "Cushions"): (36.0, 3.0),
-    }
-    assert class_totals["spend"].dtype == np.float32 and class_totals["units"].dtype == np.float32
+        (6, "Ladies Clothing", "Dresses"): (30.0, 1.0), (6, "Home", "Candles"): (20.0, 2.0)}
 
 
-# --- class_wide --------------------------------------------------------------------------------
+# --- seasonality, stability, growth ------------------------------------------------------------
 
-def test_class_wide_puts_spend_and_units_in_their_columns_as_float32():
-    hierarchy = tiny_hierarchy()
-    _, class_totals = build_customer_features(tiny_transactions(), hierarchy, ANALYSIS_DATE)
-    wide = class_wide(class_totals, hierarchy, pd.Series([1, 2, 3]))
-
-    classes = ["ladies_clothing__dresses", "ladies_clothing__tops", "home__candles", "home__cushions"]
-    assert list(wide.columns) == [f"class_spend__{c}" for c in classes] + [f"class_units__{c}" for c in classes]
-    assert set(wide.dtypes) == {np.dtype(np.float32)}
-    np.testing.assert_array_equal(wide.to_numpy(), np.array([
-        [40, 0, 10, 0, 2, 0, 1, 0],
-        [0, 0, 0, 36, 0, 0, 0, 3],
-        [0, 0, 0, 0, 0, 0, 0, 0],
-    ], dtype=np.float32))
+def test_seasonal_shares_of_gross_spend(features):
+    """Customer 6 spends 70: Jan-Mar 12, Jul-Sep 30, Oct-Dec 20 + 8; holiday Nov-Dec 28; back to school 30."""
+    got = features.loc[6, ["spend_share_q1", "spend_share_q2", "spend_share_q3", "spend_share_q4", "holiday_share",
+                           "back_to_school_share"]].tolist()
+    assert got == pytest.approx([12 / 70, 0.0, 30 / 70, 28 / 70, 28 / 70, 30 / 70])
+    assert features.loc[1, ["spend_share_q1", "holiday_share"]].tolist() == [1.0, 0.0]
 
 
-def test_class_wide_follows_the_order_of_the_customer_ids_given():
-    hierarchy = tiny_hierarchy()
-    _, class_totals = build_customer_features(tiny_transactions(), hierarchy, ANALYSIS_DATE)
-    wide = class_wide(class_totals, hierarchy, pd.Series([2, 1]))
-    assert wide["class_spend__home__cushions"].tolist() == [36.0, 0.0]
-    assert wide["class_spend__ladies_clothing__dresses"].tolist() == [0.0, 40.0]
+def test_season_windows_are_configurable_and_may_wrap_over_new_year():
+    """15 Dec - 15 Jan holds customer 6's 20 Dec line (8.00) and customer 1's 1 Jan lines (50.00)."""
+    features = build(settings=FeatureSettings(holiday_window=("12-15", "01-15"))).features.set_index("customer_id")
+    assert features.loc[6, "holiday_share"] == pytest.approx(8 / 70)
+    assert features.loc[1, "holiday_share"] == pytest.approx(50 / 65)
 
 
-# --- resolve_model_columns ---------------------------------------------------------------------
+def test_monthly_spend_cv_and_trend_count_empty_months(features):
+    """Customer 6, July 2023 to March 2024 (9 months): 30 in month 0, 20 in 4, 8 in 5, 12 in 7."""
+    y = np.zeros(9)
+    y[[0, 4, 5, 7]] = [30, 20, 8, 12]
+    t = np.arange(9)
+    slope = ((t - t.mean()) * (y - y.mean())).sum() / ((t - t.mean()) ** 2).sum()
+    assert features.loc[6, "monthly_spend_cv"] == pytest.approx(y.std() / y.mean())
+    assert features.loc[6, "spend_trend"] == pytest.approx(slope / y.mean())  # -1.2667 / 7.78 = -0.163
+    # Customer 1: January 50, February 0, March 15.
+    y1 = np.array([50.0, 0.0, 15.0])
+    assert features.loc[1, "monthly_spend_cv"] == pytest.approx(y1.std() / y1.mean())
+    assert features.loc[1, "spend_trend"] == pytest.approx(((15 - 50) / 2) / y1.mean())
+    assert features.loc[2, ["monthly_spend_cv", "spend_trend"]].tolist() == [0.0, 0.0]  # one month
 
-def test_resolve_model_columns_expands_patterns_in_feature_order():
-    names = behavioural_feature_names(tiny_hierarchy())
-    got = resolve_model_columns(["dept_share__*", "net_revenue", "recency_days", "dept_share__home"], names,
-                                PROFILE_COLUMNS)
-    assert got == ["recency_days", "net_revenue", "dept_share__ladies_clothing", "dept_share__home"]
+
+def test_monthly_spend_stats_match_a_least_squares_fit():
+    rng = np.random.default_rng(0)
+    y = rng.uniform(0, 100, 12) * (rng.random(12) < 0.6)
+    t = np.arange(12)
+    got = monthly_spend_stats(np.array([12]), np.array([y.sum()]), np.array([(y ** 2).sum()]),
+                              np.array([(t * y).sum()]))
+    assert got["spend_trend"][0] == pytest.approx(np.polyfit(t, y, 1)[0] / y.mean())
+    assert got["monthly_spend_cv"][0] == pytest.approx(y.std() / y.mean())
 
 
-@pytest.mark.parametrize("pattern", ["persona", "pers*", "gender"])
-def test_resolve_model_columns_refuses_profile_columns(pattern):
-    names = behavioural_feature_names(tiny_hierarchy())
-    with pytest.raises(ValueError, match="profile columns .* never enter the model matrix"):
-        resolve_model_columns(["net_revenue", pattern], names, PROFILE_COLUMNS)
+# --- discounts and attribute mixes ---------------------------------------------------------------
+
+def test_discount_share_is_discount_over_net_plus_discount(features):
+    """Customer 1: discounts 10 + 0 + 5 - 5 (returned) = 10 on a net of 50; customer 6 has none recorded."""
+    assert features.loc[1, "discount_share"] == pytest.approx(10 / (50 + 10))
+    assert features.loc[6, "discount_share"] == 0.0
 
 
-def test_resolve_model_columns_refuses_a_pattern_matching_nothing():
-    names = behavioural_feature_names(tiny_hierarchy())
+def test_attribute_shares_of_spend_with_a_known_value(features):
+    c1 = features.loc[1]
+    assert c1[["brand_tier_share__mid", "brand_tier_share__premium", "brand_tier_share__value"]].tolist() == \
+        pytest.approx([15 / 65, 40 / 65, 10 / 65])
+    assert c1[["style_share__casual", "style_share__formal"]].tolist() == pytest.approx([25 / 65, 40 / 65])
+    assert c1[["channel_share__online", "channel_share__store"]].tolist() == pytest.approx([15 / 65, 50 / 65])
+    # Customer 6's lines carry no tier: every tier share is 0, not a division by zero.
+    assert features.loc[6, ["brand_tier_share__mid", "brand_tier_share__value"]].tolist() == [0.0, 0.0]
+
+
+def test_kids_size_share_of_spend_with_a_size(features):
+    """Customer 1 bought sized lines Dresses M (40) and Tops Teen 12-14 (15)."""
+    assert features.loc[1, "kids_size_share"] == pytest.approx(15 / 55)
+    assert features.loc[2, "kids_size_share"] == 0.0
+
+
+def test_attribute_values_beyond_the_limit_pool_as_other():
+    """At most 2 columns per attribute: tiers keep the largest by spend (value: 10 + 36) and pool the others
+    (premium 40, mid 15)."""
+    features = build(settings=FeatureSettings(max_attribute_values=2)).features.set_index("customer_id")
+    assert [c for c in features.columns if c.startswith("brand_tier_share__")] == \
+        ["brand_tier_share__value", "brand_tier_share__other"]
+    assert features.loc[1, "brand_tier_share__other"] == pytest.approx(55 / 65)
+
+
+# --- dropped features --------------------------------------------------------------------------
+
+def test_features_needing_absent_columns_drop_out_and_say_why(built):
+    full = built.features
+    built = build(tiny_transactions(attributes=False))
+    assert built.dropped == {
+        "discount_share": "column discount_amount is absent from the order lines",
+        "channel_share__*": "column channel is absent from the order lines",
+        "brand_tier_share__*": "column brand_tier is absent from the order lines",
+        "style_share__*": "column style is absent from the order lines",
+        "kids_size_share": "column size is absent from the order lines"}
+    assert not any(c.startswith(("discount", "channel", "brand", "style", "kids")) for c in built.features.columns)
+    # Everything else is as with the columns present.
+    pd.testing.assert_frame_equal(built.features, full[built.features.columns])
+
+
+def test_features_needing_all_null_columns_drop_out():
+    lines = tiny_transactions()
+    lines["brand_tier"] = None
+    lines["discount_amount"] = np.nan
+    built = build(lines)
+    assert built.dropped["brand_tier_share__*"] == "column brand_tier is null on every line"
+    assert built.dropped["discount_share"] == "column discount_amount is null on every line"
+    assert "style_share__casual" in built.features.columns
+
+
+def test_department_features_drop_out_without_a_merchandise_department():
+    """A log without a hierarchy: every line in Unknown. Totals and RFM stay, departments go."""
+    lines = tiny_transactions(attributes=False).assign(department="Unknown", **{"class": "Unknown"})
+    prepared = prepare_features(lines, None, tiny_hierarchy(), ["net_revenue", "dept_share__*", "dept_entropy"],
+                                ["net_revenue"], ANALYSIS_DATE)
+    assert not any(c.startswith("dept_") or c.startswith("class_") for c in prepared.enriched_class.columns)
+    assert {"dept_*", "dept_entropy", "n_departments", "n_classes"} <= set(prepared.details["dropped_features"])
+    assert prepared.transformer.columns == ["net_revenue"]
+    assert set(prepared.details["model_matrix"]["patterns_without_data"]) == {"dept_share__*", "dept_entropy"}
+    # Customer 3's gift card is now in Unknown too, so it counts as spend.
+    assert prepared.basic.set_index("customer_id").loc[3, "net_revenue"] == 50.0
+
+
+def test_a_model_matrix_of_dropped_features_only_is_an_error():
+    with pytest.raises(ValueError, match="no model feature has data.*discount_amount is absent"):
+        prepare_features(tiny_transactions(attributes=False), None, tiny_hierarchy(), ["discount_share"], [],
+                         ANALYSIS_DATE)
+
+
+def test_departments_missing_from_the_hierarchy_count_as_unknown_and_are_listed():
+    lines = tiny_transactions()
+    lines.loc[lines["department"] == "Home", "department"] = "Garden"
+    built = build(lines)
+    assert built.lines["departments_not_in_hierarchy"] == ["Garden"]
+    assert built.features.set_index("customer_id").loc[2, ["gross_revenue", "dept_spend__home"]].tolist() == \
+        [36.0, 0.0]
+
+
+def test_required_columns_are_checked():
+    with pytest.raises(ValueError, match="lack required column.*line_amount"):
+        build(tiny_transactions().drop(columns="line_amount"))
+
+
+# --- eligibility -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("rules, excluded", [
+    (EligibilityRules(), {}),
+    (EligibilityRules(min_tenure_days=30), {2: "min_tenure_days"}),
+    (EligibilityRules(min_orders=2), {2: "min_orders"}),
+    (EligibilityRules(min_orders=2, min_tenure_days=100), {2: "min_orders", 1: "min_tenure_days"}),
+    (EligibilityRules(min_net_spend=50.0), {2: "min_net_spend"}),  # customer 1 has exactly 50.00: kept
+    (EligibilityRules(max_recency_days=40), {6: "max_recency_days"}),
+])
+def test_eligibility_rules_exclude_with_the_first_rule_failed(features, rules, excluded):
+    keep, failed = apply_eligibility(features.reset_index(), rules)
+    assert dict(zip(failed["customer_id"], failed["rule"])) == excluded
+    assert keep.tolist() == [c not in excluded for c in features.index]
+
+
+def test_excluded_customers_leave_every_dataset_and_are_counted():
+    prepared = prepare_features(tiny_transactions(), tiny_customers(), tiny_hierarchy(), ["net_revenue"], [],
+                                ANALYSIS_DATE, eligibility=EligibilityRules(min_tenure_days=30))
+    for frame in (prepared.basic, prepared.enriched_department, prepared.enriched_class, prepared.model_matrix):
+        assert frame["customer_id"].tolist() == [1, 6]
+    row = prepared.excluded.set_index("customer_id").loc[2]
+    assert row["rule"] == "min_tenure_days" and "0 days" in row["reason"] and "30" in row["reason"]
+    assert prepared.details["excluded_customers"]["min_tenure_days"] == 1
+    assert set(prepared.class_long["customer_id"]) == {1, 6}
+
+
+def test_no_eligible_customer_is_an_error():
+    with pytest.raises(ValueError, match="no customer passes the eligibility rules"):
+        prepare_features(tiny_transactions(), None, tiny_hierarchy(), ["net_revenue"], [], ANALYSIS_DATE,
+                         eligibility=EligibilityRules(min_orders=10))
+
+
+# --- column roles and the model matrix ----------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def prepared():
+    return prepare_features(tiny_transactions(), tiny_customers(), tiny_hierarchy(),
+                            ["recency_days", "orders", "net_revenue", "dept_share__*", "brand_tier_share__*"],
+                            ["recency_days", "net_revenue"], ANALYSIS_DATE)
+
+
+def test_every_column_of_every_dataset_has_a_role(prepared):
+    for frame in (prepared.basic, prepared.enriched_department, prepared.enriched_class, prepared.model_matrix):
+        assert set(frame.columns) <= set(prepared.roles)
+    roles = prepared.roles
+    assert roles["customer_id"] == "id" and roles["persona"] == roles["dropout_date"] == "ground_truth"
+    assert roles["age"] == roles["first_order_date"] == "profile"
+    assert roles["class_spend__home__cushions"] == roles["net_revenue"] == ROLE_FEATURE
+    assert sum(prepared.details["column_roles"].values()) == prepared.enriched_class.shape[1]
+
+
+def test_identity_columns_never_reach_a_dataset(prepared):
+    for frame in (prepared.basic, prepared.enriched_department, prepared.enriched_class, prepared.model_matrix,
+                  prepared.excluded, prepared.class_spend_long):
+        assert not set(IDENTITY_COLUMNS) & set(frame.columns)
+        assert not frame.astype(str).apply(lambda c: c.str.startswith("secret")).any().any()
+    with pytest.raises(ValueError, match="identity column 'email'"):
+        column_roles(["customer_id", "email"], [])
+
+
+@pytest.mark.parametrize("pattern", ["persona", "pers*", "age", "dropout_date", "first_order_date", "customer_id",
+                                     "*", "*_date"])
+def test_profile_ground_truth_and_id_columns_never_enter_the_model_matrix(prepared, pattern):
+    with pytest.raises(ValueError, match="only behavioural features enter the model matrix"):
+        resolve_model_columns(["net_revenue", pattern], [], prepared.roles, {})
+
+
+def test_prepare_features_refuses_a_model_pattern_naming_a_profile_column():
+    """The same check guards the stage's own function, not only the config loader."""
+    with pytest.raises(ValueError, match="'gend\\*' names gender \\(profile\\); only behavioural features"):
+        prepare_features(tiny_transactions(), tiny_customers(), tiny_hierarchy(), ["net_revenue", "gend*"], [],
+                         ANALYSIS_DATE)
+
+
+def test_a_column_without_a_role_is_refused():
+    with pytest.raises(ValueError, match="column 'mystery' has no role"):
+        column_roles(["customer_id", "net_revenue", "mystery"], ["net_revenue"])
+
+
+def test_model_matrix_takes_the_patterns_in_feature_order_and_records_them(prepared):
+    assert list(prepared.model_matrix.columns) == [
+        "customer_id", "recency_days", "orders", "net_revenue", "dept_share__ladies_clothing", "dept_share__home",
+        "brand_tier_share__mid", "brand_tier_share__premium", "brand_tier_share__value"]
+    assert prepared.transformer.log1p_columns == ["recency_days", "net_revenue"]
+    recorded = prepared.details["model_matrix"]
+    assert recorded["columns"] == list(prepared.model_matrix.columns[1:])
+    assert recorded["log1p_columns"] == ["recency_days", "net_revenue"] and recorded["scaler"] == "RobustScaler"
+    assert set(prepared.model_matrix.dtypes.iloc[1:]) == {np.dtype(np.float32)}
+
+
+def test_a_pattern_matching_nothing_is_an_error():
     with pytest.raises(ValueError, match="'lifetime_value\\*' matches no behavioural feature"):
-        resolve_model_columns(["net_revenue", "lifetime_value*"], names, PROFILE_COLUMNS)
+        prepare_features(tiny_transactions(), None, tiny_hierarchy(), ["net_revenue", "lifetime_value*"], [],
+                         ANALYSIS_DATE)
+
+
+# --- the datasets: columns and dtypes -----------------------------------------------------------
+
+def test_dataset_columns_and_dtypes(prepared):
+    basic, enriched, wide = prepared.basic, prepared.enriched_department, prepared.enriched_class
+    departments = ["dept_spend__ladies_clothing", "dept_spend__home", "dept_units__ladies_clothing", "dept_units__home"]
+    assert list(basic.columns) == ["customer_id", *CORE_FEATURES, *departments]
+    assert basic["customer_id"].dtype == np.int64 and set(basic.dtypes.iloc[1:]) == {np.dtype(np.float64)}
+    assert list(enriched.columns[:3]) == ["customer_id", "first_order_date", "last_order_date"]
+    assert enriched.columns[-len(PROFILE_COLUMNS):].tolist() == PROFILE_COLUMNS
+    assert set(basic.columns) < set(enriched.columns)
+    assert {"dept_share__home", "dept_entropy", "holiday_share", "spend_trend", "discount_share",
+            "kids_size_share", "style_share__formal"} < set(enriched.columns)
+    classes = ["ladies_clothing__dresses", "ladies_clothing__tops", "home__candles", "home__cushions"]
+    assert wide.columns.tolist() == enriched.columns.tolist() + [f"class_spend__{c}" for c in classes] + \
+        [f"class_units__{c}" for c in classes]
+    assert set(wide.dtypes.iloc[enriched.shape[1]:]) == {np.dtype(np.float32)}
+    assert wide.set_index("customer_id").loc[2, ["class_spend__home__cushions", "class_units__home__cushions"]
+                                             ].tolist() == [36.0, 3.0]
+    long = prepared.class_spend_long
+    assert list(long.columns) == ["customer_id", "department", "class", "spend", "units"]
+    assert (long["spend"].dtype, long["units"].dtype) == (np.float32, np.float32)
+    assert list(prepared.excluded.columns) == ["customer_id", "rule", "reason"]
+
+
+def test_class_wide_batches_match_the_long_form(prepared):
+    """Built a few customers at a time, the wide table still puts every long-form row in its cell."""
+    wide = pd.concat([b.to_pandas() for b in prepared.enriched_class_batches(batch_rows=2)], ignore_index=True)
+    pd.testing.assert_frame_equal(wide, prepared.enriched_class)
+    for c, d, k, s, u in prepared.class_spend_long.itertuples(index=False, name=None):
+        name = f"{d}__{k}".lower().replace(" ", "_")
+        row = wide.set_index("customer_id").loc[c]
+        assert (row[f"class_spend__{name}"], row[f"class_units__{name}"]) == (s, u)
+
+
+def test_profile_and_ground_truth_join_only_the_enriched_datasets(prepared):
+    for frame in (prepared.basic, prepared.model_matrix):
+        assert not set(PROFILE_COLUMNS) & set(frame.columns)
+    assert prepared.enriched_department.set_index("customer_id").loc[[1, 2, 6], "persona"].tolist() == \
+        ["teenage_girl", "homemaker", "seasonal"]
+
+
+def test_the_same_lines_in_another_order_give_identical_features(built):
+    shuffled = tiny_transactions().sample(frac=1.0, random_state=3).reset_index(drop=True)
+    pd.testing.assert_frame_equal(build(shuffled).features, built.features, check_exact=True)
+
+
+def test_lines_after_the_analysis_date_change_nothing(built):
+    lines = tiny_transactions()
+    early = lines[lines["order_date"] <= ANALYSIS_DATE]
+    pd.testing.assert_frame_equal(build(early).features, built.features)
+    assert built.lines["after_analysis_date"] == 2  # orders 104 and 501
+
+
+def test_default_analysis_date_is_the_last_order_date_and_keeps_its_times():
+    """order_date may carry a time of day: the last day's lines still count, with a recency of 0."""
+    lines = tiny_transactions()
+    lines = lines[lines["order_date"] <= ANALYSIS_DATE].copy()
+    lines.loc[lines["customer_id"] == 2, "order_date"] = pd.Timestamp("2024-03-31 14:05")
+    built, analysis_date = build_customer_features(lines, tiny_hierarchy(), None)
+    assert analysis_date == pd.Timestamp("2024-03-31")
+    assert built.features.set_index("customer_id").loc[2, ["net_revenue", "recency_days"]].tolist() == [36.0, 0.0]
+
+
+def test_parquet_path_and_dataframe_give_the_same_features(built, tmp_path):
+    tiny_transactions().to_parquet(tmp_path / "lines.parquet", index=False)
+    from_file, _ = build_customer_features(tmp_path / "lines.parquet", tiny_hierarchy(), ANALYSIS_DATE)
+    pd.testing.assert_frame_equal(from_file.features, built.features, check_exact=True)
 
 
 # --- ModelMatrixTransformer --------------------------------------------------------------------
@@ -257,18 +548,16 @@ def _robust(values: np.ndarray) -> np.ndarray:
 def test_model_matrix_logs_only_the_listed_columns_then_robust_scales():
     frame = skewed_frame()
     out = ModelMatrixTransformer(columns=["revenue", "share"], log1p_columns=["revenue"]).fit_transform(frame)
-
     assert out.shape == (len(frame), 2)
     np.testing.assert_allclose(out[:, 0], _robust(np.log1p(frame["revenue"].to_numpy())), atol=1e-12)
     np.testing.assert_allclose(out[:, 1], _robust(frame["share"].to_numpy()), atol=1e-12)
-    np.testing.assert_allclose(np.median(out, axis=0), 0.0, atol=1e-12)
 
 
 def test_model_matrix_clips_negative_values_before_log1p():
     frame = pd.DataFrame({"x": [-5.0, 0.0, 1.0, 3.0, 7.0]})
-    transformer = ModelMatrixTransformer(columns=["x"], log1p_columns=["x"]).fit(frame)
-    out = transformer.transform(frame)[:, 0]
+    out = ModelMatrixTransformer(columns=["x"], log1p_columns=["x"]).fit(frame).transform(frame)[:, 0]
     assert out[0] == out[1]  # -5 is clipped to 0 like 0 itself
+    assert math.isfinite(out[0])
 
 
 def test_model_matrix_transform_before_fit_raises():
@@ -283,8 +572,7 @@ def test_model_matrix_refuses_log1p_columns_outside_its_columns():
 
 
 def test_model_matrix_refuses_input_missing_a_column():
-    transformer = ModelMatrixTransformer(columns=["revenue", "share"], log1p_columns=["revenue"])
-    transformer.fit(skewed_frame())
+    transformer = ModelMatrixTransformer(columns=["revenue", "share"], log1p_columns=["revenue"]).fit(skewed_frame())
     with pytest.raises(ValueError, match="feature columns missing from the input: share"):
         transformer.transform(skewed_frame().drop(columns="share"))
 
@@ -295,86 +583,38 @@ def test_model_matrix_save_load_round_trip(tmp_path):
     before = transformer.fit(train).transform(new)
     joblib.dump(transformer, tmp_path / "scaler.pkl")
     loaded = joblib.load(tmp_path / "scaler.pkl")
-
     np.testing.assert_array_equal(loaded.transform(new), before)
     assert list(loaded.get_feature_names_out()) == ["revenue", "share", "other"]
 
 
-# --- prepare_features --------------------------------------------------------------------------
+def test_class_totals_do_not_depend_on_how_the_engine_batches_the_lines(built, monkeypatch):
+    """Runs of one (customer, class) cut by a batch boundary are joined up."""
+    import core.features
 
-@pytest.fixture
-def prepared():
-    return prepare_features(tiny_transactions(), tiny_customers(), tiny_hierarchy(),
-                            model_patterns=["recency_days", "orders", "net_revenue", "dept_share__*"],
-                            log1p_patterns=["recency_days", "net_revenue"], analysis_date=ANALYSIS_DATE)
-
-
-def test_prepare_features_keeps_profile_columns_out_of_basic_and_model_matrix(prepared):
-    for frame in (prepared.basic, prepared.model_matrix):
-        assert not set(PROFILE_COLUMNS) & set(frame.columns)
-    assert list(prepared.model_matrix.columns) == ["customer_id", "recency_days", "orders", "net_revenue",
-                                                   "dept_share__ladies_clothing", "dept_share__home"]
-    assert list(prepared.transformer.log1p_columns) == ["recency_days", "net_revenue"]
+    monkeypatch.setattr(core.features, "_BATCH_ROWS", 2)
+    small = build()
+    pd.testing.assert_frame_equal(small.class_long, built.class_long)
+    pd.testing.assert_frame_equal(small.features, built.features, check_exact=True)
 
 
-def test_prepare_features_joins_the_profile_into_the_enriched_datasets(prepared):
-    for frame in (prepared.enriched_department, prepared.enriched_class):
-        assert set(PROFILE_COLUMNS) <= set(frame.columns)
-    enriched = prepared.enriched_department.set_index("customer_id")
-    assert enriched.loc[[1, 2, 3], "persona"].tolist() == ["teenage_girl", "homemaker", "gifter"]
+def test_run_sums_join_runs_cut_across_several_batches():
+    import pyarrow as pa
+
+    from core.features import _run_sums
+
+    k = [1, 1, 1, 1, 1, 2, 3, 3]
+    batches = [pa.record_batch({"k": k[i:j], "cents": [100] * (j - i), "qty": [1] * (j - i),
+                                "r": [False] * (j - i)}) for i, j in ((0, 2), (2, 4), (4, 6), (6, 8))]
+    keys, spend, gross, units = _run_sums(batches)
+    assert keys.tolist() == [1, 2, 3] and spend.tolist() == [500.0, 100.0, 200.0] and units.tolist() == [5, 1, 2]
 
 
-def test_prepare_features_has_one_row_per_customer_in_every_dataset(prepared):
-    for frame in (prepared.basic, prepared.enriched_department, prepared.enriched_class, prepared.model_matrix):
-        assert frame["customer_id"].tolist() == [1, 2, 3]
-
-
-def test_enriched_class_adds_two_columns_per_merchandise_class(prepared):
-    added = [c for c in prepared.enriched_class.columns if c not in prepared.enriched_department.columns]
-    assert len(added) == 2 * 4
-    assert all(c.startswith(("class_spend__", "class_units__")) for c in added)
-    row = prepared.enriched_class.set_index("customer_id").loc[2]
-    assert (row["class_spend__home__cushions"], row["class_units__home__cushions"]) == (36.0, 3.0)
-
-
-def test_prepare_features_refuses_a_model_pattern_naming_a_profile_column():
-    with pytest.raises(ValueError, match="never enter the model matrix"):
-        prepare_features(tiny_transactions(), tiny_customers(), tiny_hierarchy(),
-                         model_patterns=["net_revenue", "age"], log1p_patterns=[], analysis_date=ANALYSIS_DATE)
-
-
-def test_prepare_features_defaults_the_analysis_date_to_the_last_order_date():
-    result = prepare_features(tiny_transactions(), None, tiny_hierarchy(), model_patterns=["net_revenue"],
-                              log1p_patterns=[])
-    assert result.analysis_date == pd.Timestamp("2024-05-01")
-    # Every customer with a purchase by then, now including customer 5.
-    assert result.basic["customer_id"].tolist() == [1, 2, 3, 5]
-
-
-def test_default_analysis_date_keeps_the_lines_of_the_last_day_when_dates_carry_times():
-    """order_date is an Arrow timestamp, so lines may carry a time of day.
-
-    The default analysis date is "the last order_date in transactions"; customer 2's only
-    purchase is at 14:05 on that day (2024-03-31) and must count, with a recency of 0 days.
-    """
-    lines = tiny_transactions()
-    lines = lines[lines["order_date"] <= ANALYSIS_DATE].copy()
-    lines.loc[lines["customer_id"] == 2, "order_date"] = pd.Timestamp("2024-03-31 14:05")
-    result = prepare_features(lines, None, tiny_hierarchy(), model_patterns=["net_revenue"], log1p_patterns=[])
-
-    assert result.analysis_date.normalize() == pd.Timestamp("2024-03-31")
-    assert result.basic["customer_id"].tolist() == [1, 2, 3]
-    assert result.basic.set_index("customer_id").loc[2, "net_revenue"] == pytest.approx(36.0)
-
-
-def test_lines_without_any_merchandise_give_zero_department_columns():
-    """Only gift-card lines (customers 1 and 3): revenue, and 0 in every department column."""
-    lines = tiny_transactions()
-    lines = lines[lines["department"] == "Gift Cards"]
-    built, class_totals = build_customer_features(lines, tiny_hierarchy(), ANALYSIS_DATE)
-
-    assert built["customer_id"].tolist() == [1, 3]
-    assert built["gross_revenue"].tolist() == [25.0, 50.0]
-    dept_columns = [c for c in built.columns if c.startswith("dept_")]
-    assert len(dept_columns) == 6 and (built[dept_columns] == 0).all().all()
-    assert class_totals.empty
+def test_unknown_department_is_spend_even_when_the_hierarchy_lists_it():
+    """Customer 6's Unknown line (8.00) counts, whatever kind a hierarchy gives "Unknown"."""
+    departments = dict(tiny_hierarchy().departments)
+    with_unknown = parse_hierarchy({"departments": {
+        **{name: {"kind": d.kind, "classes": list(d.classes), "data_quality_classes": list(d.data_quality_classes)}
+           for name, d in departments.items()},
+        "Unknown": {"kind": "data_quality", "classes": ["Unknown"]}}}, "test")
+    built, _ = build_customer_features(tiny_transactions(), with_unknown, ANALYSIS_DATE)
+    assert built.features.set_index("customer_id").loc[6, "gross_revenue"] == 70.0

@@ -92,12 +92,15 @@ def test_generated_tables_have_the_documented_columns(pipeline_run):
     assert set(transactions["sku"].dropna()) <= set(products["sku"])
 
 
-def test_each_customer_has_exactly_one_assignment(pipeline_run):
+def test_each_customer_has_exactly_one_assignment_or_is_excluded(pipeline_run):
     _, artifacts_dir = pipeline_run
     customers = read(artifacts_dir, paths.GENERATE_DATA, paths.CUSTOMERS)
     assignments = read(artifacts_dir, paths.CLUSTER, paths.ASSIGNMENTS)
+    excluded = read(artifacts_dir, paths.PREPARE_FEATURES, paths.EXCLUDED_CUSTOMERS)
     assert assignments["customer_id"].is_unique
-    assert sorted(assignments["customer_id"]) == sorted(customers["customer_id"])
+    assert not set(assignments["customer_id"]) & set(excluded["customer_id"])
+    assert sorted(assignments["customer_id"].tolist() + excluded["customer_id"].tolist()) == \
+        sorted(customers["customer_id"])
 
 
 def test_assignments_hold_label_and_strength_for_every_method_and_space(pipeline_run):
@@ -127,13 +130,36 @@ def test_no_profile_column_reaches_basic_or_features(pipeline_run):
 
 
 def test_feature_revenue_equals_the_sum_of_transactions(pipeline_run):
-    _, artifacts_dir = pipeline_run
+    """Net revenue is the sum of the customer's merchandise (and Unknown-department) lines."""
+    config_path, artifacts_dir = pipeline_run
+    hierarchy = load_config(config_path).hierarchy
     transactions = read(artifacts_dir, paths.GENERATE_DATA, paths.TRANSACTIONS)
-    basic = read(artifacts_dir, paths.PREPARE_FEATURES, paths.BASIC)
-    per_customer = transactions.groupby("customer_id")["line_amount"].sum()
-    joined = basic.set_index("customer_id")["net_revenue"].reindex(per_customer.index)
-    np.testing.assert_allclose(joined.to_numpy(), per_customer.to_numpy(), rtol=1e-9, atol=1e-6)
-    assert basic["net_revenue"].sum() == pytest.approx(transactions["line_amount"].sum(), rel=1e-12)
+    basic = read(artifacts_dir, paths.PREPARE_FEATURES, paths.BASIC).set_index("customer_id")
+    other_kinds = [d for d, dept in hierarchy.departments.items() if dept.kind != "merchandise"]
+    spend = transactions[~transactions["department"].isin(other_kinds)]
+    per_customer = spend.groupby("customer_id")["line_amount"].sum().reindex(basic.index)
+    np.testing.assert_allclose(basic["net_revenue"].to_numpy(), per_customer.to_numpy(), rtol=1e-9, atol=1e-6)
+
+
+def test_stage_02_manifest_records_eligibility_dropped_features_and_the_model_matrix(pipeline_run):
+    _, artifacts_dir = pipeline_run
+    folder = paths.stage_dir(artifacts_dir, paths.PREPARE_FEATURES)
+    details = json.loads((folder / paths.MANIFEST).read_text(encoding="utf-8"))["details"]
+    excluded = read(artifacts_dir, paths.PREPARE_FEATURES, paths.EXCLUDED_CUSTOMERS)
+    assert details["excluded_customers"] == {**{rule: 0 for rule in details["excluded_customers"]},
+                                             **excluded["rule"].value_counts().to_dict()}
+    transactions = pd.read_parquet(paths.stage_dir(artifacts_dir, paths.GENERATE_DATA) / paths.TRANSACTIONS)
+    for column, feature in (("discount_amount", "discount_share"), ("brand_tier", "brand_tier_share__*"),
+                            ("size", "kids_size_share")):
+        has_data = column in transactions and transactions[column].notna().any()
+        assert (feature in details["dropped_features"]) != has_data, column
+    features = read(artifacts_dir, paths.PREPARE_FEATURES, paths.FEATURES)
+    assert details["model_matrix"]["columns"] == list(features.columns[1:])
+    assert {"dept_entropy", "holiday_share", "spend_trend"} <= set(details["model_matrix"]["columns"])
+    long = read(artifacts_dir, paths.PREPARE_FEATURES, paths.CLASS_SPEND_LONG)
+    wide = read(artifacts_dir, paths.PREPARE_FEATURES, paths.ENRICHED_CLASS).set_index("customer_id")
+    spend = wide.filter(like="class_spend__").to_numpy().sum()
+    assert long["spend"].sum() == pytest.approx(spend, rel=1e-5) and (long[["spend", "units"]] != 0).any(axis=1).all()
 
 
 def test_latent_and_model_matrix_cover_the_same_customers(pipeline_run):
@@ -157,7 +183,8 @@ def test_profiles_export_the_same_content_as_json_and_yaml(pipeline_run):
     insights = pd.read_csv(folder / paths.CLUSTER_INSIGHTS)
     segments = as_json["segments"]
     assert len(insights) == len(segments) == as_json["metadata"]["segments"]
-    assert sum(s["size"] for s in segments) == 300
+    segmented = len(read(artifacts_dir, paths.PREPARE_FEATURES, paths.BASIC))  # 300 less the excluded
+    assert sum(s["size"] for s in segments) == segmented == as_json["metadata"]["customers"]
     assert len({s["name"] for s in segments}) == len(segments)
     described = [s for s in segments if not s["suppressed"]]
     assert described and all(s["description"] and s["top_departments"] and s["strategy"]["channel"]
@@ -241,6 +268,7 @@ def test_same_config_and_seed_give_the_same_outputs(pipeline_run, tmp_path):
     run_pipeline(load_config(config_path), second)
     for stage, file in [(paths.GENERATE_DATA, paths.TRANSACTIONS), (paths.GENERATE_DATA, paths.CUSTOMERS),
                         (paths.PREPARE_FEATURES, paths.ENRICHED_CLASS), (paths.PREPARE_FEATURES, paths.FEATURES),
+                        (paths.PREPARE_FEATURES, paths.CLASS_SPEND_LONG),
                         (paths.CLUSTER, paths.ASSIGNMENTS)]:
         pd.testing.assert_frame_equal(read(first, stage, file), read(second, stage, file), obj=file)
     latent_a = read(first, paths.TRAIN_AUTOENCODER, paths.LATENT)
@@ -277,7 +305,8 @@ def test_status_and_show_commands(pipeline_run, tmp_path, capsys):
     assert all(f"{name}" in out for name in paths.STAGE_NAMES) and "stale" not in out
     assert main(["show", "2", "--config", str(config_path), "--artifacts", str(artifacts_dir), "--rows", "3"]) == 0
     out = capsys.readouterr().out
-    assert "basic.parquet: 300 rows" in out and "net_revenue" in out and "sha256" in out
+    segmented = len(read(artifacts_dir, paths.PREPARE_FEATURES, paths.BASIC))
+    assert f"basic.parquet: {segmented} rows" in out and "net_revenue" in out and "sha256" in out
 
 
 def test_missing_input_via_command_line_exits_2_with_the_fix(small_config_path, tmp_path, capsys):
@@ -332,17 +361,25 @@ def test_customers_without_a_purchase_by_the_analysis_date_are_kept_with_their_r
     excluded = read(tmp_path / "artifacts", paths.PREPARE_FEATURES, paths.EXCLUDED_CUSTOMERS)
     assert len(excluded) > 0 and not set(excluded["customer_id"]) & set(assigned)
     assert sorted(set(excluded["customer_id"]) | set(assigned)) == sorted(customers["customer_id"])
-    assert set(excluded["reason"]) == {"first purchase after the analysis date"}
+    later = excluded.loc[excluded["rule"] == "first_purchase_after_analysis_date", "customer_id"]
+    assert len(later) > 0 and set(excluded["rule"]) <= {"first_purchase_after_analysis_date", "min_tenure_days"}
     transactions = read(tmp_path / "artifacts", paths.GENERATE_DATA, paths.TRANSACTIONS)
     first_purchase = transactions[~transactions["is_return"]].groupby("customer_id")["order_date"].min()
-    assert (first_purchase.loc[excluded["customer_id"]] > pd.Timestamp("2023-07-01")).all()
+    assert (first_purchase.loc[later] > pd.Timestamp("2023-07-01")).all()
     assert (first_purchase.loc[assigned] <= pd.Timestamp("2023-07-01")).all()
 
 
-def test_excluded_customers_file_is_empty_by_default(pipeline_run):
+def test_by_default_only_customers_first_seen_in_the_last_month_are_excluded(pipeline_run):
+    """Default eligibility: min_tenure_days 30, no recency limit (lapsed customers are a segment)."""
     _, artifacts_dir = pipeline_run
     excluded = read(artifacts_dir, paths.PREPARE_FEATURES, paths.EXCLUDED_CUSTOMERS)
-    assert list(excluded.columns) == ["customer_id", "reason"] and excluded.empty
+    assert list(excluded.columns) == ["customer_id", "rule", "reason"]
+    assert len(excluded) > 0 and set(excluded["rule"]) == {"min_tenure_days"}
+    transactions = read(artifacts_dir, paths.GENERATE_DATA, paths.TRANSACTIONS)
+    first_purchase = transactions[~transactions["is_return"]].groupby("customer_id")["order_date"].min()
+    assert (first_purchase.loc[excluded["customer_id"]] > pd.Timestamp("2023-12-01")).all()
+    enriched = read(artifacts_dir, paths.PREPARE_FEATURES, paths.ENRICHED_DEPARTMENT)
+    assert enriched["recency_days"].max() > 90, "lapsed customers stay in"
 
 
 def test_artifacts_path_that_is_a_file_exits_2(small_config_path, tmp_path, capsys):

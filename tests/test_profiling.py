@@ -288,3 +288,14 @@ def test_identifier_scan_finds_full_names_and_contacts_but_not_a_surname_that_is
     assert profiling.leaked_identifier_values(clean, profile) == []
     leaking = {"segments": [{"examples": ["Jean Cook", "hope.pet1@example.com"]}]}
     assert sorted(profiling.leaked_identifier_values(leaking, profile)) == ["Jean Cook", "hope.pet1@example.com"]
+
+
+def test_department_spend_counts_a_department_without_columns_as_zero():
+    """Stage 02 drops department columns for data without a hierarchy; profiles then see no department spend."""
+    from core.profiling import department_spend, feature_label
+
+    frame = pd.DataFrame({"dept_spend__home": [5.0, -2.0]})
+    spend = department_spend(frame, ["Home", "Ladies Clothing"])
+    assert spend.to_numpy().tolist() == [[5.0, 0.0], [0.0, 0.0]]
+    assert feature_label("brand_tier_share__premium", None) == "share of spend on premium brands"
+    assert feature_label("spend_trend", None) == "growth of monthly spend"

@@ -546,10 +546,14 @@ def test_all_five_stages_run_on_a_log_with_only_customer_date_and_amount(tmp_pat
                           .read_text(encoding="utf-8"))["details"]
     assert manifest["transactions"]["rows_in"] == len(log) == manifest["transactions"]["rows_accepted"]
     assert manifest["transactions"]["has_hierarchy"] is False and manifest["customers"] == 300
-    features = pd.read_parquet(paths.stage_dir(tmp_path / "artifacts", paths.PREPARE_FEATURES) / paths.BASIC)
-    assert len(features) == 300
-    totals = log.groupby("Customer")["Total"].sum().round(2)
+    stage_02 = paths.stage_dir(tmp_path / "artifacts", paths.PREPARE_FEATURES)
+    features = pd.read_parquet(stage_02 / paths.BASIC)
+    excluded = pd.read_parquet(stage_02 / paths.EXCLUDED_CUSTOMERS)
+    # Every customer is either described or excluded by an eligibility rule (e.g. tenure under 30 days).
+    assert sorted(features["customer_id"].tolist() + excluded["customer_id"].tolist()) == list(range(1001, 1301))
+    assert len(features) >= 200
+    totals = log.groupby("Customer")["Total"].sum().round(2).loc[features["customer_id"]]
     assert np.allclose(features.set_index("customer_id")["net_revenue"].sort_index(), totals.sort_index())
     profiles = json.loads((paths.stage_dir(tmp_path / "artifacts", paths.PROFILE_EXPORT)
                            / paths.SEGMENT_PROFILES_JSON).read_text(encoding="utf-8"))
-    assert profiles["metadata"]["customers"] == 300 and profiles["metadata"]["segments"] >= 2
+    assert profiles["metadata"]["customers"] == len(features) and profiles["metadata"]["segments"] >= 2

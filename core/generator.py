@@ -108,6 +108,7 @@ class GenerationPlan:
     intensity_cum: np.ndarray
     intensity_flat: np.ndarray
     intensity_offset: np.ndarray
+    department_flat: np.ndarray
     regimes: list[Regime]
     item_cum: np.ndarray
     expected_line_value: np.ndarray
@@ -280,7 +281,9 @@ def build_plan(personas: dict[str, Persona], scenarios: dict[str, Scenario], hie
         catalog=catalog, data=data, cfg=cfg, n_days=n_days, day_month=month, base_intensity=base,
         scenario_days=active, day_regime=day_regime,
         intensity_cum=intensity_cum, intensity_flat=(intensity_cum + offsets[:, None]).ravel(),
-        intensity_offset=offsets, regimes=regimes, item_cum=item_cum, expected_line_value=expected,
+        intensity_offset=offsets,
+        department_flat=np.concatenate([r.department_cum + 2.0 * i for i, r in enumerate(regimes)]),
+        regimes=regimes, item_cum=item_cum, expected_line_value=expected,
         preferred=preferred, preferred_count=preferred_count, class_level=class_level,
         picks_range=picks_range, exploration=exploration, department_names=department_names,
         department_classes=department_classes, department_sellable=department_sellable,
@@ -458,14 +461,13 @@ def draw_block(first_id: int, n: int, plan: GenerationPlan, rng: np.random.Gener
     extra = rng.negative_binomial(r, r / (r + mean_extra))
     order_lines = 1 + extra
 
-    dept_cum = np.vstack([g.department_cum for g in plan.regimes])
-    mission = (rng.random(n_orders)[:, None] > dept_cum[order_regime]).sum(axis=1)
+    mission = _draw_departments(plan, order_regime, rng.random(n_orders))
     line_order = np.repeat(np.arange(n_orders), order_lines)
     n_lines = len(line_order)
     line_customer = order_customer[line_order]
     line_persona = order_persona[line_order]
     line_regime = order_regime[line_order]
-    independent = (rng.random(n_lines)[:, None] > dept_cum[line_regime]).sum(axis=1)
+    independent = _draw_departments(plan, line_regime, rng.random(n_lines))
     dept = np.where(rng.random(n_lines) < cfg.basket_focus, mission[line_order], independent)
 
     cls = _draw_classes(line_customer, line_persona, line_regime, dept, c, plan, rng)
@@ -526,6 +528,13 @@ def draw_block(first_id: int, n: int, plan: GenerationPlan, rng: np.random.Gener
                 if plan.identity is not None else None)
     return {"identity": identity, "customers": c, "orders": o, "order_online": online, "order_regime": order_regime,
             "lines": lines, "returned": returned, "return_delay": delay, "other": other}
+
+
+def _draw_departments(plan: GenerationPlan, regime: np.ndarray, u: np.ndarray) -> np.ndarray:
+    """Department of each draw ``u`` under its regime's mix: one search over the stacked cumulative mixes."""
+    n_depts = plan.department_flat.shape[0] // len(plan.regimes)
+    found = np.searchsorted(plan.department_flat, u + 2.0 * regime, side="left")
+    return np.minimum(found - regime * n_depts, n_depts - 1)
 
 
 def _draw_classes(line_customer, line_persona, line_regime, dept, c, plan: GenerationPlan,

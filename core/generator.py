@@ -806,23 +806,29 @@ def generate(plan: GenerationPlan, seed: int, report=None,
         executor = ProcessPoolExecutor(max_workers=workers, initializer=_set_worker_plan, initargs=(plan,))
         pending: list = []
         submitted = 0
+        spill = _spill_folder()
 
         def results() -> Iterator[tuple]:
             nonlocal submitted
             # A bounded window of blocks in flight keeps memory flat however many customers there are.
             while submitted < n_blocks or pending:
                 while submitted < n_blocks and len(pending) < 2 * workers:
-                    pending.append(executor.submit(_worker_block, seed, submitted, want_report))
+                    pending.append(executor.submit(_worker_block, seed, submitted, want_report, spill))
                     submitted += 1
-                yield pending.pop(0).result()
+                customers, transactions, part = pending.pop(0).result()
+                if isinstance(transactions, str):
+                    spilled.append(transactions)
+                    transactions = pa.ipc.open_file(pa.memory_map(transactions)).read_all()
+                yield customers, transactions, part
     else:
-        executor = None
+        executor, spill = None, None
 
         def results() -> Iterator[tuple]:
             for index in range(n_blocks):
                 yield _make_block(plan, seed, index, want_report)
 
     next_order_id = 1
+    spilled: list[str] = []
     try:
         customer_frames, transaction_tables = [], []
         for index, (customers, transactions, part) in enumerate(results()):
@@ -840,10 +846,43 @@ def generate(plan: GenerationPlan, seed: int, report=None,
                          int(chunk_customers["customer_id"].iloc[-1]), n_total, chunk.num_rows)
                 customer_frames, transaction_tables = [], []
                 yield chunk_customers, chunk
+                del chunk
+                _remove(spilled)
     finally:
         if executor is not None:
             executor.shutdown(cancel_futures=True)
+            _remove(spilled)
+            if spill is not None:
+                import shutil
 
+                shutil.rmtree(spill, ignore_errors=True)
+
+
+def _spill_folder() -> str | None:
+    """Where workers hand blocks to the parent as memory-mapped Arrow files (POSIX only).
+
+    Passing a block through a pipe copies it three times (pickle, pipe,
+    unpickle); a file in shared memory is written once and mapped. Windows
+    cannot delete a mapped file, so there blocks go through the pipe.
+    """
+    import os
+    import tempfile
+
+    if os.name != "posix":
+        return None
+    base = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
+    return tempfile.mkdtemp(prefix="retail-generator-", dir=base)
+
+
+def _remove(files: list[str]) -> None:
+    import os
+
+    while files:
+        path = files.pop()
+        try:
+            os.remove(path)
+        except OSError:
+            pass
 
 _WORKER_PLAN: GenerationPlan | None = None
 
@@ -853,8 +892,14 @@ def _set_worker_plan(plan: GenerationPlan) -> None:
     _WORKER_PLAN = plan
 
 
-def _worker_block(seed: int, index: int, want_report: bool) -> tuple:
-    return _make_block(_WORKER_PLAN, seed, index, want_report)
+def _worker_block(seed: int, index: int, want_report: bool, spill: str | None) -> tuple:
+    customers, transactions, part = _make_block(_WORKER_PLAN, seed, index, want_report)
+    if spill is None:
+        return customers, transactions, part
+    path = f"{spill}/block-{index:07d}.arrow"
+    with pa.OSFile(path, "wb") as sink, pa.ipc.new_file(sink, transactions.schema) as writer:
+        writer.write_table(transactions)
+    return customers, path, part
 
 
 def _make_block(plan: GenerationPlan, seed: int, index: int, want_report: bool) -> tuple:

@@ -33,7 +33,7 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.bench_pipeline import machine  # noqa: E402
+from benchmarks.bench_pipeline import machine, record  # noqa: E402
 from core import paths  # noqa: E402
 
 
@@ -119,10 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     ]) + "\n"
     print(report)
     if args.record:
-        results = ROOT / "benchmarks" / "RESULTS.md"
-        with open(results, "a", encoding="utf-8") as handle:
-            handle.write("\n" + report)
-        print(f"appended to {results}")
+        record(report)
     return 0
 
 

@@ -38,7 +38,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from bench_pipeline import machine  # noqa: E402
+from bench_pipeline import machine, record  # noqa: E402
 from core import paths  # noqa: E402
 
 COLUMNS = {"customer_id": "CustomerNo", "order_id": "TransactionNo", "order_date": "Date",
@@ -121,10 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     ]) + "\n"
     print(report)
     if args.record:
-        results = ROOT / "benchmarks" / "RESULTS.md"
-        with open(results, "a", encoding="utf-8") as handle:
-            handle.write("\n" + report)
-        print(f"appended to {results}")
+        record(report)
     return 0
 
 

@@ -51,6 +51,15 @@ def machine() -> str:
             f"Python {platform.python_version()}")
 
 
+def record(report: str) -> Path:
+    """Append ``report`` to benchmarks/RESULTS.md, where every measurement is kept with its machine."""
+    results = ROOT / "benchmarks" / "RESULTS.md"
+    with open(results, "a", encoding="utf-8") as handle:
+        handle.write("\n" + report)
+    print(f"appended to {results}")
+    return results
+
+
 def run_child(command: list[str]) -> tuple[float, float | None, int]:
     """Wall seconds, peak RSS in MiB (None where unknown) and exit code of a child process."""
     start = time.perf_counter()
@@ -105,10 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     report = "\n".join(lines) + "\n"
     print(report)
     if args.record:
-        results = ROOT / "benchmarks" / "RESULTS.md"
-        with open(results, "a", encoding="utf-8") as handle:
-            handle.write("\n" + report)
-        print(f"appended to {results}")
+        record(report)
     return 0
 
 

@@ -705,7 +705,7 @@ def block_tables(block: dict, plan: GenerationPlan, first_order_id: int) -> tupl
         "order_date": pa.array((start + day[sort]).astype("datetime64[us]"), pa.timestamp("us")),
         "channel": channel,
         "department": _strings(dept[sort], plan.product_codes["department"][1]),
-        "class": _strings(class_global[sort], plan.product_codes["class"][1]),
+        "class": _strings(plan.product_codes["class"][0][class_global[sort]], plan.product_codes["class"][1]),
         **{name: _strings(plan.product_codes[name][0][sku_safe], plan.product_codes[name][1], no_sku)
            for name in ("sku", "brand", "brand_tier", "style", "color", "size")},
         "quantity": pa.array(quantity[sort].astype(np.int32), pa.int32()),
@@ -732,7 +732,9 @@ def _product_codes(plan_departments: list[str], classes: list[list[str]],
     """Per string column: the code of each SKU (or class) and the dictionary of values."""
     codes: dict[str, tuple[np.ndarray, pa.Array]] = {
         "department": (np.arange(len(plan_departments)), pa.array(plan_departments, pa.string())),
-        "class": (np.arange(sum(map(len, classes))), pa.array([c for cs in classes for c in cs], pa.string())),
+        # Class names repeat across departments ("Kids", "Unknown"): a dictionary must not, or the
+        # Parquet writer's output bytes depend on its memo of earlier writes.
+        "class": _unique_codes([c for cs in classes for c in cs]),
     }
     for name in ("sku", "brand", "brand_tier", "style", "color", "size"):
         values = products[name]
@@ -741,6 +743,13 @@ def _product_codes(plan_departments: list[str], classes: list[list[str]],
         # A SKU without a size (size scale none) gets code -1: a null size.
         codes[name] = (code, pa.array(list(uniques), pa.string()))
     return codes
+
+
+def _unique_codes(values: list[str]) -> tuple[np.ndarray, pa.Array]:
+    """Code of each value in a duplicate-free dictionary, and that dictionary."""
+    uniques = list(dict.fromkeys(values))
+    position = {v: i for i, v in enumerate(uniques)}
+    return np.array([position[v] for v in values], dtype=np.int64), pa.array(uniques, pa.string())
 
 
 def dictionary_schema(schema: pa.Schema) -> pa.Schema:

@@ -148,7 +148,6 @@ class GenerationReport:
     def finish(self) -> dict:
         """The report as JSON-ready data; failed checks are also in :attr:`failures`."""
         plan, tol = self.plan, self.plan.cfg.report_tolerances
-        names, depts = plan.persona_names, plan.catalog.departments
         self.failures: list[str] = []
         report = {
             "customers": int(self.customers.sum()),
@@ -165,7 +164,6 @@ class GenerationReport:
         }
         report["checks_failed"] = list(self.failures)
         report["passed"] = not self.failures
-        del names, depts
         return report
 
     def _persona_mix(self, tol) -> dict:

@@ -24,7 +24,6 @@ over personas, scenarios' regimes and departments only.
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 import logging
 from typing import Iterator
 

@@ -61,6 +61,27 @@ def sampled_silhouette(X: np.ndarray, labels: np.ndarray, size: int, seed: int) 
     return float(silhouette_score(X[rows], labels[rows]))
 
 
+class _SilhouetteOfSample:
+    """Silhouettes of several labelings of the same rows (no noise) from one distance matrix.
+
+    Gives what :func:`sampled_silhouette` gives for each labeling, at a
+    fraction of the cost when many candidates are scored.
+    """
+
+    def __init__(self, X: np.ndarray, size: int, seed: int):
+        from sklearn.metrics import pairwise_distances
+
+        self.rows = sample_rows(len(X), size, seed)
+        self.distances = pairwise_distances(X[self.rows])
+
+    def __call__(self, labels: np.ndarray) -> float:
+        sampled = labels[self.rows]
+        n_labels = len(np.unique(sampled))
+        if n_labels < 2 or len(sampled) <= n_labels:
+            return float("nan")
+        return float(silhouette_score(self.distances, sampled, metric="precomputed"))
+
+
 def _candidates(n_range: int | tuple[float, float], n_rows: int) -> list[int]:
     """Candidate cluster counts: a fixed number or an inclusive ``(min, max)``, capped below ``n_rows``."""
     if isinstance(n_range, (int, np.integer)):
@@ -156,8 +177,21 @@ class _Segmenter(ClusterMixin, BaseEstimator):
     def _finish_fit(self, X: np.ndarray, n_clusters: int) -> None:
         self.n_clusters_ = int(n_clusters)
         self.cluster_ids_ = np.arange(self.n_clusters_, dtype=np.int64)
-        found = self.assign(X, membership=False)
+        found = self.assign(X)
         self.labels_, self.strength_, self.runner_up_ = found.labels, found.strength, found.runner_up
+        self._fit_assignment = found
+
+    def fit_assignment(self) -> Assignment | None:
+        """:meth:`assign` of the fitted rows, computed by ``fit`` (None once the model was pickled or relabelled).
+
+        Saves scoring the same rows twice when a model is fitted on every customer.
+        """
+        return getattr(self, "_fit_assignment", None)
+
+    def __getstate__(self):
+        state = super().__getstate__()
+        state.pop("_fit_assignment", None)  # per-row data of the fit: not part of the model
+        return state
 
     def _public(self, internal: np.ndarray) -> np.ndarray:
         internal = np.asarray(internal, dtype=np.int64)
@@ -195,6 +229,7 @@ class _Segmenter(ClusterMixin, BaseEstimator):
             values = getattr(self, name)
             setattr(self, name, np.where(values >= 0, lookup[np.clip(values, 0, len(lookup) - 1)], NOISE))
         self.cluster_ids_ = ids
+        self._fit_assignment = None
 
     def predict_with_strength(self, X) -> tuple[np.ndarray, np.ndarray]:
         """Segment and strength of each row."""
@@ -258,24 +293,21 @@ class HDBSCANClusterer(_Segmenter):
         self._finish_fit(X, int(self.clusterer_.labels_.max()) + 1)
         return self
 
-    def _membership_vectors(self, X: np.ndarray) -> np.ndarray:
-        return hdbscan_prediction.membership_vector(self.clusterer_, self.tables_, X)
-
     def _assign_internal(self, X: np.ndarray, membership: bool):
         n = len(X)
         if self.n_clusters_ == 0:
             none = np.full(n, NOISE, dtype=np.int64)
             return none, np.zeros(n), none, None, np.ones(n, dtype=bool)
-        # The library's approximate_predict and membership_vector, vectorised (core.hdbscan_prediction).
-        labels, strength = hdbscan_prediction.approximate_predict(self.clusterer_, self.tables_, X)
+        # The library's approximate_predict and membership_vector, vectorised (core.hdbscan_prediction),
+        # sharing one neighbour search.
+        wanted = "all" if membership else ("noise" if self.reassign_noise else "none")
+        labels, strength, vectors = hdbscan_prediction.predict(self.clusterer_, self.tables_, X, wanted)
         noise = labels == NOISE
-        # The same function scores training rows and new customers, so both get the same answer.
-        soft = self._membership_vectors(X) if membership else None
+        soft = vectors if membership else None
         runner_up = np.full(n, NOISE, dtype=np.int64)
         if self.reassign_noise and noise.any():
-            vectors = soft[noise] if soft is not None else self._membership_vectors(X[noise])
-            labels[noise] = vectors.argmax(axis=1)
-            strength[noise] = vectors.max(axis=1)
+            labels[noise] = vectors[noise].argmax(axis=1)
+            strength[noise] = vectors[noise].max(axis=1)
         if soft is not None and self.n_clusters_ >= 2:
             order = np.argsort(-soft, axis=1, kind="stable")
             # The runner-up is the best cluster other than the row's own.
@@ -372,6 +404,8 @@ class FuzzyCMeansClusterer(_Segmenter):
     fuzziness : float
         The fuzzifier m (> 1).
     tolerance : float
+        Stop when memberships change by less than this between iterations
+        (root mean square over every membership value).
     max_iter : int
     silhouette_sample_size : int
         Rows sampled to score each candidate.
@@ -391,7 +425,7 @@ class FuzzyCMeansClusterer(_Segmenter):
         Partition entropy of the chosen model (0 = crisp, ln c = evenly split).
     """
 
-    def __init__(self, n_clusters=(2, 8), selection="silhouette", fuzziness=2.0, tolerance=0.005, max_iter=300,
+    def __init__(self, n_clusters=(2, 8), selection="silhouette", fuzziness=2.0, tolerance=1e-4, max_iter=300,
                  silhouette_sample_size=3000, selection_sample_size=5000, random_state=0):
         self.n_clusters = n_clusters
         self.selection = selection
@@ -402,11 +436,19 @@ class FuzzyCMeansClusterer(_Segmenter):
         self.selection_sample_size = selection_sample_size
         self.random_state = random_state
 
-    def _cmeans(self, X: np.ndarray, c: int):
+    def _error(self, n_rows: int, c: int) -> float:
+        # scikit-fuzzy stops on the norm of the whole membership change, which grows with the number of
+        # rows (a million rows would never stop early); tolerance is per membership value (RMS) instead.
+        return float(self.tolerance * np.sqrt(n_rows * c))
+
+    def _cmeans(self, X: np.ndarray, c: int, centers: np.ndarray | None = None):
         import skfuzzy
 
+        # Refitting on all rows starts from the memberships to the centres found on the sample.
+        init = None if centers is None else _fuzzy_memberships(X, centers, self.fuzziness).T
         centers, u, _, _, _, n_iter, fpc = skfuzzy.cluster.cmeans(
-            X.T, c, self.fuzziness, error=self.tolerance, maxiter=self.max_iter, seed=self.random_state)
+            X.T, c, self.fuzziness, error=self._error(len(X), c), maxiter=self.max_iter, init=init,
+            seed=self.random_state)
         return centers, u, float(fpc), int(n_iter)
 
     def fit(self, X, y=None) -> "FuzzyCMeansClusterer":
@@ -415,17 +457,17 @@ class FuzzyCMeansClusterer(_Segmenter):
             raise ValueError(f"selection must be 'silhouette' or 'partition_coefficient', got {self.selection!r}")
         X = _fit_input(self, X)
         candidates = _candidates(self.n_clusters, len(X))
-        self.scores_, self.fpc_ = {}, {}
+        self.scores_, self.fpc_, sample_centers = {}, {}, {}
         if len(candidates) > 1:
             sample = X[sample_rows(len(X), self.selection_sample_size, self.random_state)]
+            silhouette = (_SilhouetteOfSample(sample, self.silhouette_sample_size, self.random_state)
+                          if self.selection == "silhouette" else None)
             for c in _candidates(self.n_clusters, len(sample)):
-                _, u, fpc, _ = self._cmeans(sample, c)
+                sample_centers[c], u, fpc, _ = self._cmeans(sample, c)
                 self.fpc_[c] = fpc
-                self.scores_[c] = (fpc if self.selection == "partition_coefficient" else
-                                   sampled_silhouette(sample, u.argmax(axis=0), self.silhouette_sample_size,
-                                                      self.random_state))
+                self.scores_[c] = fpc if silhouette is None else silhouette(u.argmax(axis=0))
         best_c = _best_by_score(self.scores_) if self.scores_ else candidates[0]
-        self.centers_, u, _, self.n_iter_ = self._cmeans(X, best_c)
+        self.centers_, u, _, self.n_iter_ = self._cmeans(X, best_c, sample_centers.get(best_c))
         self.membership_ = u.T
         self.partition_coefficient_ = partition_coefficient(self.membership_)
         self.partition_entropy_ = partition_entropy(self.membership_)
@@ -435,7 +477,8 @@ class FuzzyCMeansClusterer(_Segmenter):
     def _memberships(self, X: np.ndarray) -> np.ndarray:
         import skfuzzy
 
-        u, *_ = skfuzzy.cluster.cmeans_predict(X.T, self.centers_, self.fuzziness, error=self.tolerance,
+        u, *_ = skfuzzy.cluster.cmeans_predict(X.T, self.centers_, self.fuzziness,
+                                               error=self._error(len(X), len(self.centers_)),
                                                maxiter=self.max_iter, seed=self.random_state)
         return u.T
 
@@ -458,6 +501,15 @@ class FuzzyCMeansClusterer(_Segmenter):
                 "partition_coefficient": self.fpc_,
                 "chosen_partition_coefficient": self.partition_coefficient_,
                 "chosen_partition_entropy": self.partition_entropy_}
+
+
+def _fuzzy_memberships(X: np.ndarray, centers: np.ndarray, fuzziness: float) -> np.ndarray:
+    """Fuzzy c-means memberships of rows to fixed centres, shape (n, c): the algorithm's update step."""
+    from scipy.spatial.distance import cdist
+
+    distances = np.fmax(cdist(X, centers), np.finfo(np.float64).eps)
+    u = distances ** (-2.0 / (fuzziness - 1.0))
+    return u / u.sum(axis=1, keepdims=True)
 
 
 def partition_coefficient(membership: np.ndarray) -> float:
@@ -503,9 +555,9 @@ class KMeansClusterer(_Segmenter):
         self.scores_ = {}
         if len(candidates) > 1:
             sample = X[sample_rows(len(X), self.selection_sample_size, self.random_state)]
+            silhouette = _SilhouetteOfSample(sample, self.silhouette_sample_size, self.random_state)
             for k in _candidates(self.n_clusters, len(sample)):
-                labels = self._kmeans(k).fit(sample).labels_
-                self.scores_[k] = sampled_silhouette(sample, labels, self.silhouette_sample_size, self.random_state)
+                self.scores_[k] = silhouette(self._kmeans(k).fit(sample).labels_)
         self.model_ = self._kmeans(_best_by_score(self.scores_) if self.scores_ else candidates[0]).fit(X)
         self.n_iter_ = self.model_.n_iter_
         self._finish_fit(X, self.model_.n_clusters)

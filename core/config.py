@@ -117,7 +117,8 @@ class FcmConfig:
                           help="criterion choosing the number of clusters (partition coefficient and entropy "
                                "are reported either way)")
     fuzziness: float = spec(exclusive_minimum=1.0, help="fuzzifier m (> 1)")
-    tolerance: float = spec(exclusive_minimum=0.0, help="stop when memberships change less than this")
+    tolerance: float = spec(exclusive_minimum=0.0, help="stop when memberships change less than this between "
+                                                         "iterations (root mean square per membership value)")
     max_iter: int = spec(minimum=1, help="maximum iterations")
 
 
@@ -166,6 +167,8 @@ class ClusterConfig:
     methods: tuple[str, ...] = spec(choices=CLUSTER_METHODS, help="methods to fit")
     spaces: tuple[str, ...] = spec(choices=SPACES, help="feature spaces to cluster in")
     primary: PrimaryConfig = spec()
+    n_jobs: int = spec(minimum=1, help="worker processes fitting the methods and spaces side by side "
+                                       "(1 = all in the stage's own process)")
     fit_sample_size: int = spec(minimum=100, help="models are fitted on at most this many customers (a seeded "
                                                   "sample) and score everyone")
     selection_sample_size: int = spec(minimum=100, help="customers sampled to choose the number of clusters; "

@@ -8,9 +8,15 @@ training customer scored again gets its training segment), matches the new
 segment ids to a previous run's (:mod:`core.matching`), evaluates each
 segmentation (:mod:`core.evaluation`) and picks the primary one.
 
-The ground truth (``truth``) is used after every fit, to evaluate and,
-with ``cluster.primary: auto``, to choose among finished segmentations. It
-never reaches a fit.
+The ground truth (``truth``) reaches only the evaluation: the agreement
+measures computed once every model is fitted, the supervised reference
+(a classifier of its own, trained beside the clusterers) and, with
+``cluster.primary: auto``, the choice among finished segmentations. It
+never reaches a clusterer's fit.
+
+The methods and spaces are fitted side by side in ``cluster.n_jobs`` worker
+processes, each with one thread per native pool; results do not depend on
+the number of workers.
 """
 
 from __future__ import annotations
@@ -100,20 +106,62 @@ def segment_customers(spaces: dict[str, np.ndarray], methods: list[str], cfg, se
 
 
 @evaluation.single_threaded
+def _fit_and_evaluate(method: str, space: str, X: np.ndarray, fit_rows: np.ndarray, cfg, seed: int):
+    """One method in one space: fit on the sample, score everyone, measure (no ground truth here)."""
+    clock = time.perf_counter()
+    model = make_clusterer(method, cfg, seed).fit(X[fit_rows])
+    fitted = time.perf_counter()
+    found = model.fit_assignment() if len(fit_rows) == len(X) else model.assign(X)
+    scored = time.perf_counter()
+    row = {"method": method, "space": space}
+    row.update(evaluation.internal_metrics(X, found, cfg.silhouette_sample_size, seed, cfg.high_confidence))
+    ev = cfg.evaluation
+    row.update(evaluation.stability(model, X, seed=seed, reseeds=ev.reseeds, bootstraps=ev.bootstraps,
+                                    sample_size=ev.stability_sample_size, bootstrap_fraction=ev.bootstrap_fraction))
+    row.update(_model_scores(model, X[fit_rows]))
+    seconds = {"fit": round(fitted - clock, 3), "assign": round(scored - fitted, 3),
+               "evaluate": round(time.perf_counter() - scored, 3)}
+    return model, found, row, seconds
+
+
+@evaluation.single_threaded
+def _reference(X: np.ndarray, truth: pd.Series, cfg, seed: int):
+    clock = time.perf_counter()
+    result = evaluation.supervised_reference(X, truth, folds=cfg.evaluation.reference_folds,
+                                             sample_size=cfg.evaluation.reference_sample_size, seed=seed)
+    return result, round(time.perf_counter() - clock, 3)
+
+
 def _segment(spaces, methods, cfg, seed, truth, previous) -> Segmentation:
+    from joblib import Parallel, delayed
+
     n = len(next(iter(spaces.values())))
     fit_rows = sample_rows(n, cfg.fit_sample_size, seed)
-    models, found, timings = {}, {}, {}
-    for space, X in spaces.items():
-        for method in methods:
-            clock = time.perf_counter()
-            model = make_clusterer(method, cfg, seed).fit(X[fit_rows])
-            fitted = time.perf_counter()
-            assignment = model.assign(X)
-            timings[(method, space)] = (fitted - clock, time.perf_counter() - fitted)
-            models[(method, space)], found[(method, space)] = model, assignment
-            log.info("%s on %s: %d clusters fitted on %s customers in %.1f s, everyone scored in %.1f s",
-                     method, space, model.n_clusters_, f"{len(fit_rows):,}", *timings[(method, space)])
+    has_truth = truth is not None and pd.Series(truth).notna().any()
+    # The reference is measured on the model matrix (the raw space) as the issue defines it; what the
+    # latent space keeps is a diagnostic of the benchmark script, not worth its time on every run.
+    model_matrix = "raw" if "raw" in spaces else next(iter(spaces))
+    pairs = [(method, space) for space in spaces for method in methods]
+    # Independent fits in worker processes (each single-threaded): two cores, twice the work done. The
+    # reference goes first as it is the longest single task; results come back in submission order.
+    tasks = ([delayed(_reference)(spaces[model_matrix], truth, cfg, seed)]
+             if has_truth and cfg.evaluation.supervised_reference else [])
+    tasks += [delayed(_fit_and_evaluate)(m, s, spaces[s], fit_rows, cfg, seed) for m, s in pairs]
+    results = Parallel(n_jobs=min(cfg.n_jobs, len(tasks)), backend="loky")(tasks)
+    reference, seconds = None, {}
+    if len(results) > len(pairs):
+        (ref, seconds["reference"]), results = results[0], results[1:]
+        reference = {model_matrix: ref}
+        log.info("supervised reference: a classifier reaches ARI %.3f on the %s space (%.1f s)",
+                 ref["ari"], model_matrix, seconds["reference"])
+    models, found, rows = {}, {}, []
+    for (method, space), (model, assignment, row, took) in zip(pairs, results):
+        models[(method, space)], found[(method, space)] = model, assignment
+        rows.append(row)
+        seconds[f"{method}_{space}"] = took
+        log.info("%s on %s: %d clusters fitted on %s customers in %.1f s, everyone scored in %.1f s, evaluated "
+                 "in %.1f s", method, space, model.n_clusters_, f"{len(fit_rows):,}", took["fit"], took["assign"],
+                 took["evaluate"])
 
     match_info, migrations = {}, []
     for (method, space), model in models.items():
@@ -135,42 +183,11 @@ def _segment(spaces, methods, cfg, seed, truth, previous) -> Segmentation:
                            "retired_segments": sorted(int(i) for i in set(before[known].tolist()) - set(ids.tolist())
                                                       if i != NOISE)}
 
-    rows, seconds = [], {}
-    for (method, space), model in models.items():
-        clock = time.perf_counter()
-        X = spaces[space]
-        row = {"method": method, "space": space}
-        row.update(evaluation.internal_metrics(X, found[(method, space)], cfg.silhouette_sample_size, seed,
-                                               cfg.high_confidence))
-        ev = cfg.evaluation
-        row.update(evaluation.stability(model, X, seed=seed, reseeds=ev.reseeds, bootstraps=ev.bootstraps,
-                                        sample_size=ev.stability_sample_size,
-                                        bootstrap_fraction=ev.bootstrap_fraction))
-        row.update(_model_scores(model, X[fit_rows]))
-        rows.append(row)
-        fit, assign = timings[(method, space)]
-        seconds[f"{method}_{space}"] = {"fit": round(fit, 3), "assign": round(assign, 3),
-                                        "evaluate": round(time.perf_counter() - clock, 3)}
-
     # --- the ground truth, from here on: evaluation only ---
-    reference = None
-    has_truth = truth is not None and pd.Series(truth).notna().any()
     for row in rows:
         truth_row = (evaluation.ground_truth_metrics(found[(row["method"], row["space"])].labels, truth)
                      if has_truth else {})
         row.update({k: truth_row.get(k, float("nan")) for k in ("ari", "nmi", "homogeneity", "completeness")})
-    # The reference is measured on the model matrix (the raw space) as the issue defines it; what the
-    # latent space keeps is a diagnostic of the benchmark script, not worth its time on every run.
-    model_matrix = "raw" if "raw" in spaces else next(iter(spaces))
-    if has_truth and cfg.evaluation.supervised_reference:
-        clock = time.perf_counter()
-        reference = {model_matrix: evaluation.supervised_reference(
-            spaces[model_matrix], truth, folds=cfg.evaluation.reference_folds,
-            sample_size=cfg.evaluation.reference_sample_size, seed=seed)}
-        seconds["reference"] = round(time.perf_counter() - clock, 3)
-        log.info("supervised reference: a classifier reaches ARI %.3f on the %s space (%.1f s)",
-                 reference[model_matrix]["ari"], model_matrix, seconds["reference"])
-    for row in rows:
         ref = reference[model_matrix]["ari"] if reference else float("nan")
         row["ari_to_reference"] = row["ari"] / ref if reference and ref > 0 else float("nan")
     comparison = pd.DataFrame(rows)[COMPARISON_COLUMNS]

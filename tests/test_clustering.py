@@ -313,3 +313,23 @@ def test_vectorised_membership_does_not_depend_on_the_array_layout(noisy):
     rows_major, column_major = np.ascontiguousarray(X[:200]), np.asfortranarray(X[:200])
     np.testing.assert_array_equal(hdbscan_prediction.membership_vector(fitted, tables, column_major),
                                   hdbscan_prediction.membership_vector(fitted, tables, rows_major))
+
+
+def test_brute_force_neighbours_in_many_dimensions_give_the_library_answer():
+    """From 12 dimensions the neighbour search is brute force; labels and memberships stay the library's."""
+    import hdbscan
+
+    from core import hdbscan_prediction
+
+    X, _ = make_blobs(n_samples=400, centers=3, n_features=14, cluster_std=2.0, random_state=3)
+    X = np.vstack([X, np.random.default_rng(3).uniform(X.min(), X.max(), size=(60, 14))])
+    assert X.shape[1] >= hdbscan_prediction.BRUTE_FORCE_FROM_DIMS
+    fitted = hdbscan.HDBSCAN(min_cluster_size=20, min_samples=5, prediction_data=True).fit(X[::2])
+    tables = hdbscan_prediction.prediction_tables(fitted)
+    new = np.ascontiguousarray(X[1::2])
+    labels, strength = hdbscan.approximate_predict(fitted, new)
+    ours, ours_strength, ours_membership = hdbscan_prediction.predict(fitted, tables, new, "all")
+    assert (labels == -1).any()
+    np.testing.assert_array_equal(ours, labels)
+    np.testing.assert_allclose(ours_strength, strength, atol=1e-9)
+    np.testing.assert_allclose(ours_membership, hdbscan.membership_vector(fitted, new), atol=1e-9)

@@ -105,6 +105,18 @@ def test_the_ground_truth_never_reaches_a_fit(cluster_cfg, spaces, result):
         np.testing.assert_array_equal(runs[0].assignments[key].labels, found.labels)
 
 
+def test_worker_processes_give_the_same_results(cluster_cfg, spaces, result):
+    matrices, truth = spaces
+    parallel = segmentation.segment_customers(matrices, list(cluster_cfg.methods),
+                                              dataclasses.replace(cluster_cfg, n_jobs=2), seed=0, truth=truth)
+    pd.testing.assert_frame_equal(parallel.comparison, result.comparison)
+    for key, found in result.assignments.items():
+        np.testing.assert_array_equal(parallel.assignments[key].labels, found.labels)
+        np.testing.assert_array_equal(parallel.assignments[key].strength, found.strength)
+        np.testing.assert_array_equal(parallel.models[key].predict(matrices[key[1]]), found.labels)
+    assert parallel.primary == result.primary and parallel.reference == result.reference
+
+
 def test_models_fit_on_a_sample_and_score_everyone(cluster_cfg):
     X, y = blobs(n=900)
     small = dataclasses.replace(cluster_cfg, fit_sample_size=300)

@@ -624,3 +624,20 @@ def test_score_command_scores_new_customers_and_explains_bad_input(pipeline_run,
     assert main(["score", str(tmp_path / "none.parquet"), "--config", str(config_path), "--artifacts",
                  str(tmp_path / "empty")]) == 2
     assert "was not found" in capsys.readouterr().err
+
+
+def test_scoring_a_features_file_refuses_gaps_and_duplicates(pipeline_run):
+    from core import scoring
+
+    config_path, artifacts_dir = pipeline_run
+    saved = scoring.load_saved_run(artifacts_dir, load_config(config_path))
+    features = read(artifacts_dir, paths.PREPARE_FEATURES, paths.ENRICHED_DEPARTMENT).head(5)
+    assert scoring.input_kind(features, saved.transformer) == "features"
+    gap = features.assign(orders=[1.0, np.nan, 2.0, 3.0, 4.0])
+    with pytest.raises(PipelineError, match="new.parquet: missing values in orders; every customer needs"):
+        scoring.score_customers(gap, saved, source="new.parquet")
+    twice = pd.concat([features, features.head(1)])
+    with pytest.raises(PipelineError, match="1 customer_id value\\(s\\) appear twice"):
+        scoring.score_customers(twice, saved, source="new.parquet")
+    scored = scoring.score_customers(features, saved)
+    assert list(scored["customer_id"]) == list(features["customer_id"]) and (scored["excluded_reason"] == "").all()

@@ -2,6 +2,7 @@
 
 Reads ``features.parquet`` (the scaled model matrix) from stage 02 and writes
 to ``artifacts/03_train_autoencoder/``: ``autoencoder-model.keras``,
+``encoder.keras`` (the trained encoder alone, to encode new customers),
 ``latent.parquet`` (customer_id, latent_0..latent_{k-1},
 reconstruction_error), ``history.json`` and ``loss-plot.png``.
 Run ``python 03_train_autoencoder.py --help``.
@@ -37,6 +38,7 @@ def run(ctx: StageContext) -> None:
     frame.insert(0, "customer_id", matrix["customer_id"].to_numpy())
     frame["reconstruction_error"] = model.reconstruction_error(X)
     ctx.write_with(paths.AUTOENCODER_MODEL, model.save)
+    ctx.write_with(paths.ENCODER_MODEL, model.save_encoder)
     ctx.write_parquet(paths.LATENT, frame)
     ctx.write_json(paths.TRAINING_HISTORY, model.history_)
     ctx.write_with(paths.LOSS_PLOT, lambda tmp: plots.save_loss_plot(model.history_, tmp))

@@ -30,7 +30,7 @@ STAGE = Stage(
         paths.PREPARE_FEATURES: (paths.ENRICHED_DEPARTMENT, paths.ENRICHED_CLASS, paths.FEATURE_SCALER,
                                  paths.FEATURES),
         paths.TRAIN_AUTOENCODER: (paths.LATENT, paths.TRAINING_HISTORY),
-        paths.CLUSTER: (paths.ASSIGNMENTS, paths.COMPARISON),
+        paths.CLUSTER: (paths.ASSIGNMENTS, paths.COMPARISON, paths.COMPARISON_JSON),
     },
     description="Profile, name, explain and give strategies to the segments; export JSON/YAML/CSV and a report.",
 )
@@ -50,7 +50,9 @@ def run(ctx: StageContext) -> None:
     assignments = assignments.set_index("customer_id").loc[customers["customer_id"]].reset_index()
     products = ctx.read_parquet(paths.GENERATE_DATA, paths.PRODUCTS)
     model_columns = list(ctx.read_joblib(paths.PREPARE_FEATURES, paths.FEATURE_SCALER).columns)
-    primary = f"{ctx.config.cluster.primary.method}_{ctx.config.cluster.primary.space}"
+    # Stage 04 chose the primary segmentation (config may say auto); its choice is in comparison.json.
+    chosen = ctx.read_json(paths.CLUSTER, paths.COMPARISON_JSON)["primary"]
+    primary = f"{chosen['method']}_{chosen['space']}"
     _check_inputs_agree(ctx, customers, assignments, primary)
     # Seasonality and attribute mixes count what features count: purchases up to the analysis date.
     last_day = customers["last_order_date"].max()
@@ -123,8 +125,12 @@ def _class_spend_columns(hierarchy) -> list[str]:
 
 def _check_inputs_agree(ctx: StageContext, customers: pd.DataFrame, assignments: pd.DataFrame, primary: str) -> None:
     """Stop when stage 04 ran with another primary method, or a describe column cannot be described."""
-    if f"{primary}_label" not in assignments or not (assignments["segment"] == assignments[f"{primary}_label"]).all():
-        raise PipelineError(f"{paths.ASSIGNMENTS} was made with another cluster.primary than {primary} in "
+    named = ctx.config.cluster.primary
+    method, space = primary.split("_")
+    wanted = f"{method if named.method == 'auto' else named.method}_{space if named.space == 'auto' else named.space}"
+    if (wanted != primary or f"{primary}_label" not in assignments
+            or not (assignments["segment"] == assignments[f"{primary}_label"]).all()):
+        raise PipelineError(f"{paths.ASSIGNMENTS} was made with another cluster.primary than {wanted} in "
                             f"{ctx.config.path}; rerun from stage {paths.CLUSTER}")
     cfg = ctx.config.profile_export
     available = features.describable_columns(customers.columns)
@@ -172,7 +178,8 @@ def _write_report(ctx: StageContext, customers: pd.DataFrame, assignments: pd.Da
             shares.loc[ids].rename(index=names), tmp))
         images["department_heatmap"] = heatmap.read_bytes()
     # The projection shows the space the segments were found in.
-    space = ctx.config.cluster.primary.space
+    chosen = ctx.read_json(paths.CLUSTER, paths.COMPARISON_JSON)["primary"]
+    space = chosen["space"]
     if space == "latent":
         matrix = ctx.read_parquet(paths.TRAIN_AUTOENCODER, paths.LATENT).set_index("customer_id").filter(like="latent_")
     else:
@@ -195,7 +202,7 @@ def _write_report(ctx: StageContext, customers: pd.DataFrame, assignments: pd.Da
         persona_table = pd.crosstab(customers["persona"], segment_names)[[names[i] for i in ids]]
     data = report.ReportData(
         title="Customer segments",
-        metadata={"method": ctx.config.cluster.primary.method, "space": space,
+        metadata={"method": chosen["method"], "space": space,
                   "customers": len(customers), "segments": sum(p["segment_id"] != -1 for p in shown),
                   "data_period": {"first_order": str(customers["first_order_date"].min().date()),
                                   "last_order": str(customers["last_order_date"].max().date())},

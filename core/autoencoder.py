@@ -161,6 +161,15 @@ class AutoencoderTransformer(TransformerMixin, BaseEstimator):
         check_is_fitted(self, "model_")
         self.model_.save(path)
 
+    def save_encoder(self, path: Path) -> None:
+        """Save the encoder alone (features in, latent values out) as a ``.keras`` file.
+
+        For tools that only encode: ``keras.models.load_model(path).predict(X)``
+        gives :meth:`transform`'s values. It is rebuilt from the trained
+        network's layers, so it carries the trained weights.
+        """
+        self.encoder_.save(path)
+
     @classmethod
     def load(cls, path: Path, **params: Any) -> "AutoencoderTransformer":
         """A fitted transformer from a saved ``.keras`` file."""

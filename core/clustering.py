@@ -1,34 +1,42 @@
-"""Clustering estimators with one interface, and their comparison.
+"""Clustering estimators with one interface.
 
 Every clusterer follows the sklearn contract (``__init__`` stores
 hyper-parameters, ``fit`` returns ``self``, learned state ends in ``_``) and
-adds:
-
-- ``labels_`` and ``strength_`` after ``fit``: each row's cluster (``-1`` is
-  HDBSCAN noise) and how firmly it belongs there, in [0, 1];
-- ``predict_with_strength(X)`` -> ``(labels, strength)`` for new rows;
-- ``runner_up_`` after ``fit``: each row's second most likely cluster (``-1``
-  when there is none), from the same soft assignment as the strength.
+adds one method, :meth:`assign`, which scores any rows (the training rows or
+new customers) and returns an :class:`Assignment`: each row's segment id,
+how firmly it belongs there (``strength``, 0 to 1), its second most likely
+segment (``runner_up``) and, for the soft methods, the full membership
+matrix. ``labels_``, ``strength_`` and ``runner_up_`` after ``fit`` are
+``assign`` of the fitted rows, so scoring a training customer again gives
+exactly its training segment.
 
 What strength means per method: HDBSCAN, the library's membership
-probability; Gaussian mixture, the largest posterior probability; fuzzy
-c-means, the largest membership; k-means, ``1 - d1/d2`` with ``d1``, ``d2``
-the distances to the nearest and second-nearest centres (0 on a boundary,
-1 at a centre).
+probability (for a noise point given its most likely cluster, that
+cluster's membership-vector value, which is low); Gaussian mixture, the
+largest posterior probability; fuzzy c-means, the largest membership;
+k-means, ``1 - d1/d2`` with ``d1``, ``d2`` the distances to the nearest and
+second-nearest centres (0 on a boundary, 1 at a centre).
+
+Segment ids: each fitted clusterer maps its internal clusters to public
+segment ids through ``cluster_ids_`` (``0 .. k-1`` after ``fit``).
+:meth:`set_cluster_ids` changes that mapping, which is how a retrained
+model keeps the ids of the previous run's segments (``core.matching``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from typing import Any
 
 import numpy as np
-import pandas as pd
 from sklearn.base import BaseEstimator, ClusterMixin
 from sklearn.cluster import KMeans
 from sklearn.metrics import silhouette_score
 from sklearn.mixture import GaussianMixture
 from sklearn.utils.validation import check_is_fitted, validate_data
+
+from core import hdbscan_prediction
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +61,27 @@ def sampled_silhouette(X: np.ndarray, labels: np.ndarray, size: int, seed: int) 
     return float(silhouette_score(X[rows], labels[rows]))
 
 
+class _SilhouetteOfSample:
+    """Silhouettes of several labelings of the same rows (no noise) from one distance matrix.
+
+    Gives what :func:`sampled_silhouette` gives for each labeling, at a
+    fraction of the cost when many candidates are scored.
+    """
+
+    def __init__(self, X: np.ndarray, size: int, seed: int):
+        from sklearn.metrics import pairwise_distances
+
+        self.rows = sample_rows(len(X), size, seed)
+        self.distances = pairwise_distances(X[self.rows])
+
+    def __call__(self, labels: np.ndarray) -> float:
+        sampled = labels[self.rows]
+        n_labels = len(np.unique(sampled))
+        if n_labels < 2 or len(sampled) <= n_labels:
+            return float("nan")
+        return float(silhouette_score(self.distances, sampled, metric="precomputed"))
+
+
 def _candidates(n_range: int | tuple[float, float], n_rows: int) -> list[int]:
     """Candidate cluster counts: a fixed number or an inclusive ``(min, max)``, capped below ``n_rows``."""
     if isinstance(n_range, (int, np.integer)):
@@ -71,6 +100,53 @@ def second_best(scores: np.ndarray, higher_is_better: bool = True) -> np.ndarray
     return order[:, 1].astype(np.int64)
 
 
+def normalized_entropy(membership: np.ndarray) -> np.ndarray:
+    """Entropy of each row's membership (rescaled to sum to 1) over ``ln(k)``: 0 certain, 1 evenly split."""
+    k = membership.shape[1]
+    if k < 2:
+        return np.zeros(len(membership))
+    totals = membership.sum(axis=1, keepdims=True)
+    p = np.divide(membership, totals, out=np.full_like(membership, 1.0 / k, dtype=np.float64), where=totals > 0)
+    terms = np.where(p > 0, p * np.log(np.clip(p, 1e-300, None)), 0.0)
+    return np.clip(-terms.sum(axis=1) / np.log(k), 0.0, 1.0)
+
+
+@dataclasses.dataclass(frozen=True)
+class Assignment:
+    """How a fitted clusterer places a set of rows.
+
+    Attributes
+    ----------
+    labels : ndarray of int64, shape (n,)
+        Segment id; ``-1`` only for HDBSCAN noise left unassigned.
+    strength : ndarray of float64, shape (n,)
+        How firmly the row belongs to its segment, 0 to 1.
+    runner_up : ndarray of int64, shape (n,)
+        Second most likely segment, ``-1`` when there is none (or it was
+        not computed: HDBSCAN without membership vectors).
+    membership : ndarray of float64, shape (n, k), or None
+        Soft assignment, columns in the order of ``cluster_ids``
+        (posteriors, fuzzy memberships or HDBSCAN membership vectors).
+    cluster_ids : ndarray of int64, shape (k,)
+        Segment id of each membership column.
+    noise : ndarray of bool, shape (n,), or None
+        HDBSCAN only: rows it called noise before they were given their
+        most likely cluster.
+    """
+
+    labels: np.ndarray
+    strength: np.ndarray
+    runner_up: np.ndarray
+    membership: np.ndarray | None
+    cluster_ids: np.ndarray
+    noise: np.ndarray | None = None
+
+    @property
+    def uncertainty(self) -> np.ndarray | None:
+        """Normalised entropy of each row's membership (0 certain, 1 evenly split); None without one."""
+        return None if self.membership is None else normalized_entropy(self.membership)
+
+
 def _fit_input(estimator, X) -> np.ndarray:
     """Validated float array for ``fit``: 2-D, finite, dense, at least two rows; sets ``n_features_in_``."""
     return validate_data(estimator, X, dtype=np.float64, ensure_min_samples=2, copy=True)
@@ -87,7 +163,89 @@ def _best_by_score(scores: dict[int, float]) -> int:
     return max(finite, key=finite.get) if finite else min(scores)
 
 
-class HDBSCANClusterer(ClusterMixin, BaseEstimator):
+class _Segmenter(ClusterMixin, BaseEstimator):
+    """What every clusterer here shares: public segment ids and ``assign``.
+
+    Subclasses implement ``_assign_internal(X, membership)`` returning
+    internal cluster indices (``-1`` noise), strength, internal runner-up
+    indices, the membership matrix (or None) and the noise mask (or None).
+    """
+
+    #: True when refitting with another seed cannot change the result.
+    deterministic = False
+
+    def _finish_fit(self, X: np.ndarray, n_clusters: int) -> None:
+        self.n_clusters_ = int(n_clusters)
+        self.cluster_ids_ = np.arange(self.n_clusters_, dtype=np.int64)
+        found = self.assign(X)
+        self.labels_, self.strength_, self.runner_up_ = found.labels, found.strength, found.runner_up
+        self._fit_assignment = found
+
+    def fit_assignment(self) -> Assignment | None:
+        """:meth:`assign` of the fitted rows, computed by ``fit`` (None once the model was pickled or relabelled).
+
+        Saves scoring the same rows twice when a model is fitted on every customer.
+        """
+        return getattr(self, "_fit_assignment", None)
+
+    def __getstate__(self):
+        state = super().__getstate__()
+        state.pop("_fit_assignment", None)  # per-row data of the fit: not part of the model
+        return state
+
+    def _public(self, internal: np.ndarray) -> np.ndarray:
+        internal = np.asarray(internal, dtype=np.int64)
+        out = np.full(len(internal), NOISE, dtype=np.int64)
+        known = internal >= 0
+        out[known] = self.cluster_ids_[internal[known]]
+        return out
+
+    def assign(self, X, membership: bool = True) -> Assignment:
+        """Segment, strength, runner-up and soft membership of any rows (training rows or new customers).
+
+        Parameters
+        ----------
+        X : array-like of shape (n, n_features)
+        membership : bool
+            Compute the full soft assignment. Only HDBSCAN is slower with it
+            (membership vectors for every row, not only for its noise).
+        """
+        check_is_fitted(self, "cluster_ids_")
+        X = _predict_input(self, X)
+        labels, strength, runner_up, soft, noise = self._assign_internal(X, membership)
+        return Assignment(labels=self._public(labels), strength=np.clip(strength, 0.0, 1.0).astype(np.float64),
+                          runner_up=self._public(runner_up), membership=soft, cluster_ids=self.cluster_ids_.copy(),
+                          noise=noise)
+
+    def set_cluster_ids(self, ids) -> None:
+        """Give the internal clusters these public segment ids (one per cluster, distinct)."""
+        check_is_fitted(self, "cluster_ids_")
+        ids = np.asarray(ids, dtype=np.int64)
+        if ids.shape != (self.n_clusters_,) or len(set(ids.tolist())) != len(ids) or (ids < 0).any():
+            raise ValueError(f"need {self.n_clusters_} distinct non-negative segment ids, got {ids.tolist()}")
+        lookup = np.full(int(self.cluster_ids_.max(initial=0)) + 1, NOISE, dtype=np.int64)
+        lookup[self.cluster_ids_] = ids
+        for name in ("labels_", "runner_up_"):
+            values = getattr(self, name)
+            setattr(self, name, np.where(values >= 0, lookup[np.clip(values, 0, len(lookup) - 1)], NOISE))
+        self.cluster_ids_ = ids
+        self._fit_assignment = None
+
+    def predict_with_strength(self, X) -> tuple[np.ndarray, np.ndarray]:
+        """Segment and strength of each row."""
+        found = self.assign(X, membership=False)
+        return found.labels, found.strength
+
+    def predict(self, X) -> np.ndarray:
+        """Segment of each row."""
+        return self.predict_with_strength(X)[0]
+
+    def fixed_params(self) -> dict[str, Any]:
+        """Parameters that refit the chosen model without choosing again (for stability checks)."""
+        return {}
+
+
+class HDBSCANClusterer(_Segmenter):
     """HDBSCAN with prediction data kept, its minimum cluster size relative to the data size.
 
     Parameters
@@ -95,60 +253,76 @@ class HDBSCANClusterer(ClusterMixin, BaseEstimator):
     min_cluster_size_fraction : float
         Smallest cluster as a share of the rows fitted.
     min_samples : int
+    cluster_selection_method : {"eom", "leaf"}
+        ``eom`` keeps the most persistent clusters, ``leaf`` the finest ones.
+    reassign_noise : bool
+        Give noise rows their most likely cluster (``hdbscan.membership_vector``);
+        their strength is that cluster's membership, which is low.
+
+    Attributes
+    ----------
+    clusterer_ : hdbscan.HDBSCAN
+    tables_ : core.hdbscan_prediction.PredictionTables
+        Lookups for vectorised prediction of new rows.
+    min_cluster_size_ : int
+    fit_noise_ratio_ : float
+        Share of the fitted rows HDBSCAN called noise.
     """
 
-    def __init__(self, min_cluster_size_fraction=0.02, min_samples=10):
+    deterministic = True
+
+    def __init__(self, min_cluster_size_fraction=0.02, min_samples=10, cluster_selection_method="eom",
+                 reassign_noise=True):
         self.min_cluster_size_fraction = min_cluster_size_fraction
         self.min_samples = min_samples
+        self.cluster_selection_method = cluster_selection_method
+        self.reassign_noise = reassign_noise
 
     def fit(self, X, y=None) -> "HDBSCANClusterer":
-        """Cluster ``X`` (n_samples, n_features); sets ``labels_`` and ``strength_``."""
+        """Cluster ``X`` (n_samples, n_features); sets ``labels_``, ``strength_`` and ``runner_up_``."""
         import hdbscan
 
         X = _fit_input(self, X)
         size = max(2, int(round(self.min_cluster_size_fraction * len(X))))
         self.clusterer_ = hdbscan.HDBSCAN(min_cluster_size=size, min_samples=min(self.min_samples, size),
+                                          cluster_selection_method=self.cluster_selection_method,
                                           prediction_data=True).fit(X)
-        self.labels_ = self.clusterer_.labels_.astype(np.int64)
-        self.strength_ = self.clusterer_.probabilities_.astype(np.float64)
-        self.runner_up_ = self._runner_up()
         self.min_cluster_size_ = size
+        self.fit_noise_ratio_ = float(np.mean(self.clusterer_.labels_ == NOISE))
+        self.tables_ = hdbscan_prediction.prediction_tables(self.clusterer_)
+        self._finish_fit(X, int(self.clusterer_.labels_.max()) + 1)
         return self
 
-    def _runner_up(self) -> np.ndarray:
-        """Second cluster by soft membership (all_points_membership_vectors); -1 with under two clusters."""
-        import hdbscan
-
-        if self.labels_.max() < 1:
-            return np.full(len(self.labels_), NOISE, dtype=np.int64)
-        memberships = hdbscan.all_points_membership_vectors(self.clusterer_)
-        runner_up = second_best(np.atleast_2d(memberships))
-        # A clustered row's runner-up must differ from its cluster; if its own cluster is not its
-        # top membership, the top one is the runner-up.
-        top = np.argmax(memberships, axis=1)
-        clustered = self.labels_ != NOISE
-        swap = clustered & (runner_up == self.labels_)
-        runner_up[swap] = top[swap]
-        return runner_up
-
-    def predict_with_strength(self, X) -> tuple[np.ndarray, np.ndarray]:
-        """Labels and strengths of new rows (``hdbscan.approximate_predict``)."""
-        import hdbscan
-
-        check_is_fitted(self, "clusterer_")
-        labels, strength = hdbscan.approximate_predict(self.clusterer_, _predict_input(self, X))
-        return labels.astype(np.int64), strength.astype(np.float64)
-
-    def predict(self, X) -> np.ndarray:
-        """Cluster of each new row."""
-        return self.predict_with_strength(X)[0]
+    def _assign_internal(self, X: np.ndarray, membership: bool):
+        n = len(X)
+        if self.n_clusters_ == 0:
+            none = np.full(n, NOISE, dtype=np.int64)
+            return none, np.zeros(n), none, None, np.ones(n, dtype=bool)
+        # The library's approximate_predict and membership_vector, vectorised (core.hdbscan_prediction),
+        # sharing one neighbour search.
+        wanted = "all" if membership else ("noise" if self.reassign_noise else "none")
+        labels, strength, vectors = hdbscan_prediction.predict(self.clusterer_, self.tables_, X, wanted)
+        noise = labels == NOISE
+        soft = vectors if membership else None
+        runner_up = np.full(n, NOISE, dtype=np.int64)
+        if self.reassign_noise and noise.any():
+            labels[noise] = vectors[noise].argmax(axis=1)
+            strength[noise] = vectors[noise].max(axis=1)
+        if soft is not None and self.n_clusters_ >= 2:
+            order = np.argsort(-soft, axis=1, kind="stable")
+            # The runner-up is the best cluster other than the row's own.
+            runner_up = np.where(order[:, 0] == labels, order[:, 1], order[:, 0])
+            runner_up[labels == NOISE] = order[labels == NOISE, 0]
+        return labels, strength, runner_up, soft, noise
 
     def selection_report(self) -> dict[str, Any]:
-        """How the number of clusters was chosen: the criterion and each candidate's score."""
-        return {"min_cluster_size": self.min_cluster_size_}
+        """How the number of clusters was found, and the noise left by the fit."""
+        return {"chosen_by": "density (hdbscan)", "min_cluster_size": self.min_cluster_size_,
+                "cluster_selection_method": self.cluster_selection_method,
+                "fit_noise_ratio": self.fit_noise_ratio_}
 
 
-class GaussianMixtureClusterer(ClusterMixin, BaseEstimator):
+class GaussianMixtureClusterer(_Segmenter):
     """Gaussian mixture whose number of components is chosen by BIC.
 
     Parameters
@@ -184,39 +358,39 @@ class GaussianMixtureClusterer(ClusterMixin, BaseEstimator):
     def fit(self, X, y=None) -> "GaussianMixtureClusterer":
         """Choose the number of components by BIC on a sample, refit it on ``X``; sets ``labels_``, ``strength_``."""
         X = _fit_input(self, X)
-        sample = X[sample_rows(len(X), self.selection_sample_size, self.random_state)]
+        candidates = _candidates(self.n_components, len(X))
         self.bic_, self.aic_ = {}, {}
-        for k in _candidates(self.n_components, len(sample)):
-            gm = self._mixture(k).fit(sample)
-            self.bic_[k], self.aic_[k] = float(gm.bic(sample)), float(gm.aic(sample))
-        best_k = min(self.bic_, key=self.bic_.get)
+        if len(candidates) > 1:
+            sample = X[sample_rows(len(X), self.selection_sample_size, self.random_state)]
+            for k in _candidates(self.n_components, len(sample)):
+                gm = self._mixture(k).fit(sample)
+                self.bic_[k], self.aic_[k] = float(gm.bic(sample)), float(gm.aic(sample))
+        best_k = min(self.bic_, key=self.bic_.get) if self.bic_ else candidates[0]
         self.model_ = self._mixture(best_k).fit(X)
         self.n_iter_ = self.model_.n_iter_
-        self.labels_, self.strength_ = self.predict_with_strength(X)
-        self.runner_up_ = second_best(self.predict_proba(X))
+        self._finish_fit(X, best_k)
         return self
+
+    def _assign_internal(self, X: np.ndarray, membership: bool):
+        proba = self.model_.predict_proba(X)
+        return proba.argmax(axis=1), proba.max(axis=1), second_best(proba), proba, None
 
     def predict_proba(self, X) -> np.ndarray:
         """Posterior probability of each component, shape (n_samples, n_components)."""
         check_is_fitted(self, "model_")
         return self.model_.predict_proba(_predict_input(self, X))
 
-    def predict_with_strength(self, X) -> tuple[np.ndarray, np.ndarray]:
-        """Most likely component and its posterior probability for new rows."""
-        proba = self.predict_proba(X)
-        return proba.argmax(axis=1).astype(np.int64), proba.max(axis=1)
-
-    def predict(self, X) -> np.ndarray:
-        """Cluster of each new row."""
-        return self.predict_with_strength(X)[0]
+    def fixed_params(self) -> dict[str, Any]:
+        """The chosen number of components, so a refit does not choose again."""
+        return {"n_components": (self.n_clusters_, self.n_clusters_)}
 
     def selection_report(self) -> dict[str, Any]:
         """How the number of clusters was chosen: the criterion and each candidate's score."""
         return {"chosen_by": "bic", "bic": self.bic_, "aic": self.aic_}
 
 
-class FuzzyCMeansClusterer(ClusterMixin, BaseEstimator):
-    """Fuzzy c-means (scikit-fuzzy), the number of clusters chosen by silhouette.
+class FuzzyCMeansClusterer(_Segmenter):
+    """Fuzzy c-means (scikit-fuzzy), the number of clusters chosen by silhouette or partition coefficient.
 
     scikit-fuzzy wants features by samples and returns a tuple; this wrapper
     takes the usual samples-by-features array.
@@ -225,9 +399,13 @@ class FuzzyCMeansClusterer(ClusterMixin, BaseEstimator):
     ----------
     n_clusters : (int, int)
         Candidate range, inclusive.
+    selection : {"silhouette", "partition_coefficient"}
+        Criterion choosing the number of clusters (higher is better for both).
     fuzziness : float
         The fuzzifier m (> 1).
     tolerance : float
+        Stop when memberships change by less than this between iterations
+        (root mean square over every membership value).
     max_iter : int
     silhouette_sample_size : int
         Rows sampled to score each candidate.
@@ -240,14 +418,17 @@ class FuzzyCMeansClusterer(ClusterMixin, BaseEstimator):
     ----------
     centers_ : ndarray (n_clusters, n_features)
     membership_ : ndarray (n_samples, n_clusters)
+        Memberships of the fitted rows.
     partition_coefficient_ : float
-        Fuzzy partition coefficient of the chosen model (1 = crisp).
+        Fuzzy partition coefficient of the chosen model (1 = crisp, 1/c = evenly split).
     partition_entropy_ : float
+        Partition entropy of the chosen model (0 = crisp, ln c = evenly split).
     """
 
-    def __init__(self, n_clusters=(2, 8), fuzziness=2.0, tolerance=0.005, max_iter=300,
+    def __init__(self, n_clusters=(2, 8), selection="silhouette", fuzziness=2.0, tolerance=1e-4, max_iter=300,
                  silhouette_sample_size=3000, selection_sample_size=5000, random_state=0):
         self.n_clusters = n_clusters
+        self.selection = selection
         self.fuzziness = fuzziness
         self.tolerance = tolerance
         self.max_iter = max_iter
@@ -255,61 +436,93 @@ class FuzzyCMeansClusterer(ClusterMixin, BaseEstimator):
         self.selection_sample_size = selection_sample_size
         self.random_state = random_state
 
-    def _cmeans(self, X: np.ndarray, c: int):
+    def _error(self, n_rows: int, c: int) -> float:
+        # scikit-fuzzy stops on the norm of the whole membership change, which grows with the number of
+        # rows (a million rows would never stop early); tolerance is per membership value (RMS) instead.
+        return float(self.tolerance * np.sqrt(n_rows * c))
+
+    def _cmeans(self, X: np.ndarray, c: int, centers: np.ndarray | None = None):
         import skfuzzy
 
+        # Refitting on all rows starts from the memberships to the centres found on the sample.
+        init = None if centers is None else _fuzzy_memberships(X, centers, self.fuzziness).T
         centers, u, _, _, _, n_iter, fpc = skfuzzy.cluster.cmeans(
-            X.T, c, self.fuzziness, error=self.tolerance, maxiter=self.max_iter, seed=self.random_state)
+            X.T, c, self.fuzziness, error=self._error(len(X), c), maxiter=self.max_iter, init=init,
+            seed=self.random_state)
         return centers, u, float(fpc), int(n_iter)
 
     def fit(self, X, y=None) -> "FuzzyCMeansClusterer":
-        """Choose the number of clusters by silhouette on a sample, refit it on ``X``; sets ``membership_`` too."""
+        """Choose the number of clusters on a sample, refit it on ``X``; sets ``membership_`` too."""
+        if self.selection not in ("silhouette", "partition_coefficient"):
+            raise ValueError(f"selection must be 'silhouette' or 'partition_coefficient', got {self.selection!r}")
         X = _fit_input(self, X)
-        sample = X[sample_rows(len(X), self.selection_sample_size, self.random_state)]
-        self.scores_, self.fpc_ = {}, {}
-        for c in _candidates(self.n_clusters, len(sample)):
-            _, u, fpc, _ = self._cmeans(sample, c)
-            self.scores_[c] = sampled_silhouette(sample, u.argmax(axis=0), self.silhouette_sample_size,
-                                                 self.random_state)
-            self.fpc_[c] = fpc
-        best_c = _best_by_score(self.scores_)
-        self.centers_, u, _, self.n_iter_ = self._cmeans(X, best_c)
+        candidates = _candidates(self.n_clusters, len(X))
+        self.scores_, self.fpc_, sample_centers = {}, {}, {}
+        if len(candidates) > 1:
+            sample = X[sample_rows(len(X), self.selection_sample_size, self.random_state)]
+            silhouette = (_SilhouetteOfSample(sample, self.silhouette_sample_size, self.random_state)
+                          if self.selection == "silhouette" else None)
+            for c in _candidates(self.n_clusters, len(sample)):
+                sample_centers[c], u, fpc, _ = self._cmeans(sample, c)
+                self.fpc_[c] = fpc
+                self.scores_[c] = fpc if silhouette is None else silhouette(u.argmax(axis=0))
+        best_c = _best_by_score(self.scores_) if self.scores_ else candidates[0]
+        self.centers_, u, _, self.n_iter_ = self._cmeans(X, best_c, sample_centers.get(best_c))
         self.membership_ = u.T
-        n = self.membership_.shape[1]
-        self.partition_coefficient_ = float(np.mean(np.sum(u**2, axis=0)))
-        self.partition_entropy_ = float(-np.mean(np.sum(u * np.log(np.clip(u, 1e-12, None)), axis=0)))
-        self.labels_ = self.membership_.argmax(axis=1).astype(np.int64)
-        self.strength_ = self.membership_.max(axis=1)
-        self.runner_up_ = second_best(self.membership_)
-        self.n_clusters_ = n
+        self.partition_coefficient_ = partition_coefficient(self.membership_)
+        self.partition_entropy_ = partition_entropy(self.membership_)
+        self._finish_fit(X, best_c)
         return self
 
-    def membership(self, X) -> np.ndarray:
-        """Membership of new rows in each cluster, shape (n_samples, n_clusters), rows sum to 1."""
+    def _memberships(self, X: np.ndarray) -> np.ndarray:
         import skfuzzy
 
-        check_is_fitted(self, "centers_")
-        u, *_ = skfuzzy.cluster.cmeans_predict(_predict_input(self, X).T, self.centers_,
-                                               self.fuzziness, error=self.tolerance, maxiter=self.max_iter,
-                                               seed=self.random_state)
+        u, *_ = skfuzzy.cluster.cmeans_predict(X.T, self.centers_, self.fuzziness,
+                                               error=self._error(len(X), len(self.centers_)),
+                                               maxiter=self.max_iter, seed=self.random_state)
         return u.T
 
-    def predict_with_strength(self, X) -> tuple[np.ndarray, np.ndarray]:
-        """Cluster of largest membership and that membership for new rows."""
-        u = self.membership(X)
-        return u.argmax(axis=1).astype(np.int64), u.max(axis=1)
+    def _assign_internal(self, X: np.ndarray, membership: bool):
+        u = self._memberships(X)
+        return u.argmax(axis=1), u.max(axis=1), second_best(u), u, None
 
-    def predict(self, X) -> np.ndarray:
-        """Cluster of each new row."""
-        return self.predict_with_strength(X)[0]
+    def membership(self, X) -> np.ndarray:
+        """Membership of rows in each cluster, shape (n_samples, n_clusters), rows sum to 1."""
+        check_is_fitted(self, "centers_")
+        return self._memberships(_predict_input(self, X))
+
+    def fixed_params(self) -> dict[str, Any]:
+        """The chosen number of clusters, so a refit does not choose again."""
+        return {"n_clusters": (self.n_clusters_, self.n_clusters_)}
 
     def selection_report(self) -> dict[str, Any]:
         """How the number of clusters was chosen: the criterion and each candidate's score."""
-        return {"chosen_by": "silhouette", "silhouette": self.scores_, "partition_coefficient": self.fpc_,
-                "partition_entropy": self.partition_entropy_}
+        return {"chosen_by": self.selection, "silhouette": self.scores_ if self.selection == "silhouette" else {},
+                "partition_coefficient": self.fpc_,
+                "chosen_partition_coefficient": self.partition_coefficient_,
+                "chosen_partition_entropy": self.partition_entropy_}
 
 
-class KMeansClusterer(ClusterMixin, BaseEstimator):
+def _fuzzy_memberships(X: np.ndarray, centers: np.ndarray, fuzziness: float) -> np.ndarray:
+    """Fuzzy c-means memberships of rows to fixed centres, shape (n, c): the algorithm's update step."""
+    from scipy.spatial.distance import cdist
+
+    distances = np.fmax(cdist(X, centers), np.finfo(np.float64).eps)
+    u = distances ** (-2.0 / (fuzziness - 1.0))
+    return u / u.sum(axis=1, keepdims=True)
+
+
+def partition_coefficient(membership: np.ndarray) -> float:
+    """Bezdek's fuzzy partition coefficient: mean over rows of the sum of squared memberships."""
+    return float(np.mean(np.sum(membership ** 2, axis=1)))
+
+
+def partition_entropy(membership: np.ndarray) -> float:
+    """Bezdek's partition entropy: mean over rows of ``-sum(u ln u)``."""
+    return float(-np.mean(np.sum(membership * np.log(np.clip(membership, 1e-12, None)), axis=1)))
+
+
+class KMeansClusterer(_Segmenter):
     """k-means, k chosen by silhouette on a sample.
 
     Parameters
@@ -338,105 +551,56 @@ class KMeansClusterer(ClusterMixin, BaseEstimator):
     def fit(self, X, y=None) -> "KMeansClusterer":
         """Choose k by silhouette on a sample, refit it on ``X``; sets ``labels_`` and ``strength_``."""
         X = _fit_input(self, X)
-        sample = X[sample_rows(len(X), self.selection_sample_size, self.random_state)]
+        candidates = _candidates(self.n_clusters, len(X))
         self.scores_ = {}
-        for k in _candidates(self.n_clusters, len(sample)):
-            labels = self._kmeans(k).fit(sample).labels_
-            self.scores_[k] = sampled_silhouette(sample, labels, self.silhouette_sample_size, self.random_state)
-        self.model_ = self._kmeans(_best_by_score(self.scores_)).fit(X)
+        if len(candidates) > 1:
+            sample = X[sample_rows(len(X), self.selection_sample_size, self.random_state)]
+            silhouette = _SilhouetteOfSample(sample, self.silhouette_sample_size, self.random_state)
+            for k in _candidates(self.n_clusters, len(sample)):
+                self.scores_[k] = silhouette(self._kmeans(k).fit(sample).labels_)
+        self.model_ = self._kmeans(_best_by_score(self.scores_) if self.scores_ else candidates[0]).fit(X)
         self.n_iter_ = self.model_.n_iter_
-        self.labels_, self.strength_ = self.predict_with_strength(X)
-        self.runner_up_ = second_best(self.model_.transform(X), higher_is_better=False)
+        self._finish_fit(X, self.model_.n_clusters)
         return self
 
-    def predict_with_strength(self, X) -> tuple[np.ndarray, np.ndarray]:
-        """Nearest centre and ``1 - d1/d2`` for new rows."""
-        check_is_fitted(self, "model_")
-        distances = self.model_.transform(_predict_input(self, X))
+    def _assign_internal(self, X: np.ndarray, membership: bool):
+        distances = self.model_.transform(X)
         labels = distances.argmin(axis=1)
         if distances.shape[1] < 2:
-            return labels.astype(np.int64), np.ones(len(labels))
+            return labels, np.ones(len(labels)), np.full(len(labels), NOISE), None, None
         two = np.sort(distances, axis=1)[:, :2]
         strength = 1.0 - np.divide(two[:, 0], two[:, 1], out=np.ones(len(two)), where=two[:, 1] > 0)
-        return labels.astype(np.int64), strength
+        return labels, strength, second_best(distances, higher_is_better=False), None, None
 
-    def predict(self, X) -> np.ndarray:
-        """Cluster of each new row."""
-        return self.predict_with_strength(X)[0]
+    def fixed_params(self) -> dict[str, Any]:
+        """The chosen k, so a refit does not choose again."""
+        return {"n_clusters": (self.n_clusters_, self.n_clusters_)}
 
     def selection_report(self) -> dict[str, Any]:
         """How the number of clusters was chosen: the criterion and each candidate's score."""
         return {"chosen_by": "silhouette", "silhouette": self.scores_}
 
 
-def make_clusterer(method: str, cluster_cfg, seed: int) -> ClusterMixin:
+def make_clusterer(method: str, cluster_cfg, seed: int) -> _Segmenter:
     """The estimator for ``method`` with its hyper-parameters from the ``cluster`` config section."""
     sample = cluster_cfg.silhouette_sample_size
     selection = cluster_cfg.selection_sample_size
     if method == "hdbscan":
         c = cluster_cfg.hdbscan
-        return HDBSCANClusterer(min_cluster_size_fraction=c.min_cluster_size_fraction, min_samples=c.min_samples)
+        return HDBSCANClusterer(min_cluster_size_fraction=c.min_cluster_size_fraction, min_samples=c.min_samples,
+                                cluster_selection_method=c.cluster_selection_method,
+                                reassign_noise=c.reassign_noise)
     if method == "gmm":
         c = cluster_cfg.gmm
         return GaussianMixtureClusterer(n_components=c.n_components, covariance_type=c.covariance_type,
                                         n_init=c.n_init, selection_sample_size=selection, random_state=seed)
     if method == "fcm":
         c = cluster_cfg.fcm
-        return FuzzyCMeansClusterer(n_clusters=c.n_clusters, fuzziness=c.fuzziness, tolerance=c.tolerance,
-                                    max_iter=c.max_iter, silhouette_sample_size=sample,
+        return FuzzyCMeansClusterer(n_clusters=c.n_clusters, selection=c.selection, fuzziness=c.fuzziness,
+                                    tolerance=c.tolerance, max_iter=c.max_iter, silhouette_sample_size=sample,
                                     selection_sample_size=selection, random_state=seed)
     if method == "kmeans":
         c = cluster_cfg.kmeans
         return KMeansClusterer(n_clusters=c.n_clusters, n_init=c.n_init, silhouette_sample_size=sample,
                                selection_sample_size=selection, random_state=seed)
     raise ValueError(f"unknown clustering method {method!r}")
-
-
-def summarize_clustering(method: str, space: str, X: np.ndarray, labels: np.ndarray,
-                         sample_size: int, seed: int) -> dict[str, Any]:
-    """One row of ``comparison.csv``: cluster count, noise, sizes and silhouette."""
-    clustered = labels[labels != NOISE]
-    sizes = np.bincount(clustered) if len(clustered) else np.array([], dtype=int)
-    sizes = sizes[sizes > 0]
-    return {
-        "method": method,
-        "space": space,
-        "clusters": int(len(sizes)),
-        "noise_ratio": float(np.mean(labels == NOISE)),
-        "silhouette": sampled_silhouette(X, labels, sample_size, seed),
-        "smallest_cluster": int(sizes.min()) if len(sizes) else 0,
-        "largest_cluster": int(sizes.max()) if len(sizes) else 0,
-    }
-
-
-def cluster_all(spaces: dict[str, np.ndarray], methods: list[str], cluster_cfg,
-                seed: int) -> tuple[pd.DataFrame, pd.DataFrame, dict[tuple[str, str], ClusterMixin]]:
-    """Fit every method in every space.
-
-    Parameters
-    ----------
-    spaces : dict of str to ndarray
-        Space name (``raw``, ``latent``) -> matrix, rows aligned.
-    methods : list of str
-
-    Returns
-    -------
-    assignments : DataFrame
-        ``<method>_<space>_label`` and ``<method>_<space>_strength`` per row.
-    comparison : DataFrame
-        One row per method and space (see :func:`summarize_clustering`).
-    models : dict of (method, space) to fitted clusterer
-    """
-    columns: dict[str, np.ndarray] = {}
-    rows, models = [], {}
-    for space, X in spaces.items():
-        for method in methods:
-            model = make_clusterer(method, cluster_cfg, seed).fit(X)
-            columns[f"{method}_{space}_label"] = model.labels_
-            columns[f"{method}_{space}_strength"] = model.strength_
-            row = summarize_clustering(method, space, X, model.labels_, cluster_cfg.silhouette_sample_size, seed)
-            rows.append(row)
-            models[(method, space)] = model
-            log.info("%s on %s: %d clusters, noise %.1f%%, silhouette %.3f", method, space, row["clusters"],
-                     100 * row["noise_ratio"], row["silhouette"])
-    return pd.DataFrame(columns), pd.DataFrame(rows), models

@@ -154,6 +154,10 @@ class HdbscanConfig:
     min_cluster_size_fraction: float = spec(exclusive_minimum=0.0, maximum=0.5,
                                             help="smallest cluster as a share of customers")
     min_samples: int = spec(minimum=1, help="neighbours defining a core point; larger = more conservative")
+    cluster_selection_method: str = spec(choices=("eom", "leaf"),
+                                         help="eom keeps the most persistent clusters, leaf the finest ones")
+    reassign_noise: bool = spec(help="give noise customers their most likely cluster (membership vectors), "
+                                     "with a low strength; the noise ratio is still reported")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -169,10 +173,13 @@ class GmmConfig:
 class FcmConfig:
     """Stage 04: fuzzy c-means."""
 
-    n_clusters: Range = spec(minimum=2, help="[min, max] clusters; the number is chosen by silhouette "
-                                             "(partition coefficient and entropy are reported)")
+    n_clusters: Range = spec(minimum=2, help="[min, max] clusters, chosen by `selection`")
+    selection: str = spec(choices=("silhouette", "partition_coefficient"),
+                          help="criterion choosing the number of clusters (partition coefficient and entropy "
+                               "are reported either way)")
     fuzziness: float = spec(exclusive_minimum=1.0, help="fuzzifier m (> 1)")
-    tolerance: float = spec(exclusive_minimum=0.0, help="stop when memberships change less than this")
+    tolerance: float = spec(exclusive_minimum=0.0, help="stop when memberships change less than this between "
+                                                         "iterations (root mean square per membership value)")
     max_iter: int = spec(minimum=1, help="maximum iterations")
 
 
@@ -188,8 +195,30 @@ class KmeansConfig:
 class PrimaryConfig:
     """Stage 04: the segmentation stage 05 describes."""
 
-    method: str = spec(choices=CLUSTER_METHODS, help="method feeding stage 05")
-    space: str = spec(choices=SPACES, help="space feeding stage 05")
+    method: str = spec(choices=CLUSTER_METHODS + ("auto",),
+                       help="method feeding stage 05, or auto: chosen by stability and agreement with the "
+                            "ground truth where there is one")
+    space: str = spec(choices=SPACES + ("auto",), help="space feeding stage 05, or auto")
+
+
+@dataclasses.dataclass(frozen=True)
+class EvaluationConfig:
+    """Stage 04: how each segmentation is evaluated (after fitting; nothing here changes a fit)."""
+
+    ground_truth: str | None = spec(help="column of customers.parquet with each customer's known group "
+                                         "(the generator's persona), for evaluation only; null = none")
+    reseeds: int = spec(minimum=2, help="refits with other seeds for the reseed stability")
+    bootstraps: int = spec(minimum=2, help="refits on subsamples for the bootstrap stability")
+    bootstrap_fraction: float = spec(exclusive_minimum=0.0, maximum=1.0,
+                                     help="share of the stability sample in each bootstrap subsample "
+                                          "(drawn without replacement)")
+    stability_sample_size: int = spec(minimum=50, help="customers sampled for the stability refits")
+    supervised_reference: bool = spec(help="with a ground truth: cross-validate a gradient-boosting classifier "
+                                           "predicting it, the ARI the features allow")
+    reference_sample_size: int = spec(minimum=50, help="customers sampled for the supervised reference")
+    reference_folds: int = spec(minimum=2, help="cross-validation folds of the supervised reference")
+    min_stability: float = spec(minimum=0.0, maximum=1.0,
+                                help="primary auto: prefer segmentations at least this stable (ARI)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -199,13 +228,23 @@ class ClusterConfig:
     methods: tuple[str, ...] = spec(choices=CLUSTER_METHODS, help="methods to fit")
     spaces: tuple[str, ...] = spec(choices=SPACES, help="feature spaces to cluster in")
     primary: PrimaryConfig = spec()
-    silhouette_sample_size: int = spec(minimum=100, help="customers sampled for silhouette scores")
+    n_jobs: int = spec(minimum=1, help="worker processes fitting the methods and spaces side by side "
+                                       "(1 = all in the stage's own process)")
+    fit_sample_size: int = spec(minimum=100, help="models are fitted on at most this many customers (a seeded "
+                                                  "sample) and score everyone")
     selection_sample_size: int = spec(minimum=100, help="customers sampled to choose the number of clusters; "
-                                                        "the chosen model is refit on everyone")
+                                                        "the chosen model is refit on the fit sample")
+    silhouette_sample_size: int = spec(minimum=100, help="customers sampled for silhouette, Davies-Bouldin "
+                                                         "and Calinski-Harabasz")
+    high_confidence: float = spec(minimum=0.0, maximum=1.0,
+                                  help="strength at or above which a customer counts as high-confidence")
+    match_previous: bool = spec(help="keep the previous run's segment ids (Hungarian matching) and write "
+                                     "migration.csv")
     hdbscan: HdbscanConfig = spec()
     gmm: GmmConfig = spec()
     fcm: FcmConfig = spec()
     kmeans: KmeansConfig = spec()
+    evaluation: EvaluationConfig = spec()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -408,9 +447,18 @@ def _check_cross_fields(cfg: _ConfigFile, problems: Problems) -> None:
     for name, values in (("methods", cl.methods), ("spaces", cl.spaces)):
         if len(set(values)) != len(values):
             problems.add(f"cluster.{name}", f"{list(values)} lists a value twice")
-    if cl.primary.method not in cl.methods or cl.primary.space not in cl.spaces:
+    if (cl.primary.method not in cl.methods + ("auto",)) or (cl.primary.space not in cl.spaces + ("auto",)):
         problems.add("cluster.primary", f"{cl.primary.method}/{cl.primary.space} is not fitted; "
-                                        f"it must be one of cluster.methods and one of cluster.spaces")
+                                        f"it must be one of cluster.methods and one of cluster.spaces (or auto)")
+    truth = cl.evaluation.ground_truth
+    if truth is not None:
+        from core.tables import CUSTOMER_COLUMNS, IDENTITY_COLUMNS
+
+        allowed = [c for c in CUSTOMER_COLUMNS if c != "customer_id" and c not in IDENTITY_COLUMNS]
+        if truth not in allowed:
+            problems.add("cluster.evaluation.ground_truth",
+                         f"'{truth}' is not a column of customers.parquet that can be a ground truth"
+                         f"{suggest(truth, allowed)}; allowed: {', '.join(allowed)}, or null for none")
     if not cfg.prepare_features.model_features:
         problems.add("prepare_features.model_features", "empty; list at least one feature")
     _check_prepare_features(cfg.prepare_features, problems)

@@ -44,6 +44,7 @@ EXCLUDED_CUSTOMERS = "excluded_customers.parquet"
 
 # 03_train_autoencoder
 AUTOENCODER_MODEL = "autoencoder-model.keras"
+ENCODER_MODEL = "encoder.keras"
 LATENT = "latent.parquet"
 LOSS_PLOT = "loss-plot.png"
 TRAINING_HISTORY = "history.json"
@@ -51,11 +52,18 @@ TRAINING_HISTORY = "history.json"
 # 04_cluster
 ASSIGNMENTS = "assignments.parquet"
 COMPARISON = "comparison.csv"
+COMPARISON_JSON = "comparison.json"
+MIGRATION = "migration.csv"
 
 
 def cluster_model_file(method: str, space: str) -> str:
     """File name of a fitted clustering model, e.g. ``hdbscan-latent.pkl``."""
     return f"{method}-{space}.pkl"
+
+
+def membership_file(method: str, space: str) -> str:
+    """File name of a soft assignment (probabilities, memberships), e.g. ``membership-gmm-latent.parquet``."""
+    return f"membership-{method}-{space}.parquet"
 
 
 # 05_profile_export

@@ -5,6 +5,7 @@ Usage (from the repository root)::
     python -m core.pipeline [run] [--from STAGE | --only STAGE] [--force]
     python -m core.pipeline status
     python -m core.pipeline show STAGE [--rows N]
+    python -m core.pipeline score INPUT [--output FILE] [--analysis-date YYYY-MM-DD]
 
 Every command takes ``--config PATH`` and ``--artifacts DIR``. A stage is
 named by its number (``2``, ``02``), its script name (``02_prepare_features``)
@@ -471,6 +472,55 @@ def format_status(statuses: list[StageStatus]) -> str:
 
 
 # ---------------------------------------------------------------------------
+# Scoring new customers
+
+
+def score_file(config: PipelineConfig, artifacts_dir: Path, source: Path, output: Path | None = None,
+               analysis_date: str | None = None) -> Path:
+    """Score the customers of a transaction log or features file with a finished run's models.
+
+    Reads ``source`` (``.parquet`` or ``.csv``), calls
+    :func:`core.scoring.score_customers` and writes the result (``.parquet``
+    or ``.csv``, by ``output``'s suffix; default
+    ``<artifacts>/scores/<source name>.parquet``). Returns the output path.
+    """
+    from core import scoring
+
+    source, artifacts_dir = Path(source), Path(artifacts_dir)
+    if source.suffix.lower() not in (".parquet", ".csv"):
+        raise PipelineError(f"{source}: give a .parquet or .csv file of order lines or customer features")
+    if not source.is_file():
+        raise PipelineError(f"{source} was not found")
+    output = Path(output) if output else artifacts_dir / "scores" / f"{source.stem}.parquet"
+    if output.suffix.lower() not in (".parquet", ".csv"):
+        raise PipelineError(f"--output {output}: give a .parquet or .csv file name")
+    day = None
+    if analysis_date:
+        try:
+            day = pd.Timestamp(dt.date.fromisoformat(analysis_date))
+        except ValueError:
+            raise PipelineError(f"--analysis-date {analysis_date!r} is not a date; write YYYY-MM-DD") from None
+    stale = [s for s in pipeline_status(config, artifacts_dir)[1:4] if s.state == "stale"]
+    for status in stale:
+        log.warning("%s is stale (%s); scoring uses its saved models as they are", status.stage,
+                    "; ".join(status.reasons))
+    frame = pd.read_parquet(source) if source.suffix.lower() == ".parquet" else pd.read_csv(source)
+    saved = scoring.load_saved_run(artifacts_dir, config)
+    scored = scoring.score_customers(frame, saved, analysis_date=day, source=str(source))
+    if output.suffix.lower() == ".csv":
+        artifacts.write_atomic(output, lambda tmp: scored.to_csv(tmp, index=False, encoding="utf-8",
+                                                                 lineterminator="\n"))
+    else:
+        artifacts.write_atomic(output, lambda tmp: scored.to_parquet(tmp, index=False))
+    excluded = int((scored["excluded_reason"] != "").sum())
+    log.info("scored %s customers of %s with %s_%s (%s segments used)%s; written to %s",
+             f"{len(scored) - excluded:,}", source.name, *saved.primary,
+             scored["segment"].nunique(), f", {excluded:,} without features (see excluded_reason)" if excluded
+             else "", output)
+    return output
+
+
+# ---------------------------------------------------------------------------
 # Command line
 
 
@@ -565,7 +615,7 @@ def _check_artifacts_dir(artifacts_dir: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m core.pipeline``: run, status or show."""
+    """``python -m core.pipeline``: run, status, show or score."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0].startswith("-"):
         argv = ["run", *argv]
@@ -584,6 +634,14 @@ def main(argv: list[str] | None = None) -> int:
     add_common_arguments(show_p)
     show_p.add_argument("stage", help="stage number or name")
     show_p.add_argument("--rows", type=int, default=5, help="rows shown per table (default 5)")
+    score_p = commands.add_parser("score", help="score customers with the saved transforms and models")
+    add_common_arguments(score_p)
+    score_p.add_argument("input", type=Path, help="order lines (like transactions.parquet) or customer features "
+                                                  "(like enriched_department.parquet), .parquet or .csv")
+    score_p.add_argument("--output", type=Path, help="result file, .parquet or .csv (default: "
+                                                     "<artifacts>/scores/<input name>.parquet)")
+    score_p.add_argument("--analysis-date", help="for order lines: the day features are measured at, "
+                                                 "YYYY-MM-DD (default: the last order date in the input)")
     args = parser.parse_args(argv)
     configure_logging(args.artifacts, args.verbose)
 
@@ -593,6 +651,9 @@ def main(argv: list[str] | None = None) -> int:
             print(show_stage(resolve_stage_name(args.stage), args.artifacts, args.rows))
             return 0
         config = load_config(args.config)
+        if args.command == "score":
+            score_file(config, args.artifacts, args.input, args.output, args.analysis_date)
+            return 0
         if args.command == "status":
             print(format_status(pipeline_status(config, args.artifacts)))
             return 0

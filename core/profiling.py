@@ -547,11 +547,15 @@ def customers_with_segments(assignments: pd.DataFrame, names: dict[int, str]) ->
     Parameters
     ----------
     assignments : DataFrame
-        ``customer_id``, ``segment``, ``segment_strength``, ``segment_runner_up``.
+        ``customer_id``, ``segment``, ``segment_strength``, ``segment_runner_up`` and,
+        when stage 04 passed it on, ``reconstruction_error`` (the autoencoder's
+        outlier signal), copied as it is.
     names : dict of int to str
         Segment id -> name.
     """
     runner_up = assignments["segment_runner_up"].to_numpy()
+    extra = ({"reconstruction_error": assignments["reconstruction_error"].to_numpy(np.float64)}
+             if "reconstruction_error" in assignments else {})
     return pd.DataFrame({
         "customer_id": assignments["customer_id"].to_numpy(),
         "segment_id": assignments["segment"].to_numpy(),
@@ -559,4 +563,5 @@ def customers_with_segments(assignments: pd.DataFrame, names: dict[int, str]) ->
         "strength": assignments["segment_strength"].to_numpy(np.float64),
         "runner_up_segment_id": runner_up,
         "runner_up_segment_name": pd.Series(runner_up).map(names).fillna("").astype("str").to_numpy(),
+        **extra,
     })

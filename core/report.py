@@ -47,13 +47,16 @@ LOSS_CURVE = ("loss_curve", "Autoencoder training",
               "Reconstruction error per training epoch. Training and validation curves that flatten "
               "together show the network learned the customers' patterns without memorising them.")
 
-# comparison.csv columns: display heading and how to format the value.
+# The comparison.csv columns the report shows (the file has more): display heading and format.
 COMPARISON_COLUMNS = {
     "method": ("Method", "method"),
     "space": ("Space", "space"),
     "clusters": ("Segments", "int"),
-    "noise_ratio": ("Unassigned", "pct"),
+    "noise_ratio": ("Noise before reassignment", "pct"),
     "silhouette": ("Silhouette", "float3"),
+    "stability_reseed": ("Stability (reseeds)", "float3"),
+    "stability_bootstrap": ("Stability (subsamples)", "float3"),
+    "ari": ("Agreement with personas (ARI)", "float3"),
     "smallest_cluster": ("Smallest", "int"),
     "largest_cluster": ("Largest", "int"),
 }
@@ -404,7 +407,8 @@ def _figure(png: bytes, heading: str, caption: str) -> str:
 def _comparison_section(data: ReportData) -> str:
     table = data.comparison
     primary = (str(data.metadata.get("method")), str(data.metadata.get("space")))
-    columns = list(table.columns)
+    # Columns that are empty throughout (no ground truth, say) are left out.
+    columns = [c for c in COMPARISON_COLUMNS if c in table.columns and table[c].notna().any()]
     numeric = {c: ' class="n"' if _is_numeric(table, c) else "" for c in columns}
     head = "".join(f'<th scope="col"{numeric[c]}>{_e(COMPARISON_COLUMNS.get(c, (c,))[0])}</th>'
                    for c in columns)
@@ -422,7 +426,10 @@ def _comparison_section(data: ReportData) -> str:
     lead = ("Each clustering method and space, compared on the same customers; the highlighted row "
             "produced the segments above. "
             "Silhouette runs from -1 to 1: higher means tighter, better-separated segments. "
-            "Unassigned customers are those a density-based method leaves out as noise.")
+            "Noise is the share a density-based method first leaves out (each is then given its most likely "
+            "segment, with a low strength). Stability is the agreement (adjusted Rand index, 1 = identical) "
+            "between refits with other seeds and on subsamples; agreement with personas, where the data has "
+            "them, compares the segments with the personas that generated the customers.")
     body = (f'<div class="scroll"><table class="data"><thead><tr>{head}</tr></thead>'
             f'<tbody>{"".join(rows)}</tbody></table></div>')
     return _section("comparison", "Method comparison", body, lead)

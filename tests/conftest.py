@@ -22,11 +22,13 @@ def small_config_document() -> dict:
     doc["train_autoencoder"].update(hidden_units=[16, 8], latent_dim=4, epochs=15, batch_size=64,
                                     early_stopping_patience=5)
     cluster = doc["cluster"]
-    cluster.update(silhouette_sample_size=300, selection_sample_size=300)
+    # One process: worker start-up would cost more than the fits of 300 customers.
+    cluster.update(silhouette_sample_size=300, selection_sample_size=300, n_jobs=1)
     cluster["hdbscan"].update(min_cluster_size_fraction=0.05, min_samples=5)
     cluster["gmm"]["n_components"] = [2, 5]
     cluster["fcm"].update(n_clusters=[2, 5], max_iter=100)
     cluster["kmeans"]["n_clusters"] = [2, 5]
+    cluster["evaluation"].update(reseeds=2, bootstraps=2, stability_sample_size=300, reference_sample_size=300)
     return doc
 
 

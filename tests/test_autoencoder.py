@@ -84,3 +84,18 @@ def test_save_load_round_trip_gives_the_same_latent_values(trained, X, tmp_path)
     # The encoder is built from the loaded network's own layers.
     encoder = loaded.encoder_
     assert encoder.get_layer(LATENT_LAYER) is loaded.model_.get_layer(LATENT_LAYER)
+
+
+def test_saved_encoder_alone_encodes_like_the_trained_model(trained, X, tmp_path):
+    """encoder.keras carries the trained weights (seed 004's encoder stayed bound to untrained layers)."""
+    import keras
+
+    model, before = trained
+    path = tmp_path / "encoder.keras"
+    model.save_encoder(path)
+    encoder = keras.models.load_model(path)
+    assert encoder.output_shape == (None, LATENT)
+    np.testing.assert_allclose(encoder.predict(X, verbose=0), before, atol=1e-6)
+    untrained = AutoencoderTransformer(**PARAMS)._build(N_FEATURES)
+    fresh = keras.Model(untrained.inputs, untrained.get_layer(LATENT_LAYER).output)
+    assert np.max(np.abs(fresh.predict(X, verbose=0) - before)) > 1e-3, "a check that could fail"

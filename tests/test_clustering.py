@@ -9,8 +9,7 @@ from sklearn.datasets import make_blobs
 from sklearn.metrics import adjusted_rand_score, silhouette_score
 
 from core.clustering import (NOISE, FuzzyCMeansClusterer, GaussianMixtureClusterer, HDBSCANClusterer,
-                             KMeansClusterer, cluster_all, sampled_silhouette, summarize_clustering)
-from core.config import load_config
+                             KMeansClusterer, normalized_entropy, sampled_silhouette)
 
 N, CENTRES, DIMS = 600, 4, 5
 
@@ -78,24 +77,38 @@ def test_selected_number_of_clusters_is_four(method, fitted):
     assert sorted(scores) == [2, 3, 4, 5, 6]
 
 
-@pytest.mark.parametrize("method", ["gmm", "fcm", "kmeans"])
-def test_predict_on_training_data_gives_the_training_labels(method, fitted, data):
+@pytest.mark.parametrize("method", METHODS)
+def test_scoring_the_training_rows_gives_exactly_the_training_labels(method, fitted, data):
     X, _ = data
     model = fitted[method]
     labels, strength = model.predict_with_strength(X)
     np.testing.assert_array_equal(labels, model.labels_)
-    np.testing.assert_allclose(strength, model.strength_, atol=1e-9)
+    np.testing.assert_array_equal(strength, model.strength_)
     np.testing.assert_array_equal(model.predict(X), model.labels_)
+    # Row by row too: a customer's segment does not depend on who is scored with it.
+    np.testing.assert_array_equal(model.predict(X[::-1][:50]), model.labels_[::-1][:50])
 
 
-def test_hdbscan_approximate_predict_agrees_on_clustered_training_points(fitted, data):
+@pytest.mark.parametrize("method", METHODS)
+def test_assign_gives_a_consistent_soft_assignment(method, fitted, data):
     X, _ = data
-    model = fitted["hdbscan"]
-    labels, strength = model.predict_with_strength(X)
-    clustered = model.labels_ != NOISE
-    assert clustered.mean() > 0.5
-    assert np.mean(labels[clustered] == model.labels_[clustered]) >= 0.95
-    assert np.all((strength >= 0) & (strength <= 1))
+    model = fitted[method]
+    found = model.assign(X)
+    np.testing.assert_array_equal(found.labels, model.labels_)
+    np.testing.assert_array_equal(found.cluster_ids, np.arange(CENTRES))
+    assert set(found.runner_up) <= set(range(CENTRES)) and not np.any(found.runner_up == found.labels)
+    if method == "kmeans":
+        assert found.membership is None and found.uncertainty is None
+        return
+    assert found.membership.shape == (N, CENTRES)
+    assert np.all(found.membership >= 0) and np.all(found.membership.sum(axis=1) <= 1 + 1e-9)
+    if method in ("gmm", "fcm"):
+        np.testing.assert_allclose(found.membership.sum(axis=1), 1.0, atol=1e-9)
+        np.testing.assert_array_equal(found.membership.argmax(axis=1), found.labels)
+        np.testing.assert_allclose(found.membership.max(axis=1), found.strength)
+    assert np.all((found.uncertainty >= 0) & (found.uncertainty <= 1))
+    # Clear-cut blobs: most customers are assigned with little doubt.
+    assert np.median(found.uncertainty) < 0.5
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -169,44 +182,154 @@ def test_sampled_silhouette_samples_with_its_seed(data):
     assert 0.5 < a <= 1.0
 
 
-def test_summarize_clustering_counts_on_a_hand_made_array():
-    labels = np.array([0, 0, 0, 2, 2, NOISE, NOISE, 5])  # label 1, 3 and 4 unused
-    X = np.random.default_rng(0).normal(size=(len(labels), 2))
-    row = summarize_clustering("hdbscan", "latent", X, labels, sample_size=100, seed=0)
-    assert row["method"] == "hdbscan" and row["space"] == "latent"
-    assert row["clusters"] == 3
-    assert row["noise_ratio"] == pytest.approx(2 / 8)
-    assert row["smallest_cluster"] == 1
-    assert row["largest_cluster"] == 3
-    assert np.isfinite(row["silhouette"])
+def test_normalized_entropy_is_zero_when_certain_and_one_when_evenly_split():
+    membership = np.array([[1.0, 0.0, 0.0], [1 / 3, 1 / 3, 1 / 3], [0.2, 0.2, 0.0], [0.0, 0.0, 0.0]])
+    np.testing.assert_allclose(normalized_entropy(membership), [0.0, 1.0, np.log(2) / np.log(3), 1.0])
 
 
-def test_summarize_clustering_of_all_noise():
-    labels = np.full(6, NOISE)
-    row = summarize_clustering("hdbscan", "raw", np.zeros((6, 2)), labels, sample_size=100, seed=0)
-    assert (row["clusters"], row["noise_ratio"], row["smallest_cluster"], row["largest_cluster"]) == (0, 1.0, 0, 0)
-    assert np.isnan(row["silhouette"])
+# --- HDBSCAN noise -------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def noisy():
+    """The blobs plus 150 points scattered uniformly around them: HDBSCAN calls many of them noise."""
+    X, y = blobs(seed=0)
+    scatter = np.random.default_rng(4).uniform(X.min(axis=0) - 2, X.max(axis=0) + 2, size=(150, DIMS))
+    return np.vstack([X, scatter]), y
 
 
-# --- cluster_all -------------------------------------------------------------------------------
+def test_noise_points_get_their_most_likely_cluster_with_a_low_strength(noisy):
+    X, y = noisy
+    kept = HDBSCANClusterer(min_cluster_size_fraction=0.05, min_samples=5, reassign_noise=False).fit(X)
+    model = HDBSCANClusterer(min_cluster_size_fraction=0.05, min_samples=5).fit(X)
+    noise = kept.labels_ == NOISE
+    assert 0.05 < noise.mean() < 0.5 and model.fit_noise_ratio_ == pytest.approx(noise.mean())
+    found = model.assign(X)
+    np.testing.assert_array_equal(found.noise, noise)
+    assert (found.labels != NOISE).all(), "every customer gets a segment"
+    np.testing.assert_array_equal(found.labels[~noise], kept.labels_[~noise])
+    # The flag: a reassigned customer's strength is its (low) membership in that cluster.
+    assert np.median(found.strength[noise]) < 0.5 * np.median(found.strength[~noise])
+    np.testing.assert_allclose(found.strength[noise], found.membership[noise].max(axis=1))
+    # The blob points HDBSCAN left out still go to their own blob.
+    blob_noise = np.flatnonzero(noise[:N])
+    assert adjusted_rand_score(y[blob_noise], found.labels[blob_noise]) > 0.8 or len(blob_noise) < 10
+    # Without reassignment noise stays -1, with strength 0.
+    assert (kept.strength_[noise] == 0).all() and (kept.predict(X[noise]) == NOISE).all()
 
-def test_cluster_all_fits_every_method_in_every_space(small_config_path, data):
-    X, y = data
-    cluster_cfg = load_config(small_config_path).cluster
-    spaces = {"raw": X, "latent": X[:, :3]}
-    methods = list(cluster_cfg.methods)
-    assignments, comparison, models = cluster_all(spaces, methods, cluster_cfg, seed=0)
 
-    expected = [f"{m}_{s}_{k}" for s in spaces for m in methods for k in ("label", "strength")]
-    assert list(assignments.columns) == expected
-    assert len(assignments) == len(X)
-    assert list(zip(comparison["method"], comparison["space"])) == [(m, s) for s in spaces for m in methods]
-    assert set(models) == {(m, s) for s in spaces for m in methods}
-    for (m, s), model in models.items():
-        np.testing.assert_array_equal(assignments[f"{m}_{s}_label"], model.labels_)
-        strength = assignments[f"{m}_{s}_strength"]
-        assert strength.between(0, 1).all()
-    # The blobs stay apart in the first three dimensions too.
-    assert adjusted_rand_score(y, assignments["kmeans_latent_label"]) > 0.9
-    counts = comparison.set_index(["method", "space"])["clusters"]
-    assert counts[("kmeans", "raw")] == CENTRES
+def test_hdbscan_finding_no_cluster_calls_everyone_noise():
+    X = np.random.default_rng(0).uniform(size=(60, 2))
+    model = HDBSCANClusterer(min_cluster_size_fraction=0.5, min_samples=30).fit(X)
+    assert model.n_clusters_ == 0, "uniform points, clusters of half the data: nothing dense enough"
+    found = model.assign(X)
+    assert (found.labels == NOISE).all() and (found.strength == 0).all() and found.noise.all()
+    assert found.membership is None and (found.runner_up == NOISE).all()
+
+
+# --- segment ids and refits ----------------------------------------------------------------------
+
+@pytest.mark.parametrize("method", METHODS)
+def test_new_segment_ids_apply_to_labels_predictions_and_runner_up(method, fitted, data, tmp_path):
+    X, _ = data
+    model = joblib.load(_dump(fitted[method], tmp_path))  # a copy: the fixture stays as it was
+    before = model.assign(X)
+    ids = np.array([7, 2, 9, 0])
+    model.set_cluster_ids(ids)
+    after = model.assign(X)
+    np.testing.assert_array_equal(after.labels, ids[before.labels])
+    np.testing.assert_array_equal(model.labels_, after.labels)
+    np.testing.assert_array_equal(after.runner_up, ids[before.runner_up])
+    np.testing.assert_array_equal(after.cluster_ids, ids)
+    with pytest.raises(ValueError, match="distinct non-negative"):
+        model.set_cluster_ids([1, 1, 2, 3])
+    with pytest.raises(ValueError, match="need 4"):
+        model.set_cluster_ids([1, 2])
+
+
+def _dump(model, folder):
+    path = folder / "model.pkl"
+    joblib.dump(model, path)
+    return path
+
+
+@pytest.mark.parametrize("method", ["gmm", "fcm", "kmeans"])
+def test_fixed_params_refit_the_chosen_number_of_clusters_without_choosing(method, fitted, data):
+    from sklearn.base import clone
+
+    X, _ = data
+    model = fitted[method]
+    refit = clone(model).set_params(**model.fixed_params(), random_state=11).fit(X)
+    assert refit.n_clusters_ == model.n_clusters_
+    report = refit.selection_report()
+    assert report.get("bic", report.get("silhouette")) == {}, "nothing chosen again"
+    assert adjusted_rand_score(model.labels_, refit.labels_) > 0.95
+
+
+def test_fcm_can_choose_by_partition_coefficient(data):
+    X, _ = data
+    model = FuzzyCMeansClusterer(n_clusters=(2, 6), selection="partition_coefficient", random_state=0).fit(X)
+    report = model.selection_report()
+    assert report["chosen_by"] == "partition_coefficient" and report["silhouette"] == {}
+    assert model.n_clusters_ == max(report["partition_coefficient"], key=report["partition_coefficient"].get)
+    assert 1 / model.n_clusters_ <= model.partition_coefficient_ <= 1
+    assert 0 <= model.partition_entropy_ <= np.log(model.n_clusters_)
+    with pytest.raises(ValueError, match="selection must be"):
+        FuzzyCMeansClusterer(selection="bic").fit(X)
+
+
+# --- vectorised HDBSCAN prediction (core/hdbscan_prediction.py) ----------------------------------
+
+@pytest.mark.parametrize("selection", ["eom", "leaf"])
+def test_vectorised_prediction_equals_the_hdbscan_library(noisy, selection):
+    import hdbscan
+
+    from core import hdbscan_prediction
+
+    X, _ = noisy
+    fitted = hdbscan.HDBSCAN(min_cluster_size=25, min_samples=5, cluster_selection_method=selection,
+                             prediction_data=True).fit(X[::2])
+    tables = hdbscan_prediction.prediction_tables(fitted)
+    rng = np.random.default_rng(5)
+    new = np.ascontiguousarray(np.vstack([X[1::2], rng.uniform(X.min(), X.max(), size=(100, DIMS))]))
+    labels, strength = hdbscan.approximate_predict(fitted, new)
+    ours_labels, ours_strength = hdbscan_prediction.approximate_predict(fitted, tables, new)
+    assert (labels == -1).any() and labels.max() >= 2, "noise and several clusters: every branch is used"
+    np.testing.assert_array_equal(ours_labels, labels)
+    np.testing.assert_allclose(ours_strength, strength, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(hdbscan_prediction.membership_vector(fitted, tables, new),
+                               hdbscan.membership_vector(fitted, new), rtol=0, atol=1e-12)
+
+
+def test_vectorised_membership_does_not_depend_on_the_array_layout(noisy):
+    """hdbscan 0.8.44's own membership_vector misreads rows of a column-major array (what
+    DataFrame.to_numpy() returns); ours reads any layout."""
+    import hdbscan
+
+    from core import hdbscan_prediction
+
+    X, _ = noisy
+    fitted = hdbscan.HDBSCAN(min_cluster_size=25, min_samples=5, prediction_data=True).fit(X)
+    tables = hdbscan_prediction.prediction_tables(fitted)
+    rows_major, column_major = np.ascontiguousarray(X[:200]), np.asfortranarray(X[:200])
+    np.testing.assert_array_equal(hdbscan_prediction.membership_vector(fitted, tables, column_major),
+                                  hdbscan_prediction.membership_vector(fitted, tables, rows_major))
+
+
+def test_brute_force_neighbours_in_many_dimensions_give_the_library_answer():
+    """From 12 dimensions the neighbour search is brute force; labels and memberships stay the library's."""
+    import hdbscan
+
+    from core import hdbscan_prediction
+
+    X, _ = make_blobs(n_samples=400, centers=3, n_features=14, cluster_std=2.0, random_state=3)
+    X = np.vstack([X, np.random.default_rng(3).uniform(X.min(), X.max(), size=(60, 14))])
+    assert X.shape[1] >= hdbscan_prediction.BRUTE_FORCE_FROM_DIMS
+    fitted = hdbscan.HDBSCAN(min_cluster_size=20, min_samples=5, prediction_data=True).fit(X[::2])
+    tables = hdbscan_prediction.prediction_tables(fitted)
+    new = np.ascontiguousarray(X[1::2])
+    labels, strength = hdbscan.approximate_predict(fitted, new)
+    ours, ours_strength, ours_membership = hdbscan_prediction.predict(fitted, tables, new, "all")
+    assert (labels == -1).any()
+    np.testing.assert_array_equal(ours, labels)
+    np.testing.assert_allclose(ours_strength, strength, atol=1e-9)
+    np.testing.assert_allclose(ours_membership, hdbscan.membership_vector(fitted, new), atol=1e-9)

@@ -319,6 +319,46 @@ def test_primary_method_must_be_fitted(tmp_path, docs):
         load_config(path)
 
 
+def test_primary_auto_is_accepted_for_either_half(tmp_path, docs):
+    docs["config"]["cluster"]["primary"] = {"method": "auto", "space": "latent"}
+    assert load_config(write_documents(tmp_path, docs)).cluster.primary.method == "auto"
+
+
+def test_primary_auto_space_must_still_be_a_choice(tmp_path, docs):
+    docs["config"]["cluster"]["primary"] = {"method": "auto", "space": "umap"}
+    path = write_documents(tmp_path, docs)
+
+    with pytest.raises(ConfigError, match=problem(
+            tmp_path / "config.yml", "cluster.primary.space", "'umap' is not allowed",
+            "allowed values: raw, latent, auto")):
+        load_config(path)
+
+
+def test_ground_truth_must_be_a_customer_column_that_is_not_an_identifier(tmp_path, docs):
+    for column, hint in (("persnoa", "did you mean 'persona'"), ("email", "allowed: persona")):
+        docs["config"]["cluster"]["evaluation"]["ground_truth"] = column
+        path = write_documents(tmp_path / column, docs)
+        with pytest.raises(ConfigError, match=problem(
+                tmp_path / column / "config.yml", "cluster.evaluation.ground_truth",
+                f"'{column}' is not a column of customers.parquet that can be a ground truth", hint,
+                "or null for none")):
+            load_config(path)
+    docs["config"]["cluster"]["evaluation"]["ground_truth"] = None
+    assert load_config(write_documents(tmp_path / "none", docs)).cluster.evaluation.ground_truth is None
+
+
+def test_fcm_selection_and_hdbscan_selection_are_choices(tmp_path, docs):
+    docs["config"]["cluster"]["fcm"]["selection"] = "bic"
+    docs["config"]["cluster"]["hdbscan"]["cluster_selection_method"] = "leaves"
+    path = write_documents(tmp_path, docs)
+
+    with pytest.raises(ConfigError) as error:
+        load_config(path)
+    assert any("cluster.fcm.selection" in p and "silhouette, partition_coefficient" in p
+               for p in error.value.problems)
+    assert any("cluster.hdbscan.cluster_selection_method" in p and "eom, leaf" in p for p in error.value.problems)
+
+
 def test_generate_data_department_must_be_merchandise(tmp_path, docs):
     """A misspelt department under generate_data.department_return_rates is rejected with a hint."""
     docs["config"]["generate_data"]["department_return_rates"]["Ladies Clothes"] = 0.1

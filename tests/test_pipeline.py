@@ -114,10 +114,26 @@ def test_assignments_hold_label_and_strength_for_every_method_and_space(pipeline
             assert labels.min() >= -1
             assert strength.between(0, 1).all()
             assert (paths.stage_dir(artifacts_dir, paths.CLUSTER) / paths.cluster_model_file(method, space)).exists()
+            if method != "kmeans":
+                assert assignments[f"{method}_{space}_uncertainty"].between(0, 1).all()
+                soft = read(artifacts_dir, paths.CLUSTER, paths.membership_file(method, space))
+                assert (soft["customer_id"] == assignments["customer_id"]).all()
+                assert (soft.drop(columns="customer_id").sum(axis=1) <= 1 + 1e-5).all()
     assert len(comparison) == len(CLUSTER_METHODS) * len(SPACES)
-    assert {"method", "space", "clusters", "noise_ratio", "silhouette", "smallest_cluster",
-            "largest_cluster"} <= set(comparison.columns)
-    assert (assignments["segment"] == assignments["gmm_latent_label"]).all()
+    from core.segmentation import COMPARISON_COLUMNS
+
+    assert list(comparison.columns) == COMPARISON_COLUMNS
+    assert comparison["ari"].between(-1, 1).all() and comparison["stability_reseed"].between(-1, 1).all()
+    assert (assignments["hdbscan_latent_label"] != -1).all(), "noise customers get their most likely segment"
+    document = json.loads((paths.stage_dir(artifacts_dir, paths.CLUSTER) / paths.COMPARISON_JSON).read_text())
+    primary = document["primary"]
+    assert primary["reason"].startswith("auto:") and document["ground_truth"] == "persona"
+    assert (assignments["segment"] == assignments[f"{primary['method']}_{primary['space']}_label"]).all()
+    latent = read(artifacts_dir, paths.TRAIN_AUTOENCODER, paths.LATENT)
+    np.testing.assert_array_equal(assignments["reconstruction_error"], latent["reconstruction_error"])
+    manifest = json.loads((paths.stage_dir(artifacts_dir, paths.CLUSTER) / paths.MANIFEST).read_text())
+    assert manifest["details"]["primary"] == primary
+    assert document["supervised_reference"]["raw"]["ari"] > 0
 
 
 def test_no_profile_column_reaches_basic_or_features(pipeline_run):
@@ -457,7 +473,7 @@ def test_customers_with_segments_has_one_row_per_customer_and_a_distinct_runner_
     table = read(artifacts_dir, paths.PROFILE_EXPORT, paths.CUSTOMERS_WITH_SEGMENTS)
     assignments = read(artifacts_dir, paths.CLUSTER, paths.ASSIGNMENTS)
     assert list(table.columns) == ["customer_id", "segment_id", "segment_name", "strength",
-                                   "runner_up_segment_id", "runner_up_segment_name"]
+                                   "runner_up_segment_id", "runner_up_segment_name", "reconstruction_error"]
     assert table["customer_id"].is_unique and len(table) == len(assignments)
     assert (table["segment_id"] != table["runner_up_segment_id"]).all()
     assert table["strength"].between(0, 1).all()
@@ -496,8 +512,11 @@ def test_other_segmentations_are_exported_on_request(pipeline_run, tmp_path):
 
 def test_noise_is_not_a_segment_and_gets_the_catch_all_strategy(pipeline_run, tmp_path):
     """With HDBSCAN on raw features as the primary: noise stays unassigned, the projection uses raw space."""
-    config_path, artifacts_dir = rerun_with(pipeline_run, tmp_path, lambda d: d["cluster"].update(
-        primary={"method": "hdbscan", "space": "raw"}))
+    def hdbscan_raw_keeping_noise(document):
+        document["cluster"].update(primary={"method": "hdbscan", "space": "raw"})
+        document["cluster"]["hdbscan"]["reassign_noise"] = False
+
+    config_path, artifacts_dir = rerun_with(pipeline_run, tmp_path, hdbscan_raw_keeping_noise)
     config = load_config(config_path)
     run_pipeline(config, artifacts_dir)
     folder = paths.stage_dir(artifacts_dir, paths.PROFILE_EXPORT)
@@ -515,10 +534,12 @@ def test_noise_is_not_a_segment_and_gets_the_catch_all_strategy(pipeline_run, tm
 
 
 def test_stage_05_refuses_assignments_made_for_another_primary(pipeline_run, tmp_path):
+    chosen = json.loads((paths.stage_dir(pipeline_run[1], paths.CLUSTER) / paths.COMPARISON_JSON).read_text())
+    other = "fcm" if chosen["primary"]["method"] != "fcm" else "kmeans"
     config_path, artifacts_dir = rerun_with(pipeline_run, tmp_path, lambda d: d["cluster"].update(
-        primary={"method": "kmeans", "space": "latent"}))
+        primary={"method": other, "space": "latent"}))
     with pytest.raises(PipelineError, match=r"assignments.parquet was made with another cluster.primary than "
-                                            r"kmeans_latent.*rerun from stage 04_cluster"):
+                                            rf"{other}_latent.*rerun from stage 04_cluster"):
         run_pipeline(load_config(config_path), artifacts_dir, only=paths.PROFILE_EXPORT, force=True)
 
 
@@ -556,3 +577,111 @@ def test_seasonal_peaks_count_only_purchases_up_to_the_analysis_date(tmp_path):
                            / paths.SEGMENT_PROFILES_JSON).read_text(encoding="utf-8"))
     months = {p["month"] for s in profiles["segments"] for p in s.get("seasonal_peaks", [])}
     assert months and months <= {"January", "February", "March", "April", "May", "June"}
+
+
+# --- stage 04: ground truth, retraining, scoring --------------------------------------------------
+
+
+def test_the_persona_never_reaches_a_clustering_fit(pipeline_run, tmp_path):
+    """Stage 04 without the ground truth fits exactly the same segmentations; only evaluation differs."""
+    config_path, artifacts_dir = rerun_with(pipeline_run, tmp_path, lambda d: d["cluster"].update(
+        primary={"method": "gmm", "space": "latent"}) or d["cluster"]["evaluation"].update(ground_truth=None))
+    run_pipeline(load_config(config_path), artifacts_dir, only=paths.CLUSTER)
+    with_truth = read(pipeline_run[1], paths.CLUSTER, paths.ASSIGNMENTS)
+    without = read(artifacts_dir, paths.CLUSTER, paths.ASSIGNMENTS)
+    per_method = [c for c in with_truth.columns if c.startswith(CLUSTER_METHODS)]
+    assert len(per_method) >= 3 * len(CLUSTER_METHODS) * len(SPACES)
+    for column in per_method:
+        pd.testing.assert_series_equal(without[column], with_truth[column])
+    comparison = pd.read_csv(paths.stage_dir(artifacts_dir, paths.CLUSTER) / paths.COMPARISON)
+    assert comparison["ari"].isna().all()
+    document = json.loads((paths.stage_dir(artifacts_dir, paths.CLUSTER) / paths.COMPARISON_JSON).read_text())
+    assert document["ground_truth"] is None and document["supervised_reference"] is None
+
+
+def test_a_rerun_keeps_segment_ids_and_counts_migration(pipeline_run, tmp_path):
+    config_path, artifacts_dir = rerun_with(pipeline_run, tmp_path, lambda d: d["cluster"]["kmeans"].update(n_init=2))
+    run_pipeline(load_config(config_path), artifacts_dir, only=paths.CLUSTER)
+    before = read(pipeline_run[1], paths.CLUSTER, paths.ASSIGNMENTS)
+    after = read(artifacts_dir, paths.CLUSTER, paths.ASSIGNMENTS)
+    migration = pd.read_csv(paths.stage_dir(artifacts_dir, paths.CLUSTER) / paths.MIGRATION)
+    gmm = migration[(migration["method"] == "gmm") & (migration["space"] == "latent")]
+    assert gmm["customers"].sum() == len(after), "every customer of both runs counted once"
+    kept = gmm.loc[gmm["previous_segment"] == gmm["segment"], "customers"].sum()
+    assert kept == (before["gmm_latent_label"] == after["gmm_latent_label"]).sum() == len(after)
+    first = pd.read_csv(paths.stage_dir(pipeline_run[1], paths.CLUSTER) / paths.MIGRATION)
+    assert first.empty and list(first.columns) == ["method", "space", "previous_segment", "segment", "customers"]
+
+
+def test_scoring_the_training_customers_reproduces_their_training_segments(pipeline_run, tmp_path):
+    from core.pipeline import score_file
+
+    config_path, artifacts_dir = pipeline_run
+    config = load_config(config_path)
+    assignments = read(artifacts_dir, paths.CLUSTER, paths.ASSIGNMENTS)
+    columns = [c for c in assignments.columns if c.endswith(("_label", "_strength")) or c.startswith("segment")]
+    lines = paths.stage_dir(artifacts_dir, paths.GENERATE_DATA) / paths.TRANSACTIONS
+    features = paths.stage_dir(artifacts_dir, paths.PREPARE_FEATURES) / paths.ENRICHED_DEPARTMENT
+    for source in (lines, features):
+        scored = pd.read_parquet(score_file(config, artifacts_dir, source, tmp_path / f"{source.stem}.parquet"))
+        scored = scored.set_index("customer_id").loc[assignments["customer_id"]].reset_index()
+        assert (scored["excluded_reason"] == "").all()
+        for column in columns:
+            np.testing.assert_array_equal(scored[column].to_numpy(), assignments[column].to_numpy(), err_msg=column)
+        np.testing.assert_allclose(scored["reconstruction_error"], assignments["reconstruction_error"], rtol=1e-5)
+    # Customers stage 02 left out are left out of scoring too, with stage 02's reason.
+    excluded = read(artifacts_dir, paths.PREPARE_FEATURES, paths.EXCLUDED_CUSTOMERS)
+    assert len(excluded), "the fixture's config excludes some customers"
+    scored = pd.read_parquet(tmp_path / f"{lines.stem}.parquet").set_index("customer_id")
+    left_out = scored.loc[excluded["customer_id"]]
+    assert left_out["segment"].isna().all()
+    assert list(left_out["excluded_reason"]) == list(excluded["reason"])
+
+
+def test_score_command_scores_new_customers_and_explains_bad_input(pipeline_run, tmp_path, capsys):
+    config_path, artifacts_dir = pipeline_run
+    lines = read(artifacts_dir, paths.GENERATE_DATA, paths.TRANSACTIONS)
+    assignments = read(artifacts_dir, paths.CLUSTER, paths.ASSIGNMENTS).set_index("customer_id")
+    some = assignments.index[:20]
+    # New customers: the order lines of 20 known ones under new ids, and one whose lines are all after the
+    # analysis date; scored as CSV, as a retailer would hand them over.
+    new = lines[lines["customer_id"].isin(some)].assign(customer_id=lambda f: f["customer_id"] + 10_000_000)
+    day = lines["order_date"].max()
+    late = new[new["customer_id"] == new["customer_id"].iloc[0]].assign(customer_id=99_999_999,
+                                                                         order_date=day + pd.Timedelta(days=3))
+    source = tmp_path / "new_customers.csv"
+    pd.concat([new, late]).to_csv(source, index=False)
+    output = tmp_path / "scored.csv"
+    code = main(["score", str(source), "--output", str(output), "--analysis-date", str(day.date()),
+                 "--config", str(config_path), "--artifacts", str(artifacts_dir)])
+    assert code == 0, capsys.readouterr().err
+    scored = pd.read_csv(output).set_index("customer_id")
+    again = scored.loc[some + 10_000_000]
+    np.testing.assert_array_equal(again["segment"].to_numpy(), assignments.loc[some, "segment"].to_numpy())
+    assert scored.loc[99_999_999, "excluded_reason"] == "first purchase after the analysis date"
+    assert pd.isna(scored.loc[99_999_999, "segment"])
+    bad = tmp_path / "bad.csv"
+    pd.DataFrame({"customer_id": [1], "basket": [3]}).to_csv(bad, index=False)
+    code = main(["score", str(bad), "--config", str(config_path), "--artifacts", str(artifacts_dir)])
+    err = capsys.readouterr().err
+    assert code == 2 and "neither a transaction log (missing order_id" in err and "nor a features file" in err
+    assert main(["score", str(tmp_path / "none.parquet"), "--config", str(config_path), "--artifacts",
+                 str(tmp_path / "empty")]) == 2
+    assert "was not found" in capsys.readouterr().err
+
+
+def test_scoring_a_features_file_refuses_gaps_and_duplicates(pipeline_run):
+    from core import scoring
+
+    config_path, artifacts_dir = pipeline_run
+    saved = scoring.load_saved_run(artifacts_dir, load_config(config_path))
+    features = read(artifacts_dir, paths.PREPARE_FEATURES, paths.ENRICHED_DEPARTMENT).head(5)
+    assert scoring.input_kind(features, saved.transformer) == "features"
+    gap = features.assign(orders=[1.0, np.nan, 2.0, 3.0, 4.0])
+    with pytest.raises(PipelineError, match="new.parquet: missing values in orders; every customer needs"):
+        scoring.score_customers(gap, saved, source="new.parquet")
+    twice = pd.concat([features, features.head(1)])
+    with pytest.raises(PipelineError, match="1 customer_id value\\(s\\) appear twice"):
+        scoring.score_customers(twice, saved, source="new.parquet")
+    scored = scoring.score_customers(features, saved)
+    assert list(scored["customer_id"]) == list(features["customer_id"]) and (scored["excluded_reason"] == "").all()

@@ -258,11 +258,13 @@ def test_comparison_table_formats_and_marks_the_primary_method(page):
     assert "14.4%" in primary[0] and "0.210" in primary[0] and "4,321" in primary[0]
 
 
-def test_comparison_shows_extra_columns_and_missing_values(report_data):
-    comparison = report_data.comparison.assign(runtime_seconds=1.5)
+def test_comparison_shows_its_chosen_columns_and_missing_values(report_data):
+    comparison = report_data.comparison.assign(runtime_seconds=1.5, stability_reseed=0.987, ari=np.nan)
     comparison.loc[0, "silhouette"] = np.nan
     page = render_report(ReportData(**{**report_data.__dict__, "comparison": comparison}))
-    assert "runtime_seconds" in page and "1.500" in page and "—" in page
+    assert "Stability (reseeds)" in page and "0.987" in page and "—" in page
+    # comparison.csv's other columns stay in the file; a column empty throughout is left out.
+    assert "runtime_seconds" not in page and "Agreement with personas" not in page
 
 
 def test_persona_table_is_present_only_when_given(page, report_data):

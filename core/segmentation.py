@@ -1,0 +1,315 @@
+"""Everything stage 04 computes: fit, score everyone, keep ids, evaluate, choose the primary.
+
+:func:`segment_customers` fits every method in every space on at most
+``cluster.fit_sample_size`` customers (a seeded sample; all of them at the
+default 10,000), scores every customer with the fitted models (the same
+:meth:`~core.clustering._Segmenter.assign` the scoring command uses, so a
+training customer scored again gets its training segment), matches the new
+segment ids to a previous run's (:mod:`core.matching`), evaluates each
+segmentation (:mod:`core.evaluation`) and picks the primary one.
+
+The ground truth (``truth``) reaches only the evaluation: the agreement
+measures computed once every model is fitted, the supervised reference
+(a classifier of its own, trained beside the clusterers) and, with
+``cluster.primary: auto``, the choice among finished segmentations. It
+never reaches a clusterer's fit.
+
+The methods and spaces are fitted side by side in ``cluster.n_jobs`` worker
+processes, each with one thread per native pool; results do not depend on
+the number of workers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from core import evaluation, matching
+from core.clustering import NOISE, Assignment, make_clusterer, sample_rows
+
+log = logging.getLogger(__name__)
+
+COMPARISON_COLUMNS = [
+    "method", "space", "clusters", "noise_ratio", "smallest_cluster", "largest_cluster", "smallest_share",
+    "median_share", "largest_share", "silhouette", "davies_bouldin", "calinski_harabasz", "stability_reseed",
+    "stability_bootstrap", "high_confidence_share", "mean_uncertainty", "bic", "aic", "partition_coefficient",
+    "partition_entropy", "ari", "nmi", "homogeneity", "completeness", "ari_to_reference",
+]
+
+
+@dataclasses.dataclass
+class Segmentation:
+    """What :func:`segment_customers` returns.
+
+    Attributes
+    ----------
+    models : dict of (method, space) to fitted clusterer
+    assignments : dict of (method, space) to Assignment
+        Every customer, rows in input order.
+    comparison : DataFrame
+        One row per method and space, columns :data:`COMPARISON_COLUMNS`.
+    primary : (str, str)
+        Method and space feeding stage 05.
+    primary_reason : str
+    reference : dict or None
+        ``{space: core.evaluation.supervised_reference(...)}`` for the model matrix (``raw``, or the
+        only space); None without a ground truth or with ``evaluation.supervised_reference: false``.
+    matching : dict
+        Per ``<method>_<space>``: how its ids were matched to the previous run.
+    migration : DataFrame
+        :data:`core.matching.MIGRATION_COLUMNS`, empty without a previous run.
+    has_truth : bool
+        Whether a ground truth was given (and not all missing).
+    seconds : dict
+        Per ``<method>_<space>``: ``fit``, ``assign`` and ``evaluate`` wall seconds; ``reference`` too.
+        Kept out of the comparison, so the same inputs give byte-identical files.
+    """
+
+    models: dict[tuple[str, str], Any]
+    assignments: dict[tuple[str, str], Assignment]
+    comparison: pd.DataFrame
+    primary: tuple[str, str]
+    primary_reason: str
+    reference: dict[str, dict] | None
+    matching: dict[str, dict]
+    migration: pd.DataFrame
+    has_truth: bool = False
+    seconds: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+def segment_customers(spaces: dict[str, np.ndarray], methods: list[str], cfg, seed: int, *,
+                      truth: pd.Series | None = None,
+                      previous: dict[str, np.ndarray] | None = None) -> Segmentation:
+    """Fit, score, match, evaluate and choose.
+
+    Parameters
+    ----------
+    spaces : dict of str to ndarray
+        Space name (``raw``, ``latent``) -> matrix (n_customers, n_dims), rows aligned.
+    methods : list of str
+    cfg : ClusterConfig
+        The ``cluster`` config section.
+    seed : int
+    truth : Series, optional
+        Known group of each customer (the generator's persona; missing
+        values allowed), rows aligned with the matrices. Evaluation only.
+    previous : dict of str to ndarray, optional
+        ``<method>_<space>`` -> each customer's segment id in the previous
+        run (``-1`` unknown), for :func:`core.matching.match_cluster_ids`.
+    """
+    return _segment(spaces, methods, cfg, seed, truth, previous)
+
+
+@evaluation.single_threaded
+def _fit_and_evaluate(method: str, space: str, X: np.ndarray, fit_rows: np.ndarray, cfg, seed: int):
+    """One method in one space: fit on the sample, score everyone, measure (no ground truth here)."""
+    clock = time.perf_counter()
+    model = make_clusterer(method, cfg, seed).fit(X[fit_rows])
+    fitted = time.perf_counter()
+    found = model.fit_assignment() if len(fit_rows) == len(X) else model.assign(X)
+    scored = time.perf_counter()
+    row = {"method": method, "space": space}
+    row.update(evaluation.internal_metrics(X, found, cfg.silhouette_sample_size, seed, cfg.high_confidence))
+    ev = cfg.evaluation
+    row.update(evaluation.stability(model, X, seed=seed, reseeds=ev.reseeds, bootstraps=ev.bootstraps,
+                                    sample_size=ev.stability_sample_size, bootstrap_fraction=ev.bootstrap_fraction))
+    row.update(_model_scores(model, X[fit_rows]))
+    seconds = {"fit": round(fitted - clock, 3), "assign": round(scored - fitted, 3),
+               "evaluate": round(time.perf_counter() - scored, 3)}
+    return model, found, row, seconds
+
+
+@evaluation.single_threaded
+def _reference(X: np.ndarray, truth: pd.Series, cfg, seed: int):
+    clock = time.perf_counter()
+    result = evaluation.supervised_reference(X, truth, folds=cfg.evaluation.reference_folds,
+                                             sample_size=cfg.evaluation.reference_sample_size, seed=seed)
+    return result, round(time.perf_counter() - clock, 3)
+
+
+def _segment(spaces, methods, cfg, seed, truth, previous) -> Segmentation:
+    from joblib import Parallel, delayed
+
+    n = len(next(iter(spaces.values())))
+    fit_rows = sample_rows(n, cfg.fit_sample_size, seed)
+    has_truth = truth is not None and pd.Series(truth).notna().any()
+    # The reference is measured on the model matrix (the raw space) as the issue defines it; what the
+    # latent space keeps is a diagnostic of the benchmark script, not worth its time on every run.
+    model_matrix = "raw" if "raw" in spaces else next(iter(spaces))
+    pairs = [(method, space) for space in spaces for method in methods]
+    # Independent fits in worker processes (each single-threaded): two cores, twice the work done. The
+    # reference goes first as it is the longest single task; results come back in submission order.
+    tasks = ([delayed(_reference)(spaces[model_matrix], truth, cfg, seed)]
+             if has_truth and cfg.evaluation.supervised_reference else [])
+    tasks += [delayed(_fit_and_evaluate)(m, s, spaces[s], fit_rows, cfg, seed) for m, s in pairs]
+    results = Parallel(n_jobs=min(cfg.n_jobs, len(tasks)), backend="loky")(tasks)
+    reference, seconds = None, {}
+    if len(results) > len(pairs):
+        (ref, seconds["reference"]), results = results[0], results[1:]
+        reference = {model_matrix: ref}
+        log.info("supervised reference: a classifier reaches ARI %.3f on the %s space (%.1f s)",
+                 ref["ari"], model_matrix, seconds["reference"])
+    models, found, rows = {}, {}, []
+    for (method, space), (model, assignment, row, took) in zip(pairs, results):
+        models[(method, space)], found[(method, space)] = model, assignment
+        rows.append(row)
+        seconds[f"{method}_{space}"] = took
+        log.info("%s on %s: %d clusters fitted on %s customers in %.1f s, everyone scored in %.1f s, evaluated "
+                 "in %.1f s", method, space, model.n_clusters_, f"{len(fit_rows):,}", took["fit"], took["assign"],
+                 took["evaluate"])
+
+    match_info, migrations = {}, []
+    for (method, space), model in models.items():
+        key = f"{method}_{space}"
+        if previous is None or key not in previous:
+            match_info[key] = {"matched": False, "reason": "no previous run of this method and space"}
+            continue
+        before = np.asarray(previous[key], dtype=np.int64)
+        ids = matching.match_cluster_ids(before, found[(method, space)].labels, model.cluster_ids_)
+        model.set_cluster_ids(ids)
+        found[(method, space)] = _relabelled(found[(method, space)], ids)
+        known = before != NOISE
+        after = found[(method, space)].labels
+        migrations.append(matching.migration_table(method, space, before[known], after[known]))
+        match_info[key] = {"matched": True, "customers_compared": int(known.sum()),
+                           "kept_segment": matching.kept_share(before[known], after[known]),
+                           "segments": sorted(int(i) for i in ids),
+                           "new_segments": sorted(int(i) for i in set(ids.tolist()) - set(before[known].tolist())),
+                           "retired_segments": sorted(int(i) for i in set(before[known].tolist()) - set(ids.tolist())
+                                                      if i != NOISE)}
+
+    # --- the ground truth, from here on: evaluation only ---
+    for row in rows:
+        truth_row = (evaluation.ground_truth_metrics(found[(row["method"], row["space"])].labels, truth)
+                     if has_truth else {})
+        row.update({k: truth_row.get(k, float("nan")) for k in ("ari", "nmi", "homogeneity", "completeness")})
+        ref = reference[model_matrix]["ari"] if reference else float("nan")
+        row["ari_to_reference"] = row["ari"] / ref if reference and ref > 0 else float("nan")
+    comparison = pd.DataFrame(rows)[COMPARISON_COLUMNS]
+
+    primary_method, primary_space, reason = evaluation.choose_primary(
+        comparison, cfg.primary.method, cfg.primary.space, cfg.evaluation.min_stability, has_truth)
+    primary = (primary_method, primary_space)
+    log.info("primary segmentation: %s %s (%s)", primary_method, primary_space, reason)
+    migration = (pd.concat(migrations, ignore_index=True) if migrations
+                 else pd.DataFrame({c: pd.Series(dtype="int64" if c not in ("method", "space") else "str")
+                                    for c in matching.MIGRATION_COLUMNS}))
+    return Segmentation(models=models, assignments=found, comparison=comparison, primary=primary,
+                        primary_reason=reason, reference=reference, matching=match_info, migration=migration,
+                        has_truth=bool(has_truth), seconds=seconds)
+
+
+def _relabelled(found: Assignment, ids: np.ndarray) -> Assignment:
+    """The same assignment with the model's clusters renamed ``ids`` (given in ``cluster_ids`` order)."""
+    ids = np.asarray(ids, dtype=np.int64)
+    lookup = np.full(int(found.cluster_ids.max(initial=0)) + 1, NOISE, dtype=np.int64)
+    lookup[found.cluster_ids] = ids
+
+    def rename(values: np.ndarray) -> np.ndarray:
+        values = np.asarray(values, dtype=np.int64)
+        return np.where(values >= 0, lookup[np.clip(values, 0, len(lookup) - 1)], NOISE)
+
+    return dataclasses.replace(found, labels=rename(found.labels), runner_up=rename(found.runner_up),
+                               cluster_ids=ids)
+
+
+def _model_scores(model, X_fit: np.ndarray) -> dict[str, float]:
+    """Method-specific figures: BIC and AIC of a mixture, partition coefficient and entropy of fuzzy c-means."""
+    scores = {k: float("nan") for k in ("bic", "aic", "partition_coefficient", "partition_entropy")}
+    if hasattr(model, "model_") and hasattr(model.model_, "bic"):
+        scores["bic"], scores["aic"] = float(model.model_.bic(X_fit)), float(model.model_.aic(X_fit))
+    if hasattr(model, "partition_coefficient_"):
+        scores["partition_coefficient"] = model.partition_coefficient_
+        scores["partition_entropy"] = model.partition_entropy_
+    return scores
+
+
+def assignments_table(result: Segmentation, customer_ids: np.ndarray,
+                      reconstruction_error: np.ndarray | None = None) -> pd.DataFrame:
+    """One row per customer: the primary segment, then every method's label and strength.
+
+    Columns: ``customer_id``, ``segment``, ``segment_strength``,
+    ``segment_runner_up`` (primary method), ``reconstruction_error`` (the
+    autoencoder's, when given), then per method and space
+    ``<method>_<space>_label``, ``_strength``, ``_uncertainty`` (methods with
+    a soft assignment: all but k-means) and ``_noise`` (HDBSCAN: noise before
+    reassignment).
+    """
+    primary = result.assignments[result.primary]
+    table = {"customer_id": np.asarray(customer_ids), "segment": primary.labels,
+             "segment_strength": primary.strength, "segment_runner_up": primary.runner_up}
+    if reconstruction_error is not None:
+        table["reconstruction_error"] = np.asarray(reconstruction_error, dtype=np.float64)
+    for (method, space), found in result.assignments.items():
+        prefix = f"{method}_{space}"
+        table[f"{prefix}_label"] = found.labels
+        table[f"{prefix}_strength"] = found.strength
+        if found.membership is not None:
+            table[f"{prefix}_uncertainty"] = found.uncertainty
+        if found.noise is not None:
+            table[f"{prefix}_noise"] = found.noise
+    return pd.DataFrame(table)
+
+
+def membership_table(found: Assignment, customer_ids: np.ndarray) -> pd.DataFrame:
+    """``customer_id`` and one float32 column ``segment_<id>`` per segment: the soft assignment."""
+    frame = pd.DataFrame(found.membership.astype(np.float32), columns=[f"segment_{i}" for i in found.cluster_ids])
+    frame.insert(0, "customer_id", np.asarray(customer_ids))
+    return frame
+
+
+def previous_labels(current_ids: np.ndarray, previous: pd.DataFrame | None, keys: list[str],
+                    fallback: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray] | None:
+    """Each current customer's segment in the previous run, per ``<method>_<space>``.
+
+    Parameters
+    ----------
+    current_ids : ndarray
+        Customer ids of this run, in row order.
+    previous : DataFrame or None
+        The previous ``assignments.parquet`` (``customer_id`` and ``<key>_label`` columns).
+    keys : list of str
+        ``<method>_<space>`` of this run.
+    fallback : dict of str to ndarray, optional
+        For keys whose previous run shares no customer with this one: the
+        previous model's predictions for this run's customers (raw space only:
+        a retrained autoencoder's latent space is not the old one).
+
+    Returns
+    -------
+    dict or None
+        ``-1`` where a customer was not in the previous run; None without a previous run.
+    """
+    if previous is None and not fallback:
+        return None
+    out = {}
+    for key in keys:
+        column = f"{key}_label"
+        if previous is not None and column in previous and "customer_id" in previous:
+            old = pd.Series(previous[column].to_numpy(np.int64), index=previous["customer_id"].to_numpy())
+            old = old[~old.index.duplicated()]
+            mapped = old.reindex(current_ids).fillna(NOISE).to_numpy(np.int64)
+            if (mapped != NOISE).any():
+                out[key] = mapped
+                continue
+        if fallback and key in fallback:
+            out[key] = np.asarray(fallback[key], dtype=np.int64)
+    return out
+
+
+def json_ready(value: Any) -> Any:
+    """``value`` with NaN and infinite floats as None (JSON has no NaN) and numpy scalars as Python ones."""
+    if isinstance(value, dict):
+        return {(k.item() if hasattr(k, "item") else k): json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_ready(v) for v in value]
+    if hasattr(value, "item") and np.ndim(value) == 0:
+        value = value.item()
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    return value

@@ -1,0 +1,277 @@
+"""Stage 04's computation (core/segmentation.py) and its parts: evaluation, id matching across retraining."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.datasets import make_blobs
+
+from core import evaluation, segmentation
+from core.clustering import NOISE, GaussianMixtureClusterer, HDBSCANClusterer, KMeansClusterer
+from core.config import load_config
+from core.matching import MIGRATION_COLUMNS, kept_share, match_cluster_ids, migration_table
+
+N, CENTRES, DIMS = 500, 4, 5
+
+
+def blobs(n: int = N, seed: int = 0, std: float = 1.0):
+    _, _, centres = make_blobs(n_samples=10, centers=CENTRES, n_features=DIMS, center_box=(-10, 10),
+                               random_state=0, return_centers=True)
+    return make_blobs(n_samples=n, centers=centres, n_features=DIMS, cluster_std=std, random_state=seed)
+
+
+@pytest.fixture(scope="module")
+def cluster_cfg(tmp_path_factory):
+    from conftest import small_config_document, write_config
+
+    config = load_config(write_config(tmp_path_factory.mktemp("config"), small_config_document()))
+    return config.cluster
+
+
+@pytest.fixture(scope="module")
+def spaces():
+    X, y = blobs()
+    return {"raw": X, "latent": X[:, :3]}, pd.Series(np.array(["a", "b", "c", "d"])[y])
+
+
+@pytest.fixture(scope="module")
+def result(cluster_cfg, spaces):
+    matrices, truth = spaces
+    return segmentation.segment_customers(matrices, list(cluster_cfg.methods), cluster_cfg, seed=0, truth=truth)
+
+
+# --- segment_customers -----------------------------------------------------------------------------
+
+def test_every_method_and_space_is_fitted_scored_and_compared(result, cluster_cfg, spaces):
+    matrices, _ = spaces
+    pairs = [(m, s) for s in matrices for m in cluster_cfg.methods]
+    assert list(result.models) == pairs and list(result.assignments) == pairs
+    assert list(zip(result.comparison["method"], result.comparison["space"])) == pairs
+    assert list(result.comparison.columns) == segmentation.COMPARISON_COLUMNS
+    for found in result.assignments.values():
+        assert found.labels.shape == (N,) and ((found.strength >= 0) & (found.strength <= 1)).all()
+    table = result.comparison.set_index(["method", "space"])
+    # Four clear blobs: every partitioning method finds them, stably, matching the truth.
+    for method in ("gmm", "kmeans"):
+        row = table.loc[(method, "raw")]
+        assert row["clusters"] == CENTRES and row["ari"] > 0.95 and row["stability_reseed"] > 0.95
+        assert row["stability_bootstrap"] > 0.95 and row["ari_to_reference"] > 0.9
+    assert (table["smallest_share"] <= table["median_share"]).all()
+    assert (table["median_share"] <= table["largest_share"]).all()
+    assert table.loc[("hdbscan", "raw"), "stability_reseed"] == 1.0, "deterministic"
+    assert table.loc[("gmm", "raw"), "high_confidence_share"] > 0.9
+    assert np.isfinite(table.loc[("gmm", "raw"), ["bic", "aic"]].astype(float)).all()
+    assert np.isfinite(table.loc[("fcm", "raw"), ["partition_coefficient", "partition_entropy"]].astype(float)).all()
+    assert result.reference["raw"]["ari"] > 0.95 and result.has_truth
+
+
+def test_assignments_table_puts_the_primary_first(result):
+    ids = np.arange(1000, 1000 + N)
+    table = segmentation.assignments_table(result, ids, reconstruction_error=np.linspace(0, 1, N))
+    method, space = result.primary
+    assert list(table.columns[:5]) == ["customer_id", "segment", "segment_strength", "segment_runner_up",
+                                       "reconstruction_error"]
+    np.testing.assert_array_equal(table["segment"], table[f"{method}_{space}_label"])
+    assert (table["segment_runner_up"] != table["segment"]).all()
+    assert {"gmm_raw_uncertainty", "fcm_latent_uncertainty", "hdbscan_raw_noise"} <= set(table.columns)
+    assert "kmeans_raw_uncertainty" not in table
+    soft = segmentation.membership_table(result.assignments[("gmm", "raw")], ids)
+    assert list(soft.columns) == ["customer_id"] + [f"segment_{i}" for i in range(CENTRES)]
+    np.testing.assert_allclose(soft.drop(columns="customer_id").sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_the_ground_truth_never_reaches_a_fit(cluster_cfg, spaces, result):
+    """The same fits with the truth given, shuffled or withheld: only the agreement measures change."""
+    matrices, truth = spaces
+    shuffled = pd.Series(np.random.default_rng(1).permutation(truth.to_numpy()))
+    fixed = dataclasses.replace(cluster_cfg, primary=dataclasses.replace(cluster_cfg.primary, method="gmm",
+                                                                         space="raw"))
+    runs = [segmentation.segment_customers(matrices, list(cluster_cfg.methods), fixed, seed=0, truth=t)
+            for t in (truth, shuffled, None)]
+    internal = [c for c in segmentation.COMPARISON_COLUMNS
+                if c not in ("ari", "nmi", "homogeneity", "completeness", "ari_to_reference")]
+    for other in runs[1:]:
+        for key, found in runs[0].assignments.items():
+            np.testing.assert_array_equal(other.assignments[key].labels, found.labels)
+            np.testing.assert_array_equal(other.assignments[key].strength, found.strength)
+        pd.testing.assert_frame_equal(other.comparison[internal], runs[0].comparison[internal])
+    assert runs[0].comparison["ari"].min() > 0.5 > runs[1].comparison["ari"].max()
+    assert runs[2].comparison["ari"].isna().all() and runs[2].reference is None and not runs[2].has_truth
+    # With primary auto the truth may pick the segmentation, as the issue asks, but fits stay the same.
+    for key, found in result.assignments.items():
+        np.testing.assert_array_equal(runs[0].assignments[key].labels, found.labels)
+
+
+def test_worker_processes_give_the_same_results(cluster_cfg, spaces, result):
+    matrices, truth = spaces
+    parallel = segmentation.segment_customers(matrices, list(cluster_cfg.methods),
+                                              dataclasses.replace(cluster_cfg, n_jobs=2), seed=0, truth=truth)
+    pd.testing.assert_frame_equal(parallel.comparison, result.comparison)
+    for key, found in result.assignments.items():
+        np.testing.assert_array_equal(parallel.assignments[key].labels, found.labels)
+        np.testing.assert_array_equal(parallel.assignments[key].strength, found.strength)
+        np.testing.assert_array_equal(parallel.models[key].predict(matrices[key[1]]), found.labels)
+    assert parallel.primary == result.primary and parallel.reference == result.reference
+
+
+def test_models_fit_on_a_sample_and_score_everyone(cluster_cfg):
+    X, y = blobs(n=900)
+    small = dataclasses.replace(cluster_cfg, fit_sample_size=300)
+    run = segmentation.segment_customers({"raw": X}, ["gmm", "hdbscan"], small, seed=0)
+    for (method, _), model in run.models.items():
+        assert model.labels_.shape == (300,), "fitted on the sample"
+        assert run.assignments[(method, "raw")].labels.shape == (900,), "everyone scored"
+    from sklearn.metrics import adjusted_rand_score
+
+    assert adjusted_rand_score(y, run.assignments[("gmm", "raw")].labels) > 0.95
+
+
+def test_retraining_with_another_seed_keeps_the_segment_ids(cluster_cfg, spaces, result):
+    """Seed 004's "cluster explosion": a refit renumbers its clusters; matching restores the old ids."""
+    matrices, _ = spaces
+    previous = {f"{m}_{s}": found.labels for (m, s), found in result.assignments.items()}
+    unmatched = segmentation.segment_customers(matrices, ["gmm", "kmeans"], cluster_cfg, seed=3)
+    matched = segmentation.segment_customers(matrices, ["gmm", "kmeans"], cluster_cfg, seed=3, previous=previous)
+    renumbered = 0
+    for key in [("gmm", "raw"), ("kmeans", "raw"), ("gmm", "latent"), ("kmeans", "latent")]:
+        old = result.assignments[key].labels
+        renumbered += np.mean(unmatched.assignments[key].labels != old) > 0.5
+        assert np.mean(matched.assignments[key].labels == old) > 0.99
+        np.testing.assert_array_equal(matched.models[key].predict(matrices[key[1]]), matched.assignments[key].labels)
+        info = matched.matching[f"{key[0]}_{key[1]}"]
+        assert info["matched"] and info["kept_segment"] > 0.99 and info["new_segments"] == []
+    assert renumbered >= 2, "without matching, the refits number their clusters differently"
+    migration = matched.migration
+    assert list(migration.columns) == MIGRATION_COLUMNS
+    gmm = migration[(migration["method"] == "gmm") & (migration["space"] == "raw")]
+    assert gmm["customers"].sum() == N
+    assert gmm.loc[gmm["previous_segment"] == gmm["segment"], "customers"].sum() > 0.99 * N
+
+
+def test_previous_labels_come_by_customer_id_and_else_from_the_fallback():
+    previous = pd.DataFrame({"customer_id": [5, 6, 7], "gmm_raw_label": [2, 0, 1], "kmeans_raw_label": [1, 1, 0]})
+    out = segmentation.previous_labels(np.array([7, 8, 5]), previous, ["gmm_raw", "kmeans_raw", "fcm_raw"],
+                                       fallback={"fcm_raw": np.array([3, 3, 4])})
+    np.testing.assert_array_equal(out["gmm_raw"], [1, NOISE, 2])
+    np.testing.assert_array_equal(out["kmeans_raw"], [0, NOISE, 1])
+    np.testing.assert_array_equal(out["fcm_raw"], [3, 3, 4])
+    disjoint = segmentation.previous_labels(np.array([100]), previous, ["gmm_raw"])
+    assert disjoint == {}
+    assert segmentation.previous_labels(np.array([1]), None, ["gmm_raw"]) is None
+
+
+def test_json_ready_turns_nan_into_null_and_numpy_into_python():
+    value = segmentation.json_ready({"a": np.float64("nan"), np.int64(3): [np.int32(2), float("inf"), "x"]})
+    assert value == {"a": None, 3: [2, None, "x"]}
+    assert type(value[3][0]) is int
+
+
+# --- matching --------------------------------------------------------------------------------------
+
+def test_matching_recovers_a_permutation():
+    old = np.repeat([0, 1, 2, 3], 25)
+    new = np.array([2, 3, 0, 1])[old]  # the same clusters, numbered differently
+    ids = match_cluster_ids(old, new, np.arange(4))
+    np.testing.assert_array_equal(ids[new], old)
+
+
+def test_new_clusters_get_fresh_ids_and_retired_ids_are_not_reused():
+    old = np.repeat([0, 1, 5], 20)               # segment 5 exists; ids 2-4 were retired before
+    new = np.repeat([1, 0, 2, 3], [20, 12, 8, 20])  # old 1 split into new 0 and new 2; new 4 is empty
+    ids = match_cluster_ids(old, new, np.arange(5))
+    np.testing.assert_array_equal(ids[[1, 0, 3]], [0, 1, 5])
+    assert (ids[2], ids[4]) == (6, 7), "unmatched clusters, larger first, get ids above every old one"
+
+
+def test_a_pair_sharing_no_customer_is_not_a_match():
+    old = np.array([0, 0, 1, 1, NOISE, NOISE])
+    new = np.array([0, 0, 0, 0, 1, 1])
+    ids = match_cluster_ids(old, new, np.arange(2))
+    assert ids[0] in (0, 1) and ids[1] == 2
+
+
+def test_migration_table_counts_moves():
+    table = migration_table("gmm", "raw", np.array([0, 0, 1, 1, 1]), np.array([0, 1, 1, 1, 0]))
+    assert table.to_dict("records") == [
+        {"method": "gmm", "space": "raw", "previous_segment": 0, "segment": 0, "customers": 1},
+        {"method": "gmm", "space": "raw", "previous_segment": 0, "segment": 1, "customers": 1},
+        {"method": "gmm", "space": "raw", "previous_segment": 1, "segment": 0, "customers": 1},
+        {"method": "gmm", "space": "raw", "previous_segment": 1, "segment": 1, "customers": 2}]
+    assert kept_share(np.array([0, 1, 1]), np.array([0, 1, 2])) == pytest.approx(2 / 3)
+
+
+# --- evaluation ------------------------------------------------------------------------------------
+
+def test_internal_metrics_on_a_hand_made_assignment():
+    from core.clustering import Assignment
+
+    labels = np.array([0, 0, 0, 2, 2, 1, 1, 1, 1, 2])
+    X = np.random.default_rng(0).normal(size=(10, 2)) + labels[:, None] * 5
+    found = Assignment(labels=labels, strength=np.array([0.9] * 5 + [0.5] * 5), runner_up=np.full(10, NOISE),
+                       membership=None, cluster_ids=np.arange(3), noise=np.array([False] * 9 + [True]))
+    row = evaluation.internal_metrics(X, found, sample_size=100, seed=0, high_confidence=0.8)
+    assert (row["clusters"], row["smallest_cluster"], row["largest_cluster"]) == (3, 3, 4)
+    assert row["noise_ratio"] == pytest.approx(0.1) and row["high_confidence_share"] == pytest.approx(0.5)
+    assert (row["smallest_share"], row["median_share"], row["largest_share"]) == pytest.approx((0.3, 0.3, 0.4))
+    assert row["silhouette"] > 0.5 and row["davies_bouldin"] < 1 and row["calinski_harabasz"] > 10
+    assert np.isnan(row["mean_uncertainty"])
+
+
+def test_ground_truth_metrics_skip_unknown_truth():
+    labels = np.array([0, 0, 1, 1, 1])
+    truth = pd.Series(["a", "a", "b", "b", None])
+    metrics = evaluation.ground_truth_metrics(labels, truth)
+    assert metrics == {"ari": 1.0, "nmi": 1.0, "homogeneity": 1.0, "completeness": 1.0}
+    assert np.isnan(evaluation.ground_truth_metrics(labels, pd.Series([None] * 5))["ari"])
+
+
+def test_stability_is_high_on_blobs_and_low_on_structureless_data():
+    X, _ = blobs()
+    kw = dict(seed=0, reseeds=3, bootstraps=3, sample_size=400, bootstrap_fraction=0.8)
+    good = evaluation.stability(GaussianMixtureClusterer(n_components=(4, 4)).fit(X), X, **kw)
+    assert good["stability_reseed"] > 0.95 and good["stability_bootstrap"] > 0.95
+    noise = np.random.default_rng(0).uniform(size=(400, 5))
+    bad = evaluation.stability(KMeansClusterer(n_clusters=(6, 6), n_init=1).fit(noise), noise, **kw)
+    assert bad["stability_reseed"] < 0.8 and bad["stability_bootstrap"] < 0.8
+    hd = evaluation.stability(HDBSCANClusterer(min_cluster_size_fraction=0.05, min_samples=5).fit(X), X, **kw)
+    assert hd["stability_reseed"] == 1.0 and hd["stability_bootstrap"] > 0.9
+
+
+def test_supervised_reference_reaches_the_truth_the_features_carry():
+    X, y = blobs()
+    truth = pd.Series(np.array(["a", "b", "c", "d"])[y])
+    ref = evaluation.supervised_reference(X, truth, folds=3, sample_size=300, seed=0)
+    assert ref["ari"] > 0.95 and ref["rows"] == 300 and ref["folds"] == 3
+    noise = evaluation.supervised_reference(np.random.default_rng(0).normal(size=(N, 3)), truth, folds=3,
+                                            sample_size=300, seed=0)
+    assert noise["ari"] < 0.1, "nothing to learn from columns unrelated to the truth"
+    single = evaluation.supervised_reference(X, pd.Series(["a"] * N), folds=3, sample_size=300, seed=0)
+    assert np.isnan(single["ari"])
+
+
+def _comparison(**columns) -> pd.DataFrame:
+    base = {"method": ["gmm", "kmeans", "hdbscan", "gmm"], "space": ["raw", "raw", "latent", "latent"],
+            "clusters": [8, 6, 5, 9], "silhouette": [0.2, 0.4, 0.3, 0.1],
+            "stability_reseed": [0.95, 0.99, 1.0, 0.7], "stability_bootstrap": [0.93, 0.97, 0.85, 0.7],
+            "ari": [0.8, 0.7, 0.9, 0.95]}
+    return pd.DataFrame({**base, **columns})
+
+
+def test_primary_named_in_config_is_kept():
+    assert evaluation.choose_primary(_comparison(), "fcm", "raw", 0.9, True) == (
+        "fcm", "raw", "named in config (cluster.primary)")
+
+
+def test_auto_primary_prefers_stable_then_true():
+    method, space, reason = evaluation.choose_primary(_comparison(), "auto", "auto", 0.9, True)
+    # gmm_latent agrees best but is unstable; hdbscan's subsamples disagree: gmm_raw wins.
+    assert (method, space) == ("gmm", "raw") and "ARI 0.800" in reason and "2 candidate(s)" in reason
+    method, space, reason = evaluation.choose_primary(_comparison(), "auto", "auto", 0.9, False)
+    assert (method, space) == ("kmeans", "raw") and "most stable" in reason and "no ground truth" in reason
+    method, space, reason = evaluation.choose_primary(_comparison(), "auto", "latent", 0.9, True)
+    assert (method, space) == ("gmm", "latent") and "no candidate reached stability 0.9" in reason
+    assert evaluation.choose_primary(_comparison(), "auto", "latent", 0.8, True)[:2] == ("hdbscan", "latent")
+    assert evaluation.choose_primary(_comparison(), "gmm", "auto", 0.99, True)[:2] == ("gmm", "latent")

@@ -41,7 +41,8 @@ def run(ctx: StageContext) -> None:
             ctx.input_path(paths.GENERATE_DATA, paths.TRANSACTIONS), customers, ctx.config.hierarchy,
             cfg.model_features, cfg.log1p_features, analysis_date,
             eligibility=features.EligibilityRules.from_config(cfg.eligibility),
-            settings=features.FeatureSettings.from_config(cfg))
+            settings=features.FeatureSettings.from_config(cfg), scaler=cfg.scaler,
+            class_mix_components=cfg.class_mix_components)
     except ValueError as exc:
         raise PipelineError(f"{exc}; see section prepare_features of {ctx.config.path} (analysis_date null "
                             f"means the last date in the data)") from None

@@ -22,6 +22,7 @@ from sklearn.utils.validation import check_is_fitted
 log = logging.getLogger(__name__)
 
 LATENT_LAYER = "latent"
+INPUT_DROPOUT_LAYER = "input_dropout"
 
 
 def _keras():
@@ -57,6 +58,14 @@ class AutoencoderTransformer(TransformerMixin, BaseEstimator):
         L2 penalty on every dense kernel.
     batch_norm : bool
         Batch normalisation after each hidden layer.
+    input_dropout : float
+        Share of input values zeroed at random in each training step (a
+        denoising autoencoder; nothing is dropped when encoding). A customer
+        with one or two orders shows a corrupted, partial version of the
+        mix their kind of shopper buys; trained to rebuild full profiles
+        from partial ones, the encoder places such customers near the
+        others of their kind instead of scattering them (docs/decisions.md
+        has the measurements). 0 = a plain autoencoder.
     epochs, batch_size : int
     learning_rate : float
     validation_split : float
@@ -75,13 +84,14 @@ class AutoencoderTransformer(TransformerMixin, BaseEstimator):
     """
 
     def __init__(self, hidden_units=(32, 16), latent_dim=8, activation="relu", l2=0.0, batch_norm=False,
-                 epochs=100, batch_size=256, learning_rate=1e-3, validation_split=0.2,
+                 input_dropout=0.0, epochs=100, batch_size=256, learning_rate=1e-3, validation_split=0.2,
                  early_stopping_patience=10, random_state=0):
         self.hidden_units = hidden_units
         self.latent_dim = latent_dim
         self.activation = activation
         self.l2 = l2
         self.batch_norm = batch_norm
+        self.input_dropout = input_dropout
         self.epochs = epochs
         self.batch_size = batch_size
         self.learning_rate = learning_rate
@@ -94,6 +104,9 @@ class AutoencoderTransformer(TransformerMixin, BaseEstimator):
         reg = keras.regularizers.L2(self.l2) if self.l2 > 0 else None
         inputs = keras.Input(shape=(n_features,), name="features")
         x = inputs
+        if self.input_dropout > 0:
+            # Active in training only; seeded, so training stays deterministic.
+            x = keras.layers.Dropout(self.input_dropout, seed=self.random_state, name=INPUT_DROPOUT_LAYER)(x)
         for i, units in enumerate(self.hidden_units):
             x = keras.layers.Dense(units, activation=self.activation, kernel_regularizer=reg,
                                    name=f"encoder_{i}")(x)
@@ -183,6 +196,8 @@ class AutoencoderTransformer(TransformerMixin, BaseEstimator):
             "latent_dim": int(model.get_layer(LATENT_LAYER).units),
             "activation": encoder_layers[0].get_config()["activation"] if encoder_layers else "relu",
             "batch_norm": any(layer.name.startswith("encoder_bn_") for layer in model.layers),
+            "input_dropout": float(model.get_layer(INPUT_DROPOUT_LAYER).rate)
+            if any(layer.name == INPUT_DROPOUT_LAYER for layer in model.layers) else 0.0,
         }
         self = cls(**{**params, **found})
         self.model_ = model

@@ -127,7 +127,12 @@ class PrepareFeaturesConfig:
                                        "kids_size_share")
     engine_memory_mb: int = spec(minimum=256, help="memory (MB) the aggregation engine (DuckDB) may hold; "
                                                    "beyond it, it spills to a temporary folder")
+    class_mix_components: int = spec(minimum=0, help="class-mix columns (class_mix_01, ...): each customer's "
+                                                     "class spend shares, square-rooted and projected on this many "
+                                                     "singular vectors; 0 = none")
     model_features: tuple[str, ...] = spec(help="feature columns (fnmatch patterns) entering the model matrix")
+    scaler: str = spec(choices=("standard", "robust"), help="model-matrix scaling: standard (mean 0, sd 1) or "
+                                                           "robust (median 0, interquartile range 1)")
     log1p_features: tuple[str, ...] = spec(help="model features (patterns) log1p-transformed before scaling")
 
 
@@ -140,6 +145,8 @@ class TrainAutoencoderConfig:
     activation: str = spec(choices=("relu", "elu", "selu", "tanh", "gelu"), help="hidden-layer activation")
     l2: float = spec(minimum=0.0, help="L2 weight penalty")
     batch_norm: bool = spec(help="batch normalisation after each hidden layer")
+    input_dropout: float = spec(minimum=0.0, maximum=0.9, help="share of input values zeroed at random "
+                                "in each training step (a denoising autoencoder); 0 = none")
     epochs: int = spec(minimum=1, help="maximum training epochs")
     batch_size: int = spec(minimum=1, help="customers per gradient step")
     learning_rate: float = spec(exclusive_minimum=0.0, help="Adam learning rate")

@@ -40,7 +40,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 from sklearn.base import BaseEstimator, TransformerMixin
-from sklearn.preprocessing import RobustScaler
+from sklearn.preprocessing import RobustScaler, StandardScaler
 from sklearn.utils.validation import check_is_fitted
 
 from core.hierarchy import Hierarchy, slug
@@ -68,6 +68,8 @@ KIDS_SIZE_FEATURE = "kids_size_share"
 DEPT_SPEND, DEPT_UNITS, DEPT_SHARE = "dept_spend__", "dept_units__", "dept_share__"
 CLASS_SPEND, CLASS_UNITS = "class_spend__", "class_units__"
 OTHER_VALUE = "other"
+CLASS_MIX = "class_mix_"
+SCALERS = {"standard": StandardScaler, "robust": RobustScaler}
 
 # The values core/tables.py documents for the attributes with a closed vocabulary; used to check
 # model-feature patterns at config load. Open vocabularies (colour, brand) match any value.
@@ -89,6 +91,11 @@ def class_column(prefix: str, department: str, cls: str) -> str:
 def attribute_column(attribute: str, value: str) -> str:
     """Column name of an attribute share: ``brand_tier_share__premium``."""
     return f"{attribute}_share__{slug(value) or 'blank'}"
+
+
+def class_mix_column(number: int) -> str:
+    """Name of the class-mix component ``number`` (1-based): ``class_mix_01``, ..."""
+    return f"{CLASS_MIX}{number:02d}"
 
 
 def department_feature_names(hierarchy: Hierarchy) -> list[str]:
@@ -124,6 +131,8 @@ def possible_feature_names(hierarchy: Hierarchy, attributes: Iterable[str] = ATT
 def _could_match(pattern: str, hierarchy: Hierarchy, attributes: Iterable[str]) -> bool:
     """Whether ``pattern`` names a feature stage 02 can compute (with suitable data)."""
     if any(fnmatch.fnmatchcase(n, pattern) for n in possible_feature_names(hierarchy, attributes)):
+        return True
+    if fnmatch.fnmatchcase(class_mix_column(1), pattern):
         return True
     # Open-vocabulary attributes (colour, brand) get a column per value found in the data.
     return any(pattern.startswith(f"{a}_share__") for a in attributes)
@@ -883,7 +892,7 @@ def customers_without_features(activity: pd.DataFrame, customers: pd.DataFrame |
 
 
 class ModelMatrixTransformer(TransformerMixin, BaseEstimator):
-    """Select feature columns, log1p the skewed ones, scale with a RobustScaler.
+    """Select feature columns, log1p the skewed ones, scale them.
 
     Parameters
     ----------
@@ -892,17 +901,27 @@ class ModelMatrixTransformer(TransformerMixin, BaseEstimator):
     log1p_columns : list of str
         Subset of ``columns`` transformed with ``log1p`` (after clipping
         below at 0) before scaling.
+    scaler : {"standard", "robust"}
+        ``standard``: mean 0, standard deviation 1. ``robust``: median 0,
+        interquartile range 1, which blows up a share that most customers
+        leave at 0 (docs/decisions.md).
+    class_mix : ClassMixEmbedding or None
+        The fitted class-mix embedding whose columns (``class_mix_*``) are
+        among ``columns``, kept here so that scoring can compute them for
+        new customers (:func:`add_class_mix`).
 
     Attributes
     ----------
-    scaler_ : RobustScaler
+    scaler_ : StandardScaler or RobustScaler
         Fitted on the transformed columns.
     n_features_in_ : int
     """
 
-    def __init__(self, columns=(), log1p_columns=()):
+    def __init__(self, columns=(), log1p_columns=(), scaler="standard", class_mix=None):
         self.columns = columns
         self.log1p_columns = log1p_columns
+        self.scaler = scaler
+        self.class_mix = class_mix
 
     def _prepared(self, frame: pd.DataFrame) -> np.ndarray:
         missing = [c for c in self.columns if c not in frame.columns]
@@ -920,7 +939,9 @@ class ModelMatrixTransformer(TransformerMixin, BaseEstimator):
         unknown = set(self.log1p_columns) - set(self.columns)
         if unknown:
             raise ValueError(f"log1p columns not among the model columns: {', '.join(sorted(unknown))}")
-        self.scaler_ = RobustScaler().fit(self._prepared(X))
+        if self.scaler not in SCALERS:
+            raise ValueError(f"scaler {self.scaler!r} is not one of {', '.join(SCALERS)}")
+        self.scaler_ = SCALERS[self.scaler]().fit(self._prepared(X))
         self.n_features_in_ = len(self.columns)
         return self
 
@@ -932,6 +953,116 @@ class ModelMatrixTransformer(TransformerMixin, BaseEstimator):
     def get_feature_names_out(self, input_features=None) -> np.ndarray:
         """The model-matrix column names, in order."""
         return np.asarray(self.columns, dtype=object)
+
+
+# ---------------------------------------------------------------------------
+# What customers buy within departments
+
+
+def class_spend_matrix(class_long: pd.DataFrame, customer_ids: np.ndarray, n_classes: int):
+    """Customers x sellable classes of net spend (sparse, negatives as 0), rows in ``customer_ids`` order.
+
+    ``class_long`` is :attr:`CustomerFeatures.class_long` (its ``class_idx``
+    column); ``customer_ids`` must be sorted, and class rows of customers not
+    in it are ignored.
+    """
+    import scipy.sparse as sparse
+
+    ids = class_long[ID_COLUMN].to_numpy()
+    rows = np.searchsorted(customer_ids, ids)
+    found = (rows < len(customer_ids)) & (customer_ids[np.minimum(rows, len(customer_ids) - 1)] == ids)
+    spend = np.clip(class_long["spend"].to_numpy(np.float64), 0.0, None)
+    return sparse.csr_matrix((spend[found], (rows[found], class_long["class_idx"].to_numpy(np.int64)[found])),
+                             shape=(len(customer_ids), n_classes))
+
+
+class ClassMixEmbedding(TransformerMixin, BaseEstimator):
+    """Each customer's mix of classes in a few dense columns: the square root of each class's share
+    of the customer's spend (the Hellinger transform), projected on its leading singular vectors.
+
+    Personas and real shoppers differ in *which* classes they buy within a
+    department (school uniform or baby wear within kids' clothing); the
+    department shares cannot show that, and hundreds of sparse class columns
+    are too many to cluster. The square root keeps one large class from
+    drowning the rest, and customers with little spend are not magnified
+    (their row has length at most 1, like everyone's).
+
+    Parameters
+    ----------
+    n_components : int
+        Columns kept (capped at the number of classes minus one).
+    max_fit_rows : int
+        The singular vectors are fitted on at most this many customers (a
+        seeded sample); every customer is transformed.
+    random_state : int
+
+    Attributes
+    ----------
+    components_ : ndarray, shape (n_components, n_classes)
+    explained_variance_ratio_ : ndarray
+    n_features_in_ : int
+    """
+
+    def __init__(self, n_components=12, max_fit_rows=200_000, random_state=0):
+        self.n_components = n_components
+        self.max_fit_rows = max_fit_rows
+        self.random_state = random_state
+
+    @staticmethod
+    def _hellinger(X):
+        import scipy.sparse as sparse
+
+        X = sparse.csr_matrix(X, dtype=np.float64)
+        if X.nnz and X.data.min() < 0:
+            raise ValueError("class spend must not be negative (clip returns at 0 first)")
+        totals = np.asarray(X.sum(axis=1)).ravel()
+        totals[totals == 0] = 1.0
+        return (sparse.diags(1.0 / totals) @ X).sqrt()
+
+    def fit(self, X, y=None) -> "ClassMixEmbedding":
+        """Fit the singular vectors on the Hellinger-transformed spend ``X`` (customers x classes)."""
+        from sklearn.decomposition import TruncatedSVD
+
+        shares = self._hellinger(X)
+        n_rows, n_classes = shares.shape
+        n = min(int(self.n_components), n_classes - 1, n_rows - 1)
+        if n < 1:
+            raise ValueError(f"a class mix needs at least 2 classes and 2 customers ({n_classes} and {n_rows})")
+        if n_rows > self.max_fit_rows:
+            rng = np.random.default_rng(self.random_state)
+            shares = shares[np.sort(rng.choice(n_rows, self.max_fit_rows, replace=False))]
+        svd = TruncatedSVD(n_components=n, algorithm="randomized", n_iter=7, random_state=self.random_state)
+        svd.fit(shares)
+        components = svd.components_
+        # A singular vector's sign is arbitrary: fix it (largest loading positive) so the columns read
+        # the same way whatever the solver's path.
+        signs = np.sign(components[np.arange(n), np.abs(components).argmax(axis=1)])
+        self.components_ = components * signs[:, None]
+        self.explained_variance_ratio_ = svd.explained_variance_ratio_
+        self.n_features_in_ = n_classes
+        return self
+
+    def transform(self, X) -> np.ndarray:
+        """The class-mix columns, shape (n_customers, n_components)."""
+        check_is_fitted(self, "components_")
+        if X.shape[1] != self.n_features_in_:
+            raise ValueError(f"class spend has {X.shape[1]} classes; the embedding was fitted on "
+                             f"{self.n_features_in_}")
+        return np.asarray(self._hellinger(X) @ self.components_.T)
+
+    def get_feature_names_out(self, input_features=None) -> np.ndarray:
+        """``class_mix_01``, ``class_mix_02``, ..."""
+        check_is_fitted(self, "components_")
+        return np.asarray([class_mix_column(i + 1) for i in range(len(self.components_))], dtype=object)
+
+
+def add_class_mix(features: pd.DataFrame, class_long: pd.DataFrame, embedding: ClassMixEmbedding,
+                  n_classes: int) -> pd.DataFrame:
+    """``features`` (sorted by customer) with the embedding's ``class_mix_*`` columns computed from ``class_long``."""
+    matrix = class_spend_matrix(class_long, features[ID_COLUMN].to_numpy(), n_classes)
+    values = embedding.transform(matrix)
+    mix = pd.DataFrame(values, columns=embedding.get_feature_names_out(), index=features.index)
+    return pd.concat([features.drop(columns=[c for c in mix.columns if c in features.columns]), mix], axis=1)
 
 
 # ---------------------------------------------------------------------------
@@ -996,6 +1127,10 @@ class PreparedFeatures:
         return pa.concat_tables(self.enriched_class_batches()).to_pandas()
 
 
+def _scaler_center(scaler) -> np.ndarray:
+    return scaler.center_ if hasattr(scaler, "center_") else scaler.mean_
+
+
 def profile_columns(customers: pd.DataFrame) -> list[str]:
     """The customer table's columns that may join the enriched datasets: never identities."""
     from core.profiling import identifier_columns  # profiling imports this module
@@ -1007,7 +1142,8 @@ def profile_columns(customers: pd.DataFrame) -> list[str]:
 def prepare_features(lines, customers: pd.DataFrame | None, hierarchy: Hierarchy, model_patterns: Iterable[str],
                      log1p_patterns: Iterable[str], analysis_date: pd.Timestamp | None = None,
                      eligibility: EligibilityRules = EligibilityRules(),
-                     settings: FeatureSettings = FeatureSettings()) -> PreparedFeatures:
+                     settings: FeatureSettings = FeatureSettings(), scaler: str = "standard",
+                     class_mix_components: int = 12) -> PreparedFeatures:
     """Features, eligibility, the three datasets and the scaled model matrix.
 
     Parameters
@@ -1024,6 +1160,11 @@ def prepare_features(lines, customers: pd.DataFrame | None, hierarchy: Hierarchy
         Defaults to the last ``order_date`` in the lines.
     eligibility : EligibilityRules
     settings : FeatureSettings
+    scaler : {"standard", "robust"}
+        How the model matrix is scaled (:class:`ModelMatrixTransformer`).
+    class_mix_components : int
+        Columns of the class-mix embedding (:class:`ClassMixEmbedding`,
+        fitted on the eligible customers); 0 = none.
 
     Returns
     -------
@@ -1059,17 +1200,28 @@ def prepare_features(lines, customers: pd.DataFrame | None, hierarchy: Hierarchy
     if features.empty:
         raise ValueError(f"no customer passes the eligibility rules ({len(failed):,} with features all fail "
                          f"them: {failed['rule'].value_counts().to_dict()})")
+    class_columns = class_feature_names(hierarchy) if "dept_*" not in dropped else []
+    class_mix = None
+    if class_mix_components > 0:
+        if not class_columns or len(class_columns) // 2 < 2:
+            dropped[f"{CLASS_MIX}*"] = dropped.get("dept_*", "the hierarchy has fewer than 2 sellable classes")
+        else:
+            shares = class_spend_matrix(class_long, features[ID_COLUMN].to_numpy(), len(class_columns) // 2)
+            class_mix = ClassMixEmbedding(n_components=class_mix_components).fit(shares)
+            features = add_class_mix(features, class_long, class_mix, len(class_columns) // 2)
+            feature_columns = feature_columns + list(class_mix.get_feature_names_out())
     if customers is not None:
         profile = customers[[ID_COLUMN] + profile_columns(customers)].drop_duplicates(ID_COLUMN)
         features = features.merge(profile, on=ID_COLUMN, how="left", validate="one_to_one")
-    class_columns = class_feature_names(hierarchy) if "dept_*" not in dropped else []
     roles = column_roles(list(features.columns) + class_columns, feature_columns + class_columns,
                          profile_columns(customers) if customers is not None else ())
     # Class columns are behavioural but too many and too sparse to model: the matrix draws from the
     # department-level features only.
     model_roles = {c: r for c, r in roles.items() if c not in set(class_columns)}
     model = resolve_model_columns(model_patterns, log1p_patterns, model_roles, dropped)
-    transformer = ModelMatrixTransformer(columns=model.columns, log1p_columns=model.log1p_columns).fit(features)
+    transformer = ModelMatrixTransformer(columns=model.columns, log1p_columns=model.log1p_columns, scaler=scaler,
+                                         class_mix=class_mix if any(c.startswith(CLASS_MIX) for c in model.columns)
+                                         else None).fit(features)
     matrix = pd.DataFrame(transformer.transform(features).astype(np.float32), columns=model.columns)
     matrix.insert(0, ID_COLUMN, features[ID_COLUMN].to_numpy())
     basic_columns = [ID_COLUMN] + list(CORE_FEATURES) + [c for c in feature_columns
@@ -1085,9 +1237,14 @@ def prepare_features(lines, customers: pd.DataFrame | None, hierarchy: Hierarchy
         "dropped_features": dropped,
         "column_roles": {role: sum(r == role for r in roles.values()) for role in ROLES},
         "profile_columns": [c for c, r in roles.items() if r in (ROLE_PROFILE, ROLE_GROUND_TRUTH)],
-        "model_matrix": {"columns": model.columns, "log1p_columns": model.log1p_columns, "scaler": "RobustScaler",
-                         "center": [round(float(v), 6) for v in transformer.scaler_.center_],
+        "model_matrix": {"columns": model.columns, "log1p_columns": model.log1p_columns,
+                         "scaler": type(transformer.scaler_).__name__,
+                         "center": [round(float(v), 6) for v in _scaler_center(transformer.scaler_)],
                          "scale": [round(float(v), 6) for v in transformer.scaler_.scale_],
+                         "class_mix": None if class_mix is None else {
+                             "components": len(class_mix.components_),
+                             "explained_variance_ratio": [round(float(v), 4)
+                                                          for v in class_mix.explained_variance_ratio_]},
                          "patterns_without_data": model.patterns_without_data},
     }
     return PreparedFeatures(basic=features[basic_columns], enriched_department=features, class_long=class_long,

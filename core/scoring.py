@@ -26,8 +26,8 @@ import pandas as pd
 from core import artifacts, paths
 from core.errors import PipelineError
 from core.evaluation import single_threaded
-from core.features import (ID_COLUMN, EligibilityRules, FeatureSettings, apply_eligibility, build_customer_features,
-                           customers_without_features)
+from core.features import (ID_COLUMN, EligibilityRules, FeatureSettings, add_class_mix, apply_eligibility,
+                           build_customer_features, customers_without_features)
 
 log = logging.getLogger(__name__)
 
@@ -180,6 +180,9 @@ def score_customers(frame: pd.DataFrame, saved: SavedRun, *, analysis_date: pd.T
         no_features = customers_without_features(built.activity, None, features[ID_COLUMN].to_numpy())
         excluded = pd.concat([no_features, failed], ignore_index=True)[[ID_COLUMN, "reason"]]
         features = features[keep].reset_index(drop=True)
+        mix = getattr(saved.transformer, "class_mix", None)
+        if mix is not None:
+            features = add_class_mix(features, built.class_long, mix, mix.n_features_in_)
     else:
         features = frame.drop_duplicates(ID_COLUMN)
         if len(features) != len(frame):

@@ -99,3 +99,19 @@ def test_saved_encoder_alone_encodes_like_the_trained_model(trained, X, tmp_path
     untrained = AutoencoderTransformer(**PARAMS)._build(N_FEATURES)
     fresh = keras.Model(untrained.inputs, untrained.get_layer(LATENT_LAYER).output)
     assert np.max(np.abs(fresh.predict(X, verbose=0) - before)) > 1e-3, "a check that could fail"
+
+
+def test_a_denoising_autoencoder_is_deterministic_drops_nothing_when_encoding_and_round_trips(X, tmp_path):
+    params = {**PARAMS, "input_dropout": 0.4}
+    model = AutoencoderTransformer(**params).fit(X)
+    latent = model.transform(X)
+    # Training is seeded, dropout included.
+    np.testing.assert_allclose(AutoencoderTransformer(**params).fit(X).transform(X), latent, atol=1e-6)
+    # Dropout changes what is learned ...
+    assert not np.allclose(latent, AutoencoderTransformer(**PARAMS).fit(X).transform(X), atol=1e-3)
+    # ... but is off when encoding: the same rows always give the same latent values.
+    np.testing.assert_array_equal(model.transform(X), latent)
+    model.save(tmp_path / "denoising.keras")
+    loaded = AutoencoderTransformer.load(tmp_path / "denoising.keras")
+    assert loaded.input_dropout == 0.4
+    np.testing.assert_allclose(loaded.transform(X), latent, atol=1e-6)

@@ -296,6 +296,21 @@ def test_bad_choice(tmp_path, docs):
         load_config(path)
 
 
+def test_model_scaler_and_input_dropout_are_checked(tmp_path, docs):
+    """prepare_features.scaler must be standard or robust; train_autoencoder.input_dropout stays below 1."""
+    docs["config"]["prepare_features"]["scaler"] = "minmax"
+    docs["config"]["train_autoencoder"]["input_dropout"] = 1.0
+    docs["config"]["prepare_features"]["class_mix_components"] = -1
+    path = write_documents(tmp_path, docs)
+
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    message = str(caught.value)
+    assert "prepare_features.scaler" in message and "allowed values: standard, robust" in message
+    assert "train_autoencoder.input_dropout" in message and "above the maximum 0.9" in message
+    assert "prepare_features.class_mix_components" in message and "below the minimum 0" in message
+
+
 def test_history_end_must_follow_history_start(tmp_path, docs):
     """A history window ending before it starts is rejected, naming both dates."""
     docs["config"]["data"]["history_end"] = dt.date(2022, 12, 31)

@@ -36,8 +36,8 @@ import pandas as pd
 import pytest
 from sklearn.exceptions import NotFittedError
 
-from core.features import (CORE_FEATURES, ROLE_FEATURE, EligibilityRules, FeatureSettings, ModelMatrixTransformer,
-                           apply_eligibility, build_customer_features, column_roles, monthly_spend_stats,
+from core.features import (CORE_FEATURES, ROLE_FEATURE, ClassMixEmbedding, EligibilityRules, FeatureSettings,
+                           ModelMatrixTransformer, add_class_mix, apply_eligibility, build_customer_features, column_roles, monthly_spend_stats,
                            prepare_features, resolve_model_columns)
 from core.hierarchy import parse_hierarchy
 from core.tables import IDENTITY_COLUMNS
@@ -453,7 +453,7 @@ def test_model_matrix_takes_the_patterns_in_feature_order_and_records_them(prepa
     assert prepared.transformer.log1p_columns == ["recency_days", "net_revenue"]
     recorded = prepared.details["model_matrix"]
     assert recorded["columns"] == list(prepared.model_matrix.columns[1:])
-    assert recorded["log1p_columns"] == ["recency_days", "net_revenue"] and recorded["scaler"] == "RobustScaler"
+    assert recorded["log1p_columns"] == ["recency_days", "net_revenue"] and recorded["scaler"] == "StandardScaler"
     assert set(prepared.model_matrix.dtypes.iloc[1:]) == {np.dtype(np.float32)}
 
 
@@ -545,12 +545,23 @@ def _robust(values: np.ndarray) -> np.ndarray:
     return (values - median) / (q3 - q1)
 
 
-def test_model_matrix_logs_only_the_listed_columns_then_robust_scales():
+def _standard(values: np.ndarray) -> np.ndarray:
+    return (values - values.mean()) / values.std()
+
+
+@pytest.mark.parametrize("scaler, scale", [("standard", _standard), ("robust", _robust)])
+def test_model_matrix_logs_only_the_listed_columns_then_scales(scaler, scale):
     frame = skewed_frame()
-    out = ModelMatrixTransformer(columns=["revenue", "share"], log1p_columns=["revenue"]).fit_transform(frame)
+    out = ModelMatrixTransformer(columns=["revenue", "share"], log1p_columns=["revenue"],
+                                 scaler=scaler).fit_transform(frame)
     assert out.shape == (len(frame), 2)
-    np.testing.assert_allclose(out[:, 0], _robust(np.log1p(frame["revenue"].to_numpy())), atol=1e-12)
-    np.testing.assert_allclose(out[:, 1], _robust(frame["share"].to_numpy()), atol=1e-12)
+    np.testing.assert_allclose(out[:, 0], scale(np.log1p(frame["revenue"].to_numpy())), atol=1e-12)
+    np.testing.assert_allclose(out[:, 1], scale(frame["share"].to_numpy()), atol=1e-12)
+
+
+def test_model_matrix_refuses_an_unknown_scaler():
+    with pytest.raises(ValueError, match="scaler 'minmax' is not one of standard, robust"):
+        ModelMatrixTransformer(columns=["share"], scaler="minmax").fit(skewed_frame())
 
 
 def test_model_matrix_clips_negative_values_before_log1p():
@@ -618,3 +629,75 @@ def test_unknown_department_is_spend_even_when_the_hierarchy_lists_it():
         "Unknown": {"kind": "data_quality", "classes": ["Unknown"]}}}, "test")
     built, _ = build_customer_features(tiny_transactions(), with_unknown, ANALYSIS_DATE)
     assert built.features.set_index("customer_id").loc[6, "gross_revenue"] == 70.0
+
+
+# --- the class mix ------------------------------------------------------------------------------
+
+def class_spend(rows):
+    import scipy.sparse as sparse
+    return sparse.csr_matrix(np.asarray(rows, dtype=np.float64))
+
+
+def test_class_mix_is_the_hellinger_vector_projected_on_its_leading_singular_vectors():
+    rng = np.random.default_rng(3)
+    spend = rng.gamma(0.3, 20.0, size=(60, 8)) * (rng.random((60, 8)) < 0.5)
+    spend[0] = 0.0  # a customer without class spend sits at the origin
+    embedding = ClassMixEmbedding(n_components=3, random_state=0).fit(class_spend(spend))
+    totals = spend.sum(axis=1, keepdims=True)
+    hellinger = np.sqrt(np.divide(spend, totals, out=np.zeros_like(spend), where=totals > 0))
+    # The components are the leading right singular vectors of the Hellinger matrix (up to sign).
+    _, _, vt = np.linalg.svd(hellinger, full_matrices=False)
+    for got, want in zip(embedding.components_, vt[:3]):
+        assert abs(abs(got @ want) - 1.0) < 1e-6
+        assert got[np.abs(got).argmax()] > 0, "sign fixed: largest loading positive"
+    np.testing.assert_allclose(embedding.transform(class_spend(spend)), hellinger @ embedding.components_.T)
+    np.testing.assert_array_equal(embedding.transform(class_spend(spend))[0], 0.0)
+    # Scale-free: a customer spending ten times as much in the same proportions lands on the same point.
+    np.testing.assert_allclose(embedding.transform(class_spend(spend[1:2] * 10)),
+                               embedding.transform(class_spend(spend[1:2])))
+    assert list(embedding.get_feature_names_out()) == ["class_mix_01", "class_mix_02", "class_mix_03"]
+
+
+def test_class_mix_is_deterministic_capped_and_refuses_bad_input():
+    spend = np.random.default_rng(0).gamma(0.5, 10.0, size=(40, 5))
+    one = ClassMixEmbedding(n_components=3, random_state=7).fit(class_spend(spend))
+    two = ClassMixEmbedding(n_components=3, random_state=7).fit(class_spend(spend))
+    np.testing.assert_array_equal(one.components_, two.components_)
+    assert len(ClassMixEmbedding(n_components=12).fit(class_spend(spend)).components_) == 4, "at most classes - 1"
+    with pytest.raises(ValueError, match="must not be negative"):
+        ClassMixEmbedding(n_components=2).fit(class_spend([[1.0, -2.0, 0.0], [0.0, 1.0, 1.0], [2.0, 0.0, 1.0]]))
+    with pytest.raises(ValueError, match="fitted on 5"):
+        one.transform(class_spend(spend[:, :4]))
+    with pytest.raises(ValueError, match="at least 2 classes"):
+        ClassMixEmbedding().fit(class_spend([[1.0], [2.0]]))
+
+
+def test_prepare_features_adds_the_class_mix_and_keeps_its_projection_for_scoring():
+    prepared = prepare_features(tiny_transactions(), tiny_customers(), tiny_hierarchy(),
+                                ["orders_per_month", "dept_share__*", "class_mix_*"], [], ANALYSIS_DATE,
+                                class_mix_components=12, scaler="robust")
+    mix = [c for c in prepared.model_matrix.columns if c.startswith("class_mix_")]
+    # The tiny hierarchy sells 4 merchandise classes and 3 customers are eligible: at most 2 components.
+    assert len(prepared.model_matrix) == 3 and mix == ["class_mix_01", "class_mix_02"]
+    assert all(prepared.roles[c] == ROLE_FEATURE for c in mix)
+    assert set(mix) <= set(prepared.enriched_department.columns) and not set(mix) & set(prepared.basic.columns)
+    transformer = prepared.transformer
+    assert transformer.class_mix is not None and prepared.details["model_matrix"]["scaler"] == "RobustScaler"
+    assert prepared.details["model_matrix"]["class_mix"]["components"] == 2
+    # Recomputing the columns from the long class table with the saved projection gives the same values.
+    again = add_class_mix(prepared.enriched_department.drop(columns=mix), prepared.class_long,
+                          transformer.class_mix, transformer.class_mix.n_features_in_)
+    np.testing.assert_allclose(again[mix].to_numpy(), prepared.enriched_department[mix].to_numpy())
+    # Customer 1 bought dresses, tops, candles and cushions; customer 2 only cushions: different mixes.
+    rows = prepared.enriched_department.set_index("customer_id")[mix]
+    assert not np.allclose(rows.loc[1], rows.loc[2])
+
+
+def test_no_class_mix_when_switched_off_or_not_asked_for(prepared):
+    # Computed (a feature like any other) but not in this matrix: the transformer carries no projection.
+    assert [c for c in prepared.enriched_department.columns if c.startswith("class_mix_")]
+    assert prepared.transformer.class_mix is None
+    off = prepare_features(tiny_transactions(), None, tiny_hierarchy(), ["orders_per_month"], [], ANALYSIS_DATE,
+                           class_mix_components=0)
+    assert not [c for c in off.enriched_department.columns if c.startswith("class_mix_")]
+    assert off.transformer.class_mix is None and off.details["model_matrix"]["class_mix"] is None

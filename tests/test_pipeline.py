@@ -171,7 +171,7 @@ def test_stage_02_manifest_records_eligibility_dropped_features_and_the_model_ma
         assert (feature in details["dropped_features"]) != has_data, column
     features = read(artifacts_dir, paths.PREPARE_FEATURES, paths.FEATURES)
     assert details["model_matrix"]["columns"] == list(features.columns[1:])
-    assert {"dept_entropy", "holiday_share", "spend_trend"} <= set(details["model_matrix"]["columns"])
+    assert {"dept_entropy", "holiday_share", "class_mix_01"} <= set(details["model_matrix"]["columns"])
     long = read(artifacts_dir, paths.PREPARE_FEATURES, paths.CLASS_SPEND_LONG)
     wide = read(artifacts_dir, paths.PREPARE_FEATURES, paths.ENRICHED_CLASS).set_index("customer_id")
     spend = wide.filter(like="class_spend__").to_numpy().sum()
@@ -677,8 +677,8 @@ def test_scoring_a_features_file_refuses_gaps_and_duplicates(pipeline_run):
     saved = scoring.load_saved_run(artifacts_dir, load_config(config_path))
     features = read(artifacts_dir, paths.PREPARE_FEATURES, paths.ENRICHED_DEPARTMENT).head(5)
     assert scoring.input_kind(features, saved.transformer) == "features"
-    gap = features.assign(orders=[1.0, np.nan, 2.0, 3.0, 4.0])
-    with pytest.raises(PipelineError, match="new.parquet: missing values in orders; every customer needs"):
+    gap = features.assign(orders_per_month=[1.0, np.nan, 2.0, 3.0, 4.0])
+    with pytest.raises(PipelineError, match="new.parquet: missing values in orders_per_month; every customer needs"):
         scoring.score_customers(gap, saved, source="new.parquet")
     twice = pd.concat([features, features.head(1)])
     with pytest.raises(PipelineError, match="1 customer_id value\\(s\\) appear twice"):

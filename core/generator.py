@@ -88,6 +88,10 @@ class GenerationPlan:
     regimes : list of Regime
     item_cum : ndarray (weight rows, items)
         Cumulative item choice weights, offset by 2 per row (see :func:`_draw_items`).
+    item_span, item_cum_span : ndarray (2, regimes * classes)
+        Per regime and class (``regime * classes + class``): the flat positions in ``item_cum``
+        of the class's first and last items, and the cumulative weights just before the first
+        and at the last.
     department_names : list of str
         Merchandise departments then the non-merchandise ones the generator writes.
     """
@@ -110,6 +114,9 @@ class GenerationPlan:
     department_flat: np.ndarray
     regimes: list[Regime]
     item_cum: np.ndarray
+    item_span: np.ndarray
+    item_cum_span: np.ndarray
+    item_search_steps: int
     expected_line_value: np.ndarray
     preferred: np.ndarray
     preferred_count: np.ndarray
@@ -282,7 +289,9 @@ def build_plan(personas: dict[str, Persona], scenarios: dict[str, Scenario], hie
         intensity_cum=intensity_cum, intensity_flat=(intensity_cum + offsets[:, None]).ravel(),
         intensity_offset=offsets,
         department_flat=np.concatenate([r.department_cum + 2.0 * i for i, r in enumerate(regimes)]),
-        regimes=regimes, item_cum=item_cum, expected_line_value=expected,
+        regimes=regimes, item_cum=item_cum, **_item_spans(item_cum, regimes, catalog),
+        item_search_steps=int(np.ceil(np.log2(max(int(catalog.class_n_items.max()), 1)))),
+        expected_line_value=expected,
         preferred=preferred, preferred_count=preferred_count, class_level=class_level,
         picks_range=picks_range, exploration=exploration, department_names=department_names,
         department_classes=department_classes, department_sellable=department_sellable,
@@ -290,6 +299,18 @@ def build_plan(personas: dict[str, Persona], scenarios: dict[str, Scenario], hie
         class_offsets=np.concatenate([[0], np.cumsum([len(c) for c in department_classes])[:-1]]).astype(np.int64),
         product_codes=_product_codes(department_names, department_classes, catalog.products),
         data_quality_class=data_quality_class, identity=identity)
+
+
+def _item_spans(item_cum: np.ndarray, regimes: list[Regime], catalog: Catalog) -> dict[str, np.ndarray]:
+    """Search bounds of every (regime, class) pair in the flattened ``item_cum`` (see :func:`_draw_items`)."""
+    width = item_cum.shape[1]
+    row = np.repeat([g.item_weight_row for g in regimes], len(catalog.class_names))
+    first = np.tile(catalog.class_first_item, len(regimes))
+    lo = row * width + first
+    hi = lo + np.tile(catalog.class_n_items, len(regimes)) - 1
+    flat = item_cum.ravel()
+    low = np.where(first > 0, flat[lo - 1], 2.0 * row)
+    return {"item_span": np.vstack([lo, hi]), "item_cum_span": np.vstack([low, flat[hi]])}
 
 
 def _item_weights(catalog: Catalog, tier_mix: dict[str, float], style: np.ndarray) -> np.ndarray:
@@ -567,20 +588,26 @@ def _draw_items(cls: np.ndarray, line_regime: np.ndarray, plan: GenerationPlan,
                 rng: np.random.Generator) -> np.ndarray:
     """Item of every line within its class, weighted by the regime's brand-tier and style weights.
 
-    ``plan.item_cum`` holds each weight row's cumulative weights offset by
-    2 per row, so one binary search over the flattened table serves every row.
+    ``plan.item_cum`` holds each weight row's cumulative weights offset by 2
+    per row; a uniform draw between the cumulative weights around the class
+    is inverted by a binary search within the class's items (at most 14: a
+    few vectorised steps over short, cache-resident ranges, where one search
+    over the whole flattened table missed the cache at every step). The item
+    is the first whose cumulative weight reaches the target, as
+    ``np.searchsorted(..., side="left")`` would find.
     """
-    cat = plan.catalog
-    row = np.array([g.item_weight_row for g in plan.regimes])[line_regime]
-    width = plan.item_cum.shape[1]
-    flat = plan.item_cum.ravel()
-    first = cat.class_first_item[cls]
-    last = first + cat.class_n_items[cls] - 1
-    high = flat[row * width + last]
-    low = np.where(first > 0, flat[row * width + first - 1], 2.0 * row)
+    key = line_regime * len(plan.catalog.class_names) + cls
+    lo, hi = plan.item_span[0, key], plan.item_span[1, key]
+    low, high = plan.item_cum_span[0, key], plan.item_cum_span[1, key]
     target = low + rng.random(len(cls)) * (high - low)
-    item = np.searchsorted(flat, target, side="left") - row * width
-    return np.clip(item, first, last)
+    flat = plan.item_cum.ravel()
+    base = lo - plan.catalog.class_first_item[cls]
+    for _ in range(plan.item_search_steps):
+        mid = (lo + hi) >> 1
+        below = flat[mid] < target
+        lo = np.where(below, mid + 1, lo)
+        hi = np.where(below, hi, mid)
+    return lo - base
 
 
 def _draw_sizes(cls, line_customer, line_day, c, plan: GenerationPlan, rng: np.random.Generator) -> np.ndarray:

@@ -122,6 +122,7 @@ class GenerationPlan:
     preferred_count: np.ndarray
     class_level: np.ndarray
     picks_range: np.ndarray
+    picks_used: np.ndarray
     exploration: np.ndarray
     department_names: list[str]
     department_classes: list[list[str]]
@@ -293,12 +294,24 @@ def build_plan(personas: dict[str, Persona], scenarios: dict[str, Scenario], hie
         item_search_steps=int(np.ceil(np.log2(max(int(catalog.class_n_items.max()), 1)))),
         expected_line_value=expected,
         preferred=preferred, preferred_count=preferred_count, class_level=class_level,
-        picks_range=picks_range, exploration=exploration, department_names=department_names,
+        picks_range=picks_range, picks_used=_picks_used(regimes, class_level), exploration=exploration, department_names=department_names,
         department_classes=department_classes, department_sellable=department_sellable,
         special_departments=special,
         class_offsets=np.concatenate([[0], np.cumsum([len(c) for c in department_classes])[:-1]]).astype(np.int64),
         product_codes=_product_codes(department_names, department_classes, catalog.products),
         data_quality_class=data_quality_class, identity=identity)
+
+
+def _picks_used(regimes: list[Regime], class_level: np.ndarray) -> np.ndarray:
+    """(personas, departments): whether a persona's customers buy from their own picks there.
+
+    True where the persona prefers the department at department level and any of its regimes
+    gives it a share; elsewhere the customer's picks are never read.
+    """
+    buys = np.zeros(class_level.shape, dtype=bool)
+    for regime in regimes:
+        buys[regime.persona] |= regime.department_share > 0
+    return buys & ~class_level
 
 
 def _item_spans(item_cum: np.ndarray, regimes: list[Regime], catalog: Catalog) -> dict[str, np.ndarray]:
@@ -386,10 +399,13 @@ def draw_customers(first_id: int, n: int, plan: GenerationPlan, rng: np.random.G
     pick_count = np.ones((n, n_depts), dtype=np.int64)
     for d, dept in enumerate(plan.catalog.departments):
         rows_d = plan.catalog.department_classes(dept)
-        order = np.argsort(rng.random((n, len(rows_d))), axis=1)[:, :max_picks]
-        padded = np.zeros((n, max_picks), dtype=np.int64)
-        padded[:, :order.shape[1]] = rows_d[order]
-        picks[:, d] = padded
+        shuffle = rng.random((n, len(rows_d)))
+        # Sorting is the cost: only customers who will read their picks here get theirs; the
+        # others keep the department's first classes (valid, never read).
+        picks[:, d] = rows_d[np.minimum(np.arange(max_picks), len(rows_d) - 1)]
+        used = np.flatnonzero(plan.picks_used[persona, d])
+        order = np.argsort(shuffle[used], axis=1)[:, :max_picks]
+        picks[used, d, :order.shape[1]] = rows_d[order]
         low = plan.picks_range[persona, d, 0]
         high = plan.picks_range[persona, d, 1]
         pick_count[:, d] = np.maximum(low + np.floor(rng.random(n) * (high - low + 1)).astype(np.int64), 1)
@@ -797,27 +813,26 @@ def _customer_frame(block: dict, plan: GenerationPlan) -> pd.DataFrame:
     start = np.datetime64(plan.data.history_start, "D")
     signup = np.where(c["existing"], -c["signup_before"], o["first_day"])
     dropout = np.where(o["dropped"], o["last_day"], 0)
-    frame = pd.DataFrame({
+    persona = c["persona"]
+    ident = block["identity"]
+    columns = {
         "customer_id": c["customer_id"],
-        "persona": pd.array(np.asarray(names, dtype=object)[c["persona"]], dtype="string"),
+        "persona": pd.array(np.asarray(names, dtype=object)[persona], dtype="string"),
         "age": pd.array(c["age"], dtype="Int16"),
         "gender": pd.array(np.where(c["female"], "Female", "Male"), dtype="string"),
-        "has_children": pd.array([personas[names[i]].demographics.has_children for i in c["persona"]],
-                                 dtype="boolean"),
+        "has_children": pd.array(np.asarray([personas[p].demographics.has_children for p in names],
+                                            dtype=object)[persona], dtype="boolean"),
         "lifestyle": pd.array(np.asarray([personas[p].demographics.lifestyle for p in names],
-                                         dtype=object)[c["persona"]], dtype="string"),
+                                         dtype=object)[persona], dtype="string"),
         "region": pd.array(np.asarray(list(plan.cfg.regions), dtype=object)[c["region"]], dtype="string"),
         "signup_date": (start + signup).astype("datetime64[us]"),
-        "dropout_date": pd.Series((start + dropout).astype("datetime64[us]")).where(o["dropped"]),
-    })
-    ident = block["identity"]
-    if ident is not None:
-        for column in tables.IDENTITY_COLUMNS:
-            frame[column] = pd.array(ident[column], dtype="string")
-    else:
-        for column in tables.IDENTITY_COLUMNS:
-            frame[column] = pd.array([None] * n, dtype="string")
-    return frame[list(CUSTOMER_COLUMNS)]
+        "dropout_date": np.where(o["dropped"], start + dropout, np.datetime64("NaT")).astype("datetime64[us]"),
+        **{column: pd.array(ident[column] if ident is not None else [None] * n, dtype="string")
+           for column in tables.IDENTITY_COLUMNS},
+    }
+    # One constructor call in the contract's order: adding columns one by one cost more than
+    # drawing the customers.
+    return pd.DataFrame({name: columns[name] for name in CUSTOMER_COLUMNS})
 
 
 def generate(plan: GenerationPlan, seed: int, report=None,

@@ -123,6 +123,7 @@ class GenerationPlan:
     class_level: np.ndarray
     picks_range: np.ndarray
     picks_used: np.ndarray
+    focus_share: np.ndarray
     exploration: np.ndarray
     department_names: list[str]
     department_classes: list[list[str]]
@@ -294,7 +295,8 @@ def build_plan(personas: dict[str, Persona], scenarios: dict[str, Scenario], hie
         item_search_steps=int(np.ceil(np.log2(max(int(catalog.class_n_items.max()), 1)))),
         expected_line_value=expected,
         preferred=preferred, preferred_count=preferred_count, class_level=class_level,
-        picks_range=picks_range, picks_used=_picks_used(regimes, class_level), exploration=exploration, department_names=department_names,
+        picks_range=picks_range, picks_used=_picks_used(regimes, class_level),
+        focus_share=_focus_share(regimes, n_depts), exploration=exploration, department_names=department_names,
         department_classes=department_classes, department_sellable=department_sellable,
         special_departments=special,
         class_offsets=np.concatenate([[0], np.cumsum([len(c) for c in department_classes])[:-1]]).astype(np.int64),
@@ -312,6 +314,15 @@ def _picks_used(regimes: list[Regime], class_level: np.ndarray) -> np.ndarray:
     for regime in regimes:
         buys[regime.persona] |= regime.department_share > 0
     return buys & ~class_level
+
+
+def _focus_share(regimes: list[Regime], n_depts: int) -> np.ndarray:
+    """Largest scenario class-focus share of each (regime, department), flat; 0 without focus."""
+    share = np.zeros(len(regimes) * n_depts)
+    for r, regime in enumerate(regimes):
+        for d, focus, _ in regime.class_focus:
+            share[r * n_depts + d] = max(share[r * n_depts + d], focus)
+    return share
 
 
 def _item_spans(item_cum: np.ndarray, regimes: list[Regime], catalog: Catalog) -> dict[str, np.ndarray]:
@@ -598,25 +609,36 @@ def _draw_classes(line_customer, line_persona, line_regime, dept, c, plan: Gener
     """Class of every merchandise line: usual classes, exploration, scenario focus."""
     cat = plan.catalog
     n = len(dept)
+    n_depts = len(cat.departments)
     u = rng.random(n)
-    class_level = plan.class_level[line_persona, dept]
-    listed_n = plan.preferred_count[line_persona, dept]
-    listed = plan.preferred[line_persona, dept, np.minimum((u * listed_n).astype(np.int64),
-                                                           np.maximum(listed_n - 1, 0))]
-    k = c["pick_count"][line_customer, dept]
-    own = c["picks"][line_customer, dept, np.minimum((u * k).astype(np.int64), k - 1)]
-    cls = np.where(class_level, listed, own)
+    # Usual classes of every (customer, department) in one table: the persona's listed classes
+    # where it prefers the department at class level, else the customer's own picks. One flat
+    # lookup per line instead of two multi-dimensional ones and a choice between them.
+    persona = c["persona"]
+    level = plan.class_level[persona]
+    width = max(plan.preferred.shape[2], c["picks"].shape[2])
+    usual = np.zeros((len(persona), n_depts, width), dtype=np.int64)
+    usual[:, :, :c["picks"].shape[2]] = c["picks"]
+    usual[level, :plan.preferred.shape[2]] = plan.preferred[persona][level]
+    usual_count = np.where(level, plan.preferred_count[persona], c["pick_count"]).ravel()
+    key = line_customer * n_depts + dept
+    k = usual_count[key]
+    cls = usual.ravel()[key * width + np.minimum((u * k).astype(np.int64), k - 1)]
     first = np.array([cat.department_classes(d)[0] for d in cat.departments])
     count = np.array([len(cat.department_classes(d)) for d in cat.departments])
-    explore = rng.random(n) < plan.exploration[line_persona]
-    anywhere = first[dept] + np.floor(rng.random(n) * count[dept]).astype(np.int64)
-    cls = np.where(explore, anywhere, cls)
+    explore = np.flatnonzero(rng.random(n) < plan.exploration[line_persona])
+    anywhere_u = rng.random(n)[explore]
+    cls[explore] = first[dept[explore]] + np.floor(anywhere_u * count[dept[explore]]).astype(np.int64)
     focus_u = rng.random(n)
     pick_u = rng.random(n)
-    for r, regime in enumerate(plan.regimes):
-        for d, share, rows in regime.class_focus:
-            hit = (line_regime == r) & (dept == d) & (focus_u < share)
-            cls[hit] = rows[np.floor(pick_u[hit] * len(rows)).astype(np.int64)]
+    if plan.focus_share.any():
+        # Only lines under some focus at all are tested against each focus, in config order.
+        hits = np.flatnonzero(focus_u < plan.focus_share[line_regime * n_depts + dept])
+        h_regime, h_dept, h_focus, h_pick = line_regime[hits], dept[hits], focus_u[hits], pick_u[hits]
+        for r, regime in enumerate(plan.regimes):
+            for d, share, rows in regime.class_focus:
+                hit = (h_regime == r) & (h_dept == d) & (h_focus < share)
+                cls[hits[hit]] = rows[np.floor(h_pick[hit] * len(rows)).astype(np.int64)]
     return cls
 
 

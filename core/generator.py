@@ -964,11 +964,16 @@ def generate(plan: GenerationPlan, seed: int, report=None,
         submitted = 0
         spill = _spill_folder()
 
+        # Blocks in flight or done but not yet taken: a bounded window keeps memory flat however
+        # many customers there are. It spans a chunk so that the workers keep drawing the next
+        # chunk while the caller writes this one (a window of a few blocks left both workers idle
+        # for most of each Parquet write); done blocks wait as files in shared memory.
+        window = blocks_per_chunk + 2 * workers
+
         def results() -> Iterator[tuple]:
             nonlocal submitted
-            # A bounded window of blocks in flight keeps memory flat however many customers there are.
             while submitted < n_blocks or pending:
-                while submitted < n_blocks and len(pending) < 2 * workers:
+                while submitted < n_blocks and len(pending) < window:
                     pending.append(executor.submit(_worker_block, seed, submitted, want_report, spill))
                     submitted += 1
                 customers, transactions, part = pending.pop(0).result()

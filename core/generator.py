@@ -89,6 +89,10 @@ class GenerationPlan:
     regimes : list of Regime
     item_cum : ndarray (weight rows, items)
         Cumulative item choice weights, offset by 2 per row (see :func:`_draw_items`).
+    intensity_flat, department_flat, item_flat : ndarray
+        ``intensity_cum``, the regimes' cumulative department mixes and ``item_cum``, each row
+        offset so that the rows stack into one increasing array, padded with infinities for
+        :func:`_search_from`; ``*_steps`` are the search steps each needs.
     item_span, item_cum_span : ndarray (2, regimes * classes)
         Per regime and class (``regime * classes + class``): the flat positions in ``item_cum``
         of the class's first and last items, and the cumulative weights just before the first
@@ -117,7 +121,10 @@ class GenerationPlan:
     item_cum: np.ndarray
     item_span: np.ndarray
     item_cum_span: np.ndarray
-    item_search_steps: int
+    item_flat: np.ndarray
+    item_steps: int
+    intensity_steps: int
+    department_steps: int
     expected_line_value: np.ndarray
     preferred: np.ndarray
     preferred_count: np.ndarray
@@ -291,11 +298,14 @@ def build_plan(personas: dict[str, Persona], scenarios: dict[str, Scenario], hie
         personas=personas, scenarios=scenarios, persona_names=names, scenario_names=scenario_names,
         catalog=catalog, data=data, cfg=cfg, n_days=n_days, day_month=month, base_intensity=base,
         scenario_days=active, day_regime=day_regime,
-        intensity_cum=intensity_cum, intensity_flat=(intensity_cum + offsets[:, None]).ravel(),
-        intensity_offset=offsets,
-        department_flat=np.concatenate([r.department_cum + 2.0 * i for i, r in enumerate(regimes)]),
+        intensity_cum=intensity_cum, intensity_flat=_padded((intensity_cum + offsets[:, None]).ravel(), n_days),
+        intensity_offset=offsets, intensity_steps=int(n_days).bit_length(),
+        department_flat=_padded(np.concatenate([r.department_cum + 2.0 * i for i, r in enumerate(regimes)]),
+                                n_depts - 1),
+        department_steps=max(n_depts - 1, 1).bit_length(),
         regimes=regimes, item_cum=item_cum, **_item_spans(item_cum, regimes, catalog),
-        item_search_steps=int(np.ceil(np.log2(max(int(catalog.class_n_items.max()), 1)))),
+        item_flat=_padded(item_cum.ravel(), int(catalog.class_n_items.max()) - 1),
+        item_steps=max(int(catalog.class_n_items.max()) - 1, 1).bit_length(),
         expected_line_value=expected,
         preferred=preferred, preferred_count=preferred_count, class_level=class_level,
         picks_range=picks_range, picks_used=_picks_used(regimes, class_level),
@@ -305,6 +315,28 @@ def build_plan(personas: dict[str, Persona], scenarios: dict[str, Scenario], hie
         class_offsets=np.concatenate([[0], np.cumsum([len(c) for c in department_classes])[:-1]]).astype(np.int64),
         **_product_codes(department_names, department_classes, catalog.products),
         data_quality_class=data_quality_class, identity=identity)
+
+
+def _padded(flat: np.ndarray, longest: int) -> np.ndarray:
+    """``flat`` followed by enough infinities for :func:`_search_from` to count up to ``longest``."""
+    return np.concatenate([flat, np.full(1 << max(longest, 1).bit_length(), np.inf)])
+
+
+def _search_from(table: np.ndarray, start: np.ndarray, target: np.ndarray, steps: int,
+                 right: bool = False) -> np.ndarray:
+    """How many entries of ``table`` from ``start`` on are below ``target`` (or equal, ``right``).
+
+    ``table`` rises from each start and ends in infinities (:func:`_padded`); the count stops at
+    ``2**steps - 1``. Searching from each value's own start, a fixed number of vectorised halving
+    steps (binary lifting) replaces ``np.searchsorted`` over the whole stacked table, which was
+    several times slower on unsorted values; the count is the one searchsorted finds from
+    ``start`` (``side="left"``, or ``"right"``), comparison for comparison.
+    """
+    pos = start.astype(np.int64, copy=True)
+    for step in (1 << k for k in reversed(range(steps))):
+        probe = table[pos + (step - 1)]
+        pos += ((probe <= target) if right else (probe < target)) * step
+    return pos - start
 
 
 def _picks_used(regimes: list[Regime], class_level: np.ndarray) -> np.ndarray:
@@ -504,11 +536,12 @@ def _invert_rows(plan: GenerationPlan, rows: np.ndarray, target: np.ndarray) -> 
     """Day whose interval of ``plan.intensity_cum[row]`` holds ``target``, for many rows at once.
 
     The persona rows are stacked with offsets into one increasing array
-    (:attr:`GenerationPlan.intensity_flat`), so one binary search serves all.
+    (:attr:`GenerationPlan.intensity_flat`); rows of earlier personas lie below any target.
     """
     width = plan.intensity_cum.shape[1]
-    found = np.searchsorted(plan.intensity_flat, target + plan.intensity_offset[rows], side="right") - 1
-    return np.clip(found - rows * width, 0, width - 2)
+    found = _search_from(plan.intensity_flat, rows * width, target + plan.intensity_offset[rows],
+                         plan.intensity_steps, right=True) - 1
+    return np.clip(found, 0, width - 2)
 
 
 def draw_block(first_id: int, n: int, plan: GenerationPlan, rng: np.random.Generator) -> dict:
@@ -545,7 +578,10 @@ def draw_block(first_id: int, n: int, plan: GenerationPlan, rng: np.random.Gener
     sku = cat.item_first_sku[item] + _draw_sizes(cls, line_customer, order_day[line_order], c, plan, rng)
 
     q = np.asarray(cfg.quantity_probabilities)
-    quantity = 1 + np.searchsorted(np.cumsum(q / q.sum())[:-1], rng.random(n_lines), side="right")
+    u = rng.random(n_lines)
+    quantity = np.ones(n_lines, dtype=np.int64)
+    for threshold in np.cumsum(q / q.sum())[:-1]:  # a few values: comparisons beat a search
+        quantity += u >= threshold
     sigma = cfg.unit_price_sigma
     regular = np.round(cat.item_price[item] * rng.lognormal(-sigma**2 / 2, sigma, n_lines), 2)
     regular = np.maximum(regular, 0.01)
@@ -601,10 +637,10 @@ def draw_block(first_id: int, n: int, plan: GenerationPlan, rng: np.random.Gener
 
 
 def _draw_departments(plan: GenerationPlan, regime: np.ndarray, u: np.ndarray) -> np.ndarray:
-    """Department of each draw ``u`` under its regime's mix: one search over the stacked cumulative mixes."""
-    n_depts = plan.department_flat.shape[0] // len(plan.regimes)
-    found = np.searchsorted(plan.department_flat, u + 2.0 * regime, side="left")
-    return np.minimum(found - regime * n_depts, n_depts - 1)
+    """Department of each draw ``u`` under its regime's mix (stacked cumulative mixes, offset 2 a regime)."""
+    n_depts = len(plan.catalog.departments)
+    found = _search_from(plan.department_flat, regime * n_depts, u + 2.0 * regime, plan.department_steps)
+    return np.minimum(found, n_depts - 1)
 
 
 def _draw_classes(line_customer, line_persona, line_regime, dept, c, plan: GenerationPlan,
@@ -651,24 +687,18 @@ def _draw_items(cls: np.ndarray, line_regime: np.ndarray, plan: GenerationPlan,
 
     ``plan.item_cum`` holds each weight row's cumulative weights offset by 2
     per row; a uniform draw between the cumulative weights around the class
-    is inverted by a binary search within the class's items (at most 14: a
-    few vectorised steps over short, cache-resident ranges, where one search
-    over the whole flattened table missed the cache at every step). The item
-    is the first whose cumulative weight reaches the target, as
+    is inverted within the class's items (at most 14, so a few vectorised
+    steps over short, cache-resident ranges, where one search over the whole
+    flattened table missed the cache at every step). The item is the first
+    whose cumulative weight reaches the target, as
     ``np.searchsorted(..., side="left")`` would find.
     """
     key = line_regime * len(plan.catalog.class_names) + cls
     lo, hi = plan.item_span[0, key], plan.item_span[1, key]
     low, high = plan.item_cum_span[0, key], plan.item_cum_span[1, key]
     target = low + rng.random(len(cls)) * (high - low)
-    flat = plan.item_cum.ravel()
-    base = lo - plan.catalog.class_first_item[cls]
-    for _ in range(plan.item_search_steps):
-        mid = (lo + hi) >> 1
-        below = flat[mid] < target
-        lo = np.where(below, mid + 1, lo)
-        hi = np.where(below, hi, mid)
-    return lo - base
+    found = np.minimum(lo + _search_from(plan.item_flat, lo, target, plan.item_steps), hi)
+    return found - (lo - plan.catalog.class_first_item[cls])
 
 
 def _draw_sizes(cls, line_customer, line_day, c, plan: GenerationPlan, rng: np.random.Generator) -> np.ndarray:

@@ -67,6 +67,7 @@ def run_generate(ctx: StageContext) -> None:
                 customer_chunks.append(customers)
                 counts["lines"] += lines.num_rows
                 counts["returns"] += int(pc.sum(lines["is_return"]).as_py() or 0)
+                del lines  # written: free it now, not once the next chunk has been assembled
             writer.add_key_value_metadata({"pandas": schema.metadata[b"pandas"].decode("utf-8")})
 
     ctx.write_with(paths.TRANSACTIONS, write_transactions)

@@ -60,16 +60,14 @@ def run_generate(ctx: StageContext) -> None:
         # Dictionary-encoded strings are written without the Arrow schema, so the file reads
         # back as plain strings (tables.TRANSACTION_SCHEMA); the pandas metadata keeps Int64 ids.
         schema = generator.DICTIONARY_TRANSACTION_SCHEMA
-        # Min/max statistics of the string columns cost half the writing time and no stage uses
-        # them; ids and dates keep theirs for readers that filter on them.
-        with pq.ParquetWriter(tmp_path, schema, store_schema=False,
-                              write_statistics=["customer_id", "order_id", "order_date"]) as writer:
+        with pq.ParquetWriter(tmp_path, schema, **generator.TRANSACTION_PARQUET_OPTIONS) as writer:
             for customers, lines in generator.generate(plan, cfg.seed, report=report,
                                                                   workers=cfg.generate_data.workers):
                 writer.write_table(lines)
                 customer_chunks.append(customers)
                 counts["lines"] += lines.num_rows
                 counts["returns"] += int(pc.sum(lines["is_return"]).as_py() or 0)
+                del lines  # written: free it now, not once the next chunk has been assembled
             writer.add_key_value_metadata({"pandas": schema.metadata[b"pandas"].decode("utf-8")})
 
     ctx.write_with(paths.TRANSACTIONS, write_transactions)

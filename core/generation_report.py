@@ -90,7 +90,8 @@ class GenerationReport:
         later = np.r_[False, cust[1:] == cust[:-1]]
         last = np.r_[cust[1:] != cust[:-1], True] & o["dropped"][cust]
         counted = later & ~last
-        np.add.at(self.orders_by_day, (order_persona[counted], o["day"][counted]), 1)
+        self.orders_by_day += np.bincount(order_persona[counted] * D + o["day"][counted],
+                                          minlength=P * D).reshape(P, D)
 
         line_persona = order_persona[lines["order"]]
         line_day = o["day"][lines["order"]]
@@ -122,7 +123,9 @@ class GenerationReport:
             lookup[self.focus_classes] = np.arange(len(self.focus_classes))
             hit = lookup[lines["class_row"]]
             rows = hit >= 0
-            np.add.at(self.class_by_day, (line_persona[rows], line_day[rows], hit[rows]), 1)
+            F = len(self.focus_classes)
+            self.class_by_day += np.bincount((line_persona[rows] * D + line_day[rows]) * F + hit[rows],
+                                             minlength=P * D * F).reshape(P, D, F)
         self.merchandise_lines += len(dept)
         self.data_quality_lines += int((lines["dept"] != dept).sum() + (lines["class"] != lines["class_code"]).sum()
                                        - ((lines["dept"] != dept) & (lines["class"] != lines["class_code"])).sum())

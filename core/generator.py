@@ -26,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import sys
+from pathlib import Path
 from typing import Iterator
 
 import numpy as np
@@ -45,6 +46,7 @@ log = logging.getLogger(__name__)
 
 DAYS_PER_MONTH = 365.25 / 12
 BLOCK_SIZE = 1000
+SPILL_PREFIX = "retail-generator-"
 """Customers per random-number block: the unit that makes the data independent of chunk size."""
 
 # The generator's department codes: merchandise departments first (catalog order), then these kinds.
@@ -1061,8 +1063,42 @@ def _spill_folder() -> str | None:
 
     if os.name != "posix":
         return None
-    base = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
-    return tempfile.mkdtemp(prefix="retail-generator-", dir=base)
+    base = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else tempfile.gettempdir()
+    # A killed run cannot clean up, and files in /dev/shm hold memory until the machine restarts:
+    # the folder carries its process id, and the next run removes those of processes gone.
+    remove_orphaned_spills(Path(base))
+    return tempfile.mkdtemp(prefix=f"{SPILL_PREFIX}{os.getpid()}-", dir=base)
+
+
+def remove_orphaned_spills(base: Path) -> list[Path]:
+    """Remove the spill folders in ``base`` left by generator processes that no longer run.
+
+    Returns the folders removed. Folders of running processes, and folders
+    whose name carries no process id, are left alone.
+    """
+    import os
+    import shutil
+
+    removed = []
+    for folder in sorted(base.glob(f"{SPILL_PREFIX}*")):
+        pid = folder.name[len(SPILL_PREFIX):].split("-", 1)[0]
+        if not (folder.is_dir() and pid.isdigit()) or _process_alive(int(pid)):
+            continue
+        shutil.rmtree(folder, ignore_errors=True)
+        removed.append(folder)
+    return removed
+
+
+def _process_alive(pid: int) -> bool:
+    import os
+
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def _remove(files: list[str]) -> None:

@@ -696,3 +696,22 @@ def test_chunk_size_does_not_change_the_data(shipped):
     pd.testing.assert_frame_equal(customers, shipped.customers)
     three = pa.concat_tables([t.cast(tables.TRANSACTION_SCHEMA) for _, t in shipped.chunks])
     assert table.cast(tables.TRANSACTION_SCHEMA).equals(three)
+
+
+def test_spill_folders_of_killed_runs_are_removed_and_live_ones_kept(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from core.generator import SPILL_PREFIX, remove_orphaned_spills
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    orphan = tmp_path / f"{SPILL_PREFIX}{gone.pid}-abc123"
+    live = tmp_path / f"{SPILL_PREFIX}{os.getpid()}-def456"
+    unnamed = tmp_path / f"{SPILL_PREFIX}ghi789"
+    for folder in (orphan, live, unnamed):
+        folder.mkdir()
+        (folder / "block-0.arrow").write_bytes(b"x" * 10)
+    assert remove_orphaned_spills(tmp_path) == [orphan]
+    assert not orphan.exists() and live.exists() and unnamed.exists()

@@ -51,7 +51,7 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench_pipeline import machine, run_child  # noqa: E402
+from bench_pipeline import machine, run_child, tree_rss_mib  # noqa: E402
 
 from core import paths  # noqa: E402
 from core.config import load_config  # noqa: E402
@@ -290,21 +290,6 @@ def scale_child(config: Path, artifacts: Path, n: int, output: Path) -> None:
                                          "stability_reseed", "stability_bootstrap"]].to_dict("records")}))
 
 
-def tree_rss_mib(pid: int) -> float:
-    """Resident memory of a process and all its descendants (Linux /proc), in MiB."""
-    total, stack = 0, [pid]
-    while stack:
-        current = stack.pop()
-        try:
-            for line in Path(f"/proc/{current}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1])
-            for task in Path(f"/proc/{current}/task").iterdir():
-                children = (task / "children").read_text().split()
-                stack.extend(int(c) for c in children)
-        except (OSError, ValueError):
-            continue
-    return total / 1024
 
 
 def run_sampled(command: list[str]) -> tuple[float, float, int]:

@@ -60,6 +60,23 @@ def record(report: str) -> Path:
     return results
 
 
+def tree_rss_mib(pid: int) -> float:
+    """Resident memory of ``pid`` and all its descendants, MiB (Linux /proc)."""
+    total, stack = 0, [pid]
+    while stack:
+        current = stack.pop()
+        try:
+            for line in Path(f"/proc/{current}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+            for task in Path(f"/proc/{current}/task").iterdir():
+                children = (task / "children").read_text().split()
+                stack.extend(int(c) for c in children)
+        except (OSError, ValueError):
+            continue
+    return total / 1024
+
+
 def run_child(command: list[str]) -> tuple[float, float | None, int]:
     """Wall seconds, peak RSS in MiB (None where unknown) and exit code of a child process."""
     start = time.perf_counter()

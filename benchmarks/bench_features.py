@@ -254,7 +254,8 @@ def run_duckdb(folder: Path, out: Path) -> dict:
     prepared = features.prepare_features(
         folder / paths.TRANSACTIONS, customers, config.hierarchy, cfg.model_features, cfg.log1p_features,
         eligibility=features.EligibilityRules.from_config(cfg.eligibility),
-        settings=features.FeatureSettings.from_config(cfg))
+        settings=features.FeatureSettings.from_config(cfg), scaler=cfg.scaler,
+        class_mix_components=cfg.class_mix_components)
     computed = time.perf_counter()
     compute_cpu = time.process_time() - cpu
     stage.write_outputs(prepared, lambda file, writer: writer(out / file))  # exactly as the stage writes

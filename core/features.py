@@ -296,6 +296,12 @@ class FeatureSettings:
         Regular expression (case-insensitive) matching kids' sizes.
     engine_memory_mb : int
         Memory the engine may hold; beyond it, it spills to a temporary folder.
+    attribute_columns : tuple of (str, tuple of str), optional
+        Per attribute, the share columns to build instead of choosing them
+        from the data: what scoring uses, so new customers get exactly the
+        columns (and the same pooling into ``other``) stage 02 built. A
+        value without a column pools into ``<attribute>_share__other`` when
+        that is among the columns; a column whose value the data lacks is 0.
     """
 
     holiday_window: tuple[str, str] = ("11-01", "12-31")
@@ -304,6 +310,7 @@ class FeatureSettings:
     max_attribute_values: int = 8
     kids_size_pattern: str = r"^(baby|toddler|child|kids?|teen)\b"
     engine_memory_mb: int = 2048
+    attribute_columns: tuple[tuple[str, tuple[str, ...]], ...] | None = None
 
     @classmethod
     def from_config(cls, cfg: Any) -> "FeatureSettings":
@@ -670,6 +677,21 @@ def _build(con, columns: list[str], hierarchy: Hierarchy, analysis_date, setting
         names = value_names[attribute]
         spend_by_value = np.stack([col(f"a_{attribute}_{i}") for i in range(len(names))], axis=1)
         known = spend_by_value.sum(axis=1)
+        fixed = dict(settings.attribute_columns or ()).get(attribute)
+        if fixed is not None:
+            # Scoring: the columns stage 02 built, whatever values this data has.
+            other = attribute_column(attribute, OTHER_VALUE)
+            index = {attribute_column(attribute, n): i for i, n in enumerate(names)}
+            kept = [index[c] for c in fixed if c in index and c != other]
+            pooled = np.setdiff1d(np.arange(len(names)), kept)
+            for name in fixed:
+                if name == other:
+                    values = spend_by_value[:, pooled].sum(axis=1)
+                else:
+                    values = spend_by_value[:, index[name]] if name in index else np.zeros(len(known))
+                out[name] = _ratio(values, known)
+                feature_columns.append(name)
+            continue
         # The values with the most spend get a column each; past max_attribute_values the rest pool as "other".
         order = np.lexsort((np.asarray(names), -spend_by_value.sum(axis=0)))
         kept = order if len(names) <= settings.max_attribute_values else order[:settings.max_attribute_values - 1]
@@ -968,6 +990,8 @@ def class_spend_matrix(class_long: pd.DataFrame, customer_ids: np.ndarray, n_cla
     """
     import scipy.sparse as sparse
 
+    if len(customer_ids) == 0:
+        return sparse.csr_matrix((0, n_classes))
     ids = class_long[ID_COLUMN].to_numpy()
     rows = np.searchsorted(customer_ids, ids)
     found = (rows < len(customer_ids)) & (customer_ids[np.minimum(rows, len(customer_ids) - 1)] == ids)
@@ -1202,14 +1226,20 @@ def prepare_features(lines, customers: pd.DataFrame | None, hierarchy: Hierarchy
                          f"them: {failed['rule'].value_counts().to_dict()})")
     class_columns = class_feature_names(hierarchy) if "dept_*" not in dropped else []
     class_mix = None
-    if class_mix_components > 0:
-        if not class_columns or len(class_columns) // 2 < 2:
-            dropped[f"{CLASS_MIX}*"] = dropped.get("dept_*", "the hierarchy has fewer than 2 sellable classes")
-        else:
-            shares = class_spend_matrix(class_long, features[ID_COLUMN].to_numpy(), len(class_columns) // 2)
-            class_mix = ClassMixEmbedding(n_components=class_mix_components).fit(shares)
-            features = add_class_mix(features, class_long, class_mix, len(class_columns) // 2)
-            feature_columns = feature_columns + list(class_mix.get_feature_names_out())
+    n_classes = len(class_columns) // 2
+    shares = class_spend_matrix(class_long, features[ID_COLUMN].to_numpy(), n_classes) if n_classes else None
+    why_no_mix = ("prepare_features.class_mix_components is 0" if class_mix_components == 0
+                  else dropped.get("dept_*") if not class_columns
+                  else "the hierarchy has fewer than 2 sellable classes" if n_classes < 2
+                  else "fewer than 2 eligible customers" if len(features) < 2
+                  else "no line falls in a sellable class of the hierarchy" if shares.nnz == 0
+                  else None)
+    if why_no_mix:
+        dropped[f"{CLASS_MIX}*"] = why_no_mix
+    else:
+        class_mix = ClassMixEmbedding(n_components=class_mix_components).fit(shares)
+        features = add_class_mix(features, class_long, class_mix, n_classes)
+        feature_columns = feature_columns + list(class_mix.get_feature_names_out())
     if customers is not None:
         profile = customers[[ID_COLUMN] + profile_columns(customers)].drop_duplicates(ID_COLUMN)
         features = features.merge(profile, on=ID_COLUMN, how="left", validate="one_to_one")
@@ -1222,6 +1252,12 @@ def prepare_features(lines, customers: pd.DataFrame | None, hierarchy: Hierarchy
     transformer = ModelMatrixTransformer(columns=model.columns, log1p_columns=model.log1p_columns, scaler=scaler,
                                          class_mix=class_mix if any(c.startswith(CLASS_MIX) for c in model.columns)
                                          else None).fit(features)
+    # What scoring needs to build these same columns from new order lines (core.scoring).
+    transformer.feature_settings_ = dataclasses.replace(settings, attribute_columns=tuple(
+        (a, tuple(c for c in feature_columns if c.startswith(f"{a}_share__"))) for a in settings.attributes
+        if any(c.startswith(f"{a}_share__") for c in feature_columns)))
+    transformer.eligibility_ = eligibility
+    transformer.sellable_classes_ = sellable_classes(hierarchy)
     matrix = pd.DataFrame(transformer.transform(features).astype(np.float32), columns=model.columns)
     matrix.insert(0, ID_COLUMN, features[ID_COLUMN].to_numpy())
     basic_columns = [ID_COLUMN] + list(CORE_FEATURES) + [c for c in feature_columns

@@ -1070,19 +1070,25 @@ def _spill_folder() -> str | None:
     return tempfile.mkdtemp(prefix=f"{SPILL_PREFIX}{os.getpid()}-", dir=base)
 
 
-def remove_orphaned_spills(base: Path) -> list[Path]:
+def remove_orphaned_spills(base: Path, quiet_seconds: float = 600.0) -> list[Path]:
     """Remove the spill folders in ``base`` left by generator processes that no longer run.
 
-    Returns the folders removed. Folders of running processes, and folders
-    whose name carries no process id, are left alone.
+    Returns the folders removed. Folders of running processes, folders
+    whose name carries no process id, and folders changed in the last
+    ``quiet_seconds`` are left alone: a running generator adds and removes
+    files all the time, and the last rule keeps the folder of a run in
+    another container sharing /dev/shm (whose process ids this one cannot
+    see) out of reach.
     """
-    import os
     import shutil
+    import time
 
     removed = []
     for folder in sorted(base.glob(f"{SPILL_PREFIX}*")):
         pid = folder.name[len(SPILL_PREFIX):].split("-", 1)[0]
         if not (folder.is_dir() and pid.isdigit()) or _process_alive(int(pid)):
+            continue
+        if time.time() - folder.stat().st_mtime < quiet_seconds:
             continue
         shutil.rmtree(folder, ignore_errors=True)
         removed.append(folder)

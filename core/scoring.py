@@ -16,6 +16,7 @@ touches files); :func:`score_customers` is a plain function.
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 import logging
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,7 @@ from core import artifacts, paths
 from core.errors import PipelineError
 from core.evaluation import single_threaded
 from core.features import (ID_COLUMN, EligibilityRules, FeatureSettings, add_class_mix, apply_eligibility,
-                           build_customer_features, customers_without_features)
+                           build_customer_features, customers_without_features, sellable_classes)
 
 log = logging.getLogger(__name__)
 
@@ -94,10 +95,17 @@ def load_saved_run(artifacts_dir: Path, config) -> SavedRun:
             paths.stage_dir(artifacts_dir, paths.TRAIN_AUTOENCODER) / paths.AUTOENCODER_MODEL)
     transformer = joblib.load(paths.stage_dir(artifacts_dir, paths.PREPARE_FEATURES) / paths.FEATURE_SCALER)
     primary = (comparison["primary"]["method"], comparison["primary"]["space"])
+    # Stage 02 saved the settings it built the features with: scoring follows those, not today's config.
+    trained_classes = getattr(transformer, "sellable_classes_", None)
+    if trained_classes is not None and list(trained_classes) != sellable_classes(config.hierarchy):
+        raise PipelineError(f"the hierarchy of {config.path} is not the one stage 02 was trained with (its "
+                            f"sellable classes differ); rerun the pipeline from stage 02 before scoring")
     cfg = config.prepare_features
     return SavedRun(transformer=transformer, autoencoder=autoencoder, models=models, primary=primary,
-                    hierarchy=config.hierarchy, settings=FeatureSettings.from_config(cfg),
-                    eligibility=EligibilityRules.from_config(cfg.eligibility))
+                    hierarchy=config.hierarchy,
+                    settings=getattr(transformer, "feature_settings_", None) or FeatureSettings.from_config(cfg),
+                    eligibility=getattr(transformer, "eligibility_", None)
+                    or EligibilityRules.from_config(cfg.eligibility))
 
 
 def input_kind(frame: pd.DataFrame, transformer, source: str = "the input") -> str:
@@ -175,6 +183,15 @@ def score_customers(frame: pd.DataFrame, saved: SavedRun, *, analysis_date: pd.T
         day = pd.Timestamp(analysis_date if analysis_date is not None else lines["order_date"].max()).normalize()
         built, _ = build_customer_features(lines, saved.hierarchy, day, saved.settings)
         features = built.features
+        missing = [c for c in saved.transformer.columns if c not in features.columns
+                   and not c.startswith("class_mix_")]
+        if missing and len(features):
+            why = sorted({reason for name, reason in built.dropped.items()
+                          if any(fnmatch.fnmatchcase(c, name) for c in missing)})
+            raise PipelineError(f"{source}: the model needs {', '.join(missing[:6])}"
+                                f"{', ...' if len(missing) > 6 else ''}, which these order lines cannot give"
+                                f"{' (' + '; '.join(why) + ')' if why else ''}; add the column(s) they need "
+                                f"or score a features file")
         # The customers stage 02 would have left out, for the same reasons: no features, or a failed rule.
         keep, failed = apply_eligibility(features, saved.eligibility)
         no_features = customers_without_features(built.activity, None, features[ID_COLUMN].to_numpy())
@@ -183,6 +200,9 @@ def score_customers(frame: pd.DataFrame, saved: SavedRun, *, analysis_date: pd.T
         mix = getattr(saved.transformer, "class_mix", None)
         if mix is not None:
             features = add_class_mix(features, built.class_long, mix, mix.n_features_in_)
+        if features.empty:
+            # Nobody to score (every customer new or without merchandise): the same columns, all missing.
+            return _nobody_scored(excluded, saved)
     else:
         features = frame.drop_duplicates(ID_COLUMN)
         if len(features) != len(frame):
@@ -216,3 +236,18 @@ def score_customers(frame: pd.DataFrame, saved: SavedRun, *, analysis_date: pd.T
         labels = [c for c in scored.columns if c.endswith("_label") or c in ("segment", "segment_runner_up")]
         scored[labels] = scored[labels].astype("Int64")
     return scored
+
+
+def _nobody_scored(excluded: pd.DataFrame, saved: SavedRun) -> pd.DataFrame:
+    n = len(excluded)
+    labels = pd.array([pd.NA] * n, dtype="Int64")
+    values = np.full(n, np.nan)
+    columns = {ID_COLUMN: excluded[ID_COLUMN].to_numpy(), "segment": labels, "segment_strength": values,
+               "segment_runner_up": labels}
+    if saved.autoencoder is not None:
+        columns["reconstruction_error"] = values
+    for method, space in saved.models:
+        columns[f"{method}_{space}_label"] = labels
+        columns[f"{method}_{space}_strength"] = values
+    columns["excluded_reason"] = excluded["reason"].to_numpy()
+    return pd.DataFrame(columns)

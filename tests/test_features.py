@@ -28,6 +28,7 @@ Customer 6 (no attributes, no discounts recorded; store)
 
 from __future__ import annotations
 
+import json
 import math
 
 import joblib
@@ -701,3 +702,16 @@ def test_no_class_mix_when_switched_off_or_not_asked_for(prepared):
                            class_mix_components=0)
     assert not [c for c in off.enriched_department.columns if c.startswith("class_mix_")]
     assert off.transformer.class_mix is None and off.details["model_matrix"]["class_mix"] is None
+
+
+def test_class_mix_is_dropped_with_its_reason_when_it_cannot_be_built():
+    patterns = ["orders_per_month", "class_mix_*"]
+    off = prepare_features(tiny_transactions(), None, tiny_hierarchy(), patterns, [], ANALYSIS_DATE,
+                           class_mix_components=0)
+    assert off.details["model_matrix"]["patterns_without_data"] == {
+        "class_mix_*": "class_mix_*: prepare_features.class_mix_components is 0"}
+    unknown_classes = tiny_transactions().assign(**{"class": "No Such Class"})
+    none = prepare_features(unknown_classes, None, tiny_hierarchy(), patterns, [], ANALYSIS_DATE)
+    assert "no line falls in a sellable class" in none.details["dropped_features"]["class_mix_*"]
+    assert none.transformer.columns == ["orders_per_month"]
+    json.dumps(none.details, allow_nan=False)  # nothing undefined reaches the manifest

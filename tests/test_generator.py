@@ -713,5 +713,9 @@ def test_spill_folders_of_killed_runs_are_removed_and_live_ones_kept(tmp_path):
     for folder in (orphan, live, unnamed):
         folder.mkdir()
         (folder / "block-0.arrow").write_bytes(b"x" * 10)
+    assert remove_orphaned_spills(tmp_path) == [], "changed in the last 10 minutes: maybe another container's"
+    old = orphan.stat().st_mtime - 3600
+    for folder in (orphan, live, unnamed):
+        os.utime(folder, (old, old))
     assert remove_orphaned_spills(tmp_path) == [orphan]
     assert not orphan.exists() and live.exists() and unnamed.exists()

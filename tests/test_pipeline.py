@@ -685,3 +685,30 @@ def test_scoring_a_features_file_refuses_gaps_and_duplicates(pipeline_run):
         scoring.score_customers(twice, saved, source="new.parquet")
     scored = scoring.score_customers(features, saved)
     assert list(scored["customer_id"]) == list(features["customer_id"]) and (scored["excluded_reason"] == "").all()
+
+
+def test_scoring_a_few_customers_builds_the_training_columns_and_reports_who_cannot_be_scored(pipeline_run):
+    from core import scoring
+
+    config_path, artifacts_dir = pipeline_run
+    saved = scoring.load_saved_run(artifacts_dir, load_config(config_path))
+    lines = read(artifacts_dir, paths.GENERATE_DATA, paths.TRANSACTIONS)
+    assignments = read(artifacts_dir, paths.CLUSTER, paths.ASSIGNMENTS).set_index("customer_id")
+    day = pd.Timestamp(json.loads((paths.stage_dir(artifacts_dir, paths.PREPARE_FEATURES) / "manifest.json")
+                                  .read_text())["details"]["analysis_date"])
+    # A store-only customer: their own lines have no online value, yet the model has channel_share__online.
+    by_channel = lines[lines["channel"].notna()].groupby("customer_id")["channel"].agg(set)
+    store_only = [c for c in by_channel.index[by_channel.map(lambda s: s == {"store"})] if c in assignments.index]
+    some = (store_only[:1] + list(assignments.index[:2]))
+    assert store_only, "the fixture has a store-only customer"
+    scored = scoring.score_customers(lines[lines["customer_id"].isin(some)], saved, analysis_date=day)
+    scored = scored.set_index("customer_id").loc[some]
+    np.testing.assert_array_equal(scored["segment"].to_numpy(), assignments.loc[some, "segment"].to_numpy())
+    # Only new customers: every one reported with stage 02's reason, none scored, the usual columns.
+    first = lines.loc[lines["customer_id"] == some[0]].assign(customer_id=123_456_789, order_date=day)
+    nobody = scoring.score_customers(first, saved, analysis_date=day)
+    assert list(nobody.columns) == list(scored.reset_index().columns)
+    assert nobody["segment"].isna().all() and "min_tenure_days = " in nobody.loc[0, "excluded_reason"]
+    # A log without a column the model needs: the error names it.
+    with pytest.raises(PipelineError, match="new.csv: the model needs brand_tier_share__.*brand_tier"):
+        scoring.score_customers(lines.drop(columns="brand_tier"), saved, source="new.csv")

@@ -1227,13 +1227,15 @@ def prepare_features(lines, customers: pd.DataFrame | None, hierarchy: Hierarchy
     class_columns = class_feature_names(hierarchy) if "dept_*" not in dropped else []
     class_mix = None
     n_classes = len(class_columns) // 2
-    shares = class_spend_matrix(class_long, features[ID_COLUMN].to_numpy(), n_classes) if n_classes else None
     why_no_mix = ("prepare_features.class_mix_components is 0" if class_mix_components == 0
                   else dropped.get("dept_*") if not class_columns
                   else "the hierarchy has fewer than 2 sellable classes" if n_classes < 2
                   else "fewer than 2 eligible customers" if len(features) < 2
-                  else "no line falls in a sellable class of the hierarchy" if shares.nnz == 0
                   else None)
+    if why_no_mix is None:
+        shares = class_spend_matrix(class_long, features[ID_COLUMN].to_numpy(), n_classes)
+        if shares.nnz == 0:
+            why_no_mix = "no line falls in a sellable class of the hierarchy"
     if why_no_mix:
         dropped[f"{CLASS_MIX}*"] = why_no_mix
     else:

@@ -55,6 +55,13 @@ def test_labels_and_strength_shapes_and_range(method, fitted, data):
     assert model.strength_.shape == (len(X),)
     assert model.labels_.dtype == np.int64
     assert np.all((model.strength_ >= 0) & (model.strength_ <= 1))
+    assert set(model.labels_) <= set(range(CENTRES)) | {NOISE}
+    if method == "gmm":
+        # Posterior probabilities: on well-separated blobs every customer is all but certain.
+        assert np.median(model.strength_) > 0.99
+    else:
+        # Strength says something: it differs between customers (a blob's core against its edge).
+        assert model.strength_.max() - model.strength_.min() > 0.1
     assert model.n_features_in_ == DIMS
 
 
@@ -210,9 +217,13 @@ def test_noise_points_get_their_most_likely_cluster_with_a_low_strength(noisy):
     # The flag: a reassigned customer's strength is its (low) membership in that cluster.
     assert np.median(found.strength[noise]) < 0.5 * np.median(found.strength[~noise])
     np.testing.assert_allclose(found.strength[noise], found.membership[noise].max(axis=1))
-    # The blob points HDBSCAN left out still go to their own blob.
-    blob_noise = np.flatnonzero(noise[:N])
-    assert adjusted_rand_score(y[blob_noise], found.labels[blob_noise]) > 0.8 or len(blob_noise) < 10
+    # A reassigned point mostly joins the cluster of its nearest clustered neighbour (membership vectors
+    # also weigh the cluster tree, so not always: 78% here). Every blob point was clustered, in its blob.
+    from sklearn.neighbors import KNeighborsClassifier
+
+    nearest = KNeighborsClassifier(n_neighbors=1).fit(X[~noise], kept.labels_[~noise]).predict(X[noise])
+    assert (nearest == found.labels[noise]).mean() > 0.7
+    assert not noise[:N].any() and adjusted_rand_score(y, found.labels[:N]) == 1.0
     # Without reassignment noise stays -1, with strength 0.
     assert (kept.strength_[noise] == 0).all() and (kept.predict(X[noise]) == NOISE).all()
 

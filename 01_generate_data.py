@@ -10,149 +10,19 @@ batch by batch as Parquet row groups), ``customers.parquet`` and
 (the realised data against its config: the stage fails when they disagree
 beyond ``generate_data.report_tolerances``). Ingestion also writes ``rejects.parquet`` (every input
 row not accepted, with its row number and reason) and, with a customer
-file, ``customer_rejects.parquet``. Run ``python 01_generate_data.py --help``.
+file, ``customer_rejects.parquet``. Run ``python 01_generate_data.py --help``; the code is in ``core/generate_data/``.
 """
 
 from __future__ import annotations
 
-import datetime as dt
-import logging
 import sys
 
-import pandas as pd
-import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
-
-from core import generator, ingest, paths, tables
-from core.errors import PipelineError
-from core.generation_report import GenerationReport, summary_lines
-from core.pipeline import Stage, StageContext, stage_main
-from core.tables import TRANSACTION_SCHEMA
-
-log = logging.getLogger(__name__)
-
-STAGE = Stage(
-    name=paths.GENERATE_DATA,
-    inputs={},
-    description="Generate synthetic order lines from personas, or ingest a retailer's own log.",
-)
-
-
-def run(ctx: StageContext) -> None:
-    """Read this stage's inputs, compute, write its outputs (see the module docstring)."""
-    if ctx.config.data.source == "file":
-        run_ingest(ctx)
-    else:
-        run_generate(ctx)
-
-
-def run_generate(ctx: StageContext) -> None:
-    """Synthetic order lines, customers and products from the personas."""
-    cfg = ctx.config
-    plan = generator.build_plan(cfg.personas, cfg.scenarios, cfg.hierarchy, cfg.data, cfg.generate_data,
-                                cfg.seed)
-    report = GenerationReport(plan)
-    customer_chunks: list[pd.DataFrame] = []
-    counts = {"lines": 0, "returns": 0}
-
-    def write_transactions(tmp_path) -> None:
-        # Dictionary-encoded strings are written without the Arrow schema, so the file reads
-        # back as plain strings (tables.TRANSACTION_SCHEMA); the pandas metadata keeps Int64 ids.
-        schema = generator.DICTIONARY_TRANSACTION_SCHEMA
-        with pq.ParquetWriter(tmp_path, schema, **generator.TRANSACTION_PARQUET_OPTIONS) as writer:
-            for customers, lines in generator.generate(plan, cfg.seed, report=report,
-                                                                  workers=cfg.generate_data.workers):
-                writer.write_table(lines)
-                customer_chunks.append(customers)
-                counts["lines"] += lines.num_rows
-                counts["returns"] += int(pc.sum(lines["is_return"]).as_py() or 0)
-                del lines  # written: free it now, not once the next chunk has been assembled
-            writer.add_key_value_metadata({"pandas": schema.metadata[b"pandas"].decode("utf-8")})
-
-    ctx.write_with(paths.TRANSACTIONS, write_transactions)
-    customers = pd.concat(customer_chunks, ignore_index=True)
-    ctx.write_with(paths.CUSTOMERS, lambda tmp: pq.write_table(
-        pa.Table.from_pandas(customers, schema=tables.CUSTOMER_SCHEMA, preserve_index=False), tmp))
-    ctx.write_with(paths.PRODUCTS, lambda tmp: pq.write_table(
-        pa.Table.from_pandas(plan.catalog.products, schema=tables.PRODUCT_SCHEMA, preserve_index=False), tmp))
-    checks = report.finish()
-    ctx.write_json(paths.GENERATION_REPORT, checks)
-    for line in summary_lines(checks):
-        log.info("generation report: %s", line)
-    if not checks["passed"]:
-        raise PipelineError(
-            f"the generated data contradicts its config ({len(checks['checks_failed'])} check(s) failed; "
-            f"see {ctx.output_dir / paths.GENERATION_REPORT}):\n  - " + "\n  - ".join(checks["checks_failed"])
-            + "\nFix: make the config consistent (e.g. an order value range the catalog's prices can "
-              "reach), or loosen generate_data.report_tolerances.")
-    ctx.details = {"customers": len(customers), "order_lines": counts["lines"],
-                   "return_lines": counts["returns"], "products": len(plan.catalog.products),
-                   "persona_counts": customers["persona"].value_counts().sort_index().to_dict(),
-                   "generation_report_passed": checks["passed"]}
-    ctx.summary = (f"{len(customers):,} customers, {counts['lines']:,} order lines "
-                   f"({counts['returns']:,} returns), {len(plan.catalog.products):,} SKUs")
-
-
-def run_ingest(ctx: StageContext) -> None:
-    """A retailer's transaction log (and customer file) turned into the stage 01 tables.
-
-    Nothing but the rejects is written when a file has no rows or too many of
-    them are rejected: the PipelineError says why and where the rejects are.
-    """
-    cfg = ctx.config
-    files = ingest.source_files(cfg)
-    profile, customer_details = None, None
-    if "customers" in files:  # first: it is small, and a failure here leaves the log unread
-        source = files["customers"]
-        profile, rejected, customer_details = ingest.ingest_customers(ingest.read_batches(source), source,
-                                                                      cfg.ingest.date_format)
-        schema = ingest.reject_schema(source)
-        ctx.write_with(paths.CUSTOMER_REJECTS, lambda tmp: pq.write_table(
-            pa.Table.from_pandas(rejected, schema=schema, preserve_index=False), tmp))
-        ingest.check_rejected_share(source, customer_details["rows_in"], customer_details["rejected_by_reason"],
-                                    customer_details["first_rejected_example"], cfg.ingest.max_rejected_share,
-                                    ctx.output_dir / paths.CUSTOMER_REJECTS)
-    latest = cfg.ingest.latest_date or dt.date.today()
-    lines = ingest.TransactionIngestor(files["transactions"], cfg.hierarchy, latest, cfg.ingest.date_format,
-                                       cfg.ingest.transactions.amount_is)
-
-    def write_transactions(tmp_transactions) -> None:
-        def write_rejects(tmp_rejects) -> None:
-            schema = ingest.reject_schema(files["transactions"])
-            with (pq.ParquetWriter(tmp_transactions, TRANSACTION_SCHEMA) as accepted_out,
-                  pq.ParquetWriter(tmp_rejects, schema) as rejected_out):
-                for batch in ingest.read_batches(files["transactions"]):
-                    accepted, rejected = lines.add(batch)
-                    if len(accepted):
-                        accepted_out.write_table(pa.Table.from_pandas(accepted, schema=TRANSACTION_SCHEMA,
-                                                                      preserve_index=False))
-                    if len(rejected):
-                        rejected_out.write_table(pa.Table.from_pandas(rejected, schema=schema,
-                                                                      preserve_index=False))
-
-        ctx.write_with(paths.REJECTS, write_rejects)
-        # Raising here discards the transactions being written; the rejects stay to be looked at.
-        lines.check_rejected_share(cfg.ingest.max_rejected_share, ctx.output_dir / paths.REJECTS)
-
-    ctx.write_with(paths.TRANSACTIONS, write_transactions)
-    customers = ingest.build_customers(lines.customer_ids(), profile)
-    products = lines.products()
-    ctx.write_parquet(paths.CUSTOMERS, customers)
-    ctx.write_parquet(paths.PRODUCTS, products)
-    details = lines.details()
-    ctx.details = {"source": "file", "transactions": details, "customers_file": customer_details,
-                   "customers": len(customers), "order_lines": details["rows_accepted"],
-                   "return_lines": details["return_lines"], "products": len(products)}
-    rejected = ", ".join(f"{r} {c:,}" for r, c in details["rejected_by_reason"].items()) or "none"
-    ctx.summary = (f"{details['rows_in']:,} rows in = {details['rows_accepted']:,} accepted + "
-                   f"{details['rows_rejected']:,} rejected ({rejected}); {len(customers):,} customers, "
-                   f"{details['return_lines']:,} return lines, {len(products):,} SKUs")
+from core.pipeline import stage_main
 
 
 def main(argv: list[str] | None = None) -> int:
     """Command line: run this stage alone (skipped if up to date unless --force)."""
-    return stage_main(STAGE, run, argv)
+    return stage_main("01_generate_data", argv)
 
 
 if __name__ == "__main__":

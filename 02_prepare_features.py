@@ -7,99 +7,19 @@ batches of customers), ``class_spend_long.parquet``, ``features.parquet``
 (scaled model matrix), ``feature-scaler.pkl`` (the fitted column selection,
 log1p and RobustScaler, to score new customers) and
 ``excluded_customers.parquet`` (customers not segmented, with the rule and
-reason). Run ``python 02_prepare_features.py --help``.
+reason). Run ``python 02_prepare_features.py --help``; the code is in ``core/prepare_features/``.
 """
 
 from __future__ import annotations
 
 import sys
-from concurrent.futures import ThreadPoolExecutor
 
-import joblib
-import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
-
-from core import features, paths
-from core.pipeline import PipelineError, Stage, StageContext, stage_main
-
-STAGE = Stage(
-    name=paths.PREPARE_FEATURES,
-    inputs={paths.GENERATE_DATA: (paths.TRANSACTIONS, paths.CUSTOMERS)},
-    description="Build customer features, apply eligibility, write the three datasets and the model matrix.",
-)
-
-
-def run(ctx: StageContext) -> None:
-    """Read this stage's inputs, compute, write its outputs (see the module docstring)."""
-    cfg = ctx.config.prepare_features
-    customers = ctx.read_parquet(paths.GENERATE_DATA, paths.CUSTOMERS)
-    analysis_date = pd.Timestamp(cfg.analysis_date) if cfg.analysis_date else None
-    try:
-        # The path, not a DataFrame: the engine scans the file, so memory does not grow with the lines.
-        prepared = features.prepare_features(
-            ctx.input_path(paths.GENERATE_DATA, paths.TRANSACTIONS), customers, ctx.config.hierarchy,
-            cfg.model_features, cfg.log1p_features, analysis_date,
-            eligibility=features.EligibilityRules.from_config(cfg.eligibility),
-            settings=features.FeatureSettings.from_config(cfg), scaler=cfg.scaler,
-            class_mix_components=cfg.class_mix_components)
-    except ValueError as exc:
-        raise PipelineError(f"{exc}; see section prepare_features of {ctx.config.path} (analysis_date null "
-                            f"means the last date in the data)") from None
-    write_outputs(prepared, ctx.write_with)
-    # The manifest lists outputs in the order written; keep it the same whichever thread finished first.
-    ctx.outputs = dict(sorted(ctx.outputs.items()))
-    ctx.details = prepared.details
-    dropped = f", {len(prepared.details['dropped_features'])} feature group(s) dropped for lack of data" \
-        if prepared.details["dropped_features"] else ""
-    ctx.summary = (f"{len(prepared.basic):,} customers ({len(prepared.excluded):,} excluded), "
-                   f"{len(prepared.transformer.columns)} model features, "
-                   f"{prepared.enriched_department.shape[1] + len(prepared.class_columns)} enriched columns{dropped}")
-
-
-def write_outputs(prepared: features.PreparedFeatures, write_with) -> None:
-    """Write every output file through ``write_with(file, writer)`` (``StageContext.write_with``).
-
-    The wide class table is most of the writing: Arrow encodes it in a second
-    thread while this one writes the rest. The benchmark calls this too.
-    """
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        wide = pool.submit(write_with, paths.ENRICHED_CLASS,
-                           lambda tmp: _write_batches(tmp, prepared.enriched_class_batches()))
-        for file, frame in ((paths.BASIC, prepared.basic), (paths.ENRICHED_DEPARTMENT, prepared.enriched_department),
-                            (paths.CLASS_SPEND_LONG, prepared.class_spend_long),
-                            (paths.FEATURES, prepared.model_matrix), (paths.EXCLUDED_CUSTOMERS, prepared.excluded)):
-            write_with(file, lambda tmp, frame=frame: _write_batches(
-                tmp, [pa.Table.from_pandas(frame, preserve_index=False)]))
-        wide.result()
-    write_with(paths.FEATURE_SCALER, lambda tmp: joblib.dump(prepared.transformer, tmp))
-
-
-def _write_batches(path, tables) -> None:
-    """One Parquet file from Arrow tables of the same columns: one row group per table.
-
-    Dictionary encoding only for text columns: numbers gain little from it
-    and trying it costs about half of the writing time. No min/max statistics
-    for the class columns: nobody filters on them, and they cost a third of
-    the wide table's writing.
-    """
-    writer = None
-    try:
-        for table in tables:
-            if writer is None:
-                text = [f.name for f in table.schema if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)
-                        or pa.types.is_dictionary(f.type)]
-                stats = [n for n in table.schema.names if not n.startswith(("class_spend__", "class_units__"))]
-                writer = pq.ParquetWriter(path, table.schema, use_dictionary=text or False, write_statistics=stats)
-            writer.write_table(table)
-    finally:
-        if writer is not None:
-            writer.close()
+from core.pipeline import stage_main
 
 
 def main(argv: list[str] | None = None) -> int:
     """Command line: run this stage alone (skipped if up to date unless --force)."""
-    return stage_main(STAGE, run, argv)
+    return stage_main("02_prepare_features", argv)
 
 
 if __name__ == "__main__":

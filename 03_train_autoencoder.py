@@ -5,54 +5,19 @@ to ``artifacts/03_train_autoencoder/``: ``autoencoder-model.keras``,
 ``encoder.keras`` (the trained encoder alone, to encode new customers),
 ``latent.parquet`` (customer_id, latent_0..latent_{k-1},
 reconstruction_error), ``history.json`` and ``loss-plot.png``.
-Run ``python 03_train_autoencoder.py --help``.
+Run ``python 03_train_autoencoder.py --help``; the code is in ``core/train_autoencoder/``.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 
-import numpy as np
-import pandas as pd
-
-from core import paths, plots
-from core.autoencoder import AutoencoderTransformer
-from core.pipeline import Stage, StageContext, stage_main
-
-STAGE = Stage(
-    name=paths.TRAIN_AUTOENCODER,
-    inputs={paths.PREPARE_FEATURES: (paths.FEATURES,)},
-    description="Train a seeded Keras autoencoder on the model matrix and encode every customer.",
-)
-
-
-def run(ctx: StageContext) -> None:
-    """Read this stage's inputs, compute, write its outputs (see the module docstring)."""
-    matrix = ctx.read_parquet(paths.PREPARE_FEATURES, paths.FEATURES)
-    X = matrix.drop(columns="customer_id").to_numpy(np.float32)
-    params = dataclasses.asdict(ctx.config.train_autoencoder)
-    model = AutoencoderTransformer(**params, random_state=ctx.config.seed).fit(X)
-    latent = model.transform(X)
-    frame = pd.DataFrame(latent, columns=[f"latent_{i}" for i in range(latent.shape[1])])
-    frame.insert(0, "customer_id", matrix["customer_id"].to_numpy())
-    frame["reconstruction_error"] = model.reconstruction_error(X)
-    ctx.write_with(paths.AUTOENCODER_MODEL, model.save)
-    ctx.write_with(paths.ENCODER_MODEL, model.save_encoder)
-    ctx.write_parquet(paths.LATENT, frame)
-    ctx.write_json(paths.TRAINING_HISTORY, model.history_)
-    ctx.write_with(paths.LOSS_PLOT, lambda tmp: plots.save_loss_plot(model.history_, tmp))
-    epochs = len(model.history_["loss"])
-    best = min(model.history_.get("val_loss", model.history_["loss"]))
-    ctx.details = {"epochs_trained": epochs, "best_loss": best, "input_dim": X.shape[1],
-                   "latent_dim": latent.shape[1]}
-    ctx.summary = (f"{len(frame):,} customers encoded {X.shape[1]} -> {latent.shape[1]} dims, "
-                   f"{epochs} epochs, best loss {best:.4f}")
+from core.pipeline import stage_main
 
 
 def main(argv: list[str] | None = None) -> int:
     """Command line: run this stage alone (skipped if up to date unless --force)."""
-    return stage_main(STAGE, run, argv)
+    return stage_main("03_train_autoencoder", argv)
 
 
 if __name__ == "__main__":

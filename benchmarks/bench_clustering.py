@@ -53,7 +53,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench_pipeline import machine, run_child, tree_rss_mib  # noqa: E402
 
-from core import paths  # noqa: E402
+from core.framework import paths  # noqa: E402
 from core.config import load_config  # noqa: E402
 
 TARGETS = {"reference_ratio": 0.8, "primary_stability": 0.9, "latent_noise": 0.15, "stage_seconds": 20.0,
@@ -101,8 +101,8 @@ def load_run(artifacts: Path):
 
 def quality_section(cfg, artifacts: Path, stage_seconds: float) -> tuple[list[str], dict]:
     """The comparison table, the targets and the retraining check."""
-    from core import evaluation, segmentation
-    from core.clustering import make_clusterer, sample_rows
+    from core.cluster import evaluation, segmentation
+    from core.cluster.clustering import make_clusterer, sample_rows
 
     document = json.loads((artifacts / paths.CLUSTER / paths.COMPARISON_JSON).read_text(encoding="utf-8"))
     table = pd.DataFrame(document["methods"])
@@ -186,8 +186,8 @@ def remedies_section(cfg, config, artifacts: Path, latent_dims: list[int]) -> li
     """HDBSCAN in the latent space: other min_samples, leaf selection, smaller latent sizes, UMAP."""
     import dataclasses
 
-    from core import evaluation
-    from core.clustering import HDBSCANClusterer
+    from core.cluster import evaluation
+    from core.cluster.clustering import HDBSCANClusterer
 
     X, L, persona, _ = load_run(artifacts)
     h = cfg.hdbscan
@@ -227,7 +227,7 @@ def remedies_section(cfg, config, artifacts: Path, latent_dims: list[int]) -> li
     lines.append(measure("raw", X, cluster_selection_method="eom", min_samples=10))
     config_obj = load_config(config)
     for dims in latent_dims:
-        from core.autoencoder import AutoencoderTransformer
+        from core.train_autoencoder.autoencoder import AutoencoderTransformer
 
         params = {**dataclasses.asdict(config_obj.train_autoencoder), "latent_dim": dims}
         clock = time.perf_counter()
@@ -254,8 +254,8 @@ def remedies_section(cfg, config, artifacts: Path, latent_dims: list[int]) -> li
 
 def scale_child(config: Path, artifacts: Path, n: int, output: Path) -> None:
     """In a child process: N resampled customers through stage 04's computation and writes."""
-    from core import segmentation
-    from core.autoencoder import AutoencoderTransformer
+    from core.cluster import segmentation
+    from core.train_autoencoder.autoencoder import AutoencoderTransformer
 
     cfg = load_config(config)
     X, _, persona, ids = load_run(artifacts)

@@ -13,7 +13,7 @@ does not move when the generator does.
 Each engine runs in its own child process, so its peak resident memory is
 its own (maker and parent excluded):
 
-- ``duckdb``: what stage 02 runs, ``core.features.prepare_features`` on the
+- ``duckdb``: what stage 02 runs, ``core.prepare_features.features.prepare_features`` on the
   Parquet file, then every output written as the stage writes it.
 - ``pandas``: the pandas implementation stage 02 had before
   (``benchmarks/pandas_baseline.py``: fewer features, same input), reading
@@ -45,10 +45,10 @@ import pyarrow.parquet as pq
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from core import paths  # noqa: E402
+from core.framework import paths  # noqa: E402
 from core.config import load_config  # noqa: E402
-from core.hierarchy import Hierarchy  # noqa: E402
-from core.tables import CUSTOMER_SCHEMA, TRANSACTION_SCHEMA  # noqa: E402
+from core.domain.hierarchy import Hierarchy  # noqa: E402
+from core.domain.tables import CUSTOMER_SCHEMA, TRANSACTION_SCHEMA  # noqa: E402
 
 HISTORY_START = np.datetime64("2023-01-01", "D")
 HISTORY_DAYS = 731
@@ -243,7 +243,7 @@ def make_input(folder: Path, n_customers: int, hierarchy: Hierarchy, seed: int =
 
 def run_duckdb(folder: Path, out: Path) -> dict:
     """Stage 02's own function on the file, then every output written as the stage writes it."""
-    from core import features
+    from core.prepare_features import features
 
     stage = _load_stage()
     config = load_config(paths.DEFAULT_CONFIG)
@@ -285,9 +285,9 @@ def run_pandas(folder: Path, out: Path) -> dict:
 
 
 def _load_stage():
-    from core.pipeline import load_stage_module
+    from core.prepare_features import stage
 
-    return load_stage_module(paths.PREPARE_FEATURES)
+    return stage
 
 
 def child(engine: str, folder: Path) -> None:

@@ -40,7 +40,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.bench_pipeline import machine, record, tree_rss_mib  # noqa: E402
-from core import paths  # noqa: E402
+from core.framework import paths  # noqa: E402
 
 
 

@@ -39,7 +39,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from bench_pipeline import machine, record  # noqa: E402
-from core import paths  # noqa: E402
+from core.framework import paths  # noqa: E402
 
 COLUMNS = {"customer_id": "CustomerNo", "order_id": "TransactionNo", "order_date": "Date",
            "department": "Department", "class": "Class", "sku": "SKU", "quantity": "Qty",

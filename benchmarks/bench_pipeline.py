@@ -29,7 +29,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from core import paths  # noqa: E402
+from core.framework import paths  # noqa: E402
 
 
 def machine() -> str:

@@ -12,9 +12,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from core.features import (CLASS_SPEND, CLASS_UNITS, DEPT_SHARE, DEPT_SPEND, DEPT_UNITS, ID_COLUMN,
+from core.prepare_features.features import (CLASS_SPEND, CLASS_UNITS, DEPT_SHARE, DEPT_SPEND, DEPT_UNITS, ID_COLUMN,
                            class_column, dept_column)
-from core.hierarchy import Hierarchy
+from core.domain.hierarchy import Hierarchy
 
 DAYS_PER_MONTH = 365.25 / 12
 CORE_FEATURES = ("recency_days", "tenure_days", "orders", "orders_per_month", "gross_revenue",

@@ -1,7 +1,7 @@
 """Score customers with a finished run's saved transforms and models.
 
 The path is the training path, step by step, with the saved pieces:
-order lines -> customer features (``core.features.build_customer_features``)
+order lines -> customer features (``core.prepare_features.features.build_customer_features``)
 -> the model matrix (stage 02's fitted ``feature-scaler.pkl``, written as
 float32 like ``features.parquet``) -> the latent space (stage 03's
 ``autoencoder-model.keras``) -> every clustering model of stage 04 (their
@@ -24,15 +24,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from core import artifacts, paths
-from core.errors import PipelineError
-from core.evaluation import single_threaded
-from core.features import (ID_COLUMN, EligibilityRules, FeatureSettings, add_class_mix, apply_eligibility,
+from core.framework import artifacts, paths
+from core.framework.errors import PipelineError
+from core.cluster.evaluation import single_threaded
+from core.prepare_features.features import (ID_COLUMN, EligibilityRules, FeatureSettings, add_class_mix, apply_eligibility,
                            build_customer_features, customers_without_features, sellable_classes)
 
 log = logging.getLogger(__name__)
 
-#: Columns a transaction log needs for features (see ``core.features.build_customer_features``).
+#: Columns a transaction log needs for features (see ``core.prepare_features.features.build_customer_features``).
 TRANSACTION_INPUT_COLUMNS = ("customer_id", "order_id", "order_date", "department", "class", "quantity",
                              "line_amount", "is_return")
 
@@ -43,18 +43,18 @@ class SavedRun:
 
     Attributes
     ----------
-    transformer : core.features.ModelMatrixTransformer
-    autoencoder : core.autoencoder.AutoencoderTransformer or None
+    transformer : core.prepare_features.features.ModelMatrixTransformer
+    autoencoder : core.train_autoencoder.autoencoder.AutoencoderTransformer or None
         None when no model uses the latent space.
     models : dict of (method, space) to fitted clusterer
     primary : (str, str)
         The method and space stage 04 chose as the segmentation.
-    hierarchy : core.hierarchy.Hierarchy
+    hierarchy : core.domain.hierarchy.Hierarchy
         To build department features from order lines.
-    settings : core.features.FeatureSettings
+    settings : core.prepare_features.features.FeatureSettings
         Stage 02's feature settings (windows, attributes), so order lines
         give the features stage 02 would have computed.
-    eligibility : core.features.EligibilityRules
+    eligibility : core.prepare_features.features.EligibilityRules
         Stage 02's rules: a customer who fails them is reported, not scored.
     """
 
@@ -79,7 +79,7 @@ def load_saved_run(artifacts_dir: Path, config) -> SavedRun:
 
     import joblib
 
-    from core.autoencoder import AutoencoderTransformer
+    from core.train_autoencoder.autoencoder import AutoencoderTransformer
 
     for stage in (paths.PREPARE_FEATURES, paths.TRAIN_AUTOENCODER, paths.CLUSTER):
         if artifacts.read_manifest(paths.stage_dir(artifacts_dir, stage)) is None:

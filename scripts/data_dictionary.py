@@ -16,7 +16,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from core import tables  # noqa: E402
+from core.domain import tables  # noqa: E402
 
 README = ROOT / "README.md"
 START, END = "<!-- tables:start -->", "<!-- tables:end -->"

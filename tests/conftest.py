@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from core import paths
+from core.framework import paths
 
 SHIPPED_CONFIG = paths.REPO_ROOT / "config"
 

@@ -9,7 +9,7 @@ import os
 import pandas as pd
 import pytest
 
-from core import artifacts, paths
+from core.framework import artifacts, paths
 
 
 def leftovers(folder):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from sklearn.exceptions import NotFittedError
 
-from core.autoencoder import LATENT_LAYER, AutoencoderTransformer
+from core.train_autoencoder.autoencoder import LATENT_LAYER, AutoencoderTransformer
 
 N_ROWS, N_FEATURES, LATENT = 300, 10, 3
 PARAMS = dict(hidden_units=(8,), latent_dim=LATENT, epochs=5, batch_size=64, validation_split=0.2,

@@ -8,7 +8,7 @@ import pytest
 from sklearn.datasets import make_blobs
 from sklearn.metrics import adjusted_rand_score, silhouette_score
 
-from core.clustering import (NOISE, FuzzyCMeansClusterer, GaussianMixtureClusterer, HDBSCANClusterer,
+from core.cluster.clustering import (NOISE, FuzzyCMeansClusterer, GaussianMixtureClusterer, HDBSCANClusterer,
                              KMeansClusterer, normalized_entropy, sampled_silhouette)
 
 N, CENTRES, DIMS = 600, 4, 5
@@ -294,7 +294,7 @@ def test_fcm_can_choose_by_partition_coefficient(data):
 def test_vectorised_prediction_equals_the_hdbscan_library(noisy, selection):
     import hdbscan
 
-    from core import hdbscan_prediction
+    from core.cluster import hdbscan_prediction
 
     X, _ = noisy
     fitted = hdbscan.HDBSCAN(min_cluster_size=25, min_samples=5, cluster_selection_method=selection,
@@ -316,7 +316,7 @@ def test_vectorised_membership_does_not_depend_on_the_array_layout(noisy):
     DataFrame.to_numpy() returns); ours reads any layout."""
     import hdbscan
 
-    from core import hdbscan_prediction
+    from core.cluster import hdbscan_prediction
 
     X, _ = noisy
     fitted = hdbscan.HDBSCAN(min_cluster_size=25, min_samples=5, prediction_data=True).fit(X)
@@ -330,7 +330,7 @@ def test_brute_force_neighbours_in_many_dimensions_give_the_library_answer():
     """From 12 dimensions the neighbour search is brute force; labels and memberships stay the library's."""
     import hdbscan
 
-    from core import hdbscan_prediction
+    from core.cluster import hdbscan_prediction
 
     X, _ = make_blobs(n_samples=400, centers=3, n_features=14, cluster_std=2.0, random_state=3)
     X = np.vstack([X, np.random.default_rng(3).uniform(X.min(), X.max(), size=(60, 14))])

@@ -18,9 +18,11 @@ import pytest
 import yaml
 
 from conftest import write_config
-from core import paths
-from core.config import config_hash, load_config, stage_config
-from core.schema import ConfigError
+from core.framework import paths
+from core.config import config_hash, load_config
+from core.framework.stage import stage_config
+from core.pipeline import stage_by_name
+from core.framework.schema import ConfigError
 
 SHIPPED_DIR = paths.DEFAULT_CONFIG.parent
 FILES = ("config", "hierarchy", "personas", "strategies")
@@ -446,12 +448,12 @@ def test_config_hash_tracks_the_sections_each_stage_reads(tmp_path, docs):
     after = load_config(write_documents(tmp_path / "after", docs))
 
     changed = {stage for stage in paths.STAGE_NAMES
-               if config_hash(stage_config(before, stage)) != config_hash(stage_config(after, stage))}
+               if config_hash(stage_config(before, stage_by_name(stage))) != config_hash(stage_config(after, stage_by_name(stage)))}
 
-    assert config_hash(stage_config(before, paths.GENERATE_DATA)) == \
-        config_hash(stage_config(after, paths.GENERATE_DATA))
+    assert config_hash(stage_config(before, stage_by_name(paths.GENERATE_DATA))) == \
+        config_hash(stage_config(after, stage_by_name(paths.GENERATE_DATA)))
     assert changed == {paths.CLUSTER, paths.PROFILE_EXPORT}
-    assert stage_config(after, paths.CLUSTER)["cluster"]["kmeans"]["n_init"] == \
+    assert stage_config(after, stage_by_name(paths.CLUSTER))["cluster"]["kmeans"]["n_init"] == \
         docs["config"]["cluster"]["kmeans"]["n_init"]
 
 

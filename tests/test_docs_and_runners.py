@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from core import paths
+from core.framework import paths
 
 ROOT = paths.REPO_ROOT
 

@@ -14,7 +14,7 @@ import warnings
 
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from core.clustering import FuzzyCMeansClusterer, GaussianMixtureClusterer, HDBSCANClusterer, KMeansClusterer
+from core.cluster.clustering import FuzzyCMeansClusterer, GaussianMixtureClusterer, HDBSCANClusterer, KMeansClusterer
 
 
 @parametrize_with_checks([

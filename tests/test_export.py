@@ -9,10 +9,11 @@ import pandas as pd
 import pytest
 
 from conftest import small_config_document, write_config
-from core import export, paths
+from core.profile_export import export
+from core.framework import paths
 from core.config import load_config
-from core.profiling import suppress_small_segments, identifier_columns, leaked_identifier_values
-from core.schema import ConfigError
+from core.profile_export.profiling import suppress_small_segments, identifier_columns, leaked_identifier_values
+from core.framework.schema import ConfigError
 
 
 def full_segment(segment_id=0, size=50, name="Loyal Regulars - Home Shoppers"):

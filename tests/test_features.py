@@ -37,11 +37,11 @@ import pandas as pd
 import pytest
 from sklearn.exceptions import NotFittedError
 
-from core.features import (CORE_FEATURES, ROLE_FEATURE, ClassMixEmbedding, EligibilityRules, FeatureSettings,
+from core.prepare_features.features import (CORE_FEATURES, ROLE_FEATURE, ClassMixEmbedding, EligibilityRules, FeatureSettings,
                            ModelMatrixTransformer, add_class_mix, apply_eligibility, build_customer_features, column_roles, monthly_spend_stats,
                            prepare_features, resolve_model_columns)
-from core.hierarchy import parse_hierarchy
-from core.tables import IDENTITY_COLUMNS
+from core.domain.hierarchy import parse_hierarchy
+from core.domain.tables import IDENTITY_COLUMNS
 
 ANALYSIS_DATE = pd.Timestamp("2024-03-31")
 DAYS_PER_MONTH = 365.25 / 12  # 30.4375, an average month
@@ -601,9 +601,9 @@ def test_model_matrix_save_load_round_trip(tmp_path):
 
 def test_class_totals_do_not_depend_on_how_the_engine_batches_the_lines(built, monkeypatch):
     """Runs of one (customer, class) cut by a batch boundary are joined up."""
-    import core.features
+    import core.prepare_features.features
 
-    monkeypatch.setattr(core.features, "_BATCH_ROWS", 2)
+    monkeypatch.setattr(core.prepare_features.features, "_BATCH_ROWS", 2)
     small = build()
     pd.testing.assert_frame_equal(small.class_long, built.class_long)
     pd.testing.assert_frame_equal(small.features, built.features, check_exact=True)
@@ -612,7 +612,7 @@ def test_class_totals_do_not_depend_on_how_the_engine_batches_the_lines(built, m
 def test_run_sums_join_runs_cut_across_several_batches():
     import pyarrow as pa
 
-    from core.features import _run_sums
+    from core.prepare_features.features import _run_sums
 
     k = [1, 1, 1, 1, 1, 2, 3, 3]
     batches = [pa.record_batch({"k": k[i:j], "cents": [100] * (j - i), "qty": [1] * (j - i),

@@ -20,9 +20,10 @@ import pytest
 import yaml
 
 from conftest import SHIPPED_CONFIG, small_config_document, write_config
-from core import generator, paths
+from core.generate_data import generator
+from core.framework import paths
 from core.config import load_config
-from core.generation_report import GenerationReport, summary_lines
+from core.generate_data.report import GenerationReport, summary_lines
 from core.pipeline import main
 
 TILL_DEPARTMENTS = ("Bag Levy", "Gift Cards", "In-Store Charity", "Concessions")

@@ -26,10 +26,11 @@ import pytest
 from scipy.stats import chisquare
 
 from conftest import small_config_document, write_config
-from core import generator, tables
-from core.catalog import scale_size_names, size_scale_of
+from core.generate_data import generator
+from core.domain import tables
+from core.generate_data.products import scale_size_names, size_scale_of
 from core.config import PipelineConfig, load_config
-from core.generator_config import ADULT_SCALES, BRAND_TIERS
+from core.generate_data.settings import ADULT_SCALES, BRAND_TIERS
 
 TILL_KINDS = ("bag_levy", "gift_card", "charity", "concession")
 APPAREL = ("Ladies Clothing", "Mens Clothing", "Ladies Footwear")
@@ -703,7 +704,7 @@ def test_spill_folders_of_killed_runs_are_removed_and_live_ones_kept(tmp_path):
     import subprocess
     import sys
 
-    from core.generator import SPILL_PREFIX, remove_orphaned_spills
+    from core.generate_data.generator import SPILL_PREFIX, remove_orphaned_spills
 
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()

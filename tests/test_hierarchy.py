@@ -8,9 +8,9 @@ import re
 import pytest
 import yaml
 
-from core import paths
-from core.hierarchy import parse_hierarchy, slug
-from core.schema import ConfigError
+from core.framework import paths
+from core.domain.hierarchy import parse_hierarchy, slug
+from core.framework.schema import ConfigError
 
 TABLE = paths.REPO_ROOT / "docs" / "product_hierarchy_table.md"
 HIERARCHY_YML = paths.REPO_ROOT / "config" / "hierarchy.yml"

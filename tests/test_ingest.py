@@ -21,13 +21,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import small_config_document, write_config
-from core import ingest, paths
+from core.generate_data import ingest
+from core.framework import paths
 from core.config import load_config
-from core.errors import PipelineError
-from core.hierarchy import load_hierarchy
+from core.framework.errors import PipelineError
+from core.domain.hierarchy import load_hierarchy
 from core.pipeline import all_stages, pipeline_status, run_pipeline, run_stage
-from core.schema import ConfigError
-from core.tables import CUSTOMER_COLUMNS, PRODUCT_COLUMNS, TRANSACTION_COLUMNS
+from core.framework.schema import ConfigError
+from core.domain.tables import CUSTOMER_COLUMNS, PRODUCT_COLUMNS, TRANSACTION_COLUMNS
 
 HIERARCHY = load_hierarchy(paths.DEFAULT_CONFIG.parent / "hierarchy.yml")
 LATEST = dt.date(2024, 12, 31)
@@ -427,8 +428,7 @@ def test_a_file_source_needs_a_file_and_a_synthetic_one_ignores_the_mapping(tmp_
 
 
 def run_stage_01(config_path: Path, artifacts: Path):
-    stage, run = all_stages()[0]
-    return run_stage(stage, run, load_config(config_path), artifacts)
+    return run_stage(all_stages()[0], load_config(config_path), artifacts)
 
 
 def test_stage_01_writes_the_contract_tables_and_the_rejects(tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import subprocess
@@ -15,9 +16,9 @@ import yaml
 
 from conftest import small_config_document, write_config
 from test_report_browser import assert_page_renders, needs_chromium
-from core import paths
+from core.framework import paths
 from core.config import CLUSTER_METHODS, SPACES, load_config
-from core.tables import CUSTOMER_COLUMNS, IDENTITY_COLUMNS, TRANSACTION_COLUMNS
+from core.domain.tables import CUSTOMER_COLUMNS, IDENTITY_COLUMNS, TRANSACTION_COLUMNS
 from core.pipeline import (PipelineError, all_stages, main, pipeline_status, run_pipeline, run_stage,
                            show_stage)
 
@@ -73,7 +74,7 @@ def test_every_stage_writes_a_complete_manifest(pipeline_run):
             assert path.exists() and len(record["sha256"]) == 64
             if path.suffix == ".parquet":
                 assert record["rows"] == len(pd.read_parquet(path))
-        stage = dict((s.name, s) for s, _ in all_stages())[name]
+        stage = dict((s.name, s) for s in all_stages())[name]
         declared = {(up, f) for up, files in stage.inputs.items() for f in files}
         assert {(r["stage"], r["file"]) for r in manifest["inputs"]} == declared
 
@@ -120,7 +121,7 @@ def test_assignments_hold_label_and_strength_for_every_method_and_space(pipeline
                 assert (soft["customer_id"] == assignments["customer_id"]).all()
                 assert (soft.drop(columns="customer_id").sum(axis=1) <= 1 + 1e-5).all()
     assert len(comparison) == len(CLUSTER_METHODS) * len(SPACES)
-    from core.segmentation import COMPARISON_COLUMNS
+    from core.cluster.segmentation import COMPARISON_COLUMNS
 
     assert list(comparison.columns) == COMPARISON_COLUMNS
     assert comparison["ari"].between(-1, 1).all() and comparison["stability_reseed"].between(-1, 1).all()
@@ -256,15 +257,14 @@ def test_stage_without_its_inputs_names_the_stage_to_run_first(small_config_path
 def test_failed_stage_leaves_no_manifest_and_blocks_the_next(pipeline_run, tmp_path):
     config_path, artifacts_dir = copy_run(pipeline_run, tmp_path)
     config = load_config(config_path)
-    stages = dict((s.name, (s, run)) for s, run in all_stages())
-    cluster_stage, _ = stages[paths.CLUSTER]
+    cluster_stage = dataclasses.replace(dict((s.name, s) for s in all_stages())[paths.CLUSTER], run=None)
 
     def crashing_run(ctx):
         ctx.write_text("partial.txt", "written before the crash")
         raise RuntimeError("killed mid-stage")
 
     with pytest.raises(RuntimeError, match="killed mid-stage"):
-        run_stage(cluster_stage, crashing_run, config, artifacts_dir)
+        run_stage(dataclasses.replace(cluster_stage, run=crashing_run), config, artifacts_dir)
     folder = paths.stage_dir(artifacts_dir, paths.CLUSTER)
     assert not (folder / paths.MANIFEST).exists()
     assert not [p for p in folder.iterdir() if p.name.startswith(".")], "temporary files left behind"
@@ -452,7 +452,7 @@ def test_a_killed_stage_leaves_no_half_written_file_and_reruns(tmp_path):
 
 
 def test_pipeline_export_validates_and_describes_only_with_allowed_columns(pipeline_run):
-    from core import export
+    from core.profile_export import export
 
     config_path, artifacts_dir = pipeline_run
     document = json.loads((paths.stage_dir(artifacts_dir, paths.PROFILE_EXPORT) / paths.SEGMENT_PROFILES_JSON)
@@ -494,7 +494,7 @@ def test_pipeline_report_renders_in_a_real_browser(pipeline_run, tmp_path):
 
 
 def test_other_segmentations_are_exported_on_request(pipeline_run, tmp_path):
-    from core import export
+    from core.profile_export import export
 
     config_path, artifacts_dir = rerun_with(pipeline_run, tmp_path,
                                             lambda d: d["profile_export"].update(also_profile=["kmeans_latent"]))

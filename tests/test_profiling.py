@@ -20,10 +20,10 @@ import pytest
 
 from types import SimpleNamespace
 
-from core.hierarchy import parse_hierarchy
-from core import profiling
-from core.profiling import insights_table, profile_segments
-from core.strategies import parse_strategies
+from core.domain.hierarchy import parse_hierarchy
+from core.profile_export import profiling
+from core.profile_export.profiling import insights_table, profile_segments
+from core.profile_export.strategies import parse_strategies
 
 LAPSED_AFTER = 90
 
@@ -221,7 +221,7 @@ def test_insights_table_has_one_row_per_segment(profiles):
 
 # --- seasonal peaks, attribute mixes, demographics, explanations --------------------------------
 
-from core.profiling import (attribute_spend_by_segment, demographics, explain_segment,  # noqa: E402
+from core.profile_export.profiling import (attribute_spend_by_segment, demographics, explain_segment,  # noqa: E402
                             monthly_spend_by_segment)
 
 
@@ -235,7 +235,7 @@ def test_monthly_spend_and_seasonal_peaks():
     })
     monthly = monthly_spend_by_segment(lines, pd.Series({1: 7, 2: 8}))
     assert monthly.loc[7, 12] == 80.0 and monthly.loc[7, 6] == 20.0 and monthly.loc[8, 1] == 50.0
-    from core.profiling import _seasonal_peaks
+    from core.profile_export.profiling import _seasonal_peaks
 
     peaks = _seasonal_peaks(monthly, 7)
     # Segment 7: December 80/100; everyone: December 80/200 -> index 0.8 / 0.4 = 2.0.
@@ -292,7 +292,7 @@ def test_identifier_scan_finds_full_names_and_contacts_but_not_a_surname_that_is
 
 def test_department_spend_counts_a_department_without_columns_as_zero():
     """Stage 02 drops department columns for data without a hierarchy; profiles then see no department spend."""
-    from core.profiling import department_spend, feature_label
+    from core.profile_export.profiling import department_spend, feature_label
 
     frame = pd.DataFrame({"dept_spend__home": [5.0, -2.0]})
     spend = department_spend(frame, ["Home", "Ladies Clothing"])

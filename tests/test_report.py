@@ -17,8 +17,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from core import plots
-from core.report import PNG_SIGNATURE, ReportData, project_2d, render_report
+from core.profile_export import plots
+from core.profile_export.report import PNG_SIGNATURE, ReportData, project_2d, render_report
 
 # A name as hostile as data can make it: markup and an ampersand must come out as text.
 TRICKY_NAME = "Steady Shoppers - Home <b>& Garden"

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from core.report import render_report
+from core.profile_export.report import render_report
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
@@ -128,7 +128,7 @@ def test_report_renders_in_headless_chromium(tmp_path):
 ], ids=["truncated image", "console error"])
 def test_a_broken_page_fails_the_check(tmp_path, defect, message):
     """The check is not vacuous: an undecodable image or a console error fails it."""
-    from core import plots
+    from core.profile_export import plots
 
     plots.save_loss_plot({"loss": [1.0, 0.5]}, tmp_path / "loss.png")
     png = (tmp_path / "loss.png").read_bytes()

@@ -9,10 +9,10 @@ import pandas as pd
 import pytest
 from sklearn.datasets import make_blobs
 
-from core import evaluation, segmentation
-from core.clustering import NOISE, GaussianMixtureClusterer, HDBSCANClusterer, KMeansClusterer
+from core.cluster import evaluation, segmentation
+from core.cluster.clustering import NOISE, GaussianMixtureClusterer, HDBSCANClusterer, KMeansClusterer
 from core.config import load_config
-from core.matching import MIGRATION_COLUMNS, kept_share, match_cluster_ids, migration_table
+from core.cluster.matching import MIGRATION_COLUMNS, kept_share, match_cluster_ids, migration_table
 
 N, CENTRES, DIMS = 500, 4, 5
 
@@ -206,7 +206,7 @@ def test_migration_table_counts_moves():
 # --- evaluation ------------------------------------------------------------------------------------
 
 def test_internal_metrics_on_a_hand_made_assignment():
-    from core.clustering import Assignment
+    from core.cluster.clustering import Assignment
 
     labels = np.array([0, 0, 0, 2, 2, 1, 1, 1, 1, 2])
     X = np.random.default_rng(0).normal(size=(10, 2)) + labels[:, None] * 5

@@ -7,10 +7,10 @@ import copy
 import pytest
 import yaml
 
-from core import paths
-from core.hierarchy import load_hierarchy
-from core.schema import ConfigError
-from core.strategies import POSITIONS, CrossSell, choose_rule, cross_sell, load_strategies, parse_strategies
+from core.framework import paths
+from core.domain.hierarchy import load_hierarchy
+from core.framework.schema import ConfigError
+from core.profile_export.strategies import POSITIONS, CrossSell, choose_rule, cross_sell, load_strategies, parse_strategies
 
 CONFIG_DIR = paths.DEFAULT_CONFIG.parent
 HIERARCHY = load_hierarchy(CONFIG_DIR / "hierarchy.yml")

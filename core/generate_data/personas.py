@@ -11,9 +11,9 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from core.generator_config import BRAND_TIERS, parse_month_day
-from core.hierarchy import Hierarchy
-from core.schema import Problems, Range, build, check_sums_to_one, read_yaml, spec, suggest
+from core.generate_data.settings import BRAND_TIERS, parse_month_day
+from core.domain.hierarchy import Hierarchy
+from core.framework.schema import Problems, Range, build, check_sums_to_one, read_yaml, spec, suggest
 
 
 @dataclasses.dataclass(frozen=True)

@@ -7,7 +7,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from core import paths
+from core.framework import paths
 
 
 @lru_cache(maxsize=None)

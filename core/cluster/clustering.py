@@ -20,7 +20,7 @@ second-nearest centres (0 on a boundary, 1 at a centre).
 Segment ids: each fitted clusterer maps its internal clusters to public
 segment ids through ``cluster_ids_`` (``0 .. k-1`` after ``fit``).
 :meth:`set_cluster_ids` changes that mapping, which is how a retrained
-model keeps the ids of the previous run's segments (``core.matching``).
+model keeps the ids of the previous run's segments (``core.cluster.matching``).
 """
 
 from __future__ import annotations
@@ -36,11 +36,11 @@ from sklearn.metrics import silhouette_score
 from sklearn.mixture import GaussianMixture
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from core import hdbscan_prediction
+from core.cluster import hdbscan_prediction
+from core.domain.columns import NOISE
 
 log = logging.getLogger(__name__)
 
-NOISE = -1
 
 
 def sample_rows(n_rows: int, size: int, seed: int) -> np.ndarray:
@@ -262,7 +262,7 @@ class HDBSCANClusterer(_Segmenter):
     Attributes
     ----------
     clusterer_ : hdbscan.HDBSCAN
-    tables_ : core.hdbscan_prediction.PredictionTables
+    tables_ : core.cluster.hdbscan_prediction.PredictionTables
         Lookups for vectorised prediction of new rows.
     min_cluster_size_ : int
     fit_noise_ratio_ : float
@@ -298,7 +298,7 @@ class HDBSCANClusterer(_Segmenter):
         if self.n_clusters_ == 0:
             none = np.full(n, NOISE, dtype=np.int64)
             return none, np.zeros(n), none, None, np.ones(n, dtype=bool)
-        # The library's approximate_predict and membership_vector, vectorised (core.hdbscan_prediction),
+        # The library's approximate_predict and membership_vector, vectorised (core.cluster.hdbscan_prediction),
         # sharing one neighbour search.
         wanted = "all" if membership else ("noise" if self.reassign_noise else "none")
         labels, strength, vectors = hdbscan_prediction.predict(self.clusterer_, self.tables_, X, wanted)

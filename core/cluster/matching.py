@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 from scipy.optimize import linear_sum_assignment
 
-from core.clustering import NOISE
+from core.cluster.clustering import NOISE
 
 MIGRATION_COLUMNS = ["method", "space", "previous_segment", "segment", "customers"]
 

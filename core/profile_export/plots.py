@@ -1,4 +1,4 @@
-"""Figures saved as PNG files (matplotlib, without a display)."""
+"""The stage-05 report's figures, saved as PNG files (matplotlib, without a display)."""
 
 from __future__ import annotations
 
@@ -7,35 +7,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from core.train_autoencoder.plots import pyplot as _pyplot
+from core.train_autoencoder.plots import save_loss_plot  # noqa: F401 - the report redraws the loss curve
+
 if TYPE_CHECKING:  # pandas only for annotations
     import pandas as pd
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")  # no screen on servers or in CI; must precede importing pyplot
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def save_loss_plot(history: dict[str, list[float]], path: Path) -> None:
-    """Training (and validation) loss per epoch, log scale, to ``path`` (PNG)."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
-    for key, label in (("loss", "training"), ("val_loss", "validation")):
-        if key in history:
-            ax.plot(range(1, len(history[key]) + 1), history[key], label=label)
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("mean squared reconstruction error")
-    ax.set_yscale("log")
-    ax.set_title("Autoencoder training")
-    ax.grid(True, alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, format="png")
-    plt.close(fig)
 
 
 # Charts for the stage-05 report. Each sizes its figure from the number of rows so 15 long
@@ -159,7 +135,7 @@ def save_projection_plot(coords: np.ndarray, labels: np.ndarray, names: dict[int
     Parameters
     ----------
     coords : ndarray of shape (n, 2)
-        Plot positions, e.g. from ``core.report.project_2d``.
+        Plot positions, e.g. from ``core.profile_export.report.project_2d``.
     labels : ndarray of shape (n,)
         Segment id per point; ``-1`` (noise) is drawn grey, underneath the segments.
     names : dict of int to str

@@ -8,7 +8,7 @@ be mailed or opened from a shared drive and looks the same offline.
 
 Every piece of text that comes from data (segment names, descriptions,
 strategies, persona names) is HTML-escaped. Drawing the charts is left to
-``core.plots``; the stage saves each PNG and passes its bytes in.
+``core.profile_export.plots``; the stage saves each PNG and passes its bytes in.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 from sklearn.decomposition import PCA
 
-from core.clustering import NOISE, sample_rows
+from core.cluster.clustering import NOISE, sample_rows
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

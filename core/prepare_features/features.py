@@ -43,12 +43,11 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.preprocessing import RobustScaler, StandardScaler
 from sklearn.utils.validation import check_is_fitted
 
-from core.hierarchy import Hierarchy, slug
-from core.tables import CUSTOMER_COLUMNS, GROUND_TRUTH_COLUMNS, IDENTITY_COLUMNS
+from core.domain.columns import ATTRIBUTE_COLUMNS, DAYS_PER_MONTH, ID_COLUMN, UNKNOWN, identifier_columns
+from core.domain.hierarchy import Hierarchy, slug
+from core.domain.tables import CUSTOMER_COLUMNS, GROUND_TRUTH_COLUMNS, IDENTITY_COLUMNS
 
-DAYS_PER_MONTH = 365.25 / 12
-ID_COLUMN = "customer_id"
-UNKNOWN_DEPARTMENT = "Unknown"
+UNKNOWN_DEPARTMENT = UNKNOWN
 
 # Roles of the columns of stage 02's tables.
 ROLE_ID, ROLE_FEATURE, ROLE_PROFILE, ROLE_GROUND_TRUTH = "id", "feature", "profile", "ground_truth"
@@ -75,7 +74,6 @@ SCALERS = {"standard": StandardScaler, "robust": RobustScaler}
 # model-feature patterns at config load. Open vocabularies (colour, brand) match any value.
 KNOWN_ATTRIBUTE_VALUES = {"channel": ("store", "online"), "brand_tier": ("value", "mid", "premium"),
                           "style": ("casual", "formal", "sport", "trend", "classic")}
-ATTRIBUTE_COLUMNS = ("channel", "brand_tier", "style", "color", "brand")
 
 
 def dept_column(prefix: str, department: str) -> str:
@@ -246,7 +244,7 @@ def column_roles(columns: Iterable[str], feature_columns: Iterable[str],
     feature_columns : iterable of str
         The behavioural features computed from the lines.
     profile_columns : iterable of str
-        Customer-table columns beyond ``core.tables.CUSTOMER_TABLE`` (a
+        Customer-table columns beyond ``core.domain.tables.CUSTOMER_TABLE`` (a
         source's extra descriptive columns).
 
     Raises
@@ -387,7 +385,7 @@ def build_customer_features(lines, hierarchy: Hierarchy, analysis_date: pd.Times
     Parameters
     ----------
     lines : DataFrame, pyarrow.Table or path of a Parquet file
-        Order lines with the columns of ``core.tables.TRANSACTION_TABLE``;
+        Order lines with the columns of ``core.domain.tables.TRANSACTION_TABLE``;
         the optional ones (``channel``, ``brand``, ``brand_tier``, ``style``,
         ``color``, ``size``, ``discount_amount``, ...) may be absent or null.
         A path is scanned without loading the file into memory.
@@ -1157,8 +1155,6 @@ def _scaler_center(scaler) -> np.ndarray:
 
 def profile_columns(customers: pd.DataFrame) -> list[str]:
     """The customer table's columns that may join the enriched datasets: never identities."""
-    from core.profiling import identifier_columns  # profiling imports this module
-
     identifying = set(IDENTITY_COLUMNS) | set(identifier_columns(customers.columns))
     return [c for c in customers.columns if c != ID_COLUMN and c not in identifying]
 

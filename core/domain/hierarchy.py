@@ -13,7 +13,7 @@ import dataclasses
 import re
 from pathlib import Path
 
-from core.schema import Problems, build, read_yaml, spec
+from core.framework.schema import Problems, build, read_yaml, spec
 
 DEPARTMENT_KINDS = ("merchandise", "bag_levy", "gift_card", "charity", "not_for_resale",
                     "concession", "data_quality")

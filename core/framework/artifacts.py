@@ -22,8 +22,8 @@ from typing import Any, Callable, Iterator
 
 import pyarrow.parquet as pq
 
-from core import paths
-from core.errors import PipelineError
+from core.framework import paths
+from core.framework.errors import PipelineError
 
 LIBRARIES = ("numpy", "pandas", "pyarrow", "scipy", "scikit-learn", "scikit-fuzzy", "hdbscan",
              "keras", "tensorflow-cpu", "tensorflow", "pyyaml", "joblib", "matplotlib", "pandera", "duckdb")
@@ -73,14 +73,14 @@ def file_sha256(path: Path, chunk_bytes: int = 1 << 20) -> str:
 
 
 def code_hash() -> str:
-    """Hash of the pipeline's code: every numbered script and ``core/*.py``.
+    """Hash of the pipeline's code: every numbered script and every module under ``core/``.
 
     A code change makes every stage stale, which is coarse but never wrong.
     """
     digest = hashlib.sha256()
-    files = sorted(paths.REPO_ROOT.glob("0[0-9]_*.py")) + sorted((paths.REPO_ROOT / "core").glob("*.py"))
+    files = sorted(paths.REPO_ROOT.glob("0[0-9]_*.py")) + sorted((paths.REPO_ROOT / "core").rglob("*.py"))
     for path in files:
-        digest.update(path.name.encode())
+        digest.update(path.relative_to(paths.REPO_ROOT).as_posix().encode())
         digest.update(path.read_bytes().replace(b"\r\n", b"\n"))
     return digest.hexdigest()
 

@@ -32,7 +32,7 @@ from sklearn.base import clone
 from sklearn.metrics import (adjusted_rand_score, calinski_harabasz_score, completeness_score,
                              davies_bouldin_score, homogeneity_score, normalized_mutual_info_score)
 
-from core.clustering import NOISE, Assignment, sample_rows, sampled_silhouette
+from core.cluster.clustering import NOISE, Assignment, sample_rows, sampled_silhouette
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ let alone twice. Each batch goes through :class:`TransactionIngestor`, which
 accepts or rejects every row:
 
 * an accepted row becomes one line of ``transactions.parquet`` with the
-  columns of :data:`core.tables.TRANSACTION_TABLE` (a column the file does
+  columns of :data:`core.domain.tables.TRANSACTION_TABLE` (a column the file does
   not have is null, or derived: the order id from customer and date, the
   quantity 1, the unit price from amount and quantity);
 * a rejected row keeps its text, its row number in the file and the first
@@ -49,12 +49,12 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from core.errors import PipelineError
-from core.hierarchy import Hierarchy
-from core.tables import (CUSTOMER_COLUMNS, CUSTOMER_SCHEMA, CUSTOMER_TABLE, GROUND_TRUTH_COLUMNS, PRODUCT_COLUMNS,
+from core.domain.columns import UNKNOWN
+from core.framework.errors import PipelineError
+from core.domain.hierarchy import Hierarchy
+from core.domain.tables import (CUSTOMER_COLUMNS, CUSTOMER_SCHEMA, CUSTOMER_TABLE, GROUND_TRUTH_COLUMNS, PRODUCT_COLUMNS,
                          PRODUCT_SCHEMA, PRODUCT_TABLE, TRANSACTION_COLUMNS, TRANSACTION_TABLE)
 
-UNKNOWN = "Unknown"
 """Department and class of a line whose department or class the hierarchy does not know, or that has none."""
 
 LINE_NUMBER = "line_number"
@@ -535,7 +535,7 @@ def _first_unseen(keys: np.ndarray, seen: SeenKeys) -> np.ndarray:
 def contract(name: str):
     """The pandera schema a table written by ingestion must satisfy: ``transactions``, ``customers`` or ``products``.
 
-    Built from :mod:`core.tables` (required columns non-null, exactly its columns in order) plus the
+    Built from :mod:`core.domain.tables` (required columns non-null, exactly its columns in order) plus the
     rules the ingestion promises: return lines have negative quantities and non-positive amounts,
     purchases non-negative amounts, unit prices are not negative, only returns name an original
     order, one row per customer and per SKU. Imported on first use: pandera takes about a second
@@ -692,7 +692,7 @@ class TransactionIngestor:
         Returns
         -------
         accepted : DataFrame
-            Columns of :data:`core.tables.TRANSACTION_COLUMNS`, checked against
+            Columns of :data:`core.domain.tables.TRANSACTION_COLUMNS`, checked against
             ``contract("transactions")``.
         rejected : DataFrame
             ``source_row``, ``reason`` and the rejected rows' values as text
@@ -880,7 +880,7 @@ class TransactionIngestor:
         return self._customers
 
     def products(self) -> pd.DataFrame:
-        """One row per SKU seen on an accepted line, columns of :data:`core.tables.PRODUCT_COLUMNS`.
+        """One row per SKU seen on an accepted line, columns of :data:`core.domain.tables.PRODUCT_COLUMNS`.
 
         ``item_id`` is the SKU itself; attributes the log does not give stay null, and
         ``base_price`` is the highest price paid.
@@ -971,7 +971,7 @@ def ingest_customers(batches: Iterator[RawBatch], source: SourceFile, date_forma
     -------
     profile : DataFrame
         One row per accepted customer: ``customer_id`` and the mapped profile columns, typed as in
-        :data:`core.tables.CUSTOMER_TABLE`.
+        :data:`core.domain.tables.CUSTOMER_TABLE`.
     rejected : DataFrame
         As for transactions (:func:`reject_schema`).
     counts : dict

@@ -3,10 +3,10 @@
 :func:`segment_customers` fits every method in every space on at most
 ``cluster.fit_sample_size`` customers (a seeded sample; all of them at the
 default 10,000), scores every customer with the fitted models (the same
-:meth:`~core.clustering._Segmenter.assign` the scoring command uses, so a
+:meth:`~core.cluster.clustering._Segmenter.assign` the scoring command uses, so a
 training customer scored again gets its training segment), matches the new
-segment ids to a previous run's (:mod:`core.matching`), evaluates each
-segmentation (:mod:`core.evaluation`) and picks the primary one.
+segment ids to a previous run's (:mod:`core.cluster.matching`), evaluates each
+segmentation (:mod:`core.cluster.evaluation`) and picks the primary one.
 
 The ground truth (``truth``) reaches only the evaluation: the agreement
 measures computed once every model is fitted, the supervised reference
@@ -29,8 +29,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from core import evaluation, matching
-from core.clustering import NOISE, Assignment, make_clusterer, sample_rows
+from core.cluster import evaluation, matching
+from core.cluster.clustering import NOISE, Assignment, make_clusterer, sample_rows
 
 log = logging.getLogger(__name__)
 
@@ -57,12 +57,12 @@ class Segmentation:
         Method and space feeding stage 05.
     primary_reason : str
     reference : dict or None
-        ``{space: core.evaluation.supervised_reference(...)}`` for the model matrix (``raw``, or the
+        ``{space: core.cluster.evaluation.supervised_reference(...)}`` for the model matrix (``raw``, or the
         only space); None without a ground truth or with ``evaluation.supervised_reference: false``.
     matching : dict
         Per ``<method>_<space>``: how its ids were matched to the previous run.
     migration : DataFrame
-        :data:`core.matching.MIGRATION_COLUMNS`, empty without a previous run.
+        :data:`core.cluster.matching.MIGRATION_COLUMNS`, empty without a previous run.
     has_truth : bool
         Whether a ground truth was given (and not all missing).
     seconds : dict
@@ -100,7 +100,7 @@ def segment_customers(spaces: dict[str, np.ndarray], methods: list[str], cfg, se
         values allowed), rows aligned with the matrices. Evaluation only.
     previous : dict of str to ndarray, optional
         ``<method>_<space>`` -> each customer's segment id in the previous
-        run (``-1`` unknown), for :func:`core.matching.match_cluster_ids`.
+        run (``-1`` unknown), for :func:`core.cluster.matching.match_cluster_ids`.
     """
     return _segment(spaces, methods, cfg, seed, truth, previous)
 

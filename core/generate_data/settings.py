@@ -1,16 +1,19 @@
-"""Stage 01's config section, ``generate_data``: how synthetic customers shop.
+"""Stage 01's config sections: ``data``, ``generate_data`` (how synthetic customers shop) and ``ingest``.
 
-Kept apart from :mod:`core.config` because it is the largest section and
-only the generator reads it. Every key is required in ``config.yml``;
+Each section's typed form and the checks that need only stage 01's knowledge. Every key is required in ``config.yml``;
 personas (``personas.yml``) may override a few per persona.
 """
 
 from __future__ import annotations
 
+import codecs
 import dataclasses
+import datetime as dt
 import fnmatch
+from pathlib import Path
 
-from core.schema import Problems, Range, check_sums_to_one, spec, suggest
+from core.framework.schema import Problems, Range, check_sums_to_one, spec, suggest
+from core.generate_data.ingest import CUSTOMER_TARGETS, REQUIRED_CUSTOMER, REQUIRED_TRANSACTION, TRANSACTION_TARGETS
 
 BRAND_TIERS = ("value", "mid", "premium")
 SIZE_SCALES = ("ladies", "mens", "ladies_footwear", "mens_footwear", "kids", "kids_footwear", "none")
@@ -265,3 +268,128 @@ def parse_month_day(text: str) -> tuple[int, int] | None:
     except (ValueError, TypeError):
         return None
     return month, day
+
+
+# ---------------------------------------------------------------------------
+# Sections data and ingest
+
+DATA_SOURCES = ("synthetic", "file")
+FILE_FORMATS = ("csv", "parquet")
+AMOUNT_KINDS = ("line", "order")
+DECIMAL_MARKS = (".", ",")
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    """What data the pipeline runs on."""
+
+    source: str = spec(choices=DATA_SOURCES, help="synthetic: generated from the personas; file: a "
+                                                  "retailer's own log, described in section ingest")
+    n_customers: int = spec(minimum=1, help="number of synthetic customers")
+    history_start: dt.date = spec(help="first day of the synthetic transaction history")
+    history_end: dt.date = spec(help="last day of the synthetic transaction history")
+
+
+@dataclasses.dataclass(frozen=True)
+class TransactionsFileConfig:
+    """Stage 01 with data.source file: the retailer's transaction log."""
+
+    file: str | None = spec(help="the log (CSV or Parquet), relative to this file; null when data.source "
+                                 "is synthetic")
+    format: str = spec(choices=FILE_FORMATS, help="how the file is stored")
+    columns: dict[str, str] = spec(help="the file's column name -> ours (README \"Using your own data\"); "
+                                        "customer_id, order_date and line_amount are required")
+    amount_is: str = spec(choices=AMOUNT_KINDS, help="line: each row is an order line (or a whole order, "
+                                                     "when that is all the log has); order: each row is one "
+                                                     "whole order, so an order id appears once")
+
+
+@dataclasses.dataclass(frozen=True)
+class CustomersFileConfig:
+    """Stage 01 with data.source file: an optional customer profile file."""
+
+    file: str | None = spec(help="profile file (CSV or Parquet), relative to this file; null for none")
+    format: str = spec(choices=FILE_FORMATS, help="how the file is stored")
+    columns: dict[str, str] = spec(help="the file's column name -> ours (a customers.parquet column); "
+                                        "customer_id is required")
+
+
+@dataclasses.dataclass(frozen=True)
+class CsvConfig:
+    """How CSV files are read."""
+
+    delimiter: str = spec(help="one character between fields, or the word tab")
+    decimal: str = spec(choices=DECIMAL_MARKS, help="decimal mark of numbers; the other mark may group "
+                                                    "thousands (1.234,56 or 1,234.56)")
+    encoding: str = spec(help="text encoding, e.g. utf-8, cp1252, latin-1")
+
+
+@dataclasses.dataclass(frozen=True)
+class IngestConfig:
+    """Stage 01 with data.source file: reading a retailer's own data."""
+
+    transactions: TransactionsFileConfig = spec()
+    customers: CustomersFileConfig = spec()
+    csv: CsvConfig = spec()
+    date_format: str | None = spec(help="strptime format of dates written as text, e.g. '%d/%m/%Y' or "
+                                        "'%Y-%m-%d %H:%M:%S'; null = ISO 8601 (2024-03-31, "
+                                        "2024-03-31T14:05:00)")
+    latest_date: dt.date | None = spec(help="rows dated after this day are rejected as in the future; "
+                                            "null = the day the stage runs")
+    max_rejected_share: float = spec(minimum=0.0, maximum=1.0,
+                                     help="the stage stops when a larger share of a file's rows is rejected")
+
+
+def check_ingest(ingest: IngestConfig, reading: bool, path: Path, problems: Problems) -> dict[str, Path]:
+    """Column mappings name our columns and, with ``data.source: file``, the files exist.
+
+    Returns the files stage 01 reads, resolved against the config file's folder.
+    """
+    for role, section, targets, required in (
+            ("transactions", ingest.transactions, TRANSACTION_TARGETS, REQUIRED_TRANSACTION),
+            ("customers", ingest.customers, CUSTOMER_TARGETS, REQUIRED_CUSTOMER)):
+        key = f"ingest.{role}.columns"
+        seen: dict[str, str] = {}
+        for theirs, ours in section.columns.items():
+            if ours not in targets:
+                problems.add(f"{key}.{theirs}", f"'{ours}' is not a column we know{suggest(ours, list(targets))}; "
+                                                f"map each of your columns to one of: {', '.join(targets)}")
+            elif ours in seen:
+                problems.add(f"{key}.{theirs}", f"'{ours}' is already mapped from '{seen[ours]}'; map one of "
+                                                f"your columns to each of ours")
+            seen.setdefault(ours, theirs)
+        used = reading and (role == "transactions" or section.file is not None)
+        missing = [c for c in required if c not in seen]
+        if used and missing:
+            problems.add(key, f"no column maps to {', '.join(missing)}; add '<your column name>: {missing[0]}' "
+                              f"(required: {', '.join(required)})")
+        if role == "transactions" and "class" in seen and "department" not in seen:
+            problems.add(f"{key}.{seen['class']}", "class is mapped but department is not; a class is placed "
+                                                   "within its department: map the department column too")
+    delimiter = ingest.csv.delimiter
+    if delimiter != "tab" and len(delimiter) != 1:
+        problems.add("ingest.csv.delimiter", f"{delimiter!r} is not one character; write e.g. ',' or ';' "
+                                             f"or the word tab")
+    try:
+        codecs.lookup(ingest.csv.encoding)
+    except LookupError:
+        problems.add("ingest.csv.encoding", f"{ingest.csv.encoding!r} is not a known text encoding; use e.g. "
+                                            f"utf-8, cp1252 or latin-1")
+    if ingest.date_format is not None and "%" not in ingest.date_format:
+        problems.add("ingest.date_format", f"{ingest.date_format!r} has no % directive; write a strptime "
+                                           f"format such as '%d/%m/%Y', or null for ISO 8601 dates")
+    files: dict[str, Path] = {}
+    if not reading:
+        return files
+    if ingest.transactions.file is None:
+        problems.add("ingest.transactions.file", "null, but data.source is file; give the path of your "
+                                                 "transaction log, relative to this file")
+    for role, name in (("transactions", ingest.transactions.file), ("customers", ingest.customers.file)):
+        if name is None:
+            continue
+        named = path.parent / name
+        if not named.is_file():
+            problems.add(f"ingest.{role}.file", f"{name!r} names {named}, which was not found; give a path "
+                                                f"relative to {path.parent}")
+        files[role] = named
+    return files

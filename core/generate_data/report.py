@@ -21,7 +21,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import stats
 
-from core.generator import DAYS_PER_MONTH, GenerationPlan
+from core.domain.columns import DAYS_PER_MONTH
+from core.generate_data.plan import GenerationPlan
 
 
 class GenerationReport:
@@ -61,7 +62,7 @@ class GenerationReport:
         self._K = K
 
     def add(self, block: dict) -> None:
-        """Count one block of the generator (the dict :func:`core.generator.draw_block` returns)."""
+        """Count one block of the generator (the dict :func:`core.generate_data.generator.draw_block` returns)."""
         plan = self.plan
         P, D = len(plan.persona_names), plan.n_days
         M = len(plan.catalog.departments)

@@ -15,8 +15,8 @@ import fnmatch
 import numpy as np
 import pandas as pd
 
-from core.generator_config import BRAND_TIERS, KIDS_SCALES, SIZE_SCALES, CatalogConfig
-from core.hierarchy import Hierarchy, slug
+from core.generate_data.settings import BRAND_TIERS, KIDS_SCALES, SIZE_SCALES, CatalogConfig
+from core.domain.hierarchy import Hierarchy, slug
 
 
 @dataclasses.dataclass(frozen=True)
@@ -26,7 +26,7 @@ class Catalog:
     Attributes
     ----------
     products : DataFrame
-        One row per SKU, columns of :data:`core.tables.PRODUCT_TABLE`.
+        One row per SKU, columns of :data:`core.domain.tables.PRODUCT_TABLE`.
     departments : list of str
         Merchandise departments, in hierarchy order (the generator's department codes).
     class_department : ndarray of int

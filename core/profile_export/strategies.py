@@ -15,10 +15,10 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from core.hierarchy import Hierarchy
-from core.schema import Problems, build, read_yaml, spec, suggest
+from core.domain.hierarchy import Hierarchy
+from core.framework.schema import Problems, build, read_yaml, spec, suggest
 
-# Value-and-engagement positions a segment can take (see core.profiling.position_name).
+# Value-and-engagement positions a segment can take (see core.profile_export.profiling.position_name).
 POSITIONS = ("VIP Champions", "Big-Basket Spenders", "Loyal Regulars", "Steady Shoppers", "Promising Newcomers",
              "Occasional Bargain Hunters", "At-Risk", "Hibernating")
 VALUE_TIERS = ("low", "mid", "high")
@@ -114,7 +114,7 @@ def parse_strategies(data: object, source: str, hierarchy: Hierarchy) -> Strateg
     return table
 
 
-# The value tier each position implies (core.profiling.position_name), and positions reached only
+# The value tier each position implies (core.profile_export.profiling.position_name), and positions reached only
 # when most customers have lapsed.
 POSITION_TIERS = {"VIP Champions": {"high"}, "Big-Basket Spenders": {"high"}, "Loyal Regulars": {"mid"},
                   "Steady Shoppers": {"mid"}, "Promising Newcomers": {"low"}, "Occasional Bargain Hunters": {"low"},

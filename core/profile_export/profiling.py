@@ -19,16 +19,15 @@ identifiers never reach a profile (:func:`identifier_columns`,
 
 from __future__ import annotations
 
-import fnmatch
 from typing import Any, Iterable
 
 import numpy as np
 import pandas as pd
 
-from core.clustering import NOISE
-from core.features import (CLASS_SPEND, DEPT_SHARE, DEPT_SPEND, DEPT_UNITS, class_column, dept_column)
-from core.hierarchy import Hierarchy
-from core.strategies import StrategyTable, strategy_for
+from core.domain.columns import NOISE, identifier_columns
+from core.prepare_features.features import (CLASS_SPEND, DEPT_SHARE, DEPT_SPEND, DEPT_UNITS, class_column, dept_column)
+from core.domain.hierarchy import Hierarchy
+from core.profile_export.strategies import StrategyTable, strategy_for
 
 # A department must hold at least this share of a segment's spend, bought at least this many times
 # the average share, to name its focus.
@@ -37,10 +36,6 @@ MIN_FOCUS_LIFT = 1.2
 
 # Position of HDBSCAN's noise group: not a segment, so it gets the catch-all strategy.
 UNASSIGNED = "Unassigned"
-
-# Direct identifiers: never summarised, never exported (matched case-insensitively).
-IDENTIFIER_PATTERNS = ("customer_id", "*customerid*", "*cust*id*", "*name*", "*mail*", "*phone*", "*mobile*",
-                       "*address*", "*street*", "*postcode*", "*post_code*", "*zip*")
 
 STAT_COLUMNS = ("recency_days", "orders", "orders_per_month", "net_revenue", "average_order_value", "tenure_days")
 
@@ -66,11 +61,6 @@ _ATTRIBUTE_LABELS = {"channel_share__": "share of spend {}", "brand_tier_share__
                      "brand_share__": "share of spend on {}"}
 
 
-def identifier_columns(columns: Iterable[str]) -> list[str]:
-    """The columns whose names look like direct identifiers (names, emails, phones, addresses, ids)."""
-    return [c for c in columns if any(fnmatch.fnmatch(c.lower(), p) for p in IDENTIFIER_PATTERNS)]
-
-
 def feature_label(column: str, hierarchy: Hierarchy) -> str:
     """Readable name of a feature column, e.g. ``dept_share__kids_clothing`` -> share of spend in Kids Clothing."""
     if column in _CORE_LABELS:
@@ -88,7 +78,7 @@ def feature_label(column: str, hierarchy: Hierarchy) -> str:
 
 
 def position_name(value_tier: str, lapsed: bool, frequent: bool, new: bool) -> str:
-    """The value-and-engagement half of a segment name (one of ``core.strategies.POSITIONS``)."""
+    """The value-and-engagement half of a segment name (one of ``core.profile_export.strategies.POSITIONS``)."""
     if lapsed:
         return "Hibernating" if value_tier == "low" else "At-Risk"
     if value_tier == "high":

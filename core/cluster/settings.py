@@ -1,0 +1,110 @@
+"""Stage 04's config section, ``cluster``: its typed form and its checks."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from core.framework.schema import Range, spec
+
+CLUSTER_METHODS = ("hdbscan", "gmm", "fcm", "kmeans")
+SPACES = ("raw", "latent")
+
+
+@dataclasses.dataclass(frozen=True)
+class HdbscanConfig:
+    """Stage 04: HDBSCAN."""
+
+    min_cluster_size_fraction: float = spec(exclusive_minimum=0.0, maximum=0.5,
+                                            help="smallest cluster as a share of customers")
+    min_samples: int = spec(minimum=1, help="neighbours defining a core point; larger = more conservative")
+    cluster_selection_method: str = spec(choices=("eom", "leaf"),
+                                         help="eom keeps the most persistent clusters, leaf the finest ones")
+    reassign_noise: bool = spec(help="give noise customers their most likely cluster (membership vectors), "
+                                     "with a low strength; the noise ratio is still reported")
+
+
+@dataclasses.dataclass(frozen=True)
+class GmmConfig:
+    """Stage 04: Gaussian mixture."""
+
+    n_components: Range = spec(minimum=1, help="[min, max] components; the number is chosen by BIC")
+    covariance_type: str = spec(choices=("full", "tied", "diag", "spherical"), help="covariance structure")
+    n_init: int = spec(minimum=1, help="initialisations per candidate")
+
+
+@dataclasses.dataclass(frozen=True)
+class FcmConfig:
+    """Stage 04: fuzzy c-means."""
+
+    n_clusters: Range = spec(minimum=2, help="[min, max] clusters, chosen by `selection`")
+    selection: str = spec(choices=("silhouette", "partition_coefficient"),
+                          help="criterion choosing the number of clusters (partition coefficient and entropy "
+                               "are reported either way)")
+    fuzziness: float = spec(exclusive_minimum=1.0, help="fuzzifier m (> 1)")
+    tolerance: float = spec(exclusive_minimum=0.0, help="stop when memberships change less than this between "
+                                                         "iterations (root mean square per membership value)")
+    max_iter: int = spec(minimum=1, help="maximum iterations")
+
+
+@dataclasses.dataclass(frozen=True)
+class KmeansConfig:
+    """Stage 04: k-means."""
+
+    n_clusters: Range = spec(minimum=2, help="[min, max] clusters; the number is chosen by silhouette")
+    n_init: int = spec(minimum=1, help="initialisations per candidate")
+
+
+@dataclasses.dataclass(frozen=True)
+class PrimaryConfig:
+    """Stage 04: the segmentation stage 05 describes."""
+
+    method: str = spec(choices=CLUSTER_METHODS + ("auto",),
+                       help="method feeding stage 05, or auto: chosen by stability and agreement with the "
+                            "ground truth where there is one")
+    space: str = spec(choices=SPACES + ("auto",), help="space feeding stage 05, or auto")
+
+
+@dataclasses.dataclass(frozen=True)
+class EvaluationConfig:
+    """Stage 04: how each segmentation is evaluated (after fitting; nothing here changes a fit)."""
+
+    ground_truth: str | None = spec(help="column of customers.parquet with each customer's known group "
+                                         "(the generator's persona), for evaluation only; null = none")
+    reseeds: int = spec(minimum=2, help="refits with other seeds for the reseed stability")
+    bootstraps: int = spec(minimum=2, help="refits on subsamples for the bootstrap stability")
+    bootstrap_fraction: float = spec(exclusive_minimum=0.0, maximum=1.0,
+                                     help="share of the stability sample in each bootstrap subsample "
+                                          "(drawn without replacement)")
+    stability_sample_size: int = spec(minimum=50, help="customers sampled for the stability refits")
+    supervised_reference: bool = spec(help="with a ground truth: cross-validate a gradient-boosting classifier "
+                                           "predicting it, the ARI the features allow")
+    reference_sample_size: int = spec(minimum=50, help="customers sampled for the supervised reference")
+    reference_folds: int = spec(minimum=2, help="cross-validation folds of the supervised reference")
+    min_stability: float = spec(minimum=0.0, maximum=1.0,
+                                help="primary auto: prefer segmentations at least this stable (ARI)")
+
+
+@dataclasses.dataclass(frozen=True)
+class ClusterConfig:
+    """Stage 04: clustering."""
+
+    methods: tuple[str, ...] = spec(choices=CLUSTER_METHODS, help="methods to fit")
+    spaces: tuple[str, ...] = spec(choices=SPACES, help="feature spaces to cluster in")
+    primary: PrimaryConfig = spec()
+    n_jobs: int = spec(minimum=1, help="worker processes fitting the methods and spaces side by side "
+                                       "(1 = all in the stage's own process)")
+    fit_sample_size: int = spec(minimum=100, help="models are fitted on at most this many customers (a seeded "
+                                                  "sample) and score everyone")
+    selection_sample_size: int = spec(minimum=100, help="customers sampled to choose the number of clusters; "
+                                                        "the chosen model is refit on the fit sample")
+    silhouette_sample_size: int = spec(minimum=100, help="customers sampled for silhouette, Davies-Bouldin "
+                                                         "and Calinski-Harabasz")
+    high_confidence: float = spec(minimum=0.0, maximum=1.0,
+                                  help="strength at or above which a customer counts as high-confidence")
+    match_previous: bool = spec(help="keep the previous run's segment ids (Hungarian matching) and write "
+                                     "migration.csv")
+    hdbscan: HdbscanConfig = spec()
+    gmm: GmmConfig = spec()
+    fcm: FcmConfig = spec()
+    kmeans: KmeansConfig = spec()
+    evaluation: EvaluationConfig = spec()

@@ -1,0 +1,153 @@
+"""Stage 04: cluster customers in the raw (scaled features) and latent spaces; evaluate; choose the primary.
+
+Reads ``features.parquet`` from stage 02, ``latent.parquet`` from stage 03
+and, for evaluation only, the ground-truth column (``persona``) of
+``customers.parquet`` from stage 01. Writes to ``artifacts/04_cluster/``:
+
+- ``assignments.parquet``: one row per customer: ``segment``,
+  ``segment_strength``, ``segment_runner_up`` of the primary segmentation,
+  ``reconstruction_error`` (stage 03's outlier signal), then
+  ``<method>_<space>_label``/``_strength`` (and ``_uncertainty``, ``_noise``
+  where they apply) for every method and space;
+- ``comparison.csv`` and ``comparison.json``: every method and space's
+  metrics (sizes, separation, stability, agreement with the ground truth
+  and the supervised reference); the JSON adds the primary choice and its
+  reason, the reference and each model's selection;
+- ``membership-<method>-<space>.parquet`` for the soft methods;
+- ``migration.csv``: customers moving between the previous run's segments
+  and this run's (segment ids are matched to the previous run's);
+- one fitted model per method and space (``<method>-<space>.pkl``).
+
+Run ``python 04_cluster.py --help``.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import joblib
+import numpy as np
+import pandas as pd
+
+from core.framework import paths
+from core.cluster import segmentation
+from core.framework.errors import PipelineError
+from core.framework.stage import Stage, StageContext
+
+log = logging.getLogger(__name__)
+
+
+def run(ctx: StageContext) -> None:
+    """Read this stage's inputs, compute, write its outputs (see the module docstring)."""
+    cfg = ctx.config.cluster
+    raw = ctx.read_parquet(paths.PREPARE_FEATURES, paths.FEATURES)
+    latent = ctx.read_parquet(paths.TRAIN_AUTOENCODER, paths.LATENT)
+    ids = raw["customer_id"].to_numpy()
+    if not np.array_equal(ids, latent["customer_id"].to_numpy()):
+        raise PipelineError(f"{paths.LATENT} and {paths.FEATURES} list different customers; stage "
+                            f"{paths.TRAIN_AUTOENCODER} is older than {paths.PREPARE_FEATURES}: rerun it")
+    matrices = {
+        "raw": raw.drop(columns="customer_id").to_numpy(np.float64),
+        "latent": latent.filter(like="latent_").to_numpy(np.float64),
+    }
+    spaces = {name: matrices[name] for name in cfg.spaces}
+    keys = [f"{m}_{s}" for s in spaces for m in cfg.methods]
+    previous = _previous_labels(ctx, ids, keys, spaces) if cfg.match_previous else None
+    result = segmentation.segment_customers(spaces, list(cfg.methods), cfg, ctx.config.seed,
+                                            truth=_ground_truth(ctx, ids), previous=previous)
+
+    assignments = segmentation.assignments_table(result, ids, latent["reconstruction_error"].to_numpy())
+    ctx.write_parquet(paths.ASSIGNMENTS, assignments)
+    ctx.write_csv(paths.COMPARISON, result.comparison)
+    method, space = result.primary
+    document = {
+        "primary": {"method": method, "space": space, "reason": result.primary_reason},
+        "ground_truth": cfg.evaluation.ground_truth if result.has_truth else None,
+        "supervised_reference": result.reference,
+        "methods": [{**row, "selection": result.models[(row["method"], row["space"])].selection_report(),
+                     "label_matching": result.matching[f"{row['method']}_{row['space']}"]}
+                    for row in result.comparison.to_dict(orient="records")],
+    }
+    ctx.write_json(paths.COMPARISON_JSON, segmentation.json_ready(document))
+    ctx.write_csv(paths.MIGRATION, result.migration)
+    for (m, s), found in result.assignments.items():
+        if found.membership is not None:
+            ctx.write_parquet(paths.membership_file(m, s), segmentation.membership_table(found, ids))
+    for (m, s), model in result.models.items():
+        ctx.write_joblib(paths.cluster_model_file(m, s), model)
+
+    chosen = result.comparison[(result.comparison["method"] == method) & (result.comparison["space"] == space)]
+    ctx.details = segmentation.json_ready({
+        "primary": document["primary"],
+        "customers": len(ids),
+        "fit_customers": min(len(ids), cfg.fit_sample_size),
+        "supervised_reference": result.reference,
+        "label_matching": result.matching,
+        "seconds": result.seconds,
+        "selection": {f"{m}_{s}": model.selection_report() for (m, s), model in result.models.items()},
+        "comparison": result.comparison.to_dict(orient="records"),
+    })
+    ctx.summary = (f"{len(ids):,} customers, {len(result.models)} models; primary {method}_{space}: "
+                   f"{int(chosen['clusters'].iloc[0])} segments ({result.primary_reason})")
+
+
+def _ground_truth(ctx: StageContext, ids: np.ndarray) -> pd.Series | None:
+    """The configured ground-truth column aligned with ``ids``; None when not configured or all missing."""
+    column = ctx.config.cluster.evaluation.ground_truth
+    if column is None:
+        return None
+    import pyarrow.parquet as pq
+
+    available = pq.read_schema(ctx.input_path(paths.GENERATE_DATA, paths.CUSTOMERS)).names
+    if column not in available:
+        raise PipelineError(f"cluster.evaluation.ground_truth in {ctx.config.path} names '{column}', which "
+                            f"{paths.CUSTOMERS} does not have; use one of {', '.join(available)}, or null")
+    customers = ctx.read_parquet(paths.GENERATE_DATA, paths.CUSTOMERS, columns=["customer_id", column])
+    truth = customers.drop_duplicates("customer_id").set_index("customer_id")[column].reindex(ids)
+    if truth.isna().all():
+        log.info("no ground truth: %s is empty in %s", column, paths.CUSTOMERS)
+        return None
+    return truth.reset_index(drop=True)
+
+
+def _previous_labels(ctx: StageContext, ids: np.ndarray, keys: list[str],
+                     spaces: dict[str, np.ndarray]) -> dict[str, np.ndarray] | None:
+    """The previous run's segment of each customer, from the assignments and models still in this stage's folder.
+
+    Read before this run overwrites them. Customers are matched by id; when
+    the previous run shares no customer with this one, a raw-space model
+    of the previous run scores this run's customers instead.
+    """
+    folder = ctx.output_dir
+    previous = None
+    if (folder / paths.ASSIGNMENTS).exists():
+        try:
+            previous = pd.read_parquet(folder / paths.ASSIGNMENTS)
+        except Exception as exc:  # noqa: BLE001 - an unreadable leftover only means no matching
+            log.warning("previous %s unreadable (%s); segment ids are not matched", paths.ASSIGNMENTS, exc)
+    labels = segmentation.previous_labels(ids, previous, keys) or {}
+    fallback = {}
+    for key in keys:
+        method, space = key.rsplit("_", 1)
+        model_path = folder / paths.cluster_model_file(method, space)
+        if key in labels or space != "raw" or not model_path.exists():
+            continue
+        try:
+            old = joblib.load(model_path)
+            if getattr(old, "n_features_in_", None) == spaces[space].shape[1]:
+                fallback[key] = old.assign(spaces[space], membership=False).labels
+        except Exception as exc:  # noqa: BLE001 - a model from older code only means no matching
+            log.warning("previous model %s unusable (%s); its segment ids are not matched", model_path.name, exc)
+    return {**labels, **fallback} or None
+
+
+STAGE = Stage(
+    name=paths.CLUSTER,
+    # customers.parquet last: its ground truth is for evaluation; the matrices are what is clustered.
+    inputs={paths.PREPARE_FEATURES: (paths.FEATURES,), paths.TRAIN_AUTOENCODER: (paths.LATENT,),
+            paths.GENERATE_DATA: (paths.CUSTOMERS,)},
+    description="Cluster customers with HDBSCAN, Gaussian mixture, fuzzy c-means and k-means; evaluate and "
+                "compare them; choose the primary segmentation.",
+    sections=("seed", "cluster"),
+    run=run,
+)

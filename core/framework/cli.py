@@ -1,0 +1,94 @@
+"""Command-line plumbing shared by the runner and every numbered script.
+
+Logging to the console and ``pipeline.log``, the common arguments, and the
+guard that turns the errors a user can fix into one clear line and exit
+code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Callable
+
+from core.framework import paths
+from core.framework.errors import PipelineError
+from core.framework.schema import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+def configure_logging(artifacts_dir: Path, verbose: bool = False) -> None:
+    """Log to the console and append to ``<artifacts>/pipeline.log`` (tracebacks go to the file only).
+
+    When the log file cannot be opened the console still gets everything
+    and one warning says why.
+    """
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+        handler.close()
+    root.setLevel(logging.DEBUG)
+    console = logging.StreamHandler(sys.stderr)
+    console.setLevel(logging.DEBUG if verbose else logging.INFO)
+    console.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
+    root.addHandler(console)
+    for noisy in ("matplotlib", "PIL", "absl", "tensorflow", "h5py", "numba", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        Path(artifacts_dir).mkdir(parents=True, exist_ok=True)
+        logfile = logging.FileHandler(Path(artifacts_dir) / paths.PIPELINE_LOG, encoding="utf-8")
+    except OSError as exc:
+        log.warning("logging to the console only: cannot write %s (%s)",
+                    Path(artifacts_dir) / paths.PIPELINE_LOG, exc.strerror or exc)
+        return
+    logfile.setLevel(logging.DEBUG)
+    logfile.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root.addHandler(logfile)
+
+
+def add_common_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--config`` and ``--artifacts``, shared by the runner and every script."""
+    parser.add_argument("--config", type=Path, default=paths.DEFAULT_CONFIG,
+                        help="config file (default: config/config.yml); the hierarchy and personas "
+                             "files are named in it, relative to it")
+    parser.add_argument("--artifacts", type=Path, default=paths.DEFAULT_ARTIFACTS,
+                        help="artifacts folder (default: artifacts/)")
+    parser.add_argument("--verbose", action="store_true", help="log debug messages")
+
+
+def _raise_interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
+def guarded(action: Callable[[], int]) -> int:
+    """Run a command; turn the errors a user can fix into one clear message and exit code 2.
+
+    Anything unexpected is reported in one line too, with its traceback in
+    ``pipeline.log``, and exit code 1. A termination signal is handled like
+    Ctrl-C, so temporary files are removed on the way out.
+    """
+    import signal
+
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        return action()
+    except (ConfigError, PipelineError) as exc:
+        log.error("%s", exc)
+        return 2
+    except KeyboardInterrupt:
+        log.error("interrupted; the stage that was running is left without a manifest and will rerun")
+        return 130
+    except Exception as exc:  # noqa: BLE001 - last resort: one line for the user, the rest in the log
+        log.debug("unexpected error", exc_info=True)
+        log.error("unexpected %s: %s (traceback in %s; please report it)", type(exc).__name__, exc,
+                  paths.PIPELINE_LOG)
+        return 1
+
+
+def check_artifacts_dir(artifacts_dir: Path) -> None:
+    """Stop when ``--artifacts`` names a file rather than a folder."""
+    if Path(artifacts_dir).exists() and not Path(artifacts_dir).is_dir():
+        raise PipelineError(f"--artifacts {artifacts_dir} is a file; give a folder (it is created if missing)")

@@ -1,0 +1,219 @@
+"""Stage 05: name, describe and explain each segment; export profiles for AI agents and a report for people.
+
+Reads the order lines and catalog (stage 01), the enriched datasets and the
+fitted feature transform (stage 02), the latent space and training history
+(stage 03), the assignments and method comparison (stage 04). Writes to
+``artifacts/05_profile_export/``: ``segment_profiles.json`` and
+``segment_profiles.yaml`` (same content, validated against
+``schemas/segment_profiles.schema.json``), ``cluster_insights.csv``,
+``customers_with_segments.parquet``, ``report.html`` and its charts as PNG
+(``segment-sizes.png``, ``department-heatmap.png``, ``projection.png``,
+``loss-curve.png``). Run ``python 05_profile_export.py --help``.
+"""
+
+from __future__ import annotations
+
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import yaml
+
+from core.profile_export import export, plots, profiling, report
+from core.prepare_features import features
+from core.framework import paths
+from core.framework.errors import PipelineError
+from core.framework.stage import Stage, StageContext
+
+
+TRANSACTION_COLUMNS = ["customer_id", "order_date", "sku", "line_amount", "is_return"]
+
+
+def run(ctx: StageContext) -> None:
+    """Read this stage's inputs, compute, write its outputs (see the module docstring)."""
+    cfg = ctx.config.profile_export
+    hierarchy = ctx.config.hierarchy
+    customers = ctx.read_parquet(paths.PREPARE_FEATURES, paths.ENRICHED_DEPARTMENT)
+    assignments = ctx.read_parquet(paths.CLUSTER, paths.ASSIGNMENTS)
+    if not np.array_equal(np.sort(customers["customer_id"].to_numpy()), np.sort(assignments["customer_id"].to_numpy())):
+        raise PipelineError(f"{paths.ASSIGNMENTS} and {paths.ENRICHED_DEPARTMENT} list different customers; "
+                            f"rerun from stage {paths.CLUSTER}")
+    assignments = assignments.set_index("customer_id").loc[customers["customer_id"]].reset_index()
+    products = ctx.read_parquet(paths.GENERATE_DATA, paths.PRODUCTS)
+    model_columns = list(ctx.read_joblib(paths.PREPARE_FEATURES, paths.FEATURE_SCALER).columns)
+    # Stage 04 chose the primary segmentation (config may say auto); its choice is in comparison.json.
+    chosen = ctx.read_json(paths.CLUSTER, paths.COMPARISON_JSON)["primary"]
+    primary = f"{chosen['method']}_{chosen['space']}"
+    _check_inputs_agree(ctx, customers, assignments, primary)
+    # Seasonality and attribute mixes count what features count: purchases up to the analysis date.
+    last_day = customers["last_order_date"].max()
+
+    written = set(pq.read_schema(ctx.input_path(paths.PREPARE_FEATURES, paths.ENRICHED_CLASS)).names)
+    class_columns = [c for c in _class_spend_columns(hierarchy) if c in written]
+    exported: dict[str, list] = {}
+    for segmentation in [primary, *cfg.also_profile]:
+        labels = assignments["segment" if segmentation == primary else f"{segmentation}_label"].to_numpy()
+        segment_of = pd.Series(labels, index=customers["customer_id"].to_numpy())
+        # Class columns and order lines are read in batches and summed: memory stays bounded
+        # however many customers and lines there are.
+        # Stage 02 writes no class columns for data without a hierarchy: no top classes then.
+        class_spend = _summed(profiling.class_spend_by_segment(
+            batch, batch["customer_id"].map(segment_of).to_numpy(), hierarchy)
+            for batch in ctx.iter_parquet(paths.PREPARE_FEATURES, paths.ENRICHED_CLASS,
+                                          ["customer_id"] + class_columns)) if class_columns else None
+        monthly_spend, attribute_spend = None, {}
+        for lines in ctx.iter_parquet(paths.GENERATE_DATA, paths.TRANSACTIONS, TRANSACTION_COLUMNS, 2_000_000):
+            lines = lines[lines["order_date"].dt.normalize() <= last_day]
+            monthly_spend = _summed([monthly_spend, profiling.monthly_spend_by_segment(lines, segment_of)])
+            for attribute, table in profiling.attribute_spend_by_segment(lines, products, segment_of).items():
+                attribute_spend[attribute] = _summed([attribute_spend.get(attribute), table])
+        profiles = profiling.profile_segments(
+            customers, pd.Series(labels), hierarchy, cfg, ctx.config.strategies, model_columns,
+            class_spend=class_spend, monthly_spend=monthly_spend, attribute_spend=attribute_spend)
+        shown = profiling.suppress_small_segments(profiles, cfg.min_segment_size)
+        # One name per segment in every output, the neutral one for small segments.
+        profiles = [{**p, "name": s["name"]} for p, s in zip(profiles, shown)]
+        document = export.build_export(
+            shown, run_id=ctx.run_id,
+            config_hash=ctx.config_hash, method=segmentation.split("_")[0], space=segmentation.split("_")[1],
+            primary=segmentation == primary, customers=len(customers),
+            first_order=str(customers["first_order_date"].min().date()),
+            last_order=str(customers["last_order_date"].max().date()),
+            generated_at=ctx.started_at.isoformat(timespec="seconds"), currency=cfg.currency,
+            min_segment_size=cfg.min_segment_size)
+        _check_export(document, customers, segmentation)
+        suffix = (lambda f: f) if segmentation == primary else (lambda f: paths.extra_export_file(f, segmentation))
+        ctx.write_json(suffix(paths.SEGMENT_PROFILES_JSON), document)
+        ctx.write_text(suffix(paths.SEGMENT_PROFILES_YAML),
+                       yaml.safe_dump(document, sort_keys=False, allow_unicode=True, width=100))
+        ctx.write_csv(suffix(paths.CLUSTER_INSIGHTS), profiling.insights_table(profiles))
+        exported[segmentation] = (profiles, shown)
+
+    profiles, shown = exported[primary]
+    names = {p["segment_id"]: p["name"] for p in profiles}
+    ctx.write_parquet(paths.CUSTOMERS_WITH_SEGMENTS, profiling.customers_with_segments(assignments, names))
+    _write_report(ctx, customers, assignments, shown, names)
+    suppressed = sum(p["suppressed"] for p in shown)
+    ctx.details = {"segmentations": list(exported), "segments": names, "suppressed_in_export": suppressed,
+                   "strategy_rules": {p["name"]: p["strategy"]["rule"] for p in profiles}}
+    ctx.summary = (f"{len(profiles)} segments ({suppressed} too small to describe) for {len(customers):,} "
+                   f"customers ({primary}); report and {len(exported)} export(s) written")
+
+
+def _summed(tables) -> pd.DataFrame | None:
+    """Element-wise sum of per-batch spend tables (missing rows or columns count as 0)."""
+    total = None
+    for table in tables:
+        if table is not None:
+            total = table if total is None else total.add(table, fill_value=0.0)
+    return total
+
+
+def _class_spend_columns(hierarchy) -> list[str]:
+    return [features.class_column(features.CLASS_SPEND, d, c)
+            for d in hierarchy.merchandise_departments for c in hierarchy.departments[d].classes]
+
+
+def _check_inputs_agree(ctx: StageContext, customers: pd.DataFrame, assignments: pd.DataFrame, primary: str) -> None:
+    """Stop when stage 04 ran with another primary method, or a describe column cannot be described."""
+    named = ctx.config.cluster.primary
+    method, space = primary.split("_")
+    wanted = f"{method if named.method == 'auto' else named.method}_{space if named.space == 'auto' else named.space}"
+    if (wanted != primary or f"{primary}_label" not in assignments
+            or not (assignments["segment"] == assignments[f"{primary}_label"]).all()):
+        raise PipelineError(f"{paths.ASSIGNMENTS} was made with another cluster.primary than {wanted} in "
+                            f"{ctx.config.path}; rerun from stage {paths.CLUSTER}")
+    cfg = ctx.config.profile_export
+    available = features.describable_columns(customers.columns)
+    for column in cfg.describe_columns:
+        if column not in customers.columns:
+            raise PipelineError(f"profile_export.describe_columns in {ctx.config.path} names '{column}', which the "
+                                f"customer profile does not have; available: {', '.join(available)}")
+        if pd.api.types.is_datetime64_any_dtype(customers[column]):
+            raise PipelineError(f"profile_export.describe_columns in {ctx.config.path} names '{column}', a date: "
+                                f"exact dates can single out customers; remove it")
+
+
+def _check_export(document: dict, customers: pd.DataFrame, segmentation: str) -> None:
+    """Refuse to write an export that breaks its schema or carries a customer's identifier."""
+    problems = export.schema_errors(document)
+    if problems:
+        raise PipelineError(f"the {segmentation} profile export does not match {paths.SEGMENT_PROFILES_SCHEMA.name} "
+                            f"(a bug, or a strategies.yml value the schema refuses): " + "; ".join(problems[:5]))
+    leaked = profiling.leaked_identifier_values(document, customers)
+    if leaked:
+        raise PipelineError(f"the {segmentation} profile export would carry customer identifiers "
+                            f"({len(leaked)} value(s)); nothing was written")
+
+
+def _write_report(ctx: StageContext, customers: pd.DataFrame, assignments: pd.DataFrame, shown: list[dict],
+                  names: dict[int, str]) -> None:
+    """Charts as PNG files and the self-contained report.html built from them.
+
+    Small (suppressed) segments appear by name and size on their card only:
+    they are left out of every chart and table.
+    """
+    cfg = ctx.config.profile_export
+    described = [p for p in shown if not p["suppressed"]]
+    ids = [p["segment_id"] for p in described]
+    images = {}
+    if described:
+        sizes = ctx.write_with(paths.SEGMENT_SIZES_PLOT, lambda tmp: plots.save_segment_sizes_plot(
+            [p["name"] for p in described], [p["share_of_customers"] for p in described],
+            [p["revenue_share"] for p in described], tmp))
+        images["segment_sizes"] = sizes.read_bytes()
+        departments = ctx.config.hierarchy.merchandise_departments
+        spend = profiling.department_spend(customers, departments).groupby(assignments["segment"].to_numpy()).sum()
+        shares = spend.div(spend.sum(axis=1).replace(0, np.nan), axis=0).fillna(0.0)
+        heatmap = ctx.write_with(paths.DEPARTMENT_HEATMAP, lambda tmp: plots.save_department_heatmap(
+            shares.loc[ids].rename(index=names), tmp))
+        images["department_heatmap"] = heatmap.read_bytes()
+    # The projection shows the space the segments were found in.
+    chosen = ctx.read_json(paths.CLUSTER, paths.COMPARISON_JSON)["primary"]
+    space = chosen["space"]
+    if space == "latent":
+        matrix = ctx.read_parquet(paths.TRAIN_AUTOENCODER, paths.LATENT).set_index("customer_id").filter(like="latent_")
+    else:
+        matrix = ctx.read_parquet(paths.PREPARE_FEATURES, paths.FEATURES).set_index("customer_id")
+    labels = assignments["segment"].to_numpy()
+    keep = np.isin(labels, ids + [-1])
+    coords, sampled = report.project_2d(matrix.loc[assignments["customer_id"]].to_numpy()[keep], labels[keep],
+                                        cfg.projection_sample_size, ctx.config.seed)
+    if len(coords):
+        projection = ctx.write_with(paths.PROJECTION_PLOT, lambda tmp: plots.save_projection_plot(
+            coords, sampled, names, tmp))
+        images["projection"] = projection.read_bytes()
+    history = ctx.read_json(paths.TRAIN_AUTOENCODER, paths.TRAINING_HISTORY)
+    loss = ctx.write_with(paths.LOSS_CURVE, lambda tmp: plots.save_loss_plot(history, tmp))
+    images["loss_curve"] = loss.read_bytes()
+    persona_table = None
+    # A retailer's own data has no personas: the column is there (the table contract) but null.
+    if "persona" in customers.columns and customers["persona"].notna().any() and described:
+        segment_names = assignments["segment"].map(names).to_numpy()
+        persona_table = pd.crosstab(customers["persona"], segment_names)[[names[i] for i in ids]]
+    data = report.ReportData(
+        title="Customer segments",
+        metadata={"method": chosen["method"], "space": space,
+                  "customers": len(customers), "segments": sum(p["segment_id"] != -1 for p in shown),
+                  "data_period": {"first_order": str(customers["first_order_date"].min().date()),
+                                  "last_order": str(customers["last_order_date"].max().date())},
+                  "generated_at": ctx.started_at.isoformat(timespec="seconds"), "run_id": ctx.run_id},
+        segments=shown, comparison=pd.read_csv(ctx.input_path(paths.CLUSTER, paths.COMPARISON)),
+        persona_table=persona_table, images=images, currency=cfg.currency)
+    ctx.write_text(paths.REPORT, report.render_report(data))
+
+
+STAGE = Stage(
+    name=paths.PROFILE_EXPORT,
+    inputs={
+        paths.GENERATE_DATA: (paths.TRANSACTIONS, paths.PRODUCTS),
+        paths.PREPARE_FEATURES: (paths.ENRICHED_DEPARTMENT, paths.ENRICHED_CLASS, paths.FEATURE_SCALER,
+                                 paths.FEATURES),
+        paths.TRAIN_AUTOENCODER: (paths.LATENT, paths.TRAINING_HISTORY),
+        paths.CLUSTER: (paths.ASSIGNMENTS, paths.COMPARISON, paths.COMPARISON_JSON),
+    },
+    description="Profile, name, explain and give strategies to the segments; export JSON/YAML/CSV and a report.",
+    # cluster: the primary method and space named in the export.
+    sections=("seed", "profile_export", "cluster", "hierarchy", "strategies"),
+    run=run,
+)

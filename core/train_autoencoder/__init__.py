@@ -1,0 +1,1 @@
+"""Stage 03: the deterministic autoencoder and the latent space."""

@@ -1,0 +1,53 @@
+"""Stage 03: learn a compact, deterministic latent representation of customers.
+
+Reads ``features.parquet`` (the scaled model matrix) from stage 02 and writes
+to ``artifacts/03_train_autoencoder/``: ``autoencoder-model.keras``,
+``encoder.keras`` (the trained encoder alone, to encode new customers),
+``latent.parquet`` (customer_id, latent_0..latent_{k-1},
+reconstruction_error), ``history.json`` and ``loss-plot.png``.
+Run ``python 03_train_autoencoder.py --help``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pandas as pd
+
+from core.framework import paths
+from core.train_autoencoder import plots
+from core.train_autoencoder.autoencoder import AutoencoderTransformer
+from core.framework.stage import Stage, StageContext
+
+
+def run(ctx: StageContext) -> None:
+    """Read this stage's inputs, compute, write its outputs (see the module docstring)."""
+    matrix = ctx.read_parquet(paths.PREPARE_FEATURES, paths.FEATURES)
+    X = matrix.drop(columns="customer_id").to_numpy(np.float32)
+    params = dataclasses.asdict(ctx.config.train_autoencoder)
+    model = AutoencoderTransformer(**params, random_state=ctx.config.seed).fit(X)
+    latent = model.transform(X)
+    frame = pd.DataFrame(latent, columns=[f"latent_{i}" for i in range(latent.shape[1])])
+    frame.insert(0, "customer_id", matrix["customer_id"].to_numpy())
+    frame["reconstruction_error"] = model.reconstruction_error(X)
+    ctx.write_with(paths.AUTOENCODER_MODEL, model.save)
+    ctx.write_with(paths.ENCODER_MODEL, model.save_encoder)
+    ctx.write_parquet(paths.LATENT, frame)
+    ctx.write_json(paths.TRAINING_HISTORY, model.history_)
+    ctx.write_with(paths.LOSS_PLOT, lambda tmp: plots.save_loss_plot(model.history_, tmp))
+    epochs = len(model.history_["loss"])
+    best = min(model.history_.get("val_loss", model.history_["loss"]))
+    ctx.details = {"epochs_trained": epochs, "best_loss": best, "input_dim": X.shape[1],
+                   "latent_dim": latent.shape[1]}
+    ctx.summary = (f"{len(frame):,} customers encoded {X.shape[1]} -> {latent.shape[1]} dims, "
+                   f"{epochs} epochs, best loss {best:.4f}")
+
+
+STAGE = Stage(
+    name=paths.TRAIN_AUTOENCODER,
+    inputs={paths.PREPARE_FEATURES: (paths.FEATURES,)},
+    description="Train a seeded Keras autoencoder on the model matrix and encode every customer.",
+    sections=("seed", "train_autoencoder"),
+    run=run,
+)

@@ -1,4 +1,5 @@
-"""Contract and behaviour tests of the synthetic transaction generator (core/generator.py, core/catalog.py).
+"""Contract and behaviour tests of the synthetic transaction generator (core/generate_data/: generator,
+products, workers).
 
 Real data through the real code, from configs written to YAML and loaded like
 any other:
@@ -16,17 +17,30 @@ not depend on the seed, yet each fails when the rule it checks is broken.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import ctypes.wintypes
 import dataclasses
 import functools
+import hashlib
+import multiprocessing
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from scipy.stats import chisquare
 
 from conftest import small_config_document, write_config
-from core.generate_data import generator
+from core.framework import paths
+from core.generate_data import generator, workers
 from core.domain import tables
 from core.generate_data.products import scale_size_names, size_scale_of
 from core.config import PipelineConfig, load_config
@@ -699,24 +713,234 @@ def test_chunk_size_does_not_change_the_data(shipped):
     assert table.cast(tables.TRANSACTION_SCHEMA).equals(three)
 
 
+# --- worker processes (core/generate_data/workers.py) ---------------------------------------------
+
 def test_spill_folders_of_killed_runs_are_removed_and_live_ones_kept(tmp_path):
-    import os
-    import subprocess
-    import sys
-
-    from core.generate_data.generator import SPILL_PREFIX, remove_orphaned_spills
-
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()
-    orphan = tmp_path / f"{SPILL_PREFIX}{gone.pid}-abc123"
-    live = tmp_path / f"{SPILL_PREFIX}{os.getpid()}-def456"
-    unnamed = tmp_path / f"{SPILL_PREFIX}ghi789"
+    orphan = tmp_path / f"{workers.SPILL_PREFIX}{gone.pid}-abc123"
+    live = tmp_path / f"{workers.SPILL_PREFIX}{os.getpid()}-def456"
+    unnamed = tmp_path / f"{workers.SPILL_PREFIX}ghi789"
     for folder in (orphan, live, unnamed):
         folder.mkdir()
         (folder / "block-0.arrow").write_bytes(b"x" * 10)
-    assert remove_orphaned_spills(tmp_path) == [], "changed in the last 10 minutes: maybe another container's"
+    assert workers.remove_orphaned_spills(tmp_path) == [], "changed in the last 10 minutes: maybe another container's"
     old = orphan.stat().st_mtime - 3600
     for folder in (orphan, live, unnamed):
         os.utime(folder, (old, old))
-    assert remove_orphaned_spills(tmp_path) == [orphan]
+    assert workers.remove_orphaned_spills(tmp_path) == [orphan]
     assert not orphan.exists() and live.exists() and unnamed.exists()
+
+
+@pytest.mark.skipif(os.name != "posix", reason="the POSIX liveness check; Windows asks OpenProcess (next test)")
+def test_a_process_is_alive_until_it_has_ended():
+    running = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        assert workers.process_alive(os.getpid())
+        assert workers.process_alive(running.pid)
+    finally:
+        running.kill()
+        running.wait()
+    assert not workers.process_alive(running.pid)
+
+
+class ApiFunction:
+    """A foreign function's stand-in: callable, and ``restype``/``argtypes`` can be set on it."""
+
+    def __init__(self, call):
+        self.call, self.restype, self.argtypes = call, None, None
+
+    def __call__(self, *args):
+        return self.call(*args)
+
+
+class FakeKernel32:
+    """kernel32 as ``_windows_process_alive`` calls it: OpenProcess, GetExitCodeProcess, CloseHandle."""
+
+    def __init__(self, processes: dict[int, int], denied: set[int] = frozenset()):
+        self.processes, self.denied = processes, denied  # pid -> exit code (259 = still active)
+        self.open_handles: set[int] = set()
+        self.last_error = 0
+        self.OpenProcess = ApiFunction(self.open)
+        self.GetExitCodeProcess = ApiFunction(self.exit_code)
+        self.CloseHandle = ApiFunction(self.close)
+
+    def open(self, access: int, inherit: bool, pid: int) -> int:
+        assert access == 0x1000, "PROCESS_QUERY_LIMITED_INFORMATION: all a liveness check needs"
+        if pid in self.denied:
+            self.last_error = 5  # ERROR_ACCESS_DENIED
+            return 0
+        if pid not in self.processes:
+            self.last_error = 87  # ERROR_INVALID_PARAMETER: no such process
+            return 0
+        self.open_handles.add(pid + 1000)
+        return pid + 1000
+
+    def exit_code(self, handle: int, code) -> int:
+        code._obj.value = self.processes[handle - 1000]
+        return 1
+
+    def close(self, handle: int) -> int:
+        self.open_handles.remove(handle)
+        return 1
+
+
+def test_on_windows_liveness_comes_from_the_exit_code_and_every_handle_is_closed(monkeypatch):
+    """The Windows branch, run here against a fake kernel32 (os.kill(pid, 0) would send CTRL_C_EVENT there)."""
+    kernel32 = FakeKernel32({10: 259, 11: 0}, denied={12})
+    monkeypatch.setattr(ctypes, "WinDLL", lambda name, use_last_error: kernel32, raising=False)
+    monkeypatch.setattr(ctypes, "get_last_error", lambda: kernel32.last_error, raising=False)
+    assert workers._windows_process_alive(10), "exit code STILL_ACTIVE: running"
+    assert not workers._windows_process_alive(11), "exit code 0: ended, its handle still held by someone"
+    assert workers._windows_process_alive(12), "access denied: it exists, as another user's process"
+    assert not workers._windows_process_alive(13), "cannot be opened: no such process"
+    assert kernel32.open_handles == set()
+    # A HANDLE is pointer-sized: with the default int result, 64-bit handles would be truncated.
+    assert kernel32.OpenProcess.restype is ctypes.wintypes.HANDLE
+
+
+def process_start_time(pid: int) -> int | None:
+    """Start time (clock ticks since boot) of a running process; None once it has ended or is a zombie."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rindex(")") + 2:].split()  # after "pid (comm) "
+    return None if fields[0] in ("Z", "X") else int(fields[19])
+
+
+def child_processes(pid: int) -> dict[int, int]:
+    """Children of ``pid`` (Linux): pid -> start time, so that a reused pid is not mistaken for one."""
+    children = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        if int(text[text.rindex(")") + 2:].split()[1]) == pid:
+            started = process_start_time(int(stat.parent.name))
+            if started is not None:
+                children[int(stat.parent.name)] = started
+    return children
+
+
+def survivors(processes: dict[int, int], seconds: float = 10.0) -> list[int]:
+    """Those of ``processes`` (pid -> start time) still running after up to ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while True:
+        running = [pid for pid, started in processes.items() if process_start_time(pid) == started]
+        if not running or time.monotonic() > deadline:
+            return running
+        time.sleep(0.1)
+
+
+POOL_SCRIPT = """
+import sys, time
+import pyarrow as pa
+from core.generate_data import workers
+
+def draw(index):
+    if index:
+        time.sleep(600)  # busy, as a worker drawing a large block is
+    return None, pa.table({"index": [index]}), None
+
+if __name__ == "__main__":
+    start_method, watch = sys.argv[1:]
+    if watch == "polling":  # the path of platforms without a parent-death signal
+        workers._request_parent_death_signal = lambda: False
+    blocks = workers.draw_in_workers(draw, n_blocks=3, workers=2, blocks_per_chunk=1, start_method=start_method)
+    next(blocks)
+    print("ready", flush=True)
+    time.sleep(600)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds the workers through /proc")
+@pytest.mark.parametrize("start_method, watch", [("fork", "signal"), ("spawn", "signal"), ("fork", "polling")])
+def test_workers_die_when_their_parent_is_killed(tmp_path, start_method, watch):
+    """kill -9 of the process that made the pool: its busy workers end within seconds, not sleep on."""
+    script = tmp_path / "pool.py"
+    script.write_text(POOL_SCRIPT, encoding="utf-8")
+    env = {**os.environ, "PYTHONPATH": str(paths.REPO_ROOT)}
+    parent = subprocess.Popen([sys.executable, str(script), start_method, watch], stdout=subprocess.PIPE,
+                              text=True, env=env)
+    pool: dict[int, int] = {}
+    try:
+        assert parent.stdout.readline().strip() == "ready"
+        pool = child_processes(parent.pid)
+        assert len(pool) >= 2, pool
+        parent.kill()
+        parent.wait(timeout=30)
+        assert survivors(pool) == [], f"workers outlived their parent ({start_method}, {watch})"
+    finally:
+        parent.kill()
+        for pid in survivors(pool, seconds=0):  # a failed run must not leave them behind either
+            # (spawn's resource tracker ends by itself once the workers are gone, removing its semaphores)
+            with contextlib.suppress(OSError):
+                if b"resource_tracker" not in Path(f"/proc/{pid}/cmdline").read_bytes():
+                    os.kill(pid, signal.SIGKILL)
+
+
+def test_a_worker_without_a_parent_death_signal_exits_when_its_parent_ends():
+    """The polling watch alone (macOS, Windows): it returns only by ending the process, once the parent is gone."""
+    stand_in = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    watcher = subprocess.Popen([sys.executable, "-c",
+                                "import os, sys; from core.generate_data import workers; "
+                                "workers._exit_when_parent_gone(int(sys.argv[1]), os.getppid(), interval=0.05)",
+                                str(stand_in.pid)], cwd=paths.REPO_ROOT)
+    try:
+        with pytest.raises(subprocess.TimeoutExpired):
+            watcher.wait(timeout=1.0)  # the stand-in parent runs: keep watching
+        stand_in.kill()
+        stand_in.wait()
+        assert watcher.wait(timeout=10) == 1
+    finally:
+        stand_in.kill()
+        watcher.kill()
+
+
+def parquet_sha256(chunks: list[tuple[pd.DataFrame, pa.Table]]) -> tuple[str, str]:
+    """SHA-256 of the customers and of the transactions, each written to Parquet as stage 01 writes them."""
+    customers = pa.Table.from_pandas(pd.concat([c for c, _ in chunks], ignore_index=True),
+                                     schema=tables.CUSTOMER_SCHEMA, preserve_index=False)
+    transactions = pa.concat_tables([t for _, t in chunks])
+
+    def digest(table: pa.Table, **options) -> str:
+        sink = pa.BufferOutputStream()
+        pq.write_table(table, sink, **options)
+        return hashlib.sha256(sink.getvalue().to_pybytes()).hexdigest()
+
+    return digest(customers), digest(transactions, **generator.TRANSACTION_PARQUET_OPTIONS)
+
+
+def test_spawned_workers_give_the_tables_forked_ones_give(tmp_path, monkeypatch):
+    """Windows has no fork: workers started by spawn, handing blocks back through shared memory or (as on
+    Windows) the pipe, give the Parquet bytes that forked workers and one process give."""
+    config = load(tmp_path, config_document(2000))
+    plan = generator.build_plan(config.personas, config.scenarios, config.hierarchy, config.data,
+                                config.generate_data, config.seed)
+    one_process = parquet_sha256(list(generator.generate(plan, config.seed)))
+    forked = (parquet_sha256(list(generator.generate(plan, config.seed, workers=2, start_method="fork")))
+              if "fork" in multiprocessing.get_all_start_methods() else one_process)  # none on Windows
+    spawned = parquet_sha256(list(generator.generate(plan, config.seed, workers=2, start_method="spawn")))
+    monkeypatch.setattr(workers, "spill_folder", lambda: None)  # what it returns on Windows
+    through_pipe = parquet_sha256(list(generator.generate(plan, config.seed, workers=2, start_method="spawn")))
+    assert forked == one_process
+    assert spawned == one_process
+    assert through_pipe == one_process
+
+
+# --- short histories ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("start, end", [("2024-12-30", "2024-12-31"), ("2024-12-24", "2024-12-31"),
+                                        ("2024-12-01", "2024-12-31")], ids=["two days", "a week", "a month"])
+def test_a_short_history_is_generated_inside_its_window(tmp_path, start, end):
+    """Windows that miss most scenarios (they crashed the generation report) give complete tables."""
+    run = generate(load(tmp_path, config_document(300, start, end)))
+    assert len(run.customers) == 300 and run.customers["customer_id"].is_unique
+    assert run.tx["order_date"].between(run.start, run.end).all()
+    purchases = run.tx[~run.tx["is_return"]]
+    assert purchases["customer_id"].nunique() == 300, "every customer visits at least once"
+    returns = run.tx[run.tx["is_return"]]
+    purchase_dates = purchases.groupby("order_id")["order_date"].first()
+    assert (returns["order_date"] > returns["original_order_id"].map(purchase_dates)).all()

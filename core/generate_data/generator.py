@@ -18,14 +18,16 @@ total a later stage computes is a sum of these lines.
 Randomness is drawn per block of :data:`BLOCK_SIZE` customers from
 ``default_rng([seed, 2, block])``, so the data does not depend on the chunk
 size. Everything is vectorised with NumPy over a block; Python loops run
-over personas, scenarios' regimes and departments only.
+over personas, scenarios' regimes and departments only. Blocks may be drawn
+in worker processes side by side (:mod:`core.generate_data.workers`: the
+pool, the hand-over through shared memory, workers dying with their parent).
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
-import sys
-from pathlib import Path
 from typing import Iterator
 
 import numpy as np
@@ -39,11 +41,11 @@ from core.generate_data.settings import SIZE_SCALES
 from core.generate_data.identity import assign_identities
 from core.generate_data.plan import SKU_CODE_COLUMNS, GenerationPlan, _search_from, build_plan  # noqa: F401 - build_plan re-exported
 from core.generate_data.report import GenerationReport
+from core.generate_data.workers import draw_in_workers
 
 log = logging.getLogger(__name__)
 
 BLOCK_SIZE = 1000
-SPILL_PREFIX = "retail-generator-"
 """Customers per random-number block: the unit that makes the data independent of chunk size."""
 
 __all__ = ["BLOCK_SIZE", "GenerationPlan", "Catalog", "build_catalog", "build_plan", "generate",
@@ -608,196 +610,54 @@ def _customer_frame(block: dict, plan: GenerationPlan) -> pd.DataFrame:
     return pd.DataFrame({name: columns[name] for name in CUSTOMER_COLUMNS})
 
 
-def generate(plan: GenerationPlan, seed: int, report=None,
-             workers: int = 1) -> Iterator[tuple[pd.DataFrame, pa.Table]]:
+def generate(plan: GenerationPlan, seed: int, report=None, workers: int = 1,
+             start_method: str | None = None) -> Iterator[tuple[pd.DataFrame, pa.Table]]:
     """Yield ``(customers, transactions)`` per chunk of ``chunk_size`` customers (whole blocks).
 
     Blocks of :data:`BLOCK_SIZE` customers draw from their own random
     streams, and order ids run on across blocks in block order, so the
-    output is the same whatever the chunk size and the number of
-    ``workers`` (processes drawing blocks side by side). ``report``, if
-    given, is a :class:`core.generate_data.report.GenerationReport`: it counts
-    every block (in the workers, then merged).
+    output is the same whatever the chunk size, the number of ``workers``
+    (processes drawing blocks side by side, :mod:`core.generate_data.workers`)
+    and their ``start_method`` (``"fork"``, ``"spawn"``; None for the
+    platform's default). ``report``, if given, is a
+    :class:`core.generate_data.report.GenerationReport`: it counts every
+    block (in the workers, then merged).
     """
-    n_total = plan.data.n_customers
-    n_blocks = -(-n_total // BLOCK_SIZE)
+    n_blocks = -(-plan.data.n_customers // BLOCK_SIZE)
     blocks_per_chunk = max(1, -(-plan.cfg.chunk_size // BLOCK_SIZE))
-    want_report = report is not None
+    draw = functools.partial(_make_block, plan, seed, report is not None)
     if workers > 1 and n_blocks > 1:
-        from concurrent.futures import ProcessPoolExecutor
-
-        executor = ProcessPoolExecutor(max_workers=workers, initializer=_init_worker, initargs=(plan,))
-        pending: list = []
-        submitted = 0
-        spill = _spill_folder()
-
-        # Blocks in flight or done but not yet taken: a bounded window keeps memory flat however
-        # many customers there are. It spans a chunk so that the workers keep drawing the next
-        # chunk while the caller writes this one (a window of a few blocks left both workers idle
-        # for most of each Parquet write); done blocks wait as files in shared memory.
-        window = blocks_per_chunk + 2 * workers
-
-        def results() -> Iterator[tuple]:
-            nonlocal submitted
-            while submitted < n_blocks or pending:
-                while submitted < n_blocks and len(pending) < window:
-                    pending.append(executor.submit(_worker_block, seed, submitted, want_report, spill))
-                    submitted += 1
-                customers, transactions, part = pending.pop(0).result()
-                if isinstance(transactions, str):
-                    spilled.append(transactions)
-                    transactions = pa.ipc.open_file(pa.memory_map(transactions)).read_all()
-                yield customers, transactions, part
+        blocks = draw_in_workers(draw, n_blocks, workers, blocks_per_chunk, start_method)
     else:
-        executor, spill = None, None
+        blocks = (draw(index) for index in range(n_blocks))
+    with contextlib.closing(blocks):  # stops the workers when the caller stops early
+        yield from _chunks(blocks, n_blocks, blocks_per_chunk, report, plan.data.n_customers)
 
-        def results() -> Iterator[tuple]:
-            for index in range(n_blocks):
-                yield _make_block(plan, seed, index, want_report)
 
+def _chunks(blocks: Iterator[tuple], n_blocks: int, blocks_per_chunk: int, report,
+            n_total: int) -> Iterator[tuple[pd.DataFrame, pa.Table]]:
+    """Blocks in order gathered into chunks, order ids numbered on from block to block."""
     next_order_id = 1
-    spilled: list[str] = []
-    try:
-        customer_frames, transaction_tables = [], []
-        for index, (customers, transactions, part) in enumerate(results()):
-            if part is not None:
-                report.merge(part)
-            if transactions.num_rows:
-                transactions = _shift_order_ids(transactions, next_order_id)
-                next_order_id = int(pc.max(transactions["order_id"]).as_py()) + 1
-            customer_frames.append(customers)
-            transaction_tables.append(transactions)
-            if len(customer_frames) == blocks_per_chunk or index == n_blocks - 1:
-                chunk_customers = pd.concat(customer_frames, ignore_index=True)
-                chunk = pa.concat_tables(transaction_tables)
-                log.info("generated customers up to %d of %d: %d lines",
-                         int(chunk_customers["customer_id"].iloc[-1]), n_total, chunk.num_rows)
-                customer_frames, transaction_tables = [], []
-                yield chunk_customers, chunk
-                del chunk
-                _remove(spilled)
-    finally:
-        if executor is not None:
-            executor.shutdown(cancel_futures=True)
-            _remove(spilled)
-            if spill is not None:
-                import shutil
-
-                shutil.rmtree(spill, ignore_errors=True)
+    customer_frames, transaction_tables = [], []
+    for index, (customers, transactions, part) in enumerate(blocks):
+        if part is not None:
+            report.merge(part)
+        if transactions.num_rows:
+            transactions = _shift_order_ids(transactions, next_order_id)
+            next_order_id = int(pc.max(transactions["order_id"]).as_py()) + 1
+        customer_frames.append(customers)
+        transaction_tables.append(transactions)
+        if len(customer_frames) == blocks_per_chunk or index == n_blocks - 1:
+            chunk_customers = pd.concat(customer_frames, ignore_index=True)
+            chunk = pa.concat_tables(transaction_tables)
+            log.info("generated customers up to %d of %d: %d lines",
+                     int(chunk_customers["customer_id"].iloc[-1]), n_total, chunk.num_rows)
+            customer_frames, transaction_tables = [], []
+            yield chunk_customers, chunk
+            del chunk  # written by the caller: free it now, not once the next chunk is assembled
 
 
-def _spill_folder() -> str | None:
-    """Where workers hand blocks to the parent as memory-mapped Arrow files (POSIX only).
-
-    Passing a block through a pipe copies it three times (pickle, pipe,
-    unpickle); a file in shared memory is written once and mapped. Windows
-    cannot delete a mapped file, so there blocks go through the pipe.
-    """
-    import os
-    import tempfile
-
-    if os.name != "posix":
-        return None
-    base = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else tempfile.gettempdir()
-    # A killed run cannot clean up, and files in /dev/shm hold memory until the machine restarts:
-    # the folder carries its process id, and the next run removes those of processes gone.
-    remove_orphaned_spills(Path(base))
-    return tempfile.mkdtemp(prefix=f"{SPILL_PREFIX}{os.getpid()}-", dir=base)
-
-
-def remove_orphaned_spills(base: Path, quiet_seconds: float = 600.0) -> list[Path]:
-    """Remove the spill folders in ``base`` left by generator processes that no longer run.
-
-    Returns the folders removed. Folders of running processes, folders
-    whose name carries no process id, and folders changed in the last
-    ``quiet_seconds`` are left alone: a running generator adds and removes
-    files all the time, and the last rule keeps the folder of a run in
-    another container sharing /dev/shm (whose process ids this one cannot
-    see) out of reach.
-    """
-    import shutil
-    import time
-
-    removed = []
-    for folder in sorted(base.glob(f"{SPILL_PREFIX}*")):
-        pid = folder.name[len(SPILL_PREFIX):].split("-", 1)[0]
-        if not (folder.is_dir() and pid.isdigit()) or _process_alive(int(pid)):
-            continue
-        if time.time() - folder.stat().st_mtime < quiet_seconds:
-            continue
-        shutil.rmtree(folder, ignore_errors=True)
-        removed.append(folder)
-    return removed
-
-
-def _process_alive(pid: int) -> bool:
-    import os
-
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
-        return True
-    return True
-
-
-def _remove(files: list[str]) -> None:
-    import os
-
-    while files:
-        path = files.pop()
-        try:
-            os.remove(path)
-        except OSError:
-            pass
-
-_WORKER_PLAN: GenerationPlan | None = None
-
-
-def _init_worker(plan: GenerationPlan) -> None:
-    global _WORKER_PLAN
-    _WORKER_PLAN = plan
-    _keep_freed_memory()
-
-
-def _keep_freed_memory() -> None:
-    """Let this process's C heap keep the memory it frees (glibc only; elsewhere nothing).
-
-    A block allocates and frees hundreds of NumPy arrays of about a megabyte. By default
-    glibc maps such arrays afresh or hands the top of its heap back to the system as soon as
-    they are freed, so every block faulted its memory in again, page by page: about 7,000
-    page faults a block, a quarter of a worker's CPU time on a 2-core virtual machine
-    (``benchmarks/RESULTS.md``). Arrays up to 32 MiB now come from the heap, and freed memory
-    stays with the process up to 1 GiB; a worker's resident memory stays at its high-water
-    mark (a few hundred MiB), which it reached anyway.
-    """
-    import ctypes
-    import ctypes.util
-
-    if not sys.platform.startswith("linux"):
-        return
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):  # another C library (e.g. musl): keep its defaults
-        return
-    m_trim_threshold, m_mmap_threshold = -1, -3  # from glibc's malloc.h
-    mallopt(m_mmap_threshold, 32 << 20)
-    mallopt(m_trim_threshold, 1 << 30)
-
-
-def _worker_block(seed: int, index: int, want_report: bool, spill: str | None) -> tuple:
-    customers, transactions, part = _make_block(_WORKER_PLAN, seed, index, want_report)
-    if spill is None:
-        return customers, transactions, part
-    path = f"{spill}/block-{index:07d}.arrow"
-    with pa.OSFile(path, "wb") as sink, pa.ipc.new_file(sink, transactions.schema) as writer:
-        writer.write_table(transactions)
-    return customers, path, part
-
-
-def _make_block(plan: GenerationPlan, seed: int, index: int, want_report: bool) -> tuple:
+def _make_block(plan: GenerationPlan, seed: int, want_report: bool, index: int) -> tuple:
     """Customers, transactions (order ids from 0) and report counts of block ``index``."""
     first = index * BLOCK_SIZE
     n = min(BLOCK_SIZE, plan.data.n_customers - first)
@@ -818,10 +678,10 @@ def _shift_order_ids(table: pa.Table, offset: int) -> pa.Table:
     return table
 
 
-def generate_all(plan: GenerationPlan, seed: int, report=None,
-                 workers: int = 1) -> tuple[pd.DataFrame, pd.DataFrame]:
+def generate_all(plan: GenerationPlan, seed: int, report=None, workers: int = 1,
+                 start_method: str | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Every chunk of :func:`generate` concatenated, transactions as plain-string pandas (small data only)."""
-    chunks = list(generate(plan, seed, report=report, workers=workers))
+    chunks = list(generate(plan, seed, report=report, workers=workers, start_method=start_method))
     customers = pd.concat([c for c, _ in chunks], ignore_index=True)
     transactions = pa.concat_tables([t.cast(TRANSACTION_SCHEMA) for _, t in chunks]).to_pandas()
     return customers, transactions

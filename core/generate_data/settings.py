@@ -290,6 +290,24 @@ class DataConfig:
     history_end: dt.date = spec(help="last day of the synthetic transaction history")
 
 
+def check_history(data: DataConfig, gen: GenerateDataConfig, problems: Problems) -> None:
+    """The synthetic history has a day the shops open: on closed days nobody can visit.
+
+    A history of a week or a month works; one whose every day is in
+    ``generate_data.closed_days`` (e.g. 25-26 December with both closed) has
+    no day to draw a first visit on.
+    """
+    if data.source != "synthetic" or data.history_end < data.history_start:
+        return
+    closed = {parse_month_day(day) for day in gen.closed_days}
+    n_days = (data.history_end - data.history_start).days + 1
+    days = (data.history_start + dt.timedelta(days=i) for i in range(n_days))
+    if all((day.month, day.day) in closed for day in days):
+        problems.add("data.history_start", f"{data.history_start} to data.history_end {data.history_end}: every day "
+                                           f"is in generate_data.closed_days; the history needs at least one open "
+                                           f"day")
+
+
 @dataclasses.dataclass(frozen=True)
 class TransactionsFileConfig:
     """Stage 01 with data.source file: the retailer's transaction log."""

@@ -27,7 +27,9 @@ from core.generate_data import generator, ingest
 from core.framework import paths
 from core.domain import tables
 from core.framework.errors import PipelineError
-from core.generate_data.report import GenerationReport, summary_lines
+from core.generate_data.report import GenerationReport, min_customers, smallest_persona, summary_lines
+from core.generate_data.settings import check_history
+from core.framework.schema import Problems
 from core.domain.tables import TRANSACTION_SCHEMA
 from core.framework.stage import Stage, StageContext
 
@@ -45,6 +47,11 @@ def run(ctx: StageContext) -> None:
 def run_generate(ctx: StageContext) -> None:
     """Synthetic order lines, customers and products from the personas."""
     cfg = ctx.config
+    # Also wanted at config load (core/config.py); here it keeps an impossible history from a
+    # NumPy error deep in the generator.
+    problems = Problems(str(cfg.path))
+    check_history(cfg.data, cfg.generate_data, problems)
+    problems.raise_if_any()
     plan = generator.build_plan(cfg.personas, cfg.scenarios, cfg.hierarchy, cfg.data, cfg.generate_data,
                                 cfg.seed)
     report = GenerationReport(plan)
@@ -79,14 +86,33 @@ def run_generate(ctx: StageContext) -> None:
         raise PipelineError(
             f"the generated data contradicts its config ({len(checks['checks_failed'])} check(s) failed; "
             f"see {ctx.output_dir / paths.GENERATION_REPORT}):\n  - " + "\n  - ".join(checks["checks_failed"])
-            + "\nFix: make the config consistent (e.g. an order value range the catalog's prices can "
-              "reach), or loosen generate_data.report_tolerances.")
+            + "\n" + report_fix_hint(plan))
     ctx.details = {"customers": len(customers), "order_lines": counts["lines"],
                    "return_lines": counts["returns"], "products": len(plan.catalog.products),
                    "persona_counts": customers["persona"].value_counts().sort_index().to_dict(),
                    "generation_report_passed": checks["passed"]}
     ctx.summary = (f"{len(customers):,} customers, {counts['lines']:,} order lines "
                    f"({counts['returns']:,} returns), {len(plan.catalog.products):,} SKUs")
+
+
+def report_fix_hint(plan: generator.GenerationPlan) -> str:
+    """What to do about a failed generation report: more data when there is too little to judge."""
+    needed, n_customers = min_customers(plan), plan.data.n_customers
+    if n_customers < needed:
+        smallest, share = smallest_persona(plan)
+        hint = (f"Fix: generate at least {needed:,} customers (data.n_customers is {n_customers:,}). The report "
+                f"judges each persona on its own customers and needs "
+                f"{plan.cfg.report_tolerances.min_group_size} of them (report_tolerances.min_group_size) in the "
+                f"smallest persona, {smallest} ({share:.0%} of customers); with fewer, a few customers' habits "
+                f"make a persona's shares and rates, and chance alone fails the checks. Or loosen "
+                f"generate_data.report_tolerances.")
+    else:
+        hint = ("Fix: make the config consistent (e.g. an order value range the catalog's prices can reach), "
+                "or loosen generate_data.report_tolerances.")
+    if plan.n_days < 365:
+        hint += (f" A history of {plan.n_days} days gives each customer few visits, so the checks rest on few "
+                 f"lines and chance alone can fail them: more customers make them firmer.")
+    return hint
 
 
 def run_ingest(ctx: StageContext) -> None:

@@ -1,7 +1,8 @@
-"""Unit tests of core/artifacts.py: atomic writes, hashing, file descriptions and manifests."""
+"""Unit tests of core/framework/artifacts.py: atomic writes, hashing, verified loading, manifests."""
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -10,6 +11,7 @@ import pandas as pd
 import pytest
 
 from core.framework import artifacts, paths
+from core.framework.errors import PipelineError
 
 
 def leftovers(folder):
@@ -107,7 +109,7 @@ def test_file_sha256_matches_hashlib(tmp_path):
 
 def test_current_sha256_reuses_the_recorded_hash_when_size_and_mtime_match(tmp_path):
     path = tmp_path / "table.csv"
-    path.write_text("a,b\n1,2\n")
+    path.write_bytes(b"a,b\n1,2\n")  # bytes: write_text would write CRLF on Windows
     stat = path.stat()
     recorded = {"bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": "recorded-hash"}
     # A recorded hash that is not the file's: returned as is, so the file was not read.
@@ -115,18 +117,73 @@ def test_current_sha256_reuses_the_recorded_hash_when_size_and_mtime_match(tmp_p
 
 
 def test_current_sha256_rehashes_a_changed_file(tmp_path):
+    # Bytes, not text, wherever a hash is compared: write_text writes CRLF on Windows.
     path = tmp_path / "table.csv"
-    path.write_text("a,b\n1,2\n")
+    path.write_bytes(b"a,b\n1,2\n")
     stat = path.stat()
     recorded = {"bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": "recorded-hash"}
 
-    path.write_text("a,b\n1,3\n")  # same size, new content
+    path.write_bytes(b"a,b\n1,3\n")  # same size, new content
     os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 5_000_000_000))
     assert artifacts.current_sha256(path, recorded) == hashlib.sha256(b"a,b\n1,3\n").hexdigest()
 
-    path.write_text("a,b\n1,3\n4,5\n")  # another size
+    path.write_bytes(b"a,b\n1,3\n4,5\n")  # another size
     assert artifacts.current_sha256(path, recorded) == hashlib.sha256(b"a,b\n1,3\n4,5\n").hexdigest()
     assert artifacts.current_sha256(path, None) == hashlib.sha256(b"a,b\n1,3\n4,5\n").hexdigest()
+
+
+def test_current_sha256_never_trusts_size_and_mtime_for_a_file_that_will_be_loaded(tmp_path):
+    """A pickle or .keras file replaced with the same size and its mtime put back is still seen as changed."""
+    for name in ("kmeans-raw.pkl", "model.joblib", "autoencoder-model.keras"):
+        path = tmp_path / name
+        path.write_bytes(b"original bytes")
+        stat = path.stat()
+        recorded = {"bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": artifacts.file_sha256(path)}
+        path.write_bytes(b"replaced bytes")  # same size
+        os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+        assert artifacts.current_sha256(path, recorded) == hashlib.sha256(b"replaced bytes").hexdigest(), name
+
+
+def test_load_output_reads_only_what_the_manifest_lists_with_its_hash(tmp_path):
+    folder = paths.stage_dir(tmp_path, paths.CLUSTER)
+    folder.mkdir(parents=True)
+    (folder / "kmeans-raw.pkl").write_bytes(b"model bytes")
+    (folder / "extra.pkl").write_bytes(b"not in the manifest")
+    with pytest.raises(PipelineError, match="stage 04_cluster has not completed"):
+        artifacts.load_output(tmp_path, paths.CLUSTER, "kmeans-raw.pkl", lambda handle: handle.read())
+    artifacts.write_json(folder / paths.MANIFEST, {"stage": paths.CLUSTER, "inputs": [], "outputs": [
+        artifacts.describe_file(folder / "kmeans-raw.pkl")]})
+    assert artifacts.load_output(tmp_path, paths.CLUSTER, "kmeans-raw.pkl",
+                                 lambda handle: handle.read()) == b"model bytes"
+    # A loader that needs a file name gets a private copy of the verified bytes, not the original path.
+    copy = artifacts.load_output(tmp_path, paths.CLUSTER, "kmeans-raw.pkl", lambda p: (p, p.read_bytes()),
+                                 as_file=True)
+    assert copy[1] == b"model bytes" and copy[0].parent != folder and copy[0].name == "kmeans-raw.pkl"
+    with pytest.raises(PipelineError, match=r"extra.pkl is not listed in the manifest of stage 04_cluster"):
+        artifacts.load_output(tmp_path, paths.CLUSTER, "extra.pkl", lambda handle: handle.read())
+    (folder / "kmeans-raw.pkl").write_bytes(b"model bytez")
+    with pytest.raises(PipelineError, match=r"kmeans-raw.pkl is not the file stage 04_cluster wrote"):
+        artifacts.load_output(tmp_path, paths.CLUSTER, "kmeans-raw.pkl", lambda handle: handle.read())
+
+
+# --- folders that cannot be written ------------------------------------------------------------
+
+def test_a_path_through_a_file_is_a_clear_stop(tmp_path):
+    blocker = tmp_path / "notes.txt"
+    blocker.write_bytes(b"a file")
+    with pytest.raises(PipelineError, match=r"cannot use .*sub as a folder: .*notes.txt is a file"):
+        artifacts.ensure_writable_folder(blocker / "sub")
+    with pytest.raises(PipelineError, match=r"cannot use .*notes.txt as a folder"):
+        artifacts.write_atomic(blocker / "out.csv", lambda tmp: tmp.write_bytes(b"x"))
+
+
+def test_a_writer_refused_permission_is_a_clear_stop_naming_the_file(tmp_path):
+    def refused(tmp):
+        raise PermissionError(errno.EACCES, "Permission denied", str(tmp))
+
+    with pytest.raises(PipelineError, match=r"cannot write .*table.parquet: Permission denied"):
+        artifacts.write_atomic(tmp_path / "table.parquet", refused)
+    assert leftovers(tmp_path) == []
 
 
 # --- describe_file -----------------------------------------------------------------------------

@@ -40,6 +40,7 @@ from scipy.stats import chisquare
 
 from conftest import small_config_document, write_config
 from core.framework import paths
+from core.framework import processes
 from core.generate_data import generator, workers
 from core.domain import tables
 from core.generate_data.products import scale_size_names, size_scale_of
@@ -736,12 +737,12 @@ def test_spill_folders_of_killed_runs_are_removed_and_live_ones_kept(tmp_path):
 def test_a_process_is_alive_until_it_has_ended():
     running = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
     try:
-        assert workers.process_alive(os.getpid())
-        assert workers.process_alive(running.pid)
+        assert processes.process_alive(os.getpid())
+        assert processes.process_alive(running.pid)
     finally:
         running.kill()
         running.wait()
-    assert not workers.process_alive(running.pid)
+    assert not processes.process_alive(running.pid)
 
 
 class ApiFunction:
@@ -790,10 +791,10 @@ def test_on_windows_liveness_comes_from_the_exit_code_and_every_handle_is_closed
     kernel32 = FakeKernel32({10: 259, 11: 0}, denied={12})
     monkeypatch.setattr(ctypes, "WinDLL", lambda name, use_last_error: kernel32, raising=False)
     monkeypatch.setattr(ctypes, "get_last_error", lambda: kernel32.last_error, raising=False)
-    assert workers._windows_process_alive(10), "exit code STILL_ACTIVE: running"
-    assert not workers._windows_process_alive(11), "exit code 0: ended, its handle still held by someone"
-    assert workers._windows_process_alive(12), "access denied: it exists, as another user's process"
-    assert not workers._windows_process_alive(13), "cannot be opened: no such process"
+    assert processes._windows_process_alive(10), "exit code STILL_ACTIVE: running"
+    assert not processes._windows_process_alive(11), "exit code 0: ended, its handle still held by someone"
+    assert processes._windows_process_alive(12), "access denied: it exists, as another user's process"
+    assert not processes._windows_process_alive(13), "cannot be opened: no such process"
     assert kernel32.open_handles == set()
     # A HANDLE is pointer-sized: with the default int result, 64-bit handles would be truncated.
     assert kernel32.OpenProcess.restype is ctypes.wintypes.HANDLE

@@ -114,30 +114,36 @@ def _previous_labels(ctx: StageContext, ids: np.ndarray, keys: list[str],
                      spaces: dict[str, np.ndarray]) -> dict[str, np.ndarray] | None:
     """The previous run's segment of each customer, from the assignments and models still in this stage's folder.
 
-    Read before this run overwrites them. Customers are matched by id; when
-    the previous run shares no customer with this one, a raw-space model
-    of the previous run scores this run's customers instead.
+    Read before this run overwrites them, and only what the previous run's
+    manifest lists with the same SHA-256 (:meth:`StageContext.read_previous`:
+    a replaced model stops the stage before it is unpickled; the files read
+    are recorded in the new manifest). Customers are matched by id; when
+    the previous run shares no customer with this one, or its assignments
+    are gone, a raw-space model of the previous run scores this run's
+    customers instead.
     """
-    folder = ctx.output_dir
     previous = None
-    if (folder / paths.ASSIGNMENTS).exists():
-        try:
-            previous = pd.read_parquet(folder / paths.ASSIGNMENTS)
-        except Exception as exc:  # noqa: BLE001 - an unreadable leftover only means no matching
-            log.warning("previous %s unreadable (%s); segment ids are not matched", paths.ASSIGNMENTS, exc)
+    try:
+        previous = ctx.read_previous(paths.ASSIGNMENTS, pd.read_parquet)
+    except PipelineError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the file is the one recorded; an older layout only means no matching
+        log.warning("previous %s unreadable (%s); segment ids are not matched", paths.ASSIGNMENTS, exc)
     labels = segmentation.previous_labels(ids, previous, keys) or {}
     fallback = {}
     for key in keys:
         method, space = key.rsplit("_", 1)
-        model_path = folder / paths.cluster_model_file(method, space)
-        if key in labels or space != "raw" or not model_path.exists():
+        if key in labels or space != "raw":
             continue
+        model_file = paths.cluster_model_file(method, space)
         try:
-            old = joblib.load(model_path)
-            if getattr(old, "n_features_in_", None) == spaces[space].shape[1]:
+            old = ctx.read_previous(model_file, joblib.load)
+            if old is not None and getattr(old, "n_features_in_", None) == spaces[space].shape[1]:
                 fallback[key] = old.assign(spaces[space], membership=False).labels
+        except PipelineError:
+            raise  # not the file the previous run wrote: never swallowed
         except Exception as exc:  # noqa: BLE001 - a model from older code only means no matching
-            log.warning("previous model %s unusable (%s); its segment ids are not matched", model_path.name, exc)
+            log.warning("previous model %s unusable (%s); its segment ids are not matched", model_file, exc)
     return {**labels, **fallback} or None
 
 

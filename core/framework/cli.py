@@ -21,10 +21,11 @@ log = logging.getLogger(__name__)
 
 
 def configure_logging(artifacts_dir: Path, verbose: bool = False) -> None:
-    """Log to the console and append to ``<artifacts>/pipeline.log`` (tracebacks go to the file only).
+    """Log to the console and append to ``<artifacts>/pipeline.log`` (tracebacks go to the file only, if any).
 
-    When the log file cannot be opened the console still gets everything
-    and one warning says why.
+    When the log file cannot be opened (a read-only folder, a path through
+    a file) the console still gets everything, tracebacks included (see
+    :func:`guarded`), and one warning names the file and says why.
     """
     root = logging.getLogger()
     for handler in list(root.handlers):
@@ -42,7 +43,7 @@ def configure_logging(artifacts_dir: Path, verbose: bool = False) -> None:
         logfile = logging.FileHandler(Path(artifacts_dir) / paths.PIPELINE_LOG, encoding="utf-8")
     except OSError as exc:
         log.warning("logging to the console only: cannot write %s (%s)",
-                    Path(artifacts_dir) / paths.PIPELINE_LOG, exc.strerror or exc)
+                    (Path(artifacts_dir) / paths.PIPELINE_LOG).absolute(), exc.strerror or exc)
         return
     logfile.setLevel(logging.DEBUG)
     logfile.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
@@ -82,13 +83,42 @@ def guarded(action: Callable[[], int]) -> int:
         log.error("interrupted; the stage that was running is left without a manifest and will rerun")
         return 130
     except Exception as exc:  # noqa: BLE001 - last resort: one line for the user, the rest in the log
+        logfile = log_file()
+        if logfile is None:
+            # No log file to keep the traceback: the console gets it, or it would be lost.
+            log.error("unexpected %s: %s (please report it with this traceback)", type(exc).__name__, exc,
+                      exc_info=True)
+            return 1
         log.debug("unexpected error", exc_info=True)
-        log.error("unexpected %s: %s (traceback in %s; please report it)", type(exc).__name__, exc,
-                  paths.PIPELINE_LOG)
+        log.error("unexpected %s: %s (traceback in %s; please report it)", type(exc).__name__, exc, logfile)
         return 1
 
 
+def log_file() -> Path | None:
+    """The file :func:`configure_logging` logs to, or None when it logs to the console only."""
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            return Path(handler.baseFilename)
+    return None
+
+
 def check_artifacts_dir(artifacts_dir: Path) -> None:
-    """Stop when ``--artifacts`` names a file rather than a folder."""
-    if Path(artifacts_dir).exists() and not Path(artifacts_dir).is_dir():
-        raise PipelineError(f"--artifacts {artifacts_dir} is a file; give a folder (it is created if missing)")
+    """Stop when ``--artifacts`` cannot be a folder: it, or one of its parents, is a file.
+
+    Whether it can be written is checked by the commands that write (the
+    lock of ``run`` and ``score``, and each stage for its own folder).
+
+    Raises
+    ------
+    PipelineError
+        Naming the folder and the file in the way: exit code 2.
+    """
+    folder = Path(artifacts_dir)
+    for candidate in (folder, *folder.parents):
+        try:
+            is_file = candidate.exists() and not candidate.is_dir()
+        except OSError:  # a parent we may not look into: the commands that write say more
+            continue
+        if is_file:
+            what = "is a file" if candidate == folder else f"is inside {candidate}, which is a file"
+            raise PipelineError(f"--artifacts {artifacts_dir} {what}; give a folder (it is created if missing)")

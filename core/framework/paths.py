@@ -23,6 +23,8 @@ STAGE_NAMES = (GENERATE_DATA, PREPARE_FEATURES, TRAIN_AUTOENCODER, CLUSTER, PROF
 
 MANIFEST = "manifest.json"
 PIPELINE_LOG = "pipeline.log"
+# In the artifacts folder while a run or a score holds it: its owner's pid, host and start time.
+LOCK = ".pipeline.lock"
 
 # 01_generate_data
 TRANSACTIONS = "transactions.parquet"

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import pandas as pd
+import pyarrow as pa
 
 from core.framework import artifacts, paths
 from core.framework.errors import PipelineError
@@ -169,13 +170,14 @@ def run_stage(stage: Stage, config: Any, artifacts_dir: Path, code: str | None =
     # Hashed before the stage reads them: the content recorded is at worst older than the one read,
     # so a file edited during the run makes the stage stale rather than wrongly up to date.
     sources = [artifacts.describe_source(role, path) for role, path in stage_source_files(config, stage).items()]
-    folder = paths.stage_dir(artifacts_dir, stage.name)
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = artifacts.ensure_writable_folder(paths.stage_dir(artifacts_dir, stage.name))
+    # Kept for the stage (what its previous run wrote, with hashes) before the manifest goes.
+    previous = artifacts.read_manifest(folder)
     (folder / paths.MANIFEST).unlink(missing_ok=True)
     sections = stage_config(config, stage)
     started = dt.datetime.now(dt.timezone.utc)
     ctx = StageContext(stage=stage, config=config, artifacts_dir=artifacts_dir, inputs=inputs,
-                       config_hash=config_hash(sections), started_at=started)
+                       config_hash=config_hash(sections), started_at=started, previous_manifest=previous)
     clock = time.perf_counter()
     log.info("%s: running", stage.name)
     stage.run(ctx)
@@ -199,6 +201,7 @@ def run_stage(stage: Stage, config: Any, artifacts_dir: Path, code: str | None =
         "config_section_hashes": {k: config_hash({k: v}) for k, v in sections.items()},
         "code_hash": code,
         "inputs": inputs,
+        "previous_run_inputs": ctx.previous_inputs,
         "source_files": sources,
         "outputs": [artifacts.describe_file(folder / f, sha) for f, sha in ctx.outputs.items()],
         "library_versions": artifacts.library_versions(),
@@ -279,7 +282,7 @@ def show_stage(stage_name: str, artifacts_dir: Path, rows: int = 5) -> str:
     out.write(f"== {stage_name} manifest ({folder / paths.MANIFEST})\n")
     out.write(json.dumps(shown, indent=2, default=str) + "\n")
     out.write("inputs:\n")
-    for rec in manifest.get("inputs", []):
+    for rec in manifest.get("inputs", []) + manifest.get("previous_run_inputs", []):
         out.write(f"  {rec['stage']}/{rec['file']}  sha256 {rec['sha256'][:12]}  rows {rec['rows']}\n")
     out.write("outputs:\n")
     for rec in manifest.get("outputs", []):
@@ -294,7 +297,12 @@ def show_stage(stage_name: str, artifacts_dir: Path, rows: int = 5) -> str:
                 continue
             if path.suffix not in (".parquet", ".csv") or not path.exists():
                 continue
-            frame, n_rows = _head(path, rows)
+            try:
+                frame, n_rows = _head(path, rows)
+            except (pa.ArrowException, ValueError, OSError) as exc:  # ArrowInvalid, a CSV parse error, EOF
+                raise PipelineError(f"{path} cannot be read ({type(exc).__name__}: {str(exc)[:200]}): it is damaged "
+                                    f"or was cut short after stage {stage_name} wrote it; "
+                                    f"{artifacts.rerun_hint(stage_name)}") from None
             out.write(f"\n== {rec['file']}: {n_rows:,} rows x {frame.shape[1]} columns\n")
             dtypes = frame.dtypes.astype(str)
             for start in range(0, len(dtypes), 6):
@@ -308,7 +316,6 @@ def _head(path: Path, rows: int) -> tuple[pd.DataFrame, int]:
     """First ``rows`` rows of a table and its row count, without loading a large file whole."""
     if path.suffix == ".csv":
         return pd.read_csv(path, nrows=rows), artifacts.count_rows(path) or 0
-    import pyarrow as pa
     import pyarrow.parquet as pq
 
     parquet = pq.ParquetFile(path)

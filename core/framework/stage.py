@@ -12,7 +12,9 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import hashlib
+import io
 import json
+import logging
 from pathlib import Path
 from typing import Any, Callable
 
@@ -21,6 +23,8 @@ import pandas as pd
 
 from core.framework import artifacts, paths
 from core.framework.errors import PipelineError
+
+log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,8 +89,10 @@ def stage_source_files(config: Any, stage: Stage) -> dict[str, Path]:
 class StageContext:
     """Everything a stage's ``run`` may touch: its config, its inputs, its outputs.
 
-    Reads are limited to the declared inputs; writes go to the stage's
-    folder, atomically, and are recorded for the manifest.
+    Reads are limited to the declared inputs (and, through
+    :meth:`read_previous`, to this stage's previous outputs that its
+    previous manifest vouches for); writes go to the stage's folder,
+    atomically, and are recorded for the manifest.
     """
 
     stage: Stage
@@ -98,6 +104,10 @@ class StageContext:
     outputs: dict[str, str] = dataclasses.field(default_factory=dict)
     details: dict[str, Any] = dataclasses.field(default_factory=dict)
     summary: str = ""
+    # The manifest of this stage's previous completed run, read before the runner removed it.
+    previous_manifest: dict[str, Any] | None = None
+    # Files of that run this run read (recorded in the new manifest as ``previous_run_inputs``).
+    previous_inputs: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
     @property
     def output_dir(self) -> Path:
@@ -132,8 +142,59 @@ class StageContext:
         return hashlib.sha256(material.encode()).hexdigest()[:16]
 
     def read_joblib(self, stage: str, file: str) -> Any:
-        """Load a declared joblib input (a fitted estimator)."""
-        return joblib.load(self.input_path(stage, file))
+        """Load a declared joblib input (a fitted estimator), verified before it is unpickled.
+
+        The file's bytes are hashed as they are read and compared with the
+        hash the runner recorded for this input when the stage started (the
+        upstream manifest's), and those same bytes are unpickled: the object
+        loaded is the file that was checked.
+
+        Raises
+        ------
+        PipelineError
+            When the file is not the one the upstream stage recorded.
+        """
+        path = self.input_path(stage, file)
+        record = next((r for r in self.inputs if r["stage"] == stage and r["file"] == file), None)
+        return artifacts.load_verified(path, record["sha256"] if record else None, joblib.load, stage=stage)
+
+    def read_previous(self, file: str, loader: Callable[[Any], Any]) -> Any | None:
+        """Load ``file`` as this stage's previous run left it, if that run's manifest vouches for it.
+
+        For what a stage carries over from its own last run (stage 04's
+        segment ids). The file is read only when the previous manifest lists
+        it, and its bytes are checked against the recorded SHA-256 before
+        ``loader(binary file object)`` sees them; each file read is recorded
+        in the new manifest under ``previous_run_inputs``.
+
+        Returns
+        -------
+        The loaded value, or None when there was no completed previous run,
+        its manifest does not list the file, or the file is gone.
+
+        Raises
+        ------
+        PipelineError
+            When the file is not the one the previous run recorded.
+        """
+        path = self.output_dir / file
+        record = artifacts.recorded_output(self.previous_manifest, file)
+        if record is None:
+            if path.exists():
+                log.warning("%s not used: %s", path, "the previous run did not complete (no manifest)"
+                            if self.previous_manifest is None else "the previous manifest does not list it")
+            return None
+        if not path.exists():
+            return None
+        # The runner removed that manifest before this run started, so a rerun never reads these files again.
+        fix = (f"{artifacts.rerun_hint(self.stage.name)}; that run starts afresh: no manifest vouches for "
+               f"the previous run's files any more, so they are not read")
+        data = artifacts.read_verified(path, record["sha256"], stage=self.stage.name, fix=fix)
+        value = loader(io.BytesIO(data))
+        self.previous_inputs.append({"stage": f"{self.stage.name} (previous run)", "file": file,
+                                     "sha256": record["sha256"], "bytes": len(data), "rows": record.get("rows"),
+                                     "run_started_at": self.previous_manifest.get("started_at")})
+        return value
 
     def read_json(self, stage: str, file: str) -> Any:
         """Read a declared JSON input."""

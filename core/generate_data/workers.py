@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
-import ctypes.wintypes as wintypes  # importable everywhere; used on Windows only
 import multiprocessing
 import os
 import shutil
@@ -43,17 +42,16 @@ from typing import Callable, Iterator
 
 import pyarrow as pa
 
+from core.framework.processes import process_alive
+
 SPILL_PREFIX = "retail-generator-"
 """Start of the name of every spill folder; the creating process's id follows."""
 
 PARENT_POLL_SECONDS = 1.0
 """How often a worker without a parent-death signal checks that its parent still runs."""
 
-# Linux: <sys/prctl.h>. Windows: winnt.h, minwinbase.h, winerror.h.
+# Linux: <sys/prctl.h>.
 _PR_SET_PDEATHSIG = 1
-_PROCESS_QUERY_LIMITED_INFORMATION = 0x1000
-_STILL_ACTIVE = 259
-_ERROR_ACCESS_DENIED = 5
 
 
 # ----------------------------------------------------------------------------------------------
@@ -254,45 +252,3 @@ def remove_orphaned_spills(base: Path, quiet_seconds: float = 600.0) -> list[Pat
         shutil.rmtree(folder, ignore_errors=True)
         removed.append(folder)
     return removed
-
-
-# ----------------------------------------------------------------------------------------------
-# Process liveness
-
-
-def process_alive(pid: int) -> bool:
-    """True when a process with id ``pid`` exists (possibly another user's, or a zombie on POSIX)."""
-    if os.name == "nt":
-        return _windows_process_alive(pid)
-    return _posix_process_alive(pid)
-
-
-def _posix_process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
-        return True
-    return True
-
-
-def _windows_process_alive(pid: int) -> bool:
-    """Ask the kernel: on Windows ``os.kill(pid, 0)`` would send CTRL_C_EVENT to the process group."""
-    kernel32 = ctypes.WinDLL("kernel32", use_last_error=True)
-    kernel32.OpenProcess.restype = wintypes.HANDLE
-    kernel32.OpenProcess.argtypes = (wintypes.DWORD, wintypes.BOOL, wintypes.DWORD)
-    kernel32.GetExitCodeProcess.argtypes = (wintypes.HANDLE, ctypes.POINTER(wintypes.DWORD))
-    kernel32.CloseHandle.argtypes = (wintypes.HANDLE,)
-    handle = kernel32.OpenProcess(_PROCESS_QUERY_LIMITED_INFORMATION, False, pid)
-    if not handle:
-        # Denied: it exists but runs as someone else. Any other failure: no such process.
-        return ctypes.get_last_error() == _ERROR_ACCESS_DENIED
-    try:
-        code = wintypes.DWORD()
-        if not kernel32.GetExitCodeProcess(handle, ctypes.byref(code)):
-            return True  # we hold a handle to it, so it exists; only its state is unreadable
-        # A process that really exited with code 259 reads as running: a documented quirk.
-        return code.value == _STILL_ACTIVE
-    finally:
-        kernel32.CloseHandle(handle)

@@ -1,111 +1,194 @@
-"""Score customers with a finished run's saved transforms and models.
+"""Score customers with a finished run's fitted models: one chain, built by stages 02 to 04.
 
-The path is the training path, step by step, with the saved pieces:
-order lines -> customer features (``core.prepare_features.features.build_customer_features``)
--> the model matrix (stage 02's fitted ``feature-scaler.pkl``, written as
-float32 like ``features.parquet``) -> the latent space (stage 03's
-``autoencoder-model.keras``) -> every clustering model of stage 04 (their
-:meth:`assign`, the function stage 04 itself scores its customers with). So
-scoring the training customers again gives their training segments, and a
-new customer gets the segment the same models would have given it.
+:class:`ScoringChain` holds the pieces the stages fitted and saved, in the
+order they run:
 
-:func:`load_saved_run` reads the saved pieces (the one function here that
-touches files); :func:`score_customers` is a plain function.
+1. order lines -> the eligible customers' features: stage 02's
+   :class:`~core.prepare_features.prepare.FeatureModel` (``feature-scaler.pkl``),
+   whose :meth:`~core.prepare_features.prepare.FeatureModel.customer_features`
+   is the function stage 02 builds its own customers' features with, run with
+   the settings, eligibility rules and class-mix embedding stage 02 saved;
+2. features -> the model matrix (its fitted ``ModelMatrixTransformer``,
+   float32 like ``features.parquet``);
+3. model matrix -> the latent space (stage 03's ``autoencoder-model.keras``);
+4. each space -> every clustering model of stage 04 (``<method>-<space>.pkl``;
+   their ``assign``, the method stage 04 scores its own customers with).
+
+So scoring the training customers again gives their training segments, and
+a new customer gets the segment the same models would have given it.
+
+:func:`load_saved_run` builds the chain from an artifacts folder; every file
+it reads goes through :func:`_load_output`, which checks it against the
+SHA-256 its stage's manifest recorded before anything is deserialised.
+:func:`score_customers` is a plain function.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import fnmatch
+import json
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
+import joblib
 import numpy as np
 import pandas as pd
 
+from core.cluster.evaluation import single_threaded
+from core.domain.columns import ID_COLUMN
+from core.domain.hierarchy import Hierarchy
 from core.framework import artifacts, paths
 from core.framework.errors import PipelineError
-from core.cluster.evaluation import single_threaded
-from core.prepare_features.features import (ID_COLUMN, EligibilityRules, FeatureSettings, add_class_mix, apply_eligibility,
-                           build_customer_features, customers_without_features, sellable_classes)
+from core.prepare_features.aggregate import REQUIRED_LINE_COLUMNS
+from core.prepare_features.columns import CLASS_MIX, sellable_classes
+from core.prepare_features.prepare import FeatureModel
+from core.prepare_features.transformers import ModelMatrixTransformer
+from core.train_autoencoder.autoencoder import AutoencoderTransformer
 
 log = logging.getLogger(__name__)
 
-#: Columns a transaction log needs for features (see ``core.prepare_features.features.build_customer_features``).
-TRANSACTION_INPUT_COLUMNS = ("customer_id", "order_id", "order_date", "department", "class", "quantity",
-                             "line_amount", "is_return")
+#: Columns a transaction log needs for features (see ``core.prepare_features.aggregate.build_customer_features``).
+TRANSACTION_INPUT_COLUMNS = REQUIRED_LINE_COLUMNS
 
 
-@dataclasses.dataclass
-class SavedRun:
-    """The fitted pieces of a finished run.
+@dataclasses.dataclass(frozen=True)
+class ScoringChain:
+    """The fitted pieces of a finished run, from order lines to segments.
 
     Attributes
     ----------
-    transformer : core.prepare_features.features.ModelMatrixTransformer
+    feature_model : core.prepare_features.prepare.FeatureModel
+        Stage 02: order lines to features, features to the model matrix.
     autoencoder : core.train_autoencoder.autoencoder.AutoencoderTransformer or None
-        None when no model uses the latent space.
+        Stage 03; None when no clustering model uses the latent space.
     models : dict of (method, space) to fitted clusterer
+        Stage 04, every method and space it compared.
     primary : (str, str)
         The method and space stage 04 chose as the segmentation.
     hierarchy : core.domain.hierarchy.Hierarchy
-        To build department features from order lines.
-    settings : core.prepare_features.features.FeatureSettings
-        Stage 02's feature settings (windows, attributes), so order lines
-        give the features stage 02 would have computed.
-    eligibility : core.prepare_features.features.EligibilityRules
-        Stage 02's rules: a customer who fails them is reported, not scored.
+        The config's hierarchy, checked to have the sellable classes stage
+        02 was trained with: department kinds decide which lines are spend.
     """
 
-    transformer: Any
-    autoencoder: Any
+    feature_model: FeatureModel
+    autoencoder: AutoencoderTransformer | None
     models: dict[tuple[str, str], Any]
     primary: tuple[str, str]
-    hierarchy: Any
-    settings: FeatureSettings = FeatureSettings()
-    eligibility: EligibilityRules = EligibilityRules()
+    hierarchy: Hierarchy
+
+    @property
+    def transformer(self) -> ModelMatrixTransformer:
+        """Stage 02's fitted model-matrix transformer (its ``columns`` are the model features)."""
+        return self.feature_model.matrix
+
+    def segment(self, features: pd.DataFrame) -> pd.DataFrame:
+        """Every model's segment for each row of ``features`` (the chain from the model matrix on).
+
+        Parameters
+        ----------
+        features : DataFrame
+            One row per customer: ``customer_id`` and the model features in
+            their own units, without missing values.
+
+        Returns
+        -------
+        DataFrame
+            ``customer_id``, ``segment``, ``segment_strength``,
+            ``segment_runner_up`` (primary segmentation),
+            ``reconstruction_error`` (with an autoencoder), then
+            ``<method>_<space>_label`` and ``_strength`` per model.
+        """
+        matrix = self.feature_model.transform(features)
+        spaces = {"raw": matrix.astype(np.float64)}
+        if self.autoencoder is not None:
+            spaces["latent"] = self.autoencoder.transform(matrix).astype(np.float64)
+        found = {key: model.assign(spaces[key[1]]) for key, model in self.models.items()}
+        primary = found[self.primary]
+        out = {ID_COLUMN: features[ID_COLUMN].to_numpy(), "segment": primary.labels,
+               "segment_strength": primary.strength, "segment_runner_up": primary.runner_up}
+        if self.autoencoder is not None:
+            out["reconstruction_error"] = self.autoencoder.reconstruction_error(matrix).astype(np.float64)
+        for (method, space), assignment in found.items():
+            out[f"{method}_{space}_label"] = assignment.labels
+            out[f"{method}_{space}_strength"] = assignment.strength
+        return pd.DataFrame(out)
 
 
-def load_saved_run(artifacts_dir: Path, config) -> SavedRun:
-    """Load the transform, autoencoder and clustering models a completed run saved.
+# ---------------------------------------------------------------------------
+# Loading the chain
+
+
+def load_saved_run(artifacts_dir: Path, config) -> ScoringChain:
+    """The scoring chain a completed run saved in ``artifacts_dir``.
+
+    Parameters
+    ----------
+    artifacts_dir : Path
+    config : core.config.PipelineConfig
+        Its hierarchy must have the sellable classes stage 02 was trained
+        with.
 
     Raises
     ------
     PipelineError
-        When stage 02, 03 or 04 has not completed in ``artifacts_dir``.
+        When stage 02, 03 or 04 has not completed in ``artifacts_dir``, a
+        saved file is not the one its stage wrote, was written by an older
+        version of the code, or the hierarchy changed since stage 02.
     """
-    import json
-
-    import joblib
-
-    from core.train_autoencoder.autoencoder import AutoencoderTransformer
-
     for stage in (paths.PREPARE_FEATURES, paths.TRAIN_AUTOENCODER, paths.CLUSTER):
         if artifacts.read_manifest(paths.stage_dir(artifacts_dir, stage)) is None:
             raise PipelineError(f"scoring needs the saved models of stage {stage}, which has not completed in "
                                 f"{artifacts_dir}; run the pipeline first (`run.bat` or `./run.sh`)")
-    cluster_dir = paths.stage_dir(artifacts_dir, paths.CLUSTER)
-    comparison = json.loads((cluster_dir / paths.COMPARISON_JSON).read_text(encoding="utf-8"))
+    comparison = _load_output(artifacts_dir, paths.CLUSTER, paths.COMPARISON_JSON, json.load)
     pairs = [(row["method"], row["space"]) for row in comparison["methods"]]
-    models = {(m, s): joblib.load(cluster_dir / paths.cluster_model_file(m, s)) for m, s in pairs}
+    models = {(m, s): _load_pickle(artifacts_dir, paths.CLUSTER, paths.cluster_model_file(m, s)) for m, s in pairs}
     autoencoder = None
     if any(s == "latent" for _, s in pairs):
-        autoencoder = AutoencoderTransformer.load(
-            paths.stage_dir(artifacts_dir, paths.TRAIN_AUTOENCODER) / paths.AUTOENCODER_MODEL)
-    transformer = joblib.load(paths.stage_dir(artifacts_dir, paths.PREPARE_FEATURES) / paths.FEATURE_SCALER)
-    primary = (comparison["primary"]["method"], comparison["primary"]["space"])
-    # Stage 02 saved the settings it built the features with: scoring follows those, not today's config.
-    trained_classes = getattr(transformer, "sellable_classes_", None)
-    if trained_classes is not None and list(trained_classes) != sellable_classes(config.hierarchy):
+        autoencoder = _load_output(artifacts_dir, paths.TRAIN_AUTOENCODER, paths.AUTOENCODER_MODEL,
+                                   AutoencoderTransformer.load, as_file=True)
+    feature_model = _load_pickle(artifacts_dir, paths.PREPARE_FEATURES, paths.FEATURE_SCALER)
+    scaler_path = paths.stage_dir(artifacts_dir, paths.PREPARE_FEATURES) / paths.FEATURE_SCALER
+    if not isinstance(feature_model, FeatureModel):
+        raise PipelineError(f"{scaler_path} holds a {type(feature_model).__name__}, not the feature model this "
+                            f"version of the code saves; rerun the pipeline from stage {paths.PREPARE_FEATURES}")
+    # Scoring builds features as stage 02 did: with its saved settings and the hierarchy it knew.
+    if list(feature_model.sellable_classes) != sellable_classes(config.hierarchy):
         raise PipelineError(f"the hierarchy of {config.path} is not the one stage 02 was trained with (its "
                             f"sellable classes differ); rerun the pipeline from stage 02 before scoring")
-    cfg = config.prepare_features
-    return SavedRun(transformer=transformer, autoencoder=autoencoder, models=models, primary=primary,
-                    hierarchy=config.hierarchy,
-                    settings=getattr(transformer, "feature_settings_", None) or FeatureSettings.from_config(cfg),
-                    eligibility=getattr(transformer, "eligibility_", None)
-                    or EligibilityRules.from_config(cfg.eligibility))
+    return ScoringChain(feature_model=feature_model, autoencoder=autoencoder, models=models,
+                        primary=(comparison["primary"]["method"], comparison["primary"]["space"]),
+                        hierarchy=config.hierarchy)
+
+
+def _load_output(artifacts_dir: Path, stage: str, file: str, loader: Callable[[Any], Any], *,
+                 as_file: bool = False) -> Any:
+    """Load ``file`` of ``stage``: the one place scoring reads a saved file.
+
+    The file is checked against the SHA-256 its stage's manifest recorded
+    before anything is deserialised (``core.framework.artifacts.load_output``).
+    """
+    return artifacts.load_output(artifacts_dir, stage, file, loader, as_file=as_file)
+
+
+def _load_pickle(artifacts_dir: Path, stage: str, file: str) -> Any:
+    """A joblib file of ``stage`` (verified by :func:`_load_output`); a class it names that is gone stops clearly."""
+    path = paths.stage_dir(artifacts_dir, stage) / file
+
+    def unpickle(handle) -> Any:
+        try:
+            return joblib.load(handle)
+        except (ModuleNotFoundError, AttributeError) as exc:
+            # The pickle names a module or class this code no longer has: it predates the code.
+            raise PipelineError(f"{path} was saved by an older version of the code ({exc}); rerun the pipeline "
+                                f"from stage {stage}") from None
+
+    return _load_output(artifacts_dir, stage, file, unpickle)
+
+
+# ---------------------------------------------------------------------------
+# Scoring
 
 
 def input_kind(frame: pd.DataFrame, transformer, source: str = "the input") -> str:
@@ -129,6 +212,82 @@ def input_kind(frame: pd.DataFrame, transformer, source: str = "the input") -> s
                         f"of transactions.parquet, or customer features like enriched_department.parquet")
 
 
+@single_threaded
+def score_customers(frame: pd.DataFrame, saved: ScoringChain, *, analysis_date: pd.Timestamp | None = None,
+                    source: str = "the input") -> pd.DataFrame:
+    """Segment, strength and every method's label for each customer in ``frame``.
+
+    Parameters
+    ----------
+    frame : DataFrame
+        Order lines (the columns of ``transactions.parquet``) or customer
+        features (``customer_id`` and the model-matrix feature columns in
+        their own units, as in ``enriched_department.parquet``).
+    saved : ScoringChain
+    analysis_date : Timestamp, optional
+        For order lines: the day features are measured at (default: the
+        last order date in ``frame``, as stage 02 does).
+    source : str
+        Named in error messages.
+
+    Returns
+    -------
+    DataFrame
+        One row per customer: the columns of :meth:`ScoringChain.segment`,
+        then ``excluded_reason``: empty, or why a customer of the order
+        lines is not segmented (no features, or a failed eligibility rule;
+        its segment columns are then missing). Scored customers come first.
+    """
+    if input_kind(frame, saved.transformer, source) == "transactions":
+        features, excluded = _features_from_lines(frame, saved, analysis_date, source)
+        if features.empty:
+            # Nobody to score (every customer new or without merchandise): the same columns, all missing.
+            return _nobody_scored(excluded, saved)
+    else:
+        features, excluded = _features_from_file(frame, source), None
+    values = features[list(saved.transformer.columns)]
+    empty = values.columns[values.isna().any()].tolist()
+    if empty:
+        raise PipelineError(f"{source}: missing values in {', '.join(empty[:6])}; every customer needs every "
+                            f"model feature")
+    scored = saved.segment(features)
+    scored["excluded_reason"] = ""
+    if excluded is None or not len(excluded):
+        return scored
+    scored = pd.concat([scored, excluded.rename(columns={"reason": "excluded_reason"})], ignore_index=True)
+    labels = [c for c in scored.columns if c.endswith("_label") or c in ("segment", "segment_runner_up")]
+    scored[labels] = scored[labels].astype("Int64")
+    return scored
+
+
+def _features_from_lines(frame: pd.DataFrame, saved: ScoringChain, analysis_date: pd.Timestamp | None,
+                         source: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The eligible customers' features, and ``customer_id`` and ``reason`` of the others (stage 02's reasons)."""
+    lines = _as_transactions(frame, source)
+    day = pd.Timestamp(analysis_date if analysis_date is not None else lines["order_date"].max()).normalize()
+    eligible = saved.feature_model.customer_features(lines, saved.hierarchy, day)
+    # The class-mix columns come from the saved embedding, never from the lines' own columns.
+    missing = [c for c in saved.transformer.columns if c not in eligible.features.columns
+               and not c.startswith(CLASS_MIX)]
+    if missing and (len(eligible.features) or len(eligible.failed_rules)):
+        why = sorted({reason for name, reason in eligible.dropped.items()
+                      if any(fnmatch.fnmatchcase(c, name) for c in missing)})
+        raise PipelineError(f"{source}: the model needs {', '.join(missing[:6])}"
+                            f"{', ...' if len(missing) > 6 else ''}, which these order lines cannot give"
+                            f"{' (' + '; '.join(why) + ')' if why else ''}; add the column(s) they need "
+                            f"or score a features file")
+    return eligible.features, eligible.excluded[[ID_COLUMN, "reason"]]
+
+
+def _features_from_file(frame: pd.DataFrame, source: str) -> pd.DataFrame:
+    """A features file's rows, refused when a customer appears twice."""
+    features = frame.drop_duplicates(ID_COLUMN)
+    if len(features) != len(frame):
+        raise PipelineError(f"{source}: {len(frame) - len(features)} customer_id value(s) appear twice; a "
+                            f"features file has one row per customer")
+    return features
+
+
 def _as_transactions(frame: pd.DataFrame, source: str) -> pd.DataFrame:
     """Order lines with the types feature building needs (a CSV reads dates and flags as text)."""
     lines = frame.copy()
@@ -148,97 +307,8 @@ def _as_transactions(frame: pd.DataFrame, source: str) -> pd.DataFrame:
     return lines
 
 
-@single_threaded
-def score_customers(frame: pd.DataFrame, saved: SavedRun, *, analysis_date: pd.Timestamp | None = None,
-                    source: str = "the input") -> pd.DataFrame:
-    """Segment, strength and every method's label for each customer in ``frame``.
-
-    Parameters
-    ----------
-    frame : DataFrame
-        Order lines (the columns of ``transactions.parquet``) or customer
-        features (``customer_id`` and the model-matrix feature columns in
-        their own units, as in ``enriched_department.parquet``).
-    saved : SavedRun
-    analysis_date : Timestamp, optional
-        For order lines: the day features are measured at (default: the
-        last order date in ``frame``, as stage 02 does).
-    source : str
-        Named in error messages.
-
-    Returns
-    -------
-    DataFrame
-        One row per customer: ``customer_id``, ``segment``,
-        ``segment_strength``, ``segment_runner_up`` (primary segmentation),
-        ``reconstruction_error`` (when an autoencoder was loaded), then
-        ``<method>_<space>_label`` and ``_strength`` for every saved model,
-        and ``excluded_reason``: empty, or why a customer of the order lines
-        got no features (its segment columns are then missing).
-    """
-    kind = input_kind(frame, saved.transformer, source)
-    excluded = pd.DataFrame({ID_COLUMN: pd.Series(dtype="int64"), "reason": pd.Series(dtype="str")})
-    if kind == "transactions":
-        lines = _as_transactions(frame, source)
-        day = pd.Timestamp(analysis_date if analysis_date is not None else lines["order_date"].max()).normalize()
-        built, _ = build_customer_features(lines, saved.hierarchy, day, saved.settings)
-        features = built.features
-        missing = [c for c in saved.transformer.columns if c not in features.columns
-                   and not c.startswith("class_mix_")]
-        if missing and len(features):
-            why = sorted({reason for name, reason in built.dropped.items()
-                          if any(fnmatch.fnmatchcase(c, name) for c in missing)})
-            raise PipelineError(f"{source}: the model needs {', '.join(missing[:6])}"
-                                f"{', ...' if len(missing) > 6 else ''}, which these order lines cannot give"
-                                f"{' (' + '; '.join(why) + ')' if why else ''}; add the column(s) they need "
-                                f"or score a features file")
-        # The customers stage 02 would have left out, for the same reasons: no features, or a failed rule.
-        keep, failed = apply_eligibility(features, saved.eligibility)
-        no_features = customers_without_features(built.activity, None, features[ID_COLUMN].to_numpy())
-        excluded = pd.concat([no_features, failed], ignore_index=True)[[ID_COLUMN, "reason"]]
-        features = features[keep].reset_index(drop=True)
-        mix = getattr(saved.transformer, "class_mix", None)
-        if mix is not None:
-            features = add_class_mix(features, built.class_long, mix, mix.n_features_in_)
-        if features.empty:
-            # Nobody to score (every customer new or without merchandise): the same columns, all missing.
-            return _nobody_scored(excluded, saved)
-    else:
-        features = frame.drop_duplicates(ID_COLUMN)
-        if len(features) != len(frame):
-            raise PipelineError(f"{source}: {len(frame) - len(features)} customer_id value(s) appear twice; a "
-                                f"features file has one row per customer")
-    values = features[list(saved.transformer.columns)]
-    empty = values.columns[values.isna().any()].tolist()
-    if empty:
-        raise PipelineError(f"{source}: missing values in {', '.join(empty[:6])}; every customer needs every "
-                            f"model feature")
-    # float32 like features.parquet, which is what stages 03 and 04 trained on.
-    matrix = saved.transformer.transform(features).astype(np.float32)
-    spaces = {"raw": matrix.astype(np.float64)}
-    out = {ID_COLUMN: features[ID_COLUMN].to_numpy()}
-    if saved.autoencoder is not None:
-        spaces["latent"] = saved.autoencoder.transform(matrix).astype(np.float64)
-        reconstruction = saved.autoencoder.reconstruction_error(matrix)
-    found = {key: model.assign(spaces[key[1]]) for key, model in saved.models.items()}
-    primary = found[saved.primary]
-    out.update(segment=primary.labels, segment_strength=primary.strength, segment_runner_up=primary.runner_up)
-    if saved.autoencoder is not None:
-        out["reconstruction_error"] = reconstruction.astype(np.float64)
-    for (method, space), a in found.items():
-        out[f"{method}_{space}_label"] = a.labels
-        out[f"{method}_{space}_strength"] = a.strength
-    scored = pd.DataFrame(out)
-    scored["excluded_reason"] = ""
-    if len(excluded):
-        rest = excluded.rename(columns={"reason": "excluded_reason"})
-        scored = pd.concat([scored, rest], ignore_index=True)
-        labels = [c for c in scored.columns if c.endswith("_label") or c in ("segment", "segment_runner_up")]
-        scored[labels] = scored[labels].astype("Int64")
-    return scored
-
-
-def _nobody_scored(excluded: pd.DataFrame, saved: SavedRun) -> pd.DataFrame:
+def _nobody_scored(excluded: pd.DataFrame, saved: ScoringChain) -> pd.DataFrame:
+    """The output columns for customers none of whom could be scored: every segment column missing."""
     n = len(excluded)
     labels = pd.array([pd.NA] * n, dtype="Int64")
     values = np.full(n, np.nan)

@@ -1,4 +1,4 @@
-"""Unit tests of core/features.py against values worked out by hand on tiny order-line tables.
+"""Unit tests of core/prepare_features/ against values worked out by hand on tiny order-line tables.
 
 The tiny hierarchy has two merchandise departments (Ladies Clothing with a
 data-quality class DUMMY, and Home), a gift-card and a bag-levy department.
@@ -28,6 +28,7 @@ Customer 6 (no attributes, no discounts recorded; store)
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -35,13 +36,18 @@ import joblib
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
 
-from core.prepare_features.features import (CORE_FEATURES, ROLE_FEATURE, ClassMixEmbedding, EligibilityRules, FeatureSettings,
-                           ModelMatrixTransformer, add_class_mix, apply_eligibility, build_customer_features, column_roles, monthly_spend_stats,
-                           prepare_features, resolve_model_columns)
 from core.domain.hierarchy import parse_hierarchy
 from core.domain.tables import IDENTITY_COLUMNS
+from core.prepare_features import aggregate
+from core.prepare_features.aggregate import FeatureSettings, build_customer_features, monthly_spend_stats
+from core.prepare_features.columns import CORE_FEATURES, ROLE_FEATURE, column_roles, resolve_model_columns
+from core.prepare_features.eligibility import BASIC_ELIGIBILITY, apply_eligibility, eligible_customer_features
+from core.prepare_features.prepare import FeatureModel, prepare_features
+from core.prepare_features.settings import EligibilityConfig
+from core.prepare_features.transformers import ClassMixEmbedding, ModelMatrixTransformer, add_class_mix
 
 ANALYSIS_DATE = pd.Timestamp("2024-03-31")
 DAYS_PER_MONTH = 365.25 / 12  # 30.4375, an average month
@@ -107,6 +113,11 @@ def tiny_customers() -> pd.DataFrame:
         "dropout_date": pd.NaT,
         **{c: f"secret {c}" for c in IDENTITY_COLUMNS},
     })
+
+
+def rules(**changed) -> EligibilityConfig:
+    """The loosest rules (one order, net spend not below 0) with ``changed`` applied."""
+    return dataclasses.replace(BASIC_ELIGIBILITY, **changed)
 
 
 def build(lines=None, settings=FeatureSettings(), analysis_date=ANALYSIS_DATE):
@@ -341,7 +352,7 @@ def test_department_features_drop_out_without_a_merchandise_department():
                                 ["net_revenue"], ANALYSIS_DATE)
     assert not any(c.startswith("dept_") or c.startswith("class_") for c in prepared.enriched_class.columns)
     assert {"dept_*", "dept_entropy", "n_departments", "n_classes"} <= set(prepared.details["dropped_features"])
-    assert prepared.transformer.columns == ["net_revenue"]
+    assert prepared.feature_model.columns == ["net_revenue"]
     assert set(prepared.details["model_matrix"]["patterns_without_data"]) == {"dept_share__*", "dept_entropy"}
     # Customer 3's gift card is now in Unknown too, so it counts as spend.
     assert prepared.basic.set_index("customer_id").loc[3, "net_revenue"] == 50.0
@@ -369,23 +380,23 @@ def test_required_columns_are_checked():
 
 # --- eligibility -------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("rules, excluded", [
-    (EligibilityRules(), {}),
-    (EligibilityRules(min_tenure_days=30), {2: "min_tenure_days"}),
-    (EligibilityRules(min_orders=2), {2: "min_orders"}),
-    (EligibilityRules(min_orders=2, min_tenure_days=100), {2: "min_orders", 1: "min_tenure_days"}),
-    (EligibilityRules(min_net_spend=50.0), {2: "min_net_spend"}),  # customer 1 has exactly 50.00: kept
-    (EligibilityRules(max_recency_days=40), {6: "max_recency_days"}),
+@pytest.mark.parametrize("eligibility, excluded", [
+    (rules(), {}),
+    (rules(min_tenure_days=30), {2: "min_tenure_days"}),
+    (rules(min_orders=2), {2: "min_orders"}),
+    (rules(min_orders=2, min_tenure_days=100), {2: "min_orders", 1: "min_tenure_days"}),
+    (rules(min_net_spend=50.0), {2: "min_net_spend"}),  # customer 1 has exactly 50.00: kept
+    (rules(max_recency_days=40), {6: "max_recency_days"}),
 ])
-def test_eligibility_rules_exclude_with_the_first_rule_failed(features, rules, excluded):
-    keep, failed = apply_eligibility(features.reset_index(), rules)
+def test_eligibility_rules_exclude_with_the_first_rule_failed(features, eligibility, excluded):
+    keep, failed = apply_eligibility(features.reset_index(), eligibility)
     assert dict(zip(failed["customer_id"], failed["rule"])) == excluded
     assert keep.tolist() == [c not in excluded for c in features.index]
 
 
 def test_excluded_customers_leave_every_dataset_and_are_counted():
     prepared = prepare_features(tiny_transactions(), tiny_customers(), tiny_hierarchy(), ["net_revenue"], [],
-                                ANALYSIS_DATE, eligibility=EligibilityRules(min_tenure_days=30))
+                                ANALYSIS_DATE, eligibility=rules(min_tenure_days=30))
     for frame in (prepared.basic, prepared.enriched_department, prepared.enriched_class, prepared.model_matrix):
         assert frame["customer_id"].tolist() == [1, 6]
     row = prepared.excluded.set_index("customer_id").loc[2]
@@ -397,7 +408,7 @@ def test_excluded_customers_leave_every_dataset_and_are_counted():
 def test_no_eligible_customer_is_an_error():
     with pytest.raises(ValueError, match="no customer passes the eligibility rules"):
         prepare_features(tiny_transactions(), None, tiny_hierarchy(), ["net_revenue"], [], ANALYSIS_DATE,
-                         eligibility=EligibilityRules(min_orders=10))
+                         eligibility=rules(min_orders=10))
 
 
 # --- column roles and the model matrix ----------------------------------------------------------
@@ -451,7 +462,7 @@ def test_model_matrix_takes_the_patterns_in_feature_order_and_records_them(prepa
     assert list(prepared.model_matrix.columns) == [
         "customer_id", "recency_days", "orders", "net_revenue", "dept_share__ladies_clothing", "dept_share__home",
         "brand_tier_share__mid", "brand_tier_share__premium", "brand_tier_share__value"]
-    assert prepared.transformer.log1p_columns == ["recency_days", "net_revenue"]
+    assert prepared.feature_model.matrix.log1p_columns == ["recency_days", "net_revenue"]
     recorded = prepared.details["model_matrix"]
     assert recorded["columns"] == list(prepared.model_matrix.columns[1:])
     assert recorded["log1p_columns"] == ["recency_days", "net_revenue"] and recorded["scaler"] == "StandardScaler"
@@ -599,11 +610,36 @@ def test_model_matrix_save_load_round_trip(tmp_path):
     assert list(loaded.get_feature_names_out()) == ["revenue", "share", "other"]
 
 
+def test_model_matrix_reads_only_its_columns_and_checks_them_at_transform():
+    """Extra columns are ignored (the enriched table has profile columns); the columns read are recorded."""
+    train = skewed_frame()
+    transformer = ModelMatrixTransformer(columns=["share", "revenue"]).fit(train.assign(persona="x"))
+    assert transformer.n_features_in_ == 2 and list(transformer.feature_names_in_) == ["share", "revenue"]
+    np.testing.assert_array_equal(transformer.transform(train[["revenue", "share"]]), transformer.transform(train))
+    with pytest.raises(ValueError, match="needs a DataFrame holding them, got ndarray"):
+        transformer.transform(train[["share", "revenue"]].to_numpy())
+
+
+def test_model_matrix_without_named_columns_takes_every_column_and_counts_them():
+    values = skewed_frame().to_numpy()
+    transformer = ModelMatrixTransformer(log1p_columns=["x0"]).fit(values)
+    assert list(transformer.get_feature_names_out()) == ["x0", "x1", "x2"]
+    np.testing.assert_allclose(transformer.transform(values)[:, 0], _standard(np.log1p(values[:, 0])), atol=1e-12)
+    with pytest.raises(ValueError, match="X has 2 features, but ModelMatrixTransformer is expecting 3"):
+        transformer.transform(values[:, :2])
+
+
+def test_a_cloned_model_matrix_is_unfitted_with_the_same_parameters_and_refits_to_the_same_result():
+    frame = skewed_frame()
+    fitted = ModelMatrixTransformer(columns=["revenue", "share"], log1p_columns=["revenue"], scaler="robust").fit(frame)
+    copy = clone(fitted)
+    assert copy.get_params() == fitted.get_params() and not hasattr(copy, "scaler_")
+    np.testing.assert_array_equal(copy.fit(frame).transform(frame), fitted.transform(frame))
+
+
 def test_class_totals_do_not_depend_on_how_the_engine_batches_the_lines(built, monkeypatch):
     """Runs of one (customer, class) cut by a batch boundary are joined up."""
-    import core.prepare_features.features
-
-    monkeypatch.setattr(core.prepare_features.features, "_BATCH_ROWS", 2)
+    monkeypatch.setattr(aggregate, "_BATCH_ROWS", 2)
     small = build()
     pd.testing.assert_frame_equal(small.class_long, built.class_long)
     pd.testing.assert_frame_equal(small.features, built.features, check_exact=True)
@@ -612,12 +648,10 @@ def test_class_totals_do_not_depend_on_how_the_engine_batches_the_lines(built, m
 def test_run_sums_join_runs_cut_across_several_batches():
     import pyarrow as pa
 
-    from core.prepare_features.features import _run_sums
-
     k = [1, 1, 1, 1, 1, 2, 3, 3]
     batches = [pa.record_batch({"k": k[i:j], "cents": [100] * (j - i), "qty": [1] * (j - i),
                                 "r": [False] * (j - i)}) for i, j in ((0, 2), (2, 4), (4, 6), (6, 8))]
-    keys, spend, gross, units = _run_sums(batches)
+    keys, spend, gross, units = aggregate._run_sums(batches)
     assert keys.tolist() == [1, 2, 3] and spend.tolist() == [500.0, 100.0, 200.0] and units.tolist() == [5, 1, 2]
 
 
@@ -665,12 +699,14 @@ def test_class_mix_is_deterministic_capped_and_refuses_bad_input():
     two = ClassMixEmbedding(n_components=3, random_state=7).fit(class_spend(spend))
     np.testing.assert_array_equal(one.components_, two.components_)
     assert len(ClassMixEmbedding(n_components=12).fit(class_spend(spend)).components_) == 4, "at most classes - 1"
-    with pytest.raises(ValueError, match="must not be negative"):
+    with pytest.raises(ValueError, match="Negative values in data passed to ClassMixEmbedding.*clip returns"):
         ClassMixEmbedding(n_components=2).fit(class_spend([[1.0, -2.0, 0.0], [0.0, 1.0, 1.0], [2.0, 0.0, 1.0]]))
-    with pytest.raises(ValueError, match="fitted on 5"):
+    with pytest.raises(ValueError, match="X has 4 features, but ClassMixEmbedding is expecting 5"):
         one.transform(class_spend(spend[:, :4]))
-    with pytest.raises(ValueError, match="at least 2 classes"):
+    with pytest.raises(ValueError, match="1 feature\\(s\\).*minimum of 2"):
         ClassMixEmbedding().fit(class_spend([[1.0], [2.0]]))
+    with pytest.raises(ValueError, match="1 sample\\(s\\).*minimum of 2"):
+        ClassMixEmbedding().fit(class_spend([[1.0, 2.0]]))
 
 
 def test_prepare_features_adds_the_class_mix_and_keeps_its_projection_for_scoring():
@@ -682,26 +718,26 @@ def test_prepare_features_adds_the_class_mix_and_keeps_its_projection_for_scorin
     assert len(prepared.model_matrix) == 3 and mix == ["class_mix_01", "class_mix_02"]
     assert all(prepared.roles[c] == ROLE_FEATURE for c in mix)
     assert set(mix) <= set(prepared.enriched_department.columns) and not set(mix) & set(prepared.basic.columns)
-    transformer = prepared.transformer
-    assert transformer.class_mix is not None and prepared.details["model_matrix"]["scaler"] == "RobustScaler"
+    embedding = prepared.feature_model.class_mix
+    assert embedding.n_features_in_ == 4 and prepared.details["model_matrix"]["scaler"] == "RobustScaler"
     assert prepared.details["model_matrix"]["class_mix"]["components"] == 2
     # Recomputing the columns from the long class table with the saved projection gives the same values.
-    again = add_class_mix(prepared.enriched_department.drop(columns=mix), prepared.class_long,
-                          transformer.class_mix, transformer.class_mix.n_features_in_)
+    again = add_class_mix(prepared.enriched_department.drop(columns=mix), prepared.class_long, embedding)
     np.testing.assert_allclose(again[mix].to_numpy(), prepared.enriched_department[mix].to_numpy())
     # Customer 1 bought dresses, tops, candles and cushions; customer 2 only cushions: different mixes.
     rows = prepared.enriched_department.set_index("customer_id")[mix]
     assert not np.allclose(rows.loc[1], rows.loc[2])
 
 
-def test_no_class_mix_when_switched_off_or_not_asked_for(prepared):
-    # Computed (a feature like any other) but not in this matrix: the transformer carries no projection.
+def test_the_class_mix_is_fitted_when_computed_and_absent_when_switched_off(prepared):
+    # Computed (a feature like any other, in enriched_department) though not in this matrix.
     assert [c for c in prepared.enriched_department.columns if c.startswith("class_mix_")]
-    assert prepared.transformer.class_mix is None
+    assert prepared.feature_model.class_mix is not None
+    assert not [c for c in prepared.model_matrix.columns if c.startswith("class_mix_")]
     off = prepare_features(tiny_transactions(), None, tiny_hierarchy(), ["orders_per_month"], [], ANALYSIS_DATE,
                            class_mix_components=0)
     assert not [c for c in off.enriched_department.columns if c.startswith("class_mix_")]
-    assert off.transformer.class_mix is None and off.details["model_matrix"]["class_mix"] is None
+    assert off.feature_model.class_mix is None and off.details["model_matrix"]["class_mix"] is None
 
 
 def test_class_mix_is_dropped_with_its_reason_when_it_cannot_be_built():
@@ -713,5 +749,50 @@ def test_class_mix_is_dropped_with_its_reason_when_it_cannot_be_built():
     unknown_classes = tiny_transactions().assign(**{"class": "No Such Class"})
     none = prepare_features(unknown_classes, None, tiny_hierarchy(), patterns, [], ANALYSIS_DATE)
     assert "no line falls in a sellable class" in none.details["dropped_features"]["class_mix_*"]
-    assert none.transformer.columns == ["orders_per_month"]
+    assert none.feature_model.columns == ["orders_per_month"]
     json.dumps(none.details, allow_nan=False)  # nothing undefined reaches the manifest
+
+
+# --- the saved feature model: what scoring runs --------------------------------------------------
+
+@pytest.fixture(scope="module")
+def with_mix():
+    return prepare_features(tiny_transactions(), tiny_customers(), tiny_hierarchy(),
+                            ["orders_per_month", "net_revenue", "dept_share__*", "brand_tier_share__*", "class_mix_*"],
+                            ["net_revenue"], ANALYSIS_DATE, eligibility=rules(max_recency_days=60))
+
+
+def test_the_saved_feature_model_rebuilds_the_training_rows_from_the_lines(with_mix, tmp_path):
+    """Save, load, transform: the same features and the same model matrix as stage 02 wrote."""
+    joblib.dump(with_mix.feature_model, tmp_path / "feature-scaler.pkl")
+    loaded = joblib.load(tmp_path / "feature-scaler.pkl")
+    assert isinstance(loaded, FeatureModel) and loaded.columns == list(with_mix.model_matrix.columns[1:])
+    again = loaded.customer_features(tiny_transactions(), tiny_hierarchy(), ANALYSIS_DATE)
+    written = with_mix.enriched_department
+    pd.testing.assert_frame_equal(again.features, written[again.features.columns], check_exact=True)
+    np.testing.assert_array_equal(loaded.transform(again.features), with_mix.model_matrix.iloc[:, 1:].to_numpy())
+    # The rules travel with the model: customer 6 (last order 50 days ago) passes, none fails.
+    assert again.features["customer_id"].tolist() == [1, 2, 6] and again.failed_rules.empty
+
+
+def test_the_feature_model_builds_a_customer_alone_as_in_training_and_applies_the_saved_rules(with_mix):
+    """Stage 02's settings are saved: a customer's own lines give the training columns and values."""
+    model = dataclasses.replace(with_mix.feature_model, eligibility=rules(max_recency_days=40))
+    alone = model.customer_features(tiny_transactions().query("customer_id in [2, 6]"), tiny_hierarchy(),
+                                    ANALYSIS_DATE)
+    # Customer 2 bought only value-tier cushions, yet gets every brand-tier column stage 02 built.
+    assert [c for c in alone.features.columns if c.startswith("brand_tier_share__")] == \
+        ["brand_tier_share__mid", "brand_tier_share__premium", "brand_tier_share__value"]
+    trained = with_mix.enriched_department.set_index("customer_id").loc[[2], alone.features.columns[1:]]
+    pd.testing.assert_frame_equal(alone.features.set_index("customer_id"), trained, check_exact=True)
+    assert alone.excluded[["customer_id", "rule"]].values.tolist() == [[6, "max_recency_days"]]
+
+
+def test_eligible_features_list_customers_without_features_first_then_failed_rules():
+    eligible = eligible_customer_features(tiny_transactions(), tiny_hierarchy(), ANALYSIS_DATE,
+                                          eligibility=rules(min_orders=2), customers=tiny_customers())
+    assert eligible.excluded[["customer_id", "rule"]].values.tolist() == [
+        [3, "only_non_merchandise_by_analysis_date"], [4, "only_returns_by_analysis_date"],
+        [5, "first_purchase_after_analysis_date"], [7, "no_order_lines"], [2, "min_orders"]]
+    assert eligible.features["customer_id"].tolist() == [1, 6] and eligible.failed_rules["customer_id"].tolist() == [2]
+    assert set(eligible.class_long["customer_id"]) == {1, 6}

@@ -9,12 +9,17 @@ import re
 
 from core.domain.hierarchy import Hierarchy
 from core.framework.schema import Problems, spec
-from core.prepare_features.features import check_model_patterns, possible_feature_names
+from core.prepare_features.columns import check_model_patterns, possible_feature_names
 
 
 @dataclasses.dataclass(frozen=True)
 class EligibilityConfig:
-    """Stage 02: which customers with a purchase are segmented; the others are listed with the rule."""
+    """Stage 02: which customers with a purchase are segmented; the others are listed with the rule.
+
+    The one type of the rules: the config section, what
+    :func:`core.prepare_features.eligibility.apply_eligibility` applies, and
+    what ``feature-scaler.pkl`` carries for scoring.
+    """
 
     min_tenure_days: int = spec(minimum=0, help="days from the first order to the analysis date, at least")
     min_orders: int = spec(minimum=1, help="orders (purchase transactions with merchandise), at least")

@@ -4,8 +4,10 @@ Reads ``transactions.parquet`` and ``customers.parquet`` from stage 01 and
 writes to ``artifacts/02_prepare_features/``: ``basic.parquet``,
 ``enriched_department.parquet``, ``enriched_class.parquet`` (written in
 batches of customers), ``class_spend_long.parquet``, ``features.parquet``
-(scaled model matrix), ``feature-scaler.pkl`` (the fitted column selection,
-log1p and RobustScaler, to score new customers) and
+(scaled model matrix), ``feature-scaler.pkl`` (the fitted
+:class:`~core.prepare_features.prepare.FeatureModel`: feature settings,
+eligibility rules, class-mix embedding and model-matrix transformer, to
+score new customers) and
 ``excluded_customers.parquet`` (customers not segmented, with the rule and
 reason). Run ``python 02_prepare_features.py --help``.
 """
@@ -15,29 +17,22 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 
 import joblib
-import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from core.prepare_features import features
 from core.framework import paths
 from core.framework.errors import PipelineError
 from core.framework.stage import Stage, StageContext
+from core.prepare_features.prepare import PreparedFeatures, prepare_features_from_config
 
 
 def run(ctx: StageContext) -> None:
     """Read this stage's inputs, compute, write its outputs (see the module docstring)."""
-    cfg = ctx.config.prepare_features
     customers = ctx.read_parquet(paths.GENERATE_DATA, paths.CUSTOMERS)
-    analysis_date = pd.Timestamp(cfg.analysis_date) if cfg.analysis_date else None
     try:
         # The path, not a DataFrame: the engine scans the file, so memory does not grow with the lines.
-        prepared = features.prepare_features(
-            ctx.input_path(paths.GENERATE_DATA, paths.TRANSACTIONS), customers, ctx.config.hierarchy,
-            cfg.model_features, cfg.log1p_features, analysis_date,
-            eligibility=features.EligibilityRules.from_config(cfg.eligibility),
-            settings=features.FeatureSettings.from_config(cfg), scaler=cfg.scaler,
-            class_mix_components=cfg.class_mix_components)
+        prepared = prepare_features_from_config(ctx.input_path(paths.GENERATE_DATA, paths.TRANSACTIONS), customers,
+                                                ctx.config.hierarchy, ctx.config.prepare_features)
     except ValueError as exc:
         raise PipelineError(f"{exc}; see section prepare_features of {ctx.config.path} (analysis_date null "
                             f"means the last date in the data)") from None
@@ -48,11 +43,11 @@ def run(ctx: StageContext) -> None:
     dropped = f", {len(prepared.details['dropped_features'])} feature group(s) dropped for lack of data" \
         if prepared.details["dropped_features"] else ""
     ctx.summary = (f"{len(prepared.basic):,} customers ({len(prepared.excluded):,} excluded), "
-                   f"{len(prepared.transformer.columns)} model features, "
+                   f"{len(prepared.feature_model.columns)} model features, "
                    f"{prepared.enriched_department.shape[1] + len(prepared.class_columns)} enriched columns{dropped}")
 
 
-def write_outputs(prepared: features.PreparedFeatures, write_with) -> None:
+def write_outputs(prepared: PreparedFeatures, write_with) -> None:
     """Write every output file through ``write_with(file, writer)`` (``StageContext.write_with``).
 
     The wide class table is most of the writing: Arrow encodes it in a second
@@ -67,7 +62,7 @@ def write_outputs(prepared: features.PreparedFeatures, write_with) -> None:
             write_with(file, lambda tmp, frame=frame: _write_batches(
                 tmp, [pa.Table.from_pandas(frame, preserve_index=False)]))
         wide.result()
-    write_with(paths.FEATURE_SCALER, lambda tmp: joblib.dump(prepared.transformer, tmp))
+    write_with(paths.FEATURE_SCALER, lambda tmp: joblib.dump(prepared.feature_model, tmp))
 
 
 def _write_batches(path, tables) -> None:

@@ -1,0 +1,773 @@
+"""Behavioural features per customer from order lines: the DuckDB aggregation.
+
+The order lines are aggregated by DuckDB (an embedded SQL engine, chosen by
+measurement: see README "02_prepare_features" and ``benchmarks/RESULTS.md``);
+everything after the aggregation is NumPy on one row per customer. Money is
+summed in whole hundredths of the currency unit (integers), so the totals are
+exact and do not depend on how the engine splits the work over threads: the
+same input always gives bit-identical features.
+
+Which lines count
+    *Spend lines* are the lines of merchandise departments and of the
+    ``Unknown`` department (a real-data bucket for names the hierarchy does
+    not know, and any other department name the hierarchy lacks). Lines of
+    the other kinds of department (bag levy, gift cards, charity,
+    concessions, goods not for resale, data-quality departments) are never
+    customer spend. Lines after the analysis date are ignored.
+
+:func:`build_customer_features` reads top to bottom as the steps it takes:
+register the hierarchy's keys, survey the lines, code the attribute values,
+build one compact table of lines, then one group of features at a time.
+Each feature's formula is in ``docs/features.md``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from core.domain.columns import DAYS_PER_MONTH, ID_COLUMN, UNKNOWN
+from core.domain.hierarchy import Hierarchy, slug
+from core.prepare_features.columns import (CORE_FEATURES, DEPT_SHARE, DEPT_SPEND, DEPT_UNITS, DISCOUNT_FEATURE,
+                                           DIVERSITY_FEATURES, KIDS_SIZE_FEATURE, OTHER_VALUE, SEASONAL_FEATURES,
+                                           TREND_FEATURES, attribute_column, dept_column,
+                                           sellable_classes)
+from core.prepare_features.settings import PrepareFeaturesConfig
+
+#: Columns the order lines must have (the optional ones only feed optional features).
+REQUIRED_LINE_COLUMNS = ("customer_id", "order_id", "order_date", "department", "class", "quantity",
+                         "line_amount", "is_return")
+
+# Rows per batch when the engine hands back the sorted (customer, class) lines: one batch in memory at a time.
+_BATCH_ROWS = 2_000_000
+
+
+@dataclasses.dataclass(frozen=True)
+class FeatureSettings:
+    """What the feature formulas need besides the lines (config ``prepare_features``).
+
+    Attributes
+    ----------
+    holiday_window, back_to_school_window : tuple of str
+        ``("MM-DD", "MM-DD")``, inclusive; a window may wrap over New Year.
+    attributes : tuple of str
+        Line attributes whose spend shares become features.
+    max_attribute_values : int
+        More values than this: the smaller ones are pooled as ``other``.
+    kids_size_pattern : str
+        Regular expression (case-insensitive) matching kids' sizes.
+    engine_memory_mb : int
+        Memory the engine may hold; beyond it, it spills to a temporary folder.
+    attribute_columns : tuple of (str, tuple of str), optional
+        Per attribute, the share columns to build instead of choosing them
+        from the data: what scoring uses, so new customers get exactly the
+        columns (and the same pooling into ``other``) stage 02 built. A
+        value without a column pools into ``<attribute>_share__other`` when
+        that is among the columns; a column whose value the data lacks is 0.
+    """
+
+    holiday_window: tuple[str, str] = ("11-01", "12-31")
+    back_to_school_window: tuple[str, str] = ("07-15", "09-07")
+    attributes: tuple[str, ...] = ("channel", "brand_tier", "style")
+    max_attribute_values: int = 8
+    kids_size_pattern: str = r"^(baby|toddler|child|kids?|teen)\b"
+    engine_memory_mb: int = 2048
+    attribute_columns: tuple[tuple[str, tuple[str, ...]], ...] | None = None
+
+    @classmethod
+    def from_config(cls, cfg: PrepareFeaturesConfig) -> "FeatureSettings":
+        """From the ``prepare_features`` config section."""
+        return cls(holiday_window=tuple(cfg.holiday_window), back_to_school_window=tuple(cfg.back_to_school_window),
+                   attributes=tuple(cfg.attribute_shares), max_attribute_values=cfg.max_attribute_values,
+                   kids_size_pattern=cfg.kids_size_pattern, engine_memory_mb=cfg.engine_memory_mb)
+
+    def with_attribute_columns(self, feature_columns: list[str]) -> "FeatureSettings":
+        """These settings, fixed to the attribute share columns among ``feature_columns``.
+
+        What stage 02 saves for scoring: new customers then get exactly the
+        share columns the model was trained with, whatever values their own
+        lines show.
+        """
+        fixed = tuple((a, tuple(c for c in feature_columns if c.startswith(f"{a}_share__"))) for a in self.attributes
+                      if any(c.startswith(f"{a}_share__") for c in feature_columns))
+        return dataclasses.replace(self, attribute_columns=fixed)
+
+
+@dataclasses.dataclass(frozen=True)
+class CustomerFeatures:
+    """What :func:`build_customer_features` returns.
+
+    Attributes
+    ----------
+    features : DataFrame
+        One row per customer with a purchase by the analysis date, sorted by
+        ``customer_id``: ``customer_id``, the two order dates, then the
+        behavioural features (float64), in :attr:`feature_columns` order.
+    feature_columns : list of str
+    class_long : DataFrame
+        ``customer_id``, ``department``, ``class``, ``spend``, ``units``
+        (float32, net of returns) per customer and sellable merchandise class
+        with a non-zero total, sorted by customer; customers of ``features``
+        only. Two internal columns follow: ``class_idx`` (the class's
+        position among the class columns) and ``row`` (the customer's row in
+        ``features``).
+    dropped : dict of str to str
+        Feature (or pattern of features) -> why it was not computed.
+    activity : DataFrame
+        Per customer with any line: ``customer_id`` and the flags
+        ``spend_purchase``, ``later_purchase``, ``other_purchase``,
+        used to say why a customer gets no features.
+    lines : dict
+        Line counts for the manifest.
+    """
+
+    features: pd.DataFrame
+    feature_columns: list[str]
+    class_long: pd.DataFrame
+    dropped: dict[str, str]
+    activity: pd.DataFrame
+    lines: dict[str, Any]
+
+
+def build_customer_features(lines, hierarchy: Hierarchy, analysis_date: pd.Timestamp | None,
+                            settings: FeatureSettings = FeatureSettings()) -> tuple[CustomerFeatures, pd.Timestamp]:
+    """Behavioural features per customer, and net spend and units per class.
+
+    Parameters
+    ----------
+    lines : DataFrame, pyarrow.Table or path of a Parquet file
+        Order lines with the columns of ``core.domain.tables.TRANSACTION_TABLE``;
+        the optional ones (``channel``, ``brand``, ``brand_tier``, ``style``,
+        ``color``, ``size``, ``discount_amount``, ...) may be absent or null.
+        A path is scanned without loading the file into memory.
+    hierarchy : Hierarchy
+        Departments' kinds and their sellable classes.
+    analysis_date : Timestamp or None
+        The day features are measured at; None = the last ``order_date``.
+    settings : FeatureSettings
+
+    Returns
+    -------
+    (CustomerFeatures, Timestamp)
+        The features and the analysis date used.
+
+    Raises
+    ------
+    ValueError
+        If a required column is missing or there are no lines.
+    """
+    import duckdb
+
+    with tempfile.TemporaryDirectory(prefix="features-spill-") as spill:
+        # Row order never matters here (results are sorted), and not keeping it saves memory; past
+        # the memory limit the engine spills to a folder that is removed afterwards.
+        con = duckdb.connect(config={"preserve_insertion_order": False, "temp_directory": spill,
+                                     "memory_limit": f"{settings.engine_memory_mb}MB"})
+        try:
+            columns = _register_source(con, lines)
+            missing = [c for c in REQUIRED_LINE_COLUMNS if c not in columns]
+            if missing:
+                raise ValueError(f"the order lines lack required column(s) {', '.join(missing)}")
+            return _aggregate(con, columns, hierarchy, analysis_date, settings)
+        finally:
+            con.close()
+
+
+def _aggregate(con, columns: list[str], hierarchy: Hierarchy, analysis_date: pd.Timestamp | None,
+               settings: FeatureSettings) -> tuple[CustomerFeatures, pd.Timestamp]:
+    """The steps of :func:`build_customer_features`, on the engine's view ``src`` of the lines."""
+    keys = _register_hierarchy(con, hierarchy)
+    survey = _survey_lines(con, columns, hierarchy, analysis_date, settings)
+    value_names = _code_attribute_values(con, settings, survey)
+    _create_lines_table(con, list(value_names), has_discount=survey.non_null["discount_amount"])
+    sums = _customer_sums(con, survey.a_day, settings, value_names)
+    built = _Built()
+    dates = _order_features(con, sums, survey.a_day, built)
+    months = _monthly_spend_sums(con, survey.a_day)
+    runs = _class_runs(con, survey.a_day, len(keys.dept_of_key))
+    class_long = _class_long(runs, keys, sums.ids)
+    _department_features(runs, keys, len(sums.ids), built)
+    _seasonal_features(sums, built)
+    _trend_features(months, survey.analysis_date, len(sums.ids), built)
+    _discount_feature(sums, survey, built)
+    _attribute_shares(sums, survey, settings, value_names, built)
+    _kids_size_feature(sums, survey, built)
+    features = built.frame(sums.ids, *dates)
+    line_counts = {"total": survey.total_lines, "after_analysis_date": sums.lines_after,
+                   "by_department_kind": survey.lines_by_kind, "departments_not_in_hierarchy": survey.unmapped}
+    return CustomerFeatures(features=features, feature_columns=built.columns, class_long=class_long,
+                            dropped=built.dropped, activity=sums.activity, lines=line_counts), survey.analysis_date
+
+
+# ---------------------------------------------------------------------------
+# The engine's inputs: the lines, the hierarchy's keys, the attribute codes
+
+
+def _register_source(con, lines) -> list[str]:
+    """Make ``lines`` (DataFrame, Arrow table or Parquet path) the view ``src``; return its columns."""
+    if isinstance(lines, (str, Path)):
+        path = str(lines).replace("'", "''")
+        con.execute(f"CREATE VIEW src AS SELECT * FROM read_parquet('{path}')")
+    else:
+        table = lines if isinstance(lines, pa.Table) else pa.Table.from_pandas(lines, preserve_index=False)
+        con.register("src", table)
+    return [r[0] for r in con.execute("DESCRIBE src").fetchall()]
+
+
+@dataclasses.dataclass(frozen=True)
+class _ClassKeys:
+    """Integer keys of the (department, class) a line falls in.
+
+    Keys ``0 .. len(sellable)-1`` are the sellable classes (the class
+    columns); then one key per merchandise department for its data-quality
+    classes and any class name the hierarchy lacks.
+    """
+
+    merchandise: list[str]
+    sellable: list[tuple[str, str]]
+    dept_of_key: np.ndarray  # merchandise department index of each key
+
+
+def _register_hierarchy(con, hierarchy: Hierarchy) -> _ClassKeys:
+    """Register the tables ``departments`` and ``classes`` that give each line its keys."""
+    merch = hierarchy.merchandise_departments
+    keys = sellable_classes(hierarchy)
+    other_key = {d: len(keys) + i for i, d in enumerate(merch)}
+    dept_of_key = np.array([merch.index(d) for d, _ in keys] + list(range(len(merch))), dtype=np.int64)
+    # "Unknown" is the bucket for a retailer's unmapped names: spend, in no department, even if a
+    # hierarchy lists it (the lines of any name missing from the hierarchy are treated alike).
+    named = [d for d in hierarchy.departments if d != UNKNOWN]
+    departments = pd.DataFrame({
+        "department": pd.Series(named, dtype=object),
+        "dept_key": pd.array([other_key.get(d) for d in named], "Int16"),
+        "is_spend": [hierarchy.departments[d].kind == "merchandise" for d in named]})
+    classes = pd.DataFrame({"department": pd.Series([d for d, _ in keys], dtype=object),
+                            "class": pd.Series([c for _, c in keys], dtype=object),
+                            "class_key": np.arange(len(keys), dtype=np.int16)})
+    con.register("departments", departments)
+    con.register("classes", classes)
+    return _ClassKeys(merchandise=merch, sellable=keys, dept_of_key=dept_of_key)
+
+
+@dataclasses.dataclass(frozen=True)
+class _LineSurvey:
+    """What one pass over the lines by department says before anything is aggregated."""
+
+    analysis_date: pd.Timestamp
+    present: dict[str, bool]  # optional column -> in the lines
+    non_null: dict[str, bool]  # optional column -> in the lines with a value somewhere
+    total_lines: int
+    lines_by_kind: dict[str, int]
+    unmapped: list[str]
+
+    @property
+    def a_day(self) -> int:
+        """The analysis date as days since 1970-01-01, the unit of the lines table."""
+        return (self.analysis_date - pd.Timestamp("1970-01-01")).days
+
+    def why_absent(self, column: str) -> str:
+        """Why the features needing optional ``column`` were not computed."""
+        return (f"column {column} is absent from the order lines" if not self.present[column]
+                else f"column {column} is null on every line")
+
+
+def _survey_lines(con, columns: list[str], hierarchy: Hierarchy, analysis_date: pd.Timestamp | None,
+                  settings: FeatureSettings) -> _LineSurvey:
+    """Lines per department, the analysis date, and which optional columns hold values."""
+    present = {c: c in columns for c in ("discount_amount", "size", *settings.attributes)}
+    counts = "".join(f", count({c}) AS n_{c}" for c, there in present.items() if there)
+    by_dept = con.execute(f"SELECT department, count(*) AS n_lines, max(order_date) AS last_date {counts} "
+                          f"FROM src GROUP BY department").df()
+    if by_dept.empty:
+        raise ValueError("the order lines are empty")
+    if analysis_date is None:
+        analysis_date = pd.Timestamp(by_dept["last_date"].max())
+    kinds = {name: d.kind for name, d in hierarchy.departments.items() if name != UNKNOWN}
+    lines_by_kind: dict[str, int] = {}
+    for name, count in zip(by_dept["department"], by_dept["n_lines"]):
+        kind = kinds.get(name, "Unknown or not in the hierarchy (spend, in no department)")
+        lines_by_kind[kind] = lines_by_kind.get(kind, 0) + int(count)
+    return _LineSurvey(
+        analysis_date=pd.Timestamp(analysis_date).normalize(), present=present,
+        non_null={c: there and int(by_dept[f"n_{c}"].sum()) > 0 for c, there in present.items()},
+        total_lines=int(by_dept["n_lines"].sum()), lines_by_kind=dict(sorted(lines_by_kind.items())),
+        unmapped=sorted(str(d) for d in by_dept["department"] if d not in kinds and d != UNKNOWN))
+
+
+def _code_attribute_values(con, settings: FeatureSettings, survey: _LineSurvey) -> dict[str, list[str]]:
+    """Register each attribute's values as small integer codes (table ``values_<attribute>``).
+
+    Values equal once slugged ("Mid", "mid") share one code; sizes get two,
+    adult (0) and kids (1). Returns each coded attribute's value names, in
+    code order.
+    """
+    value_names: dict[str, list[str]] = {}
+    coded = [a for a in settings.attributes if survey.non_null[a]] + (["size"] if survey.non_null["size"] else [])
+    for attribute in coded:
+        raw = [r[0] for r in con.execute(f"SELECT DISTINCT CAST({attribute} AS VARCHAR) FROM src "
+                                         f"WHERE {attribute} IS NOT NULL").fetchall()]
+        if attribute == "size":
+            pattern = re.compile(settings.kids_size_pattern, re.IGNORECASE)
+            names, codes = ["adult", "kids"], [int(bool(pattern.search(v))) for v in raw]
+        else:
+            slugs = [slug(v) or "blank" for v in raw]
+            names = sorted(set(slugs))
+            code_of = {name: i for i, name in enumerate(names)}
+            codes = [code_of[s] for s in slugs]
+        value_names[attribute] = names
+        con.register(f"values_{attribute}", pd.DataFrame({"value": pd.Series(raw, dtype=object),
+                                                          "code": np.asarray(codes, dtype=np.int16)}))
+    return value_names
+
+
+def _create_lines_table(con, coded_attributes: list[str], has_discount: bool) -> None:
+    """The temporary table ``lines``: every line once, as small numbers.
+
+    Days since 1970, whole cents, class keys and attribute codes. Every
+    aggregate below scans this table. Sums of cents and units are taken as
+    doubles: of whole numbers below 2^53 they are exact whatever order the
+    threads add them in, and several times faster than the engine's 128-bit
+    integer sums.
+    """
+    joins = " ".join(f"LEFT JOIN values_{a} v_{a} ON CAST(l.{a} AS VARCHAR) = v_{a}.value" for a in coded_attributes)
+    codes = "".join(f", v_{a}.code AS a_{a}" for a in coded_attributes)
+    disc = "CAST(round(l.discount_amount * 100) AS BIGINT)" if has_discount else "NULL::BIGINT"
+    con.execute(f"""
+        CREATE TEMP TABLE lines AS
+        SELECT l.customer_id AS c, l.order_id AS o, l.is_return AS r,
+               CAST(l.day - DATE '1970-01-01' AS INTEGER) AS dn,
+               CAST(round(l.line_amount * 100) AS BIGINT) AS cents,
+               CAST(l.quantity AS INTEGER) AS qty, {disc} AS disc,
+               CAST(month(l.day) * 100 + day(l.day) AS SMALLINT) AS md,
+               CAST(year(l.day) * 12 + month(l.day) - 1 AS SMALLINT) AS mi,
+               coalesce(d.is_spend, TRUE) AS spend,
+               CASE WHEN d.dept_key IS NULL THEN NULL ELSE coalesce(k.class_key, d.dept_key) END AS ck
+               {codes}
+        FROM (SELECT *, CAST(order_date AS DATE) AS day FROM src) l
+        LEFT JOIN departments d ON l.department = d.department
+        LEFT JOIN classes k ON l.department = k.department AND l."class" = k."class"
+        {joins}""")
+
+
+def _spend_by_now(a_day: int) -> str:
+    """SQL condition: a spend line up to the analysis date."""
+    return f"spend AND dn <= {a_day}"
+
+
+def _purchase_by_now(a_day: int) -> str:
+    """SQL condition: a purchase (not a return) spend line up to the analysis date."""
+    return f"{_spend_by_now(a_day)} AND NOT r"
+
+
+# ---------------------------------------------------------------------------
+# Per-customer sums
+
+
+@dataclasses.dataclass
+class _CustomerSums:
+    """The per-customer aggregates, fetched from the engine as arrays.
+
+    ``values`` holds two kinds of column: those of the purchase query (one
+    row per featured customer, in ``ids`` order) and those of the query over
+    every customer with a line (``featured`` selects the featured ones).
+    """
+
+    values: dict[str, np.ndarray]
+    purchase_columns: set[str]
+    featured: np.ndarray
+    ids: np.ndarray
+    activity: pd.DataFrame
+    lines_after: int
+
+    def column(self, name: str, scale: float = 1.0) -> np.ndarray:
+        """A per-customer aggregate for the featured customers, nulls as 0, divided by ``scale``."""
+        values = _filled(self.values[name], 0).astype(np.float64)
+        return (values if name in self.purchase_columns else values[self.featured]) / scale
+
+
+def _customer_sums(con, a_day: int, settings: FeatureSettings, value_names: dict[str, list[str]]) -> _CustomerSums:
+    """Purchase sums per featured customer, and what every customer with a line did.
+
+    Also registers ``featured`` (customer -> row), so later queries hand back
+    row numbers instead of ids to look up.
+    """
+    # Purchases (prefiltered, CASE sums: far cheaper than a FILTER per aggregate) ...
+    def within(condition: str) -> str:
+        return f"sum(CASE WHEN {condition} THEN CAST(cents AS DOUBLE) ELSE 0.0 END)"
+
+    sums = [f"{within(f'md BETWEEN {q * 300 + 101} AND {q * 300 + 331}')} AS q{q + 1}" for q in range(4)]
+    sums += [f"{within(_window_sql(settings.holiday_window, 'md'))} AS holiday",
+             f"{within(_window_sql(settings.back_to_school_window, 'md'))} AS back_to_school"]
+    for attribute, names in value_names.items():
+        sums += [f"{within(f'a_{attribute} = {i}')} AS a_{attribute}_{i}" for i in range(len(names))]
+    bought = con.execute(f"""
+        SELECT c, sum(CAST(cents AS DOUBLE)) AS gross, sum(CAST(qty AS DOUBLE)) AS units_bought,
+               min(dn) AS first_dn, max(dn) AS last_dn,
+               {', '.join(sums)}
+        FROM lines WHERE {_purchase_by_now(a_day)} GROUP BY c ORDER BY c""").fetchnumpy()
+    # ... and what every customer with a line did: returns, discounts, why some get no features.
+    now = _spend_by_now(a_day)
+    customer = con.execute(f"""
+        SELECT c,
+               bool_or(spend AND dn > {a_day} AND NOT r) AS later_purchase,
+               bool_or(NOT spend AND dn <= {a_day} AND NOT r) AS other_purchase,
+               count(*) FILTER (dn > {a_day}) AS lines_after,
+               -sum(CASE WHEN {now} AND r THEN CAST(cents AS DOUBLE) ELSE 0.0 END) AS returned,
+               -sum(CASE WHEN {now} AND r THEN CAST(qty AS DOUBLE) ELSE 0.0 END) AS units_returned,
+               sum(CASE WHEN {now} THEN CAST(disc AS DOUBLE) ELSE 0.0 END) AS discount
+        FROM lines GROUP BY c ORDER BY c""").fetchnumpy()
+    all_ids = _filled(customer["c"], 0).astype(np.int64)
+    ids = _filled(bought["c"], 0).astype(np.int64)
+    featured = np.isin(all_ids, ids, assume_unique=True)
+    customer["spend_purchase"] = featured
+    purchase_columns = {k for k in bought.keys() if k != "c"}
+    customer.update({k: bought[k] for k in purchase_columns})
+    flags = {k: _filled(customer[k], False).astype(bool) for k in ("spend_purchase", "later_purchase",
+                                                                    "other_purchase")}
+    con.register("featured", pd.DataFrame({"c": ids, "rw": np.arange(len(ids), dtype=np.int64)}))
+    return _CustomerSums(values=customer, purchase_columns=purchase_columns, featured=featured, ids=ids,
+                         activity=pd.DataFrame({ID_COLUMN: all_ids, **flags}),
+                         lines_after=int(_filled(customer["lines_after"], 0).sum()))
+
+
+def _window_sql(window: tuple[str, str], md: str) -> str:
+    """SQL condition: month-day expression ``md`` (month * 100 + day) within ``window``."""
+    start, end = (_month_day(w) for w in window)
+    if start <= end:
+        return f"{md} BETWEEN {start} AND {end}"
+    return f"({md} >= {start} OR {md} <= {end})"  # wraps over New Year
+
+
+def _month_day(text: str) -> int:
+    month, day = (int(p) for p in text.split("-"))
+    return month * 100 + day
+
+
+# ---------------------------------------------------------------------------
+# The features, one group at a time
+
+
+class _Built:
+    """The features computed so far: values by name, their column order, and what was dropped and why."""
+
+    def __init__(self):
+        self.values: dict[str, np.ndarray] = {}
+        self.columns: list[str] = []
+        self.dropped: dict[str, str] = {}
+
+    def add(self, name: str, values: np.ndarray) -> None:
+        """Add feature ``name`` (one value per featured customer) after those added before."""
+        self.values[name] = values
+        self.columns.append(name)
+
+    def frame(self, ids: np.ndarray, first_dn: np.ndarray, last_dn: np.ndarray) -> pd.DataFrame:
+        """``customer_id``, the two order dates, then every feature as float64, in column order."""
+        epoch = np.datetime64("1970-01-01", "D")
+        # Popped as they are copied in, so the features are held once, not twice.
+        return pd.DataFrame({
+            ID_COLUMN: ids.astype(np.int64),
+            "first_order_date": (epoch + first_dn.astype("timedelta64[D]")).astype("datetime64[us]"),
+            "last_order_date": (epoch + last_dn.astype("timedelta64[D]")).astype("datetime64[us]"),
+            **{k: np.asarray(self.values.pop(k), np.float64) for k in self.columns}})
+
+
+def _order_features(con, sums: _CustomerSums, a_day: int, built: _Built) -> tuple[np.ndarray, np.ndarray]:
+    """The core features (:data:`CORE_FEATURES`); returns the first and last purchase days."""
+    n = len(sums.ids)
+    first_dn = sums.column("first_dn").astype(np.int64)
+    last_dn = sums.column("last_dn").astype(np.int64)
+    core: dict[str, np.ndarray] = {}
+    core["recency_days"] = (a_day - last_dn).astype(np.float64)
+    core["tenure_days"] = (a_day - first_dn).astype(np.float64)
+    # Orders: distinct purchase order ids with spend lines, by date; gaps between consecutive orders.
+    orders = con.execute(f"""
+        SELECT rw, min(dn) AS dn FROM lines JOIN featured USING (c) WHERE {_purchase_by_now(a_day)}
+        GROUP BY rw, o ORDER BY rw, dn""").fetchnumpy()
+    order_row = _filled(orders["rw"], 0).astype(np.int64)
+    gap = np.diff(_filled(orders["dn"], 0).astype(np.float64))
+    same = order_row[1:] == order_row[:-1]
+    n_orders = np.bincount(order_row, minlength=n).astype(np.float64)
+    s1 = np.bincount(order_row[1:][same], gap[same], n)
+    s2 = np.bincount(order_row[1:][same], gap[same] ** 2, n)
+    del orders, order_row, gap, same
+    core["orders"] = n_orders
+    core["orders_per_month"] = n_orders / (np.maximum(core["tenure_days"], DAYS_PER_MONTH) / DAYS_PER_MONTH)
+    gross, returned = sums.column("gross", 100), sums.column("returned", 100)
+    units_bought = sums.column("units_bought")
+    core["gross_revenue"] = gross
+    core["returned_value"] = returned
+    core["net_revenue"] = gross - returned
+    core["average_order_value"] = _ratio(gross, n_orders)
+    core["items_per_order"] = _ratio(units_bought, n_orders)
+    core["return_rate_value"] = _ratio(returned, gross)
+    core["return_rate_units"] = _ratio(sums.column("units_returned"), units_bought)
+    # Mean gap = (last - first) / (orders - 1); one order: the tenure, the wait so far without a second.
+    gaps = n_orders - 1
+    mean_gap = _ratio(s1, gaps)
+    core["mean_days_between_orders"] = np.where(gaps >= 1, mean_gap, core["tenure_days"])
+    std_gap = np.sqrt(np.maximum(_ratio(s2, gaps) - mean_gap ** 2, 0.0))
+    core["cv_days_between_orders"] = np.where(gaps >= 2, _ratio(std_gap, mean_gap), 0.0)
+    for name in CORE_FEATURES:
+        built.add(name, core[name])
+    return first_dn, last_dn
+
+
+def _monthly_spend_sums(con, a_day: int) -> dict[str, Any]:
+    """Per featured row: first purchase month and the sums over months of spend y, y^2 and month * y (cents)."""
+    return con.execute(f"""
+        WITH m AS (SELECT rw, mi, sum(cents) AS y FROM lines JOIN featured USING (c)
+                   WHERE {_purchase_by_now(a_day)} GROUP BY rw, mi)
+        SELECT rw, min(mi) AS first_mi, sum(y) AS sy, sum(y * y) AS syy, sum(CAST(mi AS INTEGER) * y) AS smy
+        FROM m GROUP BY rw""").fetchnumpy()
+
+
+@dataclasses.dataclass(frozen=True)
+class _ClassRuns:
+    """Sums per featured row and class key (only pairs with a line)."""
+
+    row: np.ndarray
+    class_key: np.ndarray
+    spend: np.ndarray  # net cents
+    gross: np.ndarray  # purchase cents
+    units: np.ndarray  # net units
+
+
+def _class_runs(con, a_day: int, n_keys: int) -> _ClassRuns:
+    """Net spend, purchase spend and net units per customer and class key; then frees the engine's lines.
+
+    Nearly every line is its own (customer, class) group, so sorting the
+    lines and summing runs beats a hash aggregate.
+    """
+    keys_run, spend_c, gross_c, units = _run_sums(con.sql(f"""
+        SELECT rw * {n_keys} + ck AS k, cents, qty, r FROM lines JOIN featured USING (c)
+        WHERE {_spend_by_now(a_day)} AND ck IS NOT NULL ORDER BY k""").to_arrow_reader(_BATCH_ROWS))
+    # The engine's work is done: free its memory before the wide tables are built.
+    con.execute("DROP TABLE lines")
+    row, class_key = np.divmod(keys_run, n_keys)
+    return _ClassRuns(row=row, class_key=class_key, spend=spend_c, gross=gross_c, units=units)
+
+
+def _class_long(runs: _ClassRuns, keys: _ClassKeys, ids: np.ndarray) -> pd.DataFrame:
+    """:attr:`CustomerFeatures.class_long`: the non-zero sellable (customer, class) totals."""
+    class_names = sorted({k for _, k in keys.sellable})  # class names repeat across departments: one category each
+    code_of_name = {name: i for i, name in enumerate(class_names)}
+    class_code = np.array([code_of_name[k] for _, k in keys.sellable], dtype=np.int32)
+    is_class = runs.class_key < len(keys.sellable)
+    nonzero = is_class & ((runs.spend != 0) | (runs.units != 0))
+    class_key, row = runs.class_key[nonzero], runs.row[nonzero]
+    return pd.DataFrame({
+        ID_COLUMN: ids[row],
+        "department": pd.Categorical.from_codes(keys.dept_of_key[class_key], categories=keys.merchandise),
+        "class": pd.Categorical.from_codes(class_code[class_key], categories=class_names),
+        "spend": (runs.spend[nonzero] / 100.0).astype(np.float32),
+        "units": runs.units[nonzero].astype(np.float32),
+        "class_idx": class_key.astype(np.int32),
+        "row": row.astype(np.int32)})
+
+
+def _department_features(runs: _ClassRuns, keys: _ClassKeys, n: int, built: _Built) -> None:
+    """Spend, units and share per merchandise department, then the diversity features.
+
+    The department columns come in the order of
+    :func:`~core.prepare_features.columns.department_feature_names`.
+    """
+    if len(runs.class_key) == 0:
+        built.dropped["dept_*"] = ("no line falls in a merchandise department of the hierarchy (a log without "
+                                   "departments?)")
+        built.dropped.update({name: built.dropped["dept_*"] for name in DIVERSITY_FEATURES})
+        return
+    n_dept = len(keys.merchandise)
+    flat = runs.row * n_dept + keys.dept_of_key[runs.class_key]
+    d_spend = np.bincount(flat, runs.spend, n * n_dept).reshape(n, n_dept) / 100.0
+    d_units = np.bincount(flat, runs.units, n * n_dept).reshape(n, n_dept)
+    d_gross = np.bincount(flat, runs.gross, n * n_dept).reshape(n, n_dept) / 100.0
+    shares = _ratio(d_gross, d_gross.sum(axis=1, keepdims=True))
+    for prefix, values in ((DEPT_SPEND, d_spend), (DEPT_UNITS, d_units), (DEPT_SHARE, shares)):
+        for j, d in enumerate(keys.merchandise):
+            built.add(dept_column(prefix, d), values[:, j])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        built.add("dept_entropy", -np.where(shares > 0, shares * np.log(shares), 0.0).sum(axis=1) + 0.0)
+    built.add("n_departments", (d_gross > 0).sum(axis=1).astype(np.float64))
+    is_class = runs.class_key < len(keys.sellable)
+    built.add("n_classes", np.bincount(runs.row[is_class & (runs.gross > 0)], minlength=n).astype(np.float64))
+
+
+def _seasonal_features(sums: _CustomerSums, built: _Built) -> None:
+    """Shares of gross purchase spend by quarter and by the two calendar windows."""
+    gross = sums.column("gross", 100)
+    spend = {f"spend_share_q{q + 1}": sums.column(f"q{q + 1}", 100) for q in range(4)}
+    spend.update(holiday_share=sums.column("holiday", 100), back_to_school_share=sums.column("back_to_school", 100))
+    for name in SEASONAL_FEATURES:
+        built.add(name, _ratio(spend[name], gross))
+
+
+def _trend_features(months: dict[str, Any], analysis_date: pd.Timestamp, n: int, built: _Built) -> None:
+    """Monthly spend over the months from the first purchase's to the analysis date's (zeros included)."""
+    first_mi, sy, syy, smy = (_spread(months, name, n) for name in ("first_mi", "sy", "syy", "smy"))
+    a_mi = analysis_date.year * 12 + analysis_date.month - 1
+    stats = monthly_spend_stats(a_mi - first_mi + 1, sy / 100.0, syy / 1e4, (smy - first_mi * sy) / 100.0)
+    for name in TREND_FEATURES:
+        built.add(name, stats[name])
+
+
+def _discount_feature(sums: _CustomerSums, survey: _LineSurvey, built: _Built) -> None:
+    """Share of the regular-price value of what was kept that was given away as discount."""
+    if not survey.non_null["discount_amount"]:
+        built.dropped[DISCOUNT_FEATURE] = survey.why_absent("discount_amount")
+        return
+    discount = sums.column("discount", 100)
+    built.add(DISCOUNT_FEATURE, _ratio(discount, built.values["net_revenue"] + discount))
+
+
+def _attribute_shares(sums: _CustomerSums, survey: _LineSurvey, settings: FeatureSettings,
+                      value_names: dict[str, list[str]], built: _Built) -> None:
+    """Per attribute, each value's share of the spend with a known value.
+
+    The values with the most spend get a column each; past
+    ``max_attribute_values`` the rest pool as ``other``. With
+    ``settings.attribute_columns`` (scoring), the columns stage 02 built.
+    """
+    for attribute in settings.attributes:
+        if not survey.non_null[attribute]:
+            built.dropped[f"{attribute}_share__*"] = survey.why_absent(attribute)
+            continue
+        names = value_names[attribute]
+        spend_by_value = np.stack([sums.column(f"a_{attribute}_{i}") for i in range(len(names))], axis=1)
+        known = spend_by_value.sum(axis=1)
+        fixed = dict(settings.attribute_columns or ()).get(attribute)
+        if fixed is not None:
+            shares = _fixed_attribute_shares(attribute, names, spend_by_value, fixed)
+        else:
+            shares = _chosen_attribute_shares(attribute, names, spend_by_value, settings.max_attribute_values)
+        for name, values in shares.items():
+            built.add(name, _ratio(values, known))
+
+
+def _chosen_attribute_shares(attribute: str, names: list[str], spend_by_value: np.ndarray,
+                             max_values: int) -> dict[str, np.ndarray]:
+    """Spend per share column chosen from the data: the largest values by spend, then ``other``."""
+    order = np.lexsort((np.asarray(names), -spend_by_value.sum(axis=0)))
+    kept = order if len(names) <= max_values else order[:max_values - 1]
+    spend = {attribute_column(attribute, names[i]): spend_by_value[:, i] for i in sorted(kept, key=lambda k: names[k])}
+    pooled = np.setdiff1d(np.arange(len(names)), kept)
+    if len(pooled):
+        spend[attribute_column(attribute, OTHER_VALUE)] = spend_by_value[:, pooled].sum(axis=1)
+    return spend
+
+
+def _fixed_attribute_shares(attribute: str, names: list[str], spend_by_value: np.ndarray,
+                            fixed: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """Spend per share column of ``fixed`` (stage 02's columns), whatever values this data has."""
+    other = attribute_column(attribute, OTHER_VALUE)
+    index = {attribute_column(attribute, n): i for i, n in enumerate(names)}
+    kept = [index[c] for c in fixed if c in index and c != other]
+    pooled = np.setdiff1d(np.arange(len(names)), kept)
+    spend = {}
+    for name in fixed:
+        if name == other:
+            spend[name] = spend_by_value[:, pooled].sum(axis=1)
+        else:
+            spend[name] = spend_by_value[:, index[name]] if name in index else np.zeros(len(spend_by_value))
+    return spend
+
+
+def _kids_size_feature(sums: _CustomerSums, survey: _LineSurvey, built: _Built) -> None:
+    """Share of the spend with a size that went on kids' sizes."""
+    if not survey.non_null["size"]:
+        built.dropped[KIDS_SIZE_FEATURE] = survey.why_absent("size")
+        return
+    built.add(KIDS_SIZE_FEATURE, _ratio(sums.column("a_size_1"), sums.column("a_size_0") + sums.column("a_size_1")))
+
+
+# ---------------------------------------------------------------------------
+# Arithmetic helpers
+
+
+def _run_sums(reader) -> tuple[np.ndarray, ...]:
+    """Sum ``cents`` (all, and purchases only) and ``qty`` over runs of equal ``k`` in sorted batches.
+
+    Reads the batches one at a time, so only one batch of lines is in memory;
+    a run cut by a batch boundary is joined up.
+    """
+    parts: list[list[np.ndarray]] = []
+    for batch in reader:
+        k = batch.column("k").to_numpy()
+        if not len(k):
+            continue
+        starts = np.flatnonzero(np.r_[True, k[1:] != k[:-1]])
+        cents = batch.column("cents").to_numpy().astype(np.float64)
+        bought = np.where(batch.column("r").to_numpy(zero_copy_only=False), 0.0, cents)
+        part = [k[starts], np.add.reduceat(cents, starts), np.add.reduceat(bought, starts),
+                np.add.reduceat(batch.column("qty").to_numpy().astype(np.float64), starts)]
+        if parts and parts[-1][0][-1] == part[0][0]:
+            # The previous batch ended inside this run: add its head to the previous tail.
+            for previous, current in zip(parts[-1][1:], part[1:]):
+                previous[-1] += current[0]
+            part = [values[1:] for values in part]
+        if len(part[0]):
+            parts.append(part)
+    if not parts:
+        return np.zeros(0, np.int64), np.zeros(0), np.zeros(0), np.zeros(0)
+    return tuple(np.concatenate(values) for values in zip(*parts))
+
+
+def _filled(values, fill) -> np.ndarray:
+    """A fetched column as a plain array, nulls replaced by ``fill``."""
+    if isinstance(values, np.ma.MaskedArray):
+        return values.filled(fill)
+    return np.asarray(values)
+
+
+def _spread(result: dict, name: str, n: int) -> np.ndarray:
+    """A per-customer query column (rows ``rw``) as an array over the featured customers (0 where absent)."""
+    out = np.zeros(n)
+    out[_filled(result["rw"], 0).astype(np.int64)] = _filled(result[name], 0).astype(np.float64)
+    return out
+
+
+def monthly_spend_stats(n_months: np.ndarray, sum_y: np.ndarray, sum_yy: np.ndarray,
+                        sum_ty: np.ndarray) -> dict[str, np.ndarray]:
+    """Coefficient of variation and normalised least-squares slope of monthly spend.
+
+    Months ``t = 0 .. n-1`` run from the customer's first purchase month to
+    the analysis month; months without a purchase count as 0, so only the
+    sums over months with spend are needed.
+
+    Parameters
+    ----------
+    n_months : array
+        ``n``, months in the span (at least 1).
+    sum_y, sum_yy, sum_ty : array
+        ``sum(y)``, ``sum(y^2)`` and ``sum(t * y)`` over the months.
+
+    Returns
+    -------
+    dict
+        ``monthly_spend_cv`` = std(y) / mean(y) (population std; 0 for one
+        month) and ``spend_trend`` = slope / mean(y), the least-squares
+        change in monthly spend per month relative to the average month (0
+        for one month).
+    """
+    n = np.maximum(np.asarray(n_months, np.float64), 1.0)
+    mean = sum_y / n
+    variance = np.maximum(sum_yy / n - mean ** 2, 0.0)
+    cv = np.where(n > 1, _ratio(np.sqrt(variance), mean), 0.0)
+    t_mean = (n - 1) / 2
+    s_tt = (n - 1) * n * (n + 1) / 12  # sum over t of (t - t_mean)^2
+    slope = _ratio(sum_ty - t_mean * sum_y, s_tt)
+    trend = np.where(n > 1, _ratio(slope, mean), 0.0)
+    return {"monthly_spend_cv": cv, "spend_trend": trend}
+
+
+def _ratio(numerator, denominator):
+    """numerator / denominator, 0 where the denominator is not positive."""
+    num = np.asarray(numerator, dtype=np.float64)
+    den = np.broadcast_to(np.asarray(denominator, dtype=np.float64), num.shape)
+    return np.divide(num, den, out=np.zeros_like(num), where=den > 0)

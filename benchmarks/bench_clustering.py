@@ -26,7 +26,9 @@ autoencoder retrained) and UMAP before HDBSCAN when umap-learn is installed
 (it is not a dependency). ``--scale N`` builds N customers by resampling
 the run's customers with a little jitter and runs stage 04's computation
 (fit on the configured sample, score and evaluate everyone, write the
-tables) in a child process, reporting wall time and peak memory. ``--set``
+tables) in a child process, reporting wall time and peak memory (of the
+process and its workers on Linux, the largest single process on macOS, not
+measured on Windows: see benchmarks/common.py). ``--set``
 overrides config values (``--set cluster.gmm.covariance_type=diag``) in a
 copy of the config. ``--record`` appends the report to
 ``benchmarks/RESULTS.md``.
@@ -38,7 +40,6 @@ import argparse
 import datetime as dt
 import json
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -49,9 +50,9 @@ import pandas as pd
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
 
-from bench_pipeline import machine, run_child, tree_rss_mib  # noqa: E402
+from common import NOT_MEASURED, machine, record, run_child  # noqa: E402
 
 from core.framework import paths  # noqa: E402
 from core.config import load_config  # noqa: E402
@@ -82,11 +83,11 @@ def configured(config: Path, overrides: list[str], folder: Path) -> Path:
 
 def pipeline(config: Path, artifacts: Path, *args: str) -> tuple[float, float | None]:
     """Run the pipeline runner in a child process; stop the benchmark if it fails."""
-    wall, peak, code = run_child([sys.executable, "-m", "core.pipeline", "run", *args, "--config", str(config),
-                                  "--artifacts", str(artifacts)])
-    if code != 0:
-        raise SystemExit(f"pipeline run {' '.join(args)} failed with exit code {code}")
-    return wall, peak
+    run = run_child([sys.executable, "-m", "core.pipeline", "run", *args, "--config", str(config),
+                     "--artifacts", str(artifacts)])
+    if run.exit_code != 0:
+        raise SystemExit(f"pipeline run {' '.join(args)} failed with exit code {run.exit_code}")
+    return run.wall_seconds, run.peak_rss_mib
 
 
 def load_run(artifacts: Path):
@@ -292,30 +293,20 @@ def scale_child(config: Path, artifacts: Path, n: int, output: Path) -> None:
 
 
 
-def run_sampled(command: list[str]) -> tuple[float, float, int]:
-    """Wall seconds, peak resident memory of the whole process tree (MiB, sampled every 0.2 s), exit code.
-
-    The worker processes of stage 04 hold memory at the same time as their parent, so the peak of
-    the largest single process (what getrusage reports) would understate it.
-    """
-    start = time.perf_counter()
-    process = subprocess.Popen(command, cwd=ROOT)
-    peak = 0.0
-    while process.poll() is None:
-        peak = max(peak, tree_rss_mib(process.pid))
-        time.sleep(0.2)
-    return time.perf_counter() - start, peak, process.returncode
-
-
 def scale_section(config: Path, artifacts: Path, n: int) -> list[str]:
     """Run :func:`scale_child` in a child process; its wall time and peak memory."""
     with tempfile.TemporaryDirectory() as tmp:
         output = Path(tmp) / "scale.json"
-        wall, peak, code = run_sampled([sys.executable, str(Path(__file__).resolve()), "--config", str(config),
-                                        "--artifacts", str(artifacts), "--scale-child", str(n), "--scale-output",
-                                        str(output)])
-        if code != 0:
-            raise SystemExit(f"scale run failed with exit code {code}")
+        # The worker processes of stage 04 hold memory at the same time as their parent, so the peak of the
+        # largest single process would understate it: the tree's, where /proc allows (Linux).
+        run = run_child([sys.executable, str(Path(__file__).resolve()), "--config", str(config),
+                         "--artifacts", str(artifacts), "--scale-child", str(n), "--scale-output", str(output)],
+                        tree=True)
+        if run.exit_code != 0:
+            raise SystemExit(f"scale run failed with exit code {run.exit_code}")
+        wall = run.wall_seconds
+        peak, whose = ((run.peak_tree_rss_mib, "the process and its workers together")
+                       if run.peak_tree_rss_mib is not None else (run.peak_rss_mib, "the largest single process"))
         result = json.loads(output.read_text())
     cfg = load_config(config).cluster
     stage = result["stage04_seconds"] + result["write_seconds"]
@@ -326,8 +317,8 @@ def scale_section(config: Path, artifacts: Path, n: int) -> list[str]:
              f"- Stage 04 computation and writes: **{stage:.0f} s** (target < {TARGETS['scale_seconds']:.0f} s: "
              f"{_met(stage, '< ' + str(TARGETS['scale_seconds']))}); child process in all, with data building and "
              f"latent encoding ({result['encode_seconds']:.0f} s, stage 03's work): {wall:.0f} s; peak memory of "
-             f"the process and its workers together **{peak / 1024:.1f} GiB** (target < {TARGETS['scale_gib']:.0f} "
-             f"GiB: {_met(peak / 1024, '< ' + str(TARGETS['scale_gib']))}).",
+             f"{whose} **{_gib(peak)}** (target < {TARGETS['scale_gib']:.0f} GiB: "
+             f"{_met(None if peak is None else peak / 1024, '< ' + str(TARGETS['scale_gib']))}).",
              "", "| method | space | fit s | score s | evaluate s | clusters | noise | ARI |",
              "|---|---|---:|---:|---:|---:|---:|---:|"]
     for row in result["comparison"]:
@@ -337,6 +328,10 @@ def scale_section(config: Path, artifacts: Path, n: int) -> list[str]:
     if "reference" in result["seconds"]:
         lines.append(f"\nSupervised reference: {result['seconds']['reference']:.1f} s.")
     return lines
+
+
+def _gib(peak_mib: float | None) -> str:
+    return NOT_MEASURED if peak_mib is None else f"{peak_mib / 1024:.1f} GiB"
 
 
 def _f(value) -> str:
@@ -377,7 +372,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = load_config(config).cluster
         quality, _ = quality_section(cfg, args.artifacts, manifest["duration_seconds"])
         shown_config = args.config.relative_to(ROOT) if args.config.is_relative_to(ROOT) else args.config
-        command = (f"python benchmarks/bench_clustering.py" + "".join(f" --set {s}" for s in args.set)
+        command = ("python benchmarks/bench_clustering.py" + "".join(f" --set {s}" for s in args.set)
                    + (" --remedies" if args.remedies else "")
                    + (f" --latent-dims {args.latent_dims}" if args.latent_dims else "")
                    + (f" --scale {args.scale}" if args.scale else ""))
@@ -394,10 +389,7 @@ def main(argv: list[str] | None = None) -> int:
     report = "\n".join(lines) + "\n"
     print(report)
     if args.record:
-        results = ROOT / "benchmarks" / "RESULTS.md"
-        with open(results, "a", encoding="utf-8") as handle:
-            handle.write("\n" + report)
-        print(f"appended to {results}")
+        record(report)
     return 0
 
 

@@ -4,17 +4,18 @@
                                         [--record]
 
 Makes (once, cached in ``--data``) a transactions table in the shape of
-``core/tables.py``: every column, including channel, brand, brand tier,
+``core/domain/tables.py``: every column, including channel, brand, brand tier,
 style, colour, size and discounts, about 40 order lines per customer with 6%
 of lines returned, a little bag-levy and ``Unknown``-department noise. The
 maker is vectorised NumPy, independent of the generator, so the benchmark
 does not move when the generator does.
 
-Each engine runs in its own child process, so its peak resident memory is
-its own (maker and parent excluded):
+Each engine runs in its own child process, so its peak resident memory and
+CPU seconds are its own (maker and parent excluded; Linux and macOS, not
+measured on Windows: see benchmarks/common.py):
 
-- ``duckdb``: what stage 02 runs, ``core.prepare_features.features.prepare_features`` on the
-  Parquet file, then every output written as the stage writes it.
+- ``duckdb``: what stage 02 runs, ``core.prepare_features.prepare.prepare_features_from_config``
+  on the Parquet file, then every output written as the stage writes it.
 - ``pandas``: the pandas implementation stage 02 had before
   (``benchmarks/pandas_baseline.py``: fewer features, same input), reading
   the needed columns into a DataFrame, aggregating, and building the wide
@@ -30,8 +31,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -43,8 +42,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
 
+from common import load_average, machine, mib, record, run_child, seconds  # noqa: E402
 from core.framework import paths  # noqa: E402
 from core.config import load_config  # noqa: E402
 from core.domain.hierarchy import Hierarchy  # noqa: E402
@@ -62,19 +62,10 @@ COLORS = ["black", "white", "navy", "grey", "red", "blue", "green", "pink", "bei
 BRANDS = [f"Brand {i:02d}" for i in range(40)]
 
 
-def machine() -> str:
-    """CPU model, cores, memory and OS of this machine."""
-    from bench_pipeline import machine as describe
-
-    return describe()
-
-
-def load_average() -> str:
+def load_averages() -> str:
     """The 1, 5 and 15 minute load averages (other work on a shared machine)."""
-    try:
-        return " ".join(f"{v:.2f}" for v in os.getloadavg())
-    except OSError:
-        return "unknown"
+    load = load_average()
+    return "n/a" if load is None else " ".join(f"{v:.2f}" for v in load)
 
 
 # ---------------------------------------------------------------------------
@@ -243,19 +234,15 @@ def make_input(folder: Path, n_customers: int, hierarchy: Hierarchy, seed: int =
 
 def run_duckdb(folder: Path, out: Path) -> dict:
     """Stage 02's own function on the file, then every output written as the stage writes it."""
-    from core.prepare_features import features
+    from core.prepare_features.prepare import prepare_features_from_config
 
     stage = _load_stage()
     config = load_config(paths.DEFAULT_CONFIG)
-    cfg = config.prepare_features
     started = time.perf_counter()
     cpu = time.process_time()
     customers = pd.read_parquet(folder / paths.CUSTOMERS)
-    prepared = features.prepare_features(
-        folder / paths.TRANSACTIONS, customers, config.hierarchy, cfg.model_features, cfg.log1p_features,
-        eligibility=features.EligibilityRules.from_config(cfg.eligibility),
-        settings=features.FeatureSettings.from_config(cfg), scaler=cfg.scaler,
-        class_mix_components=cfg.class_mix_components)
+    prepared = prepare_features_from_config(folder / paths.TRANSACTIONS, customers, config.hierarchy,
+                                            config.prepare_features)
     computed = time.perf_counter()
     compute_cpu = time.process_time() - cpu
     stage.write_outputs(prepared, lambda file, writer: writer(out / file))  # exactly as the stage writes
@@ -263,7 +250,7 @@ def run_duckdb(folder: Path, out: Path) -> dict:
     return {"compute_seconds": round(computed - started, 1), "compute_cpu_seconds": round(compute_cpu, 1),
             "write_seconds": round(written - computed, 1),
             "customers": len(prepared.basic), "excluded": len(prepared.excluded),
-            "model_features": len(prepared.transformer.columns),
+            "model_features": len(prepared.feature_model.columns),
             "enriched_class_columns": prepared.enriched_department.shape[1] + len(prepared.class_columns),
             "class_long_rows": len(prepared.class_long)}
 
@@ -291,18 +278,11 @@ def _load_stage():
 
 
 def child(engine: str, folder: Path) -> None:
-    """Run one engine; print its result and peak memory as JSON on the last line."""
-    import resource
-
+    """Run one engine; print its result as JSON on the last line (the parent measures memory and CPU)."""
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="bench-features-") as tmp:
         result = (run_duckdb if engine == "duckdb" else run_pandas)(folder, Path(tmp))
     result["total_seconds"] = round(time.perf_counter() - started, 1)
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    # CPU seconds (all threads) say how much work was done even when other jobs share the machine.
-    result["cpu_seconds"] = round(usage.ru_utime + usage.ru_stime, 1)
-    peak = usage.ru_maxrss
-    result["peak_rss_mib"] = round(peak / 1024 if sys.platform != "darwin" else peak / 1024 ** 2)
     print(json.dumps(result))
 
 
@@ -320,20 +300,22 @@ def main(argv: list[str] | None = None) -> int:
         child(args.child, folder)
         return 0
 
-    load_before = load_average()
+    load_before = load_averages()
     made = make_input(folder, args.customers, load_config(paths.DEFAULT_CONFIG).hierarchy)
     print(f"input: {args.customers:,} customers, {made['lines']:,} lines, "
           f"{made['bytes'] / 2 ** 20:,.0f} MiB Parquet ({folder})", flush=True)
     results = {}
     for engine in (("duckdb", "pandas") if args.engine == "both" else (args.engine,)):
-        process = subprocess.run([sys.executable, __file__, "--customers", str(args.customers), "--data",
-                                  str(args.data), "--child", engine], cwd=ROOT, capture_output=True, text=True)
-        if process.returncode != 0:
-            results[engine] = {"failed": process.stderr.strip().splitlines()[-1:]}
+        run = run_child([sys.executable, __file__, "--customers", str(args.customers), "--data", str(args.data),
+                         "--child", engine], capture=True)
+        if run.exit_code != 0:
+            results[engine] = {"failed": run.stderr.strip().splitlines()[-1:]}
         else:
-            results[engine] = json.loads(process.stdout.strip().splitlines()[-1])
+            results[engine] = json.loads(run.stdout.strip().splitlines()[-1])
+            # CPU seconds (all threads) say how much work was done even when other jobs share the machine.
+            results[engine].update(cpu_seconds=run.cpu_seconds, peak_rss_mib=run.peak_rss_mib)
         print(f"{engine}: {json.dumps(results[engine])}", flush=True)
-    load_after = load_average()
+    load_after = load_averages()
     print(f"load average before {load_before}, after {load_after}")
     if args.record:
         _record(args, made, results, load_before, load_after)
@@ -341,24 +323,24 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _record(args, made: dict, results: dict, load_before: str, load_after: str) -> None:
-    lines = [f"\n## Stage 02 features, {dt.date.today().isoformat()}\n",
+    lines = [f"## Stage 02 features, {dt.date.today().isoformat()}\n",
              f"- Machine: {machine()}",
              f"- Command: `python benchmarks/bench_features.py --customers {args.customers} --engine {args.engine}`",
              f"- Input: {args.customers:,} customers, {made['lines']:,} order lines, "
              f"{made['bytes'] / 2 ** 20:,.0f} MiB Parquet (made by the script's own maker)",
              f"- Load average (1, 5, 15 min) before {load_before}, after {load_after}", "",
-             "| engine | compute s | write s | total s | peak RSS MiB | notes |", "|---|---:|---:|---:|---:|---|"]
+             "| engine | compute s | write s | total s | CPU s | peak RSS MiB | notes |",
+             "|---|---:|---:|---:|---:|---:|---|"]
     for engine, r in results.items():
         if "failed" in r:
-            lines.append(f"| {engine} | | | | | failed: {r['failed']} |")
+            lines.append(f"| {engine} | | | | | | failed: {r['failed']} |")
             continue
         note = (f"{r['customers']:,} customers, {r['excluded']:,} excluded, {r['model_features']} model features, "
                 f"{r['enriched_class_columns']} enriched_class columns" if engine == "duckdb"
                 else f"previous implementation, fewer features; read {r['read_seconds']} s")
         lines.append(f"| {engine} | {r['compute_seconds']} | {r.get('write_seconds', '')} | {r['total_seconds']} | "
-                     f"{r['peak_rss_mib']:,} | {note} |")
-    with open(Path(__file__).parent / "RESULTS.md", "a", encoding="utf-8") as handle:
-        handle.write("\n".join(lines) + "\n")
+                     f"{seconds(r['cpu_seconds'], '')} | {mib(r['peak_rss_mib'], '')} | {note} |")
+    record("\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

@@ -8,7 +8,8 @@ with the columns a till export has (customer, order, date, department,
 class, SKU, quantity, unit price, amount, return flag), then runs stage 01
 on that file with ``data.source: file`` in a child process, exactly as a
 user would (``python -m core.pipeline run --only 1``). Peak memory is that
-child's maximum resident set size (Linux and macOS), measured for it alone.
+child's maximum resident set size, measured for it alone (Linux and macOS;
+not measured on Windows, see benchmarks/common.py).
 ``--record`` appends the result to ``benchmarks/RESULTS.md``.
 
 What it shows: the log is read in batches, so peak memory stays far below
@@ -22,11 +23,9 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import os
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import pyarrow as pa
@@ -35,28 +34,14 @@ import pyarrow.parquet as pq
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
+sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
 
-from bench_pipeline import machine, record  # noqa: E402
+from common import machine, mib, record, run_child  # noqa: E402
 from core.framework import paths  # noqa: E402
 
 COLUMNS = {"customer_id": "CustomerNo", "order_id": "TransactionNo", "order_date": "Date",
            "department": "Department", "class": "Class", "sku": "SKU", "quantity": "Qty",
            "unit_price": "UnitPrice", "line_amount": "Amount", "is_return": "Return"}
-
-
-def measured_child(command: list[str]) -> tuple[float, float | None, int]:
-    """Wall seconds, this child's own peak RSS in MiB (None where unknown) and its exit code."""
-    start = time.perf_counter()
-    process = subprocess.Popen(command, cwd=ROOT)
-    if hasattr(os, "wait4"):
-        _, status, usage = os.wait4(process.pid, 0)
-        wall = time.perf_counter() - start
-        peak = usage.ru_maxrss / 1024 if sys.platform != "darwin" else usage.ru_maxrss / 1024**2
-        return wall, peak, os.waitstatus_to_exitcode(status)
-    code = process.wait()
-    return time.perf_counter() - start, None, code
 
 
 def write_log(transactions: Path, target: Path) -> int:
@@ -98,11 +83,11 @@ def main(argv: list[str] | None = None) -> int:
         document["ingest"]["latest_date"] = document["data"]["history_end"].isoformat()
         own = folder / "own.yml"
         own.write_text(yaml.safe_dump(document, sort_keys=False, allow_unicode=True), encoding="utf-8")
-        wall, peak, code = measured_child([sys.executable, "-m", "core.pipeline", "run", "--only", "1",
-                                           "--config", str(own), "--artifacts", str(folder / "own")])
-        if code != 0:
-            print(f"ingestion failed with exit code {code}", file=sys.stderr)
-            return code
+        run = run_child([sys.executable, "-m", "core.pipeline", "run", "--only", "1",
+                         "--config", str(own), "--artifacts", str(folder / "own")])
+        if run.exit_code != 0:
+            print(f"ingestion failed with exit code {run.exit_code}", file=sys.stderr)
+            return run.exit_code
         manifest = json.loads((folder / "own" / paths.GENERATE_DATA / paths.MANIFEST).read_text(encoding="utf-8"))
         in_memory = pq.read_table(folder / "own" / paths.GENERATE_DATA / paths.TRANSACTIONS).to_pandas()
         frame_mib = in_memory.memory_usage(deep=True).sum() / 1024**2
@@ -113,9 +98,9 @@ def main(argv: list[str] | None = None) -> int:
         f"- Machine: {machine()}",
         f"- Command: `python benchmarks/bench_ingest.py --customers {args.customers}`",
         f"- Input: CSV of {lines:,} lines, {size_mib:,.0f} MiB, {len(COLUMNS)} columns",
-        f"- Stage 01 in a child process (imports included): **{wall:.1f} s** "
-        f"({lines / wall:,.0f} lines/s; the stage itself {manifest['duration_seconds']:.1f} s)"
-        + (f", peak memory **{peak:,.0f} MiB**" if peak else ""),
+        f"- Stage 01 in a child process (imports included): **{run.wall_seconds:.1f} s** "
+        f"({lines / run.wall_seconds:,.0f} lines/s; the stage itself {manifest['duration_seconds']:.1f} s), "
+        f"peak memory **{mib(run.peak_rss_mib)}**",
         f"- For comparison, the accepted lines as one pandas DataFrame: {frame_mib:,.0f} MiB",
         f"- Summary: {manifest['summary']}",
     ]) + "\n"

@@ -12,8 +12,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from core.prepare_features.features import (CLASS_SPEND, CLASS_UNITS, DEPT_SHARE, DEPT_SPEND, DEPT_UNITS, ID_COLUMN,
-                           class_column, dept_column)
+from core.domain.columns import ID_COLUMN
+from core.prepare_features.columns import (CLASS_SPEND, CLASS_UNITS, DEPT_SHARE, DEPT_SPEND, DEPT_UNITS, class_column,
+                                           dept_column)
 from core.domain.hierarchy import Hierarchy
 
 DAYS_PER_MONTH = 365.25 / 12

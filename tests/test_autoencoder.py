@@ -1,9 +1,13 @@
-"""Tests of AutoencoderTransformer (core/autoencoder.py): determinism, shapes and the save/load round trip."""
+"""Tests of AutoencoderTransformer (core/train_autoencoder/autoencoder.py): determinism, shapes, the
+estimator contract (global state, feature count, clone) and the save/load round trip."""
 
 from __future__ import annotations
 
+import random
+
 import numpy as np
 import pytest
+from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
 
 from core.train_autoencoder.autoencoder import LATENT_LAYER, AutoencoderTransformer
@@ -115,3 +119,57 @@ def test_a_denoising_autoencoder_is_deterministic_drops_nothing_when_encoding_an
     loaded = AutoencoderTransformer.load(tmp_path / "denoising.keras")
     assert loaded.input_dropout == 0.4
     np.testing.assert_allclose(loaded.transform(X), latent, atol=1e-6)
+
+
+# --- the estimator contract ------------------------------------------------------------------------
+
+def draws() -> tuple:
+    """The next value of every global generator fit might touch: Python, NumPy, TensorFlow."""
+    import tensorflow as tf
+
+    return random.random(), np.random.random(), tf.random.uniform([3]).numpy().tolist()
+
+
+def test_fit_leaves_the_callers_random_state_and_op_determinism_as_they_were(X):
+    """After fit the caller's random streams continue as if fit had not run; determinism is not toggled."""
+    import tensorflow as tf
+    from tensorflow.python.framework import config as tf_config
+
+    def seed_everything():
+        random.seed(123)
+        np.random.seed(123)
+        tf.random.set_seed(123)
+        draws()  # part-way through each stream: a restore must keep the position, not only the seed
+
+    seed_everything()
+    expected = draws()
+    for determinism_before in (False, True):
+        (tf.config.experimental.enable_op_determinism if determinism_before else tf_config.disable_op_determinism)()
+        seed_everything()
+        AutoencoderTransformer(**PARAMS).fit(X)
+        assert tf_config.is_op_determinism_enabled() is determinism_before
+        assert draws() == expected, "fit reseeded a global generator and did not put it back"
+    tf_config.disable_op_determinism()  # TensorFlow's default, for the tests that follow
+
+
+def test_transform_refuses_the_wrong_number_of_features_and_input_that_is_not_a_finite_matrix(trained, X):
+    model, _ = trained
+    for method in (model.transform, model.reconstruction_error):
+        with pytest.raises(ValueError, match=f"X has {N_FEATURES - 1} features, but AutoencoderTransformer is "
+                                             f"expecting {N_FEATURES} features"):
+            method(X[:, :-1])
+    with pytest.raises(ValueError, match="Expected 2D array, got 1D array instead"):
+        model.transform(X[0])
+    with pytest.raises(ValueError, match="Input X contains NaN"):
+        model.transform(np.where(np.eye(N_ROWS, N_FEATURES, dtype=bool), np.nan, X))
+
+
+def test_clone_of_a_fitted_transformer_is_unfitted_with_the_same_params(trained, X):
+    model, latent = trained
+    copy = clone(model)
+    assert copy.get_params() == model.get_params() == {**AutoencoderTransformer().get_params(), **PARAMS}
+    assert not hasattr(copy, "model_") and not hasattr(copy, "n_features_in_")
+    with pytest.raises(NotFittedError):
+        copy.transform(X)
+    # Fitting the clone reproduces the original: the params are all there is to it.
+    np.testing.assert_allclose(copy.fit(X).transform(X), latent, atol=1e-6)

@@ -1,4 +1,5 @@
-"""Contract and behaviour tests of the clustering estimators (core/clustering.py) on well-separated blobs."""
+"""Contract and behaviour tests of the clustering estimators (core/cluster/clustering.py): on well-separated
+blobs, and once on persona-like data whose groups overlap."""
 
 from __future__ import annotations
 
@@ -171,15 +172,19 @@ def test_sampled_silhouette_is_nan_with_one_cluster(data):
     assert np.isnan(sampled_silhouette(X, one_cluster_and_noise, size=1000, seed=0))
 
 
-def test_sampled_silhouette_ignores_noise(data):
+def test_sampled_silhouette_leaves_noise_out_and_scores_every_other_label(data):
     X, y = data
     labels = y.copy()
     labels[::7] = NOISE  # mark some points noise: scattered across every blob
     keep = labels != NOISE
-    expected = silhouette_score(X[keep], labels[keep])
-    assert sampled_silhouette(X, labels, size=len(X), seed=0) == pytest.approx(expected)
-    # Counting noise as a cluster of its own would give a very different score.
-    assert abs(silhouette_score(X, labels) - expected) > 0.1
+    ignored = sampled_silhouette(X, labels, size=len(X), seed=0)
+    assert ignored == pytest.approx(silhouette_score(X[keep], labels[keep]))
+    # The same rows labelled as an ordinary fifth cluster, spread over all four blobs: scored like any other
+    # cluster, they pull the score down, so it was the -1 that made the difference above.
+    fifth = np.where(keep, labels, CENTRES)
+    counted = sampled_silhouette(X, fifth, size=len(X), seed=0)
+    assert counted == pytest.approx(silhouette_score(X, fifth))
+    assert counted < ignored - 0.1
 
 
 def test_sampled_silhouette_samples_with_its_seed(data):
@@ -192,6 +197,57 @@ def test_sampled_silhouette_samples_with_its_seed(data):
 def test_normalized_entropy_is_zero_when_certain_and_one_when_evenly_split():
     membership = np.array([[1.0, 0.0, 0.0], [1 / 3, 1 / 3, 1 / 3], [0.2, 0.2, 0.0], [0.0, 0.0, 0.0]])
     np.testing.assert_allclose(normalized_entropy(membership), [0.0, 1.0, np.log(2) / np.log(3), 1.0])
+
+
+# --- persona-like data: overlapping groups -------------------------------------------------------
+
+# Five kinds of shopper over eight departments: each kind's typical department mix. Neighbouring kinds share
+# their favourite departments, so the groups overlap, as the generator's personas do.
+GROUP_MIXES = np.array([
+    [0.30, 0.20, 0.15, 0.10, 0.10, 0.05, 0.05, 0.05],
+    [0.15, 0.30, 0.20, 0.10, 0.05, 0.10, 0.05, 0.05],
+    [0.10, 0.10, 0.15, 0.30, 0.20, 0.05, 0.05, 0.05],
+    [0.05, 0.10, 0.05, 0.15, 0.20, 0.30, 0.10, 0.05],
+    [0.10, 0.05, 0.05, 0.05, 0.10, 0.15, 0.25, 0.25],
+])
+GROUP_SPEND = np.array([300.0, 450.0, 300.0, 600.0, 400.0])  # median yearly spend
+GROUP_ORDERS = np.array([1.0, 1.5, 1.5, 1.0, 2.0])  # median orders per month
+
+
+def persona_like(n: int = 2000, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Standardised features (8 department shares, log spend, log orders a month) and each customer's group.
+
+    Every customer varies around their group: a Dirichlet department mix of concentration 30 about the group's,
+    and lognormal spend and frequency (sigma 0.5) about the group's medians.
+    """
+    from sklearn.preprocessing import StandardScaler
+
+    rng = np.random.default_rng(seed)
+    group = rng.integers(0, len(GROUP_MIXES), size=n)
+    mix = np.vstack([rng.dirichlet(30 * GROUP_MIXES[g]) for g in group])
+    spend = rng.lognormal(np.log(GROUP_SPEND[group]), 0.5)
+    orders = rng.lognormal(np.log(GROUP_ORDERS[group]), 0.5)
+    return StandardScaler().fit_transform(np.column_stack([mix, np.log(spend), np.log(orders)])), group
+
+
+def test_kmeans_recovers_overlapping_persona_like_groups_nearly_as_well_as_a_classifier():
+    """Where the groups overlap, no clustering is perfect; the bar is what the features allow: a classifier
+    trained on the groups themselves, cross-validated. k-means with the true number of groups must come within
+    0.1 ARI of it (measured over data seeds 0-3: classifier 0.87-0.90, k-means 0.86-0.89, a gap of at most
+    0.02; seed 0, used here: 0.894 and 0.879), and far above what carries no information (a single segment: 0; random segments: about 0)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import cross_val_predict
+
+    X, group = persona_like()
+    classifier = cross_val_predict(LogisticRegression(max_iter=1000), X, group, cv=5)
+    reference = adjusted_rand_score(group, classifier)
+    assert reference < 0.95, "the groups should overlap: otherwise this is the blob test again"
+    found = KMeansClusterer(n_clusters=(5, 5), random_state=0).fit(X).labels_
+    single = adjusted_rand_score(group, np.zeros_like(group))
+    random_segments = adjusted_rand_score(group, np.random.default_rng(99).integers(0, 5, size=len(group)))
+    assert single == 0.0 and abs(random_segments) < 0.02
+    assert adjusted_rand_score(group, found) > reference - 0.1
+    assert adjusted_rand_score(group, found) > max(single, random_segments) + 0.5
 
 
 # --- HDBSCAN noise -------------------------------------------------------------------------------
@@ -217,12 +273,12 @@ def test_noise_points_get_their_most_likely_cluster_with_a_low_strength(noisy):
     # The flag: a reassigned customer's strength is its (low) membership in that cluster.
     assert np.median(found.strength[noise]) < 0.5 * np.median(found.strength[~noise])
     np.testing.assert_allclose(found.strength[noise], found.membership[noise].max(axis=1))
-    # A reassigned point mostly joins the cluster of its nearest clustered neighbour (membership vectors
-    # also weigh the cluster tree, so not always: 78% here). Every blob point was clustered, in its blob.
-    from sklearn.neighbors import KNeighborsClassifier
+    # "Most likely" is the hdbscan library's own answer: the largest entry of its membership vector.
+    import hdbscan
 
-    nearest = KNeighborsClassifier(n_neighbors=1).fit(X[~noise], kept.labels_[~noise]).predict(X[noise])
-    assert (nearest == found.labels[noise]).mean() > 0.7
+    library = hdbscan.membership_vector(model.clusterer_, np.ascontiguousarray(X[noise]))
+    np.testing.assert_array_equal(found.labels[noise], found.cluster_ids[library.argmax(axis=1)])
+    # Every blob point was clustered, in its blob.
     assert not noise[:N].any() and adjusted_rand_score(y, found.labels[:N]) == 1.0
     # Without reassignment noise stays -1, with strength 0.
     assert (kept.strength_[noise] == 0).all() and (kept.predict(X[noise]) == NOISE).all()

@@ -3,19 +3,26 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
+import re
 import shutil
 import subprocess
 import sys
+from html import unescape
 from pathlib import Path
 
+import joblib
 import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from sklearn.base import clone
+from sklearn.metrics import adjusted_rand_score
 
 from conftest import small_config_document, write_config
 from test_report_browser import assert_page_renders, needs_chromium
+from test_segmentation import COMPARISON_CSV_COLUMNS
 from core.framework import paths
 from core.config import CLUSTER_METHODS, SPACES, load_config
 from core.domain.tables import CUSTOMER_COLUMNS, IDENTITY_COLUMNS, TRANSACTION_COLUMNS
@@ -38,6 +45,11 @@ def pipeline_run(tmp_path_factory) -> tuple[Path, Path]:
 
 def read(artifacts_dir: Path, stage: str, file: str) -> pd.DataFrame:
     return pd.read_parquet(paths.stage_dir(artifacts_dir, stage) / file)
+
+
+def sha256_of(path: Path) -> str:
+    """The file's SHA-256, computed here rather than by the code under test."""
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def copy_run(pipeline_run, destination: Path) -> tuple[Path, Path]:
@@ -71,12 +83,18 @@ def test_every_stage_writes_a_complete_manifest(pipeline_run):
         assert {"numpy", "pandas", "scikit-learn", "keras"} <= set(manifest["library_versions"])
         for record in manifest["outputs"]:
             path = paths.stage_dir(artifacts_dir, name) / record["file"]
-            assert path.exists() and len(record["sha256"]) == 64
+            assert record["sha256"] == sha256_of(path), (name, record["file"])
             if path.suffix == ".parquet":
                 assert record["rows"] == len(pd.read_parquet(path))
         stage = dict((s.name, s) for s in all_stages())[name]
         declared = {(up, f) for up, files in stage.inputs.items() for f in files}
         assert {(r["stage"], r["file"]) for r in manifest["inputs"]} == declared
+        # Each input as this stage read it: the file the earlier stage wrote, byte for byte and row for row.
+        for record in manifest["inputs"]:
+            path = paths.stage_dir(artifacts_dir, record["stage"]) / record["file"]
+            assert record["sha256"] == sha256_of(path), (name, record["file"])
+            if path.suffix == ".parquet":
+                assert record["rows"] == len(pd.read_parquet(path)), (name, record["file"])
 
 
 def test_generated_tables_have_the_documented_columns(pipeline_run):
@@ -120,11 +138,10 @@ def test_assignments_hold_label_and_strength_for_every_method_and_space(pipeline
                 soft = read(artifacts_dir, paths.CLUSTER, paths.membership_file(method, space))
                 assert (soft["customer_id"] == assignments["customer_id"]).all()
                 assert (soft.drop(columns="customer_id").sum(axis=1) <= 1 + 1e-5).all()
-    assert len(comparison) == len(CLUSTER_METHODS) * len(SPACES)
-    from core.cluster.segmentation import COMPARISON_COLUMNS
-
-    assert list(comparison.columns) == COMPARISON_COLUMNS
-    assert comparison["ari"].between(-1, 1).all() and comparison["stability_reseed"].between(-1, 1).all()
+    assert sorted(zip(comparison["method"], comparison["space"])) == [
+        ("fcm", "latent"), ("fcm", "raw"), ("gmm", "latent"), ("gmm", "raw"),
+        ("hdbscan", "latent"), ("hdbscan", "raw"), ("kmeans", "latent"), ("kmeans", "raw")]
+    assert list(comparison.columns) == COMPARISON_CSV_COLUMNS
     assert (assignments["hdbscan_latent_label"] != -1).all(), "noise customers get their most likely segment"
     document = json.loads((paths.stage_dir(artifacts_dir, paths.CLUSTER) / paths.COMPARISON_JSON).read_text())
     primary = document["primary"]
@@ -134,7 +151,46 @@ def test_assignments_hold_label_and_strength_for_every_method_and_space(pipeline
     np.testing.assert_array_equal(assignments["reconstruction_error"], latent["reconstruction_error"])
     manifest = json.loads((paths.stage_dir(artifacts_dir, paths.CLUSTER) / paths.MANIFEST).read_text())
     assert manifest["details"]["primary"] == primary
-    assert document["supervised_reference"]["raw"]["ari"] > 0
+
+
+def test_the_comparison_measures_how_well_the_segments_recover_the_personas(pipeline_run):
+    """Each row's ARI is the agreement of that segmentation's labels with the customers' personas, recomputed
+    here from the saved tables; the primary recovers the personas far better than chance, the supervised
+    reference (a classifier that saw the personas) better still."""
+    _, artifacts_dir = pipeline_run
+    folder = paths.stage_dir(artifacts_dir, paths.CLUSTER)
+    assignments = read(artifacts_dir, paths.CLUSTER, paths.ASSIGNMENTS)
+    personas = read(artifacts_dir, paths.GENERATE_DATA, paths.CUSTOMERS).set_index("customer_id")["persona"]
+    persona = assignments["customer_id"].map(personas)
+    comparison = pd.read_csv(folder / paths.COMPARISON).set_index(["method", "space"])
+    for (method, space), row in comparison.iterrows():
+        recomputed = adjusted_rand_score(persona, assignments[f"{method}_{space}_label"])
+        assert row["ari"] == pytest.approx(recomputed, abs=1e-12), (method, space)
+    document = json.loads((folder / paths.COMPARISON_JSON).read_text())
+    primary_ari = comparison.loc[(document["primary"]["method"], document["primary"]["space"]), "ari"]
+    reference_ari = document["supervised_reference"]["raw"]["ari"]
+    # Measured on this config (seed 42, 274 segmented customers): primary hdbscan_raw 0.568, reference 0.868.
+    # The floors leave a margin of about 0.17 and 0.12, and still fail when the primary is one of this run's
+    # poor segmentations (the latent ones reach 0.05-0.12, fcm_raw 0.17) or the personas are misaligned with
+    # the customers (about 0). With seed 7 the reference is 0.881 too.
+    assert primary_ari > 0.40
+    assert reference_ari > 0.75
+    assert primary_ari < reference_ari, "a classifier trained on the personas beats any clustering of them"
+
+
+def test_a_refit_with_the_same_seed_gives_the_same_segments(pipeline_run):
+    """The basis of the reseed stability: the same rows and seed give the same partition (ARI exactly 1), so
+    only another seed may move a customer; HDBSCAN uses no seed, and its reseed stability is exactly 1."""
+    _, artifacts_dir = pipeline_run
+    folder = paths.stage_dir(artifacts_dir, paths.CLUSTER)
+    assignments = read(artifacts_dir, paths.CLUSTER, paths.ASSIGNMENTS)
+    matrix = read(artifacts_dir, paths.PREPARE_FEATURES, paths.FEATURES).drop(columns="customer_id").to_numpy(float)
+    for method in ("hdbscan", "gmm", "fcm", "kmeans"):
+        saved = joblib.load(folder / paths.cluster_model_file(method, "raw"))
+        refit = clone(saved).fit(matrix)  # the saved params, random_state included; unfitted again
+        assert adjusted_rand_score(refit.assign(matrix).labels, assignments[f"{method}_raw_label"]) == 1.0, method
+    comparison = pd.read_csv(folder / paths.COMPARISON).set_index(["method", "space"])
+    assert (comparison.loc["hdbscan", "stability_reseed"] == 1.0).all()
 
 
 def test_no_profile_column_reaches_basic_or_features(pipeline_run):
@@ -422,23 +478,43 @@ def test_unexpected_error_is_one_line_with_the_traceback_in_the_log(small_config
 
 
 def test_a_killed_stage_leaves_no_half_written_file_and_reruns(tmp_path):
-    """Kill the generator while it writes transactions: no manifest, no partial file under a real name."""
+    """Kill the generator while it writes transactions: no manifest, no partial file under a real name,
+    and no worker process left behind (each used to sleep on, re-parented, holding ~200 MB)."""
+    import os
+    import signal
     import time
 
+    from test_generator import child_processes, survivors
+
+    on_linux = sys.platform.startswith("linux")  # the stage's workers are found through /proc
     document = small_config_document()
     document["data"]["n_customers"] = 40000
     document["generate_data"]["chunk_size"] = 2000
+    n_workers = document["generate_data"]["workers"]
+    assert n_workers >= 2, "the stage must draw in worker processes for this test"
     config_path = write_config(tmp_path / "config", document)
     artifacts_dir = tmp_path / "artifacts"
     folder = paths.stage_dir(artifacts_dir, paths.GENERATE_DATA)
     process = subprocess.Popen([sys.executable, str(paths.REPO_ROOT / "01_generate_data.py"),
                                 "--config", str(config_path), "--artifacts", str(artifacts_dir)],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    workers: dict[int, int] = {}  # pid -> start time
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and not (folder.exists() and any(folder.glob(".transactions*"))):
+    while time.monotonic() < deadline:
+        writing = folder.exists() and any(folder.glob(".transactions*"))
+        workers = child_processes(process.pid) if on_linux else {}
+        if writing and (len(workers) >= n_workers or not on_linux):
+            break
         time.sleep(0.05)
     process.kill()  # SIGKILL: no clean-up code runs
     process.wait(timeout=60)
+    try:
+        if on_linux:
+            assert len(workers) >= n_workers, f"the stage's workers were not found: {workers}"
+            assert survivors(workers, seconds=10) == [], "generator workers outlived the killed stage"
+    finally:
+        for pid in survivors(workers, seconds=0):  # never leave them behind, even when the check fails
+            os.kill(pid, signal.SIGKILL)
     assert any(folder.glob(".transactions*")), "the kill should land while transactions are being written"
     assert not (folder / paths.MANIFEST).exists()
     assert not (folder / paths.TRANSACTIONS).exists()
@@ -446,6 +522,8 @@ def test_a_killed_stage_leaves_no_half_written_file_and_reruns(tmp_path):
     assert {s.stage: s.state for s in pipeline_status(config, artifacts_dir)}[paths.GENERATE_DATA] == "missing"
     with pytest.raises(PipelineError, match="run stage 01_generate_data first"):
         run_pipeline(config, artifacts_dir, only=paths.PREPARE_FEATURES)
+    if not on_linux:
+        pytest.skip("the rest passed; whether workers outlive the stage is checked through /proc, on Linux only")
 
 
 # --- stage 05: exports and report ---------------------------------------------------
@@ -488,10 +566,29 @@ def test_pipeline_report_renders_in_a_real_browser(pipeline_run, tmp_path):
     folder = paths.stage_dir(artifacts_dir, paths.PROFILE_EXPORT)
     for png in (paths.SEGMENT_SIZES_PLOT, paths.DEPARTMENT_HEATMAP, paths.PROJECTION_PLOT, paths.LOSS_CURVE):
         assert (folder / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
-    html = (folder / paths.REPORT).read_text(encoding="utf-8")
-    assert "Personas by segment" in html or "persona" in html.lower()
     assert_page_renders(folder / paths.REPORT, expected_images=4, profile_dir=tmp_path / "chromium")
 
+
+def test_the_report_persona_table_counts_each_personas_customers_by_segment(pipeline_run):
+    """The "Personas by segment" table: one row per persona, one column per described segment (in the export's
+    order), each cell the number of that persona's customers in that segment, counted here from the tables."""
+    _, artifacts_dir = pipeline_run
+    folder = paths.stage_dir(artifacts_dir, paths.PROFILE_EXPORT)
+    html = (folder / paths.REPORT).read_text(encoding="utf-8")
+    section = html[html.index('<section id="personas"><h2>Personas by segment</h2>'):]
+    section = section[:section.index("</section>")]
+    columns = [unescape(name) for name in re.findall(r'<th scope="col" class="n">(.*?)</th>', section)]
+    shown = {unescape(persona): [int(count.replace(",", "")) for count in re.findall(r"<td[^>]*>([^<]*)</td>", cells)]
+             for persona, cells in re.findall(r'<tr><th scope="row">(.*?)</th>(.*?)</tr>', section)}
+
+    segments = json.loads((folder / paths.SEGMENT_PROFILES_JSON).read_text(encoding="utf-8"))["segments"]
+    assert columns == [s["name"] for s in segments if not s["suppressed"]]
+    table = read(artifacts_dir, paths.PROFILE_EXPORT, paths.CUSTOMERS_WITH_SEGMENTS)
+    personas = read(artifacts_dir, paths.GENERATE_DATA, paths.CUSTOMERS).set_index("customer_id")["persona"]
+    counts = pd.crosstab(table["customer_id"].map(personas), table["segment_name"])
+    expected = {persona: [int(counts.loc[persona].get(name, 0)) for name in columns] for persona in counts.index}
+    assert shown == expected
+    assert len(shown) == 10, "every persona of config/personas.yml has customers among the 274"
 
 def test_other_segmentations_are_exported_on_request(pipeline_run, tmp_path):
     from core.profile_export import export
@@ -529,8 +626,14 @@ def test_noise_is_not_a_segment_and_gets_the_catch_all_strategy(pipeline_run, tm
     if not noise["suppressed"]:
         assert noise["position"] == "Unassigned"
         assert noise["strategy"]["rule"] == config.strategies.rules[-1].id
+    # Stage 05's manifest records the stage 04 outputs of this rerun, not those of the run it was copied from.
     manifest = json.loads((folder / paths.MANIFEST).read_text(encoding="utf-8"))
-    assert {(r["stage"], r["file"]) for r in manifest["inputs"]} >= {(paths.PREPARE_FEATURES, paths.FEATURES)}
+    recorded = {r["file"]: r["sha256"] for r in manifest["inputs"] if r["stage"] == paths.CLUSTER}
+    cluster_folder = paths.stage_dir(artifacts_dir, paths.CLUSTER)
+    assert recorded == {file: sha256_of(cluster_folder / file)
+                        for file in (paths.ASSIGNMENTS, paths.COMPARISON, paths.COMPARISON_JSON)}
+    first_run = paths.stage_dir(pipeline_run[1], paths.CLUSTER) / paths.ASSIGNMENTS
+    assert recorded[paths.ASSIGNMENTS] != sha256_of(first_run), "noise kept as -1 changes the assignments"
 
 
 def test_stage_05_refuses_assignments_made_for_another_primary(pipeline_run, tmp_path):

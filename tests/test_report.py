@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import re
+from html import unescape
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -268,7 +269,17 @@ def test_comparison_shows_its_chosen_columns_and_missing_values(report_data):
 
 
 def test_persona_table_is_present_only_when_given(page, report_data):
-    assert 'id="personas"' in page and "woman_with_baby" in page and "Personas by segment" in page
+    section = page[page.index('<section id="personas"><h2>Personas by segment</h2>'):]
+    section = section[:section.index("</section>")]
+    # Columns: the segments by name, escaped; rows: each persona's customers per segment, as given.
+    columns = re.findall(r'<th scope="col" class="n">(.*?)</th>', section)
+    assert columns[2] == "Steady Shoppers - Home &lt;b&gt;&amp; Garden"
+    assert [unescape(c) for c in columns] == list(report_data.persona_table.columns)
+    rows = re.findall(r'<tr><th scope="row">(.*?)</th>(.*?)</tr>', section)
+    assert [persona for persona, _ in rows] == list(report_data.persona_table.index)
+    for (persona, cells), expected in zip(rows, report_data.persona_table.to_numpy()):
+        counts = [int(c.replace(",", "")) for c in re.findall(r"<td[^>]*>([^<]*)</td>", cells)]
+        assert counts == expected.tolist(), persona
     without = render_report(ReportData(**{**report_data.__dict__, "persona_table": None}))
     assert 'id="personas"' not in without and "woman_with_baby" not in without
     assert 'href="#personas"' not in without

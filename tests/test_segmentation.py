@@ -16,6 +16,17 @@ from core.cluster.matching import MIGRATION_COLUMNS, kept_share, match_cluster_i
 
 N, CENTRES, DIMS = 500, 4, 5
 
+# comparison.csv's columns in order, written out as README's table of stage 04 outputs lists them (not taken
+# from segmentation.COMPARISON_COLUMNS: a column dropped or moved there must fail here).
+COMPARISON_CSV_COLUMNS = [
+    "method", "space", "clusters", "noise_ratio", "smallest_cluster", "largest_cluster", "smallest_share",
+    "median_share", "largest_share", "silhouette", "davies_bouldin", "calinski_harabasz", "stability_reseed",
+    "stability_bootstrap", "high_confidence_share", "mean_uncertainty", "bic", "aic", "partition_coefficient",
+    "partition_entropy", "ari", "nmi", "homogeneity", "completeness", "ari_to_reference",
+]
+# The ones measured against the ground truth; the rest describe the segmentation alone.
+TRUTH_COLUMNS = ["ari", "nmi", "homogeneity", "completeness", "ari_to_reference"]
+
 
 def blobs(n: int = N, seed: int = 0, std: float = 1.0):
     _, _, centres = make_blobs(n_samples=10, centers=CENTRES, n_features=DIMS, center_box=(-10, 10),
@@ -50,7 +61,7 @@ def test_every_method_and_space_is_fitted_scored_and_compared(result, cluster_cf
     pairs = [(m, s) for s in matrices for m in cluster_cfg.methods]
     assert list(result.models) == pairs and list(result.assignments) == pairs
     assert list(zip(result.comparison["method"], result.comparison["space"])) == pairs
-    assert list(result.comparison.columns) == segmentation.COMPARISON_COLUMNS
+    assert list(result.comparison.columns) == COMPARISON_CSV_COLUMNS
     for found in result.assignments.values():
         assert found.labels.shape == (N,) and ((found.strength >= 0) & (found.strength <= 1)).all()
     table = result.comparison.set_index(["method", "space"])
@@ -91,8 +102,7 @@ def test_the_ground_truth_never_reaches_a_fit(cluster_cfg, spaces, result):
                                                                          space="raw"))
     runs = [segmentation.segment_customers(matrices, list(cluster_cfg.methods), fixed, seed=0, truth=t)
             for t in (truth, shuffled, None)]
-    internal = [c for c in segmentation.COMPARISON_COLUMNS
-                if c not in ("ari", "nmi", "homogeneity", "completeness", "ari_to_reference")]
+    internal = [c for c in COMPARISON_CSV_COLUMNS if c not in TRUTH_COLUMNS]
     for other in runs[1:]:
         for key, found in runs[0].assignments.items():
             np.testing.assert_array_equal(other.assignments[key].labels, found.labels)
@@ -260,7 +270,17 @@ def _comparison(**columns) -> pd.DataFrame:
     return pd.DataFrame({**base, **columns})
 
 
-def test_primary_named_in_config_is_kept():
+def test_primary_named_in_config_is_kept_over_the_automatic_choice():
+    # auto would pick gmm_raw (test below); the named kmeans_latent is neither stable nor in the table's lead.
+    table = _comparison(method=["gmm", "kmeans", "hdbscan", "kmeans"])
+    assert evaluation.choose_primary(table, "kmeans", "latent", 0.9, True) == (
+        "kmeans", "latent", "named in config (cluster.primary)")
+
+
+def test_a_named_primary_absent_from_the_comparison_is_returned_as_named():
+    """choose_primary does not look a named pair up: config validation is what refuses a primary that is not
+    among cluster.methods (test_primary_method_must_be_fitted in tests/test_config_validation.py)."""
+    assert ("fcm", "raw") not in set(zip(_comparison()["method"], _comparison()["space"]))
     assert evaluation.choose_primary(_comparison(), "fcm", "raw", 0.9, True) == (
         "fcm", "raw", "named in config (cluster.primary)")
 

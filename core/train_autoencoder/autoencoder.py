@@ -4,20 +4,30 @@ Keras keeps global state (random generators, layer-name counters) and the
 encoder of a reloaded model must come from the *loaded* layers, not from
 layers built before training. This wrapper hides both: ``fit`` seeds
 Python, NumPy and TensorFlow from ``random_state`` and turns op determinism
-on; the encoder is always rebuilt from ``model_`` by layer name.
+on for the training only, then puts back what the caller had (so fitting a
+model never reseeds the caller's random numbers or switches determinism on
+or off behind its back); ``transform`` and ``reconstruction_error`` run
+with op determinism on in the same way. The encoder is always rebuilt from
+``model_`` by layer name.
 
-TensorFlow is imported lazily so that importing ``core`` stays fast.
+TensorFlow is imported lazily so that importing ``core`` stays fast. The
+first import sets two environment variables when unset
+(``TF_ENABLE_ONEDNN_OPTS=0``, ``TF_CPP_MIN_LOG_LEVEL=3``): TensorFlow reads
+them once, when it loads, so they are process settings that cannot be put
+back afterwards, not state ``fit`` changes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import random
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
-from sklearn.utils.validation import check_is_fitted
+from sklearn.utils.validation import check_is_fitted, validate_data
 
 log = logging.getLogger(__name__)
 
@@ -38,11 +48,53 @@ def _keras():
     return keras, tf
 
 
-def enable_determinism(seed: int) -> None:
-    """Seed Python, NumPy and TensorFlow and make TensorFlow ops deterministic."""
-    keras, tf = _keras()
-    keras.utils.set_random_seed(seed)
+@contextlib.contextmanager
+def op_determinism():
+    """TensorFlow op determinism on inside the block, then as it was before."""
+    _, tf = _keras()
+    from tensorflow.python.framework import config as tf_config
+
+    was_on = tf_config.is_op_determinism_enabled()
     tf.config.experimental.enable_op_determinism()
+    try:
+        yield
+    finally:
+        if not was_on:
+            tf_config.disable_op_determinism()
+
+
+@contextlib.contextmanager
+def seeded(seed: int):
+    """Python, NumPy and TensorFlow seeded with ``seed`` inside the block, then restored.
+
+    What ``keras.utils.set_random_seed`` seeds, minus Keras's own global
+    seed generator, which this network does not draw from (its dropout has
+    its own seed). Afterwards Python's and NumPy's global generators and
+    TensorFlow's global seed and op-seed sequence continue exactly where the
+    caller left them. TensorFlow has no public getter for the eager seed
+    state; the two private attributes read here are those of the pinned
+    tensorflow 2.21 (pyproject.toml), and tests/test_autoencoder.py checks
+    the restore.
+    """
+    _, tf = _keras()
+    from tensorflow.python.eager import context
+
+    python_state, numpy_state = random.getstate(), np.random.get_state()
+    eager = context.context()
+    tf_seed, tf_op_seeds = eager._seed, getattr(eager, "_rng", None)
+    random.seed(seed)
+    np.random.seed(seed)
+    tf.random.set_seed(seed)
+    try:
+        yield
+    finally:
+        random.setstate(python_state)
+        np.random.set_state(numpy_state)
+        tf.random.set_seed(tf_seed)  # the global seed (and TensorFlow clears its cached random kernels)
+        if tf_op_seeds is None:
+            eager.__dict__.pop("_rng", None)  # never seeded: as before any set_seed
+        else:
+            eager._rng = tf_op_seeds  # the caller's op-seed sequence, where it was
 
 
 class AutoencoderTransformer(TransformerMixin, BaseEstimator):
@@ -126,11 +178,19 @@ class AutoencoderTransformer(TransformerMixin, BaseEstimator):
         return model
 
     def fit(self, X, y=None) -> "AutoencoderTransformer":
-        """Train on ``X`` (n_samples, n_features), deterministically for a given ``random_state``."""
+        """Train on ``X`` (n_samples, n_features), deterministically for a given ``random_state``.
+
+        Seeding and op determinism apply to the training only: when ``fit``
+        returns, Python's, NumPy's and TensorFlow's global random state and
+        TensorFlow's op-determinism switch are as the caller left them.
+        """
+        X = self._validate(X, reset=True)  # sets n_features_in_
+        with seeded(self.random_state), op_determinism():
+            self._train(X)
+        return self
+
+    def _train(self, X: np.ndarray) -> None:
         keras, _ = _keras()
-        X = np.asarray(X, dtype=np.float32)
-        enable_determinism(self.random_state)
-        keras.backend.clear_session()
         self.model_ = self._build(X.shape[1])
         order = np.random.default_rng(self.random_state).permutation(len(X))
         n_val = int(round(len(X) * self.validation_split))
@@ -147,8 +207,19 @@ class AutoencoderTransformer(TransformerMixin, BaseEstimator):
             validation_data=(X[val_rows], X[val_rows]) if use_validation else None,
             epochs=self.epochs, batch_size=self.batch_size, shuffle=True, verbose=0, callbacks=callbacks)
         self.history_ = {k: [float(v) for v in vals] for k, vals in history.history.items()}
-        self.n_features_in_ = X.shape[1]
-        return self
+
+    def _validate(self, X, reset: bool = False) -> np.ndarray:
+        """``X`` as a finite, 2-d float32 array; unless ``reset``, with the number of columns ``fit`` saw.
+
+        scikit-learn's own validation, so the errors read as every estimator's do (NaN, infinity, sparse,
+        1-d or empty input; "X has 9 features, but AutoencoderTransformer is expecting 10 features as input").
+        """
+        return validate_data(self, X, dtype=np.float32, reset=reset)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.transformer_tags.preserves_dtype = ["float32"]  # the network computes in float32
+        return tags
 
     @property
     def encoder_(self):
@@ -158,15 +229,22 @@ class AutoencoderTransformer(TransformerMixin, BaseEstimator):
         return keras.Model(self.model_.inputs, self.model_.get_layer(LATENT_LAYER).output, name="encoder")
 
     def transform(self, X) -> np.ndarray:
-        """Latent representation, shape (n_samples, latent_dim)."""
+        """Latent representation, shape (n_samples, latent_dim).
+
+        Raises ``ValueError`` when ``X`` does not have the ``n_features_in_``
+        columns the network was trained on.
+        """
         check_is_fitted(self, "model_")
-        return self.encoder_.predict(np.asarray(X, dtype=np.float32), batch_size=4096, verbose=0)
+        X = self._validate(X)
+        with op_determinism():
+            return self.encoder_.predict(X, batch_size=4096, verbose=0)
 
     def reconstruction_error(self, X) -> np.ndarray:
-        """Mean squared reconstruction error per row: large for unusual customers."""
+        """Mean squared reconstruction error per row, shape (n_samples,): large for unusual customers."""
         check_is_fitted(self, "model_")
-        X = np.asarray(X, dtype=np.float32)
-        rebuilt = self.model_.predict(X, batch_size=4096, verbose=0)
+        X = self._validate(X)
+        with op_determinism():
+            rebuilt = self.model_.predict(X, batch_size=4096, verbose=0)
         return np.mean((X - rebuilt) ** 2, axis=1)
 
     def save(self, path: Path) -> None:
@@ -187,7 +265,8 @@ class AutoencoderTransformer(TransformerMixin, BaseEstimator):
     def load(cls, path: Path, **params: Any) -> "AutoencoderTransformer":
         """A fitted transformer from a saved ``.keras`` file."""
         keras, _ = _keras()
-        model = keras.models.load_model(path)
+        # safe_mode refuses Lambda layers (their Python bytecode would run on load); this network has none.
+        model = keras.saving.load_model(path, safe_mode=True)
         encoder_layers = [layer for layer in model.layers if layer.name.startswith("encoder_")
                           and not layer.name.startswith("encoder_bn_")]
         # The architecture comes from the saved network, so get_params() describes what was loaded.

@@ -18,7 +18,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from core.cluster.settings import CLUSTER_METHODS, SPACES, ClusterConfig
+from core.cluster.settings import CLUSTER_METHODS, SPACES, ClusterConfig, check_cluster
 from core.domain.hierarchy import Hierarchy, load_hierarchy
 from core.domain.tables import CUSTOMER_COLUMNS, IDENTITY_COLUMNS
 from core.domain.columns import identifier_columns
@@ -31,7 +31,7 @@ from core.generate_data.settings import (DataConfig, GenerateDataConfig, IngestC
 from core.prepare_features.settings import PrepareFeaturesConfig, check_model_features, check_prepare_features
 from core.profile_export.settings import ProfileExportConfig
 from core.profile_export.strategies import StrategyTable, load_strategies
-from core.train_autoencoder.settings import TrainAutoencoderConfig
+from core.train_autoencoder.settings import TrainAutoencoderConfig, check_train_autoencoder
 
 
 @dataclasses.dataclass(frozen=True)
@@ -172,6 +172,8 @@ def _check_cross_fields(cfg: _ConfigFile, problems: Problems) -> None:
     if (cl.primary.method not in cl.methods + ("auto",)) or (cl.primary.space not in cl.spaces + ("auto",)):
         problems.add("cluster.primary", f"{cl.primary.method}/{cl.primary.space} is not fitted; "
                                         f"it must be one of cluster.methods and one of cluster.spaces (or auto)")
+    check_cluster(cl, problems)
+    check_train_autoencoder(cfg.train_autoencoder, problems)
     truth = cl.evaluation.ground_truth
     if truth is not None:
         allowed = [c for c in CUSTOMER_COLUMNS if c != "customer_id" and c not in IDENTITY_COLUMNS]

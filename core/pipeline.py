@@ -31,7 +31,7 @@ import pandas as pd
 from core import scoring
 from core.cluster.stage import STAGE as CLUSTER
 from core.config import PipelineConfig, load_config
-from core.framework import artifacts, cli, paths, runner
+from core.framework import artifacts, cli, lock, paths, runner
 from core.framework.errors import PipelineError
 from core.framework.runner import StageStatus, format_status, show_stage
 from core.framework.stage import Stage, StageContext
@@ -93,7 +93,9 @@ def stage_main(name: str, argv: list[str] | None = None) -> int:
     def action() -> int:
         config = load_config(args.config)
         cli.check_artifacts_dir(args.artifacts)
-        run_pipeline(config, args.artifacts, only=stage.name, force=args.force)
+        command = " ".join([f"{stage.name}.py", *(sys.argv[1:] if argv is None else argv)])
+        with lock.folder_lock(args.artifacts, command):  # one run per artifacts folder
+            run_pipeline(config, args.artifacts, only=stage.name, force=args.force)
         return 0
 
     return cli.guarded(action)
@@ -107,7 +109,9 @@ def score_file(config: PipelineConfig, artifacts_dir: Path, source: Path, output
                analysis_date: str | None = None) -> Path:
     """Score the customers of a transaction log or features file with a finished run's models.
 
-    Reads ``source`` (``.parquet`` or ``.csv``), calls
+    Reads ``source`` (``.parquet`` or ``.csv``), refuses a malformed one
+    (:func:`read_scoring_input`, :func:`check_scoring_input`: one line
+    naming the file, the column, the row and what is expected), calls
     :func:`core.scoring.score_customers` and writes the result (``.parquet``
     or ``.csv``, by ``output``'s suffix; default
     ``<artifacts>/scores/<source name>.parquet``). Returns the output path.
@@ -130,8 +134,10 @@ def score_file(config: PipelineConfig, artifacts_dir: Path, source: Path, output
     for status in stale:
         log.warning("%s is stale (%s); scoring uses its saved models as they are", status.stage,
                     "; ".join(status.reasons))
-    frame = pd.read_parquet(source) if source.suffix.lower() == ".parquet" else pd.read_csv(source)
+    frame = read_scoring_input(source)  # an unreadable or empty file stops before any model is loaded
     saved = scoring.load_saved_run(artifacts_dir, config)
+    frame = check_scoring_input(frame, scoring.input_kind(frame, saved.transformer, str(source)),
+                                list(saved.transformer.columns), source)
     scored = scoring.score_customers(frame, saved, analysis_date=day, source=str(source))
     if output.suffix.lower() == ".csv":
         artifacts.write_atomic(output, lambda tmp: scored.to_csv(tmp, index=False, encoding="utf-8",
@@ -144,6 +150,122 @@ def score_file(config: PipelineConfig, artifacts_dir: Path, source: Path, output
              scored["segment"].nunique(), f", {excluded:,} without features (see excluded_reason)" if excluded
              else "", output)
     return output
+
+
+def read_scoring_input(source: Path) -> pd.DataFrame:
+    """The rows of a file handed to ``score``: a readable ``.csv`` or ``.parquet`` file with at least one row.
+
+    Raises
+    ------
+    PipelineError
+        In one line naming the file and what is wrong with it (empty, a
+        header only, not CSV or Parquet, not UTF-8).
+    """
+    what = "give order lines (the columns of transactions.parquet) or customer features, with a header row"
+    try:
+        if source.suffix.lower() == ".parquet":
+            frame = pd.read_parquet(source)
+        else:
+            frame = pd.read_csv(source)
+    except pd.errors.EmptyDataError:
+        raise PipelineError(f"{source}: the file is empty; {what}") from None
+    except pd.errors.ParserError as exc:
+        raise PipelineError(f"{source}: not a readable CSV file ({_first_line(exc)}); {what}") from None
+    except UnicodeDecodeError:
+        raise PipelineError(f"{source}: not UTF-8 text; save it as UTF-8 CSV") from None
+    except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError: a damaged Parquet file
+        kind = "Parquet" if source.suffix.lower() == ".parquet" else "CSV"
+        raise PipelineError(f"{source}: not a readable {kind} file ({_first_line(exc)}); {what}") from None
+    if len(frame) == 0:
+        raise PipelineError(f"{source}: no rows{' (a header only)' if len(frame.columns) else ''}; give at least "
+                            f"one order line or customer")
+    return frame
+
+
+def check_scoring_input(frame: pd.DataFrame, kind: str, feature_columns: list[str], source: Path) -> pd.DataFrame:
+    """``frame`` checked value by value before scoring, with text columns of numbers made numbers.
+
+    Order lines (``kind`` ``transactions``) need the required columns of
+    ``transactions.parquet`` (``core.domain.tables``; ``unit_price`` is
+    never read) filled, their numbers numeric and finite, whole where the
+    table says so, dates that parse and a true/false return flag. A features
+    file needs ``customer_id`` and every model feature (``feature_columns``),
+    finite numbers for every customer.
+
+    Raises
+    ------
+    PipelineError
+        On the first bad value, in one line: the file, the column, the row
+        (1 = the first row after the header) and what is expected.
+    """
+    import warnings
+
+    import numpy as np
+    import pyarrow as pa
+
+    from core.domain.tables import TRANSACTION_TABLE
+
+    if kind == "transactions":
+        table = {c.name: c for c in TRANSACTION_TABLE if c.name in frame.columns}
+        required = [name for name, c in table.items() if c.required and name != "unit_price"]
+    else:
+        table = {c.name: c for c in TRANSACTION_TABLE if c.name == "customer_id"}
+        required = ["customer_id", *feature_columns]
+    checked = frame  # copied only when a column of numbers written as text is converted
+    for column in dict.fromkeys([*required, *table]):
+        values = checked[column]
+        arrow = table[column].type if column in table else pa.float64()
+
+        def stop(position: int, problem: str) -> None:
+            row = f"row {position + 1}{' after the header' if source.suffix.lower() == '.csv' else ''}"
+            raise PipelineError(f"{source}: column {column}, {row}: {problem}")
+
+        missing = np.flatnonzero(values.isna().to_numpy())
+        if len(missing) and column in required:
+            stop(missing[0], f"no value; every {'order line' if kind == 'transactions' else 'customer'} "
+                             f"needs {column}")
+        if pa.types.is_integer(arrow) or pa.types.is_floating(arrow):
+            if pd.api.types.is_bool_dtype(values) or not pd.api.types.is_numeric_dtype(values):
+                numbers = pd.to_numeric(values.astype("object"), errors="coerce")
+                bad = np.flatnonzero((numbers.isna() & values.notna()).to_numpy())
+                if len(bad) or pd.api.types.is_bool_dtype(values):
+                    first = bad[0] if len(bad) else 0
+                    stop(first, f"{values.iloc[first]!r} is not a number; expected "
+                                f"{'a whole number' if pa.types.is_integer(arrow) else 'a number such as 12.50'}")
+                checked = checked.copy() if checked is frame else checked
+                checked[column] = values = numbers
+            numbers = values.to_numpy(np.float64, na_value=np.nan)
+            bad = np.flatnonzero(np.isinf(numbers))
+            if len(bad):
+                stop(bad[0], f"{numbers[bad[0]]} is not a finite number; expected a finite number")
+            if pa.types.is_integer(arrow):
+                bad = np.flatnonzero(~np.isnan(numbers) & (numbers != np.round(numbers)))
+                if len(bad):
+                    stop(bad[0], f"{numbers[bad[0]]} is not a whole number; expected an integer id or count")
+        elif pa.types.is_timestamp(arrow) and not pd.api.types.is_datetime64_any_dtype(values):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)  # "could not infer format": the bad value is named
+                dates = pd.to_datetime(values.astype("object"), errors="coerce")
+            bad = np.flatnonzero((dates.isna() & values.notna()).to_numpy())
+            if len(bad):
+                stop(bad[0], f"{values.iloc[bad[0]]!r} is not a date; expected YYYY-MM-DD (or YYYY-MM-DD hh:mm:ss) "
+                             f"in every row")
+        elif pa.types.is_boolean(arrow) and not pd.api.types.is_bool_dtype(values):
+            text = values.astype("object").map(lambda v: str(v).strip().lower(), na_action="ignore")
+            bad = np.flatnonzero((~text.isin(list(_TRUE_FALSE)) & values.notna()).to_numpy())
+            if len(bad):
+                stop(bad[0], f"{values.iloc[bad[0]]!r} is not true or false; expected one of "
+                             f"{', '.join(_TRUE_FALSE)}")
+    return checked
+
+
+# The return flag's spellings core.scoring reads (a CSV gives text or 0/1).
+_TRUE_FALSE = ("true", "false", "1", "0", "yes", "no")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:200] if text else type(exc).__name__
 
 
 # ---------------------------------------------------------------------------
@@ -187,15 +309,19 @@ def main(argv: list[str] | None = None) -> int:
             print(show_stage(resolve_stage_name(args.stage), args.artifacts, args.rows))
             return 0
         config = load_config(args.config)
+        # run and score write into the artifacts folder: one at a time (status and show only read).
+        command = " ".join(argv)
         if args.command == "score":
-            score_file(config, args.artifacts, args.input, args.output, args.analysis_date)
+            with lock.folder_lock(args.artifacts, command):
+                score_file(config, args.artifacts, args.input, args.output, args.analysis_date)
             return 0
         if args.command == "status":
             print(format_status(pipeline_status(config, args.artifacts)))
             return 0
         start = resolve_stage_name(args.start) if args.start else None
         only = resolve_stage_name(args.only) if args.only else None
-        outcome = run_pipeline(config, args.artifacts, start=start, only=only, force=args.force)
+        with lock.folder_lock(args.artifacts, command):
+            outcome = run_pipeline(config, args.artifacts, start=start, only=only, force=args.force)
         ran = [k for k, v in outcome.items() if v == "ran"]
         log.info("pipeline: %d stage(s) ran, %d up to date", len(ran), len(outcome) - len(ran))
         return 0

@@ -12,7 +12,7 @@ from conftest import small_config_document, write_config
 from core.profile_export import export
 from core.framework import paths
 from core.config import load_config
-from core.profile_export.profiling import suppress_small_segments, identifier_columns, leaked_identifier_values
+from core.profile_export.profiling import identifier_columns, leaked_identifiers, suppress_small_segments
 from core.framework.schema import ConfigError
 
 
@@ -86,14 +86,17 @@ def test_smuggling_an_identifier_through_config_is_refused(tmp_path, smuggled):
         load_config(path)
 
 
-def test_an_identifier_value_in_an_export_is_found():
-    profile = pd.DataFrame({"customer_id": [1, 2], "email": ["ann@example.com", "bob@example.com"],
-                            "age": [30, 40]})
+def test_an_identifier_value_in_an_export_is_found_with_where_it_is():
+    customers = pd.DataFrame({"customer_id": [1, 2], "email": ["ann@example.com", "bob@example.com"],
+                              "street_address": ["3 Shane Street", "Flat 2, Patel Underpass"], "age": [30, 40]})
     clean = document([full_segment()])
-    assert leaked_identifier_values(clean, profile) == []
+    assert leaked_identifiers(clean, [customers]) == []
     dirty = copy.deepcopy(clean)
-    dirty["segments"][0]["demographics"]["contact"] = {"ann@example.com": 1.0}
-    assert leaked_identifier_values(dirty, profile) == ["ann@example.com"]
+    dirty["segments"][0]["demographics"]["region"] = {"Flat 2, Patel Underpass": 0.6, "other": 0.4}
+    dirty["segments"][0]["description"] = "Mostly from flat 2, patel underpass."
+    assert [(leak.path, leak.text) for leak in leaked_identifiers(dirty, [customers])] == [
+        (("segments", 0, "description"), "flat 2, patel underpass"),
+        (("segments", 0, "demographics", "region", "Flat 2, Patel Underpass"), "Flat 2, Patel Underpass")]
 
 
 def test_the_shipped_schema_is_itself_valid():

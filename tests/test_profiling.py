@@ -284,10 +284,62 @@ def test_identifier_scan_finds_full_names_and_contacts_but_not_a_surname_that_is
     profile = pd.DataFrame({"customer_id": [1, 2], "first_name": ["Hope", "Jean"], "last_name": ["Pet", "Cook"],
                             "email": ["hope.pet1@example.com", "jean.cook2@example.com"],
                             "age": [30, 40]})
+    assert profiling.identifier_values(profile) == {"hope pet", "jean cook", "hope.pet1@example.com",
+                                                    "jean.cook2@example.com"}
     clean = {"segments": [{"name": "Pet lovers", "top_classes": ["Pet", "Hope"]}]}
-    assert profiling.leaked_identifier_values(clean, profile) == []
+    assert profiling.leaked_identifiers(clean, [profile]) == []
     leaking = {"segments": [{"examples": ["Jean Cook", "hope.pet1@example.com"]}]}
-    assert sorted(profiling.leaked_identifier_values(leaking, profile)) == ["Jean Cook", "hope.pet1@example.com"]
+    assert sorted(leak.text for leak in profiling.leaked_identifiers(leaking, [profile])) == [
+        "Jean Cook", "hope.pet1@example.com"]
+
+
+# Written by hand: what each detector must find in a string, and strings it must leave alone.
+IDENTIFIER_SHAPED = [
+    ("jane.doe@example.com", "an email address", "jane.doe@example.com"),
+    ("write to Jane.Doe+news@mail.co.uk.", "an email address", "Jane.Doe+news@mail.co.uk"),
+    ("SW1A 1AA", "a UK postcode", "SW1A 1AA"),
+    ("lives at b33 8th", "a UK postcode", "b33 8th"),
+    ("EC1A1BB", "a UK postcode", "EC1A1BB"),
+    ("+44 20 7946 0958", "a phone number", "+44 20 7946 0958"),
+    ("call 07700 900123 today", "a phone number", "07700 900123"),
+    ("(555) 123-4567", "a phone number", "(555) 123-4567"),
+    ("555-123-4567", "a phone number", "555-123-4567"),
+    ("tel:+33123456789", "a phone number", "+33123456789"),
+    ("4477009001", "a phone number", "4477009001"),
+]
+NOT_IDENTIFIERS = [
+    "Kids Clothing", "Ladies Footwear", "Home", "Pet", "North West", "Loyal Regulars - Home Shoppers (+ Beauty)",
+    "£12.50", "£1,234,567", "12.5%", "1234567.50", "2024-03-31", "31/03/2024", "2026-11-21T12:00:00+00:00",
+    "14:05", "Child 7-8", "Teen 12-14", "Baby 0-12m", "UK 10", "XS", "Q4 2nd week", "Q3", "sizes 10 12 14 16",
+    "2023-2024", "0123456789abcdef", "a" * 64, "Small segment 3",
+    "Loyal Regulars: 1,234 customers (12.3%) bringing 45.6% of net revenue. They last bought a median 12 days "
+    "ago, order 1.2 times a month with a typical order of £45, and spend a median £1,200 in all.",
+]
+
+
+@pytest.mark.parametrize("text, kind, match", IDENTIFIER_SHAPED)
+def test_identifier_shaped_text_is_found(text, kind, match):
+    assert profiling.identifier_shapes(text) == [(kind, match)]
+
+
+@pytest.mark.parametrize("text", NOT_IDENTIFIERS)
+def test_words_departments_money_and_dates_are_not_identifiers(text):
+    assert profiling.identifier_shapes(text) == []
+
+
+def test_the_shipped_hierarchy_personas_and_strategies_hold_no_identifier_shaped_text():
+    import yaml
+
+    from core.framework import paths
+
+    for name in ("hierarchy.yml", "personas.yml", "strategies.yml"):
+        document = yaml.safe_load((paths.REPO_ROOT / "config" / name).read_text(encoding="utf-8"))
+        assert profiling.leaked_identifiers(document) == [], name
+
+
+def test_an_identifier_is_masked_to_its_first_and_last_character():
+    assert profiling.masked("jane.doe@example.com") == "j******************m"
+    assert profiling.masked("ab") == "**"
 
 
 def test_department_spend_counts_a_department_without_columns_as_zero():

@@ -82,14 +82,31 @@ class _SilhouetteOfSample:
         return float(silhouette_score(self.distances, sampled, metric="precomputed"))
 
 
-def _candidates(n_range: int | tuple[float, float], n_rows: int) -> list[int]:
-    """Candidate cluster counts: a fixed number or an inclusive ``(min, max)``, capped below ``n_rows``."""
+def cluster_range(n_range: int | tuple[float, float]) -> tuple[int, int]:
+    """A fixed number of clusters or an inclusive ``(min, max)``, as ``(min, max)`` integers."""
     if isinstance(n_range, (int, np.integer)):
-        low = high = int(n_range)
-    else:
-        low, high = int(n_range[0]), int(n_range[1])
+        return int(n_range), int(n_range)
+    return int(n_range[0]), int(n_range[1])
+
+
+def usable_range(n_range: int | tuple[float, float], n_rows: int) -> tuple[int, int]:
+    """The part of a cluster-count range that ``n_rows`` rows can hold.
+
+    At most ``n_rows - 1`` clusters: a silhouette, and so a choice between
+    candidates, needs more rows than clusters. The top of the range is
+    lowered to that; the bottom only when nothing of the range fits
+    (:func:`core.cluster.segmentation.segment_customers` refuses that case
+    before fitting, with the number of customers it needs).
+    """
+    low, high = cluster_range(n_range)
     high = min(high, max(n_rows - 1, 1))
-    return list(range(min(low, high), high + 1))
+    return min(low, high), high
+
+
+def _candidates(n_range: int | tuple[float, float], n_rows: int) -> list[int]:
+    """Candidate cluster counts: the :func:`usable_range` of ``n_range`` for ``n_rows`` rows."""
+    low, high = usable_range(n_range, n_rows)
+    return list(range(low, high + 1))
 
 
 def second_best(scores: np.ndarray, higher_is_better: bool = True) -> np.ndarray:
@@ -244,6 +261,21 @@ class _Segmenter(ClusterMixin, BaseEstimator):
         """Parameters that refit the chosen model without choosing again (for stability checks)."""
         return {}
 
+    def _candidate_counts(self, configured, n_rows: int) -> list[int]:
+        """The cluster counts ``fit`` may choose from for ``n_rows`` rows; records the range used
+        (``candidate_range_``) so the selection report shows when the configured one was clamped."""
+        self.candidate_range_ = usable_range(configured, n_rows)
+        return list(range(self.candidate_range_[0], self.candidate_range_[1] + 1))
+
+    def _range_report(self, configured) -> dict[str, Any]:
+        """The configured range and the one the fit could use (they differ with too few rows)."""
+        asked, used = list(cluster_range(configured)), list(self.candidate_range_)
+        report: dict[str, Any] = {"configured_range": asked, "candidate_range": used}
+        if asked != used:
+            report["clamped"] = (f"{self.n_rows_fitted_:,} customers fitted hold at most "
+                                 f"{max(self.n_rows_fitted_ - 1, 1):,} clusters")
+        return report
+
 
 class HDBSCANClusterer(_Segmenter):
     """HDBSCAN with prediction data kept, its minimum cluster size relative to the data size.
@@ -358,7 +390,8 @@ class GaussianMixtureClusterer(_Segmenter):
     def fit(self, X, y=None) -> "GaussianMixtureClusterer":
         """Choose the number of components by BIC on a sample, refit it on ``X``; sets ``labels_``, ``strength_``."""
         X = _fit_input(self, X)
-        candidates = _candidates(self.n_components, len(X))
+        self.n_rows_fitted_ = len(X)
+        candidates = self._candidate_counts(self.n_components, len(X))
         self.bic_, self.aic_ = {}, {}
         if len(candidates) > 1:
             sample = X[sample_rows(len(X), self.selection_sample_size, self.random_state)]
@@ -386,7 +419,7 @@ class GaussianMixtureClusterer(_Segmenter):
 
     def selection_report(self) -> dict[str, Any]:
         """How the number of clusters was chosen: the criterion and each candidate's score."""
-        return {"chosen_by": "bic", "bic": self.bic_, "aic": self.aic_}
+        return {"chosen_by": "bic", "bic": self.bic_, "aic": self.aic_, **self._range_report(self.n_components)}
 
 
 class FuzzyCMeansClusterer(_Segmenter):
@@ -456,7 +489,8 @@ class FuzzyCMeansClusterer(_Segmenter):
         if self.selection not in ("silhouette", "partition_coefficient"):
             raise ValueError(f"selection must be 'silhouette' or 'partition_coefficient', got {self.selection!r}")
         X = _fit_input(self, X)
-        candidates = _candidates(self.n_clusters, len(X))
+        self.n_rows_fitted_ = len(X)
+        candidates = self._candidate_counts(self.n_clusters, len(X))
         self.scores_, self.fpc_, sample_centers = {}, {}, {}
         if len(candidates) > 1:
             sample = X[sample_rows(len(X), self.selection_sample_size, self.random_state)]
@@ -500,7 +534,7 @@ class FuzzyCMeansClusterer(_Segmenter):
         return {"chosen_by": self.selection, "silhouette": self.scores_ if self.selection == "silhouette" else {},
                 "partition_coefficient": self.fpc_,
                 "chosen_partition_coefficient": self.partition_coefficient_,
-                "chosen_partition_entropy": self.partition_entropy_}
+                "chosen_partition_entropy": self.partition_entropy_, **self._range_report(self.n_clusters)}
 
 
 def _fuzzy_memberships(X: np.ndarray, centers: np.ndarray, fuzziness: float) -> np.ndarray:
@@ -551,7 +585,8 @@ class KMeansClusterer(_Segmenter):
     def fit(self, X, y=None) -> "KMeansClusterer":
         """Choose k by silhouette on a sample, refit it on ``X``; sets ``labels_`` and ``strength_``."""
         X = _fit_input(self, X)
-        candidates = _candidates(self.n_clusters, len(X))
+        self.n_rows_fitted_ = len(X)
+        candidates = self._candidate_counts(self.n_clusters, len(X))
         self.scores_ = {}
         if len(candidates) > 1:
             sample = X[sample_rows(len(X), self.selection_sample_size, self.random_state)]
@@ -578,7 +613,7 @@ class KMeansClusterer(_Segmenter):
 
     def selection_report(self) -> dict[str, Any]:
         """How the number of clusters was chosen: the criterion and each candidate's score."""
-        return {"chosen_by": "silhouette", "silhouette": self.scores_}
+        return {"chosen_by": "silhouette", "silhouette": self.scores_, **self._range_report(self.n_clusters)}
 
 
 def make_clusterer(method: str, cluster_cfg, seed: int) -> _Segmenter:

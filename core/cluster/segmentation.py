@@ -23,14 +23,21 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
+import re
+import shutil
+import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from core.cluster import evaluation, matching
-from core.cluster.clustering import NOISE, Assignment, make_clusterer, sample_rows
+from core.cluster.clustering import NOISE, Assignment, cluster_range, make_clusterer, sample_rows, usable_range
+from core.framework.errors import PipelineError
+from core.framework.processes import process_alive
 
 log = logging.getLogger(__name__)
 
@@ -101,8 +108,131 @@ def segment_customers(spaces: dict[str, np.ndarray], methods: list[str], cfg, se
     previous : dict of str to ndarray, optional
         ``<method>_<space>`` -> each customer's segment id in the previous
         run (``-1`` unknown), for :func:`core.cluster.matching.match_cluster_ids`.
+
+    Raises
+    ------
+    PipelineError
+        Before anything is fitted, when there are fewer customers than
+        :func:`minimum_customers`. A cluster-count range whose top the
+        customers fitted cannot hold is clamped, with a warning
+        (:func:`clamped_ranges`).
     """
+    n_customers = len(next(iter(spaces.values())))
+    needed, why, key = minimum_customers(methods, cfg)
+    if n_customers < needed:
+        raise PipelineError(f"stage 04 needs at least {needed:,} customers and the model matrix has "
+                            f"{n_customers:,}: {why}; give it more customers (a longer history, or fewer "
+                            f"exclusions by prepare_features.eligibility){f', or lower {key}' if key else ''}")
+    n_fitted = min(n_customers, cfg.fit_sample_size)
+    for key, configured, used in clamped_ranges(methods, cfg, n_fitted):
+        log.warning("%s %s: %s customers are fitted, which hold at most %s clusters; the range is clamped to %s "
+                    "(see the selection in comparison.json)", key, list(configured), f"{n_fitted:,}",
+                    f"{n_fitted - 1:,}", list(used))
     return _segment(spaces, methods, cfg, seed, truth, previous)
+
+
+# The setting holding each method's number-of-clusters range.
+RANGE_KEYS = {"gmm": ("gmm", "n_components"), "fcm": ("fcm", "n_clusters"), "kmeans": ("kmeans", "n_clusters")}
+# HDBSCAN's smallest cluster is never below 2 customers (core.cluster.clustering.HDBSCANClusterer).
+HDBSCAN_SMALLEST_CLUSTER = 2
+
+
+def _configured_range(method: str, cfg) -> tuple[str, tuple[int, int]]:
+    section, field = RANGE_KEYS[method]
+    return f"cluster.{section}.{field}", cluster_range(getattr(getattr(cfg, section), field))
+
+
+def minimum_customers(methods: list[str], cfg) -> tuple[int, str, str | None]:
+    """The fewest customers stage 04 can segment with these methods and settings, and why.
+
+    Choosing a number of clusters by silhouette (k-means, fuzzy c-means) or
+    BIC (Gaussian mixture) needs more customers than the smallest candidate
+    of its range; HDBSCAN needs room for two clusters of its smallest size
+    (2 customers); separation measures (silhouette) need two clusters and
+    one customer more. Fewer customers crashed the fits (``Found array with
+    1 sample(s)``) or, worse, silently fitted fewer clusters than the range
+    allows.
+
+    Returns
+    -------
+    (int, str, str or None)
+        The number, the reason, and the setting that sets it (None when no
+        setting does).
+    """
+    needs = []
+    for method in methods:
+        if method in RANGE_KEYS:
+            key, (low, _) = _configured_range(method, cfg)
+            needs.append((low + 1, f"{key} starts at {low}, and choosing a number of clusters needs more "
+                                   f"customers than clusters", key))
+        elif method == "hdbscan":
+            needs.append((2 * HDBSCAN_SMALLEST_CLUSTER, f"HDBSCAN needs room for two clusters of at least "
+                                                        f"{HDBSCAN_SMALLEST_CLUSTER} customers", None))
+    needs.append((3, "silhouette needs two clusters and one customer more", None))
+    return max(needs, key=lambda need: need[0])  # the first of the largest: a setting before the fixed needs
+
+
+def clamped_ranges(methods: list[str], cfg, n_fitted: int) -> list[tuple[str, tuple[int, int], tuple[int, int]]]:
+    """Each configured cluster-count range whose top ``n_fitted`` customers cannot hold: (key, configured, used).
+
+    The estimators clamp the same way (:func:`core.cluster.clustering.usable_range`) and record it in
+    their selection report.
+    """
+    clamped = []
+    for method in methods:
+        if method in RANGE_KEYS:
+            key, configured = _configured_range(method, cfg)
+            used = usable_range(configured, n_fitted)
+            if used != configured:
+                clamped.append((key, configured, used))
+    return clamped
+
+
+# Loky names its semaphores /loky-<creating pid>-<random> (sem.loky-... in /dev/shm on Linux) and joblib its
+# memory-mapped arrays joblib_memmapping_folder_<pid>_...; both are removed by loky's resource tracker.
+_WORKER_FILES = re.compile(r"(?:sem\.loky-|joblib_memmapping_folder_)(\d+)[-_]")
+
+
+def remove_orphaned_worker_files(folder: Path = Path("/dev/shm")) -> list[str]:
+    """Remove the semaphores and memory-mapped arrays a killed stage 04 left in ``folder``.
+
+    Loky's resource tracker removes them when the stage ends, or when a
+    stage killed alone (kill -9 of its process) loses its last worker (idle
+    workers stop after 300 s). When the tracker dies too (the whole process
+    group killed, the OOM killer, a container stopped) they stay in
+    ``/dev/shm``, in memory, until reboot. They are attributed by the pid
+    in their name: removed only when that process is gone and the file is
+    ours (same user). A process still holding one keeps it (removing a
+    name does not close what is open). Linux only: macOS keeps named
+    semaphores out of the file system and Windows frees them with their
+    last handle.
+
+    Returns
+    -------
+    list of str
+        The names removed.
+    """
+    if not sys.platform.startswith("linux") or not folder.is_dir():
+        return []
+    removed = []
+    for entry in folder.iterdir():
+        match = _WORKER_FILES.match(entry.name)
+        if not match:
+            continue
+        try:
+            if entry.lstat().st_uid != os.getuid() or process_alive(int(match.group(1))):
+                continue
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+            removed.append(entry.name)
+        except OSError as exc:  # gone meanwhile, or not ours to remove: left as it is
+            log.debug("could not remove %s (%s)", entry, exc)
+    if removed:
+        log.info("removed %d semaphore(s) and memory-mapped folder(s) left in %s by killed runs",
+                 len(removed), folder)
+    return removed
 
 
 @evaluation.single_threaded
@@ -147,7 +277,10 @@ def _segment(spaces, methods, cfg, seed, truth, previous) -> Segmentation:
     tasks = ([delayed(_reference)(spaces[model_matrix], truth, cfg, seed)]
              if has_truth and cfg.evaluation.supervised_reference else [])
     tasks += [delayed(_fit_and_evaluate)(m, s, spaces[s], fit_rows, cfg, seed) for m, s in pairs]
-    results = Parallel(n_jobs=min(cfg.n_jobs, len(tasks)), backend="loky")(tasks)
+    n_jobs = min(cfg.n_jobs, len(tasks))
+    if n_jobs > 1:
+        remove_orphaned_worker_files()  # what a killed run's worker pool left, before this one starts
+    results = Parallel(n_jobs=n_jobs, backend="loky")(tasks)
     reference, seconds = None, {}
     if len(results) > len(pairs):
         (ref, seconds["reference"]), results = results[0], results[1:]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from core.framework.schema import Range, spec
+from core.framework.schema import Problems, Range, spec
 
 CLUSTER_METHODS = ("hdbscan", "gmm", "fcm", "kmeans")
 SPACES = ("raw", "latent")
@@ -108,3 +108,36 @@ class ClusterConfig:
     fcm: FcmConfig = spec()
     kmeans: KmeansConfig = spec()
     evaluation: EvaluationConfig = spec()
+
+
+def check_cluster(cfg: ClusterConfig, problems: Problems) -> None:
+    """Cluster-count ranges that can be honoured whatever the data.
+
+    A number of clusters is a whole number. A range's candidates are scored
+    on a sample (``selection_sample_size`` customers, of which
+    ``silhouette_sample_size`` for a silhouette) of the customers fitted (at
+    most ``fit_sample_size``), and a score needs more customers than
+    clusters: a top the samples can never hold is refused here. A top beyond
+    the customers a run actually has is known only in stage 04, which clamps
+    it with a warning (:func:`core.cluster.segmentation.clamped_ranges`).
+    """
+    limits = {"fit_sample_size": cfg.fit_sample_size, "selection_sample_size": cfg.selection_sample_size}
+    by_silhouette = dict(limits, silhouette_sample_size=cfg.silhouette_sample_size)
+    for key, values, scored_on in (("gmm.n_components", cfg.gmm.n_components, limits),
+                                   ("fcm.n_clusters", cfg.fcm.n_clusters,
+                                    by_silhouette if cfg.fcm.selection == "silhouette" else limits),
+                                   ("kmeans.n_clusters", cfg.kmeans.n_clusters, by_silhouette)):
+        low, high = values
+        shown = [int(v) if float(v).is_integer() else v for v in values]
+        if not (float(low).is_integer() and float(high).is_integer()):
+            problems.add(f"cluster.{key}", f"{shown}: numbers of clusters are whole numbers")
+            continue
+        # One candidate is fitted on the fit sample, without choosing; a range is chosen on the samples.
+        if low == high:
+            scored_on = {"fit_sample_size": cfg.fit_sample_size}
+        setting, customers = min(scored_on.items(), key=lambda item: item[1])
+        if high >= customers:
+            problems.add(f"cluster.{key}", f"{shown} reaches beyond what can be fitted and scored: "
+                                           f"cluster.{setting} is {customers:,} customers, which hold at most "
+                                           f"{customers - 1:,} clusters; lower the top of the range, or raise "
+                                           f"cluster.{setting}")

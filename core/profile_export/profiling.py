@@ -13,20 +13,24 @@ between a segment and everyone else: the features that set the segment
 apart, in the features' own units.
 
 Profile columns (demographics) describe segments here and only here; direct
-identifiers never reach a profile (:func:`identifier_columns`,
-:func:`leaked_identifier_values`).
+identifiers never reach a profile (:func:`identifier_columns`; before an
+export is written, :func:`leaked_identifiers` looks for customers' identifier
+values and for email-, postcode- and phone-shaped text).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import re
 from typing import Any, Iterable
 
 import numpy as np
 import pandas as pd
 
-from core.domain.columns import NOISE, identifier_columns
-from core.prepare_features.features import (CLASS_SPEND, DEPT_SHARE, DEPT_SPEND, DEPT_UNITS, class_column, dept_column)
+from core.domain.columns import ID_COLUMN, NOISE, identifier_columns
+from core.prepare_features.columns import CLASS_SPEND, DEPT_SHARE, DEPT_SPEND, DEPT_UNITS, class_column, dept_column
 from core.domain.hierarchy import Hierarchy
+from core.domain.tables import IDENTITY_COLUMNS
 from core.profile_export.strategies import StrategyTable, strategy_for
 
 # A department must hold at least this share of a segment's spend, bought at least this many times
@@ -457,38 +461,183 @@ def suppress_small_segments(profiles: list[dict[str, Any]], min_segment_size: in
     return out
 
 
-def leaked_identifier_values(export: Any, profile: pd.DataFrame) -> list[str]:
-    """Values of identifier-like profile columns that appear anywhere in ``export`` (should be none)."""
-    # customer_id is left out: ids are small integers that match counts by chance; per-customer rows
-    # are kept out of the export by construction (one entry per segment).
-    columns = [c for c in identifier_columns(profile.columns) if c != "customer_id"]
-    if not columns:
-        return []
-    # A first or last name alone identifies nobody and collides with ordinary words (a class
-    # called "Pet", a surname "Hope"); the full name does identify, so it is what is looked for.
-    name_parts = [c for c in columns if c in ("first_name", "last_name")]
-    secrets = set()
-    for column in columns:
-        if column not in name_parts:
-            secrets.update(str(v) for v in profile[column].dropna().unique())
-    if len(name_parts) == 2:
-        full = profile["first_name"].astype("string") + " " + profile["last_name"].astype("string")
-        secrets.update(str(v) for v in full.dropna().unique())
-    found: list[str] = []
+# --- identifiers: what stage 05 looks for before it writes an export --------------------------------
 
-    def walk(value: Any) -> None:
-        if isinstance(value, dict):
-            for k, v in value.items():
-                walk(k)
-                walk(v)
-        elif isinstance(value, (list, tuple)):
-            for v in value:
-                walk(v)
-        elif str(value) in secrets:
-            found.append(str(value))
+# Shapes of direct identifiers, found wherever a string comes from (a profile column, strategies.yml, a
+# name): an email address, a UK postcode, a phone number with 7 to 15 digits.
+EMAIL = re.compile(r"(?<![\w.%+-])[\w.%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}(?![\w-])")
+# The Royal Mail's outward code (area letters, district) and inward code (sector digit, two unit letters,
+# which never use C I K M O V); letters all upper or all lower case ("Q4 2nd" is not a postcode).
+UK_POSTCODE = re.compile(
+    r"(?<![A-Za-z0-9])(?:[A-PR-UWYZ](?:[0-9]{1,2}|[A-HK-Y][0-9]{1,2}|[0-9][A-HJKPSTUW]|[A-HK-Y][0-9][ABEHMNPRVWXY])"
+    r" ?[0-9][ABD-HJLNP-UW-Z]{2}|GIR ?0AA)(?![A-Za-z0-9])", re.IGNORECASE)
+# A run of digits with the separators phone numbers are written with (spaces, hyphens, dots, brackets),
+# optionally after +. Not after a letter, digit or currency sign: ids, hashes and amounts are not phones.
+_PHONE_CANDIDATE = re.compile(r"(?<![\w+£$€¥.,/-])(?:\+|\()?\d[\d ().-]*\d(?![\w/])")
+# Dates and times are digits and separators too: blanked out before phones are looked for.
+_DATE_OR_TIME = re.compile(r"\d{4}-\d{1,2}-\d{1,2}(?:[T ]\d{1,2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:Z|[+-]\d{2}:?\d{2})?)?"
+                           r"|\d{1,2}[/.-]\d{1,2}[/.-]\d{2,4}|\d{1,2}:\d{2}(?::\d{2})?")
+_DECIMAL = re.compile(r"\d+\.\d{1,2}")
+PHONE_DIGITS = (7, 15)
 
-    walk(export)
+# A value of an identifier column shorter than this, or a single word, is not looked for: it identifies
+# nobody and collides with ordinary words (a first name "Hope", a surname "Pet", "n/a").
+MIN_IDENTIFIER_LENGTH = 5
+# Identifiers are looked for inside longer text as runs of up to this many words (a full name, a street
+# address such as "Flat 58C, Rosie Curve"); a whole string is compared however long.
+MAX_IDENTIFIER_WORDS = 8
+_EDGE_PUNCTUATION = ".,;:!?()[]{}\"'"
+
+
+def identifier_shapes(text: str) -> list[tuple[str, str]]:
+    """The email-, UK-postcode- and phone-shaped parts of ``text``, as (kind, matched text) pairs.
+
+    Money (``£12.50``, ``1,234``), dates and times (``2024-03-31``,
+    ``31/03/2024``, ``12:00``), ids and hashes glued to letters, and ordinary
+    words are not identifiers.
+    """
+    found = [("an email address", m.group()) for m in EMAIL.finditer(text)]
+    rest = EMAIL.sub(" ", text)
+    for m in UK_POSTCODE.finditer(rest):
+        letters = "".join(ch for ch in m.group() if ch.isalpha())
+        if letters.isupper() or letters.islower():
+            found.append(("a UK postcode", m.group()))
+    for m in _PHONE_CANDIDATE.finditer(_DATE_OR_TIME.sub(" ", rest)):
+        if _phone_shaped(m.group()):
+            found.append(("a phone number", m.group()))
     return found
+
+
+def _phone_shaped(candidate: str) -> bool:
+    """7 to 15 digits written as a phone number is: after +, ( or a trunk 0 (``+44 20 7946 0958``,
+    ``(555) 123-4567``, ``07700 900123``), as one block of 10 or more digits, or in three or more groups
+    ending in one of 3 or more digits (``555-123-4567``); not a decimal (``1234567.50``) nor a list of small
+    numbers or a year range (``10 12 14 16``, ``2023-2024``)."""
+    groups = re.findall(r"\d+", candidate)
+    digits = sum(len(g) for g in groups)
+    if not PHONE_DIGITS[0] <= digits <= PHONE_DIGITS[1] or _DECIMAL.fullmatch(candidate):
+        return False
+    return (candidate[0] in "+(0" or (len(groups) == 1 and digits >= 10)
+            or (len(groups) >= 3 and len(groups[-1]) >= 3))
+
+
+def _normalised(text: str) -> str:
+    return " ".join(str(text).split()).strip(_EDGE_PUNCTUATION).casefold()
+
+
+def identifier_values(frame: pd.DataFrame) -> set[str]:
+    """Values of ``frame``'s direct-identifier columns that could single a customer out, normalised.
+
+    The columns are those named like identifiers
+    (:func:`core.domain.columns.identifier_columns`) and the identity columns
+    of ``customers.parquet`` (:data:`core.domain.tables.IDENTITY_COLUMNS`),
+    except ``customer_id`` (small integers that match counts by chance; the
+    export has no per-customer rows by construction). A first or last name
+    alone identifies nobody and collides with ordinary words (a class called
+    "Pet", a surname "Hope"); the full name does, so it is what is kept. So
+    is every other value that is at least :data:`MIN_IDENTIFIER_LENGTH`
+    characters long and holds a digit, an ``@`` or more than one word.
+    Values are compared case-insensitively with spaces collapsed.
+    """
+    columns = [c for c in dict.fromkeys([*identifier_columns(frame.columns),
+                                         *(c for c in IDENTITY_COLUMNS if c in frame.columns)])
+               if c != ID_COLUMN]
+    values: set[str] = set()
+    for column in columns:
+        if column in ("first_name", "last_name"):
+            continue
+        values.update(frame[column].dropna().astype(str).map(_normalised))
+    if "first_name" in frame.columns and "last_name" in frame.columns:
+        full = frame["first_name"].astype("string") + " " + frame["last_name"].astype("string")
+        values.update(full.dropna().map(_normalised))
+    return {v for v in values if len(v) >= MIN_IDENTIFIER_LENGTH
+            and (" " in v or "@" in v or any(ch.isdigit() for ch in v))}
+
+
+@dataclasses.dataclass(frozen=True)
+class IdentifierLeak:
+    """A direct identifier found in an export.
+
+    Attributes
+    ----------
+    path : tuple
+        Where, as keys and list positions from the document's root, e.g.
+        ``("segments", 0, "demographics", "region", "jane@example.com")``.
+    kind : str
+        ``an email address``, ``a UK postcode``, ``a phone number`` or
+        ``a customer's identifier in customers.parquet``.
+    text : str
+        The identifier itself: show it through :func:`masked` only.
+    """
+
+    path: tuple
+    kind: str
+    text: str
+
+
+def leaked_identifiers(export: Any, identifier_tables: Iterable[pd.DataFrame] = ()) -> list[IdentifierLeak]:
+    """Every identifier in ``export`` (keys and string values): identifier-shaped text and customers' values.
+
+    Parameters
+    ----------
+    export : dict or list
+        The document about to be written.
+    identifier_tables : iterable of DataFrame
+        Tables whose identifier columns hold customers' identifiers
+        (:func:`identifier_values` of each), e.g. ``customers.parquet`` in
+        batches. A value is found as a whole string or as a run of up to
+        :data:`MAX_IDENTIFIER_WORDS` words inside one. The export's phrases
+        are gathered first and each table checked against them, so memory
+        stays that of the export and one table, however many customers.
+
+    Returns
+    -------
+    list of IdentifierLeak
+        In document order; empty when the export is clean.
+    """
+    strings: list[tuple[tuple, str]] = []
+
+    def walk(value: Any, path: tuple) -> None:
+        if isinstance(value, dict):
+            for key, item in value.items():
+                if isinstance(key, str):
+                    strings.append(((*path, key), key))
+                walk(item, (*path, key))
+        elif isinstance(value, (list, tuple)):
+            for position, item in enumerate(value):
+                walk(item, (*path, position))
+        elif isinstance(value, str):
+            strings.append((path, value))
+
+    walk(export, ())
+    # Each string's shapes, and its phrases: the whole string and every run of a few words.
+    scanned = []
+    for path, text in strings:
+        words = text.split()
+        runs = {" ".join(words[i:j]) for i in range(len(words))
+                for j in range(i + 1, min(len(words), i + MAX_IDENTIFIER_WORDS) + 1)} | {text}
+        scanned.append((path, identifier_shapes(text), {_normalised(run): run.strip(_EDGE_PUNCTUATION)
+                                                        for run in sorted(runs, key=len)}))
+    phrases = set().union(*(runs for _, _, runs in scanned))
+    known: set[str] = set()
+    for table in identifier_tables:
+        known |= identifier_values(table) & phrases
+    found: list[IdentifierLeak] = []
+    for path, shapes, runs in scanned:
+        found.extend(IdentifierLeak(path, kind, match) for kind, match in shapes)
+        found.extend(IdentifierLeak(path, "a customer's identifier in customers.parquet", run)
+                     for phrase, run in runs.items()
+                     if phrase in known and not any(run in match for _, match in shapes))
+    return found
+
+
+def masked(text: str) -> str:
+    """``text`` with all but its first and last character starred (``j******************m``): enough to find
+    it in one's own data, not enough to read it off a log."""
+    text = str(text)
+    if len(text) <= 2:
+        return "*" * len(text)
+    return text[0] + "*" * (len(text) - 2) + text[-1]
 
 
 def insights_table(profiles: list[dict[str, Any]]) -> pd.DataFrame:

@@ -1,6 +1,7 @@
 """Stage 05: name, describe and explain each segment; export profiles for AI agents and a report for people.
 
-Reads the order lines and catalog (stage 01), the enriched datasets and the
+Reads the order lines, catalog and customers' identifier columns (stage 01,
+the last only to keep them out of the exports), the enriched datasets and the
 fitted feature transform (stage 02), the latent space and training history
 (stage 03), the assignments and method comparison (stage 04). Writes to
 ``artifacts/05_profile_export/``: ``segment_profiles.json`` and
@@ -13,14 +14,17 @@ fitted feature transform (stage 02), the latent space and training history
 
 from __future__ import annotations
 
+import itertools
 
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import yaml
 
+from core.domain.columns import identifier_columns
+from core.domain.tables import IDENTITY_COLUMNS
 from core.profile_export import export, plots, profiling, report
-from core.prepare_features import features
+from core.prepare_features.columns import CLASS_SPEND, class_column, describable_columns
 from core.framework import paths
 from core.framework.errors import PipelineError
 from core.framework.stage import Stage, StageContext
@@ -50,7 +54,7 @@ def run(ctx: StageContext) -> None:
 
     written = set(pq.read_schema(ctx.input_path(paths.PREPARE_FEATURES, paths.ENRICHED_CLASS)).names)
     class_columns = [c for c in _class_spend_columns(hierarchy) if c in written]
-    exported: dict[str, list] = {}
+    exported: dict[str, tuple] = {}
     for segmentation in [primary, *cfg.also_profile]:
         labels = assignments["segment" if segmentation == primary else f"{segmentation}_label"].to_numpy()
         segment_of = pd.Series(labels, index=customers["customer_id"].to_numpy())
@@ -81,15 +85,17 @@ def run(ctx: StageContext) -> None:
             last_order=str(customers["last_order_date"].max().date()),
             generated_at=ctx.started_at.isoformat(timespec="seconds"), currency=cfg.currency,
             min_segment_size=cfg.min_segment_size)
-        _check_export(document, customers, segmentation)
-        suffix = (lambda f: f) if segmentation == primary else (lambda f: paths.extra_export_file(f, segmentation))
+        _check_export(ctx, document, customers, segmentation)
+        exported[segmentation] = (profiles, shown, document)
+    # Written only once every export passed its checks: a refused one leaves no file of this run behind.
+    for segmentation, (profiles, _, document) in exported.items():
+        suffix = (lambda f: f) if segmentation == primary else (lambda f, s=segmentation: paths.extra_export_file(f, s))
         ctx.write_json(suffix(paths.SEGMENT_PROFILES_JSON), document)
         ctx.write_text(suffix(paths.SEGMENT_PROFILES_YAML),
                        yaml.safe_dump(document, sort_keys=False, allow_unicode=True, width=100))
         ctx.write_csv(suffix(paths.CLUSTER_INSIGHTS), profiling.insights_table(profiles))
-        exported[segmentation] = (profiles, shown)
 
-    profiles, shown = exported[primary]
+    profiles, shown, _ = exported[primary]
     names = {p["segment_id"]: p["name"] for p in profiles}
     ctx.write_parquet(paths.CUSTOMERS_WITH_SEGMENTS, profiling.customers_with_segments(assignments, names))
     _write_report(ctx, customers, assignments, shown, names)
@@ -110,7 +116,7 @@ def _summed(tables) -> pd.DataFrame | None:
 
 
 def _class_spend_columns(hierarchy) -> list[str]:
-    return [features.class_column(features.CLASS_SPEND, d, c)
+    return [class_column(CLASS_SPEND, d, c)
             for d in hierarchy.merchandise_departments for c in hierarchy.departments[d].classes]
 
 
@@ -124,7 +130,7 @@ def _check_inputs_agree(ctx: StageContext, customers: pd.DataFrame, assignments:
         raise PipelineError(f"{paths.ASSIGNMENTS} was made with another cluster.primary than {wanted} in "
                             f"{ctx.config.path}; rerun from stage {paths.CLUSTER}")
     cfg = ctx.config.profile_export
-    available = features.describable_columns(customers.columns)
+    available = describable_columns(customers.columns)
     for column in cfg.describe_columns:
         if column not in customers.columns:
             raise PipelineError(f"profile_export.describe_columns in {ctx.config.path} names '{column}', which the "
@@ -134,16 +140,68 @@ def _check_inputs_agree(ctx: StageContext, customers: pd.DataFrame, assignments:
                                 f"exact dates can single out customers; remove it")
 
 
-def _check_export(document: dict, customers: pd.DataFrame, segmentation: str) -> None:
-    """Refuse to write an export that breaks its schema or carries a customer's identifier."""
+def _customer_identifiers(ctx: StageContext):
+    """customers.parquet's direct-identifier columns, in batches (see :func:`profiling.identifier_values`).
+
+    For a retailer's data these are the columns its customer file mapped
+    (names, email, phone, street address, postcode); for generated data,
+    the fake identities. The profile stage 02 passes on never holds them.
+    """
+    names = pq.read_schema(ctx.input_path(paths.GENERATE_DATA, paths.CUSTOMERS)).names
+    wanted = [c for c in dict.fromkeys([*identifier_columns(names), *(c for c in IDENTITY_COLUMNS if c in names)])
+              if c != "customer_id"]
+    if wanted:
+        yield from ctx.iter_parquet(paths.GENERATE_DATA, paths.CUSTOMERS, wanted)
+
+
+def _check_export(ctx: StageContext, document: dict, customers: pd.DataFrame, segmentation: str) -> None:
+    """Refuse to write an export that breaks its schema or carries a direct identifier.
+
+    Looked for: every value of customers.parquet's identifier columns and of
+    the profile's, and email-, phone- and postcode-shaped text wherever it
+    comes from. The message names where each one is and the fix, with the
+    identifier itself masked (the log must not carry it either).
+    """
     problems = export.schema_errors(document)
     if problems:
         raise PipelineError(f"the {segmentation} profile export does not match {paths.SEGMENT_PROFILES_SCHEMA.name} "
                             f"(a bug, or a strategies.yml value the schema refuses): " + "; ".join(problems[:5]))
-    leaked = profiling.leaked_identifier_values(document, customers)
-    if leaked:
-        raise PipelineError(f"the {segmentation} profile export would carry customer identifiers "
-                            f"({len(leaked)} value(s)); nothing was written")
+    leaks = profiling.leaked_identifiers(document, itertools.chain([customers], _customer_identifiers(ctx)))
+    if not leaks:
+        return
+    described = [c for c in ctx.config.profile_export.describe_columns if c in customers.columns]
+    found, columns = [], []
+    texts = {leak.text for leak in leaks}
+    for leak in leaks[:3]:
+        # The path may hold the identifier itself (a demographics key): masked there too.
+        where = "/".join(profiling.masked(part) if isinstance(part, str) and any(t in part for t in texts)
+                         else str(part) for part in leak.path)
+        segment = (f"segment {document['segments'][leak.path[1]]['segment_id']} ({where})"
+                   if len(leak.path) > 1 and leak.path[0] == "segments" else where)
+        column = _source_column(leak, customers, described)
+        columns += [column] if column and column not in columns else []
+        found.append(f"{leak.kind} ({profiling.masked(leak.text)}) in {segment}"
+                     + (f", from profile column '{column}'" if column else ""))
+    more = f" and {len(leaks) - 3} more" if len(leaks) > 3 else ""
+    fix = (f"remove {', '.join(repr(c) for c in columns)} from profile_export.describe_columns in "
+           f"{ctx.config.path} (or clean that column of your customer file)" if columns else
+           "find the text in config/strategies.yml, the hierarchy or your data and remove it")
+    raise PipelineError(f"the {segmentation} profile export would carry {len(leaks)} direct identifier(s) of "
+                        f"customers: {'; '.join(found)}{more}; nothing was written: {fix}")
+
+
+def _source_column(leak, customers: pd.DataFrame, described: list[str]) -> str | None:
+    """The describe column an identifier came from: the one it is summarised under, or one holding it."""
+    path = leak.path
+    if len(path) > 3 and path[2] == "demographics" and path[3] in described:
+        return path[3]
+    needle = leak.text.casefold()
+    for column in described:
+        values = customers[column].dropna()
+        if not pd.api.types.is_numeric_dtype(values) and values.astype(str).str.casefold().str.contains(
+                needle, regex=False).any():
+            return column
+    return None
 
 
 def _write_report(ctx: StageContext, customers: pd.DataFrame, assignments: pd.DataFrame, shown: list[dict],
@@ -206,7 +264,8 @@ def _write_report(ctx: StageContext, customers: pd.DataFrame, assignments: pd.Da
 STAGE = Stage(
     name=paths.PROFILE_EXPORT,
     inputs={
-        paths.GENERATE_DATA: (paths.TRANSACTIONS, paths.PRODUCTS),
+        # customers.parquet: its identifier columns are what the export must never carry.
+        paths.GENERATE_DATA: (paths.TRANSACTIONS, paths.PRODUCTS, paths.CUSTOMERS),
         paths.PREPARE_FEATURES: (paths.ENRICHED_DEPARTMENT, paths.ENRICHED_CLASS, paths.FEATURE_SCALER,
                                  paths.FEATURES),
         paths.TRAIN_AUTOENCODER: (paths.LATENT, paths.TRAINING_HISTORY),

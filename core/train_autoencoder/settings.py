@@ -1,10 +1,10 @@
-"""Stage 03's config section, ``train_autoencoder``: its typed form."""
+"""Stage 03's config section, ``train_autoencoder``: its typed form and its checks."""
 
 from __future__ import annotations
 
 import dataclasses
 
-from core.framework.schema import spec
+from core.framework.schema import Problems, spec
 
 
 @dataclasses.dataclass(frozen=True)
@@ -23,3 +23,24 @@ class TrainAutoencoderConfig:
     learning_rate: float = spec(exclusive_minimum=0.0, help="Adam learning rate")
     validation_split: float = spec(minimum=0.0, maximum=0.5, help="share of customers held out for early stopping")
     early_stopping_patience: int = spec(minimum=1, help="epochs without validation improvement before stopping")
+
+
+def check_train_autoencoder(cfg: TrainAutoencoderConfig, problems: Problems) -> None:
+    """The shape of the network: encoder layers that narrow towards a smaller latent layer.
+
+    An autoencoder learns a compact representation only through a
+    bottleneck: a latent layer at least as wide as the narrowest hidden
+    layer, or a layer wider than the one before, is a setting mistake. Whether the
+    latent layer is smaller than the model matrix is known only in stage 03
+    (the number of model features comes from the data).
+    """
+    hidden = list(cfg.hidden_units)
+    if not hidden:
+        return  # the inputs feed the latent layer directly: stage 03 checks it is smaller than they are
+    if any(later > earlier for earlier, later in zip(hidden, hidden[1:])):
+        problems.add("train_autoencoder.hidden_units",
+                     f"{hidden} widens; each encoder layer must be no wider than the one before, e.g. [32, 16]")
+    if cfg.latent_dim >= min(hidden):
+        problems.add("train_autoencoder.latent_dim",
+                     f"{cfg.latent_dim} is not smaller than the narrowest hidden layer ({min(hidden)} units in "
+                     f"train_autoencoder.hidden_units {hidden}): no bottleneck; use at most {min(hidden) - 1}")

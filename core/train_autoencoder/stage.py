@@ -18,6 +18,7 @@ import pandas as pd
 from core.framework import paths
 from core.train_autoencoder import plots
 from core.train_autoencoder.autoencoder import AutoencoderTransformer
+from core.framework.errors import PipelineError
 from core.framework.stage import Stage, StageContext
 
 
@@ -25,6 +26,7 @@ def run(ctx: StageContext) -> None:
     """Read this stage's inputs, compute, write its outputs (see the module docstring)."""
     matrix = ctx.read_parquet(paths.PREPARE_FEATURES, paths.FEATURES)
     X = matrix.drop(columns="customer_id").to_numpy(np.float32)
+    _check_latent_dim(ctx, X.shape[1])
     params = dataclasses.asdict(ctx.config.train_autoencoder)
     model = AutoencoderTransformer(**params, random_state=ctx.config.seed).fit(X)
     latent = model.transform(X)
@@ -42,6 +44,23 @@ def run(ctx: StageContext) -> None:
                    "latent_dim": latent.shape[1]}
     ctx.summary = (f"{len(frame):,} customers encoded {X.shape[1]} -> {latent.shape[1]} dims, "
                    f"{epochs} epochs, best loss {best:.4f}")
+
+
+def _check_latent_dim(ctx: StageContext, n_inputs: int) -> None:
+    """Stop when the latent layer is not smaller than the model matrix: it would compress nothing.
+
+    The config loader cannot know this (the number of model features comes
+    from the data: a log without departments has fewer), so stage 03 checks
+    it before training.
+    """
+    latent_dim = ctx.config.train_autoencoder.latent_dim
+    if latent_dim < n_inputs:
+        return
+    fix = (f"use at most {n_inputs - 1}" if n_inputs > 1 else
+           "add model features (prepare_features.model_features), the autoencoder has nothing to compress")
+    raise PipelineError(f"train_autoencoder.latent_dim in {ctx.config.path} is {latent_dim}, but the model matrix "
+                        f"({paths.FEATURES}) has {n_inputs} input(s): the latent layer must be smaller than its "
+                        f"inputs; {fix}")
 
 
 STAGE = Stage(

@@ -16,7 +16,7 @@ def test_configuration_reference_is_generated_from_the_current_schema():
     assert result.returncode == 0, result.stderr
 
 
-def test_readme_data_dictionary_is_generated_from_the_table_contract():
+def test_data_dictionary_is_generated_from_the_table_contract():
     result = subprocess.run([sys.executable, str(ROOT / "scripts" / "data_dictionary.py"), "--check"],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr

@@ -1,16 +1,7 @@
-"""Stage 01: the order lines every later stage reads, generated or ingested.
+"""Stage 01: the order lines every later stage reads, generated from personas or ingested from your own log.
 
-With ``data.source: synthetic`` it generates transactions from personas
-(config ``data``, ``generate_data``, the hierarchy and personas); with
-``data.source: file`` it ingests a retailer's own log (config ``ingest``).
-Either way it writes to ``artifacts/01_generate_data/`` the same tables
-(core/tables.py): ``transactions.parquet`` (one row per order line, written
-batch by batch as Parquet row groups), ``customers.parquet`` and
-``products.parquet``; generation also writes ``generation_report.json``
-(the realised data against its config: the stage fails when they disagree
-beyond ``generate_data.report_tolerances``). Ingestion also writes ``rejects.parquet`` (every input
-row not accepted, with its row number and reason) and, with a customer
-file, ``customer_rejects.parquet``. Run ``python 01_generate_data.py --help``; the code is in ``core/generate_data/``.
+What it reads and writes: ``core/generate_data/stage.py``. Run ``python 01_generate_data.py --help``;
+this is the same as ``python -m core.pipeline run --only 01``.
 """
 
 from __future__ import annotations

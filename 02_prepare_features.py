@@ -1,13 +1,7 @@
-"""Stage 02: customer features, eligibility, the three datasets and the scaled model matrix.
+"""Stage 02: customer features, eligibility, the three datasets, the scaled model matrix and customer value.
 
-Reads ``transactions.parquet`` and ``customers.parquet`` from stage 01 and
-writes to ``artifacts/02_prepare_features/``: ``basic.parquet``,
-``enriched_department.parquet``, ``enriched_class.parquet`` (written in
-batches of customers), ``class_spend_long.parquet``, ``features.parquet``
-(scaled model matrix), ``feature-scaler.pkl`` (the fitted column selection,
-log1p and RobustScaler, to score new customers) and
-``excluded_customers.parquet`` (customers not segmented, with the rule and
-reason). Run ``python 02_prepare_features.py --help``; the code is in ``core/prepare_features/``.
+What it reads and writes: ``core/prepare_features/stage.py``. Run ``python 02_prepare_features.py --help``;
+this is the same as ``python -m core.pipeline run --only 02``.
 """
 
 from __future__ import annotations

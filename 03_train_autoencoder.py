@@ -1,11 +1,7 @@
-"""Stage 03: learn a compact, deterministic latent representation of customers.
+"""Stage 03: a compact, deterministic latent representation of customers.
 
-Reads ``features.parquet`` (the scaled model matrix) from stage 02 and writes
-to ``artifacts/03_train_autoencoder/``: ``autoencoder-model.keras``,
-``encoder.keras`` (the trained encoder alone, to encode new customers),
-``latent.parquet`` (customer_id, latent_0..latent_{k-1},
-reconstruction_error), ``history.json`` and ``loss-plot.png``.
-Run ``python 03_train_autoencoder.py --help``; the code is in ``core/train_autoencoder/``.
+What it reads and writes: ``core/train_autoencoder/stage.py``. Run ``python 03_train_autoencoder.py --help``;
+this is the same as ``python -m core.pipeline run --only 03``.
 """
 
 from __future__ import annotations

@@ -1,14 +1,7 @@
-"""Stage 05: name, describe and explain each segment; export profiles for AI agents and a report for people.
+"""Stage 05: named, explained segment profiles, agent exports and the HTML report.
 
-Reads the order lines and catalog (stage 01), the enriched datasets and the
-fitted feature transform (stage 02), the latent space and training history
-(stage 03), the assignments and method comparison (stage 04). Writes to
-``artifacts/05_profile_export/``: ``segment_profiles.json`` and
-``segment_profiles.yaml`` (same content, validated against
-``schemas/segment_profiles.schema.json``), ``cluster_insights.csv``,
-``customers_with_segments.parquet``, ``report.html`` and its charts as PNG
-(``segment-sizes.png``, ``department-heatmap.png``, ``projection.png``,
-``loss-curve.png``). Run ``python 05_profile_export.py --help``; the code is in ``core/profile_export/``.
+What it reads and writes: ``core/profile_export/stage.py``. Run ``python 05_profile_export.py --help``;
+this is the same as ``python -m core.pipeline run --only 05``.
 """
 
 from __future__ import annotations

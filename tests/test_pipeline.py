@@ -316,7 +316,7 @@ def test_failed_stage_leaves_no_manifest_and_blocks_the_next(pipeline_run, tmp_p
     cluster_stage = dataclasses.replace(dict((s.name, s) for s in all_stages())[paths.CLUSTER], run=None)
 
     def crashing_run(ctx):
-        ctx.write_text("partial.txt", "written before the crash")
+        ctx.write_csv(paths.MIGRATION, pd.DataFrame({"written": ["before the crash"]}))
         raise RuntimeError("killed mid-stage")
 
     with pytest.raises(RuntimeError, match="killed mid-stage"):

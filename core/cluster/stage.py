@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import logging
 
-import joblib
 import numpy as np
 import pandas as pd
 
@@ -124,7 +123,7 @@ def _previous_labels(ctx: StageContext, ids: np.ndarray, keys: list[str],
     """
     previous = None
     try:
-        previous = ctx.read_previous(paths.ASSIGNMENTS, pd.read_parquet)
+        previous = ctx.read_previous(paths.ASSIGNMENTS)
     except PipelineError:
         raise
     except Exception as exc:  # noqa: BLE001 - the file is the one recorded; an older layout only means no matching
@@ -137,7 +136,7 @@ def _previous_labels(ctx: StageContext, ids: np.ndarray, keys: list[str],
             continue
         model_file = paths.cluster_model_file(method, space)
         try:
-            old = ctx.read_previous(model_file, joblib.load)
+            old = ctx.read_previous(model_file)
             if old is not None and getattr(old, "n_features_in_", None) == spaces[space].shape[1]:
                 fallback[key] = old.assign(spaces[space], membership=False).labels
         except PipelineError:

@@ -2,7 +2,9 @@
 
 A stage's outputs live in ``<artifacts>/<stage name>/`` where the stage name is
 its script's file name without ``.py`` (``02_prepare_features``). Scripts and
-tests refer to files through the constants here, never through literals.
+tests refer to files through the constants here, never through literals;
+:mod:`core.framework.catalog` says which stage writes each, in which format,
+and what it holds.
 """
 
 from __future__ import annotations
@@ -43,6 +45,10 @@ CLASS_SPEND_LONG = "class_spend_long.parquet"
 FEATURES = "features.parquet"
 FEATURE_SCALER = "feature-scaler.pkl"
 EXCLUDED_CUSTOMERS = "excluded_customers.parquet"
+# ... and each customer's value and churn risk (issue 14), the models' parameters and their holdout check
+CUSTOMER_VALUE = "customer_value.parquet"
+CUSTOMER_VALUE_MODEL = "customer_value_model.json"
+CUSTOMER_VALUE_EVALUATION = "customer_value_evaluation.json"
 
 # 03_train_autoencoder
 AUTOENCODER_MODEL = "autoencoder-model.keras"
@@ -56,16 +62,19 @@ ASSIGNMENTS = "assignments.parquet"
 COMPARISON = "comparison.csv"
 COMPARISON_JSON = "comparison.json"
 MIGRATION = "migration.csv"
+# Patterns: one file per method and space.
+CLUSTER_MODEL = "{method}-{space}.pkl"
+MEMBERSHIP = "membership-{method}-{space}.parquet"
 
 
 def cluster_model_file(method: str, space: str) -> str:
     """File name of a fitted clustering model, e.g. ``hdbscan-latent.pkl``."""
-    return f"{method}-{space}.pkl"
+    return CLUSTER_MODEL.format(method=method, space=space)
 
 
 def membership_file(method: str, space: str) -> str:
     """File name of a soft assignment (probabilities, memberships), e.g. ``membership-gmm-latent.parquet``."""
-    return f"membership-{method}-{space}.parquet"
+    return MEMBERSHIP.format(method=method, space=space)
 
 
 # 05_profile_export
@@ -78,6 +87,7 @@ SEGMENT_SIZES_PLOT = "segment-sizes.png"
 DEPARTMENT_HEATMAP = "department-heatmap.png"
 PROJECTION_PLOT = "projection.png"
 LOSS_CURVE = "loss-curve.png"
+CALIBRATION_PLOT = "calibration.png"
 SEGMENT_PROFILES_SCHEMA = REPO_ROOT / "schemas" / "segment_profiles.schema.json"
 
 

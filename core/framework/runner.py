@@ -26,7 +26,7 @@ from typing import Any, Sequence
 import pandas as pd
 import pyarrow as pa
 
-from core.framework import artifacts, paths
+from core.framework import artifacts, catalog, paths
 from core.framework.errors import PipelineError
 from core.framework.stage import Stage, StageContext, config_hash, stage_config, stage_source_files
 
@@ -272,7 +272,12 @@ def run_pipeline(stages: Sequence[Stage], config: Any, artifacts_dir: Path, *, s
 
 
 def show_stage(stage_name: str, artifacts_dir: Path, rows: int = 5) -> str:
-    """A stage's manifest, then the schema and first rows of each of its tables."""
+    """A stage's manifest, each output's format and description (from the artifact catalog), then its contents.
+
+    Tables (Parquet, CSV) show their schema and first ``rows`` rows; JSON and
+    YAML their first lines; other formats (models, charts, the report) only
+    their catalog line.
+    """
     folder = paths.stage_dir(artifacts_dir, stage_name)
     manifest = artifacts.read_manifest(folder)
     if manifest is None:
@@ -285,20 +290,25 @@ def show_stage(stage_name: str, artifacts_dir: Path, rows: int = 5) -> str:
     for rec in manifest.get("inputs", []) + manifest.get("previous_run_inputs", []):
         out.write(f"  {rec['stage']}/{rec['file']}  sha256 {rec['sha256'][:12]}  rows {rec['rows']}\n")
     out.write("outputs:\n")
+    entries = {rec["file"]: catalog.find(stage_name, rec["file"]) for rec in manifest.get("outputs", [])}
     for rec in manifest.get("outputs", []):
-        out.write(f"  {rec['file']}  {rec['bytes']:,} bytes  sha256 {rec['sha256'][:12]}  rows {rec['rows']}\n")
+        entry = entries[rec["file"]]
+        out.write(f"  {rec['file']}  {entry.format if entry else 'unknown format'}  {rec['bytes']:,} bytes  "
+                  f"sha256 {rec['sha256'][:12]}  rows {rec['rows']}\n"
+                  f"      {entry.description if entry else 'not in the artifact catalog (written by older code?)'}\n")
     with pd.option_context("display.width", 160, "display.max_columns", 12):
         for rec in manifest.get("outputs", []):
-            path = folder / rec["file"]
-            if path.suffix in (".json", ".yaml", ".yml") and path.exists():
+            path, entry = folder / rec["file"], entries[rec["file"]]
+            shown_as = catalog.FORMATS[entry.format].shown_as if entry else None
+            if shown_as is None or not path.exists():
+                continue
+            if shown_as == "lines":
                 with open(path, encoding="utf-8") as handle:
                     head = list(itertools.islice(handle, rows * 4))
                 out.write(f"\n== {rec['file']}: first {len(head)} lines\n" + "".join(head))
                 continue
-            if path.suffix not in (".parquet", ".csv") or not path.exists():
-                continue
             try:
-                frame, n_rows = _head(path, rows)
+                frame, n_rows = _head(path, entry.format, rows)
             except (pa.ArrowException, ValueError, OSError) as exc:  # ArrowInvalid, a CSV parse error, EOF
                 raise PipelineError(f"{path} cannot be read ({type(exc).__name__}: {str(exc)[:200]}): it is damaged "
                                     f"or was cut short after stage {stage_name} wrote it; "
@@ -312,9 +322,9 @@ def show_stage(stage_name: str, artifacts_dir: Path, rows: int = 5) -> str:
     return out.getvalue()
 
 
-def _head(path: Path, rows: int) -> tuple[pd.DataFrame, int]:
-    """First ``rows`` rows of a table and its row count, without loading a large file whole."""
-    if path.suffix == ".csv":
+def _head(path: Path, format: str, rows: int) -> tuple[pd.DataFrame, int]:
+    """First ``rows`` rows of a table (``format`` csv or parquet) and its row count, without loading a large file whole."""
+    if format == "csv":
         return pd.read_csv(path, nrows=rows), artifacts.count_rows(path) or 0
     import pyarrow.parquet as pq
 

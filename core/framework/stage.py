@@ -4,7 +4,9 @@ Each stage package (``core/<stage>/stage.py``) declares one :class:`Stage`:
 its name, the config sections and upstream files it reads, and its ``run``
 function. ``run(ctx)`` reads its inputs through the :class:`StageContext`,
 calls the stage's code and writes its outputs through the context, which
-makes every write atomic and records it for the manifest.
+makes every write atomic and records it for the manifest. Every file read
+or written is one the artifact catalog (:mod:`core.framework.catalog`)
+declares, and is read or written by its declared format.
 """
 
 from __future__ import annotations
@@ -18,10 +20,9 @@ import logging
 from pathlib import Path
 from typing import Any, Callable
 
-import joblib
 import pandas as pd
 
-from core.framework import artifacts, paths
+from core.framework import artifacts, catalog, paths
 from core.framework.errors import PipelineError
 
 log = logging.getLogger(__name__)
@@ -92,7 +93,9 @@ class StageContext:
     Reads are limited to the declared inputs (and, through
     :meth:`read_previous`, to this stage's previous outputs that its
     previous manifest vouches for); writes go to the stage's folder,
-    atomically, and are recorded for the manifest.
+    atomically, and are recorded for the manifest. A file the artifact
+    catalog does not declare for this stage, or declares in another format,
+    is never written (a bug in the stage code).
     """
 
     stage: Stage
@@ -121,9 +124,45 @@ class StageContext:
                                 f"as an input (a bug in the stage script)")
         return paths.stage_dir(self.artifacts_dir, stage) / file
 
+    def read(self, stage: str, file: str, **options: Any) -> Any:
+        """Read a declared input with the reader of its catalog format.
+
+        A verified format (joblib) is hashed as it is read and compared with
+        the hash the runner recorded for this input when the stage started
+        (the upstream manifest's), and those same bytes are loaded: the
+        object loaded is the file that was checked.
+
+        Parameters
+        ----------
+        stage, file : str
+            The upstream stage and one of its files this stage declares as an input.
+        **options
+            Passed to the format's reader (``columns=`` for Parquet).
+
+        Raises
+        ------
+        PipelineError
+            When the input is not declared, the catalog has no generic reader
+            for its format (Keras), or a verified file is not the one recorded.
+        """
+        return self._read(stage, file, None, **options)
+
+    def _read(self, stage: str, file: str, format: str | None, **options: Any) -> Any:
+        path = self.input_path(stage, file)
+        entry = catalog.find(stage, file)
+        if entry is None or entry.stage != stage:
+            raise PipelineError(f"{self.stage.name} reads {stage}/{file}, which the artifact catalog does not "
+                                f"declare as an output of {stage} (a bug in the stage code)")
+        if format is not None and entry.format != format:
+            raise PipelineError(f"{self.stage.name} reads {stage}/{file} as {format}, but the artifact catalog "
+                                f"declares it as {entry.format} (a bug in the stage code)")
+        record = next((r for r in self.inputs if r["stage"] == stage and r["file"] == file), None)
+        return catalog.read_file(path, entry.format, sha256=record["sha256"] if record else None, stage=stage,
+                                 **options)
+
     def read_parquet(self, stage: str, file: str, columns: list[str] | None = None) -> pd.DataFrame:
         """Read a declared Parquet input."""
-        return pd.read_parquet(self.input_path(stage, file), columns=columns)
+        return self._read(stage, file, "parquet", columns=columns)
 
     def iter_parquet(self, stage: str, file: str, columns: list[str], batch_rows: int = 100_000):
         """Yield a declared Parquet input as DataFrames of at most ``batch_rows`` rows (bounded memory)."""
@@ -142,30 +181,24 @@ class StageContext:
         return hashlib.sha256(material.encode()).hexdigest()[:16]
 
     def read_joblib(self, stage: str, file: str) -> Any:
-        """Load a declared joblib input (a fitted estimator), verified before it is unpickled.
-
-        The file's bytes are hashed as they are read and compared with the
-        hash the runner recorded for this input when the stage started (the
-        upstream manifest's), and those same bytes are unpickled: the object
-        loaded is the file that was checked.
+        """Load a declared joblib input (a fitted estimator), verified before it is unpickled (see :meth:`read`).
 
         Raises
         ------
         PipelineError
             When the file is not the one the upstream stage recorded.
         """
-        path = self.input_path(stage, file)
-        record = next((r for r in self.inputs if r["stage"] == stage and r["file"] == file), None)
-        return artifacts.load_verified(path, record["sha256"] if record else None, joblib.load, stage=stage)
+        return self._read(stage, file, "joblib")
 
-    def read_previous(self, file: str, loader: Callable[[Any], Any]) -> Any | None:
+    def read_previous(self, file: str, loader: Callable[[Any], Any] | None = None) -> Any | None:
         """Load ``file`` as this stage's previous run left it, if that run's manifest vouches for it.
 
         For what a stage carries over from its own last run (stage 04's
         segment ids). The file is read only when the previous manifest lists
         it, and its bytes are checked against the recorded SHA-256 before
-        ``loader(binary file object)`` sees them; each file read is recorded
-        in the new manifest under ``previous_run_inputs``.
+        ``loader(binary file object)`` (default: the reader of the file's
+        catalog format) sees them; each file read is recorded in the new
+        manifest under ``previous_run_inputs``.
 
         Returns
         -------
@@ -177,6 +210,14 @@ class StageContext:
         PipelineError
             When the file is not the one the previous run recorded.
         """
+        entry = catalog.find(self.stage.name, file)
+        if entry is None or entry.stage != self.stage.name:
+            raise PipelineError(f"{self.stage.name} reads its previous run's {file}, which the artifact catalog "
+                                f"does not declare as one of its outputs (a bug in the stage code)")
+        if loader is None:
+            loader = catalog.FORMATS[entry.format].read
+            if loader is None:
+                raise PipelineError(f"{file} ({entry.format}) has no generic reader; pass the stage's loader")
         path = self.output_dir / file
         record = artifacts.recorded_output(self.previous_manifest, file)
         if record is None:
@@ -198,33 +239,65 @@ class StageContext:
 
     def read_json(self, stage: str, file: str) -> Any:
         """Read a declared JSON input."""
-        return json.loads(self.input_path(stage, file).read_text(encoding="utf-8"))
+        return self._read(stage, file, "json")
 
     def write_with(self, file: str, writer: Callable[[Path], None]) -> Path:
-        """Write an output by calling ``writer(tmp_path)``; renamed into place when done."""
+        """Write an output by calling ``writer(tmp_path)``; renamed into place when done.
+
+        For files the stage's own code writes (a Keras model, a chart, Parquet
+        written batch by batch); the file must still be one the catalog
+        declares for this stage.
+
+        Raises
+        ------
+        PipelineError
+            When the catalog does not declare ``file`` for this stage.
+        """
+        catalog.stage_output(self.stage.name, file)
+        return self._write(file, writer)
+
+    def _write(self, file: str, writer: Callable[[Path], None]) -> Path:
         target = self.output_dir / file
         artifacts.write_atomic(target, writer)
         self.outputs[file] = artifacts.file_sha256(target)
         return target
 
+    def write(self, file: str, value: Any) -> Path:
+        """Write ``value`` with the writer of ``file``'s catalog format (a DataFrame, a dict, an estimator, text).
+
+        Raises
+        ------
+        PipelineError
+            When the catalog does not declare ``file`` for this stage, or its
+            format has no generic writer (Keras, PNG: use :meth:`write_with`).
+        """
+        return self._write_as(file, None, value)
+
+    def _write_as(self, file: str, format: str | None, value: Any) -> Path:
+        entry = catalog.stage_output(self.stage.name, file, format)
+        write = catalog.FORMATS[entry.format if format is None else format].write
+        if write is None:
+            raise PipelineError(f"{file} ({entry.format}) has no generic writer: the stage's code writes it "
+                                f"with write_with (a bug in the stage code)")
+        return self._write(file, lambda tmp: write(value, tmp))
+
     def write_parquet(self, file: str, frame: pd.DataFrame) -> Path:
         """Write a table as Parquet (no index)."""
-        return self.write_with(file, lambda tmp: frame.to_parquet(tmp, index=False))
+        return self._write_as(file, "parquet", frame)
 
     def write_csv(self, file: str, frame: pd.DataFrame) -> Path:
         """Write a table as UTF-8 CSV (no index)."""
-        return self.write_with(file, lambda tmp: frame.to_csv(tmp, index=False, encoding="utf-8",
-                                                              lineterminator="\n"))
+        return self._write_as(file, "csv", frame)
 
     def write_joblib(self, file: str, value: Any) -> Path:
         """Pickle a fitted estimator with joblib."""
-        return self.write_with(file, lambda tmp: joblib.dump(value, tmp))
+        return self._write_as(file, "joblib", value)
 
     def write_text(self, file: str, text: str) -> Path:
-        """Write UTF-8 text."""
-        return self.write_with(file, lambda tmp: tmp.write_text(text, encoding="utf-8", newline="\n"))
+        """Write UTF-8 text the stage rendered itself, to a file of a text format (YAML, HTML, text)."""
+        return self._write_as(file, "text", text)
 
     def write_json(self, file: str, value: Any) -> Path:
         """Write indented UTF-8 JSON."""
-        return self.write_text(file, artifacts.json_text(value))
+        return self._write_as(file, "json", value)
 

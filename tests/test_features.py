@@ -50,7 +50,6 @@ from core.prepare_features.settings import EligibilityConfig
 from core.prepare_features.transformers import ClassMixEmbedding, ModelMatrixTransformer, add_class_mix
 
 ANALYSIS_DATE = pd.Timestamp("2024-03-31")
-DAYS_PER_MONTH = 365.25 / 12  # 30.4375, an average month
 PROFILE_COLUMNS = ["persona", "age", "gender", "has_children", "lifestyle", "region", "signup_date", "dropout_date"]
 ATTRIBUTES = ["channel", "brand", "brand_tier", "style", "color", "size", "discount_amount"]
 
@@ -172,9 +171,10 @@ def test_orders_count_purchase_orders_with_merchandise(features):
 
 
 def test_orders_per_month_uses_at_least_one_month_of_tenure(features):
-    assert features.loc[1, "orders_per_month"] == pytest.approx(2 / (90 / DAYS_PER_MONTH))
+    # 2 orders in 90 days of tenure; a month is 365.25 / 12 = 30.4375 days: 2 / (90 / 30.4375)
+    assert features.loc[1, "orders_per_month"] == pytest.approx(0.676389, abs=1e-6)
     assert features.loc[2, "orders_per_month"] == pytest.approx(1.0)  # 0 days of tenure count as a month
-    assert features.loc[6, "orders_per_month"] == pytest.approx(4 / (255 / DAYS_PER_MONTH))
+    assert features.loc[6, "orders_per_month"] == pytest.approx(0.477451, abs=1e-6)  # 4 / (255 / 30.4375)
 
 
 def test_revenue_returns_order_value_and_items(features):

@@ -28,7 +28,8 @@ from core.framework.stage import config_hash
 from core.generate_data.personas import Persona, Scenario, load_persona_file
 from core.generate_data.settings import (DataConfig, GenerateDataConfig, IngestConfig, check_generate_data,
                                          check_ingest, check_styles)
-from core.prepare_features.settings import PrepareFeaturesConfig, check_model_features, check_prepare_features
+from core.prepare_features.settings import (CustomerValueConfig, PrepareFeaturesConfig, check_customer_value,
+                                            check_model_features, check_prepare_features)
 from core.profile_export.settings import ProfileExportConfig
 from core.profile_export.strategies import StrategyTable, load_strategies
 from core.train_autoencoder.settings import TrainAutoencoderConfig, check_train_autoencoder
@@ -46,6 +47,7 @@ class _ConfigFile:
     generate_data: GenerateDataConfig = spec()
     ingest: IngestConfig = spec()
     prepare_features: PrepareFeaturesConfig = spec()
+    customer_value: CustomerValueConfig = spec()
     train_autoencoder: TrainAutoencoderConfig = spec()
     cluster: ClusterConfig = spec()
     profile_export: ProfileExportConfig = spec()
@@ -61,8 +63,8 @@ class PipelineConfig:
         The config file it was read from.
     hierarchy : Hierarchy
     personas : dict of str to Persona
-    seed, data, generate_data, ingest, prepare_features, train_autoencoder, cluster, profile_export
-        The sections of ``config.yml``.
+    seed, data, generate_data, ingest, prepare_features, customer_value, train_autoencoder, cluster, profile_export
+        The sections of ``config.yml`` (``customer_value`` is read by stage 02).
     source_files : dict of str to Path
         With ``data.source: file``, the retailer's files stage 01 reads, resolved against the
         config file's folder: ``transactions`` and, when given, ``customers``. Empty otherwise.
@@ -81,6 +83,7 @@ class PipelineConfig:
     generate_data: GenerateDataConfig
     ingest: IngestConfig
     prepare_features: PrepareFeaturesConfig
+    customer_value: CustomerValueConfig
     train_autoencoder: TrainAutoencoderConfig
     cluster: ClusterConfig
     profile_export: ProfileExportConfig
@@ -147,7 +150,8 @@ def load_config(path: Path | str = paths.DEFAULT_CONFIG) -> PipelineConfig:
         path=path, seed=parsed.seed, hierarchy_file=hierarchy_path, personas_file=personas_path,
         strategies_file=strategies_path, hierarchy=hierarchy, personas=personas, scenarios=scenarios,
         strategies=strategies, data=parsed.data, generate_data=parsed.generate_data, ingest=parsed.ingest,
-        prepare_features=parsed.prepare_features, train_autoencoder=parsed.train_autoencoder,
+        prepare_features=parsed.prepare_features, customer_value=parsed.customer_value,
+        train_autoencoder=parsed.train_autoencoder,
         cluster=parsed.cluster, profile_export=parsed.profile_export, source_files=source_files,
     )
 
@@ -184,6 +188,7 @@ def _check_cross_fields(cfg: _ConfigFile, problems: Problems) -> None:
     if not cfg.prepare_features.model_features:
         problems.add("prepare_features.model_features", "empty; list at least one feature")
     check_prepare_features(cfg.prepare_features, problems)
+    check_customer_value(cfg.customer_value, problems)
     export = cfg.profile_export
     low, high = export.value_quantiles
     if not (0 < low < high < 1):

@@ -12,7 +12,12 @@ order they run:
    float32 like ``features.parquet``);
 3. model matrix -> the latent space (stage 03's ``autoencoder-model.keras``);
 4. each space -> every clustering model of stage 04 (``<method>-<space>.pkl``;
-   their ``assign``, the method stage 04 scores its own customers with).
+   their ``assign``, the method stage 04 scores its own customers with);
+5. order lines -> each customer's ``p_alive``, ``expected_orders``,
+   ``expected_revenue`` and ``churn_risk``, from the parameters stage 02
+   saved (``customer_value_model.json``, numbers rather than a pickle):
+   :func:`~core.prepare_features.value_estimates.predict_values`, the same
+   arithmetic stage 02 ran after its fit.
 
 So scoring the training customers again gives their training segments, and
 a new customer gets the segment the same models would have given it.
@@ -45,6 +50,7 @@ from core.prepare_features.aggregate import REQUIRED_LINE_COLUMNS
 from core.prepare_features.columns import CLASS_MIX, sellable_classes
 from core.prepare_features.prepare import FeatureModel
 from core.prepare_features.transformers import ModelMatrixTransformer
+from core.prepare_features.value_estimates import VALUE_COLUMNS, order_values, predict_values
 from core.train_autoencoder.autoencoder import AutoencoderTransformer
 
 log = logging.getLogger(__name__)
@@ -70,6 +76,9 @@ class ScoringChain:
     hierarchy : core.domain.hierarchy.Hierarchy
         The config's hierarchy, checked to have the sellable classes stage
         02 was trained with: department kinds decide which lines are spend.
+    customer_value : dict or None
+        Stage 02's ``customer_value_model.json`` (its ``estimated`` false
+        when stage 02 could not fit the models); None: no customer value.
     """
 
     feature_model: FeatureModel
@@ -77,6 +86,7 @@ class ScoringChain:
     models: dict[tuple[str, str], Any]
     primary: tuple[str, str]
     hierarchy: Hierarchy
+    customer_value: dict | None = None
 
     @property
     def transformer(self) -> ModelMatrixTransformer:
@@ -149,6 +159,7 @@ def load_saved_run(artifacts_dir: Path, config) -> ScoringChain:
         autoencoder = _load_output(artifacts_dir, paths.TRAIN_AUTOENCODER, paths.AUTOENCODER_MODEL,
                                    AutoencoderTransformer.load, as_file=True)
     feature_model = _load_pickle(artifacts_dir, paths.PREPARE_FEATURES, paths.FEATURE_SCALER)
+    customer_value = _load_output(artifacts_dir, paths.PREPARE_FEATURES, paths.CUSTOMER_VALUE_MODEL, json.load)
     scaler_path = paths.stage_dir(artifacts_dir, paths.PREPARE_FEATURES) / paths.FEATURE_SCALER
     if not isinstance(feature_model, FeatureModel):
         raise PipelineError(f"{scaler_path} holds a {type(feature_model).__name__}, not the feature model this "
@@ -159,7 +170,7 @@ def load_saved_run(artifacts_dir: Path, config) -> ScoringChain:
                             f"sellable classes differ); rerun the pipeline from stage 02 before scoring")
     return ScoringChain(feature_model=feature_model, autoencoder=autoencoder, models=models,
                         primary=(comparison["primary"]["method"], comparison["primary"]["space"]),
-                        hierarchy=config.hierarchy)
+                        hierarchy=config.hierarchy, customer_value=customer_value)
 
 
 def _load_output(artifacts_dir: Path, stage: str, file: str, loader: Callable[[Any], Any], *,
@@ -236,13 +247,21 @@ def score_customers(frame: pd.DataFrame, saved: ScoringChain, *, analysis_date: 
         One row per customer: the columns of :meth:`ScoringChain.segment`,
         then ``excluded_reason``: empty, or why a customer of the order
         lines is not segmented (no features, or a failed eligibility rule;
-        its segment columns are then missing). Scored customers come first.
+        its segment columns are then missing). Scored customers come
+        first. Then ``p_alive``, ``expected_orders``, ``expected_revenue``,
+        ``churn_risk`` at the analysis date (order lines only: null for a
+        features file) and ``customer_value_note``: empty, or why they are
+        null for that customer.
     """
+    lines, day = None, None
     if input_kind(frame, saved.transformer, source) == "transactions":
-        features, excluded = _features_from_lines(frame, saved, analysis_date, source)
+        lines = _as_transactions(frame, source)
+        day = pd.Timestamp(analysis_date if analysis_date is not None else lines["order_date"].max()).normalize()
+        features, excluded = _features_from_lines(lines, saved, day, source)
         if features.empty:
             # Nobody to score (every customer new or without merchandise): the same columns, all missing.
-            return _nobody_scored(excluded, saved)
+            scored = _nobody_scored(excluded, saved)
+            return _with_customer_values(scored, lines, day, saved, source)
     else:
         features, excluded = _features_from_file(frame, source), None
     values = features[list(saved.transformer.columns)]
@@ -252,19 +271,47 @@ def score_customers(frame: pd.DataFrame, saved: ScoringChain, *, analysis_date: 
                             f"model feature")
     scored = saved.segment(features)
     scored["excluded_reason"] = ""
-    if excluded is None or not len(excluded):
-        return scored
-    scored = pd.concat([scored, excluded.rename(columns={"reason": "excluded_reason"})], ignore_index=True)
-    labels = [c for c in scored.columns if c.endswith("_label") or c in ("segment", "segment_runner_up")]
-    scored[labels] = scored[labels].astype("Int64")
-    return scored
+    if excluded is not None and len(excluded):
+        scored = pd.concat([scored, excluded.rename(columns={"reason": "excluded_reason"})], ignore_index=True)
+        labels = [c for c in scored.columns if c.endswith("_label") or c in ("segment", "segment_runner_up")]
+        scored[labels] = scored[labels].astype("Int64")
+    return _with_customer_values(scored, lines, day, saved, source)
 
 
-def _features_from_lines(frame: pd.DataFrame, saved: ScoringChain, analysis_date: pd.Timestamp | None,
+def _with_customer_values(scored: pd.DataFrame, lines: pd.DataFrame | None, day: pd.Timestamp | None,
+                          saved: ScoringChain, source: str) -> pd.DataFrame:
+    """``scored`` with each customer's value columns from stage 02's saved models, and a note where they are null."""
+    model = saved.customer_value
+    n = len(scored)
+    columns: dict[str, Any] = {c: np.full(n, np.nan) for c in VALUE_COLUMNS[:-1]}
+    columns["churn_risk"] = pd.array([pd.NA] * n, dtype="string")
+    notes = np.full(n, "", dtype=object)
+    if model is None:
+        notes[:] = "not estimated: the saved run has no customer-value model"
+    elif not model["estimated"]:
+        notes[:] = f"not estimated: {model['reason']}"
+    elif lines is None:
+        notes[:] = "not estimated: a features file holds no order history; score order lines for customer value"
+    else:
+        orders = order_values(lines, model["non_merchandise_departments"], day)
+        try:
+            predicted = predict_values(orders, day, model) if len(orders) else None
+        except ValueError as exc:
+            raise PipelineError(f"{source}: customer value cannot be computed ({exc})") from None
+        ids = scored[ID_COLUMN].to_numpy()
+        found = np.isin(ids, predicted.index) if predicted is not None else np.zeros(n, dtype=bool)
+        if found.any():
+            rows = predicted.loc[ids[found]]
+            for column in VALUE_COLUMNS[:-1]:
+                columns[column][found] = rows[column].to_numpy()
+            columns["churn_risk"][found] = rows["churn_risk"].array
+        notes[~found] = f"no merchandise purchase order by the analysis date {day.date()}"
+    return scored.assign(**columns, customer_value_note=notes)
+
+
+def _features_from_lines(lines: pd.DataFrame, saved: ScoringChain, day: pd.Timestamp,
                          source: str) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The eligible customers' features, and ``customer_id`` and ``reason`` of the others (stage 02's reasons)."""
-    lines = _as_transactions(frame, source)
-    day = pd.Timestamp(analysis_date if analysis_date is not None else lines["order_date"].max()).normalize()
     eligible = saved.feature_model.customer_features(lines, saved.hierarchy, day)
     # The class-mix columns come from the saved embedding, never from the lines' own columns.
     missing = [c for c in saved.transformer.columns if c not in eligible.features.columns

@@ -19,6 +19,8 @@ def small_config_document() -> dict:
     doc = yaml.safe_load((SHIPPED_CONFIG / "config.yml").read_text(encoding="utf-8"))
     doc["data"].update(n_customers=300, history_start="2023-01-01", history_end="2023-12-31")
     doc["generate_data"]["chunk_size"] = 120  # several chunks even on small data
+    # A one-year history: the customer-value holdout check needs horizon_days + 90 days of it to run.
+    doc["customer_value"]["horizon_days"] = 120
     doc["train_autoencoder"].update(hidden_units=[16, 8], latent_dim=4, epochs=15, batch_size=64,
                                     early_stopping_patience=5)
     cluster = doc["cluster"]

@@ -189,6 +189,17 @@ BAD_VALUES = [
          "0 is below the minimum 1"),
     case("negative recency limit", "config", "prepare_features.eligibility.max_recency_days", -5,
          "-5 is below the minimum 0"),
+    case("churn thresholds out of order", "config", "customer_value.churn_risk_thresholds", [0.7, 0.3],
+         "[0.7, 0.3] must be two numbers [high_below, medium_below]", "0 < high_below < medium_below < 1"),
+    case("churn threshold of 1", "config", "customer_value.churn_risk_thresholds", [0.3, 1.0],
+         "0 < high_below < medium_below < 1"),
+    case("three churn thresholds", "config", "customer_value.churn_risk_thresholds", [0.2, 0.5, 0.8],
+         "must be two numbers"),
+    case("horizon of 0 days", "config", "customer_value.horizon_days", 0, "0 is below the minimum 1"),
+    case("misspelt horizon gets a hint", "config", "customer_value.horizon", 365,
+         "unknown key", "did you mean 'horizon_days'"),
+    case("customer value switch not a boolean", "config", "customer_value.enabled", "yes",
+         "'yes' is not valid", "expected true or false"),
     # Profile, ground-truth, identity and id columns never enter the model matrix, whatever the pattern.
     *[case(f"model feature {pattern!r}", "config", "prepare_features.model_features", appended(pattern),
            f"'{pattern}' names", named, "never enter the model matrix")

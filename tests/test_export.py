@@ -23,7 +23,13 @@ def full_segment(segment_id=0, size=50, name="Loyal Regulars - Home Shoppers"):
         "size": size, "share_of_customers": 0.5, "revenue_share": 0.4, "value_tier": "mid",
         "position": "Loyal Regulars", "recency_days": stats, "orders": stats, "orders_per_month": stats,
         "net_revenue": stats, "average_order_value": stats, "tenure_days": stats, "return_rate": 0.05,
-        "lapsed_share": 0.1, "top_departments": [{"department": "Home", "spend_share": 0.6, "lift": 1.4}],
+        "lapsed_share": 0.1,
+        "customer_value": {"horizon_days": 365, "mean_p_alive": 0.42,
+                           "churn_risk_share": {"low": 0.4, "medium": 0.1, "high": 0.5}, "expected_revenue": 1234.5,
+                           "note": ""},
+        "lifecycle": {"state": "typical", "basis": "mean_p_alive", "segment": 0.42, "population": 0.35,
+                      "margin": 0.15},
+        "top_departments": [{"department": "Home", "spend_share": 0.6, "lift": 1.4}],
         "top_classes": [{"department": "Home", "class": "Candles", "spend_share": 0.2, "lift": 2.0}],
         "seasonal_peaks": [{"month": "December", "spend_share": 0.2, "index": 1.6}],
         "attribute_mix": {"brand_tier": [{"value": "premium", "spend_share": 0.3, "lift": 1.2}]},
@@ -53,12 +59,22 @@ def test_a_complete_export_validates():
     (lambda d: d["metadata"].update(run_id="not hex"), "metadata/run_id"),
     (lambda d: d["segments"][0].update(customer_rows=[{"customer_id": 1}]), "segments/0"),
     (lambda d: d["segments"][0]["demographics"].update(email={"a@b.c": 1.0}), "segments/0"),
+    (lambda d: d["segments"][0]["customer_value"]["churn_risk_share"].update(high=1.2), "segments/0"),
+    (lambda d: d["segments"][0]["lifecycle"].update(state="lapsed"), "segments/0"),
 ])
 def test_a_broken_export_fails_its_schema(breakage, where):
     broken = document([full_segment()])
     breakage(broken)
     problems = export.schema_errors(broken)
     assert problems and any(p.startswith(where) for p in problems)
+
+
+def test_customer_value_not_estimated_is_null_with_its_note():
+    segment = full_segment()
+    segment["customer_value"] = {"horizon_days": 365, "mean_p_alive": None, "churn_risk_share": None,
+                                 "expected_revenue": None, "note": "not estimated: too few repeat buyers"}
+    segment["lifecycle"].update(basis="lapsed_share", segment=0.1, population=0.6, state="active")
+    assert export.schema_errors(document([segment])) == []
 
 
 def test_small_segments_keep_only_their_size():

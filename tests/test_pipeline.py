@@ -551,7 +551,8 @@ def test_customers_with_segments_has_one_row_per_customer_and_a_distinct_runner_
     table = read(artifacts_dir, paths.PROFILE_EXPORT, paths.CUSTOMERS_WITH_SEGMENTS)
     assignments = read(artifacts_dir, paths.CLUSTER, paths.ASSIGNMENTS)
     assert list(table.columns) == ["customer_id", "segment_id", "segment_name", "strength",
-                                   "runner_up_segment_id", "runner_up_segment_name", "reconstruction_error"]
+                                   "runner_up_segment_id", "runner_up_segment_name", "reconstruction_error",
+                                   "p_alive", "expected_orders", "expected_revenue", "churn_risk"]
     assert table["customer_id"].is_unique and len(table) == len(assignments)
     assert (table["segment_id"] != table["runner_up_segment_id"]).all()
     assert table["strength"].between(0, 1).all()

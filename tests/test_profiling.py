@@ -10,6 +10,10 @@ segment  net revenue            recency (days)     orders/month       Ladies Clo
 
 Population spend: Ladies Clothing 3680 + 0 + 500 + 280 = 4460, Home 920 + 120 + 500 + 280 = 1820,
 total 6280. Net revenue quantiles (0.33, 0.67) = (100.6, 442); median orders/month = 1.5.
+
+Without customer value the lifecycle word compares lapsed shares (recency >= 90 days): everyone 5/14 =
+0.357 (segment 1's four and the noise customer of 100 days); segment 0 and 2 have 0 (0.357 below:
+Active), segment 1 has 1 (0.643 above: At-Risk), both beyond the 0.15 margin.
 """
 
 from __future__ import annotations
@@ -121,16 +125,19 @@ def test_statistics_of_a_segment(profiles):
 
 def test_high_value_recent_frequent_segment_is_vip_champions(profiles):
     # 80% Ladies Clothing against 71% for everyone: lift 1.13, under the 1.2 a focus needs.
-    assert profiles[0]["name"] == "VIP Champions - Mixed Shoppers"
+    assert profiles[0]["name"] == "Active VIP Champions - Mixed Shoppers"
 
 
-def test_lapsed_low_value_segment_is_hibernating(profiles):
-    assert profiles[1]["name"] == "Hibernating - Home Shoppers"
+def test_a_lapsed_low_value_segment_is_named_for_its_shopping_with_a_lifecycle_word(profiles):
+    assert profiles[1]["position"] == "Occasional Bargain Hunters"
+    assert profiles[1]["lifecycle"] == {"state": "at_risk", "basis": "lapsed_share", "segment": 1.0,
+                                        "population": round(5 / 14, 4), "margin": 0.15}
+    assert profiles[1]["name"] == "At-Risk Occasional Bargain Hunters - Home Shoppers"
 
 
 def test_mid_value_frequent_segment_names_its_highest_lift_department(profiles):
     """Segment 2 spends 50:50, but Home (lift 0.5 / 0.29) over-indexes, Ladies Clothing (0.5 / 0.71) does not."""
-    assert profiles[2]["name"] == "Loyal Regulars - Home Shoppers"
+    assert profiles[2]["name"] == "Active Loyal Regulars - Home Shoppers"
 
 
 def test_noise_segment_is_unassigned(profiles):
@@ -157,7 +164,8 @@ def test_top_departments_lists_as_many_as_asked():
 def test_descriptions_state_the_segment_size(profiles):
     for p in profiles.values():
         assert f"{p['size']:,} customers (" in p["description"]
-    assert profiles[0]["description"].startswith("VIP Champions - Mixed Shoppers: 4 customers (28.6%)")
+    assert profiles[0]["description"].startswith("Active VIP Champions - Mixed Shoppers: 4 customers (28.6%)")
+    assert "Customer value not estimated: no customer value columns." in profiles[0]["description"]
     assert "£" in profiles[0]["description"]
 
 
@@ -169,8 +177,8 @@ def test_twin_segments_get_unique_names():
     names = [p["name"] for p in profiles]
     assert len(set(names)) == len(names)
     by_id = {p["segment_id"]: p["name"] for p in profiles}
-    assert by_id[1] == "Hibernating - Home Shoppers"
-    assert by_id[3] == "Hibernating - Home Shoppers #2"
+    assert by_id[1] == "At-Risk Occasional Bargain Hunters - Home Shoppers"
+    assert by_id[3] == "At-Risk Occasional Bargain Hunters - Home Shoppers #2"
 
 
 def test_clashing_names_add_the_next_focus_department():
@@ -186,8 +194,9 @@ def test_clashing_names_add_the_next_focus_department():
         segment_rows(2, [50] * 40, [200] * 40, [0.2] * 40, {"H": 0.5, "A": 0.5}),
     ], ignore_index=True)
     names = {p["segment_id"]: p["name"] for p in profile(frame)}
-    assert names[0] == "VIP Champions - Ladies Clothing Shoppers (+ Home)"
-    assert names[1] == "VIP Champions - Ladies Clothing Shoppers (+ Accessories)"
+    # 40 of 48 customers lapsed (0.83, all of segment 2); segments 0 and 1, none: Active.
+    assert names[0] == "Active VIP Champions - Ladies Clothing Shoppers (+ Home)"
+    assert names[1] == "Active VIP Champions - Ladies Clothing Shoppers (+ Accessories)"
     assert len(set(names.values())) == 3
 
 
@@ -201,9 +210,9 @@ def test_a_segment_without_merchandise_spend_is_not_named_after_a_department():
     gift_cards_only = segment_rows(3, [100, 120, 110, 90], [10, 12, 8, 9], [2, 2, 2, 2], mix={})
     profiles = {p["segment_id"]: p for p in profile(pd.concat([frame, gift_cards_only], ignore_index=True))}
     name = profiles[3]["name"]
-    assert name.startswith("Loyal Regulars - ")
+    assert name.startswith("Active Loyal Regulars - ")
     assert not any(d in name for d in ("Ladies Clothing", "Home", "Accessories")), name
-    assert name == "Loyal Regulars - Mixed Shoppers"
+    assert name == "Active Loyal Regulars - Mixed Shoppers"
 
 
 def test_insights_table_has_one_row_per_segment(profiles):
@@ -211,7 +220,9 @@ def test_insights_table_has_one_row_per_segment(profiles):
     assert len(table) == len(profiles)
     assert table["segment_id"].is_unique
     row = table.set_index("segment_id").loc[0]
-    assert row["name"] == "VIP Champions - Mixed Shoppers"
+    assert row["name"] == "Active VIP Champions - Mixed Shoppers"
+    assert row["lifecycle"] == "active" and pd.isna(row["mean_p_alive"])
+    assert row["customer_value_note"] == "not estimated: no customer value columns"
     assert row["size"] == 4
     assert row["net_revenue_median"] == 1150.0
     assert row["top_department_1"] == "Ladies Clothing"

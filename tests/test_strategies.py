@@ -17,20 +17,25 @@ HIERARCHY = load_hierarchy(CONFIG_DIR / "hierarchy.yml")
 SHIPPED = yaml.safe_load((CONFIG_DIR / "strategies.yml").read_text(encoding="utf-8"))
 
 
-def segment(position="Steady Shoppers", value_tier="mid", top="Ladies Clothing", lapsed=0.0, returns=0.05):
-    """The profile fields the rules look at."""
+def segment(position="Steady Shoppers", value_tier="mid", top="Ladies Clothing", lapsed=0.0, returns=0.05,
+            high_churn=0.2):
+    """The profile fields the rules look at (``high_churn`` None: customer value not estimated)."""
+    shares = None if high_churn is None else {"low": 1 - high_churn, "medium": 0.0, "high": high_churn}
     return {"position": position, "value_tier": value_tier, "lapsed_share": lapsed, "return_rate": returns,
-            "top_departments": [{"department": top, "spend_share": 0.4, "lift": 1.5}]}
+            "top_departments": [{"department": top, "spend_share": 0.4, "lift": 1.5}],
+            "customer_value": {"churn_risk_share": shares}}
 
 
 def profile_reaching(rule) -> dict:
     """A profile meeting exactly what ``rule`` asks, neutral everywhere else."""
     when = rule.when
+    # Low value unless asked: the retention rule for valuable segments comes before the one for everyone else.
     return segment(position=when.position[0] if when.position else "Steady Shoppers",
-                   value_tier=when.value_tier[0] if when.value_tier else "mid",
+                   value_tier=when.value_tier[0] if when.value_tier else "low",
                    top=when.top_department[0] if when.top_department else "Ladies Clothing",
                    lapsed=when.lapsed_share_at_least if when.lapsed_share_at_least is not None else 0.0,
-                   returns=when.return_rate_at_least if when.return_rate_at_least is not None else 0.05)
+                   returns=when.return_rate_at_least if when.return_rate_at_least is not None else 0.05,
+                   high_churn=when.high_churn_share_at_least if when.high_churn_share_at_least is not None else 0.2)
 
 
 def test_every_shipped_rule_is_reachable():
@@ -48,8 +53,9 @@ def test_every_position_gets_a_strategy():
 
 def test_first_matching_rule_wins():
     table = load_strategies(CONFIG_DIR / "strategies.yml", HIERARCHY)
-    # At-Risk with heavy returns: the win-back rule comes first.
-    assert choose_rule(table, segment(position="At-Risk", returns=0.5)).id == "win_back_valuable"
+    # Mostly gone, valuable and returning a lot: the win-back rule comes first.
+    assert choose_rule(table, segment(value_tier="high", high_churn=0.8, returns=0.5)).id == "win_back_valuable"
+    assert choose_rule(table, segment(value_tier="low", high_churn=0.8)).id == "reactivate_hibernating"
     assert choose_rule(table, segment(position="Loyal Regulars", returns=0.5)).id == "reduce_returns"
     assert choose_rule(table, segment(position="Steady Shoppers", top="Kids Clothing")).id == "family_back_to_school"
     assert choose_rule(table, segment(position="Steady Shoppers")).id == "standard_newsletter"
@@ -80,6 +86,10 @@ def test_missing_catch_all_is_an_error():
 @pytest.mark.parametrize("change, message", [
     (lambda d: d["rules"][0]["when"].update(position=["VIP Champs"]), r"rules\[0\]\.when\.position\[0\].*'VIP Champs'"),
     (lambda d: d["rules"][0]["when"].update(top_department=["Garden"]), r"'Garden' is not a merchandise department"),
+    # Lifecycle is no longer a position: a rule asks for churn risk instead.
+    (lambda d: d["rules"][0]["when"].update(position=["At-Risk"]), r"position\[0\]'.*'At-Risk' is not allowed"),
+    (lambda d: d["rules"][0]["when"].update(high_churn_share_at_least=1.5),
+     r"high_churn_share_at_least'.*above the maximum 1.0"),
     (lambda d: d["rules"][0].update(chanel=["email"]), r"rules\[0\]\.chanel'.*did you mean 'channel'"),
     (lambda d: d["rules"][1].update(id="win_back_valuable"), r"'win_back_valuable' is also the id of rules\[0\]"),
     (lambda d: d["cross_sell"].update(max_lift=-1), r"cross_sell\.max_lift'.*below the minimum"),
@@ -101,9 +111,10 @@ def test_cross_sell_suggests_popular_under_bought_departments():
 
 
 @pytest.mark.parametrize("rule_when, reason", [
-    ({"position": ["At-Risk"], "value_tier": ["high"]}, r"rules\[0\] \('win_back_valuable'\) matches every segment"),
-    ({"position": ["Hibernating"], "value_tier": ["high"]}, r"no position among \['Hibernating'\] has a value tier"),
-    ({"position": ["VIP Champions"], "lapsed_share_at_least": 0.8}, r"at most half\s+its customers have lapsed"),
+    ({"value_tier": ["high"], "high_churn_share_at_least": 0.8},
+     r"rules\[0\] \('win_back_valuable'\) matches every segment"),
+    ({"position": ["Occasional Bargain Hunters"], "value_tier": ["high"]},
+     r"no position among \['Occasional Bargain Hunters'\] has a value tier"),
 ])
 def test_rules_that_can_never_fire_are_refused(rule_when, reason):
     """Covered by an earlier rule, or asking for a profile the naming rules never produce."""

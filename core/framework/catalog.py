@@ -232,6 +232,10 @@ ARTIFACTS: tuple[Artifact, ...] = (
     Artifact(paths.PROFILE_EXPORT, paths.PROJECTION_PLOT, "png",
              "customers projected to 2-D in the space the segments were found in"),
     Artifact(paths.PROFILE_EXPORT, paths.LOSS_CURVE, "png", "the autoencoder's loss curve"),
+    Artifact(paths.PROFILE_EXPORT, paths.RECOMMENDATIONS, "parquet",
+             "next-best classes: one row per segmented customer and rank, with department, class, score, reason"),
+    Artifact(paths.PROFILE_EXPORT, paths.RECOMMENDATION_EVALUATION, "json",
+             "the recommendations measured on a temporal holdout against three baselines, or why there are none"),
     Artifact(paths.PROFILE_EXPORT, paths.CALIBRATION_PLOT, "png",
              "predicted against actual orders by decile in the customer-value holdout check"),
 )

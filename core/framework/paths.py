@@ -87,6 +87,9 @@ SEGMENT_SIZES_PLOT = "segment-sizes.png"
 DEPARTMENT_HEATMAP = "department-heatmap.png"
 PROJECTION_PLOT = "projection.png"
 LOSS_CURVE = "loss-curve.png"
+# Next-best classes per customer (issue 15) and their temporal-holdout evaluation.
+RECOMMENDATIONS = "recommendations.parquet"
+RECOMMENDATION_EVALUATION = "recommendation_evaluation.json"
 CALIBRATION_PLOT = "calibration.png"
 SEGMENT_PROFILES_SCHEMA = REPO_ROOT / "schemas" / "segment_profiles.schema.json"
 

@@ -10,4 +10,6 @@ Modules, each importing only those above it (and the framework and domain):
 - ``prepare``: ``prepare_features`` and the ``FeatureModel`` it fits (``feature-scaler.pkl``);
 - ``stage``: reads the inputs, calls ``prepare_features``, writes the outputs;
 - ``customer_value``: BG/NBD and Gamma-Gamma estimators (customer lifetime value).
+- ``value_estimates``: the customer-value columns of every customer with a purchase, the saved
+  model and its holdout check (config section ``customer_value``), from ``customer_value``'s models.
 """

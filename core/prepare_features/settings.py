@@ -90,3 +90,31 @@ def check_prepare_features(cfg: PrepareFeaturesConfig, problems: Problems) -> No
                                                            f"expression: {exc}")
     if len(set(cfg.attribute_shares)) != len(cfg.attribute_shares):
         problems.add("prepare_features.attribute_shares", f"{list(cfg.attribute_shares)} lists a value twice")
+
+
+@dataclasses.dataclass(frozen=True)
+class CustomerValueConfig:
+    """Stage 02: each customer's chance of still being active, expected orders and revenue, churn risk.
+
+    The top-level section ``customer_value``, read by stage 02 (where each
+    customer's order summary is): changing it reruns stage 02 and the stages
+    after it. The model (MBG/NBD and Gamma-Gamma) is in
+    :mod:`core.prepare_features.customer_value`.
+    """
+
+    enabled: bool = spec(help="false: the customer value columns are null, with the reason in the manifest")
+    horizon_days: int = spec(minimum=1, help="days after the analysis date that expected_orders and "
+                                             "expected_revenue cover")
+    churn_risk_thresholds: tuple[float, ...] = spec(help="[high_below, medium_below]: p_alive below the first "
+                                                         "is high churn risk, below the second medium, else low")
+    min_repeat_buyers: int = spec(minimum=2, help="fewest customers who bought on two different days to fit the "
+                                                  "models; fewer: the columns are null, with the reason")
+
+
+def check_customer_value(cfg: CustomerValueConfig, problems: Problems) -> None:
+    """The churn-risk thresholds are two increasing probabilities strictly between 0 and 1."""
+    thresholds = list(cfg.churn_risk_thresholds)
+    if len(thresholds) != 2 or not 0 < thresholds[0] < thresholds[1] < 1:
+        problems.add("customer_value.churn_risk_thresholds",
+                     f"{thresholds} must be two numbers [high_below, medium_below] with "
+                     f"0 < high_below < medium_below < 1 (e.g. [0.3, 0.7])")

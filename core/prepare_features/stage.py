@@ -7,13 +7,18 @@ batches of customers), ``class_spend_long.parquet``, ``features.parquet``
 (scaled model matrix), ``feature-scaler.pkl`` (the fitted
 :class:`~core.prepare_features.prepare.FeatureModel`: feature settings,
 eligibility rules, class-mix embedding and model-matrix transformer, to
-score new customers) and
+score new customers),
 ``excluded_customers.parquet`` (customers not segmented, with the rule and
-reason). Run ``python 02_prepare_features.py --help``.
+reason), and each customer's value and churn risk (config section
+``customer_value``): ``customer_value.parquet`` (every customer with a
+purchase, segmented or not), ``customer_value_model.json`` (the models'
+parameters, for scoring) and ``customer_value_evaluation.json`` (the temporal
+holdout check). Run ``python 02_prepare_features.py --help``.
 """
 
 from __future__ import annotations
 
+import logging
 from concurrent.futures import ThreadPoolExecutor
 
 import joblib
@@ -24,6 +29,9 @@ from core.framework import paths
 from core.framework.errors import PipelineError
 from core.framework.stage import Stage, StageContext
 from core.prepare_features.prepare import PreparedFeatures, prepare_features_from_config
+from core.prepare_features.value_estimates import customer_value_from_config
+
+log = logging.getLogger(__name__)
 
 
 def run(ctx: StageContext) -> None:
@@ -36,15 +44,27 @@ def run(ctx: StageContext) -> None:
     except ValueError as exc:
         raise PipelineError(f"{exc}; see section prepare_features of {ctx.config.path} (analysis_date null "
                             f"means the last date in the data)") from None
+    # Every customer with a purchase, segmented or not: a lapsed customer is who retention needs.
+    value = customer_value_from_config(ctx.input_path(paths.GENERATE_DATA, paths.TRANSACTIONS), ctx.config.hierarchy,
+                                       ctx.config.customer_value, prepared.analysis_date,
+                                       prepared.basic["customer_id"].to_numpy(),
+                                       ctx.config.prepare_features.engine_memory_mb)
+    if value.warning:
+        log.warning("%s; section customer_value of %s", value.warning, ctx.config.path)
     write_outputs(prepared, ctx.write_with)
+    ctx.write_parquet(paths.CUSTOMER_VALUE, value.table)
+    ctx.write_json(paths.CUSTOMER_VALUE_MODEL, value.model)
+    ctx.write_json(paths.CUSTOMER_VALUE_EVALUATION, value.evaluation)
     # The manifest lists outputs in the order written; keep it the same whichever thread finished first.
     ctx.outputs = dict(sorted(ctx.outputs.items()))
-    ctx.details = prepared.details
+    ctx.details = {**prepared.details, "customer_value": value.details}
     dropped = f", {len(prepared.details['dropped_features'])} feature group(s) dropped for lack of data" \
         if prepared.details["dropped_features"] else ""
     ctx.summary = (f"{len(prepared.basic):,} customers ({len(prepared.excluded):,} excluded), "
                    f"{len(prepared.feature_model.columns)} model features, "
-                   f"{prepared.enriched_department.shape[1] + len(prepared.class_columns)} enriched columns{dropped}")
+                   f"{prepared.enriched_department.shape[1] + len(prepared.class_columns)} enriched columns{dropped}, "
+                   + (f"customer value for {len(value.table):,} customers" if value.details["estimated"]
+                      else "customer value not estimated"))
 
 
 def write_outputs(prepared: PreparedFeatures, write_with) -> None:
@@ -91,6 +111,6 @@ STAGE = Stage(
     name=paths.PREPARE_FEATURES,
     inputs={paths.GENERATE_DATA: (paths.TRANSACTIONS, paths.CUSTOMERS)},
     description="Build customer features, apply eligibility, write the three datasets and the model matrix.",
-    sections=("prepare_features", "hierarchy"),
+    sections=("prepare_features", "customer_value", "hierarchy"),
     run=run,
 )

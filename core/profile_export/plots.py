@@ -181,3 +181,39 @@ def save_projection_plot(coords: np.ndarray, labels: np.ndarray, names: dict[int
     for handle in legend.legend_handles:
         handle.set_alpha(1)  # legend swatches at full colour, whatever the points' transparency
     _save(plt, fig, path)
+
+
+def save_calibration_plot(deciles: list[dict], path: Path, subtitle: str = "") -> None:
+    """Mean predicted against mean actual orders per decile of predicted orders, as paired bars (PNG).
+
+    Parameters
+    ----------
+    deciles : list of dict
+        ``decile`` (1 = lowest predicted), ``predicted_orders`` and
+        ``actual_orders`` (means per customer), as in
+        ``customer_value_evaluation.json``.
+    path : Path
+        PNG file to write.
+    subtitle : str
+        A line under the title (the holdout period).
+    """
+    plt = _pyplot()
+    groups = [int(d["decile"]) for d in deciles]
+    predicted = np.asarray([d["predicted_orders"] for d in deciles], dtype=float)
+    actual = np.asarray([d["actual_orders"] for d in deciles], dtype=float)
+    fig, ax = plt.subplots(figsize=(9, 4.8))
+    x = np.arange(len(groups))
+    width = 0.4
+    ax.bar(x - width / 2, predicted, width, color=_CUSTOMER_COLOUR, label="predicted (mean per customer)")
+    ax.bar(x + width / 2, actual, width, color=_REVENUE_COLOUR, label="actual (mean per customer)")
+    ax.set_xticks(x, [str(g) for g in groups], fontsize=9)
+    ax.set_xlabel("decile of predicted orders (1 = fewest)", fontsize=9)
+    ax.set_ylabel("purchase days in the holdout period", fontsize=9)
+    ax.grid(True, axis="y", alpha=0.3)
+    ax.set_axisbelow(True)
+    for side in ("top", "right"):
+        ax.spines[side].set_visible(False)
+    ax.set_title("Predicted against actual orders" + (f"\n{subtitle}" if subtitle else ""), loc="left",
+                 fontsize=12, fontweight="bold")
+    ax.legend(loc="upper left", frameon=False, fontsize=9)
+    _save(plt, fig, path)

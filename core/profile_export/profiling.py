@@ -1,12 +1,17 @@
 """Segment profiles: statistics, a readable name, a description, a strategy and an explanation.
 
-Names come from rules a person can check: the segment's *value* position
-(median net revenue against population quantiles) and *engagement* (median
-recency against the lapsed threshold, ordering rate against the population
-median) give the position ("VIP Champions", "Loyal Regulars", "Promising
-Newcomers", "At-Risk", "Hibernating", ...); the department it over-indexes on
-most gives the focus. Names are unique within a run and depend on the data
-only, so the same data gives the same names.
+Names come from rules a person can check and say what kind of shopper the
+segment holds: its *value* tier (median net revenue against population
+quantiles) and *ordering rate* (against the population median; a median
+tenure under half everyone's makes newcomers) give the position ("VIP
+Champions", "Loyal Regulars", "Promising Newcomers", "Occasional Bargain
+Hunters", ...); the department it over-indexes on most gives the focus.
+Lifecycle state belongs to customers (``p_alive`` and ``churn_risk``, from
+stage 02): a lifecycle word ("At-Risk", "Active") leads a name only when the
+segment's mean ``p_alive`` is at least :data:`LIFECYCLE_MARGIN` from
+everyone's (its lapsed share, when customer value was not estimated). Names
+are unique within a run and depend on the data only, so the same data gives
+the same names.
 
 Explanations are standardised mean differences (SMD) of the model features
 between a segment and everyone else: the features that set the segment
@@ -40,6 +45,14 @@ MIN_FOCUS_LIFT = 1.2
 
 # Position of HDBSCAN's noise group: not a segment, so it gets the catch-all strategy.
 UNASSIGNED = "Unassigned"
+
+# A segment's mean p_alive this far below (above) everyone's puts "At-Risk" ("Active") in its name: on the
+# default data the ten large segments' means lie within 0.11 of everyone's 0.35 (shoppers of every kind stop),
+# while the two whose customers have mostly gone sit 0.17 and 0.24 below it (docs/decisions.md). Without
+# customer value, the same margin applies to the share of customers who have lapsed.
+LIFECYCLE_MARGIN = 0.15
+LIFECYCLE_WORDS = {"at_risk": "At-Risk", "active": "Active", "typical": ""}
+CHURN_RISK_LEVELS = ("low", "medium", "high")
 
 STAT_COLUMNS = ("recency_days", "orders", "orders_per_month", "net_revenue", "average_order_value", "tenure_days")
 
@@ -81,15 +94,47 @@ def feature_label(column: str, hierarchy: Hierarchy) -> str:
     return column
 
 
-def position_name(value_tier: str, lapsed: bool, frequent: bool, new: bool) -> str:
-    """The value-and-engagement half of a segment name (one of ``core.profile_export.strategies.POSITIONS``)."""
-    if lapsed:
-        return "Hibernating" if value_tier == "low" else "At-Risk"
+def position_name(value_tier: str, frequent: bool, new: bool) -> str:
+    """The kind-of-shopper half of a segment name (one of ``core.profile_export.strategies.POSITIONS``)."""
     if value_tier == "high":
         return "VIP Champions" if frequent else "Big-Basket Spenders"
     if value_tier == "mid":
         return "Loyal Regulars" if frequent else "Steady Shoppers"
     return "Promising Newcomers" if new else "Occasional Bargain Hunters"
+
+
+def lifecycle_state(segment: float, population: float, higher_is_riskier: bool = False,
+                    margin: float = LIFECYCLE_MARGIN) -> str:
+    """``at_risk``, ``active`` or ``typical``: whether a segment's lifecycle measure differs clearly from everyone's.
+
+    Parameters
+    ----------
+    segment, population : float
+        The segment's and every customer's mean ``p_alive`` (or lapsed share,
+        with ``higher_is_riskier``).
+    margin : float
+        The difference that counts as clear (:data:`LIFECYCLE_MARGIN`).
+    """
+    gap = (population - segment) if not higher_is_riskier else (segment - population)
+    # Rounded so a gap of exactly the margin counts whatever the floating-point noise.
+    gap = round(gap, 9)
+    return "at_risk" if gap >= margin else "active" if gap <= -margin else "typical"
+
+
+def customer_value_summary(members: pd.DataFrame, horizon_days: int | None, note: str) -> dict[str, Any]:
+    """A segment's mean ``p_alive``, share of customers at each churn risk and total expected revenue.
+
+    All null, with ``note`` saying why, when the columns are absent or null
+    (customer value not estimated by stage 02).
+    """
+    estimated = not note and "p_alive" in members.columns and members["p_alive"].notna().all()
+    if not estimated:
+        return {"horizon_days": horizon_days, "mean_p_alive": None, "churn_risk_share": None,
+                "expected_revenue": None, "note": note or "not estimated: no customer value columns"}
+    shares = members["churn_risk"].astype(str).value_counts(normalize=True)
+    return {"horizon_days": horizon_days, "mean_p_alive": round(float(members["p_alive"].mean()), 4),
+            "churn_risk_share": {level: round(float(shares.get(level, 0.0)), 4) for level in CHURN_RISK_LEVELS},
+            "expected_revenue": round(float(members["expected_revenue"].sum()), 2), "note": ""}
 
 
 def department_spend(frame: pd.DataFrame, departments: list[str]) -> pd.DataFrame:
@@ -246,7 +291,8 @@ def class_spend_by_segment(class_spend: pd.DataFrame, segments: np.ndarray, hier
 def profile_segments(customers: pd.DataFrame, segments: pd.Series, hierarchy: Hierarchy, cfg,
                      strategies: StrategyTable, model_columns: list[str],
                      class_spend: pd.DataFrame | None = None, monthly_spend: pd.DataFrame | None = None,
-                     attribute_spend: dict[str, pd.DataFrame] | None = None) -> list[dict[str, Any]]:
+                     attribute_spend: dict[str, pd.DataFrame] | None = None, horizon_days: int | None = None,
+                     value_note: str = "") -> list[dict[str, Any]]:
     """Describe every segment in full (the agent export suppresses small ones afterwards).
 
     Parameters
@@ -256,7 +302,9 @@ def profile_segments(customers: pd.DataFrame, segments: pd.Series, hierarchy: Hi
         ``recency_days``, ``orders``, ``orders_per_month``,
         ``average_order_value``, ``return_rate_value``, ``tenure_days``,
         ``dept_spend__*`` and ``model_columns``) and the profile columns
-        named in ``cfg.describe_columns``, indexed like ``segments``.
+        named in ``cfg.describe_columns``, indexed like ``segments``; and,
+        when stage 02 estimated them, ``p_alive``, ``expected_revenue`` and
+        ``churn_risk`` (``customer_value`` and ``lifecycle`` of each profile).
     segments : Series
         Segment id per customer (``-1``: HDBSCAN noise).
     cfg : ProfileExportConfig
@@ -272,6 +320,11 @@ def profile_segments(customers: pd.DataFrame, segments: pd.Series, hierarchy: Hi
         Segments x month spend (:func:`monthly_spend_by_segment`).
     attribute_spend : dict, optional
         Attribute -> segments x value spend (:func:`attribute_spend_by_segment`).
+    horizon_days : int, optional
+        The horizon of ``expected_revenue`` (stage 02's ``customer_value.horizon_days``).
+    value_note : str
+        ``not estimated: <reason>`` when stage 02 could not estimate customer
+        value: the profiles' customer value is then null, with this note.
 
     Returns
     -------
@@ -288,6 +341,11 @@ def profile_segments(customers: pd.DataFrame, segments: pd.Series, hierarchy: Hi
     median_rate = customers["orders_per_month"].median()
     median_tenure = customers["tenure_days"].median()
     total_revenue = customers["net_revenue"].sum()
+    lapsed = (customers["recency_days"] >= cfg.lapsed_after_days).to_numpy()
+    everyone = customer_value_summary(customers, horizon_days, value_note)
+    # The lifecycle word's yardstick: everyone's mean p_alive, or everyone's lapsed share without it.
+    by_p_alive = everyone["mean_p_alive"] is not None
+    population_lifecycle = everyone["mean_p_alive"] if by_p_alive else float(lapsed.mean())
     labels = segments.to_numpy()
     profiles = []
     for segment_id in sorted(np.unique(labels)):
@@ -299,6 +357,9 @@ def profile_segments(customers: pd.DataFrame, segments: pd.Series, hierarchy: Hi
         share = {d["department"]: d["spend_share"] for d in department_mix}
         median_value = members["net_revenue"].median()
         tier = "high" if median_value >= high_q else "mid" if median_value >= low_q else "low"
+        value = customer_value_summary(members, horizon_days, value_note)
+        lapsed_share = round(float(lapsed[in_segment].mean()), 4)
+        measure = value["mean_p_alive"] if by_p_alive else lapsed_share
         profile: dict[str, Any] = {
             "segment_id": int(segment_id),
             "name": "",
@@ -309,12 +370,16 @@ def profile_segments(customers: pd.DataFrame, segments: pd.Series, hierarchy: Hi
             "revenue_share": round(float(members["net_revenue"].sum() / total_revenue), 4) if total_revenue else 0.0,
             "value_tier": tier,
             "position": (UNASSIGNED if segment_id == NOISE else
-                         position_name(tier, members["recency_days"].median() >= cfg.lapsed_after_days,
-                                       members["orders_per_month"].median() >= median_rate,
+                         position_name(tier, members["orders_per_month"].median() >= median_rate,
                                        members["tenure_days"].median() < median_tenure / 2)),
             **{column: _stats(members[column]) for column in STAT_COLUMNS},
             "return_rate": round(float(members["return_rate_value"].mean()), 4),
-            "lapsed_share": round(float((members["recency_days"] >= cfg.lapsed_after_days).mean()), 4),
+            "lapsed_share": lapsed_share,
+            "customer_value": value,
+            "lifecycle": {"state": lifecycle_state(measure, population_lifecycle, higher_is_riskier=not by_p_alive),
+                          "basis": "mean_p_alive" if by_p_alive else "lapsed_share",
+                          "segment": round(float(measure), 4), "population": round(float(population_lifecycle), 4),
+                          "margin": LIFECYCLE_MARGIN},
             "top_departments": department_mix[:cfg.top_departments],
             "top_classes": (_shares_with_lift(class_spend.loc[segment_id], class_spend.sum(), cfg.top_classes)
                             if class_spend is not None and cfg.top_classes else []),
@@ -366,8 +431,8 @@ def _seasonal_peaks(monthly_spend: pd.DataFrame, segment_id: int) -> list[dict[s
 
 
 def _assign_unique_names(profiles: list[dict[str, Any]]) -> None:
-    """Position + focus department; a clash adds the next focus department, then the segment's next
-    department by spend ("+ Home"), then a number."""
+    """Lifecycle word (only where it sets the segment apart) + position + focus department; a clash adds
+    the next focus department, then the segment's next department by spend ("+ Home"), then a number."""
     for p in profiles:
         p["_depth"] = 1
     while True:
@@ -376,7 +441,8 @@ def _assign_unique_names(profiles: list[dict[str, Any]]) -> None:
                 p["name"] = "Unassigned (noise)"
             else:
                 focus = " & ".join(p["_focus"][:p["_depth"]]) or "Mixed"
-                p["name"] = f"{p['position']} - {focus} Shoppers"
+                word = LIFECYCLE_WORDS[p["lifecycle"]["state"]]
+                p["name"] = f"{word + ' ' if word else ''}{p['position']} - {focus} Shoppers"
         names = pd.Series([p["name"] for p in profiles])
         clashing = names.duplicated(keep=False)
         grow = [p for p, c in zip(profiles, clashing) if c and p["_depth"] < len(p["_focus"])]
@@ -419,11 +485,22 @@ def describe(profile: dict[str, Any], lapsed_after_days: int, currency: str) -> 
             f"and spend a median {currency}{profile['net_revenue']['median']:,.0f} in all. {focus}. "
             f"{100 * profile['lapsed_share']:.0f}% have not ordered in {lapsed_after_days}+ days; "
             f"{100 * profile['return_rate']:.0f}% of what they buy by value comes back.")
+    text += " " + _value_sentence(profile.get("customer_value"), currency)
     peaks = profile.get("seasonal_peaks") or []
     if peaks and peaks[0]["index"] >= 1.15:
         text += f" Their busiest month is {peaks[0]['month']} ({peaks[0]['index']:.1f}x the usual share)."
     who = _who(profile.get("demographics") or {})
     return f"{text} {who}" if who else text
+
+
+def _value_sentence(value: dict[str, Any] | None, currency: str) -> str:
+    """Chance of still being a customer, churn risk and expected revenue, or why they are not known."""
+    if not value or value.get("mean_p_alive") is None:
+        note = (value or {}).get("note") or "not estimated"
+        return f"Customer value {note}."
+    return (f"On average they have a {100 * value['mean_p_alive']:.0f}% chance of still being customers; "
+            f"{100 * value['churn_risk_share']['high']:.0f}% are at high churn risk, and together they are "
+            f"expected to spend {currency}{value['expected_revenue']:,.0f} in the next {value['horizon_days']} days.")
 
 
 def _who(demo: dict[str, Any]) -> str:
@@ -652,6 +729,14 @@ def insights_table(profiles: list[dict[str, Any]]) -> pd.DataFrame:
                 row[f"{key}_{stat}"] = p[key][stat]
         row["return_rate"] = p["return_rate"]
         row["lapsed_share"] = p["lapsed_share"]
+        value = p["customer_value"]
+        row["mean_p_alive"] = value["mean_p_alive"]
+        for level in CHURN_RISK_LEVELS:
+            row[f"churn_risk_{level}_share"] = value["churn_risk_share"][level] if value["churn_risk_share"] else None
+        row["expected_revenue"] = value["expected_revenue"]
+        row["expected_revenue_horizon_days"] = value["horizon_days"]
+        row["customer_value_note"] = value["note"]
+        row["lifecycle"] = p["lifecycle"]["state"]
         for i, t in enumerate(p["top_departments"], start=1):
             row[f"top_department_{i}"] = t["department"]
             row[f"top_department_{i}_share"] = t["spend_share"]
@@ -680,8 +765,9 @@ def insights_table(profiles: list[dict[str, Any]]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def customers_with_segments(assignments: pd.DataFrame, names: dict[int, str]) -> pd.DataFrame:
-    """One row per customer: segment id and name, strength and the runner-up segment.
+def customers_with_segments(assignments: pd.DataFrame, names: dict[int, str],
+                            values: pd.DataFrame | None = None) -> pd.DataFrame:
+    """One row per customer: segment id and name, strength, the runner-up segment, and customer value.
 
     Parameters
     ----------
@@ -691,11 +777,15 @@ def customers_with_segments(assignments: pd.DataFrame, names: dict[int, str]) ->
         outlier signal), copied as it is.
     names : dict of int to str
         Segment id -> name.
+    values : DataFrame, optional
+        Stage 02's ``p_alive``, ``expected_orders``, ``expected_revenue`` and
+        ``churn_risk`` indexed by ``customer_id`` (null when not estimated);
+        appended as they are. Every customer of ``assignments`` must be there.
     """
     runner_up = assignments["segment_runner_up"].to_numpy()
     extra = ({"reconstruction_error": assignments["reconstruction_error"].to_numpy(np.float64)}
              if "reconstruction_error" in assignments else {})
-    return pd.DataFrame({
+    table = pd.DataFrame({
         "customer_id": assignments["customer_id"].to_numpy(),
         "segment_id": assignments["segment"].to_numpy(),
         "segment_name": assignments["segment"].map(names).astype("str").to_numpy(),
@@ -704,3 +794,8 @@ def customers_with_segments(assignments: pd.DataFrame, names: dict[int, str]) ->
         "runner_up_segment_name": pd.Series(runner_up).map(names).fillna("").astype("str").to_numpy(),
         **extra,
     })
+    if values is not None:
+        joined = values.reindex(assignments["customer_id"].to_numpy())
+        for column in values.columns:
+            table[column] = pd.Series(joined[column].array, index=table.index)  # keeps the text dtype of churn_risk
+    return table

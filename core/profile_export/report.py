@@ -43,6 +43,10 @@ CHARTS = (
      "segments were found in). Well-separated colours mean distinct segments; overlap means "
      "customers who sit between segments."),
 )
+CALIBRATION = ("calibration", "Predicted against actual orders",
+               "The customer-value models refitted with the analysis date moved back by the horizon: each pair "
+               "of bars is one tenth of the customers, ranked by the orders the models expected; the dark bar is "
+               "what they really bought. Bars of equal height mean the predictions can be taken at face value.")
 LOSS_CURVE = ("loss_curve", "Autoencoder training",
               "Reconstruction error per training epoch. Training and validation curves that flatten "
               "together show the network learned the customers' patterns without memorising them.")
@@ -129,9 +133,15 @@ class ReportData:
         when the data has no personas, and the section is left out.
     images : dict of str to bytes
         PNG bytes keyed ``segment_sizes``, ``department_heatmap``,
-        ``projection``, ``loss_curve``; a missing key is not shown.
+        ``projection``, ``calibration``, ``loss_curve``; a missing key is not
+        shown.
     currency : str
         Symbol put before money amounts.
+    customer_value : dict or None
+        ``note`` (empty, or ``not estimated: <reason>``), ``horizon_days``
+        and ``evaluation`` (``customer_value_evaluation.json``); the
+        segments' ``customer_value`` give the churn-risk table. None leaves
+        the section out.
     """
 
     title: str
@@ -141,6 +151,7 @@ class ReportData:
     persona_table: pd.DataFrame | None
     images: dict[str, bytes]
     currency: str = "£"
+    customer_value: dict | None = None
 
 
 def render_report(data: ReportData) -> str:
@@ -155,7 +166,8 @@ def render_report(data: ReportData) -> str:
     str
         The page (write it as UTF-8). Sections in order: header with the run's
         metadata, segment cards (described segments in the given order, then
-        noise, then suppressed ones), charts, method comparison, persona table
+        noise, then suppressed ones), charts, customer value and churn (with
+        ``data.customer_value``), method comparison, persona table
         (only when ``data.persona_table`` is given), training curve.
 
     Raises
@@ -171,6 +183,8 @@ def render_report(data: ReportData) -> str:
     if charts:
         sections.append(_section("charts", "Charts", "".join(_figure(data.images[key], heading, caption)
                                                              for key, heading, caption in charts)))
+    if data.customer_value is not None:
+        sections.append(_customer_value_section(data))
     sections.append(_comparison_section(data))
     if data.persona_table is not None:
         sections.append(_persona_section(data.persona_table))
@@ -283,6 +297,8 @@ def _header(data: ReportData) -> str:
     links = [("segments", "Segments")]
     if any(key in data.images for key, _, _ in CHARTS):
         links.append(("charts", "Charts"))
+    if data.customer_value is not None:
+        links.append(("churn", "Churn risk"))
     links.append(("comparison", "Method comparison"))
     if data.persona_table is not None:
         links.append(("personas", "Personas"))
@@ -357,6 +373,11 @@ def _key_figures(segment: dict, currency: str) -> str:
         value = _statistic(segment.get(key))
         if not _missing(value):
             figures.append(f"<span><b>{_e(fmt(value))}</b> {_e(label)}</span>")
+    worth = segment.get("customer_value") or {}
+    if not _missing(worth.get("mean_p_alive")):
+        figures.append(f"<span><b>{_e(_pct(worth['mean_p_alive'], 0))}</b> mean chance still active</span>")
+        figures.append(f"<span><b>{_e(_money(worth['expected_revenue'], currency))}</b> expected in "
+                       f"{_e(worth['horizon_days'])} days</span>")
     return " ".join(figures)
 
 
@@ -402,6 +423,52 @@ def _figure(png: bytes, heading: str, caption: str) -> str:
     # The heading is the alt text only: each PNG carries its own title, so it also reads well on its own.
     return (f'<figure><img src="data:image/png;base64,{source}" alt="{_e(heading)}"'
             f' width="{width}" height="{height}"><figcaption>{_e(caption)}</figcaption></figure>')
+
+
+def _customer_value_section(data: ReportData) -> str:
+    """Segments by churn risk, and the calibration check of the models behind it."""
+    info = data.customer_value or {}
+    horizon = info.get("horizon_days")
+    lead = ("Each customer's chance of still being a customer (p_alive) and the orders and revenue expected from "
+            "them over the next " + (f"{horizon} days" if horizon else "horizon") + ", from their own order history "
+            "(MBG/NBD and Gamma-Gamma models). Churn risk is high where p_alive is below the first threshold of "
+            "customer_value.churn_risk_thresholds, medium below the second, low above. A segment says what kind "
+            "of shopper a customer is; churn risk says which of them still needs winning back.")
+    if info.get("note"):
+        return _section("churn", "Customer value and churn",
+                        f'<p class="note">Customer value {_e(info["note"])}.</p>', lead)
+    described = [s for s in data.segments if not s.get("suppressed") and s.get("customer_value")]
+    numbers = ("Customers", "Mean p_alive", "Low risk", "Medium risk", "High risk",
+               f"Expected revenue, {horizon} days")
+    head = '<th scope="col">Segment</th>' + "".join(f'<th scope="col" class="n">{_e(h)}</th>' for h in numbers)
+    rows = []
+    for segment in described:
+        worth = segment["customer_value"]
+        shares = worth.get("churn_risk_share") or {}
+        cells = [_int(segment.get("size")), _pct(worth.get("mean_p_alive"), 0),
+                 *(_pct(shares.get(level), 0) for level in ("low", "medium", "high")),
+                 _money(worth.get("expected_revenue"), data.currency)]
+        rows.append(f'<tr><th scope="row">{_e(segment.get("name", ""))}</th>'
+                    + "".join(f'<td class="n">{_e(c)}</td>' for c in cells) + "</tr>")
+    body = (f'<div class="scroll"><table class="data"><caption>Segments by churn risk</caption><thead><tr>{head}'
+            f'</tr></thead><tbody>{"".join(rows)}</tbody></table></div>')
+    evaluation = info.get("evaluation") or {}
+    key, heading, caption = CALIBRATION
+    if evaluation.get("status") == "done" and key in data.images:
+        orders, revenue = evaluation["orders"], evaluation["revenue"]
+        figures = (f" Holdout {_when(evaluation['cut_date'], False)} to {_when(evaluation['analysis_date'], False)}, "
+                   f"{evaluation['customers']:,} customers: {orders['predicted']:,.0f} purchase days predicted, "
+                   f"{orders['actual']:,.0f} made ({_signed_pct(orders['relative_error'])}); revenue "
+                   f"{_signed_pct(revenue['relative_error'])}; mean error per customer {orders['mae_model']:.2f} "
+                   f"orders against {orders['mae_naive']:.2f} for repeating each customer's past rate.")
+        body += _figure(data.images[key], heading, caption + figures)
+    else:
+        body += f'<p class="note">Calibration check {_e(evaluation.get("status", "not run"))}.</p>'
+    return _section("churn", "Customer value and churn", body, lead)
+
+
+def _signed_pct(value: Any) -> str:
+    return "—" if _missing(value) else f"{100 * float(value):+.1f}%"
 
 
 def _comparison_section(data: ReportData) -> str:

@@ -8,6 +8,17 @@ from core.framework.schema import Range, spec
 
 
 @dataclasses.dataclass(frozen=True)
+class RecommendationsConfig:
+    """Stage 05: the next-best classes of every segmented customer, and their measurement (issue 15)."""
+
+    top_k: int = spec(minimum=1, help="classes recommended per customer (recommendations.parquet)")
+    evaluation_window_days: int = spec(minimum=1, help="the evaluation fits on the lines up to the analysis "
+                                                       "date minus this many days and scores the classes each "
+                                                       "customer bought after; the blend weights are chosen "
+                                                       "one window earlier")
+
+
+@dataclasses.dataclass(frozen=True)
 class ProfileExportConfig:
     """Stage 05: segment profiles, exports and report."""
 
@@ -26,3 +37,4 @@ class ProfileExportConfig:
     explain_features: int = spec(minimum=1, help="most distinguishing features listed per segment")
     projection_sample_size: int = spec(minimum=10, help="customers drawn in the report's 2-D projection")
     also_profile: tuple[str, ...] = spec(help="other segmentations to export too, as <method>_<space>")
+    recommendations: RecommendationsConfig = spec(help="next-best classes per customer")

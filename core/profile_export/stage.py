@@ -1,15 +1,18 @@
 """Stage 05: name, describe and explain each segment; export profiles for AI agents and a report for people.
 
 Reads the order lines, catalog and customers' identifier columns (stage 01,
-the last only to keep them out of the exports), the enriched datasets and the
-fitted feature transform (stage 02), the latent space and training history
+the last only to keep them out of the exports), the enriched datasets, the
+fitted feature transform and each customer's value, churn risk and the holdout
+check of those estimates (stage 02), the latent space and training history
 (stage 03), the assignments and method comparison (stage 04). Writes to
 ``artifacts/05_profile_export/``: ``segment_profiles.json`` and
 ``segment_profiles.yaml`` (same content, validated against
 ``schemas/segment_profiles.schema.json``), ``cluster_insights.csv``,
 ``customers_with_segments.parquet``, ``report.html`` and its charts as PNG
 (``segment-sizes.png``, ``department-heatmap.png``, ``projection.png``,
-``loss-curve.png``). Run ``python 05_profile_export.py --help``.
+``calibration.png``, ``loss-curve.png``), and each customer's next-best classes
+(``recommendations.parquet``, measured in ``recommendation_evaluation.json``:
+:mod:`core.profile_export.recommendation_outputs`). Run ``python 05_profile_export.py --help``.
 """
 
 from __future__ import annotations
@@ -23,8 +26,9 @@ import yaml
 
 from core.domain.columns import identifier_columns
 from core.domain.tables import IDENTITY_COLUMNS
-from core.profile_export import export, plots, profiling, report
+from core.profile_export import export, plots, profiling, recommendation_outputs, report
 from core.prepare_features.columns import CLASS_SPEND, class_column, describable_columns
+from core.prepare_features.value_estimates import VALUE_COLUMNS
 from core.framework import paths
 from core.framework.errors import PipelineError
 from core.framework.stage import Stage, StageContext
@@ -43,6 +47,10 @@ def run(ctx: StageContext) -> None:
         raise PipelineError(f"{paths.ASSIGNMENTS} and {paths.ENRICHED_DEPARTMENT} list different customers; "
                             f"rerun from stage {paths.CLUSTER}")
     assignments = assignments.set_index("customer_id").loc[customers["customer_id"]].reset_index()
+    values, value_model = _customer_values(ctx, customers)
+    value_note = "" if value_model["estimated"] else f"not estimated: {value_model['reason']}"
+    # The profiles read the value columns beside the features (null when stage 02 could not estimate them).
+    customers = customers.join(values, on="customer_id")
     products = ctx.read_parquet(paths.GENERATE_DATA, paths.PRODUCTS)
     model_columns = list(ctx.read_joblib(paths.PREPARE_FEATURES, paths.FEATURE_SCALER).columns)
     # Stage 04 chose the primary segmentation (config may say auto); its choice is in comparison.json.
@@ -73,7 +81,8 @@ def run(ctx: StageContext) -> None:
                 attribute_spend[attribute] = _summed([attribute_spend.get(attribute), table])
         profiles = profiling.profile_segments(
             customers, pd.Series(labels), hierarchy, cfg, ctx.config.strategies, model_columns,
-            class_spend=class_spend, monthly_spend=monthly_spend, attribute_spend=attribute_spend)
+            class_spend=class_spend, monthly_spend=monthly_spend, attribute_spend=attribute_spend,
+            horizon_days=value_model["horizon_days"], value_note=value_note)
         shown = profiling.suppress_small_segments(profiles, cfg.min_segment_size)
         # One name per segment in every output, the neutral one for small segments.
         profiles = [{**p, "name": s["name"]} for p, s in zip(profiles, shown)]
@@ -97,13 +106,39 @@ def run(ctx: StageContext) -> None:
 
     profiles, shown, _ = exported[primary]
     names = {p["segment_id"]: p["name"] for p in profiles}
-    ctx.write_parquet(paths.CUSTOMERS_WITH_SEGMENTS, profiling.customers_with_segments(assignments, names))
-    _write_report(ctx, customers, assignments, shown, names)
+    ctx.write_parquet(paths.CUSTOMERS_WITH_SEGMENTS, profiling.customers_with_segments(assignments, names, values))
+    _write_report(ctx, customers, assignments, shown, names,
+                  {"note": value_note, "horizon_days": value_model["horizon_days"],
+                   "evaluation": ctx.read_json(paths.PREPARE_FEATURES, paths.CUSTOMER_VALUE_EVALUATION)})
     suppressed = sum(p["suppressed"] for p in shown)
     ctx.details = {"segmentations": list(exported), "segments": names, "suppressed_in_export": suppressed,
-                   "strategy_rules": {p["name"]: p["strategy"]["rule"] for p in profiles}}
+                   "strategy_rules": {p["name"]: p["strategy"]["rule"] for p in profiles},
+                   "customer_value": value_note or "estimated",
+                   "lifecycle_words": {p["name"]: p["lifecycle"]["state"] for p in profiles
+                                       if p["lifecycle"]["state"] != "typical"}}
     ctx.summary = (f"{len(profiles)} segments ({suppressed} too small to describe) for {len(customers):,} "
                    f"customers ({primary}); report and {len(exported)} export(s) written")
+    # Next-best classes per customer, measured on a temporal holdout (issue 15).
+    recommendation_outputs.write_recommendations(ctx, customers, assignments)
+
+
+def _customer_values(ctx: StageContext, customers: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
+    """Stage 02's value columns of the segmented customers (indexed by id), and its saved model document.
+
+    Raises
+    ------
+    PipelineError
+        When a segmented customer has no row (the two files come from different runs of stage 02).
+    """
+    model = ctx.read_json(paths.PREPARE_FEATURES, paths.CUSTOMER_VALUE_MODEL)
+    table = ctx.read_parquet(paths.PREPARE_FEATURES, paths.CUSTOMER_VALUE, columns=["customer_id", *VALUE_COLUMNS])
+    values = table.set_index("customer_id")
+    missing = ~customers["customer_id"].isin(values.index)
+    if missing.any():
+        raise PipelineError(f"{paths.CUSTOMER_VALUE} has no row for {int(missing.sum()):,} segmented customer(s) "
+                            f"(e.g. {customers.loc[missing, 'customer_id'].iloc[0]}); rerun from stage "
+                            f"{paths.PREPARE_FEATURES}")
+    return values.loc[customers["customer_id"]], model
 
 
 def _summed(tables) -> pd.DataFrame | None:
@@ -205,7 +240,7 @@ def _source_column(leak, customers: pd.DataFrame, described: list[str]) -> str |
 
 
 def _write_report(ctx: StageContext, customers: pd.DataFrame, assignments: pd.DataFrame, shown: list[dict],
-                  names: dict[int, str]) -> None:
+                  names: dict[int, str], customer_value: dict) -> None:
     """Charts as PNG files and the self-contained report.html built from them.
 
     Small (suppressed) segments appear by name and size on their card only:
@@ -241,6 +276,12 @@ def _write_report(ctx: StageContext, customers: pd.DataFrame, assignments: pd.Da
         projection = ctx.write_with(paths.PROJECTION_PLOT, lambda tmp: plots.save_projection_plot(
             coords, sampled, names, tmp))
         images["projection"] = projection.read_bytes()
+    evaluation = customer_value["evaluation"]
+    if not customer_value["note"] and evaluation.get("status") == "done":
+        calibration = ctx.write_with(paths.CALIBRATION_PLOT, lambda tmp: plots.save_calibration_plot(
+            evaluation["deciles"], tmp, f"holdout {evaluation['cut_date']} to {evaluation['analysis_date']}, "
+                                        f"{evaluation['customers']:,} customers"))
+        images["calibration"] = calibration.read_bytes()
     history = ctx.read_json(paths.TRAIN_AUTOENCODER, paths.TRAINING_HISTORY)
     loss = ctx.write_with(paths.LOSS_CURVE, lambda tmp: plots.save_loss_plot(history, tmp))
     images["loss_curve"] = loss.read_bytes()
@@ -257,7 +298,7 @@ def _write_report(ctx: StageContext, customers: pd.DataFrame, assignments: pd.Da
                                   "last_order": str(customers["last_order_date"].max().date())},
                   "generated_at": ctx.started_at.isoformat(timespec="seconds"), "run_id": ctx.run_id},
         segments=shown, comparison=pd.read_csv(ctx.input_path(paths.CLUSTER, paths.COMPARISON)),
-        persona_table=persona_table, images=images, currency=cfg.currency)
+        persona_table=persona_table, images=images, currency=cfg.currency, customer_value=customer_value)
     ctx.write_text(paths.REPORT, report.render_report(data))
 
 
@@ -267,7 +308,8 @@ STAGE = Stage(
         # customers.parquet: its identifier columns are what the export must never carry.
         paths.GENERATE_DATA: (paths.TRANSACTIONS, paths.PRODUCTS, paths.CUSTOMERS),
         paths.PREPARE_FEATURES: (paths.ENRICHED_DEPARTMENT, paths.ENRICHED_CLASS, paths.FEATURE_SCALER,
-                                 paths.FEATURES),
+                                 paths.FEATURES, paths.CUSTOMER_VALUE, paths.CUSTOMER_VALUE_MODEL,
+                                 paths.CUSTOMER_VALUE_EVALUATION),
         paths.TRAIN_AUTOENCODER: (paths.LATENT, paths.TRAINING_HISTORY),
         paths.CLUSTER: (paths.ASSIGNMENTS, paths.COMPARISON, paths.COMPARISON_JSON),
     },

@@ -7,6 +7,13 @@ that can never be reached (after the catch-all, or with the same conditions
 as an earlier rule) is a configuration error. Cross-sell categories come
 from lift: popular departments the segment buys less of than the average
 customer.
+
+Rules match segments, not customers. A rule can ask for churn risk through
+``high_churn_share_at_least`` (the share of the segment's customers whose
+``churn_risk`` is ``high``), so a retention playbook reaches the segments
+most of whose customers are probably gone; within any segment,
+``customers_with_segments.parquet`` carries each customer's ``churn_risk``
+to narrow a campaign to those who need it.
 """
 
 from __future__ import annotations
@@ -18,9 +25,10 @@ from typing import Any
 from core.domain.hierarchy import Hierarchy
 from core.framework.schema import Problems, build, read_yaml, spec, suggest
 
-# Value-and-engagement positions a segment can take (see core.profile_export.profiling.position_name).
+# Kind-of-shopper positions a segment can take (see core.profile_export.profiling.position_name). Lifecycle
+# state is not a position: it is each customer's churn_risk (high_churn_share_at_least below).
 POSITIONS = ("VIP Champions", "Big-Basket Spenders", "Loyal Regulars", "Steady Shoppers", "Promising Newcomers",
-             "Occasional Bargain Hunters", "At-Risk", "Hibernating")
+             "Occasional Bargain Hunters")
 VALUE_TIERS = ("low", "mid", "high")
 
 
@@ -35,6 +43,10 @@ class Conditions:
                                                help="share of the segment's customers who have lapsed")
     return_rate_at_least: float | None = spec(None, minimum=0.0, maximum=1.0,
                                               help="mean share of spend returned")
+    high_churn_share_at_least: float | None = spec(None, minimum=0.0, maximum=1.0,
+                                                   help="share of the segment's customers at high churn risk "
+                                                        "(churn_risk high); never holds when customer value was "
+                                                        "not estimated")
 
     def is_empty(self) -> bool:
         """True when the rule matches every segment."""
@@ -114,12 +126,9 @@ def parse_strategies(data: object, source: str, hierarchy: Hierarchy) -> Strateg
     return table
 
 
-# The value tier each position implies (core.profile_export.profiling.position_name), and positions reached only
-# when most customers have lapsed.
+# The value tier each position implies (core.profile_export.profiling.position_name).
 POSITION_TIERS = {"VIP Champions": {"high"}, "Big-Basket Spenders": {"high"}, "Loyal Regulars": {"mid"},
-                  "Steady Shoppers": {"mid"}, "Promising Newcomers": {"low"}, "Occasional Bargain Hunters": {"low"},
-                  "At-Risk": {"mid", "high"}, "Hibernating": {"low"}}
-LAPSED_POSITIONS = {"At-Risk", "Hibernating"}
+                  "Steady Shoppers": {"mid"}, "Promising Newcomers": {"low"}, "Occasional Bargain Hunters": {"low"}}
 
 
 def covers(earlier: Conditions, later: Conditions) -> bool:
@@ -128,7 +137,7 @@ def covers(earlier: Conditions, later: Conditions) -> bool:
         first, second = getattr(earlier, name), getattr(later, name)
         if first and (not second or not set(second) <= set(first)):
             return False
-    for name in ("lapsed_share_at_least", "return_rate_at_least"):
+    for name in ("lapsed_share_at_least", "return_rate_at_least", "high_churn_share_at_least"):
         first, second = getattr(earlier, name), getattr(later, name)
         if first is not None and (second is None or second < first):
             return False
@@ -142,10 +151,7 @@ def _impossible(when: Conditions) -> str:
     if not any(POSITION_TIERS[p] & tiers for p in positions):
         return (f"no position among {sorted(positions)} has a value tier among {sorted(tiers)} "
                 f"(VIP Champions and Big-Basket Spenders are high, Loyal Regulars and Steady Shoppers mid, "
-                f"At-Risk mid or high, the others low)")
-    if when.lapsed_share_at_least is not None and when.lapsed_share_at_least > 0.5 and not positions & LAPSED_POSITIONS:
-        return (f"a segment in {sorted(positions)} has a median customer who ordered recently, so at most half "
-                f"its customers have lapsed; lapsed_share_at_least {when.lapsed_share_at_least} cannot hold")
+                f"the others low)")
     return ""
 
 
@@ -164,7 +170,16 @@ def matches(conditions: Conditions, profile: dict[str, Any]) -> bool:
             and (conditions.lapsed_share_at_least is None
                  or profile["lapsed_share"] >= conditions.lapsed_share_at_least)
             and (conditions.return_rate_at_least is None
-                 or profile["return_rate"] >= conditions.return_rate_at_least))
+                 or profile["return_rate"] >= conditions.return_rate_at_least)
+            and (conditions.high_churn_share_at_least is None
+                 or (_high_churn_share(profile) is not None
+                     and _high_churn_share(profile) >= conditions.high_churn_share_at_least)))
+
+
+def _high_churn_share(profile: dict[str, Any]) -> float | None:
+    """The share of a profile's customers at high churn risk; None when customer value was not estimated."""
+    shares = (profile.get("customer_value") or {}).get("churn_risk_share")
+    return None if shares is None else shares["high"]
 
 
 def choose_rule(table: StrategyTable, profile: dict[str, Any]) -> Rule:

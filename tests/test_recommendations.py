@@ -1,0 +1,331 @@
+"""Next-best classes (core/profile_export/recommendations.py): hand-worked scores, reasons, metrics, honesty, bad input.
+
+The tiny catalog has three merchandise classes, A, B (Ladies Clothing) and C (Home),
+and the till's other lines (bag levy, gift cards) and data-quality classes.
+
+Co-occurrence, worked by hand. Customers 0 and 1 bought {A, B}, customer 2 {A, C}:
+the class-by-class co-purchase counts are A 3, B 2, C 1, A&B 2, A&C 1, B&C 0, so
+the cosine similarities are A-B 2 / sqrt(3 x 2) = 0.8165, A-C 1 / sqrt(3 x 1) = 0.5774,
+B-C 0. A customer whose own (recency) scores are B 1, C 0.5 gets co-occurrence
+A = 1 x 0.8165 + 0.5 x 0.5774 = 1.1052, B = 0.5 x 0 = 0, C = 1 x 0 = 0; scaled to its
+maximum: A 1, B 0, C 0. B contributes most to A (0.8165 against 0.2887): "often bought with B".
+
+Blend, worked by hand. Segment 0 is customers 0-2 (A bought by 3 of 3, B by 2, C by 1:
+popularity 1, 2/3, 1/3 of the maximum); customer 0's own scores are A 1, B 0.5, C 0.
+With weights own 0.6, segment 0.4: A = 0.6 + 0.4 = 1.0 (own 0.6 > segment 0.4: "buys
+again"), B = 0.6 x 0.5 + 0.4 x 2/3 = 0.5667 (own 0.30 > segment 0.2667: "buys again"),
+C = 0.4 x 1/3 = 0.1333 ("popular in segment"). A tie between components goes to the first
+of own, segment, co-occurrence, season.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+
+from core.config import load_config
+from core.domain.hierarchy import load_hierarchy, parse_hierarchy
+from core.framework import paths
+from core.framework.schema import ConfigError
+from core.framework.stage import StageContext
+from core.profile_export import recommendations as rec
+from core.profile_export.recommendation_outputs import write_recommendations
+from core.profile_export.settings import RecommendationsConfig
+from core.profile_export.stage import STAGE
+from conftest import small_config_document, write_config
+from test_pipeline import pipeline_run  # noqa: F401 - a fixture
+
+ANALYSIS = pd.Timestamp("2024-12-31")
+WINDOW = 182
+EVALUATION_CUT = ANALYSIS - pd.Timedelta(days=WINDOW)
+VALIDATION_CUT = EVALUATION_CUT - pd.Timedelta(days=WINDOW)
+SQRT6, SQRT3 = math.sqrt(6), math.sqrt(3)
+
+
+def tiny_hierarchy():
+    return parse_hierarchy({"departments": {
+        "Ladies Clothing": {"kind": "merchandise", "classes": ["A", "B"], "data_quality_classes": ["DUMMY", "Unknown"]},
+        "Home": {"kind": "merchandise", "classes": ["C"], "data_quality_classes": ["UNASSIGNED D11"]},
+        "Bag Levy": {"kind": "bag_levy", "classes": ["Paper Bags"]},
+        "Gift Cards": {"kind": "gift_card", "classes": ["Gift Cards"]},
+        "Dummy": {"kind": "data_quality", "classes": ["Dummy"]},
+    }}, "test")
+
+
+def lines(rows) -> pd.DataFrame:
+    """Order lines from (customer, date, department, class[, is_return]) tuples, 10.0 each."""
+    frame = pd.DataFrame([r if len(r) == 5 else (*r, False) for r in rows],
+                         columns=["customer_id", "order_date", "department", "class", "is_return"])
+    return frame.assign(order_date=pd.to_datetime(frame["order_date"]), line_amount=10.0)
+
+
+def history_of(frame: pd.DataFrame, customers, level: str = "class") -> rec.PurchaseHistory:
+    history = rec.PurchaseHistory(customers, rec.recommendable_items(tiny_hierarchy(), level),
+                                  [VALIDATION_CUT, EVALUATION_CUT, ANALYSIS], WINDOW)
+    history.add(frame)
+    return history
+
+
+def interactions(counts, recency=None, season=None) -> rec.Interactions:
+    counts = sp.csr_matrix(np.asarray(counts, dtype=float))
+    recency = counts if recency is None else sp.csr_matrix(np.asarray(recency, dtype=float))
+    season = np.zeros(counts.shape[1]) if season is None else np.asarray(season, dtype=float)
+    return rec.Interactions(counts=counts, recency=recency, spend=counts * 10.0, season=season)
+
+
+# --- what may be recommended ------------------------------------------------------------------
+
+
+def test_only_sellable_merchandise_classes_can_be_recommended():
+    shipped = load_hierarchy(paths.REPO_ROOT / "config" / "hierarchy.yml")
+    items = rec.recommendable_items(shipped)
+    kinds = {name: d.kind for name, d in shipped.departments.items()}
+    assert len(items) == 332 and {kinds[d] for d in items["department"]} == {"merchandise"}
+    for department, name in zip(items["department"], items["class"]):
+        assert name in shipped.departments[department].classes
+        assert name not in shipped.departments[department].data_quality_classes
+    assert not items["class"].isin(["Unknown", "DUMMY", "Dummy"]).any()
+    # A name two departments share is told apart in reasons.
+    assert "Kids (Sports Shop)" in set(items["label"]) and "Kids (Accessories)" in set(items["label"])
+
+
+def test_till_lines_data_quality_and_unknown_classes_map_to_no_item():
+    frame = lines([(1, "2024-01-01", "Ladies Clothing", "B"), (1, "2024-01-01", "Bag Levy", "Paper Bags"),
+                   (1, "2024-01-01", "Gift Cards", "Gift Cards"), (1, "2024-01-01", "Ladies Clothing", "DUMMY"),
+                   (1, "2024-01-01", "Ladies Clothing", "Unknown"), (1, "2024-01-01", "Unknown", "Unknown"),
+                   (1, "2024-01-01", "Home", "Not in the hierarchy"), (1, "2024-01-01", "Dummy", "Dummy"),
+                   (1, "2024-01-01", "Home", "C")])
+    codes = rec.item_codes(frame, rec.recommendable_items(tiny_hierarchy()))
+    assert codes.tolist() == [1, -1, -1, -1, -1, -1, -1, -1, 2]
+
+
+def test_an_unknown_class_bought_most_is_never_recommended():
+    frame = lines([(1, "2024-01-05", "Ladies Clothing", "Unknown")] * 20
+                  + [(1, "2024-01-05", "Ladies Clothing", "A"), (2, "2024-01-05", "Home", "C")])
+    history = history_of(frame, [1, 2])
+    fit = history.interactions(2)
+    model = rec.NextBestClasses(weights={"own": 1.0}, top_k=3).fit(fit, np.array([0, 0]))
+    table = rec.recommendation_table(model.recommend(fit, np.array([0, 0])), [1, 2], history.items)
+    assert set(table["class"]) <= {"A", "B", "C"} and "Unknown" not in set(table["class"])
+    assert history.lines == 2
+
+
+# --- scores and reasons, worked by hand -------------------------------------------------------
+
+
+def test_cooccurrence_scores_and_reason_match_the_hand_computation():
+    fit = interactions([[1, 1, 0], [1, 1, 0], [1, 0, 1], [0, 1, 1]], recency=[[1, 1, 0], [1, 1, 0], [1, 0, 1],
+                                                                                 [0, 1, 0.5]])
+    segments = np.array([0, 0, 0, 1])
+    # Similarity from customers 0-2 only (customer 3 would add B&C): fit on them, score customer 3's history.
+    model = rec.NextBestClasses(weights={"cooccurrence": 1.0}, top_k=1).fit(
+        interactions([[1, 1, 0], [1, 1, 0], [1, 0, 1], [0, 0, 0]]), segments)
+    assert model.similarity_ == pytest.approx(np.array([[0, 2 / SQRT6, 1 / SQRT3], [2 / SQRT6, 0, 0],
+                                                        [1 / SQRT3, 0, 0]]))
+    comps = model.components(fit, segments, np.array([3]))
+    assert comps["cooccurrence"][0] == pytest.approx([1.0, 0.0, 0.0])
+    recommended = model.recommend(fit, segments, np.array([3]))
+    assert recommended.items.tolist() == [[0]] and recommended.scores[0, 0] == pytest.approx(1.0)
+    items = rec.recommendable_items(tiny_hierarchy())
+    assert rec.reason_texts(recommended, items).tolist() == [["often bought with B"]]
+
+
+def test_blend_scores_and_reasons_match_the_hand_computation():
+    fit = interactions([[2, 1, 0], [1, 1, 0], [1, 0, 1], [0, 0, 1]], recency=[[1, 0.5, 0], [1, 1, 0], [1, 0, 1],
+                                                                                 [0, 0, 1]])
+    segments = np.array([0, 0, 0, 1])
+    model = rec.NextBestClasses(weights={"own": 0.6, "segment": 0.4}, top_k=3).fit(fit, segments)
+    assert model.segment_popularity_ == pytest.approx(np.array([[1, 2 / 3, 1 / 3], [0, 0, 1]]))
+    recommended = model.recommend(fit, segments, np.array([0]))
+    assert recommended.items.tolist() == [[0, 1, 2]]
+    assert recommended.scores[0] == pytest.approx([1.0, 0.3 + 0.4 * 2 / 3, 0.4 / 3], abs=1e-6)
+    items = rec.recommendable_items(tiny_hierarchy())
+    assert rec.reason_texts(recommended, items).tolist() == [["buys again", "buys again", "popular in segment"]]
+
+
+def test_season_reason_and_the_popularity_filler():
+    fit = interactions([[1, 0, 0], [1, 1, 0]], season=[0, 0, 4])
+    model = rec.NextBestClasses(weights={"season": 1.0}, top_k=3).fit(fit, np.array([0, 0]))
+    recommended = model.recommend(fit, np.array([0, 0]), np.array([0]))
+    # C is in season; A and B score 0 and fill by how many bought them (A 2, B 1), shown as such.
+    assert recommended.items.tolist() == [[2, 0, 1]]
+    assert recommended.scores[0].tolist() == [1.0, 0.0, 0.0]
+    assert rec.reason_texts(recommended, rec.recommendable_items(tiny_hierarchy())).tolist() == [
+        ["in season", rec.FALLBACK_REASON, rec.FALLBACK_REASON]]
+
+
+def test_top_k_keeps_positive_scores_best_first():
+    items, scores = rec.top_k(np.array([[0.2, 0.0, 0.5], [0.0, 0.0, 0.0]]), 3)
+    assert items.tolist() == [[2, 0, -1], [-1, -1, -1]]
+    assert scores.tolist() == [[0.5, 0.2, 0.0], [0.0, 0.0, 0.0]]
+
+
+def test_the_weight_grid_covers_every_blend_summing_to_one():
+    grid = rec.weight_grid()
+    assert len(grid) == 286  # multiples of 0.1 over four components: C(13, 3)
+    assert all(sum(w.values()) == pytest.approx(1.0) for w in grid)
+    assert {"own": 0.0, "segment": 1.0, "cooccurrence": 0.0, "season": 0.0} in grid
+
+
+def test_the_simplest_blend_within_noise_of_the_best_is_chosen():
+    # Customers buy again exactly what they bought: own history is right, segment popularity is not.
+    rng = np.random.default_rng(0)
+    bought = (rng.random((400, 12)) < 0.25).astype(float)
+    bought[bought.sum(axis=1) == 0, 0] = 1.0
+    fit = interactions(bought)
+    chosen = rec.choose_weights(fit, np.zeros(400, int), sp.csr_matrix(bought), np.arange(400), 3, seed=0)
+    assert chosen["weights"]["own"] == 1.0 and chosen["recall"] == pytest.approx(chosen["best_recall"], abs=0.02)
+
+
+# --- metrics ---------------------------------------------------------------------------------
+
+
+def test_ranking_metrics_match_the_hand_computation():
+    # Customer 0: recommended 0, 1, 2; bought 1 and 4 (had bought 1 before). Customer 1: 3 only; bought 3.
+    recommended = np.array([[0, 1, 2], [3, -1, -1]])
+    relevant = sp.csr_matrix(np.array([[0, 1, 0, 0, 1], [0, 0, 0, 1, 0]]))
+    seen = sp.csr_matrix(np.array([[0, 1, 0, 0, 0], [0, 0, 0, 0, 0]]))
+    metrics = rec.ranking_metrics(recommended, relevant, seen)
+    ndcg_0 = (1 / math.log2(3)) / (1 + 1 / math.log2(3))  # hit at rank 2; ideal: 2 hits at ranks 1-2
+    assert metrics["recall"].tolist() == [0.5, 1.0]
+    assert metrics["hit_rate"].tolist() == [1.0, 1.0]
+    assert metrics["ndcg"] == pytest.approx([ndcg_0, 1.0])
+    assert metrics["discovery"].tolist() == [0.0, 1.0]  # customer 0's hit was a class bought before
+    summary = rec.summarise([(metrics, recommended)], n_items=5)
+    assert summary == {"recall": 0.75, "hit_rate": 1.0, "ndcg": round((ndcg_0 + 1) / 2, 4), "discovery": 0.5,
+                       "coverage": 4}
+
+
+def test_metrics_refuse_a_customer_who_bought_nothing_in_the_window():
+    with pytest.raises(ValueError, match="at least one item bought"):
+        rec.ranking_metrics(np.array([[0]]), sp.csr_matrix((1, 2)), sp.csr_matrix((1, 2)))
+
+
+# --- the evaluation never sees the window -----------------------------------------------------
+
+
+def test_a_class_bought_only_in_the_window_never_reaches_the_evaluation_fit():
+    # Customer 1 buys A before the cut and C (which nobody else ever buys) only in the window.
+    frame = lines([(1, "2024-03-01", "Ladies Clothing", "A"), (2, "2024-03-01", "Ladies Clothing", "B"),
+                   (2, "2024-03-02", "Ladies Clothing", "A"),
+                   (1, "2024-10-01", "Home", "C"), (1, "2024-10-01", "Home", "C"),
+                   (2, "2024-10-01", "Ladies Clothing", "B")])
+    history = history_of(frame, [1, 2])
+    segments = np.array([0, 0])
+    fit, window = history.interactions(1), history.bought(2)
+    assert fit.counts.toarray().tolist() == [[1, 0, 0], [1, 1, 0]]
+    assert window.toarray().tolist() == [[0, 0, 1], [0, 1, 0]]
+    for weights in rec.weight_grid(0.5):
+        model = rec.NextBestClasses(weights=weights, top_k=3).fit(fit, segments)
+        assert model.global_popularity_[2] == 0 and model.segment_popularity_[0, 2] == 0
+        assert 2 not in model.recommend(fit, segments).items[0]
+    evaluation = rec.evaluate_history(history, segments, 3, seed=0)
+    assert evaluation["models"]["own_top_classes"]["discovery"] == 0.0
+    assert evaluation["models"]["model"]["recall"] == pytest.approx((0 + 1) / 2)  # customer 1 cannot get C
+    # The recommendations made at the analysis date do know it: customer 1 buys C again.
+    final = rec.NextBestClasses(weights={"own": 1.0}, top_k=1).fit(history.interactions(2), segments)
+    recommended = final.recommend(history.interactions(2), segments)
+    assert recommended.items[0, 0] == 2 and rec.reason_texts(recommended, history.items)[0, 0] == "buys again"
+
+
+def test_returns_and_lines_after_the_analysis_date_are_not_purchases():
+    frame = lines([(1, "2024-03-01", "Ladies Clothing", "A"), (1, "2024-03-05", "Ladies Clothing", "B", True),
+                   (1, "2025-01-02", "Home", "C")])
+    history = history_of(frame, [1])
+    assert history.interactions(2).counts.toarray().tolist() == [[1, 0, 0]]
+
+
+# --- bad input -------------------------------------------------------------------------------
+
+
+def test_a_single_line_customer_and_one_who_bought_everything_get_top_k():
+    frame = lines([(1, "2024-03-01", "Ladies Clothing", "A")]
+                  + [(2, "2024-02-01", d, c) for d, c in (("Ladies Clothing", "A"), ("Ladies Clothing", "B"),
+                                                          ("Home", "C"))]
+                  + [(3, "2024-02-01", "Home", "C")])
+    history = history_of(frame, [1, 2, 3])
+    fit, segments = history.interactions(2), np.array([0, 0, 0])
+    model = rec.NextBestClasses(weights={"own": 0.5, "segment": 0.5}, top_k=3).fit(fit, segments)
+    table = rec.recommendation_table(model.recommend(fit, segments), [1, 2, 3], history.items)
+    assert table.groupby("customer_id")["rank"].apply(list).to_dict() == {1: [1, 2, 3], 2: [1, 2, 3],
+                                                                          3: [1, 2, 3]}
+    assert set(table.loc[table["customer_id"] == 2, "reason"]) == {"buys again"}
+    assert table.loc[table["customer_id"] == 1].iloc[0][["class", "reason"]].tolist() == ["A", "buys again"]
+
+
+def test_a_log_without_classes_falls_back_to_departments():
+    frame = lines([(1, "2024-03-01", "Ladies Clothing", "Unknown"), (2, "2024-03-01", "Home", "Unknown"),
+                   (2, "2024-03-02", "Bag Levy", "Paper Bags")])
+    assert history_of(frame, [1, 2]).lines == 0
+    history = history_of(frame, [1, 2], level="department")
+    assert history.lines == 2
+    assert rec.choose_level({"class": 0, "department": history.lines})[0] == "department"
+    fit, segments = history.interactions(2), np.array([0, 0])
+    model = rec.NextBestClasses(top_k=5).fit(fit, segments)
+    table = rec.recommendation_table(model.recommend(fit, segments), [1, 2], history.items)
+    assert set(table["department"]) == {"Ladies Clothing", "Home"} and table["class"].isna().all()
+    assert len(table) == 4  # two merchandise departments each
+
+
+def test_a_log_without_departments_or_classes_writes_an_explained_empty_file(tmp_path):
+    frame = lines([(1, "2024-03-01", "Unknown", "Unknown"), (2, "2024-03-01", "Unknown", "Unknown")])
+    folder = paths.stage_dir(tmp_path, paths.GENERATE_DATA)
+    folder.mkdir(parents=True)
+    frame.to_parquet(folder / paths.TRANSACTIONS, index=False)
+    config = SimpleNamespace(seed=0, hierarchy=tiny_hierarchy(), profile_export=SimpleNamespace(
+        recommendations=RecommendationsConfig(top_k=5, evaluation_window_days=WINDOW)))
+    ctx = StageContext(stage=STAGE, config=config, artifacts_dir=tmp_path)
+    customers = pd.DataFrame({"customer_id": [1, 2], "last_order_date": pd.to_datetime(["2024-03-01"] * 2),
+                              "recency_days": [305, 305]})
+    write_recommendations(ctx, customers, pd.DataFrame({"customer_id": [1, 2], "segment": [0, 0]}))
+    out = paths.stage_dir(tmp_path, paths.PROFILE_EXPORT)
+    table = pd.read_parquet(out / paths.RECOMMENDATIONS)
+    document = json.loads((out / paths.RECOMMENDATION_EVALUATION).read_text())
+    assert list(table.columns) == rec.RECOMMENDATION_COLUMNS and table.empty
+    assert document["level"] is None and document["models"] == {}
+    assert "merchandise department or class the hierarchy knows" in document["explanation"]
+    assert ctx.details["recommendations"]["explanation"] == document["explanation"]
+    assert "no recommendations" in ctx.summary
+
+
+def test_a_bad_top_k_is_a_config_error(tmp_path):
+    document = small_config_document()
+    document["profile_export"]["recommendations"]["top_k"] = 0
+    with pytest.raises(ConfigError, match=r"profile_export\.recommendations\.top_k"):
+        load_config(write_config(tmp_path / "config", document))
+
+
+# --- end to end ------------------------------------------------------------------------------
+
+
+def test_every_segmented_customer_gets_top_k_ranked_merchandise_classes(pipeline_run):
+    config_path, artifacts_dir = pipeline_run
+    config = load_config(config_path)
+    k = config.profile_export.recommendations.top_k
+    out = paths.stage_dir(artifacts_dir, paths.PROFILE_EXPORT)
+    table = pd.read_parquet(out / paths.RECOMMENDATIONS)
+    assignments = pd.read_parquet(paths.stage_dir(artifacts_dir, paths.CLUSTER) / paths.ASSIGNMENTS)
+    assert list(table.columns) == rec.RECOMMENDATION_COLUMNS
+    assert set(table["customer_id"]) == set(assignments["customer_id"])
+    ranks = table.groupby("customer_id")["rank"].apply(list)
+    assert (ranks.apply(lambda r: r == list(range(1, k + 1)))).all()
+    allowed = set(zip(*rec.recommendable_items(config.hierarchy)[["department", "class"]].to_numpy().T))
+    assert set(zip(table["department"], table["class"])) <= allowed
+    assert table["score"].between(0, 1).all()
+    assert set(table["reason"]) <= {"buys again", "popular in segment", "in season", rec.FALLBACK_REASON} | {
+        r for r in table["reason"] if r.startswith("often bought with ")}
+    assert table.groupby("customer_id")["score"].apply(lambda s: s.is_monotonic_decreasing).all()
+    document = json.loads((out / paths.RECOMMENDATION_EVALUATION).read_text())
+    assert document["level"] == "class" and document["k"] == k
+    assert set(document["models"]) >= {"model", *rec.BASELINES}
+    for metrics in document["models"].values():
+        assert set(metrics) == {"recall", "hit_rate", "ndcg", "discovery", "coverage"}
+    manifest = json.loads((out / paths.MANIFEST).read_text())
+    assert manifest["details"]["recommendations"]["customers"] == len(assignments)
+    assert {r["file"] for r in manifest["outputs"]} >= {paths.RECOMMENDATIONS, paths.RECOMMENDATION_EVALUATION}

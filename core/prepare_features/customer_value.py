@@ -671,20 +671,7 @@ def estimate_customer_value(orders: pd.DataFrame, analysis_date=None, horizon_da
         thresholds, no order up to the analysis date, too few repeat buyers, a fit
         ending on non-finite parameters, or a non-finite estimate.
     """
-    missing = [c for c in ("customer_id", "order_date", "order_value") if c not in orders.columns]
-    if missing:
-        raise ValueError(f"orders lack column(s) {missing}; expected customer_id, order_date, order_value")
-    if not horizon_days > 0:
-        raise ValueError(f"horizon_days must be positive, got {horizon_days}")
-    if not time_unit_days > 0:
-        raise ValueError(f"time_unit_days must be positive, got {time_unit_days}")
-    high_below, medium_below = _check_thresholds(thresholds)
-    if orders.empty:
-        raise ValueError("no orders: nothing to estimate")
-    if not pd.api.types.is_datetime64_any_dtype(orders["order_date"]):
-        raise ValueError(f"order_date must be datetime64, got {orders['order_date'].dtype}")
-    if not np.isfinite(orders["order_value"].to_numpy(dtype=float)).all():
-        raise ValueError("order_value contains NaN or infinite values")
+    high_below, medium_below = _check_inputs(orders, horizon_days, time_unit_days, thresholds)
     end = (pd.Timestamp(analysis_date) if analysis_date is not None else orders["order_date"].max()).normalize()
     on_or_before = (orders["order_date"].dt.normalize() <= end).to_numpy(dtype=bool)
     if not on_or_before.any():
@@ -706,20 +693,12 @@ def estimate_customer_value(orders: pd.DataFrame, analysis_date=None, horizon_da
 
     non_positive = repeat & (m <= 0)
     positive = repeat & ~non_positive
-    value_model, fallback_reason = None, None
-    if positive.sum() < min_repeat_buyers:
-        fallback_reason = (f"{int(positive.sum())} repeat buyer(s) with positive spend, fewer than "
-                           f"min_repeat_buyers={min_repeat_buyers}")
-    else:
-        try:
-            value_model = GammaGammaModel(penalizer=penalizer).fit(x[positive], m[positive])
-        except ValueError as error:
-            fallback_reason = f"Gamma-Gamma fit failed: {error}"
-    purchase_days = float((x + 1).sum())
+    value_model, fallback_reason = _fit_value_model(x, m, positive, min_repeat_buyers, penalizer)
     if value_model is not None:
         population_mean = value_model.population_mean_
         order_value = value_model.expected_order_value(x, np.where(non_positive, 0.0, m))
     else:
+        purchase_days = float((x + 1).sum())
         population_mean = max(float(orders.loc[on_or_before, "order_value"].sum()) / purchase_days, 0.0)
         order_value = np.full(x.size, population_mean)
     order_value = np.where(non_positive, 0.0, order_value)
@@ -742,8 +721,57 @@ def estimate_customer_value(orders: pd.DataFrame, analysis_date=None, horizon_da
                          f"{purchase_model.params_}")
     estimates["churn_risk"] = assign_churn_risk(p_alive, (high_below, medium_below))
 
-    # Calendar days covered, both ends included: 1997-01-01 to 1997-09-30 is CDNOW's 273-day (39-week) calibration.
     history_days = int((end - orders.loc[on_or_before, "order_date"].min().normalize()).days) + 1
+    report = _fit_report(
+        end=end, horizon_days=horizon_days, time_unit_days=time_unit_days, thresholds=(high_below, medium_below),
+        history_days=history_days, repeat=repeat, positive=positive, non_positive=non_positive,
+        ignored=int((~on_or_before).sum()), purchase_model=purchase_model, value_model=value_model,
+        fallback_reason=fallback_reason, population_mean=population_mean, estimates=estimates,
+        dropout_at_first_purchase=dropout_at_first_purchase)
+    return CustomerValue(estimates=estimates, purchase_model=purchase_model, value_model=value_model,
+                         report=report)
+
+
+def _check_inputs(orders: pd.DataFrame, horizon_days: float, time_unit_days: float,
+                  thresholds) -> tuple[float, float]:
+    """Refuse what no fit can use; returns the checked ``(high_below, medium_below)`` thresholds."""
+    missing = [c for c in ("customer_id", "order_date", "order_value") if c not in orders.columns]
+    if missing:
+        raise ValueError(f"orders lack column(s) {missing}; expected customer_id, order_date, order_value")
+    if not horizon_days > 0:
+        raise ValueError(f"horizon_days must be positive, got {horizon_days}")
+    if not time_unit_days > 0:
+        raise ValueError(f"time_unit_days must be positive, got {time_unit_days}")
+    checked = _check_thresholds(thresholds)
+    if orders.empty:
+        raise ValueError("no orders: nothing to estimate")
+    if not pd.api.types.is_datetime64_any_dtype(orders["order_date"]):
+        raise ValueError(f"order_date must be datetime64, got {orders['order_date'].dtype}")
+    if not np.isfinite(orders["order_value"].to_numpy(dtype=float)).all():
+        raise ValueError("order_value contains NaN or infinite values")
+    return checked
+
+
+def _fit_value_model(x: np.ndarray, m: np.ndarray, positive: np.ndarray, min_repeat_buyers: int,
+                     penalizer: float) -> tuple["GammaGammaModel | None", str | None]:
+    """Gamma-Gamma on the repeat buyers of positive spend, or None and why (the population-mean fallback)."""
+    if positive.sum() < min_repeat_buyers:
+        return None, (f"{int(positive.sum())} repeat buyer(s) with positive spend, fewer than "
+                      f"min_repeat_buyers={min_repeat_buyers}")
+    try:
+        return GammaGammaModel(penalizer=penalizer).fit(x[positive], m[positive]), None
+    except ValueError as error:
+        return None, f"Gamma-Gamma fit failed: {error}"
+
+
+def _fit_report(*, end, horizon_days, time_unit_days, thresholds, history_days, repeat, positive, non_positive,
+                ignored, purchase_model, value_model, fallback_reason, population_mean, estimates,
+                dropout_at_first_purchase) -> dict:
+    """The JSON-ready account of a fit: parameters, convergence, fallbacks, counts and notes.
+
+    ``history_days`` counts calendar days with both ends included: 1997-01-01
+    to 1997-09-30 is CDNOW's 273-day (39-week) calibration.
+    """
     notes = []
     if history_days < horizon_days:
         notes.append(f"the history ({history_days} days) is shorter than the horizon ({horizon_days:g} days): "
@@ -753,14 +781,14 @@ def estimate_customer_value(orders: pd.DataFrame, analysis_date=None, horizon_da
                      f"rate and dropout is poorly determined, so p_alive is uncertain (expected orders less so)")
     if fallback_reason:
         notes.append(f"order values: population mean for every customer ({fallback_reason})")
-    report = {
+    return {
         "analysis_date": str(end.date()),
         "horizon_days": float(horizon_days),
         "time_unit_days": float(time_unit_days),
-        "churn_thresholds": {"high_below": high_below, "medium_below": medium_below},
-        "customers": int(x.size),
+        "churn_thresholds": {"high_below": thresholds[0], "medium_below": thresholds[1]},
+        "customers": int(repeat.size),
         "repeat_buyers": int(repeat.sum()),
-        "orders_after_analysis_date_ignored": int((~on_or_before).sum()),
+        "orders_after_analysis_date_ignored": ignored,
         "history_days": history_days,
         "history_shorter_than_horizon": history_days < horizon_days,
         "purchase_model": {
@@ -782,5 +810,3 @@ def estimate_customer_value(orders: pd.DataFrame, analysis_date=None, horizon_da
                               estimates["churn_risk"].value_counts(sort=False).items()},
         "notes": notes,
     }
-    return CustomerValue(estimates=estimates, purchase_model=purchase_model, value_model=value_model,
-                         report=report)

@@ -27,7 +27,7 @@ from core.framework.schema import ConfigError, Problems, build, read_yaml, spec,
 from core.framework.stage import config_hash
 from core.generate_data.personas import Persona, Scenario, load_persona_file
 from core.generate_data.settings import (DataConfig, GenerateDataConfig, IngestConfig, check_generate_data,
-                                         check_ingest, check_styles)
+                                         check_history, check_ingest, check_styles)
 from core.prepare_features.settings import (CustomerValueConfig, PrepareFeaturesConfig, check_customer_value,
                                             check_model_features, check_prepare_features)
 from core.profile_export.settings import ProfileExportConfig
@@ -157,6 +157,7 @@ def load_config(path: Path | str = paths.DEFAULT_CONFIG) -> PipelineConfig:
 
 
 def _check_cross_fields(cfg: _ConfigFile, problems: Problems) -> None:
+    check_history(cfg.data, cfg.generate_data, problems)
     analysis_date = cfg.prepare_features.analysis_date
     if analysis_date is not None and not cfg.data.history_start <= analysis_date:
         problems.add("prepare_features.analysis_date",

@@ -302,9 +302,9 @@ def test_a_history_of_closed_days_only_is_refused_naming_the_window(tmp_path, ca
     doc["generate_data"]["closed_days"] = ["12-25", "12-26"]
     config_path = write_config(tmp_path / "config", doc)
 
-    code = main(["run", "--only", "1", "--config", str(config_path), "--artifacts", str(tmp_path / "artifacts")])
+    code = main(["status", "--config", str(config_path), "--artifacts", str(tmp_path / "artifacts")])
 
-    assert code == 2
+    assert code == 2, "refused when the config loads, before any stage runs (status loads it too)"
     err = capsys.readouterr().err
     assert "key 'data.history_start': 2024-12-25 to data.history_end 2024-12-26: every day is in " \
            "generate_data.closed_days; the history needs at least one open day" in err, err

@@ -28,8 +28,6 @@ from core.framework import paths
 from core.domain import tables
 from core.framework.errors import PipelineError
 from core.generate_data.report import GenerationReport, min_customers, smallest_persona, summary_lines
-from core.generate_data.settings import check_history
-from core.framework.schema import Problems
 from core.domain.tables import TRANSACTION_SCHEMA
 from core.framework.stage import Stage, StageContext
 
@@ -47,11 +45,6 @@ def run(ctx: StageContext) -> None:
 def run_generate(ctx: StageContext) -> None:
     """Synthetic order lines, customers and products from the personas."""
     cfg = ctx.config
-    # Also wanted at config load (core/config.py); here it keeps an impossible history from a
-    # NumPy error deep in the generator.
-    problems = Problems(str(cfg.path))
-    check_history(cfg.data, cfg.generate_data, problems)
-    problems.raise_if_any()
     plan = generator.build_plan(cfg.personas, cfg.scenarios, cfg.hierarchy, cfg.data, cfg.generate_data,
                                 cfg.seed)
     report = GenerationReport(plan)

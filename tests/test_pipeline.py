@@ -565,9 +565,12 @@ def test_customers_with_segments_has_one_row_per_customer_and_a_distinct_runner_
 def test_pipeline_report_renders_in_a_real_browser(pipeline_run, tmp_path):
     _, artifacts_dir = pipeline_run
     folder = paths.stage_dir(artifacts_dir, paths.PROFILE_EXPORT)
-    for png in (paths.SEGMENT_SIZES_PLOT, paths.DEPARTMENT_HEATMAP, paths.PROJECTION_PLOT, paths.LOSS_CURVE):
+    # The test config's one-year history holds its 120-day value holdout, so the calibration chart is drawn too.
+    charts = (paths.SEGMENT_SIZES_PLOT, paths.DEPARTMENT_HEATMAP, paths.PROJECTION_PLOT, paths.LOSS_CURVE,
+              paths.CALIBRATION_PLOT)
+    for png in charts:
         assert (folder / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
-    assert_page_renders(folder / paths.REPORT, expected_images=4, profile_dir=tmp_path / "chromium")
+    assert_page_renders(folder / paths.REPORT, expected_images=len(charts), profile_dir=tmp_path / "chromium")
 
 
 def test_the_report_persona_table_counts_each_personas_customers_by_segment(pipeline_run):

@@ -171,7 +171,7 @@ def build_customer_features(lines, hierarchy: Hierarchy, analysis_date: pd.Times
         con = duckdb.connect(config={"preserve_insertion_order": False, "temp_directory": spill,
                                      "memory_limit": f"{settings.engine_memory_mb}MB"})
         try:
-            columns = _register_source(con, lines)
+            columns = register_source(con, lines)
             missing = [c for c in REQUIRED_LINE_COLUMNS if c not in columns]
             if missing:
                 raise ValueError(f"the order lines lack required column(s) {', '.join(missing)}")
@@ -210,7 +210,7 @@ def _aggregate(con, columns: list[str], hierarchy: Hierarchy, analysis_date: pd.
 # The engine's inputs: the lines, the hierarchy's keys, the attribute codes
 
 
-def _register_source(con, lines) -> list[str]:
+def register_source(con, lines) -> list[str]:
     """Make ``lines`` (DataFrame, Arrow table or Parquet path) the view ``src``; return its columns."""
     if isinstance(lines, (str, Path)):
         path = str(lines).replace("'", "''")

@@ -26,18 +26,17 @@ import dataclasses
 import tempfile
 import time
 import warnings
-from pathlib import Path
 from typing import Any, Iterable
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 from scipy.stats import spearmanr
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import roc_auc_score
 
 from core.domain.columns import ID_COLUMN, UNKNOWN
 from core.domain.hierarchy import Hierarchy
+from core.prepare_features.aggregate import register_source
 from core.prepare_features.customer_value import (BetaGeoModel, GammaGammaModel, assign_churn_risk,
                                                   estimate_customer_value, rfm_summary)
 from core.prepare_features.settings import CustomerValueConfig
@@ -101,7 +100,7 @@ def order_values(lines, non_merchandise: Iterable[str], analysis_date, cut=None,
         con = duckdb.connect(config={"preserve_insertion_order": False, "temp_directory": spill,
                                      "memory_limit": f"{engine_memory_mb}MB"})
         try:
-            columns = _register_lines(con, lines)
+            columns = register_source(con, lines)
             missing = [c for c in LINE_COLUMNS if c not in columns and c != "original_order_id"]
             if missing:
                 raise ValueError(f"the order lines lack column(s) {', '.join(missing)}")
@@ -149,17 +148,6 @@ def order_values(lines, non_merchandise: Iterable[str], analysis_date, cut=None,
         result["value_at_cut"] = (gross - orders["returned_at_cut"].to_numpy(np.int64)) / 100
     result.attrs.update(unlinked_return_lines=int(unlinked[0]), unlinked_return_value=float(unlinked[1]) / 100)
     return result
-
-
-def _register_lines(con, lines) -> list[str]:
-    """Make ``lines`` (DataFrame, Arrow table or Parquet path) the view ``src``; return its columns."""
-    if isinstance(lines, (str, Path)):
-        path = str(lines).replace("'", "''")
-        con.execute(f"CREATE VIEW src AS SELECT * FROM read_parquet('{path}')")
-    else:
-        table = lines if isinstance(lines, pa.Table) else pa.Table.from_pandas(lines, preserve_index=False)
-        con.register("src", table)
-    return [row[0] for row in con.execute("DESCRIBE src").fetchall()]
 
 
 # ---------------------------------------------------------------------------

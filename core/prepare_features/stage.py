@@ -42,7 +42,8 @@ def run(ctx: StageContext) -> None:
     try:
         # The path, not a DataFrame: the engine scans the file, so memory does not grow with the lines.
         prepared = prepare_features_from_config(ctx.input_path(paths.GENERATE_DATA, paths.TRANSACTIONS), customers,
-                                                ctx.config.hierarchy, ctx.config.prepare_features)
+                                                ctx.config.hierarchy, ctx.config.prepare_features,
+                                                ctx.config.data.source)
     except ValueError as exc:
         raise PipelineError(f"{exc}; see section prepare_features of {ctx.config.path} (analysis_date null "
                             f"means the last date in the data)") from None
@@ -115,6 +116,7 @@ STAGE = Stage(
     name=paths.PREPARE_FEATURES,
     inputs={paths.GENERATE_DATA: (paths.TRANSACTIONS, paths.CUSTOMERS, paths.CUSTOMER_IDS)},
     description="Build customer features, apply eligibility, write the three datasets and the model matrix.",
-    sections=("prepare_features", "customer_value", "hierarchy"),
+    # data: whether the configured seasons are this data's (data.source; FeatureSettings.from_config).
+    sections=("data", "prepare_features", "customer_value", "hierarchy"),
     run=run,
 )

@@ -245,7 +245,9 @@ def keyed_by_customer(frame: pd.DataFrame, kind: str = "auto", max_length: int =
                                               f"(set ingest.customer_id.kind to read them all one way)")):
         if mask.any():
             row = int(np.flatnonzero(mask)[0])
-            raise PipelineError(f"{source}: column {ID_COLUMN}, row {row + 1}: {ids.iloc[row]!r} is {problem}")
+            value = ids.iloc[row]
+            value = value.item() if isinstance(value, np.generic) else value  # 7.5, not np.float64(7.5)
+            raise PipelineError(f"{source}: column {ID_COLUMN}, row {row + 1}: {value!r} is {problem}")
     registry = customer_ids.IdRegistry(kind)
     registry.add(parsed, np.ones(len(ids), bool))
     return frame.assign(**{ID_COLUMN: parsed.keys}), registry.mapping()

@@ -60,8 +60,8 @@ class ParsedIds:
         The pipeline's key per row; 0 where the row is rejected.
     source : ndarray of object
         The id as outputs carry it (int for number ids, str for text ids); None where rejected.
-    raw : ndarray of object
-        The value as read, before trimming (to find ids written several ways).
+    raw : Series
+        The values as read, before trimming (to find ids written several ways).
     missing, too_long, invalid, other_kind : ndarray of bool
         Why a row is rejected: no id; longer than ``max_length``; not an id of
         ``kind`` (a non-whole number, control characters, text when ids are
@@ -71,7 +71,7 @@ class ParsedIds:
 
     keys: np.ndarray
     source: np.ndarray
-    raw: np.ndarray
+    raw: pd.Series
     missing: np.ndarray
     too_long: np.ndarray
     invalid: np.ndarray
@@ -88,6 +88,8 @@ def _stripped(values: pd.Series) -> pa.Array:
     if values.dtype == object:
         arr = pa.array([None if v is None or (isinstance(v, float) and np.isnan(v)) else str(v)
                         for v in values.to_numpy(object)], type=pa.string())
+    elif pd.api.types.is_string_dtype(values.dtype):
+        arr = pa.array(values).cast(pa.string())  # Arrow-backed text: no Python objects
     else:
         arr = pa.array(values.astype("str").to_numpy(object, na_value=None), type=pa.string())
     arr = pc.utf8_trim_whitespace(arr)
@@ -146,7 +148,7 @@ def parse_customer_ids(values: pd.Series, kind: str, max_length: int, decided: b
         of the other kind are then ``other_kind``, not ``invalid``.
     """
     n = len(values)
-    raw = values.to_numpy(object)
+    raw = values.reset_index(drop=True)
     if pd.api.types.is_numeric_dtype(values.dtype) and not pd.api.types.is_bool_dtype(values.dtype):
         whole, missing = number_shaped(values)
         number = np.where(whole, values.to_numpy(np.float64, na_value=np.nan), 0).astype(np.int64)
@@ -180,7 +182,9 @@ def parse_customer_ids(values: pd.Series, kind: str, max_length: int, decided: b
     invalid = ~missing & ~too_long & control & ~other
     ok = ~missing & ~too_long & ~invalid & ~other
     keys = np.zeros(n, np.int64)
-    keys[ok] = text_keys(text[ok])
+    # A batch repeats each customer's id on every line: hash each distinct id once.
+    codes, distinct = pd.factorize(text[ok])
+    keys[ok] = text_keys(np.asarray(distinct, dtype=object))[codes]
     source = np.where(ok, text, None).astype(object)
     return ParsedIds(keys, source, raw, missing, too_long, invalid, other)
 
@@ -202,8 +206,12 @@ class IdRegistry:
         """Record the ids of the ``accepted`` rows of a parsed batch."""
         if not accepted.any():
             return
-        part = pd.DataFrame({"key": parsed.keys[accepted], "source": parsed.source[accepted],
-                             "spelling": pd.Series(parsed.raw[accepted]).astype(str).to_numpy(object)})
+        # One row per distinct spelling of the batch (its first line), not per line.
+        rows = np.flatnonzero(accepted)
+        _, first = np.unique(pd.factorize(parsed.raw.take(rows))[0], return_index=True)
+        rows = rows[first]
+        part = pd.DataFrame({"key": parsed.keys[rows], "source": parsed.source[rows],
+                             "spelling": [str(v) for v in parsed.raw.take(rows)]})
         part = part.drop_duplicates(ignore_index=True)
         self._parts.append(part)
         self._rows += len(part)

@@ -112,7 +112,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  ({primary['reason']})")
     for s in profiles["segments"]:
         print(f"- {s['name']} ({s['size']:,}): {s.get('explanation', {}).get('summary', '')}")
-    print(f"numbered names: {sum(bool(re.search(r' #\d+$', n)) for n in names)} of {len(names)}; distinct "
+    numbered = sum(bool(re.search(r" #\d+$", n)) for n in names)
+    print(f"numbered names: {numbered} of {len(names)}; distinct "
           f"{len(set(names))}; citing an unconfigured season: {0 if seasons_configured else len(cited)}")
     print(f"ids as written: {set(segmented['customer_id']) | set(excluded['customer_id']) == written} "
           f"(customer_id dtype {segmented['customer_id'].dtype})")

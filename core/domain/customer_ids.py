@@ -255,10 +255,6 @@ class IdRegistry:
         examples = [sorted(whole.loc[whole["key"] == key, "spelling"].tolist())[:4] for key in several.index[:limit]]
         return int(len(several)), examples
 
-    def keys(self) -> np.ndarray:
-        """Sorted distinct keys seen so far."""
-        return np.unique(self._compact()["key"].to_numpy(np.int64))
-
 
 def mapping_frame(keys: np.ndarray, source: np.ndarray, kind: str) -> pd.DataFrame:
     """The mapping table: ``customer_id`` (int64 key) and ``source_customer_id`` typed by ``kind``."""

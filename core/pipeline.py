@@ -139,7 +139,7 @@ def score_file(config: PipelineConfig, artifacts_dir: Path, source: Path, output
     frame = check_scoring_input(frame, scoring.input_kind(frame, saved.transformer, str(source)),
                                 list(saved.transformer.columns), source)
     scored = scoring.score_customers(frame, saved, analysis_date=day, source=str(source),
-                                     id_kind=config.ingest.customer_id.kind,
+                                     id_kind=scoring.trained_id_kind(artifacts_dir, config.ingest.customer_id.kind),
                                      max_id_length=config.ingest.customer_id.max_length)
     if output.suffix.lower() == ".csv":
         artifacts.write_atomic(output, lambda tmp: scored.to_csv(tmp, index=False, encoding="utf-8",

@@ -40,6 +40,8 @@ from typing import Any, Callable
 import joblib
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from core.cluster.evaluation import single_threaded
 from core.domain import customer_ids
@@ -222,6 +224,20 @@ def input_kind(frame: pd.DataFrame, transformer, source: str = "the input") -> s
                         f"features file (missing {', '.join(missing_features[:6])}"
                         f"{', ...' if len(missing_features) > 6 else ''}); give order lines with the columns "
                         f"of transactions.parquet, or customer features like enriched_department.parquet")
+
+
+def trained_id_kind(artifacts_dir: Path, configured: str) -> str:
+    """The kind of customer id to read a score file with: the configured one, or with ``auto`` the run's.
+
+    With ``auto``, the kind stage 01 found (the type of ``customer_ids.parquet``'s
+    ``source_customer_id``), so a text-id retailer's ``12345`` stays the text ``12345``;
+    ``auto`` again when that file is not there.
+    """
+    mapping = paths.stage_dir(artifacts_dir, paths.GENERATE_DATA) / paths.CUSTOMER_IDS
+    if configured != "auto" or not mapping.is_file():
+        return configured
+    source_type = pq.read_schema(mapping).field(customer_ids.SOURCE_ID).type
+    return "number" if pa.types.is_integer(source_type) else "text"
 
 
 def keyed_by_customer(frame: pd.DataFrame, kind: str = "auto", max_length: int = 64,

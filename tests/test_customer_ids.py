@@ -189,3 +189,8 @@ def test_every_output_people_join_on_carries_the_ids_as_the_log_wrote_them(tmp_p
     mine = scored[scored["excluded_reason"] == ""].set_index("customer_id")["segment"]
     expected = segmented.set_index("customer_id")["segment_id"]
     assert (mine.loc[expected.index].to_numpy() == expected.to_numpy()).all()
+    # This retailer's ids are text (stage 01 found so): a new customer numbered 12345 stays the text "12345".
+    one = lines[lines["customer_id"] == expected.index[0]].assign(customer_id="12345")
+    one.to_csv(tmp_path / "one.csv", index=False)
+    scored = pd.read_parquet(score_file(load_config(config), tmp_path / "artifacts", tmp_path / "one.csv"))
+    assert scored["customer_id"].tolist() == ["12345"] and scored["segment"].tolist() == [expected.iloc[0]]

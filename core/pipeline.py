@@ -138,7 +138,9 @@ def score_file(config: PipelineConfig, artifacts_dir: Path, source: Path, output
     saved = scoring.load_saved_run(artifacts_dir, config)
     frame = check_scoring_input(frame, scoring.input_kind(frame, saved.transformer, str(source)),
                                 list(saved.transformer.columns), source)
-    scored = scoring.score_customers(frame, saved, analysis_date=day, source=str(source))
+    scored = scoring.score_customers(frame, saved, analysis_date=day, source=str(source),
+                                     id_kind=scoring.trained_id_kind(artifacts_dir, config.ingest.customer_id.kind),
+                                     max_id_length=config.ingest.customer_id.max_length)
     if output.suffix.lower() == ".csv":
         artifacts.write_atomic(output, lambda tmp: scored.to_csv(tmp, index=False, encoding="utf-8",
                                                                  lineterminator="\n"))
@@ -166,7 +168,8 @@ def read_scoring_input(source: Path) -> pd.DataFrame:
         if source.suffix.lower() == ".parquet":
             frame = pd.read_parquet(source)
         else:
-            frame = pd.read_csv(source)
+            # Ids as text, so 00123 keeps its zeros (core/domain/customer_ids.py reads them).
+            frame = pd.read_csv(source, dtype={"customer_id": str})
     except pd.errors.EmptyDataError:
         raise PipelineError(f"{source}: the file is empty; {what}") from None
     except pd.errors.ParserError as exc:
@@ -224,6 +227,8 @@ def check_scoring_input(frame: pd.DataFrame, kind: str, feature_columns: list[st
         if len(missing) and column in required:
             stop(missing[0], f"no value; every {'order line' if kind == 'transactions' else 'customer'} "
                              f"needs {column}")
+        if column == "customer_id":
+            continue  # ids may be text (C00001, 00123): core.scoring reads them as stage 01 does
         if pa.types.is_integer(arrow) or pa.types.is_floating(arrow):
             if pd.api.types.is_bool_dtype(values) or not pd.api.types.is_numeric_dtype(values):
                 numbers = pd.to_numeric(values.astype("object"), errors="coerce")

@@ -40,8 +40,11 @@ from typing import Any, Callable
 import joblib
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from core.cluster.evaluation import single_threaded
+from core.domain import customer_ids
 from core.domain.columns import ID_COLUMN
 from core.domain.hierarchy import Hierarchy
 from core.framework import artifacts, paths
@@ -223,9 +226,52 @@ def input_kind(frame: pd.DataFrame, transformer, source: str = "the input") -> s
                         f"of transactions.parquet, or customer features like enriched_department.parquet")
 
 
+def trained_id_kind(artifacts_dir: Path, configured: str) -> str:
+    """The kind of customer id to read a score file with: the configured one, or with ``auto`` the run's.
+
+    With ``auto``, the kind stage 01 found (the type of ``customer_ids.parquet``'s
+    ``source_customer_id``), so a text-id retailer's ``12345`` stays the text ``12345``;
+    ``auto`` again when that file is not there.
+    """
+    mapping = paths.stage_dir(artifacts_dir, paths.GENERATE_DATA) / paths.CUSTOMER_IDS
+    if configured != "auto" or not mapping.is_file():
+        return configured
+    source_type = pq.read_schema(mapping).field(customer_ids.SOURCE_ID).type
+    return "number" if pa.types.is_integer(source_type) else "text"
+
+
+def keyed_by_customer(frame: pd.DataFrame, kind: str = "auto", max_length: int = 64,
+                      source: str = "the input") -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``frame`` with its ``customer_id`` replaced by the pipeline's keys, and the mapping back.
+
+    Ids are read as stage 01 reads a log's (:mod:`core.domain.customer_ids`): ``kind``
+    ``auto`` takes the kind of most rows. A missing, too long or invalid id, or one of the
+    other kind, stops scoring naming the row: a score file has no rejects table.
+    """
+    ids = frame[ID_COLUMN]
+    decided = kind == "auto"
+    if decided:
+        shaped, missing = customer_ids.number_shaped(ids)
+        kind = customer_ids.majority_kind(int(shaped.sum()), int((~shaped & ~missing).sum()))
+    parsed = customer_ids.parse_customer_ids(ids, kind, max_length, decided)
+    for mask, problem in ((parsed.missing, "no customer_id"),
+                          (parsed.too_long, f"a customer_id longer than {max_length} characters"),
+                          (parsed.invalid, f"{'not a whole number' if kind == 'number' else 'not a usable id'}"),
+                          (parsed.other_kind, f"a {'text' if kind == 'number' else 'number'} id among {kind} ids "
+                                              f"(set ingest.customer_id.kind to read them all one way)")):
+        if mask.any():
+            row = int(np.flatnonzero(mask)[0])
+            value = ids.iloc[row]
+            value = value.item() if isinstance(value, np.generic) else value  # 7.5, not np.float64(7.5)
+            raise PipelineError(f"{source}: column {ID_COLUMN}, row {row + 1}: {value!r} is {problem}")
+    registry = customer_ids.IdRegistry(kind)
+    registry.add(parsed, np.ones(len(ids), bool))
+    return frame.assign(**{ID_COLUMN: parsed.keys}), registry.mapping()
+
+
 @single_threaded
 def score_customers(frame: pd.DataFrame, saved: ScoringChain, *, analysis_date: pd.Timestamp | None = None,
-                    source: str = "the input") -> pd.DataFrame:
+                    source: str = "the input", id_kind: str = "auto", max_id_length: int = 64) -> pd.DataFrame:
     """Segment, strength and every method's label for each customer in ``frame``.
 
     Parameters
@@ -240,6 +286,9 @@ def score_customers(frame: pd.DataFrame, saved: ScoringChain, *, analysis_date: 
         last order date in ``frame``, as stage 02 does).
     source : str
         Named in error messages.
+    id_kind, max_id_length : str, int
+        How customer ids are read (config ``ingest.customer_id``): the output carries them as the
+        input wrote them (:func:`keyed_by_customer`).
 
     Returns
     -------
@@ -253,6 +302,13 @@ def score_customers(frame: pd.DataFrame, saved: ScoringChain, *, analysis_date: 
         features file) and ``customer_value_note``: empty, or why they are
         null for that customer.
     """
+    frame, mapping = keyed_by_customer(frame, id_kind, max_id_length, source)
+    return customer_ids.with_source_ids(_score_keyed(frame, saved, analysis_date, source), mapping)
+
+
+def _score_keyed(frame: pd.DataFrame, saved: ScoringChain, analysis_date: pd.Timestamp | None,
+                 source: str) -> pd.DataFrame:
+    """:func:`score_customers` on a frame whose ``customer_id`` holds the pipeline's keys."""
     lines, day = None, None
     if input_kind(frame, saved.transformer, source) == "transactions":
         lines = _as_transactions(frame, source)

@@ -48,6 +48,8 @@ def retailer_config(folder: Path, log: pd.DataFrame, people: pd.DataFrame | None
         people.to_csv(folder / "people.csv", index=False)
         doc["ingest"]["customers"].update(file="people.csv", columns=people_columns)
     doc["train_autoencoder"]["epochs"] = 2
+    # A log of customer, date and amount gives 4 model features: 3 latent dimensions, the shipped value.
+    doc["train_autoencoder"]["latent_dim"] = 3
     doc["cluster"].update(methods=["kmeans"], spaces=["raw"])
     doc["cluster"]["primary"].update(method="kmeans", space="raw")
     doc["cluster"]["evaluation"]["ground_truth"] = None
@@ -116,12 +118,13 @@ def test_a_one_customer_log_stops_stage_04_with_the_minimum_it_needs(tmp_path, c
 
 def test_a_latent_layer_as_wide_as_the_model_matrix_stops_stage_03(tmp_path):
     doc = retailer_config(tmp_path / "config", tiny_log(40))
-    # A log of customer, date and amount gives 6 model features (no departments): 6 latent dims compress nothing.
-    doc["train_autoencoder"].update(hidden_units=[64], latent_dim=6)
+    # A log of customer, date and amount gives 4 model features (no departments, no season configured for a
+    # retailer's log): 4 latent dims compress nothing.
+    doc["train_autoencoder"].update(hidden_units=[64], latent_dim=4)
     config = load_config(write_config(tmp_path / "config", doc))
-    with pytest.raises(PipelineError, match=r"train_autoencoder\.latent_dim in .*config\.yml is 6, but the model "
-                                            r"matrix \(features\.parquet\) has 6 input\(s\): the latent layer must be "
-                                            r"smaller than its inputs; use at most 5$"):
+    with pytest.raises(PipelineError, match=r"train_autoencoder\.latent_dim in .*config\.yml is 4, but the model "
+                                            r"matrix \(features\.parquet\) has 4 input\(s\): the latent layer must be "
+                                            r"smaller than its inputs; use at most 3$"):
         run_pipeline(config, tmp_path / "artifacts")
     assert not (paths.stage_dir(tmp_path / "artifacts", paths.TRAIN_AUTOENCODER) / paths.MANIFEST).exists()
 

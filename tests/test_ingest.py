@@ -37,19 +37,22 @@ BASIC = {"customer_id": "customer_id", "order_date": "order_date", "line_amount"
 
 def ingest_text(tmp_path: Path, text: str | bytes, columns: dict[str, str] | None = None, *, name: str = "log.csv",
                 block_bytes: int = 1 << 20, date_format: str | None = None, amount_is: str = "line",
+                ids: ingest.IdSettings | None = None,
                 **source) -> tuple[pd.DataFrame, pd.DataFrame, ingest.TransactionIngestor]:
     """Write ``text`` as a file, ingest it in blocks of ``block_bytes``; (accepted, rejected, ingestor)."""
     path = tmp_path / name
     path.write_bytes(text if isinstance(text, bytes) else text.encode("utf-8"))
     return ingest_file(path, columns or BASIC, block_bytes=block_bytes, date_format=date_format,
-                       amount_is=amount_is, **source)
+                       amount_is=amount_is, ids=ids, **source)
 
 
 def ingest_file(path: Path, columns: dict[str, str], *, block_bytes: int = 1 << 20, batch_rows: int = 1000,
-                date_format: str | None = None, amount_is: str = "line", **source):
+                date_format: str | None = None, amount_is: str = "line", ids: ingest.IdSettings | None = None,
+                **source):
     fmt = "parquet" if path.suffix == ".parquet" else "csv"
     src = ingest.SourceFile(path=path, format=fmt, columns=columns, **source)
-    lines = ingest.TransactionIngestor(src, HIERARCHY, LATEST, date_format, amount_is)
+    ids = ids or ingest.IdSettings()
+    lines = ingest.TransactionIngestor(src, HIERARCHY, LATEST, date_format, amount_is, ids)
     accepted, rejected = [], []
     for batch in ingest.read_batches(src, block_bytes=block_bytes, batch_rows=batch_rows):
         a, r = lines.add(batch)
@@ -69,32 +72,35 @@ def reasons(rejected: pd.DataFrame) -> dict[int, str]:
 
 def test_each_rejection_reason_is_given_to_the_row_it_applies_to(tmp_path):
     text = ("cust,date,amount,qty,price,disc,ret,order\n"
-            "1,2024-01-01,10.00,1,10,0,0,500\n"             # 1 accepted
-            ",,,,,,,\n"                                     # 2 empty row
-            "1,2024-01-01\n"                                # 3 malformed row (too few fields)
-            ",2024-01-01,10.00,1,10,0,0,501\n"              # 4 missing customer_id
-            "C17,2024-01-01,10.00,1,10,0,0,502\n"           # 5 invalid customer_id
-            "2,,10.00,1,10,0,0,503\n"                       # 6 missing order_date
-            "2,2024-02-30,10.00,1,10,0,0,504\n"             # 7 invalid order_date
-            "2,2025-01-01,10.00,1,10,0,0,505\n"             # 8 order_date in the future
-            "2,2024-01-02,,1,10,0,0,506\n"                  # 9 missing line_amount
-            "2,2024-01-02,ten,1,10,0,0,507\n"               # 10 invalid line_amount
-            "2,2024-01-02,10.00,1.5,10,0,0,508\n"           # 11 invalid quantity
-            "2,2024-01-02,10.00,1,£10,0,0,509\n"            # 12 invalid unit_price
-            "2,2024-01-02,10.00,1,10,some,0,510\n"          # 13 invalid discount_amount
-            "2,2024-01-02,10.00,1,10,0,maybe,511\n"         # 14 invalid is_return
-            "1,2024-01-01,10.00,1,10,0,0,500\n")            # 15 duplicate line
+            "C1,2024-01-01,10.00,1,10,0,0,500\n"             # 1 accepted
+            ",,,,,,,\n"                                       # 2 empty row
+            "C1,2024-01-01\n"                                 # 3 malformed row (too few fields)
+            ",2024-01-01,10.00,1,10,0,0,501\n"                # 4 missing customer_id
+            "C1234567890,2024-01-01,10.00,1,10,0,0,502\n"     # 5 customer_id too long (11 > 10)
+            "C\x0117,2024-01-01,10.00,1,10,0,0,502\n"         # 6 invalid customer_id (a control character)
+            "17,2024-01-01,10.00,1,10,0,0,502\n"              # 7 customer_id of another kind (a number)
+            "C2,,10.00,1,10,0,0,503\n"                        # 8 missing order_date
+            "C2,2024-02-30,10.00,1,10,0,0,504\n"              # 9 invalid order_date
+            "C2,2025-01-01,10.00,1,10,0,0,505\n"              # 10 order_date in the future
+            "C2,2024-01-02,,1,10,0,0,506\n"                   # 11 missing line_amount
+            "C2,2024-01-02,ten,1,10,0,0,507\n"                # 12 invalid line_amount
+            "C2,2024-01-02,10.00,1.5,10,0,0,508\n"            # 13 invalid quantity
+            "C2,2024-01-02,10.00,1,£10,0,0,509\n"             # 14 invalid unit_price
+            "C2,2024-01-02,10.00,1,10,some,0,510\n"           # 15 invalid discount_amount
+            "C2,2024-01-02,10.00,1,10,0,maybe,511\n"          # 16 invalid is_return
+            "C1,2024-01-01,10.00,1,10,0,0,500\n")             # 17 duplicate line
     columns = {"cust": "customer_id", "date": "order_date", "amount": "line_amount", "qty": "quantity",
                "price": "unit_price", "disc": "discount_amount", "ret": "is_return", "order": "order_id"}
-    accepted, rejected, lines = ingest_text(tmp_path, text, columns)
-    expected = dict(zip(range(2, 16), ingest.REJECT_REASONS[:-1]))
+    ids = ingest.IdSettings("text", decided=True, max_length=10)
+    accepted, rejected, lines = ingest_text(tmp_path, text, columns, ids=ids)
+    expected = dict(zip(range(2, 18), ingest.REJECT_REASONS[:-1]))
     assert reasons(rejected) == expected
-    assert len(accepted) == 1 and lines.rows_in == 15 == lines.rows_accepted + lines.rows_rejected
+    assert len(accepted) == 1 and lines.rows_in == 17 == lines.rows_accepted + lines.rows_rejected
     assert lines.details()["rejected_by_reason"] == {r: 1 for r in expected.values()}
     # The rejected rows keep the file's own text under the file's own column names.
-    row = rejected.set_index("source_row").loc[10]
-    assert (row["cust"], row["date"], row["amount"]) == ("2", "2024-01-02", "ten")
-    assert rejected.set_index("source_row").loc[3, ingest.ROW_TEXT] == "1,2024-01-01"
+    row = rejected.set_index("source_row").loc[12]
+    assert (row["cust"], row["date"], row["amount"]) == ("C2", "2024-01-02", "ten")
+    assert rejected.set_index("source_row").loc[3, ingest.ROW_TEXT] == "C1,2024-01-01"
 
 
 def test_a_repeated_order_id_is_a_duplicate_when_each_row_is_a_whole_order(tmp_path):
@@ -395,6 +401,9 @@ def file_document(tmp_path: Path, text: str, columns: dict[str, str] | None = No
     doc["ingest"]["transactions"].update(file="log.csv", columns=columns or dict(BASIC))
     doc["ingest"]["latest_date"] = "2024-12-31"
     doc["ingest"].update(ingest_changes)
+    # A log without departments gives 4 model features (no season is configured for it): the small config's
+    # 4 latent dimensions would compress nothing, so 3, the shipped value.
+    doc["train_autoencoder"]["latent_dim"] = 3
     return doc
 
 
@@ -454,8 +463,9 @@ def test_too_many_rejected_rows_stop_the_stage_and_write_only_the_rejects(tmp_pa
            "x,2024-01-01,1\n,2024-01-01,2\n"
     config = write_config(tmp_path / "config", file_document(tmp_path, text))
     with pytest.raises(PipelineError, match=r"log\.csv: 2 of 21 rows rejected \(9\.5%\), more than "
-                                            r"ingest\.max_rejected_share \(5\.0%\): .*invalid customer_id 1 "
-                                            r"\(first: row 20: customer_id 'x'\).*rejects\.parquet"):
+                                            r"ingest\.max_rejected_share \(5\.0%\): customer_id of another kind 1 "
+                                            r"\(first: row 20: customer_id 'x'\).*rejects\.parquet.*"
+                                            r"set ingest\.customer_id\.kind: text"):
         run_stage_01(config, tmp_path / "artifacts")
     folder = paths.stage_dir(tmp_path / "artifacts", paths.GENERATE_DATA)
     assert sorted(p.name for p in folder.iterdir()) == [paths.REJECTS]

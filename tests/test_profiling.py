@@ -362,3 +362,81 @@ def test_department_spend_counts_a_department_without_columns_as_zero():
     assert spend.to_numpy().tolist() == [[5.0, 0.0], [0.0, 0.0]]
     assert feature_label("brand_tier_share__premium", None) == "share of spend on premium brands"
     assert feature_label("spend_trend", None) == "growth of monthly spend"
+
+
+# --- a log without a product hierarchy (issue 13) -------------------------------------------------------------
+
+
+def no_hierarchy_frame() -> pd.DataFrame:
+    """Two high-value, recent, frequent segments and one lapsed low-value one; no department spend at all.
+
+    Median orders/month of the 16 customers is (0.1 + 2) / 2 = 1.05, so segments 0 (6-7 a month) and 1 (2 a
+    month) are both frequent, both high value, both Active: "Active VIP Champions" twice. Against each other
+    segment 0 orders more often (SMD +12.7) and segment 1 buys bigger baskets (3.5 against 1 item, SMD +7.1);
+    segment 1's lower ordering rate is no trait, as it is still above everyone's. Net revenue's 0.33 quantile
+    is 30 (the 5th and 6th of the 16 sorted values), above segment 2's median 27.5: low value.
+    """
+    frame = pd.concat([
+        segment_rows(0, [1000, 1100, 1200, 1300], [5, 5, 5, 5], [6, 7, 6, 7], {}).assign(items_per_order=1.0),
+        segment_rows(1, [1000, 1100, 1200, 1300], [5, 5, 5, 5], [2, 2, 2, 2], {}).assign(
+            items_per_order=[3.0, 4.0, 3.0, 4.0]),
+        segment_rows(2, [20, 25, 30, 35] * 2, [300] * 8, [0.1] * 8, {}).assign(items_per_order=1.0),
+    ], ignore_index=True)
+    # The same order value in segments 0 and 1: it tells neither apart.
+    frame["average_order_value"] = np.where(frame["segment"] == 2, 15.0, 50.0)
+    return frame
+
+
+def profile_no_hierarchy(frame: pd.DataFrame) -> dict[int, dict]:
+    customers = frame.drop(columns="segment")
+    found = profile_segments(customers, frame["segment"], tiny_hierarchy(), settings(), one_rule_table(),
+                             model_columns=["orders_per_month", "average_order_value", "items_per_order"])
+    return {p["segment_id"]: p for p in found}
+
+
+def test_without_departments_names_stop_at_the_position_and_say_nothing_of_merchandise():
+    profiles = profile_no_hierarchy(no_hierarchy_frame())
+    assert profiles[2]["name"] == "At-Risk Occasional Bargain Hunters"
+    for p in profiles.values():
+        assert "Shoppers" not in p["name"] and "Mixed" not in p["name"]
+        assert "merchandise" not in p["description"] and "They buy most in" not in p["description"]
+
+
+def test_namesakes_are_told_apart_by_the_trait_that_sets_each_apart_not_by_a_number():
+    profiles = profile_no_hierarchy(no_hierarchy_frame())
+    assert profiles[0]["name"] == "Active VIP Champions (frequent orders)"
+    assert profiles[1]["name"] == "Active VIP Champions (big baskets)"
+
+
+def test_a_trait_is_named_only_when_it_also_holds_against_everyone():
+    """Segment 1 with segment 0's one-item baskets: its only difference from segment 0 is ordering less often,
+    yet it orders more often than most customers, so "infrequent orders" would mislead: segment 0 takes the
+    trait and segment 1 keeps the plain name, still unique."""
+    frame = no_hierarchy_frame()
+    frame.loc[frame["segment"] == 1, "items_per_order"] = 1.0
+    profiles = profile_no_hierarchy(frame)
+    assert profiles[0]["name"] == "Active VIP Champions (frequent orders)"
+    assert profiles[1]["name"] == "Active VIP Champions"
+
+
+def test_a_number_only_when_no_trait_tells_namesakes_apart():
+    frame = no_hierarchy_frame()
+    twin = frame[frame["segment"] == 1].assign(segment=3)
+    profiles = profile_no_hierarchy(pd.concat([frame, twin], ignore_index=True))
+    names = [p["name"] for p in profiles.values()]
+    assert len(set(names)) == len(names)
+    assert profiles[0]["name"] == "Active VIP Champions (frequent orders)"
+    # 1 and 3 are identical: nothing but a number can tell them apart.
+    assert {profiles[1]["name"], profiles[3]["name"]} == {"Active VIP Champions (big baskets)",
+                                                          "Active VIP Champions (big baskets) #2"}
+
+
+def test_a_seasonal_peak_measured_on_the_datas_own_calendar_can_name_a_segment():
+    peaks = [{"month": "December", "spend_share": 0.4, "index": 4.8}]
+    frame = no_hierarchy_frame()
+    labels = frame["segment"].to_numpy()
+    traits = profiling.distinguishing_traits(frame, labels, 1, [0, 1], ["orders_per_month"], tiny_hierarchy(),
+                                             peaks)
+    assert traits == ["December peak"]
+    assert profiling.distinguishing_traits(frame, labels, 1, [0, 1], [], tiny_hierarchy(),
+                                           [{"month": "May", "spend_share": 0.1, "index": 1.2}]) == []

@@ -164,6 +164,9 @@ ARTIFACTS: tuple[Artifact, ...] = (
     Artifact(paths.GENERATE_DATA, paths.CUSTOMERS, "parquet",
              "one row per customer: profile columns, identifiers and (generated data only) the persona"),
     Artifact(paths.GENERATE_DATA, paths.PRODUCTS, "parquet", "the catalog: one row per SKU with its hierarchy"),
+    Artifact(paths.GENERATE_DATA, paths.CUSTOMER_IDS, "parquet",
+             "one row per customer: the pipeline's integer key (customer_id) and the id as the source wrote it "
+             "(source_customer_id: int64 for whole-number ids, text otherwise)"),
     Artifact(paths.GENERATE_DATA, paths.GENERATION_REPORT, "json",
              "the generated data measured against its config; the stage fails when they disagree"),
     Artifact(paths.GENERATE_DATA, paths.PERSONA_EVENTS, "parquet",

@@ -32,6 +32,8 @@ LOCK = ".pipeline.lock"
 TRANSACTIONS = "transactions.parquet"
 CUSTOMERS = "customers.parquet"
 PRODUCTS = "products.parquet"
+# Each customer's key inside the pipeline and the id as the source wrote it (core/domain/customer_ids.py).
+CUSTOMER_IDS = "customer_ids.parquet"
 GENERATION_REPORT = "generation_report.json"
 PERSONA_EVENTS = "persona_events.parquet"
 # ... and, with data.source: file, the input rows it did not accept, with the reason

@@ -49,6 +49,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from core.domain import customer_ids
 from core.domain.columns import UNKNOWN
 from core.framework.errors import PipelineError
 from core.domain.hierarchy import Hierarchy
@@ -70,7 +71,9 @@ REJECT_REASONS = (
     "empty row",
     "malformed row",
     "missing customer_id",
+    "customer_id too long",
     "invalid customer_id",
+    "customer_id of another kind",
     "missing order_date",
     "invalid order_date",
     "order_date in the future",
@@ -86,10 +89,11 @@ REJECT_REASONS = (
 """Why a transaction row is rejected, in the order they are checked (a row gets the first that applies)."""
 
 _REASON_COLUMN = {r: r.split(" ")[1] for r in REJECT_REASONS if r.startswith(("missing", "invalid"))}
-_REASON_COLUMN.update({"order_date in the future": "order_date", "duplicate order_id": "order_id"})
+_REASON_COLUMN.update({"order_date in the future": "order_date", "duplicate order_id": "order_id",
+                       "customer_id too long": "customer_id", "customer_id of another kind": "customer_id"})
 
-CUSTOMER_REJECT_REASONS = ("empty row", "malformed row", "missing customer_id", "invalid customer_id",
-                           "invalid age", "invalid has_children", "invalid signup_date", "duplicate customer_id")
+CUSTOMER_REJECT_REASONS = ("empty row", "malformed row", "missing customer_id", "customer_id too long",
+                           "invalid customer_id", "customer_id of another kind", "invalid age", "invalid has_children", "invalid signup_date", "duplicate customer_id")
 """Why a customer-file row is rejected, in the order they are checked."""
 
 TRUE_WORDS = frozenset({"1", "true", "t", "yes", "y", "return", "r"})
@@ -349,6 +353,77 @@ def _csv_error(source: SourceFile, exc: Exception, row: int) -> PipelineError:
         return PipelineError(f"{source.path}: the file is empty; it needs a header row and at least one data row")
     return PipelineError(f"{source.path}: cannot be read as CSV{where} ({text}); check ingest.csv (delimiter "
                          f"{source.delimiter!r}, encoding {source.encoding}) and {source.key}.format")
+
+
+# ---------------------------------------------------------------------------
+# Customer ids (core.domain.customer_ids): their kind, decided once per file
+
+
+@dataclasses.dataclass(frozen=True)
+class IdSettings:
+    """How the customer ids of a file are read.
+
+    Attributes
+    ----------
+    kind : str
+        ``number`` or ``text`` (:mod:`core.domain.customer_ids`).
+    decided : bool
+        True when ``kind`` was taken from most of the log's rows (``ingest.customer_id.kind: auto``):
+        rows of the other kind are rejected as ``customer_id of another kind``.
+    max_length : int
+        Longest id accepted (``ingest.customer_id.max_length``).
+    rows_by_kind : dict
+        With ``decided``: the log's rows with a number id and with a text id.
+    """
+
+    kind: str = "number"
+    decided: bool = False
+    max_length: int = 64
+    rows_by_kind: dict | None = None
+
+    def parse(self, values: pd.Series) -> customer_ids.ParsedIds:
+        """A batch's ids parsed as this kind."""
+        return customer_ids.parse_customer_ids(values, self.kind, self.max_length, self.decided)
+
+    def details(self) -> dict:
+        """For the manifest."""
+        out = {"kind": self.kind, "kind_from": "most rows of the log" if self.decided else "ingest.customer_id.kind",
+               "max_length": self.max_length}
+        return out | ({"rows_by_kind": self.rows_by_kind} if self.rows_by_kind is not None else {})
+
+
+def id_settings(source: SourceFile, kind: str, max_length: int) -> IdSettings:
+    """The id settings of a log: ``kind`` as configured, or (``auto``) the kind of most of its rows.
+
+    ``auto`` reads the file's customer id column once before the log is ingested, so that
+    every row, however early, is judged against the same kind.
+    """
+    if kind != "auto":
+        return IdSettings(kind, False, max_length)
+    theirs = next(t for t, ours in source.columns.items() if ours == "customer_id")
+    only_ids = dataclasses.replace(source, columns={theirs: "customer_id"})
+    numbers = texts = 0
+    for raw in read_batches(only_ids):
+        shaped, missing = customer_ids.number_shaped(raw.rows["customer_id"])
+        numbers += int(shaped.sum())
+        texts += int((~shaped & ~missing).sum())
+    return IdSettings(customer_ids.majority_kind(numbers, texts), True, max_length,
+                      {"number": numbers, "text": texts})
+
+
+def flag_id_reasons(why: "_Reasons", parsed: customer_ids.ParsedIds) -> None:
+    """The customer id's reject reasons, in the order of :data:`REJECT_REASONS`."""
+    why.flag(parsed.missing, "missing customer_id")
+    why.flag(parsed.too_long, "customer_id too long")
+    why.flag(parsed.invalid, "invalid customer_id")
+    why.flag(parsed.other_kind, "customer_id of another kind")
+
+
+def id_details(settings: IdSettings, registry: customer_ids.IdRegistry, n_customers: int) -> dict:
+    """The manifest's ``customer_ids``: the kind, why, and the ids written several ways."""
+    several, examples = registry.several_spellings()
+    return settings.details() | {"customers": n_customers, "ids_written_several_ways": several,
+                                 "examples_written_several_ways": examples}
 
 
 # ---------------------------------------------------------------------------
@@ -646,6 +721,10 @@ class TransactionIngestor:
         strptime format of text dates; None = ISO 8601.
     amount_is : str
         ``line`` or ``order`` (with ``order`` an order id may appear once per purchase and once per return).
+    ids : IdSettings
+        The kind of customer id (default: whole numbers).
+    registry : IdRegistry, optional
+        Collects every accepted customer id (shared with the customer file's ingestion).
 
     Use :meth:`add` on each :class:`RawBatch`, then :meth:`customer_ids`,
     :meth:`products` and :meth:`details`; :meth:`check_rejected_share` stops
@@ -653,8 +732,11 @@ class TransactionIngestor:
     """
 
     def __init__(self, source: SourceFile, hierarchy: Hierarchy, latest_date: dt.date,
-                 date_format: str | None = None, amount_is: str = "line") -> None:
+                 date_format: str | None = None, amount_is: str = "line", ids: IdSettings = IdSettings(),
+                 registry: customer_ids.IdRegistry | None = None) -> None:
         self.source = source
+        self.ids = ids
+        self.registry = registry if registry is not None else customer_ids.IdRegistry(ids.kind)
         self.mapped = set(source.columns.values())
         self.latest_date = pd.Timestamp(latest_date)
         self.date_format = date_format
@@ -706,9 +788,8 @@ class TransactionIngestor:
         why.flag(np.logical_and.reduce([texts[c].isna().to_numpy() for c in rows.columns]) if n else
                  np.zeros(0, bool), "empty row")
 
-        customer, missing, invalid = parse_integer(rows["customer_id"])
-        why.flag(missing, "missing customer_id")
-        why.flag(invalid, "invalid customer_id")
+        parsed_ids = self.ids.parse(rows["customer_id"])
+        flag_id_reasons(why, parsed_ids)
         when, missing, invalid = parse_dates(rows["order_date"], self.date_format)
         why.flag(missing, "missing order_date")
         why.flag(invalid, "invalid order_date")
@@ -740,7 +821,7 @@ class TransactionIngestor:
         is_return = flagged | (np.nan_to_num(quantity) < 0) | (np.nan_to_num(amount) < 0)
         sign = np.where(is_return, -1.0, 1.0)
         lines = pd.DataFrame({
-            "customer_id": customer.fillna(0).to_numpy(np.int64),
+            "customer_id": parsed_ids.keys,
             "order_id": np.zeros(n, np.int64),
             "order_date": when.to_numpy("datetime64[us]"),
         })
@@ -792,6 +873,7 @@ class TransactionIngestor:
 
         keep = why.ok
         accepted = check_contract(lines.loc[keep].reset_index(drop=True), "transactions")
+        self.registry.add(parsed_ids, keep)
         self._count(raw, why.reason, keep, accepted, dept_text[keep], class_text[keep], derived[keep], texts)
         rejected = _reject_frame(raw, why.reason, ~keep, self.source.columns, self.source.format == "csv")
         return accepted, rejected
@@ -937,8 +1019,21 @@ def check_rejected_share(source: SourceFile, rows_in: int, rejected: dict[str, i
     raise PipelineError(
         f"{source.path}: {n_rejected:,} of {rows_in:,} rows rejected ({share:.1%}), more than "
         f"ingest.max_rejected_share ({max_share:.1%}): {top}{where}. Fix the file, or the column mapping "
-        f"({source.key}.columns), ingest.date_format or ingest.csv settings; or raise ingest.max_rejected_share "
-        f"if these rows may be left out")
+        f"({source.key}.columns), ingest.date_format or ingest.csv settings{_id_hint(rejected)}; or raise "
+        f"ingest.max_rejected_share if these rows may be left out")
+
+
+def _id_hint(rejected: dict[str, int]) -> str:
+    """What to change when customer ids were rejected for their kind or length."""
+    hints = []
+    if rejected.get("customer_id of another kind"):
+        hints.append("; the customer_id column holds both whole numbers and text ids: if both are real ids, set "
+                     "ingest.customer_id.kind: text to take every id as written (then 123 and 00123 are two "
+                     "customers); if the numbers lost their leading zeros in a spreadsheet, export the column "
+                     "as text")
+    if rejected.get("customer_id too long"):
+        hints.append("; raise ingest.customer_id.max_length if ids that long are real")
+    return "".join(hints)
 
 
 def _null_text(n: int) -> pd.Series:
@@ -964,8 +1059,11 @@ _PROFILE_PARSERS = {"age": "integer", "has_children": "flag", "signup_date": "da
 
 
 def ingest_customers(batches: Iterator[RawBatch], source: SourceFile, date_format: str | None,
+                     ids: IdSettings = IdSettings(), registry: customer_ids.IdRegistry | None = None,
                      ) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
     """Accept or reject each row of a customer profile file.
+
+    Its ids are read as the log's (``ids``); ``registry`` collects the accepted ones.
 
     Returns
     -------
@@ -989,10 +1087,9 @@ def ingest_customers(batches: Iterator[RawBatch], source: SourceFile, date_forma
         why = _Reasons.none(n)
         why.flag(np.logical_and.reduce([_text(rows[c]).isna().to_numpy() for c in rows.columns]) if n
                  else np.zeros(0, bool), "empty row")
-        ids, missing, invalid = parse_integer(rows["customer_id"])
-        why.flag(missing, "missing customer_id")
-        why.flag(invalid, "invalid customer_id")
-        profile = pd.DataFrame({"customer_id": ids.fillna(0).to_numpy(np.int64)})
+        parsed_ids = ids.parse(rows["customer_id"])
+        flag_id_reasons(why, parsed_ids)
+        profile = pd.DataFrame({"customer_id": parsed_ids.keys})
         for ours in rows.columns:
             if ours == "customer_id":
                 continue
@@ -1017,6 +1114,8 @@ def ingest_customers(batches: Iterator[RawBatch], source: SourceFile, date_forma
         why.flag(np.isin(np.arange(n), candidates[~fresh]), "duplicate customer_id")
         seen.add(keys[fresh])
         keep = why.ok
+        if registry is not None:
+            registry.add(parsed_ids, keep)
         kept.append(profile.loc[keep])
         rejects.append(_reject_frame(raw, why.reason, ~keep, source.columns, source.format == "csv"))
         rows_in += n + len(raw.malformed)
@@ -1058,7 +1157,7 @@ def build_customers(customer_ids: np.ndarray, profile: pd.DataFrame | None) -> p
     return check_contract(out, "customers")
 
 
-__all__ = ["SourceFile", "RawBatch", "read_batches", "source_files", "TransactionIngestor", "SeenKeys",
+__all__ = ["IdSettings", "id_settings", "id_details", "SourceFile", "RawBatch", "read_batches", "source_files", "TransactionIngestor", "SeenKeys",
            "ingest_customers", "build_customers", "reject_schema", "check_rejected_share", "parse_integer",
            "parse_decimal", "parse_dates", "parse_flag", "REJECT_REASONS", "CUSTOMER_REJECT_REASONS",
            "contract", "check_contract", "UNKNOWN", "TRANSACTION_TARGETS", "CUSTOMER_TARGETS", "REQUIRED_TRANSACTION",

@@ -13,6 +13,7 @@ import fnmatch
 from pathlib import Path
 
 from core.framework.schema import Problems, Range, check_sums_to_one, spec, suggest
+from core.domain.customer_ids import ID_KINDS
 from core.generate_data.ingest import CUSTOMER_TARGETS, REQUIRED_CUSTOMER, REQUIRED_TRANSACTION, TRANSACTION_TARGETS
 
 BRAND_TIERS = ("value", "mid", "premium")
@@ -435,11 +436,23 @@ class CsvConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class CustomerIdConfig:
+    """How customer ids are read (core/domain/customer_ids.py); outputs carry them as written."""
+
+    kind: str = spec(choices=ID_KINDS, help="number: whole numbers (13085 or 13085.0); text: every id as written "
+                                            "(C00001, 00123, UUIDs); auto: the kind of most of the log's rows, the "
+                                            "rows of the other kind rejected")
+    max_length: int = spec(minimum=1, maximum=1000, help="longest id accepted, in characters; longer ones are "
+                                                         "rejected as customer_id too long")
+
+
+@dataclasses.dataclass(frozen=True)
 class IngestConfig:
     """Stage 01 with data.source file: reading a retailer's own data."""
 
     transactions: TransactionsFileConfig = spec()
     customers: CustomersFileConfig = spec()
+    customer_id: CustomerIdConfig = spec()
     csv: CsvConfig = spec()
     date_format: str | None = spec(help="strptime format of dates written as text, e.g. '%d/%m/%Y' or "
                                         "'%Y-%m-%d %H:%M:%S'; null = ISO 8601 (2024-03-31, "

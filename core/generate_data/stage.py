@@ -24,6 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from core.domain import customer_ids
 from core.generate_data import generator, ingest
 from core.framework import paths
 from core.domain import tables
@@ -79,6 +80,8 @@ def run_generate(ctx: StageContext) -> None:
         pa.Table.from_pandas(persona_events, schema=tables.PERSONA_EVENTS_SCHEMA, preserve_index=False), tmp))
     ctx.write_with(paths.PRODUCTS, lambda tmp: pq.write_table(
         pa.Table.from_pandas(plan.catalog.products, schema=tables.PRODUCT_SCHEMA, preserve_index=False), tmp))
+    # Generated ids are whole numbers: their own keys, as a retailer's number ids are.
+    ctx.write_parquet(paths.CUSTOMER_IDS, customer_ids.identity_mapping(customers["customer_id"].to_numpy()))
     checks = report.finish()
     ctx.write_json(paths.GENERATION_REPORT, checks)
     for line in summary_lines(checks):
@@ -125,11 +128,13 @@ def run_ingest(ctx: StageContext) -> None:
     """
     cfg = ctx.config
     files = ingest.source_files(cfg)
+    ids = ingest.id_settings(files["transactions"], cfg.ingest.customer_id.kind, cfg.ingest.customer_id.max_length)
+    registry = customer_ids.IdRegistry(ids.kind)
     profile, customer_details = None, None
     if "customers" in files:  # first: it is small, and a failure here leaves the log unread
         source = files["customers"]
         profile, rejected, customer_details = ingest.ingest_customers(ingest.read_batches(source), source,
-                                                                      cfg.ingest.date_format)
+                                                                      cfg.ingest.date_format, ids, registry)
         schema = ingest.reject_schema(source)
         ctx.write_with(paths.CUSTOMER_REJECTS, lambda tmp: pq.write_table(
             pa.Table.from_pandas(rejected, schema=schema, preserve_index=False), tmp))
@@ -138,7 +143,7 @@ def run_ingest(ctx: StageContext) -> None:
                                     ctx.output_dir / paths.CUSTOMER_REJECTS)
     latest = cfg.ingest.latest_date or dt.date.today()
     lines = ingest.TransactionIngestor(files["transactions"], cfg.hierarchy, latest, cfg.ingest.date_format,
-                                       cfg.ingest.transactions.amount_is)
+                                       cfg.ingest.transactions.amount_is, ids, registry)
 
     def write_transactions(tmp_transactions) -> None:
         def write_rejects(tmp_rejects) -> None:
@@ -161,15 +166,27 @@ def run_ingest(ctx: StageContext) -> None:
     ctx.write_with(paths.TRANSACTIONS, write_transactions)
     customers = ingest.build_customers(lines.customer_ids(), profile)
     products = lines.products()
+    try:
+        mapping = registry.mapping()
+    except ValueError as exc:
+        raise PipelineError(f"{files['transactions'].path}: {exc}") from None
     ctx.write_parquet(paths.CUSTOMERS, customers)
     ctx.write_parquet(paths.PRODUCTS, products)
+    ctx.write_parquet(paths.CUSTOMER_IDS, mapping)
     details = lines.details()
-    ctx.details = {"source": "file", "transactions": details, "customers_file": customer_details,
+    id_details = ingest.id_details(ids, registry, len(mapping))
+    if id_details["ids_written_several_ways"]:
+        log.warning("%s customer id(s) were written several ways and each read as one customer (e.g. %s); see "
+                    "details.customer_ids in the manifest", f"{id_details['ids_written_several_ways']:,}",
+                    " and ".join(repr(s) for s in id_details["examples_written_several_ways"][0]))
+    ctx.details = {"source": "file", "customer_ids": id_details, "transactions": details,
+                   "customers_file": customer_details,
                    "customers": len(customers), "order_lines": details["rows_accepted"],
                    "return_lines": details["return_lines"], "products": len(products)}
     rejected = ", ".join(f"{r} {c:,}" for r, c in details["rejected_by_reason"].items()) or "none"
     ctx.summary = (f"{details['rows_in']:,} rows in = {details['rows_accepted']:,} accepted + "
-                   f"{details['rows_rejected']:,} rejected ({rejected}); {len(customers):,} customers, "
+                   f"{details['rows_rejected']:,} rejected ({rejected}); {len(customers):,} customers "
+                   f"({ids.kind} ids), "
                    f"{details['return_lines']:,} return lines, {len(products):,} SKUs")
 
 

@@ -55,8 +55,10 @@ class FeatureSettings:
 
     Attributes
     ----------
-    holiday_window, back_to_school_window : tuple of str
+    holiday_window, back_to_school_window : tuple of str or None
         ``("MM-DD", "MM-DD")``, inclusive; a window may wrap over New Year.
+        None: the season is not measured (not configured for this data), and
+        its share feature is dropped with the reason.
     attributes : tuple of str
         Line attributes whose spend shares become features.
     max_attribute_values : int
@@ -73,8 +75,8 @@ class FeatureSettings:
         that is among the columns; a column whose value the data lacks is 0.
     """
 
-    holiday_window: tuple[str, str] = ("11-01", "12-31")
-    back_to_school_window: tuple[str, str] = ("07-15", "09-07")
+    holiday_window: tuple[str, str] | None = ("11-01", "12-31")
+    back_to_school_window: tuple[str, str] | None = ("07-15", "09-07")
     attributes: tuple[str, ...] = ("channel", "brand_tier", "style")
     max_attribute_values: int = 8
     kids_size_pattern: str = r"^(baby|toddler|child|kids?|teen)\b"
@@ -82,9 +84,16 @@ class FeatureSettings:
     attribute_columns: tuple[tuple[str, tuple[str, ...]], ...] | None = None
 
     @classmethod
-    def from_config(cls, cfg: PrepareFeaturesConfig) -> "FeatureSettings":
-        """From the ``prepare_features`` config section."""
-        return cls(holiday_window=tuple(cfg.holiday_window), back_to_school_window=tuple(cfg.back_to_school_window),
+    def from_config(cls, cfg: PrepareFeaturesConfig, source: str = "synthetic") -> "FeatureSettings":
+        """From the ``prepare_features`` config section, for data of ``source`` (``data.source``).
+
+        The season windows are the synthetic retailer's calendar: a retailer's own log
+        (``source`` file) is measured against them only with ``seasons_for_file_data``.
+        """
+        own = source == "synthetic" or cfg.seasons_for_file_data
+        holiday = tuple(cfg.holiday_window) if own and cfg.holiday_window is not None else None
+        school = tuple(cfg.back_to_school_window) if own and cfg.back_to_school_window is not None else None
+        return cls(holiday_window=holiday, back_to_school_window=school,
                    attributes=tuple(cfg.attribute_shares), max_attribute_values=cfg.max_attribute_values,
                    kids_size_pattern=cfg.kids_size_pattern, engine_memory_mb=cfg.engine_memory_mb)
 
@@ -194,7 +203,7 @@ def _aggregate(con, columns: list[str], hierarchy: Hierarchy, analysis_date: pd.
     runs = _class_runs(con, survey.a_day, len(keys.dept_of_key))
     class_long = _class_long(runs, keys, sums.ids)
     _department_features(runs, keys, len(sums.ids), built)
-    _seasonal_features(sums, built)
+    _seasonal_features(sums, settings, built)
     _trend_features(months, survey.analysis_date, len(sums.ids), built)
     _discount_feature(sums, survey, built)
     _attribute_shares(sums, survey, settings, value_names, built)
@@ -403,8 +412,7 @@ def _customer_sums(con, a_day: int, settings: FeatureSettings, value_names: dict
         return f"sum(CASE WHEN {condition} THEN CAST(cents AS DOUBLE) ELSE 0.0 END)"
 
     sums = [f"{within(f'md BETWEEN {q * 300 + 101} AND {q * 300 + 331}')} AS q{q + 1}" for q in range(4)]
-    sums += [f"{within(_window_sql(settings.holiday_window, 'md'))} AS holiday",
-             f"{within(_window_sql(settings.back_to_school_window, 'md'))} AS back_to_school"]
+    sums += [f"{within(_window_sql(window, 'md'))} AS {name}" for name, window in season_windows(settings).items()]
     for attribute, names in value_names.items():
         sums += [f"{within(f'a_{attribute} = {i}')} AS a_{attribute}_{i}" for i in range(len(names))]
     bought = con.execute(f"""
@@ -599,13 +607,29 @@ def _department_features(runs: _ClassRuns, keys: _ClassKeys, n: int, built: _Bui
     built.add("n_classes", np.bincount(runs.row[is_class & (runs.gross > 0)], minlength=n).astype(np.float64))
 
 
-def _seasonal_features(sums: _CustomerSums, built: _Built) -> None:
-    """Shares of gross purchase spend by quarter and by the two calendar windows."""
+def season_windows(settings: FeatureSettings) -> dict[str, tuple[str, str]]:
+    """The configured season windows by name (``holiday``, ``back_to_school``): those not None."""
+    windows = {"holiday": settings.holiday_window, "back_to_school": settings.back_to_school_window}
+    return {name: window for name, window in windows.items() if window is not None}
+
+
+def _seasonal_features(sums: _CustomerSums, settings: FeatureSettings, built: _Built) -> None:
+    """Shares of gross purchase spend by quarter and by the configured calendar windows.
+
+    A season with no window is not measured: its feature is dropped, so no
+    segment is ever explained by a season the retailer did not configure.
+    """
     gross = sums.column("gross", 100)
     spend = {f"spend_share_q{q + 1}": sums.column(f"q{q + 1}", 100) for q in range(4)}
-    spend.update(holiday_share=sums.column("holiday", 100), back_to_school_share=sums.column("back_to_school", 100))
+    windows = season_windows(settings)
+    spend.update({f"{name}_share": sums.column(name, 100) for name in windows})
     for name in SEASONAL_FEATURES:
-        built.add(name, _ratio(spend[name], gross))
+        if name in spend:
+            built.add(name, _ratio(spend[name], gross))
+        else:
+            built.dropped[name] = (f"no {name.removesuffix('_share').replace('_', '-')} season configured for this "
+                                   f"data (prepare_features.{name.removesuffix('_share')}_window, "
+                                   f"seasons_for_file_data)")
 
 
 def _trend_features(months: dict[str, Any], analysis_date: pd.Timestamp, n: int, built: _Built) -> None:

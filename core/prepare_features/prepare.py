@@ -249,11 +249,15 @@ def prepare_features(lines, customers: pd.DataFrame | None, hierarchy: Hierarchy
 
 
 def prepare_features_from_config(lines, customers: pd.DataFrame | None, hierarchy: Hierarchy,
-                                 cfg: PrepareFeaturesConfig) -> PreparedFeatures:
-    """:func:`prepare_features` with the config section ``prepare_features``: what the stage and its benchmark run."""
+                                 cfg: PrepareFeaturesConfig, source: str = "synthetic") -> PreparedFeatures:
+    """:func:`prepare_features` with the config section ``prepare_features``: what the stage and its benchmark run.
+
+    ``source`` (``data.source``) decides whether the configured seasons apply
+    (:meth:`~core.prepare_features.aggregate.FeatureSettings.from_config`).
+    """
     return prepare_features(lines, customers, hierarchy, cfg.model_features, cfg.log1p_features,
                             pd.Timestamp(cfg.analysis_date) if cfg.analysis_date else None,
-                            eligibility=cfg.eligibility, settings=FeatureSettings.from_config(cfg),
+                            eligibility=cfg.eligibility, settings=FeatureSettings.from_config(cfg, source),
                             scaler=cfg.scaler, class_mix_components=cfg.class_mix_components)
 
 

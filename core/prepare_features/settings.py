@@ -37,10 +37,14 @@ class PrepareFeaturesConfig:
 
     analysis_date: dt.date | None = spec(help="date features are measured at; null = last date in the data")
     eligibility: EligibilityConfig = spec()
-    holiday_window: tuple[str, ...] = spec(help="[MM-DD, MM-DD] first and last day (inclusive) of the holiday "
-                                                "season for holiday_share")
-    back_to_school_window: tuple[str, ...] = spec(help="[MM-DD, MM-DD] first and last day (inclusive) of the "
-                                                       "back-to-school season for back_to_school_share")
+    holiday_window: tuple[str, ...] | None = spec(help="[MM-DD, MM-DD] first and last day (inclusive) of the "
+                                                       "holiday season for holiday_share; null = not measured")
+    back_to_school_window: tuple[str, ...] | None = spec(help="[MM-DD, MM-DD] first and last day (inclusive) of "
+                                                              "the back-to-school season for back_to_school_share; "
+                                                              "null = not measured")
+    seasons_for_file_data: bool = spec(help="false: with data.source file the two seasons are not measured (they "
+                                            "are the synthetic retailer's calendar); true: they are your "
+                                            "retailer's seasons, measured on your log")
     attribute_shares: tuple[str, ...] = spec(choices=ATTRIBUTES, help="line attributes whose spend shares "
                                                                       "become features, where the data has them")
     max_attribute_values: int = spec(minimum=2, help="columns per attribute at most; values beyond the "
@@ -74,6 +78,8 @@ def check_prepare_features(cfg: PrepareFeaturesConfig, problems: Problems) -> No
     for name in ("holiday_window", "back_to_school_window"):
         window = getattr(cfg, name)
         key = f"prepare_features.{name}"
+        if window is None:
+            continue
         if len(window) != 2:
             problems.add(key, f"{list(window)} must be two days [MM-DD, MM-DD] (first and last, inclusive)")
             continue

@@ -18,6 +18,7 @@ holdout check). Run ``python 02_prepare_features.py --help``.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from concurrent.futures import ThreadPoolExecutor
 
@@ -25,6 +26,7 @@ import joblib
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from core.domain.customer_ids import with_source_ids
 from core.framework import paths
 from core.framework.errors import PipelineError
 from core.framework.stage import Stage, StageContext
@@ -40,7 +42,8 @@ def run(ctx: StageContext) -> None:
     try:
         # The path, not a DataFrame: the engine scans the file, so memory does not grow with the lines.
         prepared = prepare_features_from_config(ctx.input_path(paths.GENERATE_DATA, paths.TRANSACTIONS), customers,
-                                                ctx.config.hierarchy, ctx.config.prepare_features)
+                                                ctx.config.hierarchy, ctx.config.prepare_features,
+                                                ctx.config.data.source)
     except ValueError as exc:
         raise PipelineError(f"{exc}; see section prepare_features of {ctx.config.path} (analysis_date null "
                             f"means the last date in the data)") from None
@@ -51,8 +54,10 @@ def run(ctx: StageContext) -> None:
                                        ctx.config.prepare_features.engine_memory_mb)
     if value.warning:
         log.warning("%s; section customer_value of %s", value.warning, ctx.config.path)
-    write_outputs(prepared, ctx.write_with)
-    ctx.write_parquet(paths.CUSTOMER_VALUE, value.table)
+    # The two lists people act on carry the ids as the source wrote them; the rest keep the pipeline's keys.
+    mapping = ctx.read_parquet(paths.GENERATE_DATA, paths.CUSTOMER_IDS)
+    write_outputs(dataclasses.replace(prepared, excluded=with_source_ids(prepared.excluded, mapping)), ctx.write_with)
+    ctx.write_parquet(paths.CUSTOMER_VALUE, with_source_ids(value.table, mapping))
     ctx.write_json(paths.CUSTOMER_VALUE_MODEL, value.model)
     ctx.write_json(paths.CUSTOMER_VALUE_EVALUATION, value.evaluation)
     # The manifest lists outputs in the order written; keep it the same whichever thread finished first.
@@ -109,8 +114,9 @@ def _write_batches(path, tables) -> None:
 
 STAGE = Stage(
     name=paths.PREPARE_FEATURES,
-    inputs={paths.GENERATE_DATA: (paths.TRANSACTIONS, paths.CUSTOMERS)},
+    inputs={paths.GENERATE_DATA: (paths.TRANSACTIONS, paths.CUSTOMERS, paths.CUSTOMER_IDS)},
     description="Build customer features, apply eligibility, write the three datasets and the model matrix.",
-    sections=("prepare_features", "customer_value", "hierarchy"),
+    # data: whether the configured seasons are this data's (data.source; FeatureSettings.from_config).
+    sections=("data", "prepare_features", "customer_value", "hierarchy"),
     run=run,
 )

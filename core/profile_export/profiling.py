@@ -9,9 +9,13 @@ Hunters", ...); the department it over-indexes on most gives the focus.
 Lifecycle state belongs to customers (``p_alive`` and ``churn_risk``, from
 stage 02): a lifecycle word ("At-Risk", "Active") leads a name only when the
 segment's mean ``p_alive`` is at least :data:`LIFECYCLE_MARGIN` from
-everyone's (its lapsed share, when customer value was not estimated). Names
-are unique within a run and depend on the data only, so the same data gives
-the same names.
+everyone's (its lapsed share, when customer value was not estimated). A log
+without a product hierarchy has no department to name, so its names stop at
+the position. Segments whose names would still clash get the trait that sets
+each apart from its namesakes (:func:`distinguishing_traits`: "frequent
+orders", "big baskets", "December peak"), and a number only when no trait
+does. Names are unique within a run and depend on the data only, so the same
+data gives the same names.
 
 Explanations are standardised mean differences (SMD) of the model features
 between a segment and everyone else: the features that set the segment
@@ -76,6 +80,41 @@ _CORE_LABELS = {
 _ATTRIBUTE_LABELS = {"channel_share__": "share of spend {}", "brand_tier_share__": "share of spend on {} brands",
                      "style_share__": "share of spend on {} styles", "color_share__": "share of spend on {}",
                      "brand_share__": "share of spend on {}"}
+
+
+# A segment's trait in a name: (higher than its namesakes, lower than them) per feature; None = not a trait.
+_TRAITS = {
+    "orders_per_month": ("frequent orders", "infrequent orders"),
+    "average_order_value": ("big tickets", "small tickets"),
+    "items_per_order": ("big baskets", "single items"),
+    "return_rate_value": ("high returns", "low returns"),
+    "discount_share": ("discount-driven", "full price"),
+    "dept_entropy": ("broad baskets", "focused baskets"),
+    "holiday_share": ("holiday season", None),
+    "back_to_school_share": ("back to school", None),
+    "kids_size_share": ("kids' sizes", None),
+    "spend_share_q1": ("January-March", None), "spend_share_q2": ("April-June", None),
+    "spend_share_q3": ("July-September", None), "spend_share_q4": ("October-December", None),
+    "monthly_spend_cv": ("irregular", "regular"),
+    "spend_trend": ("growing", "declining"),
+}
+_ATTRIBUTE_TRAITS = ("channel_share__", "brand_tier_share__", "style_share__")
+# A trait must set a segment this far apart (standardised mean difference against its namesakes) to name it.
+MIN_TRAIT_SMD = 0.2
+# A month holding this many times its usual share of a segment's spend can name it ("December peak").
+MIN_PEAK_INDEX = 1.5
+
+
+def trait_phrase(column: str, higher: bool, hierarchy: Hierarchy) -> str | None:
+    """How a name says that a segment is higher (or lower) on ``column`` than its namesakes; None if it cannot."""
+    if column in _TRAITS:
+        return _TRAITS[column][0 if higher else 1]
+    if higher and column.startswith(_ATTRIBUTE_TRAITS):
+        return column.split("__", 1)[1].replace("_", " ")
+    if higher and column.startswith(DEPT_SHARE):
+        label = feature_label(column, hierarchy)
+        return label.removeprefix("share of spend in ") if label != column else None
+    return None
 
 
 def feature_label(column: str, hierarchy: Hierarchy) -> str:
@@ -220,6 +259,12 @@ def _age_band(ages: np.ndarray, edges: list[int]) -> np.ndarray:
     return np.asarray(_band_names(edges), dtype=object)[np.searchsorted(edges, ages, side="right")]
 
 
+def _smd(inside: np.ndarray, outside: np.ndarray) -> float:
+    """Standardised mean difference of two groups' values (0 where both are constant)."""
+    pooled = np.sqrt((inside.var() + outside.var()) / 2)
+    return float((inside.mean() - outside.mean()) / pooled) if pooled > 1e-12 else 0.0
+
+
 def explain_segment(features: pd.DataFrame, in_segment: np.ndarray, columns: list[str], top: int,
                     hierarchy: Hierarchy) -> dict[str, Any]:
     """The features that most set a segment apart, by standardised mean difference.
@@ -249,7 +294,9 @@ def explain_segment(features: pd.DataFrame, in_segment: np.ndarray, columns: lis
                for i in order if abs(smd[i]) > 0]
     if not entries:
         return {"summary": "No feature sets this segment apart from the others.", "features": []}
-    parts = [f"{'higher' if e['smd'] > 0 else 'lower'} {e['label']} ({e['smd']:+.1f} SD)" for e in entries[:3]]
+    # Differences under MIN_TRAIT_SMD say nothing about the segment: the sentence names the clear ones (at least one).
+    clear = [e for e in entries[:3] if abs(e["smd"]) >= MIN_TRAIT_SMD] or entries[:1]
+    parts = [f"{'higher' if e['smd'] > 0 else 'lower'} {e['label']} ({e['smd']:+.1f} SD)" for e in clear]
     return {"summary": "Customers are here mainly for their " + ", ".join(parts) + " than other customers.",
             "features": entries}
 
@@ -347,6 +394,8 @@ def profile_segments(customers: pd.DataFrame, segments: pd.Series, hierarchy: Hi
     by_p_alive = everyone["mean_p_alive"] is not None
     population_lifecycle = everyone["mean_p_alive"] if by_p_alive else float(lapsed.mean())
     labels = segments.to_numpy()
+    # A log without a product hierarchy has no department to name or describe.
+    has_departments = bool(population_spend.sum() > 0)
     profiles = []
     for segment_id in sorted(np.unique(labels)):
         in_segment = labels == segment_id
@@ -389,15 +438,16 @@ def profile_segments(customers: pd.DataFrame, segments: pd.Series, hierarchy: Hi
             "demographics": demographics(members, cfg.describe_columns, cfg.age_bands, cfg.min_segment_size),
             "_focus": focus_departments(share, lift),
             "_by_share": [d["department"] for d in department_mix],
+            "_has_departments": has_departments,
         }
         profile["strategy"] = strategy_for(strategies, profile, lift, population_share,
                                            catch_all=segment_id == NOISE)
         profile["explanation"] = explain_segment(customers, in_segment, model_columns, cfg.explain_features,
                                                  hierarchy)
         profiles.append(profile)
-    _assign_unique_names(profiles)
+    _assign_unique_names(profiles, customers, labels, model_columns, hierarchy)
     for profile in profiles:
-        profile["description"] = describe(profile, cfg.lapsed_after_days, cfg.currency)
+        profile["description"] = describe(profile, cfg.lapsed_after_days, cfg.currency, has_departments)
     return profiles
 
 
@@ -430,9 +480,13 @@ def _seasonal_peaks(monthly_spend: pd.DataFrame, segment_id: int) -> list[dict[s
             for m, v in peaks.items()]
 
 
-def _assign_unique_names(profiles: list[dict[str, Any]]) -> None:
+def _assign_unique_names(profiles: list[dict[str, Any]], customers: pd.DataFrame | None = None,
+                         labels: np.ndarray | None = None, columns: list[str] | None = None,
+                         hierarchy: Hierarchy | None = None) -> None:
     """Lifecycle word (only where it sets the segment apart) + position + focus department; a clash adds
-    the next focus department, then the segment's next department by spend ("+ Home"), then a number."""
+    the next focus department, then the segment's next department by spend ("+ Home"), then the traits
+    that set each clashing segment apart from its namesakes (:func:`distinguishing_traits`), and a number
+    only when none does. Without departments in the data, names stop at the position."""
     for p in profiles:
         p["_depth"] = 1
     while True:
@@ -440,9 +494,10 @@ def _assign_unique_names(profiles: list[dict[str, Any]]) -> None:
             if p["segment_id"] == NOISE:
                 p["name"] = "Unassigned (noise)"
             else:
-                focus = " & ".join(p["_focus"][:p["_depth"]]) or "Mixed"
                 word = LIFECYCLE_WORDS[p["lifecycle"]["state"]]
-                p["name"] = f"{word + ' ' if word else ''}{p['position']} - {focus} Shoppers"
+                p["name"] = f"{word + ' ' if word else ''}{p['position']}"
+                if p["_has_departments"]:
+                    p["name"] += f" - {' & '.join(p['_focus'][:p['_depth']]) or 'Mixed'} Shoppers"
         names = pd.Series([p["name"] for p in profiles])
         clashing = names.duplicated(keep=False)
         grow = [p for p, c in zip(profiles, clashing) if c and p["_depth"] < len(p["_focus"])]
@@ -455,18 +510,81 @@ def _assign_unique_names(profiles: list[dict[str, Any]]) -> None:
         extra = [d for d in p["_by_share"] if d not in p["_focus"][:p["_depth"]]]
         if clash and extra and p["segment_id"] != NOISE:
             p["name"] = f"{p['name']} (+ {extra[0]})"
+    if customers is not None and labels is not None:
+        _name_traits(profiles, customers, labels, columns or [], hierarchy)
     seen: dict[str, int] = {}
     for p in profiles:
         seen[p["name"]] = seen.get(p["name"], 0) + 1
         if seen[p["name"]] > 1:
             p["name"] = f"{p['name']} #{seen[p['name']]}"
     for p in profiles:
-        for key in ("_focus", "_depth", "_by_share"):
-            p.pop(key)
+        for key in ("_focus", "_depth", "_by_share", "_has_departments", "_traits", "_named", "_base"):
+            p.pop(key, None)
 
 
-def describe(profile: dict[str, Any], lapsed_after_days: int, currency: str) -> str:
-    """One paragraph built from a profile's numbers."""
+def _name_traits(profiles: list[dict[str, Any]], customers: pd.DataFrame, labels: np.ndarray,
+                 columns: list[str], hierarchy: Hierarchy | None) -> None:
+    """Add to each group of clashing names the traits that tell its segments apart, one more while they clash."""
+    for _ in range(3):
+        names = pd.Series([p["name"] for p in profiles])
+        groups = [g for _, g in names[names.duplicated(keep=False)].groupby(names, sort=False)]
+        if not groups:
+            return
+        grew = False
+        for group in groups:
+            members = [profiles[i] for i in group.index if profiles[i]["segment_id"] != NOISE]
+            ids = [p["segment_id"] for p in members]
+            for p in members:
+                p.setdefault("_traits", distinguishing_traits(customers, labels, p["segment_id"], ids, columns,
+                                                              hierarchy, p.get("seasonal_peaks") or []))
+                p.setdefault("_named", 0)
+                p.setdefault("_base", p["name"])
+                if p["_named"] < len(p["_traits"]):
+                    p["_named"] += 1
+                    grew = True
+                    p["name"] = f"{p['_base']} ({', '.join(p['_traits'][:p['_named']])})"
+        if not grew:
+            return
+
+
+def distinguishing_traits(customers: pd.DataFrame, labels: np.ndarray, segment_id: int, namesakes: list[int],
+                          columns: list[str], hierarchy: Hierarchy | None,
+                          peaks: list[dict[str, Any]]) -> list[str]:
+    """What sets a segment apart from the segments sharing its name, strongest first.
+
+    Each feature of ``columns`` with a phrase (:func:`trait_phrase`) is
+    compared between the segment's customers and its namesakes' by
+    standardised mean difference; those at least :data:`MIN_TRAIT_SMD` apart
+    give a trait ("frequent orders", "big baskets"). Then the segment's
+    busiest month, when it holds :data:`MIN_PEAK_INDEX` times its usual
+    share of spend ("December peak"): measured on the data's own calendar.
+    """
+    inside = labels == segment_id
+    others = np.isin(labels, [s for s in namesakes if s != segment_id])
+    ranked = []
+    if inside.any() and others.any() and (~inside).any():
+        for column in columns:
+            if column not in customers.columns:
+                continue
+            values = customers[column].to_numpy(np.float64)
+            smd = _smd(values[inside], values[others])
+            # A trait must hold against everyone too: a segment less frequent than its namesake but more
+            # frequent than most customers is not named for "infrequent orders".
+            against_everyone = _smd(values[inside], values[~inside])
+            if min(abs(smd), abs(against_everyone)) < MIN_TRAIT_SMD or np.sign(against_everyone) != np.sign(smd):
+                continue
+            phrase = trait_phrase(column, smd > 0, hierarchy) if hierarchy is not None else _TRAITS.get(
+                column, (None, None))[0 if smd > 0 else 1]
+            if phrase:
+                ranked.append((-abs(smd), column, phrase))
+    traits = [phrase for _, _, phrase in sorted(ranked)]
+    if peaks and peaks[0]["index"] >= MIN_PEAK_INDEX:
+        traits.append(f"{peaks[0]['month']} peak")
+    return list(dict.fromkeys(traits))
+
+
+def describe(profile: dict[str, Any], lapsed_after_days: int, currency: str, has_departments: bool = True) -> str:
+    """One paragraph built from a profile's numbers (departments only when the data has them)."""
     if profile["segment_id"] == NOISE:
         lead = "Customers the density-based method could not place in any segment"
     else:
@@ -477,12 +595,12 @@ def describe(profile: dict[str, Any], lapsed_after_days: int, currency: str) -> 
     rest = [t["department"] for t in tops[2:]]
     if rest:
         focus += f" and {', '.join(rest)}"
-    focus = f"They buy most in {focus}" if tops else "They bought no merchandise"
+    focus = f"They buy most in {focus}. " if tops else "They bought no merchandise. " if has_departments else ""
     text = (f"{lead}: {profile['size']:,} customers ({100 * profile['share_of_customers']:.1f}%) bringing "
             f"{100 * profile['revenue_share']:.1f}% of net revenue. They last bought a median "
             f"{profile['recency_days']['median']:.0f} days ago, order {profile['orders_per_month']['median']:.1f} "
             f"times a month with a typical order of {currency}{profile['average_order_value']['median']:,.0f}, "
-            f"and spend a median {currency}{profile['net_revenue']['median']:,.0f} in all. {focus}. "
+            f"and spend a median {currency}{profile['net_revenue']['median']:,.0f} in all. {focus}"
             f"{100 * profile['lapsed_share']:.0f}% have not ordered in {lapsed_after_days}+ days; "
             f"{100 * profile['return_rate']:.0f}% of what they buy by value comes back.")
     text += " " + _value_sentence(profile.get("customer_value"), currency)

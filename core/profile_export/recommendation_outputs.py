@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from core.domain.customer_ids import with_source_ids
 from core.framework import paths
 from core.framework.stage import StageContext
 from core.profile_export import recommendations as rec
@@ -34,8 +35,11 @@ def analysis_date(customers: pd.DataFrame) -> pd.Timestamp:
     return (customers["last_order_date"] + pd.to_timedelta(customers["recency_days"], unit="D")).max().normalize()
 
 
-def write_recommendations(ctx: StageContext, customers: pd.DataFrame, assignments: pd.DataFrame) -> None:
+def write_recommendations(ctx: StageContext, customers: pd.DataFrame, assignments: pd.DataFrame,
+                          mapping: pd.DataFrame | None = None) -> None:
     """Recommend, evaluate and write both files for the segmented customers (``assignments``' order).
+
+    ``mapping`` (stage 01's ``customer_ids.parquet``) gives the table the ids as the source wrote them.
 
     A log whose lines have no merchandise class the hierarchy knows falls
     back to departments; one with neither writes an empty table and an
@@ -71,6 +75,8 @@ def write_recommendations(ctx: StageContext, customers: pd.DataFrame, assignment
         document.update(evaluation)
         model = rec.NextBestClasses(weights=evaluation["weights"], top_k=k).fit(history.interactions(2), segments)
         table = rec.recommendation_table(model.recommend(history.interactions(2), segments), ids, items)
+    if mapping is not None:
+        table = with_source_ids(table, mapping)
     ctx.write_parquet(paths.RECOMMENDATIONS, table)
     ctx.write_json(paths.RECOMMENDATION_EVALUATION, document)
     ctx.details["recommendations"] = _details(document, table)

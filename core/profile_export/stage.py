@@ -25,6 +25,7 @@ import pyarrow.parquet as pq
 import yaml
 
 from core.domain.columns import identifier_columns
+from core.domain.customer_ids import to_keys, with_source_ids
 from core.domain.tables import IDENTITY_COLUMNS
 from core.profile_export import export, plots, profiling, recommendation_outputs, report
 from core.prepare_features.columns import CLASS_SPEND, class_column, describable_columns
@@ -47,7 +48,8 @@ def run(ctx: StageContext) -> None:
         raise PipelineError(f"{paths.ASSIGNMENTS} and {paths.ENRICHED_DEPARTMENT} list different customers; "
                             f"rerun from stage {paths.CLUSTER}")
     assignments = assignments.set_index("customer_id").loc[customers["customer_id"]].reset_index()
-    values, value_model = _customer_values(ctx, customers)
+    mapping = ctx.read_parquet(paths.GENERATE_DATA, paths.CUSTOMER_IDS)
+    values, value_model = _customer_values(ctx, customers, mapping)
     value_note = "" if value_model["estimated"] else f"not estimated: {value_model['reason']}"
     # The profiles read the value columns beside the features (null when stage 02 could not estimate them).
     customers = customers.join(values, on="customer_id")
@@ -106,7 +108,9 @@ def run(ctx: StageContext) -> None:
 
     profiles, shown, _ = exported[primary]
     names = {p["segment_id"]: p["name"] for p in profiles}
-    ctx.write_parquet(paths.CUSTOMERS_WITH_SEGMENTS, profiling.customers_with_segments(assignments, names, values))
+    # Joined on by people and other systems: the ids as the source wrote them (core/domain/customer_ids.py).
+    ctx.write_parquet(paths.CUSTOMERS_WITH_SEGMENTS,
+                      with_source_ids(profiling.customers_with_segments(assignments, names, values), mapping))
     _write_report(ctx, customers, assignments, shown, names,
                   {"note": value_note, "horizon_days": value_model["horizon_days"],
                    "evaluation": ctx.read_json(paths.PREPARE_FEATURES, paths.CUSTOMER_VALUE_EVALUATION)})
@@ -119,11 +123,13 @@ def run(ctx: StageContext) -> None:
     ctx.summary = (f"{len(profiles)} segments ({suppressed} too small to describe) for {len(customers):,} "
                    f"customers ({primary}); report and {len(exported)} export(s) written")
     # Next-best classes per customer, measured on a temporal holdout (issue 15).
-    recommendation_outputs.write_recommendations(ctx, customers, assignments)
+    recommendation_outputs.write_recommendations(ctx, customers, assignments, mapping)
 
 
-def _customer_values(ctx: StageContext, customers: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
-    """Stage 02's value columns of the segmented customers (indexed by id), and its saved model document.
+def _customer_values(ctx: StageContext, customers: pd.DataFrame, mapping: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
+    """Stage 02's value columns of the segmented customers (indexed by key), and its saved model document.
+
+    ``customer_value.parquet`` carries the source's ids; ``mapping`` turns them back into keys.
 
     Raises
     ------
@@ -132,6 +138,10 @@ def _customer_values(ctx: StageContext, customers: pd.DataFrame) -> tuple[pd.Dat
     """
     model = ctx.read_json(paths.PREPARE_FEATURES, paths.CUSTOMER_VALUE_MODEL)
     table = ctx.read_parquet(paths.PREPARE_FEATURES, paths.CUSTOMER_VALUE, columns=["customer_id", *VALUE_COLUMNS])
+    try:
+        table["customer_id"] = to_keys(table["customer_id"], mapping)
+    except ValueError as exc:
+        raise PipelineError(f"{paths.CUSTOMER_VALUE}: {exc}; rerun from stage {paths.PREPARE_FEATURES}") from None
     values = table.set_index("customer_id")
     missing = ~customers["customer_id"].isin(values.index)
     if missing.any():
@@ -306,7 +316,7 @@ STAGE = Stage(
     name=paths.PROFILE_EXPORT,
     inputs={
         # customers.parquet: its identifier columns are what the export must never carry.
-        paths.GENERATE_DATA: (paths.TRANSACTIONS, paths.PRODUCTS, paths.CUSTOMERS),
+        paths.GENERATE_DATA: (paths.TRANSACTIONS, paths.PRODUCTS, paths.CUSTOMERS, paths.CUSTOMER_IDS),
         paths.PREPARE_FEATURES: (paths.ENRICHED_DEPARTMENT, paths.ENRICHED_CLASS, paths.FEATURE_SCALER,
                                  paths.FEATURES, paths.CUSTOMER_VALUE, paths.CUSTOMER_VALUE_MODEL,
                                  paths.CUSTOMER_VALUE_EVALUATION),

@@ -21,6 +21,11 @@ class HdbscanConfig:
                                          help="eom keeps the most persistent clusters, leaf the finest ones")
     reassign_noise: bool = spec(help="give noise customers their most likely cluster (membership vectors), "
                                      "with a low strength; the noise ratio is still reported")
+    search_min_samples: tuple[int, ...] = spec(minimum=1, help="empty: fit min_samples and "
+                                               "cluster_selection_method as given; else these min_samples (and "
+                                               "min_samples) with eom and leaf are tried on the selection sample and "
+                                               "the highest relative validity with at most max_noise noise is kept")
+    max_noise: float = spec(minimum=0.0, maximum=1.0, help="the search's bound on the share of noise")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -296,22 +296,26 @@ def test_a_named_primary_absent_from_the_comparison_is_returned_as_named():
         "fcm", "raw", "named in config (cluster.primary)")
 
 
-def test_auto_primary_prefers_stable_then_consensus_and_never_reads_the_truth():
+def test_auto_primary_takes_consensus_times_stability_and_never_reads_the_truth():
+    # Consensus x stability: gmm_raw 0.7 x 0.93 = 0.651, kmeans_raw 0.6 x 0.97 = 0.582, hdbscan_latent
+    # 0.8 x 0.85 = 0.680, gmm_latent 0.75 x 0.7 = 0.525.
     method, space, reason = evaluation.choose_primary(_comparison(), "auto", "auto", 0.9)
-    # hdbscan agrees most with the others but its subsamples disagree (0.85); gmm_latent is unstable:
-    # of the two stable ones, gmm_raw agrees more with the rest (0.7 against 0.6).
-    assert (method, space) == ("gmm", "raw") and "consensus ARI 0.700" in reason and "2 candidate(s)" in reason
-    assert "without the ground truth" in reason
+    assert (method, space) == ("hdbscan", "latent") and "consensus ARI 0.800" in reason
+    assert "stability 0.850" in reason and "below stability 0.9" in reason and "without the ground truth" in reason
+    assert "below stability" not in evaluation.choose_primary(_comparison(), "auto", "auto", 0.8)[2]
     # The ari column is not read: reversing it changes nothing.
     assert evaluation.choose_primary(_comparison(ari=[0.1, 0.99, 0.2, 0.3]), "auto", "auto", 0.9) == (
         method, space, reason)
-    method, space, reason = evaluation.choose_primary(_comparison(), "auto", "latent", 0.9)
-    assert (method, space) == ("hdbscan", "latent") and "no candidate reached stability 0.9" in reason
-    assert evaluation.choose_primary(_comparison(), "auto", "latent", 0.8)[:2] == ("hdbscan", "latent")
-    assert evaluation.choose_primary(_comparison(), "gmm", "auto", 0.99)[:2] == ("gmm", "latent")
-    # Equal consensus: the steadier one.
-    tied = _comparison(consensus=[0.7, 0.7, 0.1, 0.1])
-    assert evaluation.choose_primary(tied, "auto", "auto", 0.9)[:2] == ("kmeans", "raw")
+    assert evaluation.choose_primary(_comparison(), "gmm", "auto", 0.9)[:2] == ("gmm", "raw")
+    assert evaluation.choose_primary(_comparison(), "auto", "raw", 0.9)[:2] == ("gmm", "raw")
+    # A reproducible but lonely segmentation loses to an agreed-on one that is nearly as stable.
+    lonely = _comparison(consensus=[0.7, 0.2, 0.1, 0.1], stability_bootstrap=[0.93, 1.0, 0.85, 0.7],
+                         stability_reseed=[0.95, 1.0, 1.0, 0.7])
+    assert evaluation.choose_primary(lonely, "auto", "auto", 0.9)[:2] == ("gmm", "raw")
+    # One segment is no segmentation: a single cluster never wins.
+    single = _comparison(clusters=[1, 6, 5, 9])
+    assert evaluation.choose_primary(single, "auto", "auto", 0.9)[:2] == ("hdbscan", "latent")
+    assert evaluation.choose_primary(_comparison(clusters=[8, 6, 1, 9]), "auto", "auto", 0.9)[:2] == ("gmm", "raw")
 
 
 def test_consensus_is_the_mean_agreement_with_the_other_segmentations():

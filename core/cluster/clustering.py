@@ -308,8 +308,8 @@ class HDBSCANClusterer(_Segmenter):
         their strength is that cluster's membership, which is low.
     search_min_samples : tuple of int
         Empty: fit with ``min_samples`` and ``cluster_selection_method``.
-        Otherwise these ``min_samples`` (and the configured one), each with
-        both selection methods, are fitted on a seeded sample of
+        Otherwise these ``min_samples`` (and the configured one), with
+        ``cluster_selection_method``, are fitted on a seeded sample of
         ``selection_sample_size`` rows and the one kept is chosen without any
         label: the highest relative validity (the library's fast DBCV
         approximation) among the candidates with at least two clusters and at
@@ -359,15 +359,15 @@ class HDBSCANClusterer(_Segmenter):
             return int(self.min_samples), self.cluster_selection_method
         sample = X[sample_rows(len(X), self.selection_sample_size, self.random_state)]
         size = self._size(len(sample))
+        method = self.cluster_selection_method
         for min_samples in sorted({int(m) for m in self.search_min_samples} | {int(self.min_samples)}):
-            for method in ("eom", "leaf"):
-                fitted = hdbscan.HDBSCAN(min_cluster_size=size, min_samples=min(min_samples, size),
-                                         cluster_selection_method=method, gen_min_span_tree=True).fit(sample)
-                clusters = int(fitted.labels_.max()) + 1
-                validity = float(fitted.relative_validity_) if clusters >= 2 else float("nan")
-                self.search_.append({"min_samples": min_samples, "cluster_selection_method": method,
-                                     "clusters": clusters, "noise": float(np.mean(fitted.labels_ == NOISE)),
-                                     "relative_validity": validity})
+            fitted = hdbscan.HDBSCAN(min_cluster_size=size, min_samples=min(min_samples, size),
+                                     cluster_selection_method=method, gen_min_span_tree=True).fit(sample)
+            clusters = int(fitted.labels_.max()) + 1
+            validity = float(fitted.relative_validity_) if clusters >= 2 else float("nan")
+            self.search_.append({"min_samples": min_samples, "cluster_selection_method": method,
+                                 "clusters": clusters, "noise": float(np.mean(fitted.labels_ == NOISE)),
+                                 "relative_validity": validity})
         usable = [c for c in self.search_ if c["clusters"] >= 2 and np.isfinite(c["relative_validity"])]
         within = [c for c in usable if c["noise"] <= self.max_noise]
         if within:

@@ -235,15 +235,19 @@ def choose_primary(comparison: pd.DataFrame, method: str, space: str,
     method, space : str
         From config: a name, or ``auto`` to choose.
     min_stability : float
-        With ``auto``, a candidate must reach this stability (the lower of
-        its reseed and bootstrap ARI) to be preferred.
+        The stability (the lower of the reseed and bootstrap ARI) a primary
+        should reach; the reason says when the one chosen does not.
 
     Returns
     -------
     (method, space, reason)
-        Among the candidates at least ``min_stability`` stable (all of them
-        when none is), the one agreeing most with the other segmentations
-        (``consensus``), ties by stability then silhouette. A ground truth is
+        With ``auto``, among the candidates with at least two segments, the
+        one with the highest consensus times stability: a segmentation the
+        other methods agree with and that refits reproduce (ties by
+        silhouette). A stability filter first would pick a reproducible but
+        uninformative one (fuzzy c-means with four segments on fourteen
+        overlapping personas: stability 0.98, consensus 0.30); consensus
+        alone would pick one that moves at every refit. A ground truth is
         not an argument: on a retailer's data there is none, and the
         segmentation delivered with one must be the one delivered without it.
     """
@@ -258,13 +262,13 @@ def choose_primary(comparison: pd.DataFrame, method: str, space: str,
     if table.empty:
         table = comparison.copy()
     table["stability"] = table[["stability_reseed", "stability_bootstrap"]].min(axis=1, skipna=True).fillna(0.0)
-    stable = table[table["stability"] >= min_stability]
-    pool = stable if not stable.empty else table
-    qualifier = (f"among the {len(stable)} candidate(s) with stability >= {min_stability}" if not stable.empty
-                 else f"no candidate reached stability {min_stability}, so among all {len(table)}")
-    pool = pool.assign(consensus_rank=pool["consensus"].fillna(-1.0), silhouette_rank=pool["silhouette"].fillna(-1.0))
-    best = pool.sort_values(["consensus_rank", "stability", "silhouette_rank"], ascending=False, kind="stable").iloc[0]
-    reason = (f"auto: most in agreement with the other segmentations (consensus ARI {best['consensus']:.3f}, "
-              f"stability {best['stability']:.3f}, {int(best['clusters'])} segments) {qualifier}; chosen "
-              f"without the ground truth")
+    table["score"] = table["consensus"].fillna(0.0).clip(lower=0.0) * table["stability"]
+    table["silhouette_rank"] = table["silhouette"].fillna(-1.0)
+    best = table.sort_values(["score", "stability", "silhouette_rank"], ascending=False, kind="stable").iloc[0]
+    warning = ("" if best["stability"] >= min_stability else
+               f"; below stability {min_stability}: no segmentation of these customers is both agreed on and "
+               f"reproducible")
+    reason = (f"auto: highest consensus x stability among {len(table)} candidate(s) (consensus ARI "
+              f"{best['consensus']:.3f}, stability {best['stability']:.3f}, {int(best['clusters'])} segments), "
+              f"chosen without the ground truth{warning}")
     return str(best["method"]), str(best["space"]), reason

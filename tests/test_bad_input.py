@@ -177,15 +177,17 @@ def test_a_cluster_range_beyond_the_customers_is_clamped_with_a_warning_and_the_
     assert ("cluster.kmeans.n_clusters [2, 60]: 40 customers are fitted, which hold at most 39 clusters; the range "
             "is clamped to [2, 39]") in caplog.text
     report = clamped.models[("kmeans", "raw")].selection_report()
-    assert report["configured_range"] == [2, 60] and report["candidate_range"] == [2, 39]
+    # Clamped to 39, then lowered to what 40 customers support: sqrt(40 / 2) = 4 clusters (size_limited_top).
+    assert report["configured_range"] == [2, 60] and report["candidate_range"] == [2, 4]
     assert report["clamped"] == "40 customers fitted hold at most 39 clusters"
-    assert sorted(report["silhouette"]) == list(range(2, 40))
+    assert sorted(report["silhouette"]) == list(range(2, 5))
     # The same run as one configured within what 40 customers hold: nothing else moves, the primary included.
     within = segment_customers({"raw": X}, ["kmeans", "gmm"], small_cluster_config(n_clusters=(2.0, 39.0)), 0)
     assert clamped.primary == within.primary
     pd.testing.assert_frame_equal(clamped.comparison, within.comparison)
     assert clamped.models[("kmeans", "raw")].n_clusters_ == 4
     assert "clamped" not in within.models[("kmeans", "raw")].selection_report()
+    assert within.models[("kmeans", "raw")].selection_report()["limited_by_size"].startswith("at most sqrt(40 / 2) = 4")
 
 
 def test_a_cluster_count_no_customer_count_here_can_hold_is_refused_before_fitting():

@@ -400,3 +400,38 @@ def test_brute_force_neighbours_in_many_dimensions_give_the_library_answer():
     np.testing.assert_array_equal(ours, labels)
     np.testing.assert_allclose(ours_strength, strength, atol=1e-9)
     np.testing.assert_allclose(ours_membership, hdbscan.membership_vector(fitted, new), atol=1e-9)
+
+
+# --- settings that adapt to the data ---------------------------------------------------------------
+
+def test_hdbscan_search_keeps_the_most_valid_candidate_within_the_noise_bound(noisy):
+    X, y = noisy
+    model = HDBSCANClusterer(min_cluster_size_fraction=0.05, min_samples=1, search_min_samples=(5, 20),
+                             max_noise=0.3, selection_sample_size=10_000).fit(X)
+    search = model.search_
+    assert [c["min_samples"] for c in search] == [1, 5, 20]
+    within = [c for c in search if c["noise"] <= 0.3 and c["clusters"] >= 2]
+    best = max(within, key=lambda c: c["relative_validity"])
+    assert model.min_samples_ == best["min_samples"] and model.selection_report()["search"] == search
+    # The search fitted the same rows, so the model fitted with its choice has the noise it measured.
+    assert model.fit_noise_ratio_ == pytest.approx(best["noise"])
+    # No candidate within a bound of 0: the least noisy is kept.
+    strict = HDBSCANClusterer(min_cluster_size_fraction=0.05, min_samples=1, search_min_samples=(5, 20),
+                              max_noise=0.0, selection_sample_size=10_000).fit(X)
+    assert strict.min_samples_ == min(search, key=lambda c: c["noise"])["min_samples"]
+    # A refit for stability reuses the choice instead of searching again.
+    refit = HDBSCANClusterer(**{**model.get_params(), **model.fixed_params()}).fit(X)
+    assert refit.search_ == [] and refit.min_samples_ == model.min_samples_
+    np.testing.assert_array_equal(refit.labels_, model.labels_)
+    assert adjusted_rand_score(y, model.labels_[:N]) > 0.95
+
+
+def test_cluster_count_ranges_are_lowered_on_small_data():
+    from core.cluster.clustering import size_limited_top
+
+    assert [size_limited_top(n) for n in (8, 40, 300, 1000, 5000)] == [2, 4, 12, 22, 50]
+    X, _ = blobs(n=200)  # sqrt(200 / 2) = 10 clusters at most
+    model = KMeansClusterer(n_clusters=(2, 30), random_state=0).fit(X)
+    report = model.selection_report()
+    assert report["candidate_range"] == [2, 10] and sorted(report["silhouette"]) == list(range(2, 11))
+    assert report["limited_by_size"].startswith("at most sqrt(200 / 2) = 10") and model.n_clusters_ == CENTRES

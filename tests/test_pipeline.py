@@ -692,20 +692,28 @@ def test_seasonal_peaks_count_only_purchases_up_to_the_analysis_date(tmp_path):
 
 
 def test_the_persona_never_reaches_a_clustering_fit(pipeline_run, tmp_path):
-    """Stage 04 without the ground truth fits exactly the same segmentations; only evaluation differs."""
-    config_path, artifacts_dir = rerun_with(pipeline_run, tmp_path, lambda d: d["cluster"].update(
-        primary={"method": "gmm", "space": "latent"}) or d["cluster"]["evaluation"].update(ground_truth=None))
+    """Stage 04 without the ground truth fits exactly the same segmentations and, with primary auto, delivers the
+    same primary segment; only evaluation differs."""
+    config_path, artifacts_dir = rerun_with(pipeline_run, tmp_path, lambda d: d["cluster"]["evaluation"].update(
+        ground_truth=None))
+    assert load_config(config_path).cluster.primary.method == load_config(config_path).cluster.primary.space == "auto"
     run_pipeline(load_config(config_path), artifacts_dir, only=paths.CLUSTER)
     with_truth = read(pipeline_run[1], paths.CLUSTER, paths.ASSIGNMENTS)
     without = read(artifacts_dir, paths.CLUSTER, paths.ASSIGNMENTS)
     per_method = [c for c in with_truth.columns if c.startswith(CLUSTER_METHODS)]
     assert len(per_method) >= 3 * len(CLUSTER_METHODS) * len(SPACES)
-    for column in per_method:
+    for column in ["segment", "segment_strength", "segment_runner_up"] + per_method:
         pd.testing.assert_series_equal(without[column], with_truth[column])
     comparison = pd.read_csv(paths.stage_dir(artifacts_dir, paths.CLUSTER) / paths.COMPARISON)
     assert comparison["ari"].isna().all()
     document = json.loads((paths.stage_dir(artifacts_dir, paths.CLUSTER) / paths.COMPARISON_JSON).read_text())
     assert document["ground_truth"] is None and document["supervised_reference"] is None
+    assert document["best_afterwards"] is None
+    first = json.loads((paths.stage_dir(pipeline_run[1], paths.CLUSTER) / paths.COMPARISON_JSON).read_text())
+    assert document["primary"]["method"] == first["primary"]["method"] == first["label_free_primary"]["method"]
+    assert document["primary"]["space"] == first["primary"]["space"] == first["label_free_primary"]["space"]
+    assert first["label_free_primary"]["ari_to_reference"] is not None and first["best_afterwards"]["ari"] >= \
+        first["label_free_primary"]["ari"]
 
 
 def test_a_rerun_keeps_segment_ids_and_counts_migration(pipeline_run, tmp_path):

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from sklearn.datasets import make_blobs
+from sklearn.metrics import adjusted_rand_score
 
 from core.cluster import evaluation, segmentation
 from core.cluster.clustering import NOISE, GaussianMixtureClusterer, HDBSCANClusterer, KMeansClusterer
@@ -21,8 +22,8 @@ N, CENTRES, DIMS = 500, 4, 5
 COMPARISON_CSV_COLUMNS = [
     "method", "space", "clusters", "noise_ratio", "smallest_cluster", "largest_cluster", "smallest_share",
     "median_share", "largest_share", "silhouette", "davies_bouldin", "calinski_harabasz", "stability_reseed",
-    "stability_bootstrap", "high_confidence_share", "mean_uncertainty", "bic", "aic", "partition_coefficient",
-    "partition_entropy", "ari", "nmi", "homogeneity", "completeness", "ari_to_reference",
+    "stability_bootstrap", "consensus", "high_confidence_share", "mean_uncertainty", "bic", "aic",
+    "partition_coefficient", "partition_entropy", "ari", "nmi", "homogeneity", "completeness", "ari_to_reference",
 ]
 # The ones measured against the ground truth; the rest describe the segmentation alone.
 TRUTH_COLUMNS = ["ari", "nmi", "homogeneity", "completeness", "ari_to_reference"]
@@ -94,23 +95,33 @@ def test_assignments_table_puts_the_primary_first(result):
     np.testing.assert_allclose(soft.drop(columns="customer_id").sum(axis=1), 1.0, atol=1e-5)
 
 
-def test_the_ground_truth_never_reaches_a_fit(cluster_cfg, spaces, result):
-    """The same fits with the truth given, shuffled or withheld: only the agreement measures change."""
+def test_the_ground_truth_never_reaches_a_fit_nor_the_primary(cluster_cfg, spaces, result):
+    """The same fits and the same primary (auto) with the truth given, shuffled or withheld: only the agreement
+    measures change."""
     matrices, truth = spaces
     shuffled = pd.Series(np.random.default_rng(1).permutation(truth.to_numpy()))
-    fixed = dataclasses.replace(cluster_cfg, primary=dataclasses.replace(cluster_cfg.primary, method="gmm",
-                                                                         space="raw"))
-    runs = [segmentation.segment_customers(matrices, list(cluster_cfg.methods), fixed, seed=0, truth=t)
+    assert cluster_cfg.primary.method == cluster_cfg.primary.space == "auto"
+    runs = [segmentation.segment_customers(matrices, list(cluster_cfg.methods), cluster_cfg, seed=0, truth=t)
             for t in (truth, shuffled, None)]
     internal = [c for c in COMPARISON_CSV_COLUMNS if c not in TRUTH_COLUMNS]
+    ids = np.arange(N)
     for other in runs[1:]:
         for key, found in runs[0].assignments.items():
             np.testing.assert_array_equal(other.assignments[key].labels, found.labels)
             np.testing.assert_array_equal(other.assignments[key].strength, found.strength)
         pd.testing.assert_frame_equal(other.comparison[internal], runs[0].comparison[internal])
+        assert other.primary == runs[0].primary and other.primary_reason == runs[0].primary_reason
+        pd.testing.assert_frame_equal(segmentation.assignments_table(other, ids)[["segment", "segment_strength"]],
+                                      segmentation.assignments_table(runs[0], ids)[["segment", "segment_strength"]])
+        assert (other.label_free["method"], other.label_free["space"]) == runs[0].primary
     assert runs[0].comparison["ari"].min() > 0.5 > runs[1].comparison["ari"].max()
     assert runs[2].comparison["ari"].isna().all() and runs[2].reference is None and not runs[2].has_truth
-    # With primary auto the truth may pick the segmentation, as the issue asks, but fits stay the same.
+    assert runs[2].best_afterwards is None and np.isnan(runs[2].label_free["ari"])
+    # With a truth, the best method is reported as picked afterwards, beside what was delivered.
+    best = runs[0].comparison.loc[runs[0].comparison["ari"].idxmax()]
+    assert (runs[0].best_afterwards["method"], runs[0].best_afterwards["space"]) == (best["method"], best["space"])
+    assert runs[0].label_free["ari_to_reference"] == pytest.approx(
+        runs[0].comparison.set_index(["method", "space"]).loc[runs[0].primary, "ari_to_reference"])
     for key, found in result.assignments.items():
         np.testing.assert_array_equal(runs[0].assignments[key].labels, found.labels)
 
@@ -266,14 +277,14 @@ def _comparison(**columns) -> pd.DataFrame:
     base = {"method": ["gmm", "kmeans", "hdbscan", "gmm"], "space": ["raw", "raw", "latent", "latent"],
             "clusters": [8, 6, 5, 9], "silhouette": [0.2, 0.4, 0.3, 0.1],
             "stability_reseed": [0.95, 0.99, 1.0, 0.7], "stability_bootstrap": [0.93, 0.97, 0.85, 0.7],
-            "ari": [0.8, 0.7, 0.9, 0.95]}
+            "consensus": [0.7, 0.6, 0.8, 0.75], "ari": [0.8, 0.7, 0.9, 0.95]}
     return pd.DataFrame({**base, **columns})
 
 
 def test_primary_named_in_config_is_kept_over_the_automatic_choice():
     # auto would pick gmm_raw (test below); the named kmeans_latent is neither stable nor in the table's lead.
     table = _comparison(method=["gmm", "kmeans", "hdbscan", "kmeans"])
-    assert evaluation.choose_primary(table, "kmeans", "latent", 0.9, True) == (
+    assert evaluation.choose_primary(table, "kmeans", "latent", 0.9) == (
         "kmeans", "latent", "named in config (cluster.primary)")
 
 
@@ -281,17 +292,38 @@ def test_a_named_primary_absent_from_the_comparison_is_returned_as_named():
     """choose_primary does not look a named pair up: config validation is what refuses a primary that is not
     among cluster.methods (test_primary_method_must_be_fitted in tests/test_config_validation.py)."""
     assert ("fcm", "raw") not in set(zip(_comparison()["method"], _comparison()["space"]))
-    assert evaluation.choose_primary(_comparison(), "fcm", "raw", 0.9, True) == (
+    assert evaluation.choose_primary(_comparison(), "fcm", "raw", 0.9) == (
         "fcm", "raw", "named in config (cluster.primary)")
 
 
-def test_auto_primary_prefers_stable_then_true():
-    method, space, reason = evaluation.choose_primary(_comparison(), "auto", "auto", 0.9, True)
-    # gmm_latent agrees best but is unstable; hdbscan's subsamples disagree: gmm_raw wins.
-    assert (method, space) == ("gmm", "raw") and "ARI 0.800" in reason and "2 candidate(s)" in reason
-    method, space, reason = evaluation.choose_primary(_comparison(), "auto", "auto", 0.9, False)
-    assert (method, space) == ("kmeans", "raw") and "most stable" in reason and "no ground truth" in reason
-    method, space, reason = evaluation.choose_primary(_comparison(), "auto", "latent", 0.9, True)
-    assert (method, space) == ("gmm", "latent") and "no candidate reached stability 0.9" in reason
-    assert evaluation.choose_primary(_comparison(), "auto", "latent", 0.8, True)[:2] == ("hdbscan", "latent")
-    assert evaluation.choose_primary(_comparison(), "gmm", "auto", 0.99, True)[:2] == ("gmm", "latent")
+def test_auto_primary_takes_consensus_times_stability_and_never_reads_the_truth():
+    # Consensus x stability: gmm_raw 0.7 x 0.93 = 0.651, kmeans_raw 0.6 x 0.97 = 0.582, hdbscan_latent
+    # 0.8 x 0.85 = 0.680, gmm_latent 0.75 x 0.7 = 0.525.
+    method, space, reason = evaluation.choose_primary(_comparison(), "auto", "auto", 0.9)
+    assert (method, space) == ("hdbscan", "latent") and "consensus ARI 0.800" in reason
+    assert "stability 0.850" in reason and "below stability 0.9" in reason and "without the ground truth" in reason
+    assert "below stability" not in evaluation.choose_primary(_comparison(), "auto", "auto", 0.8)[2]
+    # The ari column is not read: reversing it changes nothing.
+    assert evaluation.choose_primary(_comparison(ari=[0.1, 0.99, 0.2, 0.3]), "auto", "auto", 0.9) == (
+        method, space, reason)
+    assert evaluation.choose_primary(_comparison(), "gmm", "auto", 0.9)[:2] == ("gmm", "raw")
+    assert evaluation.choose_primary(_comparison(), "auto", "raw", 0.9)[:2] == ("gmm", "raw")
+    # A reproducible but lonely segmentation loses to an agreed-on one that is nearly as stable.
+    lonely = _comparison(consensus=[0.7, 0.2, 0.1, 0.1], stability_bootstrap=[0.93, 1.0, 0.85, 0.7],
+                         stability_reseed=[0.95, 1.0, 1.0, 0.7])
+    assert evaluation.choose_primary(lonely, "auto", "auto", 0.9)[:2] == ("gmm", "raw")
+    # One segment is no segmentation: a single cluster never wins.
+    single = _comparison(clusters=[1, 6, 5, 9])
+    assert evaluation.choose_primary(single, "auto", "auto", 0.9)[:2] == ("hdbscan", "latent")
+    assert evaluation.choose_primary(_comparison(clusters=[8, 6, 1, 9]), "auto", "auto", 0.9)[:2] == ("gmm", "raw")
+
+
+def test_consensus_is_the_mean_agreement_with_the_other_segmentations():
+    a = np.repeat([0, 1, 2, 3], 25)
+    same = (a + 1) % 4  # the same partition, other ids
+    split = np.repeat(np.arange(10), 10)  # the four groups cut into ten
+    scores = evaluation.consensus({"a": a, "same": same, "split": split}, sample_size=1000, seed=0)
+    ari_split = adjusted_rand_score(a, split)
+    assert scores["a"] == pytest.approx((1.0 + ari_split) / 2) == scores["same"]
+    assert scores["split"] == pytest.approx(ari_split) and scores["split"] < scores["a"]
+    assert np.isnan(evaluation.consensus({"a": a}, sample_size=1000, seed=0)["a"])

@@ -103,6 +103,16 @@ def usable_range(n_range: int | tuple[float, float], n_rows: int) -> tuple[int, 
     return min(low, high), high
 
 
+def size_limited_top(n_rows: int) -> int:
+    """The most clusters worth trying on ``n_rows`` rows: ``sqrt(n_rows / 2)``, the usual rule of thumb.
+
+    A configured range is a ceiling; this lowers its top on small data (22
+    clusters for 1,000 customers, 50 for 5,000), so a range set wide for
+    persona sets of any size does not ask 300 customers for 30 segments.
+    """
+    return max(1, int(np.sqrt(n_rows / 2.0)))
+
+
 def _candidates(n_range: int | tuple[float, float], n_rows: int) -> list[int]:
     """Candidate cluster counts: the :func:`usable_range` of ``n_range`` for ``n_rows`` rows."""
     low, high = usable_range(n_range, n_rows)
@@ -263,17 +273,23 @@ class _Segmenter(ClusterMixin, BaseEstimator):
 
     def _candidate_counts(self, configured, n_rows: int) -> list[int]:
         """The cluster counts ``fit`` may choose from for ``n_rows`` rows; records the range used
-        (``candidate_range_``) so the selection report shows when the configured one was clamped."""
-        self.candidate_range_ = usable_range(configured, n_rows)
+        (``candidate_range_``) so the selection report shows when the configured one was clamped or
+        lowered to what the data's size supports (:func:`size_limited_top`)."""
+        low, high = usable_range(configured, n_rows)
+        self.size_top_ = size_limited_top(n_rows)
+        self.candidate_range_ = (low, max(low, min(high, self.size_top_)))
         return list(range(self.candidate_range_[0], self.candidate_range_[1] + 1))
 
     def _range_report(self, configured) -> dict[str, Any]:
         """The configured range and the one the fit could use (they differ with too few rows)."""
         asked, used = list(cluster_range(configured)), list(self.candidate_range_)
         report: dict[str, Any] = {"configured_range": asked, "candidate_range": used}
-        if asked != used:
+        if asked[1] >= self.n_rows_fitted_:
             report["clamped"] = (f"{self.n_rows_fitted_:,} customers fitted hold at most "
                                  f"{max(self.n_rows_fitted_ - 1, 1):,} clusters")
+        elif asked != used:
+            report["limited_by_size"] = (f"at most sqrt({self.n_rows_fitted_:,} / 2) = {self.size_top_} clusters "
+                                         f"for {self.n_rows_fitted_:,} customers fitted")
         return report
 
 
@@ -290,6 +306,19 @@ class HDBSCANClusterer(_Segmenter):
     reassign_noise : bool
         Give noise rows their most likely cluster (``hdbscan.membership_vector``);
         their strength is that cluster's membership, which is low.
+    search_min_samples : tuple of int
+        Empty: fit with ``min_samples`` and ``cluster_selection_method``.
+        Otherwise these ``min_samples`` (and the configured one), with
+        ``cluster_selection_method``, are fitted on a seeded sample of
+        ``selection_sample_size`` rows and the one kept is chosen without any
+        label: the highest relative validity (the library's fast DBCV
+        approximation) among the candidates with at least two clusters and at
+        most ``max_noise`` of the sample as noise; when none leaves so little
+        noise, the least noisy.
+    max_noise : float
+    selection_sample_size : int
+    random_state : int
+        Seeds the search sample only (HDBSCAN itself is deterministic).
 
     Attributes
     ----------
@@ -297,6 +326,9 @@ class HDBSCANClusterer(_Segmenter):
     tables_ : core.cluster.hdbscan_prediction.PredictionTables
         Lookups for vectorised prediction of new rows.
     min_cluster_size_ : int
+    min_samples_, cluster_selection_method_ : the settings fitted (searched or given)
+    search_ : list of dict
+        Each candidate of the search: settings, clusters, noise, relative validity.
     fit_noise_ratio_ : float
         Share of the fitted rows HDBSCAN called noise.
     """
@@ -304,26 +336,66 @@ class HDBSCANClusterer(_Segmenter):
     deterministic = True
 
     def __init__(self, min_cluster_size_fraction=0.02, min_samples=10, cluster_selection_method="eom",
-                 reassign_noise=True):
+                 reassign_noise=True, search_min_samples=(), max_noise=0.15, selection_sample_size=5000,
+                 random_state=0):
         self.min_cluster_size_fraction = min_cluster_size_fraction
         self.min_samples = min_samples
         self.cluster_selection_method = cluster_selection_method
         self.reassign_noise = reassign_noise
+        self.search_min_samples = search_min_samples
+        self.max_noise = max_noise
+        self.selection_sample_size = selection_sample_size
+        self.random_state = random_state
+
+    def _size(self, n_rows: int) -> int:
+        return max(2, int(round(self.min_cluster_size_fraction * n_rows)))
+
+    def _search(self, X: np.ndarray) -> tuple[int, str]:
+        """The ``(min_samples, cluster_selection_method)`` chosen on a sample, without labels."""
+        import hdbscan
+
+        self.search_ = []
+        if not len(self.search_min_samples):
+            return int(self.min_samples), self.cluster_selection_method
+        sample = X[sample_rows(len(X), self.selection_sample_size, self.random_state)]
+        size = self._size(len(sample))
+        method = self.cluster_selection_method
+        for min_samples in sorted({int(m) for m in self.search_min_samples} | {int(self.min_samples)}):
+            fitted = hdbscan.HDBSCAN(min_cluster_size=size, min_samples=min(min_samples, size),
+                                     cluster_selection_method=method, gen_min_span_tree=True).fit(sample)
+            clusters = int(fitted.labels_.max()) + 1
+            validity = float(fitted.relative_validity_) if clusters >= 2 else float("nan")
+            self.search_.append({"min_samples": min_samples, "cluster_selection_method": method,
+                                 "clusters": clusters, "noise": float(np.mean(fitted.labels_ == NOISE)),
+                                 "relative_validity": validity})
+        usable = [c for c in self.search_ if c["clusters"] >= 2 and np.isfinite(c["relative_validity"])]
+        within = [c for c in usable if c["noise"] <= self.max_noise]
+        if within:
+            best = max(within, key=lambda c: c["relative_validity"])
+        else:
+            best = min(usable or self.search_, key=lambda c: (c["noise"], -np.nan_to_num(c["relative_validity"])))
+        return best["min_samples"], best["cluster_selection_method"]
 
     def fit(self, X, y=None) -> "HDBSCANClusterer":
         """Cluster ``X`` (n_samples, n_features); sets ``labels_``, ``strength_`` and ``runner_up_``."""
         import hdbscan
 
         X = _fit_input(self, X)
-        size = max(2, int(round(self.min_cluster_size_fraction * len(X))))
-        self.clusterer_ = hdbscan.HDBSCAN(min_cluster_size=size, min_samples=min(self.min_samples, size),
-                                          cluster_selection_method=self.cluster_selection_method,
+        self.min_samples_, self.cluster_selection_method_ = self._search(X)
+        size = self._size(len(X))
+        self.clusterer_ = hdbscan.HDBSCAN(min_cluster_size=size, min_samples=min(self.min_samples_, size),
+                                          cluster_selection_method=self.cluster_selection_method_,
                                           prediction_data=True).fit(X)
         self.min_cluster_size_ = size
         self.fit_noise_ratio_ = float(np.mean(self.clusterer_.labels_ == NOISE))
         self.tables_ = hdbscan_prediction.prediction_tables(self.clusterer_)
         self._finish_fit(X, int(self.clusterer_.labels_.max()) + 1)
         return self
+
+    def fixed_params(self) -> dict[str, Any]:
+        """The settings the search chose, so a refit does not search again."""
+        return {"search_min_samples": (), "min_samples": self.min_samples_,
+                "cluster_selection_method": self.cluster_selection_method_}
 
     def _assign_internal(self, X: np.ndarray, membership: bool):
         n = len(X)
@@ -349,9 +421,11 @@ class HDBSCANClusterer(_Segmenter):
 
     def selection_report(self) -> dict[str, Any]:
         """How the number of clusters was found, and the noise left by the fit."""
-        return {"chosen_by": "density (hdbscan)", "min_cluster_size": self.min_cluster_size_,
-                "cluster_selection_method": self.cluster_selection_method,
-                "fit_noise_ratio": self.fit_noise_ratio_}
+        return {"chosen_by": ("density (hdbscan); settings by relative validity with noise at most "
+                              f"{self.max_noise}" if self.search_ else "density (hdbscan)"),
+                "min_cluster_size": self.min_cluster_size_, "min_samples": self.min_samples_,
+                "cluster_selection_method": self.cluster_selection_method_,
+                "fit_noise_ratio": self.fit_noise_ratio_, "search": self.search_}
 
 
 class GaussianMixtureClusterer(_Segmenter):
@@ -395,7 +469,7 @@ class GaussianMixtureClusterer(_Segmenter):
         self.bic_, self.aic_ = {}, {}
         if len(candidates) > 1:
             sample = X[sample_rows(len(X), self.selection_sample_size, self.random_state)]
-            for k in _candidates(self.n_components, len(sample)):
+            for k in _candidates(self.candidate_range_, len(sample)):
                 gm = self._mixture(k).fit(sample)
                 self.bic_[k], self.aic_[k] = float(gm.bic(sample)), float(gm.aic(sample))
         best_k = min(self.bic_, key=self.bic_.get) if self.bic_ else candidates[0]
@@ -496,7 +570,7 @@ class FuzzyCMeansClusterer(_Segmenter):
             sample = X[sample_rows(len(X), self.selection_sample_size, self.random_state)]
             silhouette = (_SilhouetteOfSample(sample, self.silhouette_sample_size, self.random_state)
                           if self.selection == "silhouette" else None)
-            for c in _candidates(self.n_clusters, len(sample)):
+            for c in _candidates(self.candidate_range_, len(sample)):
                 sample_centers[c], u, fpc, _ = self._cmeans(sample, c)
                 self.fpc_[c] = fpc
                 self.scores_[c] = fpc if silhouette is None else silhouette(u.argmax(axis=0))
@@ -591,7 +665,7 @@ class KMeansClusterer(_Segmenter):
         if len(candidates) > 1:
             sample = X[sample_rows(len(X), self.selection_sample_size, self.random_state)]
             silhouette = _SilhouetteOfSample(sample, self.silhouette_sample_size, self.random_state)
-            for k in _candidates(self.n_clusters, len(sample)):
+            for k in _candidates(self.candidate_range_, len(sample)):
                 self.scores_[k] = silhouette(self._kmeans(k).fit(sample).labels_)
         self.model_ = self._kmeans(_best_by_score(self.scores_) if self.scores_ else candidates[0]).fit(X)
         self.n_iter_ = self.model_.n_iter_
@@ -624,7 +698,8 @@ def make_clusterer(method: str, cluster_cfg, seed: int) -> _Segmenter:
         c = cluster_cfg.hdbscan
         return HDBSCANClusterer(min_cluster_size_fraction=c.min_cluster_size_fraction, min_samples=c.min_samples,
                                 cluster_selection_method=c.cluster_selection_method,
-                                reassign_noise=c.reassign_noise)
+                                reassign_noise=c.reassign_noise, search_min_samples=c.search_min_samples,
+                                max_noise=c.max_noise, selection_sample_size=selection, random_state=seed)
     if method == "gmm":
         c = cluster_cfg.gmm
         return GaussianMixtureClusterer(n_components=c.n_components, covariance_type=c.covariance_type,

@@ -204,27 +204,52 @@ def supervised_reference(X: np.ndarray, truth: pd.Series | np.ndarray, *, folds:
             "rows": int(len(rows))}
 
 
-def choose_primary(comparison: pd.DataFrame, method: str, space: str, min_stability: float,
-                   has_truth: bool) -> tuple[str, str, str]:
-    """The segmentation stage 05 describes, and why.
+def consensus(labelings: dict[Any, np.ndarray], sample_size: int, seed: int) -> dict[Any, float]:
+    """How much each segmentation agrees with the others: its mean ARI to every other one, on a sample.
+
+    No ground truth: the segmentations of the same customers by different
+    methods and spaces vote. A method that found the data's structure agrees
+    with the others that found it; one that split the customers its own way
+    (a mixture with twice the clusters, fuzzy c-means with two) agrees with
+    few. HDBSCAN noise left unassigned counts as one more group.
+    """
+    keys = list(labelings)
+    if len(keys) < 2:
+        return {key: float("nan") for key in keys}
+    rows = sample_rows(len(next(iter(labelings.values()))), sample_size, seed + 31)
+    pairs = {}
+    for a, b in itertools.combinations(keys, 2):
+        pairs[(a, b)] = pairs[(b, a)] = adjusted_rand_score(labelings[a][rows], labelings[b][rows])
+    return {key: float(np.mean([pairs[(key, other)] for other in keys if other != key])) for key in keys}
+
+
+def choose_primary(comparison: pd.DataFrame, method: str, space: str,
+                   min_stability: float) -> tuple[str, str, str]:
+    """The segmentation stage 05 describes, and why; never from a ground truth.
 
     Parameters
     ----------
     comparison : DataFrame
         One row per method and space with ``stability_reseed``,
-        ``stability_bootstrap``, ``clusters``, ``silhouette`` and, with a
-        ground truth, ``ari``.
+        ``stability_bootstrap``, ``clusters``, ``consensus`` and ``silhouette``.
     method, space : str
         From config: a name, or ``auto`` to choose.
     min_stability : float
-        With ``auto``, a candidate must reach this stability (the lower of
-        its reseed and bootstrap ARI) to be preferred.
-    has_truth : bool
-        Whether ``ari`` against a ground truth is known.
+        The stability (the lower of the reseed and bootstrap ARI) a primary
+        should reach; the reason says when the one chosen does not.
 
     Returns
     -------
     (method, space, reason)
+        With ``auto``, among the candidates with at least two segments, the
+        one with the highest consensus times stability: a segmentation the
+        other methods agree with and that refits reproduce (ties by
+        silhouette). A stability filter first would pick a reproducible but
+        uninformative one (fuzzy c-means with four segments on fourteen
+        overlapping personas: stability 0.98, consensus 0.30); consensus
+        alone would pick one that moves at every refit. A ground truth is
+        not an argument: on a retailer's data there is none, and the
+        segmentation delivered with one must be the one delivered without it.
     """
     if method != "auto" and space != "auto":
         return method, space, "named in config (cluster.primary)"
@@ -237,17 +262,13 @@ def choose_primary(comparison: pd.DataFrame, method: str, space: str, min_stabil
     if table.empty:
         table = comparison.copy()
     table["stability"] = table[["stability_reseed", "stability_bootstrap"]].min(axis=1, skipna=True).fillna(0.0)
-    stable = table[table["stability"] >= min_stability]
-    pool = stable if not stable.empty else table
-    qualifier = (f"among the {len(stable)} candidate(s) with stability >= {min_stability}" if not stable.empty
-                 else f"no candidate reached stability {min_stability}, so among all {len(table)}")
-    if has_truth and pool["ari"].notna().any():
-        best = pool.sort_values(["ari", "stability"], ascending=False, kind="stable").iloc[0]
-        reason = (f"auto: highest agreement with the ground truth (ARI {best['ari']:.3f}, stability "
-                  f"{best['stability']:.3f}) {qualifier}")
-    else:
-        pool = pool.assign(silhouette_rank=pool["silhouette"].fillna(-1.0))
-        best = pool.sort_values(["stability", "silhouette_rank"], ascending=False, kind="stable").iloc[0]
-        reason = (f"auto: most stable (stability {best['stability']:.3f}, silhouette {best['silhouette']:.3f}) "
-                  f"{qualifier}; no ground truth to compare with")
+    table["score"] = table["consensus"].fillna(0.0).clip(lower=0.0) * table["stability"]
+    table["silhouette_rank"] = table["silhouette"].fillna(-1.0)
+    best = table.sort_values(["score", "stability", "silhouette_rank"], ascending=False, kind="stable").iloc[0]
+    warning = ("" if best["stability"] >= min_stability else
+               f"; below stability {min_stability}: no segmentation of these customers is both agreed on and "
+               f"reproducible")
+    reason = (f"auto: highest consensus x stability among {len(table)} candidate(s) (consensus ARI "
+              f"{best['consensus']:.3f}, stability {best['stability']:.3f}, {int(best['clusters'])} segments), "
+              f"chosen without the ground truth{warning}")
     return str(best["method"]), str(best["space"]), reason

@@ -9,10 +9,13 @@ segment ids to a previous run's (:mod:`core.cluster.matching`), evaluates each
 segmentation (:mod:`core.cluster.evaluation`) and picks the primary one.
 
 The ground truth (``truth``) reaches only the evaluation: the agreement
-measures computed once every model is fitted, the supervised reference
-(a classifier of its own, trained beside the clusterers) and, with
-``cluster.primary: auto``, the choice among finished segmentations. It
-never reaches a clusterer's fit.
+measures computed once every model is fitted and the supervised reference
+(a classifier of its own, trained beside the clusterers). It never reaches
+a clusterer's fit, nor the choice of the primary segmentation (``auto``
+chooses by stability and consensus before the truth is read), so the
+segmentation delivered with a ground truth is the one delivered without.
+With a truth, the best of every method and space is reported as picked
+afterwards (``best_afterwards``), never delivered.
 
 The methods and spaces are fitted side by side in ``cluster.n_jobs`` worker
 processes, each with one thread per native pool; results do not depend on
@@ -44,8 +47,8 @@ log = logging.getLogger(__name__)
 COMPARISON_COLUMNS = [
     "method", "space", "clusters", "noise_ratio", "smallest_cluster", "largest_cluster", "smallest_share",
     "median_share", "largest_share", "silhouette", "davies_bouldin", "calinski_harabasz", "stability_reseed",
-    "stability_bootstrap", "high_confidence_share", "mean_uncertainty", "bic", "aic", "partition_coefficient",
-    "partition_entropy", "ari", "nmi", "homogeneity", "completeness", "ari_to_reference",
+    "stability_bootstrap", "consensus", "high_confidence_share", "mean_uncertainty", "bic", "aic",
+    "partition_coefficient", "partition_entropy", "ari", "nmi", "homogeneity", "completeness", "ari_to_reference",
 ]
 
 
@@ -63,6 +66,12 @@ class Segmentation:
     primary : (str, str)
         Method and space feeding stage 05.
     primary_reason : str
+    label_free : dict
+        The segmentation ``primary: auto`` picks without the ground truth (``method``, ``space``,
+        ``reason``): the primary itself under auto; what auto would deliver when the primary is named.
+    best_afterwards : dict or None
+        With a ground truth: the method and space agreeing best with it, picked after fitting (never
+        delivered; an upper bound no user without a ground truth could choose).
     reference : dict or None
         ``{space: core.cluster.evaluation.supervised_reference(...)}`` for the model matrix (``raw``, or the
         only space); None without a ground truth or with ``evaluation.supervised_reference: false``.
@@ -87,6 +96,8 @@ class Segmentation:
     migration: pd.DataFrame
     has_truth: bool = False
     seconds: dict[str, Any] = dataclasses.field(default_factory=dict)
+    label_free: dict[str, Any] = dataclasses.field(default_factory=dict)
+    best_afterwards: dict[str, Any] | None = None
 
 
 def segment_customers(spaces: dict[str, np.ndarray], methods: list[str], cfg, seed: int, *,
@@ -316,6 +327,16 @@ def _segment(spaces, methods, cfg, seed, truth, previous) -> Segmentation:
                            "retired_segments": sorted(int(i) for i in set(before[known].tolist()) - set(ids.tolist())
                                                       if i != NOISE)}
 
+    consensus = evaluation.consensus({key: found[key].labels for key in pairs}, cfg.silhouette_sample_size, seed)
+    for row in rows:
+        row["consensus"] = consensus[(row["method"], row["space"])]
+    # Chosen before the ground truth is read, so the delivered segmentation is the same with or without it.
+    ev = cfg.evaluation
+    free_method, free_space, free_reason = evaluation.choose_primary(pd.DataFrame(rows), "auto", "auto",
+                                                                     ev.min_stability)
+    primary_method, primary_space, reason = evaluation.choose_primary(pd.DataFrame(rows), cfg.primary.method,
+                                                                      cfg.primary.space, ev.min_stability)
+
     # --- the ground truth, from here on: evaluation only ---
     for row in rows:
         truth_row = (evaluation.ground_truth_metrics(found[(row["method"], row["space"])].labels, truth)
@@ -324,17 +345,32 @@ def _segment(spaces, methods, cfg, seed, truth, previous) -> Segmentation:
         ref = reference[model_matrix]["ari"] if reference else float("nan")
         row["ari_to_reference"] = row["ari"] / ref if reference and ref > 0 else float("nan")
     comparison = pd.DataFrame(rows)[COMPARISON_COLUMNS]
-
-    primary_method, primary_space, reason = evaluation.choose_primary(
-        comparison, cfg.primary.method, cfg.primary.space, cfg.evaluation.min_stability, has_truth)
     primary = (primary_method, primary_space)
+    label_free = {"method": free_method, "space": free_space, "reason": free_reason,
+                  **_truth_figures(comparison, free_method, free_space)}
+    best_afterwards = None
+    if has_truth and comparison["ari"].notna().any():
+        best = comparison.loc[comparison["ari"].idxmax()]
+        best_afterwards = {"method": str(best["method"]), "space": str(best["space"]),
+                           **_truth_figures(comparison, best["method"], best["space"]),
+                           "note": "picked after fitting with the ground truth; not delivered (no ground truth "
+                                   "on a retailer's data)"}
     log.info("primary segmentation: %s %s (%s)", primary_method, primary_space, reason)
     migration = (pd.concat(migrations, ignore_index=True) if migrations
                  else pd.DataFrame({c: pd.Series(dtype="int64" if c not in ("method", "space") else "str")
                                     for c in matching.MIGRATION_COLUMNS}))
     return Segmentation(models=models, assignments=found, comparison=comparison, primary=primary,
                         primary_reason=reason, reference=reference, matching=match_info, migration=migration,
-                        has_truth=bool(has_truth), seconds=seconds)
+                        has_truth=bool(has_truth), seconds=seconds, label_free=label_free,
+                        best_afterwards=best_afterwards)
+
+
+def _truth_figures(comparison: pd.DataFrame, method: str, space: str) -> dict[str, Any]:
+    """ARI, its ratio to the reference, clusters and stability of one method and space (NaN without a truth)."""
+    row = comparison[(comparison["method"] == method) & (comparison["space"] == space)].iloc[0]
+    return {"ari": float(row["ari"]), "ari_to_reference": float(row["ari_to_reference"]),
+            "clusters": int(row["clusters"]),
+            "stability": float(np.nanmin([row["stability_reseed"], row["stability_bootstrap"]]))}
 
 
 def _relabelled(found: Assignment, ids: np.ndarray) -> Assignment:

@@ -21,6 +21,11 @@ class HdbscanConfig:
                                          help="eom keeps the most persistent clusters, leaf the finest ones")
     reassign_noise: bool = spec(help="give noise customers their most likely cluster (membership vectors), "
                                      "with a low strength; the noise ratio is still reported")
+    search_min_samples: tuple[int, ...] = spec(minimum=1, help="empty: fit min_samples and "
+                                               "cluster_selection_method as given; else these min_samples (and "
+                                               "min_samples) are tried on the selection sample and the highest "
+                                               "relative validity with at most max_noise noise is kept")
+    max_noise: float = spec(minimum=0.0, maximum=1.0, help="the search's bound on the share of noise")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,8 +64,8 @@ class PrimaryConfig:
     """Stage 04: the segmentation stage 05 describes."""
 
     method: str = spec(choices=CLUSTER_METHODS + ("auto",),
-                       help="method feeding stage 05, or auto: chosen by stability and agreement with the "
-                            "ground truth where there is one")
+                       help="method feeding stage 05, or auto: the highest consensus with the other "
+                            "segmentations times stability, never from the ground truth")
     space: str = spec(choices=SPACES + ("auto",), help="space feeding stage 05, or auto")
 
 
@@ -81,7 +86,8 @@ class EvaluationConfig:
     reference_sample_size: int = spec(minimum=50, help="customers sampled for the supervised reference")
     reference_folds: int = spec(minimum=2, help="cross-validation folds of the supervised reference")
     min_stability: float = spec(minimum=0.0, maximum=1.0,
-                                help="primary auto: prefer segmentations at least this stable (ARI)")
+                                help="the stability (ARI across refits) a primary should reach; primary auto "
+                                     "says in its reason when the one chosen does not")
 
 
 @dataclasses.dataclass(frozen=True)

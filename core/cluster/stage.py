@@ -63,6 +63,10 @@ def run(ctx: StageContext) -> None:
         "primary": {"method": method, "space": space, "reason": result.primary_reason},
         "ground_truth": cfg.evaluation.ground_truth if result.has_truth else None,
         "supervised_reference": result.reference,
+        # What auto delivers without a ground truth (the primary itself under auto), and, with a truth, the
+        # best method picked afterwards: the honest figure and the upper bound, side by side.
+        "label_free_primary": result.label_free,
+        "best_afterwards": result.best_afterwards,
         "methods": [{**row, "selection": result.models[(row["method"], row["space"])].selection_report(),
                      "label_matching": result.matching[f"{row['method']}_{row['space']}"]}
                     for row in result.comparison.to_dict(orient="records")],

@@ -160,21 +160,30 @@ def briefing(customer: dict, segment: dict | None) -> str:
     return "\n".join(lines)
 
 
-def mcp_http_endpoint(mcp: MCPServer, service: Service):
+def mcp_http_endpoint(mcp: MCPServer, service: Service) -> "KeyGuard":
     """The ASGI endpoint of MCP over streamable HTTP, refusing a request without a valid key (401)."""
     mcp.streamable_http_app(host=service.settings.host, max_request_body_size=service.settings.max_body_bytes)
-    transport = StreamableHTTPASGIApp(mcp.session_manager)
+    return KeyGuard(StreamableHTTPASGIApp(mcp.session_manager), service)
 
-    async def endpoint(scope, receive, send) -> None:
+
+class KeyGuard:
+    """ASGI wrapper: 401 without a valid key; otherwise the key rides in ``scope["state"]`` for the scope checks.
+
+    A class, not a function: Starlette treats a plain function as a request handler, not an ASGI app.
+    """
+
+    def __init__(self, app, service: Service):
+        self.app = app
+        self.service = service
+
+    async def __call__(self, scope, receive, send) -> None:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
         try:
-            key = service.authenticate(headers.get("authorization"))
+            key = self.service.authenticate(headers.get("authorization"))
         except ServiceError as exc:
             response = JSONResponse({"error": exc.message, "status": exc.status}, status_code=exc.status,
                                     headers={"WWW-Authenticate": "Bearer"})
             await response(scope, receive, send)
             return
         scope.setdefault("state", {})["api_key"] = key
-        await transport(scope, receive, send)
-
-    return endpoint
+        await self.app(scope, receive, send)

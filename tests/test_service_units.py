@@ -83,3 +83,37 @@ def test_bad_service_settings_are_refused_naming_the_key(tmp_path, key, value, m
 def test_the_shipped_service_settings_bind_to_loopback():
     service = load_config().service
     assert service.host == "127.0.0.1"
+
+
+def customers_table(ids):
+    import pyarrow as pa
+
+    n = len(ids)
+    return pa.table({"customer_id": ids, "segment_id": [1] * n, "segment_name": ["Loyal Regulars"] * n,
+                     "strength": [0.9] * n, "runner_up_segment_id": [2] * n,
+                     "runner_up_segment_name": ["Steady Shoppers"] * n, "email": ["a@example.com"] * n,
+                     "churn_risk": pa.array(["low", None][:n], pa.string())})
+
+
+@pytest.mark.parametrize("ids, asked, other", [([42, 7], "42", "7"), (["C00042", "00123"], "C00042", "00123")])
+def test_customers_are_found_by_the_text_of_their_id_whatever_the_column_type(ids, asked, other):
+    import pyarrow as pa
+
+    from core.service.run import customer_table
+
+    picks = pa.table({"customer_id": [ids[1], ids[0], ids[0]], "rank": [1, 2, 1],
+                      "class": ["Socks", "Knitwear", "Denim"]})
+    table = customer_table(customers_table(ids), picks)
+    row = table.row(asked)
+    assert row["segment_name"] == "Loyal Regulars" and row["churn_risk"] == "low"
+    assert table.row(other)["churn_risk"] is None
+    assert [p["class"] for p in table.next_best(asked)] == ["Denim", "Knitwear"]
+    assert [p["class"] for p in table.next_best(other)] == ["Socks"]
+    assert table.row("42.0") is None and table.row("C42") is None
+
+
+def test_identity_columns_are_dropped_when_the_run_is_loaded():
+    from core.service.run import customer_table
+
+    table = customer_table(customers_table([1, 2]))
+    assert "email" not in table.row("1") and "segment_name" in table.row("1")

@@ -40,14 +40,40 @@ VALUE_COLUMNS = ("p_alive", "expected_orders", "expected_revenue", "churn_risk")
 _NOT_IDENTIFIERS = {"customer_id", "segment_name", "runner_up_segment_name"}
 
 
+class Coded:
+    """A text column held as integer codes into its distinct values (-1 for null).
+
+    A million customers' segment names as Python strings would take about
+    60 MB each column, and five next-best classes per customer five times
+    that; as codes they take 4 bytes a row.
+    """
+
+    def __init__(self, codes: np.ndarray, values: list):
+        self.codes = codes
+        self.values = values
+
+    def __getitem__(self, at: int):
+        code = self.codes[at]
+        return None if code < 0 else self.values[code]
+
+    def __len__(self) -> int:
+        return len(self.codes)
+
+
 @dataclasses.dataclass
 class CustomerTable:
-    """customers_with_segments.parquet as column arrays, found by the customer id's text."""
+    """customers_with_segments.parquet as column arrays, found by the customer id's text.
 
-    columns: dict[str, np.ndarray]
+    ``recommendations`` holds recommendations.parquet's columns sorted by
+    customer and rank; a customer's rows are ``rec_start[row]`` up to
+    ``rec_stop[row]`` (``row`` from ``row_of``).
+    """
+
+    columns: dict[str, np.ndarray | Coded]
     row_of: dict[str, int]
-    recommendations: dict[str, np.ndarray] | None = None
-    recommendation_rows: dict[str, tuple[int, int]] | None = None
+    recommendations: dict[str, np.ndarray | Coded] | None = None
+    rec_start: np.ndarray | None = None
+    rec_stop: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.row_of)
@@ -63,9 +89,11 @@ class CustomerTable:
         """The customer's next-best classes in rank order; None when the run made none."""
         if self.recommendations is None:
             return None
-        start, stop = self.recommendation_rows.get(customer_id, (0, 0))
+        at = self.row_of.get(customer_id)
+        if at is None:
+            return []
         return [{name: plain(values[i]) for name, values in self.recommendations.items()}
-                for i in range(start, stop)]
+                for i in range(int(self.rec_start[at]), int(self.rec_stop[at]))]
 
 
 @dataclasses.dataclass
@@ -191,27 +219,38 @@ def customer_table(table, recommendations=None) -> CustomerTable:
     rec_ids = _id_text(_array(recommendations.column("customer_id")))
     rec_columns = {name: _array(recommendations.column(name)) for name in recommendations.column_names
                    if name != "customer_id" and name not in dropped}
-    # Rows of one customer are contiguous after the sort: keep where each customer's run starts and stops.
+    # Rows of one customer are contiguous after the sort: keep where each customer's rows start and stop.
     starts = np.flatnonzero(np.r_[True, rec_ids[1:] != rec_ids[:-1]]) if len(rec_ids) else np.array([], int)
     stops = np.r_[starts[1:], len(rec_ids)]
-    rows = {rec_ids[a]: (int(a), int(b)) for a, b in zip(starts, stops)}
-    return CustomerTable(columns, row_of, rec_columns, rows)
+    rec_start, rec_stop = np.zeros(len(ids), np.int64), np.zeros(len(ids), np.int64)
+    for start, stop in zip(starts.tolist(), stops.tolist()):
+        at = row_of.get(rec_ids[start])
+        if at is not None:  # a recommended customer missing from the table is never asked for
+            rec_start[at], rec_stop[at] = start, stop
+    return CustomerTable(columns, row_of, rec_columns, rec_start, rec_stop)
 
 
-def _array(column) -> np.ndarray:
-    """A column as numpy: numbers as numbers (float nulls as NaN), anything else as objects (nulls as None)."""
+def _array(column) -> np.ndarray | Coded:
+    """A column as numpy (float nulls as NaN), text as :class:`Coded`, other columns as objects (None for null)."""
     import pyarrow as pa
 
+    column = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
     if pa.types.is_integer(column.type) and column.null_count == 0:
         return column.to_numpy()
     if pa.types.is_floating(column.type):
         return column.to_numpy(zero_copy_only=False).astype(np.float64, copy=False)
-    # Text, and whole numbers with nulls (a runner-up id may be missing): Python objects, None for null.
+    if pa.types.is_string(column.type) or pa.types.is_large_string(column.type) or pa.types.is_dictionary(column.type):
+        coded = column if pa.types.is_dictionary(column.type) else column.dictionary_encode()
+        codes = coded.indices.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int32)
+        return Coded(codes, coded.dictionary.to_pylist())
+    # Whole numbers with nulls (a runner-up id may be missing), and anything else: Python objects.
     return np.asarray(column.to_pylist(), dtype=object)
 
 
-def _id_text(values: np.ndarray) -> np.ndarray:
+def _id_text(values: np.ndarray | Coded) -> np.ndarray:
     """Customer ids as the text a caller sends: ``42`` for an integer id, the text itself for a text id."""
+    if isinstance(values, Coded):
+        return np.asarray([str(values[i]) for i in range(len(values))], dtype=object)
     return np.asarray([str(v) for v in values.tolist()], dtype=object)
 
 

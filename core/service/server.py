@@ -55,7 +55,9 @@ def serve(stages: Sequence[Stage], config, artifacts_dir: Path, check_lines: Lin
     from core.service.mcp_server import build_mcp
 
     clock = time.perf_counter()
-    host, port = host or config.service.host, port or config.service.port
+    host, port = host or config.service.host, config.service.port if port is None else port
+    if not 1 <= port <= 65535:
+        raise PipelineError(f"--port {port}: give a port from 1 to 65535")
     if not mcp_stdio:
         check_port_free(host, port)
     service = build_service(stages, config, artifacts_dir, check_lines)

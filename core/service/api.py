@@ -55,13 +55,17 @@ def create_app(service: Service, mcp=None) -> Starlette:
         key_of(request, None)
         return _Json(openapi_document(service))
 
+    # The run's aggregates never change while it is served: rendered once, not per request (the agent
+    # export is tens of kilobytes of JSON; rendering it took about 2 ms of CPU a request at 10,000 customers).
+    rendered = {"run": _Json(run_summary(service.run)).body, "segments": _Json(list_segments(service.run)).body}
+
     async def run(request: Request) -> Response:
         key_of(request, "segments")
-        return _Json(run_summary(service.run))
+        return Response(rendered["run"], media_type="application/json")
 
     async def segments(request: Request) -> Response:
         key_of(request, "segments")
-        return _Json(list_segments(service.run))
+        return Response(rendered["segments"], media_type="application/json")
 
     async def segment(request: Request) -> Response:
         key_of(request, "segments")

@@ -216,17 +216,17 @@ def customer_table(table, recommendations=None) -> CustomerTable:
     if recommendations is None:
         return CustomerTable(columns, row_of)
     recommendations = recommendations.sort_by([("customer_id", "ascending"), ("rank", "ascending")])
-    rec_ids = _id_text(_array(recommendations.column("customer_id")))
+    raw = recommendations.column("customer_id").to_numpy()
     rec_columns = {name: _array(recommendations.column(name)) for name in recommendations.column_names
                    if name != "customer_id" and name not in dropped}
-    # Rows of one customer are contiguous after the sort: keep where each customer's rows start and stop.
-    starts = np.flatnonzero(np.r_[True, rec_ids[1:] != rec_ids[:-1]]) if len(rec_ids) else np.array([], int)
-    stops = np.r_[starts[1:], len(rec_ids)]
+    # Rows of one customer are contiguous after the sort: keep where each customer's rows start and stop
+    # (only the first row's id is turned into text: five times fewer strings at load).
+    starts = np.flatnonzero(np.r_[True, raw[1:] != raw[:-1]]) if len(raw) else np.array([], np.int64)
+    stops = np.r_[starts[1:], len(raw)].astype(np.int64)
+    rows = np.fromiter((row_of.get(key, -1) for key in _id_text(raw[starts])), np.int64, len(starts))
+    known = rows >= 0  # a recommended customer missing from the table is never asked for
     rec_start, rec_stop = np.zeros(len(ids), np.int64), np.zeros(len(ids), np.int64)
-    for start, stop in zip(starts.tolist(), stops.tolist()):
-        at = row_of.get(rec_ids[start])
-        if at is not None:  # a recommended customer missing from the table is never asked for
-            rec_start[at], rec_stop[at] = start, stop
+    rec_start[rows[known]], rec_stop[rows[known]] = starts[known], stops[known]
     return CustomerTable(columns, row_of, rec_columns, rec_start, rec_stop)
 
 

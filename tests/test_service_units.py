@@ -117,3 +117,20 @@ def test_identity_columns_are_dropped_when_the_run_is_loaded():
 
     table = customer_table(customers_table([1, 2]))
     assert "email" not in table.row("1") and "segment_name" in table.row("1")
+
+
+def test_mcp_trusts_the_local_user_only_when_started_on_stdio():
+    from mcp.shared.exceptions import MCPError
+
+    from core.service.keys import LOCAL_USER
+    from core.service.mcp_server import caller
+
+    assert caller(None, stdio=True) == LOCAL_USER
+    with pytest.raises(MCPError, match="401"):
+        caller(None, stdio=False)  # an HTTP message without its request is never the local user
+
+    class Request:
+        scope = {"state": {}}
+
+    with pytest.raises(MCPError, match="401"):
+        caller(Request(), stdio=False)

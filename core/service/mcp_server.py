@@ -38,18 +38,26 @@ _METHOD_SCOPES = {"resources/list": "segments", "resources/read": "segments", "r
 _REFUSED = -32600
 
 
-def caller(request: Any) -> ApiKey:
-    """The key an MCP request came with: the HTTP request's checked key, or the local user over stdio."""
-    if request is None:
+def caller(request: Any, stdio: bool) -> ApiKey:
+    """The key an MCP request came with: the HTTP request's checked key, or the local user over stdio.
+
+    Trust is decided by how the server was started, never by a request lacking
+    an HTTP request object: over HTTP, a message without one is refused.
+    """
+    if stdio:
         return LOCAL_USER
-    key = getattr(request, "scope", {}).get("state", {}).get("api_key")
+    key = getattr(request, "scope", {}).get("state", {}).get("api_key") if request is not None else None
     if key is None:  # only reachable if the endpoint were mounted without mcp_http_endpoint's key check
         raise MCPError(_REFUSED, "401: no valid key on this request")
     return key
 
 
-def build_mcp(service: Service) -> MCPServer:
-    """The MCP server over ``service`` (its tools, resources and prompt)."""
+def build_mcp(service: Service, *, stdio: bool = False) -> MCPServer:
+    """The MCP server over ``service`` (its tools, resources and prompt).
+
+    ``stdio``: served on stdin/stdout to the local user who started it (every scope); otherwise over HTTP,
+    where every request carries a checked key.
+    """
     run = service.run
     mcp = MCPServer("retail-segments", version=run.run_id,
                     instructions="Customer segments of one finished retail pipeline run. Look a customer up with "
@@ -61,7 +69,7 @@ def build_mcp(service: Service) -> MCPServer:
             else _METHOD_SCOPES.get(ctx.method)
         if scope is not None and ctx.request_id is not None:
             try:
-                Service.require(caller(ctx.request), scope)
+                Service.require(caller(ctx.request, stdio), scope)
             except ServiceError as exc:
                 raise MCPError(_REFUSED, f"{exc.status}: {exc.message}") from None
         return await call_next(ctx)
@@ -69,7 +77,7 @@ def build_mcp(service: Service) -> MCPServer:
     mcp.middleware.append(check_scope)
 
     def via(ctx: Context) -> str:
-        return "mcp-stdio" if ctx.request_context.request is None else "mcp-http"
+        return "mcp-stdio" if stdio else "mcp-http"
 
     # Named here: a Python name cannot shadow the answer functions imported above.
     @mcp.tool(name="list_segments")
@@ -85,13 +93,13 @@ def build_mcp(service: Service) -> MCPServer:
     @mcp.tool()
     def get_customer(customer_id: str, ctx: Context) -> dict:
         """A customer's segment, strength, runner-up, the segment's strategy, value and churn, next-best classes."""
-        key = caller(ctx.request_context.request)
+        key = caller(ctx.request_context.request, stdio)
         return _answer(lambda: service.customer(key, via(ctx), customer_id))
 
     @mcp.tool()
     async def score_customer(lines: list[dict], ctx: Context, analysis_date: str | None = None) -> dict:
         """Score order lines (the columns of transactions.parquet) as the score command does; one row per customer."""
-        key = caller(ctx.request_context.request)
+        key = caller(ctx.request_context.request, stdio)
         body = {"lines": lines, "analysis_date": analysis_date}
         return await anyio.to_thread.run_sync(lambda: _answer(lambda: service.score(key, via(ctx), body)))
 
@@ -105,7 +113,7 @@ def build_mcp(service: Service) -> MCPServer:
 
     @mcp.prompt(name="treat_customer", description="brief an agent to treat a customer by their segment's strategy")
     def treat_customer(customer_id: str, ctx: Context) -> str:
-        key = caller(ctx.request_context.request)
+        key = caller(ctx.request_context.request, stdio)
         found = _answer(lambda: service.customer(key, via(ctx), customer_id), error=MCPError)
         return briefing(found, run.segment(found["segment"]["segment_id"]))
 

@@ -61,7 +61,7 @@ def serve(stages: Sequence[Stage], config, artifacts_dir: Path, check_lines: Lin
     if not mcp_stdio:
         check_port_free(host, port)
     service = build_service(stages, config, artifacts_dir, check_lines)
-    mcp = build_mcp(service)
+    mcp = build_mcp(service, stdio=mcp_stdio)
     run = service.run
     if not service.keys.names and not mcp_stdio:
         log.warning("no API keys in %s: only /health will answer; create one with `run.bat add-key NAME --scopes "

@@ -4,6 +4,8 @@ rem   run.bat                  run every stage that is stale or missing (default
 rem   run.bat status           any other arguments go to: python -m core.pipeline ...
 rem   run.bat run --only 4 --force
 rem   run.bat test [ARGS]      install the test extra and run the tests (ARGS go to pytest)
+rem   run.bat serve            serve the finished run: HTTP API and MCP on 127.0.0.1:8000 (README)
+rem   run.bat add-key NAME --scopes segments,customers   create an API key for serve
 rem Creates .venv (Python 3.11 or newer; override with: set PYTHON=C:\path\to\python.exe) and
 rem installs the project only when it is missing or pyproject.toml changed. Relative --config and
 rem --artifacts paths are taken from the folder you run this in. A .venv left without

@@ -4,6 +4,8 @@
 #   ./run.sh status          any other arguments go to: python -m core.pipeline ...
 #   ./run.sh run --only 4 --force
 #   ./run.sh test [ARGS]     install the test extra and run the tests (ARGS go to pytest)
+#   ./run.sh serve           serve the finished run: HTTP API and MCP on 127.0.0.1:8000 (README)
+#   ./run.sh add-key NAME --scopes segments,customers   create an API key for serve
 # Creates .venv (Python 3.11 or newer; override with PYTHON=/path/to/python) and installs
 # the project only when it is missing or pyproject.toml changed. Relative --config and
 # --artifacts paths are taken from the folder you run this in. A .venv left without a

@@ -32,6 +32,7 @@ from core.prepare_features.settings import (CustomerValueConfig, PrepareFeatures
                                             check_model_features, check_prepare_features)
 from core.profile_export.settings import ProfileExportConfig
 from core.profile_export.strategies import StrategyTable, load_strategies
+from core.service.settings import ServiceConfig, check_service
 from core.train_autoencoder.settings import TrainAutoencoderConfig, check_train_autoencoder
 
 
@@ -51,6 +52,7 @@ class _ConfigFile:
     train_autoencoder: TrainAutoencoderConfig = spec()
     cluster: ClusterConfig = spec()
     profile_export: ProfileExportConfig = spec()
+    service: ServiceConfig = spec()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,6 +67,8 @@ class PipelineConfig:
     personas : dict of str to Persona
     seed, data, generate_data, ingest, prepare_features, customer_value, train_autoencoder, cluster, profile_export
         The sections of ``config.yml`` (``customer_value`` is read by stage 02).
+    service : ServiceConfig
+        Read by ``serve`` and ``add-key`` only (:mod:`core.service`); no stage reads it.
     source_files : dict of str to Path
         With ``data.source: file``, the retailer's files stage 01 reads, resolved against the
         config file's folder: ``transactions`` and, when given, ``customers``. Empty otherwise.
@@ -87,6 +91,7 @@ class PipelineConfig:
     train_autoencoder: TrainAutoencoderConfig
     cluster: ClusterConfig
     profile_export: ProfileExportConfig
+    service: ServiceConfig
     source_files: dict[str, Path] = dataclasses.field(default_factory=dict)
 
     def section(self, name: str) -> Any:
@@ -152,7 +157,8 @@ def load_config(path: Path | str = paths.DEFAULT_CONFIG) -> PipelineConfig:
         strategies=strategies, data=parsed.data, generate_data=parsed.generate_data, ingest=parsed.ingest,
         prepare_features=parsed.prepare_features, customer_value=parsed.customer_value,
         train_autoencoder=parsed.train_autoencoder,
-        cluster=parsed.cluster, profile_export=parsed.profile_export, source_files=source_files,
+        cluster=parsed.cluster, profile_export=parsed.profile_export, service=parsed.service,
+        source_files=source_files,
     )
 
 
@@ -190,6 +196,7 @@ def _check_cross_fields(cfg: _ConfigFile, problems: Problems) -> None:
         problems.add("prepare_features.model_features", "empty; list at least one feature")
     check_prepare_features(cfg.prepare_features, problems)
     check_customer_value(cfg.customer_value, problems)
+    check_service(cfg.service, problems)
     export = cfg.profile_export
     low, high = export.value_quantiles
     if not (0 < low < high < 1):

@@ -6,6 +6,8 @@ Usage (from the repository root)::
     python -m core.pipeline status
     python -m core.pipeline show STAGE [--rows N]
     python -m core.pipeline score INPUT [--output FILE] [--analysis-date YYYY-MM-DD]
+    python -m core.pipeline serve [--host 127.0.0.1] [--port 8000] [--mcp-stdio]
+    python -m core.pipeline add-key NAME --scopes segments,customers
 
 Every command takes ``--config PATH`` and ``--artifacts DIR``. A stage is
 named by its number (``2``, ``02``), its script name (``02_prepare_features``)
@@ -278,7 +280,7 @@ def _first_line(exc: BaseException) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m core.pipeline``: run, status, show or score."""
+    """``python -m core.pipeline``: run, status, show, score, serve or add-key."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0].startswith("-"):
         argv = ["run", *argv]
@@ -305,11 +307,14 @@ def main(argv: list[str] | None = None) -> int:
                                                      "<artifacts>/scores/<input name>.parquet)")
     score_p.add_argument("--analysis-date", help="for order lines: the day features are measured at, "
                                                  "YYYY-MM-DD (default: the last order date in the input)")
+    _add_service_commands(commands)
     args = parser.parse_args(argv)
     cli.configure_logging(args.artifacts, args.verbose)
 
     def action() -> int:
         cli.check_artifacts_dir(args.artifacts)
+        if args.command in ("serve", "add-key"):
+            return _service_command(args)
         if args.command == "show":
             print(show_stage(resolve_stage_name(args.stage), args.artifacts, args.rows))
             return 0
@@ -332,6 +337,35 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     return cli.guarded(action)
+
+
+def _add_service_commands(commands) -> None:
+    """``serve`` and ``add-key``: the segment service over the finished run (core.service, issue 17)."""
+    serve_p = commands.add_parser("serve", help="serve the finished run: HTTP API and MCP (read-only)")
+    cli.add_common_arguments(serve_p)
+    serve_p.add_argument("--host", help="address to listen on (default: service.host, 127.0.0.1)")
+    serve_p.add_argument("--port", type=int, help="port (default: service.port, 8000)")
+    serve_p.add_argument("--mcp-stdio", action="store_true",
+                         help="speak MCP on stdin/stdout, for a desktop agent that starts this as a subprocess")
+    key_p = commands.add_parser("add-key", help="create an API key for serve; prints it once")
+    cli.add_common_arguments(key_p)
+    key_p.add_argument("name", help="who the key is for (named in the audit log)")
+    key_p.add_argument("--scopes", required=True, help="segments (aggregates), customers (per-customer "
+                                                       "lookups and scoring), or both: segments,customers")
+
+
+def _service_command(args) -> int:
+    """Run ``serve`` or ``add-key`` (imported here: the web and MCP libraries load only for these)."""
+    from core.service import server
+
+    config = load_config(args.config)
+    if args.command == "add-key":
+        key = server.add_key_command(config, args.name, args.scopes)
+        print(f"key {args.name!r} ({args.scopes}), stored as a hash in {server.keys_path(config)}; it is shown "
+              f"this once:\n{key}")
+        return 0
+    return server.serve(STAGES, config, args.artifacts, check_scoring_input, host=args.host, port=args.port,
+                        mcp_stdio=args.mcp_stdio)
 
 
 if __name__ == "__main__":

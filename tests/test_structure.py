@@ -10,7 +10,8 @@ Layers, lowest first; a module may import its own layer and lower ones:
 0. ``core.framework`` (runner, stage context, manifest, paths, errors)
 1. ``core.domain`` (tables, hierarchy, column vocabulary)
 2. ``core.generate_data`` .. 6. ``core.profile_export``: the stages in run order
-7. the application modules at the top of ``core`` (config, pipeline, scoring), which assemble the stages
+7. the application: the modules at the top of ``core`` (config, pipeline, scoring), which assemble the
+   stages, and the application packages (``core.service``, the segment service over a finished run)
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ CORE = paths.REPO_ROOT / "core"
 LAYERS = ("framework", "domain", "generate_data", "prepare_features", "train_autoencoder", "cluster",
           "profile_export")
 APPLICATION = len(LAYERS)
+# Packages of the application layer: they may import every stage, and no stage may import them.
+APPLICATION_PACKAGES = ("service",)
 
 
 def module_name(path: Path) -> str:
@@ -88,7 +91,8 @@ def backward_imports(graph: dict[str, set[str]]) -> list[str]:
 
 
 def test_every_module_of_core_sits_in_a_known_package():
-    stray = [m for m in import_graph() if m.count(".") >= 2 and m.split(".")[1] not in LAYERS]
+    known = LAYERS + APPLICATION_PACKAGES
+    stray = [m for m in import_graph() if m.count(".") >= 2 and m.split(".")[1] not in known]
     assert stray == [], f"modules in a package that is neither a stage nor framework/domain: {stray}"
 
 

@@ -215,7 +215,8 @@ def holdout_section(lines_table: pd.DataFrame, non_merchandise: list[str],
     for horizon in horizons:
         est, actual, _, cut, _ = kept[(horizon, DEFAULT)]
         table = deciles(est["expected_orders"].to_numpy(), actual["orders"].to_numpy())
-        out += ["", f"Calibration by decile of predicted orders, {DEFAULT}, {horizon}-day holdout from {cut.date()}:", ""]
+        out += ["", f"Calibration by decile of predicted orders, {DEFAULT}, {horizon}-day holdout from "
+                f"{cut.date()}:", ""]
         out += _table(["decile", "customers", "predicted mean", "actual mean"],
                       [[r.Index, f"{r.customers:,}", f"{r.predicted:.2f}", f"{r.actual:.2f}"]
                        for r in table.itertuples()])
@@ -339,9 +340,11 @@ def cdnow_section() -> list[str]:
             f"- BG/NBD with records counted in both periods ({int(records.sum()):,} calibration repeat records): "
             f"{by_record:,.0f} vs {records_holdout:,} ({_pct(by_record / records_holdout - 1)}).",
             f"- The paper's tracking plot is cumulative from week 1: BG/NBD (calendar) expects {cumulative:,.0f} "
-            f"repeat purchase days by week 78 against {cumulative_actual:,} made ({_pct(cumulative / cumulative_actual - 1)}); "
-            f"over weeks 40-78 alone the same sum errs by {_pct(tracking / days - 1)} (the paper-style line above).",
-            f"- Month index of the default model ({cdnow_index.in_between_days_:,} in-between purchase days, January to "
+            f"repeat purchase days by week 78 against {cumulative_actual:,} made "
+            f"({_pct(cumulative / cumulative_actual - 1)}); over weeks 40-78 alone the same sum errs by "
+            f"{_pct(tracking / days - 1)} (the paper-style line above).",
+            f"- Month index of the default model ({cdnow_index.in_between_days_:,} in-between purchase days, "
+            "January to "
             "September only; October to December take their neighbours' level): "
             + ", ".join(f"{m} {f:.2f}" for m, f in zip(MONTH_NAMES, cdnow_index.factors_)) + ".",
             "", f"Who bought again in the holdout, by {DEFAULT} churn-risk band at 1997-09-30: customers (share)", ""]

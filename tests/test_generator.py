@@ -38,7 +38,9 @@ import pyarrow.parquet as pq
 import pytest
 from scipy.stats import chisquare
 
-from conftest import small_config_document, write_config
+import yaml
+
+from conftest import SHIPPED_CONFIG, small_config_document, write_config
 from core.framework import paths
 from core.framework import processes
 from core.generate_data import generator, workers
@@ -136,11 +138,15 @@ def month_day(dates: pd.Series) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def shipped(tmp_path_factory) -> Run:
-    """The shipped config without households: these tests read a customer's persona as that of all their
-    lines (households: test_household_customers_buy_for_their_member and the generation report)."""
+    """The shipped config without households and life events: these tests read a customer's persona as that
+    of all their lines (households: test_household_customers_buy_for_their_member and the generation
+    report; life events: tests/test_life_events.py)."""
     doc = config_document(2500)
     doc["generate_data"]["households"]["share"] = 0.0
-    return generate(load(tmp_path_factory.mktemp("shipped"), doc))
+    personas = yaml.safe_load((SHIPPED_CONFIG / "personas.yml").read_text(encoding="utf-8"))
+    for persona in personas["personas"].values():
+        persona.pop("life_events", None)  # life events: tests/test_life_events.py
+    return generate(load(tmp_path_factory.mktemp("shipped"), doc, personas=personas))
 
 
 def test_household_customers_buy_for_their_member(tmp_path):

@@ -69,6 +69,9 @@ class GenerationPlan:
         Items of a class in one brand tier and style are ``group_items[first:first + count]``.
     members, member_count : ndarray
         Per persona, the personas its household customers also shop for (``household_members``).
+    event_from, event_to, event_rate, event_age : ndarray
+        Every life event of personas.yml (``life_events``): from and to persona, yearly rate, and
+        the [min, max] age on history_start of the customers it can happen to.
     department_names : list of str
         Merchandise departments then the non-merchandise ones the generator writes.
     """
@@ -104,6 +107,12 @@ class GenerationPlan:
     class_tiers: np.ndarray
     members: np.ndarray
     member_count: np.ndarray
+    persona_frequency: np.ndarray
+    persona_has_children: np.ndarray
+    event_from: np.ndarray
+    event_to: np.ndarray
+    event_rate: np.ndarray
+    event_age: np.ndarray
     expected_line_value: np.ndarray
     preferred: np.ndarray
     preferred_count: np.ndarray
@@ -290,7 +299,9 @@ def build_plan(personas: dict[str, Persona], scenarios: dict[str, Scenario], hie
         regime_boost=np.vstack([r.department_boost for r in regimes]),
         regime_style=np.vstack([r.style_boost for r in regimes]),
         **_persona_regimes(regimes, day_regime), **groups,
-        **_members(personas, names),
+        **_members(personas, names), **_life_events(personas, names),
+        persona_frequency=np.array([np.mean(personas[n].spending_profile.frequency_per_month) for n in names]),
+        persona_has_children=np.array([personas[n].demographics.has_children for n in names]),
         preferred=preferred, preferred_count=preferred_count, class_level=class_level,
         picks_range=picks_range, picks_used=_picks_used(regimes, class_level),
         focus_share=_focus_share(regimes, n_depts), exploration=exploration, department_names=department_names,
@@ -354,6 +365,15 @@ def _persona_regimes(regimes: list[Regime], day_regime: np.ndarray) -> dict[str,
     for rows in own:
         local[rows] = np.arange(len(rows))
     return {"persona_regimes": table, "day_local": local[day_regime]}
+
+
+def _life_events(personas: dict[str, Persona], names: list[str]) -> dict[str, np.ndarray]:
+    """Every configured life event as parallel arrays (see :class:`GenerationPlan`)."""
+    rows = [(p, names.index(e.to), e.yearly_rate, *(e.age_range or (0.0, np.inf)))
+            for p, name in enumerate(names) for e in personas[name].life_events]
+    table = np.array(rows, dtype=float).reshape(-1, 5)
+    return {"event_from": table[:, 0].astype(np.int64), "event_to": table[:, 1].astype(np.int64),
+            "event_rate": table[:, 2], "event_age": table[:, 3:5]}
 
 
 def _item_groups(catalog: Catalog) -> dict[str, np.ndarray]:

@@ -58,6 +58,7 @@ class GenerationReport:
         P, D = len(plan.persona_names), plan.n_days
         M, K = len(plan.catalog.departments), len(plan.catalog.class_names)
         self.customers = np.zeros(P, dtype=np.int64)
+        self.customers_at_end = np.zeros(P, dtype=np.int64)
         self.extra_orders = np.zeros(P)
         self.active_months = np.zeros(P)
         self.merch_orders = np.zeros(P)
@@ -86,6 +87,8 @@ class GenerationReport:
         self.spread_sum = np.zeros((P, M))
         self.spread_sq = np.zeros((P, M))
         self.spread_noise = np.zeros((P, M))
+        self.event_years = np.zeros(len(plan.event_rate))
+        self.event_counts = np.zeros(len(plan.event_rate))
         self.household_eligible = np.zeros(P)
         self.households = np.zeros(P)
         self.other_lines: dict[str, int] = {}
@@ -100,31 +103,39 @@ class GenerationReport:
         M = len(plan.catalog.departments)
         c, o, lines = block["customers"], block["orders"], block["lines"]
         persona = c["persona"]
-        self.customers += np.bincount(persona, minlength=P)
+        self.customers += np.bincount(persona, minlength=P)  # the persona each customer started as
+        self.customers_at_end += np.bincount(o["to"], minlength=P)
         end = np.where(o["dropped"], o["last_day"], D - 1)
         exposure_end = np.where(o["dropped"], o["last_day"] - 1, D - 1)
-        span_months = (end - o["first_day"]) / DAYS_PER_MONTH
-        self.extra_orders += np.bincount(persona, weights=o["n_orders"] - 1, minlength=P)
-        self.active_months += np.bincount(persona, weights=span_months, minlength=P)
+        # A life event on day e splits a customer's time: before it they count for their first
+        # persona, from it for their new one, at their new visit rate.
+        event, after, rate_after = o["event_day"], o["to"], o["rate_after"]
+        before_months = (np.minimum(end, event) - o["first_day"]) / DAYS_PER_MONTH
+        after_months = np.maximum(end - event, 0) / DAYS_PER_MONTH
+        self.active_months += (np.bincount(persona, weights=before_months, minlength=P)
+                               + np.bincount(after, weights=after_months, minlength=P))
         # Visit rates are measured on the visits after each customer's first: those follow the
         # calendar and scenarios, while a first visit marks when the customer was first seen.
         starts = o["first_day"] + 1
-        live = starts <= exposure_end
         # Exposure is weighted by each customer's own visit rate: frequent visitors use up their
         # purchases sooner, so the mix of customers still active changes over the window.
-        rate = c["rate"][live]
-        np.add.at(self.active_by_day, (persona[live], starts[live]), rate)
-        np.add.at(self.active_by_day, (persona[live], exposure_end[live] + 1), -rate)
+        for who, rate, low, high in ((persona, c["rate"], starts, np.minimum(exposure_end, event - 1)),
+                                     (after, rate_after, np.maximum(starts, event), exposure_end)):
+            live = low <= high
+            np.add.at(self.active_by_day, (who[live], low[live]), rate[live])
+            np.add.at(self.active_by_day, (who[live], high[live] + 1), -rate[live])
         # A dropped customer's last visit ends their exposure: given it, the visits between are
         # spread by the calendar alone, so it is left out too.
-        order_persona = persona[o["customer"]]
+        order_persona = o["persona"]
         self.all_orders_by_persona += np.bincount(order_persona, minlength=P)
         cust = o["customer"]
         later = np.r_[False, cust[1:] == cust[:-1]]
+        self.extra_orders += np.bincount(order_persona[later], minlength=P)
         last = np.r_[cust[1:] != cust[:-1], True] & o["dropped"][cust]
         counted = later & ~last
         self.orders_by_day += np.bincount(order_persona[counted] * D + o["day"][counted],
                                           minlength=P * D).reshape(P, D)
+        self._add_life_events(block)
 
         line_persona = lines["persona"]  # whom the line was bought for (a household member's persona)
         line_day = o["day"][lines["order"]]
@@ -205,7 +216,17 @@ class GenerationReport:
     @staticmethod
     def _single_persona(block: dict) -> np.ndarray:
         """Customers who kept one persona through the history."""
-        return np.ones(len(block["customers"]["persona"]), dtype=bool)
+        return block["orders"]["event"] < 0
+
+    def _add_life_events(self, block: dict) -> None:
+        """Per configured life event: years its customers were exposed to it, and the events drawn."""
+        plan = self.plan
+        c, o = block["customers"], block["orders"]
+        for j in range(len(plan.event_rate)):
+            eligible = ((c["persona"] == plan.event_from[j]) & (c["age"] >= plan.event_age[j, 0])
+                        & (c["age"] <= plan.event_age[j, 1]))
+            self.event_years[j] += float(o["at_risk_years"][eligible].sum())
+            self.event_counts[j] += int((o["event"] == j).sum())
 
     def merge(self, other: "GenerationReport") -> None:
         """Add the counts of ``other`` (a report of other blocks of the same plan)."""
@@ -235,6 +256,7 @@ class GenerationReport:
             "usual_class_share": self._usual_class_share(tol),
             "customer_spread": self._spread(),
             "households": self._households(tol),
+            "life_events": self._life_events(tol),
             "order_value_and_visits": self._ranges(tol),
             "return_rates": self._returns(tol),
             "scenarios": self._scenarios(tol),
@@ -262,8 +284,9 @@ class GenerationReport:
         return {"chi_square_p_value": round(p_value, 6), "passed": bool(ok),
                 "personas": {p: {"configured_share": round(float(w / weights.sum()), 4),
                                  "realised_share": round(float(n / max(self.customers.sum(), 1)), 4),
-                                 "customers": int(n)}
-                             for p, w, n in zip(plan.persona_names, weights, self.customers)}}
+                                 "customers": int(n), "customers_at_end_of_history": int(end)}
+                             for p, w, n, end in zip(plan.persona_names, weights, self.customers,
+                                                     self.customers_at_end)}}
 
     def _department_share(self, tol) -> dict:
         """Each persona's department line shares against personas.yml (with its scenarios) and the variation.
@@ -456,6 +479,36 @@ class GenerationReport:
                          "passed": bool(ok)}
         return out
 
+    def _life_events(self, tol) -> dict:
+        """Realised life events per configured one against its yearly rate (personas.yml ``life_events``).
+
+        Expected events are the rate times the years its customers were exposed (from the day
+        after their first visit until their event or the end of the history); the count is
+        Poisson, so it may stray ``share_z`` square roots of the expectation.
+        """
+        plan, out = self.plan, {}
+        names = plan.persona_names
+        configured = {(name, e.to): e for name in names for e in self.config_personas[name].life_events}
+        for j in range(len(plan.event_rate)):
+            source, target = names[plan.event_from[j]], names[plan.event_to[j]]
+            event = configured.get((source, target))
+            rate = event.yearly_rate if event is not None else 0.0
+            expected = rate * self.event_years[j]
+            realised = self.event_counts[j]
+            allowed = tol.share_z * np.sqrt(max(expected, 1.0))
+            ok = abs(realised - expected) <= allowed
+            if not ok:
+                self.failures.append(f"life event {source} -> {target}: {int(realised)} events in "
+                                     f"{self.event_years[j]:.0f} customer-years, personas.yml's yearly rate {rate} "
+                                     f"implies {expected:.1f} +- {allowed:.1f}")
+            out[f"{source} -> {target}"] = {
+                "configured_yearly_rate": rate,
+                "realised_yearly_rate": round(float(realised / max(self.event_years[j], 1e-9)), 4),
+                "customer_years_at_risk": round(float(self.event_years[j]), 1), "events": int(realised),
+                "expected_events": round(float(expected), 1), "tolerance": round(float(allowed), 1),
+                "passed": bool(ok)}
+        return out
+
     def _households(self, tol) -> dict:
         """Share of customers shopping for a household member, against generate_data.households.share."""
         share = self.plan.cfg.households.share
@@ -517,10 +570,13 @@ class GenerationReport:
                 continue
             realised = self.dept_returned[d] / n
             expected = self.dept_expected_returns[d] / n
-            ok = n < tol.min_group_size or abs(realised - expected) <= tol.return_rate_abs
+            # Lines are returned one by one with their own chance: a binomial error, share_z of them wide,
+            # never narrower than return_rate_abs.
+            allowed = max(tol.share_z * float(np.sqrt(expected * (1 - expected) / n)), tol.return_rate_abs)
+            ok = n < tol.min_group_size or abs(realised - expected) <= allowed
             if not ok:
                 self.failures.append(f"returns: {dept} {realised:.3f} of lines, expected {expected:.3f} "
-                                     f"+- {tol.return_rate_abs}")
+                                     f"+- {allowed:.4f}")
             out[dept] = {"configured_rate": cfg.department_return_rates.get(dept, cfg.return_rate),
                          "expected_rate_with_online": round(float(expected), 4),
                          "realised_rate": round(float(realised), 4), "lines": int(n), "passed": bool(ok)}
@@ -556,18 +612,27 @@ class GenerationReport:
             all_orders = self.all_orders_by_persona[rows].sum()
             lines_per_order = max(float(all_lines / all_orders), 1.0) if all_orders else 1.0
 
+            # Customers differ in their mixes (customer_variation), so the lines of one customer inside
+            # (or outside) the window move together: their clustering adds to that of baskets, the more
+            # the fewer customers share the window's lines (their squared line counts, in proportion).
+            customer_cluster = self.slot_lines_sq[rows].sum() / max(self.lines[rows].sum(), 1.0)
+            in_share = float(self.lines_by_day[rows][:, inside].sum() / max(all_lines, 1.0))
+
             def ratio(numerator: np.ndarray, denominator: np.ndarray, label: str = "",
-                      cluster: float = 1.0) -> float | None:
+                      cluster: float = 1.0, concentration: float = np.inf) -> float | None:
                 num_in, num_out = numerator[inside].sum(), numerator[~inside].sum()
                 den_in, den_out = denominator[inside].sum(), denominator[~inside].sum()
                 if min(den_in, den_out, num_out) <= 0:
                     return None
                 value = float((num_in / den_in) / (num_out / den_out) - 1)
                 if label:
-                    # Three standard errors of a ratio of two counts. Lines come in baskets (and
+                    # share_z standard errors of a ratio of two counts. Lines come in baskets (and
                     # baskets share a main department), so they count as orders, not as lines.
-                    eff_in, eff_out = max(num_in / cluster, 1.0), max(num_out / cluster, 1.0)
-                    noise[label] = 3.0 * (1 + value) * float(np.sqrt(1 / eff_in + 1 / eff_out))
+                    spread = customer_cluster / (concentration + 1)
+                    cluster_in = cluster + in_share * spread
+                    cluster_out = cluster + (1 - in_share) * spread
+                    eff_in, eff_out = max(num_in / cluster_in, 1.0), max(num_out / cluster_out, 1.0)
+                    noise[label] = tol.share_z * (1 + value) * float(np.sqrt(1 / eff_in + 1 / eff_out))
                 return value
 
             def judge(label: str, configured: float, realised: float | None, expected: float | None,
@@ -598,14 +663,17 @@ class GenerationReport:
                 d = plan.catalog.departments.index(dept)
                 dept_lines = self.lines_by_day_dept[rows][:, :, d].sum(axis=0)
                 expected_lines = (line_rows * shares[rows][:, :, d]).sum(axis=0)
-                judge(f"department {dept}", factor, ratio(dept_lines, lines, f"department {dept}", lines_per_order), ratio(expected_lines, lines),
+                judge(f"department {dept}", factor,
+                      ratio(dept_lines, lines, f"department {dept}", lines_per_order,
+                            plan.cfg.customer_variation.department_concentration), ratio(expected_lines, lines),
                       dept_lines.sum())
             for dept, focus in sc.class_focus.items():
                 d = plan.catalog.departments.index(dept)
                 dept_lines = self.lines_by_day_dept[rows][:, :, d].sum(axis=0)
                 cols = [self.focus_classes.index(plan.catalog.class_row(dept, c)) for c in focus.classes]
                 focus_lines = self.class_by_day[rows][:, :, cols].sum(axis=(0, 2))
-                realised = ratio(focus_lines, dept_lines, f"classes {', '.join(focus.classes)}", lines_per_order)
+                realised = ratio(focus_lines, dept_lines, f"classes {', '.join(focus.classes)}", lines_per_order,
+                                 plan.cfg.customer_variation.class_concentration)
                 # The classes' usual share is measured outside; inside, focus.share more of the lines go to them.
                 usual = focus_lines[~inside].sum() / max(dept_lines[~inside].sum(), 1)
                 expected = (focus.share + (1 - focus.share) * usual) / usual - 1 if usual > 0 else None

@@ -144,7 +144,8 @@ class ReportTolerances:
                                  help="a persona's mean order value and visit rate may fall this share "
                                       "outside their configured [min, max]")
     return_rate_abs: float = spec(minimum=0.0, maximum=1.0,
-                                  help="largest allowed |realised - configured| return rate per department")
+                                  help="a department's realised return rate may differ from the configured one "
+                                       "by share_z binomial standard errors, or by this much when larger")
     scenario_uplift_abs: float = spec(minimum=0.0,
                                       help="largest allowed |realised - expected| uplift of a scenario's "
                                            "effect inside its window (or a quarter of the expected uplift, "

@@ -199,9 +199,19 @@ def draw_tastes(slot_persona: np.ndarray, plan: GenerationPlan, rng: np.random.G
         n_children[rows] = rng.integers(low, min(high, 4) + 1, size=len(rows))
         child_age[rows] = rng.uniform(*children.age_at_start, size=(len(rows), 4))
     child_age[np.arange(4)[None, :] >= n_children[:, None]] = np.nan
+    # Replenishment: in each department, the slot's most weighted usual class that is a basic, with its
+    # own cycle and a phase (the day within the cycle it runs out).
+    cycle = plan.basic_cycle[usual]  # (slots, departments, width, 2)
+    basic_weight = np.where(present & ~np.isnan(cycle[..., 0]), weights.reshape(m, n_depts, width), -1.0)
+    best = basic_weight.argmax(axis=2)
+    has_basic = np.take_along_axis(basic_weight, best[..., None], axis=2)[..., 0] >= 0
+    basic = np.where(has_basic, np.take_along_axis(usual, best[..., None], axis=2)[..., 0], -1)
+    bounds = plan.basic_cycle[np.maximum(basic, 0)]
+    length = np.where(has_basic, bounds[..., 0] + rng.random((m, n_depts)) * (bounds[..., 1] - bounds[..., 0]), 1.0)
     return {"persona": slot_persona, "department": department, "tier": tier, "style": style,
             "usual": usual, "usual_cum": cum, "usual_count": count, "sizes": sizes,
-            "n_children": n_children, "child_age": child_age}
+            "n_children": n_children, "child_age": child_age, "basic": basic,
+            "basic_cycle": np.maximum(length, 1.0), "basic_phase": rng.random((m, n_depts)) * length}
 
 
 def _add_after_event_slots(c: dict, o: dict, plan: GenerationPlan, rng: np.random.Generator) -> None:
@@ -426,7 +436,11 @@ def draw_block(first_id: int, n: int, plan: GenerationPlan, rng: np.random.Gener
     line_persona = slots["persona"][line_slot]
     line_regime = plan.day_regime[line_persona, line_day]
 
-    cls = _draw_classes(line_slot, line_persona, line_regime, dept, slots, plan, rng)
+    cls, usual_line = _draw_classes(line_slot, line_persona, line_regime, dept, slots, plan, rng)
+    cls, replenished, due = _replenish(cls, usual_line, line_order, line_slot, dept, order_customer, order_day,
+                                       slots, plan, rng)
+    drawn = cls
+    cls, mission = _missions(cls, line_order, dept, replenished, n_orders, plan, rng)
     item = _draw_items(cls, line_slot, line_regime, slots, plan, rng)
     sku = cat.item_first_sku[item] + _draw_sizes(cls, line_slot, line_day, slots, plan, rng)
 
@@ -481,12 +495,14 @@ def draw_block(first_id: int, n: int, plan: GenerationPlan, rng: np.random.Gener
         "quantity": quantity.astype(np.int32), "unit_price": unit_price, "amount": amount,
         "discount": discount, "merch_dept": dept, "regime": line_regime, "class_row": cls,
         "class_code": class_code, "p_return": p_return, "slot": line_slot, "persona": line_persona,
-        "tier": cat.item_tier[item],
+        "tier": cat.item_tier[item], "usual": usual_line, "replenished": replenished, "mission": mission,
+        "class_drawn": drawn,
     }
     other = _draw_other_lines(order_day, online, plan, rng)
     identity = (assign_identities(plan.identity, c["female"], c["customer_id"], rng)
                 if plan.identity is not None else None)
     return {"identity": identity, "customers": c, "orders": o, "order_online": online, "order_regime": order_regime,
+            "replenishment_due": due,
             "lines": lines, "returned": returned, "return_delay": delay, "other": other}
 
 
@@ -518,6 +534,8 @@ def _draw_classes(line_slot, line_persona, line_regime, dept, slots: dict, plan:
     explore = np.flatnonzero(rng.random(n) < plan.exploration[line_persona])
     anywhere_u = rng.random(n)[explore]
     cls[explore] = first[dept[explore]] + np.floor(anywhere_u * count[dept[explore]]).astype(np.int64)
+    usual_line = np.ones(n, dtype=bool)
+    usual_line[explore] = False
     focus_u = rng.random(n)
     pick_u = rng.random(n)
     if plan.focus_share.any():
@@ -528,7 +546,87 @@ def _draw_classes(line_slot, line_persona, line_regime, dept, slots: dict, plan:
             for d, share, rows in regime.class_focus:
                 hit = (h_regime == r) & (h_dept == d) & (h_focus < share)
                 cls[hits[hit]] = rows[np.floor(h_pick[hit] * len(rows)).astype(np.int64)]
-    return cls
+                usual_line[hits[hit]] = False
+    return cls, usual_line
+
+
+def _first_per_key(key: np.ndarray, candidates: np.ndarray) -> np.ndarray:
+    """Indices of the first candidate line of each distinct key (lines are in order order)."""
+    rows = np.flatnonzero(candidates)
+    _, first = np.unique(key[rows], return_index=True)
+    return rows[first]
+
+
+def _replenish(cls, usual_line, line_order, line_slot, dept, order_customer, order_day, slots: dict,
+               plan: GenerationPlan, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Basics bought again when they run out (``generate_data.replenishment``).
+
+    A slot's basic in a department runs out every ``cycle`` days (its own cycle and phase); on the
+    customer's first visit after it ran out that has a usual line in the department, that line is
+    the basic with ``probability``; on visits when it is not due, a usual line that drew it goes
+    to the slot's next usual class. Only usual lines change, to usual classes of the slot, so
+    department and usual-class shares stay as configured.
+
+    Returns the classes, which lines were turned, and the counts behind the report's check.
+    """
+    n_depts = len(plan.catalog.departments)
+    q = plan.cfg.replenishment.probability
+    key = line_slot * n_depts + dept
+    basic = slots["basic"].ravel()[key]
+    previous = np.r_[-1, order_day[:-1]]
+    previous[np.r_[True, order_customer[1:] != order_customer[:-1]]] = -(10**6)  # first visit: nothing ran out
+    length, phase = slots["basic_cycle"].ravel()[key], slots["basic_phase"].ravel()[key]
+    day, before = order_day[line_order], previous[line_order]
+    due = (basic >= 0) & usual_line & (np.floor((day - phase) / length) > np.floor((before - phase) / length))
+    first = _first_per_key(line_order * (len(slots["persona"]) * n_depts) + key, due)
+    turned = first[rng.random(len(first)) < q]
+    replenished = np.zeros(len(cls), dtype=bool)
+    replenished[turned] = True
+    cls = cls.copy()
+    # Between cycles nobody restocks: a usual line that drew the basic on a visit when it was not due
+    # goes to the slot's next usual class instead (when it has another).
+    width = slots["usual"].shape[2]
+    ran_out = np.zeros(len(order_day), dtype=bool)
+    ran_out[line_order[due]] = True
+    stocked = (cls == basic) & usual_line & ~ran_out[line_order]
+    count = slots["usual_count"].ravel()[key[stocked]]
+    position = np.argmax(slots["usual"].reshape(-1, width)[key[stocked]] == basic[stocked, None], axis=1)
+    cls[stocked] = slots["usual"].reshape(-1, width)[key[stocked], (position + 1) % np.maximum(count, 1)]
+    cls[turned] = basic[turned]
+    # Of the due (order, slot, department) groups, how many now hold the basic (turned, or drawn anyway).
+    holds = (cls == basic) & due
+    group = line_order * (len(slots["persona"]) * n_depts) + key
+    bought = np.unique(group[holds])
+    return cls, replenished, {"due": len(first), "bought": len(bought)}
+
+
+def _missions(cls, line_order, dept, replenished, n_orders: int, plan: GenerationPlan,
+              rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Complementary classes of one shopping mission (``generate_data.missions``).
+
+    An order holding a mission's anchor class becomes the mission with ``probability``: for each
+    other class of the mission, the order's first line in its department not yet used (not the
+    anchor, not a replenished basic, not an earlier companion) becomes that class. Departments
+    stay as drawn; only classes within them change.
+    """
+    mission = np.full(len(cls), -1, dtype=np.int64)
+    if not len(plan.mission_anchor):
+        return cls, mission
+    cls = cls.copy()
+    on_order = rng.random((len(plan.mission_anchor), n_orders)) < plan.cfg.missions.probability
+    for m, anchor in enumerate(plan.mission_anchor):
+        anchor_line = cls == anchor
+        orders = np.zeros(n_orders, dtype=bool)
+        orders[line_order[anchor_line]] = True
+        orders &= on_order[m]
+        used = anchor_line | replenished | (mission >= 0)
+        for d, row in plan.mission_classes[m]:
+            candidates = orders[line_order] & (dept == d) & ~used
+            first = _first_per_key(line_order, candidates)
+            cls[first] = row
+            mission[first] = m
+            used[first] = True
+    return cls, mission
 
 
 def _draw_items(cls: np.ndarray, line_slot: np.ndarray, line_regime: np.ndarray, slots: dict,
@@ -860,7 +958,7 @@ def _make_block(plan: GenerationPlan, seed: int, want_report: bool, index: int) 
     if want_report:
         part = GenerationReport(plan)
         part.add(block)
-        part.plan = part.config_personas = part.config_scenarios = None  # the caller has them
+        part.plan = part.config_personas = part.config_scenarios = part.config_generate = None  # the caller has them
     return customers, transactions, part
 
 

@@ -113,6 +113,9 @@ class GenerationPlan:
     event_to: np.ndarray
     event_rate: np.ndarray
     event_age: np.ndarray
+    basic_cycle: np.ndarray
+    mission_anchor: np.ndarray
+    mission_classes: list
     expected_line_value: np.ndarray
     preferred: np.ndarray
     preferred_count: np.ndarray
@@ -300,6 +303,7 @@ def build_plan(personas: dict[str, Persona], scenarios: dict[str, Scenario], hie
         regime_style=np.vstack([r.style_boost for r in regimes]),
         **_persona_regimes(regimes, day_regime), **groups,
         **_members(personas, names), **_life_events(personas, names),
+        **_basics_and_missions(cfg, catalog),
         persona_frequency=np.array([np.mean(personas[n].spending_profile.frequency_per_month) for n in names]),
         persona_has_children=np.array([personas[n].demographics.has_children for n in names]),
         preferred=preferred, preferred_count=preferred_count, class_level=class_level,
@@ -365,6 +369,21 @@ def _persona_regimes(regimes: list[Regime], day_regime: np.ndarray) -> dict[str,
     for rows in own:
         local[rows] = np.arange(len(rows))
     return {"persona_regimes": table, "day_local": local[day_regime]}
+
+
+def _basics_and_missions(cfg: GenerateDataConfig, catalog: Catalog) -> dict:
+    """Per class its replenishment cycle ([min, max] days; NaN: not a basic), and each mission's classes."""
+    cycle = np.full((len(catalog.class_names), 2), np.nan)
+    for dept, basics in cfg.replenishment.basics.items():
+        for name in basics.classes:
+            cycle[catalog.class_row(dept, name)] = basics.cycle_days
+    anchors, classes = [], []
+    for groups in cfg.missions.sets.values():
+        rows = [(catalog.departments.index(dept), catalog.class_row(dept, name))
+                for dept, names in groups.items() for name in names]
+        anchors.append(rows[0][1])
+        classes.append(np.array(rows[1:], dtype=np.int64).reshape(-1, 2))
+    return {"basic_cycle": cycle, "mission_anchor": np.array(anchors, dtype=np.int64), "mission_classes": classes}
 
 
 def _life_events(personas: dict[str, Persona], names: list[str]) -> dict[str, np.ndarray]:

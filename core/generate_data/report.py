@@ -34,6 +34,9 @@ from core.generate_data.settings import BRAND_TIERS
 MIN_EXPECTED_LINES = 20
 """A department the config expects this many lines of, and none bought, fails whatever the tolerance."""
 
+CV_BINS = np.round(np.arange(0.05, 3.0001, 0.05), 2)
+"""Bins of the coefficient of variation of days between repeat purchases (for the replenishment report)."""
+
 MIN_LINES_FOR_SPREAD = 30
 """Customers with fewer merchandise lines are left out of the measured spread of department mixes."""
 
@@ -51,10 +54,11 @@ class GenerationReport:
     """
 
     def __init__(self, plan: GenerationPlan, personas: dict[str, Persona] | None = None,
-                 scenarios: dict[str, Scenario] | None = None):
+                 scenarios: dict[str, Scenario] | None = None, generate_config=None):
         self.plan = plan
         self.config_personas = personas if personas is not None else plan.personas
         self.config_scenarios = scenarios if scenarios is not None else plan.scenarios
+        self.config_generate = generate_config if generate_config is not None else plan.cfg
         P, D = len(plan.persona_names), plan.n_days
         M, K = len(plan.catalog.departments), len(plan.catalog.class_names)
         self.customers = np.zeros(P, dtype=np.int64)
@@ -80,6 +84,7 @@ class GenerationReport:
                                      for dept, focus in sc.class_focus.items() for name in focus.classes})
         self.class_by_day = np.zeros((P, D, len(self.focus_classes)))
         self.class_lines = np.zeros((P, K))
+        self.drawn_class_lines = np.zeros((P, K))  # classes as drawn from tastes, before missions
         self.tier_lines = np.zeros((P, len(BRAND_TIERS)))
         self.slot_lines_sq = np.zeros(P)
         self.group_lines_sq = np.zeros(P)
@@ -87,6 +92,10 @@ class GenerationReport:
         self.spread_sum = np.zeros((P, M))
         self.spread_sq = np.zeros((P, M))
         self.spread_noise = np.zeros((P, M))
+        self.replenishment_due = 0
+        self.replenishment_bought = 0
+        self.interval_cv = np.zeros((2, len(CV_BINS) + 1))  # (basics, other usual classes) x CV bins
+        self.mission_counts = np.zeros((len(plan.mission_anchor), 6))
         self.event_years = np.zeros(len(plan.event_rate))
         self.event_counts = np.zeros(len(plan.event_rate))
         self.household_eligible = np.zeros(P)
@@ -136,6 +145,7 @@ class GenerationReport:
         self.orders_by_day += np.bincount(order_persona[counted] * D + o["day"][counted],
                                           minlength=P * D).reshape(P, D)
         self._add_life_events(block)
+        self._add_basics_and_missions(block)
 
         line_persona = lines["persona"]  # whom the line was bought for (a household member's persona)
         line_day = o["day"][lines["order"]]
@@ -181,6 +191,7 @@ class GenerationReport:
         slot_persona = c["slots"]["persona"]
         n_slots = len(slot_persona)
         self.class_lines += np.bincount(line_persona * K + lines["class_row"], minlength=P * K).reshape(P, K)
+        self.drawn_class_lines += np.bincount(line_persona * K + lines["class_drawn"], minlength=P * K).reshape(P, K)
         self.tier_lines += np.bincount(line_persona * 3 + lines["tier"], minlength=P * 3).reshape(P, 3)
         per_slot = np.bincount(lines["slot"], minlength=n_slots)
         self.slot_lines_sq += np.bincount(slot_persona, weights=per_slot.astype(float) ** 2, minlength=P)
@@ -218,6 +229,52 @@ class GenerationReport:
         """Customers who kept one persona through the history."""
         return block["orders"]["event"] < 0
 
+    def _add_basics_and_missions(self, block: dict) -> None:
+        """Counts behind the replenishment and mission checks."""
+        plan, lines, o = self.plan, block["lines"], block["orders"]
+        self.replenishment_due += block["replenishment_due"]["due"]
+        self.replenishment_bought += block["replenishment_due"]["bought"]
+        # How regular repeat purchases are: the CV of the days between a slot's purchases of one usual
+        # class, for basics and for the other usual classes (pairs with at least 4 purchase days).
+        day = o["day"][lines["order"]]
+        usual = lines["usual"]
+        width = plan.n_days + 1
+        packed = np.unique((lines["slot"][usual] * self._K + lines["class_row"][usual]) * width + day[usual])
+        pairs = np.stack([packed // width, packed % width])
+        if pairs.shape[1] > 1:
+            same = pairs[0, 1:] == pairs[0, :-1]
+            gaps = np.diff(pairs[1]).astype(float)[same]
+            owner = pairs[0, 1:][same]
+            ids, where = np.unique(owner, return_inverse=True)
+            count = np.bincount(where)
+            mean = np.bincount(where, weights=gaps) / count
+            sd = np.sqrt(np.maximum(np.bincount(where, weights=gaps**2) / count - mean**2, 0.0))
+            enough = count >= 3
+            cv = sd[enough] / np.maximum(mean[enough], 1e-9)
+            is_basic = ~np.isnan(plan.basic_cycle[ids[enough] % self._K, 0])
+            for row, mask in ((0, is_basic), (1, ~is_basic)):
+                self.interval_cv[row] += np.bincount(np.digitize(cv[mask], CV_BINS), minlength=len(CV_BINS) + 1)
+        # Missions: orders holding the anchor, those of them with a free line in a companion's department,
+        # those holding a companion; and orders without the anchor holding a companion.
+        n_orders = len(o["day"])
+        for m, anchor in enumerate(plan.mission_anchor):
+            companions = plan.mission_classes[m]
+            anchor_order = np.zeros(n_orders, dtype=bool)
+            anchor_order[lines["order"][lines["class_row"] == anchor]] = True
+            free = (np.isin(lines["merch_dept"], companions[:, 0]) & (lines["class_row"] != anchor)
+                    & ~lines["replenished"])
+            eligible = np.zeros(n_orders, dtype=bool)
+            eligible[lines["order"][free]] = True
+            holds = np.zeros(n_orders, dtype=bool)
+            holds[lines["order"][np.isin(lines["class_row"], companions[:, 1])]] = True
+            # The same orders as drawn from the customers' tastes, before any mission.
+            drawn = np.zeros(n_orders, dtype=bool)
+            drawn[lines["order"][np.isin(lines["class_drawn"], companions[:, 1])]] = True
+            self.mission_counts[m] += [anchor_order.sum(), (anchor_order & eligible).sum(),
+                                       (anchor_order & eligible & holds).sum(),
+                                       (~anchor_order & eligible).sum(), (~anchor_order & eligible & holds).sum(),
+                                       (anchor_order & eligible & drawn).sum()]
+
     def _add_life_events(self, block: dict) -> None:
         """Per configured life event: years its customers were exposed to it, and the events drawn."""
         plan = self.plan
@@ -231,7 +288,7 @@ class GenerationReport:
     def merge(self, other: "GenerationReport") -> None:
         """Add the counts of ``other`` (a report of other blocks of the same plan)."""
         for name, value in vars(other).items():
-            if name in ("plan", "config_personas", "config_scenarios"):
+            if name in ("plan", "config_personas", "config_scenarios", "config_generate"):
                 continue
             if isinstance(value, np.ndarray):
                 getattr(self, name).__iadd__(value)
@@ -257,6 +314,8 @@ class GenerationReport:
             "customer_spread": self._spread(),
             "households": self._households(tol),
             "life_events": self._life_events(tol),
+            "replenishment": self._replenishment(tol),
+            "missions": self._missions(tol),
             "order_value_and_visits": self._ranges(tol),
             "return_rates": self._returns(tol),
             "scenarios": self._scenarios(tol),
@@ -401,7 +460,9 @@ class GenerationReport:
         """Share of a class-level department's lines in the persona's listed classes, against the config.
 
         Outside the listed classes go the ``exploration_share`` of lines (spread over all the
-        department's classes) and, inside a scenario's window, its class focus.
+        department's classes) and, inside a scenario's window, its class focus. Judged on the
+        classes as drawn from the customer's tastes: missions then turn some lines into their
+        classes, which :meth:`_missions` checks.
         """
         plan, out = self.plan, {}
         cat = plan.catalog
@@ -425,7 +486,7 @@ class GenerationReport:
                 dept_lines = self.lines_by_day_dept[p, :, d]
                 total = dept_lines.sum()
                 expected = float((dept_lines * share_by_day).sum() / max(total, 1))
-                realised = float(self.class_lines[p, sorted(listed)].sum() / max(total, 1))
+                realised = float(self.drawn_class_lines[p, sorted(listed)].sum() / max(total, 1))
                 allowed = tol.share_z * float(np.sqrt(expected * (1 - expected) / max(total, 1)))
                 ok = total < tol.min_group_size or abs(realised - expected) <= allowed
                 if not ok:
@@ -509,9 +570,63 @@ class GenerationReport:
                 "passed": bool(ok)}
         return out
 
+    def _replenishment(self, tol) -> dict:
+        """Basics bought again when due, against ``replenishment.probability``; how regular repeats are."""
+        q = self.config_generate.replenishment.probability
+        due, bought = self.replenishment_due, self.replenishment_bought
+        realised = bought / due if due else 0.0
+        allowed = tol.share_z * np.sqrt(q * (1 - q) / max(due, 1))
+        # A due basic is bought with the probability, or drawn anyway: at least q, one-sided.
+        ok = due < tol.min_group_size or realised >= q - allowed
+        if not ok:
+            self.failures.append(f"replenishment: {realised:.4f} of due basics bought on a visit to their "
+                                 f"department, configured at least {q} - {allowed:.4f}")
+
+        def median_cv(row: np.ndarray) -> float | None:
+            if row.sum() == 0:
+                return None
+            index = int(np.searchsorted(np.cumsum(row), row.sum() / 2))
+            edges = np.r_[0.0, CV_BINS]
+            return round(float(edges[min(index, len(CV_BINS))]), 3)
+
+        return {"configured_probability": q, "due_visits": int(due), "bought": int(bought),
+                "realised_share": round(realised, 4), "tolerance": round(float(allowed), 4),
+                "median_interval_cv_basics": median_cv(self.interval_cv[0]),
+                "median_interval_cv_other_usual_classes": median_cv(self.interval_cv[1]),
+                "repeat_pairs": {"basics": int(self.interval_cv[0].sum()),
+                                 "other_usual_classes": int(self.interval_cv[1].sum())},
+                "passed": bool(ok)}
+
+    def _missions(self, tol) -> dict:
+        """Per mission: how often an order with its anchor holds a companion, against ``missions.probability``."""
+        q = self.config_generate.missions.probability
+        out = {}
+        for m, name in enumerate(self.plan.cfg.missions.sets):
+            anchor, eligible, holds, other, other_holds, natural = self.mission_counts[m]
+            realised = holds / eligible if eligible else 0.0
+            baseline = other_holds / other if other else 0.0
+            # An order with the anchor and a free line in the mission's departments becomes the mission
+            # with probability q (then it holds a companion); otherwise it holds one as often as drawn.
+            drawn = natural / eligible if eligible else 0.0
+            expected = q + (1 - q) * drawn
+            allowed = tol.share_z * np.sqrt(expected * (1 - expected) / max(eligible, 1))
+            ok = eligible < tol.min_group_size or abs(realised - expected) <= allowed
+            if not ok:
+                self.failures.append(f"mission {name}: {realised:.4f} of orders with its anchor and a line in its "
+                                     f"departments hold one of its classes; probability {q} implies "
+                                     f"{expected:.4f} +- {allowed:.4f}")
+            out[name] = {"orders_with_anchor": int(anchor), "of_them_with_a_line_in_its_departments": int(eligible),
+                         "share_holding_a_companion": round(float(realised), 4),
+                         "share_holding_one_as_drawn": round(float(drawn), 4),
+                         "expected_share": round(float(expected), 4),
+                         "share_without_the_anchor": round(float(baseline), 4),
+                         "lift": round(float(realised / baseline), 2) if baseline else None,
+                         "tolerance": round(float(allowed), 4), "passed": bool(ok)}
+        return out
+
     def _households(self, tol) -> dict:
         """Share of customers shopping for a household member, against generate_data.households.share."""
-        share = self.plan.cfg.households.share
+        share = self.config_generate.households.share
         eligible, households = float(self.household_eligible.sum()), float(self.households.sum())
         realised = households / eligible if eligible else 0.0
         allowed = tol.share_z * np.sqrt(share * (1 - share) / max(eligible, 1))

@@ -49,7 +49,7 @@ def run_generate(ctx: StageContext) -> None:
     plan = generator.build_plan(cfg.personas, cfg.scenarios, cfg.hierarchy, cfg.data, cfg.generate_data,
                                 cfg.seed)
     # Judged against the config as loaded, not against what the plan made of it.
-    report = GenerationReport(plan, cfg.personas, cfg.scenarios)
+    report = GenerationReport(plan, cfg.personas, cfg.scenarios, cfg.generate_data)
     customer_chunks: list[pd.DataFrame] = []
     events: list[pd.DataFrame] = []
     counts = {"lines": 0, "returns": 0}

@@ -440,6 +440,41 @@ def _month_table(low: int, n_days: int) -> tuple[np.ndarray, np.ndarray]:
     return months, np.cumsum(counts, axis=0)
 
 
+def _in_between_days(customer_id, order_date) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """What :class:`MonthIndex` is fitted on: in-between purchase days by month and their exposures.
+
+    Returns
+    -------
+    (numpy.ndarray, numpy.ndarray, numpy.ndarray)
+        Purchase days strictly between a customer's first and last, by
+        month (12); one row per distinct (first, last) pair of days, the
+        days of each month strictly between them (``(pairs, 12)``); and the
+        in-between purchase days of the customers of each pair.
+    """
+    owner = pd.factorize(np.asarray(customer_id))[0].astype(np.int64)
+    day = _day_numbers(order_date)
+    if owner.size != day.size:
+        raise ValueError(f"customer_id and order_date differ in length: {owner.size} and {day.size}")
+    low = int(day.min()) if day.size else 0
+    key = np.sort(owner << 32 | (day - low))  # by customer then day; a plain sort beats np.unique's hashing
+    key = key[np.r_[True, key[1:] != key[:-1]]] if key.size else key  # distinct purchase days
+    owner, day = key >> 32, key & 0xFFFFFFFF
+    starts = np.flatnonzero(np.r_[True, owner[1:] != owner[:-1]])
+    ends = np.r_[starts[1:], owner.size] - 1
+    inner = np.ones(owner.size, dtype=bool)
+    inner[starts], inner[ends] = False, False
+    months, table = _month_table(low, int(day.max()) + 1 if day.size else 0)
+    events = np.bincount(months[day[inner]], minlength=12).astype(float)
+    per_customer = ends - starts - 1
+    has = per_customer > 0
+    # Customers with the same first and last day share one exposure row: the days strictly between.
+    pair_key = day[starts[has]] << 32 | day[ends[has]]
+    pairs, where = np.unique(pair_key, return_inverse=True)
+    weights = np.bincount(where, weights=per_customer[has], minlength=pairs.size)
+    exposure = table[pairs & 0xFFFFFFFF] - table[(pairs >> 32) + 1]
+    return events, exposure, weights
+
+
 class MonthIndex(BaseEstimator):
     """Month-of-year purchase intensity: the seasonal clock the purchase model runs on.
 
@@ -498,27 +533,7 @@ class MonthIndex(BaseEstimator):
         """
         if not (self.prior_sd > 0 and self.smoothness_sd > 0):
             raise ValueError(f"prior_sd and smoothness_sd must be positive, got {self.prior_sd}, {self.smoothness_sd}")
-        owner = pd.factorize(np.asarray(customer_id))[0].astype(np.int64)
-        day = _day_numbers(order_date)
-        if owner.size != day.size:
-            raise ValueError(f"customer_id and order_date differ in length: {owner.size} and {day.size}")
-        low = int(day.min()) if day.size else 0
-        key = np.sort(owner << 32 | (day - low))  # by customer then day; a plain sort beats np.unique's hashing
-        key = key[np.r_[True, key[1:] != key[:-1]]] if key.size else key  # distinct purchase days
-        owner, day = key >> 32, key & 0xFFFFFFFF
-        starts = np.flatnonzero(np.r_[True, owner[1:] != owner[:-1]])
-        ends = np.r_[starts[1:], owner.size] - 1
-        inner = np.ones(owner.size, dtype=bool)
-        inner[starts], inner[ends] = False, False
-        months, table = _month_table(low, int(day.max()) + 1 if day.size else 0)
-        events = np.bincount(months[day[inner]], minlength=12).astype(float)
-        per_customer = ends - starts - 1
-        has = per_customer > 0
-        # Customers with the same first and last day share one exposure row: the days strictly between.
-        pair_key = day[starts[has]] << 32 | day[ends[has]]
-        pairs, where = np.unique(pair_key, return_inverse=True)
-        weights = np.bincount(where, weights=per_customer[has], minlength=pairs.size)
-        exposure = table[pairs & 0xFFFFFFFF] - table[(pairs >> 32) + 1]
+        events, exposure, weights = _in_between_days(customer_id, order_date)
         result = minimize(self._objective, np.zeros(12), args=(events, exposure, weights), jac=True,
                           method="L-BFGS-B")
         if not np.isfinite(result.x).all():

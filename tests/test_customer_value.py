@@ -18,11 +18,12 @@ import numpy as np
 import pandas as pd
 import pytest
 from scipy.optimize import OptimizeResult
+from scipy.special import hyp2f1
 from sklearn.exceptions import ConvergenceWarning, NotFittedError
 
 from core.prepare_features import customer_value
-from core.prepare_features.customer_value import (BetaGeoModel, GammaGammaModel, aggregate_orders, assign_churn_risk,
-                                                  estimate_customer_value, rfm_summary)
+from core.prepare_features.customer_value import (BetaGeoModel, GammaGammaModel, MonthIndex, aggregate_orders,
+                                                  assign_churn_risk, estimate_customer_value, rfm_summary)
 
 CDNOW = Path(__file__).parent / "data" / "cdnow"
 CALIBRATION_END = pd.Timestamp("1997-09-30")  # end of week 39: T = 272 days = 38.86 weeks for 1 Jan buyers
@@ -212,10 +213,27 @@ def test_cdnow_holdout_aggregate_as_measured(transactions, calibration):
     assert holdout_relative_error(transactions, calibration) == pytest.approx(-0.1215, abs=0.005)
 
 
-@pytest.mark.xfail(strict=True, reason="issue target of 10 % not met: measured -12.1 % on the CDNOW holdout, "
-                                       "purchase days counted alike in calibration and holdout")
-def test_cdnow_holdout_aggregate_within_issue_target(transactions, calibration):
-    assert abs(holdout_relative_error(transactions, calibration)) <= 0.10
+def test_cdnow_cumulative_tracking_hides_the_holdout_error(transactions, calibration):
+    # The paper's tracking plot counts from week 1, so it dilutes the holdout error: by week 78 the
+    # calendar BG/NBD expects 4,161 of the 4,339 repeat purchase days (-4.1 %), -11.4 % of weeks 40-78.
+    model = BetaGeoModel().fit(calibration["frequency"], calibration["recency"], calibration["T"])
+    r, alpha, a, b = model.params_.values()
+    t = calibration["T"].to_numpy() + HOLDOUT_WEEKS
+    # Fader, Hardie & Lee (2005a), eq. 9: E[X(t)] for a customer of age t.
+    unconditional = (a + b - 1) / (a - 1) * (1 - (alpha / (alpha + t)) ** r * hyp2f1(r, b, a + b - 1, t / (alpha + t)))
+    assert unconditional.sum() / (2457 + 1882) - 1 == pytest.approx(-0.041, abs=0.002)
+
+
+@pytest.mark.parametrize("at_first, measured", [(True, 0.031), (False, 0.067)])
+def test_cdnow_holdout_aggregate_within_issue_target_on_seasonal_days(transactions, at_first, measured):
+    # The default model: the calendar models' -16.2 % (MBG/NBD) and -12.1 % (BG/NBD) become +3.1 % and
+    # +6.7 % with the month index (docs/decisions.md, issue 14).
+    result = estimate_customer_value(transactions, CALIBRATION_END, CDNOW_HORIZON_DAYS,
+                                     dropout_at_first_purchase=at_first)
+    error = result.estimates["expected_orders"].sum() / 1882 - 1
+    assert abs(error) <= 0.10
+    assert error == pytest.approx(measured, abs=0.002)
+    assert result.report["purchase_model"]["clock"] == "seasonal days (month-of-year index)"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -327,7 +345,9 @@ CDNOW_HORIZON_DAYS = 7 * HOLDOUT_WEEKS
 
 @pytest.fixture(scope="module")
 def cdnow_bgnbd(transactions):
-    return estimate_customer_value(transactions, CALIBRATION_END, CDNOW_HORIZON_DAYS, dropout_at_first_purchase=False)
+    # Calendar weeks, as the published fit.
+    return estimate_customer_value(transactions, CALIBRATION_END, CDNOW_HORIZON_DAYS, dropout_at_first_purchase=False,
+                                   seasonal_index=False)
 
 
 @pytest.fixture(scope="module")
@@ -524,3 +544,77 @@ def test_bad_orders_are_clear_errors(transactions, change, message):
 def test_bad_settings_are_clear_errors(transactions, kwargs, message):
     with pytest.raises(ValueError, match=message):
         estimate_customer_value(transactions, **kwargs)
+
+
+# ---------------------------------------------------------------------------------------------
+# The seasonal clock
+
+SEASON = np.array([1.05, 0.80, 0.90, 0.95, 1.00, 0.95, 1.00, 1.05, 0.95, 0.95, 1.10, 1.60])
+
+
+def seasonal_orders(n_customers: int, seed: int, start="2021-01-01", days: int = 3 * 365) -> pd.DataFrame:
+    """MBG/NBD customers whose buying rate follows ``SEASON`` by month; they join at a seasonal day.
+
+    Each customer buys at ``lambda * SEASON[month]`` per day (lambda gamma across customers) from
+    their first purchase, and stops after each purchase, the first included, with their own
+    Beta-distributed probability. Times are drawn in operational time and mapped back to days.
+    """
+    rng = np.random.default_rng(seed)
+    calendar = pd.date_range(start, periods=days, freq="D")
+    clock = np.concatenate([[0.0], np.cumsum(SEASON[calendar.month - 1])])
+    first = np.searchsorted(clock, rng.uniform(0, clock[-1], n_customers), side="right") - 1
+    rate = rng.gamma(2.0, 1 / 60, n_customers)  # a purchase every 30 days on average
+    possible = rng.poisson(rate * (clock[-1] - clock[first + 1]))
+    kept = np.minimum(possible, rng.geometric(rng.beta(1.0, 12.0, n_customers)) - 1)
+    owner = np.repeat(np.arange(n_customers), kept)
+    when = clock[first + 1][owner] + rng.uniform(0, 1, owner.size) * (clock[-1] - clock[first + 1][owner])
+    day = np.concatenate([first, np.searchsorted(clock, when, side="right") - 1])
+    customer = np.concatenate([np.arange(n_customers), owner])
+    return pd.DataFrame({"customer_id": customer, "order_date": calendar[day], "order_value": 20.0 + day % 7})
+
+
+@pytest.fixture(scope="module")
+def seasonal() -> pd.DataFrame:
+    return seasonal_orders(20_000, seed=3)
+
+
+def test_month_index_recovers_the_seasons_of_drawn_customers(seasonal):
+    index = MonthIndex().fit(seasonal["customer_id"], seasonal["order_date"])
+    truth = SEASON * 365 / (np.array([31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31]) @ SEASON)
+    assert index.converged_ and index.in_between_days_ > 50_000
+    np.testing.assert_allclose(index.factors_, truth, atol=0.04)
+    assert index.clock("2022-01-01", "2023-01-01")[0] == pytest.approx(365.0)
+
+
+def test_seasonal_days_forecast_a_horizon_over_december(seasonal):
+    # 182 days from 30 June hold the December peak: calendar days forecast the year's average pace
+    # (measured -10.2 %), seasonal days count December's days for more (-1.8 %). Without seasons
+    # the drawing itself (whole days, same-day purchases merged) leaves both at -2 to -4 %.
+    cut, end = pd.Timestamp("2023-06-30"), pd.Timestamp("2023-12-29")
+    before = seasonal[seasonal["order_date"] <= cut]
+    days = seasonal[(seasonal["order_date"] > cut) & (seasonal["order_date"] <= end)
+                    & seasonal["customer_id"].isin(before["customer_id"])]
+    actual = len(days.drop_duplicates(["customer_id", "order_date"]))
+    error = {seasonal_index: estimate_customer_value(before, cut, 182, seasonal_index=seasonal_index)
+             .estimates["expected_orders"].sum() / actual - 1 for seasonal_index in (False, True)}
+    assert error[False] < -0.08
+    assert abs(error[True]) < 0.04
+
+
+def test_month_index_without_in_between_purchases_is_the_calendar():
+    index = MonthIndex().fit([1, 1, 2, 3], pd.to_datetime(["2020-01-01", "2020-02-01", "2020-01-05", "2020-07-04"]))
+    assert index.in_between_days_ == 0
+    np.testing.assert_allclose(index.factors_, np.ones(12))
+    np.testing.assert_allclose(index.clock(["2020-01-01", "2020-03-01"], ["2020-12-31", "2020-03-01"]), [365.0, 0.0])
+
+
+def test_clock_sums_the_factors_of_the_days_by_hand():
+    index = MonthIndex()
+    index.factors_ = np.array([2.0] + [1.0] * 10 + [0.5])
+    # 30 and 31 January (2 each), 1 February (1); 31 December 2020 (0.5) to 2 January 2021 (2).
+    np.testing.assert_allclose(index.clock(["2021-01-30", "2020-12-31"], ["2021-02-02", "2021-01-02"]), [5.0, 2.5])
+
+
+def test_month_index_refuses_bad_priors():
+    with pytest.raises(ValueError, match="prior_sd and smoothness_sd must be positive"):
+        MonthIndex(prior_sd=0).fit([1], pd.to_datetime(["2020-01-01"]))

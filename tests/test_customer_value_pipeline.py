@@ -267,7 +267,8 @@ def test_a_log_where_nobody_buys_twice_runs_all_five_stages_with_null_values_and
 
 # --- unit tests ---------------------------------------------------------------------------------
 
-CONFIG = CustomerValueConfig(enabled=True, horizon_days=273, churn_risk_thresholds=(0.3, 0.7), min_repeat_buyers=50)
+CONFIG = CustomerValueConfig(enabled=True, horizon_days=273, churn_risk_thresholds=(0.3, 0.7), min_repeat_buyers=50,
+                             seasonal_index=True)
 
 
 def test_order_values_are_aggregate_orders_by_hand_with_returns_placed_at_the_cut():
@@ -285,10 +286,14 @@ def test_order_values_are_aggregate_orders_by_hand_with_returns_placed_at_the_cu
                                   check_dtype=False)
 
 
-def test_the_saved_parameters_rebuild_the_fitted_values_exactly(transactions):  # noqa: F811
-    estimates = estimate_values(transactions, CALIBRATION_END, CONFIG, segmented=[])
+@pytest.mark.parametrize("seasonal_index", [True, False])
+def test_the_saved_parameters_rebuild_the_fitted_values_exactly(transactions, seasonal_index):  # noqa: F811
+    config = dataclasses.replace(CONFIG, seasonal_index=seasonal_index)
+    estimates = estimate_values(transactions, CALIBRATION_END, config, segmented=[])
     assert estimates.reason is None and not estimates.table["segmented"].any()
     model = json.loads(json.dumps(estimates.model))  # what customer_value_model.json holds: numbers only
+    assert (model["seasonal_index"] is not None) == seasonal_index
+    assert len(model["seasonal_index"] or [0] * 12) == 12
     rebuilt = predict_values(transactions, CALIBRATION_END, model)
     table = estimates.table.set_index("customer_id")
     for column in VALUE_COLUMNS[:-1]:

@@ -56,7 +56,7 @@ class LifeEvent:
                               help="chance per year of the event (a constant hazard from the customer's "
                                    "first visit; several events of a persona compete, at most one happens)")
     age_range: Range | None = spec(None, minimum=0.0,
-                                   help="[min, max] age on history_start of the customers it can happen to; "
+                                   help="[min, max] age (customers.parquet's age) of the customers it can happen to; "
                                         "null = all")
 
 

@@ -34,6 +34,9 @@ from core.generate_data.settings import BRAND_TIERS
 MIN_EXPECTED_LINES = 20
 """A department the config expects this many lines of, and none bought, fails whatever the tolerance."""
 
+SPREAD_SAMPLE = 300
+"""Customers per block whose repeat-purchase intervals the replenishment report describes."""
+
 CV_BINS = np.round(np.arange(0.05, 3.0001, 0.05), 2)
 """Bins of the coefficient of variation of days between repeat purchases (for the replenishment report)."""
 
@@ -237,7 +240,9 @@ class GenerationReport:
         # How regular repeat purchases are: the CV of the days between a slot's purchases of one usual
         # class, for basics and for the other usual classes (pairs with at least 4 purchase days).
         day = o["day"][lines["order"]]
-        usual = lines["usual"]
+        # Measured on the first SPREAD_SAMPLE customers of each block (slots of their own): a
+        # description, not a check, and sorting every line's day cost a fifth of the report's time.
+        usual = lines["usual"] & (lines["slot"] < SPREAD_SAMPLE)
         width = plan.n_days + 1
         packed = np.unique((lines["slot"][usual] * self._K + lines["class_row"][usual]) * width + day[usual])
         pairs = np.stack([packed // width, packed % width])
@@ -261,15 +266,18 @@ class GenerationReport:
             companions = plan.mission_classes[m]
             anchor_order = np.zeros(n_orders, dtype=bool)
             anchor_order[lines["order"][lines["class_row"] == anchor]] = True
-            free = (np.isin(lines["merch_dept"], companions[:, 0]) & (lines["class_row"] != anchor)
-                    & ~lines["replenished"])
+            in_departments = np.zeros(len(plan.catalog.departments), dtype=bool)
+            in_departments[companions[:, 0]] = True
+            is_companion = np.zeros(self._K, dtype=bool)
+            is_companion[companions[:, 1]] = True
+            free = in_departments[lines["merch_dept"]] & (lines["class_row"] != anchor) & ~lines["replenished"]
             eligible = np.zeros(n_orders, dtype=bool)
             eligible[lines["order"][free]] = True
             holds = np.zeros(n_orders, dtype=bool)
-            holds[lines["order"][np.isin(lines["class_row"], companions[:, 1])]] = True
+            holds[lines["order"][is_companion[lines["class_row"]]]] = True
             # The same orders as drawn from the customers' tastes, before any mission.
             drawn = np.zeros(n_orders, dtype=bool)
-            drawn[lines["order"][np.isin(lines["class_drawn"], companions[:, 1])]] = True
+            drawn[lines["order"][is_companion[lines["class_drawn"]]]] = True
             self.mission_counts[m] += [anchor_order.sum(), (anchor_order & eligible).sum(),
                                        (anchor_order & eligible & holds).sum(),
                                        (~anchor_order & eligible).sum(), (~anchor_order & eligible & holds).sum(),

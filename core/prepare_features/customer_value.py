@@ -41,8 +41,8 @@ from sklearn.base import BaseEstimator
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils.validation import check_is_fitted
 
-__all__ = ["BetaGeoModel", "CustomerValue", "GammaGammaModel", "aggregate_orders", "assign_churn_risk",
-           "estimate_customer_value", "rfm_summary"]
+__all__ = ["BetaGeoModel", "CustomerValue", "GammaGammaModel", "MonthIndex", "aggregate_orders", "assign_churn_risk",
+           "estimate_customer_value", "purchase_clock", "rfm_summary"]
 
 
 def rfm_summary(transactions: pd.DataFrame, analysis_date, time_unit_days: float = 1.0) -> pd.DataFrame:
@@ -417,6 +417,172 @@ class GammaGammaModel(BaseEstimator):
 
 
 # ---------------------------------------------------------------------------------------------
+# A seasonal clock for the purchase model
+
+MONTH_NAMES = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+_DAYS_IN_MONTH = np.array([31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31], dtype=float)
+
+
+def _day_numbers(dates) -> np.ndarray:
+    """Whole days since 1970-01-01 of datetime-like ``dates`` (the time of day dropped)."""
+    return np.asarray(pd.to_datetime(np.asarray(dates)).normalize().to_numpy("datetime64[D]").astype(np.int64))
+
+
+def _month_table(low: int, n_days: int) -> tuple[np.ndarray, np.ndarray]:
+    """Month (0-11) of each of the ``n_days`` days from day number ``low``, and their running counts.
+
+    The counts have ``n_days + 1`` rows: row ``k`` holds how many days of
+    each month lie in ``[low, low + k)``.
+    """
+    months = pd.date_range(pd.Timestamp(low, unit="D"), periods=max(n_days, 0), freq="D").month.to_numpy() - 1
+    counts = np.zeros((months.size + 1, 12))
+    counts[np.arange(1, months.size + 1), months] = 1.0
+    return months, np.cumsum(counts, axis=0)
+
+
+def _in_between_days(customer_id, order_date) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """What :class:`MonthIndex` is fitted on: in-between purchase days by month and their exposures.
+
+    Returns
+    -------
+    (numpy.ndarray, numpy.ndarray, numpy.ndarray)
+        Purchase days strictly between a customer's first and last, by
+        month (12); one row per distinct (first, last) pair of days, the
+        days of each month strictly between them (``(pairs, 12)``); and the
+        in-between purchase days of the customers of each pair.
+    """
+    owner = pd.factorize(np.asarray(customer_id))[0].astype(np.int64)
+    day = _day_numbers(order_date)
+    if owner.size != day.size:
+        raise ValueError(f"customer_id and order_date differ in length: {owner.size} and {day.size}")
+    low = int(day.min()) if day.size else 0
+    key = np.sort(owner << 32 | (day - low))  # by customer then day; a plain sort beats np.unique's hashing
+    key = key[np.r_[True, key[1:] != key[:-1]]] if key.size else key  # distinct purchase days
+    owner, day = key >> 32, key & 0xFFFFFFFF
+    starts = np.flatnonzero(np.r_[True, owner[1:] != owner[:-1]])
+    ends = np.r_[starts[1:], owner.size] - 1
+    inner = np.ones(owner.size, dtype=bool)
+    inner[starts], inner[ends] = False, False
+    months, table = _month_table(low, int(day.max()) + 1 if day.size else 0)
+    events = np.bincount(months[day[inner]], minlength=12).astype(float)
+    per_customer = ends - starts - 1
+    has = per_customer > 0
+    # Customers with the same first and last day share one exposure row: the days strictly between.
+    pair_key = day[starts[has]] << 32 | day[ends[has]]
+    pairs, where = np.unique(pair_key, return_inverse=True)
+    weights = np.bincount(where, weights=per_customer[has], minlength=pairs.size)
+    exposure = table[pairs & 0xFFFFFFFF] - table[(pairs >> 32) + 1]
+    return events, exposure, weights
+
+
+class MonthIndex(BaseEstimator):
+    """Month-of-year purchase intensity: the seasonal clock the purchase model runs on.
+
+    BG/NBD and its kin assume a constant buying rate while a customer is
+    active. Retail buying is seasonal: a customer first seen in November buys
+    at December's pace, which the model carries into the whole next year,
+    and a horizon over December holds more purchases than its length says.
+    With a rate ``lambda * s(t)`` (``s`` the month-of-year factor), the
+    process in *operational time* ``tau(t) = integral of s`` is the model's
+    own, so the model is fitted and predicts on ``tau`` instead of days.
+
+    The factors come from a likelihood in which each customer's own rate and
+    dropout cancel: given a repeat buyer's first and last purchase days, the
+    purchase days in between fall independently with density proportional
+    to ``s`` (the dropout decisions are coin flips at purchases, not at
+    times). So ``s`` maximises ``sum over in-between days of log s(day)
+    minus sum over customers of (in-between days) * log(integral of s from
+    first to last)``. A Gaussian prior on the log factors (sd
+    ``prior_sd`` about 1, and ``smoothness_sd`` between neighbouring
+    months, December next to January) keeps them at 1 with little data and
+    lets a month never observed take its neighbours' level. The factors are
+    scaled to average 1 over the days of a year, so operational days are
+    days on average.
+
+    Parameters
+    ----------
+    prior_sd, smoothness_sd : float, default 0.5
+        Prior standard deviations of a log factor and of the difference of
+        neighbouring log factors.
+
+    Attributes
+    ----------
+    factors_ : numpy.ndarray
+        Twelve factors, January first.
+    in_between_days_ : int
+        Purchase days between a customer's first and last that the factors were estimated from.
+    converged_ : bool
+    """
+
+    def __init__(self, prior_sd: float = 0.5, smoothness_sd: float = 0.5):
+        self.prior_sd = prior_sd
+        self.smoothness_sd = smoothness_sd
+
+    def fit(self, customer_id, order_date) -> "MonthIndex":
+        """Estimate the factors from purchase occasions (one customer and date per order; days merged).
+
+        Parameters
+        ----------
+        customer_id : array-like
+        order_date : array-like of datetime-like
+            The time of day is ignored.
+
+        Returns
+        -------
+        MonthIndex
+        """
+        if not (self.prior_sd > 0 and self.smoothness_sd > 0):
+            raise ValueError(f"prior_sd and smoothness_sd must be positive, got {self.prior_sd}, {self.smoothness_sd}")
+        events, exposure, weights = _in_between_days(customer_id, order_date)
+        result = minimize(self._objective, np.zeros(12), args=(events, exposure, weights), jac=True,
+                          method="L-BFGS-B")
+        if not np.isfinite(result.x).all():
+            raise ValueError(f"month index fit failed: non-finite factors ({result.message})")
+        factors = np.exp(result.x)
+        self.factors_ = factors * 365.0 / (_DAYS_IN_MONTH @ factors)
+        self.in_between_days_ = int(events.sum())
+        self.converged_ = bool(result.success)
+        return self
+
+    def _objective(self, theta, events, exposure, weights):
+        """Negative penalised log-likelihood of the in-between purchase days and its gradient."""
+        factors = np.exp(theta)
+        spans = exposure @ factors
+        step = theta - np.roll(theta, 1)
+        value = (events @ theta - weights @ np.log(spans)
+                 - theta @ theta / (2 * self.prior_sd ** 2) - step @ step / (2 * self.smoothness_sd ** 2))
+        gradient = (events - factors * ((weights / spans) @ exposure)
+                    - theta / self.prior_sd ** 2 - (step - np.roll(step, -1)) / self.smoothness_sd ** 2)
+        return -value, -gradient
+
+    def clock(self, start, stop) -> np.ndarray:
+        """Operational days from ``start`` to ``stop``: the sum of the factors of the days in ``[start, stop)``.
+
+        Parameters
+        ----------
+        start, stop : array-like of datetime-like (broadcast together)
+
+        Returns
+        -------
+        numpy.ndarray
+            Non-negative where ``stop >= start``; ``stop - start`` in days
+            when every factor is 1.
+        """
+        return self.clock_days(_day_numbers(np.atleast_1d(start)), _day_numbers(np.atleast_1d(stop)))
+
+    def clock_days(self, start, stop) -> np.ndarray:
+        """:meth:`clock` for whole day numbers (days since 1970-01-01), the form the fit works in."""
+        check_is_fitted(self, "factors_")
+        first, last = np.broadcast_arrays(np.asarray(start, dtype=np.int64), np.asarray(stop, dtype=np.int64))
+        if first.size == 0:
+            return np.zeros(first.shape)
+        low = int(min(first.min(), last.min()))
+        _, table = _month_table(low, int(max(first.max(), last.max())) - low)
+        cumulative = table @ self.factors_
+        return cumulative[last - low] - cumulative[first - low]
+
+
+# ---------------------------------------------------------------------------------------------
 # From order lines to per-customer estimates
 
 ORDER_LINE_COLUMNS = ("customer_id", "order_id", "order_date", "department", "line_amount", "is_return",
@@ -575,17 +741,49 @@ class CustomerValue:
     report : dict
         JSON-ready account of the fit: parameters, convergence, customers
         used, fallbacks taken and why (see :func:`estimate_customer_value`).
+    month_index : MonthIndex or None
+        The seasonal clock the purchase model ran on; ``None`` for calendar days.
     """
 
     estimates: pd.DataFrame
     purchase_model: BetaGeoModel
     value_model: GammaGammaModel | None
     report: dict
+    month_index: MonthIndex | None = None
+
+
+def purchase_clock(recency_days, age_days, analysis_date, horizon_days: float, time_unit_days: float,
+                   month_index: "MonthIndex | None" = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Recency, age and horizon in the purchase model's time: days, or seasonal days of ``month_index``.
+
+    A customer's first purchase day is ``analysis_date - age_days`` and last
+    ``first + recency_days``; age runs to the analysis date and the horizon
+    covers the ``horizon_days`` days after it. In seasonal days each day
+    counts its month's factor (:class:`MonthIndex`), a fraction of a day at
+    the horizon's end pro rata.
+
+    Returns
+    -------
+    (numpy.ndarray, numpy.ndarray, numpy.ndarray)
+        ``t_x``, ``T`` and the horizon (one value per customer), in units of ``time_unit_days``.
+    """
+    recency_days, age_days = np.asarray(recency_days, dtype=float), np.asarray(age_days, dtype=float)
+    if month_index is None:
+        return (recency_days / time_unit_days, age_days / time_unit_days,
+                np.full(age_days.shape, horizon_days / time_unit_days))
+    end = int(_day_numbers([analysis_date])[0])
+    first = end - np.rint(age_days).astype(np.int64)
+    last = first + np.rint(recency_days).astype(np.int64)
+    whole = int(np.floor(horizon_days))
+    horizon = (month_index.clock_days(end + 1, end + 1 + whole)
+               + (horizon_days - whole) * month_index.clock_days(end + 1 + whole, end + 2 + whole))
+    return (month_index.clock_days(first, last) / time_unit_days, month_index.clock_days(first, end) / time_unit_days,
+            np.full(age_days.shape, float(horizon) / time_unit_days))
 
 
 def estimate_customer_value(orders: pd.DataFrame, analysis_date=None, horizon_days: float = 365,
                             thresholds=DEFAULT_CHURN_THRESHOLDS, *, time_unit_days: float = 7.0,
-                            dropout_at_first_purchase: bool = True,
+                            dropout_at_first_purchase: bool = True, seasonal_index: bool = True,
                             min_repeat_buyers: int = MIN_REPEAT_BUYERS, penalizer: float = 0.0) -> CustomerValue:
     """Per-customer probability of being active, expected orders and revenue over a horizon, churn risk.
 
@@ -601,6 +799,17 @@ def estimate_customer_value(orders: pd.DataFrame, analysis_date=None, horizon_da
         tolerance); weeks put ``alpha`` near the optimiser's starting point
         of 1 and took as many or fewer iterations (13 against 16 on the
         synthetic data), and are the unit of the published CDNOW fits.
+        *Seasonal clock by default*: the purchase model is fitted and
+        predicts in seasonal days (:class:`MonthIndex`, estimated from the
+        same orders): a day of a busy month counts more than a day of a
+        quiet one, in the history and in the horizon. On the default
+        synthetic data, whose visits follow month weights, calendar days
+        over-forecast a 365-day holdout by 11.6% (customers first seen in
+        the December peak carry its pace into a whole year) and
+        under-forecast a 182-day one over December by 9.1%; seasonal days
+        give +0.1% and +0.6%. ``seasonal_index=False`` runs on calendar days
+        (the published CDNOW fits are in calendar weeks); so does a month
+        index whose fit fails, with a note in the report.
         *MBG/NBD by default*: under BG/NBD every customer who bought once is
         certainly active (``p_alive == 1``) however long ago that was; on
         CDNOW that is 60% of the customers and ``p_alive`` then ranks who
@@ -645,6 +854,8 @@ def estimate_customer_value(orders: pd.DataFrame, analysis_date=None, horizon_da
         Time unit of the fits, in days.
     dropout_at_first_purchase : bool, default True
         MBG/NBD (``True``) or BG/NBD (``False``).
+    seasonal_index : bool, default True
+        Run the purchase model on seasonal days (:class:`MonthIndex`) rather than calendar days.
     min_repeat_buyers : int, default :data:`MIN_REPEAT_BUYERS`
         Fewest repeat buyers to fit the purchase model (else ``ValueError``),
         and fewest with positive spend to fit Gamma-Gamma (else the
@@ -684,7 +895,14 @@ def estimate_customer_value(orders: pd.DataFrame, analysis_date=None, horizon_da
         raise ValueError(f"{int(repeat.sum())} of the {len(summary)} customers bought on two different days "
                          f"up to {end.date()}; the purchase model needs at least min_repeat_buyers="
                          f"{min_repeat_buyers} to tell a buying rate from dropout")
-    t_x, T, horizon = t_x_days / time_unit_days, age_days / time_unit_days, horizon_days / time_unit_days
+    month_index, clock_failure = None, None
+    if seasonal_index:
+        before = orders.loc[on_or_before]
+        try:
+            month_index = MonthIndex().fit(before["customer_id"].to_numpy(), before["order_date"].to_numpy())
+        except ValueError as error:  # calendar days still give a usable model
+            clock_failure = str(error)
+    t_x, T, horizon = purchase_clock(t_x_days, age_days, end, horizon_days, time_unit_days, month_index)
 
     purchase_model = BetaGeoModel(penalizer=penalizer, dropout_at_first_purchase=dropout_at_first_purchase)
     purchase_model.fit(x, t_x, T)
@@ -727,9 +945,10 @@ def estimate_customer_value(orders: pd.DataFrame, analysis_date=None, horizon_da
         history_days=history_days, repeat=repeat, positive=positive, non_positive=non_positive,
         ignored=int((~on_or_before).sum()), purchase_model=purchase_model, value_model=value_model,
         fallback_reason=fallback_reason, population_mean=population_mean, estimates=estimates,
-        dropout_at_first_purchase=dropout_at_first_purchase)
+        dropout_at_first_purchase=dropout_at_first_purchase, month_index=month_index, horizon=float(horizon[0]),
+        clock_failure=clock_failure)
     return CustomerValue(estimates=estimates, purchase_model=purchase_model, value_model=value_model,
-                         report=report)
+                         report=report, month_index=month_index)
 
 
 def _check_inputs(orders: pd.DataFrame, horizon_days: float, time_unit_days: float,
@@ -766,7 +985,7 @@ def _fit_value_model(x: np.ndarray, m: np.ndarray, positive: np.ndarray, min_rep
 
 def _fit_report(*, end, horizon_days, time_unit_days, thresholds, history_days, repeat, positive, non_positive,
                 ignored, purchase_model, value_model, fallback_reason, population_mean, estimates,
-                dropout_at_first_purchase) -> dict:
+                dropout_at_first_purchase, month_index=None, horizon=None, clock_failure=None) -> dict:
     """The JSON-ready account of a fit: parameters, convergence, fallbacks, counts and notes.
 
     ``history_days`` counts calendar days with both ends included: 1997-01-01
@@ -781,6 +1000,8 @@ def _fit_report(*, end, horizon_days, time_unit_days, thresholds, history_days, 
                      f"rate and dropout is poorly determined, so p_alive is uncertain (expected orders less so)")
     if fallback_reason:
         notes.append(f"order values: population mean for every customer ({fallback_reason})")
+    if clock_failure:
+        notes.append(f"purchase model on calendar days: {clock_failure}")
     return {
         "analysis_date": str(end.date()),
         "horizon_days": float(horizon_days),
@@ -791,8 +1012,13 @@ def _fit_report(*, end, horizon_days, time_unit_days, thresholds, history_days, 
         "orders_after_analysis_date_ignored": ignored,
         "history_days": history_days,
         "history_shorter_than_horizon": history_days < horizon_days,
+        "seasonal_index": None if month_index is None else {
+            "factors": dict(zip(MONTH_NAMES, month_index.factors_.round(6).tolist())),
+            "in_between_purchase_days": month_index.in_between_days_, "converged": month_index.converged_,
+            "horizon_seasonal_days": round(float(horizon) * time_unit_days, 4)},
         "purchase_model": {
             "model": "MBG/NBD" if dropout_at_first_purchase else "BG/NBD",
+            "clock": "calendar days" if month_index is None else "seasonal days (month-of-year index)",
             "params": purchase_model.params_, "alpha_time_unit_days": float(time_unit_days),
             "converged": purchase_model.converged_, "iterations": purchase_model.n_iter_,
             "customers": purchase_model.n_customers_},

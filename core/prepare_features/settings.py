@@ -115,6 +115,9 @@ class CustomerValueConfig:
                                                          "is high churn risk, below the second medium, else low")
     min_repeat_buyers: int = spec(minimum=2, help="fewest customers who bought on two different days to fit the "
                                                   "models; fewer: the columns are null, with the reason")
+    seasonal_index: bool = spec(help="true: the purchase model counts time in seasonal days (a month-of-year "
+                                     "index estimated from the orders: a busy month's day counts more); "
+                                     "false: calendar days")
 
 
 def check_customer_value(cfg: CustomerValueConfig, problems: Problems) -> None:

@@ -37,8 +37,8 @@ from sklearn.metrics import roc_auc_score
 from core.domain.columns import ID_COLUMN, UNKNOWN
 from core.domain.hierarchy import Hierarchy
 from core.prepare_features.aggregate import register_source
-from core.prepare_features.customer_value import (BetaGeoModel, GammaGammaModel, assign_churn_risk,
-                                                  estimate_customer_value, rfm_summary)
+from core.prepare_features.customer_value import (BetaGeoModel, GammaGammaModel, MonthIndex, assign_churn_risk,
+                                                  estimate_customer_value, purchase_clock, rfm_summary)
 from core.prepare_features.settings import CustomerValueConfig
 
 #: The per-customer columns, with these names wherever they appear (stage 05, the score command).
@@ -218,7 +218,8 @@ def estimate_values(orders: pd.DataFrame, analysis_date, cfg: CustomerValueConfi
             warnings.simplefilter("always", ConvergenceWarning)
             try:
                 result = estimate_customer_value(orders, end, cfg.horizon_days, tuple(cfg.churn_risk_thresholds),
-                                                 min_repeat_buyers=cfg.min_repeat_buyers)
+                                                 min_repeat_buyers=cfg.min_repeat_buyers,
+                                                 seasonal_index=cfg.seasonal_index)
             except ValueError as error:
                 reason = str(error)
         caught = [str(w.message) for w in seen if issubclass(w.category, ConvergenceWarning)]
@@ -249,7 +250,9 @@ def model_document(result, cfg: CustomerValueConfig, analysis_date, non_merchand
     -------
     dict
         ``estimated``, ``reason``, ``analysis_date``, ``horizon_days``,
-        ``churn_risk_thresholds``, ``time_unit_days``, ``purchase_model``
+        ``churn_risk_thresholds``, ``time_unit_days``, ``seasonal_index``
+        (the twelve month factors of the purchase model's clock, January
+        first, or null for calendar days), ``purchase_model``
         (``model``, ``dropout_at_first_purchase``, ``params`` r, alpha, a, b
         with alpha in time units), ``value_model`` (``model``, ``params`` p,
         q, v or null for the population-mean fallback,
@@ -265,14 +268,17 @@ def model_document(result, cfg: CustomerValueConfig, analysis_date, non_merchand
         "horizon_days": int(cfg.horizon_days),
         "churn_risk_thresholds": [float(v) for v in cfg.churn_risk_thresholds],
         "non_merchandise_departments": sorted(non_merchandise),
-        "time_unit_days": None, "purchase_model": None, "value_model": None, "report": None,
+        "time_unit_days": None, "seasonal_index": None, "purchase_model": None, "value_model": None,
+        "report": None,
     }
     if result is None:
         return document
     report = result.report
     purchase, value = result.purchase_model, result.value_model
+    index = result.month_index
     document.update(
         time_unit_days=float(report["time_unit_days"]),
+        seasonal_index=None if index is None else [float(f) for f in index.factors_],
         purchase_model={"model": report["purchase_model"]["model"],
                         "dropout_at_first_purchase": bool(purchase.dropout_at_first_purchase),
                         "params": {k: float(v) for k, v in purchase.params_.items()}},
@@ -320,9 +326,13 @@ def predict_values(orders: pd.DataFrame, analysis_date, model: dict[str, Any]) -
     unit = float(model["time_unit_days"])
     purchase = BetaGeoModel(dropout_at_first_purchase=model["purchase_model"]["dropout_at_first_purchase"])
     purchase.params_ = {k: float(model["purchase_model"]["params"][k]) for k in ("r", "alpha", "a", "b")}
-    t_x, T = t_x_days / unit, age_days / unit
+    index = None
+    if model.get("seasonal_index") is not None:  # absent from documents written before the seasonal clock
+        index = MonthIndex()
+        index.factors_ = np.asarray(model["seasonal_index"], dtype=float)
+    t_x, T, horizon = purchase_clock(t_x_days, age_days, end, model["horizon_days"], unit, index)
     p_alive = purchase.p_alive(x, t_x, T)
-    expected_orders = purchase.expected_orders(model["horizon_days"] / unit, x, t_x, T)
+    expected_orders = purchase.expected_orders(horizon, x, t_x, T)
     non_positive = (x > 0) & (m <= 0)
     saved_value = model["value_model"]
     if saved_value["params"] is not None:
@@ -399,7 +409,8 @@ def evaluate_holdout(orders: pd.DataFrame, analysis_date, cfg: CustomerValueConf
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)  # the fit report says converged: false
             fitted = estimate_customer_value(calibration, cut, cfg.horizon_days, tuple(cfg.churn_risk_thresholds),
-                                             min_repeat_buyers=cfg.min_repeat_buyers)
+                                             min_repeat_buyers=cfg.min_repeat_buyers,
+                                             seasonal_index=cfg.seasonal_index)
     except ValueError as error:
         return {"status": f"skipped: the fit at {cut.date()} is impossible: {error}", **base}
     estimates = fitted.estimates

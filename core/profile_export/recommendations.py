@@ -414,6 +414,9 @@ class NextBestClasses(BaseEstimator):
             comps = self.components(interactions, segments, batch)
             items, _ = top_k(self.blend(comps), self.top_k)
             scores, reason, because = self._reasons(comps, items)
+            # A customer of no segment seen in fit was scored on everyone's popularity: say so.
+            unseen = self._segment_rows(np.asarray(segments)[batch]) < 0
+            reason[unseen[:, None] & (reason == COMPONENTS.index("segment"))] = -1
             parts.append(Recommended(rows=batch, items=items, scores=scores, reason=reason, because=because))
         return Recommended.concat(parts, self.top_k)
 
@@ -509,6 +512,59 @@ def recommendation_table(recommended: Recommended, customer_ids, items: pd.DataF
         "score": np.round(recommended.scores[valid].astype(np.float64), 6),
         "reason": reason_texts(recommended, items)[valid],
     }, columns=RECOMMENDATION_COLUMNS)
+
+
+@dataclasses.dataclass(frozen=True)
+class SavedRecommender:
+    """Stage 05's fitted recommender as saved for ``score`` (``recommendation-model.pkl``).
+
+    Attributes
+    ----------
+    model : NextBestClasses or None
+        Fitted on every segmented customer's lines up to the analysis date;
+        None when the log had nothing to recommend (``explanation`` says why).
+    items : DataFrame
+        :func:`recommendable_items` at ``level``.
+    level : {"class", "department"} or None
+    explanation : str
+    analysis_date : str
+        The day the model was fitted at (its season is the days after it).
+    horizon_days : int
+    """
+
+    model: NextBestClasses | None
+    items: pd.DataFrame
+    level: str | None
+    explanation: str
+    analysis_date: str
+    horizon_days: int
+
+    def recommend_lines(self, lines: pd.DataFrame | None, customer_ids, segments,
+                        day: pd.Timestamp | None) -> pd.DataFrame:
+        """Top-k items (:func:`recommendation_table`) for customers not seen in fit, from their own lines.
+
+        Parameters
+        ----------
+        lines : DataFrame or None
+            Their order lines (the columns :meth:`PurchaseHistory.add` reads);
+            None (a features file): segment popularity only.
+        customer_ids, segments : arrays
+            The customers and their segments (-1 or missing: no segment,
+            everyone's popularity then).
+        day : Timestamp or None
+            Lines after it are ignored (default: the last line's day).
+        """
+        if self.model is None:
+            return empty_recommendations()
+        ids = np.asarray(customer_ids)
+        segments = pd.Series(segments).fillna(NOISE).to_numpy(np.int64)
+        cut = day if day is not None else (pd.to_datetime(lines["order_date"]).max() if lines is not None and len(lines)
+                                           else pd.Timestamp(self.analysis_date))
+        history = PurchaseHistory(ids, self.items, [cut], self.horizon_days)
+        if lines is not None:
+            history.add(lines)
+        interactions = history.interactions(0)
+        return recommendation_table(self.model.recommend(interactions, segments), ids, self.items)
 
 
 def empty_recommendations() -> pd.DataFrame:
@@ -761,3 +817,53 @@ def evaluate_history(history: PurchaseHistory, segments, k: int, seed: int) -> d
     base = result["models"][best]["recall"]
     result["lift_over_best_baseline"] = round(result["models"]["model"]["recall"] / base, 3) if base else None
     return result
+
+
+# ---------------------------------------------------------------------------------------------
+# Segment cross-sell lists from the model
+
+
+def department_matrix(items: pd.DataFrame) -> tuple[sp.csr_matrix, list[str]]:
+    """Items x departments, 1 where the item is in the department; and the departments in column order."""
+    codes, departments = pd.factorize(items["department"])
+    matrix = sp.csr_matrix((np.ones(len(codes)), (np.arange(len(codes)), codes)),
+                           shape=(len(codes), len(departments)))
+    return matrix, list(departments)
+
+
+def ranked_departments(model: NextBestClasses, interactions: Interactions, segments, items: pd.DataFrame,
+                       batch_size: int = 50_000) -> dict[int, list[str]]:
+    """Each segment's departments ranked by the model's blended score on the classes its customers have not
+    bought yet (summed over the segment's customers): the model's cross-sell order, best first.
+
+    Departments no customer of the segment scores above 0 are left out.
+    """
+    check_is_fitted(model, "similarity_")
+    to_department, departments = department_matrix(items)
+    segments = np.asarray(segments)
+    labels, code = np.unique(segments, return_inverse=True)
+    totals = np.zeros((len(labels), len(departments)))
+    dense = to_department.toarray()
+    for start in range(0, len(segments), batch_size):
+        batch = np.arange(start, min(start + batch_size, len(segments)))
+        score = model.blend(model.components(interactions, segments, batch)).astype(np.float64)
+        score[interactions.counts[batch].toarray() > 0] = 0.0
+        np.add.at(totals, code[batch], score @ dense)
+    return {int(label): [departments[d] for d in np.argsort(-totals[i], kind="stable") if totals[i, d] > 0]
+            for i, label in enumerate(labels)}
+
+
+def cross_sell_hits(lists: Mapping[int, list[str]], segments, rows: np.ndarray, seen: sp.csr_matrix,
+                    relevant: sp.csr_matrix, items: pd.DataFrame) -> np.ndarray:
+    """1 for each customer of ``rows`` who bought, in the period scored, a department of their segment's
+    cross-sell list they had not bought before; else 0 (an empty list never hits)."""
+    to_department, departments = department_matrix(items)
+    column = {d: i for i, d in enumerate(departments)}
+    seen_dept = (seen[rows] @ to_department).toarray() > 0
+    new_dept = ((relevant[rows] @ to_department).toarray() > 0) & ~seen_dept
+    listed = np.zeros_like(new_dept)
+    labels = np.asarray(segments)[rows]
+    for label, names in lists.items():
+        at = labels == label
+        listed[np.ix_(at, [column[d] for d in names if d in column])] = True
+    return (new_dept & listed).any(axis=1).astype(float)

@@ -35,7 +35,7 @@ from core.framework import paths
 from core.framework.schema import ConfigError
 from core.framework.stage import StageContext
 from core.profile_export import recommendations as rec
-from core.profile_export.recommendation_outputs import write_recommendations
+from core.profile_export.recommendation_outputs import fit_recommendations, write_recommendations
 from core.profile_export.settings import RecommendationsConfig
 from core.profile_export.stage import STAGE
 from conftest import small_config_document, write_config
@@ -241,6 +241,77 @@ def test_returns_and_lines_after_the_analysis_date_are_not_purchases():
     assert history.interactions(2).counts.toarray().tolist() == [[1, 0, 0]]
 
 
+# --- segment cross-sell ----------------------------------------------------------------------
+
+
+def test_cross_sell_hits_count_only_a_new_department_on_the_segment_list():
+    items = rec.recommendable_items(tiny_hierarchy())  # A, B (Ladies Clothing), C (Home)
+    seen = sp.csr_matrix(np.array([[1, 0, 0], [0, 0, 1], [1, 0, 0], [0, 0, 1]], dtype=float))
+    bought = sp.csr_matrix(np.array([[0, 0, 1], [0, 0, 1], [0, 1, 0], [1, 0, 0]], dtype=float))
+    lists = {0: ["Home"], 1: ["Ladies Clothing"]}
+    # 0: Home is new and listed; 1: Home bought before; 2: Ladies bought before; 3: Ladies new and listed.
+    hits = rec.cross_sell_hits(lists, np.array([0, 0, 1, 1]), np.arange(4), seen, bought, items)
+    assert hits.tolist() == [1.0, 0.0, 0.0, 1.0]
+    assert rec.cross_sell_hits({0: [], 1: []}, np.array([0, 0, 1, 1]), np.arange(4), seen, bought,
+                               items).tolist() == [0.0] * 4
+
+
+def test_the_model_ranks_a_segments_departments_by_its_scores_on_classes_not_yet_bought():
+    # Segment 0 popularity: A 4/4, B 2/4, C 1/4 (scaled 1, 0.5, 0.25). Classes not yet bought score:
+    # customer 0 {A, B}: C 0.25; 1 {A, B}: C 0.25; 2 {A, C}: B 0.5; 3 {A}: B 0.5, C 0.25.
+    # Ladies Clothing 1.0, Home 0.75. Segment 1's only customer bought everything: nothing to rank.
+    fit = interactions([[1, 1, 0], [1, 1, 0], [1, 0, 1], [1, 0, 0], [1, 1, 1]])
+    segments = np.array([0, 0, 0, 0, 1])
+    model = rec.NextBestClasses(weights={"segment": 1.0}).fit(fit, segments)
+    ranked = rec.ranked_departments(model, fit, segments, rec.recommendable_items(tiny_hierarchy()), batch_size=2)
+    assert ranked == {0: ["Ladies Clothing", "Home"], 1: []}
+
+
+def test_a_segments_cross_sell_comes_from_the_model_only_where_it_won_on_the_holdout(pipeline_run):
+    _, artifacts_dir = pipeline_run
+    out = paths.stage_dir(artifacts_dir, paths.PROFILE_EXPORT)
+    compared = json.loads((out / paths.RECOMMENDATION_EVALUATION).read_text())["cross_sell"]
+    profiles = json.loads((out / paths.SEGMENT_PROFILES_JSON).read_text())["segments"]
+    sources = {p["segment_id"]: p["strategy"]["cross_sell_source"] for p in profiles if "strategy" in p}
+    assert sources and set(sources.values()) <= {"lift", "recommendations"}
+    for segment, result in compared["segments"].items():
+        if int(segment) in sources:
+            assert sources[int(segment)] == result["chosen"]
+        if result["chosen"] == "recommendations":
+            assert result["model_hit_rate_same_length"] > result["lift_hit_rate"]
+            assert result["customers"] >= 30
+
+
+# --- score ---------------------------------------------------------------------------------
+
+
+def test_score_recommends_what_stage_05_recommended_for_the_same_lines(pipeline_run):
+    from core.scoring import load_saved_run, score_customers
+
+    config_path, artifacts_dir = pipeline_run
+    config = load_config(config_path)
+    table = pd.read_parquet(paths.stage_dir(artifacts_dir, paths.PROFILE_EXPORT) / paths.RECOMMENDATIONS)
+    document = json.loads((paths.stage_dir(artifacts_dir, paths.PROFILE_EXPORT)
+                           / paths.RECOMMENDATION_EVALUATION).read_text())
+    transactions = pd.read_parquet(paths.stage_dir(artifacts_dir, paths.GENERATE_DATA) / paths.TRANSACTIONS)
+    chosen = table["customer_id"].drop_duplicates().iloc[:40]
+    # The same customers under new ids: score knows nothing of them but their lines.
+    new = transactions[transactions["customer_id"].isin(chosen)].assign(
+        customer_id=lambda f: f["customer_id"] + 10_000_000)
+    scored = score_customers(new, load_saved_run(artifacts_dir, config),
+                             analysis_date=pd.Timestamp(document["analysis_date"]))
+    k = config.profile_export.recommendations.top_k
+    assert [c for c in scored.columns if c.startswith("next_best_")] == [
+        f"next_best_{r}_{p}" for r in range(1, k + 1) for p in ("department", "class", "reason")]
+    scored = scored[scored["excluded_reason"] == ""].assign(customer_id=lambda f: f["customer_id"] - 10_000_000)
+    assert len(scored) == len(chosen) and (scored["recommendation_note"] == "").all()
+    expected = table[table["customer_id"].isin(chosen)].pivot(index="customer_id", columns="rank")
+    for rank in range(1, k + 1):
+        for part in ("department", "class", "reason"):
+            got = scored.set_index("customer_id")[f"next_best_{rank}_{part}"]
+            assert got.to_dict() == expected[(part, rank)].loc[got.index].to_dict()
+
+
 # --- bad input -------------------------------------------------------------------------------
 
 
@@ -283,7 +354,9 @@ def test_a_log_without_departments_or_classes_writes_an_explained_empty_file(tmp
     ctx = StageContext(stage=STAGE, config=config, artifacts_dir=tmp_path)
     customers = pd.DataFrame({"customer_id": [1, 2], "last_order_date": pd.to_datetime(["2024-03-01"] * 2),
                               "recency_days": [305, 305]})
-    write_recommendations(ctx, customers, pd.DataFrame({"customer_id": [1, 2], "segment": [0, 0]}))
+    run = fit_recommendations(ctx, customers, pd.DataFrame({"customer_id": [1, 2], "segment": [0, 0]}))
+    assert run.cross_sell == {} and run.saved.model is None
+    write_recommendations(ctx, run)
     out = paths.stage_dir(tmp_path, paths.PROFILE_EXPORT)
     table = pd.read_parquet(out / paths.RECOMMENDATIONS)
     document = json.loads((out / paths.RECOMMENDATION_EVALUATION).read_text())
@@ -292,6 +365,9 @@ def test_a_log_without_departments_or_classes_writes_an_explained_empty_file(tmp
     assert "merchandise department or class the hierarchy knows" in document["explanation"]
     assert ctx.details["recommendations"]["explanation"] == document["explanation"]
     assert "no recommendations" in ctx.summary
+    # score says the same, from the saved recommender, for customers it is handed.
+    assert run.saved.recommend_lines(frame, [1, 2], [0, 0], None).empty
+    assert "merchandise department or class the hierarchy knows" in run.saved.explanation
 
 
 def test_a_bad_top_k_is_a_config_error(tmp_path):

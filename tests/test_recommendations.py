@@ -168,9 +168,10 @@ def test_top_k_keeps_positive_scores_best_first():
 
 def test_the_weight_grid_covers_every_blend_summing_to_one():
     grid = rec.weight_grid()
-    assert len(grid) == 286  # multiples of 0.1 over four components: C(13, 3)
+    assert len(grid) == 1001  # multiples of 0.1 over five components: C(14, 4)
+    assert len(rec.weight_grid(0.2)) == 126  # the coarse grid: C(9, 4)
     assert all(sum(w.values()) == pytest.approx(1.0) for w in grid)
-    assert {"own": 0.0, "segment": 1.0, "cooccurrence": 0.0, "season": 0.0} in grid
+    assert {"own": 0.0, "segment": 1.0, "cooccurrence": 0.0, "season": 0.0, "repeat": 0.0} in grid
 
 
 def test_the_simplest_blend_within_noise_of_the_best_is_chosen():
@@ -239,6 +240,28 @@ def test_returns_and_lines_after_the_analysis_date_are_not_purchases():
                    (1, "2025-01-02", "Home", "C")])
     history = history_of(frame, [1])
     assert history.interactions(2).counts.toarray().tolist() == [[1, 0, 0]]
+
+
+def test_replenishment_scores_follow_each_customers_own_rhythm():
+    frame = lines([(1, d, "Ladies Clothing", "A") for d in ("2024-10-01", "2024-11-01", "2024-12-01", "2024-12-01")]
+                  + [(1, d, "Ladies Clothing", "B") for d in ("2023-01-01", "2023-02-01")]
+                  + [(1, "2024-06-01", "Home", "C")]
+                  + [(2, d, "Ladies Clothing", "A") for d in ("2024-01-01", "2024-12-01")])
+    history = history_of(frame, [1, 2])
+    at_end = history.interactions(2)
+    assert at_end.days.toarray().tolist() == [[3, 2, 1], [2, 0, 0]]  # two lines on one day are one day
+    # Customer 1, A: interval 61 / 2 = 30.5 days, 30 days since, horizon 182: due, not lapsed: 1.
+    # B: interval 31 days, 699 days since: 699 - 2 x 31 days past two intervals, exp(-637 / 31).
+    # C: one day, no rhythm: 0. Customer 2, A: interval 335 days, 30 days since: (30 + 182) / 335.
+    expected = [[1.0, math.exp(-637 / 31), 0.0], [212 / 335, 0.0, 0.0]]
+    np.testing.assert_allclose(rec.replenishment_scores(at_end, np.array([0, 1])), expected, rtol=1e-6)
+    # At the evaluation cut (2024-07-02) customer 2 had bought A once and customer 1's B is 517 days old.
+    np.testing.assert_allclose(rec.replenishment_scores(history.interactions(1), np.array([0, 1])),
+                               [[0.0, math.exp(-455 / 31), 0.0], [0.0, 0.0, 0.0]], rtol=1e-6)
+    model = rec.NextBestClasses(weights={"repeat": 1.0}, top_k=1).fit(at_end, np.array([0, 0]))
+    table = rec.recommendation_table(model.recommend(at_end, np.array([0, 0])), [1, 2], history.items)
+    assert table[["customer_id", "class", "reason"]].values.tolist() == [[1, "A", "due again"],
+                                                                         [2, "A", "due again"]]
 
 
 # --- segment cross-sell ----------------------------------------------------------------------

@@ -59,7 +59,7 @@ TARGET_LIFT = 1.2
 SPEED_CLASSES = 332
 SPEED_SEGMENTS = 12
 SPEED_CLASSES_PER_CUSTOMER = 15
-SPEED_WEIGHTS = {"own": 0.3, "segment": 0.4, "cooccurrence": 0.2, "season": 0.1}  # every component, reasons too
+SPEED_WEIGHTS = {"own": 0.2, "segment": 0.4, "cooccurrence": 0.2, "season": 0.1, "repeat": 0.1}  # every reason
 KIDS_BANDS = ["Baby 0-12m", "Toddler 1-3", "Child 4-6", "Child 7-8", "Child 9-11", "Teen 12-14"]
 BABY_CLASSES = {"Babywear", "Baby Basics", "Baby Boy", "Baby Girl", "Newborn Boy", "Newborn Girl"}
 TODDLER_CLASSES = {"2-7 Boyswear", "2-7 Girlswear"}
@@ -379,7 +379,15 @@ def synthetic_interactions(n: int, seed: int) -> tuple[rec.Interactions, np.ndar
     spend = counts.copy()
     spend.data = spend.data * rng.uniform(3, 30, len(spend.data))
     season = rng.gamma(1.0, 1.0, SPEED_CLASSES)
-    return rec.Interactions(counts=counts, recency=recency, spend=spend, season=season), segments
+    # Purchase days (one per line), the last within two years of the as-of day, an interval of 10-200 days.
+    as_of = int(rec.day_number(pd.Timestamp("2024-12-31"))[()])
+    days = counts.copy()
+    last = counts.copy()
+    last.data = as_of - rng.integers(0, 730, len(last.data)).astype(np.float64)
+    first = counts.copy()
+    first.data = rec.FIRST_BASE - (last.data - (days.data - 1) * rng.uniform(10, 200, len(days.data)))
+    return rec.Interactions(counts=counts, recency=recency, spend=spend, season=season, days=days, last=last,
+                            first=first, as_of=as_of, horizon_days=182), segments
 
 
 def speed_child(n: int, seed: int, k: int) -> None:
@@ -402,7 +410,8 @@ def speed_child(n: int, seed: int, k: int) -> None:
                       "rows": int((recommended.items >= 0).sum()),
                       "reasons": {("fallback" if i == 0 else rec.COMPONENTS[i - 1]): int(c)
                                   for i, c in enumerate(reasons)},
-                      "choose_weights_s": chosen - chose, "choose_weights_customers": choice["customers"]}))
+                      "choose_weights_s": chosen - chose, "choose_weights_customers": choice["customers"],
+                      "choose_weights_blends": choice["grid"]}))
 
 
 def speed_section(n: int, seed: int, k: int) -> list[str]:
@@ -422,7 +431,7 @@ def speed_section(n: int, seed: int, k: int) -> list[str]:
                 ["fit (popularity, segment popularity, co-purchase cosine, season)", f"{found['fit_s']:.1f}"],
                 [f"recommend: components, blend, top {k} (argpartition), reasons", f"{found['recommend_s']:.1f}"],
                 [f"**fit + top {k} (target <= 120)**", f"**{total:.1f}**"],
-                [f"choose_weights: {len(rec.weight_grid())} blends on {found['choose_weights_customers']:,} "
+                [f"choose_weights: {found['choose_weights_blends']} blends on {found['choose_weights_customers']:,} "
                  f"validation customers (stage 05 also runs this)", f"{found['choose_weights_s']:.1f}"]]),
             "", f"Whole child process: wall {seconds(run.wall_seconds)}, CPU {seconds(run.cpu_seconds)}, peak "
             f"resident memory {mib(run.peak_rss_mib)} (target 4,096 MiB, data and imports included). "

@@ -417,7 +417,8 @@ def test_every_segmented_customer_gets_top_k_ranked_merchandise_classes(pipeline
     allowed = set(zip(*rec.recommendable_items(config.hierarchy)[["department", "class"]].to_numpy().T))
     assert set(zip(table["department"], table["class"])) <= allowed
     assert table["score"].between(0, 1).all()
-    assert set(table["reason"]) <= {"buys again", "popular in segment", "in season", rec.FALLBACK_REASON} | {
+    assert set(table["reason"]) <= {"buys again", "due again", "popular in segment", "in season",
+                                    rec.FALLBACK_REASON} | {
         r for r in table["reason"] if r.startswith("often bought with ")}
     assert table.groupby("customer_id")["score"].apply(lambda s: s.is_monotonic_decreasing).all()
     document = json.loads((out / paths.RECOMMENDATION_EVALUATION).read_text())

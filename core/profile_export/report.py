@@ -510,8 +510,9 @@ def _recommendations_section(document: dict) -> str:
                     + "".join(f'<td class="n">{_e(c)}</td>' for c in cells) + "</tr>")
     lift = document.get("lift_over_best_baseline")
     weights = ", ".join(f"{c} {w:.1f}" for c, w in (document.get("weights") or {}).items() if w)
+    best = _e(str(document.get("best_baseline")).replace("_", " "))
     facts = (f"{_int(document.get('customers', {}).get('evaluated'))} customers scored. The model scores "
-             f"{lift:.2f}× the recall of the best baseline ({_e(str(document.get('best_baseline')).replace('_', ' '))}). "
+             f"{lift:.2f}× the recall of the best baseline ({best}). "
              f"Blend chosen on an earlier period: {_e(weights)}.") if lift is not None else ""
     reasons = document.get("top_reasons") or {}
     if reasons:

@@ -73,6 +73,8 @@ class Persona:
                                             help="weight per style; empty = generate_data.style_affinity")
     online_share: float | None = spec(None, minimum=0.0, maximum=1.0,
                                       help="mean share of orders online; null = generate_data.channel.online_share")
+    household_members: tuple[str, ...] = spec((), help="personas this persona's household customers also shop "
+                                                       "for (generate_data.households)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -141,6 +143,14 @@ def parse_persona_file(data: object, source: str,
                           "personas.*.weight")
         for name, persona in parsed.personas.items():
             _check_persona(name, persona, hierarchy, problems)
+            for member in persona.household_members:
+                if member not in parsed.personas:
+                    problems.add(f"personas.{name}.household_members",
+                                 f"persona '{member}' is not defined{suggest(member, list(parsed.personas))}; "
+                                 f"defined: {', '.join(parsed.personas)}")
+                elif member == name:
+                    problems.add(f"personas.{name}.household_members",
+                                 f"'{name}' names itself; list the other personas of the household")
         for name, scenario in parsed.scenarios.items():
             _check_scenario(name, scenario, list(parsed.personas), hierarchy, problems)
     problems.raise_if_any()

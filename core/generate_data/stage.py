@@ -47,7 +47,8 @@ def run_generate(ctx: StageContext) -> None:
     cfg = ctx.config
     plan = generator.build_plan(cfg.personas, cfg.scenarios, cfg.hierarchy, cfg.data, cfg.generate_data,
                                 cfg.seed)
-    report = GenerationReport(plan)
+    # Judged against the config as loaded, not against what the plan made of it.
+    report = GenerationReport(plan, cfg.personas, cfg.scenarios)
     customer_chunks: list[pd.DataFrame] = []
     counts = {"lines": 0, "returns": 0}
 

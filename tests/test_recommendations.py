@@ -335,6 +335,25 @@ def test_score_recommends_what_stage_05_recommended_for_the_same_lines(pipeline_
             assert got.to_dict() == expected[(part, rank)].loc[got.index].to_dict()
 
 
+def test_a_new_customer_without_a_segment_is_told_popular_overall_not_popular_in_segment():
+    frame = lines([(1, "2024-03-01", "Ladies Clothing", "A"), (1, "2024-03-02", "Ladies Clothing", "B"),
+                   (2, "2024-03-01", "Ladies Clothing", "A"), (3, "2024-03-01", "Home", "C")])
+    history = history_of(frame, [1, 2, 3])
+    fit, segments = history.interactions(2), np.array([0, 0, 1])
+    saved = rec.SavedRecommender(model=rec.NextBestClasses(weights={"own": 0.5, "segment": 0.5}, top_k=3).fit(
+        fit, segments), items=history.items, level="class", explanation="", analysis_date="2024-12-31",
+        horizon_days=WINDOW)
+    # Customer 9 bought C once and has no segment (missing): everyone's popularity fills, its own C leads.
+    new = lines([(9, "2024-05-01", "Home", "C")])
+    table = saved.recommend_lines(new, [9], pd.Series([None], dtype="Int64"), ANALYSIS)
+    assert table[["class", "reason"]].values.tolist() == [["C", "buys again"], ["A", rec.FALLBACK_REASON],
+                                                          ["B", rec.FALLBACK_REASON]]
+    # The same customer in segment 1 (who bought C only): C from its own and the segment's, then nothing else.
+    in_segment = saved.recommend_lines(new, [9], [1], ANALYSIS)
+    assert in_segment[["class", "reason"]].values.tolist()[0] == ["C", "buys again"]
+    assert set(in_segment["reason"][1:]) <= {rec.FALLBACK_REASON}
+
+
 # --- bad input -------------------------------------------------------------------------------
 
 

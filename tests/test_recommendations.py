@@ -168,10 +168,10 @@ def test_top_k_keeps_positive_scores_best_first():
 
 def test_the_weight_grid_covers_every_blend_summing_to_one():
     grid = rec.weight_grid()
-    assert len(grid) == 1001  # multiples of 0.1 over five components: C(14, 4)
-    assert len(rec.weight_grid(0.2)) == 126  # the coarse grid: C(9, 4)
+    assert len(grid) == 3003  # multiples of 0.1 over six components: C(15, 5)
+    assert len(rec.weight_grid(0.2)) == 252  # the coarse grid: C(10, 5)
     assert all(sum(w.values()) == pytest.approx(1.0) for w in grid)
-    assert {"own": 0.0, "segment": 1.0, "cooccurrence": 0.0, "season": 0.0, "repeat": 0.0} in grid
+    assert {"own": 0.0, "segment": 1.0, "cooccurrence": 0.0, "season": 0.0, "repeat": 0.0, "profile": 0.0} in grid
 
 
 def test_the_simplest_blend_within_noise_of_the_best_is_chosen():
@@ -181,7 +181,10 @@ def test_the_simplest_blend_within_noise_of_the_best_is_chosen():
     bought[bought.sum(axis=1) == 0, 0] = 1.0
     fit = interactions(bought)
     chosen = rec.choose_weights(fit, np.zeros(400, int), sp.csr_matrix(bought), np.arange(400), 3, seed=0)
-    assert chosen["weights"]["own"] == 1.0 and chosen["recall"] == pytest.approx(chosen["best_recall"], abs=0.02)
+    # Own history alone, or smoothed by a segment that is everyone (the profile): one component either way.
+    assert max(chosen["weights"]["own"], chosen["weights"]["profile"]) == 1.0
+    assert chosen["recall"] == pytest.approx(chosen["best_recall"], abs=0.02)
+    assert chosen["recall"] > 0.8  # they buy what they bought (up to k = 3 of it)
 
 
 # --- metrics ---------------------------------------------------------------------------------

@@ -50,10 +50,12 @@ def report_of(config, personas=None, tolerances: dict | None = None, keep_tables
     plan = generator.build_plan(personas or config.personas, config.scenarios, config.hierarchy, config.data,
                                 gen, config.seed)
     report = GenerationReport(plan)
-    chunks = list(generator.generate(plan, config.seed, report=report))
+    events: list = []
+    chunks = list(generator.generate(plan, config.seed, report=report, events=events))
     result = report.finish()
     if not keep_tables:
         return result
+    report_of.events = pd.concat(events, ignore_index=True) if events else None  # the last run's life events
     customers = pd.concat([c for c, _ in chunks], ignore_index=True)
     table = pa.concat_tables([t.cast(generator.TRANSACTION_SCHEMA) for _, t in chunks])
     return result, customers, table.to_pandas(), plan, table
@@ -71,7 +73,10 @@ def shipped(tmp_path_factory):
     """Shipped personas and scenarios, 2,000 customers over two years: (config, report, customers, tx, plan, table)."""
     config = load_config(write_config(tmp_path_factory.mktemp("shipped"),
                                       config_document(2000, "2023-01-01", "2024-12-31")))
-    return (config, *report_of(config, keep_tables=True))
+    result = (config, *report_of(config, keep_tables=True))
+    global shipped_events
+    shipped_events = report_of.events
+    return result
 
 
 @pytest.fixture(scope="module")
@@ -120,7 +125,13 @@ def test_report_counts_are_those_of_the_tables(shipped):
     """The report measures the data written: customers, till lines, returns and order values."""
     _, report, customers, tx, plan, _ = shipped
     mix = report["persona_mix"]["personas"]
-    assert {p: v["customers"] for p, v in mix.items()} == customers["persona"].value_counts().to_dict()
+    # customers.parquet holds each customer's persona at the end (after any life event); the mix is
+    # judged on the persona they were drawn as.
+    assert ({p: v["customers_at_end_of_history"] for p, v in mix.items() if v["customers_at_end_of_history"]}
+            == customers["persona"].value_counts().to_dict())
+    changed = sum(row["events"] for row in report["life_events"].values())
+    assert sum(abs(v["customers"] - v["customers_at_end_of_history"]) for v in mix.values()) <= 2 * changed
+    assert sum(v["customers"] for v in mix.values()) == len(customers)
 
     counted = report["non_merchandise_lines"]
     kinds = {"bag_levy": "Bag Levy", "gift_card": "Gift Cards", "charity": "In-Store Charity",
@@ -137,7 +148,11 @@ def test_report_counts_are_those_of_the_tables(shipped):
     for dept, row in report["return_rates"].items():
         assert row["realised_rate"] * row["lines"] == pytest.approx(returned.get(dept, 0), abs=0.5 + 1e-4 * row["lines"])
 
-    persona = goods["customer_id"].map(customers.set_index("customer_id")["persona"])
+    # An order counts for the persona its customer was on its day: the first one until a life event.
+    events = shipped_events.set_index("customer_id")
+    persona = goods["customer_id"].map(customers.set_index("customer_id")["persona"]).astype(object)
+    before = goods["order_date"] < goods["customer_id"].map(events["event_date"])
+    persona[before] = goods.loc[before, "customer_id"].map(events["from_persona"]).astype(object)
     order_value = goods.groupby([persona, goods["order_id"]])["line_amount"].sum().groupby(level=0).mean()
     for name, row in report["order_value_and_visits"].items():
         assert row["average_order_value"]["realised"] == pytest.approx(order_value[name], abs=1e-3), name
@@ -159,10 +174,10 @@ def test_an_order_value_no_basket_can_reach_fails_naming_the_persona(one_year):
 
 
 def test_a_tolerance_of_zero_fails_the_check_it_belongs_to(one_year):
-    report = report_of(one_year, tolerances={"return_rate_abs": 0.0})
+    report = report_of(one_year, tolerances={"return_rate_abs": 0.0, "share_z": 0.0})
     assert not report["passed"]
     returns = [f for f in report["checks_failed"] if f.startswith("returns: ")]
-    assert all(re.fullmatch(r"returns: .+ [\d.]+ of lines, expected [\d.]+ \+- 0(\.0)?", f) for f in returns), returns
+    assert all(re.fullmatch(r"returns: .+ [\d.]+ of lines, expected [\d.]+ \+- 0(\.0+)?", f) for f in returns), returns
     # Every department with enough lines fails, each named in its own message.
     checked = {d for d, row in report["return_rates"].items()
                if row["lines"] >= one_year.generate_data.report_tolerances.min_group_size}
@@ -265,7 +280,8 @@ def test_customers_who_vary_less_than_configured_fail_the_spread_check(one_year)
     assert len(judged) >= 4 and failed == judged, result["customer_spread"]
     for name in judged:
         row = result["customer_spread"][name]
-        assert row["between_customer_sd_share_weighted"] < 0.3 * row["configured_sd_share_weighted"], name
+        # What remains is customers shopping in different scenario windows (different mixes), not taste.
+        assert row["between_customer_sd_share_weighted"] < 0.5 * row["configured_sd_share_weighted"], name
 
 
 def test_the_boosted_mean_of_a_dirichlet_mix_matches_simulation():

@@ -38,7 +38,9 @@ import pyarrow.parquet as pq
 import pytest
 from scipy.stats import chisquare
 
-from conftest import small_config_document, write_config
+import yaml
+
+from conftest import SHIPPED_CONFIG, small_config_document, write_config
 from core.framework import paths
 from core.framework import processes
 from core.generate_data import generator, workers
@@ -136,11 +138,15 @@ def month_day(dates: pd.Series) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def shipped(tmp_path_factory) -> Run:
-    """The shipped config without households: these tests read a customer's persona as that of all their
-    lines (households: test_household_customers_buy_for_their_member and the generation report)."""
+    """The shipped config without households and life events: these tests read a customer's persona as that
+    of all their lines (households: test_household_customers_buy_for_their_member and the generation
+    report; life events: tests/test_life_events.py)."""
     doc = config_document(2500)
     doc["generate_data"]["households"]["share"] = 0.0
-    return generate(load(tmp_path_factory.mktemp("shipped"), doc))
+    personas = yaml.safe_load((SHIPPED_CONFIG / "personas.yml").read_text(encoding="utf-8"))
+    for persona in personas["personas"].values():
+        persona.pop("life_events", None)  # life events: tests/test_life_events.py
+    return generate(load(tmp_path_factory.mktemp("shipped"), doc, personas=personas))
 
 
 def test_household_customers_buy_for_their_member(tmp_path):
@@ -217,6 +223,8 @@ def custom(tmp_path_factory) -> Run:
     gen.update(month_weights=[1.0] * 12, weekday_weights=[1.0] * 7, closed_days=[])
     gen["non_merchandise"]["data_quality_rate"] = 0.0
     gen["identity"]["enabled"] = False
+    # Missions turn lines into classes outside a customer's own (tests/test_replenishment_missions.py).
+    gen["missions"]["probability"] = 0.0
     return generate(load(tmp_path_factory.mktemp("custom"), doc, personas=CUSTOM_PERSONAS))
 
 
@@ -497,8 +505,14 @@ def test_department_shares_follow_preferences_outside_scenarios(shipped):
     goods = goods[shipped.kind[goods.index] == "merchandise"]
     shares = goods.groupby("persona")["department"].value_counts(normalize=True)
     for name in steady:
+        # Customers' own mixes are Dirichlet draws around the persona's: the pooled share's error grows
+        # with their spread, weighted by their squared line counts (as for brand tiers below).
+        lines = goods[goods["persona"] == name].groupby("customer_id").size().to_numpy(float)
+        weight = (lines**2).sum() / lines.sum() ** 2
+        concentration = config.generate_data.customer_variation.department_concentration
         for dept, share in config.personas[name].department_preferences.items():
-            assert shares[name].get(dept, 0.0) == pytest.approx(share, abs=0.03), (name, dept)
+            error = np.sqrt(share * (1 - share) * (weight / (concentration + 1) + 1 / lines.sum()))
+            assert shares[name].get(dept, 0.0) == pytest.approx(share, abs=4.5 * error), (name, dept)
         assert set(shares[name].index) <= set(config.personas[name].department_preferences), name
 
 
@@ -647,7 +661,18 @@ def test_style_boost_of_teen_trend_season(shipped):
     key = month_day(teen["order_date"])
     inside = (key >= 415) & (key <= 831)
     trend = (teen["style"] == "trend").to_numpy()
-    assert trend[inside].mean() > trend[~inside].mean() + 0.02
+    # The season also boosts departments whose items are less often trend, and customers differ in their
+    # style mix: so the trend share is compared within each class (where the catalog's trend items are
+    # the same inside and out), averaged over the classes with 30 lines on each side.
+    shares = pd.DataFrame({"class": teen["class"].to_numpy(), "inside": inside, "trend": trend})
+    per_class = shares.groupby(["class", "inside"])["trend"].agg(["mean", "size"]).unstack("inside")
+    both = per_class[(per_class["size"] >= 30).all(axis=1)]
+    # Weighted by the lines inside; the difference must stand 3 standard errors above zero.
+    weight = both["size"][True] / both["size"][True].sum()
+    difference = both["mean"][True] - both["mean"][False]
+    p = both["mean"][False]
+    error = np.sqrt((weight**2 * p * (1 - p) * (1 / both["size"][True] + 1 / both["size"][False])).sum())
+    assert (weight * difference).sum() > max(0.02, 3 * error)
 
 
 # --- realistic distributions ---------------------------------------------------------------------

@@ -199,9 +199,52 @@ def draw_tastes(slot_persona: np.ndarray, plan: GenerationPlan, rng: np.random.G
         n_children[rows] = rng.integers(low, min(high, 4) + 1, size=len(rows))
         child_age[rows] = rng.uniform(*children.age_at_start, size=(len(rows), 4))
     child_age[np.arange(4)[None, :] >= n_children[:, None]] = np.nan
+    # Replenishment: in each department, the slot's most weighted usual class that is a basic, with its
+    # own cycle and a phase (the day within the cycle it runs out).
+    cycle = plan.basic_cycle[usual]  # (slots, departments, width, 2)
+    basic_weight = np.where(present & ~np.isnan(cycle[..., 0]), weights.reshape(m, n_depts, width), -1.0)
+    best = basic_weight.argmax(axis=2)
+    has_basic = np.take_along_axis(basic_weight, best[..., None], axis=2)[..., 0] >= 0
+    basic = np.where(has_basic, np.take_along_axis(usual, best[..., None], axis=2)[..., 0], -1)
+    bounds = plan.basic_cycle[np.maximum(basic, 0)]
+    length = np.where(has_basic, bounds[..., 0] + rng.random((m, n_depts)) * (bounds[..., 1] - bounds[..., 0]), 1.0)
     return {"persona": slot_persona, "department": department, "tier": tier, "style": style,
             "usual": usual, "usual_cum": cum, "usual_count": count, "sizes": sizes,
-            "n_children": n_children, "child_age": child_age}
+            "n_children": n_children, "child_age": child_age, "basic": basic,
+            "basic_cycle": np.maximum(length, 1.0), "basic_phase": rng.random((m, n_depts)) * length}
+
+
+def _add_after_event_slots(c: dict, o: dict, plan: GenerationPlan, rng: np.random.Generator) -> None:
+    """Give every customer with a life event a slot of tastes for their new persona (``c["after_slot"]``).
+
+    The new mixes are drawn around the new persona's, but the customer keeps their adult sizes,
+    their brand-tier taste relative to their persona (a premium-leaning shopper stays so), and
+    their children; one who had none and becomes a parent gets a child born on the event day.
+    """
+    n = len(c["persona"])
+    slots = c["slots"]
+    changed = np.flatnonzero(o["event_day"] < plan.n_days)
+    c["after_slot"] = np.arange(n)
+    if not len(changed):
+        return
+    new = draw_tastes(o["to"][changed], plan, rng)
+    old_persona, new_persona = c["persona"][changed], o["to"][changed]
+    lean = slots["tier"][changed] / np.maximum(plan.persona_tier[old_persona], 1e-9)
+    tier = plan.persona_tier[new_persona] * lean
+    total = tier.sum(axis=1, keepdims=True)
+    new["tier"] = np.where(total > 0, tier / np.where(total > 0, total, 1.0), new["tier"])
+    new["sizes"] = slots["sizes"][changed]
+    newborn = plan.persona_has_children[new_persona] & ~plan.persona_has_children[old_persona]
+    keep = ~newborn
+    new["n_children"][keep] = slots["n_children"][changed[keep]]
+    new["child_age"][keep] = slots["child_age"][changed[keep]]
+    new["n_children"][newborn] = 1
+    new["child_age"][newborn] = np.nan
+    new["child_age"][newborn, 0] = -o["event_day"][changed[newborn]] / 365.25  # age 0 on the event day
+    first = len(slots["persona"])
+    for key, value in new.items():
+        slots[key] = np.concatenate([slots[key], value])
+    c["after_slot"][changed] = first + np.arange(len(changed))
 
 
 def department_table(slots: dict, plan: GenerationPlan) -> np.ndarray:
@@ -248,7 +291,15 @@ def _draw_orders(c: dict, plan: GenerationPlan, rng: np.random.Generator) -> dic
     target = np.where(c["existing"], np.minimum(target_old, total * (1 - 1e-12)), target_new)
     first_day = _invert_rows(plan, persona, target)
 
-    remaining = (total - cum[persona, first_day + 1]) * rate
+    # A life event on day e switches the customer to another persona's calendar and visit rate:
+    # the visits after the first are spread over the mass of both parts, before and after e.
+    event = _draw_life_events(c, first_day, plan, rng)
+    after, event_day = event["to"], event["day"]
+    rate_after = rate * plan.persona_frequency[after] / plan.persona_frequency[persona]
+    start = cum[persona, first_day + 1]
+    before_mass = (cum[persona, np.maximum(event_day, first_day + 1)] - start) * rate
+    after_mass = (cum[after, -1] - cum[after, np.maximum(event_day, first_day + 1)]) * rate_after
+    remaining = before_mass + after_mass
     extra = rng.poisson(np.maximum(remaining, 0.0))
     # BG/NBD: after each purchase, stop for good with the customer's dropout probability.
     with np.errstate(divide="ignore"):
@@ -265,19 +316,53 @@ def _draw_orders(c: dict, plan: GenerationPlan, rng: np.random.Generator) -> dic
     rank = np.arange(len(extra_customer)) - np.repeat(np.cumsum(extra) - extra, extra)
     kept = rank < (n_orders - 1)[extra_customer]
     extra_customer, extra_draw = extra_customer[kept], extra_draw[kept]
-    extra_persona = persona[extra_customer]
-    low = cum[extra_persona, first_day[extra_customer] + 1]
-    high = total[extra_customer]
+    mass = extra_draw * remaining[extra_customer]
+    first_part = mass < before_mass[extra_customer]
+    row = np.where(first_part, persona[extra_customer], after[extra_customer])
+    target = np.where(first_part, start[extra_customer] + mass / rate[extra_customer],
+                      cum[after[extra_customer], np.maximum(event_day, first_day + 1)[extra_customer]]
+                      + (mass - before_mass[extra_customer]) / rate_after[extra_customer])
     order_customer = np.repeat(np.arange(n), n_orders)
     first_order = np.cumsum(n_orders) - n_orders
     day = np.empty(len(order_customer), dtype=first_day.dtype)
     later = np.ones(len(order_customer), dtype=bool)
     later[first_order] = False
     day[first_order] = first_day
-    day[later] = _invert_rows(plan, extra_persona, low + extra_draw * (high - low))
+    day[later] = _invert_rows(plan, row, target)
     last_day = day[first_order + n_orders - 1]
     return {"customer": order_customer, "day": day, "first_day": first_day, "dropped": dropped,
-            "last_day": last_day, "n_orders": n_orders}
+            "last_day": last_day, "n_orders": n_orders, "event_day": event_day, "to": after,
+            "event": event["which"], "rate_after": rate_after, "at_risk_years": event["at_risk_years"]}
+
+
+def _draw_life_events(c: dict, first_day: np.ndarray, plan: GenerationPlan, rng: np.random.Generator) -> dict:
+    """Which customers change persona (``life_events``), on which day, and to what.
+
+    Each event a customer's persona and age allow happens after an exponential time (its yearly
+    rate a constant hazard) from the day after their first visit; the earliest one inside the
+    history wins, and one is the most a customer has. ``day`` is ``n_days`` without an event;
+    ``at_risk_years`` is the time each customer was exposed to an event, for the report.
+    """
+    n = len(first_day)
+    persona, age = c["persona"], c["age"]
+    years = np.full(n, np.inf)
+    which = np.full(n, -1, dtype=np.int64)
+    u = rng.random((len(plan.event_rate), n))
+    for j in range(len(plan.event_rate)):
+        eligible = ((persona == plan.event_from[j]) & (age >= plan.event_age[j, 0])
+                    & (age <= plan.event_age[j, 1]))
+        with np.errstate(divide="ignore"):
+            wait = -np.log1p(-u[j]) / plan.event_rate[j] if plan.event_rate[j] > 0 else np.full(n, np.inf)
+        hit = eligible & (wait < years)
+        years[hit], which[hit] = wait[hit], j
+    horizon = plan.n_days - (first_day + 1)
+    offset = np.floor(np.minimum(years, horizon / 365.25 + 1) * 365.25).astype(np.int64)
+    happened = (which >= 0) & (offset < horizon)
+    which[~happened] = -1
+    day = np.where(happened, first_day + 1 + offset, plan.n_days)
+    to = np.where(happened, plan.event_to[np.maximum(which, 0)], persona) if len(plan.event_to) else persona.copy()
+    at_risk = np.maximum(np.where(happened, offset, horizon), 0) / 365.25
+    return {"which": which, "day": day, "to": to, "at_risk_years": at_risk}
 
 
 def _sort_draws_within(group: np.ndarray, draws: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -314,13 +399,18 @@ def draw_block(first_id: int, n: int, plan: GenerationPlan, rng: np.random.Gener
     persona = c["persona"]
     order_customer, order_day = o["customer"], o["day"]
     n_orders = len(order_customer)
-    order_persona = persona[order_customer]
+    # From a life event on, the customer shops as their new persona, in their own new slot.
+    after_event = order_day >= o["event_day"][order_customer]
+    order_persona = np.where(after_event, o["to"][order_customer], persona[order_customer])
+    _add_after_event_slots(c, o, plan, rng)
+    o["persona"] = order_persona
     order_regime = plan.day_regime[order_persona, order_day]
     regime_basket = np.array([r.basket_multiplier for r in plan.regimes])
     online = (rng.random(n_orders) < c["online"][order_customer]) if cfg.channel.enabled else np.zeros(n_orders, bool)
 
     # Lines per order: 1 + negative binomial, mean set by the customer's target order value.
-    mean_lines = c["aov"][order_customer] / plan.expected_line_value[order_persona]
+    aov = np.where(after_event, _order_value(plan, o["to"], c["aov_u"])[order_customer], c["aov"][order_customer])
+    mean_lines = aov / plan.expected_line_value[order_persona]
     mean_extra = np.maximum(mean_lines * regime_basket[order_regime] - 1.0, 0.0)
     r = cfg.basket_dispersion
     extra = rng.negative_binomial(r, r / (r + mean_extra))
@@ -330,13 +420,15 @@ def draw_block(first_id: int, n: int, plan: GenerationPlan, rng: np.random.Gener
     slots = c["slots"]
     table = department_table(slots, plan)
     share = c["member_share"]
-    order_slot = order_customer + n * (rng.random(n_orders) < share[order_customer])
+    own_slot = np.where(after_event, c["after_slot"][order_customer], order_customer)
+    order_slot = np.where(rng.random(n_orders) < share[order_customer], n + order_customer, own_slot)
     mission = _draw_departments(plan, table, slots, order_slot, order_day, rng.random(n_orders))
     line_order = np.repeat(np.arange(n_orders), order_lines)
     n_lines = len(line_order)
     line_customer = order_customer[line_order]
     line_day = order_day[line_order]
-    independent_slot = line_customer + n * (rng.random(n_lines) < share[line_customer])
+    independent_slot = np.where(rng.random(n_lines) < share[line_customer], n + line_customer,
+                                own_slot[line_order])
     focused = rng.random(n_lines) < cfg.basket_focus
     line_slot = np.where(focused, order_slot[line_order], independent_slot)
     independent = _draw_departments(plan, table, slots, line_slot, line_day, rng.random(n_lines))
@@ -344,7 +436,11 @@ def draw_block(first_id: int, n: int, plan: GenerationPlan, rng: np.random.Gener
     line_persona = slots["persona"][line_slot]
     line_regime = plan.day_regime[line_persona, line_day]
 
-    cls = _draw_classes(line_slot, line_persona, line_regime, dept, slots, plan, rng)
+    cls, usual_line = _draw_classes(line_slot, line_persona, line_regime, dept, slots, plan, rng)
+    cls, replenished, due = _replenish(cls, usual_line, line_order, line_slot, dept, order_customer, order_day,
+                                       slots, plan, rng)
+    drawn = cls
+    cls, mission = _missions(cls, line_order, dept, replenished, n_orders, plan, rng)
     item = _draw_items(cls, line_slot, line_regime, slots, plan, rng)
     sku = cat.item_first_sku[item] + _draw_sizes(cls, line_slot, line_day, slots, plan, rng)
 
@@ -399,12 +495,14 @@ def draw_block(first_id: int, n: int, plan: GenerationPlan, rng: np.random.Gener
         "quantity": quantity.astype(np.int32), "unit_price": unit_price, "amount": amount,
         "discount": discount, "merch_dept": dept, "regime": line_regime, "class_row": cls,
         "class_code": class_code, "p_return": p_return, "slot": line_slot, "persona": line_persona,
-        "tier": cat.item_tier[item],
+        "tier": cat.item_tier[item], "usual": usual_line, "replenished": replenished, "mission": mission,
+        "class_drawn": drawn,
     }
     other = _draw_other_lines(order_day, online, plan, rng)
     identity = (assign_identities(plan.identity, c["female"], c["customer_id"], rng)
                 if plan.identity is not None else None)
     return {"identity": identity, "customers": c, "orders": o, "order_online": online, "order_regime": order_regime,
+            "replenishment_due": due,
             "lines": lines, "returned": returned, "return_delay": delay, "other": other}
 
 
@@ -436,6 +534,8 @@ def _draw_classes(line_slot, line_persona, line_regime, dept, slots: dict, plan:
     explore = np.flatnonzero(rng.random(n) < plan.exploration[line_persona])
     anywhere_u = rng.random(n)[explore]
     cls[explore] = first[dept[explore]] + np.floor(anywhere_u * count[dept[explore]]).astype(np.int64)
+    usual_line = np.ones(n, dtype=bool)
+    usual_line[explore] = False
     focus_u = rng.random(n)
     pick_u = rng.random(n)
     if plan.focus_share.any():
@@ -446,7 +546,87 @@ def _draw_classes(line_slot, line_persona, line_regime, dept, slots: dict, plan:
             for d, share, rows in regime.class_focus:
                 hit = (h_regime == r) & (h_dept == d) & (h_focus < share)
                 cls[hits[hit]] = rows[np.floor(h_pick[hit] * len(rows)).astype(np.int64)]
-    return cls
+                usual_line[hits[hit]] = False
+    return cls, usual_line
+
+
+def _first_per_key(key: np.ndarray, candidates: np.ndarray) -> np.ndarray:
+    """Indices of the first candidate line of each distinct key (lines are in order order)."""
+    rows = np.flatnonzero(candidates)
+    _, first = np.unique(key[rows], return_index=True)
+    return rows[first]
+
+
+def _replenish(cls, usual_line, line_order, line_slot, dept, order_customer, order_day, slots: dict,
+               plan: GenerationPlan, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Basics bought again when they run out (``generate_data.replenishment``).
+
+    A slot's basic in a department runs out every ``cycle`` days (its own cycle and phase); on the
+    customer's first visit after it ran out that has a usual line in the department, that line is
+    the basic with ``probability``; on visits when it is not due, a usual line that drew it goes
+    to the slot's next usual class. Only usual lines change, to usual classes of the slot, so
+    department and usual-class shares stay as configured.
+
+    Returns the classes, which lines were turned, and the counts behind the report's check.
+    """
+    n_depts = len(plan.catalog.departments)
+    q = plan.cfg.replenishment.probability
+    key = line_slot * n_depts + dept
+    basic = slots["basic"].ravel()[key]
+    previous = np.r_[-1, order_day[:-1]]
+    previous[np.r_[True, order_customer[1:] != order_customer[:-1]]] = -(10**6)  # first visit: nothing ran out
+    length, phase = slots["basic_cycle"].ravel()[key], slots["basic_phase"].ravel()[key]
+    day, before = order_day[line_order], previous[line_order]
+    due = (basic >= 0) & usual_line & (np.floor((day - phase) / length) > np.floor((before - phase) / length))
+    first = _first_per_key(line_order * (len(slots["persona"]) * n_depts) + key, due)
+    turned = first[rng.random(len(first)) < q]
+    replenished = np.zeros(len(cls), dtype=bool)
+    replenished[turned] = True
+    cls = cls.copy()
+    # Between cycles nobody restocks: a usual line that drew the basic on a visit when it was not due
+    # goes to the slot's next usual class instead (when it has another).
+    width = slots["usual"].shape[2]
+    ran_out = np.zeros(len(order_day), dtype=bool)
+    ran_out[line_order[due]] = True
+    stocked = (cls == basic) & usual_line & ~ran_out[line_order]
+    count = slots["usual_count"].ravel()[key[stocked]]
+    position = np.argmax(slots["usual"].reshape(-1, width)[key[stocked]] == basic[stocked, None], axis=1)
+    cls[stocked] = slots["usual"].reshape(-1, width)[key[stocked], (position + 1) % np.maximum(count, 1)]
+    cls[turned] = basic[turned]
+    # Of the due (order, slot, department) groups, how many now hold the basic (turned, or drawn anyway).
+    holds = (cls == basic) & due
+    group = line_order * (len(slots["persona"]) * n_depts) + key
+    bought = np.unique(group[holds])
+    return cls, replenished, {"due": len(first), "bought": len(bought)}
+
+
+def _missions(cls, line_order, dept, replenished, n_orders: int, plan: GenerationPlan,
+              rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Complementary classes of one shopping mission (``generate_data.missions``).
+
+    An order holding a mission's anchor class becomes the mission with ``probability``: for each
+    other class of the mission, the order's first line in its department not yet used (not the
+    anchor, not a replenished basic, not an earlier companion) becomes that class. Departments
+    stay as drawn; only classes within them change.
+    """
+    mission = np.full(len(cls), -1, dtype=np.int64)
+    if not len(plan.mission_anchor):
+        return cls, mission
+    cls = cls.copy()
+    on_order = rng.random((len(plan.mission_anchor), n_orders)) < plan.cfg.missions.probability
+    for m, anchor in enumerate(plan.mission_anchor):
+        anchor_line = cls == anchor
+        orders = np.zeros(n_orders, dtype=bool)
+        orders[line_order[anchor_line]] = True
+        orders &= on_order[m]
+        used = anchor_line | replenished | (mission >= 0)
+        for d, row in plan.mission_classes[m]:
+            candidates = orders[line_order] & (dept == d) & ~used
+            first = _first_per_key(line_order, candidates)
+            cls[first] = row
+            mission[first] = m
+            used[first] = True
+    return cls, mission
 
 
 def _draw_items(cls: np.ndarray, line_slot: np.ndarray, line_regime: np.ndarray, slots: dict,
@@ -695,7 +875,7 @@ def _customer_frame(block: dict, plan: GenerationPlan) -> pd.DataFrame:
     start = np.datetime64(plan.data.history_start, "D")
     signup = np.where(c["existing"], -c["signup_before"], o["first_day"])
     dropout = np.where(o["dropped"], o["last_day"], 0)
-    persona = c["persona"]
+    persona = o["to"]  # the persona at the end of the history (after a life event, the new one)
     ident = block["identity"]
     columns = {
         "customer_id": c["customer_id"],
@@ -718,7 +898,7 @@ def _customer_frame(block: dict, plan: GenerationPlan) -> pd.DataFrame:
 
 
 def generate(plan: GenerationPlan, seed: int, report=None, workers: int = 1,
-             start_method: str | None = None) -> Iterator[tuple[pd.DataFrame, pa.Table]]:
+             start_method: str | None = None, events: list | None = None) -> Iterator[tuple[pd.DataFrame, pa.Table]]:
     """Yield ``(customers, transactions)`` per chunk of ``chunk_size`` customers (whole blocks).
 
     Blocks of :data:`BLOCK_SIZE` customers draw from their own random
@@ -728,7 +908,8 @@ def generate(plan: GenerationPlan, seed: int, report=None, workers: int = 1,
     and their ``start_method`` (``"fork"``, ``"spawn"``; None for the
     platform's default). ``report``, if given, is a
     :class:`core.generate_data.report.GenerationReport`: it counts every
-    block (in the workers, then merged).
+    block (in the workers, then merged). ``events``, if given, is a list that
+    receives each chunk's life events (:func:`persona_events`) as it is yielded.
     """
     n_blocks = -(-plan.data.n_customers // BLOCK_SIZE)
     blocks_per_chunk = max(1, -(-plan.cfg.chunk_size // BLOCK_SIZE))
@@ -738,15 +919,17 @@ def generate(plan: GenerationPlan, seed: int, report=None, workers: int = 1,
     else:
         blocks = (draw(index) for index in range(n_blocks))
     with contextlib.closing(blocks):  # stops the workers when the caller stops early
-        yield from _chunks(blocks, n_blocks, blocks_per_chunk, report, plan.data.n_customers)
+        yield from _chunks(blocks, n_blocks, blocks_per_chunk, report, plan.data.n_customers, events)
 
 
 def _chunks(blocks: Iterator[tuple], n_blocks: int, blocks_per_chunk: int, report,
-            n_total: int) -> Iterator[tuple[pd.DataFrame, pa.Table]]:
+            n_total: int, events: list | None = None) -> Iterator[tuple[pd.DataFrame, pa.Table]]:
     """Blocks in order gathered into chunks, order ids numbered on from block to block."""
     next_order_id = 1
     customer_frames, transaction_tables = [], []
-    for index, (customers, transactions, part) in enumerate(blocks):
+    for index, ((customers, block_events), transactions, part) in enumerate(blocks):
+        if events is not None and len(block_events):
+            events.append(block_events)
         if part is not None:
             report.merge(part)
         if transactions.num_rows:
@@ -770,12 +953,27 @@ def _make_block(plan: GenerationPlan, seed: int, want_report: bool, index: int) 
     n = min(BLOCK_SIZE, plan.data.n_customers - first)
     block = draw_block(first + 1, n, plan, np.random.default_rng([seed, 2, index]))
     customers, transactions = block_tables(block, plan, 0)
+    customers = (customers, persona_events(block, plan))
     part = None
     if want_report:
         part = GenerationReport(plan)
         part.add(block)
-        part.plan = part.config_personas = part.config_scenarios = None  # the caller has them
+        part.plan = part.config_personas = part.config_scenarios = part.config_generate = None  # the caller has them
     return customers, transactions, part
+
+
+def persona_events(block: dict, plan: GenerationPlan) -> pd.DataFrame:
+    """The life events of a block's customers: ``customer_id``, ``event_date``, ``from_persona``, ``to_persona``."""
+    c, o = block["customers"], block["orders"]
+    changed = np.flatnonzero(o["event_day"] < plan.n_days)
+    names = np.asarray(plan.persona_names, dtype=object)
+    start = np.datetime64(plan.data.history_start, "D")
+    return pd.DataFrame({
+        "customer_id": c["customer_id"][changed],
+        "event_date": (start + o["event_day"][changed]).astype("datetime64[us]"),
+        "from_persona": pd.array(names[c["persona"][changed]], dtype="string"),
+        "to_persona": pd.array(names[o["to"][changed]], dtype="string"),
+    })
 
 
 def _shift_order_ids(table: pa.Table, offset: int) -> pa.Table:

@@ -69,6 +69,9 @@ class GenerationPlan:
         Items of a class in one brand tier and style are ``group_items[first:first + count]``.
     members, member_count : ndarray
         Per persona, the personas its household customers also shop for (``household_members``).
+    event_from, event_to, event_rate, event_age : ndarray
+        Every life event of personas.yml (``life_events``): from and to persona, yearly rate, and
+        the [min, max] age on history_start of the customers it can happen to.
     department_names : list of str
         Merchandise departments then the non-merchandise ones the generator writes.
     """
@@ -104,6 +107,15 @@ class GenerationPlan:
     class_tiers: np.ndarray
     members: np.ndarray
     member_count: np.ndarray
+    persona_frequency: np.ndarray
+    persona_has_children: np.ndarray
+    event_from: np.ndarray
+    event_to: np.ndarray
+    event_rate: np.ndarray
+    event_age: np.ndarray
+    basic_cycle: np.ndarray
+    mission_anchor: np.ndarray
+    mission_classes: list
     expected_line_value: np.ndarray
     preferred: np.ndarray
     preferred_count: np.ndarray
@@ -290,7 +302,10 @@ def build_plan(personas: dict[str, Persona], scenarios: dict[str, Scenario], hie
         regime_boost=np.vstack([r.department_boost for r in regimes]),
         regime_style=np.vstack([r.style_boost for r in regimes]),
         **_persona_regimes(regimes, day_regime), **groups,
-        **_members(personas, names),
+        **_members(personas, names), **_life_events(personas, names),
+        **_basics_and_missions(cfg, catalog),
+        persona_frequency=np.array([np.mean(personas[n].spending_profile.frequency_per_month) for n in names]),
+        persona_has_children=np.array([personas[n].demographics.has_children for n in names]),
         preferred=preferred, preferred_count=preferred_count, class_level=class_level,
         picks_range=picks_range, picks_used=_picks_used(regimes, class_level),
         focus_share=_focus_share(regimes, n_depts), exploration=exploration, department_names=department_names,
@@ -354,6 +369,30 @@ def _persona_regimes(regimes: list[Regime], day_regime: np.ndarray) -> dict[str,
     for rows in own:
         local[rows] = np.arange(len(rows))
     return {"persona_regimes": table, "day_local": local[day_regime]}
+
+
+def _basics_and_missions(cfg: GenerateDataConfig, catalog: Catalog) -> dict:
+    """Per class its replenishment cycle ([min, max] days; NaN: not a basic), and each mission's classes."""
+    cycle = np.full((len(catalog.class_names), 2), np.nan)
+    for dept, basics in cfg.replenishment.basics.items():
+        for name in basics.classes:
+            cycle[catalog.class_row(dept, name)] = basics.cycle_days
+    anchors, classes = [], []
+    for groups in cfg.missions.sets.values():
+        rows = [(catalog.departments.index(dept), catalog.class_row(dept, name))
+                for dept, names in groups.items() for name in names]
+        anchors.append(rows[0][1])
+        classes.append(np.array(rows[1:], dtype=np.int64).reshape(-1, 2))
+    return {"basic_cycle": cycle, "mission_anchor": np.array(anchors, dtype=np.int64), "mission_classes": classes}
+
+
+def _life_events(personas: dict[str, Persona], names: list[str]) -> dict[str, np.ndarray]:
+    """Every configured life event as parallel arrays (see :class:`GenerationPlan`)."""
+    rows = [(p, names.index(e.to), e.yearly_rate, *(e.age_range or (0.0, np.inf)))
+            for p, name in enumerate(names) for e in personas[name].life_events]
+    table = np.array(rows, dtype=float).reshape(-1, 5)
+    return {"event_from": table[:, 0].astype(np.int64), "event_to": table[:, 1].astype(np.int64),
+            "event_rate": table[:, 2], "event_age": table[:, 3:5]}
 
 
 def _item_groups(catalog: Catalog) -> dict[str, np.ndarray]:

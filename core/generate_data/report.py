@@ -34,6 +34,9 @@ from core.generate_data.settings import BRAND_TIERS
 MIN_EXPECTED_LINES = 20
 """A department the config expects this many lines of, and none bought, fails whatever the tolerance."""
 
+CV_BINS = np.round(np.arange(0.05, 3.0001, 0.05), 2)
+"""Bins of the coefficient of variation of days between repeat purchases (for the replenishment report)."""
+
 MIN_LINES_FOR_SPREAD = 30
 """Customers with fewer merchandise lines are left out of the measured spread of department mixes."""
 
@@ -51,13 +54,15 @@ class GenerationReport:
     """
 
     def __init__(self, plan: GenerationPlan, personas: dict[str, Persona] | None = None,
-                 scenarios: dict[str, Scenario] | None = None):
+                 scenarios: dict[str, Scenario] | None = None, generate_config=None):
         self.plan = plan
         self.config_personas = personas if personas is not None else plan.personas
         self.config_scenarios = scenarios if scenarios is not None else plan.scenarios
+        self.config_generate = generate_config if generate_config is not None else plan.cfg
         P, D = len(plan.persona_names), plan.n_days
         M, K = len(plan.catalog.departments), len(plan.catalog.class_names)
         self.customers = np.zeros(P, dtype=np.int64)
+        self.customers_at_end = np.zeros(P, dtype=np.int64)
         self.extra_orders = np.zeros(P)
         self.active_months = np.zeros(P)
         self.merch_orders = np.zeros(P)
@@ -79,6 +84,7 @@ class GenerationReport:
                                      for dept, focus in sc.class_focus.items() for name in focus.classes})
         self.class_by_day = np.zeros((P, D, len(self.focus_classes)))
         self.class_lines = np.zeros((P, K))
+        self.drawn_class_lines = np.zeros((P, K))  # classes as drawn from tastes, before missions
         self.tier_lines = np.zeros((P, len(BRAND_TIERS)))
         self.slot_lines_sq = np.zeros(P)
         self.group_lines_sq = np.zeros(P)
@@ -86,6 +92,12 @@ class GenerationReport:
         self.spread_sum = np.zeros((P, M))
         self.spread_sq = np.zeros((P, M))
         self.spread_noise = np.zeros((P, M))
+        self.replenishment_due = 0
+        self.replenishment_bought = 0
+        self.interval_cv = np.zeros((2, len(CV_BINS) + 1))  # (basics, other usual classes) x CV bins
+        self.mission_counts = np.zeros((len(plan.mission_anchor), 6))
+        self.event_years = np.zeros(len(plan.event_rate))
+        self.event_counts = np.zeros(len(plan.event_rate))
         self.household_eligible = np.zeros(P)
         self.households = np.zeros(P)
         self.other_lines: dict[str, int] = {}
@@ -100,31 +112,40 @@ class GenerationReport:
         M = len(plan.catalog.departments)
         c, o, lines = block["customers"], block["orders"], block["lines"]
         persona = c["persona"]
-        self.customers += np.bincount(persona, minlength=P)
+        self.customers += np.bincount(persona, minlength=P)  # the persona each customer started as
+        self.customers_at_end += np.bincount(o["to"], minlength=P)
         end = np.where(o["dropped"], o["last_day"], D - 1)
         exposure_end = np.where(o["dropped"], o["last_day"] - 1, D - 1)
-        span_months = (end - o["first_day"]) / DAYS_PER_MONTH
-        self.extra_orders += np.bincount(persona, weights=o["n_orders"] - 1, minlength=P)
-        self.active_months += np.bincount(persona, weights=span_months, minlength=P)
+        # A life event on day e splits a customer's time: before it they count for their first
+        # persona, from it for their new one, at their new visit rate.
+        event, after, rate_after = o["event_day"], o["to"], o["rate_after"]
+        before_months = (np.minimum(end, event) - o["first_day"]) / DAYS_PER_MONTH
+        after_months = np.maximum(end - event, 0) / DAYS_PER_MONTH
+        self.active_months += (np.bincount(persona, weights=before_months, minlength=P)
+                               + np.bincount(after, weights=after_months, minlength=P))
         # Visit rates are measured on the visits after each customer's first: those follow the
         # calendar and scenarios, while a first visit marks when the customer was first seen.
         starts = o["first_day"] + 1
-        live = starts <= exposure_end
         # Exposure is weighted by each customer's own visit rate: frequent visitors use up their
         # purchases sooner, so the mix of customers still active changes over the window.
-        rate = c["rate"][live]
-        np.add.at(self.active_by_day, (persona[live], starts[live]), rate)
-        np.add.at(self.active_by_day, (persona[live], exposure_end[live] + 1), -rate)
+        for who, rate, low, high in ((persona, c["rate"], starts, np.minimum(exposure_end, event - 1)),
+                                     (after, rate_after, np.maximum(starts, event), exposure_end)):
+            live = low <= high
+            np.add.at(self.active_by_day, (who[live], low[live]), rate[live])
+            np.add.at(self.active_by_day, (who[live], high[live] + 1), -rate[live])
         # A dropped customer's last visit ends their exposure: given it, the visits between are
         # spread by the calendar alone, so it is left out too.
-        order_persona = persona[o["customer"]]
+        order_persona = o["persona"]
         self.all_orders_by_persona += np.bincount(order_persona, minlength=P)
         cust = o["customer"]
         later = np.r_[False, cust[1:] == cust[:-1]]
+        self.extra_orders += np.bincount(order_persona[later], minlength=P)
         last = np.r_[cust[1:] != cust[:-1], True] & o["dropped"][cust]
         counted = later & ~last
         self.orders_by_day += np.bincount(order_persona[counted] * D + o["day"][counted],
                                           minlength=P * D).reshape(P, D)
+        self._add_life_events(block)
+        self._add_basics_and_missions(block)
 
         line_persona = lines["persona"]  # whom the line was bought for (a household member's persona)
         line_day = o["day"][lines["order"]]
@@ -170,6 +191,7 @@ class GenerationReport:
         slot_persona = c["slots"]["persona"]
         n_slots = len(slot_persona)
         self.class_lines += np.bincount(line_persona * K + lines["class_row"], minlength=P * K).reshape(P, K)
+        self.drawn_class_lines += np.bincount(line_persona * K + lines["class_drawn"], minlength=P * K).reshape(P, K)
         self.tier_lines += np.bincount(line_persona * 3 + lines["tier"], minlength=P * 3).reshape(P, 3)
         per_slot = np.bincount(lines["slot"], minlength=n_slots)
         self.slot_lines_sq += np.bincount(slot_persona, weights=per_slot.astype(float) ** 2, minlength=P)
@@ -205,12 +227,68 @@ class GenerationReport:
     @staticmethod
     def _single_persona(block: dict) -> np.ndarray:
         """Customers who kept one persona through the history."""
-        return np.ones(len(block["customers"]["persona"]), dtype=bool)
+        return block["orders"]["event"] < 0
+
+    def _add_basics_and_missions(self, block: dict) -> None:
+        """Counts behind the replenishment and mission checks."""
+        plan, lines, o = self.plan, block["lines"], block["orders"]
+        self.replenishment_due += block["replenishment_due"]["due"]
+        self.replenishment_bought += block["replenishment_due"]["bought"]
+        # How regular repeat purchases are: the CV of the days between a slot's purchases of one usual
+        # class, for basics and for the other usual classes (pairs with at least 4 purchase days).
+        day = o["day"][lines["order"]]
+        usual = lines["usual"]
+        width = plan.n_days + 1
+        packed = np.unique((lines["slot"][usual] * self._K + lines["class_row"][usual]) * width + day[usual])
+        pairs = np.stack([packed // width, packed % width])
+        if pairs.shape[1] > 1:
+            same = pairs[0, 1:] == pairs[0, :-1]
+            gaps = np.diff(pairs[1]).astype(float)[same]
+            owner = pairs[0, 1:][same]
+            ids, where = np.unique(owner, return_inverse=True)
+            count = np.bincount(where)
+            mean = np.bincount(where, weights=gaps) / count
+            sd = np.sqrt(np.maximum(np.bincount(where, weights=gaps**2) / count - mean**2, 0.0))
+            enough = count >= 3
+            cv = sd[enough] / np.maximum(mean[enough], 1e-9)
+            is_basic = ~np.isnan(plan.basic_cycle[ids[enough] % self._K, 0])
+            for row, mask in ((0, is_basic), (1, ~is_basic)):
+                self.interval_cv[row] += np.bincount(np.digitize(cv[mask], CV_BINS), minlength=len(CV_BINS) + 1)
+        # Missions: orders holding the anchor, those of them with a free line in a companion's department,
+        # those holding a companion; and orders without the anchor holding a companion.
+        n_orders = len(o["day"])
+        for m, anchor in enumerate(plan.mission_anchor):
+            companions = plan.mission_classes[m]
+            anchor_order = np.zeros(n_orders, dtype=bool)
+            anchor_order[lines["order"][lines["class_row"] == anchor]] = True
+            free = (np.isin(lines["merch_dept"], companions[:, 0]) & (lines["class_row"] != anchor)
+                    & ~lines["replenished"])
+            eligible = np.zeros(n_orders, dtype=bool)
+            eligible[lines["order"][free]] = True
+            holds = np.zeros(n_orders, dtype=bool)
+            holds[lines["order"][np.isin(lines["class_row"], companions[:, 1])]] = True
+            # The same orders as drawn from the customers' tastes, before any mission.
+            drawn = np.zeros(n_orders, dtype=bool)
+            drawn[lines["order"][np.isin(lines["class_drawn"], companions[:, 1])]] = True
+            self.mission_counts[m] += [anchor_order.sum(), (anchor_order & eligible).sum(),
+                                       (anchor_order & eligible & holds).sum(),
+                                       (~anchor_order & eligible).sum(), (~anchor_order & eligible & holds).sum(),
+                                       (anchor_order & eligible & drawn).sum()]
+
+    def _add_life_events(self, block: dict) -> None:
+        """Per configured life event: years its customers were exposed to it, and the events drawn."""
+        plan = self.plan
+        c, o = block["customers"], block["orders"]
+        for j in range(len(plan.event_rate)):
+            eligible = ((c["persona"] == plan.event_from[j]) & (c["age"] >= plan.event_age[j, 0])
+                        & (c["age"] <= plan.event_age[j, 1]))
+            self.event_years[j] += float(o["at_risk_years"][eligible].sum())
+            self.event_counts[j] += int((o["event"] == j).sum())
 
     def merge(self, other: "GenerationReport") -> None:
         """Add the counts of ``other`` (a report of other blocks of the same plan)."""
         for name, value in vars(other).items():
-            if name in ("plan", "config_personas", "config_scenarios"):
+            if name in ("plan", "config_personas", "config_scenarios", "config_generate"):
                 continue
             if isinstance(value, np.ndarray):
                 getattr(self, name).__iadd__(value)
@@ -235,6 +313,9 @@ class GenerationReport:
             "usual_class_share": self._usual_class_share(tol),
             "customer_spread": self._spread(),
             "households": self._households(tol),
+            "life_events": self._life_events(tol),
+            "replenishment": self._replenishment(tol),
+            "missions": self._missions(tol),
             "order_value_and_visits": self._ranges(tol),
             "return_rates": self._returns(tol),
             "scenarios": self._scenarios(tol),
@@ -262,8 +343,9 @@ class GenerationReport:
         return {"chi_square_p_value": round(p_value, 6), "passed": bool(ok),
                 "personas": {p: {"configured_share": round(float(w / weights.sum()), 4),
                                  "realised_share": round(float(n / max(self.customers.sum(), 1)), 4),
-                                 "customers": int(n)}
-                             for p, w, n in zip(plan.persona_names, weights, self.customers)}}
+                                 "customers": int(n), "customers_at_end_of_history": int(end)}
+                             for p, w, n, end in zip(plan.persona_names, weights, self.customers,
+                                                     self.customers_at_end)}}
 
     def _department_share(self, tol) -> dict:
         """Each persona's department line shares against personas.yml (with its scenarios) and the variation.
@@ -378,7 +460,9 @@ class GenerationReport:
         """Share of a class-level department's lines in the persona's listed classes, against the config.
 
         Outside the listed classes go the ``exploration_share`` of lines (spread over all the
-        department's classes) and, inside a scenario's window, its class focus.
+        department's classes) and, inside a scenario's window, its class focus. Judged on the
+        classes as drawn from the customer's tastes: missions then turn some lines into their
+        classes, which :meth:`_missions` checks.
         """
         plan, out = self.plan, {}
         cat = plan.catalog
@@ -402,7 +486,7 @@ class GenerationReport:
                 dept_lines = self.lines_by_day_dept[p, :, d]
                 total = dept_lines.sum()
                 expected = float((dept_lines * share_by_day).sum() / max(total, 1))
-                realised = float(self.class_lines[p, sorted(listed)].sum() / max(total, 1))
+                realised = float(self.drawn_class_lines[p, sorted(listed)].sum() / max(total, 1))
                 allowed = tol.share_z * float(np.sqrt(expected * (1 - expected) / max(total, 1)))
                 ok = total < tol.min_group_size or abs(realised - expected) <= allowed
                 if not ok:
@@ -456,9 +540,93 @@ class GenerationReport:
                          "passed": bool(ok)}
         return out
 
+    def _life_events(self, tol) -> dict:
+        """Realised life events per configured one against its yearly rate (personas.yml ``life_events``).
+
+        Expected events are the rate times the years its customers were exposed (from the day
+        after their first visit until their event or the end of the history); the count is
+        Poisson, so it may stray ``share_z`` square roots of the expectation.
+        """
+        plan, out = self.plan, {}
+        names = plan.persona_names
+        configured = {(name, e.to): e for name in names for e in self.config_personas[name].life_events}
+        for j in range(len(plan.event_rate)):
+            source, target = names[plan.event_from[j]], names[plan.event_to[j]]
+            event = configured.get((source, target))
+            rate = event.yearly_rate if event is not None else 0.0
+            expected = rate * self.event_years[j]
+            realised = self.event_counts[j]
+            allowed = tol.share_z * np.sqrt(max(expected, 1.0))
+            ok = abs(realised - expected) <= allowed
+            if not ok:
+                self.failures.append(f"life event {source} -> {target}: {int(realised)} events in "
+                                     f"{self.event_years[j]:.0f} customer-years, personas.yml's yearly rate {rate} "
+                                     f"implies {expected:.1f} +- {allowed:.1f}")
+            out[f"{source} -> {target}"] = {
+                "configured_yearly_rate": rate,
+                "realised_yearly_rate": round(float(realised / max(self.event_years[j], 1e-9)), 4),
+                "customer_years_at_risk": round(float(self.event_years[j]), 1), "events": int(realised),
+                "expected_events": round(float(expected), 1), "tolerance": round(float(allowed), 1),
+                "passed": bool(ok)}
+        return out
+
+    def _replenishment(self, tol) -> dict:
+        """Basics bought again when due, against ``replenishment.probability``; how regular repeats are."""
+        q = self.config_generate.replenishment.probability
+        due, bought = self.replenishment_due, self.replenishment_bought
+        realised = bought / due if due else 0.0
+        allowed = tol.share_z * np.sqrt(q * (1 - q) / max(due, 1))
+        # A due basic is bought with the probability, or drawn anyway: at least q, one-sided.
+        ok = due < tol.min_group_size or realised >= q - allowed
+        if not ok:
+            self.failures.append(f"replenishment: {realised:.4f} of due basics bought on a visit to their "
+                                 f"department, configured at least {q} - {allowed:.4f}")
+
+        def median_cv(row: np.ndarray) -> float | None:
+            if row.sum() == 0:
+                return None
+            index = int(np.searchsorted(np.cumsum(row), row.sum() / 2))
+            edges = np.r_[0.0, CV_BINS]
+            return round(float(edges[min(index, len(CV_BINS))]), 3)
+
+        return {"configured_probability": q, "due_visits": int(due), "bought": int(bought),
+                "realised_share": round(realised, 4), "tolerance": round(float(allowed), 4),
+                "median_interval_cv_basics": median_cv(self.interval_cv[0]),
+                "median_interval_cv_other_usual_classes": median_cv(self.interval_cv[1]),
+                "repeat_pairs": {"basics": int(self.interval_cv[0].sum()),
+                                 "other_usual_classes": int(self.interval_cv[1].sum())},
+                "passed": bool(ok)}
+
+    def _missions(self, tol) -> dict:
+        """Per mission: how often an order with its anchor holds a companion, against ``missions.probability``."""
+        q = self.config_generate.missions.probability
+        out = {}
+        for m, name in enumerate(self.plan.cfg.missions.sets):
+            anchor, eligible, holds, other, other_holds, natural = self.mission_counts[m]
+            realised = holds / eligible if eligible else 0.0
+            baseline = other_holds / other if other else 0.0
+            # An order with the anchor and a free line in the mission's departments becomes the mission
+            # with probability q (then it holds a companion); otherwise it holds one as often as drawn.
+            drawn = natural / eligible if eligible else 0.0
+            expected = q + (1 - q) * drawn
+            allowed = tol.share_z * np.sqrt(expected * (1 - expected) / max(eligible, 1))
+            ok = eligible < tol.min_group_size or abs(realised - expected) <= allowed
+            if not ok:
+                self.failures.append(f"mission {name}: {realised:.4f} of orders with its anchor and a line in its "
+                                     f"departments hold one of its classes; probability {q} implies "
+                                     f"{expected:.4f} +- {allowed:.4f}")
+            out[name] = {"orders_with_anchor": int(anchor), "of_them_with_a_line_in_its_departments": int(eligible),
+                         "share_holding_a_companion": round(float(realised), 4),
+                         "share_holding_one_as_drawn": round(float(drawn), 4),
+                         "expected_share": round(float(expected), 4),
+                         "share_without_the_anchor": round(float(baseline), 4),
+                         "lift": round(float(realised / baseline), 2) if baseline else None,
+                         "tolerance": round(float(allowed), 4), "passed": bool(ok)}
+        return out
+
     def _households(self, tol) -> dict:
         """Share of customers shopping for a household member, against generate_data.households.share."""
-        share = self.plan.cfg.households.share
+        share = self.config_generate.households.share
         eligible, households = float(self.household_eligible.sum()), float(self.households.sum())
         realised = households / eligible if eligible else 0.0
         allowed = tol.share_z * np.sqrt(share * (1 - share) / max(eligible, 1))
@@ -517,10 +685,13 @@ class GenerationReport:
                 continue
             realised = self.dept_returned[d] / n
             expected = self.dept_expected_returns[d] / n
-            ok = n < tol.min_group_size or abs(realised - expected) <= tol.return_rate_abs
+            # Lines are returned one by one with their own chance: a binomial error, share_z of them wide,
+            # never narrower than return_rate_abs.
+            allowed = max(tol.share_z * float(np.sqrt(expected * (1 - expected) / n)), tol.return_rate_abs)
+            ok = n < tol.min_group_size or abs(realised - expected) <= allowed
             if not ok:
                 self.failures.append(f"returns: {dept} {realised:.3f} of lines, expected {expected:.3f} "
-                                     f"+- {tol.return_rate_abs}")
+                                     f"+- {allowed:.4f}")
             out[dept] = {"configured_rate": cfg.department_return_rates.get(dept, cfg.return_rate),
                          "expected_rate_with_online": round(float(expected), 4),
                          "realised_rate": round(float(realised), 4), "lines": int(n), "passed": bool(ok)}
@@ -556,18 +727,27 @@ class GenerationReport:
             all_orders = self.all_orders_by_persona[rows].sum()
             lines_per_order = max(float(all_lines / all_orders), 1.0) if all_orders else 1.0
 
+            # Customers differ in their mixes (customer_variation), so the lines of one customer inside
+            # (or outside) the window move together: their clustering adds to that of baskets, the more
+            # the fewer customers share the window's lines (their squared line counts, in proportion).
+            customer_cluster = self.slot_lines_sq[rows].sum() / max(self.lines[rows].sum(), 1.0)
+            in_share = float(self.lines_by_day[rows][:, inside].sum() / max(all_lines, 1.0))
+
             def ratio(numerator: np.ndarray, denominator: np.ndarray, label: str = "",
-                      cluster: float = 1.0) -> float | None:
+                      cluster: float = 1.0, concentration: float = np.inf) -> float | None:
                 num_in, num_out = numerator[inside].sum(), numerator[~inside].sum()
                 den_in, den_out = denominator[inside].sum(), denominator[~inside].sum()
                 if min(den_in, den_out, num_out) <= 0:
                     return None
                 value = float((num_in / den_in) / (num_out / den_out) - 1)
                 if label:
-                    # Three standard errors of a ratio of two counts. Lines come in baskets (and
+                    # share_z standard errors of a ratio of two counts. Lines come in baskets (and
                     # baskets share a main department), so they count as orders, not as lines.
-                    eff_in, eff_out = max(num_in / cluster, 1.0), max(num_out / cluster, 1.0)
-                    noise[label] = 3.0 * (1 + value) * float(np.sqrt(1 / eff_in + 1 / eff_out))
+                    spread = customer_cluster / (concentration + 1)
+                    cluster_in = cluster + in_share * spread
+                    cluster_out = cluster + (1 - in_share) * spread
+                    eff_in, eff_out = max(num_in / cluster_in, 1.0), max(num_out / cluster_out, 1.0)
+                    noise[label] = tol.share_z * (1 + value) * float(np.sqrt(1 / eff_in + 1 / eff_out))
                 return value
 
             def judge(label: str, configured: float, realised: float | None, expected: float | None,
@@ -598,14 +778,17 @@ class GenerationReport:
                 d = plan.catalog.departments.index(dept)
                 dept_lines = self.lines_by_day_dept[rows][:, :, d].sum(axis=0)
                 expected_lines = (line_rows * shares[rows][:, :, d]).sum(axis=0)
-                judge(f"department {dept}", factor, ratio(dept_lines, lines, f"department {dept}", lines_per_order), ratio(expected_lines, lines),
+                judge(f"department {dept}", factor,
+                      ratio(dept_lines, lines, f"department {dept}", lines_per_order,
+                            plan.cfg.customer_variation.department_concentration), ratio(expected_lines, lines),
                       dept_lines.sum())
             for dept, focus in sc.class_focus.items():
                 d = plan.catalog.departments.index(dept)
                 dept_lines = self.lines_by_day_dept[rows][:, :, d].sum(axis=0)
                 cols = [self.focus_classes.index(plan.catalog.class_row(dept, c)) for c in focus.classes]
                 focus_lines = self.class_by_day[rows][:, :, cols].sum(axis=(0, 2))
-                realised = ratio(focus_lines, dept_lines, f"classes {', '.join(focus.classes)}", lines_per_order)
+                realised = ratio(focus_lines, dept_lines, f"classes {', '.join(focus.classes)}", lines_per_order,
+                                 plan.cfg.customer_variation.class_concentration)
                 # The classes' usual share is measured outside; inside, focus.share more of the lines go to them.
                 usual = focus_lines[~inside].sum() / max(dept_lines[~inside].sum(), 1)
                 expected = (focus.share + (1 - focus.share) * usual) / usual - 1 if usual > 0 else None

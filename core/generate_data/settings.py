@@ -130,6 +130,36 @@ class HouseholdConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class BasicClasses:
+    """Classes of one department that customers buy again on a cycle (basics)."""
+
+    classes: tuple[str, ...] = spec(help="sellable classes of the department")
+    cycle_days: Range = spec(help="[min, max] days between repeat purchases; each customer's own cycle is "
+                                  "uniform in the range")
+
+
+@dataclasses.dataclass(frozen=True)
+class ReplenishmentConfig:
+    """Basics bought again when they run out: socks, tights, briefs, toiletries."""
+
+    probability: float = spec(minimum=0.0, maximum=1.0,
+                              help="chance a customer whose basic is due buys it, on a visit with a line in "
+                                   "its department")
+    basics: dict[str, BasicClasses] = spec({}, help="department -> its basic classes and their cycle")
+
+
+@dataclasses.dataclass(frozen=True)
+class MissionsConfig:
+    """Complementary classes bought together in one shopping mission (a suit, a school uniform)."""
+
+    probability: float = spec(minimum=0.0, maximum=1.0,
+                              help="chance an order with a mission's anchor class turns into the mission: "
+                                   "its other lines in the mission's departments become its classes")
+    sets: dict[str, dict[str, tuple[str, ...]]] = spec(
+        {}, help="mission -> {department: [classes]}; the anchor is the first class of the first department")
+
+
+@dataclasses.dataclass(frozen=True)
 class ReportTolerances:
     """How far the generated data may stray from its config before stage 01 fails."""
 
@@ -144,7 +174,8 @@ class ReportTolerances:
                                  help="a persona's mean order value and visit rate may fall this share "
                                       "outside their configured [min, max]")
     return_rate_abs: float = spec(minimum=0.0, maximum=1.0,
-                                  help="largest allowed |realised - configured| return rate per department")
+                                  help="a department's realised return rate may differ from the configured one "
+                                       "by share_z binomial standard errors, or by this much when larger")
     scenario_uplift_abs: float = spec(minimum=0.0,
                                       help="largest allowed |realised - expected| uplift of a scenario's "
                                            "effect inside its window (or a quarter of the expected uplift, "
@@ -200,11 +231,29 @@ class GenerateDataConfig:
     regions: dict[str, float] = spec(minimum=0.0, help="region -> share of customers; sums to 1")
     customer_variation: CustomerVariation = spec()
     households: HouseholdConfig = spec()
+    replenishment: ReplenishmentConfig = spec()
+    missions: MissionsConfig = spec()
     catalog: CatalogConfig = spec()
     channel: ChannelConfig = spec()
     non_merchandise: NonMerchandiseConfig = spec()
     identity: IdentityConfig = spec()
     report_tolerances: ReportTolerances = spec()
+
+
+def _check_class_sets(groups: dict, merchandise: list[str], class_names: dict[str, tuple[str, ...]],
+                      problems: Problems, key: str, suffix: str = "") -> None:
+    """Each department is a merchandise department and each class one of its sellable classes."""
+    for dept, classes in groups.items():
+        if dept not in merchandise:
+            problems.add(f"{key}.{dept}", f"'{dept}' is not a merchandise department"
+                                          f"{suggest(dept, merchandise)}; allowed: {', '.join(merchandise)}")
+            continue
+        if not classes:
+            problems.add(f"{key}.{dept}{suffix}", "empty; name at least one class")
+        for cls in classes:
+            if cls not in class_names[dept]:
+                problems.add(f"{key}.{dept}{suffix}", f"class '{cls}' is not a sellable class of '{dept}'"
+                                                      f"{suggest(cls, list(class_names[dept]))}")
 
 
 def check_generate_data(gen: GenerateDataConfig, merchandise: list[str], class_names: dict[str, tuple[str, ...]],
@@ -227,6 +276,13 @@ def check_generate_data(gen: GenerateDataConfig, merchandise: list[str], class_n
             problems.add(f"{key}.department_return_rates.{dept}",
                          f"'{dept}' is not a merchandise department of the hierarchy"
                          f"{suggest(dept, merchandise)}; allowed: {', '.join(merchandise)}")
+    _check_class_sets({d: b.classes for d, b in gen.replenishment.basics.items()}, merchandise, class_names,
+                      problems, f"{key}.replenishment.basics", suffix=".classes")
+    for name, groups in gen.missions.sets.items():
+        mkey = f"{key}.missions.sets.{name}"
+        _check_class_sets(groups, merchandise, class_names, problems, mkey)
+        if sum(len(c) for c in groups.values()) < 2:
+            problems.add(mkey, "a mission needs an anchor class and at least one other class")
     cat = gen.catalog
     ckey = f"{key}.catalog"
     for dept in merchandise:

@@ -7,7 +7,7 @@ UNASSIGNED, Unknown) of a merchandise department, nor a name the hierarchy
 does not know. A log without classes falls back to departments; a log with
 neither gets no recommendations, and says why (:func:`choose_level`).
 
-The model (:class:`NextBestClasses`) blends four scores, each scaled to
+The model (:class:`NextBestClasses`) blends six scores, each scaled to
 [0, 1] per customer, with weights that sum to 1:
 
 - ``own``: the customer's own repeat behaviour, the lines they bought of the
@@ -23,19 +23,25 @@ The model (:class:`NextBestClasses`) blends four scores, each scaled to
   contributed most (``often bought with <class>``).
 - ``season``: the class's lines in the same calendar days, one year earlier,
   as the period the recommendations are for (``in season``).
+- ``repeat``: replenishment, how due the class is on the customer's own
+  interval between purchase days (:func:`replenishment_scores`, ``due again``).
+- ``profile``: the customer's class mix smoothed toward their segment's (a
+  Dirichlet prior worth :data:`PROFILE_PRIOR_LINES` lines), said as ``buys
+  again`` for a class they bought, ``popular in segment`` for another.
 
 Each recommendation's ``reason`` is the component contributing most to its
-score (a tie goes to the first of own, segment, co-occurrence, season). The
-weights are chosen by :func:`choose_weights` on a split inside the fit
-period, never on the period the evaluation scores (:func:`evaluate_history`):
-the blend with the fewest components within one standard error of the best.
-On the generated data that is segment popularity (alone, or with 0.1 season):
-the customers' own history, co-purchase and season add nothing measurable
-there (docs/decisions.md, "Next-best category").
+score (a tie goes to the first of :data:`COMPONENTS`). The weights are
+chosen by :func:`choose_weights` on a split inside the fit period, never on
+the period the evaluation scores (:func:`evaluate_history`): the blend with
+the fewest components within one standard error of the best. On the
+generated data with within-persona variation, replenishment and missions
+that is mostly the profile, with some repeat and co-occurrence (recall@5
+1.12 x the best baseline; docs/decisions.md, "Next-best category").
 
 Everything scores in batches of customers with sparse products and
 ``argpartition``: a million customers by 332 classes, fit and top 5 with
-reasons, in about 19 s and 2.1 GB (benchmarks/bench_recommendations.py).
+reasons, in 3.2 GB (benchmarks/bench_recommendations.py; 17 s before the
+repeat and profile components, not re-timed on an idle machine since).
 """
 
 from __future__ import annotations

@@ -393,7 +393,7 @@ RECOMMENDATION_DOCUMENT = {
                                     ("own_top_classes", 0.15))},
     "best_baseline": "segment_popularity", "lift_over_best_baseline": 1.25,
     "top_reasons": {"popular in segment": 0.8, "buys again": 0.2},
-    "cross_sell": {"lift_hit_rate": 0.086, "model_hit_rate": 0.18,
+    "cross_sell": {"lift_hit_rate": 0.086, "model_hit_rate": 0.18, "model_hit_rate_same_length": 0.104,
                    "segments": {"0": {"chosen": "recommendations"}, "1": {"chosen": "lift"}}},
 }
 
@@ -407,6 +407,7 @@ def test_the_next_best_section_shows_the_model_against_its_baselines(report_data
                     ("Baseline: the customer&#x27;s own top classes", "15.0%")]
     assert "1.25× the recall of the best baseline (segment popularity)" in section
     assert "1 of 2 from this model" in section and 'href="#next-best"' in page
+    assert "overall 10.4% at that length, 18.0% with its full list, against 8.6% for the lift" in section
     parser = TagBalance()
     parser.feed(page)
     assert parser.errors == [] and parser.stack == []

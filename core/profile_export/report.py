@@ -520,9 +520,11 @@ def _recommendations_section(document: dict) -> str:
     cross = document.get("cross_sell") or {}
     if cross.get("segments"):
         used = sum(v["chosen"] == "recommendations" for v in cross["segments"].values())
-        facts += (f" Segment cross-sell lists: {used} of {len(cross['segments'])} from this model (it found more "
-                  f"customers who then bought in a new department: {_pct(cross['model_hit_rate'], 1)} against "
-                  f"{_pct(cross['lift_hit_rate'], 1)} for the lift heuristic overall), the others from lift.")
+        facts += (f" Segment cross-sell lists: {used} of {len(cross['segments'])} from this model, where, cut to the "
+                  f"lift heuristic's length, it found more customers who then bought in a department new to them "
+                  f"(overall {_pct(cross.get('model_hit_rate_same_length'), 1)} at that length, "
+                  f"{_pct(cross.get('model_hit_rate'), 1)} with its full list, against "
+                  f"{_pct(cross.get('lift_hit_rate'), 1)} for the lift heuristic); the others from lift.")
     body = (f'<div class="scroll"><table class="data"><caption>Next-best classes on the holdout</caption><thead>'
             f'<tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table></div><p>{facts}</p>')
     return _section("next-best", "Next-best classes", body, lead)

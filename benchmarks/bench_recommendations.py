@@ -296,9 +296,9 @@ LTR_CAP_DAYS = 2_000.0
 
 def ltr_features(model: rec.NextBestClasses, fit: rec.Interactions, segments: np.ndarray,
                  rows: np.ndarray) -> np.ndarray:
-    """Per (customer, class) of ``rows``: the five component scores, the customer's purchase days of the
+    """Per (customer, class) of ``rows``: the component scores, the customer's purchase days of the
     class, days since the last, their own interval (capped), classes they bought, segment and global
-    popularity; shape (len(rows) * classes, 12)."""
+    popularity; shape (len(rows) * classes, components + 6)."""
     comps = model.components(fit, segments, rows)
     days = fit.days[rows].toarray()
     last = fit.last[rows].toarray()
@@ -341,7 +341,8 @@ def ltr_section(history: rec.PurchaseHistory, segments: np.ndarray, k: int, seed
     best = result["best_baseline"]
     base = result["models"][best]["recall"]
     return ["### d. Learning to rank (challenger)", "",
-            f"HistGradientBoostingClassifier over every (customer, class) pair: the five component scores, purchase "
+            f"HistGradientBoostingClassifier over every (customer, class) pair: the {len(rec.COMPONENTS)} component "
+            f"scores, purchase "
             f"days of the class, days since the last, the customer's own interval, classes bought, segment and "
             f"global popularity. Trained on {len(train):,} validation customers (features at "
             f"{history.cuts[0].date()}, label: bought by {history.cuts[1].date()}), scored on the evaluation window "

@@ -1,7 +1,7 @@
 """Measure the next-best-class recommendations (issue 15): quality against baselines, the data's signals, speed.
 
     python benchmarks/bench_recommendations.py [--artifacts DIR] [--k 5] [--window-days 182]
-                                               [--customers 1000000] [--skip-speed] [--record]
+                                               [--customers 1000000] [--skip-speed] [--skip-ltr] [--record]
 
 a. Quality: reads a finished run's ``01_generate_data/transactions.parquet``,
    ``02_prepare_features/enriched_department.parquet`` (the analysis date) and
@@ -20,6 +20,9 @@ b. Signals: what makes a next purchase predictable beyond popularity in real
    customer's segment, allowing for how many classes they buy) and its
    rhythm, co-purchase in one order against co-purchase by the same customers,
    children's size bands and classes over the years, seasonal classes.
+d. Learning to rank, a challenger: a gradient-boosted classifier over every
+   (customer, class) pair, trained on the validation split and scored on the
+   evaluation window like the other models (``--skip-ltr`` leaves it out).
 c. Speed: ``NextBestClasses`` fit + top-k with reasons for ``--customers``
    customers x 332 classes, a seeded synthetic sparse matrix with about 15
    classes per customer in 12 segments, in a child process (wall time, peak
@@ -56,7 +59,7 @@ TARGET_LIFT = 1.2
 SPEED_CLASSES = 332
 SPEED_SEGMENTS = 12
 SPEED_CLASSES_PER_CUSTOMER = 15
-SPEED_WEIGHTS = {"own": 0.3, "segment": 0.4, "cooccurrence": 0.2, "season": 0.1}  # every component, reasons too
+SPEED_WEIGHTS = {"own": 0.2, "segment": 0.4, "cooccurrence": 0.2, "season": 0.1, "repeat": 0.1}  # every reason
 KIDS_BANDS = ["Baby 0-12m", "Toddler 1-3", "Child 4-6", "Child 7-8", "Child 9-11", "Teen 12-14"]
 BABY_CLASSES = {"Babywear", "Baby Basics", "Baby Boy", "Baby Girl", "Newborn Boy", "Newborn Girl"}
 TODDLER_CLASSES = {"2-7 Boyswear", "2-7 Girlswear"}
@@ -285,6 +288,72 @@ def signals_section(artifacts: Path, history: rec.PurchaseHistory, segments: np.
 
 
 # ---------------------------------------------------------------------------------------------
+# d. Learning to rank (a challenger, measured here, not in stage 05)
+
+LTR_CUSTOMERS = 5_000
+LTR_CAP_DAYS = 2_000.0
+
+
+def ltr_features(model: rec.NextBestClasses, fit: rec.Interactions, segments: np.ndarray,
+                 rows: np.ndarray) -> np.ndarray:
+    """Per (customer, class) of ``rows``: the component scores, the customer's purchase days of the
+    class, days since the last, their own interval (capped), classes they bought, segment and global
+    popularity; shape (len(rows) * classes, components + 6)."""
+    comps = model.components(fit, segments, rows)
+    days = fit.days[rows].toarray()
+    last = fit.last[rows].toarray()
+    first = np.where(days > 0, rec.FIRST_BASE - fit.first[rows].toarray(), 0.0)
+    since = np.where(days > 0, np.minimum(fit.as_of - last, LTR_CAP_DAYS), LTR_CAP_DAYS)
+    interval = np.where(days >= 2, np.minimum((last - first) / np.maximum(days - 1, 1), LTR_CAP_DAYS), LTR_CAP_DAYS)
+    breadth = np.broadcast_to((days > 0).sum(axis=1, keepdims=True), days.shape)
+    table = np.vstack([model.segment_popularity_, model.global_popularity_[None, :]])
+    popularity = table[model._segment_rows(segments[rows])]
+    everyone = np.broadcast_to(model.global_popularity_[None, :], days.shape)
+    columns = [comps[c] for c in rec.COMPONENTS] + [days, since, interval, breadth, popularity, everyone]
+    return np.stack([np.asarray(c, dtype=np.float32).ravel() for c in columns], axis=1)
+
+
+def ltr_section(history: rec.PurchaseHistory, segments: np.ndarray, k: int, seed: int, result: dict) -> list[str]:
+    """A gradient-boosted ranker over the blend's candidates: trained on the validation split (features at
+    its cut, label: bought in the period after), scored on the evaluation window like every model."""
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    started = time.perf_counter()
+    fit0, bought0 = history.interactions(0), history.bought(1)
+    train = rec.evaluable_rows(fit0, bought0)["evaluated"]
+    if len(train) > LTR_CUSTOMERS:
+        train = np.sort(np.random.default_rng(seed).choice(train, LTR_CUSTOMERS, replace=False))
+    model0 = rec.NextBestClasses(top_k=k).fit(fit0, segments)
+    ranker = HistGradientBoostingClassifier(max_iter=200, learning_rate=0.1, early_stopping=True,
+                                            random_state=seed)
+    ranker.fit(ltr_features(model0, fit0, segments, train), (bought0[train].toarray() > 0).ravel())
+    fit1, bought1 = history.interactions(1), history.bought(2)
+    rows = rec.evaluable_rows(fit1, bought1)["evaluated"]
+    model1 = rec.NextBestClasses(top_k=k).fit(fit1, segments)
+    n_items = fit1.shape[1]
+    parts = []
+    for start in range(0, len(rows), 2_000):
+        batch = rows[start:start + 2_000]
+        scores = ranker.predict_proba(ltr_features(model1, fit1, segments, batch))[:, 1].reshape(len(batch), n_items)
+        items, _ = rec.top_k(scores, k)
+        parts.append((rec.ranking_metrics(items, bought1[batch], fit1.counts[batch]), items))
+    m = rec.summarise(parts, n_items)
+    best = result["best_baseline"]
+    base = result["models"][best]["recall"]
+    return ["### d. Learning to rank (challenger)", "",
+            f"HistGradientBoostingClassifier over every (customer, class) pair: the {len(rec.COMPONENTS)} component "
+            f"scores, purchase "
+            f"days of the class, days since the last, the customer's own interval, classes bought, segment and "
+            f"global popularity. Trained on {len(train):,} validation customers (features at "
+            f"{history.cuts[0].date()}, label: bought by {history.cuts[1].date()}), scored on the evaluation window "
+            f"({len(rows):,} customers); {time.perf_counter() - started:.0f} s.", "",
+            *_table(["model", f"recall@{k}", f"hit@{k}", f"NDCG@{k}", "discovery", "coverage",
+                     f"x best baseline ({best.replace('_', ' ')})"],
+                    [["gradient-boosted ranker", f"{m['recall']:.3f}", f"{m['hit_rate']:.3f}", f"{m['ndcg']:.3f}",
+                      f"{m['discovery']:.3f}", m["coverage"], f"{m['recall'] / base:.2f}"]]), ""]
+
+
+# ---------------------------------------------------------------------------------------------
 # c. Speed
 
 
@@ -311,7 +380,15 @@ def synthetic_interactions(n: int, seed: int) -> tuple[rec.Interactions, np.ndar
     spend = counts.copy()
     spend.data = spend.data * rng.uniform(3, 30, len(spend.data))
     season = rng.gamma(1.0, 1.0, SPEED_CLASSES)
-    return rec.Interactions(counts=counts, recency=recency, spend=spend, season=season), segments
+    # Purchase days (one per line), the last within two years of the as-of day, an interval of 10-200 days.
+    as_of = int(rec.day_number(pd.Timestamp("2024-12-31"))[()])
+    days = counts.copy()
+    last = counts.copy()
+    last.data = as_of - rng.integers(0, 730, len(last.data)).astype(np.float64)
+    first = counts.copy()
+    first.data = rec.FIRST_BASE - (last.data - (days.data - 1) * rng.uniform(10, 200, len(days.data)))
+    return rec.Interactions(counts=counts, recency=recency, spend=spend, season=season, days=days, last=last,
+                            first=first, as_of=as_of, horizon_days=182), segments
 
 
 def speed_child(n: int, seed: int, k: int) -> None:
@@ -334,7 +411,8 @@ def speed_child(n: int, seed: int, k: int) -> None:
                       "rows": int((recommended.items >= 0).sum()),
                       "reasons": {("fallback" if i == 0 else rec.COMPONENTS[i - 1]): int(c)
                                   for i, c in enumerate(reasons)},
-                      "choose_weights_s": chosen - chose, "choose_weights_customers": choice["customers"]}))
+                      "choose_weights_s": chosen - chose, "choose_weights_customers": choice["customers"],
+                      "choose_weights_blends": choice["grid"]}))
 
 
 def speed_section(n: int, seed: int, k: int) -> list[str]:
@@ -354,7 +432,7 @@ def speed_section(n: int, seed: int, k: int) -> list[str]:
                 ["fit (popularity, segment popularity, co-purchase cosine, season)", f"{found['fit_s']:.1f}"],
                 [f"recommend: components, blend, top {k} (argpartition), reasons", f"{found['recommend_s']:.1f}"],
                 [f"**fit + top {k} (target <= 120)**", f"**{total:.1f}**"],
-                [f"choose_weights: {len(rec.weight_grid())} blends on {found['choose_weights_customers']:,} "
+                [f"choose_weights: {found['choose_weights_blends']} blends on {found['choose_weights_customers']:,} "
                  f"validation customers (stage 05 also runs this)", f"{found['choose_weights_s']:.1f}"]]),
             "", f"Whole child process: wall {seconds(run.wall_seconds)}, CPU {seconds(run.cpu_seconds)}, peak "
             f"resident memory {mib(run.peak_rss_mib)} (target 4,096 MiB, data and imports included). "
@@ -373,6 +451,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--customers", type=int, default=1_000_000, help="customers for the speed check")
     parser.add_argument("--seed", type=int, default=42, help="seed of the validation sample and the speed data")
     parser.add_argument("--skip-speed", action="store_true", help="leave out the speed check")
+    parser.add_argument("--skip-ltr", action="store_true", help="leave out the learning-to-rank challenger")
     parser.add_argument("--record", action="store_true", help="append the tables to benchmarks/RESULTS.md")
     parser.add_argument("--speed-child", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -389,6 +468,9 @@ def main(argv: list[str] | None = None) -> int:
     print("\n".join(report + quality), flush=True)
     signals = signals_section(args.artifacts, history, segments, result)
     print("\n".join(signals), flush=True)
+    ranked = [] if args.skip_ltr else ltr_section(history, segments, args.k, args.seed, result)
+    print("\n".join(ranked), flush=True)
+    signals += ranked
     speed = [] if args.skip_speed else speed_section(args.customers, args.seed, args.k)
     print("\n".join(speed), flush=True)
     report += quality + signals + speed

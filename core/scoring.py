@@ -54,6 +54,7 @@ from core.prepare_features.columns import CLASS_MIX, sellable_classes
 from core.prepare_features.prepare import FeatureModel
 from core.prepare_features.transformers import ModelMatrixTransformer
 from core.prepare_features.value_estimates import VALUE_COLUMNS, order_values, predict_values
+from core.profile_export.recommendations import SavedRecommender
 from core.train_autoencoder.autoencoder import AutoencoderTransformer
 
 log = logging.getLogger(__name__)
@@ -82,6 +83,9 @@ class ScoringChain:
     customer_value : dict or None
         Stage 02's ``customer_value_model.json`` (its ``estimated`` false
         when stage 02 could not fit the models); None: no customer value.
+    recommender : core.profile_export.recommendations.SavedRecommender or None
+        Stage 05's fitted next-best-class model (``recommendation-model.pkl``);
+        None when stage 05 has not completed (no recommendations then).
     """
 
     feature_model: FeatureModel
@@ -90,6 +94,7 @@ class ScoringChain:
     primary: tuple[str, str]
     hierarchy: Hierarchy
     customer_value: dict | None = None
+    recommender: Any = None
 
     @property
     def transformer(self) -> ModelMatrixTransformer:
@@ -173,7 +178,20 @@ def load_saved_run(artifacts_dir: Path, config) -> ScoringChain:
                             f"sellable classes differ); rerun the pipeline from stage 02 before scoring")
     return ScoringChain(feature_model=feature_model, autoencoder=autoencoder, models=models,
                         primary=(comparison["primary"]["method"], comparison["primary"]["space"]),
-                        hierarchy=config.hierarchy, customer_value=customer_value)
+                        hierarchy=config.hierarchy, customer_value=customer_value,
+                        recommender=_load_recommender(artifacts_dir))
+
+
+def _load_recommender(artifacts_dir: Path) -> SavedRecommender | None:
+    """Stage 05's saved recommender (verified like every pickle), or None when stage 05 has not completed."""
+    if artifacts.read_manifest(paths.stage_dir(artifacts_dir, paths.PROFILE_EXPORT)) is None:
+        return None
+    recommender = _load_pickle(artifacts_dir, paths.PROFILE_EXPORT, paths.RECOMMENDATION_MODEL)
+    if not isinstance(recommender, SavedRecommender):
+        raise PipelineError(f"{paths.stage_dir(artifacts_dir, paths.PROFILE_EXPORT) / paths.RECOMMENDATION_MODEL} "
+                            f"holds a {type(recommender).__name__}, not the recommender this version of the code "
+                            f"saves; rerun the pipeline from stage {paths.PROFILE_EXPORT}")
+    return recommender
 
 
 def _load_output(artifacts_dir: Path, stage: str, file: str, loader: Callable[[Any], Any], *,
@@ -300,7 +318,9 @@ def score_customers(frame: pd.DataFrame, saved: ScoringChain, *, analysis_date: 
         first. Then ``p_alive``, ``expected_orders``, ``expected_revenue``,
         ``churn_risk`` at the analysis date (order lines only: null for a
         features file) and ``customer_value_note``: empty, or why they are
-        null for that customer.
+        null for that customer. Then the next-best classes of stage 05's
+        model, ``next_best_<rank>_department``, ``_class``, ``_reason``, and
+        ``recommendation_note`` (:func:`_with_recommendations`).
     """
     frame, mapping = keyed_by_customer(frame, id_kind, max_id_length, source)
     return customer_ids.with_source_ids(_score_keyed(frame, saved, analysis_date, source), mapping)
@@ -317,7 +337,8 @@ def _score_keyed(frame: pd.DataFrame, saved: ScoringChain, analysis_date: pd.Tim
         if features.empty:
             # Nobody to score (every customer new or without merchandise): the same columns, all missing.
             scored = _nobody_scored(excluded, saved)
-            return _with_customer_values(scored, lines, day, saved, source)
+            return _with_recommendations(_with_customer_values(scored, lines, day, saved, source), lines, day,
+                                         saved)
     else:
         features, excluded = _features_from_file(frame, source), None
     values = features[list(saved.transformer.columns)]
@@ -331,7 +352,7 @@ def _score_keyed(frame: pd.DataFrame, saved: ScoringChain, analysis_date: pd.Tim
         scored = pd.concat([scored, excluded.rename(columns={"reason": "excluded_reason"})], ignore_index=True)
         labels = [c for c in scored.columns if c.endswith("_label") or c in ("segment", "segment_runner_up")]
         scored[labels] = scored[labels].astype("Int64")
-    return _with_customer_values(scored, lines, day, saved, source)
+    return _with_recommendations(_with_customer_values(scored, lines, day, saved, source), lines, day, saved)
 
 
 def _with_customer_values(scored: pd.DataFrame, lines: pd.DataFrame | None, day: pd.Timestamp | None,
@@ -363,6 +384,43 @@ def _with_customer_values(scored: pd.DataFrame, lines: pd.DataFrame | None, day:
             columns["churn_risk"][found] = rows["churn_risk"].array
         notes[~found] = f"no merchandise purchase order by the analysis date {day.date()}"
     return scored.assign(**columns, customer_value_note=notes)
+
+
+def _with_recommendations(scored: pd.DataFrame, lines: pd.DataFrame | None, day: pd.Timestamp | None,
+                          saved: ScoringChain) -> pd.DataFrame:
+    """``scored`` with each customer's next-best classes from stage 05's model, and a note where there are none.
+
+    Columns ``next_best_<rank>_department``, ``_class`` and ``_reason`` for
+    rank 1 to top_k (``class`` empty at department level), then
+    ``recommendation_note``. A customer without a segment (not eligible)
+    gets everyone's popularity and their own repeats; a features file gives
+    no own history, so segment popularity only.
+    """
+    recommender = saved.recommender
+    n = len(scored)
+    k = recommender.model.top_k if recommender is not None and recommender.model is not None else 0
+    columns: dict[str, Any] = {}
+    for rank in range(1, k + 1):
+        for part in ("department", "class", "reason"):
+            columns[f"next_best_{rank}_{part}"] = np.full(n, None, dtype=object)
+    notes = np.full(n, "", dtype=object)
+    if recommender is None:
+        notes[:] = "no recommendations: stage 05 has not completed in the saved run"
+    elif recommender.model is None:
+        notes[:] = f"no recommendations: {recommender.explanation}"
+    else:
+        table = recommender.recommend_lines(lines, scored[ID_COLUMN].to_numpy(), scored["segment"], day)
+        where = pd.Index(scored[ID_COLUMN]).get_indexer(table[ID_COLUMN])
+        for part in ("department", "class", "reason"):
+            for rank in range(1, k + 1):
+                at = (table["rank"] == rank).to_numpy()
+                columns[f"next_best_{rank}_{part}"][where[at]] = table[part].to_numpy()[at]
+        got = np.zeros(n, dtype=bool)
+        got[where] = True
+        notes[~got] = "no recommendations: no merchandise class scores for this customer"
+        if lines is None:
+            notes[got] = "from the segment only: a features file holds no purchase history"
+    return scored.assign(**columns, recommendation_note=notes)
 
 
 def _features_from_lines(lines: pd.DataFrame, saved: ScoringChain, day: pd.Timestamp,

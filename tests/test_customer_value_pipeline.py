@@ -205,7 +205,9 @@ def test_scoring_order_lines_rebuilds_stage_02_values_and_a_features_file_says_w
     output = score_file(config, artifacts_dir, stage_file(artifacts_dir, paths.GENERATE_DATA, paths.TRANSACTIONS),
                         tmp_path / "lines.parquet")
     scored = pd.read_parquet(output).set_index("customer_id")
-    assert list(scored.columns[-5:]) == [*VALUE_COLUMNS, "customer_value_note"]
+    # The value columns close the segment part; stage 05's next-best classes follow them.
+    ahead = [c for c in scored.columns if not c.startswith("next_best_") and c != "recommendation_note"]
+    assert ahead[-5:] == [*VALUE_COLUMNS, "customer_value_note"] and scored.columns[-1] == "recommendation_note"
     values = read(artifacts_dir, paths.PREPARE_FEATURES, paths.CUSTOMER_VALUE).set_index("customer_id")
     # Every customer stage 02 valued, segmented or excluded, from the saved numbers: the same values.
     assert set(values.index) <= set(scored.index)

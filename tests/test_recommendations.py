@@ -35,7 +35,7 @@ from core.framework import paths
 from core.framework.schema import ConfigError
 from core.framework.stage import StageContext
 from core.profile_export import recommendations as rec
-from core.profile_export.recommendation_outputs import write_recommendations
+from core.profile_export.recommendation_outputs import fit_recommendations, write_recommendations
 from core.profile_export.settings import RecommendationsConfig
 from core.profile_export.stage import STAGE
 from conftest import small_config_document, write_config
@@ -168,9 +168,10 @@ def test_top_k_keeps_positive_scores_best_first():
 
 def test_the_weight_grid_covers_every_blend_summing_to_one():
     grid = rec.weight_grid()
-    assert len(grid) == 286  # multiples of 0.1 over four components: C(13, 3)
+    assert len(grid) == 3003  # multiples of 0.1 over six components: C(15, 5)
+    assert len(rec.weight_grid(0.2)) == 252  # the coarse grid: C(10, 5)
     assert all(sum(w.values()) == pytest.approx(1.0) for w in grid)
-    assert {"own": 0.0, "segment": 1.0, "cooccurrence": 0.0, "season": 0.0} in grid
+    assert {"own": 0.0, "segment": 1.0, "cooccurrence": 0.0, "season": 0.0, "repeat": 0.0, "profile": 0.0} in grid
 
 
 def test_the_simplest_blend_within_noise_of_the_best_is_chosen():
@@ -180,7 +181,10 @@ def test_the_simplest_blend_within_noise_of_the_best_is_chosen():
     bought[bought.sum(axis=1) == 0, 0] = 1.0
     fit = interactions(bought)
     chosen = rec.choose_weights(fit, np.zeros(400, int), sp.csr_matrix(bought), np.arange(400), 3, seed=0)
-    assert chosen["weights"]["own"] == 1.0 and chosen["recall"] == pytest.approx(chosen["best_recall"], abs=0.02)
+    # Own history alone, or smoothed by a segment that is everyone (the profile): one component either way.
+    assert max(chosen["weights"]["own"], chosen["weights"]["profile"]) == 1.0
+    assert chosen["recall"] == pytest.approx(chosen["best_recall"], abs=0.02)
+    assert chosen["recall"] > 0.8  # they buy what they bought (up to k = 3 of it)
 
 
 # --- metrics ---------------------------------------------------------------------------------
@@ -241,6 +245,118 @@ def test_returns_and_lines_after_the_analysis_date_are_not_purchases():
     assert history.interactions(2).counts.toarray().tolist() == [[1, 0, 0]]
 
 
+def test_replenishment_scores_follow_each_customers_own_rhythm():
+    frame = lines([(1, d, "Ladies Clothing", "A") for d in ("2024-10-01", "2024-11-01", "2024-12-01", "2024-12-01")]
+                  + [(1, d, "Ladies Clothing", "B") for d in ("2023-01-01", "2023-02-01")]
+                  + [(1, "2024-06-01", "Home", "C")]
+                  + [(2, d, "Ladies Clothing", "A") for d in ("2024-01-01", "2024-12-01")])
+    history = history_of(frame, [1, 2])
+    at_end = history.interactions(2)
+    assert at_end.days.toarray().tolist() == [[3, 2, 1], [2, 0, 0]]  # two lines on one day are one day
+    # Customer 1, A: interval 61 / 2 = 30.5 days, 30 days since, horizon 182: due, not lapsed: 1.
+    # B: interval 31 days, 699 days since: 699 - 2 x 31 days past two intervals, exp(-637 / 31).
+    # C: one day, no rhythm: 0. Customer 2, A: interval 335 days, 30 days since: (30 + 182) / 335.
+    expected = [[1.0, math.exp(-637 / 31), 0.0], [212 / 335, 0.0, 0.0]]
+    np.testing.assert_allclose(rec.replenishment_scores(at_end, np.array([0, 1])), expected, rtol=1e-6)
+    # At the evaluation cut (2024-07-02) customer 2 had bought A once and customer 1's B is 517 days old.
+    np.testing.assert_allclose(rec.replenishment_scores(history.interactions(1), np.array([0, 1])),
+                               [[0.0, math.exp(-455 / 31), 0.0], [0.0, 0.0, 0.0]], rtol=1e-6)
+    model = rec.NextBestClasses(weights={"repeat": 1.0}, top_k=1).fit(at_end, np.array([0, 0]))
+    table = rec.recommendation_table(model.recommend(at_end, np.array([0, 0])), [1, 2], history.items)
+    assert table[["customer_id", "class", "reason"]].values.tolist() == [[1, "A", "due again"],
+                                                                         [2, "A", "due again"]]
+
+
+# --- segment cross-sell ----------------------------------------------------------------------
+
+
+def test_cross_sell_hits_count_only_a_new_department_on_the_segment_list():
+    items = rec.recommendable_items(tiny_hierarchy())  # A, B (Ladies Clothing), C (Home)
+    seen = sp.csr_matrix(np.array([[1, 0, 0], [0, 0, 1], [1, 0, 0], [0, 0, 1]], dtype=float))
+    bought = sp.csr_matrix(np.array([[0, 0, 1], [0, 0, 1], [0, 1, 0], [1, 0, 0]], dtype=float))
+    lists = {0: ["Home"], 1: ["Ladies Clothing"]}
+    # 0: Home is new and listed; 1: Home bought before; 2: Ladies bought before; 3: Ladies new and listed.
+    hits = rec.cross_sell_hits(lists, np.array([0, 0, 1, 1]), np.arange(4), seen, bought, items)
+    assert hits.tolist() == [1.0, 0.0, 0.0, 1.0]
+    assert rec.cross_sell_hits({0: [], 1: []}, np.array([0, 0, 1, 1]), np.arange(4), seen, bought,
+                               items).tolist() == [0.0] * 4
+
+
+def test_the_model_ranks_a_segments_departments_by_its_scores_on_classes_not_yet_bought():
+    # Segment 0 popularity: A 4/4, B 2/4, C 1/4 (scaled 1, 0.5, 0.25). Classes not yet bought score:
+    # customer 0 {A, B}: C 0.25; 1 {A, B}: C 0.25; 2 {A, C}: B 0.5; 3 {A}: B 0.5, C 0.25.
+    # Ladies Clothing 1.0, Home 0.75. Segment 1's only customer bought everything: nothing to rank.
+    fit = interactions([[1, 1, 0], [1, 1, 0], [1, 0, 1], [1, 0, 0], [1, 1, 1]])
+    segments = np.array([0, 0, 0, 0, 1])
+    model = rec.NextBestClasses(weights={"segment": 1.0}).fit(fit, segments)
+    ranked = rec.ranked_departments(model, fit, segments, rec.recommendable_items(tiny_hierarchy()), batch_size=2)
+    assert ranked == {0: ["Ladies Clothing", "Home"], 1: []}
+
+
+def test_a_segments_cross_sell_comes_from_the_model_only_where_it_won_on_the_holdout(pipeline_run):
+    _, artifacts_dir = pipeline_run
+    out = paths.stage_dir(artifacts_dir, paths.PROFILE_EXPORT)
+    compared = json.loads((out / paths.RECOMMENDATION_EVALUATION).read_text())["cross_sell"]
+    profiles = json.loads((out / paths.SEGMENT_PROFILES_JSON).read_text())["segments"]
+    sources = {p["segment_id"]: p["strategy"]["cross_sell_source"] for p in profiles if "strategy" in p}
+    assert sources and set(sources.values()) <= {"lift", "recommendations"}
+    for segment, result in compared["segments"].items():
+        if int(segment) in sources:
+            assert sources[int(segment)] == result["chosen"]
+        if result["chosen"] == "recommendations":
+            assert result["model_hit_rate_same_length"] > result["lift_hit_rate"]
+            assert result["customers"] >= 30
+
+
+# --- score ---------------------------------------------------------------------------------
+
+
+def test_score_recommends_what_stage_05_recommended_for_the_same_lines(pipeline_run):
+    from core.scoring import load_saved_run, score_customers
+
+    config_path, artifacts_dir = pipeline_run
+    config = load_config(config_path)
+    table = pd.read_parquet(paths.stage_dir(artifacts_dir, paths.PROFILE_EXPORT) / paths.RECOMMENDATIONS)
+    document = json.loads((paths.stage_dir(artifacts_dir, paths.PROFILE_EXPORT)
+                           / paths.RECOMMENDATION_EVALUATION).read_text())
+    transactions = pd.read_parquet(paths.stage_dir(artifacts_dir, paths.GENERATE_DATA) / paths.TRANSACTIONS)
+    chosen = table["customer_id"].drop_duplicates().iloc[:40]
+    # The same customers under new ids: score knows nothing of them but their lines.
+    new = transactions[transactions["customer_id"].isin(chosen)].assign(
+        customer_id=lambda f: f["customer_id"] + 10_000_000)
+    scored = score_customers(new, load_saved_run(artifacts_dir, config),
+                             analysis_date=pd.Timestamp(document["analysis_date"]))
+    k = config.profile_export.recommendations.top_k
+    assert [c for c in scored.columns if c.startswith("next_best_")] == [
+        f"next_best_{r}_{p}" for r in range(1, k + 1) for p in ("department", "class", "reason")]
+    scored = scored[scored["excluded_reason"] == ""].assign(customer_id=lambda f: f["customer_id"] - 10_000_000)
+    assert len(scored) == len(chosen) and (scored["recommendation_note"] == "").all()
+    expected = table[table["customer_id"].isin(chosen)].pivot(index="customer_id", columns="rank")
+    for rank in range(1, k + 1):
+        for part in ("department", "class", "reason"):
+            got = scored.set_index("customer_id")[f"next_best_{rank}_{part}"]
+            assert got.to_dict() == expected[(part, rank)].loc[got.index].to_dict()
+
+
+def test_a_new_customer_without_a_segment_is_told_popular_overall_not_popular_in_segment():
+    frame = lines([(1, "2024-03-01", "Ladies Clothing", "A"), (1, "2024-03-02", "Ladies Clothing", "B"),
+                   (2, "2024-03-01", "Ladies Clothing", "A"), (3, "2024-03-01", "Home", "C")])
+    history = history_of(frame, [1, 2, 3])
+    fit, segments = history.interactions(2), np.array([0, 0, 1])
+    saved = rec.SavedRecommender(model=rec.NextBestClasses(weights={"own": 0.5, "segment": 0.5}, top_k=3).fit(
+        fit, segments), items=history.items, level="class", explanation="", analysis_date="2024-12-31",
+        horizon_days=WINDOW)
+    # Customer 9 bought C once and has no segment (missing): everyone's popularity fills, its own C leads.
+    new = lines([(9, "2024-05-01", "Home", "C")])
+    table = saved.recommend_lines(new, [9], pd.Series([None], dtype="Int64"), ANALYSIS)
+    assert table[["class", "reason"]].values.tolist() == [["C", "buys again"], ["A", rec.FALLBACK_REASON],
+                                                          ["B", rec.FALLBACK_REASON]]
+    # The same customer in segment 1 (who bought C only): C from its own and the segment's, then nothing else.
+    in_segment = saved.recommend_lines(new, [9], [1], ANALYSIS)
+    assert in_segment[["class", "reason"]].values.tolist()[0] == ["C", "buys again"]
+    assert set(in_segment["reason"][1:]) <= {rec.FALLBACK_REASON}
+
+
 # --- bad input -------------------------------------------------------------------------------
 
 
@@ -283,7 +399,9 @@ def test_a_log_without_departments_or_classes_writes_an_explained_empty_file(tmp
     ctx = StageContext(stage=STAGE, config=config, artifacts_dir=tmp_path)
     customers = pd.DataFrame({"customer_id": [1, 2], "last_order_date": pd.to_datetime(["2024-03-01"] * 2),
                               "recency_days": [305, 305]})
-    write_recommendations(ctx, customers, pd.DataFrame({"customer_id": [1, 2], "segment": [0, 0]}))
+    run = fit_recommendations(ctx, customers, pd.DataFrame({"customer_id": [1, 2], "segment": [0, 0]}))
+    assert run.cross_sell == {} and run.saved.model is None
+    write_recommendations(ctx, run)
     out = paths.stage_dir(tmp_path, paths.PROFILE_EXPORT)
     table = pd.read_parquet(out / paths.RECOMMENDATIONS)
     document = json.loads((out / paths.RECOMMENDATION_EVALUATION).read_text())
@@ -292,6 +410,9 @@ def test_a_log_without_departments_or_classes_writes_an_explained_empty_file(tmp
     assert "merchandise department or class the hierarchy knows" in document["explanation"]
     assert ctx.details["recommendations"]["explanation"] == document["explanation"]
     assert "no recommendations" in ctx.summary
+    # score says the same, from the saved recommender, for customers it is handed.
+    assert run.saved.recommend_lines(frame, [1, 2], [0, 0], None).empty
+    assert "merchandise department or class the hierarchy knows" in run.saved.explanation
 
 
 def test_a_bad_top_k_is_a_config_error(tmp_path):
@@ -318,7 +439,8 @@ def test_every_segmented_customer_gets_top_k_ranked_merchandise_classes(pipeline
     allowed = set(zip(*rec.recommendable_items(config.hierarchy)[["department", "class"]].to_numpy().T))
     assert set(zip(table["department"], table["class"])) <= allowed
     assert table["score"].between(0, 1).all()
-    assert set(table["reason"]) <= {"buys again", "popular in segment", "in season", rec.FALLBACK_REASON} | {
+    assert set(table["reason"]) <= {"buys again", "due again", "popular in segment", "in season",
+                                    rec.FALLBACK_REASON} | {
         r for r in table["reason"] if r.startswith("often bought with ")}
     assert table.groupby("customer_id")["score"].apply(lambda s: s.is_monotonic_decreasing).all()
     document = json.loads((out / paths.RECOMMENDATION_EVALUATION).read_text())

@@ -380,3 +380,41 @@ def test_project_2d_refuses_mismatched_inputs():
         project_2d(np.zeros((5, 3)), np.zeros(4), sample_size=5, seed=0)
     with pytest.raises(ValueError, match="sample_size must be at least 1"):
         project_2d(np.zeros((5, 3)), np.zeros(5), sample_size=0, seed=0)
+
+
+# --- next-best classes ----------------------------------------------------------------------------
+
+RECOMMENDATION_DOCUMENT = {
+    "level": "class", "k": 5, "evaluation_window_days": 182,
+    "periods": {"evaluation_fit_to": "2024-07-02"}, "customers": {"evaluated": 3103},
+    "weights": {"own": 0.1, "segment": 0.9, "cooccurrence": 0.0, "season": 0.0},
+    "models": {name: {"recall": recall, "hit_rate": 0.9, "ndcg": 0.7, "discovery": 0.25, "coverage": 54}
+               for name, recall in (("model", 0.2), ("global_popularity", 0.05), ("segment_popularity", 0.16),
+                                    ("own_top_classes", 0.15))},
+    "best_baseline": "segment_popularity", "lift_over_best_baseline": 1.25,
+    "top_reasons": {"popular in segment": 0.8, "buys again": 0.2},
+    "cross_sell": {"lift_hit_rate": 0.086, "model_hit_rate": 0.18, "model_hit_rate_same_length": 0.104,
+                   "segments": {"0": {"chosen": "recommendations"}, "1": {"chosen": "lift"}}},
+}
+
+
+def test_the_next_best_section_shows_the_model_against_its_baselines(report_data):
+    page = render_report(ReportData(**{**report_data.__dict__, "recommendations": RECOMMENDATION_DOCUMENT}))
+    section = re.search(r'<section id="next-best">.*?</section>', page, flags=re.S).group(0)
+    rows = re.findall(r'<tr[^>]*><th scope="row">(.*?)</th><td class="n">(.*?)</td>', section)
+    assert rows == [("This model", "20.0%"), ("Baseline: most popular overall", "5.0%"),
+                    ("Baseline: most popular in the segment", "16.0%"),
+                    ("Baseline: the customer&#x27;s own top classes", "15.0%")]
+    assert "1.25× the recall of the best baseline (segment popularity)" in section
+    assert "1 of 2 from this model" in section and 'href="#next-best"' in page
+    assert "overall 10.4% at that length, 18.0% with its full list, against 8.6% for the lift" in section
+    parser = TagBalance()
+    parser.feed(page)
+    assert parser.errors == [] and parser.stack == []
+
+
+def test_the_next_best_section_says_why_there_are_none(report_data):
+    document = {"level": None, "k": 5, "models": {}, "explanation": "no recommendations: a log without classes"}
+    page = render_report(ReportData(**{**report_data.__dict__, "recommendations": document}))
+    assert "no recommendations: a log without classes" in page
+    assert 'id="next-best"' not in render_report(report_data)

@@ -241,6 +241,8 @@ ARTIFACTS: tuple[Artifact, ...] = (
              "next-best classes: one row per segmented customer and rank, with department, class, score, reason"),
     Artifact(paths.PROFILE_EXPORT, paths.RECOMMENDATION_EVALUATION, "json",
              "the recommendations measured on a temporal holdout against three baselines, or why there are none"),
+    Artifact(paths.PROFILE_EXPORT, paths.RECOMMENDATION_MODEL, "joblib",
+             "the fitted next-best-class model (or why there is none), what score recommends new customers with"),
     Artifact(paths.PROFILE_EXPORT, paths.CALIBRATION_PLOT, "png",
              "predicted against actual orders by decile in the customer-value holdout check"),
 )

@@ -93,6 +93,7 @@ LOSS_CURVE = "loss-curve.png"
 # Next-best classes per customer (issue 15) and their temporal-holdout evaluation.
 RECOMMENDATIONS = "recommendations.parquet"
 RECOMMENDATION_EVALUATION = "recommendation_evaluation.json"
+RECOMMENDATION_MODEL = "recommendation-model.pkl"
 CALIBRATION_PLOT = "calibration.png"
 SEGMENT_PROFILES_SCHEMA = REPO_ROOT / "schemas" / "segment_profiles.schema.json"
 

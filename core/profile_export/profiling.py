@@ -41,6 +41,7 @@ from core.prepare_features.columns import CLASS_SPEND, DEPT_SHARE, DEPT_SPEND, D
 from core.domain.hierarchy import Hierarchy
 from core.domain.tables import IDENTITY_COLUMNS
 from core.profile_export.strategies import StrategyTable, strategy_for
+from core.profile_export.strategies import cross_sell as strategies_cross_sell
 
 # A department must hold at least this share of a segment's spend, bought at least this many times
 # the average share, to name its focus.
@@ -339,7 +340,7 @@ def profile_segments(customers: pd.DataFrame, segments: pd.Series, hierarchy: Hi
                      strategies: StrategyTable, model_columns: list[str],
                      class_spend: pd.DataFrame | None = None, monthly_spend: pd.DataFrame | None = None,
                      attribute_spend: dict[str, pd.DataFrame] | None = None, horizon_days: int | None = None,
-                     value_note: str = "") -> list[dict[str, Any]]:
+                     value_note: str = "", cross_sell: dict[int, list[str]] | None = None) -> list[dict[str, Any]]:
     """Describe every segment in full (the agent export suppresses small ones afterwards).
 
     Parameters
@@ -373,6 +374,14 @@ def profile_segments(customers: pd.DataFrame, segments: pd.Series, hierarchy: Hi
         ``not estimated: <reason>`` when stage 02 could not estimate customer
         value: the profiles' customer value is then null, with this note.
 
+    cross_sell : dict of int to list of str, optional
+        Departments ranked by the recommendation model for the segments
+        where it beat the lift heuristic on the holdout
+        (:func:`core.profile_export.recommendation_outputs.fit_recommendations`):
+        their cross-sell list is the first ``max_categories`` of these not
+        among the segment's top departments (``strategy.cross_sell_source``
+        ``recommendations``); other segments keep the lift heuristic
+        (``lift``).
     Returns
     -------
     list of dict
@@ -442,6 +451,12 @@ def profile_segments(customers: pd.DataFrame, segments: pd.Series, hierarchy: Hi
         }
         profile["strategy"] = strategy_for(strategies, profile, lift, population_share,
                                            catch_all=segment_id == NOISE)
+        profile["strategy"]["cross_sell_source"] = "lift"
+        if cross_sell and int(segment_id) in cross_sell:
+            profile["strategy"]["cross_sell"] = pick_cross_sell(
+                cross_sell[int(segment_id)], [t["department"] for t in profile["top_departments"]],
+                strategies.cross_sell.max_categories)
+            profile["strategy"]["cross_sell_source"] = "recommendations"
         profile["explanation"] = explain_segment(customers, in_segment, model_columns, cfg.explain_features,
                                                  hierarchy)
         profiles.append(profile)
@@ -449,6 +464,31 @@ def profile_segments(customers: pd.DataFrame, segments: pd.Series, hierarchy: Hi
     for profile in profiles:
         profile["description"] = describe(profile, cfg.lapsed_after_days, cfg.currency, has_departments)
     return profiles
+
+
+def pick_cross_sell(ranked: list[str], exclude: list[str], n: int) -> list[str]:
+    """The first ``n`` departments of ``ranked`` not in ``exclude`` (the segment's own top departments)."""
+    return [d for d in ranked if d not in exclude][:n]
+
+
+def lift_cross_sell(spend_by_segment: pd.DataFrame, top_departments: int, strategies: StrategyTable
+                    ) -> dict[int, tuple[list[str], list[str]]]:
+    """The lift heuristic's cross-sell list of each segment, and the top departments it excludes.
+
+    The computation :func:`profile_segments` makes from the segment x
+    department net spend (rows: segment ids), so the holdout can measure the
+    heuristic on spend before its window.
+    """
+    population = spend_by_segment.sum()
+    share = (population / population.sum()).to_dict() if population.sum() else {}
+    out = {}
+    for segment_id in spend_by_segment.index:
+        mix = _shares_with_lift(spend_by_segment.loc[segment_id], population, spend_by_segment.shape[1],
+                                label="department")
+        top = [d["department"] for d in mix[:top_departments]]
+        lift = {d["department"]: d["lift"] for d in mix}
+        out[int(segment_id)] = (strategies_cross_sell(lift, share, top, strategies.cross_sell), top)
+    return out
 
 
 def focus_departments(share: dict[str, float], lift: dict[str, float]) -> list[str]:

@@ -7,7 +7,7 @@ UNASSIGNED, Unknown) of a merchandise department, nor a name the hierarchy
 does not know. A log without classes falls back to departments; a log with
 neither gets no recommendations, and says why (:func:`choose_level`).
 
-The model (:class:`NextBestClasses`) blends four scores, each scaled to
+The model (:class:`NextBestClasses`) blends six scores, each scaled to
 [0, 1] per customer, with weights that sum to 1:
 
 - ``own``: the customer's own repeat behaviour, the lines they bought of the
@@ -23,19 +23,24 @@ The model (:class:`NextBestClasses`) blends four scores, each scaled to
   contributed most (``often bought with <class>``).
 - ``season``: the class's lines in the same calendar days, one year earlier,
   as the period the recommendations are for (``in season``).
+- ``repeat``: replenishment, how due the class is on the customer's own
+  interval between purchase days (:func:`replenishment_scores`, ``due again``).
+- ``profile``: the customer's class mix smoothed toward their segment's (a
+  Dirichlet prior worth :data:`PROFILE_PRIOR_LINES` lines), said as ``buys
+  again`` for a class they bought, ``popular in segment`` for another.
 
 Each recommendation's ``reason`` is the component contributing most to its
-score (a tie goes to the first of own, segment, co-occurrence, season). The
-weights are chosen by :func:`choose_weights` on a split inside the fit
-period, never on the period the evaluation scores (:func:`evaluate_history`):
-the blend with the fewest components within one standard error of the best.
-On the generated data that is segment popularity (alone, or with 0.1 season):
-the customers' own history, co-purchase and season add nothing measurable
-there (docs/decisions.md, "Next-best category").
+score (a tie goes to the first of :data:`COMPONENTS`). The weights are
+chosen by :func:`choose_weights` on a split inside the fit period, never on
+the period the evaluation scores (:func:`evaluate_history`): the blend with
+the fewest components within one standard error of the best. On the
+generated data with within-persona variation, replenishment and missions
+that is mostly the profile, with some repeat and co-occurrence (recall@5
+1.12 x the best baseline; docs/decisions.md, "Next-best category").
 
 Everything scores in batches of customers with sparse products and
 ``argpartition``: a million customers by 332 classes, fit and top 5 with
-reasons, in about 19 s and 2.1 GB (benchmarks/bench_recommendations.py).
+reasons, in 44.7 s and 3.2 GB on 2 shared cores (benchmarks/bench_recommendations.py).
 """
 
 from __future__ import annotations
@@ -53,25 +58,47 @@ from sklearn.utils.validation import check_is_fitted
 from core.domain.columns import ID_COLUMN, NOISE
 from core.domain.hierarchy import Hierarchy
 
-COMPONENTS = ("own", "segment", "cooccurrence", "season")
+COMPONENTS = ("own", "segment", "cooccurrence", "season", "repeat", "profile")
+# A profile score reads "buys again" for a class the customer bought, "popular in segment" for another.
 REASONS = {"own": "buys again", "segment": "popular in segment", "cooccurrence": "often bought with {}",
-           "season": "in season"}
+           "season": "in season", "repeat": "due again", "profile": None}
 # A class no component scores for this customer, ranked by how many customers bought it (a filler, rare).
 FALLBACK_REASON = "popular overall"
 # Global popularity breaks ties (and fills) at a weight far below any component's smallest step.
 TIE_BREAK = 1e-6
 BASELINES = ("global_popularity", "segment_popularity", "own_top_classes")
-CANDIDATES = {"own_repeat": {"own": 1.0}, "item_knn": {"cooccurrence": 1.0}, "season_popularity": {"season": 1.0}}
-# Used when the history is too short for a validation split inside the fit period. On the default data
-# (seeds 42 and 7) it scores recall@5 0.188 against 0.189 and 0.188 for segment popularity alone, and
-# keeps a customer's own repeats ("buys again"), which a retailer's data has more of than the generator's.
-DEFAULT_WEIGHTS = {"own": 0.1, "segment": 0.9, "cooccurrence": 0.0, "season": 0.0}
-# Grid of blend weights (multiples of 0.1 summing to 1: 286 blends), scored on at most this many
+CANDIDATES = {"own_repeat": {"own": 1.0}, "item_knn": {"cooccurrence": 1.0}, "season_popularity": {"season": 1.0},
+              "replenishment": {"repeat": 1.0}, "own_mix_smoothed": {"profile": 1.0}}
+# Used when the history is too short for a validation split inside the fit period: the blend that did
+# best across both kinds of generated data on the evaluation window (recall@5 against the best model
+# there: 0.178 against 0.189 without within-persona variation, 0.233 against 0.238 with it; own 0.1 +
+# segment 0.9, the earlier default, scored 0.188 and 0.180).
+DEFAULT_WEIGHTS = {"own": 0.0, "segment": 0.3, "cooccurrence": 0.0, "season": 0.0, "repeat": 0.0, "profile": 0.7}
+# Blend weights are searched on a coarse grid (multiples of 0.2 summing to 1: 126 blends), then refined
+# in steps of 0.1 (moving 0.1 from one component to another while recall improves); every full 0.1 grid
+# would be 1,001 blends, about a minute on 10,000 customers. Scored on at most VALIDATION_CUSTOMERS
 # validation customers (a seeded sample: recall's standard error stays near 0.002).
+COARSE_STEP = 0.2
 WEIGHT_STEP = 0.1
+REFINE_ROUNDS = 10
 VALIDATION_CUSTOMERS = 10_000
 HALF_LIFE_DAYS = 90.0
 YEAR_DAYS = 365
+# Day numbers (days since 1970-01-01, plus 1 so none is 0 in a sparse matrix) stay below DAY_SPAN until
+# the year 2243; a first purchase day is stored as FIRST_BASE - day so a sparse maximum finds the earliest.
+DAY_SPAN = 100_000
+FIRST_BASE = DAY_SPAN
+# The profile component's prior: the segment's class mix counts as this many purchase lines of the customer's
+# (a Dirichlet prior). On the validation split of the default data with within-persona variation (fit to
+# 2024-01-02, scored to 2024-07-02), 4 and 16 lines scored recall@5 0.2442 and 0.2443, 64 lines 0.2374.
+PROFILE_PRIOR_LINES = 16.0
+# A habit counts as lapsed once the customer is this many of their own intervals past the last purchase.
+LAPSED_INTERVALS = 2.0
+
+
+def day_number(days) -> np.ndarray:
+    """Days since 1970-01-01, plus 1 (so no day is 0), of dates or Timestamps."""
+    return np.asarray(pd.to_datetime(days), dtype="datetime64[D]").astype(np.int64) + 1
 RECOMMENDATION_COLUMNS = ["customer_id", "rank", "department", "class", "score", "reason"]
 
 
@@ -133,12 +160,26 @@ class Interactions:
     season : ndarray, shape (items,)
         Lines of each item (all customers) in the same calendar days, one year
         before, as the period the recommendations are for.
+    days, last, first : csr_matrix or None, shape (customers, items)
+        Distinct days the customer bought the item, the last and the first
+        of them (day numbers, :func:`day_number`; ``first`` stored as
+        ``FIRST_BASE - day`` so every stored value is positive). Same
+        sparsity as ``counts``. None: no timing (the ``repeat`` component is 0).
+    as_of : int
+        Day number of the date these purchases run up to.
+    horizon_days : int
+        Length of the period recommendations are for.
     """
 
     counts: sp.csr_matrix
     recency: sp.csr_matrix
     spend: sp.csr_matrix
     season: np.ndarray
+    days: sp.csr_matrix | None = None
+    last: sp.csr_matrix | None = None
+    first: sp.csr_matrix | None = None
+    as_of: int = 0
+    horizon_days: int = 0
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -180,7 +221,8 @@ class PurchaseHistory:
         self.half_life_days = float(half_life_days)
         shape = (len(self.customer_index), len(items))
         empty = sp.csr_matrix(shape, dtype=np.float64)
-        self._periods = [{"counts": empty, "recency": empty, "spend": empty} for _ in self.cuts]
+        self._periods = [{"counts": empty, "recency": empty, "spend": empty, "days": empty, "last": empty,
+                          "first": empty} for _ in self.cuts]
         self._season = np.zeros((len(self.cuts), len(items)))
         self.lines = 0
 
@@ -205,21 +247,45 @@ class PurchaseHistory:
                                  ("spend", amount[inside])):
                 added = sp.csr_matrix((values, (rows[inside], codes[inside])), shape=shape)
                 self._periods[p][name] = self._periods[p][name] + added
+        self._add_days(rows, codes, day_number(day.to_numpy()), period, shape)
         for c, cut in enumerate(self.cuts):
             start = cut - pd.Timedelta(days=YEAR_DAYS)
             inside = ((day > start) & (day <= start + pd.Timedelta(days=self.horizon_days))).to_numpy()
             self._season[c] += np.bincount(codes[inside], minlength=len(self.items))
         self.lines += int(keep.sum())
 
+    def _add_days(self, rows: np.ndarray, codes: np.ndarray, days: np.ndarray, period: np.ndarray,
+                  shape: tuple[int, int]) -> None:
+        """Distinct purchase days, first and last day of each (customer, item), period by period."""
+        key = np.unique((rows * shape[1] + codes) * DAY_SPAN + days)  # sorted by (customer, item), then day
+        pair, day = key // DAY_SPAN, key % DAY_SPAN
+        where = np.searchsorted(np.array([day_number(c)[()] for c in self.cuts]), day, side="left")
+        for p in np.unique(where):
+            inside = where == p
+            pairs, start, count = np.unique(pair[inside], return_index=True, return_counts=True)
+            days_in = day[inside]
+            r, c = pairs // shape[1], pairs % shape[1]
+            store = self._periods[p]
+            store["days"] = store["days"] + sp.csr_matrix((count.astype(np.float64), (r, c)), shape=shape)
+            for name, value in (("last", days_in[start + count - 1]), ("first", FIRST_BASE - days_in[start])):
+                store[name] = store[name].maximum(sp.csr_matrix((value.astype(np.float64), (r, c)), shape=shape))
+
     def interactions(self, cut: int) -> Interactions:
         """Purchases up to ``cuts[cut]`` (index), as of that date."""
         upto = self._periods[:cut + 1]
-        total = {name: sum((p[name] for p in upto[1:]), upto[0][name]).tocsr() for name in ("counts", "recency",
-                                                                                          "spend")}
+        total = {name: sum((p[name] for p in upto[1:]), upto[0][name]).tocsr()
+                 for name in ("counts", "recency", "spend", "days")}
+        for name in ("last", "first"):
+            latest = upto[0][name]
+            for p in upto[1:]:
+                latest = latest.maximum(p[name])
+            total[name] = latest.tocsr()
         shift = (self.cuts[-1] - self.cuts[cut]).days
         recency = total["recency"] * (2.0 ** (shift / self.half_life_days))
         return Interactions(counts=total["counts"], recency=recency.tocsr(), spend=total["spend"],
-                            season=self._season[cut].copy())
+                            season=self._season[cut].copy(), days=total["days"], last=total["last"],
+                            first=total["first"], as_of=int(day_number(self.cuts[cut])[()]),
+                            horizon_days=self.horizon_days)
 
     def bought(self, period: int) -> sp.csr_matrix:
         """1 where a customer bought an item in period ``period`` (``(cuts[period-1], cuts[period]]``)."""
@@ -351,6 +417,11 @@ class NextBestClasses(BaseEstimator):
         sizes = np.maximum(np.bincount(code, minlength=len(self.segments_)), 1)[:, None]
         self.segment_popularity_ = np.asarray((members @ bought).todense()) / sizes
         self.global_popularity_ = np.asarray(bought.mean(axis=0)).ravel()
+        lines = np.vstack([np.asarray((members @ interactions.counts).todense()),
+                           np.asarray(interactions.counts.sum(axis=0))])
+        # Each segment's share of purchase lines per item (last row: everyone's), the profile's prior.
+        self.segment_mix_ = np.divide(lines, lines.sum(axis=1, keepdims=True), out=np.zeros_like(lines),
+                                      where=lines.sum(axis=1, keepdims=True) > 0)
         co = np.asarray((bought.T @ bought).todense(), dtype=np.float64)
         norm = np.sqrt(np.diag(co))
         self.similarity_ = np.divide(co, np.outer(norm, norm), out=np.zeros_like(co), where=np.outer(norm, norm) > 0)
@@ -377,7 +448,12 @@ class NextBestClasses(BaseEstimator):
         segment = _row_max_scaled(popular)[seg_rows]   # -1 picks the global row: an unseen segment
         cooccurrence = _row_max_scaled(own @ self.similarity_.astype(np.float32))
         season = np.broadcast_to(self.season_.astype(np.float32), own.shape)
-        return {"own": own, "segment": segment, "cooccurrence": cooccurrence, "season": season}
+        counts = interactions.counts[rows].toarray().astype(np.float32)
+        prior = np.float32(PROFILE_PRIOR_LINES) * self.segment_mix_.astype(np.float32)[seg_rows]
+        profile = _row_max_scaled((counts + prior) / (counts.sum(axis=1, keepdims=True) + prior.sum(axis=1,
+                                                                                                    keepdims=True)))
+        return {"own": own, "segment": segment, "cooccurrence": cooccurrence, "season": season,
+                "repeat": replenishment_scores(interactions, rows), "profile": profile}
 
     def blend(self, components: Mapping[str, np.ndarray], weights: Mapping[str, float] | None = None) -> np.ndarray:
         """The blended score (plus the global-popularity tie-break) of precomputed components."""
@@ -414,6 +490,9 @@ class NextBestClasses(BaseEstimator):
             comps = self.components(interactions, segments, batch)
             items, _ = top_k(self.blend(comps), self.top_k)
             scores, reason, because = self._reasons(comps, items)
+            # A customer of no segment seen in fit was scored on everyone's popularity: say so.
+            unseen = self._segment_rows(np.asarray(segments)[batch]) < 0
+            reason[unseen[:, None] & (reason == COMPONENTS.index("segment"))] = -1
             parts.append(Recommended(rows=batch, items=items, scores=scores, reason=reason, because=because))
         return Recommended.concat(parts, self.top_k)
 
@@ -427,6 +506,10 @@ class NextBestClasses(BaseEstimator):
         scores = np.where(items >= 0, contrib.sum(axis=0), 0.0)
         reason = np.where(contrib.max(axis=0) > 0, contrib.argmax(axis=0), -1)
         reason[items < 0] = -1
+        # The profile is the customer's own mix smoothed by the segment's: said as the part that explains it.
+        profiled = reason == COMPONENTS.index("profile")
+        mine = np.take_along_axis(comps["own"], safe, axis=1) > 0
+        reason[profiled] = np.where(mine[profiled], COMPONENTS.index("own"), COMPONENTS.index("segment"))
         because = np.full(items.shape, -1, np.int64)
         knn = COMPONENTS.index("cooccurrence")
         r, c = np.nonzero(reason == knn)
@@ -437,6 +520,35 @@ class NextBestClasses(BaseEstimator):
             weight = own[rr] * self.similarity_[:, items[rr, cc]].T
             because[rr, cc] = weight.argmax(axis=1)
         return scores, reason, because
+
+
+def replenishment_scores(interactions: Interactions, rows: np.ndarray) -> np.ndarray:
+    """How due each customer is to buy each class again on their own rhythm, (len(rows), items) in [0, 1].
+
+    For a class bought on ``n >= 2`` distinct days, the customer's own
+    interval is ``(last - first) / (n - 1)`` days; with ``since`` days since
+    the last purchase and a horizon of ``H`` days, the purchase falls due in
+    the horizon in proportion ``min(1, (since + H) / interval)``, and a habit
+    more than :data:`LAPSED_INTERVALS` intervals overdue fades,
+    ``exp(-(since - 2 interval) / interval)``. A class bought on one day
+    only has no rhythm: 0 (``own`` scores it).
+    """
+    shape = (len(rows), interactions.shape[1])
+    if interactions.days is None:
+        return np.zeros(shape, np.float32)
+    days, last, first = (m[rows].tocsr() for m in (interactions.days, interactions.last, interactions.first))
+    for matrix in (days, last, first):
+        matrix.sum_duplicates()
+    if not (np.array_equal(days.indptr, last.indptr) and np.array_equal(days.indices, last.indices)
+            and np.array_equal(days.indices, first.indices)):
+        raise ValueError("purchase days, first and last days must have the same customers and items")
+    n, latest, earliest = days.data, last.data, FIRST_BASE - first.data
+    interval = np.where(n >= 2, (latest - earliest) / np.maximum(n - 1, 1), np.inf)
+    since = interactions.as_of - latest
+    due = np.minimum(1.0, (since + interactions.horizon_days) / interval)
+    lapsed = np.exp(-np.maximum(0.0, since - LAPSED_INTERVALS * interval) / np.where(n >= 2, interval, 1.0))
+    value = np.where(n >= 2, due * lapsed, 0.0)
+    return sp.csr_matrix((value, days.indices, days.indptr), shape=shape).toarray().astype(np.float32)
 
 
 def _binary(matrix: sp.csr_matrix) -> sp.csr_matrix:
@@ -482,7 +594,7 @@ def reason_texts(recommended: Recommended, items: pd.DataFrame) -> np.ndarray:
     labels = items["label"].to_numpy(object)
     out = np.full(recommended.items.shape, None, dtype=object)
     for code, name in enumerate(COMPONENTS):
-        if name != "cooccurrence":
+        if name not in ("cooccurrence", "profile"):
             out[recommended.reason == code] = REASONS[name]
     knn = recommended.reason == COMPONENTS.index("cooccurrence")
     out[knn] = [REASONS["cooccurrence"].format(label) for label in labels[recommended.because[knn]]]
@@ -509,6 +621,59 @@ def recommendation_table(recommended: Recommended, customer_ids, items: pd.DataF
         "score": np.round(recommended.scores[valid].astype(np.float64), 6),
         "reason": reason_texts(recommended, items)[valid],
     }, columns=RECOMMENDATION_COLUMNS)
+
+
+@dataclasses.dataclass(frozen=True)
+class SavedRecommender:
+    """Stage 05's fitted recommender as saved for ``score`` (``recommendation-model.pkl``).
+
+    Attributes
+    ----------
+    model : NextBestClasses or None
+        Fitted on every segmented customer's lines up to the analysis date;
+        None when the log had nothing to recommend (``explanation`` says why).
+    items : DataFrame
+        :func:`recommendable_items` at ``level``.
+    level : {"class", "department"} or None
+    explanation : str
+    analysis_date : str
+        The day the model was fitted at (its season is the days after it).
+    horizon_days : int
+    """
+
+    model: NextBestClasses | None
+    items: pd.DataFrame
+    level: str | None
+    explanation: str
+    analysis_date: str
+    horizon_days: int
+
+    def recommend_lines(self, lines: pd.DataFrame | None, customer_ids, segments,
+                        day: pd.Timestamp | None) -> pd.DataFrame:
+        """Top-k items (:func:`recommendation_table`) for customers not seen in fit, from their own lines.
+
+        Parameters
+        ----------
+        lines : DataFrame or None
+            Their order lines (the columns :meth:`PurchaseHistory.add` reads);
+            None (a features file): segment popularity only.
+        customer_ids, segments : arrays
+            The customers and their segments (-1 or missing: no segment,
+            everyone's popularity then).
+        day : Timestamp or None
+            Lines after it are ignored (default: the last line's day).
+        """
+        if self.model is None:
+            return empty_recommendations()
+        ids = np.asarray(customer_ids)
+        segments = pd.Series(segments).fillna(NOISE).to_numpy(np.int64)
+        cut = day if day is not None else (pd.to_datetime(lines["order_date"]).max() if lines is not None and len(lines)
+                                           else pd.Timestamp(self.analysis_date))
+        history = PurchaseHistory(ids, self.items, [cut], self.horizon_days)
+        if lines is not None:
+            history.add(lines)
+        interactions = history.interactions(0)
+        return recommendation_table(self.model.recommend(interactions, segments), ids, self.items)
 
 
 def empty_recommendations() -> pd.DataFrame:
@@ -652,14 +817,17 @@ def choose_weights(interactions: Interactions, segments, relevant: sp.csr_matrix
                    max_customers: int = VALIDATION_CUSTOMERS) -> dict:
     """The blend weights chosen on a validation split: the simplest blend as good as the best.
 
-    Every blend of the grid is scored (recall@k); the one chosen has the
-    fewest components among those within one standard error of the best
-    (the paired standard error of the per-customer recall differences), then
-    the best recall among those. A blend that only beats a simpler one by
-    noise would not beat it on the next period either: on the default data
-    the best validation blend (0.1 own, 0.7 segment, 0.1 co-occurrence, 0.1
-    season) was 0.0002 above segment popularity alone on validation and 0.005
-    below it on the evaluation window (docs/decisions.md).
+    The blends tried are ``grid`` when given; by default the coarse grid
+    (:data:`COARSE_STEP`) and then, from its best, moves of
+    :data:`WEIGHT_STEP` from one component to another while recall@k
+    improves (at most :data:`REFINE_ROUNDS`). Of every blend scored, the one
+    chosen has the fewest components among those within one standard error
+    of the best (the paired standard error of the per-customer recall
+    differences), then the best recall among those. A blend that only beats
+    a simpler one by noise would not beat it on the next period either: on
+    the default data the best validation blend (0.1 own, 0.7 segment, 0.1
+    co-occurrence, 0.1 season) was 0.0002 above segment popularity alone on
+    validation and 0.005 below it on the evaluation window (docs/decisions.md).
 
     Parameters
     ----------
@@ -676,30 +844,53 @@ def choose_weights(interactions: Interactions, segments, relevant: sp.csr_matrix
     -------
     dict
         ``weights``, ``recall`` (of the chosen blend), ``best_recall`` and
-        ``best_weights`` (the grid's best), ``standard_error``, ``customers``
-        (scored) and ``grid`` (blends tried).
+        ``best_weights`` (the best scored), ``standard_error``, ``customers``
+        (scored) and ``grid`` (blends scored).
     """
-    grid = weight_grid() if grid is None else grid
     rows = np.asarray(rows)
     if len(rows) > max_customers:
         rows = np.sort(np.random.default_rng(seed).choice(rows, max_customers, replace=False))
-    model = NextBestClasses(weights=grid[0], top_k=k).fit(interactions, segments)
+    model = NextBestClasses(weights=DEFAULT_WEIGHTS, top_k=k).fit(interactions, segments)
     comps = model.components(interactions, segments, rows)
     relevant_rows, seen = relevant[rows], interactions.counts[rows]
-    recalls = []
-    for weights in grid:
-        items, _ = top_k(model.blend(comps, weights), k)
-        recalls.append(ranking_metrics(items, relevant_rows, seen)["recall"])
-    means = np.array([r.mean() for r in recalls])
+    scored: dict[tuple[int, ...], np.ndarray] = {}
+
+    def score(units: tuple[int, ...]) -> float:
+        if units not in scored:
+            weights = {c: u * WEIGHT_STEP for c, u in zip(COMPONENTS, units)}
+            items, _ = top_k(model.blend(comps, weights), k)
+            scored[units] = ranking_metrics(items, relevant_rows, seen)["recall"]
+        return float(scored[units].mean())
+
+    for weights in (grid if grid is not None else weight_grid(COARSE_STEP)):
+        score(tuple(int(round(weights.get(c, 0.0) / WEIGHT_STEP)) for c in COMPONENTS))
+    if grid is None:
+        _refine(score, max(scored, key=score))
+    blends = list(scored)
+    means = np.array([score(b) for b in blends])
     best = int(means.argmax())
-    error = np.array([(recalls[best] - r).std() / np.sqrt(len(rows)) for r in recalls])
+    error = np.array([(scored[blends[best]] - scored[b]).std() / np.sqrt(len(rows)) for b in blends])
     close = np.flatnonzero(means >= means[best] - error)
-    size = np.array([sum(w > 0 for w in grid[i].values()) for i in close])
+    size = np.array([sum(u > 0 for u in blends[i]) for i in close])
     simplest = close[size == size.min()]
     chosen = int(simplest[means[simplest].argmax()])
-    return {"weights": grid[chosen], "recall": round(float(means[chosen]), 4),
-            "best_weights": grid[best], "best_recall": round(float(means[best]), 4),
-            "standard_error": round(float(error[chosen]), 4), "customers": int(len(rows)), "grid": len(grid)}
+    as_weights = lambda units: {c: round(u * WEIGHT_STEP, 1) for c, u in zip(COMPONENTS, units)}  # noqa: E731
+    return {"weights": as_weights(blends[chosen]), "recall": round(float(means[chosen]), 4),
+            "best_weights": as_weights(blends[best]), "best_recall": round(float(means[best]), 4),
+            "standard_error": round(float(error[chosen]), 4), "customers": int(len(rows)), "grid": len(blends)}
+
+
+def _refine(score, start: tuple[int, ...]) -> tuple[int, ...]:
+    """Hill-climb from ``start``: move one step of weight between two components while recall improves."""
+    current = start
+    for _ in range(REFINE_ROUNDS):
+        moves = [tuple(u + (1 if i == to else -1 if i == frm else 0) for i, u in enumerate(current))
+                 for frm in range(len(current)) for to in range(len(current)) if frm != to and current[frm] > 0]
+        best = max(moves, key=score, default=current)
+        if score(best) <= score(current):
+            break
+        current = best
+    return current
 
 
 def evaluable_rows(fit: Interactions, relevant: sp.csr_matrix) -> dict[str, np.ndarray]:
@@ -761,3 +952,53 @@ def evaluate_history(history: PurchaseHistory, segments, k: int, seed: int) -> d
     base = result["models"][best]["recall"]
     result["lift_over_best_baseline"] = round(result["models"]["model"]["recall"] / base, 3) if base else None
     return result
+
+
+# ---------------------------------------------------------------------------------------------
+# Segment cross-sell lists from the model
+
+
+def department_matrix(items: pd.DataFrame) -> tuple[sp.csr_matrix, list[str]]:
+    """Items x departments, 1 where the item is in the department; and the departments in column order."""
+    codes, departments = pd.factorize(items["department"])
+    matrix = sp.csr_matrix((np.ones(len(codes)), (np.arange(len(codes)), codes)),
+                           shape=(len(codes), len(departments)))
+    return matrix, list(departments)
+
+
+def ranked_departments(model: NextBestClasses, interactions: Interactions, segments, items: pd.DataFrame,
+                       batch_size: int = 50_000) -> dict[int, list[str]]:
+    """Each segment's departments ranked by the model's blended score on the classes its customers have not
+    bought yet (summed over the segment's customers): the model's cross-sell order, best first.
+
+    Departments no customer of the segment scores above 0 are left out.
+    """
+    check_is_fitted(model, "similarity_")
+    to_department, departments = department_matrix(items)
+    segments = np.asarray(segments)
+    labels, code = np.unique(segments, return_inverse=True)
+    totals = np.zeros((len(labels), len(departments)))
+    dense = to_department.toarray()
+    for start in range(0, len(segments), batch_size):
+        batch = np.arange(start, min(start + batch_size, len(segments)))
+        score = model.blend(model.components(interactions, segments, batch)).astype(np.float64)
+        score[interactions.counts[batch].toarray() > 0] = 0.0
+        np.add.at(totals, code[batch], score @ dense)
+    return {int(label): [departments[d] for d in np.argsort(-totals[i], kind="stable") if totals[i, d] > 0]
+            for i, label in enumerate(labels)}
+
+
+def cross_sell_hits(lists: Mapping[int, list[str]], segments, rows: np.ndarray, seen: sp.csr_matrix,
+                    relevant: sp.csr_matrix, items: pd.DataFrame) -> np.ndarray:
+    """1 for each customer of ``rows`` who bought, in the period scored, a department of their segment's
+    cross-sell list they had not bought before; else 0 (an empty list never hits)."""
+    to_department, departments = department_matrix(items)
+    column = {d: i for i, d in enumerate(departments)}
+    seen_dept = (seen[rows] @ to_department).toarray() > 0
+    new_dept = ((relevant[rows] @ to_department).toarray() > 0) & ~seen_dept
+    listed = np.zeros_like(new_dept)
+    labels = np.asarray(segments)[rows]
+    for label, names in lists.items():
+        at = labels == label
+        listed[np.ix_(at, [column[d] for d in names if d in column])] = True
+    return (new_dept & listed).any(axis=1).astype(float)

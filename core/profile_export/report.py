@@ -142,6 +142,10 @@ class ReportData:
         and ``evaluation`` (``customer_value_evaluation.json``); the
         segments' ``customer_value`` give the churn-risk table. None leaves
         the section out.
+    recommendations : dict or None
+        ``recommendation_evaluation.json`` (with, under ``top_reasons``,
+        the share of recommendations per reason); None leaves the section
+        out.
     """
 
     title: str
@@ -152,6 +156,7 @@ class ReportData:
     images: dict[str, bytes]
     currency: str = "£"
     customer_value: dict | None = None
+    recommendations: dict | None = None
 
 
 def render_report(data: ReportData) -> str:
@@ -185,6 +190,8 @@ def render_report(data: ReportData) -> str:
                                                              for key, heading, caption in charts)))
     if data.customer_value is not None:
         sections.append(_customer_value_section(data))
+    if data.recommendations is not None:
+        sections.append(_recommendations_section(data.recommendations))
     sections.append(_comparison_section(data))
     if data.persona_table is not None:
         sections.append(_persona_section(data.persona_table))
@@ -299,6 +306,8 @@ def _header(data: ReportData) -> str:
         links.append(("charts", "Charts"))
     if data.customer_value is not None:
         links.append(("churn", "Churn risk"))
+    if data.recommendations is not None:
+        links.append(("next-best", "Next-best classes"))
     links.append(("comparison", "Method comparison"))
     if data.persona_table is not None:
         links.append(("personas", "Personas"))
@@ -465,6 +474,60 @@ def _customer_value_section(data: ReportData) -> str:
     else:
         body += f'<p class="note">Calibration check {_e(evaluation.get("status", "not run"))}.</p>'
     return _section("churn", "Customer value and churn", body, lead)
+
+
+# Rows of the recommendation table: the model, then the baselines it must beat.
+RECOMMENDATION_ROWS = {"model": "This model", "global_popularity": "Baseline: most popular overall",
+                       "segment_popularity": "Baseline: most popular in the segment",
+                       "own_top_classes": "Baseline: the customer's own top classes"}
+
+
+def _recommendations_section(document: dict) -> str:
+    """The next-best classes: how they were measured against the baselines, why, and the segments' cross-sell."""
+    k = document.get("k")
+    lead = (f"Each segmented customer gets the {k} {document.get('level') or 'class'}es to show them next "
+            "(recommendations.parquet), with a reason a marketer can read. Measured on a temporal holdout: fitted on "
+            f"the purchases up to {_when(document.get('periods', {}).get('evaluation_fit_to'), False)}, scored on what "
+            f"each customer bought in the {document.get('evaluation_window_days')} days after. Recall is the share of "
+            "the classes a customer bought that were recommended; hit rate the share of customers with at least one; "
+            "discovery the share who bought a recommended class they had never bought before.")
+    models = document.get("models") or {}
+    if not models:
+        why = document.get("explanation") or "no evaluation"
+        return _section("next-best", "Next-best classes", f'<p class="note">{_e(why)}</p>', lead)
+    numeric = ' class="n"'
+    head = "".join(f'<th scope="col"{numeric if i else ""}>{_e(h)}</th>' for i, h in enumerate(
+        ("Model", f"Recall@{k}", f"Hit rate@{k}", f"NDCG@{k}", "Discovery", "Classes shown")))
+    rows = []
+    for name, label in RECOMMENDATION_ROWS.items():
+        m = models.get(name)
+        if m is None:
+            continue
+        cells = [_pct(m["recall"], 1), _pct(m["hit_rate"], 0), f"{m['ndcg']:.3f}", _pct(m["discovery"], 1),
+                 _int(m["coverage"])]
+        highlight = ' class="primary"' if name == "model" else ""
+        rows.append(f'<tr{highlight}><th scope="row">{_e(label)}</th>'
+                    + "".join(f'<td class="n">{_e(c)}</td>' for c in cells) + "</tr>")
+    lift = document.get("lift_over_best_baseline")
+    weights = ", ".join(f"{c} {w:.1f}" for c, w in (document.get("weights") or {}).items() if w)
+    best = _e(str(document.get("best_baseline")).replace("_", " "))
+    facts = (f"{_int(document.get('customers', {}).get('evaluated'))} customers scored. The model scores "
+             f"{lift:.2f}× the recall of the best baseline ({best}). "
+             f"Blend chosen on an earlier period: {_e(weights)}.") if lift is not None else ""
+    reasons = document.get("top_reasons") or {}
+    if reasons:
+        facts += " Reasons given: " + ", ".join(f"{_e(r)} {_pct(v, 0)}" for r, v in reasons.items()) + "."
+    cross = document.get("cross_sell") or {}
+    if cross.get("segments"):
+        used = sum(v["chosen"] == "recommendations" for v in cross["segments"].values())
+        facts += (f" Segment cross-sell lists: {used} of {len(cross['segments'])} from this model, where, cut to the "
+                  f"lift heuristic's length, it found more customers who then bought in a department new to them "
+                  f"(overall {_pct(cross.get('model_hit_rate_same_length'), 1)} at that length, "
+                  f"{_pct(cross.get('model_hit_rate'), 1)} with its full list, against "
+                  f"{_pct(cross.get('lift_hit_rate'), 1)} for the lift heuristic); the others from lift.")
+    body = (f'<div class="scroll"><table class="data"><caption>Next-best classes on the holdout</caption><thead>'
+            f'<tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table></div><p>{facts}</p>')
+    return _section("next-best", "Next-best classes", body, lead)
 
 
 def _signed_pct(value: Any) -> str:

@@ -62,6 +62,10 @@ def run(ctx: StageContext) -> None:
     # Seasonality and attribute mixes count what features count: purchases up to the analysis date.
     last_day = customers["last_order_date"].max()
 
+    # Next-best classes per customer, measured on a temporal holdout (issue 15); the model's cross-sell lists
+    # replace the lift heuristic's in the segments where they did better.
+    recommended = recommendation_outputs.fit_recommendations(ctx, customers, assignments)
+
     written = set(pq.read_schema(ctx.input_path(paths.PREPARE_FEATURES, paths.ENRICHED_CLASS)).names)
     class_columns = [c for c in _class_spend_columns(hierarchy) if c in written]
     exported: dict[str, tuple] = {}
@@ -84,7 +88,8 @@ def run(ctx: StageContext) -> None:
         profiles = profiling.profile_segments(
             customers, pd.Series(labels), hierarchy, cfg, ctx.config.strategies, model_columns,
             class_spend=class_spend, monthly_spend=monthly_spend, attribute_spend=attribute_spend,
-            horizon_days=value_model["horizon_days"], value_note=value_note)
+            horizon_days=value_model["horizon_days"], value_note=value_note,
+            cross_sell=recommended.cross_sell if segmentation == primary else None)
         shown = profiling.suppress_small_segments(profiles, cfg.min_segment_size)
         # One name per segment in every output, the neutral one for small segments.
         profiles = [{**p, "name": s["name"]} for p, s in zip(profiles, shown)]
@@ -113,7 +118,8 @@ def run(ctx: StageContext) -> None:
                       with_source_ids(profiling.customers_with_segments(assignments, names, values), mapping))
     _write_report(ctx, customers, assignments, shown, names,
                   {"note": value_note, "horizon_days": value_model["horizon_days"],
-                   "evaluation": ctx.read_json(paths.PREPARE_FEATURES, paths.CUSTOMER_VALUE_EVALUATION)})
+                   "evaluation": ctx.read_json(paths.PREPARE_FEATURES, paths.CUSTOMER_VALUE_EVALUATION)},
+                  recommended.document)
     suppressed = sum(p["suppressed"] for p in shown)
     ctx.details = {"segmentations": list(exported), "segments": names, "suppressed_in_export": suppressed,
                    "strategy_rules": {p["name"]: p["strategy"]["rule"] for p in profiles},
@@ -123,7 +129,7 @@ def run(ctx: StageContext) -> None:
     ctx.summary = (f"{len(profiles)} segments ({suppressed} too small to describe) for {len(customers):,} "
                    f"customers ({primary}); report and {len(exported)} export(s) written")
     # Next-best classes per customer, measured on a temporal holdout (issue 15).
-    recommendation_outputs.write_recommendations(ctx, customers, assignments, mapping)
+    recommendation_outputs.write_recommendations(ctx, recommended, mapping)
 
 
 def _customer_values(ctx: StageContext, customers: pd.DataFrame, mapping: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
@@ -250,7 +256,7 @@ def _source_column(leak, customers: pd.DataFrame, described: list[str]) -> str |
 
 
 def _write_report(ctx: StageContext, customers: pd.DataFrame, assignments: pd.DataFrame, shown: list[dict],
-                  names: dict[int, str], customer_value: dict) -> None:
+                  names: dict[int, str], customer_value: dict, recommendations: dict | None = None) -> None:
     """Charts as PNG files and the self-contained report.html built from them.
 
     Small (suppressed) segments appear by name and size on their card only:
@@ -308,7 +314,8 @@ def _write_report(ctx: StageContext, customers: pd.DataFrame, assignments: pd.Da
                                   "last_order": str(customers["last_order_date"].max().date())},
                   "generated_at": ctx.started_at.isoformat(timespec="seconds"), "run_id": ctx.run_id},
         segments=shown, comparison=pd.read_csv(ctx.input_path(paths.CLUSTER, paths.COMPARISON)),
-        persona_table=persona_table, images=images, currency=cfg.currency, customer_value=customer_value)
+        persona_table=persona_table, images=images, currency=cfg.currency, customer_value=customer_value,
+        recommendations=recommendations)
     ctx.write_text(paths.REPORT, report.render_report(data))
 
 

@@ -62,6 +62,9 @@ ASSIGNMENTS = "assignments.parquet"
 COMPARISON = "comparison.csv"
 COMPARISON_JSON = "comparison.json"
 MIGRATION = "migration.csv"
+# Segments over time (issue 16): the trained models applied at each snapshot date.
+SEGMENT_HISTORY = "segment_history.parquet"
+TRANSITIONS = "transitions.csv"
 # Patterns: one file per method and space.
 CLUSTER_MODEL = "{method}-{space}.pkl"
 MEMBERSHIP = "membership-{method}-{space}.parquet"

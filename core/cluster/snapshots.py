@@ -1,0 +1,379 @@
+"""Segments over time: the trained chain applied at a series of snapshot dates (issue 16).
+
+At each snapshot date every customer with an order line in the window of
+``window_days`` days ending on that date is segmented again, from that
+window's lines alone, by the models this run trained: stage 02's feature
+model (``feature-scaler.pkl``: features, eligibility, class mix, scaling),
+stage 03's autoencoder and stage 04's primary clusterer. Nothing is refitted,
+so segment ids mean the same thing at every date and a customer whose
+shopping changed moves to the segment that shopping now looks like.
+
+The chain is the one the score command runs (:mod:`core.scoring`): order
+lines to features through
+:meth:`~core.prepare_features.prepare.FeatureModel.customer_features` (the
+function stage 02 built its own customers' features with), features to the
+model matrix, the matrix to each clustering space (:func:`model_spaces`,
+which scoring calls too), then the clusterer's ``assign``.
+
+:func:`snapshot_dates` says when, :func:`window_lines` reads a window,
+:func:`segment_history` segments every window and :func:`transitions`
+counts the moves between consecutive snapshots. Plain functions; stage 04
+(:mod:`core.cluster.stage`) reads and writes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import logging
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import numpy as np
+import pandas as pd
+
+from core.cluster.settings import SnapshotsConfig
+from core.domain.columns import ID_COLUMN
+from core.domain.hierarchy import Hierarchy
+from core.prepare_features.aggregate import REQUIRED_LINE_COLUMNS
+from core.prepare_features.prepare import FeatureModel
+
+log = logging.getLogger(__name__)
+
+#: Columns of ``segment_history.parquet``.
+HISTORY_COLUMNS = [ID_COLUMN, "snapshot_date", "segment", "segment_strength", "excluded_reason"]
+#: Columns of ``transitions.csv``.
+TRANSITION_COLUMNS = ["from_date", "to_date", "from_segment", "to_segment", "customers"]
+
+# pandas period-end frequencies of ``cluster.snapshots.every``.
+_PERIOD_ENDS = {"month": "ME", "quarter": "QE", "half_year": "6ME", "year": "YE"}
+# Line columns the features can use besides the required ones (absent ones are simply not read).
+_OPTIONAL_LINE_COLUMNS = ("discount_amount", "size", "channel", "brand_tier", "style")
+
+
+def snapshot_dates(cfg: SnapshotsConfig, history_start: dt.date, history_end: dt.date) -> list[pd.Timestamp]:
+    """The snapshot dates of ``cfg`` in a history from ``history_start`` to ``history_end`` (inclusive).
+
+    Parameters
+    ----------
+    cfg : SnapshotsConfig
+        Config ``cluster.snapshots``, already checked against this history
+        (:func:`core.cluster.settings.check_snapshots`).
+    history_start, history_end : date
+
+    Returns
+    -------
+    list of Timestamp
+        Ascending. The configured ``dates``, or the last day of every
+        ``every`` period from the end of the warm-up to the history's end.
+        When the history is too short for more than one such date, the one
+        date is the history's last day (the caller says so).
+    """
+    if cfg.dates:
+        return sorted(pd.Timestamp(d) for d in cfg.dates)
+    first = pd.Timestamp(history_start) + pd.Timedelta(days=cfg.warmup_days)
+    last = pd.Timestamp(history_end)
+    # Anchored on the calendar: quarters end in March, June, September and December, whatever the start.
+    ends = [d for d in pd.date_range(first.to_period("M").to_timestamp(), last, freq=_PERIOD_ENDS[cfg.every])
+            if first <= d <= last]
+    if cfg.every == "half_year":
+        ends = [d for d in ends if d.month in (6, 12)]
+    return ends if len(ends) > 1 else [last]
+
+
+def window_lines(source, day: pd.Timestamp, window_days: int, columns: Iterable[str] | None = None):
+    """The order lines of the ``window_days`` days ending on ``day`` (inclusive), as an Arrow table.
+
+    Parameters
+    ----------
+    source : path of a Parquet file, pyarrow.Table or DataFrame
+        ``transactions.parquet`` (scanned with a filter, never loaded whole).
+    day : Timestamp
+    window_days : int
+    columns : iterable of str, optional
+        Default: the columns features are built from that ``source`` has.
+    """
+    import pyarrow as pa
+    import pyarrow.dataset as ds
+
+    if isinstance(source, pd.DataFrame):
+        source = pa.Table.from_pandas(source, preserve_index=False)
+    data = ds.dataset(str(source), format="parquet") if isinstance(source, (str, Path)) else ds.dataset(source)
+    names = data.schema.names
+    wanted = [c for c in (columns or (*REQUIRED_LINE_COLUMNS, *_OPTIONAL_LINE_COLUMNS)) if c in names]
+    start = pd.Timestamp(day).normalize() - pd.Timedelta(days=window_days - 1)
+    stop = pd.Timestamp(day).normalize() + pd.Timedelta(days=1)
+    unit = data.schema.field("order_date").type
+    when = ds.field("order_date")
+    return data.to_table(columns=wanted, filter=(when >= pa.scalar(start, unit)) & (when < pa.scalar(stop, unit)))
+
+
+def model_spaces(matrix: np.ndarray, autoencoder, spaces: Iterable[str]) -> dict[str, np.ndarray]:
+    """Model-matrix rows in each clustering space: ``raw`` (the matrix) and ``latent`` (the autoencoder's).
+
+    What stage 04's clusterers take, for the score command and the
+    snapshots alike.
+
+    Parameters
+    ----------
+    matrix : ndarray, shape (n, n_features)
+        :meth:`FeatureModel.transform` of the customers' features.
+    autoencoder : AutoencoderTransformer or None
+        Needed when ``spaces`` holds ``latent``.
+    spaces : iterable of {"raw", "latent"}
+    """
+    found = {}
+    for space in spaces:
+        if space == "raw":
+            found[space] = matrix.astype(np.float64)
+        elif autoencoder is None:
+            raise ValueError("the latent space needs the trained autoencoder")
+        else:
+            found[space] = autoencoder.transform(matrix).astype(np.float64)
+    return found
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainedChain:
+    """The fitted pieces that turn a window's order lines into the primary segmentation's segments.
+
+    Attributes
+    ----------
+    feature_model : FeatureModel
+        Stage 02's ``feature-scaler.pkl``.
+    autoencoder : AutoencoderTransformer or None
+        Stage 03's network; None when ``space`` is ``raw``.
+    model : clusterer
+        Stage 04's primary model (its segment ids already matched).
+    space : {"raw", "latent"}
+        The space ``model`` was fitted in.
+    hierarchy : Hierarchy
+        With the sellable classes stage 02 was trained with.
+    """
+
+    feature_model: FeatureModel
+    autoencoder: Any
+    model: Any
+    space: str
+    hierarchy: Hierarchy
+
+    def segment_lines(self, lines, day: pd.Timestamp) -> pd.DataFrame:
+        """Segment and strength of every customer in ``lines`` at ``day``, or why they are not segmented.
+
+        Parameters
+        ----------
+        lines : pyarrow.Table, DataFrame or path
+            One window's order lines.
+        day : Timestamp
+            The analysis date of the window's features.
+
+        Returns
+        -------
+        DataFrame
+            :data:`HISTORY_COLUMNS` but ``snapshot_date``: segmented customers
+            (``excluded_reason`` empty) then the others (segment and
+            strength missing; the reason is stage 02's eligibility rule, a colon
+            and its reason).
+        """
+        eligible = self.feature_model.customer_features(lines, self.hierarchy, day)
+        features = eligible.features
+        segments = pd.array(np.zeros(0, np.int64), dtype="Int64")
+        strength = np.zeros(0)
+        if len(features):
+            matrix = self.feature_model.transform(features)
+            found = self.model.assign(model_spaces(matrix, self.autoencoder, [self.space])[self.space],
+                                      membership=False)
+            segments, strength = pd.array(found.labels, dtype="Int64"), found.strength
+        excluded = eligible.excluded
+        return pd.DataFrame({
+            ID_COLUMN: np.concatenate([features[ID_COLUMN].to_numpy(np.int64),
+                                       excluded[ID_COLUMN].to_numpy(np.int64)]),
+            "segment": pd.concat([pd.Series(segments), pd.Series(pd.array([pd.NA] * len(excluded), "Int64"))],
+                                 ignore_index=True),
+            "segment_strength": np.concatenate([strength, np.full(len(excluded), np.nan)]),
+            "excluded_reason": np.concatenate([np.full(len(features), "", dtype=object),
+                                               (excluded["rule"] + ": " + excluded["reason"]).to_numpy(object)])})
+
+
+@dataclasses.dataclass(frozen=True)
+class SegmentHistory:
+    """What :func:`segment_history` returns.
+
+    Attributes
+    ----------
+    history : DataFrame
+        :data:`HISTORY_COLUMNS`, sorted by snapshot date then customer.
+    dates : list of Timestamp
+    details : dict
+        Per snapshot: customers active, segmented, excluded by reason, and seconds.
+    """
+
+    history: pd.DataFrame
+    dates: list[pd.Timestamp]
+    details: dict[str, Any]
+
+
+def segment_history(lines_of: Callable[[pd.Timestamp], Any], chain: TrainedChain,
+                    dates: list[pd.Timestamp]) -> SegmentHistory:
+    """Every snapshot's segments: ``chain`` applied to the lines ``lines_of(date)`` gives for each date.
+
+    Parameters
+    ----------
+    lines_of : callable
+        ``lines_of(date)``: that snapshot's window of order lines (see
+        :func:`window_lines`).
+    chain : TrainedChain
+    dates : list of Timestamp
+        Ascending snapshot dates.
+
+    Returns
+    -------
+    SegmentHistory
+    """
+    frames, per_date = [], {}
+    for day in dates:
+        started = time.perf_counter()
+        lines = lines_of(day)
+        if len(lines) == 0:
+            found = pd.DataFrame({c: pd.Series(dtype=t) for c, t in
+                                  zip(HISTORY_COLUMNS, ("int64", "datetime64[us]", "Int64", "float64", "object"))
+                                  if c != "snapshot_date"})
+        else:
+            found = chain.segment_lines(lines, day)
+        found.insert(1, "snapshot_date", np.full(len(found), day.to_datetime64()).astype("datetime64[us]"))
+        frames.append(found.sort_values(ID_COLUMN, kind="stable"))
+        reasons = found.loc[found["excluded_reason"] != "", "excluded_reason"]
+        per_date[str(day.date())] = {
+            "lines": int(len(lines)), "active_customers": int(len(found)),
+            "segmented": int((found["excluded_reason"] == "").sum()),
+            "excluded": {str(k): int(v) for k, v in reasons.str.split(":", n=1).str[0].value_counts().items()},
+            "seconds": round(time.perf_counter() - started, 2)}
+        log.info("snapshot %s: %s customers active, %s segmented (%.1f s)", day.date(),
+                 f"{len(found):,}", f"{per_date[str(day.date())]['segmented']:,}", time.perf_counter() - started)
+    history = pd.concat(frames, ignore_index=True)[HISTORY_COLUMNS]
+    history["excluded_reason"] = history["excluded_reason"].astype(str)
+    return SegmentHistory(history=history, dates=list(dates), details={"snapshots": per_date})
+
+
+def transitions(history: pd.DataFrame) -> pd.DataFrame:
+    """Customers by (segment at one snapshot, segment at the next), for every pair of consecutive snapshots.
+
+    Only customers segmented at both dates count (a customer inactive or
+    not segmented at either is in neither's column).
+
+    Parameters
+    ----------
+    history : DataFrame
+        ``segment_history.parquet``.
+
+    Returns
+    -------
+    DataFrame
+        :data:`TRANSITION_COLUMNS`, dates as ``YYYY-MM-DD``, sorted; pairs
+        with no customer are left out.
+    """
+    segmented = history.loc[history["segment"].notna(), [ID_COLUMN, "snapshot_date", "segment"]]
+    dates = sorted(history["snapshot_date"].unique())
+    parts = []
+    for before, after in zip(dates, dates[1:]):
+        pair = (segmented[segmented["snapshot_date"] == before]
+                .merge(segmented[segmented["snapshot_date"] == after], on=ID_COLUMN, suffixes=("_from", "_to")))
+        counts = pair.groupby(["segment_from", "segment_to"]).size().rename("customers").reset_index()
+        counts.insert(0, "to_date", str(pd.Timestamp(after).date()))
+        counts.insert(0, "from_date", str(pd.Timestamp(before).date()))
+        parts.append(counts.rename(columns={"segment_from": "from_segment", "segment_to": "to_segment"}))
+    if not parts:
+        return pd.DataFrame({c: pd.Series(dtype="int64" if c in ("from_segment", "to_segment", "customers")
+                                          else "object") for c in TRANSITION_COLUMNS})
+    table = pd.concat(parts, ignore_index=True)[TRANSITION_COLUMNS]
+    return table.astype({"from_segment": "int64", "to_segment": "int64", "customers": "int64"})
+
+
+def history_range(path) -> tuple[dt.date, dt.date]:
+    """First and last ``order_date`` of a Parquet log, from its row-group statistics where it has them."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    meta = pq.ParquetFile(path).metadata
+    column = meta.schema.to_arrow_schema().get_field_index("order_date")
+    stats = [meta.row_group(i).column(column).statistics for i in range(meta.num_row_groups)]
+    if stats and all(s is not None and s.has_min_max for s in stats):
+        low, high = min(s.min for s in stats), max(s.max for s in stats)
+    else:
+        found = pc.min_max(pq.read_table(path, columns=["order_date"])["order_date"])
+        low, high = found["min"].as_py(), found["max"].as_py()
+    return pd.Timestamp(low).date(), pd.Timestamp(high).date()
+
+
+# ---------------------------------------------------------------------------
+# Stage 04's step: read, segment every snapshot, write
+
+
+def write_snapshots(ctx, model, space: str) -> dict[str, Any]:
+    """Segment every snapshot with this run's primary ``model`` and write both tables; return manifest details.
+
+    Parameters
+    ----------
+    ctx : core.framework.stage.StageContext
+        Stage 04's context: reads ``transactions.parquet``, stage 02's
+        ``feature-scaler.pkl`` and (latent space) stage 03's network, each
+        verified as recorded; writes ``segment_history.parquet`` and
+        ``transitions.csv`` (empty, with their columns, when
+        ``cluster.snapshots.enabled`` is false).
+    model : clusterer
+        The primary model, segment ids matched.
+    space : {"raw", "latent"}
+
+    Raises
+    ------
+    ConfigError
+        When the snapshot settings do not fit the history the log holds,
+        naming the key.
+    """
+    from core.cluster.settings import check_snapshots
+    from core.framework import paths
+    from core.framework.schema import Problems
+
+    cfg = ctx.config.cluster.snapshots
+    source = ctx.input_path(paths.GENERATE_DATA, paths.TRANSACTIONS)
+    if not cfg.enabled:
+        history = pd.DataFrame({c: pd.Series(dtype=t) for c, t in zip(
+            HISTORY_COLUMNS, ("int64", "datetime64[us]", "Int64", "float64", "object"))})
+        ctx.write_parquet(paths.SEGMENT_HISTORY, history)
+        ctx.write_csv(paths.TRANSITIONS, transitions(history))
+        return {"enabled": False}
+    start, end = history_range(source)
+    problems = Problems(str(ctx.config.path))
+    check_snapshots(cfg, start, end, problems, f" {paths.TRANSACTIONS} holds")
+    problems.raise_if_any()
+    dates = snapshot_dates(cfg, start, end)
+    note = ""
+    if len(dates) == 1 and not cfg.dates:
+        note = (f"the history ({start} to {end}) is too short for more than one snapshot every {cfg.every} after "
+                f"a warm-up of {cfg.warmup_days} days: one snapshot on {dates[0].date()}, so no transition")
+        log.warning("%s", note)
+    chain = TrainedChain(feature_model=ctx.read_joblib(paths.PREPARE_FEATURES, paths.FEATURE_SCALER),
+                         autoencoder=_autoencoder(ctx) if space == "latent" else None, model=model, space=space,
+                         hierarchy=ctx.config.hierarchy)
+    found = segment_history(lambda day: window_lines(source, day, cfg.window_days), chain, dates)
+    ctx.write_parquet(paths.SEGMENT_HISTORY, found.history)
+    moves = transitions(found.history)
+    ctx.write_csv(paths.TRANSITIONS, moves)
+    kept = moves.loc[moves["from_segment"] == moves["to_segment"], "customers"].sum()
+    return {"enabled": True, "history": [str(start), str(end)], "window_days": cfg.window_days,
+            "dates": [str(d.date()) for d in dates], "note": note,
+            "kept_segment_share": round(float(kept / moves["customers"].sum()), 4) if len(moves) else None,
+            **found.details}
+
+
+def _autoencoder(ctx):
+    """Stage 03's network, loaded only after its bytes match the SHA-256 stage 03's manifest recorded."""
+    from core.framework import artifacts, paths
+    from core.train_autoencoder.autoencoder import AutoencoderTransformer
+
+    record = next((r for r in ctx.inputs if r["stage"] == paths.TRAIN_AUTOENCODER
+                   and r["file"] == paths.AUTOENCODER_MODEL), None)
+    return artifacts.load_verified(ctx.input_path(paths.TRAIN_AUTOENCODER, paths.AUTOENCODER_MODEL),
+                                   record["sha256"] if record else None, AutoencoderTransformer.load,
+                                   stage=paths.TRAIN_AUTOENCODER, as_file=True)

@@ -241,6 +241,10 @@ ARTIFACTS: tuple[Artifact, ...] = (
              "next-best classes: one row per segmented customer and rank, with department, class, score, reason"),
     Artifact(paths.PROFILE_EXPORT, paths.RECOMMENDATION_EVALUATION, "json",
              "the recommendations measured on a temporal holdout against three baselines, or why there are none"),
+    Artifact(paths.PROFILE_EXPORT, paths.SEGMENT_SIZES_OVER_TIME_PLOT, "png",
+             "customers in each segment at every snapshot date"),
+    Artifact(paths.PROFILE_EXPORT, paths.SEGMENT_FLOW_PLOT, "png",
+             "customers moving between segments from one snapshot to the next (alluvial chart)"),
     Artifact(paths.PROFILE_EXPORT, paths.CALIBRATION_PLOT, "png",
              "predicted against actual orders by decile in the customer-value holdout check"),
 )

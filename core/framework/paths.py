@@ -94,6 +94,9 @@ LOSS_CURVE = "loss-curve.png"
 RECOMMENDATIONS = "recommendations.parquet"
 RECOMMENDATION_EVALUATION = "recommendation_evaluation.json"
 CALIBRATION_PLOT = "calibration.png"
+# Segments over time (issue 16): sizes at each snapshot and the moves between them.
+SEGMENT_SIZES_OVER_TIME_PLOT = "segment-sizes-over-time.png"
+SEGMENT_FLOW_PLOT = "segment-flows.png"
 SEGMENT_PROFILES_SCHEMA = REPO_ROOT / "schemas" / "segment_profiles.schema.json"
 
 

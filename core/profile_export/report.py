@@ -47,6 +47,13 @@ CALIBRATION = ("calibration", "Predicted against actual orders",
                "The customer-value models refitted with the analysis date moved back by the horizon: each pair "
                "of bars is one tenth of the customers, ranked by the orders the models expected; the dark bar is "
                "what they really bought. Bars of equal height mean the predictions can be taken at face value.")
+OVER_TIME = (("sizes_over_time", "Segment sizes over time",
+              "Customers in each segment at every snapshot date, each segmented by the trained models from their "
+              "own recent behaviour alone."),
+             ("segment_flows", "Moves between segments",
+              "Each column is a snapshot, each block a segment; a band is the customers who went from one segment "
+              "to another by the next snapshot (pale bands: those who stayed). Customers not active at both dates "
+              "are the parts of a block no band touches."))
 LOSS_CURVE = ("loss_curve", "Autoencoder training",
               "Reconstruction error per training epoch. Training and validation curves that flatten "
               "together show the network learned the customers' patterns without memorising them.")
@@ -142,6 +149,11 @@ class ReportData:
         and ``evaluation`` (``customer_value_evaluation.json``); the
         segments' ``customer_value`` give the churn-risk table. None leaves
         the section out.
+    over_time : dict or None
+        ``snapshots`` (dates), ``customers`` (followed) and ``window_days``
+        of stage 04's snapshots; with the images ``sizes_over_time`` and
+        ``segment_flows`` and the segments' ``migration``, the "Segments
+        over time" section. None leaves it out.
     """
 
     title: str
@@ -152,6 +164,7 @@ class ReportData:
     images: dict[str, bytes]
     currency: str = "£"
     customer_value: dict | None = None
+    over_time: dict | None = None
 
 
 def render_report(data: ReportData) -> str:
@@ -185,6 +198,8 @@ def render_report(data: ReportData) -> str:
                                                              for key, heading, caption in charts)))
     if data.customer_value is not None:
         sections.append(_customer_value_section(data))
+    if data.over_time is not None:
+        sections.append(_over_time_section(data))
     sections.append(_comparison_section(data))
     if data.persona_table is not None:
         sections.append(_persona_section(data.persona_table))
@@ -299,6 +314,8 @@ def _header(data: ReportData) -> str:
         links.append(("charts", "Charts"))
     if data.customer_value is not None:
         links.append(("churn", "Churn risk"))
+    if data.over_time is not None:
+        links.append(("over-time", "Over time"))
     links.append(("comparison", "Method comparison"))
     if data.persona_table is not None:
         links.append(("personas", "Personas"))
@@ -465,6 +482,38 @@ def _customer_value_section(data: ReportData) -> str:
     else:
         body += f'<p class="note">Calibration check {_e(evaluation.get("status", "not run"))}.</p>'
     return _section("churn", "Customer value and churn", body, lead)
+
+
+def _over_time_section(data: ReportData) -> str:
+    """Segment sizes at each snapshot, the flows between them, and each segment's inflow, outflow and next move."""
+    info = data.over_time or {}
+    dates = info.get("snapshots") or []
+    lead = (f"The customer base segmented again at {len(dates)} snapshot date(s) "
+            f"({_when(dates[0], False) if dates else '—'} to {_when(dates[-1], False) if dates else '—'}), each from "
+            f"the last {info.get('window_days', '—')} days of a customer's shopping, by the same trained models: "
+            f"{_int(info.get('customers'))} customers followed. A customer whose shopping changed moves segment.")
+    body = "".join(_figure(data.images[key], heading, caption) for key, heading, caption in OVER_TIME
+                   if key in data.images)
+    rows = []
+    for segment in data.segments:
+        move = segment.get("migration")
+        if segment.get("suppressed") or not move:
+            continue
+        last = move.get("last_period") or {}
+        nexts = ", ".join(f"{n['name']} {_pct(n['probability'], 0)}" for n in move.get("next_segments") or [])
+        cells = [_int(last.get("stayed")), _int(last.get("inflow")), _int(last.get("outflow"))]
+        rows.append(f'<tr><th scope="row">{_e(segment.get("name", ""))}</th>'
+                    + "".join(f'<td class="n">{_e(c)}</td>' for c in cells) + f"<td>{_e(nexts or '—')}</td></tr>")
+    if rows:
+        period = next((s["migration"]["last_period"] for s in data.segments
+                       if (s.get("migration") or {}).get("last_period")), None)
+        caption = (f"Last period, {_when(period['from'], False)} to {_when(period['to'], False)}; next segments "
+                   f"over every period" if period else "Next segments over every period")
+        head = "".join(f'<th scope="col" class="n">{h}</th>' for h in ("Stayed", "Inflow", "Outflow"))
+        body += (f'<div class="scroll"><table class="data"><caption>{_e(caption)}</caption><thead><tr>'
+                 f'<th scope="col">Segment</th>{head}<th scope="col">Most likely next (staying included)</th>'
+                 f'</tr></thead><tbody>{"".join(rows)}</tbody></table></div>')
+    return _section("over-time", "Segments over time", body or '<p class="note">No snapshot.</p>', lead)
 
 
 def _signed_pct(value: Any) -> str:

@@ -377,3 +377,52 @@ def _autoencoder(ctx):
     return artifacts.load_verified(ctx.input_path(paths.TRAIN_AUTOENCODER, paths.AUTOENCODER_MODEL),
                                    record["sha256"] if record else None, AutoencoderTransformer.load,
                                    stage=paths.TRAIN_AUTOENCODER, as_file=True)
+
+
+def against_events(history: pd.DataFrame, events: pd.DataFrame) -> dict[str, Any]:
+    """How the snapshots follow known changes of who customers are (the generator's persona events).
+
+    For evaluation only: nothing here reaches a model.
+
+    Parameters
+    ----------
+    history : DataFrame
+        ``segment_history.parquet``.
+    events : DataFrame
+        ``customer_id``, ``event_date`` (``persona_events.parquet``).
+
+    Returns
+    -------
+    dict
+        ``changed_after_event``: of the events with a snapshot on or before
+        the event day and two snapshots after it (the customer segmented at
+        the one before and at one at least of the two after), the share
+        whose segment at one of the two after differs from the one before;
+        ``kept_without_event``: of the pairs of consecutive snapshots at
+        which a customer who never had an event is segmented at both, the
+        share keeping their segment. Each with the count it is a share of.
+    """
+    dates = np.sort(history["snapshot_date"].unique())
+    table = (history[history["segment"].notna()].pivot(index=ID_COLUMN, columns="snapshot_date", values="segment")
+             .reindex(columns=dates))
+    values = table.to_numpy(dtype=np.float64, na_value=np.nan)
+    row_of = pd.Series(np.arange(len(table)), index=table.index)
+    # Events: the snapshot on or before the day, and the two after it.
+    known = events[events[ID_COLUMN].isin(table.index)]
+    before = np.searchsorted(dates, known["event_date"].to_numpy(dates.dtype), side="right") - 1
+    usable = (before >= 0) & (before + 2 < len(dates))
+    rows = row_of.loc[known.loc[usable, ID_COLUMN]].to_numpy()
+    before = before[usable]
+    then = values[rows, before]
+    after = np.stack([values[rows, before + 1], values[rows, before + 2]], axis=1)
+    seen = ~np.isnan(then) & ~np.isnan(after).all(axis=1)
+    changed = ((after != then[:, None]) & ~np.isnan(after)).any(axis=1)
+    # Customers who never had an event, at each pair of consecutive snapshots.
+    steady = values[~table.index.isin(events[ID_COLUMN])]
+    now, nxt = steady[:, :-1], steady[:, 1:]
+    both = ~np.isnan(now) & ~np.isnan(nxt)
+    return {"snapshots": len(dates),
+            "events": int(len(events)), "events_measured": int(seen.sum()),
+            "changed_after_event": float(changed[seen].mean()) if seen.any() else float("nan"),
+            "pairs_without_event": int(both.sum()),
+            "kept_without_event": float((now == nxt)[both].mean()) if both.any() else float("nan")}

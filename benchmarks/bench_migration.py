@@ -50,10 +50,13 @@ RESULTS = ROOT / "benchmarks" / "RESULTS.md"
 EVENTS = "persona_events.parquet"
 
 
-def trained_chain(artifacts: Path, config) -> snapshots.TrainedChain:
-    """Stages 02 to 04's fitted pieces of a finished run, verified as the score command loads them."""
+def trained_chain(artifacts: Path, config, model: str | None = None) -> snapshots.TrainedChain:
+    """Stages 02 to 04's fitted pieces of a finished run, verified as the score command loads them.
+
+    ``model`` (``<method>_<space>``) picks another of stage 04's models than the primary.
+    """
     saved = load_saved_run(artifacts, config)
-    method, space = saved.primary
+    method, space = saved.primary if model is None else model.rsplit("_", 1)
     return snapshots.TrainedChain(feature_model=saved.feature_model, autoencoder=saved.autoencoder,
                                   model=saved.models[(method, space)], space=space, hierarchy=config.hierarchy)
 
@@ -98,7 +101,7 @@ def speed(args) -> list[str]:
 
     config = load_config(args.config)
     cfg = config.cluster.snapshots
-    chain = trained_chain(args.artifacts, config)
+    chain = trained_chain(args.artifacts, config, args.model)
     start, end = snapshots.history_range(args.log)
     dates = snapshots.snapshot_dates(dataclasses.replace(cfg, dates=()), start, end)
     cpu0, began = time.process_time(), time.perf_counter()
@@ -120,7 +123,7 @@ def speed(args) -> list[str]:
             for d, v in found.details["snapshots"].items()]
     return [f"Chain trained in `{args.artifacts}`; log `{args.log}`: {log_customers:,} customers, {total:,} lines, "
             f"{start} to {end}; window {cfg.window_days} days, {len(dates)} snapshots every {cfg.every}; "
-            f"primary space {chain.space}. {machine()}", "",
+            f"model {args.model or 'primary'} ({chain.space} space). {machine()}", "",
             "| snapshot | window lines | active customers | segmented | seconds |", "|---|---:|---:|---:|---:|",
             *rows, "",
             f"All {len(dates)} snapshots, transitions and both files written: **{wall:.1f} s wall**, {cpu:.1f} s CPU "
@@ -135,6 +138,7 @@ def main(argv=None) -> int:
     parser.add_argument("--artifacts", type=Path, required=True)
     parser.add_argument("--config", type=Path, required=True)
     parser.add_argument("--log", type=Path, help="speed: the transactions.parquet to snapshot")
+    parser.add_argument("--model", help="speed: <method>_<space> of stage 04 to time instead of the primary")
     parser.add_argument("--windows", type=int, nargs="+", default=[90, 120, 180, 270, 365])
     parser.add_argument("--record", action="store_true")
     args = parser.parse_args(argv)

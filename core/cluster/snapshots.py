@@ -375,6 +375,15 @@ def write_snapshots(ctx, model, space: str) -> dict[str, Any]:
             **found.details}
 
 
+def summary(details: dict[str, Any]) -> str:
+    """The snapshots' part of stage 04's one-line summary (empty when disabled)."""
+    if not details.get("enabled"):
+        return ""
+    kept = details.get("kept_segment_share")
+    return (f"; {len(details['dates'])} snapshot(s) of {details['window_days']} days"
+            + (f", {kept:.1%} of customers kept their segment from one to the next" if kept is not None else ""))
+
+
 def _autoencoder(ctx):
     """Stage 03's network, loaded only after its bytes match the SHA-256 stage 03's manifest recorded."""
     from core.framework import artifacts, paths

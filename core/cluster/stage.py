@@ -94,7 +94,8 @@ def run(ctx: StageContext) -> None:
         "snapshots": snapshot_details,
     })
     ctx.summary = (f"{len(ids):,} customers, {len(result.models)} models; primary {method}_{space}: "
-                   f"{int(chosen['clusters'].iloc[0])} segments ({result.primary_reason})")
+                   f"{int(chosen['clusters'].iloc[0])} segments ({result.primary_reason})"
+                   + snapshots.summary(snapshot_details))
 
 
 def _ground_truth(ctx: StageContext, ids: np.ndarray) -> pd.Series | None:

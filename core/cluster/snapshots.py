@@ -184,7 +184,10 @@ class TrainedChain:
             strength missing; the reason is stage 02's eligibility rule, a colon
             and its reason).
         """
-        eligible = self.feature_model.customer_features(lines, self.hierarchy, day)
+        return self.segment_features(self.feature_model.customer_features(lines, self.hierarchy, day))
+
+    def segment_features(self, eligible) -> pd.DataFrame:
+        """:meth:`segment_lines` from the window's features (stage 02's ``EligibleFeatures``)."""
         features = eligible.features
         segments = pd.array(np.zeros(0, np.int64), dtype="Int64")
         strength = np.zeros(0)
@@ -222,9 +225,19 @@ class SegmentHistory:
     details: dict[str, Any]
 
 
+# Windows whose lines are read and aggregated side by side. The engine and the Parquet reader use both
+# cores only part of the time (NumPy steps between them run on one), so a second window in flight fills the
+# gaps; more would only add memory (each window's lines are held while its features are built).
+_WINDOWS_IN_FLIGHT = 2
+
+
 def segment_history(lines_of: Callable[[pd.Timestamp], Any], chain: TrainedChain,
                     dates: list[pd.Timestamp]) -> SegmentHistory:
     """Every snapshot's segments: ``chain`` applied to the lines ``lines_of(date)`` gives for each date.
+
+    The windows' features are built two at a time in threads (each
+    window independent of the others, so the result does not depend on
+    it); the network and the clusterer then run in this thread, in date order.
 
     Parameters
     ----------
@@ -239,29 +252,46 @@ def segment_history(lines_of: Callable[[pd.Timestamp], Any], chain: TrainedChain
     -------
     SegmentHistory
     """
-    frames, per_date = [], {}
-    for day in dates:
+    from concurrent.futures import ThreadPoolExecutor
+
+    def features_at(day: pd.Timestamp):
         started = time.perf_counter()
         lines = lines_of(day)
-        if len(lines) == 0:
-            found = pd.DataFrame({c: pd.Series(dtype=t) for c, t in
-                                  zip(HISTORY_COLUMNS, ("int64", "datetime64[us]", "Int64", "float64", "object"))
-                                  if c != "snapshot_date"})
-        else:
-            found = chain.segment_lines(lines, day)
-        found.insert(1, "snapshot_date", np.full(len(found), day.to_datetime64()).astype("datetime64[us]"))
-        frames.append(found.sort_values(ID_COLUMN, kind="stable"))
-        reasons = found.loc[found["excluded_reason"] != "", "excluded_reason"]
-        per_date[str(day.date())] = {
-            "lines": int(len(lines)), "active_customers": int(len(found)),
-            "segmented": int((found["excluded_reason"] == "").sum()),
-            "excluded": {str(k): int(v) for k, v in reasons.str.split(":", n=1).str[0].value_counts().items()},
-            "seconds": round(time.perf_counter() - started, 2)}
-        log.info("snapshot %s: %s customers active, %s segmented (%.1f s)", day.date(),
-                 f"{len(found):,}", f"{per_date[str(day.date())]['segmented']:,}", time.perf_counter() - started)
+        eligible = chain.feature_model.customer_features(lines, chain.hierarchy, day) if len(lines) else None
+        return len(lines), eligible, started
+
+    frames, per_date = [], {}
+    with ThreadPoolExecutor(max_workers=_WINDOWS_IN_FLIGHT) as pool:
+        pending = [pool.submit(features_at, day) for day in dates[:_WINDOWS_IN_FLIGHT]]
+        for i, day in enumerate(dates):
+            n_lines, eligible, started = pending.pop(0).result()
+            if i + _WINDOWS_IN_FLIGHT < len(dates):
+                pending.append(pool.submit(features_at, dates[i + _WINDOWS_IN_FLIGHT]))
+            found = _no_customers() if eligible is None else chain.segment_features(eligible)
+            found.insert(1, "snapshot_date", np.full(len(found), day.to_datetime64()).astype("datetime64[us]"))
+            frames.append(found.sort_values(ID_COLUMN, kind="stable"))
+            per_date[str(day.date())] = _snapshot_details(found, n_lines, time.perf_counter() - started)
     history = pd.concat(frames, ignore_index=True)[HISTORY_COLUMNS]
     history["excluded_reason"] = history["excluded_reason"].astype(str)
     return SegmentHistory(history=history, dates=list(dates), details={"snapshots": per_date})
+
+
+def _no_customers() -> pd.DataFrame:
+    return pd.DataFrame({c: pd.Series(dtype=t) for c, t in
+                         zip(HISTORY_COLUMNS, ("int64", "datetime64[us]", "Int64", "float64", "object"))
+                         if c != "snapshot_date"})
+
+
+def _snapshot_details(found: pd.DataFrame, n_lines: int, seconds: float) -> dict[str, Any]:
+    """One snapshot's counts for the manifest (and its log line)."""
+    reasons = found.loc[found["excluded_reason"] != "", "excluded_reason"]
+    details = {"lines": int(n_lines), "active_customers": int(len(found)),
+               "segmented": int((found["excluded_reason"] == "").sum()),
+               "excluded": {str(k): int(v) for k, v in reasons.str.split(":", n=1).str[0].value_counts().items()},
+               "seconds": round(seconds, 2)}
+    log.info("snapshot %s: %s customers active, %s segmented (%.1f s)", found["snapshot_date"].iloc[0].date()
+             if len(found) else "(none)", f"{len(found):,}", f"{details['segmented']:,}", seconds)
+    return details
 
 
 def transitions(history: pd.DataFrame) -> pd.DataFrame:

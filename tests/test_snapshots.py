@@ -241,3 +241,22 @@ def test_a_log_too_short_for_two_snapshots_gets_one_and_says_so(pipeline_run, tm
     assert history["snapshot_date"].nunique() == 1
     assert read(copy, paths.CLUSTER, paths.TRANSITIONS).empty
     assert "too short for more than one snapshot" in caplog.text
+
+
+def test_a_window_longer_than_the_log_holds_stops_stage_04_before_any_fit(pipeline_run, tmp_path):
+    """The config's history is 365 days; the log's is 364 (1 January is a closed day): stage 04 names the key."""
+    import shutil
+
+    _, artifacts_dir = pipeline_run
+    copy = tmp_path / "artifacts"
+    shutil.copytree(artifacts_dir, copy)
+    model_file = paths.stage_dir(copy, paths.CLUSTER) / paths.cluster_model_file("kmeans", "raw")
+    before = model_file.stat().st_mtime_ns
+    document = small_config_document()
+    document["cluster"]["snapshots"].update(window_days=365)
+    config = load_config(write_config(tmp_path / "config", document))  # fits the config's own dates
+    with pytest.raises(ConfigError, match=r"key 'cluster\.snapshots\.window_days': 365 days is longer than the "
+                                          r"history transactions\.parquet holds \(2023-01-02 to 2023-12-31, 364 "
+                                          r"days\); use at most 364"):
+        run_stage(stage_by_name(paths.CLUSTER), config, copy)
+    assert model_file.stat().st_mtime_ns == before  # nothing was fitted or written

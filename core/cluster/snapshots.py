@@ -348,40 +348,44 @@ def history_range(path) -> tuple[dt.date, dt.date]:
 # Stage 04's step: read, segment every snapshot, write
 
 
-def write_snapshots(ctx, model, space: str) -> dict[str, Any]:
-    """Segment every snapshot with this run's primary ``model`` and write both tables; return manifest details.
+@dataclasses.dataclass(frozen=True)
+class SnapshotPlan:
+    """When stage 04 takes its snapshots, known before anything is fitted.
 
-    Parameters
+    Attributes
     ----------
-    ctx : core.framework.stage.StageContext
-        Stage 04's context: reads ``transactions.parquet``, stage 02's
-        ``feature-scaler.pkl`` and (latent space) stage 03's network, each
-        verified as recorded; writes ``segment_history.parquet`` and
-        ``transitions.csv`` (empty, with their columns, when
-        ``cluster.snapshots.enabled`` is false).
-    model : clusterer
-        The primary model, segment ids matched.
-    space : {"raw", "latent"}
+    dates : list of Timestamp
+        Empty when snapshots are disabled.
+    history : (date, date) or None
+        The log's first and last order day.
+    note : str
+        Why there is only one snapshot, or empty.
+    """
+
+    dates: list[pd.Timestamp]
+    history: tuple[dt.date, dt.date] | None
+    note: str = ""
+
+
+def plan_snapshots(ctx) -> SnapshotPlan:
+    """The snapshot dates of stage 04's config in the history its ``transactions.parquet`` holds.
+
+    Called when stage 04 starts, so a setting the log cannot honour stops
+    the stage before the clusterers are fitted.
 
     Raises
     ------
     ConfigError
-        When the snapshot settings do not fit the history the log holds,
-        naming the key.
+        When the snapshot settings do not fit that history, naming the key.
     """
     from core.cluster.settings import check_snapshots
     from core.framework import paths
     from core.framework.schema import Problems
 
     cfg = ctx.config.cluster.snapshots
-    source = ctx.input_path(paths.GENERATE_DATA, paths.TRANSACTIONS)
     if not cfg.enabled:
-        history = pd.DataFrame({c: pd.Series(dtype=t) for c, t in zip(
-            HISTORY_COLUMNS, ("int64", "datetime64[us]", "Int64", "float64", "object"))})
-        ctx.write_parquet(paths.SEGMENT_HISTORY, history)
-        ctx.write_csv(paths.TRANSITIONS, transitions(history))
-        return {"enabled": False}
-    start, end = history_range(source)
+        return SnapshotPlan(dates=[], history=None)
+    start, end = history_range(ctx.input_path(paths.GENERATE_DATA, paths.TRANSACTIONS))
     problems = Problems(str(ctx.config.path))
     check_snapshots(cfg, start, end, problems, f" {paths.TRANSACTIONS} holds")
     problems.raise_if_any()
@@ -391,6 +395,38 @@ def write_snapshots(ctx, model, space: str) -> dict[str, Any]:
         note = (f"the history ({start} to {end}) is too short for more than one snapshot every {cfg.every} after "
                 f"a warm-up of {cfg.warmup_days} days: one snapshot on {dates[0].date()}, so no transition")
         log.warning("%s", note)
+    return SnapshotPlan(dates=dates, history=(start, end), note=note)
+
+
+def write_snapshots(ctx, plan: SnapshotPlan, model, space: str) -> dict[str, Any]:
+    """Segment every snapshot of ``plan`` with this run's primary ``model``, write both tables; return details.
+
+    Parameters
+    ----------
+    ctx : core.framework.stage.StageContext
+        Stage 04's context: reads ``transactions.parquet``, stage 02's
+        ``feature-scaler.pkl`` and (latent space) stage 03's network, each
+        verified as recorded; writes ``segment_history.parquet`` and
+        ``transitions.csv`` (empty, with their columns, when
+        ``cluster.snapshots.enabled`` is false).
+    plan : SnapshotPlan
+        :func:`plan_snapshots`.
+    model : clusterer
+        The primary model, segment ids matched.
+    space : {"raw", "latent"}
+    """
+    from core.framework import paths
+
+    cfg = ctx.config.cluster.snapshots
+    source = ctx.input_path(paths.GENERATE_DATA, paths.TRANSACTIONS)
+    if not plan.dates:
+        history = _no_customers()
+        history.insert(1, "snapshot_date", pd.Series(dtype="datetime64[us]"))
+        ctx.write_parquet(paths.SEGMENT_HISTORY, history)
+        ctx.write_csv(paths.TRANSITIONS, transitions(history))
+        return {"enabled": False}
+    start, end = plan.history
+    dates, note = plan.dates, plan.note
     chain = TrainedChain(feature_model=ctx.read_joblib(paths.PREPARE_FEATURES, paths.FEATURE_SCALER),
                          autoencoder=_autoencoder(ctx) if space == "latent" else None, model=model, space=space,
                          hierarchy=ctx.config.hierarchy)

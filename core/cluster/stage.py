@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 def run(ctx: StageContext) -> None:
     """Read this stage's inputs, compute, write its outputs (see the module docstring)."""
     cfg = ctx.config.cluster
+    plan = snapshots.plan_snapshots(ctx)  # settings the log cannot honour stop the stage before any fit
     raw = ctx.read_parquet(paths.PREPARE_FEATURES, paths.FEATURES)
     latent = ctx.read_parquet(paths.TRAIN_AUTOENCODER, paths.LATENT)
     ids = raw["customer_id"].to_numpy()
@@ -79,7 +80,7 @@ def run(ctx: StageContext) -> None:
     for (m, s), model in result.models.items():
         ctx.write_joblib(paths.cluster_model_file(m, s), model)
     # Segments over time, by the models just trained (issue 16).
-    snapshot_details = snapshots.write_snapshots(ctx, result.models[result.primary], result.primary[1])
+    snapshot_details = snapshots.write_snapshots(ctx, plan, result.models[result.primary], result.primary[1])
 
     chosen = result.comparison[(result.comparison["method"] == method) & (result.comparison["space"] == space)]
     ctx.details = segmentation.json_ready({

@@ -25,6 +25,8 @@ TITLES = (
      tables.TRANSACTION_TABLE),
     ("customers.parquet", "one row per customer: profile, ground truth, fake identity", tables.CUSTOMER_TABLE),
     ("products.parquet", "one row per SKU: the catalog", tables.PRODUCT_TABLE),
+    ("persona_events.parquet", "synthetic data only: one row per life event, the ground truth of persona "
+     "changes", tables.PERSONA_EVENTS_TABLE),
 )
 
 

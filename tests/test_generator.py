@@ -38,7 +38,9 @@ import pyarrow.parquet as pq
 import pytest
 from scipy.stats import chisquare
 
-from conftest import small_config_document, write_config
+import yaml
+
+from conftest import SHIPPED_CONFIG, small_config_document, write_config
 from core.framework import paths
 from core.framework import processes
 from core.generate_data import generator, workers
@@ -136,7 +138,32 @@ def month_day(dates: pd.Series) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def shipped(tmp_path_factory) -> Run:
-    return generate(load(tmp_path_factory.mktemp("shipped"), config_document(2500)))
+    """The shipped config without households and life events: these tests read a customer's persona as that
+    of all their lines (households: test_household_customers_buy_for_their_member and the generation
+    report; life events: tests/test_life_events.py)."""
+    doc = config_document(2500)
+    doc["generate_data"]["households"]["share"] = 0.0
+    personas = yaml.safe_load((SHIPPED_CONFIG / "personas.yml").read_text(encoding="utf-8"))
+    for persona in personas["personas"].values():
+        persona.pop("life_events", None)  # life events: tests/test_life_events.py
+    return generate(load(tmp_path_factory.mktemp("shipped"), doc, personas=personas))
+
+
+def test_household_customers_buy_for_their_member(tmp_path):
+    """Every customer of a persona with household members shops for one, half their lines: professional
+    men (members professional_woman, teenage_boy) then buy Ladies Clothing, which their own persona never
+    does, about 0.5 x 1/2 x 0.45 = 0.11 of their lines; teenage girls (no members) stay in their mix."""
+    doc = config_document(1000, "2024-01-01", "2024-12-31")
+    doc["generate_data"]["households"].update(share=1.0, member_line_share=[0.5, 0.5])
+    run = generate(load(tmp_path, doc))
+    goods = run.goods[run.kind[run.goods.index] == "merchandise"]
+    shares = goods.groupby("persona")["department"].value_counts(normalize=True)
+    assert shares["professional_man"]["Ladies Clothing"] == pytest.approx(0.5 * 0.5 * 0.45, abs=0.04)
+    assert set(shares["teenage_girl"].index) <= set(run.config.personas["teenage_girl"].department_preferences)
+    # The member buys in their own sizes: men's customers buy ladies' sizes too.
+    men = goods[goods["persona"] == "professional_man"]
+    scale = men[["sku"]].merge(run.plan.catalog.products, on="sku", how="left")["size_scale"]
+    assert (scale == "ladies").mean() > 0.05
 
 
 CUSTOM_PERSONAS = {
@@ -498,7 +525,9 @@ def test_class_level_persona_buys_its_classes_and_explores_the_rest(custom):
 
 
 def test_department_level_persona_picks_its_own_classes_within_the_configured_count(custom):
-    """Without exploration each customer buys from their own 2-3 Home and 2-4 Mens Clothing classes."""
+    """Without exploration each customer buys from their own 2-3 Home and 2-4 Mens Clothing classes.
+
+    (The test_customers_of_one_persona_differ... tests of the report cover how they weight them.)"""
     goods = custom.goods
     goods = goods[goods["persona"] == "home_and_menswear"]
     departments = custom.config.hierarchy.departments
@@ -507,7 +536,9 @@ def test_department_level_persona_picks_its_own_classes_within_the_configured_co
         per_customer = lines.groupby("customer_id")["class"].agg(["nunique", "size", frozenset])
         assert (per_customer["nunique"] <= high).all(), dept
         busy = per_customer[per_customer["size"] >= 20]
-        assert len(busy) > 100 and (busy["nunique"] >= low).all(), dept
+        # Each customer weights their own classes (customer_variation.class_concentration), so a class
+        # they seldom choose may not show in 20 lines; nearly all still buy from at least `low`.
+        assert len(busy) > 100 and (busy["nunique"] >= low).mean() > 0.9, dept
         # The classes are each customer's own: many different sets, together covering the department.
         assert per_customer["frozenset"].nunique() > 0.5 * len(per_customer), dept
         assert lines["class"].nunique() > 0.8 * len(departments[dept].classes), dept
@@ -517,10 +548,18 @@ def test_brand_tier_shares_follow_the_affinity(shipped):
     config = shipped.config
     goods = shipped.goods
     shares = goods.groupby("persona")["brand_tier"].value_counts(normalize=True)
+    concentration = config.generate_data.customer_variation.brand_tier_concentration
     for name, persona in config.personas.items():
         affinity = persona.brand_tier_affinity or config.generate_data.brand_tier_affinity
+        # Each customer's tier mix is a Dirichlet draw around the persona's: the pooled share varies
+        # with the customers' spread, weighted by their squared line counts.
+        lines = goods[goods["persona"] == name].groupby("customer_id").size().to_numpy(float)
+        weight = (lines**2).sum() / lines.sum() ** 2
         for tier in BRAND_TIERS:
-            assert shares[name].get(tier, 0.0) == pytest.approx(affinity[tier], abs=0.03), (name, tier)
+            p = affinity[tier]
+            error = np.sqrt(p * (1 - p) * (weight / (concentration + 1) + 1 / lines.sum()))
+            assert shares[name].get(tier, 0.0) == pytest.approx(p, abs=4.5 * error), (name, tier)
+            assert 4.5 * error < 0.15  # still a test: a persona's tiers are 0.1 to 0.85 apart
 
 
 def test_style_affinity_shows_in_what_is_bought(shipped):
@@ -568,7 +607,9 @@ def test_visit_multiplier_raises_visits_inside_its_window(custom):
         dates = orders["order_date"][orders["order_date"].dt.year == year]
         per_day = {m: (dates.dt.month == m).sum() / pd.Period(f"{year}-{m:02d}").days_in_month for m in (5, 6, 7)}
         assert per_day[6] / ((per_day[5] + per_day[7]) / 2) == pytest.approx(2.0, abs=0.3), year
-        assert per_day[7] / per_day[5] == pytest.approx(1.0, abs=0.25), year
+        # Customers join over the window and this persona never drops out: in 2023 about a tenth more
+        # of them are active in July than in May (40% at the start, 60% joining over 24 months).
+        assert per_day[7] / per_day[5] == pytest.approx(1.0, abs=0.3), year
     other = tx[~tx["is_return"] & (tx["persona"] == "denim_and_jumpers")].drop_duplicates("order_id")
     june = (other["order_date"].dt.month == 6).sum() / 30
     may_july = (other["order_date"].dt.month.isin([5, 7])).sum() / 62

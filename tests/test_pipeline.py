@@ -169,12 +169,14 @@ def test_the_comparison_measures_how_well_the_segments_recover_the_personas(pipe
     document = json.loads((folder / paths.COMPARISON_JSON).read_text())
     primary_ari = comparison.loc[(document["primary"]["method"], document["primary"]["space"]), "ari"]
     reference_ari = document["supervised_reference"]["raw"]["ari"]
-    # Measured on this config (seed 42, 274 segmented customers): primary hdbscan_raw 0.568, reference 0.868.
-    # The floors leave a margin of about 0.17 and 0.12, and still fail when the primary is one of this run's
-    # poor segmentations (the latent ones reach 0.05-0.12, fcm_raw 0.17) or the personas are misaligned with
-    # the customers (about 0). With seed 7 the reference is 0.881 too.
-    assert primary_ari > 0.40
-    assert reference_ari > 0.75
+    # Measured on this config (seed 42, 275 segmented customers over one year) since customers differ within
+    # their persona, shop for households and change persona (issues 13 and 16): reference 0.660, best method
+    # gmm_raw 0.348, primary fcm_latent 0.082 (the only candidate reaching stability 0.9). Before, on
+    # customers who were copies of their persona: primary hdbscan_raw 0.568, reference 0.868. How much of
+    # this the label-free primary should recover is issue 13 item 4's to settle; these floors fail when the
+    # personas are misaligned with the customers (ARI about 0) or the reference stops learning them.
+    assert primary_ari > 0.04
+    assert reference_ari > 0.5
     assert primary_ari < reference_ari, "a classifier trained on the personas beats any clustering of them"
 
 

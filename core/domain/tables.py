@@ -72,7 +72,8 @@ CUSTOMER_TABLE = (
     Column("customer_id", pa.int64(), True, "Customer identifier."),
     Column("persona", pa.string(), False,
            "Generator's ground truth (config/personas.yml): for evaluation and description only, "
-           "never a clustering feature; null for a retailer's own data."),
+           "never a clustering feature; null for a retailer's own data. After a life event, the "
+           "persona at the end of the history (persona_events.parquet has the change)."),
     Column("age", pa.int16(), False, "Age in years at the end of the history."),
     Column("gender", pa.string(), False, "`Female` or `Male`."),
     Column("has_children", pa.bool_(), False, "Shops for children living at home."),
@@ -139,4 +140,14 @@ CUSTOMER_COLUMNS = column_names(CUSTOMER_TABLE)
 PRODUCT_COLUMNS = column_names(PRODUCT_TABLE)
 TRANSACTION_SCHEMA = arrow_schema(TRANSACTION_TABLE)
 CUSTOMER_SCHEMA = arrow_schema(CUSTOMER_TABLE)
+
+PERSONA_EVENTS_TABLE = (
+    Column("customer_id", pa.int64(), True, "Customer identifier (customers.parquet)."),
+    Column("event_date", pa.timestamp("us"), True,
+           "Day the customer became the new persona: from it on they buy as that persona."),
+    Column("from_persona", pa.string(), True, "Persona before the event (what customers.parquet's persona was)."),
+    Column("to_persona", pa.string(), True, "Persona from the event on (customers.parquet's persona)."),
+)
+"""``persona_events.parquet``: the generator's life events (personas.yml ``life_events``), ground truth."""
+PERSONA_EVENTS_SCHEMA = arrow_schema(PERSONA_EVENTS_TABLE)
 PRODUCT_SCHEMA = arrow_schema(PRODUCT_TABLE)

@@ -166,6 +166,8 @@ ARTIFACTS: tuple[Artifact, ...] = (
     Artifact(paths.GENERATE_DATA, paths.PRODUCTS, "parquet", "the catalog: one row per SKU with its hierarchy"),
     Artifact(paths.GENERATE_DATA, paths.GENERATION_REPORT, "json",
              "the generated data measured against its config; the stage fails when they disagree"),
+    Artifact(paths.GENERATE_DATA, paths.PERSONA_EVENTS, "parquet",
+             "synthetic data only: each customer's life event (persona change) with its day, the ground truth"),
     Artifact(paths.GENERATE_DATA, paths.REJECTS, "parquet",
              "ingestion only: every input line not accepted, with its row number and reason"),
     Artifact(paths.GENERATE_DATA, paths.CUSTOMER_REJECTS, "parquet",

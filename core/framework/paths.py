@@ -33,6 +33,7 @@ TRANSACTIONS = "transactions.parquet"
 CUSTOMERS = "customers.parquet"
 PRODUCTS = "products.parquet"
 GENERATION_REPORT = "generation_report.json"
+PERSONA_EVENTS = "persona_events.parquet"
 # ... and, with data.source: file, the input rows it did not accept, with the reason
 REJECTS = "rejects.parquet"
 CUSTOMER_REJECTS = "customer_rejects.parquet"

@@ -62,18 +62,23 @@ TRANSACTION_SCHEMA = tables.TRANSACTION_SCHEMA
 
 
 def draw_customers(first_id: int, n: int, plan: GenerationPlan, rng: np.random.Generator) -> dict:
-    """Draw ``n`` customers' profiles and hidden behaviour (rates, sizes, usual classes)."""
+    """Draw ``n`` customers' profiles, hidden behaviour and tastes.
+
+    Who a customer is (persona, age, gender, region) and how often and how much they shop are
+    per customer; what they buy (mixes, usual classes, sizes, children) is per *slot*: slot
+    ``i`` is customer ``i`` shopping for themselves, slot ``n + i`` for the household member
+    they also shop for (``member_share`` of their lines; 0 for most customers). Each slot's
+    tastes are drawn around its persona's by :func:`draw_tastes`.
+    """
     cfg, names, personas = plan.cfg, plan.persona_names, plan.personas
     weights = np.array([personas[p].weight for p in names])
     persona = rng.choice(len(names), size=n, p=weights / weights.sum())
     age = np.empty(n, dtype=np.int16)
     female = np.empty(n, dtype=bool)
     freq_mean = np.empty(n)
-    aov = np.empty(n)
+    aov_u = rng.random(n)
     dropout_mean = np.empty(n)
     online_mean = np.empty(n)
-    n_children = np.zeros(n, dtype=np.int64)
-    child_age = np.full((n, 4), np.nan)
     for i, name in enumerate(names):
         rows = np.flatnonzero(persona == i)
         m = len(rows)
@@ -82,19 +87,9 @@ def draw_customers(first_id: int, n: int, plan: GenerationPlan, rng: np.random.G
         age[rows] = rng.integers(int(demo.age_range[0]), int(demo.age_range[1]) + 1, size=m)
         female[rows] = rng.random(m) < demo.gender.get("Female", 0.0)
         freq_mean[rows] = np.mean(pz.spending_profile.frequency_per_month)
-        aov[rows] = rng.uniform(*pz.spending_profile.avg_order_value, size=m)
         dropout_mean[rows] = (cfg.dropout_probability if pz.spending_profile.dropout_probability is None
                               else pz.spending_profile.dropout_probability)
         online_mean[rows] = cfg.channel.online_share if pz.online_share is None else pz.online_share
-        if demo.children is not None:
-            low, high = (int(v) for v in demo.children.count)
-            n_children[rows] = rng.integers(low, min(high, 4) + 1, size=m)
-            ages = rng.uniform(*demo.children.age_at_start, size=(m, 4))
-        else:
-            n_children[rows] = 1
-            ages = rng.uniform(0, 14, size=(m, 4))
-        ages[np.arange(4)[None, :] >= n_children[rows, None]] = np.nan
-        child_age[rows] = ages
     shape = cfg.visit_rate_shape
     rate = rng.gamma(shape, freq_mean / shape)
     kappa = cfg.dropout_concentration
@@ -106,38 +101,164 @@ def draw_customers(first_id: int, n: int, plan: GenerationPlan, rng: np.random.G
     existing = rng.random(n) < cfg.start_customer_share
     signup_before = rng.integers(1, 3 * 365, size=n)  # existing customers joined up to 3 years earlier
 
-    # Sizes: one per adult scale (own, or the partner's for the other gender's departments).
-    sizes = np.zeros((n, len(SIZE_SCALES)), dtype=np.int64)
-    for scale, shares in plan.cfg.catalog.adult_sizes.items():
-        p = np.array(list(shares.values()))
-        sizes[:, SIZE_SCALES.index(scale)] = rng.choice(len(p), size=n, p=p / p.sum())
-
-    # Usual classes in department-level departments: a random subset per customer.
-    n_depts = len(plan.catalog.departments)
-    max_picks = max(int(plan.picks_range[..., 1].max()), 1)
-    picks = np.zeros((n, n_depts, max_picks), dtype=np.int64)
-    pick_count = np.ones((n, n_depts), dtype=np.int64)
-    for d, dept in enumerate(plan.catalog.departments):
-        rows_d = plan.catalog.department_classes(dept)
-        shuffle = rng.random((n, len(rows_d)))
-        # Sorting is the cost: only customers who will read their picks here get theirs; the
-        # others keep the department's first classes (valid, never read).
-        picks[:, d] = rows_d[np.minimum(np.arange(max_picks), len(rows_d) - 1)]
-        used = np.flatnonzero(plan.picks_used[persona, d])
-        order = np.argsort(shuffle[used], axis=1)[:, :max_picks]
-        picks[used, d, :order.shape[1]] = rows_d[order]
-        low = plan.picks_range[persona, d, 0]
-        high = plan.picks_range[persona, d, 1]
-        pick_count[:, d] = np.maximum(low + np.floor(rng.random(n) * (high - low + 1)).astype(np.int64), 1)
+    # Households: a share of the customers whose persona lists household members also shop for one.
+    hh = cfg.households
+    n_members = plan.member_count[persona]
+    household = (n_members > 0) & (rng.random(n) < hh.share)
+    pick = np.minimum((rng.random(n) * n_members).astype(np.int64), np.maximum(n_members - 1, 0))
+    member = np.where(household, plan.members[persona, pick], persona)
+    member_share = np.where(household, rng.uniform(*hh.member_line_share, size=n), 0.0)
 
     regions = list(cfg.regions)
     region = rng.choice(len(regions), size=n, p=np.array(list(cfg.regions.values())) / sum(cfg.regions.values()))
     return {
         "customer_id": np.arange(first_id, first_id + n, dtype=np.int64), "persona": persona, "age": age,
-        "female": female, "region": region, "rate": rate, "aov": aov, "dropout": dropout, "online": online,
-        "existing": existing, "signup_before": signup_before, "sizes": sizes, "n_children": n_children, "child_age": child_age,
-        "picks": picks, "pick_count": pick_count,
+        "female": female, "region": region, "rate": rate, "aov": _order_value(plan, persona, aov_u),
+        "aov_u": aov_u, "dropout": dropout, "online": online,
+        "existing": existing, "signup_before": signup_before,
+        "household": household, "member_share": member_share,
+        "slots": draw_tastes(np.concatenate([persona, member]), plan, rng),
     }
+
+
+def _order_value(plan: GenerationPlan, persona: np.ndarray, u: np.ndarray) -> np.ndarray:
+    """Target average order value at quantile ``u`` of each persona's configured range."""
+    ranges = np.array([plan.personas[p].spending_profile.avg_order_value for p in plan.persona_names])
+    low, high = ranges[persona, 0], ranges[persona, 1]
+    return low + u * (high - low)
+
+
+def _dirichlet(rng: np.random.Generator, alpha: np.ndarray) -> np.ndarray:
+    """One Dirichlet draw per row of ``alpha`` (rows of zeros stay zero; a zero entry stays zero)."""
+    g = rng.standard_gamma(np.maximum(alpha, 1e-300)) * (alpha > 0)
+    total = g.sum(axis=-1, keepdims=True)
+    # A row whose draws all underflow (tiny alphas) falls back to its mean.
+    mean = alpha / np.maximum(alpha.sum(axis=-1, keepdims=True), 1e-300)
+    return np.where(total > 0, g / np.where(total > 0, total, 1.0), mean)
+
+
+def draw_tastes(slot_persona: np.ndarray, plan: GenerationPlan, rng: np.random.Generator) -> dict:
+    """What each slot buys: its own department, tier, style and class mixes, usual classes, sizes, children.
+
+    Mixes are Dirichlet draws around the slot persona's configured ones
+    (``generate_data.customer_variation``): the mean over customers is the
+    persona's mix, and customers of one persona differ as shoppers of one kind do.
+    """
+    cfg, cat = plan.cfg, plan.catalog
+    var = cfg.customer_variation
+    m = len(slot_persona)
+    n_depts = len(cat.departments)
+    department = _dirichlet(rng, var.department_concentration * plan.persona_department[slot_persona])
+    tier = _dirichlet(rng, var.brand_tier_concentration * plan.persona_tier[slot_persona])
+    style = _dirichlet(rng, var.style_concentration * plan.persona_style[slot_persona])
+
+    # Usual classes: the persona's listed classes (class level) or the customer's own picks
+    # (department level), each weighted by the customer's own Dirichlet draw.
+    max_picks = max(int(plan.picks_range[..., 1].max()), 1)
+    width = max(plan.preferred.shape[2], max_picks)
+    usual = np.zeros((m, n_depts, width), dtype=np.int64)
+    count = np.ones((m, n_depts), dtype=np.int64)
+    level = plan.class_level[slot_persona]
+    for d, dept in enumerate(cat.departments):
+        rows_d = cat.department_classes(dept)
+        usual[:, d, :] = rows_d[np.minimum(np.arange(width), len(rows_d) - 1)]
+        # Sorting is the cost: only slots that will read their picks here get theirs.
+        used = np.flatnonzero(plan.picks_used[slot_persona, d])
+        order = np.argsort(rng.random((len(used), len(rows_d))), axis=1)[:, :max_picks]
+        usual[used, d, :order.shape[1]] = rows_d[order]
+        low = plan.picks_range[slot_persona, d, 0]
+        high = plan.picks_range[slot_persona, d, 1]
+        count[:, d] = np.maximum(low + np.floor(rng.random(m) * (high - low + 1)).astype(np.int64), 1)
+    listed = np.flatnonzero(level.any(axis=1))
+    for d in range(n_depts):
+        rows = listed[level[listed, d]]
+        usual[rows, d, :plan.preferred.shape[2]] = plan.preferred[slot_persona[rows], d]
+        count[rows, d] = plan.preferred_count[slot_persona[rows], d]
+    present = np.arange(width)[None, None, :] < count[:, :, None]
+    # Weights only where the slot buys at all (the rest stay equal, never read).
+    buys = np.flatnonzero((department > 0).ravel())
+    weights = np.broadcast_to(present / count[:, :, None], present.shape).reshape(-1, width).copy()
+    weights[buys] = _dirichlet(rng, var.class_concentration / count.reshape(-1, 1)[buys]
+                               * present.reshape(-1, width)[buys])
+    cum = np.cumsum(weights.reshape(m, n_depts, width), axis=2)
+    cum[present.sum(axis=2, keepdims=True) - 1 <= np.arange(width)[None, None, :]] = 1.0 + 1e-9
+
+    # Sizes: one per adult scale (own, or the partner's for the other gender's departments).
+    sizes = np.zeros((m, len(SIZE_SCALES)), dtype=np.int64)
+    for scale, shares in cfg.catalog.adult_sizes.items():
+        p = np.array(list(shares.values()))
+        sizes[:, SIZE_SCALES.index(scale)] = rng.choice(len(p), size=m, p=p / p.sum())
+    n_children = np.ones(m, dtype=np.int64)
+    child_age = rng.uniform(0, 14, size=(m, 4))
+    for i, name in enumerate(plan.persona_names):
+        children = plan.personas[name].demographics.children
+        if children is None:
+            continue
+        rows = np.flatnonzero(slot_persona == i)
+        low, high = (int(v) for v in children.count)
+        n_children[rows] = rng.integers(low, min(high, 4) + 1, size=len(rows))
+        child_age[rows] = rng.uniform(*children.age_at_start, size=(len(rows), 4))
+    child_age[np.arange(4)[None, :] >= n_children[:, None]] = np.nan
+    return {"persona": slot_persona, "department": department, "tier": tier, "style": style,
+            "usual": usual, "usual_cum": cum, "usual_count": count, "sizes": sizes,
+            "n_children": n_children, "child_age": child_age}
+
+
+def _add_after_event_slots(c: dict, o: dict, plan: GenerationPlan, rng: np.random.Generator) -> None:
+    """Give every customer with a life event a slot of tastes for their new persona (``c["after_slot"]``).
+
+    The new mixes are drawn around the new persona's, but the customer keeps their adult sizes,
+    their brand-tier taste relative to their persona (a premium-leaning shopper stays so), and
+    their children; one who had none and becomes a parent gets a child born on the event day.
+    """
+    n = len(c["persona"])
+    slots = c["slots"]
+    changed = np.flatnonzero(o["event_day"] < plan.n_days)
+    c["after_slot"] = np.arange(n)
+    if not len(changed):
+        return
+    new = draw_tastes(o["to"][changed], plan, rng)
+    old_persona, new_persona = c["persona"][changed], o["to"][changed]
+    lean = slots["tier"][changed] / np.maximum(plan.persona_tier[old_persona], 1e-9)
+    tier = plan.persona_tier[new_persona] * lean
+    total = tier.sum(axis=1, keepdims=True)
+    new["tier"] = np.where(total > 0, tier / np.where(total > 0, total, 1.0), new["tier"])
+    new["sizes"] = slots["sizes"][changed]
+    newborn = plan.persona_has_children[new_persona] & ~plan.persona_has_children[old_persona]
+    keep = ~newborn
+    new["n_children"][keep] = slots["n_children"][changed[keep]]
+    new["child_age"][keep] = slots["child_age"][changed[keep]]
+    new["n_children"][newborn] = 1
+    new["child_age"][newborn] = np.nan
+    new["child_age"][newborn, 0] = -o["event_day"][changed[newborn]] / 365.25  # age 0 on the event day
+    first = len(slots["persona"])
+    for key, value in new.items():
+        slots[key] = np.concatenate([slots[key], value])
+    c["after_slot"][changed] = first + np.arange(len(changed))
+
+
+def department_table(slots: dict, plan: GenerationPlan) -> np.ndarray:
+    """Every slot's cumulative department mix under each regime of its persona, stacked for a search.
+
+    Row ``slot * width + local regime`` holds the slot's own mix times the regime's boosts,
+    renormalised, offset by 2 per row and padded for :func:`_search_from`.
+    """
+    persona = slots["persona"]
+    boost = plan.regime_boost[plan.persona_regimes[persona]]  # (slots, regimes of the persona, departments)
+    weights = slots["department"][:, None, :] * boost
+    total = weights.sum(axis=2, keepdims=True)
+    # A customer whose every department is switched off by a scenario keeps their own mix.
+    weights = np.where(total > 0, weights, slots["department"][:, None, :])
+    cum = np.cumsum(weights, axis=2)
+    cum /= cum[:, :, -1:]
+    cum[:, :, -1] = 1.0 + 1e-9
+    rows = cum.shape[0] * cum.shape[1]
+    flat = cum.reshape(rows, -1) + 2.0 * np.arange(rows)[:, None]
+    return _padded_table(flat.ravel(), cum.shape[2] - 1)
+
+
+def _padded_table(flat: np.ndarray, longest: int) -> np.ndarray:
+    return np.concatenate([flat, np.full(1 << max(longest, 1).bit_length(), np.inf)])
 
 
 # ----------------------------------------------------------------------------------------------
@@ -160,7 +281,15 @@ def _draw_orders(c: dict, plan: GenerationPlan, rng: np.random.Generator) -> dic
     target = np.where(c["existing"], np.minimum(target_old, total * (1 - 1e-12)), target_new)
     first_day = _invert_rows(plan, persona, target)
 
-    remaining = (total - cum[persona, first_day + 1]) * rate
+    # A life event on day e switches the customer to another persona's calendar and visit rate:
+    # the visits after the first are spread over the mass of both parts, before and after e.
+    event = _draw_life_events(c, first_day, plan, rng)
+    after, event_day = event["to"], event["day"]
+    rate_after = rate * plan.persona_frequency[after] / plan.persona_frequency[persona]
+    start = cum[persona, first_day + 1]
+    before_mass = (cum[persona, np.maximum(event_day, first_day + 1)] - start) * rate
+    after_mass = (cum[after, -1] - cum[after, np.maximum(event_day, first_day + 1)]) * rate_after
+    remaining = before_mass + after_mass
     extra = rng.poisson(np.maximum(remaining, 0.0))
     # BG/NBD: after each purchase, stop for good with the customer's dropout probability.
     with np.errstate(divide="ignore"):
@@ -177,19 +306,53 @@ def _draw_orders(c: dict, plan: GenerationPlan, rng: np.random.Generator) -> dic
     rank = np.arange(len(extra_customer)) - np.repeat(np.cumsum(extra) - extra, extra)
     kept = rank < (n_orders - 1)[extra_customer]
     extra_customer, extra_draw = extra_customer[kept], extra_draw[kept]
-    extra_persona = persona[extra_customer]
-    low = cum[extra_persona, first_day[extra_customer] + 1]
-    high = total[extra_customer]
+    mass = extra_draw * remaining[extra_customer]
+    first_part = mass < before_mass[extra_customer]
+    row = np.where(first_part, persona[extra_customer], after[extra_customer])
+    target = np.where(first_part, start[extra_customer] + mass / rate[extra_customer],
+                      cum[after[extra_customer], np.maximum(event_day, first_day + 1)[extra_customer]]
+                      + (mass - before_mass[extra_customer]) / rate_after[extra_customer])
     order_customer = np.repeat(np.arange(n), n_orders)
     first_order = np.cumsum(n_orders) - n_orders
     day = np.empty(len(order_customer), dtype=first_day.dtype)
     later = np.ones(len(order_customer), dtype=bool)
     later[first_order] = False
     day[first_order] = first_day
-    day[later] = _invert_rows(plan, extra_persona, low + extra_draw * (high - low))
+    day[later] = _invert_rows(plan, row, target)
     last_day = day[first_order + n_orders - 1]
     return {"customer": order_customer, "day": day, "first_day": first_day, "dropped": dropped,
-            "last_day": last_day, "n_orders": n_orders}
+            "last_day": last_day, "n_orders": n_orders, "event_day": event_day, "to": after,
+            "event": event["which"], "rate_after": rate_after, "at_risk_years": event["at_risk_years"]}
+
+
+def _draw_life_events(c: dict, first_day: np.ndarray, plan: GenerationPlan, rng: np.random.Generator) -> dict:
+    """Which customers change persona (``life_events``), on which day, and to what.
+
+    Each event a customer's persona and age allow happens after an exponential time (its yearly
+    rate a constant hazard) from the day after their first visit; the earliest one inside the
+    history wins, and one is the most a customer has. ``day`` is ``n_days`` without an event;
+    ``at_risk_years`` is the time each customer was exposed to an event, for the report.
+    """
+    n = len(first_day)
+    persona, age = c["persona"], c["age"]
+    years = np.full(n, np.inf)
+    which = np.full(n, -1, dtype=np.int64)
+    u = rng.random((len(plan.event_rate), n))
+    for j in range(len(plan.event_rate)):
+        eligible = ((persona == plan.event_from[j]) & (age >= plan.event_age[j, 0])
+                    & (age <= plan.event_age[j, 1]))
+        with np.errstate(divide="ignore"):
+            wait = -np.log1p(-u[j]) / plan.event_rate[j] if plan.event_rate[j] > 0 else np.full(n, np.inf)
+        hit = eligible & (wait < years)
+        years[hit], which[hit] = wait[hit], j
+    horizon = plan.n_days - (first_day + 1)
+    offset = np.floor(np.minimum(years, horizon / 365.25 + 1) * 365.25).astype(np.int64)
+    happened = (which >= 0) & (offset < horizon)
+    which[~happened] = -1
+    day = np.where(happened, first_day + 1 + offset, plan.n_days)
+    to = np.where(happened, plan.event_to[np.maximum(which, 0)], persona) if len(plan.event_to) else persona.copy()
+    at_risk = np.maximum(np.where(happened, offset, horizon), 0) / 365.25
+    return {"which": which, "day": day, "to": to, "at_risk_years": at_risk}
 
 
 def _sort_draws_within(group: np.ndarray, draws: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -226,30 +389,46 @@ def draw_block(first_id: int, n: int, plan: GenerationPlan, rng: np.random.Gener
     persona = c["persona"]
     order_customer, order_day = o["customer"], o["day"]
     n_orders = len(order_customer)
-    order_persona = persona[order_customer]
+    # From a life event on, the customer shops as their new persona, in their own new slot.
+    after_event = order_day >= o["event_day"][order_customer]
+    order_persona = np.where(after_event, o["to"][order_customer], persona[order_customer])
+    _add_after_event_slots(c, o, plan, rng)
+    o["persona"] = order_persona
     order_regime = plan.day_regime[order_persona, order_day]
     regime_basket = np.array([r.basket_multiplier for r in plan.regimes])
     online = (rng.random(n_orders) < c["online"][order_customer]) if cfg.channel.enabled else np.zeros(n_orders, bool)
 
     # Lines per order: 1 + negative binomial, mean set by the customer's target order value.
-    mean_lines = c["aov"][order_customer] / plan.expected_line_value[order_persona]
+    aov = np.where(after_event, _order_value(plan, o["to"], c["aov_u"])[order_customer], c["aov"][order_customer])
+    mean_lines = aov / plan.expected_line_value[order_persona]
     mean_extra = np.maximum(mean_lines * regime_basket[order_regime] - 1.0, 0.0)
     r = cfg.basket_dispersion
     extra = rng.negative_binomial(r, r / (r + mean_extra))
     order_lines = 1 + extra
 
-    mission = _draw_departments(plan, order_regime, rng.random(n_orders))
+    # Whom each line is bought for: the customer (slot i) or their household member (slot n + i).
+    slots = c["slots"]
+    table = department_table(slots, plan)
+    share = c["member_share"]
+    own_slot = np.where(after_event, c["after_slot"][order_customer], order_customer)
+    order_slot = np.where(rng.random(n_orders) < share[order_customer], n + order_customer, own_slot)
+    mission = _draw_departments(plan, table, slots, order_slot, order_day, rng.random(n_orders))
     line_order = np.repeat(np.arange(n_orders), order_lines)
     n_lines = len(line_order)
     line_customer = order_customer[line_order]
-    line_persona = order_persona[line_order]
-    line_regime = order_regime[line_order]
-    independent = _draw_departments(plan, line_regime, rng.random(n_lines))
-    dept = np.where(rng.random(n_lines) < cfg.basket_focus, mission[line_order], independent)
+    line_day = order_day[line_order]
+    independent_slot = np.where(rng.random(n_lines) < share[line_customer], n + line_customer,
+                                own_slot[line_order])
+    focused = rng.random(n_lines) < cfg.basket_focus
+    line_slot = np.where(focused, order_slot[line_order], independent_slot)
+    independent = _draw_departments(plan, table, slots, line_slot, line_day, rng.random(n_lines))
+    dept = np.where(focused, mission[line_order], independent)
+    line_persona = slots["persona"][line_slot]
+    line_regime = plan.day_regime[line_persona, line_day]
 
-    cls = _draw_classes(line_customer, line_persona, line_regime, dept, c, plan, rng)
-    item = _draw_items(cls, line_regime, plan, rng)
-    sku = cat.item_first_sku[item] + _draw_sizes(cls, line_customer, order_day[line_order], c, plan, rng)
+    cls = _draw_classes(line_slot, line_persona, line_regime, dept, slots, plan, rng)
+    item = _draw_items(cls, line_slot, line_regime, slots, plan, rng)
+    sku = cat.item_first_sku[item] + _draw_sizes(cls, line_slot, line_day, slots, plan, rng)
 
     q = np.asarray(cfg.quantity_probabilities)
     u = rng.random(n_lines)
@@ -301,7 +480,8 @@ def draw_block(first_id: int, n: int, plan: GenerationPlan, rng: np.random.Gener
         "order": line_order, "dept": dept_out, "class": class_out, "sku": sku,
         "quantity": quantity.astype(np.int32), "unit_price": unit_price, "amount": amount,
         "discount": discount, "merch_dept": dept, "regime": line_regime, "class_row": cls,
-        "class_code": class_code, "p_return": p_return,
+        "class_code": class_code, "p_return": p_return, "slot": line_slot, "persona": line_persona,
+        "tier": cat.item_tier[item],
     }
     other = _draw_other_lines(order_day, online, plan, rng)
     identity = (assign_identities(plan.identity, c["female"], c["customer_id"], rng)
@@ -310,33 +490,29 @@ def draw_block(first_id: int, n: int, plan: GenerationPlan, rng: np.random.Gener
             "lines": lines, "returned": returned, "return_delay": delay, "other": other}
 
 
-def _draw_departments(plan: GenerationPlan, regime: np.ndarray, u: np.ndarray) -> np.ndarray:
-    """Department of each draw ``u`` under its regime's mix (stacked cumulative mixes, offset 2 a regime)."""
+def _draw_departments(plan: GenerationPlan, table: np.ndarray, slots: dict, slot: np.ndarray,
+                      day: np.ndarray, u: np.ndarray) -> np.ndarray:
+    """Department of each draw ``u``: the slot's own mix under its persona's regime that day."""
     n_depts = len(plan.catalog.departments)
-    found = _search_from(plan.department_flat, regime * n_depts, u + 2.0 * regime, plan.department_steps)
+    row = slot * plan.persona_regimes.shape[1] + plan.day_local[slots["persona"][slot], day]
+    found = _search_from(table, row * n_depts, u + 2.0 * row, plan.department_steps)
     return np.minimum(found, n_depts - 1)
 
 
-def _draw_classes(line_customer, line_persona, line_regime, dept, c, plan: GenerationPlan,
+def _draw_classes(line_slot, line_persona, line_regime, dept, slots: dict, plan: GenerationPlan,
                   rng: np.random.Generator) -> np.ndarray:
-    """Class of every merchandise line: usual classes, exploration, scenario focus."""
+    """Class of every merchandise line: the slot's usual classes by its own weights, exploration, scenario focus."""
     cat = plan.catalog
     n = len(dept)
     n_depts = len(cat.departments)
     u = rng.random(n)
-    # Usual classes of every (customer, department) in one table: the persona's listed classes
-    # where it prefers the department at class level, else the customer's own picks. One flat
-    # lookup per line instead of two multi-dimensional ones and a choice between them.
-    persona = c["persona"]
-    level = plan.class_level[persona]
-    width = max(plan.preferred.shape[2], c["picks"].shape[2])
-    usual = np.zeros((len(persona), n_depts, width), dtype=np.int64)
-    usual[:, :, :c["picks"].shape[2]] = c["picks"]
-    usual[level, :plan.preferred.shape[2]] = plan.preferred[persona][level]
-    usual_count = np.where(level, plan.preferred_count[persona], c["pick_count"]).ravel()
-    key = line_customer * n_depts + dept
-    k = usual_count[key]
-    cls = usual.ravel()[key * width + np.minimum((u * k).astype(np.int64), k - 1)]
+    width = slots["usual"].shape[2]
+    key = line_slot * n_depts + dept
+    # The slot's cumulative class weights, rows offset by 2, searched from each row's start.
+    flat = _padded_table((slots["usual_cum"].reshape(-1, width)
+                          + 2.0 * np.arange(len(slots["persona"]) * n_depts)[:, None]).ravel(), width - 1)
+    index = _search_from(flat, key * width, u + 2.0 * key, max(width - 1, 1).bit_length())
+    cls = slots["usual"].reshape(-1)[key * width + np.minimum(index, width - 1)]
     first = np.array([cat.department_classes(d)[0] for d in cat.departments])
     count = np.array([len(cat.department_classes(d)) for d in cat.departments])
     explore = np.flatnonzero(rng.random(n) < plan.exploration[line_persona])
@@ -355,36 +531,49 @@ def _draw_classes(line_customer, line_persona, line_regime, dept, c, plan: Gener
     return cls
 
 
-def _draw_items(cls: np.ndarray, line_regime: np.ndarray, plan: GenerationPlan,
-                rng: np.random.Generator) -> np.ndarray:
-    """Item of every line within its class, weighted by the regime's brand-tier and style weights.
+def _draw_items(cls: np.ndarray, line_slot: np.ndarray, line_regime: np.ndarray, slots: dict,
+                plan: GenerationPlan, rng: np.random.Generator) -> np.ndarray:
+    """Item of every line: a brand tier by the slot's tier mix, a style by its style weights, then an item.
 
-    ``plan.item_cum`` holds each weight row's cumulative weights offset by 2
-    per row; a uniform draw between the cumulative weights around the class
-    is inverted within the class's items (at most 14, so a few vectorised
-    steps over short, cache-resident ranges, where one search over the whole
-    flattened table missed the cache at every step). The item is the first
-    whose cumulative weight reaches the target, as
-    ``np.searchsorted(..., side="left")`` would find.
+    Tiers the class lacks and styles its tier lacks are left out; the style's weight is the
+    slot's own times the regime's style boost times the items of that style, so that within a
+    tier an item's chance is its style's weight, as a shopper browsing a rail would pick.
     """
-    key = line_regime * len(plan.catalog.class_names) + cls
-    lo, hi = plan.item_span[0, key], plan.item_span[1, key]
-    low, high = plan.item_cum_span[0, key], plan.item_cum_span[1, key]
-    target = low + rng.random(len(cls)) * (high - low)
-    found = np.minimum(lo + _search_from(plan.item_flat, lo, target, plan.item_steps), hi)
-    return found - (lo - plan.catalog.class_first_item[cls])
+    u = rng.random((3, len(cls)))
+    tier_w = slots["tier"][line_slot] * plan.class_tiers[cls]
+    tier_w += 1e-9 * plan.class_tiers[cls]  # a tier the shopper never buys, when it is all the class has
+    tier = _pick(tier_w, u[0])
+    n_styles = plan.group_count.shape[2]
+    group = (cls * plan.group_count.shape[1] + tier) * n_styles
+    count = plan.group_count.reshape(-1, n_styles)[group // n_styles]  # (lines, styles)
+    style_w = slots["style"][line_slot]
+    boosted = np.flatnonzero((plan.regime_style != 1.0).any(axis=1))
+    if len(boosted):  # few regimes boost a style (a trend season): only their lines pay for it
+        rows = np.flatnonzero(np.isin(line_regime, boosted))
+        style_w[rows] *= plan.regime_style[line_regime[rows]]
+    style_w = (style_w + 1e-9) * count
+    style = _pick(style_w, u[1])
+    first = plan.group_first.ravel()[group + style]
+    n_items = plan.group_count.ravel()[group + style]
+    return plan.group_items[first + np.minimum((u[2] * n_items).astype(np.int64), n_items - 1)]
 
 
-def _draw_sizes(cls, line_customer, line_day, c, plan: GenerationPlan, rng: np.random.Generator) -> np.ndarray:
-    """Size index within the item's SKUs: the customer's own size, or their child's size that day."""
+def _pick(weights: np.ndarray, u: np.ndarray) -> np.ndarray:
+    """Column of each row of ``weights`` (lines x a few) chosen with chance proportional to its weight."""
+    cum = np.cumsum(weights, axis=1)
+    return np.minimum((cum < (u * cum[:, -1])[:, None]).sum(axis=1), weights.shape[1] - 1)
+
+
+def _draw_sizes(cls, line_slot, line_day, slots: dict, plan: GenerationPlan, rng: np.random.Generator) -> np.ndarray:
+    """Size index within the item's SKUs: the slot's own size, or their child's size that day."""
     cat, catalog_cfg = plan.catalog, plan.cfg.catalog
     scale = cat.class_scale[cls]
-    size = c["sizes"][line_customer, scale]
+    size = slots["sizes"][line_slot, scale]
     kids = np.flatnonzero((scale == SIZE_SCALES.index("kids")) | (scale == SIZE_SCALES.index("kids_footwear")))
     if len(kids):
-        nk = c["n_children"][line_customer[kids]]
+        nk = slots["n_children"][line_slot[kids]]
         child = np.minimum((rng.random(len(kids)) * nk).astype(np.int64), nk - 1)
-        age = c["child_age"][line_customer[kids], child] + line_day[kids] / 365.25
+        age = slots["child_age"][line_slot[kids], child] + line_day[kids] / 365.25
         for name, bands in (("kids", catalog_cfg.kids_size_bands), ("kids_footwear", catalog_cfg.kids_footwear_bands)):
             rows = scale[kids] == SIZE_SCALES.index(name)
             edges = np.array(sorted(b[0] for b in bands.values()))
@@ -588,7 +777,7 @@ def _customer_frame(block: dict, plan: GenerationPlan) -> pd.DataFrame:
     start = np.datetime64(plan.data.history_start, "D")
     signup = np.where(c["existing"], -c["signup_before"], o["first_day"])
     dropout = np.where(o["dropped"], o["last_day"], 0)
-    persona = c["persona"]
+    persona = o["to"]  # the persona at the end of the history (after a life event, the new one)
     ident = block["identity"]
     columns = {
         "customer_id": c["customer_id"],
@@ -611,7 +800,7 @@ def _customer_frame(block: dict, plan: GenerationPlan) -> pd.DataFrame:
 
 
 def generate(plan: GenerationPlan, seed: int, report=None, workers: int = 1,
-             start_method: str | None = None) -> Iterator[tuple[pd.DataFrame, pa.Table]]:
+             start_method: str | None = None, events: list | None = None) -> Iterator[tuple[pd.DataFrame, pa.Table]]:
     """Yield ``(customers, transactions)`` per chunk of ``chunk_size`` customers (whole blocks).
 
     Blocks of :data:`BLOCK_SIZE` customers draw from their own random
@@ -621,7 +810,8 @@ def generate(plan: GenerationPlan, seed: int, report=None, workers: int = 1,
     and their ``start_method`` (``"fork"``, ``"spawn"``; None for the
     platform's default). ``report``, if given, is a
     :class:`core.generate_data.report.GenerationReport`: it counts every
-    block (in the workers, then merged).
+    block (in the workers, then merged). ``events``, if given, is a list that
+    receives each chunk's life events (:func:`persona_events`) as it is yielded.
     """
     n_blocks = -(-plan.data.n_customers // BLOCK_SIZE)
     blocks_per_chunk = max(1, -(-plan.cfg.chunk_size // BLOCK_SIZE))
@@ -631,15 +821,17 @@ def generate(plan: GenerationPlan, seed: int, report=None, workers: int = 1,
     else:
         blocks = (draw(index) for index in range(n_blocks))
     with contextlib.closing(blocks):  # stops the workers when the caller stops early
-        yield from _chunks(blocks, n_blocks, blocks_per_chunk, report, plan.data.n_customers)
+        yield from _chunks(blocks, n_blocks, blocks_per_chunk, report, plan.data.n_customers, events)
 
 
 def _chunks(blocks: Iterator[tuple], n_blocks: int, blocks_per_chunk: int, report,
-            n_total: int) -> Iterator[tuple[pd.DataFrame, pa.Table]]:
+            n_total: int, events: list | None = None) -> Iterator[tuple[pd.DataFrame, pa.Table]]:
     """Blocks in order gathered into chunks, order ids numbered on from block to block."""
     next_order_id = 1
     customer_frames, transaction_tables = [], []
-    for index, (customers, transactions, part) in enumerate(blocks):
+    for index, ((customers, block_events), transactions, part) in enumerate(blocks):
+        if events is not None and len(block_events):
+            events.append(block_events)
         if part is not None:
             report.merge(part)
         if transactions.num_rows:
@@ -663,12 +855,27 @@ def _make_block(plan: GenerationPlan, seed: int, want_report: bool, index: int) 
     n = min(BLOCK_SIZE, plan.data.n_customers - first)
     block = draw_block(first + 1, n, plan, np.random.default_rng([seed, 2, index]))
     customers, transactions = block_tables(block, plan, 0)
+    customers = (customers, persona_events(block, plan))
     part = None
     if want_report:
         part = GenerationReport(plan)
         part.add(block)
-        part.plan = None  # the caller has the plan; do not ship it back
+        part.plan = part.config_personas = part.config_scenarios = None  # the caller has them
     return customers, transactions, part
+
+
+def persona_events(block: dict, plan: GenerationPlan) -> pd.DataFrame:
+    """The life events of a block's customers: ``customer_id``, ``event_date``, ``from_persona``, ``to_persona``."""
+    c, o = block["customers"], block["orders"]
+    changed = np.flatnonzero(o["event_day"] < plan.n_days)
+    names = np.asarray(plan.persona_names, dtype=object)
+    start = np.datetime64(plan.data.history_start, "D")
+    return pd.DataFrame({
+        "customer_id": c["customer_id"][changed],
+        "event_date": (start + o["event_day"][changed]).astype("datetime64[us]"),
+        "from_persona": pd.array(names[c["persona"][changed]], dtype="string"),
+        "to_persona": pd.array(names[o["to"][changed]], dtype="string"),
+    })
 
 
 def _shift_order_ids(table: pa.Table, offset: int) -> pa.Table:

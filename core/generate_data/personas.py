@@ -48,6 +48,19 @@ class SpendingProfile:
 
 
 @dataclasses.dataclass(frozen=True)
+class LifeEvent:
+    """A customer of this persona becomes another one (a life event), from that day on."""
+
+    to: str = spec(help="the persona they become")
+    yearly_rate: float = spec(minimum=0.0, maximum=1.0,
+                              help="chance per year of the event (a constant hazard from the customer's "
+                                   "first visit; several events of a persona compete, at most one happens)")
+    age_range: Range | None = spec(None, minimum=0.0,
+                                   help="[min, max] age on history_start of the customers it can happen to; "
+                                        "null = all")
+
+
+@dataclasses.dataclass(frozen=True)
 class Persona:
     """One persona as configured in ``personas.yml``."""
 
@@ -73,6 +86,9 @@ class Persona:
                                             help="weight per style; empty = generate_data.style_affinity")
     online_share: float | None = spec(None, minimum=0.0, maximum=1.0,
                                       help="mean share of orders online; null = generate_data.channel.online_share")
+    household_members: tuple[str, ...] = spec((), help="personas this persona's household customers also shop "
+                                                       "for (generate_data.households)")
+    life_events: tuple[LifeEvent, ...] = spec((), help="personas its customers may become, with a yearly rate")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -141,6 +157,15 @@ def parse_persona_file(data: object, source: str,
                           "personas.*.weight")
         for name, persona in parsed.personas.items():
             _check_persona(name, persona, hierarchy, problems)
+            for member in persona.household_members:
+                if member not in parsed.personas:
+                    problems.add(f"personas.{name}.household_members",
+                                 f"persona '{member}' is not defined{suggest(member, list(parsed.personas))}; "
+                                 f"defined: {', '.join(parsed.personas)}")
+                elif member == name:
+                    problems.add(f"personas.{name}.household_members",
+                                 f"'{name}' names itself; list the other personas of the household")
+            _check_life_events(name, persona, list(parsed.personas), problems)
         for name, scenario in parsed.scenarios.items():
             _check_scenario(name, scenario, list(parsed.personas), hierarchy, problems)
     problems.raise_if_any()
@@ -186,6 +211,26 @@ def _check_scenario(name: str, scenario: Scenario, personas: list[str], hierarch
     if not effects:
         problems.add(key, "changes nothing; set at least one of visit_multiplier, basket_multiplier, "
                           "department_boost, class_focus, style_boost, discount_share")
+
+
+def _check_life_events(name: str, persona: Persona, personas: list[str], problems: Problems) -> None:
+    seen: set[str] = set()
+    for i, event in enumerate(persona.life_events):
+        key = f"personas.{name}.life_events[{i}]"
+        if event.to not in personas:
+            problems.add(f"{key}.to", f"persona '{event.to}' is not defined{suggest(event.to, personas)}; "
+                                      f"defined: {', '.join(personas)}")
+        elif event.to == name:
+            problems.add(f"{key}.to", f"'{name}' cannot become itself; name another persona")
+        if event.to in seen:
+            problems.add(f"{key}.to", f"'{event.to}' is listed twice; give one rate per persona")
+        seen.add(event.to)
+        if event.age_range is not None and event.age_range[0] > event.age_range[1]:
+            problems.add(f"{key}.age_range", f"{list(event.age_range)}: min is above max")
+    total = sum(e.yearly_rate for e in persona.life_events)
+    if total > 1:
+        problems.add(f"personas.{name}.life_events", f"yearly rates sum to {total:g}; they compete for one "
+                                                     f"event a customer, so keep their sum at most 1")
 
 
 def _normalise_gender(data: object) -> object:

@@ -38,7 +38,8 @@ class Regime:
     sale_share: float
     sale_depth: tuple[float, float]
     class_focus: list[tuple[int, float, np.ndarray]]
-    item_weight_row: int
+    department_boost: np.ndarray
+    style_boost: np.ndarray
 
 
 @dataclasses.dataclass
@@ -53,16 +54,24 @@ class GenerationPlan:
     intensity_cum : ndarray (personas, days + 1)
         Cumulative expected visits per day at a rate of one visit a month.
     regimes : list of Regime
-    item_cum : ndarray (weight rows, items)
-        Cumulative item choice weights, offset by 2 per row (see :func:`_draw_items`).
-    intensity_flat, department_flat, item_flat : ndarray
-        ``intensity_cum``, the regimes' cumulative department mixes and ``item_cum``, each row
-        offset so that the rows stack into one increasing array, padded with infinities for
-        :func:`_search_from`; ``*_steps`` are the search steps each needs.
-    item_span, item_cum_span : ndarray (2, regimes * classes)
-        Per regime and class (``regime * classes + class``): the flat positions in ``item_cum``
-        of the class's first and last items, and the cumulative weights just before the first
-        and at the last.
+    intensity_flat : ndarray
+        ``intensity_cum`` with each row offset so that the rows stack into one increasing array,
+        padded with infinities for :func:`_search_from`; ``intensity_steps`` the search steps.
+    persona_department, persona_tier, persona_style : ndarray (personas, departments | tiers | styles)
+        Each persona's configured mixes (styles normalised to sum to 1): the centres customers'
+        own mixes are drawn around (:func:`core.generate_data.generator.draw_tastes`).
+    regime_boost, regime_style : ndarray (regimes, departments | styles)
+        What a regime's scenarios multiply a customer's department and style weights by.
+    persona_regimes, day_local : ndarray
+        The regimes of each persona (padded with its first), and each persona's regime on each
+        day as an index into that list: a customer's department table has one row per entry.
+    group_first, group_count : ndarray (classes, tiers, styles)
+        Items of a class in one brand tier and style are ``group_items[first:first + count]``.
+    members, member_count : ndarray
+        Per persona, the personas its household customers also shop for (``household_members``).
+    event_from, event_to, event_rate, event_age : ndarray
+        Every life event of personas.yml (``life_events``): from and to persona, yearly rate, and
+        the [min, max] age on history_start of the customers it can happen to.
     department_names : list of str
         Merchandise departments then the non-merchandise ones the generator writes.
     """
@@ -82,15 +91,28 @@ class GenerationPlan:
     intensity_cum: np.ndarray
     intensity_flat: np.ndarray
     intensity_offset: np.ndarray
-    department_flat: np.ndarray
     regimes: list[Regime]
-    item_cum: np.ndarray
-    item_span: np.ndarray
-    item_cum_span: np.ndarray
-    item_flat: np.ndarray
-    item_steps: int
     intensity_steps: int
     department_steps: int
+    persona_department: np.ndarray
+    persona_tier: np.ndarray
+    persona_style: np.ndarray
+    regime_boost: np.ndarray
+    regime_style: np.ndarray
+    persona_regimes: np.ndarray
+    day_local: np.ndarray
+    group_first: np.ndarray
+    group_count: np.ndarray
+    group_items: np.ndarray
+    class_tiers: np.ndarray
+    members: np.ndarray
+    member_count: np.ndarray
+    persona_frequency: np.ndarray
+    persona_has_children: np.ndarray
+    event_from: np.ndarray
+    event_to: np.ndarray
+    event_rate: np.ndarray
+    event_age: np.ndarray
     expected_line_value: np.ndarray
     preferred: np.ndarray
     preferred_count: np.ndarray
@@ -141,13 +163,18 @@ def build_plan(personas: dict[str, Persona], scenarios: dict[str, Scenario], hie
     regime_of: dict[tuple[int, tuple[int, ...]], int] = {}
     day_regime = np.empty((len(names), n_days), dtype=np.int32)
     intensity_cum = np.zeros((len(names), n_days + 1))
-    weight_rows: list[np.ndarray] = []
+    n_styles = len(styles)
+    persona_tier = np.zeros((len(names), len(BRAND_TIERS)))
+    persona_style = np.zeros((len(names), n_styles))
     for p, name in enumerate(names):
         persona = personas[name]
         attached = [s for s, sn in enumerate(scenario_names) if name in scenarios[sn].personas]
         share = np.array([persona.department_preferences.get(d, 0.0) for d in catalog.departments])
         tier_mix = persona.brand_tier_affinity or cfg.brand_tier_affinity
         style_base = persona.style_affinity or cfg.style_affinity
+        persona_tier[p] = [tier_mix.get(t, 0.0) for t in BRAND_TIERS]
+        base_style = np.array([style_base.get(x, 0.0) for x in styles])
+        persona_style[p] = base_style / base_style.sum() if base_style.sum() > 0 else 1.0 / n_styles
         visit = np.ones(n_days)
         combos = np.zeros(n_days, dtype=np.int64)
         for bit, s in enumerate(attached):
@@ -156,15 +183,16 @@ def build_plan(personas: dict[str, Persona], scenarios: dict[str, Scenario], hie
             on = tuple(s for bit, s in enumerate(attached) if combo >> bit & 1)
             chosen = [scenarios[scenario_names[s]] for s in on]
             weights = share.copy()
-            style = np.array([style_base.get(x, 0.0) for x in styles])
+            style = np.ones(n_styles)
+            boost = np.ones(n_depts)
             visit_mult = basket_mult = 1.0
             sale_share, sale_depth = 0.0, (0.0, 0.0)
             focus: list[tuple[int, float, np.ndarray]] = []
             for sc in chosen:
-                for dept, boost in sc.department_boost.items():
-                    weights[catalog.departments.index(dept)] *= boost
-                for x, boost in sc.style_boost.items():
-                    style[styles.index(x)] *= boost
+                for dept, factor in sc.department_boost.items():
+                    boost[catalog.departments.index(dept)] *= factor
+                for x, factor in sc.style_boost.items():
+                    style[styles.index(x)] *= factor
                 visit_mult *= sc.visit_multiplier
                 basket_mult *= sc.basket_multiplier
                 if sc.discount_share > sale_share:
@@ -172,23 +200,23 @@ def build_plan(personas: dict[str, Persona], scenarios: dict[str, Scenario], hie
                 for dept, f in sc.class_focus.items():
                     rows = np.array([catalog.class_row(dept, c) for c in f.classes])
                     focus.append((catalog.departments.index(dept), f.share, rows))
+            weights = share * boost
             if weights.sum() <= 0:
-                weights = share.copy()  # every preferred department switched off: keep the base mix
+                # Every preferred department switched off: keep the base mix.
+                weights, boost = share.copy(), np.ones(n_depts)
             weights = weights / weights.sum()
             cum = np.cumsum(weights)
             cum[-1] = 1.0 + 1e-9
-            weight_rows.append(_item_weights(catalog, tier_mix, style))
             regime_of[(p, on)] = len(regimes)
             regimes.append(Regime(persona=p, scenarios=on, department_cum=cum, department_share=weights,
                                   visit_multiplier=visit_mult, basket_multiplier=basket_mult,
                                   sale_share=sale_share, sale_depth=sale_depth, class_focus=focus,
-                                  item_weight_row=len(weight_rows) - 1))
+                                  department_boost=boost, style_boost=style))
             on_days = combos == combo
             day_regime[p, on_days] = regime_of[(p, on)]
             visit[on_days] = visit_mult
         intensity_cum[p, 1:] = np.cumsum(base * visit) / DAYS_PER_MONTH
 
-    item_cum = np.vstack([np.cumsum(w) / w.sum() + 2.0 * i for i, w in enumerate(weight_rows)])
     offsets = np.arange(len(names)) * (intensity_cum[:, -1].max() + 1.0)
 
     # Classes: the persona's listed classes (class level) or the customer's own picks (department level).
@@ -213,6 +241,7 @@ def build_plan(personas: dict[str, Persona], scenarios: dict[str, Scenario], hie
             picks_range[p, d] = (min(int(low), n_classes), min(int(high), n_classes))
 
     # Mean value of a line per persona (outside scenarios), to turn a target order value into lines.
+    groups = _item_groups(catalog)
     q = np.asarray(cfg.quantity_probabilities)
     mean_quantity = float(np.dot(np.arange(1, len(q) + 1), q / q.sum()))
     expected = np.zeros(len(names))
@@ -220,11 +249,7 @@ def build_plan(personas: dict[str, Persona], scenarios: dict[str, Scenario], hie
     for p, name in enumerate(names):
         own = [g for g in regimes if g.persona == p]
         r = next((g for g in own if not g.scenarios), own[0])  # the persona outside its scenarios
-        w = np.diff(np.concatenate([[2.0 * r.item_weight_row], item_cum[r.item_weight_row]]))
-        class_mean = np.bincount(catalog.item_class, weights=w * catalog.item_price,
-                                 minlength=len(catalog.class_names))
-        class_mass = np.bincount(catalog.item_class, weights=w, minlength=len(catalog.class_names))
-        class_mean = class_mean / np.maximum(class_mass, 1e-12)
+        class_mean = _class_mean_price(catalog, groups, persona_tier[p], persona_style[p] * r.style_boost)
         dept_mean = np.zeros(n_depts)
         for d in range(n_depts):
             rows = catalog.department_classes(catalog.departments[d])
@@ -266,13 +291,17 @@ def build_plan(personas: dict[str, Persona], scenarios: dict[str, Scenario], hie
         scenario_days=active, day_regime=day_regime,
         intensity_cum=intensity_cum, intensity_flat=_padded((intensity_cum + offsets[:, None]).ravel(), n_days),
         intensity_offset=offsets, intensity_steps=int(n_days).bit_length(),
-        department_flat=_padded(np.concatenate([r.department_cum + 2.0 * i for i, r in enumerate(regimes)]),
-                                n_depts - 1),
         department_steps=max(n_depts - 1, 1).bit_length(),
-        regimes=regimes, item_cum=item_cum, **_item_spans(item_cum, regimes, catalog),
-        item_flat=_padded(item_cum.ravel(), int(catalog.class_n_items.max()) - 1),
-        item_steps=max(int(catalog.class_n_items.max()) - 1, 1).bit_length(),
-        expected_line_value=expected,
+        regimes=regimes, expected_line_value=expected,
+        persona_department=np.array([[personas[n].department_preferences.get(d, 0.0) for d in catalog.departments]
+                                     for n in names]),
+        persona_tier=persona_tier, persona_style=persona_style,
+        regime_boost=np.vstack([r.department_boost for r in regimes]),
+        regime_style=np.vstack([r.style_boost for r in regimes]),
+        **_persona_regimes(regimes, day_regime), **groups,
+        **_members(personas, names), **_life_events(personas, names),
+        persona_frequency=np.array([np.mean(personas[n].spending_profile.frequency_per_month) for n in names]),
+        persona_has_children=np.array([personas[n].demographics.has_children for n in names]),
         preferred=preferred, preferred_count=preferred_count, class_level=class_level,
         picks_range=picks_range, picks_used=_picks_used(regimes, class_level),
         focus_share=_focus_share(regimes, n_depts), exploration=exploration, department_names=department_names,
@@ -326,27 +355,67 @@ def _focus_share(regimes: list[Regime], n_depts: int) -> np.ndarray:
     return share
 
 
-def _item_spans(item_cum: np.ndarray, regimes: list[Regime], catalog: Catalog) -> dict[str, np.ndarray]:
-    """Search bounds of every (regime, class) pair in the flattened ``item_cum`` (see :func:`_draw_items`)."""
-    width = item_cum.shape[1]
-    row = np.repeat([g.item_weight_row for g in regimes], len(catalog.class_names))
-    first = np.tile(catalog.class_first_item, len(regimes))
-    lo = row * width + first
-    hi = lo + np.tile(catalog.class_n_items, len(regimes)) - 1
-    flat = item_cum.ravel()
-    low = np.where(first > 0, flat[lo - 1], 2.0 * row)
-    return {"item_span": np.vstack([lo, hi]), "item_cum_span": np.vstack([low, flat[hi]])}
+def _persona_regimes(regimes: list[Regime], day_regime: np.ndarray) -> dict[str, np.ndarray]:
+    """Each persona's regimes (padded with its first) and its regime of each day as an index into them."""
+    n_personas = day_regime.shape[0]
+    own = [[r for r, g in enumerate(regimes) if g.persona == p] for p in range(n_personas)]
+    width = max(len(rows) for rows in own)
+    table = np.array([rows + [rows[0]] * (width - len(rows)) for rows in own], dtype=np.int64)
+    local = np.zeros(len(regimes), dtype=np.int64)
+    for rows in own:
+        local[rows] = np.arange(len(rows))
+    return {"persona_regimes": table, "day_local": local[day_regime]}
 
 
-def _item_weights(catalog: Catalog, tier_mix: dict[str, float], style: np.ndarray) -> np.ndarray:
-    """Choice weight of every item so that, within a class, tier shares equal ``tier_mix``."""
-    tier = np.array([tier_mix.get(t, 0.0) for t in BRAND_TIERS])
-    w_style = style[catalog.item_style] + 1e-9
-    key = catalog.item_class * len(BRAND_TIERS) + catalog.item_tier
-    mass = np.bincount(key, weights=w_style, minlength=len(catalog.class_names) * len(BRAND_TIERS))
-    weights = tier[catalog.item_tier] * w_style / mass[key]
-    # A class missing a tier the persona likes still sells: give its items a small floor.
-    return weights + 1e-6
+def _life_events(personas: dict[str, Persona], names: list[str]) -> dict[str, np.ndarray]:
+    """Every configured life event as parallel arrays (see :class:`GenerationPlan`)."""
+    rows = [(p, names.index(e.to), e.yearly_rate, *(e.age_range or (0.0, np.inf)))
+            for p, name in enumerate(names) for e in personas[name].life_events]
+    table = np.array(rows, dtype=float).reshape(-1, 5)
+    return {"event_from": table[:, 0].astype(np.int64), "event_to": table[:, 1].astype(np.int64),
+            "event_rate": table[:, 2], "event_age": table[:, 3:5]}
+
+
+def _item_groups(catalog: Catalog) -> dict[str, np.ndarray]:
+    """Items grouped by (class, brand tier, style): a line draws its tier, then its style, then an item.
+
+    Drawing in three small steps lets every customer have their own tier and style mix
+    without a weight table per customer.
+    """
+    n_tiers, n_styles = len(BRAND_TIERS), len(catalog.styles)
+    key = (catalog.item_class * n_tiers + catalog.item_tier) * n_styles + catalog.item_style
+    order = np.argsort(key, kind="stable")
+    count = np.bincount(key, minlength=len(catalog.class_names) * n_tiers * n_styles)
+    first = np.concatenate([[0], np.cumsum(count)[:-1]])
+    shape = (len(catalog.class_names), n_tiers, n_styles)
+    count = count.reshape(shape)
+    return {"group_first": first.reshape(shape), "group_count": count, "group_items": order,
+            "class_tiers": (count.sum(axis=2) > 0).astype(float)}
+
+
+def _class_mean_price(catalog: Catalog, groups: dict, tier: np.ndarray, style: np.ndarray) -> np.ndarray:
+    """Mean price of a line of each class for a shopper with these tier shares and style weights."""
+    count = groups["group_count"]
+    n_tiers, n_styles = count.shape[1], count.shape[2]
+    key = (catalog.item_class * n_tiers + catalog.item_tier) * n_styles + catalog.item_style
+    price = np.bincount(key, weights=catalog.item_price, minlength=count.size).reshape(count.shape)
+    mean = price / np.maximum(count, 1)
+    style_mass = count * (style[None, None, :] + 1e-9)
+    within_tier = (style_mass * mean).sum(axis=2) / np.maximum(style_mass.sum(axis=2), 1e-12)
+    tier_mass = groups["class_tiers"] * (tier[None, :] + 1e-9)
+    return (tier_mass * within_tier).sum(axis=1) / tier_mass.sum(axis=1)
+
+
+def _members(personas: dict[str, Persona], names: list[str]) -> dict[str, np.ndarray]:
+    """Per persona, the indices of its household members (padded with 0) and their number."""
+    width = max([len(personas[n].household_members) for n in names] + [1])
+    members = np.zeros((len(names), width), dtype=np.int64)
+    count = np.zeros(len(names), dtype=np.int64)
+    for p, name in enumerate(names):
+        listed = [names.index(m) for m in personas[name].household_members]
+        members[p, :len(listed)] = listed
+        count[p] = len(listed)
+    return {"members": members, "member_count": count}
 
 
 def _product_codes(plan_departments: list[str], classes: list[list[str]],

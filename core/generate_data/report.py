@@ -6,8 +6,12 @@ with the number of customers) and then compares what was realised with what
 the config asked for:
 
 - persona mix against the configured weights (chi-square test);
-- department line share per persona against its preferences, and against
-  the share expected once the persona's scenarios are applied;
+- department, brand-tier and usual-class line shares per persona against
+  what ``personas.yml`` and ``customer_variation`` imply (worked out from the
+  config itself, not from the generator's plan), within ``share_z``
+  standard errors derived from the numbers of customers, orders and lines;
+- how much customers of one persona differ (their department mixes), and the
+  share of household customers, against the config;
 - average order value and visit rate per persona against their ranges;
 - return rate per department against the configured rates;
 - the uplift realised inside each scenario window against outside it.
@@ -19,10 +23,19 @@ whether it passed; :attr:`GenerationReport.failures` lists those that did not.
 from __future__ import annotations
 
 import numpy as np
-from scipy import stats
+import pandas as pd
+from scipy import integrate, stats
 
 from core.domain.columns import DAYS_PER_MONTH
+from core.generate_data.personas import Persona, Scenario
 from core.generate_data.plan import GenerationPlan
+from core.generate_data.settings import BRAND_TIERS
+
+MIN_EXPECTED_LINES = 20
+"""A department the config expects this many lines of, and none bought, fails whatever the tolerance."""
+
+MIN_LINES_FOR_SPREAD = 30
+"""Customers with fewer merchandise lines are left out of the measured spread of department mixes."""
 
 
 class GenerationReport:
@@ -31,20 +44,27 @@ class GenerationReport:
     Parameters
     ----------
     plan : GenerationPlan
+        What the generator draws from (its catalog and calendar).
+    personas, scenarios : dict, optional
+        The configuration the data is judged against; by default the plan's. Passing the
+        config's own lets a plan that strays from it be caught.
     """
 
-    def __init__(self, plan: GenerationPlan):
+    def __init__(self, plan: GenerationPlan, personas: dict[str, Persona] | None = None,
+                 scenarios: dict[str, Scenario] | None = None):
         self.plan = plan
+        self.config_personas = personas if personas is not None else plan.personas
+        self.config_scenarios = scenarios if scenarios is not None else plan.scenarios
         P, D = len(plan.persona_names), plan.n_days
         M, K = len(plan.catalog.departments), len(plan.catalog.class_names)
         self.customers = np.zeros(P, dtype=np.int64)
+        self.customers_at_end = np.zeros(P, dtype=np.int64)
         self.extra_orders = np.zeros(P)
         self.active_months = np.zeros(P)
         self.merch_orders = np.zeros(P)
         self.merch_value = np.zeros(P)
         self.lines = np.zeros((P, M))
         self.spend = np.zeros((P, M))
-        self.expected_lines = np.zeros((P, M))
         self.dept_lines = np.zeros(M)
         self.dept_returned = np.zeros(M)
         self.dept_expected_returns = np.zeros(M)
@@ -59,6 +79,18 @@ class GenerationReport:
         self.focus_classes = sorted({plan.catalog.class_row(dept, name) for sc in plan.scenarios.values()
                                      for dept, focus in sc.class_focus.items() for name in focus.classes})
         self.class_by_day = np.zeros((P, D, len(self.focus_classes)))
+        self.class_lines = np.zeros((P, K))
+        self.tier_lines = np.zeros((P, len(BRAND_TIERS)))
+        self.slot_lines_sq = np.zeros(P)
+        self.group_lines_sq = np.zeros(P)
+        self.spread_customers = np.zeros(P)
+        self.spread_sum = np.zeros((P, M))
+        self.spread_sq = np.zeros((P, M))
+        self.spread_noise = np.zeros((P, M))
+        self.event_years = np.zeros(len(plan.event_rate))
+        self.event_counts = np.zeros(len(plan.event_rate))
+        self.household_eligible = np.zeros(P)
+        self.households = np.zeros(P)
         self.other_lines: dict[str, int] = {}
         self.data_quality_lines = 0
         self.merchandise_lines = 0
@@ -71,43 +103,47 @@ class GenerationReport:
         M = len(plan.catalog.departments)
         c, o, lines = block["customers"], block["orders"], block["lines"]
         persona = c["persona"]
-        self.customers += np.bincount(persona, minlength=P)
+        self.customers += np.bincount(persona, minlength=P)  # the persona each customer started as
+        self.customers_at_end += np.bincount(o["to"], minlength=P)
         end = np.where(o["dropped"], o["last_day"], D - 1)
         exposure_end = np.where(o["dropped"], o["last_day"] - 1, D - 1)
-        span_months = (end - o["first_day"]) / DAYS_PER_MONTH
-        self.extra_orders += np.bincount(persona, weights=o["n_orders"] - 1, minlength=P)
-        self.active_months += np.bincount(persona, weights=span_months, minlength=P)
+        # A life event on day e splits a customer's time: before it they count for their first
+        # persona, from it for their new one, at their new visit rate.
+        event, after, rate_after = o["event_day"], o["to"], o["rate_after"]
+        before_months = (np.minimum(end, event) - o["first_day"]) / DAYS_PER_MONTH
+        after_months = np.maximum(end - event, 0) / DAYS_PER_MONTH
+        self.active_months += (np.bincount(persona, weights=before_months, minlength=P)
+                               + np.bincount(after, weights=after_months, minlength=P))
         # Visit rates are measured on the visits after each customer's first: those follow the
         # calendar and scenarios, while a first visit marks when the customer was first seen.
         starts = o["first_day"] + 1
-        live = starts <= exposure_end
         # Exposure is weighted by each customer's own visit rate: frequent visitors use up their
         # purchases sooner, so the mix of customers still active changes over the window.
-        rate = c["rate"][live]
-        np.add.at(self.active_by_day, (persona[live], starts[live]), rate)
-        np.add.at(self.active_by_day, (persona[live], exposure_end[live] + 1), -rate)
+        for who, rate, low, high in ((persona, c["rate"], starts, np.minimum(exposure_end, event - 1)),
+                                     (after, rate_after, np.maximum(starts, event), exposure_end)):
+            live = low <= high
+            np.add.at(self.active_by_day, (who[live], low[live]), rate[live])
+            np.add.at(self.active_by_day, (who[live], high[live] + 1), -rate[live])
         # A dropped customer's last visit ends their exposure: given it, the visits between are
         # spread by the calendar alone, so it is left out too.
-        order_persona = persona[o["customer"]]
+        order_persona = o["persona"]
         self.all_orders_by_persona += np.bincount(order_persona, minlength=P)
         cust = o["customer"]
         later = np.r_[False, cust[1:] == cust[:-1]]
+        self.extra_orders += np.bincount(order_persona[later], minlength=P)
         last = np.r_[cust[1:] != cust[:-1], True] & o["dropped"][cust]
         counted = later & ~last
         self.orders_by_day += np.bincount(order_persona[counted] * D + o["day"][counted],
                                           minlength=P * D).reshape(P, D)
+        self._add_life_events(block)
 
-        line_persona = order_persona[lines["order"]]
+        line_persona = lines["persona"]  # whom the line was bought for (a household member's persona)
         line_day = o["day"][lines["order"]]
         dept = lines["merch_dept"]
         key = line_persona * M + dept
         self.lines += np.bincount(key, minlength=P * M).reshape(P, M)
         self.spend += np.bincount(key, weights=lines["amount"], minlength=P * M).reshape(P, M)
-        shares = np.vstack([r.department_share for r in plan.regimes])
-        regime_counts = np.bincount(lines["regime"], minlength=len(plan.regimes))
-        for r, count in enumerate(regime_counts):
-            if count:
-                self.expected_lines[plan.regimes[r].persona] += count * shares[r]
+        self._add_mixes(block, line_persona, dept)
         order_value = np.bincount(lines["order"], weights=lines["amount"], minlength=len(o["day"]))
         has_lines = np.bincount(lines["order"], minlength=len(o["day"])) > 0
         self.merch_orders += np.bincount(order_persona, weights=has_lines, minlength=P)
@@ -138,16 +174,72 @@ class GenerationReport:
             if ":" not in kind:
                 self.other_lines[kind] = self.other_lines.get(kind, 0) + int((other["dept"] == d).sum())
 
+    def _add_mixes(self, block: dict, line_persona: np.ndarray, dept: np.ndarray) -> None:
+        """Counts behind the mix checks: classes, tiers, clustering of lines, per-customer spread."""
+        P, K, M = len(self.plan.persona_names), self._K, len(self.plan.catalog.departments)
+        c, lines = block["customers"], block["lines"]
+        slot_persona = c["slots"]["persona"]
+        n_slots = len(slot_persona)
+        self.class_lines += np.bincount(line_persona * K + lines["class_row"], minlength=P * K).reshape(P, K)
+        self.tier_lines += np.bincount(line_persona * 3 + lines["tier"], minlength=P * 3).reshape(P, 3)
+        per_slot = np.bincount(lines["slot"], minlength=n_slots)
+        self.slot_lines_sq += np.bincount(slot_persona, weights=per_slot.astype(float) ** 2, minlength=P)
+        # Lines of one order for one person share its main department: they count as a cluster.
+        group = lines["order"] * n_slots + lines["slot"]
+        uniques, sizes = np.unique(group, return_counts=True)
+        self.group_lines_sq += np.bincount(slot_persona[uniques % n_slots], weights=sizes.astype(float) ** 2,
+                                           minlength=P)
+        # Spread between customers: the department mixes of those who shop for themselves alone.
+        n = len(c["persona"])
+        own = np.bincount(lines["slot"] * M + dept, minlength=n_slots * M).reshape(n_slots, M)[:n]
+        total = own.sum(axis=1)
+        keep = (total >= MIN_LINES_FOR_SPREAD) & ~c["household"] & self._single_persona(block)
+        share = own[keep] / total[keep, None]
+        persona = c["persona"][keep]
+        self.spread_customers += np.bincount(persona, minlength=P)
+        # The noise of each customer's share from their finite lines, to take out of the spread: binomial,
+        # times the design effect of lines of one order sharing its main department (basket_focus each,
+        # so two lines of an order correlate by basket_focus squared).
+        square_sums = np.bincount(uniques % n_slots, weights=sizes.astype(float) ** 2, minlength=n_slots)[:n]
+        focus = self.plan.cfg.basket_focus
+        n_lines = total[keep].astype(float)
+        design = 1 + focus**2 * (square_sums[keep] - n_lines) / n_lines
+        noise = share * (1 - share) / (n_lines[:, None] - 1) * design[:, None]
+        for d in range(M):
+            self.spread_sum[:, d] += np.bincount(persona, weights=share[:, d], minlength=P)
+            self.spread_sq[:, d] += np.bincount(persona, weights=share[:, d] ** 2, minlength=P)
+            self.spread_noise[:, d] += np.bincount(persona, weights=noise[:, d], minlength=P)
+        eligible = self.plan.member_count[c["persona"]] > 0
+        self.household_eligible += np.bincount(c["persona"][eligible], minlength=P)
+        self.households += np.bincount(c["persona"][c["household"]], minlength=P)
+
+    @staticmethod
+    def _single_persona(block: dict) -> np.ndarray:
+        """Customers who kept one persona through the history."""
+        return block["orders"]["event"] < 0
+
+    def _add_life_events(self, block: dict) -> None:
+        """Per configured life event: years its customers were exposed to it, and the events drawn."""
+        plan = self.plan
+        c, o = block["customers"], block["orders"]
+        for j in range(len(plan.event_rate)):
+            eligible = ((c["persona"] == plan.event_from[j]) & (c["age"] >= plan.event_age[j, 0])
+                        & (c["age"] <= plan.event_age[j, 1]))
+            self.event_years[j] += float(o["at_risk_years"][eligible].sum())
+            self.event_counts[j] += int((o["event"] == j).sum())
+
     def merge(self, other: "GenerationReport") -> None:
         """Add the counts of ``other`` (a report of other blocks of the same plan)."""
         for name, value in vars(other).items():
+            if name in ("plan", "config_personas", "config_scenarios"):
+                continue
             if isinstance(value, np.ndarray):
                 getattr(self, name).__iadd__(value)
             elif isinstance(value, dict):
                 mine = getattr(self, name)
                 for key, count in value.items():
                     mine[key] = mine.get(key, 0) + count
-            elif isinstance(value, int) and name not in ("_K",):
+            elif isinstance(value, int) and not isinstance(value, bool) and name not in ("_K",):
                 setattr(self, name, getattr(self, name) + value)
 
     # ------------------------------------------------------------------------------------------
@@ -160,6 +252,11 @@ class GenerationReport:
             "customers": int(self.customers.sum()),
             "persona_mix": self._persona_mix(tol),
             "department_share": self._department_share(tol),
+            "brand_tier_share": self._tier_share(tol),
+            "usual_class_share": self._usual_class_share(tol),
+            "customer_spread": self._spread(),
+            "households": self._households(tol),
+            "life_events": self._life_events(tol),
             "order_value_and_visits": self._ranges(tol),
             "return_rates": self._returns(tol),
             "scenarios": self._scenarios(tol),
@@ -187,34 +284,245 @@ class GenerationReport:
         return {"chi_square_p_value": round(p_value, 6), "passed": bool(ok),
                 "personas": {p: {"configured_share": round(float(w / weights.sum()), 4),
                                  "realised_share": round(float(n / max(self.customers.sum(), 1)), 4),
-                                 "customers": int(n)}
-                             for p, w, n in zip(plan.persona_names, weights, self.customers)}}
+                                 "customers": int(n), "customers_at_end_of_history": int(end)}
+                             for p, w, n, end in zip(plan.persona_names, weights, self.customers,
+                                                     self.customers_at_end)}}
 
     def _department_share(self, tol) -> dict:
-        plan = self.plan
-        out = {}
+        """Each persona's department line shares against personas.yml (with its scenarios) and the variation.
+
+        The expected share is worked out from the config alone: the persona's
+        preferences, boosted on each day by the scenarios that config makes
+        active then, averaged over the Dirichlet spread of customers
+        (:func:`dirichlet_boosted_mean`), weighted by the lines realised each day.
+        """
+        plan, out = self.plan, {}
+        expected_daily = self._expected_department_shares()  # (P, D, M)
+        alpha = plan.cfg.customer_variation.department_concentration
         for p, name in enumerate(plan.persona_names):
             total = self.lines[p].sum()
-            pref = plan.personas[name].department_preferences
+            pref = self.config_personas[name].department_preferences
+            expected_lines = (self.lines_by_day[p][:, None] * expected_daily[p]).sum(axis=0)
             rows = {}
             checked = total >= tol.min_group_size
             for d, dept in enumerate(plan.catalog.departments):
                 configured = pref.get(dept, 0.0)
-                expected = self.expected_lines[p, d] / max(self.expected_lines[p].sum(), 1)
+                expected = expected_lines[d] / max(total, 1)
                 realised = self.lines[p, d] / max(total, 1)
                 if configured == 0 and realised == 0:
                     continue
-                ok = not checked or abs(realised - expected) <= tol.department_share_abs
+                allowed = tol.share_z * self._share_error(p, configured, alpha, total)
+                # A configured department nobody bought fails even when customers differ so much
+                # that its pooled share is uncertain: MIN_EXPECTED_LINES expected lines and none seen.
+                vanished = expected_lines[d] >= MIN_EXPECTED_LINES and self.lines[p, d] == 0
+                ok = not checked or (abs(realised - expected) <= allowed and not vanished)
                 if not ok:
-                    self.failures.append(f"{name}: {dept} is {realised:.3f} of lines, expected {expected:.3f} "
-                                         f"(configured {configured:.3f}) +- {tol.department_share_abs}")
+                    self.failures.append(f"{name}: {dept} is {realised:.4f} of lines, personas.yml implies "
+                                         f"{expected:.4f} (configured {configured:.3f}) +- {allowed:.4f}")
                 rows[dept] = {"configured_line_share": round(configured, 4),
                               "expected_line_share_with_scenarios": round(float(expected), 4),
                               "realised_line_share": round(float(realised), 4),
+                              "tolerance": round(float(allowed), 4),
                               "realised_spend_share": round(float(self.spend[p, d] / max(self.spend[p].sum(), 1)), 4),
                               "passed": bool(ok)}
             out[name] = {"lines": int(total), "departments": rows}
         return out
+
+    def _share_error(self, p: int, share: float, alpha: float, total: float) -> float:
+        """Standard error of a persona's pooled line share whose customers' shares are Dirichlet(alpha) draws.
+
+        Between customers: ``share (1 - share) / (alpha + 1)`` per customer,
+        weighted by their squared line counts; within: lines of one order for
+        one person come as a cluster (their sum of squares).
+        """
+        if total <= 0:
+            return 0.0
+        spread = share * (1 - share)
+        between = spread / (alpha + 1) * self.slot_lines_sq[p] / total**2 if np.isfinite(alpha) else 0.0
+        within = spread * self.group_lines_sq[p] / total**2
+        return float(np.sqrt(between + within))
+
+    def _expected_department_shares(self) -> np.ndarray:
+        """(personas, days, departments): each day's expected line share, from personas.yml alone."""
+        plan = self.plan
+        departments = plan.catalog.departments
+        alpha = plan.cfg.customer_variation.department_concentration
+        active = config_scenario_days(self.config_scenarios, plan.data.history_start, plan.n_days)
+        out = np.zeros((len(plan.persona_names), plan.n_days, len(departments)))
+        names = list(self.config_scenarios)
+        for p, name in enumerate(plan.persona_names):
+            persona = self.config_personas[name]
+            base = np.array([persona.department_preferences.get(d, 0.0) for d in departments])
+            attached = [s for s, sn in enumerate(names) if name in self.config_scenarios[sn].personas]
+            combos = np.zeros(plan.n_days, dtype=np.int64)
+            for bit, s in enumerate(attached):
+                combos |= active[s].astype(np.int64) << bit
+            for combo in np.unique(combos):
+                boost = np.ones(len(departments))
+                for bit, s in enumerate(attached):
+                    if combo >> bit & 1:
+                        for dept, factor in self.config_scenarios[names[s]].department_boost.items():
+                            boost[departments.index(dept)] *= factor
+                if (base * boost).sum() <= 0:
+                    boost = np.ones(len(departments))
+                out[p, combos == combo] = dirichlet_boosted_mean(alpha * base, boost)
+        return out
+
+    def _tier_share(self, tol) -> dict:
+        """Brand-tier line shares per persona against brand_tier_affinity (classes lacking a tier left out)."""
+        plan, out = self.plan, {}
+        alpha = plan.cfg.customer_variation.brand_tier_concentration
+        default = plan.cfg.brand_tier_affinity
+        patterns, pattern_of = np.unique(plan.class_tiers, axis=0, return_inverse=True)
+        pattern_of = pattern_of.ravel()
+        for p, name in enumerate(plan.persona_names):
+            mix = self.config_personas[name].brand_tier_affinity or default
+            configured = np.array([mix.get(t, 0.0) for t in BRAND_TIERS])
+            per_pattern = np.vstack([dirichlet_boosted_mean(alpha * configured, b + 1e-9) for b in patterns])
+            expected_lines = (self.class_lines[p][:, None] * per_pattern[pattern_of]).sum(axis=0)
+            total = self.tier_lines[p].sum()
+            rows = {}
+            for t, tier in enumerate(BRAND_TIERS):
+                expected = expected_lines[t] / max(total, 1)
+                realised = self.tier_lines[p, t] / max(total, 1)
+                allowed = tol.share_z * self._share_error(p, configured[t], alpha, total)
+                ok = total < tol.min_group_size or abs(realised - expected) <= allowed
+                if not ok:
+                    self.failures.append(f"{name}: brand tier {tier} is {realised:.4f} of lines, personas.yml "
+                                         f"implies {expected:.4f} +- {allowed:.4f}")
+                rows[tier] = {"configured_line_share": round(float(configured[t]), 4),
+                              "expected_line_share": round(float(expected), 4),
+                              "realised_line_share": round(float(realised), 4),
+                              "tolerance": round(float(allowed), 4), "passed": bool(ok)}
+            out[name] = rows
+        return out
+
+    def _usual_class_share(self, tol) -> dict:
+        """Share of a class-level department's lines in the persona's listed classes, against the config.
+
+        Outside the listed classes go the ``exploration_share`` of lines (spread over all the
+        department's classes) and, inside a scenario's window, its class focus.
+        """
+        plan, out = self.plan, {}
+        cat = plan.catalog
+        active = config_scenario_days(self.config_scenarios, plan.data.history_start, plan.n_days)
+        names = list(self.config_scenarios)
+        for p, name in enumerate(plan.persona_names):
+            persona = self.config_personas[name]
+            explore = plan.cfg.exploration_share if persona.exploration_share is None else persona.exploration_share
+            rows = {}
+            for dept, classes in persona.class_preferences.items():
+                d = cat.departments.index(dept)
+                members = cat.department_classes(dept)
+                listed = {cat.class_row(dept, c) for c in classes}
+                base = (1 - explore) + explore * len(listed) / len(members)
+                share_by_day = np.full(plan.n_days, base)
+                focus = [(s, self.config_scenarios[sn].class_focus[dept]) for s, sn in enumerate(names)
+                         if name in self.config_scenarios[sn].personas and dept in self.config_scenarios[sn].class_focus]
+                for day in np.flatnonzero(np.any([active[s] for s, _ in focus], axis=0)) if focus else []:
+                    on = [f for s, f in focus if active[s, day]]
+                    share_by_day[day] = _focused_share(base, on, cat, dept, listed)
+                dept_lines = self.lines_by_day_dept[p, :, d]
+                total = dept_lines.sum()
+                expected = float((dept_lines * share_by_day).sum() / max(total, 1))
+                realised = float(self.class_lines[p, sorted(listed)].sum() / max(total, 1))
+                allowed = tol.share_z * float(np.sqrt(expected * (1 - expected) / max(total, 1)))
+                ok = total < tol.min_group_size or abs(realised - expected) <= allowed
+                if not ok:
+                    self.failures.append(f"{name}: {realised:.4f} of {dept} lines are in its listed classes, "
+                                         f"personas.yml implies {expected:.4f} +- {allowed:.4f}")
+                rows[dept] = {"expected_share_in_listed_classes": round(expected, 4),
+                              "realised_share_in_listed_classes": round(realised, 4),
+                              "tolerance": round(allowed, 4), "lines": int(total), "passed": bool(ok)}
+            out[name] = rows
+        return out
+
+    def _spread(self) -> dict:
+        """How much customers of one persona differ: between-customer SD of department shares.
+
+        Measured on customers with at least :data:`MIN_LINES_FOR_SPREAD` lines who shop for
+        themselves alone and keep one persona. The observed SD includes the noise of a finite
+        number of lines; the between-customer SD takes out its binomial part (lines drawn one
+        by one, and lines of one order sharing its main department).
+        Below 0.8 of the SD ``department_concentration`` implies fails: customers vary less
+        than asked.
+        """
+        plan, out = self.plan, {}
+        alpha = plan.cfg.customer_variation.department_concentration
+        min_group = plan.cfg.report_tolerances.min_group_size
+        for p, name in enumerate(plan.persona_names):
+            n = self.spread_customers[p]
+            pref = self.config_personas[name].department_preferences
+            configured = np.array([pref.get(d, 0.0) for d in plan.catalog.departments])
+            used = configured > 0
+            if n < 2:
+                out[name] = {"customers": int(n), "passed": True, "note": "too few customers to measure"}
+                continue
+            mean = self.spread_sum[p] / n
+            observed = np.maximum(self.spread_sq[p] / n - mean**2, 0.0) * n / (n - 1)
+            between = np.sqrt(np.maximum(observed - self.spread_noise[p] / n, 0.0))
+            wanted = np.sqrt(configured * (1 - configured) / (alpha + 1))
+            weighted = {label: float((configured[used] * v[used]).sum())
+                        for label, v in (("observed", np.sqrt(observed)), ("between", between),
+                                         ("wanted", wanted))}
+            ok = n < min_group or weighted["between"] >= 0.8 * weighted["wanted"]
+            if not ok:
+                self.failures.append(f"{name}: customers' department shares differ by {weighted['between']:.3f} "
+                                     f"(SD between customers, share-weighted), below 0.8 x the "
+                                     f"{weighted['wanted']:.3f} department_concentration {alpha:g} asks for")
+            out[name] = {"customers": int(n),
+                         "observed_sd_share_weighted": round(weighted["observed"], 4),
+                         "between_customer_sd_share_weighted": round(weighted["between"], 4),
+                         "configured_sd_share_weighted": round(weighted["wanted"], 4),
+                         "between_customer_sd": {d: round(float(v), 4) for d, v, u in
+                                                 zip(plan.catalog.departments, between, used) if u},
+                         "passed": bool(ok)}
+        return out
+
+    def _life_events(self, tol) -> dict:
+        """Realised life events per configured one against its yearly rate (personas.yml ``life_events``).
+
+        Expected events are the rate times the years its customers were exposed (from the day
+        after their first visit until their event or the end of the history); the count is
+        Poisson, so it may stray ``share_z`` square roots of the expectation.
+        """
+        plan, out = self.plan, {}
+        names = plan.persona_names
+        configured = {(name, e.to): e for name in names for e in self.config_personas[name].life_events}
+        for j in range(len(plan.event_rate)):
+            source, target = names[plan.event_from[j]], names[plan.event_to[j]]
+            event = configured.get((source, target))
+            rate = event.yearly_rate if event is not None else 0.0
+            expected = rate * self.event_years[j]
+            realised = self.event_counts[j]
+            allowed = tol.share_z * np.sqrt(max(expected, 1.0))
+            ok = abs(realised - expected) <= allowed
+            if not ok:
+                self.failures.append(f"life event {source} -> {target}: {int(realised)} events in "
+                                     f"{self.event_years[j]:.0f} customer-years, personas.yml's yearly rate {rate} "
+                                     f"implies {expected:.1f} +- {allowed:.1f}")
+            out[f"{source} -> {target}"] = {
+                "configured_yearly_rate": rate,
+                "realised_yearly_rate": round(float(realised / max(self.event_years[j], 1e-9)), 4),
+                "customer_years_at_risk": round(float(self.event_years[j]), 1), "events": int(realised),
+                "expected_events": round(float(expected), 1), "tolerance": round(float(allowed), 1),
+                "passed": bool(ok)}
+        return out
+
+    def _households(self, tol) -> dict:
+        """Share of customers shopping for a household member, against generate_data.households.share."""
+        share = self.plan.cfg.households.share
+        eligible, households = float(self.household_eligible.sum()), float(self.households.sum())
+        realised = households / eligible if eligible else 0.0
+        allowed = tol.share_z * np.sqrt(share * (1 - share) / max(eligible, 1))
+        ok = eligible < tol.min_group_size or abs(realised - share) <= allowed
+        if not ok:
+            self.failures.append(f"households: {realised:.4f} of eligible customers shop for a household member, "
+                                 f"configured {share} +- {allowed:.4f}")
+        return {"configured_share": share, "realised_share": round(realised, 4),
+                "eligible_customers": int(eligible), "household_customers": int(households),
+                "share_of_all_customers": round(households / max(float(self.customers.sum()), 1), 4),
+                "tolerance": round(float(allowed), 4), "passed": bool(ok)}
 
     def _ranges(self, tol) -> dict:
         plan, out = self.plan, {}
@@ -262,10 +570,13 @@ class GenerationReport:
                 continue
             realised = self.dept_returned[d] / n
             expected = self.dept_expected_returns[d] / n
-            ok = n < tol.min_group_size or abs(realised - expected) <= tol.return_rate_abs
+            # Lines are returned one by one with their own chance: a binomial error, share_z of them wide,
+            # never narrower than return_rate_abs.
+            allowed = max(tol.share_z * float(np.sqrt(expected * (1 - expected) / n)), tol.return_rate_abs)
+            ok = n < tol.min_group_size or abs(realised - expected) <= allowed
             if not ok:
                 self.failures.append(f"returns: {dept} {realised:.3f} of lines, expected {expected:.3f} "
-                                     f"+- {tol.return_rate_abs}")
+                                     f"+- {allowed:.4f}")
             out[dept] = {"configured_rate": cfg.department_return_rates.get(dept, cfg.return_rate),
                          "expected_rate_with_online": round(float(expected), 4),
                          "realised_rate": round(float(realised), 4), "lines": int(n), "passed": bool(ok)}
@@ -285,7 +596,7 @@ class GenerationReport:
         base = plan.base_intensity
         regimes = plan.regimes
         visit_mult = np.array([r.visit_multiplier for r in regimes])[plan.day_regime]
-        shares = np.vstack([r.department_share for r in regimes])[plan.day_regime]  # (P, D, M)
+        shares = self._expected_department_shares()  # (P, D, M)
         sale = np.array([r.sale_share for r in regimes])[plan.day_regime]
         promo = plan.cfg.promotion_share
         discount_chance = 1 - (1 - promo) * (1 - sale)
@@ -301,18 +612,27 @@ class GenerationReport:
             all_orders = self.all_orders_by_persona[rows].sum()
             lines_per_order = max(float(all_lines / all_orders), 1.0) if all_orders else 1.0
 
+            # Customers differ in their mixes (customer_variation), so the lines of one customer inside
+            # (or outside) the window move together: their clustering adds to that of baskets, the more
+            # the fewer customers share the window's lines (their squared line counts, in proportion).
+            customer_cluster = self.slot_lines_sq[rows].sum() / max(self.lines[rows].sum(), 1.0)
+            in_share = float(self.lines_by_day[rows][:, inside].sum() / max(all_lines, 1.0))
+
             def ratio(numerator: np.ndarray, denominator: np.ndarray, label: str = "",
-                      cluster: float = 1.0) -> float | None:
+                      cluster: float = 1.0, concentration: float = np.inf) -> float | None:
                 num_in, num_out = numerator[inside].sum(), numerator[~inside].sum()
                 den_in, den_out = denominator[inside].sum(), denominator[~inside].sum()
                 if min(den_in, den_out, num_out) <= 0:
                     return None
                 value = float((num_in / den_in) / (num_out / den_out) - 1)
                 if label:
-                    # Three standard errors of a ratio of two counts. Lines come in baskets (and
+                    # share_z standard errors of a ratio of two counts. Lines come in baskets (and
                     # baskets share a main department), so they count as orders, not as lines.
-                    eff_in, eff_out = max(num_in / cluster, 1.0), max(num_out / cluster, 1.0)
-                    noise[label] = 3.0 * (1 + value) * float(np.sqrt(1 / eff_in + 1 / eff_out))
+                    spread = customer_cluster / (concentration + 1)
+                    cluster_in = cluster + in_share * spread
+                    cluster_out = cluster + (1 - in_share) * spread
+                    eff_in, eff_out = max(num_in / cluster_in, 1.0), max(num_out / cluster_out, 1.0)
+                    noise[label] = tol.share_z * (1 + value) * float(np.sqrt(1 / eff_in + 1 / eff_out))
                 return value
 
             def judge(label: str, configured: float, realised: float | None, expected: float | None,
@@ -343,14 +663,17 @@ class GenerationReport:
                 d = plan.catalog.departments.index(dept)
                 dept_lines = self.lines_by_day_dept[rows][:, :, d].sum(axis=0)
                 expected_lines = (line_rows * shares[rows][:, :, d]).sum(axis=0)
-                judge(f"department {dept}", factor, ratio(dept_lines, lines, f"department {dept}", lines_per_order), ratio(expected_lines, lines),
+                judge(f"department {dept}", factor,
+                      ratio(dept_lines, lines, f"department {dept}", lines_per_order,
+                            plan.cfg.customer_variation.department_concentration), ratio(expected_lines, lines),
                       dept_lines.sum())
             for dept, focus in sc.class_focus.items():
                 d = plan.catalog.departments.index(dept)
                 dept_lines = self.lines_by_day_dept[rows][:, :, d].sum(axis=0)
                 cols = [self.focus_classes.index(plan.catalog.class_row(dept, c)) for c in focus.classes]
                 focus_lines = self.class_by_day[rows][:, :, cols].sum(axis=(0, 2))
-                realised = ratio(focus_lines, dept_lines, f"classes {', '.join(focus.classes)}", lines_per_order)
+                realised = ratio(focus_lines, dept_lines, f"classes {', '.join(focus.classes)}", lines_per_order,
+                                 plan.cfg.customer_variation.class_concentration)
                 # The classes' usual share is measured outside; inside, focus.share more of the lines go to them.
                 usual = focus_lines[~inside].sum() / max(dept_lines[~inside].sum(), 1)
                 expected = (focus.share + (1 - focus.share) * usual) / usual - 1 if usual > 0 else None
@@ -397,3 +720,51 @@ def summary_lines(report: dict) -> list[str]:
     status = "all checks passed" if report["passed"] else f"{len(report['checks_failed'])} check(s) FAILED"
     lines.append(status)
     return lines
+
+
+def dirichlet_boosted_mean(alpha: np.ndarray, boost: np.ndarray) -> np.ndarray:
+    """Mean of ``x * boost / sum(x * boost)`` for ``x`` Dirichlet(``alpha``): a boosted mix over customers.
+
+    For gamma variables ``g``, ``E[g_d / sum(b g)] = int_0^inf E[g_d exp(-t sum(b g))] dt``,
+    which is ``int_0^inf alpha_d / (1 + t b_d) prod_j (1 + t b_j)^-alpha_j dt``: one integral
+    per mix, computed numerically. Without boosts (all ``b`` equal) it is ``alpha / sum(alpha)``;
+    an infinite concentration gives the plain renormalised mix.
+    """
+    alpha = np.asarray(alpha, dtype=float)
+    boost = np.asarray(boost, dtype=float)
+    plain = alpha * boost / max(float((alpha * boost).sum()), 1e-300)
+    if not np.all(np.isfinite(alpha)) or np.allclose(boost[alpha > 0], boost[alpha > 0][0]):
+        return plain
+    used = alpha > 0
+
+    def integrand(x: float) -> np.ndarray:
+        t = x / (1 - x)
+        log_common = -(alpha[used] * np.log1p(t * boost[used])).sum()
+        return alpha * boost / (1 + t * boost) * np.exp(log_common) / (1 - x) ** 2
+
+    value, _ = integrate.quad_vec(integrand, 0.0, 1.0, epsabs=1e-10, epsrel=1e-8)
+    return np.where(used, value, 0.0)
+
+
+def _focused_share(base: float, focus: list, catalog, dept: str, listed: set[int]) -> float:
+    """Share of lines in listed classes on a day with these class focuses (config order; the last hit wins)."""
+    shares = [f.share for f in focus]
+    result = (1 - max(shares)) * base
+    for i, f in enumerate(focus):
+        later = max(shares[i + 1:], default=0.0)
+        hit = max(f.share - later, 0.0)
+        in_listed = sum(catalog.class_row(dept, c) in listed for c in f.classes) / len(f.classes)
+        result += hit * in_listed
+    return result
+
+
+def config_scenario_days(scenarios: dict[str, Scenario], start, n_days: int) -> np.ndarray:
+    """(scenarios, days): whether each configured scenario is on, each day from ``start``."""
+    days = pd.Timestamp(start) + pd.to_timedelta(np.arange(n_days), unit="D")
+    key = days.month.to_numpy() * 100 + days.day.to_numpy()
+    active = np.zeros((len(scenarios), n_days), dtype=bool)
+    for s, scenario in enumerate(scenarios.values()):
+        (m0, d0), (m1, d1) = scenario.days()
+        lo, hi = m0 * 100 + d0, m1 * 100 + d1
+        active[s] = (key >= lo) & (key <= hi) if lo <= hi else (key >= lo) | (key <= hi)
+    return active

@@ -99,18 +99,53 @@ class IdentityConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class CustomerVariation:
+    """How far each customer's mixes stray from their persona's (Dirichlet concentrations)."""
+
+    department_concentration: float = spec(exclusive_minimum=0.0,
+                                           help="Dirichlet concentration of a customer's department mix around "
+                                                "the persona's: a department of share p varies between customers "
+                                                "with standard deviation sqrt(p(1-p)/(c+1)); higher is tighter")
+    class_concentration: float = spec(exclusive_minimum=0.0,
+                                      help="Dirichlet concentration of a customer's weights over their usual "
+                                           "classes of a department (around equal weights)")
+    brand_tier_concentration: float = spec(exclusive_minimum=0.0,
+                                           help="Dirichlet concentration of a customer's brand-tier mix around "
+                                                "the persona's brand_tier_affinity")
+    style_concentration: float = spec(exclusive_minimum=0.0,
+                                      help="Dirichlet concentration of a customer's style weights around the "
+                                           "persona's style_affinity (normalised)")
+
+
+@dataclasses.dataclass(frozen=True)
+class HouseholdConfig:
+    """Customers who also shop for a second persona of their household."""
+
+    share: float = spec(minimum=0.0, maximum=1.0,
+                        help="share of the customers of a persona with household_members who shop for one "
+                             "of them too (a parent for a teenager, a couple)")
+    member_line_share: Range = spec(maximum=1.0,
+                                    help="[min, max] share of such a customer's lines bought for the other "
+                                         "persona (uniform per customer)")
+
+
+@dataclasses.dataclass(frozen=True)
 class ReportTolerances:
     """How far the generated data may stray from its config before stage 01 fails."""
 
     persona_mix_p_value: float = spec(minimum=0.0, maximum=1.0,
                                       help="fail when the chi-square test of the persona mix is below this")
-    department_share_abs: float = spec(minimum=0.0, maximum=1.0,
-                                       help="largest allowed |realised - configured| department share")
+    share_z: float = spec(minimum=0.0,
+                          help="a persona's realised department, brand-tier and usual-class line shares may "
+                               "differ from what personas.yml implies by this many standard errors (computed "
+                               "from the number of customers, orders and lines and the customer_variation "
+                               "concentrations)")
     range_relative: float = spec(minimum=0.0,
                                  help="a persona's mean order value and visit rate may fall this share "
                                       "outside their configured [min, max]")
     return_rate_abs: float = spec(minimum=0.0, maximum=1.0,
-                                  help="largest allowed |realised - configured| return rate per department")
+                                  help="a department's realised return rate may differ from the configured one "
+                                       "by share_z binomial standard errors, or by this much when larger")
     scenario_uplift_abs: float = spec(minimum=0.0,
                                       help="largest allowed |realised - expected| uplift of a scenario's "
                                            "effect inside its window (or a quarter of the expected uplift, "
@@ -164,6 +199,8 @@ class GenerateDataConfig:
                                                      help="share of lines returned, per department")
     return_delay_days: Range = spec(help="[min, max] days between purchase and return")
     regions: dict[str, float] = spec(minimum=0.0, help="region -> share of customers; sums to 1")
+    customer_variation: CustomerVariation = spec()
+    households: HouseholdConfig = spec()
     catalog: CatalogConfig = spec()
     channel: ChannelConfig = spec()
     non_merchandise: NonMerchandiseConfig = spec()

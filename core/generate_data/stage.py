@@ -8,7 +8,8 @@ Either way it writes to ``artifacts/01_generate_data/`` the same tables
 batch by batch as Parquet row groups), ``customers.parquet`` and
 ``products.parquet``; generation also writes ``generation_report.json``
 (the realised data against its config: the stage fails when they disagree
-beyond ``generate_data.report_tolerances``). Ingestion also writes ``rejects.parquet`` (every input
+beyond ``generate_data.report_tolerances``) and ``persona_events.parquet`` (the
+customers' life events, ground truth). Ingestion also writes ``rejects.parquet`` (every input
 row not accepted, with its row number and reason) and, with a customer
 file, ``customer_rejects.parquet``. Run ``python 01_generate_data.py --help``.
 """
@@ -47,8 +48,10 @@ def run_generate(ctx: StageContext) -> None:
     cfg = ctx.config
     plan = generator.build_plan(cfg.personas, cfg.scenarios, cfg.hierarchy, cfg.data, cfg.generate_data,
                                 cfg.seed)
-    report = GenerationReport(plan)
+    # Judged against the config as loaded, not against what the plan made of it.
+    report = GenerationReport(plan, cfg.personas, cfg.scenarios)
     customer_chunks: list[pd.DataFrame] = []
+    events: list[pd.DataFrame] = []
     counts = {"lines": 0, "returns": 0}
 
     def write_transactions(tmp_path) -> None:
@@ -57,7 +60,7 @@ def run_generate(ctx: StageContext) -> None:
         schema = generator.DICTIONARY_TRANSACTION_SCHEMA
         with pq.ParquetWriter(tmp_path, schema, **generator.TRANSACTION_PARQUET_OPTIONS) as writer:
             for customers, lines in generator.generate(plan, cfg.seed, report=report,
-                                                                  workers=cfg.generate_data.workers):
+                                                       workers=cfg.generate_data.workers, events=events):
                 writer.write_table(lines)
                 customer_chunks.append(customers)
                 counts["lines"] += lines.num_rows
@@ -69,6 +72,11 @@ def run_generate(ctx: StageContext) -> None:
     customers = pd.concat(customer_chunks, ignore_index=True)
     ctx.write_with(paths.CUSTOMERS, lambda tmp: pq.write_table(
         pa.Table.from_pandas(customers, schema=tables.CUSTOMER_SCHEMA, preserve_index=False), tmp))
+    persona_events = (pd.concat(events, ignore_index=True) if events
+                      else pd.DataFrame({c.name: pd.Series(dtype=tables._pandas_dtype(c))
+                                         for c in tables.PERSONA_EVENTS_TABLE}))
+    ctx.write_with(paths.PERSONA_EVENTS, lambda tmp: pq.write_table(
+        pa.Table.from_pandas(persona_events, schema=tables.PERSONA_EVENTS_SCHEMA, preserve_index=False), tmp))
     ctx.write_with(paths.PRODUCTS, lambda tmp: pq.write_table(
         pa.Table.from_pandas(plan.catalog.products, schema=tables.PRODUCT_SCHEMA, preserve_index=False), tmp))
     checks = report.finish()
@@ -83,6 +91,7 @@ def run_generate(ctx: StageContext) -> None:
     ctx.details = {"customers": len(customers), "order_lines": counts["lines"],
                    "return_lines": counts["returns"], "products": len(plan.catalog.products),
                    "persona_counts": customers["persona"].value_counts().sort_index().to_dict(),
+                   "persona_events": len(persona_events),
                    "generation_report_passed": checks["passed"]}
     ctx.summary = (f"{len(customers):,} customers, {counts['lines']:,} order lines "
                    f"({counts['returns']:,} returns), {len(plan.catalog.products):,} SKUs")

@@ -47,7 +47,7 @@ from core.framework import paths  # noqa: E402
 from core.scoring import load_saved_run  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "RESULTS.md"
-EVENTS = "persona_events.parquet"
+EVENTS = paths.PERSONA_EVENTS
 
 
 def trained_chain(artifacts: Path, config, model: str | None = None) -> snapshots.TrainedChain:

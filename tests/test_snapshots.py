@@ -260,3 +260,49 @@ def test_a_window_longer_than_the_log_holds_stops_stage_04_before_any_fit(pipeli
                                           r"days\); use at most 364"):
         run_stage(stage_by_name(paths.CLUSTER), config, copy)
     assert model_file.stat().st_mtime_ns == before  # nothing was fitted or written
+
+
+# --- against the truth: persona events ---------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def events_run(tmp_path_factory):
+    """The whole pipeline on 1,500 customers over 2023-2024, life events three times as frequent as shipped.
+
+    Only the number of events is raised (so that enough happen to measure): what a customer does
+    after one, the segmentation settings (the shipped cluster ranges) and the snapshots are as shipped.
+    """
+    import copy
+
+    import yaml
+
+    from conftest import SHIPPED_CONFIG
+    from core.pipeline import run_pipeline
+
+    folder = tmp_path_factory.mktemp("events")
+    document = small_config_document()
+    shipped = yaml.safe_load((SHIPPED_CONFIG / "config.yml").read_text(encoding="utf-8"))
+    document["data"].update(n_customers=1500, history_start="2023-01-01", history_end="2024-12-31")
+    document["generate_data"]["identity"]["pool_size"] = 300
+    for method in ("gmm", "fcm", "kmeans"):
+        document["cluster"][method] = copy.deepcopy(shipped["cluster"][method])
+    document["cluster"]["hdbscan"] = copy.deepcopy(shipped["cluster"]["hdbscan"])
+    personas = yaml.safe_load((SHIPPED_CONFIG / "personas.yml").read_text(encoding="utf-8"))
+    for persona in personas["personas"].values():
+        for event in persona.get("life_events", []):
+            event["yearly_rate"] = min(0.9, event["yearly_rate"] * 3)
+    config = load_config(write_config(folder / "config", document, personas=personas))
+    artifacts = folder / "artifacts"
+    run_pipeline(config, artifacts)
+    return config, artifacts
+
+
+def test_segments_follow_life_events_and_hold_without_them(events_run):
+    """Of customers with a persona event, most change segment within two snapshots; the others mostly keep theirs."""
+    _, artifacts = events_run
+    events = read(artifacts, paths.GENERATE_DATA, paths.PERSONA_EVENTS)
+    history = read(artifacts, paths.CLUSTER, paths.SEGMENT_HISTORY)
+    found = snapshots.against_events(history, events)
+    assert found["events_measured"] >= 40, found
+    assert found["changed_after_event"] >= 0.6, found
+    assert found["pairs_without_event"] >= 2000, found
+    assert found["kept_without_event"] >= 0.9, found

@@ -25,7 +25,8 @@ from core.framework.schema import ConfigError, Problems
 from core.pipeline import run_stage, stage_by_name
 from core.scoring import load_saved_run
 
-QUARTERLY = SnapshotsConfig(enabled=True, every="quarter", dates=(), window_days=180, warmup_days=180)
+QUARTERLY = SnapshotsConfig(enabled=True, every="quarter", dates=(), window_days=180, warmup_days=180,
+                            switch_ratio=1.0)
 D = dt.date
 
 
@@ -159,6 +160,23 @@ def test_the_truth_measure_by_hand():
     assert (found["events_measured"], found["changed_after_event"]) == (2, 1.0)
     # Without an event: customer 3 only: 03-31 -> 06-30 kept (not active 09-30): 1 pair, kept.
     assert (found["pairs_without_event"], found["kept_without_event"]) == (1, 1.0)
+
+
+def test_hysteresis_by_hand():
+    from core.cluster.clustering import Assignment
+
+    # Segments 3, 5, 7. Row 0 moved 3 -> 5 narrowly (0.35 vs 0.45): kept in 3 with ratio 2 (0.35 * 2 >= 0.45).
+    # Row 1 moved 3 -> 5 clearly (0.1 vs 0.8): moves. Row 2 had no previous segment: as assigned.
+    # Row 3 stayed: unchanged. Row 4's previous segment 9 is not a segment of the model: as assigned.
+    membership = np.array([[0.35, 0.45, 0.20], [0.10, 0.80, 0.10], [0.2, 0.2, 0.6], [0.7, 0.2, 0.1],
+                           [0.1, 0.1, 0.8]])
+    found = Assignment(labels=np.array([5, 5, 7, 3, 7]), strength=membership.max(axis=1),
+                       runner_up=np.array([3, 3, 3, 5, 3]), membership=membership, cluster_ids=np.array([3, 5, 7]))
+    labels, strength = snapshots.keep_previous(found, np.array([3, 3, np.nan, 3, 9]), 2.0)
+    assert labels.tolist() == [3, 5, 7, 3, 7]
+    assert strength.tolist() == pytest.approx([0.35, 0.8, 0.6, 0.7, 0.8])
+    # Ratio 1: nobody is held back (only an exact tie would be).
+    assert snapshots.keep_previous(found, np.array([3, 3, np.nan, 3, 9]), 1.0)[0].tolist() == [5, 5, 7, 3, 7]
 
 
 # --- the stage's outputs on a real run ---------------------------------------------------------------

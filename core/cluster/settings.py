@@ -102,6 +102,10 @@ class SnapshotsConfig:
                                              "is steadier, shorter follows a change sooner")
     warmup_days: int = spec(minimum=0, help="no snapshot before this many days after the history's first day "
                                             "(at least window_days keeps every window whole)")
+    switch_ratio: float = spec(minimum=1.0, help="a customer leaves their segment of the previous snapshot only "
+                                                 "when the best segment's membership is more than this many "
+                                                 "times that segment's (hysteresis); 1 = none. Needs a primary "
+                                                 "method with memberships (HDBSCAN, GMM, fuzzy c-means)")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -186,16 +186,34 @@ class TrainedChain:
         """
         return self.segment_features(self.feature_model.customer_features(lines, self.hierarchy, day))
 
-    def segment_features(self, eligible) -> pd.DataFrame:
-        """:meth:`segment_lines` from the window's features (stage 02's ``EligibleFeatures``)."""
+    def segment_features(self, eligible, previous: pd.Series | None = None, switch_ratio: float = 1.0) -> pd.DataFrame:
+        """:meth:`segment_lines` from the window's features (stage 02's ``EligibleFeatures``).
+
+        Parameters
+        ----------
+        eligible : EligibleFeatures
+        previous : Series, optional
+            Each customer's segment at the previous snapshot (index
+            ``customer_id``), for the hysteresis.
+        switch_ratio : float
+            A customer of ``previous`` leaves that segment only when the
+            best segment's membership is more than ``switch_ratio`` times
+            the previous segment's (:func:`keep_previous`); 1 = no
+            hysteresis. Needs a model with memberships (not k-means).
+        """
         features = eligible.features
         segments = pd.array(np.zeros(0, np.int64), dtype="Int64")
         strength = np.zeros(0)
         if len(features):
             matrix = self.feature_model.transform(features)
+            sticky = switch_ratio > 1.0 and previous is not None and len(previous)
             found = self.model.assign(model_spaces(matrix, self.autoencoder, [self.space])[self.space],
-                                      membership=False)
-            segments, strength = pd.array(found.labels, dtype="Int64"), found.strength
+                                      membership=bool(sticky))
+            labels, strength = found.labels, found.strength
+            if sticky and found.membership is not None:
+                before = previous.reindex(features[ID_COLUMN].to_numpy()).to_numpy(np.float64, na_value=np.nan)
+                labels, strength = keep_previous(found, before, switch_ratio)
+            segments = pd.array(labels, dtype="Int64")
         excluded = eligible.excluded
         return pd.DataFrame({
             ID_COLUMN: np.concatenate([features[ID_COLUMN].to_numpy(np.int64),
@@ -205,6 +223,43 @@ class TrainedChain:
             "segment_strength": np.concatenate([strength, np.full(len(excluded), np.nan)]),
             "excluded_reason": np.concatenate([np.full(len(features), "", dtype=object),
                                                (excluded["rule"] + ": " + excluded["reason"]).to_numpy(object)])})
+
+
+def keep_previous(found, previous: np.ndarray, switch_ratio: float) -> tuple[np.ndarray, np.ndarray]:
+    """Hysteresis: who stays in their previous segment although another now fits them a little better.
+
+    A customer whose window moved them only slightly keeps their segment; one
+    whose behaviour changed clearly (a new baby, a first job) moves. Kept:
+    the previous segment's membership is at least ``1 / switch_ratio`` of
+    the best one's.
+
+    Parameters
+    ----------
+    found : Assignment
+        With ``membership`` (columns in ``cluster_ids`` order).
+    previous : ndarray of float, shape (n,)
+        Each row's previous segment, NaN for none.
+    switch_ratio : float
+        At least 1.
+
+    Returns
+    -------
+    (labels, strength)
+        The segments after the hysteresis; a kept row's strength is its
+        membership of the kept segment (normalised to the row's total).
+    """
+    membership = found.membership / np.maximum(found.membership.sum(axis=1, keepdims=True), 1e-300)
+    column = {int(c): i for i, c in enumerate(found.cluster_ids)}
+    known = ~np.isnan(previous) & np.isin(previous, list(column))
+    labels, strength = found.labels.copy(), found.strength.copy()
+    rows = np.flatnonzero(known & (previous != labels))
+    if len(rows):
+        columns = np.array([column[int(p)] for p in previous[rows]])
+        held = membership[rows, columns]
+        keep = held * switch_ratio >= membership[rows].max(axis=1)
+        labels[rows[keep]] = previous[rows[keep]].astype(np.int64)
+        strength[rows[keep]] = held[keep]
+    return labels, strength
 
 
 @dataclasses.dataclass(frozen=True)
@@ -232,7 +287,7 @@ _WINDOWS_IN_FLIGHT = 2
 
 
 def segment_history(lines_of: Callable[[pd.Timestamp], Any], chain: TrainedChain,
-                    dates: list[pd.Timestamp]) -> SegmentHistory:
+                    dates: list[pd.Timestamp], switch_ratio: float = 1.0) -> SegmentHistory:
     """Every snapshot's segments: ``chain`` applied to the lines ``lines_of(date)`` gives for each date.
 
     The windows' features are built two at a time in threads (each
@@ -247,6 +302,9 @@ def segment_history(lines_of: Callable[[pd.Timestamp], Any], chain: TrainedChain
     chain : TrainedChain
     dates : list of Timestamp
         Ascending snapshot dates.
+    switch_ratio : float
+        Hysteresis against the previous snapshot's segments
+        (:func:`keep_previous`); 1 = none.
 
     Returns
     -------
@@ -260,14 +318,16 @@ def segment_history(lines_of: Callable[[pd.Timestamp], Any], chain: TrainedChain
         eligible = chain.feature_model.customer_features(lines, chain.hierarchy, day) if len(lines) else None
         return len(lines), eligible, started
 
-    frames, per_date = [], {}
+    frames, per_date, previous = [], {}, None
     with ThreadPoolExecutor(max_workers=_WINDOWS_IN_FLIGHT) as pool:
         pending = [pool.submit(features_at, day) for day in dates[:_WINDOWS_IN_FLIGHT]]
         for i, day in enumerate(dates):
             n_lines, eligible, started = pending.pop(0).result()
             if i + _WINDOWS_IN_FLIGHT < len(dates):
                 pending.append(pool.submit(features_at, dates[i + _WINDOWS_IN_FLIGHT]))
-            found = _no_customers() if eligible is None else chain.segment_features(eligible)
+            found = (_no_customers() if eligible is None
+                     else chain.segment_features(eligible, previous, switch_ratio))
+            previous = found.dropna(subset=["segment"]).set_index(ID_COLUMN)["segment"]
             found.insert(1, "snapshot_date", np.full(len(found), day.to_datetime64()).astype("datetime64[us]"))
             frames.append(found.sort_values(ID_COLUMN, kind="stable"))
             per_date[str(day.date())] = _snapshot_details(found, n_lines, time.perf_counter() - started)
@@ -430,7 +490,8 @@ def write_snapshots(ctx, plan: SnapshotPlan, model, space: str) -> dict[str, Any
     chain = TrainedChain(feature_model=ctx.read_joblib(paths.PREPARE_FEATURES, paths.FEATURE_SCALER),
                          autoencoder=_autoencoder(ctx) if space == "latent" else None, model=model, space=space,
                          hierarchy=ctx.config.hierarchy)
-    found = segment_history(lambda day: window_lines(source, day, cfg.window_days), chain, dates)
+    found = segment_history(lambda day: window_lines(source, day, cfg.window_days), chain, dates,
+                            cfg.switch_ratio)
     ctx.write_parquet(paths.SEGMENT_HISTORY, found.history)
     moves = transitions(found.history)
     ctx.write_csv(paths.TRANSITIONS, moves)

@@ -80,7 +80,7 @@ def test_profiles_and_report_carry_the_migration(pipeline_run):
         assert block["last_period"]["outflow"] == last.loc[moved & (last["from_segment"] == sid), "customers"].sum()
         assert block["last_period"]["inflow"] == last.loc[moved & (last["to_segment"] == sid), "customers"].sum()
         probabilities = [n["probability"] for n in block["next_segments"]]
-        assert probabilities == sorted(probabilities, reverse=True) and sum(probabilities) <= 1 + 1e-6
+        assert probabilities == sorted(probabilities, reverse=True) and sum(probabilities) <= 1 + 1e-3  # rounded to 4 places
     html = unescape((folder / paths.REPORT).read_text(encoding="utf-8"))
     assert "Segments over time" in html and "Moves between segments" in html
     assert (folder / paths.SEGMENT_FLOW_PLOT).read_bytes()[:4] == b"\x89PNG"

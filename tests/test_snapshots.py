@@ -187,7 +187,8 @@ def read(artifacts_dir, stage: str, file: str) -> pd.DataFrame:
 
 
 def test_segment_history_holds_one_row_per_customer_active_in_each_window(pipeline_run):
-    _, artifacts_dir = pipeline_run
+    config_path, artifacts_dir = pipeline_run
+    window = load_config(config_path).cluster.snapshots.window_days
     history = read(artifacts_dir, paths.CLUSTER, paths.SEGMENT_HISTORY)
     assert list(history.columns) == snapshots.HISTORY_COLUMNS
     assert str(history["segment"].dtype) == "Int64"
@@ -197,7 +198,7 @@ def test_segment_history_holds_one_row_per_customer_active_in_each_window(pipeli
     assert dates[-2:] == ["2023-09-30", "2023-12-31"]
     lines = read(artifacts_dir, paths.GENERATE_DATA, paths.TRANSACTIONS)
     for day in dates:
-        start = pd.Timestamp(day) - pd.Timedelta(days=179)
+        start = pd.Timestamp(day) - pd.Timedelta(days=window - 1)
         active = lines.loc[lines["order_date"].between(start, pd.Timestamp(day)), "customer_id"].unique()
         rows = history[history["snapshot_date"] == day]
         assert sorted(rows["customer_id"]) == sorted(active)
@@ -320,7 +321,7 @@ def test_segments_follow_life_events_and_hold_without_them(events_run):
     events = read(artifacts, paths.GENERATE_DATA, paths.PERSONA_EVENTS)
     history = read(artifacts, paths.CLUSTER, paths.SEGMENT_HISTORY)
     found = snapshots.against_events(history, events)
-    assert found["events_measured"] >= 40, found
+    assert found["events_measured"] >= 30, found
     assert found["changed_after_event"] >= 0.6, found
     assert found["pairs_without_event"] >= 2000, found
     assert found["kept_without_event"] >= 0.9, found

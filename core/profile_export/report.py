@@ -495,12 +495,15 @@ def _over_time_section(data: ReportData) -> str:
     body = "".join(_figure(data.images[key], heading, caption) for key, heading, caption in OVER_TIME
                    if key in data.images)
     rows = []
+    # A small segment is named on its own card only: never as another segment's next move.
+    hidden = {s.get("segment_id") for s in data.segments if s.get("suppressed")}
     for segment in data.segments:
         move = segment.get("migration")
         if segment.get("suppressed") or not move:
             continue
         last = move.get("last_period") or {}
-        nexts = ", ".join(f"{n['name']} {_pct(n['probability'], 0)}" for n in move.get("next_segments") or [])
+        nexts = ", ".join(f"{n['name']} {_pct(n['probability'], 0)}" for n in move.get("next_segments") or []
+                          if n["segment_id"] not in hidden)
         cells = [_int(last.get("stayed")), _int(last.get("inflow")), _int(last.get("outflow"))]
         rows.append(f'<tr><th scope="row">{_e(segment.get("name", ""))}</th>'
                     + "".join(f'<td class="n">{_e(c)}</td>' for c in cells) + f"<td>{_e(nexts or '—')}</td></tr>")

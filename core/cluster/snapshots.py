@@ -390,7 +390,6 @@ def transitions(history: pd.DataFrame) -> pd.DataFrame:
 
 def history_range(path) -> tuple[dt.date, dt.date]:
     """First and last ``order_date`` of a Parquet log, from its row-group statistics where it has them."""
-    import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
     meta = pq.ParquetFile(path).metadata
@@ -399,6 +398,8 @@ def history_range(path) -> tuple[dt.date, dt.date]:
     if stats and all(s is not None and s.has_min_max for s in stats):
         low, high = min(s.min for s in stats), max(s.max for s in stats)
     else:
+        import pyarrow.compute as pc
+
         found = pc.min_max(pq.read_table(path, columns=["order_date"])["order_date"])
         low, high = found["min"].as_py(), found["max"].as_py()
     return pd.Timestamp(low).date(), pd.Timestamp(high).date()

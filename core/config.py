@@ -18,7 +18,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from core.cluster.settings import CLUSTER_METHODS, SPACES, ClusterConfig, check_cluster
+from core.cluster.settings import CLUSTER_METHODS, SPACES, ClusterConfig, check_cluster, check_snapshots
 from core.domain.hierarchy import Hierarchy, load_hierarchy
 from core.domain.tables import CUSTOMER_COLUMNS, IDENTITY_COLUMNS
 from core.domain.columns import identifier_columns
@@ -184,6 +184,10 @@ def _check_cross_fields(cfg: _ConfigFile, problems: Problems) -> None:
         problems.add("cluster.primary", f"{cl.primary.method}/{cl.primary.space} is not fitted; "
                                         f"it must be one of cluster.methods and one of cluster.spaces (or auto)")
     check_cluster(cl, problems)
+    # A retailer's log has its history only once stage 01 read it: stage 04 checks the snapshots then.
+    if cfg.data.source == "synthetic" and cfg.data.history_start < cfg.data.history_end:
+        check_snapshots(cl.snapshots, cfg.data.history_start, cfg.data.history_end, problems,
+                        " of data.history_start and data.history_end")
     check_train_autoencoder(cfg.train_autoencoder, problems)
     truth = cl.evaluation.ground_truth
     if truth is not None:

@@ -45,6 +45,7 @@ import pyarrow.parquet as pq
 
 from core.cluster.evaluation import single_threaded
 from core.domain import customer_ids
+from core.cluster.snapshots import model_spaces
 from core.domain.columns import ID_COLUMN
 from core.domain.hierarchy import Hierarchy
 from core.framework import artifacts, paths
@@ -119,9 +120,7 @@ class ScoringChain:
             ``<method>_<space>_label`` and ``_strength`` per model.
         """
         matrix = self.feature_model.transform(features)
-        spaces = {"raw": matrix.astype(np.float64)}
-        if self.autoencoder is not None:
-            spaces["latent"] = self.autoencoder.transform(matrix).astype(np.float64)
+        spaces = model_spaces(matrix, self.autoencoder, ["raw", "latent"] if self.autoencoder is not None else ["raw"])
         found = {key: model.assign(spaces[key[1]]) for key, model in self.models.items()}
         primary = found[self.primary]
         out = {ID_COLUMN: features[ID_COLUMN].to_numpy(), "segment": primary.labels,

@@ -568,8 +568,9 @@ def test_pipeline_report_renders_in_a_real_browser(pipeline_run, tmp_path):
     _, artifacts_dir = pipeline_run
     folder = paths.stage_dir(artifacts_dir, paths.PROFILE_EXPORT)
     # The test config's one-year history holds its 120-day value holdout, so the calibration chart is drawn too.
+    # Its quarterly snapshots draw segment sizes over time and the flows between them.
     charts = (paths.SEGMENT_SIZES_PLOT, paths.DEPARTMENT_HEATMAP, paths.PROJECTION_PLOT, paths.LOSS_CURVE,
-              paths.CALIBRATION_PLOT)
+              paths.CALIBRATION_PLOT, paths.SEGMENT_SIZES_OVER_TIME_PLOT, paths.SEGMENT_FLOW_PLOT)
     for png in charts:
         assert (folder / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
     assert_page_renders(folder / paths.REPORT, expected_images=len(charts), profile_dir=tmp_path / "chromium")
@@ -637,7 +638,8 @@ def test_noise_is_not_a_segment_and_gets_the_catch_all_strategy(pipeline_run, tm
     recorded = {r["file"]: r["sha256"] for r in manifest["inputs"] if r["stage"] == paths.CLUSTER}
     cluster_folder = paths.stage_dir(artifacts_dir, paths.CLUSTER)
     assert recorded == {file: sha256_of(cluster_folder / file)
-                        for file in (paths.ASSIGNMENTS, paths.COMPARISON, paths.COMPARISON_JSON)}
+                        for file in (paths.ASSIGNMENTS, paths.COMPARISON, paths.COMPARISON_JSON,
+                                     paths.SEGMENT_HISTORY, paths.TRANSITIONS)}
     first_run = paths.stage_dir(pipeline_run[1], paths.CLUSTER) / paths.ASSIGNMENTS
     assert recorded[paths.ASSIGNMENTS] != sha256_of(first_run), "noise kept as -1 changes the assignments"
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 
 from core.framework.schema import Problems, Range, spec
 
@@ -90,6 +91,29 @@ class EvaluationConfig:
                                      "says in its reason when the one chosen does not")
 
 
+SNAPSHOT_PERIODS = ("month", "quarter", "half_year", "year")
+
+
+@dataclasses.dataclass(frozen=True)
+class SnapshotsConfig:
+    """Stage 04: the customer base segmented again at a series of dates, from each one's trailing window."""
+
+    enabled: bool = spec(help="segment every customer active in the window before each snapshot date with the "
+                              "trained models (segment_history.parquet, transitions.csv); false = none")
+    every: str = spec(choices=SNAPSHOT_PERIODS, help="snapshot at the last day of every such period of the "
+                                                     "history after the warm-up (when dates is empty)")
+    dates: tuple[dt.date, ...] = spec(help="snapshot dates instead of every; each within the history and at "
+                                           "least warmup_days after its first day; [] = every")
+    window_days: int = spec(minimum=28, help="days of behaviour each snapshot reads, ending on its date: longer "
+                                             "is steadier, shorter follows a change sooner")
+    warmup_days: int = spec(minimum=0, help="no snapshot before this many days after the history's first day "
+                                            "(at least window_days keeps every window whole)")
+    switch_ratio: float = spec(minimum=1.0, help="a customer leaves their segment of the previous snapshot only "
+                                                 "when the best segment's membership is more than this many "
+                                                 "times that segment's (hysteresis); 1 = none. Needs a primary "
+                                                 "method with memberships (HDBSCAN, GMM, fuzzy c-means)")
+
+
 @dataclasses.dataclass(frozen=True)
 class ClusterConfig:
     """Stage 04: clustering."""
@@ -114,6 +138,7 @@ class ClusterConfig:
     fcm: FcmConfig = spec()
     kmeans: KmeansConfig = spec()
     evaluation: EvaluationConfig = spec()
+    snapshots: SnapshotsConfig = spec()
 
 
 def check_cluster(cfg: ClusterConfig, problems: Problems) -> None:
@@ -147,3 +172,36 @@ def check_cluster(cfg: ClusterConfig, problems: Problems) -> None:
                                            f"cluster.{setting} is {customers:,} customers, which hold at most "
                                            f"{customers - 1:,} clusters; lower the top of the range, or raise "
                                            f"cluster.{setting}")
+
+
+def check_snapshots(cfg: SnapshotsConfig, history_start: dt.date, history_end: dt.date, problems: Problems,
+                    where: str = "") -> None:
+    """Snapshot settings a history from ``history_start`` to ``history_end`` (inclusive) can honour.
+
+    Run when the config loads for generated data (the history is
+    ``data.history_*``) and by stage 04 on the history the log really
+    holds. ``where`` names that history in the messages. Too little history
+    for more than one snapshot is not an error: stage 04 writes one and says
+    so.
+    """
+    if not cfg.enabled:
+        return
+    days = (history_end - history_start).days + 1
+    span = f"the history{where} ({history_start} to {history_end}, {days:,} days)"
+    if cfg.window_days > days:
+        problems.add("cluster.snapshots.window_days", f"{cfg.window_days:,} days is longer than {span}; use at "
+                                                      f"most {days:,}")
+    if cfg.warmup_days >= days:
+        problems.add("cluster.snapshots.warmup_days", f"{cfg.warmup_days:,} days leaves no day of {span} to "
+                                                      f"snapshot; use fewer than {days:,}")
+    first = history_start + dt.timedelta(days=cfg.warmup_days)
+    for i, day in enumerate(cfg.dates):
+        if not history_start <= day <= history_end:
+            problems.add(f"cluster.snapshots.dates[{i}]", f"{day} is outside {span}; give dates within it")
+        elif day < first:
+            problems.add(f"cluster.snapshots.dates[{i}]", f"{day} is before the end of the warm-up ({first}: "
+                                                          f"cluster.snapshots.warmup_days = {cfg.warmup_days} "
+                                                          f"after {history_start}); give a later date or a "
+                                                          f"shorter warm-up")
+    if len(set(cfg.dates)) != len(cfg.dates):
+        problems.add("cluster.snapshots.dates", f"{[str(d) for d in cfg.dates]} lists a date twice")

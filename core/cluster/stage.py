@@ -16,7 +16,11 @@ and, for evaluation only, the ground-truth column (``persona``) of
 - ``membership-<method>-<space>.parquet`` for the soft methods;
 - ``migration.csv``: customers moving between the previous run's segments
   and this run's (segment ids are matched to the previous run's);
-- one fitted model per method and space (``<method>-<space>.pkl``).
+- one fitted model per method and space (``<method>-<space>.pkl``);
+- ``segment_history.parquet`` and ``transitions.csv``: the primary model
+  applied at each snapshot date to the customers' trailing window of order
+  lines (:mod:`core.cluster.snapshots`; reads ``transactions.parquet``,
+  ``feature-scaler.pkl`` and ``autoencoder-model.keras`` for it).
 
 Run ``python 04_cluster.py --help``.
 """
@@ -29,7 +33,7 @@ import numpy as np
 import pandas as pd
 
 from core.framework import paths
-from core.cluster import segmentation
+from core.cluster import segmentation, snapshots
 from core.framework.errors import PipelineError
 from core.framework.stage import Stage, StageContext
 
@@ -39,6 +43,7 @@ log = logging.getLogger(__name__)
 def run(ctx: StageContext) -> None:
     """Read this stage's inputs, compute, write its outputs (see the module docstring)."""
     cfg = ctx.config.cluster
+    plan = snapshots.plan_snapshots(ctx)  # settings the log cannot honour stop the stage before any fit
     raw = ctx.read_parquet(paths.PREPARE_FEATURES, paths.FEATURES)
     latent = ctx.read_parquet(paths.TRAIN_AUTOENCODER, paths.LATENT)
     ids = raw["customer_id"].to_numpy()
@@ -78,6 +83,8 @@ def run(ctx: StageContext) -> None:
             ctx.write_parquet(paths.membership_file(m, s), segmentation.membership_table(found, ids))
     for (m, s), model in result.models.items():
         ctx.write_joblib(paths.cluster_model_file(m, s), model)
+    # Segments over time, by the models just trained (issue 16).
+    snapshot_details = snapshots.write_snapshots(ctx, plan, result.models[result.primary], result.primary[1])
 
     chosen = result.comparison[(result.comparison["method"] == method) & (result.comparison["space"] == space)]
     ctx.details = segmentation.json_ready({
@@ -89,9 +96,11 @@ def run(ctx: StageContext) -> None:
         "seconds": result.seconds,
         "selection": {f"{m}_{s}": model.selection_report() for (m, s), model in result.models.items()},
         "comparison": result.comparison.to_dict(orient="records"),
+        "snapshots": snapshot_details,
     })
     ctx.summary = (f"{len(ids):,} customers, {len(result.models)} models; primary {method}_{space}: "
-                   f"{int(chosen['clusters'].iloc[0])} segments ({result.primary_reason})")
+                   f"{int(chosen['clusters'].iloc[0])} segments ({result.primary_reason})"
+                   + snapshots.summary(snapshot_details))
 
 
 def _ground_truth(ctx: StageContext, ids: np.ndarray) -> pd.Series | None:
@@ -153,8 +162,10 @@ def _previous_labels(ctx: StageContext, ids: np.ndarray, keys: list[str],
 STAGE = Stage(
     name=paths.CLUSTER,
     # customers.parquet last: its ground truth is for evaluation; the matrices are what is clustered.
-    inputs={paths.PREPARE_FEATURES: (paths.FEATURES,), paths.TRAIN_AUTOENCODER: (paths.LATENT,),
-            paths.GENERATE_DATA: (paths.CUSTOMERS,)},
+    # The order lines, the feature model and the network: the snapshots run the trained chain on each window.
+    inputs={paths.PREPARE_FEATURES: (paths.FEATURES, paths.FEATURE_SCALER),
+            paths.TRAIN_AUTOENCODER: (paths.LATENT, paths.AUTOENCODER_MODEL),
+            paths.GENERATE_DATA: (paths.CUSTOMERS, paths.TRANSACTIONS)},
     description="Cluster customers with HDBSCAN, Gaussian mixture, fuzzy c-means and k-means; evaluate and "
                 "compare them; choose the primary segmentation.",
     sections=("seed", "cluster"),

@@ -214,6 +214,11 @@ ARTIFACTS: tuple[Artifact, ...] = (
              "the comparison plus the primary choice and its reason, the reference and each model's selection"),
     Artifact(paths.CLUSTER, paths.MIGRATION, "csv",
              "customers moving between the previous run's segments and this run's"),
+    Artifact(paths.CLUSTER, paths.SEGMENT_HISTORY, "parquet",
+             "one row per snapshot date and customer active in its window: the primary segment and strength "
+             "the trained models give that window's behaviour (or why the customer is not segmented)"),
+    Artifact(paths.CLUSTER, paths.TRANSITIONS, "csv",
+             "customers by segment at one snapshot and the next: from_date, to_date, from_segment, to_segment"),
     Artifact(paths.CLUSTER, paths.MEMBERSHIP, "parquet",
              "soft assignment of one method and space: each customer's membership of each segment"),
     Artifact(paths.CLUSTER, paths.CLUSTER_MODEL, "joblib", "the fitted clustering model of one method and space"),
@@ -243,6 +248,10 @@ ARTIFACTS: tuple[Artifact, ...] = (
              "the recommendations measured on a temporal holdout against three baselines, or why there are none"),
     Artifact(paths.PROFILE_EXPORT, paths.RECOMMENDATION_MODEL, "joblib",
              "the fitted next-best-class model (or why there is none), what score recommends new customers with"),
+    Artifact(paths.PROFILE_EXPORT, paths.SEGMENT_SIZES_OVER_TIME_PLOT, "png",
+             "customers in each segment at every snapshot date"),
+    Artifact(paths.PROFILE_EXPORT, paths.SEGMENT_FLOW_PLOT, "png",
+             "customers moving between segments from one snapshot to the next (alluvial chart)"),
     Artifact(paths.PROFILE_EXPORT, paths.CALIBRATION_PLOT, "png",
              "predicted against actual orders by decile in the customer-value holdout check"),
 )

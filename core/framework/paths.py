@@ -65,6 +65,9 @@ ASSIGNMENTS = "assignments.parquet"
 COMPARISON = "comparison.csv"
 COMPARISON_JSON = "comparison.json"
 MIGRATION = "migration.csv"
+# Segments over time (issue 16): the trained models applied at each snapshot date.
+SEGMENT_HISTORY = "segment_history.parquet"
+TRANSITIONS = "transitions.csv"
 # Patterns: one file per method and space.
 CLUSTER_MODEL = "{method}-{space}.pkl"
 MEMBERSHIP = "membership-{method}-{space}.parquet"
@@ -95,6 +98,9 @@ RECOMMENDATIONS = "recommendations.parquet"
 RECOMMENDATION_EVALUATION = "recommendation_evaluation.json"
 RECOMMENDATION_MODEL = "recommendation-model.pkl"
 CALIBRATION_PLOT = "calibration.png"
+# Segments over time (issue 16): sizes at each snapshot and the moves between them.
+SEGMENT_SIZES_OVER_TIME_PLOT = "segment-sizes-over-time.png"
+SEGMENT_FLOW_PLOT = "segment-flows.png"
 SEGMENT_PROFILES_SCHEMA = REPO_ROOT / "schemas" / "segment_profiles.schema.json"
 
 

@@ -47,6 +47,13 @@ CALIBRATION = ("calibration", "Predicted against actual orders",
                "The customer-value models refitted with the analysis date moved back by the horizon: each pair "
                "of bars is one tenth of the customers, ranked by the orders the models expected; the dark bar is "
                "what they really bought. Bars of equal height mean the predictions can be taken at face value.")
+OVER_TIME = (("sizes_over_time", "Segment sizes over time",
+              "Customers in each segment at every snapshot date, each segmented by the trained models from their "
+              "own recent behaviour alone."),
+             ("segment_flows", "Moves between segments",
+              "Each column is a snapshot, each block a segment; a band is the customers who went from one segment "
+              "to another by the next snapshot (pale bands: those who stayed). Customers not active at both dates "
+              "are the parts of a block no band touches."))
 LOSS_CURVE = ("loss_curve", "Autoencoder training",
               "Reconstruction error per training epoch. Training and validation curves that flatten "
               "together show the network learned the customers' patterns without memorising them.")
@@ -146,6 +153,11 @@ class ReportData:
         ``recommendation_evaluation.json`` (with, under ``top_reasons``,
         the share of recommendations per reason); None leaves the section
         out.
+    over_time : dict or None
+        ``snapshots`` (dates), ``customers`` (followed) and ``window_days``
+        of stage 04's snapshots; with the images ``sizes_over_time`` and
+        ``segment_flows`` and the segments' ``migration``, the "Segments
+        over time" section. None leaves it out.
     """
 
     title: str
@@ -157,6 +169,7 @@ class ReportData:
     currency: str = "£"
     customer_value: dict | None = None
     recommendations: dict | None = None
+    over_time: dict | None = None
 
 
 def render_report(data: ReportData) -> str:
@@ -192,6 +205,8 @@ def render_report(data: ReportData) -> str:
         sections.append(_customer_value_section(data))
     if data.recommendations is not None:
         sections.append(_recommendations_section(data.recommendations))
+    if data.over_time is not None:
+        sections.append(_over_time_section(data))
     sections.append(_comparison_section(data))
     if data.persona_table is not None:
         sections.append(_persona_section(data.persona_table))
@@ -308,6 +323,8 @@ def _header(data: ReportData) -> str:
         links.append(("churn", "Churn risk"))
     if data.recommendations is not None:
         links.append(("next-best", "Next-best classes"))
+    if data.over_time is not None:
+        links.append(("over-time", "Over time"))
     links.append(("comparison", "Method comparison"))
     if data.persona_table is not None:
         links.append(("personas", "Personas"))
@@ -528,6 +545,41 @@ def _recommendations_section(document: dict) -> str:
     body = (f'<div class="scroll"><table class="data"><caption>Next-best classes on the holdout</caption><thead>'
             f'<tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table></div><p>{facts}</p>')
     return _section("next-best", "Next-best classes", body, lead)
+
+
+def _over_time_section(data: ReportData) -> str:
+    """Segment sizes at each snapshot, the flows between them, and each segment's inflow, outflow and next move."""
+    info = data.over_time or {}
+    dates = info.get("snapshots") or []
+    lead = (f"The customer base segmented again at {len(dates)} snapshot date(s) "
+            f"({_when(dates[0], False) if dates else '—'} to {_when(dates[-1], False) if dates else '—'}), each from "
+            f"the last {info.get('window_days', '—')} days of a customer's shopping, by the same trained models: "
+            f"{_int(info.get('customers'))} customers followed. A customer whose shopping changed moves segment.")
+    body = "".join(_figure(data.images[key], heading, caption) for key, heading, caption in OVER_TIME
+                   if key in data.images)
+    rows = []
+    # A small segment is named on its own card only: never as another segment's next move.
+    hidden = {s.get("segment_id") for s in data.segments if s.get("suppressed")}
+    for segment in data.segments:
+        move = segment.get("migration")
+        if segment.get("suppressed") or not move:
+            continue
+        last = move.get("last_period") or {}
+        nexts = ", ".join(f"{n['name']} {_pct(n['probability'], 0)}" for n in move.get("next_segments") or []
+                          if n["segment_id"] not in hidden)
+        cells = [_int(last.get("stayed")), _int(last.get("inflow")), _int(last.get("outflow"))]
+        rows.append(f'<tr><th scope="row">{_e(segment.get("name", ""))}</th>'
+                    + "".join(f'<td class="n">{_e(c)}</td>' for c in cells) + f"<td>{_e(nexts or '—')}</td></tr>")
+    if rows:
+        period = next((s["migration"]["last_period"] for s in data.segments
+                       if (s.get("migration") or {}).get("last_period")), None)
+        caption = (f"Last period, {_when(period['from'], False)} to {_when(period['to'], False)}; next segments "
+                   f"over every period" if period else "Next segments over every period")
+        head = "".join(f'<th scope="col" class="n">{h}</th>' for h in ("Stayed", "Inflow", "Outflow"))
+        body += (f'<div class="scroll"><table class="data"><caption>{_e(caption)}</caption><thead><tr>'
+                 f'<th scope="col">Segment</th>{head}<th scope="col">Most likely next (staying included)</th>'
+                 f'</tr></thead><tbody>{"".join(rows)}</tbody></table></div>')
+    return _section("over-time", "Segments over time", body or '<p class="note">No snapshot.</p>', lead)
 
 
 def _signed_pct(value: Any) -> str:

@@ -27,7 +27,7 @@ import yaml
 from core.domain.columns import identifier_columns
 from core.domain.customer_ids import to_keys, with_source_ids
 from core.domain.tables import IDENTITY_COLUMNS
-from core.profile_export import export, plots, profiling, recommendation_outputs, report
+from core.profile_export import export, migration, plots, profiling, recommendation_outputs, report
 from core.prepare_features.columns import CLASS_SPEND, class_column, describable_columns
 from core.prepare_features.value_estimates import VALUE_COLUMNS
 from core.framework import paths
@@ -93,6 +93,8 @@ def run(ctx: StageContext) -> None:
         shown = profiling.suppress_small_segments(profiles, cfg.min_segment_size)
         # One name per segment in every output, the neutral one for small segments.
         profiles = [{**p, "name": s["name"]} for p, s in zip(profiles, shown)]
+        if segmentation == primary:
+            profiles, shown = _with_migration(ctx, profiles, shown)
         document = export.build_export(
             shown, run_id=ctx.run_id,
             config_hash=ctx.config_hash, method=segmentation.split("_")[0], space=segmentation.split("_")[1],
@@ -130,6 +132,14 @@ def run(ctx: StageContext) -> None:
                    f"customers ({primary}); report and {len(exported)} export(s) written")
     # Next-best classes per customer, measured on a temporal holdout (issue 15).
     recommendation_outputs.write_recommendations(ctx, recommended, mapping)
+
+
+def _with_migration(ctx: StageContext, profiles: list[dict], shown: list[dict]) -> tuple[list[dict], list[dict]]:
+    """The profiles with their segment's ``migration`` (stage 04's snapshots); suppressed ones stay as they are."""
+    moves = ctx.read(paths.CLUSTER, paths.TRANSITIONS)
+    blocks = migration.segment_migration(moves, {p["segment_id"]: p["name"] for p in profiles})
+    return ([{**p, "migration": blocks[p["segment_id"]]} for p in profiles],
+            [s if s["suppressed"] else {**s, "migration": blocks[s["segment_id"]]} for s in shown])
 
 
 def _customer_values(ctx: StageContext, customers: pd.DataFrame, mapping: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
@@ -298,6 +308,7 @@ def _write_report(ctx: StageContext, customers: pd.DataFrame, assignments: pd.Da
             evaluation["deciles"], tmp, f"holdout {evaluation['cut_date']} to {evaluation['analysis_date']}, "
                                         f"{evaluation['customers']:,} customers"))
         images["calibration"] = calibration.read_bytes()
+    over_time = _migration_charts(ctx, {p["segment_id"]: p["name"] for p in described}, images)
     history = ctx.read_json(paths.TRAIN_AUTOENCODER, paths.TRAINING_HISTORY)
     loss = ctx.write_with(paths.LOSS_CURVE, lambda tmp: plots.save_loss_plot(history, tmp))
     images["loss_curve"] = loss.read_bytes()
@@ -315,8 +326,30 @@ def _write_report(ctx: StageContext, customers: pd.DataFrame, assignments: pd.Da
                   "generated_at": ctx.started_at.isoformat(timespec="seconds"), "run_id": ctx.run_id},
         segments=shown, comparison=pd.read_csv(ctx.input_path(paths.CLUSTER, paths.COMPARISON)),
         persona_table=persona_table, images=images, currency=cfg.currency, customer_value=customer_value,
-        recommendations=recommendations)
+        recommendations=recommendations, over_time=over_time)
     ctx.write_text(paths.REPORT, report.render_report(data))
+
+
+def _migration_charts(ctx: StageContext, names: dict[int, str], images: dict[str, bytes]) -> dict | None:
+    """Segment sizes over time and the flow chart from stage 04's snapshots; the report's figures for them.
+
+    None when stage 04 took no snapshot (``cluster.snapshots.enabled`` false).
+    """
+    history = ctx.read_parquet(paths.CLUSTER, paths.SEGMENT_HISTORY)
+    if history.empty:
+        return None
+    moves = ctx.read(paths.CLUSTER, paths.TRANSITIONS)
+    sizes = migration.sizes_over_time(history)
+    if names and not sizes.empty:
+        drawn = ctx.write_with(paths.SEGMENT_SIZES_OVER_TIME_PLOT,
+                               lambda tmp: migration.save_sizes_over_time_plot(sizes, names, tmp))
+        images["sizes_over_time"] = drawn.read_bytes()
+        if not moves.empty:
+            drawn = ctx.write_with(paths.SEGMENT_FLOW_PLOT,
+                                   lambda tmp: migration.save_flow_plot(moves, sizes, names, tmp))
+            images["segment_flows"] = drawn.read_bytes()
+    return {"snapshots": [str(pd.Timestamp(d).date()) for d in sizes.index],
+            "customers": migration.customers_followed(history), "window_days": ctx.config.cluster.snapshots.window_days}
 
 
 STAGE = Stage(
@@ -328,7 +361,8 @@ STAGE = Stage(
                                  paths.FEATURES, paths.CUSTOMER_VALUE, paths.CUSTOMER_VALUE_MODEL,
                                  paths.CUSTOMER_VALUE_EVALUATION),
         paths.TRAIN_AUTOENCODER: (paths.LATENT, paths.TRAINING_HISTORY),
-        paths.CLUSTER: (paths.ASSIGNMENTS, paths.COMPARISON, paths.COMPARISON_JSON),
+        paths.CLUSTER: (paths.ASSIGNMENTS, paths.COMPARISON, paths.COMPARISON_JSON, paths.SEGMENT_HISTORY,
+                        paths.TRANSITIONS),
     },
     description="Profile, name, explain and give strategies to the segments; export JSON/YAML/CSV and a report.",
     # cluster: the primary method and space named in the export.

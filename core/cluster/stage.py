@@ -29,7 +29,6 @@ import numpy as np
 import pandas as pd
 
 from core.framework import paths
-from core.cluster import segmentation
 from core.framework.errors import PipelineError
 from core.framework.stage import Stage, StageContext
 
@@ -38,6 +37,9 @@ log = logging.getLogger(__name__)
 
 def run(ctx: StageContext) -> None:
     """Read this stage's inputs, compute, write its outputs (see the module docstring)."""
+    # Imported when the stage runs: scikit-learn and friends cost a second that status and skips never need.
+    from core.cluster import segmentation
+
     cfg = ctx.config.cluster
     raw = ctx.read_parquet(paths.PREPARE_FEATURES, paths.FEATURES)
     latent = ctx.read_parquet(paths.TRAIN_AUTOENCODER, paths.LATENT)
@@ -128,6 +130,8 @@ def _previous_labels(ctx: StageContext, ids: np.ndarray, keys: list[str],
         raise
     except Exception as exc:  # noqa: BLE001 - the file is the one recorded; an older layout only means no matching
         log.warning("previous %s unreadable (%s); segment ids are not matched", paths.ASSIGNMENTS, exc)
+    from core.cluster import segmentation  # see run
+
     labels = segmentation.previous_labels(ids, previous, keys) or {}
     fallback = {}
     for key in keys:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING
 
 import joblib
 import pyarrow as pa
@@ -28,14 +29,19 @@ import pyarrow.parquet as pq
 from core.framework import paths
 from core.framework.errors import PipelineError
 from core.framework.stage import Stage, StageContext
-from core.prepare_features.prepare import PreparedFeatures, prepare_features_from_config
-from core.prepare_features.value_estimates import customer_value_from_config
+
+if TYPE_CHECKING:
+    from core.prepare_features.prepare import PreparedFeatures
 
 log = logging.getLogger(__name__)
 
 
 def run(ctx: StageContext) -> None:
     """Read this stage's inputs, compute, write its outputs (see the module docstring)."""
+    # Imported when the stage runs: scikit-learn, SciPy and DuckDB cost a second that status and skips never need.
+    from core.prepare_features.prepare import prepare_features_from_config
+    from core.prepare_features.value_estimates import customer_value_from_config
+
     customers = ctx.read_parquet(paths.GENERATE_DATA, paths.CUSTOMERS)
     try:
         # The path, not a DataFrame: the engine scans the file, so memory does not grow with the lines.

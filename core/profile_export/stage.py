@@ -26,9 +26,8 @@ import yaml
 
 from core.domain.columns import identifier_columns
 from core.domain.tables import IDENTITY_COLUMNS
-from core.profile_export import export, plots, profiling, recommendation_outputs, report
+from core.profile_export import export, plots, profiling
 from core.prepare_features.columns import CLASS_SPEND, class_column, describable_columns
-from core.prepare_features.value_estimates import VALUE_COLUMNS
 from core.framework import paths
 from core.framework.errors import PipelineError
 from core.framework.stage import Stage, StageContext
@@ -119,6 +118,9 @@ def run(ctx: StageContext) -> None:
     ctx.summary = (f"{len(profiles)} segments ({suppressed} too small to describe) for {len(customers):,} "
                    f"customers ({primary}); report and {len(exported)} export(s) written")
     # Next-best classes per customer, measured on a temporal holdout (issue 15).
+    # Imported when the stage runs (SciPy, scikit-learn): status and skips never need them.
+    from core.profile_export import recommendation_outputs
+
     recommendation_outputs.write_recommendations(ctx, customers, assignments)
 
 
@@ -131,6 +133,8 @@ def _customer_values(ctx: StageContext, customers: pd.DataFrame) -> tuple[pd.Dat
         When a segmented customer has no row (the two files come from different runs of stage 02).
     """
     model = ctx.read_json(paths.PREPARE_FEATURES, paths.CUSTOMER_VALUE_MODEL)
+    from core.prepare_features.value_estimates import VALUE_COLUMNS  # loads SciPy: only when the stage runs
+
     table = ctx.read_parquet(paths.PREPARE_FEATURES, paths.CUSTOMER_VALUE, columns=["customer_id", *VALUE_COLUMNS])
     values = table.set_index("customer_id")
     missing = ~customers["customer_id"].isin(values.index)
@@ -246,6 +250,8 @@ def _write_report(ctx: StageContext, customers: pd.DataFrame, assignments: pd.Da
     Small (suppressed) segments appear by name and size on their card only:
     they are left out of every chart and table.
     """
+    from core.profile_export import report  # scikit-learn's projection: only when the stage runs
+
     cfg = ctx.config.profile_export
     described = [p for p in shown if not p["suppressed"]]
     ids = [p["segment_id"] for p in described]

@@ -30,6 +30,7 @@ import pandas as pd
 
 from core.framework import paths
 from core.framework.errors import PipelineError
+from core.framework.progress import Progress
 from core.framework.stage import Stage, StageContext
 
 log = logging.getLogger(__name__)
@@ -54,8 +55,11 @@ def run(ctx: StageContext) -> None:
     spaces = {name: matrices[name] for name in cfg.spaces}
     keys = [f"{m}_{s}" for s in spaces for m in cfg.methods]
     previous = _previous_labels(ctx, ids, keys, spaces) if cfg.match_previous else None
-    result = segmentation.segment_customers(spaces, list(cfg.methods), cfg, ctx.config.seed,
-                                            truth=_ground_truth(ctx, ids), previous=previous)
+    # The fits and their evaluation are nearly all of the stage's time; each model reports as it finishes.
+    with Progress(f"{paths.CLUSTER}: fitting and evaluating", total=1, unit="%") as progress, \
+            progress.step(1, "models"):
+        result = segmentation.segment_customers(spaces, list(cfg.methods), cfg, ctx.config.seed,
+                                                truth=_ground_truth(ctx, ids), previous=previous)
 
     assignments = segmentation.assignments_table(result, ids, latent["reconstruction_error"].to_numpy())
     ctx.write_parquet(paths.ASSIGNMENTS, assignments)

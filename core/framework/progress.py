@@ -21,6 +21,19 @@ The estimate of what is left assumes the rest goes at the pace so far:
 advance by each part's measured share of the time rather than by one per
 part (stage 02 does), so the estimate stays honest.
 
+A stage whose parts are separate functions reports through *steps*: the
+stage opens a reporter and wraps each part in :meth:`Progress.step` with the
+part's share of the work; code inside the part, which knows nothing of the
+stage, calls the module function :func:`report` with how far it is through
+its own work, and that moves the stage's reporter within the step's share.
+Outside any step (a test, the score command) :func:`report` does nothing::
+
+    with Progress("02_prepare_features", total=100, unit="%") as progress:
+        with progress.step(45, "features"):
+            build_features(...)        # calls report(0.3, "lines table built") and so on
+        with progress.step(40, "customer value"):
+            ...
+
 Reporting costs a clock read and a comparison per call (well under a
 microsecond); nothing is drawn or logged more often than the throttle
 allows, so a step does not slow down measurably.
@@ -28,11 +41,13 @@ allows, so a step does not slow down measurably.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
+import threading
 import time
-from typing import TextIO
+from typing import Iterator, TextIO
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +57,21 @@ LOG_INTERVAL = 10.0
 BAR_INTERVAL = 0.25
 _BAR_WIDTH = 24
 _MODES = ("bar", "log", "off")
+# The innermost open step of each thread: (reporter, work done when the step began, the step's share).
+_active = threading.local()
+
+
+def report(fraction: float, note: str | None = None) -> None:
+    """Say how far the current step is through its own work (0 to 1); nothing outside a step.
+
+    For code that does not know which stage runs it: it moves the reporter
+    whose :meth:`Progress.step` encloses the call.
+    """
+    steps = getattr(_active, "steps", None)
+    if not steps:
+        return
+    progress, base, share = steps[-1]
+    progress.update(base + share * min(max(fraction, 0.0), 1.0), note)
 
 
 def output_mode(stream: TextIO | None = None) -> str:
@@ -121,6 +151,22 @@ class Progress:
         if self.done <= 0 or self.total <= 0:
             return None
         return self.elapsed * max(self.total - self.done, 0.0) / self.done
+
+    @contextlib.contextmanager
+    def step(self, share: float, note: str) -> Iterator["Progress"]:
+        """A part of the work worth ``share`` of :attr:`total`; :func:`report` inside it moves within that share.
+
+        When the block ends the step counts as done, however far the code in it reported.
+        """
+        base = self.done
+        steps = _active.__dict__.setdefault("steps", [])
+        steps.append((self, base, share))
+        self.update(base, note)
+        try:
+            yield self
+        finally:
+            steps.pop()
+        self.update(base + share)
 
     def advance(self, amount: float = 1.0, note: str | None = None) -> None:
         """Count ``amount`` more work done (``note`` says what was just finished)."""

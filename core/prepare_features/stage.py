@@ -28,6 +28,7 @@ import pyarrow.parquet as pq
 
 from core.framework import paths
 from core.framework.errors import PipelineError
+from core.framework.progress import Progress, report as report_progress
 from core.framework.stage import Stage, StageContext
 
 if TYPE_CHECKING:
@@ -43,21 +44,27 @@ def run(ctx: StageContext) -> None:
     from core.prepare_features.value_estimates import customer_value_from_config
 
     customers = ctx.read_parquet(paths.GENERATE_DATA, paths.CUSTOMERS)
-    try:
-        # The path, not a DataFrame: the engine scans the file, so memory does not grow with the lines.
-        prepared = prepare_features_from_config(ctx.input_path(paths.GENERATE_DATA, paths.TRANSACTIONS), customers,
-                                                ctx.config.hierarchy, ctx.config.prepare_features)
-    except ValueError as exc:
-        raise PipelineError(f"{exc}; see section prepare_features of {ctx.config.path} (analysis_date null "
-                            f"means the last date in the data)") from None
-    # Every customer with a purchase, segmented or not: a lapsed customer is who retention needs.
-    value = customer_value_from_config(ctx.input_path(paths.GENERATE_DATA, paths.TRANSACTIONS), ctx.config.hierarchy,
-                                       ctx.config.customer_value, prepared.analysis_date,
-                                       prepared.basic["customer_id"].to_numpy(),
-                                       ctx.config.prepare_features.engine_memory_mb)
-    if value.warning:
-        log.warning("%s; section customer_value of %s", value.warning, ctx.config.path)
-    write_outputs(prepared, ctx.write_with)
+    # Shares of the stage's time, measured on 200,000 customers (27 M lines): features 55%, customer
+    # value 37%, writing 8%; they make the estimate of what is left.
+    with Progress(f"{paths.PREPARE_FEATURES} (features, customer value, writing)", total=100, unit="%") as progress:
+        with progress.step(55, "features"):
+            try:
+                # The path, not a DataFrame: the engine scans the file, so memory does not grow with the lines.
+                prepared = prepare_features_from_config(ctx.input_path(paths.GENERATE_DATA, paths.TRANSACTIONS),
+                                                        customers, ctx.config.hierarchy, ctx.config.prepare_features)
+            except ValueError as exc:
+                raise PipelineError(f"{exc}; see section prepare_features of {ctx.config.path} (analysis_date null "
+                                    f"means the last date in the data)") from None
+        with progress.step(37, "customer value"):
+            # Every customer with a purchase, segmented or not: a lapsed customer is who retention needs.
+            value = customer_value_from_config(ctx.input_path(paths.GENERATE_DATA, paths.TRANSACTIONS),
+                                               ctx.config.hierarchy, ctx.config.customer_value,
+                                               prepared.analysis_date, prepared.basic["customer_id"].to_numpy(),
+                                               ctx.config.prepare_features.engine_memory_mb)
+        if value.warning:
+            log.warning("%s; section customer_value of %s", value.warning, ctx.config.path)
+        with progress.step(8, "writing"):
+            write_outputs(prepared, ctx.write_with)
     ctx.write_parquet(paths.CUSTOMER_VALUE, value.table)
     ctx.write_json(paths.CUSTOMER_VALUE_MODEL, value.model)
     ctx.write_json(paths.CUSTOMER_VALUE_EVALUATION, value.evaluation)
@@ -82,12 +89,15 @@ def write_outputs(prepared: PreparedFeatures, write_with) -> None:
     with ThreadPoolExecutor(max_workers=1) as pool:
         wide = pool.submit(write_with, paths.ENRICHED_CLASS,
                            lambda tmp: _write_batches(tmp, prepared.enriched_class_batches()))
-        for file, frame in ((paths.BASIC, prepared.basic), (paths.ENRICHED_DEPARTMENT, prepared.enriched_department),
-                            (paths.CLASS_SPEND_LONG, prepared.class_spend_long),
-                            (paths.FEATURES, prepared.model_matrix), (paths.EXCLUDED_CUSTOMERS, prepared.excluded)):
+        tables = ((paths.BASIC, prepared.basic), (paths.ENRICHED_DEPARTMENT, prepared.enriched_department),
+                  (paths.CLASS_SPEND_LONG, prepared.class_spend_long),
+                  (paths.FEATURES, prepared.model_matrix), (paths.EXCLUDED_CUSTOMERS, prepared.excluded))
+        for done, (file, frame) in enumerate(tables, start=1):
             write_with(file, lambda tmp, frame=frame: _write_batches(
                 tmp, [pa.Table.from_pandas(frame, preserve_index=False)]))
+            report_progress(0.5 * done / len(tables), file)
         wide.result()
+        report_progress(0.95, paths.ENRICHED_CLASS)
     write_with(paths.FEATURE_SCALER, lambda tmp: joblib.dump(prepared.feature_model, tmp))
 
 

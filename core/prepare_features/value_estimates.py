@@ -36,6 +36,7 @@ from sklearn.metrics import roc_auc_score
 
 from core.domain.columns import ID_COLUMN, UNKNOWN
 from core.domain.hierarchy import Hierarchy
+from core.framework import progress
 from core.prepare_features.aggregate import register_source
 from core.prepare_features.customer_value import (BetaGeoModel, GammaGammaModel, assign_churn_risk,
                                                   estimate_customer_value, rfm_summary)
@@ -530,8 +531,10 @@ def customer_value_from_config(lines, hierarchy: Hierarchy, cfg: CustomerValueCo
     orders = order_values(lines, excluded_departments, end, end - pd.Timedelta(days=cfg.horizon_days),
                           engine_memory_mb)
     read = time.perf_counter()
+    progress.report(0.5, "orders")  # shares of this step's time on 200,000 customers
     estimates = estimate_values(orders, end, cfg, segmented, excluded_departments)
     fitted = time.perf_counter()
+    progress.report(0.8, "models fitted")
     if estimates.reason is None:
         evaluation = evaluate_holdout(orders, end, cfg)
     else:

@@ -109,6 +109,9 @@ class CustomerValueConfig:
                                                          "is high churn risk, below the second medium, else low")
     min_repeat_buyers: int = spec(minimum=2, help="fewest customers who bought on two different days to fit the "
                                                   "models; fewer: the columns are null, with the reason")
+    fit_sample_size: int = spec(minimum=1000, help="the models are fitted on at most this many customers (a "
+                                                   "seeded sample) and then predict for everyone, so the fits "
+                                                   "do not grow with the customer count")
 
 
 def check_customer_value(cfg: CustomerValueConfig, problems: Problems) -> None:

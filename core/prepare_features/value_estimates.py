@@ -219,7 +219,8 @@ def estimate_values(orders: pd.DataFrame, analysis_date, cfg: CustomerValueConfi
             warnings.simplefilter("always", ConvergenceWarning)
             try:
                 result = estimate_customer_value(orders, end, cfg.horizon_days, tuple(cfg.churn_risk_thresholds),
-                                                 min_repeat_buyers=cfg.min_repeat_buyers)
+                                                 min_repeat_buyers=cfg.min_repeat_buyers,
+                                                 fit_sample_size=cfg.fit_sample_size)
             except ValueError as error:
                 reason = str(error)
         caught = [str(w.message) for w in seen if issubclass(w.category, ConvergenceWarning)]
@@ -400,7 +401,8 @@ def evaluate_holdout(orders: pd.DataFrame, analysis_date, cfg: CustomerValueConf
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)  # the fit report says converged: false
             fitted = estimate_customer_value(calibration, cut, cfg.horizon_days, tuple(cfg.churn_risk_thresholds),
-                                             min_repeat_buyers=cfg.min_repeat_buyers)
+                                             min_repeat_buyers=cfg.min_repeat_buyers,
+                                             fit_sample_size=cfg.fit_sample_size)
     except ValueError as error:
         return {"status": f"skipped: the fit at {cut.date()} is impossible: {error}", **base}
     estimates = fitted.estimates

@@ -148,3 +148,14 @@ def test_customer_value_fitted_on_a_sample_still_predicts_for_every_customer():
     # Half the customers estimate the population's buying about as well: total expected orders within 10%.
     total, from_sample = whole.estimates["expected_orders"].sum(), sampled.estimates["expected_orders"].sum()
     assert abs(from_sample / total - 1) < 0.10
+
+
+def test_a_heartbeat_keeps_reporting_while_a_long_part_counts_nothing(caplog):
+    import time
+
+    caplog.set_level(logging.INFO, logger="core.framework.progress")
+    with Progress("04: fitting", total=4, unit="models", mode="log", interval=0.05, heartbeat=True):
+        time.sleep(0.3)  # one model taking long: no advance at all
+    lines = [m for m in caplog.messages if m.startswith("04: fitting: 0% (0 of 4 models)")]
+    assert len(lines) >= 2, caplog.messages
+    assert caplog.messages[-1].startswith("04: fitting: done in")

@@ -56,7 +56,7 @@ def run(ctx: StageContext) -> None:
     keys = [f"{m}_{s}" for s in spaces for m in cfg.methods]
     previous = _previous_labels(ctx, ids, keys, spaces) if cfg.match_previous else None
     # The fits and their evaluation are nearly all of the stage's time; each model reports as it finishes.
-    with Progress(f"{paths.CLUSTER}: fitting and evaluating", total=1, unit="%") as progress, \
+    with Progress(f"{paths.CLUSTER}: fitting and evaluating", total=1, unit="%", heartbeat=True) as progress, \
             progress.step(1, "models"):
         result = segmentation.segment_customers(spaces, list(cfg.methods), cfg, ctx.config.seed,
                                                 truth=_ground_truth(ctx, ids), previous=previous)

@@ -46,7 +46,8 @@ def run(ctx: StageContext) -> None:
     customers = ctx.read_parquet(paths.GENERATE_DATA, paths.CUSTOMERS)
     # Shares of the stage's time, measured on 200,000 customers (27 M lines): features 55%, customer
     # value 37%, writing 8%; they make the estimate of what is left.
-    with Progress(f"{paths.PREPARE_FEATURES} (features, customer value, writing)", total=100, unit="%") as progress:
+    with Progress(f"{paths.PREPARE_FEATURES} (features, customer value, writing)", total=100, unit="%",
+                  heartbeat=True) as progress:
         with progress.step(55, "features"):
             try:
                 # The path, not a DataFrame: the engine scans the file, so memory does not grow with the lines.

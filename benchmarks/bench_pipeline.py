@@ -86,6 +86,9 @@ def run_scripts(config: Path, artifacts_dir: Path, force: bool) -> list[StageRun
         peak = child.peak_tree_rss_mib or child.peak_rss_mib
         runs.append(StageRun(name, child.wall_seconds, manifest["duration_seconds"], child.cpu_seconds, peak,
                              manifest["summary"]))
+        print(f"{name}: {child.wall_seconds:.1f} s wall, {manifest['duration_seconds']:.1f} s in the stage, "
+              f"{'n/a' if child.cpu_seconds is None else f'{child.cpu_seconds:.1f}'} CPU-s, peak {mib(peak)}",
+              flush=True)  # as each stage ends: a long chain shows where it is
     return runs
 
 
@@ -100,19 +103,23 @@ def chain_report(label: str, config: Path, runs: list[StageRun], reruns: list[St
         "",
         f"- Config: `{config.relative_to(ROOT) if config.is_relative_to(ROOT) else config}`; load average "
         f"(1 min) {loads[0]} before, {loads[1]} after (2 cores: above 2, other work shared the machine)",
-        f"- Chain, script by script (child processes, imports included): **{wall:.1f} s**, peak memory "
-        f"{mib(peak)}",
+        f"- Chain, script by script (child processes, imports included): **{wall:.1f} s** wall, "
+        f"{sum(r.cpu_seconds or 0.0 for r in runs):.1f} CPU-s, peak memory {mib(peak)}",
         f"- Rerun with everything up to date, script by script: "
-        f"{', '.join(f'{r.name[:2]} {r.wall_seconds:.1f} s' for r in reruns)} "
+        f"{', '.join(f'{r.name[:2]} {r.wall_seconds:.1f} s ({_cpu(r)} CPU-s)' for r in reruns)} "
         f"(slowest **{max(r.wall_seconds for r in reruns):.1f} s**)",
         "",
         "| stage | wall s | stage s | CPU s | peak memory | summary |",
         "|---|---:|---:|---:|---:|---|",
-        *[f"| {r.name} | {r.wall_seconds:.1f} | {r.stage_seconds:.1f} | "
-          f"{'n/a' if r.cpu_seconds is None else f'{r.cpu_seconds:.1f}'} | {mib(r.peak_mib)} | {r.summary} |"
+        *[f"| {r.name} | {r.wall_seconds:.1f} | {r.stage_seconds:.1f} | {_cpu(r)} | {mib(r.peak_mib)} | "
+          f"{r.summary} |"
           for r in runs],
         "",
     ]
+
+
+def _cpu(run: StageRun) -> str:
+    return "n/a" if run.cpu_seconds is None else f"{run.cpu_seconds:.1f}"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -224,12 +224,12 @@ def prepare_features(lines, customers: pd.DataFrame | None, hierarchy: Hierarchy
     eligible = eligible_customer_features(lines, hierarchy, analysis_date, settings, eligibility,
                                           customers=customers)
     _require_someone_eligible(eligible)
-    progress.report(0.85, "eligibility")
+    progress.report(0.96, "eligibility")
     class_columns = class_feature_names(hierarchy) if "dept_*" not in eligible.dropped else []
     class_mix, why_no_mix = _fit_class_mix(eligible, len(class_columns) // 2, class_mix_components)
     if why_no_mix:
         eligible = dataclasses.replace(eligible, dropped={**eligible.dropped, f"{CLASS_MIX}*": why_no_mix})
-    progress.report(0.93, "class mix fitted")
+    progress.report(0.99, "class mix fitted")
     eligible = with_class_mix(eligible, class_mix)
     features = _join_profile(eligible.features, customers)
     roles = column_roles(list(features.columns) + class_columns, eligible.feature_columns + class_columns,

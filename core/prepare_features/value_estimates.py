@@ -533,10 +533,10 @@ def customer_value_from_config(lines, hierarchy: Hierarchy, cfg: CustomerValueCo
     orders = order_values(lines, excluded_departments, end, end - pd.Timedelta(days=cfg.horizon_days),
                           engine_memory_mb)
     read = time.perf_counter()
-    progress.report(0.5, "orders")  # shares of this step's time on 200,000 customers
+    progress.report(0.7, "orders")  # shares of this step's time on 200,000 customers
     estimates = estimate_values(orders, end, cfg, segmented, excluded_departments)
     fitted = time.perf_counter()
-    progress.report(0.8, "models fitted")
+    progress.report(0.83, "models fitted")
     if estimates.reason is None:
         evaluation = evaluate_holdout(orders, end, cfg)
     else:

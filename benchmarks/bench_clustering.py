@@ -243,6 +243,7 @@ def remedies_section(cfg, config, artifacts: Path, latent_dims: list[int]) -> li
         from core.train_autoencoder.autoencoder import AutoencoderTransformer
 
         params = {**dataclasses.asdict(config_obj.train_autoencoder), "latent_dim": dims}
+        params.pop("fit_sample_size")  # stage 03's, not the network's: these matrices are the default data's size
         clock = time.perf_counter()
         encoded = AutoencoderTransformer(**params, random_state=config_obj.seed).fit(X.astype(np.float32))
         Z = encoded.transform(X.astype(np.float32)).astype(np.float64)

@@ -30,7 +30,6 @@ from typing import Any
 
 import pandas as pd
 
-from core import scoring
 from core.cluster.stage import STAGE as CLUSTER
 from core.config import PipelineConfig, load_config
 from core.framework import artifacts, cli, lock, paths, runner
@@ -137,6 +136,9 @@ def score_file(config: PipelineConfig, artifacts_dir: Path, source: Path, output
         log.warning("%s is stale (%s); scoring uses its saved models as they are", status.stage,
                     "; ".join(status.reasons))
     frame = read_scoring_input(source)  # an unreadable or empty file stops before any model is loaded
+    # Imported here: scoring loads scikit-learn and TensorFlow, which run, status and show never need.
+    from core import scoring
+
     saved = scoring.load_saved_run(artifacts_dir, config)
     frame = check_scoring_input(frame, scoring.input_kind(frame, saved.transformer, str(source)),
                                 list(saved.transformer.columns), source)

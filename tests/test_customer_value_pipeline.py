@@ -270,7 +270,7 @@ def test_a_log_where_nobody_buys_twice_runs_all_five_stages_with_null_values_and
 # --- unit tests ---------------------------------------------------------------------------------
 
 CONFIG = CustomerValueConfig(enabled=True, horizon_days=273, churn_risk_thresholds=(0.3, 0.7), min_repeat_buyers=50,
-                             seasonal_index=True)
+                             seasonal_index=True, fit_sample_size=100_000)
 
 
 def test_order_values_are_aggregate_orders_by_hand_with_returns_placed_at_the_cut():

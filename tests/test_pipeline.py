@@ -280,6 +280,36 @@ def test_second_run_skips_every_stage(pipeline_run, tmp_path):
     assert all(s.up_to_date for s in pipeline_status(load_config(config_path), artifacts_dir))
 
 
+# Run in a child: the numbered script as `python 0N_....py` runs it, then the heavy libraries it loaded.
+_SKIP_PROBE = """
+import runpy, sys
+script, config, artifacts = sys.argv[1:]
+sys.argv = [script, "--config", config, "--artifacts", artifacts]
+try:
+    runpy.run_path(script, run_name="__main__")
+except SystemExit as exc:
+    assert not exc.code, f"{script} exited with {exc.code}"
+heavy = ("tensorflow", "keras", "sklearn", "scipy", "duckdb", "matplotlib")
+print(sorted(name for name in heavy if name in sys.modules))
+"""
+
+
+def test_an_up_to_date_script_skips_without_loading_tensorflow_or_scikit_learn(pipeline_run, tmp_path):
+    """A rerun with everything up to date, script by script, loads none of the heavy libraries.
+
+    They cost seconds per script (TensorFlow alone more than a second): only a
+    stage that actually runs imports them.
+    """
+    config_path, artifacts_dir = copy_run(pipeline_run, tmp_path)
+    for name in paths.STAGE_NAMES:
+        script = paths.REPO_ROOT / f"{name}.py"
+        result = subprocess.run([sys.executable, "-c", _SKIP_PROBE, str(script), str(config_path), str(artifacts_dir)],
+                                cwd=paths.REPO_ROOT, capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, result.stderr
+        assert "up to date, skipped" in result.stderr
+        assert result.stdout.strip().splitlines()[-1] == "[]", f"{name}.py loaded {result.stdout.strip()}"
+
+
 def test_changed_config_section_reruns_that_stage_and_the_later_ones(pipeline_run, tmp_path):
     config_path, artifacts_dir = rerun_with(pipeline_run, tmp_path,
                                             lambda d: d["cluster"]["kmeans"].update(n_init=2))

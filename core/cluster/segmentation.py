@@ -39,6 +39,7 @@ import pandas as pd
 
 from core.cluster import evaluation, matching
 from core.cluster.clustering import NOISE, Assignment, cluster_range, make_clusterer, sample_rows, usable_range
+from core.framework import progress
 from core.framework.errors import PipelineError
 from core.framework.processes import process_alive
 
@@ -291,7 +292,11 @@ def _segment(spaces, methods, cfg, seed, truth, previous) -> Segmentation:
     n_jobs = min(cfg.n_jobs, len(tasks))
     if n_jobs > 1:
         remove_orphaned_worker_files()  # what a killed run's worker pool left, before this one starts
-    results = Parallel(n_jobs=n_jobs, backend="loky")(tasks)
+    results = []
+    # A generator, so each task's end is reported as it comes back (in submission order) for the progress.
+    for result in Parallel(n_jobs=n_jobs, backend="loky", return_as="generator")(tasks):
+        results.append(result)
+        progress.report(len(results) / len(tasks), f"{len(results)} of {len(tasks)} models")
     reference, seconds = None, {}
     if len(results) > len(pairs):
         (ref, seconds["reference"]), results = results[0], results[1:]

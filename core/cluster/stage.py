@@ -33,8 +33,8 @@ import numpy as np
 import pandas as pd
 
 from core.framework import paths
-from core.cluster import segmentation, snapshots
 from core.framework.errors import PipelineError
+from core.framework.progress import Progress
 from core.framework.stage import Stage, StageContext
 
 log = logging.getLogger(__name__)
@@ -42,6 +42,9 @@ log = logging.getLogger(__name__)
 
 def run(ctx: StageContext) -> None:
     """Read this stage's inputs, compute, write its outputs (see the module docstring)."""
+    # Imported when the stage runs: scikit-learn and friends cost a second that status and skips never need.
+    from core.cluster import segmentation, snapshots
+
     cfg = ctx.config.cluster
     plan = snapshots.plan_snapshots(ctx)  # settings the log cannot honour stop the stage before any fit
     raw = ctx.read_parquet(paths.PREPARE_FEATURES, paths.FEATURES)
@@ -57,8 +60,11 @@ def run(ctx: StageContext) -> None:
     spaces = {name: matrices[name] for name in cfg.spaces}
     keys = [f"{m}_{s}" for s in spaces for m in cfg.methods]
     previous = _previous_labels(ctx, ids, keys, spaces) if cfg.match_previous else None
-    result = segmentation.segment_customers(spaces, list(cfg.methods), cfg, ctx.config.seed,
-                                            truth=_ground_truth(ctx, ids), previous=previous)
+    # The fits and their evaluation are nearly all of the stage's time; each model reports as it finishes.
+    with Progress(f"{paths.CLUSTER}: fitting and evaluating", total=1, unit="%", heartbeat=True) as progress, \
+            progress.step(1, "models"):
+        result = segmentation.segment_customers(spaces, list(cfg.methods), cfg, ctx.config.seed,
+                                                truth=_ground_truth(ctx, ids), previous=previous)
 
     assignments = segmentation.assignments_table(result, ids, latent["reconstruction_error"].to_numpy())
     ctx.write_parquet(paths.ASSIGNMENTS, assignments)
@@ -141,6 +147,8 @@ def _previous_labels(ctx: StageContext, ids: np.ndarray, keys: list[str],
         raise
     except Exception as exc:  # noqa: BLE001 - the file is the one recorded; an older layout only means no matching
         log.warning("previous %s unreadable (%s); segment ids are not matched", paths.ASSIGNMENTS, exc)
+    from core.cluster import segmentation  # see run
+
     labels = segmentation.previous_labels(ids, previous, keys) or {}
     fallback = {}
     for key in keys:

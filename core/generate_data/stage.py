@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from typing import TYPE_CHECKING
 
 import pandas as pd
 import pyarrow as pa
@@ -25,13 +26,15 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from core.domain import customer_ids
-from core.generate_data import generator, ingest
+from core.generate_data import ingest
 from core.framework import paths
 from core.domain import tables
 from core.framework.errors import PipelineError
-from core.generate_data.report import GenerationReport, min_customers, smallest_persona, summary_lines
 from core.domain.tables import TRANSACTION_SCHEMA
 from core.framework.stage import Stage, StageContext
+
+if TYPE_CHECKING:
+    from core.generate_data import generator
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +49,10 @@ def run(ctx: StageContext) -> None:
 
 def run_generate(ctx: StageContext) -> None:
     """Synthetic order lines, customers and products from the personas."""
+    # Imported when the stage runs (SciPy's statistics load with the report); status and skips never need them.
+    from core.generate_data import generator
+    from core.generate_data.report import GenerationReport, summary_lines
+
     cfg = ctx.config
     plan = generator.build_plan(cfg.personas, cfg.scenarios, cfg.hierarchy, cfg.data, cfg.generate_data,
                                 cfg.seed)
@@ -102,6 +109,8 @@ def run_generate(ctx: StageContext) -> None:
 
 def report_fix_hint(plan: generator.GenerationPlan) -> str:
     """What to do about a failed generation report: more data when there is too little to judge."""
+    from core.generate_data.report import min_customers, smallest_persona  # see run_generate
+
     needed, n_customers = min_customers(plan), plan.data.n_customers
     if n_customers < needed:
         smallest, share = smallest_persona(plan)

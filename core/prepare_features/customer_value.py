@@ -784,7 +784,8 @@ def purchase_clock(recency_days, age_days, analysis_date, horizon_days: float, t
 def estimate_customer_value(orders: pd.DataFrame, analysis_date=None, horizon_days: float = 365,
                             thresholds=DEFAULT_CHURN_THRESHOLDS, *, time_unit_days: float = 7.0,
                             dropout_at_first_purchase: bool = True, seasonal_index: bool = True,
-                            min_repeat_buyers: int = MIN_REPEAT_BUYERS, penalizer: float = 0.0) -> CustomerValue:
+                            min_repeat_buyers: int = MIN_REPEAT_BUYERS, penalizer: float = 0.0,
+                            fit_sample_size: int | None = None) -> CustomerValue:
     """Per-customer probability of being active, expected orders and revenue over a horizon, churn risk.
 
     Orders are merged per customer and day (:func:`rfm_summary`); a purchase
@@ -862,6 +863,11 @@ def estimate_customer_value(orders: pd.DataFrame, analysis_date=None, horizon_da
         population-mean fallback).
     penalizer : float, default 0.0
         L2 penalty of both fits.
+    fit_sample_size : int, optional
+        Fit both models on at most this many customers (drawn with
+        :func:`fit_sample`, the same for the same orders) and predict for
+        everyone; None fits on every customer. The counts of the report
+        (repeat buyers, ...) are always over every customer.
 
     Returns
     -------
@@ -904,14 +910,15 @@ def estimate_customer_value(orders: pd.DataFrame, analysis_date=None, horizon_da
             clock_failure = str(error)
     t_x, T, horizon = purchase_clock(t_x_days, age_days, end, horizon_days, time_unit_days, month_index)
 
+    fitted = fit_sample(len(x), fit_sample_size)
     purchase_model = BetaGeoModel(penalizer=penalizer, dropout_at_first_purchase=dropout_at_first_purchase)
-    purchase_model.fit(x, t_x, T)
+    purchase_model.fit(x[fitted], t_x[fitted], T[fitted])
     p_alive = purchase_model.p_alive(x, t_x, T)
     expected_orders = purchase_model.expected_orders(horizon, x, t_x, T)
 
     non_positive = repeat & (m <= 0)
     positive = repeat & ~non_positive
-    value_model, fallback_reason = _fit_value_model(x, m, positive, min_repeat_buyers, penalizer)
+    value_model, fallback_reason = _fit_value_model(x, m, positive & fitted, min_repeat_buyers, penalizer)
     if value_model is not None:
         population_mean = value_model.population_mean_
         order_value = value_model.expected_order_value(x, np.where(non_positive, 0.0, m))
@@ -949,6 +956,20 @@ def estimate_customer_value(orders: pd.DataFrame, analysis_date=None, horizon_da
         clock_failure=clock_failure)
     return CustomerValue(estimates=estimates, purchase_model=purchase_model, value_model=value_model,
                          report=report, month_index=month_index)
+
+
+def fit_sample(n_customers: int, sample_size: int | None, seed: int = 0) -> np.ndarray:
+    """Which customers (rows of the summary, sorted by id) the fits use: a boolean mask.
+
+    Every customer when ``sample_size`` is None or not below ``n_customers``;
+    otherwise ``sample_size`` of them drawn without replacement by
+    ``default_rng(seed)``.
+    """
+    mask = np.ones(n_customers, dtype=bool)
+    if sample_size is not None and sample_size < n_customers:
+        mask[:] = False
+        mask[np.random.default_rng(seed).choice(n_customers, size=sample_size, replace=False)] = True
+    return mask
 
 
 def _check_inputs(orders: pd.DataFrame, horizon_days: float, time_unit_days: float,

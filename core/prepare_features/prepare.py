@@ -20,6 +20,7 @@ import pyarrow as pa
 
 from core.domain.columns import ID_COLUMN
 from core.domain.hierarchy import Hierarchy
+from core.framework import progress
 from core.prepare_features.aggregate import FeatureSettings
 from core.prepare_features.columns import (CLASS_MIX, CORE_FEATURES, DEPT_SPEND, DEPT_UNITS, ROLE_GROUND_TRUTH,
                                            ROLE_PROFILE, ROLES, ModelColumns, class_feature_names, column_roles,
@@ -223,10 +224,12 @@ def prepare_features(lines, customers: pd.DataFrame | None, hierarchy: Hierarchy
     eligible = eligible_customer_features(lines, hierarchy, analysis_date, settings, eligibility,
                                           customers=customers)
     _require_someone_eligible(eligible)
+    progress.report(0.96, "eligibility")
     class_columns = class_feature_names(hierarchy) if "dept_*" not in eligible.dropped else []
     class_mix, why_no_mix = _fit_class_mix(eligible, len(class_columns) // 2, class_mix_components)
     if why_no_mix:
         eligible = dataclasses.replace(eligible, dropped={**eligible.dropped, f"{CLASS_MIX}*": why_no_mix})
+    progress.report(0.99, "class mix fitted")
     eligible = with_class_mix(eligible, class_mix)
     features = _join_profile(eligible.features, customers)
     roles = column_roles(list(features.columns) + class_columns, eligible.feature_columns + class_columns,

@@ -118,6 +118,9 @@ class CustomerValueConfig:
     seasonal_index: bool = spec(help="true: the purchase model counts time in seasonal days (a month-of-year "
                                      "index estimated from the orders: a busy month's day counts more); "
                                      "false: calendar days")
+    fit_sample_size: int = spec(minimum=1000, help="the models are fitted on at most this many customers (a "
+                                                   "seeded sample) and then predict for everyone, so the fits "
+                                                   "do not grow with the customer count")
 
 
 def check_customer_value(cfg: CustomerValueConfig, problems: Problems) -> None:

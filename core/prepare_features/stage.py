@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING
 
 import joblib
 import pyarrow as pa
@@ -29,34 +30,48 @@ import pyarrow.parquet as pq
 from core.domain.customer_ids import with_source_ids
 from core.framework import paths
 from core.framework.errors import PipelineError
+from core.framework.progress import Progress, report as report_progress
 from core.framework.stage import Stage, StageContext
-from core.prepare_features.prepare import PreparedFeatures, prepare_features_from_config
-from core.prepare_features.value_estimates import customer_value_from_config
+
+if TYPE_CHECKING:
+    from core.prepare_features.prepare import PreparedFeatures
 
 log = logging.getLogger(__name__)
 
 
 def run(ctx: StageContext) -> None:
     """Read this stage's inputs, compute, write its outputs (see the module docstring)."""
+    # Imported when the stage runs: scikit-learn, SciPy and DuckDB cost a second that status and skips never need.
+    from core.prepare_features.prepare import prepare_features_from_config
+    from core.prepare_features.value_estimates import customer_value_from_config
+
     customers = ctx.read_parquet(paths.GENERATE_DATA, paths.CUSTOMERS)
-    try:
-        # The path, not a DataFrame: the engine scans the file, so memory does not grow with the lines.
-        prepared = prepare_features_from_config(ctx.input_path(paths.GENERATE_DATA, paths.TRANSACTIONS), customers,
-                                                ctx.config.hierarchy, ctx.config.prepare_features,
-                                                ctx.config.data.source)
-    except ValueError as exc:
-        raise PipelineError(f"{exc}; see section prepare_features of {ctx.config.path} (analysis_date null "
-                            f"means the last date in the data)") from None
-    # Every customer with a purchase, segmented or not: a lapsed customer is who retention needs.
-    value = customer_value_from_config(ctx.input_path(paths.GENERATE_DATA, paths.TRANSACTIONS), ctx.config.hierarchy,
-                                       ctx.config.customer_value, prepared.analysis_date,
-                                       prepared.basic["customer_id"].to_numpy(),
-                                       ctx.config.prepare_features.engine_memory_mb)
-    if value.warning:
-        log.warning("%s; section customer_value of %s", value.warning, ctx.config.path)
-    # The two lists people act on carry the ids as the source wrote them; the rest keep the pipeline's keys.
-    mapping = ctx.read_parquet(paths.GENERATE_DATA, paths.CUSTOMER_IDS)
-    write_outputs(dataclasses.replace(prepared, excluded=with_source_ids(prepared.excluded, mapping)), ctx.write_with)
+    # Shares of the stage's time, measured on 200,000 customers (27 M lines): features 50%, customer
+    # value 42%, writing 8%; they make the estimate of what is left.
+    with Progress(f"{paths.PREPARE_FEATURES} (features, customer value, writing)", total=100, unit="%",
+                  heartbeat=True) as progress:
+        with progress.step(50, "features"):
+            try:
+                # The path, not a DataFrame: the engine scans the file, so memory does not grow with the lines.
+                prepared = prepare_features_from_config(ctx.input_path(paths.GENERATE_DATA, paths.TRANSACTIONS),
+                                                        customers, ctx.config.hierarchy, ctx.config.prepare_features,
+                                                        ctx.config.data.source)
+            except ValueError as exc:
+                raise PipelineError(f"{exc}; see section prepare_features of {ctx.config.path} (analysis_date null "
+                                    f"means the last date in the data)") from None
+        with progress.step(42, "customer value"):
+            # Every customer with a purchase, segmented or not: a lapsed customer is who retention needs.
+            value = customer_value_from_config(ctx.input_path(paths.GENERATE_DATA, paths.TRANSACTIONS),
+                                               ctx.config.hierarchy, ctx.config.customer_value,
+                                               prepared.analysis_date, prepared.basic["customer_id"].to_numpy(),
+                                               ctx.config.prepare_features.engine_memory_mb)
+        if value.warning:
+            log.warning("%s; section customer_value of %s", value.warning, ctx.config.path)
+        with progress.step(8, "writing"):
+            # The two lists people act on carry the ids as the source wrote them; the rest keep the pipeline's keys.
+            mapping = ctx.read_parquet(paths.GENERATE_DATA, paths.CUSTOMER_IDS)
+            write_outputs(dataclasses.replace(prepared, excluded=with_source_ids(prepared.excluded, mapping)),
+                          ctx.write_with)
     ctx.write_parquet(paths.CUSTOMER_VALUE, with_source_ids(value.table, mapping))
     ctx.write_json(paths.CUSTOMER_VALUE_MODEL, value.model)
     ctx.write_json(paths.CUSTOMER_VALUE_EVALUATION, value.evaluation)
@@ -81,12 +96,15 @@ def write_outputs(prepared: PreparedFeatures, write_with) -> None:
     with ThreadPoolExecutor(max_workers=1) as pool:
         wide = pool.submit(write_with, paths.ENRICHED_CLASS,
                            lambda tmp: _write_batches(tmp, prepared.enriched_class_batches()))
-        for file, frame in ((paths.BASIC, prepared.basic), (paths.ENRICHED_DEPARTMENT, prepared.enriched_department),
-                            (paths.CLASS_SPEND_LONG, prepared.class_spend_long),
-                            (paths.FEATURES, prepared.model_matrix), (paths.EXCLUDED_CUSTOMERS, prepared.excluded)):
+        tables = ((paths.BASIC, prepared.basic), (paths.ENRICHED_DEPARTMENT, prepared.enriched_department),
+                  (paths.CLASS_SPEND_LONG, prepared.class_spend_long),
+                  (paths.FEATURES, prepared.model_matrix), (paths.EXCLUDED_CUSTOMERS, prepared.excluded))
+        for done, (file, frame) in enumerate(tables, start=1):
             write_with(file, lambda tmp, frame=frame: _write_batches(
                 tmp, [pa.Table.from_pandas(frame, preserve_index=False)]))
+            report_progress(0.5 * done / len(tables), file)
         wide.result()
+        report_progress(0.95, paths.ENRICHED_CLASS)
     write_with(paths.FEATURE_SCALER, lambda tmp: joblib.dump(prepared.feature_model, tmp))
 
 

@@ -27,19 +27,26 @@ import yaml
 from core.domain.columns import identifier_columns
 from core.domain.customer_ids import to_keys, with_source_ids
 from core.domain.tables import IDENTITY_COLUMNS
-from core.profile_export import export, migration, plots, profiling, recommendation_outputs, report
+from core.profile_export import export, line_totals, migration, plots, profiling
 from core.prepare_features.columns import CLASS_SPEND, class_column, describable_columns
-from core.prepare_features.value_estimates import VALUE_COLUMNS
 from core.framework import paths
 from core.framework.errors import PipelineError
+from core.framework.progress import Progress
 from core.framework.stage import Stage, StageContext
 
 
-TRANSACTION_COLUMNS = ["customer_id", "order_date", "sku", "line_amount", "is_return"]
+# Where each part of the stage ends, in % of its time (measured on 200,000 customers): the estimate of what is left.
+PROGRESS = {"inputs": 3, "next_best": 74, "class_spend": 78, "line_totals": 81, "report": 97}
 
 
 def run(ctx: StageContext) -> None:
     """Read this stage's inputs, compute, write its outputs (see the module docstring)."""
+    with Progress(paths.PROFILE_EXPORT, total=100, unit="%", heartbeat=True) as progress:
+        _run(ctx, progress)
+
+
+def _run(ctx: StageContext, progress: Progress) -> None:
+    """:func:`run`, telling ``progress`` how far it is (shares of the time measured on 200,000 customers)."""
     cfg = ctx.config.profile_export
     hierarchy = ctx.config.hierarchy
     customers = ctx.read_parquet(paths.PREPARE_FEATURES, paths.ENRICHED_DEPARTMENT)
@@ -61,10 +68,15 @@ def run(ctx: StageContext) -> None:
     _check_inputs_agree(ctx, customers, assignments, primary)
     # Seasonality and attribute mixes count what features count: purchases up to the analysis date.
     last_day = customers["last_order_date"].max()
+    progress.update(PROGRESS["inputs"], "inputs read")
 
     # Next-best classes per customer, measured on a temporal holdout (issue 15); the model's cross-sell lists
-    # replace the lift heuristic's in the segments where they did better.
-    recommended = recommendation_outputs.fit_recommendations(ctx, customers, assignments)
+    # replace the lift heuristic's in the segments where they did better. Imported when the stage runs
+    # (SciPy, scikit-learn): status and skips never need them.
+    from core.profile_export import recommendation_outputs
+
+    with progress.step(PROGRESS["next_best"] - PROGRESS["inputs"], "next-best classes"):
+        recommended = recommendation_outputs.fit_recommendations(ctx, customers, assignments)
 
     written = set(pq.read_schema(ctx.input_path(paths.PREPARE_FEATURES, paths.ENRICHED_CLASS)).names)
     class_columns = [c for c in _class_spend_columns(hierarchy) if c in written]
@@ -79,12 +91,12 @@ def run(ctx: StageContext) -> None:
             batch, batch["customer_id"].map(segment_of).to_numpy(), hierarchy)
             for batch in ctx.iter_parquet(paths.PREPARE_FEATURES, paths.ENRICHED_CLASS,
                                           ["customer_id"] + class_columns)) if class_columns else None
-        monthly_spend, attribute_spend = None, {}
-        for lines in ctx.iter_parquet(paths.GENERATE_DATA, paths.TRANSACTIONS, TRANSACTION_COLUMNS, 2_000_000):
-            lines = lines[lines["order_date"].dt.normalize() <= last_day]
-            monthly_spend = _summed([monthly_spend, profiling.monthly_spend_by_segment(lines, segment_of)])
-            for attribute, table in profiling.attribute_spend_by_segment(lines, products, segment_of).items():
-                attribute_spend[attribute] = _summed([attribute_spend.get(attribute), table])
+        progress.update(PROGRESS["class_spend"], f"{segmentation}: class spend")
+        # One scan of the order lines by DuckDB (line_totals): the pandas loop over batches was most of the
+        # stage's time at a million customers.
+        monthly_spend, attribute_spend = line_totals.spend_by_segment(
+            ctx.input_path(paths.GENERATE_DATA, paths.TRANSACTIONS), products, segment_of, last_day)
+        progress.update(PROGRESS["line_totals"], f"{segmentation}: spend by month and attribute")
         profiles = profiling.profile_segments(
             customers, pd.Series(labels), hierarchy, cfg, ctx.config.strategies, model_columns,
             class_spend=class_spend, monthly_spend=monthly_spend, attribute_spend=attribute_spend,
@@ -122,6 +134,7 @@ def run(ctx: StageContext) -> None:
                   {"note": value_note, "horizon_days": value_model["horizon_days"],
                    "evaluation": ctx.read_json(paths.PREPARE_FEATURES, paths.CUSTOMER_VALUE_EVALUATION)},
                   recommended.document)
+    progress.update(PROGRESS["report"], "profiles, exports and report written; next-best classes")
     suppressed = sum(p["suppressed"] for p in shown)
     ctx.details = {"segmentations": list(exported), "segments": names, "suppressed_in_export": suppressed,
                    "strategy_rules": {p["name"]: p["strategy"]["rule"] for p in profiles},
@@ -153,6 +166,8 @@ def _customer_values(ctx: StageContext, customers: pd.DataFrame, mapping: pd.Dat
         When a segmented customer has no row (the two files come from different runs of stage 02).
     """
     model = ctx.read_json(paths.PREPARE_FEATURES, paths.CUSTOMER_VALUE_MODEL)
+    from core.prepare_features.value_estimates import VALUE_COLUMNS  # loads SciPy: only when the stage runs
+
     table = ctx.read_parquet(paths.PREPARE_FEATURES, paths.CUSTOMER_VALUE, columns=["customer_id", *VALUE_COLUMNS])
     try:
         table["customer_id"] = to_keys(table["customer_id"], mapping)
@@ -272,6 +287,8 @@ def _write_report(ctx: StageContext, customers: pd.DataFrame, assignments: pd.Da
     Small (suppressed) segments appear by name and size on their card only:
     they are left out of every chart and table.
     """
+    from core.profile_export import report  # scikit-learn's projection: only when the stage runs
+
     cfg = ctx.config.profile_export
     described = [p for p in shown if not p["suppressed"]]
     ids = [p["segment_id"] for p in described]

@@ -200,7 +200,7 @@ class AutoencoderTransformer(TransformerMixin, BaseEstimator):
         callbacks = [
             keras.callbacks.EarlyStopping(monitor=monitor, patience=self.early_stopping_patience,
                                           restore_best_weights=True),
-            _ProgressLog(every=10),
+            _EpochProgress(self.epochs),
         ]
         history = self.model_.fit(
             X[train_rows], X[train_rows],
@@ -284,17 +284,27 @@ class AutoencoderTransformer(TransformerMixin, BaseEstimator):
         return self
 
 
-class _ProgressLog:
-    """Keras callback logging the loss every ``every`` epochs (training can take a while)."""
+class _EpochProgress:
+    """Keras callback reporting the epochs done and the time left (:class:`core.framework.progress.Progress`).
 
-    def __new__(cls, every: int):
+    The estimate assumes every epoch runs: early stopping may end sooner, so it is an upper bound.
+    """
+
+    def __new__(cls, epochs: int):
         keras, _ = _keras()
+        from core.framework.progress import Progress
 
-        class ProgressLog(keras.callbacks.Callback):
+        class EpochProgress(keras.callbacks.Callback):
+            def on_train_begin(self, logs=None):
+                self.progress = Progress("autoencoder training (early stopping may end it sooner)", total=epochs,
+                                         unit="epochs")
+
             def on_epoch_end(self, epoch, logs=None):
-                if (epoch + 1) % every == 0:
-                    logs = logs or {}
-                    log.info("autoencoder epoch %d: loss %.4f, val_loss %s", epoch + 1, logs.get("loss", np.nan),
-                             f"{logs['val_loss']:.4f}" if "val_loss" in logs else "n/a")
+                logs = logs or {}
+                val = f", val_loss {logs['val_loss']:.4f}" if "val_loss" in logs else ""
+                self.progress.advance(1, f"loss {logs.get('loss', np.nan):.4f}{val}")
 
-        return ProgressLog()
+            def on_train_end(self, logs=None):
+                self.progress.close()
+
+        return EpochProgress()

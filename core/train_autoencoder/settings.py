@@ -18,6 +18,9 @@ class TrainAutoencoderConfig:
     batch_norm: bool = spec(help="batch normalisation after each hidden layer")
     input_dropout: float = spec(minimum=0.0, maximum=0.9, help="share of input values zeroed at random "
                                 "in each training step (a denoising autoencoder); 0 = none")
+    fit_sample_size: int = spec(minimum=2, help="the network is trained on at most this many customers (a seeded "
+                                "sample) and then encodes everyone, so training time does not grow with the "
+                                "customer count")
     epochs: int = spec(minimum=1, help="maximum training epochs")
     batch_size: int = spec(minimum=1, help="customers per gradient step")
     learning_rate: float = spec(exclusive_minimum=0.0, help="Adam learning rate")

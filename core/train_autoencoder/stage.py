@@ -6,6 +6,10 @@ to ``artifacts/03_train_autoencoder/``: ``autoencoder-model.keras``,
 ``latent.parquet`` (customer_id, latent_0..latent_{k-1},
 reconstruction_error), ``history.json`` and ``loss-plot.png``.
 Run ``python 03_train_autoencoder.py --help``.
+
+The network is trained on at most ``fit_sample_size`` customers (a seeded
+sample; everyone when there are fewer) and then encodes every customer a
+batch at a time, so training time does not grow with the customer count.
 """
 
 from __future__ import annotations
@@ -16,23 +20,32 @@ import numpy as np
 import pandas as pd
 
 from core.framework import paths
-from core.train_autoencoder import plots
-from core.train_autoencoder.autoencoder import AutoencoderTransformer
 from core.framework.errors import PipelineError
+from core.framework.progress import Progress
 from core.framework.stage import Stage, StageContext
+
+#: Customers encoded per batch: bounds the memory of the network's outputs, and paces the progress.
+ENCODE_BATCH_ROWS = 100_000
 
 
 def run(ctx: StageContext) -> None:
     """Read this stage's inputs, compute, write its outputs (see the module docstring)."""
+    # Imported when the stage runs: TensorFlow and scikit-learn cost seconds that status and skips never need.
+    from core.train_autoencoder import plots
+    from core.train_autoencoder.autoencoder import AutoencoderTransformer
+
     matrix = ctx.read_parquet(paths.PREPARE_FEATURES, paths.FEATURES)
     X = matrix.drop(columns="customer_id").to_numpy(np.float32)
     _check_latent_dim(ctx, X.shape[1])
     params = dataclasses.asdict(ctx.config.train_autoencoder)
-    model = AutoencoderTransformer(**params, random_state=ctx.config.seed).fit(X)
-    latent = model.transform(X)
+    sample_size = params.pop("fit_sample_size")
+    rows = fit_sample_rows(len(X), sample_size, ctx.config.seed)
+    model = AutoencoderTransformer(**params, random_state=ctx.config.seed)
+    model.fit(X if rows is None else X[rows])
+    latent, error = encode_in_batches(model, X)
     frame = pd.DataFrame(latent, columns=[f"latent_{i}" for i in range(latent.shape[1])])
     frame.insert(0, "customer_id", matrix["customer_id"].to_numpy())
-    frame["reconstruction_error"] = model.reconstruction_error(X)
+    frame["reconstruction_error"] = error
     ctx.write_with(paths.AUTOENCODER_MODEL, model.save)
     ctx.write_with(paths.ENCODER_MODEL, model.save_encoder)
     ctx.write_parquet(paths.LATENT, frame)
@@ -40,10 +53,41 @@ def run(ctx: StageContext) -> None:
     ctx.write_with(paths.LOSS_PLOT, lambda tmp: plots.save_loss_plot(model.history_, tmp))
     epochs = len(model.history_["loss"])
     best = min(model.history_.get("val_loss", model.history_["loss"]))
+    fitted_on = len(X) if rows is None else len(rows)
     ctx.details = {"epochs_trained": epochs, "best_loss": best, "input_dim": X.shape[1],
-                   "latent_dim": latent.shape[1]}
-    ctx.summary = (f"{len(frame):,} customers encoded {X.shape[1]} -> {latent.shape[1]} dims, "
+                   "latent_dim": latent.shape[1], "fit_customers": fitted_on}
+    sample = "" if rows is None else f", trained on a sample of {fitted_on:,}"
+    ctx.summary = (f"{len(frame):,} customers encoded {X.shape[1]} -> {latent.shape[1]} dims{sample}, "
                    f"{epochs} epochs, best loss {best:.4f}")
+
+
+def fit_sample_rows(n_rows: int, sample_size: int, seed: int) -> np.ndarray | None:
+    """The rows the network trains on: None (all of them) when there are at most ``sample_size``.
+
+    Otherwise ``sample_size`` rows drawn without replacement with
+    ``default_rng(seed)``, in ascending order (the same customers for the
+    same data and seed).
+    """
+    if n_rows <= sample_size:
+        return None
+    return np.sort(np.random.default_rng(seed).choice(n_rows, size=sample_size, replace=False))
+
+
+def encode_in_batches(model, X: np.ndarray, batch_rows: int = ENCODE_BATCH_ROWS) -> tuple[np.ndarray, np.ndarray]:
+    """Latent values and reconstruction error of every row, ``batch_rows`` at a time, with progress.
+
+    Returns
+    -------
+    (ndarray of float32, shape (n, latent_dim), ndarray of float32, shape (n,))
+    """
+    latent, error = [], []
+    with Progress(f"{paths.TRAIN_AUTOENCODER}: encoding", total=len(X), unit="customers") as progress:
+        for start in range(0, len(X), batch_rows):
+            part = X[start:start + batch_rows]
+            latent.append(model.transform(part))
+            error.append(model.reconstruction_error(part))
+            progress.advance(len(part))
+    return np.concatenate(latent), np.concatenate(error)
 
 
 def _check_latent_dim(ctx: StageContext, n_inputs: int) -> None:
@@ -66,7 +110,7 @@ def _check_latent_dim(ctx: StageContext, n_inputs: int) -> None:
 STAGE = Stage(
     name=paths.TRAIN_AUTOENCODER,
     inputs={paths.PREPARE_FEATURES: (paths.FEATURES,)},
-    description="Train a seeded Keras autoencoder on the model matrix and encode every customer.",
+    description="Train a seeded Keras autoencoder on a sample of the model matrix and encode every customer.",
     sections=("seed", "train_autoencoder"),
     run=run,
 )

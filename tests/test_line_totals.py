@@ -1,0 +1,50 @@
+"""Stage 05's one-scan spend tables (core/profile_export/line_totals.py) against hand-worked values and the
+pandas functions they replace in the stage."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from core.profile_export.line_totals import spend_by_segment
+from core.profile_export.profiling import attribute_spend_by_segment, monthly_spend_by_segment
+
+LINES = pd.DataFrame({
+    "customer_id": [1, 1, 1, 2, 2, 3, 1, 2],
+    "order_date": pd.to_datetime(["2023-12-01", "2023-12-20", "2023-06-01", "2023-06-05", "2023-01-09",
+                                  "2023-03-03", "2023-06-02", "2024-01-05"]),
+    "sku": ["A", "B", "A", "C", "A", "A", "B", "A"],
+    "line_amount": [60.0, 20.0, 20.0, 50.0, 50.0, 99.0, -20.0, 70.0],
+    "is_return": [False, False, False, False, False, False, True, False],
+    # The lines' own columns of the same name are not what the catalog says: the catalog counts.
+    "brand_tier": ["x", "x", "x", "x", "x", "x", "x", "x"],
+})
+PRODUCTS = pd.DataFrame({"sku": ["A", "B"], "brand_tier": ["premium", "value"], "style": ["casual", None]})
+SEGMENT_OF = pd.Series({1: 7, 2: 8})  # customer 3 is not segmented
+LAST_DAY = pd.Timestamp("2023-12-31")  # the line of 2024-01-05 is after it
+
+
+def test_spend_by_segment_sums_purchases_by_month_and_catalog_attribute(tmp_path):
+    path = tmp_path / "transactions.parquet"
+    LINES.to_parquet(path, index=False)
+    monthly, mixes = spend_by_segment(path, PRODUCTS, SEGMENT_OF, LAST_DAY)
+    # Segment 7 (customer 1): December 60 + 20, June 20 (the return of -20 is not a purchase).
+    assert monthly.loc[7, 12] == 80.0 and monthly.loc[7, 6] == 20.0 and monthly.loc[7].sum() == 100.0
+    # Segment 8 (customer 2): June 50 (SKU C, not in the catalog), January 50; 2024's line is out.
+    assert monthly.loc[8, 6] == 50.0 and monthly.loc[8, 1] == 50.0 and monthly.loc[8].sum() == 100.0
+    assert list(monthly.index) == [7, 8] and list(monthly.columns) == list(range(1, 13))
+    assert sorted(mixes) == ["brand_tier", "style"]
+    assert mixes["brand_tier"].loc[7].to_dict() == {"premium": 80.0, "value": 20.0}
+    assert mixes["brand_tier"].loc[8].to_dict() == {"premium": 50.0, "value": 0.0}  # C has no tier
+    assert mixes["style"].loc[7].to_dict() == {"casual": 80.0}
+
+
+def test_spend_by_segment_gives_what_the_pandas_functions_give(tmp_path):
+    path = tmp_path / "transactions.parquet"
+    LINES.to_parquet(path, index=False)
+    lines = LINES[LINES["order_date"].dt.normalize() <= LAST_DAY].drop(columns="brand_tier")
+    monthly, mixes = spend_by_segment(path, PRODUCTS, SEGMENT_OF, LAST_DAY)
+    pd.testing.assert_frame_equal(monthly, monthly_spend_by_segment(lines, SEGMENT_OF), check_names=False)
+    expected = attribute_spend_by_segment(lines, PRODUCTS, SEGMENT_OF)
+    assert sorted(mixes) == sorted(expected)
+    for attribute, table in expected.items():
+        pd.testing.assert_frame_equal(mixes[attribute], table, check_names=False)

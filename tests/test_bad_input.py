@@ -205,8 +205,10 @@ def test_a_cluster_count_no_customer_count_here_can_hold_is_refused_before_fitti
 def test_minimum_customers_of_the_shipped_config():
     from core.cluster.segmentation import minimum_customers
 
-    cfg = load_config(paths.DEFAULT_CONFIG).cluster  # gmm, fcm and k-means start at 4 clusters
-    assert minimum_customers(list(cfg.methods), cfg)[0] == 5
+    cfg = load_config(paths.DEFAULT_CONFIG).cluster  # gmm, fcm and k-means start at 2 clusters
+    assert minimum_customers(["gmm", "fcm", "kmeans"], cfg)[:2] == (
+        3, "cluster.gmm.n_components starts at 2, and choosing a number of clusters needs more customers than clusters")
+    assert minimum_customers(list(cfg.methods), cfg)[0] == 4  # HDBSCAN's two clusters of 2 need the most
     assert minimum_customers(["hdbscan"], cfg)[:2] == (4, "HDBSCAN needs room for two clusters of at least 2 "
                                                           "customers")
 

@@ -97,6 +97,18 @@ def test_lines_without_a_column_the_model_needs_are_refused_naming_it(trained):
                         source="new.csv")
 
 
+def test_a_column_these_customers_left_null_scores_as_zero_shares_not_a_refusal(trained):
+    """Training showed the log carries channel; customers with no channel on any line (a beauty-only shopper's
+    lines have no size either) are scored with zero shares, as stage 02 would, and keep their segment."""
+    _, _, chain = trained
+    lines = many_customers()
+    scored = score_customers(lines, chain, analysis_date=ANALYSIS_DATE)
+    blank = score_customers(lines.assign(channel=None), chain, analysis_date=ANALYSIS_DATE)
+    assert blank["customer_id"].tolist() == scored["customer_id"].tolist()
+    assert (blank["excluded_reason"] == scored["excluded_reason"]).all()
+    assert blank["segment"].notna().sum() == scored["segment"].notna().sum()
+
+
 def test_the_profile_of_a_customer_file_is_not_needed_to_score(trained):
     """Stage 02 joined the customer table; scoring from lines alone gives the same model matrix rows."""
     prepared, _, chain = trained

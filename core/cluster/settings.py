@@ -188,12 +188,13 @@ def check_snapshots(cfg: SnapshotsConfig, history_start: dt.date, history_end: d
         return
     days = (history_end - history_start).days + 1
     span = f"the history{where} ({history_start} to {history_end}, {days:,} days)"
+    off = "or turn snapshots off (cluster.snapshots.enabled: false)"
     if cfg.window_days > days:
         problems.add("cluster.snapshots.window_days", f"{cfg.window_days:,} days is longer than {span}; use at "
-                                                      f"most {days:,}")
+                                                      f"most {days:,}, {off}")
     if cfg.warmup_days >= days:
         problems.add("cluster.snapshots.warmup_days", f"{cfg.warmup_days:,} days leaves no day of {span} to "
-                                                      f"snapshot; use fewer than {days:,}")
+                                                      f"snapshot; use fewer than {days:,}, {off}")
     first = history_start + dt.timedelta(days=cfg.warmup_days)
     for i, day in enumerate(cfg.dates):
         if not history_start <= day <= history_end:

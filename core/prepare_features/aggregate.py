@@ -313,7 +313,10 @@ def _survey_lines(con, columns: list[str], hierarchy: Hierarchy, analysis_date: 
         lines_by_kind[kind] = lines_by_kind.get(kind, 0) + int(count)
     return _LineSurvey(
         analysis_date=pd.Timestamp(analysis_date).normalize(), present=present,
-        non_null={c: there and int(by_dept[f"n_{c}"].sum()) > 0 for c, there in present.items()},
+        # Scoring (fixed columns): a column the lines carry counts even when these customers left it null on
+        # every line (nothing with a size bought is a zero share); training showed the log carries it.
+        non_null={c: there and (int(by_dept[f"n_{c}"].sum()) > 0 or settings.attribute_columns is not None)
+                  for c, there in present.items()},
         total_lines=int(by_dept["n_lines"].sum()), lines_by_kind=dict(sorted(lines_by_kind.items())),
         unmapped=sorted(str(d) for d in by_dept["department"] if d not in kinds and d != UNKNOWN))
 
@@ -671,7 +674,10 @@ def _attribute_shares(sums: _CustomerSums, survey: _LineSurvey, settings: Featur
             built.dropped[f"{attribute}_share__*"] = survey.why_absent(attribute)
             continue
         names = value_names[attribute]
-        spend_by_value = np.stack([sums.column(f"a_{attribute}_{i}") for i in range(len(names))], axis=1)
+        columns = [sums.column(f"a_{attribute}_{i}") for i in range(len(names))]
+        # No value at all (scoring customers who left the attribute null): every share is 0.
+        spend_by_value = (np.stack(columns, axis=1) if columns
+                          else np.zeros((len(built.values["net_revenue"]), 0)))
         known = spend_by_value.sum(axis=1)
         fixed = dict(settings.attribute_columns or ()).get(attribute)
         if fixed is not None:

@@ -107,32 +107,33 @@ def order_values(lines, non_merchandise: Iterable[str], analysis_date, cut=None,
                 raise ValueError(f"the order lines lack column(s) {', '.join(missing)}")
             con.register("non_merchandise", pd.DataFrame({"name": pd.Series(sorted(non_merchandise), dtype=object)}))
             original = "original_order_id" if "original_order_id" in columns else "CAST(NULL AS BIGINT)"
-            # Whole cents, as aggregate_orders sums them: exact totals whatever order the engine adds in.
+            # Whole cents, as aggregate_orders sums them: exact totals whatever order the engine adds in. One
+            # grouped scan keyed by the order a line belongs to (a return: the order it returns); a temporary
+            # table of the kept lines spilled to disk at a million customers and cost most of this step.
             con.execute(f"""
-                CREATE TEMP TABLE kept AS
-                SELECT customer_id, order_id, order_date, CAST(order_date AS DATE) AS day, is_return,
-                       {original} AS original_order_id, CAST(round(line_amount * 100) AS BIGINT) AS cents
-                FROM src
-                WHERE CAST(order_date AS DATE) <= DATE '{end.date()}'
-                  AND coalesce(department NOT IN (SELECT name FROM non_merchandise), true)""")
-            orders = con.execute(f"""
-                WITH purchases AS (
-                    SELECT order_id, min(customer_id) AS customer_id, min(order_date) AS order_date,
-                           sum(cents) AS gross
-                    FROM kept WHERE NOT is_return GROUP BY order_id),
-                returns AS (
-                    SELECT original_order_id AS order_id, -sum(cents) AS returned,
-                           -coalesce(sum(cents) FILTER (WHERE day <= DATE '{cut_day.date()}'), 0) AS returned_at_cut
-                    FROM kept WHERE is_return AND original_order_id IS NOT NULL GROUP BY original_order_id)
-                SELECT p.customer_id, p.order_id, p.order_date, p.gross,
-                       coalesce(r.returned, 0) AS returned, coalesce(r.returned_at_cut, 0) AS returned_at_cut
-                FROM purchases p LEFT JOIN returns r USING (order_id)
-                ORDER BY p.customer_id, p.order_date, p.order_id""").df()
+                CREATE TEMP TABLE by_order AS
+                SELECT CASE WHEN is_return THEN {original} ELSE order_id END AS order_id,
+                       min(customer_id) FILTER (WHERE NOT is_return) AS customer_id,
+                       min(order_date) FILTER (WHERE NOT is_return) AS order_date,
+                       count(*) FILTER (WHERE NOT is_return) AS purchase_lines,
+                       coalesce(sum(cents) FILTER (WHERE NOT is_return), 0) AS gross,
+                       count(*) FILTER (WHERE is_return) AS return_lines,
+                       -coalesce(sum(cents) FILTER (WHERE is_return), 0) AS returned,
+                       -coalesce(sum(cents) FILTER (WHERE is_return AND day <= DATE '{cut_day.date()}'), 0)
+                           AS returned_at_cut
+                FROM (SELECT customer_id, order_id, order_date, is_return, {original},
+                             CAST(order_date AS DATE) AS day, CAST(round(line_amount * 100) AS BIGINT) AS cents
+                      FROM src
+                      WHERE CAST(order_date AS DATE) <= DATE '{end.date()}'
+                        AND coalesce(department NOT IN (SELECT name FROM non_merchandise), true))
+                GROUP BY 1""")
+            orders = con.execute("""
+                SELECT customer_id, order_id, order_date, gross, returned, returned_at_cut FROM by_order
+                WHERE purchase_lines > 0 ORDER BY customer_id, order_date, order_id""").df()
+            # Returns of no purchase order kept here (no original order id, or one not among the purchases).
             unlinked = con.execute("""
-                SELECT count(*), coalesce(-sum(cents), 0) FROM kept
-                WHERE is_return AND (original_order_id IS NULL
-                                     OR original_order_id NOT IN (SELECT order_id FROM kept WHERE NOT is_return))
-                """).fetchone()
+                SELECT coalesce(sum(return_lines), 0), coalesce(sum(returned), 0) FROM by_order
+                WHERE purchase_lines = 0""").fetchone()
         finally:
             con.close()
     gross = orders["gross"].to_numpy(np.int64)

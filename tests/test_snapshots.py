@@ -73,6 +73,8 @@ def test_a_history_too_short_for_two_snapshots_gets_one_on_its_last_day():
     ({"dates": (D(2023, 9, 30), D(2023, 3, 31))}, "cluster.snapshots.dates[1]",
      ["2023-03-31 is before the end of the warm-up (2023-06-30"]),
     ({"dates": (D(2023, 9, 30), D(2023, 9, 30))}, "cluster.snapshots.dates", ["lists a date twice"]),
+    ({"switch_ratio": 3.0, "weak_switch_ratio": 2.0}, "cluster.snapshots.weak_switch_ratio",
+     ["2 is below switch_ratio (3)", "use at least 3"]),
 ])
 def test_settings_the_history_cannot_honour_are_named(change, key, words):
     problems = Problems("config.yml")

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import itertools
 import datetime as dt
 import sys
 import tempfile
@@ -70,31 +71,34 @@ def truth(args) -> list[str]:
     headline = snapshots.against_events(history, events)
     lines = [f"Run: `{args.artifacts}` (config `{args.config}`, seed {config.seed}); {len(events):,} persona "
              f"events; the pipeline's own snapshots (window {cfg.window_days} days, every {cfg.every}, "
-             f"switch ratio {cfg.switch_ratio:g}, {headline['snapshots']} dates):", "",
+             f"switch ratio {cfg.switch_ratio:g}, below {cfg.min_orders} orders {cfg.weak_switch_ratio:g}, "
+             f"{headline['snapshots']} dates):", "",
              "| window days | snapshots | events measured | changed within 2 snapshots | pairs without event | "
              "kept segment | seconds |", "|---:|---:|---:|---:|---:|---:|---:|",
              _row(cfg.window_days, headline, float("nan")), "",
              f"Trade-off, same chain and dates for every window (quarter ends after {max(args.windows)} days):", "",
-             "| window days | switch ratio | snapshots | events measured | changed within 2 snapshots | "
-             "pairs without event | kept segment | seconds |", "|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "| window days | switch ratio | min orders | weak switch ratio | snapshots | events measured | "
+             "changed within 2 snapshots | pairs without event | kept segment | seconds |",
+             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     chain = trained_chain(args.artifacts, config)
     source = data / paths.TRANSACTIONS
     start, end = snapshots.history_range(source)
     dates = snapshots.snapshot_dates(dataclasses.replace(cfg, dates=(), warmup_days=max(args.windows)), start, end)
     for window in args.windows:
-        for ratio in args.switch_ratios:
+        for ratio, min_orders, weak in itertools.product(args.switch_ratios, args.min_orders,
+                                                          args.weak_switch_ratios):
             began = time.perf_counter()
             found = snapshots.segment_history(lambda day: snapshots.window_lines(source, day, window), chain, dates,
-                                              ratio)
+                                              ratio, min_orders, max(weak, ratio))
             measured = snapshots.against_events(found.history, events)
-            lines.append(_row(window, measured, time.perf_counter() - began, ratio))
+            lines.append(_row(window, measured, time.perf_counter() - began, (ratio, min_orders, max(weak, ratio))))
             print(lines[-1], flush=True)
     return lines
 
 
-def _row(window: int, m: dict, seconds: float, ratio: float | None = None) -> str:
+def _row(window: int, m: dict, seconds: float, rule: tuple | None = None) -> str:
     took = "" if seconds != seconds else f"{seconds:.1f}"
-    shown = "" if ratio is None else f" {ratio:g} |"
+    shown = "" if rule is None else "".join(f" {v:g} |" for v in rule)
     return (f"| {window} |{shown} {m['snapshots']} | {m['events_measured']:,} | {m['changed_after_event']:.3f} | "
             f"{m['pairs_without_event']:,} | {m['kept_without_event']:.3f} | {took} |")
 
@@ -109,7 +113,7 @@ def speed(args) -> list[str]:
     dates = snapshots.snapshot_dates(dataclasses.replace(cfg, dates=()), start, end)
     cpu0, began = time.process_time(), time.perf_counter()
     found = snapshots.segment_history(lambda day: snapshots.window_lines(args.log, day, cfg.window_days), chain,
-                                      dates, cfg.switch_ratio)
+                                      dates, cfg.switch_ratio, cfg.min_orders, cfg.weak_switch_ratio)
     moves = snapshots.transitions(found.history)
     with tempfile.TemporaryDirectory() as folder:
         found.history.to_parquet(Path(folder) / paths.SEGMENT_HISTORY, index=False)
@@ -144,6 +148,10 @@ def main(argv=None) -> int:
     parser.add_argument("--model", help="speed: <method>_<space> of stage 04 to time instead of the primary")
     parser.add_argument("--windows", type=int, nargs="+", default=[90, 120, 180, 270, 365])
     parser.add_argument("--switch-ratios", type=float, nargs="+", default=[1.0, 1.5, 2.0, 3.0])
+    parser.add_argument("--min-orders", type=int, nargs="+", default=[0, 5],
+                        help="truth: minimum-evidence thresholds (orders in the window); 0 = the rule off")
+    parser.add_argument("--weak-switch-ratios", type=float, nargs="+", default=[10.0],
+                        help="truth: switch ratios below --min-orders (raised to the switch ratio if lower)")
     parser.add_argument("--record", action="store_true")
     args = parser.parse_args(argv)
     lines = truth(args) if args.mode == "truth" else speed(args)

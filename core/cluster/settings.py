@@ -112,6 +112,12 @@ class SnapshotsConfig:
                                                  "when the best segment's membership is more than this many "
                                                  "times that segment's (hysteresis); 1 = none. Needs a primary "
                                                  "method with memberships (HDBSCAN, GMM, fuzzy c-means)")
+    min_orders: int = spec(minimum=0, help="a customer with fewer orders than this in the window is weak "
+                                           "evidence: they leave their segment only past weak_switch_ratio; "
+                                           "0 = every customer uses switch_ratio")
+    weak_switch_ratio: float = spec(minimum=1.0, help="switch_ratio for a customer with fewer than min_orders "
+                                                      "orders in the window (a few orders move a window's "
+                                                      "features by chance); at least switch_ratio")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -186,6 +192,10 @@ def check_snapshots(cfg: SnapshotsConfig, history_start: dt.date, history_end: d
     """
     if not cfg.enabled:
         return
+    if cfg.weak_switch_ratio < cfg.switch_ratio:
+        problems.add("cluster.snapshots.weak_switch_ratio", f"{cfg.weak_switch_ratio:g} is below switch_ratio "
+                                                            f"({cfg.switch_ratio:g}): weak evidence would move a "
+                                                            f"customer more easily; use at least {cfg.switch_ratio:g}")
     days = (history_end - history_start).days + 1
     span = f"the history{where} ({history_start} to {history_end}, {days:,} days)"
     off = "or turn snapshots off (cluster.snapshots.enabled: false)"

@@ -186,7 +186,8 @@ class TrainedChain:
         """
         return self.segment_features(self.feature_model.customer_features(lines, self.hierarchy, day))
 
-    def segment_features(self, eligible, previous: pd.Series | None = None, switch_ratio: float = 1.0) -> pd.DataFrame:
+    def segment_features(self, eligible, previous: pd.Series | None = None, switch_ratio: float = 1.0,
+                         min_orders: int = 0, weak_switch_ratio: float | None = None) -> pd.DataFrame:
         """:meth:`segment_lines` from the window's features (stage 02's ``EligibleFeatures``).
 
         Parameters
@@ -200,6 +201,10 @@ class TrainedChain:
             best segment's membership is more than ``switch_ratio`` times
             the previous segment's (:func:`keep_previous`); 1 = no
             hysteresis. Needs a model with memberships (not k-means).
+        min_orders, weak_switch_ratio : int, float
+            A customer with fewer than ``min_orders`` orders in the window
+            (the features' ``orders``) leaves their segment only past
+            ``weak_switch_ratio`` (default ``switch_ratio``).
         """
         features = eligible.features
         segments = pd.array(np.zeros(0, np.int64), dtype="Int64")
@@ -212,7 +217,10 @@ class TrainedChain:
             labels, strength = found.labels, found.strength
             if sticky and found.membership is not None:
                 before = previous.reindex(features[ID_COLUMN].to_numpy()).to_numpy(np.float64, na_value=np.nan)
-                labels, strength = keep_previous(found, before, switch_ratio)
+                ratio = np.full(len(features), float(switch_ratio))
+                if min_orders and weak_switch_ratio is not None and "orders" in features:
+                    ratio[features["orders"].to_numpy(np.float64) < min_orders] = weak_switch_ratio
+                labels, strength = keep_previous(found, before, ratio)
             segments = pd.array(labels, dtype="Int64")
         excluded = eligible.excluded
         return pd.DataFrame({
@@ -225,7 +233,7 @@ class TrainedChain:
                                                (excluded["rule"] + ": " + excluded["reason"]).to_numpy(object)])})
 
 
-def keep_previous(found, previous: np.ndarray, switch_ratio: float) -> tuple[np.ndarray, np.ndarray]:
+def keep_previous(found, previous: np.ndarray, switch_ratio) -> tuple[np.ndarray, np.ndarray]:
     """Hysteresis: who stays in their previous segment although another now fits them a little better.
 
     A customer whose window moved them only slightly keeps their segment; one
@@ -239,8 +247,8 @@ def keep_previous(found, previous: np.ndarray, switch_ratio: float) -> tuple[np.
         With ``membership`` (columns in ``cluster_ids`` order).
     previous : ndarray of float, shape (n,)
         Each row's previous segment, NaN for none.
-    switch_ratio : float
-        At least 1.
+    switch_ratio : float or ndarray of float, shape (n,)
+        At least 1; one per row for the minimum-evidence rule.
 
     Returns
     -------
@@ -256,7 +264,8 @@ def keep_previous(found, previous: np.ndarray, switch_ratio: float) -> tuple[np.
     if len(rows):
         columns = np.array([column[int(p)] for p in previous[rows]])
         held = membership[rows, columns]
-        keep = held * switch_ratio >= membership[rows].max(axis=1)
+        keep = held * np.broadcast_to(np.asarray(switch_ratio, np.float64), previous.shape)[rows] \
+            >= membership[rows].max(axis=1)
         labels[rows[keep]] = previous[rows[keep]].astype(np.int64)
         strength[rows[keep]] = held[keep]
     return labels, strength
@@ -287,7 +296,8 @@ _WINDOWS_IN_FLIGHT = 2
 
 
 def segment_history(lines_of: Callable[[pd.Timestamp], Any], chain: TrainedChain,
-                    dates: list[pd.Timestamp], switch_ratio: float = 1.0) -> SegmentHistory:
+                    dates: list[pd.Timestamp], switch_ratio: float = 1.0, min_orders: int = 0,
+                    weak_switch_ratio: float | None = None) -> SegmentHistory:
     """Every snapshot's segments: ``chain`` applied to the lines ``lines_of(date)`` gives for each date.
 
     The windows' features are built two at a time in threads (each
@@ -305,6 +315,8 @@ def segment_history(lines_of: Callable[[pd.Timestamp], Any], chain: TrainedChain
     switch_ratio : float
         Hysteresis against the previous snapshot's segments
         (:func:`keep_previous`); 1 = none.
+    min_orders, weak_switch_ratio : int, float
+        The minimum-evidence rule (:meth:`TrainedChain.segment_features`).
 
     Returns
     -------
@@ -326,7 +338,7 @@ def segment_history(lines_of: Callable[[pd.Timestamp], Any], chain: TrainedChain
             if i + _WINDOWS_IN_FLIGHT < len(dates):
                 pending.append(pool.submit(features_at, dates[i + _WINDOWS_IN_FLIGHT]))
             found = (_no_customers() if eligible is None
-                     else chain.segment_features(eligible, previous, switch_ratio))
+                     else chain.segment_features(eligible, previous, switch_ratio, min_orders, weak_switch_ratio))
             previous = found.dropna(subset=["segment"]).set_index(ID_COLUMN)["segment"]
             found.insert(1, "snapshot_date", np.full(len(found), day.to_datetime64()).astype("datetime64[us]"))
             frames.append(found.sort_values(ID_COLUMN, kind="stable"))
@@ -492,12 +504,14 @@ def write_snapshots(ctx, plan: SnapshotPlan, model, space: str) -> dict[str, Any
                          autoencoder=_autoencoder(ctx) if space == "latent" else None, model=model, space=space,
                          hierarchy=ctx.config.hierarchy)
     found = segment_history(lambda day: window_lines(source, day, cfg.window_days), chain, dates,
-                            cfg.switch_ratio)
+                            cfg.switch_ratio, cfg.min_orders, cfg.weak_switch_ratio)
     ctx.write_parquet(paths.SEGMENT_HISTORY, found.history)
     moves = transitions(found.history)
     ctx.write_csv(paths.TRANSITIONS, moves)
     kept = moves.loc[moves["from_segment"] == moves["to_segment"], "customers"].sum()
     return {"enabled": True, "history": [str(start), str(end)], "window_days": cfg.window_days,
+            "switch_ratio": cfg.switch_ratio, "min_orders": cfg.min_orders,
+            "weak_switch_ratio": cfg.weak_switch_ratio,
             "dates": [str(d.date()) for d in dates], "note": note,
             "kept_segment_share": round(float(kept / moves["customers"].sum()), 4) if len(moves) else None,
             **found.details}

@@ -44,6 +44,14 @@ MIN_LINES_FOR_SPREAD = 30
 """Customers with fewer merchandise lines are left out of the measured spread of department mixes."""
 
 
+
+# The expected share of a mission ignores missions that share companion classes (a suit's shirt and tie are
+# also the formal jacket's): an order holding both anchors can gain a companion from the other mission. At a
+# million customers that put the realised share 0.004 (suit) and 0.008 (formal jacket) above the expectation,
+# beyond the sampling error alone; this much is allowed on top of it.
+MISSION_OVERLAP_ALLOWANCE = 0.01
+
+
 class GenerationReport:
     """Accumulates block statistics and judges them against the config.
 
@@ -617,7 +625,8 @@ class GenerationReport:
             # with probability q (then it holds a companion); otherwise it holds one as often as drawn.
             drawn = natural / eligible if eligible else 0.0
             expected = q + (1 - q) * drawn
-            allowed = tol.share_z * np.sqrt(expected * (1 - expected) / max(eligible, 1))
+            allowed = (tol.share_z * np.sqrt(expected * (1 - expected) / max(eligible, 1))
+                       + MISSION_OVERLAP_ALLOWANCE)
             ok = eligible < tol.min_group_size or abs(realised - expected) <= allowed
             if not ok:
                 self.failures.append(f"mission {name}: {realised:.4f} of orders with its anchor and a line in its "

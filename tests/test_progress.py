@@ -61,6 +61,24 @@ def test_the_console_bar_redraws_one_line_and_ends_it():
     assert drawings[1].startswith("[############............] 04: fitting: 50% (2 of 4 models), 10 s, about 10 s left")
 
 
+def test_the_estimate_counts_down_while_a_long_part_reports_nothing(caplog):
+    # Stage 05 sat at 3% for 11 minutes in a part worth 70%: at the pace so far the estimate grew to 6 hours.
+    caplog.set_level(logging.INFO, logger="core.framework.progress")
+    clock = Clock()
+    with Progress("05", total=100, unit="%", mode="log", interval=10, clock=clock) as bar:
+        clock.now += 3
+        bar.update(3, "inputs read")
+        with bar.step(70, "next-best classes"):
+            for _ in range(4):
+                clock.now += 30
+                bar.update(bar.done)  # a heartbeat: nothing moved
+        clock.now += 1
+    assert caplog.messages[:4] == ["05: 3% [next-best classes], 33 s, about 1 min 07 s left",
+                                   "05: 3% [next-best classes], 1 min 03 s, about 37 s left",
+                                   "05: 3% [next-best classes], 1 min 33 s, about 7 s left",
+                                   "05: 3% [next-best classes], 2 min 03 s, longer than estimated"]
+
+
 def test_report_moves_the_enclosing_step_within_its_share_and_does_nothing_outside():
     clock = Clock()
     progress.report(0.5)  # no reporter open: nothing happens, nothing fails

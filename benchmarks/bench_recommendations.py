@@ -121,7 +121,8 @@ def quality_section(history: rec.PurchaseHistory, segments: np.ndarray, k: int, 
              f"{result['customers']['evaluated']:,} segmented customers who bought before and in the window "
              f"({result['customers']['new_in_window_not_evaluated']:,} who only bought in the window are not scored). "
              f"Weights chosen on a validation split (fit to {chosen['fit_to']}, scored to {chosen['scored_to']}, "
-             f"{chosen.get('customers', 0):,} customers): {chosen['how']}: **{_weights_text(result['weights'])}** "
+             f"{chosen.get('customers', 0):,} customers, {chosen.get('grid', 0)} blends scored): {chosen['how']}: "
+             f"**{_weights_text(result['weights'])}** "
              f"(validation recall {chosen.get('recall')}, grid best {chosen.get('best_recall')}, "
              f"standard error {chosen.get('standard_error')}). Evaluation took {seconds_taken:.1f} s.", ""]
     rows_out = []

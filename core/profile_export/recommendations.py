@@ -33,14 +33,17 @@ Each recommendation's ``reason`` is the component contributing most to its
 score (a tie goes to the first of :data:`COMPONENTS`). The weights are
 chosen by :func:`choose_weights` on a split inside the fit period, never on
 the period the evaluation scores (:func:`evaluate_history`): the blend with
-the fewest components within one standard error of the best. On the
-generated data with within-persona variation, replenishment and missions
-that is mostly the profile, with some repeat and co-occurrence (recall@5
-1.12 x the best baseline; docs/decisions.md, "Next-best category").
+the fewest components within one standard error of the best (``own`` is not
+searched: the profile holds the customer's own lines). On the generated data
+with within-persona variation, replenishment and missions that is mostly the
+profile, with some repeat and co-occurrence or segment (recall@5 1.12 x the
+best baseline on seeds 42 and 7; companions of recent orders, a replenishment
+clock, the season and a logistic blend added at most 0.001: docs/decisions.md,
+"Next-best category", third round).
 
 Everything scores in batches of customers with sparse products and
 ``argpartition``: a million customers by 332 classes, fit and top 5 with
-reasons, in 44.7 s and 3.2 GB on 2 shared cores (benchmarks/bench_recommendations.py).
+reasons, in 46 s of CPU and 3.1 GB on 2 shared cores (benchmarks/bench_recommendations.py, section c).
 """
 
 from __future__ import annotations

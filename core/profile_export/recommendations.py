@@ -43,7 +43,8 @@ clock, the season and a logistic blend added at most 0.001: docs/decisions.md,
 
 Everything scores in batches of customers with sparse products and
 ``argpartition``: a million customers by 332 classes, fit and top 5 with
-reasons, in 46 s of CPU and 3.1 GB on 2 shared cores (benchmarks/bench_recommendations.py, section c).
+reasons, with the weight search, in 46 s of CPU (drawing the data included) and 3.1 GB on 2 shared cores
+(benchmarks/bench_recommendations.py, section c).
 """
 
 from __future__ import annotations

@@ -463,7 +463,8 @@ def challengers_section(artifacts: Path, history: rec.PurchaseHistory, segments:
              "(b) replenishment clock (days since / own interval, capped at 2)": "replenishment_clock",
              "(c) season lift (share a year earlier / share overall)": "season_lift"}
     profile = {cut: split[cut][1]["log_profile"] for cut in (0, 1)}
-    out_rows.append(["profile alone", "-", f"{measured(0, profile[0])['recall']:.4f}", *_cells(measured(1, profile[1]), base)])
+    out_rows.append(["profile alone", "-", f"{measured(0, profile[0])['recall']:.4f}",
+                     *_cells(measured(1, profile[1]), base)])
     for label, name in ideas.items():
         tried = {w: measured(0, profile[0] + w * split[0][1][name])["recall"] for w in CHALLENGER_WEIGHTS}
         weight = max(tried, key=tried.get)

@@ -23,6 +23,12 @@ b. Signals: what makes a next purchase predictable beyond popularity in real
 d. Learning to rank, a challenger: a gradient-boosted classifier over every
    (customer, class) pair, trained on the validation split and scored on the
    evaluation window like the other models (``--skip-ltr`` leaves it out).
+e. Challengers from issue 15's untried ideas: companions of the classes in the
+   customer's recent orders (co-occurrence within orders, weighted by the
+   order's recency), time-decayed own history, a replenishment clock (days
+   since the last purchase over the customer's own interval), the class's
+   season lift, each added to the profile with a weight chosen on the
+   validation split; and a logistic blend of all of them trained there.
 c. Speed: ``NextBestClasses`` fit + top-k with reasons for ``--customers``
    customers x 332 classes, a seeded synthetic sparse matrix with about 15
    classes per customer in 12 segments, in a child process (wall time, peak
@@ -115,7 +121,8 @@ def quality_section(history: rec.PurchaseHistory, segments: np.ndarray, k: int, 
              f"{result['customers']['evaluated']:,} segmented customers who bought before and in the window "
              f"({result['customers']['new_in_window_not_evaluated']:,} who only bought in the window are not scored). "
              f"Weights chosen on a validation split (fit to {chosen['fit_to']}, scored to {chosen['scored_to']}, "
-             f"{chosen.get('customers', 0):,} customers): {chosen['how']}: **{_weights_text(result['weights'])}** "
+             f"{chosen.get('customers', 0):,} customers, {chosen.get('grid', 0)} blends scored): {chosen['how']}: "
+             f"**{_weights_text(result['weights'])}** "
              f"(validation recall {chosen.get('recall')}, grid best {chosen.get('best_recall')}, "
              f"standard error {chosen.get('standard_error')}). Evaluation took {seconds_taken:.1f} s.", ""]
     rows_out = []
@@ -354,6 +361,147 @@ def ltr_section(history: rec.PurchaseHistory, segments: np.ndarray, k: int, seed
 
 
 # ---------------------------------------------------------------------------------------------
+# e. Challengers: basket companions, time-decayed history and replenishment clock, season, a logistic blend
+
+CHALLENGER_HALF_LIFE = 30.0
+CHALLENGER_WEIGHTS = (0.05, 0.1, 0.2, 0.4, 0.8)
+LOGISTIC_CUSTOMERS = 5_000
+RATIO_CAP = 2.0
+
+
+def order_items(artifacts: Path, items: pd.DataFrame) -> pd.DataFrame:
+    """Each purchase order's merchandise classes: ``customer_id``, ``order_id``, ``day``, ``item`` (once per order)."""
+    lines = _read_lines(artifacts, items)
+    lines = lines.assign(day=lines["order_date"].dt.normalize())
+    return lines[["customer_id", "order_id", "day", "item"]].drop_duplicates(["order_id", "item"])
+
+
+def basket_companions(orders: pd.DataFrame, history: rec.PurchaseHistory, cut: int, rows: np.ndarray) -> np.ndarray:
+    """Idea (a): the classes bought in one order with the classes of the customer's recent orders.
+
+    ``P(class j in an order | class i in it)`` over the orders up to ``cuts[cut]``, summed over the classes
+    of the customer's orders weighted by ``0.5 ** (days ago / 30)`` (the last orders count most).
+    """
+    day = history.cuts[cut]
+    before = orders[orders["day"] <= day]
+    n_items = len(history.items)
+    code = pd.factorize(before["order_id"])[0]
+    in_order = sp.csr_matrix((np.ones(len(before)), (code, before["item"].to_numpy())),
+                             shape=(code.max() + 1, n_items))
+    co = (in_order.T @ in_order).toarray()
+    given = co / np.maximum(np.diag(co)[:, None], 1.0)
+    np.fill_diagonal(given, 0.0)
+    row = history.customer_index.get_indexer(before["customer_id"])
+    weight = 0.5 ** ((day - before["day"]).dt.days.to_numpy() / CHALLENGER_HALF_LIFE)
+    recent = sp.csr_matrix((weight, (row, before["item"].to_numpy())), shape=(len(history.customer_index), n_items))
+    return np.asarray(recent[rows] @ given, dtype=np.float32)
+
+
+def challenger_features(history: rec.PurchaseHistory, segments: np.ndarray, orders: pd.DataFrame, cut: int,
+                        rows: np.ndarray) -> dict[str, np.ndarray]:
+    """Per (customer, class) of ``rows`` at ``cuts[cut]``: the blend's components and the untried ideas'
+    features, each (len(rows), classes); nothing after the cut is read."""
+    fit = history.interactions(cut)
+    model = rec.NextBestClasses(top_k=5).fit(fit, segments)
+    comps = model.components(fit, segments, rows)
+    days = fit.days[rows].toarray()
+    last = fit.last[rows].toarray()
+    first = np.where(days > 0, rec.FIRST_BASE - fit.first[rows].toarray(), 0.0)
+    since = np.where(days > 0, fit.as_of - last, LTR_CAP_DAYS)
+    interval = np.where(days >= 2, (last - first) / np.maximum(days - 1, 1), 0.0)
+    counts = fit.counts[rows].toarray()
+    everyone = np.asarray(fit.counts.sum(axis=0)).ravel()
+    season_share = fit.season / max(fit.season.sum(), 1.0)
+    season_lift = np.log((season_share + 1e-5) / (everyone / max(everyone.sum(), 1.0) + 1e-5))
+    table = np.vstack([model.segment_popularity_, model.global_popularity_[None, :]])
+    features = {
+        "log_profile": np.log(comps["profile"] + 1e-6),
+        "log_segment_popularity": np.log(table[model._segment_rows(segments[rows])] + 1e-4),
+        "cooccurrence": comps["cooccurrence"], "repeat": comps["repeat"], "own": comps["own"],
+        "basket_companions": np.log1p(basket_companions(orders, history, cut, rows)),
+        "time_decayed_lines": np.log1p(fit.recency[rows].toarray()),
+        "replenishment_clock": np.where(interval > 0, np.minimum(since / np.maximum(interval, 1.0), RATIO_CAP), 0.0),
+        "log_days_since": np.log1p(since), "log_purchase_days": np.log1p(days), "log_lines": np.log1p(counts),
+        "bought": (counts > 0).astype(np.float64),
+        "log_customer_lines": np.broadcast_to(np.log1p(counts.sum(axis=1, keepdims=True)), counts.shape),
+        "season_lift": np.broadcast_to(season_lift, counts.shape),
+    }
+    return {name: np.asarray(value, dtype=np.float32) for name, value in features.items()}
+
+
+def _ranked(scores: np.ndarray, k: int) -> np.ndarray:
+    """Top k of any real-valued scores (shifted per row to be positive: only the order matters)."""
+    scores = np.asarray(scores, dtype=np.float64)
+    return rec.top_k(scores - scores.min(axis=1, keepdims=True) + 1.0, k)[0]
+
+
+def challengers_section(artifacts: Path, history: rec.PurchaseHistory, segments: np.ndarray, k: int, seed: int,
+                        result: dict) -> list[str]:
+    """Issue 15's untried ideas, each added to the profile with a weight chosen on the validation split (fit to
+    ``cuts[0]``, scored to ``cuts[1]``) and a logistic blend of all of them trained there; every one then
+    scored on the evaluation window like the other models."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    started = time.perf_counter()
+    orders = order_items(artifacts, history.items)
+    split = {}
+    for cut in (0, 1):
+        fit, bought = history.interactions(cut), history.bought(cut + 1)
+        rows = rec.evaluable_rows(fit, bought)["evaluated"]
+        split[cut] = (rows, challenger_features(history, segments, orders, cut, rows), bought[rows], fit.counts[rows])
+
+    def measured(cut: int, scores: np.ndarray) -> dict:
+        rows, _, bought, seen = split[cut]
+        items = _ranked(scores, k)
+        return rec.summarise([(rec.ranking_metrics(items, bought, seen), items)], len(history.items))
+
+    out_rows = []
+    base = result["models"][result["best_baseline"]]["recall"]
+    ideas = {"(a) basket companions of the recent orders": "basket_companions",
+             "(b) time-decayed own history (half-life 90 days)": "time_decayed_lines",
+             "(b) replenishment clock (days since / own interval, capped at 2)": "replenishment_clock",
+             "(c) season lift (share a year earlier / share overall)": "season_lift"}
+    profile = {cut: split[cut][1]["log_profile"] for cut in (0, 1)}
+    out_rows.append(["profile alone", "-", f"{measured(0, profile[0])['recall']:.4f}",
+                     *_cells(measured(1, profile[1]), base)])
+    for label, name in ideas.items():
+        tried = {w: measured(0, profile[0] + w * split[0][1][name])["recall"] for w in CHALLENGER_WEIGHTS}
+        weight = max(tried, key=tried.get)
+        out_rows.append([f"profile + {label}", f"{weight}", f"{tried[weight]:.4f}",
+                         *_cells(measured(1, profile[1] + weight * split[1][1][name]), base)])
+    rows0, features0, bought0, _ = split[0]
+    train = np.arange(len(rows0))
+    if len(train) > LOGISTIC_CUSTOMERS:
+        train = np.sort(np.random.default_rng(seed).choice(train, LOGISTIC_CUSTOMERS, replace=False))
+    names = list(features0)
+    stack = lambda features, at: np.stack([features[n][at].ravel() for n in names], axis=1)  # noqa: E731
+    scaler = StandardScaler().fit(stack(features0, train))
+    logistic = LogisticRegression(max_iter=500).fit(scaler.transform(stack(features0, train)),
+                                                    (bought0[train].toarray() > 0).ravel())
+    every = np.arange(len(split[1][0]))
+    scores = logistic.decision_function(scaler.transform(stack(split[1][1], every))).reshape(len(every), -1)
+    out_rows.append([f"(d) logistic blend of all {len(names)} features", "fitted",
+                     "-", *_cells(measured(1, scores), base)])
+    coefficients = ", ".join(f"{n} {c:+.2f}" for n, c in zip(names, logistic.coef_[0]))
+    best = result["best_baseline"].replace("_", " ")
+    return ["### e. Challengers: issue 15's untried ideas", "",
+            f"Each idea is added to the log of the profile component with the weight (of {CHALLENGER_WEIGHTS}) that "
+            f"scores best on the validation split (fit to {history.cuts[0].date()}, scored to "
+            f"{history.cuts[1].date()}, {len(rows0):,} customers), then scored on the evaluation window "
+            f"({len(split[1][0]):,} customers). The logistic blend is trained on {len(train):,} validation customers' "
+            f"(customer, class) pairs (label: bought in the validation period; standardised features; "
+            f"coefficients {coefficients}). {time.perf_counter() - started:.0f} s.", "",
+            *_table(["model", "weight", f"validation recall@{k}", f"recall@{k}", f"hit@{k}", f"NDCG@{k}",
+                     "discovery", "coverage", f"x best baseline ({best})"], out_rows), ""]
+
+
+def _cells(m: dict, base: float) -> list[str]:
+    return [f"{m['recall']:.3f}", f"{m['hit_rate']:.3f}", f"{m['ndcg']:.3f}", f"{m['discovery']:.3f}",
+            str(m["coverage"]), f"{m['recall'] / base:.2f}" if base else "n/a"]
+
+
+# ---------------------------------------------------------------------------------------------
 # c. Speed
 
 
@@ -470,7 +618,9 @@ def main(argv: list[str] | None = None) -> int:
     print("\n".join(signals), flush=True)
     ranked = [] if args.skip_ltr else ltr_section(history, segments, args.k, args.seed, result)
     print("\n".join(ranked), flush=True)
-    signals += ranked
+    challenged = challengers_section(args.artifacts, history, segments, args.k, args.seed, result)
+    print("\n".join(challenged), flush=True)
+    signals += ranked + challenged
     speed = [] if args.skip_speed else speed_section(args.customers, args.seed, args.k)
     print("\n".join(speed), flush=True)
     report += quality + signals + speed

@@ -172,6 +172,9 @@ def test_the_weight_grid_covers_every_blend_summing_to_one():
     assert len(rec.weight_grid(0.2)) == 252  # the coarse grid: C(10, 5)
     assert all(sum(w.values()) == pytest.approx(1.0) for w in grid)
     assert {"own": 0.0, "segment": 1.0, "cooccurrence": 0.0, "season": 0.0, "repeat": 0.0, "profile": 0.0} in grid
+    searched = rec.weight_grid(0.2, rec.SEARCHED_COMPONENTS)
+    assert len(searched) == 126  # the coarse grid the weight search scores: five components, C(9, 4)
+    assert all(w["own"] == 0.0 and sum(w.values()) == pytest.approx(1.0) for w in searched)
 
 
 def test_the_simplest_blend_within_noise_of_the_best_is_chosen():

@@ -33,14 +33,18 @@ Each recommendation's ``reason`` is the component contributing most to its
 score (a tie goes to the first of :data:`COMPONENTS`). The weights are
 chosen by :func:`choose_weights` on a split inside the fit period, never on
 the period the evaluation scores (:func:`evaluate_history`): the blend with
-the fewest components within one standard error of the best. On the
-generated data with within-persona variation, replenishment and missions
-that is mostly the profile, with some repeat and co-occurrence (recall@5
-1.12 x the best baseline; docs/decisions.md, "Next-best category").
+the fewest components within one standard error of the best (``own`` is not
+searched: the profile holds the customer's own lines). On the generated data
+with within-persona variation, replenishment and missions that is mostly the
+profile, with some repeat and co-occurrence or segment (recall@5 1.12 x the
+best baseline on seeds 42 and 7; companions of recent orders, a replenishment
+clock, the season and a logistic blend added at most 0.001: docs/decisions.md,
+"Next-best category", third round).
 
 Everything scores in batches of customers with sparse products and
 ``argpartition``: a million customers by 332 classes, fit and top 5 with
-reasons, in 44.7 s and 3.2 GB on 2 shared cores (benchmarks/bench_recommendations.py).
+reasons, with the weight search, in 46 s of CPU (drawing the data included) and 3.1 GB on 2 shared cores
+(benchmarks/bench_recommendations.py, section c).
 """
 
 from __future__ import annotations
@@ -75,11 +79,16 @@ CANDIDATES = {"own_repeat": {"own": 1.0}, "item_knn": {"cooccurrence": 1.0}, "se
 # segment 0.9, the earlier default, scored 0.188 and 0.180).
 DEFAULT_WEIGHTS = {"own": 0.0, "segment": 0.3, "cooccurrence": 0.0, "season": 0.0, "repeat": 0.0, "profile": 0.7}
 # Blend weights are searched on a coarse grid (multiples of 0.2 summing to 1: 126 blends), then refined
-# in steps of 0.1 (moving 0.1 from one component to another while recall improves); every full 0.1 grid
-# would be 1,001 blends, about a minute on 10,000 customers. Scored on at most VALIDATION_CUSTOMERS
-# validation customers (a seeded sample: recall's standard error stays near 0.002).
+# in steps of 0.1 (moving 0.1 from one component to another while recall improves); the full 0.1 grid of
+# the searched components would be 1,001 blends, about a minute on 10,000 customers. Scored on at most
+# VALIDATION_CUSTOMERS validation customers (a seeded sample: recall's standard error stays near 0.002).
 COARSE_STEP = 0.2
 WEIGHT_STEP = 0.1
+# The components the weight search moves: ``own`` (recency-weighted own lines) is left at 0, the profile holds
+# the customer's own lines; on the default data it was in no chosen blend since the profile came, and adding
+# time-decayed own history to the profile scored 0.229 against 0.229 (benchmark section e). Five components
+# make the coarse grid 126 blends instead of 252 (144 blends scored with the refinement on seed 42, against 275).
+SEARCHED_COMPONENTS = ("segment", "cooccurrence", "season", "repeat", "profile")
 REFINE_ROUNDS = 10
 VALIDATION_CUSTOMERS = 10_000
 HALF_LIFE_DAYS = 90.0
@@ -801,14 +810,15 @@ def measure(model: NextBestClasses, interactions: Interactions, segments, rows: 
     return {name: summarise(parts, model.n_items_) for name, parts in collected.items()}
 
 
-def weight_grid(step: float = WEIGHT_STEP) -> list[dict[str, float]]:
-    """Every blend of :data:`COMPONENTS` in multiples of ``step`` summing to 1."""
+def weight_grid(step: float = WEIGHT_STEP, components: tuple[str, ...] = COMPONENTS) -> list[dict[str, float]]:
+    """Every blend of ``components`` in multiples of ``step`` summing to 1 (the others of
+    :data:`COMPONENTS` at 0)."""
     units = int(round(1 / step))
     grid = []
-    for combo in itertools.product(range(units + 1), repeat=len(COMPONENTS) - 1):
+    for combo in itertools.product(range(units + 1), repeat=len(components) - 1):
         if sum(combo) <= units:
-            parts = (*combo, units - sum(combo))
-            grid.append({c: p / units for c, p in zip(COMPONENTS, parts)})
+            parts = dict(zip(components, (*combo, units - sum(combo))))
+            grid.append({c: parts.get(c, 0) / units for c in COMPONENTS})
     return grid
 
 
@@ -818,7 +828,7 @@ def choose_weights(interactions: Interactions, segments, relevant: sp.csr_matrix
     """The blend weights chosen on a validation split: the simplest blend as good as the best.
 
     The blends tried are ``grid`` when given; by default the coarse grid
-    (:data:`COARSE_STEP`) and then, from its best, moves of
+    (:data:`COARSE_STEP`) of :data:`SEARCHED_COMPONENTS` and then, from its best, moves of
     :data:`WEIGHT_STEP` from one component to another while recall@k
     improves (at most :data:`REFINE_ROUNDS`). Of every blend scored, the one
     chosen has the fewest components among those within one standard error
@@ -862,7 +872,7 @@ def choose_weights(interactions: Interactions, segments, relevant: sp.csr_matrix
             scored[units] = ranking_metrics(items, relevant_rows, seen)["recall"]
         return float(scored[units].mean())
 
-    for weights in (grid if grid is not None else weight_grid(COARSE_STEP)):
+    for weights in (grid if grid is not None else weight_grid(COARSE_STEP, SEARCHED_COMPONENTS)):
         score(tuple(int(round(weights.get(c, 0.0) / WEIGHT_STEP)) for c in COMPONENTS))
     if grid is None:
         _refine(score, max(scored, key=score))
@@ -881,11 +891,13 @@ def choose_weights(interactions: Interactions, segments, relevant: sp.csr_matrix
 
 
 def _refine(score, start: tuple[int, ...]) -> tuple[int, ...]:
-    """Hill-climb from ``start``: move one step of weight between two components while recall improves."""
+    """Hill-climb from ``start``: move one step of weight between two of :data:`SEARCHED_COMPONENTS` while
+    recall improves."""
     current = start
+    searched = [COMPONENTS.index(c) for c in SEARCHED_COMPONENTS]
     for _ in range(REFINE_ROUNDS):
         moves = [tuple(u + (1 if i == to else -1 if i == frm else 0) for i, u in enumerate(current))
-                 for frm in range(len(current)) for to in range(len(current)) if frm != to and current[frm] > 0]
+                 for frm in searched for to in searched if frm != to and current[frm] > 0]
         best = max(moves, key=score, default=current)
         if score(best) <= score(current):
             break

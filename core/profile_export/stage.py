@@ -21,6 +21,7 @@ import itertools
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
 
@@ -84,13 +85,13 @@ def _run(ctx: StageContext, progress: Progress) -> None:
     for segmentation in [primary, *cfg.also_profile]:
         labels = assignments["segment" if segmentation == primary else f"{segmentation}_label"].to_numpy()
         segment_of = pd.Series(labels, index=customers["customer_id"].to_numpy())
-        # Class columns and order lines are read in batches and summed: memory stays bounded
-        # however many customers and lines there are.
+        # Class columns are read in Arrow batches and summed per segment column by column: memory stays
+        # bounded however many customers there are, and no DataFrame of 664 columns is built.
         # Stage 02 writes no class columns for data without a hierarchy: no top classes then.
-        class_spend = _summed(profiling.class_spend_by_segment(
-            batch, batch["customer_id"].map(segment_of).to_numpy(), hierarchy)
-            for batch in ctx.iter_parquet(paths.PREPARE_FEATURES, paths.ENRICHED_CLASS,
-                                          ["customer_id"] + class_columns)) if class_columns else None
+        class_spend = profiling.class_spend_from_batches(
+            pq.ParquetFile(ctx.input_path(paths.PREPARE_FEATURES, paths.ENRICHED_CLASS)).iter_batches(
+                batch_size=100_000, columns=["customer_id"] + class_columns),
+            segment_of, hierarchy) if class_columns else None
         progress.update(PROGRESS["class_spend"], f"{segmentation}: class spend")
         # One scan of the order lines by DuckDB (line_totals): the pandas loop over batches was most of the
         # stage's time at a million customers.
@@ -182,15 +183,6 @@ def _customer_values(ctx: StageContext, customers: pd.DataFrame, mapping: pd.Dat
     return values.loc[customers["customer_id"]], model
 
 
-def _summed(tables) -> pd.DataFrame | None:
-    """Element-wise sum of per-batch spend tables (missing rows or columns count as 0)."""
-    total = None
-    for table in tables:
-        if table is not None:
-            total = table if total is None else total.add(table, fill_value=0.0)
-    return total
-
-
 def _class_spend_columns(hierarchy) -> list[str]:
     return [class_column(CLASS_SPEND, d, c)
             for d in hierarchy.merchandise_departments for c in hierarchy.departments[d].classes]
@@ -227,7 +219,10 @@ def _customer_identifiers(ctx: StageContext):
     wanted = [c for c in dict.fromkeys([*identifier_columns(names), *(c for c in IDENTITY_COLUMNS if c in names)])
               if c != "customer_id"]
     if wanted:
-        yield from ctx.iter_parquet(paths.GENERATE_DATA, paths.CUSTOMERS, wanted)
+        # As Arrow tables: profiling.known_identifiers matches them without a Python string per value.
+        for batch in pq.ParquetFile(ctx.input_path(paths.GENERATE_DATA, paths.CUSTOMERS)).iter_batches(
+                batch_size=100_000, columns=wanted):
+            yield pa.Table.from_batches([batch])
 
 
 def _check_export(ctx: StageContext, document: dict, customers: pd.DataFrame, segmentation: str) -> None:

@@ -927,7 +927,8 @@ def known_identifiers(table, phrases: set[str]) -> set[str]:
             import pyarrow as pa
             import pyarrow.compute as pc
 
-            found |= _normalised_matches(pc.binary_join_element_wise(first, last.cast(first.type), pa.scalar(" ", first.type)), phrases)
+            full = pc.binary_join_element_wise(first, last.cast(first.type), pa.scalar(" ", first.type))
+            found |= _normalised_matches(full, phrases)
         else:
             full = (_pandas_column(table, "first_name").astype("string") + " "
                     + _pandas_column(table, "last_name").astype("string"))

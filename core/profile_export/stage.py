@@ -53,14 +53,16 @@ def run(ctx: StageContext) -> None:
     # Issue 18 budgets the next-best classes (issue 15) apart from the rest of the stage: both are logged.
     total = time.perf_counter() - started
     next_best = seconds.get("next_best_fit", 0.0) + seconds.get("next_best_write", 0.0)
-    log.info("%s took %.1f s: next-best classes %.1f s (fit %.1f s, write %.1f s), everything else %.1f s",
+    parts = ", ".join(f"{part} {value:.1f}" for part, value in seconds.items() if not part.startswith("next_best"))
+    log.info("%s took %.1f s: next-best classes %.1f s (fit %.1f s, write %.1f s), everything else %.1f s (%s)",
              paths.PROFILE_EXPORT, total, next_best, seconds.get("next_best_fit", 0.0),
-             seconds.get("next_best_write", 0.0), total - next_best)
+             seconds.get("next_best_write", 0.0), total - next_best, parts)
 
 
 def _run(ctx: StageContext, progress: Progress, seconds: dict[str, float]) -> None:
     """:func:`run`, telling ``progress`` how far it is (shares of the time measured on 200,000 customers)
-    and ``seconds`` how long the next-best classes took to fit and write."""
+    and ``seconds`` how long each part took (``next_best_fit`` and ``next_best_write``: the next-best classes)."""
+    lap = _Laps(seconds)
     cfg = ctx.config.profile_export
     hierarchy = ctx.config.hierarchy
     customers = ctx.read_parquet(paths.PREPARE_FEATURES, paths.ENRICHED_DEPARTMENT)
@@ -83,16 +85,16 @@ def _run(ctx: StageContext, progress: Progress, seconds: dict[str, float]) -> No
     # Seasonality and attribute mixes count what features count: purchases up to the analysis date.
     last_day = customers["last_order_date"].max()
     progress.update(PROGRESS["inputs"], "inputs read")
+    lap("inputs")
 
     # Next-best classes per customer, measured on a temporal holdout (issue 15); the model's cross-sell lists
     # replace the lift heuristic's in the segments where they did better. Imported when the stage runs
     # (SciPy, scikit-learn): status and skips never need them.
     from core.profile_export import recommendation_outputs
 
-    started = time.perf_counter()
     with progress.step(PROGRESS["next_best"] - PROGRESS["inputs"], "next-best classes"):
         recommended = recommendation_outputs.fit_recommendations(ctx, customers, assignments)
-    seconds["next_best_fit"] = time.perf_counter() - started
+    lap("next_best_fit")
 
     written = set(pq.read_schema(ctx.input_path(paths.PREPARE_FEATURES, paths.ENRICHED_CLASS)).names)
     class_columns = [c for c in _class_spend_columns(hierarchy) if c in written]
@@ -108,11 +110,13 @@ def _run(ctx: StageContext, progress: Progress, seconds: dict[str, float]) -> No
                 batch_size=100_000, columns=["customer_id"] + class_columns),
             segment_of, hierarchy) if class_columns else None
         progress.update(PROGRESS["class_spend"], f"{segmentation}: class spend")
-        # One scan of the order lines by DuckDB (line_totals): the pandas loop over batches was most of the
-        # stage's time at a million customers.
+        lap("class_spend")
+        # One pass over the order lines in Arrow batches (line_totals): a pandas loop over batches, then a DuckDB
+        # join of every line's SKU string, were most of the stage's time at a million customers.
         monthly_spend, attribute_spend = line_totals.spend_by_segment(
             ctx.input_path(paths.GENERATE_DATA, paths.TRANSACTIONS), products, segment_of, last_day)
         progress.update(PROGRESS["line_totals"], f"{segmentation}: spend by month and attribute")
+        lap("line_totals")
         profiles = profiling.profile_segments(
             customers, pd.Series(labels), hierarchy, cfg, ctx.config.strategies, model_columns,
             class_spend=class_spend, monthly_spend=monthly_spend, attribute_spend=attribute_spend,
@@ -131,7 +135,9 @@ def _run(ctx: StageContext, progress: Progress, seconds: dict[str, float]) -> No
             last_order=str(customers["last_order_date"].max().date()),
             generated_at=ctx.started_at.isoformat(timespec="seconds"), currency=cfg.currency,
             min_segment_size=cfg.min_segment_size)
+        lap("profiles")
         _check_export(ctx, document, customers, segmentation)
+        lap("export_check")
         exported[segmentation] = (profiles, shown, document)
     # Written only once every export passed its checks: a refused one leaves no file of this run behind.
     for segmentation, (profiles, _, document) in exported.items():
@@ -140,17 +146,20 @@ def _run(ctx: StageContext, progress: Progress, seconds: dict[str, float]) -> No
         ctx.write_text(suffix(paths.SEGMENT_PROFILES_YAML),
                        yaml.safe_dump(document, sort_keys=False, allow_unicode=True, width=100))
         ctx.write_csv(suffix(paths.CLUSTER_INSIGHTS), profiling.insights_table(profiles))
+    lap("exports")
 
     profiles, shown, _ = exported[primary]
     names = {p["segment_id"]: p["name"] for p in profiles}
     # Joined on by people and other systems: the ids as the source wrote them (core/domain/customer_ids.py).
     ctx.write_parquet(paths.CUSTOMERS_WITH_SEGMENTS,
                       with_source_ids(profiling.customers_with_segments(assignments, names, values), mapping))
+    lap("customers_with_segments")
     _write_report(ctx, customers, assignments, shown, names,
                   {"note": value_note, "horizon_days": value_model["horizon_days"],
                    "evaluation": ctx.read_json(paths.PREPARE_FEATURES, paths.CUSTOMER_VALUE_EVALUATION)},
                   recommended.document)
     progress.update(PROGRESS["report"], "profiles, exports and report written; next-best classes")
+    lap("report")
     suppressed = sum(p["suppressed"] for p in shown)
     ctx.details = {"segmentations": list(exported), "segments": names, "suppressed_in_export": suppressed,
                    "strategy_rules": {p["name"]: p["strategy"]["rule"] for p in profiles},
@@ -160,9 +169,21 @@ def _run(ctx: StageContext, progress: Progress, seconds: dict[str, float]) -> No
     ctx.summary = (f"{len(profiles)} segments ({suppressed} too small to describe) for {len(customers):,} "
                    f"customers ({primary}); report and {len(exported)} export(s) written")
     # Next-best classes per customer, measured on a temporal holdout (issue 15).
-    started = time.perf_counter()
+    lap("summary")
     recommendation_outputs.write_recommendations(ctx, recommended, mapping)
-    seconds["next_best_write"] = time.perf_counter() - started
+    lap("next_best_write")
+
+
+class _Laps:
+    """Adds the seconds since its previous call (or its creation) to the named part of ``seconds``."""
+
+    def __init__(self, seconds: dict[str, float]):
+        self.seconds, self.last = seconds, time.perf_counter()
+
+    def __call__(self, part: str) -> None:
+        now = time.perf_counter()
+        self.seconds[part] = self.seconds.get(part, 0.0) + now - self.last
+        self.last = now
 
 
 def _with_migration(ctx: StageContext, profiles: list[dict], shown: list[dict]) -> tuple[list[dict], list[dict]]:

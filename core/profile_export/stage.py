@@ -27,7 +27,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
 
-from core.domain.columns import identifier_columns
+from core.domain.columns import ID_COLUMN, identifier_columns
 from core.domain.customer_ids import to_keys, with_source_ids
 from core.domain.tables import IDENTITY_COLUMNS
 from core.profile_export import export, line_totals, migration, plots, profiling
@@ -320,6 +320,7 @@ def _write_report(ctx: StageContext, customers: pd.DataFrame, assignments: pd.Da
     Small (suppressed) segments appear by name and size on their card only:
     they are left out of every chart and table.
     """
+    from core.cluster.clustering import sample_rows
     from core.profile_export import report  # scikit-learn's projection: only when the stage runs
 
     cfg = ctx.config.profile_export
@@ -345,9 +346,12 @@ def _write_report(ctx: StageContext, customers: pd.DataFrame, assignments: pd.Da
     else:
         matrix = ctx.read_parquet(paths.PREPARE_FEATURES, paths.FEATURES).set_index("customer_id")
     labels = assignments["segment"].to_numpy()
-    keep = np.isin(labels, ids + [-1])
-    coords, sampled = report.project_2d(matrix.loc[assignments["customer_id"]].to_numpy()[keep], labels[keep],
-                                        cfg.projection_sample_size, ctx.config.seed)
+    keep = np.flatnonzero(np.isin(labels, ids + [-1]))
+    # The sample project_2d would draw, drawn first: only the sampled customers' rows are looked up (a million
+    # otherwise), and project_2d, given no more than its sample size, keeps them all in order.
+    rows = keep[sample_rows(len(keep), cfg.projection_sample_size, ctx.config.seed)]
+    coords, sampled = report.project_2d(matrix.loc[assignments["customer_id"].to_numpy()[rows]].to_numpy(),
+                                        labels[rows], cfg.projection_sample_size, ctx.config.seed)
     if len(coords):
         projection = ctx.write_with(paths.PROJECTION_PLOT, lambda tmp: plots.save_projection_plot(
             coords, sampled, names, tmp))
@@ -385,7 +389,7 @@ def _migration_charts(ctx: StageContext, names: dict[int, str], images: dict[str
 
     None when stage 04 took no snapshot (``cluster.snapshots.enabled`` false).
     """
-    history = ctx.read_parquet(paths.CLUSTER, paths.SEGMENT_HISTORY)
+    history = ctx.read_parquet(paths.CLUSTER, paths.SEGMENT_HISTORY, columns=[ID_COLUMN, "snapshot_date", "segment"])
     if history.empty:
         return None
     moves = ctx.read(paths.CLUSTER, paths.TRANSITIONS)

@@ -3,6 +3,7 @@ pandas functions they replace in the stage."""
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
 from core.profile_export.line_totals import spend_by_segment
@@ -48,3 +49,30 @@ def test_spend_by_segment_gives_what_the_pandas_functions_give(tmp_path):
     assert sorted(mixes) == sorted(expected)
     for attribute, table in expected.items():
         pd.testing.assert_frame_equal(mixes[attribute], table, check_names=False)
+
+
+def test_spend_by_segment_with_sparse_ids_missing_skus_and_many_batches(tmp_path, monkeypatch):
+    """Customer keys far apart (the lookup by index, not by array), SKUs missing or unknown to the catalog,
+    and lines split over several batches give what the pandas functions give."""
+    from core.profile_export import line_totals
+
+    rng = np.random.default_rng(4)
+    n = 500
+    lines = pd.DataFrame({
+        "customer_id": rng.choice([10**12 + 1, 10**12 + 7, 3, 10**15], n),
+        "order_date": pd.Timestamp("2023-01-01") + pd.to_timedelta(rng.integers(0, 500, n), unit="D"),
+        "sku": pd.Series(rng.choice(["A", "B", "C", None], n), dtype="string"),
+        "line_amount": rng.integers(-500, 5000, n) / 100.0,
+        "is_return": rng.random(n) < 0.1,
+    })
+    path = tmp_path / "transactions.parquet"
+    lines.to_parquet(path, index=False, row_group_size=64)
+    monkeypatch.setattr(line_totals, "BATCH_ROWS", 50)
+    segment_of = pd.Series({10**12 + 1: 4, 10**12 + 7: 9, 3: 4})  # 10**15 is not segmented
+    monthly, mixes = spend_by_segment(path, PRODUCTS, segment_of, LAST_DAY)
+    kept = lines[lines["order_date"] <= LAST_DAY]
+    pd.testing.assert_frame_equal(monthly, monthly_spend_by_segment(kept, segment_of), check_names=False)
+    expected = attribute_spend_by_segment(kept, PRODUCTS, segment_of)
+    assert sorted(mixes) == sorted(expected)
+    for attribute, table in expected.items():
+        pd.testing.assert_frame_equal(mixes[attribute], table, check_names=False, check_column_type=False)

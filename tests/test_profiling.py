@@ -440,3 +440,69 @@ def test_a_seasonal_peak_measured_on_the_datas_own_calendar_can_name_a_segment()
     assert traits == ["December peak"]
     assert profiling.distinguishing_traits(frame, labels, 1, [0, 1], [], tiny_hierarchy(),
                                            [{"month": "May", "spend_share": 0.1, "index": 1.2}]) == []
+
+
+# --- the stage's large-data paths give what the plain ones give ---------------------------------
+
+def test_class_spend_from_arrow_batches_sums_each_segment_and_skips_unsegmented_customers():
+    import pyarrow as pa
+
+    # Customers 1 and 3 in segment 5, 2 in segment 0, 4 unsegmented; a missing value counts 0.
+    # Segment 5, Dresses: 10 + 2.5 = 12.5; Tops: 1 + 0 (missing) = 1; Candles: 0 + 4 = 4.
+    # Segment 0: Dresses 3, Tops 7, Candles 0. Customer 4's 100s are left out. No Bags column is written.
+    frame = pd.DataFrame({"customer_id": [1, 2, 3, 4],
+                          "class_spend__ladies_clothing__dresses": [10.0, 3.0, 2.5, 100.0],
+                          "class_spend__ladies_clothing__tops": [1.0, 7.0, None, 100.0],
+                          "class_spend__home__candles": [0.0, 0.0, 4.0, 100.0]}).astype({"customer_id": "int64"})
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    segment_of = pd.Series({1: 5, 2: 0, 3: 5})
+    totals = profiling.class_spend_from_batches(table.to_batches(max_chunksize=2), segment_of, tiny_hierarchy())
+    assert list(totals.index) == [0, 5]
+    assert list(totals.columns) == [("Ladies Clothing", "Dresses"), ("Ladies Clothing", "Tops"), ("Home", "Candles")]
+    assert totals.loc[5].tolist() == [12.5, 1.0, 4.0]
+    assert totals.loc[0].tolist() == [3.0, 7.0, 0.0]
+    assert profiling.class_spend_from_batches(iter(()), segment_of, tiny_hierarchy()) is None
+
+
+AWKWARD_IDENTIFIERS = pd.DataFrame({
+    "customer_id": range(9),
+    "first_name": ["Jean", "Hope", None, "Ann", "Zé", "x", "Y", "Bo", "Al"],
+    "last_name": ["Cook", "Pet", "X", "Lee  ", "Ça", "y", "Q  R", "Li", "Mo"],
+    "email": ["  A.B@X.COM ", "Straße 12 x", "(Flat 2,  Patel  Underpass).", "a\tb  cdef", "x\x1fy zzzz", None,
+              "ÉCOLE 12", "..( ab cd )", "AB CD\x7f"],
+    "phone": [1234567, None, 7, 8, 9, 10, 11, 12, 13],
+})
+
+
+@pytest.mark.parametrize("as_arrow", [False, True])
+def test_identifiers_matched_in_arrow_are_exactly_those_of_the_python_normalisation(as_arrow):
+    """Tabs, double spaces, control characters, non-ASCII case folding (ß -> ss), edge punctuation, numbers."""
+    import pyarrow as pa
+
+    everything = profiling.identifier_values(AWKWARD_IDENTIFIERS)
+    assert {"a.b@x.com", "strasse 12 x", "flat 2, patel underpass", "a b cdef", "x y zzzz", "zé ça", "y q r",
+            " ab cd ", "1234567.0", "jean cook"} <= everything
+    table = pa.Table.from_pandas(AWKWARD_IDENTIFIERS, preserve_index=False) if as_arrow else AWKWARD_IDENTIFIERS
+    assert profiling.known_identifiers(table, everything | {"not anyone"}) == everything
+    some = {"strasse 12 x", " ab cd ", "jean cook", "1234567.0", "hope"}
+    assert profiling.known_identifiers(table, some) == some - {"hope"}
+    numbered = AWKWARD_IDENTIFIERS.assign(first_name=range(9))  # not text: the Python route
+    assert profiling.known_identifiers(numbered, profiling.identifier_values(numbered)) == \
+        profiling.identifier_values(numbered)
+
+
+def test_explanations_from_segment_moments_match_the_direct_computation():
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"a": rng.normal(5, 2, 300), "b": rng.exponential(3, 300), "c": np.full(300, 0.1)})
+    labels = rng.integers(0, 4, 300)
+    moments = profiling.SegmentMoments.of(frame, labels, ["a", "b", "c"])
+    for segment in range(4):
+        inside, outside = frame[labels == segment], frame[labels != segment]
+        for column in "abc":
+            pooled = np.sqrt((inside[column].var(ddof=0) + outside[column].var(ddof=0)) / 2)
+            expected = (inside[column].mean() - outside[column].mean()) / pooled if pooled > 1e-12 else 0.0
+            got = profiling._smd_of(moments.pooled([segment]), moments.pooled(moments.everyone_but(segment)))
+            assert got["abc".index(column)] == pytest.approx(expected, abs=1e-9)
+        entries = profiling.explain_from_moments(moments, segment, 3, tiny_hierarchy())["features"]
+        assert sorted(e["feature"] for e in entries) == ["a", "b"]  # c is constant: it sets nobody apart
+        assert entries[0]["population_mean"] == round(frame[entries[0]["feature"]].mean(), 4)

@@ -752,6 +752,14 @@ def _draw_other_lines(order_day, online, plan: GenerationPlan, rng: np.random.Ge
 def block_tables(block: dict, plan: GenerationPlan, first_order_id: int) -> tuple[pd.DataFrame, pa.Table]:
     """The customers and transactions tables of one block, with order ids from ``first_order_id``.
 
+    See :func:`transactions_table`.
+    """
+    return customer_frame(customer_columns(block, plan), plan), transactions_table(block, plan, first_order_id)
+
+
+def transactions_table(block: dict, plan: GenerationPlan, first_order_id: int) -> pa.Table:
+    """The transactions table of one block, with order ids from ``first_order_id``.
+
     Transactions are sorted by customer, date, purchase before return; each
     order is one purchase transaction, and its returned lines (if any) one
     return transaction ``return_delay`` days later, linked by ``original_order_id``.
@@ -828,8 +836,7 @@ def block_tables(block: dict, plan: GenerationPlan, first_order_id: int) -> tupl
         "is_return": pa.array(is_return, pa.bool_()),
         "original_order_id": pa.array(original, mask=~is_return, type=pa.int64()),
     }
-    table = pa.Table.from_pydict(columns, schema=DICTIONARY_TRANSACTION_SCHEMA)
-    return _customer_frame(block, plan), table
+    return pa.Table.from_pydict(columns, schema=DICTIONARY_TRANSACTION_SCHEMA)
 
 
 def _lexsort_small(keys: tuple[np.ndarray, ...]) -> np.ndarray:
@@ -894,34 +901,54 @@ TRANSACTION_PARQUET_OPTIONS = {
 """``pyarrow.parquet.ParquetWriter`` options for ``transactions.parquet`` (see decisions.md)."""
 
 
-def _customer_frame(block: dict, plan: GenerationPlan) -> pd.DataFrame:
+def customer_columns(block: dict, plan: GenerationPlan) -> dict[str, np.ndarray]:
+    """A block's customers as plain arrays (codes, days, identity strings): cheap to send between processes.
+
+    :func:`customer_frame` turns them, gathered over blocks, into the customers table; one
+    DataFrame per chunk instead of one per block saves its fixed cost (a few milliseconds a
+    call, as much as drawing the block's customers).
+    """
     c, o = block["customers"], block["orders"]
+    n = len(c["persona"])
+    ident = block["identity"]
+    return {
+        "customer_id": c["customer_id"], "persona": o["to"],  # the persona at the end (after a life event, the new one)
+        "age": c["age"], "female": c["female"], "region": c["region"],
+        "signup_day": np.where(c["existing"], -c["signup_before"], o["first_day"]),
+        "dropped": o["dropped"], "dropout_day": np.where(o["dropped"], o["last_day"], 0),
+        **{column: ident[column] if ident is not None else np.full(n, None, dtype=object)
+           for column in tables.IDENTITY_COLUMNS},
+    }
+
+
+def customer_frame(columns: dict[str, np.ndarray], plan: GenerationPlan) -> pd.DataFrame:
+    """The customers table (``CUSTOMER_COLUMNS``) of :func:`customer_columns` (of one or more blocks)."""
     names = plan.persona_names
     personas = plan.personas
-    n = len(c["persona"])
+    persona = columns["persona"]
     start = np.datetime64(plan.data.history_start, "D")
-    signup = np.where(c["existing"], -c["signup_before"], o["first_day"])
-    dropout = np.where(o["dropped"], o["last_day"], 0)
-    persona = o["to"]  # the persona at the end of the history (after a life event, the new one)
-    ident = block["identity"]
-    columns = {
-        "customer_id": c["customer_id"],
+    frame = {
+        "customer_id": columns["customer_id"],
         "persona": pd.array(np.asarray(names, dtype=object)[persona], dtype="string"),
-        "age": pd.array(c["age"], dtype="Int16"),
-        "gender": pd.array(np.where(c["female"], "Female", "Male"), dtype="string"),
+        "age": pd.array(columns["age"], dtype="Int16"),
+        "gender": pd.array(np.where(columns["female"], "Female", "Male"), dtype="string"),
         "has_children": pd.array(np.asarray([personas[p].demographics.has_children for p in names],
                                             dtype=object)[persona], dtype="boolean"),
         "lifestyle": pd.array(np.asarray([personas[p].demographics.lifestyle for p in names],
                                          dtype=object)[persona], dtype="string"),
-        "region": pd.array(np.asarray(list(plan.cfg.regions), dtype=object)[c["region"]], dtype="string"),
-        "signup_date": (start + signup).astype("datetime64[us]"),
-        "dropout_date": np.where(o["dropped"], start + dropout, np.datetime64("NaT")).astype("datetime64[us]"),
-        **{column: pd.array(ident[column] if ident is not None else [None] * n, dtype="string")
-           for column in tables.IDENTITY_COLUMNS},
+        "region": pd.array(np.asarray(list(plan.cfg.regions), dtype=object)[columns["region"]], dtype="string"),
+        "signup_date": (start + columns["signup_day"]).astype("datetime64[us]"),
+        "dropout_date": np.where(columns["dropped"], start + columns["dropout_day"],
+                                 np.datetime64("NaT")).astype("datetime64[us]"),
+        **{column: pd.array(columns[column], dtype="string") for column in tables.IDENTITY_COLUMNS},
     }
     # One constructor call in the contract's order: adding columns one by one cost more than
     # drawing the customers.
-    return pd.DataFrame({name: columns[name] for name in CUSTOMER_COLUMNS})
+    return pd.DataFrame({name: frame[name] for name in CUSTOMER_COLUMNS})
+
+
+def _concatenate(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    return {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}
 
 
 def generate(plan: GenerationPlan, seed: int, report=None, workers: int = 1,
@@ -946,30 +973,33 @@ def generate(plan: GenerationPlan, seed: int, report=None, workers: int = 1,
     else:
         blocks = (draw(index) for index in range(n_blocks))
     with contextlib.closing(blocks):  # stops the workers when the caller stops early
-        yield from _chunks(blocks, n_blocks, blocks_per_chunk, report, plan.data.n_customers, events)
+        yield from _chunks(blocks, n_blocks, blocks_per_chunk, report, plan.data.n_customers, plan, events)
 
 
 def _chunks(blocks: Iterator[tuple], n_blocks: int, blocks_per_chunk: int, report,
-            n_total: int, events: list | None = None) -> Iterator[tuple[pd.DataFrame, pa.Table]]:
+            n_total: int, plan: GenerationPlan,
+            events: list | None = None) -> Iterator[tuple[pd.DataFrame, pa.Table]]:
     """Blocks in order gathered into chunks, order ids numbered on from block to block."""
     next_order_id = 1
-    customer_frames, transaction_tables = [], []
+    customer_parts, event_parts, transaction_tables = [], [], []
     for index, ((customers, block_events), transactions, part) in enumerate(blocks):
-        if events is not None and len(block_events):
-            events.append(block_events)
+        if len(block_events["customer_id"]):
+            event_parts.append(block_events)
         if part is not None:
             report.merge(part)
         if transactions.num_rows:
             transactions = _shift_order_ids(transactions, next_order_id)
             next_order_id = int(pc.max(transactions["order_id"]).as_py()) + 1
-        customer_frames.append(customers)
+        customer_parts.append(customers)
         transaction_tables.append(transactions)
-        if len(customer_frames) == blocks_per_chunk or index == n_blocks - 1:
-            chunk_customers = pd.concat(customer_frames, ignore_index=True)
+        if len(customer_parts) == blocks_per_chunk or index == n_blocks - 1:
+            chunk_customers = customer_frame(_concatenate(customer_parts), plan)
+            if events is not None and event_parts:
+                events.append(events_frame(_concatenate(event_parts), plan))
             chunk = pa.concat_tables(transaction_tables)
             log.info("generated customers up to %d of %d: %d lines",
                      int(chunk_customers["customer_id"].iloc[-1]), n_total, chunk.num_rows)
-            customer_frames, transaction_tables = [], []
+            customer_parts, event_parts, transaction_tables = [], [], []
             yield chunk_customers, chunk
             del chunk  # written by the caller: free it now, not once the next chunk is assembled
 
@@ -979,8 +1009,8 @@ def _make_block(plan: GenerationPlan, seed: int, want_report: bool, index: int) 
     first = index * BLOCK_SIZE
     n = min(BLOCK_SIZE, plan.data.n_customers - first)
     block = draw_block(first + 1, n, plan, np.random.default_rng([seed, 2, index]))
-    customers, transactions = block_tables(block, plan, 0)
-    customers = (customers, persona_events(block, plan))
+    transactions = transactions_table(block, plan, 0)
+    customers = (customer_columns(block, plan), event_columns(block, plan))
     part = None
     if want_report:
         part = GenerationReport(plan)
@@ -991,15 +1021,26 @@ def _make_block(plan: GenerationPlan, seed: int, want_report: bool, index: int) 
 
 def persona_events(block: dict, plan: GenerationPlan) -> pd.DataFrame:
     """The life events of a block's customers: ``customer_id``, ``event_date``, ``from_persona``, ``to_persona``."""
+    return events_frame(event_columns(block, plan), plan)
+
+
+def event_columns(block: dict, plan: GenerationPlan) -> dict[str, np.ndarray]:
+    """A block's life events as plain arrays (see :func:`events_frame`)."""
     c, o = block["customers"], block["orders"]
     changed = np.flatnonzero(o["event_day"] < plan.n_days)
+    return {"customer_id": c["customer_id"][changed], "event_day": o["event_day"][changed],
+            "from": c["persona"][changed], "to": o["to"][changed]}
+
+
+def events_frame(columns: dict[str, np.ndarray], plan: GenerationPlan) -> pd.DataFrame:
+    """The persona events table of :func:`event_columns` (of one or more blocks)."""
     names = np.asarray(plan.persona_names, dtype=object)
     start = np.datetime64(plan.data.history_start, "D")
     return pd.DataFrame({
-        "customer_id": c["customer_id"][changed],
-        "event_date": (start + o["event_day"][changed]).astype("datetime64[us]"),
-        "from_persona": pd.array(names[c["persona"][changed]], dtype="string"),
-        "to_persona": pd.array(names[o["to"][changed]], dtype="string"),
+        "customer_id": columns["customer_id"],
+        "event_date": (start + columns["event_day"]).astype("datetime64[us]"),
+        "from_persona": pd.array(names[columns["from"]], dtype="string"),
+        "to_persona": pd.array(names[columns["to"]], dtype="string"),
     })
 
 

@@ -1043,7 +1043,7 @@ def _make_block(plan: GenerationPlan, seed: int, want_report: bool, index: int) 
     if want_report:
         part = GenerationReport(plan)
         part.add(block)
-        part.plan = part.config_personas = part.config_scenarios = part.config_generate = None  # the caller has them
+        part = part.compact()  # the caller has the configs
     return customers, transactions, part
 
 

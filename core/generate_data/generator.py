@@ -835,13 +835,18 @@ def transactions_table(block: dict, plan: GenerationPlan, first_order_id: int) -
     unit_price = rows(lines["unit_price"], other["amount"])
     amount = rows(lines["amount"], other["amount"], -lines["amount"][r_idx])
     discount = rows(lines["discount"], 0.0, -lines["discount"][r_idx])
-    day = order_day[order_sorted] + np.where(is_return, block["return_delay"][order_sorted], 0)
+    # Only return rows differ from their order's day and link to an order: set those alone.
+    return_rows = np.flatnonzero(is_return)
+    returned_from = order_sorted[return_rows]
+    day = order_day[order_sorted]
+    day[return_rows] += block["return_delay"][returned_from]
 
     customer_id = c["customer_id"][order_customer[order_sorted]]
     order_id = first_order_id + rank[sort]
-    original = np.where(is_return, first_order_id + purchase_rank[order_sorted], 0)
+    original = np.zeros(len(sort), dtype=np.int64)
+    original[return_rows] = first_order_id + purchase_rank[returned_from]
     no_sku = sku < 0
-    product = np.take(plan.sku_codes, np.where(no_sku, 0, sku), axis=1)  # a row per SKU attribute
+    sku_row = np.where(no_sku, 0, sku)
     sku_validity = _validity(~no_sku)
     if plan.cfg.channel.enabled:
         channel = _strings(block["order_online"][order_sorted], pa.array(["store", "online"]))
@@ -850,13 +855,11 @@ def transactions_table(block: dict, plan: GenerationPlan, first_order_id: int) -
     columns = {
         "customer_id": pa.array(customer_id, pa.int64()),
         "order_id": pa.array(order_id, pa.int64()),
-        "order_date": pa.array((start + day).astype("datetime64[us]"), pa.timestamp("us")),
+        "order_date": _timestamps(start, day),
         "channel": channel,
         "department": _strings(dept, plan.product_codes["department"][1]),
         "class": _strings(plan.product_codes["class"][0][class_global], plan.product_codes["class"][1]),
-        **{name: _strings(np.maximum(codes, 0), plan.product_codes[name][1],
-                          sku_validity if plan.sku_codes_complete[i] else _validity(~no_sku & (codes >= 0)))
-           for i, (name, codes) in enumerate(zip(SKU_CODE_COLUMNS, product))},
+        **{name: _sku_strings(plan, i, sku_row, no_sku, sku_validity) for i, name in enumerate(SKU_CODE_COLUMNS)},
         "quantity": pa.array(quantity.astype(np.int32, copy=False), pa.int32()),
         "unit_price": pa.array(unit_price, pa.float64()),
         "discount_amount": pa.array(discount, pa.float64()),
@@ -887,7 +890,25 @@ def _lexsort_small(keys: tuple[np.ndarray, ...]) -> np.ndarray:
 def _validity(valid: np.ndarray) -> tuple[pa.Buffer, int] | None:
     """Arrow validity bitmap of a boolean mask and its null count (None when nothing is null)."""
     nulls = len(valid) - int(np.count_nonzero(valid))
-    return None if nulls == 0 else (pa.array(valid, pa.bool_()).buffers()[1], nulls)
+    return None if nulls == 0 else (pa.py_buffer(np.packbits(valid, bitorder="little")), nulls)
+
+
+def _timestamps(start: np.datetime64, day: np.ndarray) -> pa.Array:
+    """Microsecond timestamps of whole days after ``start``, computed in integers (NumPy's
+    day-to-microsecond conversion cost as much as the rest of the column's table)."""
+    micros = np.asarray(day, dtype=np.int64) * 86_400_000_000 + int(start.astype("datetime64[us]").astype(np.int64))
+    return pa.Array.from_buffers(pa.timestamp("us"), len(micros), [None, pa.py_buffer(micros)])
+
+
+def _sku_strings(plan: GenerationPlan, attribute: int, sku_row: np.ndarray, no_sku: np.ndarray,
+                 sku_validity: tuple[pa.Buffer, int] | None) -> pa.DictionaryArray:
+    """The dictionary column of one SKU attribute (``SKU_CODE_COLUMNS[attribute]``), null without a SKU."""
+    codes = plan.sku_codes[attribute][sku_row]
+    if plan.sku_codes_complete[attribute]:
+        validity = sku_validity
+    else:  # some SKUs lack the attribute (code -1): null there too
+        validity = _validity(~no_sku & (codes >= 0))
+    return _strings(np.maximum(codes, 0), plan.product_codes[SKU_CODE_COLUMNS[attribute]][1], validity)
 
 
 def _strings(codes: np.ndarray, dictionary: pa.Array,

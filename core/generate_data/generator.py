@@ -513,9 +513,10 @@ def draw_block(first_id: int, n: int, plan: GenerationPlan, rng: np.random.Gener
         "class_drawn": drawn,
     }
     other = _draw_other_lines(order_day, online, plan, rng)
-    identity = (assign_identities(plan.identity, c["female"], c["customer_id"], rng)
-                if plan.identity is not None else None)
-    return {"identity": identity, "customers": c, "orders": o, "order_online": online, "order_regime": order_regime,
+    # Identities are drawn last, from this state, by whoever turns the block into tables
+    # (:func:`customer_columns`): the stage process, while the workers draw on.
+    identity_state = rng.bit_generator.state if plan.cfg.identity.enabled else None
+    return {"identity_state": identity_state, "customers": c, "orders": o, "order_online": online, "order_regime": order_regime,
             "replenishment_due": due,
             "lines": lines, "returned": returned, "return_delay": delay, "other": other}
 
@@ -782,7 +783,8 @@ def block_tables(block: dict, plan: GenerationPlan, first_order_id: int) -> tupl
 
     See :func:`transactions_table`.
     """
-    return customer_frame(customer_columns(block, plan), plan), transactions_table(block, plan, first_order_id)
+    return (customer_frame(add_identities(customer_columns(block, plan), plan), plan),
+            transactions_table(block, plan, first_order_id))
 
 
 def transactions_table(block: dict, plan: GenerationPlan, first_order_id: int) -> pa.Table:
@@ -950,24 +952,41 @@ TRANSACTION_PARQUET_OPTIONS = {
 """``pyarrow.parquet.ParquetWriter`` options for ``transactions.parquet`` (see decisions.md)."""
 
 
-def customer_columns(block: dict, plan: GenerationPlan) -> dict[str, np.ndarray]:
-    """A block's customers as plain arrays (codes, days, identity strings): cheap to send between processes.
+def customer_columns(block: dict, plan: GenerationPlan) -> dict:
+    """A block's customers as plain arrays (codes, days) and the random state of their identities.
 
-    :func:`customer_frame` turns them, gathered over blocks, into the customers table; one
+    Cheap to send between processes; :func:`add_identities` draws the identity fields and
+    :func:`customer_frame` turns them, gathered over blocks, into the customers table: one
     DataFrame per chunk instead of one per block saves its fixed cost (a few milliseconds a
     call, as much as drawing the block's customers).
     """
     c, o = block["customers"], block["orders"]
-    n = len(c["persona"])
-    ident = block["identity"]
     return {
         "customer_id": c["customer_id"], "persona": o["to"],  # the persona at the end (after a life event, the new one)
         "age": c["age"], "female": c["female"], "region": c["region"],
         "signup_day": np.where(c["existing"], -c["signup_before"], o["first_day"]),
         "dropped": o["dropped"], "dropout_day": np.where(o["dropped"], o["last_day"], 0),
-        **{column: ident[column] if ident is not None else np.full(n, None, dtype=object)
-           for column in tables.IDENTITY_COLUMNS},
+        "identity_state": block["identity_state"],
     }
+
+
+def add_identities(columns: dict, plan: GenerationPlan) -> dict:
+    """:func:`customer_columns` with the fake identity fields drawn (None when ``identity`` is off).
+
+    They are drawn from the block's random stream where :func:`draw_block` left it, so they are
+    the same wherever this runs; the stage process runs it (with Faker's pools, built once, on
+    the first block) while the workers draw on.
+    """
+    columns = dict(columns)
+    state = columns.pop("identity_state")
+    if state is None:
+        n = len(columns["customer_id"])
+        return {**columns, **{name: np.full(n, None, dtype=object) for name in tables.IDENTITY_COLUMNS}}
+    bit_generator = getattr(np.random, state["bit_generator"])()
+    bit_generator.state = state
+    identity = assign_identities(plan.identity, columns["female"], columns["customer_id"],
+                                 np.random.Generator(bit_generator))
+    return {**columns, **identity}
 
 
 def customer_frame(columns: dict[str, np.ndarray], plan: GenerationPlan) -> pd.DataFrame:
@@ -1039,7 +1058,7 @@ def _chunks(blocks: Iterator[tuple], n_blocks: int, blocks_per_chunk: int, repor
         if transactions.num_rows:
             transactions = _shift_order_ids(transactions, next_order_id)
             next_order_id = int(pc.max(transactions["order_id"]).as_py()) + 1
-        customer_parts.append(customers)
+        customer_parts.append(add_identities(customers, plan))
         transaction_tables.append(transactions)
         if len(customer_parts) == blocks_per_chunk or index == n_blocks - 1:
             chunk_customers = customer_frame(_concatenate(customer_parts), plan)

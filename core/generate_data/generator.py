@@ -513,11 +513,11 @@ def draw_block(first_id: int, n: int, plan: GenerationPlan, rng: np.random.Gener
         "class_drawn": drawn,
     }
     other = _draw_other_lines(order_day, online, plan, rng)
-    # Identities are drawn last, from this state, by whoever turns the block into tables
-    # (:func:`customer_columns`): the stage process, while the workers draw on.
+    # Identities are drawn last, from this state, by :func:`add_identities`: in the stage process,
+    # while the workers draw on (Faker's pools are the stage process's alone).
     identity_state = rng.bit_generator.state if plan.cfg.identity.enabled else None
-    return {"identity_state": identity_state, "customers": c, "orders": o, "order_online": online, "order_regime": order_regime,
-            "replenishment_due": due,
+    return {"identity_state": identity_state, "customers": c, "orders": o, "order_online": online,
+            "order_regime": order_regime, "replenishment_due": due,
             "lines": lines, "returned": returned, "return_delay": delay, "other": other}
 
 

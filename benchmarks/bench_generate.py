@@ -18,6 +18,16 @@ with the machine, to ``benchmarks/RESULTS.md``.
 Targets (issue "realistic generator"), 2 cores: at least 1,000,000 order
 lines per second end to end; 1,000,000 customers in under 3 minutes with
 peak memory under 6 GB.
+
+``--parts BLOCKS`` instead times each part of the stage in one process, on
+the first BLOCKS blocks of 1,000 customers of ``--config`` (default the
+shipped one): drawing, the tables, the report's counts, the hand-over
+between processes (the spill file and the pickled rest), merging and the
+customers table, and the Parquet write, in CPU seconds per million lines
+(CPU time: steadier than wall time on a shared machine). With the
+environment variable ``BENCH_CODE`` set to another checkout, that
+checkout's ``core`` is timed the same way (the harness also runs the
+generator as it was before issue 18's speed work, commit 45fc6d6).
 """
 
 from __future__ import annotations
@@ -25,6 +35,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
 import shutil
 import sys
 import tempfile
@@ -33,7 +44,9 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
+# BENCH_CODE: another checkout whose core/ is timed (for --parts before and after a change).
+CODE_ROOT = Path(os.environ.get("BENCH_CODE", ROOT)).resolve()
+sys.path[:0] = [str(CODE_ROOT), str(ROOT / "benchmarks")]
 
 from common import load_average, load_text, machine, mib, record, run_child, seconds  # noqa: E402
 from core.framework import paths  # noqa: E402
@@ -43,7 +56,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
     parser.add_argument("--record", action="store_true", help="append the results to benchmarks/RESULTS.md")
+    parser.add_argument("--parts", type=int, metavar="BLOCKS",
+                        help="time the stage's parts in one process on this many blocks instead")
+    parser.add_argument("--config", type=Path, default=ROOT / "config" / "config.yml",
+                        help="config for --parts (default: the shipped one)")
     args = parser.parse_args(argv)
+    if args.parts:
+        print(time_parts(args.config, args.parts))
+        return 0
     rows = []
     for size in args.sizes:
         with tempfile.TemporaryDirectory(prefix="bench-gen-") as tmp:
@@ -94,6 +114,89 @@ def main(argv: list[str] | None = None) -> int:
     if args.record:
         record(report)
     return 0
+
+
+def time_parts(config_path: Path, n_blocks: int) -> str:
+    """CPU seconds per million lines of each part of stage 01, the parts run one after another in this process."""
+    import pickle
+    import time
+
+    import numpy as np
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from core.config import load_config
+    from core.generate_data import generator
+    from core.generate_data.report import GenerationReport
+
+    config = load_config(config_path)
+    # The generator before issue 18's speed work built a DataFrame per block (block_tables).
+    current = hasattr(generator, "transactions_table")
+    clock = time.process_time
+    spent = dict.fromkeys(["draw", "tables", "report", "hand_over", "merge_and_customers", "parquet"], 0.0)
+    start = clock()
+    plan = generator.build_plan(config.personas, config.scenarios, config.hierarchy, config.data,
+                                config.generate_data, config.seed)
+    if current:
+        plan.identity  # built on first use now: count it with the plan
+    plan_seconds = clock() - start
+    report = GenerationReport(plan, config.personas, config.scenarios, config.generate_data)
+    writer = pq.ParquetWriter(pa.BufferOutputStream(), generator.DICTIONARY_TRANSACTION_SCHEMA,
+                              **generator.TRANSACTION_PARQUET_OPTIONS)
+    lines, customers, chunk = 0, [], []
+    spill = Path(tempfile.gettempdir() if not Path("/dev/shm").is_dir() else "/dev/shm") / f"parts-{os.getpid()}.arrow"
+    for index in range(n_blocks):
+        t0 = clock()
+        block = generator.draw_block(index * generator.BLOCK_SIZE + 1, generator.BLOCK_SIZE, plan,
+                                     np.random.default_rng([config.seed, 2, index]))
+        t1 = clock()
+        if current:
+            table = generator.transactions_table(block, plan, 0)
+            rest = (generator.customer_columns(block, plan), generator.event_columns(block, plan))
+        else:
+            frame, table = generator.block_tables(block, plan, 0)
+            rest = (frame, generator.persona_events(block, plan))
+        t2 = clock()
+        part = GenerationReport(plan)
+        part.add(block)
+        if current:
+            part = part.compact()
+        else:
+            part.plan = part.config_personas = part.config_scenarios = part.config_generate = None
+        t3 = clock()
+        with pa.OSFile(str(spill), "wb") as sink, pa.ipc.new_file(sink, table.schema) as ipc:
+            ipc.write_table(table)
+        rest, part = pickle.loads(pickle.dumps((rest, part)))
+        table = pa.ipc.open_file(pa.memory_map(str(spill))).read_all()
+        os.remove(spill)
+        t4 = clock()
+        report.merge(part)
+        customers.append(generator.add_identities(rest[0], plan) if current else rest[0])
+        chunk.append(table)
+        last = len(chunk) == 10 or index == n_blocks - 1
+        if last:
+            (generator.customer_frame(generator._concatenate(customers), plan) if current
+             else pd.concat(customers, ignore_index=True))
+            customers = []
+        t5 = clock()
+        if last:
+            writer.write_table(pa.concat_tables(chunk))
+            chunk = []
+        spent["parquet"] += clock() - t5
+        for name, seconds_spent in zip(("draw", "tables", "report", "hand_over", "merge_and_customers"),
+                                       (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4)):
+            spent[name] += seconds_spent
+        lines += table.num_rows
+    writer.close()
+    start = clock()
+    report.finish()
+    finish_seconds = clock() - start
+    per_million = {name: value / lines * 1e6 for name, value in spent.items()}
+    rows = "\n".join(f"| {name.replace('_', ' ')} | {value:.3f} |" for name, value in per_million.items())
+    return (f"{n_blocks} blocks, {lines:,} lines ({'current' if current else 'before issue 18'} code); plan "
+            f"{plan_seconds:.2f} CPU-s, report finish {finish_seconds:.2f} CPU-s\n\n"
+            f"| part | CPU-s per million lines |\n|---|---:|\n{rows}\n| total | {sum(per_million.values()):.3f} |")
 
 
 if __name__ == "__main__":

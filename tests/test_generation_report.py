@@ -333,6 +333,37 @@ def test_workers_give_the_same_data_and_the_same_report(shipped):
     assert merged.finish() == report
 
 
+def test_report_parts_sent_sparse_merge_to_the_dense_counts(shipped):
+    """A part compacted for the trip from a worker (non-zero entries only) adds exactly what the dense part adds."""
+    config, _, _, _, plan, _ = shipped
+    dense, sparse = GenerationReport(plan), GenerationReport(plan)
+    for index in range(2):
+        block = generator.draw_block(index * generator.BLOCK_SIZE + 1, generator.BLOCK_SIZE, plan,
+                                     np.random.default_rng([config.seed, 2, index]))
+        for target, compact in ((dense, False), (sparse, True)):
+            part = GenerationReport(plan)
+            part.add(block)
+            target.merge(part.compact() if compact else part)
+    assert any(type(v).__name__ == "SparseCounts" for v in vars(part.compact()).values())
+    for name, value in vars(dense).items():
+        if isinstance(value, np.ndarray):
+            assert np.array_equal(value, getattr(sparse, name)), name
+    assert dense.finish() == sparse.finish()
+
+
+def test_mission_flags_are_the_same_one_mission_at_a_time(shipped):
+    """The one-pass bit flags of the mission counts equal the per-mission pass used beyond 64 missions."""
+    config, _, _, _, plan, _ = shipped
+    block = generator.draw_block(1, generator.BLOCK_SIZE, plan, np.random.default_rng([config.seed, 2, 0]))
+    report = GenerationReport(plan)
+    n_orders = len(block["orders"]["day"])
+    together = report._mission_flags(block["lines"], n_orders)
+    one_at_a_time = report._mission_flags_by_mission(block["lines"], n_orders)
+    assert len(plan.mission_anchor) > 1 and all(flags.any() for flags in together)
+    for fast, slow in zip(together, one_at_a_time):
+        assert [int(v) for v in fast] == [int(v) for v in slow]
+
+
 # --- short histories and small samples ------------------------------------------------------------
 
 @pytest.mark.parametrize("start, end", [("2024-12-24", "2024-12-31"), ("2024-12-01", "2024-12-31")],

@@ -132,9 +132,13 @@ def _dirichlet(rng: np.random.Generator, alpha: np.ndarray) -> np.ndarray:
     """One Dirichlet draw per row of ``alpha`` (rows of zeros stay zero; a zero entry stays zero)."""
     g = rng.standard_gamma(np.maximum(alpha, 1e-300)) * (alpha > 0)
     total = g.sum(axis=-1, keepdims=True)
+    positive = total > 0
+    g /= np.where(positive, total, 1.0)
     # A row whose draws all underflow (tiny alphas) falls back to its mean.
-    mean = alpha / np.maximum(alpha.sum(axis=-1, keepdims=True), 1e-300)
-    return np.where(total > 0, g / np.where(total > 0, total, 1.0), mean)
+    empty = ~positive[..., 0]
+    if empty.any():
+        g[empty] = alpha[empty] / np.maximum(alpha[empty].sum(axis=-1, keepdims=True), 1e-300)
+    return g
 
 
 def draw_tastes(slot_persona: np.ndarray, plan: GenerationPlan, rng: np.random.Generator) -> dict:
@@ -180,7 +184,7 @@ def draw_tastes(slot_persona: np.ndarray, plan: GenerationPlan, rng: np.random.G
     weights = np.broadcast_to(present / count[:, :, None], present.shape).reshape(-1, width).copy()
     weights[buys] = _dirichlet(rng, var.class_concentration / count.reshape(-1, 1)[buys]
                                * present.reshape(-1, width)[buys])
-    cum = np.cumsum(weights.reshape(m, n_depts, width), axis=2)
+    cum = _cumulative_last_axis(weights.reshape(m, n_depts, width))
     cum[present.sum(axis=2, keepdims=True) - 1 <= np.arange(width)[None, None, :]] = 1.0 + 1e-9
 
     # Sizes: one per adult scale (own, or the partner's for the other gender's departments).
@@ -201,8 +205,8 @@ def draw_tastes(slot_persona: np.ndarray, plan: GenerationPlan, rng: np.random.G
     child_age[np.arange(4)[None, :] >= n_children[:, None]] = np.nan
     # Replenishment: in each department, the slot's most weighted usual class that is a basic, with its
     # own cycle and a phase (the day within the cycle it runs out).
-    cycle = plan.basic_cycle[usual]  # (slots, departments, width, 2)
-    basic_weight = np.where(present & ~np.isnan(cycle[..., 0]), weights.reshape(m, n_depts, width), -1.0)
+    is_basic = ~np.isnan(plan.basic_cycle[:, 0])
+    basic_weight = np.where(present & is_basic[usual], weights.reshape(m, n_depts, width), -1.0)
     best = basic_weight.argmax(axis=2)
     has_basic = np.take_along_axis(basic_weight, best[..., None], axis=2)[..., 0] >= 0
     basic = np.where(has_basic, np.take_along_axis(usual, best[..., None], axis=2)[..., 0], -1)
@@ -212,6 +216,16 @@ def draw_tastes(slot_persona: np.ndarray, plan: GenerationPlan, rng: np.random.G
             "usual": usual, "usual_cum": cum, "usual_count": count, "sizes": sizes,
             "n_children": n_children, "child_age": child_age, "basic": basic,
             "basic_cycle": np.maximum(length, 1.0), "basic_phase": rng.random((m, n_depts)) * length}
+
+
+def _cumulative_last_axis(values: np.ndarray) -> np.ndarray:
+    """``np.cumsum(values, axis=-1)`` for a short last axis: a column at a time is several times faster
+    than numpy's loop per row, and adds the same numbers in the same order."""
+    cum = np.empty_like(values)
+    cum[..., 0] = values[..., 0]
+    for k in range(1, values.shape[-1]):
+        np.add(cum[..., k - 1], values[..., k], out=cum[..., k])
+    return cum
 
 
 def _add_after_event_slots(c: dict, o: dict, plan: GenerationPlan, rng: np.random.Generator) -> None:
@@ -259,7 +273,7 @@ def department_table(slots: dict, plan: GenerationPlan) -> np.ndarray:
     total = weights.sum(axis=2, keepdims=True)
     # A customer whose every department is switched off by a scenario keeps their own mix.
     weights = np.where(total > 0, weights, slots["department"][:, None, :])
-    cum = np.cumsum(weights, axis=2)
+    cum = _cumulative_last_axis(weights)
     cum /= cum[:, :, -1:]
     cum[:, :, -1] = 1.0 + 1e-9
     rows = cum.shape[0] * cum.shape[1]
@@ -499,10 +513,11 @@ def draw_block(first_id: int, n: int, plan: GenerationPlan, rng: np.random.Gener
         "class_drawn": drawn,
     }
     other = _draw_other_lines(order_day, online, plan, rng)
-    identity = (assign_identities(plan.identity, c["female"], c["customer_id"], rng)
-                if plan.identity is not None else None)
-    return {"identity": identity, "customers": c, "orders": o, "order_online": online, "order_regime": order_regime,
-            "replenishment_due": due,
+    # Identities are drawn last, from this state, by :func:`add_identities`: in the stage process,
+    # while the workers draw on (Faker's pools are the stage process's alone).
+    identity_state = rng.bit_generator.state if plan.cfg.identity.enabled else None
+    return {"identity_state": identity_state, "customers": c, "orders": o, "order_online": online,
+            "order_regime": order_regime, "replenishment_due": due,
             "lines": lines, "returned": returned, "return_delay": delay, "other": other}
 
 
@@ -596,8 +611,15 @@ def _replenish(cls, usual_line, line_order, line_slot, dept, order_customer, ord
     # Of the due (order, slot, department) groups, how many now hold the basic (turned, or drawn anyway).
     holds = (cls == basic) & due
     group = line_order * (len(slots["persona"]) * n_depts) + key
-    bought = np.unique(group[holds])
-    return cls, replenished, {"due": len(first), "bought": len(bought)}
+    return cls, replenished, {"due": len(first), "bought": _count_distinct(group[holds])}
+
+
+def _count_distinct(nearly_sorted: np.ndarray) -> int:
+    """Number of distinct values; a stable sort (timsort) is quick on values mostly in order already."""
+    if not len(nearly_sorted):
+        return 0
+    values = np.sort(nearly_sorted, kind="stable")
+    return int(np.count_nonzero(values[1:] != values[:-1])) + 1
 
 
 def _missions(cls, line_order, dept, replenished, n_orders: int, plan: GenerationPlan,
@@ -619,12 +641,19 @@ def _missions(cls, line_order, dept, replenished, n_orders: int, plan: Generatio
         orders = np.zeros(n_orders, dtype=bool)
         orders[line_order[anchor_line]] = True
         orders &= on_order[m]
-        used = anchor_line | replenished | (mission >= 0)
+        # Only the lines of the mission's orders (a few in a hundred) can change: work on those.
+        rows = np.flatnonzero(orders[line_order])
+        if not len(rows):
+            continue
+        rows_order, rows_dept = line_order[rows], dept[rows]
+        used = anchor_line[rows] | replenished[rows] | (mission[rows] >= 0)
         for d, row in plan.mission_classes[m]:
-            candidates = orders[line_order] & (dept == d) & ~used
-            first = _first_per_key(line_order, candidates)
-            cls[first] = row
-            mission[first] = m
+            candidates = np.flatnonzero((rows_dept == d) & ~used)
+            # Lines are in order order: an order's first candidate is where its order number starts.
+            keys = rows_order[candidates]
+            first = candidates[np.r_[True, keys[1:] != keys[:-1]]] if len(keys) else candidates
+            cls[rows[first]] = row
+            mission[rows[first]] = m
             used[first] = True
     return cls, mission
 
@@ -638,28 +667,55 @@ def _draw_items(cls: np.ndarray, line_slot: np.ndarray, line_regime: np.ndarray,
     tier an item's chance is its style's weight, as a shopper browsing a rail would pick.
     """
     u = rng.random((3, len(cls)))
-    tier_w = slots["tier"][line_slot] * plan.class_tiers[cls]
-    tier_w += 1e-9 * plan.class_tiers[cls]  # a tier the shopper never buys, when it is all the class has
+    # Column by column: one gather of a slot's weight per line and column is several times
+    # cheaper than gathering (lines, tiers) and (lines, styles) rows, and the sums are the
+    # same additions in the same order, so the draws are bit for bit those of the row form.
+    tier_share, class_tiers = slots["tier"].T, plan.class_tiers.T
+    tier_w = []
+    for k in range(len(class_tiers)):
+        in_class = class_tiers[k][cls]
+        weight = tier_share[k][line_slot] * in_class
+        weight += 1e-9 * in_class  # a tier the shopper never buys, when it is all the class has
+        tier_w.append(weight)
     tier = _pick(tier_w, u[0])
-    n_styles = plan.group_count.shape[2]
-    group = (cls * plan.group_count.shape[1] + tier) * n_styles
-    count = plan.group_count.reshape(-1, n_styles)[group // n_styles]  # (lines, styles)
-    style_w = slots["style"][line_slot]
+    n_tiers, n_styles = plan.group_count.shape[1:]
+    class_tier = cls * n_tiers + tier
+    counts = plan.group_count.reshape(-1, n_styles).T
+    style_share = slots["style"].T
     boosted = np.flatnonzero((plan.regime_style != 1.0).any(axis=1))
-    if len(boosted):  # few regimes boost a style (a trend season): only their lines pay for it
-        rows = np.flatnonzero(np.isin(line_regime, boosted))
-        style_w[rows] *= plan.regime_style[line_regime[rows]]
-    style_w = (style_w + 1e-9) * count
+    # Few regimes boost a style (a trend season): only their lines pay for it.
+    rows = np.flatnonzero(np.isin(line_regime, boosted)) if len(boosted) else None
+    style_w = []
+    for k in range(n_styles):
+        weight = style_share[k][line_slot]
+        if rows is not None:
+            weight[rows] *= plan.regime_style[line_regime[rows], k]
+        weight += 1e-9
+        weight *= counts[k][class_tier]
+        style_w.append(weight)
     style = _pick(style_w, u[1])
-    first = plan.group_first.ravel()[group + style]
-    n_items = plan.group_count.ravel()[group + style]
+    group = class_tier * n_styles + style
+    first = plan.group_first.ravel()[group]
+    n_items = plan.group_count.ravel()[group]
     return plan.group_items[first + np.minimum((u[2] * n_items).astype(np.int64), n_items - 1)]
 
 
-def _pick(weights: np.ndarray, u: np.ndarray) -> np.ndarray:
-    """Column of each row of ``weights`` (lines x a few) chosen with chance proportional to its weight."""
-    cum = np.cumsum(weights, axis=1)
-    return np.minimum((cum < (u * cum[:, -1])[:, None]).sum(axis=1), weights.shape[1] - 1)
+def _pick(weights: list[np.ndarray], u: np.ndarray) -> np.ndarray:
+    """Index of the column (of ``weights``, a few columns of one weight per row) chosen by each ``u``.
+
+    The chance of a column is proportional to its weight: the cumulative weights are summed
+    left to right, as ``np.cumsum`` along a row does.
+    """
+    cum = weights[0]
+    threshold_at = [cum]
+    for column in weights[1:]:
+        cum = cum + column
+        threshold_at.append(cum)
+    threshold = u * cum
+    chosen = np.zeros(len(u), dtype=np.int64)
+    for edge in threshold_at:
+        chosen += edge < threshold
+    return np.minimum(chosen, len(weights) - 1)
 
 
 def _draw_sizes(cls, line_slot, line_day, slots: dict, plan: GenerationPlan, rng: np.random.Generator) -> np.ndarray:
@@ -725,6 +781,15 @@ def _draw_other_lines(order_day, online, plan: GenerationPlan, rng: np.random.Ge
 def block_tables(block: dict, plan: GenerationPlan, first_order_id: int) -> tuple[pd.DataFrame, pa.Table]:
     """The customers and transactions tables of one block, with order ids from ``first_order_id``.
 
+    See :func:`transactions_table`.
+    """
+    return (customer_frame(add_identities(customer_columns(block, plan), plan), plan),
+            transactions_table(block, plan, first_order_id))
+
+
+def transactions_table(block: dict, plan: GenerationPlan, first_order_id: int) -> pa.Table:
+    """The transactions table of one block, with order ids from ``first_order_id``.
+
     Transactions are sorted by customer, date, purchase before return; each
     order is one purchase transaction, and its returned lines (if any) one
     return transaction ``return_delay`` days later, linked by ``original_order_id``.
@@ -772,13 +837,18 @@ def block_tables(block: dict, plan: GenerationPlan, first_order_id: int) -> tupl
     unit_price = rows(lines["unit_price"], other["amount"])
     amount = rows(lines["amount"], other["amount"], -lines["amount"][r_idx])
     discount = rows(lines["discount"], 0.0, -lines["discount"][r_idx])
-    day = order_day[order_sorted] + np.where(is_return, block["return_delay"][order_sorted], 0)
+    # Only return rows differ from their order's day and link to an order: set those alone.
+    return_rows = np.flatnonzero(is_return)
+    returned_from = order_sorted[return_rows]
+    day = order_day[order_sorted]
+    day[return_rows] += block["return_delay"][returned_from]
 
     customer_id = c["customer_id"][order_customer[order_sorted]]
     order_id = first_order_id + rank[sort]
-    original = np.where(is_return, first_order_id + purchase_rank[order_sorted], 0)
+    original = np.zeros(len(sort), dtype=np.int64)
+    original[return_rows] = first_order_id + purchase_rank[returned_from]
     no_sku = sku < 0
-    product = np.take(plan.sku_codes, np.where(no_sku, 0, sku), axis=1)  # a row per SKU attribute
+    sku_row = np.where(no_sku, 0, sku)
     sku_validity = _validity(~no_sku)
     if plan.cfg.channel.enabled:
         channel = _strings(block["order_online"][order_sorted], pa.array(["store", "online"]))
@@ -787,13 +857,11 @@ def block_tables(block: dict, plan: GenerationPlan, first_order_id: int) -> tupl
     columns = {
         "customer_id": pa.array(customer_id, pa.int64()),
         "order_id": pa.array(order_id, pa.int64()),
-        "order_date": pa.array((start + day).astype("datetime64[us]"), pa.timestamp("us")),
+        "order_date": _timestamps(start, day),
         "channel": channel,
         "department": _strings(dept, plan.product_codes["department"][1]),
         "class": _strings(plan.product_codes["class"][0][class_global], plan.product_codes["class"][1]),
-        **{name: _strings(np.maximum(codes, 0), plan.product_codes[name][1],
-                          sku_validity if plan.sku_codes_complete[i] else _validity(~no_sku & (codes >= 0)))
-           for i, (name, codes) in enumerate(zip(SKU_CODE_COLUMNS, product))},
+        **{name: _sku_strings(plan, i, sku_row, no_sku, sku_validity) for i, name in enumerate(SKU_CODE_COLUMNS)},
         "quantity": pa.array(quantity.astype(np.int32, copy=False), pa.int32()),
         "unit_price": pa.array(unit_price, pa.float64()),
         "discount_amount": pa.array(discount, pa.float64()),
@@ -801,8 +869,7 @@ def block_tables(block: dict, plan: GenerationPlan, first_order_id: int) -> tupl
         "is_return": pa.array(is_return, pa.bool_()),
         "original_order_id": pa.array(original, mask=~is_return, type=pa.int64()),
     }
-    table = pa.Table.from_pydict(columns, schema=DICTIONARY_TRANSACTION_SCHEMA)
-    return _customer_frame(block, plan), table
+    return pa.Table.from_pydict(columns, schema=DICTIONARY_TRANSACTION_SCHEMA)
 
 
 def _lexsort_small(keys: tuple[np.ndarray, ...]) -> np.ndarray:
@@ -825,7 +892,25 @@ def _lexsort_small(keys: tuple[np.ndarray, ...]) -> np.ndarray:
 def _validity(valid: np.ndarray) -> tuple[pa.Buffer, int] | None:
     """Arrow validity bitmap of a boolean mask and its null count (None when nothing is null)."""
     nulls = len(valid) - int(np.count_nonzero(valid))
-    return None if nulls == 0 else (pa.array(valid, pa.bool_()).buffers()[1], nulls)
+    return None if nulls == 0 else (pa.py_buffer(np.packbits(valid, bitorder="little")), nulls)
+
+
+def _timestamps(start: np.datetime64, day: np.ndarray) -> pa.Array:
+    """Microsecond timestamps of whole days after ``start``, computed in integers (NumPy's
+    day-to-microsecond conversion cost as much as the rest of the column's table)."""
+    micros = np.asarray(day, dtype=np.int64) * 86_400_000_000 + int(start.astype("datetime64[us]").astype(np.int64))
+    return pa.Array.from_buffers(pa.timestamp("us"), len(micros), [None, pa.py_buffer(micros)])
+
+
+def _sku_strings(plan: GenerationPlan, attribute: int, sku_row: np.ndarray, no_sku: np.ndarray,
+                 sku_validity: tuple[pa.Buffer, int] | None) -> pa.DictionaryArray:
+    """The dictionary column of one SKU attribute (``SKU_CODE_COLUMNS[attribute]``), null without a SKU."""
+    codes = plan.sku_codes[attribute][sku_row]
+    if plan.sku_codes_complete[attribute]:
+        validity = sku_validity
+    else:  # some SKUs lack the attribute (code -1): null there too
+        validity = _validity(~no_sku & (codes >= 0))
+    return _strings(np.maximum(codes, 0), plan.product_codes[SKU_CODE_COLUMNS[attribute]][1], validity)
 
 
 def _strings(codes: np.ndarray, dictionary: pa.Array,
@@ -867,34 +952,71 @@ TRANSACTION_PARQUET_OPTIONS = {
 """``pyarrow.parquet.ParquetWriter`` options for ``transactions.parquet`` (see decisions.md)."""
 
 
-def _customer_frame(block: dict, plan: GenerationPlan) -> pd.DataFrame:
+def customer_columns(block: dict, plan: GenerationPlan) -> dict:
+    """A block's customers as plain arrays (codes, days) and the random state of their identities.
+
+    Cheap to send between processes; :func:`add_identities` draws the identity fields and
+    :func:`customer_frame` turns them, gathered over blocks, into the customers table: one
+    DataFrame per chunk instead of one per block saves its fixed cost (a few milliseconds a
+    call, as much as drawing the block's customers).
+    """
     c, o = block["customers"], block["orders"]
+    return {
+        "customer_id": c["customer_id"], "persona": o["to"],  # the persona at the end (after a life event, the new one)
+        "age": c["age"], "female": c["female"], "region": c["region"],
+        "signup_day": np.where(c["existing"], -c["signup_before"], o["first_day"]),
+        "dropped": o["dropped"], "dropout_day": np.where(o["dropped"], o["last_day"], 0),
+        "identity_state": block["identity_state"],
+    }
+
+
+def add_identities(columns: dict, plan: GenerationPlan) -> dict:
+    """:func:`customer_columns` with the fake identity fields drawn (None when ``identity`` is off).
+
+    They are drawn from the block's random stream where :func:`draw_block` left it, so they are
+    the same wherever this runs; the stage process runs it (with Faker's pools, built once, on
+    the first block) while the workers draw on.
+    """
+    columns = dict(columns)
+    state = columns.pop("identity_state")
+    if state is None:
+        n = len(columns["customer_id"])
+        return {**columns, **{name: np.full(n, None, dtype=object) for name in tables.IDENTITY_COLUMNS}}
+    bit_generator = getattr(np.random, state["bit_generator"])()
+    bit_generator.state = state
+    identity = assign_identities(plan.identity, columns["female"], columns["customer_id"],
+                                 np.random.Generator(bit_generator))
+    return {**columns, **identity}
+
+
+def customer_frame(columns: dict[str, np.ndarray], plan: GenerationPlan) -> pd.DataFrame:
+    """The customers table (``CUSTOMER_COLUMNS``) of :func:`customer_columns` (of one or more blocks)."""
     names = plan.persona_names
     personas = plan.personas
-    n = len(c["persona"])
+    persona = columns["persona"]
     start = np.datetime64(plan.data.history_start, "D")
-    signup = np.where(c["existing"], -c["signup_before"], o["first_day"])
-    dropout = np.where(o["dropped"], o["last_day"], 0)
-    persona = o["to"]  # the persona at the end of the history (after a life event, the new one)
-    ident = block["identity"]
-    columns = {
-        "customer_id": c["customer_id"],
+    frame = {
+        "customer_id": columns["customer_id"],
         "persona": pd.array(np.asarray(names, dtype=object)[persona], dtype="string"),
-        "age": pd.array(c["age"], dtype="Int16"),
-        "gender": pd.array(np.where(c["female"], "Female", "Male"), dtype="string"),
+        "age": pd.array(columns["age"], dtype="Int16"),
+        "gender": pd.array(np.where(columns["female"], "Female", "Male"), dtype="string"),
         "has_children": pd.array(np.asarray([personas[p].demographics.has_children for p in names],
                                             dtype=object)[persona], dtype="boolean"),
         "lifestyle": pd.array(np.asarray([personas[p].demographics.lifestyle for p in names],
                                          dtype=object)[persona], dtype="string"),
-        "region": pd.array(np.asarray(list(plan.cfg.regions), dtype=object)[c["region"]], dtype="string"),
-        "signup_date": (start + signup).astype("datetime64[us]"),
-        "dropout_date": np.where(o["dropped"], start + dropout, np.datetime64("NaT")).astype("datetime64[us]"),
-        **{column: pd.array(ident[column] if ident is not None else [None] * n, dtype="string")
-           for column in tables.IDENTITY_COLUMNS},
+        "region": pd.array(np.asarray(list(plan.cfg.regions), dtype=object)[columns["region"]], dtype="string"),
+        "signup_date": (start + columns["signup_day"]).astype("datetime64[us]"),
+        "dropout_date": np.where(columns["dropped"], start + columns["dropout_day"],
+                                 np.datetime64("NaT")).astype("datetime64[us]"),
+        **{column: pd.array(columns[column], dtype="string") for column in tables.IDENTITY_COLUMNS},
     }
     # One constructor call in the contract's order: adding columns one by one cost more than
     # drawing the customers.
-    return pd.DataFrame({name: columns[name] for name in CUSTOMER_COLUMNS})
+    return pd.DataFrame({name: frame[name] for name in CUSTOMER_COLUMNS})
+
+
+def _concatenate(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    return {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}
 
 
 def generate(plan: GenerationPlan, seed: int, report=None, workers: int = 1,
@@ -919,30 +1041,33 @@ def generate(plan: GenerationPlan, seed: int, report=None, workers: int = 1,
     else:
         blocks = (draw(index) for index in range(n_blocks))
     with contextlib.closing(blocks):  # stops the workers when the caller stops early
-        yield from _chunks(blocks, n_blocks, blocks_per_chunk, report, plan.data.n_customers, events)
+        yield from _chunks(blocks, n_blocks, blocks_per_chunk, report, plan.data.n_customers, plan, events)
 
 
 def _chunks(blocks: Iterator[tuple], n_blocks: int, blocks_per_chunk: int, report,
-            n_total: int, events: list | None = None) -> Iterator[tuple[pd.DataFrame, pa.Table]]:
+            n_total: int, plan: GenerationPlan,
+            events: list | None = None) -> Iterator[tuple[pd.DataFrame, pa.Table]]:
     """Blocks in order gathered into chunks, order ids numbered on from block to block."""
     next_order_id = 1
-    customer_frames, transaction_tables = [], []
+    customer_parts, event_parts, transaction_tables = [], [], []
     for index, ((customers, block_events), transactions, part) in enumerate(blocks):
-        if events is not None and len(block_events):
-            events.append(block_events)
+        if len(block_events["customer_id"]):
+            event_parts.append(block_events)
         if part is not None:
             report.merge(part)
         if transactions.num_rows:
             transactions = _shift_order_ids(transactions, next_order_id)
             next_order_id = int(pc.max(transactions["order_id"]).as_py()) + 1
-        customer_frames.append(customers)
+        customer_parts.append(add_identities(customers, plan))
         transaction_tables.append(transactions)
-        if len(customer_frames) == blocks_per_chunk or index == n_blocks - 1:
-            chunk_customers = pd.concat(customer_frames, ignore_index=True)
+        if len(customer_parts) == blocks_per_chunk or index == n_blocks - 1:
+            chunk_customers = customer_frame(_concatenate(customer_parts), plan)
+            if events is not None and event_parts:
+                events.append(events_frame(_concatenate(event_parts), plan))
             chunk = pa.concat_tables(transaction_tables)
             log.info("generated customers up to %d of %d: %d lines",
                      int(chunk_customers["customer_id"].iloc[-1]), n_total, chunk.num_rows)
-            customer_frames, transaction_tables = [], []
+            customer_parts, event_parts, transaction_tables = [], [], []
             yield chunk_customers, chunk
             del chunk  # written by the caller: free it now, not once the next chunk is assembled
 
@@ -952,27 +1077,38 @@ def _make_block(plan: GenerationPlan, seed: int, want_report: bool, index: int) 
     first = index * BLOCK_SIZE
     n = min(BLOCK_SIZE, plan.data.n_customers - first)
     block = draw_block(first + 1, n, plan, np.random.default_rng([seed, 2, index]))
-    customers, transactions = block_tables(block, plan, 0)
-    customers = (customers, persona_events(block, plan))
+    transactions = transactions_table(block, plan, 0)
+    customers = (customer_columns(block, plan), event_columns(block, plan))
     part = None
     if want_report:
         part = GenerationReport(plan)
         part.add(block)
-        part.plan = part.config_personas = part.config_scenarios = part.config_generate = None  # the caller has them
+        part = part.compact()  # the caller has the configs
     return customers, transactions, part
 
 
 def persona_events(block: dict, plan: GenerationPlan) -> pd.DataFrame:
     """The life events of a block's customers: ``customer_id``, ``event_date``, ``from_persona``, ``to_persona``."""
+    return events_frame(event_columns(block, plan), plan)
+
+
+def event_columns(block: dict, plan: GenerationPlan) -> dict[str, np.ndarray]:
+    """A block's life events as plain arrays (see :func:`events_frame`)."""
     c, o = block["customers"], block["orders"]
     changed = np.flatnonzero(o["event_day"] < plan.n_days)
+    return {"customer_id": c["customer_id"][changed], "event_day": o["event_day"][changed],
+            "from": c["persona"][changed], "to": o["to"][changed]}
+
+
+def events_frame(columns: dict[str, np.ndarray], plan: GenerationPlan) -> pd.DataFrame:
+    """The persona events table of :func:`event_columns` (of one or more blocks)."""
     names = np.asarray(plan.persona_names, dtype=object)
     start = np.datetime64(plan.data.history_start, "D")
     return pd.DataFrame({
-        "customer_id": c["customer_id"][changed],
-        "event_date": (start + o["event_day"][changed]).astype("datetime64[us]"),
-        "from_persona": pd.array(names[c["persona"][changed]], dtype="string"),
-        "to_persona": pd.array(names[o["to"][changed]], dtype="string"),
+        "customer_id": columns["customer_id"],
+        "event_date": (start + columns["event_day"]).astype("datetime64[us]"),
+        "from_persona": pd.array(names[columns["from"]], dtype="string"),
+        "to_persona": pd.array(names[columns["to"]], dtype="string"),
     })
 
 

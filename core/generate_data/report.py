@@ -22,6 +22,8 @@ whether it passed; :attr:`GenerationReport.failures` lists those that did not.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 import pandas as pd
 from scipy import integrate, stats
@@ -50,6 +52,13 @@ MIN_LINES_FOR_SPREAD = 30
 # million customers that put the realised share 0.004 (suit) and 0.008 (formal jacket) above the expectation,
 # beyond the sampling error alone; this much is allowed on top of it.
 MISSION_OVERLAP_ALLOWANCE = 0.01
+
+
+class SparseCounts(NamedTuple):
+    """The non-zero entries of an array of counts: flat positions and values (see :meth:`GenerationReport.compact`)."""
+
+    index: np.ndarray
+    values: np.ndarray
 
 
 class GenerationReport:
@@ -208,7 +217,7 @@ class GenerationReport:
         self.slot_lines_sq += np.bincount(slot_persona, weights=per_slot.astype(float) ** 2, minlength=P)
         # Lines of one order for one person share its main department: they count as a cluster.
         group = lines["order"] * n_slots + lines["slot"]
-        uniques, sizes = np.unique(group, return_counts=True)
+        uniques, sizes = _runs(np.sort(group, kind="stable"))  # lines are in order order: nearly sorted
         self.group_lines_sq += np.bincount(slot_persona[uniques % n_slots], weights=sizes.astype(float) ** 2,
                                            minlength=P)
         # Spread between customers: the department mixes of those who shop for themselves alone.
@@ -252,13 +261,15 @@ class GenerationReport:
         # description, not a check, and sorting every line's day cost a fifth of the report's time.
         usual = lines["usual"] & (lines["slot"] < SPREAD_SAMPLE)
         width = plan.n_days + 1
-        packed = np.unique((lines["slot"][usual] * self._K + lines["class_row"][usual]) * width + day[usual])
+        # A plain sort and its runs: np.unique hashes first, and cost four times as much here.
+        packed, _ = _runs(np.sort((lines["slot"][usual] * self._K + lines["class_row"][usual]) * width + day[usual]))
         pairs = np.stack([packed // width, packed % width])
         if pairs.shape[1] > 1:
             same = pairs[0, 1:] == pairs[0, :-1]
             gaps = np.diff(pairs[1]).astype(float)[same]
             owner = pairs[0, 1:][same]
-            ids, where = np.unique(owner, return_inverse=True)
+            ids, sizes = _runs(owner)  # owners come sorted, with the packed values
+            where = np.repeat(np.arange(len(ids)), sizes)
             count = np.bincount(where)
             mean = np.bincount(where, weights=gaps) / count
             sd = np.sqrt(np.maximum(np.bincount(where, weights=gaps**2) / count - mean**2, 0.0))
@@ -269,27 +280,62 @@ class GenerationReport:
                 self.interval_cv[row] += np.bincount(np.digitize(cv[mask], CV_BINS), minlength=len(CV_BINS) + 1)
         # Missions: orders holding the anchor, those of them with a free line in a companion's department,
         # those holding a companion; and orders without the anchor holding a companion.
-        n_orders = len(o["day"])
+        if len(plan.mission_anchor):
+            anchor, eligible, holds, drawn = self._mission_flags(lines, len(o["day"]))
+            for m in range(len(plan.mission_anchor)):
+                a, e, h, d = ((flags & (1 << m)) != 0 for flags in (anchor, eligible, holds, drawn))
+                self.mission_counts[m] += [a.sum(), (a & e).sum(), (a & e & h).sum(), (~a & e).sum(),
+                                           (~a & e & h).sum(), (a & e & d).sum()]
+
+    def _mission_flags(self, lines: dict, n_orders: int) -> tuple[np.ndarray, ...]:
+        """Per order, one bit per mission: holds its anchor; has a free line (in a companion's department,
+        not the anchor, not a replenished basic); holds a companion; held one as drawn, before missions.
+
+        One pass over the lines for all missions at once: a pass per mission and flag was a third
+        of the report's time.
+        """
+        plan, n_depts = self.plan, len(self.plan.catalog.departments)
+        if len(plan.mission_anchor) > 64:  # more missions than bits: one mission at a time
+            return self._mission_flags_by_mission(lines, n_orders)
+        anchor_of = np.zeros(self._K, dtype=np.uint64)
+        companion_of = np.zeros(self._K, dtype=np.uint64)
+        department_of = np.zeros(n_depts, dtype=np.uint64)
+        for m, anchor in enumerate(plan.mission_anchor):
+            bit = np.uint64(1) << np.uint64(m)
+            anchor_of[anchor] |= bit
+            companion_of[plan.mission_classes[m][:, 1]] |= bit
+            department_of[plan.mission_classes[m][:, 0]] |= bit
+        cls = lines["class_row"]
+        free = department_of[lines["merch_dept"]] & ~anchor_of[cls]
+        free[lines["replenished"]] = 0
+        per_line = (anchor_of[cls], free, companion_of[cls], companion_of[lines["class_drawn"]])
+        # Lines are in order order: OR each order's run of lines.
+        order = lines["order"]
+        starts = np.flatnonzero(np.r_[True, order[1:] != order[:-1]]) if len(order) else np.zeros(0, np.int64)
+        out = []
+        for values in per_line:
+            flags = np.zeros(n_orders, dtype=np.uint64)
+            if len(starts):
+                flags[order[starts]] = np.bitwise_or.reduceat(values, starts)
+            out.append(flags)
+        return tuple(out)
+
+    def _mission_flags_by_mission(self, lines: dict, n_orders: int) -> tuple[np.ndarray, ...]:
+        """:meth:`_mission_flags` for up to any number of missions, as Python integers (object arrays)."""
+        plan, out = self.plan, [np.zeros(n_orders, dtype=object) for _ in range(4)]
         for m, anchor in enumerate(plan.mission_anchor):
             companions = plan.mission_classes[m]
-            anchor_order = np.zeros(n_orders, dtype=bool)
-            anchor_order[lines["order"][lines["class_row"] == anchor]] = True
             in_departments = np.zeros(len(plan.catalog.departments), dtype=bool)
             in_departments[companions[:, 0]] = True
             is_companion = np.zeros(self._K, dtype=bool)
             is_companion[companions[:, 1]] = True
             free = in_departments[lines["merch_dept"]] & (lines["class_row"] != anchor) & ~lines["replenished"]
-            eligible = np.zeros(n_orders, dtype=bool)
-            eligible[lines["order"][free]] = True
-            holds = np.zeros(n_orders, dtype=bool)
-            holds[lines["order"][is_companion[lines["class_row"]]]] = True
-            # The same orders as drawn from the customers' tastes, before any mission.
-            drawn = np.zeros(n_orders, dtype=bool)
-            drawn[lines["order"][is_companion[lines["class_drawn"]]]] = True
-            self.mission_counts[m] += [anchor_order.sum(), (anchor_order & eligible).sum(),
-                                       (anchor_order & eligible & holds).sum(),
-                                       (~anchor_order & eligible).sum(), (~anchor_order & eligible & holds).sum(),
-                                       (anchor_order & eligible & drawn).sum()]
+            for flags, rows in zip(out, (lines["class_row"] == anchor, free, is_companion[lines["class_row"]],
+                                         is_companion[lines["class_drawn"]])):
+                hit = np.zeros(n_orders, dtype=bool)
+                hit[lines["order"][rows]] = True
+                flags[hit] += 1 << m
+        return tuple(out)
 
     def _add_life_events(self, block: dict) -> None:
         """Per configured life event: years its customers were exposed to it, and the events drawn."""
@@ -302,18 +348,37 @@ class GenerationReport:
             self.event_counts[j] += int((o["event"] == j).sum())
 
     def merge(self, other: "GenerationReport") -> None:
-        """Add the counts of ``other`` (a report of other blocks of the same plan)."""
+        """Add the counts of ``other`` (a report of other blocks of the same plan, possibly :meth:`compact`)."""
         for name, value in vars(other).items():
             if name in ("plan", "config_personas", "config_scenarios", "config_generate"):
                 continue
             if isinstance(value, np.ndarray):
                 getattr(self, name).__iadd__(value)
+            elif isinstance(value, SparseCounts):
+                # The entries left out are zeros: adding them changes nothing, so the sums are those of
+                # a dense merge, bit for bit.
+                getattr(self, name).reshape(-1)[value.index] += value.values
             elif isinstance(value, dict):
                 mine = getattr(self, name)
                 for key, count in value.items():
                     mine[key] = mine.get(key, 0) + count
             elif isinstance(value, int) and not isinstance(value, bool) and name not in ("_K",):
                 setattr(self, name, getattr(self, name) + value)
+
+    def compact(self) -> "GenerationReport":
+        """This report, to be sent to another process and merged there: configs dropped, mostly-zero
+        arrays kept as their non-zero entries.
+
+        A block touches a few of the (persona, day, department) cells: sending them whole was 1.3 MB a
+        block through the workers' pipe, several times the block's customers.
+        """
+        self.plan = self.config_personas = self.config_scenarios = self.config_generate = None
+        for name, value in list(vars(self).items()):
+            if isinstance(value, np.ndarray) and value.size >= 4096:
+                index = np.flatnonzero(value)
+                if len(index) * 3 < value.size:
+                    setattr(self, name, SparseCounts(index.astype(np.int32), value.reshape(-1)[index]))
+        return self
 
     # ------------------------------------------------------------------------------------------
 
@@ -819,6 +884,14 @@ class GenerationReport:
                       ratio(expected_discounted, lines), discounted.sum())
             out[name] = result
         return out
+
+
+def _runs(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct values of sorted ``values`` and how often each occurs (``np.unique`` without its sort)."""
+    if not len(values):
+        return values, np.zeros(0, dtype=np.int64)
+    starts = np.flatnonzero(np.r_[True, values[1:] != values[:-1]])
+    return values[starts], np.diff(np.r_[starts, len(values)])
 
 
 def smallest_persona(plan: GenerationPlan) -> tuple[str, float]:

@@ -82,12 +82,27 @@ def serve(stages: Sequence[Stage], config, artifacts_dir: Path, check_lines: Lin
     if not _is_loopback(host):
         log.warning("listening on %s: other machines can reach this service; keys travel in clear text unless "
                     "TLS is put in front of it", host)
+    http, loop = fast_implementations()
     server = uvicorn.Server(uvicorn.Config(create_app(service, mcp), host=host, port=port, log_level="warning",
-                                           access_log=False, lifespan="on", timeout_graceful_shutdown=5))
-    log.info("serving %s on http://%s:%s (API; MCP at /mcp); ready %.1f s after start; Ctrl-C stops", summary,
-             host, port, time.perf_counter() - clock)
+                                           access_log=False, lifespan="on", timeout_graceful_shutdown=5,
+                                           http=http, loop=loop))
+    log.info("serving %s on http://%s:%s (API; MCP at /mcp; HTTP %s, loop %s); ready %.1f s after start; Ctrl-C "
+             "stops", summary, host, port, http, loop, time.perf_counter() - clock)
     server.run()
     return 0
+
+
+def fast_implementations() -> tuple[str, str]:
+    """uvicorn's HTTP parser and event loop: httptools and uvloop where installed, else h11 and asyncio.
+
+    Together they take about a third off the server's CPU per request. uvloop has no Windows build: there
+    the standard asyncio loop serves (the requirements install it only off Windows).
+    """
+    import importlib.util
+
+    http = "httptools" if importlib.util.find_spec("httptools") else "h11"
+    loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
+    return http, loop
 
 
 def check_port_free(host: str, port: int) -> None:

@@ -62,6 +62,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--clients", type=int, default=32, help="concurrent clients (default 32)")
     parser.add_argument("--requests", type=int, default=4000, help="customer lookups in phase 1 (default 4,000)")
     parser.add_argument("--record", action="store_true", help="append the result to benchmarks/RESULTS.md")
+    parser.add_argument("--server-root", type=Path, default=ROOT,
+                        help="checkout whose code serves (default: this one); e.g. an export of an older commit, "
+                             "to compare two versions of the service with the same client on the same run")
     parser.add_argument("--no-pin", action="store_true",
                         help="do not pin the server to CPU 0 and this load client to CPU 1 (Linux only; default: pin)")
     parser.add_argument("--run-built-by", metavar="COMMIT",
@@ -73,8 +76,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def env() -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUTF8": "1"}
+def env(root: Path = ROOT) -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(root), "PYTHONUTF8": "1"}
 
 
 def prepare_run(args) -> tuple[Path, Path, float | None]:
@@ -309,14 +312,16 @@ def measure(args) -> dict:
     rng = random.Random(0)
     clock = time.perf_counter()
     # The floor under start-up: importing the pipeline's command line (every stage's modules) in a fresh process.
-    subprocess.run([sys.executable, "-c", "import core.pipeline"], cwd=ROOT, env=env(), check=True)
+    subprocess.run([sys.executable, "-c", "import core.pipeline"], cwd=args.server_root, env=env(args.server_root),
+                   check=True)
     import_floor = time.perf_counter() - clock
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     command, built_hash = serve_command(config, artifacts, port, args.run_built_by)
     pinned = not args.no_pin and (os.cpu_count() or 1) >= 2 and pin(0, {1})
     log = open(artifacts / "bench_service_serve.log", "wb")
-    process = subprocess.Popen(command, cwd=ROOT, env=env(), stdout=log, stderr=subprocess.STDOUT,
+    process = subprocess.Popen(command, cwd=args.server_root, env=env(args.server_root), stdout=log,
+                               stderr=subprocess.STDOUT,
                                # Pinned before it starts, so every thread it makes stays on CPU 0 (Linux only).
                                **({"preexec_fn": lambda: pin(0, {0})} if pinned else {}))
     try:
@@ -344,7 +349,7 @@ def measure(args) -> dict:
             "startup_seconds": startup, "import_floor_seconds": import_floor,
             "scoring_ready_seconds": scoring_ready, "rss_started_mib": rss_started, "rss_loaded_mib": rss_loaded,
             "rss_after_mib": rss_now, "rss_peak_mib": rss_peak, "phases": phases, "pinned": pinned,
-            "built_by": args.run_built_by, "built_hash": built_hash,
+            "built_by": args.run_built_by, "built_hash": built_hash, "server_root": str(args.server_root),
             "server_says": [line for line in served_log.splitlines() if "serving run" in line][-1:],
             "load_average": load_average()}
 
@@ -359,6 +364,7 @@ def report(result: dict, argv: list[str]) -> str:
     lines = [f"### Segment service, {result['scale']:,} customers, {dt.date.today().isoformat()}", "",
              f"- Machine: {machine()}",
              f"- Command: `python benchmarks/bench_service.py {' '.join(argv)}`",
+             *([f"- Served by the code in {result['server_root']}"] if result["server_root"] != str(ROOT) else []),
              f"- Run: {result['artifacts']} (config {result['config']})"
              + (f"; pipeline run took {result['pipeline_seconds']:.0f} s" if result["pipeline_seconds"] else "")
              + built,

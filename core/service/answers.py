@@ -132,9 +132,12 @@ def strategy_part(run: ServedRun, segment_id: int) -> dict[str, Any]:
             if suppressed else ""}
 
 
+_ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+
+
 def to_json(content: Any) -> bytes:
     """The service's JSON: UTF-8 text (names with £ or accents as they are), compact, refusing NaN."""
-    return json.dumps(content, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode("utf-8")
+    return _ENCODER.encode(content).encode("utf-8")
 
 
 class CustomerAnswers:

@@ -51,13 +51,38 @@ class Coded:
     def __init__(self, codes: np.ndarray, values: list):
         self.codes = codes
         self.values = values
+        self._with_null = [*values, None]  # code -1 picks the last: None
 
     def __getitem__(self, at: int):
-        code = self.codes[at]
-        return None if code < 0 else self.values[code]
+        return self._with_null[self.codes.item(at)]
 
     def __len__(self) -> int:
         return len(self.codes)
+
+    def slice(self, start: int, stop: int) -> list:
+        """Rows ``start`` to ``stop`` as Python values."""
+        with_null = self._with_null
+        return [with_null[code] for code in self.codes[start:stop].tolist()]
+
+
+def value_at(values: np.ndarray | Coded, at: int) -> Any:
+    """Row ``at`` of a column as a JSON-ready Python value (NaN as None), without a numpy scalar on the way."""
+    if isinstance(values, Coded):
+        return values[at]
+    if values.dtype.kind == "f":
+        value = values.item(at)
+        return None if value != value else value
+    return plain(values[at]) if values.dtype.kind == "O" else values.item(at)
+
+
+def values_between(values: np.ndarray | Coded, start: int, stop: int) -> list:
+    """Rows ``start`` to ``stop`` of a column as JSON-ready Python values (NaN as None)."""
+    if isinstance(values, Coded):
+        return values.slice(start, stop)
+    if values.dtype.kind == "O":
+        return [plain(v) for v in values[start:stop]]
+    part = values[start:stop].tolist()
+    return [None if v != v else v for v in part] if values.dtype.kind == "f" else part
 
 
 class CustomerIndex:
@@ -106,6 +131,8 @@ class CustomerIndex:
     def find_many(self, values: np.ndarray | Coded) -> np.ndarray:
         """Rows of many ids as stored (another table's customer_id column); -1 where unknown."""
         if self._row_of is None and isinstance(values, np.ndarray) and values.dtype.kind in "iu" and len(self._ids):
+            if self._order is None and np.array_equal(values, self._ids):  # every customer, in the table's order
+                return np.arange(len(values), dtype=np.int64)
             at = np.minimum(np.searchsorted(self._ids, values), len(self._ids) - 1)
             rows = at if self._order is None else self._order[at]
             return np.where(self._ids[at] == values, rows, -1).astype(np.int64)
@@ -145,7 +172,7 @@ class CustomerTable:
 
     def row_at(self, at: int) -> dict[str, Any]:
         """Row ``at``'s columns as plain Python values."""
-        return {name: plain(values[at]) for name, values in self.columns.items()}
+        return {name: value_at(values, at) for name, values in self.columns.items()}
 
     def next_best(self, customer_id: str) -> list[dict[str, Any]] | None:
         """The customer's next-best classes in rank order; None when the run made none."""
@@ -158,8 +185,10 @@ class CustomerTable:
         """Row ``at``'s next-best classes in rank order; None when the run made none."""
         if self.recommendations is None:
             return None
-        return [{name: plain(values[i]) for name, values in self.recommendations.items()}
-                for i in range(int(self.rec_start[at]), int(self.rec_stop[at]))]
+        start, stop = self.rec_start.item(at), self.rec_stop.item(at)
+        names = list(self.recommendations)
+        columns = [values_between(values, start, stop) for values in self.recommendations.values()]
+        return [dict(zip(names, row)) for row in zip(*columns)]
 
 
 @dataclasses.dataclass
@@ -317,7 +346,8 @@ def read_table_coded(handle):
 
 
 def _array(column) -> np.ndarray | Coded:
-    """A column as numpy (float nulls as NaN), text as :class:`Coded`, other columns as objects (None for null)."""
+    """A column as numpy (float nulls as NaN), text and whole numbers with nulls as :class:`Coded`, other
+    columns as objects (None for null)."""
     import pyarrow as pa
 
     column = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
@@ -326,14 +356,17 @@ def _array(column) -> np.ndarray | Coded:
     if pa.types.is_floating(column.type):
         return column.to_numpy(zero_copy_only=False).astype(np.float64, copy=False)
     if pa.types.is_string(column.type) or pa.types.is_large_string(column.type) or pa.types.is_dictionary(column.type):
-        coded = column if pa.types.is_dictionary(column.type) else column.dictionary_encode()
-        codes = coded.indices.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int32)
-        return Coded(codes, coded.dictionary.to_pylist())
+        return _coded(column if pa.types.is_dictionary(column.type) else column.dictionary_encode())
     if pa.types.is_integer(column.type):  # whole numbers with nulls (a runner-up id may be missing)
-        coded = column.dictionary_encode()
-        return Coded(coded.indices.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int32),
-                     coded.dictionary.to_pylist())
+        return _coded(column.dictionary_encode())
     return np.asarray(column.to_pylist(), dtype=object)  # anything else: Python objects
+
+
+def _coded(column) -> Coded:
+    indices = column.indices
+    if indices.null_count:
+        indices = indices.fill_null(-1)
+    return Coded(indices.to_numpy(zero_copy_only=False).astype(np.int32, copy=False), column.dictionary.to_pylist())
 
 
 def _id_text(values: np.ndarray | Coded) -> np.ndarray:

@@ -99,8 +99,10 @@ def prepare_run(args) -> tuple[Path, Path, float | None]:
     if args.run_built_by:  # checked against its recorded code hash in serve_command; never rebuilt here
         return config, artifacts, None
     clock = time.perf_counter()
+    # With the code that will serve it: a run is current only for the code that built it.
     done = subprocess.run([sys.executable, "-m", "core.pipeline", "run", "--config", str(config),
-                           "--artifacts", str(artifacts)], cwd=ROOT, env=env(), capture_output=True, text=True)
+                           "--artifacts", str(artifacts)], cwd=args.server_root, env=env(args.server_root),
+                          capture_output=True, text=True)
     if done.returncode != 0:
         sys.exit(f"the pipeline run failed:\n{done.stderr[-3000:]}")
     ran = "stage(s) ran" in done.stderr and " 0 stage(s) ran" not in done.stderr

@@ -12,13 +12,15 @@ import json
 import logging
 import threading
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import pandas as pd
 
-from core import scoring
 from core.framework.errors import PipelineError
 from core.service.run import VALUE_COLUMNS, ServedRun, plain
+
+if TYPE_CHECKING:
+    from core import scoring
 
 log = logging.getLogger(__name__)
 
@@ -236,6 +238,7 @@ class Scorer:
                 raise ServiceError(400, f"analysis_date {str(day)[:40]!r} is not a date; write YYYY-MM-DD") from None
         frame = pd.DataFrame.from_records(lines)
         chain = self.chain()
+        from core import scoring  # loaded by then (the background load of the models imported it)
         try:
             if scoring.input_kind(frame, chain.transformer, "lines") != "transactions":
                 raise ServiceError(422, "give order lines (the columns of transactions.parquet); features files "

@@ -20,17 +20,19 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 import pyarrow.parquet as pq
 
-from core import scoring
 from core.domain.columns import identifier_columns
 from core.domain.tables import IDENTITY_COLUMNS
 from core.framework import artifacts, paths, runner
 from core.framework.errors import PipelineError
 from core.framework.stage import Stage
+
+if TYPE_CHECKING:
+    from core import scoring
 
 log = logging.getLogger(__name__)
 
@@ -284,6 +286,9 @@ def load_scoring_chain(run: ServedRun, config) -> scoring.ScoringChain:
     segmentation uses the autoencoder's space, which takes seconds, and only
     scoring needs it.
     """
+    # Imported here, in the background load: scoring brings scikit-learn (seconds of start-up otherwise).
+    from core import scoring
+
     chain = scoring.load_saved_run(run.artifacts_dir, config)
     if manifests_fingerprint(run.artifacts_dir) != run.fingerprint:
         raise PipelineError(f"a newer run finished in {run.artifacts_dir} after the service started, so the saved "

@@ -20,8 +20,8 @@ Reported: start-up (process start to the first ``/health`` answer, and to scorin
 memory of the server (Linux: ``/proc``; elsewhere not measured), and per phase p50/p99/max latency,
 requests per second, non-200 answers, and the server's CPU milliseconds per request (Linux: from
 ``/proc``; 1000 divided by it is what one free core could answer per second). The load client runs
-on the same machine; on Linux the server is pinned to CPU 0 and the client to CPU 1 (``--no-pin``
-to share both), so the client's CPU does not come out of the server's core. ``--record`` appends
+on the same machine; on Linux, once the server is loaded, it is pinned to CPU 0 and the client to
+CPU 1 (``--no-pin`` to share both), so the client's CPU does not come out of the server's core. ``--record`` appends
 the result to benchmarks/RESULTS.md.
 
 A million customers (a run too long to rebuild for each change of the service)::
@@ -66,7 +66,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="checkout whose code serves (default: this one); e.g. an export of an older commit, "
                              "to compare two versions of the service with the same client on the same run")
     parser.add_argument("--no-pin", action="store_true",
-                        help="do not pin the server to CPU 0 and this load client to CPU 1 (Linux only; default: pin)")
+                        help="do not pin the server to CPU 0 and this load client to CPU 1 once the server is "
+                             "loaded (Linux only; default: pin)")
     parser.add_argument("--run-built-by", metavar="COMMIT",
                         help="serve a run built by the code of COMMIT although this checkout's core/service/ differs "
                              "from it: checked first that the run's recorded code hash is that of this checkout with "
@@ -244,11 +245,14 @@ async def drive(url: str, paths: list[str], clients: int, key: str) -> dict:
 
 
 def pin(pid: int, cpus: set[int]) -> bool:
-    """Run ``pid`` (0: this process) on ``cpus`` only, where the OS allows it (Linux); False elsewhere."""
+    """Run ``pid`` (0: this process) and each of its threads on ``cpus`` only, where the OS allows it (Linux);
+    False elsewhere. Threads made afterwards inherit it from the thread that makes them."""
     if not hasattr(os, "sched_setaffinity"):
         return False
+    tasks = Path(f"/proc/{pid or os.getpid()}/task")
     try:
-        os.sched_setaffinity(pid, cpus)
+        for tid in ([int(t.name) for t in tasks.iterdir()] if tasks.is_dir() else [pid]):
+            os.sched_setaffinity(tid, cpus)
     except OSError:
         return False
     return True
@@ -320,18 +324,17 @@ def measure(args) -> dict:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     command, built_hash = serve_command(config, artifacts, port, args.run_built_by)
-    pinned = not args.no_pin and (os.cpu_count() or 1) >= 2 and pin(0, {1})
     log = open(artifacts / "bench_service_serve.log", "wb")
     process = subprocess.Popen(command, cwd=args.server_root, env=env(args.server_root), stdout=log,
-                               stderr=subprocess.STDOUT,
-                               # Pinned before it starts, so every thread it makes stays on CPU 0 (Linux only).
-                               **({"preexec_fn": lambda: pin(0, {0})} if pinned else {}))
+                               stderr=subprocess.STDOUT)
     try:
         startup = wait_until(url, process, lambda health: True)
         startup_cpu = cpu_seconds(process.pid)  # what start-up costs, whatever else the machine runs
         rss_started, _ = rss_mib(process.pid)
         scoring_ready = startup + wait_until(url, process, lambda health: health["scoring"] != "loading")
         rss_loaded, _ = rss_mib(process.pid)
+        # Pinned once loaded (start-up uses both cores): the server and its threads on CPU 0, this client on 1.
+        pinned = not args.no_pin and (os.cpu_count() or 1) >= 2 and pin(process.pid, {0}) and pin(0, {1})
         run_loop(drive(url, [f"/customers/{rng.choice(ids)}" for _ in range(500)], args.clients, key))  # warm-up
         lookups = [f"/customers/{rng.choice(ids)}" for _ in range(args.requests)]
         phases = {
@@ -359,7 +362,7 @@ def measure(args) -> dict:
 
 def report(result: dict, argv: list[str]) -> str:
     """The result as a RESULTS.md section."""
-    where = ("server pinned to CPU 0, load client to CPU 1 (`os.sched_setaffinity`)" if result["pinned"]
+    where = ("once loaded, server pinned to CPU 0, load client to CPU 1 (`os.sched_setaffinity`)" if result["pinned"]
              else "server and load client not pinned, sharing both cores")
     built = (f"; served with `--run-built-by {result['built_by']}`: the run's recorded code hash "
              f"{result['built_hash'][:12]} is this checkout's with core/service/ as at {result['built_by']}"

@@ -72,6 +72,8 @@ def serve(stages: Sequence[Stage], config, artifacts_dir: Path, check_lines: Lin
         log.info("MCP over stdio: %s; ready %.1f s after start", summary, time.perf_counter() - clock)
         try:
             anyio.run(mcp.run_stdio_async)
+        except KeyboardInterrupt:  # Ctrl-C or SIGTERM: a stop, not a failure (no stage was running)
+            pass
         finally:
             service.close()
         return 0
@@ -88,7 +90,11 @@ def serve(stages: Sequence[Stage], config, artifacts_dir: Path, check_lines: Lin
                                            http=http, loop=loop))
     log.info("serving %s on http://%s:%s (API; MCP at /mcp; HTTP %s, loop %s); ready %.1f s after start; Ctrl-C "
              "stops", summary, host, port, http, loop, time.perf_counter() - clock)
-    server.run()
+    try:
+        server.run()
+    except KeyboardInterrupt:  # uvicorn shuts down on Ctrl-C or SIGTERM, then hands the signal back
+        pass
+    log.info("stopped serving run %s", run.run_id)
     return 0
 
 

@@ -158,6 +158,29 @@ def test_a_customer_gets_their_row_strategy_value_and_next_best_classes(served):
         assert [p["class"] for p in body["next_best_classes"]] == own["class"].tolist()
 
 
+def test_every_customer_answer_over_http_is_the_answer_the_mcp_tool_builds(served):
+    """The HTTP route renders each segment's strategy once and splices it in: the same JSON as get_customer."""
+    from core.service.answers import CustomerAnswers, get_customer
+
+    run = load_served_run(pipeline.STAGES, load_config(served["config"]), served["artifacts"])
+    table = pd.read_parquet(stage_file(served, paths.PROFILE_EXPORT, paths.CUSTOMERS_WITH_SEGMENTS))
+    rendered = CustomerAnswers(run)
+    for customer in table["customer_id"].astype(str):
+        body, segment_id = rendered.render(customer, run.customers.find(customer))
+        assert json.loads(body) == get_customer(run, customer)
+        assert segment_id == json.loads(body)["segment"]["segment_id"]
+    for customer in table["customer_id"].astype(str).iloc[:3]:
+        assert get(served, f"/customers/{customer}").json() == get_customer(run, customer)
+
+
+def test_routes_the_hot_path_leaves_to_starlette_still_answer(served):
+    assert httpx.head(served["url"] + "/segments", timeout=10,
+                      headers={"Authorization": f"Bearer {served['keys']['full']}"}).status_code == 200
+    assert get(served, "/customers/").status_code == 404
+    assert get(served, "/customers/1/more").status_code == 404
+    assert get(served, "/segments", key=None).headers["www-authenticate"] == "Bearer"
+
+
 def test_identity_fields_never_leave_the_service(served):
     people = pd.read_parquet(stage_file(served, paths.GENERATE_DATA, paths.CUSTOMERS))
     table = pd.read_parquet(stage_file(served, paths.PROFILE_EXPORT, paths.CUSTOMERS_WITH_SEGMENTS))
@@ -234,11 +257,21 @@ def test_customer_requests_are_audited_with_key_name_id_and_result(served):
     get(served, f"/customers/{known}")
     get(served, f"/customers/{known}", key="segments")
     httpx.get(f"{served['url']}/customers/{known}", timeout=10)
-    log = (served["artifacts"] / "service_audit.log").read_text(encoding="utf-8").splitlines()
+    log = audit_lines(served, lambda line: "refused 401" in line and f"customer={known} " in line)
     assert any("key=crm-agent" in line and "customer=99999998" in line and "not found" in line for line in log)
     assert any("key=crm-agent" in line and f"customer={known} " in line and "found segment" in line for line in log)
     assert any("key=dashboard" in line and f"customer={known} " in line and "refused 403" in line for line in log)
     assert any("key=- " in line and f"customer={known} " in line and "refused 401" in line for line in log)
+
+
+def audit_lines(served, last, seconds: float = 5.0) -> list[str]:
+    """The audit log's lines once one satisfies ``last`` (lines are written by a thread every 0.2 s)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        lines = (served["artifacts"] / "service_audit.log").read_text(encoding="utf-8").splitlines()
+        if any(last(line) for line in lines) or time.monotonic() > deadline:
+            return lines
+        time.sleep(0.05)
 
 
 def test_the_openapi_description_lists_every_route(served):

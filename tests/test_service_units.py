@@ -68,6 +68,33 @@ def test_an_audit_line_cannot_be_forged_through_a_customer_id(tmp_path):
     assert lines[1].endswith("key=crm  via=http  action=get_customer  customer=C00042  result=\"found segment 3\"")
 
 
+def test_audit_lines_reach_the_file_while_the_service_runs(tmp_path):
+    import time
+
+    audit = AuditLog(tmp_path / "audit.log", flush_seconds=0.05)
+    try:
+        audit.record("crm", "http", "get_customer", "7", "found segment 1")
+        deadline = time.monotonic() + 5
+        while "customer=7 " not in (tmp_path / "audit.log").read_text(encoding="utf-8"):
+            assert time.monotonic() < deadline, "the writer thread never wrote the line"
+            time.sleep(0.02)
+    finally:
+        audit.close()
+
+
+def test_whole_number_ids_are_found_only_as_written():
+    import numpy as np
+
+    from core.service.run import CustomerIndex
+
+    index = CustomerIndex(np.array([30, 10, 20], np.int64))
+    assert [index.find(t) for t in ("10", "20", "30")] == [1, 2, 0]
+    assert [index.find(t) for t in ("010", "+10", "10.0", " 10", "1_0", "15", "99" * 20, "-5")] == [None] * 8
+    assert index.find_many(np.array([20, 5, 30])).tolist() == [2, -1, 0]
+    with pytest.raises(PipelineError, match="twice"):
+        CustomerIndex(np.array([1, 2, 1], np.int64))
+
+
 @pytest.mark.parametrize("key, value, message", [
     ("port", 0, "service.port"), ("port", 70000, "service.port"), ("host", "", "service.host"),
     ("host", "not a host!", "service.host"), ("keys_file", "", "service.keys_file"),

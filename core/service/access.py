@@ -50,6 +50,7 @@ class Service:
         self.keys = KeyStore(keys_file)
         self.audit = AuditLog(audit_log)
         self.scorer = answers.Scorer(load_chain, check_lines, settings.max_score_lines)
+        self.customer_answers = answers.CustomerAnswers(run)
         self._checked_at = 0.0
         self._newer_run = False
         self._recheck_lock = threading.Lock()
@@ -97,19 +98,32 @@ class Service:
 
     def customer(self, key: ApiKey, via: str, customer_id: Any) -> dict[str, Any]:
         """A customer's answer, audited; 400 for a malformed id, 403 without the scope, 404 for an unknown id."""
-        shown = str(customer_id)[: self.settings.max_customer_id_length + 1]
+        text, at = self._find_customer(key, via, customer_id)
+        found = answers.get_customer(self.run, text)
+        self.audit.record(key.name, via, "get_customer", text, f"found segment {found['segment']['segment_id']}")
+        return found
+
+    def customer_json(self, key: ApiKey, via: str, customer_id: Any) -> bytes:
+        """:meth:`customer` as the JSON body of ``GET /customers/{id}`` (the segment's strategy rendered once)."""
+        text, at = self._find_customer(key, via, customer_id)
+        body, segment_id = self.customer_answers.render(text, at)
+        self.audit.record(key.name, via, "get_customer", text, f"found segment {segment_id}")
+        return body
+
+    def _find_customer(self, key: ApiKey, via: str, customer_id: Any) -> tuple[str, int]:
+        """(the id's text, its row); a refusal or an unknown id is audited and raised as ServiceError."""
         try:
             self.require(key, "customers")
             text = answers.check_customer_id(customer_id, self.settings.max_customer_id_length)
-            found = answers.get_customer(self.run, text)
-            if found is None:
+            at = self.run.customers.find(text)
+            if at is None:
                 raise ServiceError(404, f"no customer {text!r} in run {self.run.run_id}")
         except ServiceError as exc:
+            shown = str(customer_id)[: self.settings.max_customer_id_length + 1]
             self.audit.record(key.name, via, "get_customer", shown,
                               "not found" if exc.status == 404 else f"refused {exc.status}")
             raise
-        self.audit.record(key.name, via, "get_customer", text, f"found segment {found['segment']['segment_id']}")
-        return found
+        return text, at
 
     def score(self, key: ApiKey, via: str, body: Any) -> dict[str, Any]:
         """Score order lines, audited one line per customer; 403 without the scope, 4xx for a bad body."""

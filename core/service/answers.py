@@ -8,16 +8,19 @@ here knows about HTTP or MCP.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 import threading
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import pandas as pd
 
-from core import scoring
 from core.framework.errors import PipelineError
 from core.service.run import VALUE_COLUMNS, ServedRun, plain
+
+if TYPE_CHECKING:
+    from core import scoring
 
 log = logging.getLogger(__name__)
 
@@ -91,26 +94,74 @@ def get_customer(run: ServedRun, customer_id: str) -> dict[str, Any] | None:
     (too small to describe) gets the segment's id and name but no strategy,
     with the reason.
     """
-    row = run.customers.row(customer_id)
-    if row is None:
+    at = run.customers.find(customer_id)
+    if at is None:
         return None
-    segment = run.segment(row["segment_id"])
-    suppressed = segment is None or segment.get("suppressed", False)
+    head, segment_id, tail = customer_parts(run, customer_id, at)
+    return {**head, **strategy_part(run, segment_id), **tail}
+
+
+def customer_parts(run: ServedRun, customer_id: str, at: int) -> tuple[dict[str, Any], int, dict[str, Any]]:
+    """Row ``at``'s answer around its segment's strategy: (the fields before it, the segment id, those after).
+
+    Split so that :class:`CustomerAnswers` can put the strategy in as JSON
+    rendered once per segment, not once per request.
+    """
+    row = run.customers.row_at(at)
     runner_up = row.get("runner_up_segment_id")
     values = {c: row[c] for c in VALUE_COLUMNS if c in row}
-    return {
+    head = {
         "customer_id": customer_id,
         "run_id": run.run_id,
         "segment": {"segment_id": row["segment_id"], "name": row["segment_name"], "strength": row["strength"]},
         "runner_up": (None if runner_up is None or runner_up == row["segment_id"]
                       else {"segment_id": runner_up, "name": row.get("runner_up_segment_name", "")}),
-        "strategy": None if suppressed else segment.get("strategy"),
-        "strategy_note": ((segment or {}).get("reason") or "segment not described in the agent export")
-        if suppressed else "",
+    }
+    tail = {
         "reconstruction_error": row.get("reconstruction_error"),
         "customer_value": values or None,
-        "next_best_classes": run.customers.next_best(customer_id),
+        "next_best_classes": run.customers.next_best_at(at),
     }
+    return head, row["segment_id"], tail
+
+
+def strategy_part(run: ServedRun, segment_id: int) -> dict[str, Any]:
+    """``strategy`` and ``strategy_note`` of a customer in ``segment_id`` (none, with the reason, if suppressed)."""
+    segment = run.segment(segment_id)
+    suppressed = segment is None or segment.get("suppressed", False)
+    return {"strategy": None if suppressed else segment.get("strategy"),
+            "strategy_note": ((segment or {}).get("reason") or "segment not described in the agent export")
+            if suppressed else ""}
+
+
+_ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+
+
+def to_json(content: Any) -> bytes:
+    """The service's JSON: UTF-8 text (names with £ or accents as they are), compact, refusing NaN."""
+    return _ENCODER.encode(content).encode("utf-8")
+
+
+class CustomerAnswers:
+    """``GET /customers/{id}`` as JSON bytes: :func:`get_customer`'s answer, with each segment's strategy
+    rendered once.
+
+    A segment's strategy is most of a customer's answer (channel, offer,
+    tone, timing: about a kilobyte of JSON); serialising it again for each
+    request was the largest part of a lookup's CPU after HTTP parsing.
+    """
+
+    def __init__(self, run: ServedRun):
+        self.run = run
+        self._strategy: dict[int, bytes] = {}
+
+    def render(self, customer_id: str, at: int) -> tuple[bytes, int]:
+        """(the JSON body, the segment id) of row ``at``, asked for as ``customer_id``."""
+        head, segment_id, tail = customer_parts(self.run, customer_id, at)
+        strategy = self._strategy.get(segment_id)
+        if strategy is None:  # first customer of this segment: render its part once (a few segments per run)
+            strategy = self._strategy[segment_id] = to_json(strategy_part(self.run, segment_id))[1:-1]
+        return to_json(head)[:-1] + b"," + strategy + b"," + to_json(tail)[1:], segment_id
 
 
 class Scorer:
@@ -187,6 +238,7 @@ class Scorer:
                 raise ServiceError(400, f"analysis_date {str(day)[:40]!r} is not a date; write YYYY-MM-DD") from None
         frame = pd.DataFrame.from_records(lines)
         chain = self.chain()
+        from core import scoring  # loaded by then (the background load of the models imported it)
         try:
             if scoring.input_kind(frame, chain.transformer, "lines") != "transactions":
                 raise ServiceError(422, "give order lines (the columns of transactions.parquet); features files "
@@ -214,4 +266,4 @@ def score_result(rows: list[dict[str, Any]]) -> list[tuple[str, str]]:
 
 
 __all__ = ["ServiceError", "Scorer", "health", "run_summary", "list_segments", "get_segment", "check_customer_id",
-           "get_customer", "records", "score_result"]
+           "get_customer", "customer_parts", "strategy_part", "to_json", "CustomerAnswers", "records", "score_result"]

@@ -115,10 +115,10 @@ def _window_of_file(path: Path, start: pd.Timestamp, stop: pd.Timestamp, columns
     """:func:`window_lines` of a Parquet file, one row group at a time (the lines in file order).
 
     A scan of the whole file with a filter decoded many row groups ahead at
-    once: for a window of 5.0 of 27.2 million lines it held 0.8 GB besides
-    the window's 0.33 GB. One row group at a time holds one decoded row group
-    besides the window; row groups whose statistics lie outside the window
-    are skipped unread.
+    once: for a window of 5.0 of 27.2 million lines (0.33 GB) the process
+    peaked at 1.02 GiB, against 0.68 GiB one row group at a time, with 27%
+    less CPU. Row groups whose statistics lie outside the window are
+    skipped unread.
     """
     import pyarrow as pa
     import pyarrow.compute as pc

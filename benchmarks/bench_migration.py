@@ -111,17 +111,21 @@ def speed(args) -> list[str]:
     chain = trained_chain(args.artifacts, config, args.model)
     start, end = snapshots.history_range(args.log)
     dates = snapshots.snapshot_dates(dataclasses.replace(cfg, dates=()), start, end)
+    import pyarrow.parquet as pq
+
+    # As stage 04 decides it (core.cluster.snapshots.write_snapshots), unless --in-flight says otherwise.
+    in_flight = args.in_flight or snapshots.windows_in_flight(pq.ParquetFile(args.log).metadata.num_rows,
+                                                             (end - start).days + 1, cfg.window_days)
     cpu0, began = time.process_time(), time.perf_counter()
     found = snapshots.segment_history(lambda day: snapshots.window_lines(args.log, day, cfg.window_days), chain,
-                                      dates, cfg.switch_ratio, cfg.min_orders, cfg.weak_switch_ratio)
+                                      dates, cfg.switch_ratio, cfg.min_orders, cfg.weak_switch_ratio,
+                                      in_flight=in_flight)
     moves = snapshots.transitions(found.history)
     with tempfile.TemporaryDirectory() as folder:
         found.history.to_parquet(Path(folder) / paths.SEGMENT_HISTORY, index=False)
         moves.to_csv(Path(folder) / paths.TRANSITIONS, index=False)
     wall, cpu = time.perf_counter() - began, time.process_time() - cpu0
     customers = found.history["customer_id"].nunique()
-    import pyarrow.parquet as pq
-
     total = pq.ParquetFile(args.log).metadata.num_rows
     log_customers = pq.read_table(args.log, columns=["customer_id"])["customer_id"].unique().__len__()
     per_million = wall * 1_000_000 / log_customers
@@ -129,7 +133,8 @@ def speed(args) -> list[str]:
     rows = [f"| {d} | {v['lines']:,} | {v['active_customers']:,} | {v['segmented']:,} | {v['seconds']:.1f} |"
             for d, v in found.details["snapshots"].items()]
     return [f"Chain trained in `{args.artifacts}`; log `{args.log}`: {log_customers:,} customers, {total:,} lines, "
-            f"{start} to {end}; window {cfg.window_days} days, {len(dates)} snapshots every {cfg.every}; "
+            f"{start} to {end}; window {cfg.window_days} days, {len(dates)} snapshots every {cfg.every}, "
+            f"{in_flight} window(s) in flight; "
             f"model {args.model or 'primary'} ({chain.space} space). {machine()}", "",
             "| snapshot | window lines | active customers | segmented | seconds |", "|---|---:|---:|---:|---:|",
             *rows, "",
@@ -146,6 +151,8 @@ def main(argv=None) -> int:
     parser.add_argument("--config", type=Path, required=True)
     parser.add_argument("--log", type=Path, help="speed: the transactions.parquet to snapshot")
     parser.add_argument("--model", help="speed: <method>_<space> of stage 04 to time instead of the primary")
+    parser.add_argument("--in-flight", type=int, default=0,
+                        help="speed: snapshot windows built side by side (default: as stage 04 decides)")
     parser.add_argument("--windows", type=int, nargs="+", default=[90, 120, 180, 270, 365])
     parser.add_argument("--switch-ratios", type=float, nargs="+", default=[1.0, 1.5, 2.0, 3.0])
     parser.add_argument("--min-orders", type=int, nargs="+", default=[0, 5],

@@ -402,6 +402,26 @@ def test_brute_force_neighbours_in_many_dimensions_give_the_library_answer():
     np.testing.assert_allclose(ours_membership, hdbscan.membership_vector(fitted, new), atol=1e-9)
 
 
+
+def test_chunks_scored_side_by_side_give_the_one_thread_answer(noisy, monkeypatch):
+    """Large inputs are scored in chunks by PREDICT_THREADS threads; each chunk writes its own rows."""
+    import hdbscan
+
+    from core.cluster import hdbscan_prediction
+
+    X, _ = noisy
+    fitted = hdbscan.HDBSCAN(min_cluster_size=25, min_samples=5, prediction_data=True).fit(X[::2])
+    tables = hdbscan_prediction.prediction_tables(fitted)
+    new = np.ascontiguousarray(X[1::2])
+    monkeypatch.setattr(hdbscan_prediction, "CHUNK_ROWS", 37)  # several chunks, the last one short
+    monkeypatch.setattr(hdbscan_prediction, "PREDICT_THREADS", 1)
+    alone = hdbscan_prediction.predict(fitted, tables, new, "noise")
+    monkeypatch.setattr(hdbscan_prediction, "PREDICT_THREADS", 3)
+    side_by_side = hdbscan_prediction.predict(fitted, tables, new, "noise")
+    assert (alone[0] == -1).any() and alone[2].any(), "noise rows get memberships: every branch is used"
+    for ours, theirs in zip(side_by_side, alone):
+        np.testing.assert_array_equal(ours, theirs)
+
 # --- settings that adapt to the data ---------------------------------------------------------------
 
 def test_hdbscan_search_keeps_the_most_valid_candidate_within_the_noise_bound(noisy):

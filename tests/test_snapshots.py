@@ -251,6 +251,39 @@ def test_a_window_of_the_whole_history_gives_the_trained_segments(pipeline_run):
     assert np.allclose(segmented["segment_strength"], trained.loc[segmented.index, "segment_strength"])
 
 
+def test_windows_are_built_one_at_a_time_when_they_are_large():
+    # 730 days of history, 120-day windows: a window holds about 120/730 of the lines.
+    limit = snapshots.SIDE_BY_SIDE_MAX_LINES
+    assert snapshots.windows_in_flight(int(limit * 730 / 120), 730, 120) == 2  # exactly at the limit
+    assert snapshots.windows_in_flight(int(limit * 730 / 120) + 100, 730, 120) == 1
+    assert snapshots.windows_in_flight(136_493_113, 730, 120) == 1  # a million customers: 22 million a window
+    assert snapshots.windows_in_flight(1_353_376, 730, 120) == 2  # the default 10,000 customers
+    assert snapshots.windows_in_flight(limit + 1, 10, 120) == 1  # a window longer than the history holds it all
+
+
+def test_the_history_does_not_depend_on_how_many_windows_are_in_flight(pipeline_run):
+    config_path, artifacts_dir = pipeline_run
+    config = load_config(config_path)
+    saved = load_saved_run(artifacts_dir, config)
+    method, space = saved.primary
+    chain = snapshots.TrainedChain(saved.feature_model, saved.autoencoder, saved.models[(method, space)], space,
+                                   config.hierarchy)
+    source = paths.stage_dir(artifacts_dir, paths.GENERATE_DATA) / paths.TRANSACTIONS
+    cfg = config.cluster.snapshots
+    history = snapshots.history_range(source)
+
+    def segments(dates, in_flight):
+        return snapshots.segment_history(lambda day: snapshots.window_lines(source, day, cfg.window_days), chain,
+                                         dates, cfg.switch_ratio, cfg.min_orders, cfg.weak_switch_ratio,
+                                         in_flight=in_flight).history
+
+    monthly = snapshots.snapshot_dates(dataclasses.replace(cfg, every="month"), *history)
+    assert len(monthly) >= 3, "more windows than are in flight: both paths are used"
+    pd.testing.assert_frame_equal(segments(monthly, 1), segments(monthly, 2))
+    # One at a time gives what stage 04 wrote (two in flight at this size).
+    pd.testing.assert_frame_equal(segments(snapshots.snapshot_dates(cfg, *history), 1),
+                                  read(artifacts_dir, paths.CLUSTER, paths.SEGMENT_HISTORY), check_dtype=False)
+
 def test_a_log_too_short_for_two_snapshots_gets_one_and_says_so(pipeline_run, tmp_path, caplog):
     """Stage 04 alone, rerun with a year-long warm-up: one snapshot on the last day, a warning, no transition."""
     import shutil

@@ -61,6 +61,8 @@ TARGETS = {"median_ratio": 0.8, "every_ratio": 0.7, "latent_noise": 0.15, "stabi
 TUNING_SETS = {
     "tune-a": PersonaSetSpec(n_personas=8, overlap=0.4, spending_spread=0.5, frequency_spread=0.4, seed=201),
     "tune-b": PersonaSetSpec(n_personas=14, overlap=0.6, spending_spread=0.4, frequency_spread=0.3, seed=202),
+    # Added in the second round (cluster counts, fuzzifier, primary floor), drawn before any report set was rerun.
+    "tune-c": PersonaSetSpec(n_personas=11, overlap=0.5, spending_spread=0.5, frequency_spread=0.4, seed=203),
 }
 # Drawn once the settings were fixed; only measured.
 REPORT_SETS = {

@@ -415,7 +415,7 @@ def test_hdbscan_search_keeps_the_most_valid_candidate_within_the_noise_bound(no
     assert model.min_samples_ == best["min_samples"] and model.selection_report()["search"] == search
     # The search fitted the same rows, so the model fitted with its choice has the noise it measured.
     assert model.fit_noise_ratio_ == pytest.approx(best["noise"])
-    # No candidate within a bound of 0: the least noisy is kept.
+    # No candidate within a bound of 0: the least noisy of those with at least half the most clusters found.
     strict = HDBSCANClusterer(min_cluster_size_fraction=0.05, min_samples=1, search_min_samples=(5, 20),
                               max_noise=0.0, selection_sample_size=10_000).fit(X)
     assert strict.min_samples_ == min(search, key=lambda c: c["noise"])["min_samples"]

@@ -79,9 +79,9 @@ class PrimaryConfig:
                             "segmentations times stability, never from the ground truth")
     space: str = spec(choices=SPACES + ("auto",), help="space feeding stage 05, or auto")
     min_segments_share: float = spec(minimum=0.0, maximum=1.0,
-                                     help="auto: a candidate needs at least this share of the median number of "
-                                          "segments over all segmentations (a coarse 2-segment split is stable "
-                                          "and agrees with other coarse ones, but says little); 0 = none")
+                                     help="auto: a candidate needs at least this share of the most segments "
+                                          "any segmentation found (a coarse 2-segment split is stable and "
+                                          "agrees with other coarse ones, but says little); 0 = none")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -652,7 +652,8 @@ class FuzzyCMeansClusterer(_Segmenter):
 
     def selection_report(self) -> dict[str, Any]:
         """How the number of clusters was chosen: the criterion and each candidate's score."""
-        return {"chosen_by": self.selection, "fuzziness": self.fuzziness_, "silhouette": self.scores_ if self.selection == "silhouette" else {},
+        return {"chosen_by": self.selection, "fuzziness": self.fuzziness_,
+                "silhouette": self.scores_ if self.selection == "silhouette" else {},
                 "partition_coefficient": self.fpc_,
                 "chosen_partition_coefficient": self.partition_coefficient_,
                 "chosen_partition_entropy": self.partition_entropy_, **self._range_report(self.n_clusters)}

@@ -652,7 +652,7 @@ def test_other_segmentations_are_exported_on_request(pipeline_run, tmp_path):
 def test_noise_is_not_a_segment_and_gets_the_catch_all_strategy(pipeline_run, tmp_path):
     """With HDBSCAN on raw features as the primary: noise stays unassigned, the projection uses raw space."""
     def hdbscan_raw_keeping_noise(document):
-        document["cluster"].update(primary={"method": "hdbscan", "space": "raw"})
+        document["cluster"]["primary"].update(method="hdbscan", space="raw")
         document["cluster"]["hdbscan"]["reassign_noise"] = False
 
     config_path, artifacts_dir = rerun_with(pipeline_run, tmp_path, hdbscan_raw_keeping_noise)

@@ -296,15 +296,13 @@ def test_a_named_primary_absent_from_the_comparison_is_returned_as_named():
         "fcm", "raw", "named in config (cluster.primary)")
 
 
-def test_auto_primary_takes_consensus_times_stability_squared_and_never_reads_the_truth():
-    # Consensus x stability^2: gmm_raw 0.7 x 0.93^2 = 0.605, kmeans_raw 0.6 x 0.97^2 = 0.565, hdbscan_latent
-    # 0.8 x 0.85^2 = 0.578, gmm_latent 0.75 x 0.7^2 = 0.368.
+def test_auto_primary_takes_consensus_times_stability_and_never_reads_the_truth():
+    # Consensus x stability: gmm_raw 0.7 x 0.93 = 0.651, kmeans_raw 0.6 x 0.97 = 0.582, hdbscan_latent
+    # 0.8 x 0.85 = 0.680, gmm_latent 0.75 x 0.7 = 0.525.
     method, space, reason = evaluation.choose_primary(_comparison(), "auto", "auto", 0.9)
-    assert (method, space) == ("gmm", "raw") and "consensus ARI 0.700" in reason
-    assert "stability 0.930" in reason and "below stability 0.9" not in reason and "without the ground truth" in reason
-    slightly_less = _comparison(stability_bootstrap=[0.88, 0.97, 0.85, 0.7])  # gmm_raw 0.7 x 0.88^2 = 0.542
-    assert evaluation.choose_primary(slightly_less, "auto", "auto", 0.9)[:2] == ("hdbscan", "latent")
-    assert "below stability 0.9" in evaluation.choose_primary(slightly_less, "auto", "auto", 0.9)[2]
+    assert (method, space) == ("hdbscan", "latent") and "consensus ARI 0.800" in reason
+    assert "stability 0.850" in reason and "below stability 0.9" in reason and "without the ground truth" in reason
+    assert "below stability" not in evaluation.choose_primary(_comparison(), "auto", "auto", 0.8)[2]
     # The ari column is not read: reversing it changes nothing.
     assert evaluation.choose_primary(_comparison(ari=[0.1, 0.99, 0.2, 0.3]), "auto", "auto", 0.9) == (
         method, space, reason)
@@ -338,7 +336,7 @@ def test_auto_primary_does_not_deliver_a_coarse_split_where_other_methods_found_
                         stability_reseed=[0.97, 0.6, 1.0, 0.7], stability_bootstrap=[0.96, 0.55, 0.95, 0.65])
     assert evaluation.choose_primary(table, "auto", "auto", 0.9, 0.0)[:2] == ("gmm", "raw")
     # With half the most segments any method found (18) as the bar, only the 18- and 14-segment ones
-    # compete: 0.17 x 0.55^2 = 0.051 against 0.2 x 0.65^2 = 0.085.
+    # compete: 0.17 x 0.55 = 0.094 against 0.2 x 0.65 = 0.13.
     method, space, reason = evaluation.choose_primary(table, "auto", "auto", 0.9, 0.5)
     assert (method, space) == ("gmm", "latent") and "with at least 9 segments" in reason
     # The bar is never below 2, and never leaves nothing to choose from.

@@ -682,8 +682,8 @@ def test_noise_is_not_a_segment_and_gets_the_catch_all_strategy(pipeline_run, tm
 def test_stage_05_refuses_assignments_made_for_another_primary(pipeline_run, tmp_path):
     chosen = json.loads((paths.stage_dir(pipeline_run[1], paths.CLUSTER) / paths.COMPARISON_JSON).read_text())
     other = "fcm" if chosen["primary"]["method"] != "fcm" else "kmeans"
-    config_path, artifacts_dir = rerun_with(pipeline_run, tmp_path, lambda d: d["cluster"].update(
-        primary={"method": other, "space": "latent"}))
+    config_path, artifacts_dir = rerun_with(pipeline_run, tmp_path, lambda d: d["cluster"]["primary"].update(
+        method=other, space="latent"))
     with pytest.raises(PipelineError, match=r"assignments.parquet was made with another cluster.primary than "
                                             rf"{other}_latent.*rerun from stage 04_cluster"):
         run_pipeline(load_config(config_path), artifacts_dir, only=paths.PROFILE_EXPORT, force=True)

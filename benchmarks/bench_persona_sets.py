@@ -61,6 +61,8 @@ TARGETS = {"median_ratio": 0.8, "every_ratio": 0.7, "latent_noise": 0.15, "stabi
 TUNING_SETS = {
     "tune-a": PersonaSetSpec(n_personas=8, overlap=0.4, spending_spread=0.5, frequency_spread=0.4, seed=201),
     "tune-b": PersonaSetSpec(n_personas=14, overlap=0.6, spending_spread=0.4, frequency_spread=0.3, seed=202),
+    # Added in the second round (cluster counts, fuzzifier, primary floor), drawn before any report set was rerun.
+    "tune-c": PersonaSetSpec(n_personas=11, overlap=0.5, spending_spread=0.5, frequency_spread=0.4, seed=203),
 }
 # Drawn once the settings were fixed; only measured.
 REPORT_SETS = {
@@ -193,8 +195,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shipped", action="store_true", help="also the shipped config as it is")
     parser.add_argument("--record", action="store_true", help="append the report to benchmarks/RESULTS.md")
     parser.add_argument("--json", type=Path, help="also write the per-set figures to this file")
+    parser.add_argument("--from-json", type=Path, nargs="+",
+                        help="run nothing: one report from the --json files of runs made side by side")
     args = parser.parse_args(argv)
     started = time.perf_counter()
+    if args.from_json:
+        results = [row for path in args.from_json for row in json.loads(path.read_text(encoding="utf-8"))]
+        command = (f"python benchmarks/bench_persona_sets.py --customers {args.customers} --only ... --json ..., "
+                   f"{len(args.from_json)} runs side by side, then --from-json")
+        text = report(results, args.customers, command, started)
+        print(text)
+        if args.record:
+            record(text)
+        return 0
     chosen = {"report": REPORT_SETS, "tuning": TUNING_SETS, "all": {**TUNING_SETS, **REPORT_SETS}}[args.sets]
     todo: list[tuple[str, PersonaSetSpec | None]] = [(n, s) for n, s in chosen.items()
                                                      if args.only is None or n in args.only]

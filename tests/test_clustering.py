@@ -435,7 +435,7 @@ def test_hdbscan_search_keeps_the_most_valid_candidate_within_the_noise_bound(no
     assert model.min_samples_ == best["min_samples"] and model.selection_report()["search"] == search
     # The search fitted the same rows, so the model fitted with its choice has the noise it measured.
     assert model.fit_noise_ratio_ == pytest.approx(best["noise"])
-    # No candidate within a bound of 0: the least noisy is kept.
+    # No candidate within a bound of 0: the least noisy of those with at least half the most clusters found.
     strict = HDBSCANClusterer(min_cluster_size_fraction=0.05, min_samples=1, search_min_samples=(5, 20),
                               max_noise=0.0, selection_sample_size=10_000).fit(X)
     assert strict.min_samples_ == min(search, key=lambda c: c["noise"])["min_samples"]
@@ -455,3 +455,69 @@ def test_cluster_count_ranges_are_lowered_on_small_data():
     report = model.selection_report()
     assert report["candidate_range"] == [2, 10] and sorted(report["silhouette"]) == list(range(2, 11))
     assert report["limited_by_size"].startswith("at most sqrt(200 / 2) = 10") and model.n_clusters_ == CENTRES
+
+
+# --- criteria not biased to 2 clusters or to the top of the range (issue 13, item 4) ----------------
+
+def test_adaptive_fuzzifier_follows_schwaemmle_and_jensen():
+    from core.cluster.clustering import adaptive_fuzzifier
+
+    # By hand from 1 + (1418/N + 22.05) D^-2 + (12.33/N + 0.243) D^(-0.0406 ln N - 0.1134):
+    # N = 4000, D = 45: 1 + 22.4045/2025 + 0.24608 * 45^-0.45014 = 1 + 0.01106 + 0.24608 * 0.18021 = 1.0554.
+    assert adaptive_fuzzifier(4000, 45) == pytest.approx(1.0554, abs=5e-4)
+    # N = 4000, D = 3: 1 + 22.4045/9 + 0.24608 * 3^-0.45014 = 1 + 2.4894 + 0.24608 * 0.60984 = 3.639.
+    assert adaptive_fuzzifier(4000, 3) == pytest.approx(3.639, abs=5e-3)
+
+
+def test_fuzzy_c_means_with_an_adaptive_fuzzifier_finds_groups_that_m_2_blurs_on_many_features():
+    # 6 groups in 40 dimensions, each a few standard deviations from the others: m = 2 makes every membership
+    # nearly even there, so the silhouette of the argmax is no guide to the number of groups.
+    X, y = make_blobs(n_samples=900, centers=6, n_features=40, cluster_std=4.0, center_box=(-6, 6), random_state=3)
+    adaptive = FuzzyCMeansClusterer(n_clusters=(2, 10), adaptive_fuzziness=True, random_state=0).fit(X)
+    assert adaptive.fuzziness_ == pytest.approx(1.0 + (1418 / 900 + 22.05) / 1600
+                                                + (12.33 / 900 + 0.243) * 40 ** (-0.0406 * np.log(900) - 0.1134))
+    assert adaptive.n_clusters_ == 6 and adjusted_rand_score(y, adaptive.labels_) > 0.95
+    assert adaptive.selection_report()["fuzziness"] == adaptive.fuzziness_
+    fixed = FuzzyCMeansClusterer(n_clusters=(2, 10), random_state=0).fit(X)
+    assert fixed.fuzziness_ == 2.0 and adjusted_rand_score(y, fixed.labels_) < adjusted_rand_score(y, adaptive.labels_)
+    # Capped at fuzziness: in 2 dimensions the formula asks for more than 2.
+    flat = FuzzyCMeansClusterer(n_clusters=(2, 4), adaptive_fuzziness=True, random_state=0).fit(blobs()[0][:, :2])
+    assert flat.fuzziness_ == 2.0
+    # A refit for stability keeps the fuzzifier chosen on the fitted rows, whatever rows it sees.
+    refit = FuzzyCMeansClusterer(**{**adaptive.get_params(), **adaptive.fixed_params()}).fit(X[:300])
+    assert refit.fuzziness_ == adaptive.fuzziness_
+
+
+def test_gaussian_mixture_chosen_by_silhouette_stops_at_the_groups_where_bic_goes_on():
+    # Elongated groups (not the diagonal Gaussians the mixture assumes): BIC buys likelihood with more
+    # components, the silhouette of the hard assignment stays with the groups.
+    rng = np.random.default_rng(0)
+    centres = rng.normal(scale=12.0, size=(4, 6))
+    y = np.repeat(np.arange(4), 250)
+    X = centres[y] + rng.gamma(1.0, 1.5, size=(1000, 6))
+    by_silhouette = GaussianMixtureClusterer(n_components=(2, 12), covariance_type="diag", selection="silhouette",
+                                             random_state=0).fit(X)
+    by_bic = GaussianMixtureClusterer(n_components=(2, 12), covariance_type="diag", selection="bic",
+                                      random_state=0).fit(X)
+    assert by_silhouette.n_clusters_ == 4 and adjusted_rand_score(y, by_silhouette.labels_) > 0.95
+    assert by_bic.n_clusters_ > 4
+    report = by_silhouette.selection_report()
+    assert report["chosen_by"] == "silhouette" and max(report["silhouette"], key=report["silhouette"].get) == 4
+    assert set(report["bic"]) == set(report["silhouette"])
+    with pytest.raises(ValueError, match="selection must be 'silhouette' or 'bic'"):
+        GaussianMixtureClusterer(selection="aic").fit(X)
+
+
+def test_hdbscan_search_tries_every_selection_method_and_a_refit_does_not_search(noisy):
+    X, _ = noisy
+    model = HDBSCANClusterer(min_cluster_size_fraction=0.05, min_samples=1, cluster_selection_method="leaf",
+                             search_min_samples=(5,), search_selection_methods=("eom",), max_noise=0.3,
+                             selection_sample_size=10_000).fit(X)
+    tried = [(c["cluster_selection_method"], c["min_samples"]) for c in model.search_]
+    assert tried == [("leaf", 1), ("leaf", 5), ("eom", 1), ("eom", 5)]
+    within = [c for c in model.search_ if c["noise"] <= 0.3 and c["clusters"] >= 2]
+    best = max(within, key=lambda c: c["relative_validity"])
+    assert (model.cluster_selection_method_, model.min_samples_) == (best["cluster_selection_method"],
+                                                                      best["min_samples"])
+    refit = HDBSCANClusterer(**{**model.get_params(), **model.fixed_params()}).fit(X)
+    assert refit.search_ == [] and refit.cluster_selection_method_ == model.cluster_selection_method_

@@ -158,7 +158,7 @@ BAD_VALUES = [
     case("history ends before it starts", "config", "data.history_end", dt.date(2022, 12, 31),
          "2022-12-31 is not after history_start 2023-01-01"),
     case("primary auto with a space that is no choice", "config", "cluster.primary",
-         {"method": "auto", "space": "umap"}, "'umap' is not allowed", "allowed values: raw, latent, auto",
+         {"method": "auto", "space": "umap", "min_segments_share": 0.5}, "'umap' is not allowed", "allowed values: raw, latent, auto",
          reported="cluster.primary.space"),
     case("misspelt ground truth gets a hint", "config", "cluster.evaluation.ground_truth", "persnoa",
          "'persnoa' is not a column of customers.parquet that can be a ground truth", "did you mean 'persona'",
@@ -255,7 +255,7 @@ def test_several_persona_problems_are_reported_together(tmp_path, docs):
 def test_primary_method_must_be_fitted(tmp_path, docs):
     """cluster.primary must name a method listed in cluster.methods."""
     docs["config"]["cluster"]["methods"] = ["gmm", "kmeans"]
-    docs["config"]["cluster"]["primary"] = {"method": "hdbscan", "space": "latent"}
+    docs["config"]["cluster"]["primary"].update(method="hdbscan", space="latent")
     path = write_documents(tmp_path, docs)
 
     with pytest.raises(ConfigError, match=problem(
@@ -265,7 +265,7 @@ def test_primary_method_must_be_fitted(tmp_path, docs):
 
 
 def test_primary_auto_is_accepted_for_either_half(tmp_path, docs):
-    docs["config"]["cluster"]["primary"] = {"method": "auto", "space": "latent"}
+    docs["config"]["cluster"]["primary"].update(method="auto", space="latent")
     assert load_config(write_documents(tmp_path, docs)).cluster.primary.method == "auto"
 
 

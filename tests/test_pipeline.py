@@ -652,7 +652,7 @@ def test_other_segmentations_are_exported_on_request(pipeline_run, tmp_path):
 def test_noise_is_not_a_segment_and_gets_the_catch_all_strategy(pipeline_run, tmp_path):
     """With HDBSCAN on raw features as the primary: noise stays unassigned, the projection uses raw space."""
     def hdbscan_raw_keeping_noise(document):
-        document["cluster"].update(primary={"method": "hdbscan", "space": "raw"})
+        document["cluster"]["primary"].update(method="hdbscan", space="raw")
         document["cluster"]["hdbscan"]["reassign_noise"] = False
 
     config_path, artifacts_dir = rerun_with(pipeline_run, tmp_path, hdbscan_raw_keeping_noise)
@@ -682,8 +682,8 @@ def test_noise_is_not_a_segment_and_gets_the_catch_all_strategy(pipeline_run, tm
 def test_stage_05_refuses_assignments_made_for_another_primary(pipeline_run, tmp_path):
     chosen = json.loads((paths.stage_dir(pipeline_run[1], paths.CLUSTER) / paths.COMPARISON_JSON).read_text())
     other = "fcm" if chosen["primary"]["method"] != "fcm" else "kmeans"
-    config_path, artifacts_dir = rerun_with(pipeline_run, tmp_path, lambda d: d["cluster"].update(
-        primary={"method": other, "space": "latent"}))
+    config_path, artifacts_dir = rerun_with(pipeline_run, tmp_path, lambda d: d["cluster"]["primary"].update(
+        method=other, space="latent"))
     with pytest.raises(PipelineError, match=r"assignments.parquet was made with another cluster.primary than "
                                             rf"{other}_latent.*rerun from stage 04_cluster"):
         run_pipeline(load_config(config_path), artifacts_dir, only=paths.PROFILE_EXPORT, force=True)

@@ -327,3 +327,19 @@ def test_consensus_is_the_mean_agreement_with_the_other_segmentations():
     assert scores["a"] == pytest.approx((1.0 + ari_split) / 2) == scores["same"]
     assert scores["split"] == pytest.approx(ari_split) and scores["split"] < scores["a"]
     assert np.isnan(evaluation.consensus({"a": a}, sample_size=1000, seed=0)["a"])
+
+
+def test_auto_primary_does_not_deliver_a_coarse_split_where_other_methods_found_more_segments():
+    # The 2-segment splits are the most reproducible and agree with each other (as fuzzy c-means and k-means
+    # latent did on a 14-persona set): consensus x stability alone takes one of them.
+    table = _comparison(clusters=[2, 18, 2, 14], consensus=[0.3, 0.17, 0.28, 0.2],
+                        stability_reseed=[0.97, 0.6, 1.0, 0.7], stability_bootstrap=[0.96, 0.55, 0.95, 0.65])
+    assert evaluation.choose_primary(table, "auto", "auto", 0.9, 0.0)[:2] == ("gmm", "raw")
+    # With half the most segments any method found (18) as the bar, only the 18- and 14-segment ones
+    # compete: 0.17 x 0.55 = 0.094 against 0.2 x 0.65 = 0.13.
+    method, space, reason = evaluation.choose_primary(table, "auto", "auto", 0.9, 0.5)
+    assert (method, space) == ("gmm", "latent") and "with at least 9 segments" in reason
+    # The bar is never below 2, and never leaves nothing to choose from.
+    assert evaluation.choose_primary(_comparison(clusters=[1, 2, 2, 3]), "auto", "auto", 0.9, 0.5)[:2] == (
+        "hdbscan", "latent")
+    assert evaluation.choose_primary(table, "auto", "auto", 0.9, 1.0)[:2] == ("kmeans", "raw")

@@ -347,7 +347,7 @@ def events_run(tmp_path_factory):
     document["cluster"]["hdbscan"] = copy.deepcopy(shipped["cluster"]["hdbscan"])
     # The default data's own choice (auto picks fuzzy c-means in the latent space there); the hysteresis
     # needs a method with memberships, which k-means, auto's choice on this small run, is not.
-    document["cluster"]["primary"] = {"method": "fcm", "space": "latent"}
+    document["cluster"]["primary"].update(method="fcm", space="latent")
     personas = yaml.safe_load((SHIPPED_CONFIG / "personas.yml").read_text(encoding="utf-8"))
     for persona in personas["personas"].values():
         for event in persona.get("life_events", []):

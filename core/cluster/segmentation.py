@@ -337,10 +337,11 @@ def _segment(spaces, methods, cfg, seed, truth, previous) -> Segmentation:
         row["consensus"] = consensus[(row["method"], row["space"])]
     # Chosen before the ground truth is read, so the delivered segmentation is the same with or without it.
     ev = cfg.evaluation
+    floor = cfg.primary.min_segments_share
     free_method, free_space, free_reason = evaluation.choose_primary(pd.DataFrame(rows), "auto", "auto",
-                                                                     ev.min_stability)
+                                                                     ev.min_stability, floor)
     primary_method, primary_space, reason = evaluation.choose_primary(pd.DataFrame(rows), cfg.primary.method,
-                                                                      cfg.primary.space, ev.min_stability)
+                                                                      cfg.primary.space, ev.min_stability, floor)
 
     # --- the ground truth, from here on: evaluation only ---
     for row in rows:

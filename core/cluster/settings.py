@@ -27,15 +27,22 @@ class HdbscanConfig:
                                                "min_samples) are tried on the selection sample and the highest "
                                                "relative validity with at most max_noise noise is kept")
     max_noise: float = spec(minimum=0.0, maximum=1.0, help="the search's bound on the share of noise")
+    search_selection_methods: tuple[str, ...] = spec(choices=("eom", "leaf"),
+                                                     help="with search_min_samples: cluster selection methods "
+                                                          "tried with each min_samples besides "
+                                                          "cluster_selection_method; [] = only that one")
 
 
 @dataclasses.dataclass(frozen=True)
 class GmmConfig:
     """Stage 04: Gaussian mixture."""
 
-    n_components: Range = spec(minimum=1, help="[min, max] components; the number is chosen by BIC")
+    n_components: Range = spec(minimum=1, help="[min, max] components; the number is chosen by `selection`")
     covariance_type: str = spec(choices=("full", "tied", "diag", "spherical"), help="covariance structure")
     n_init: int = spec(minimum=1, help="initialisations per candidate")
+    selection: str = spec(choices=("silhouette", "bic"),
+                          help="criterion choosing the number of components: silhouette of the hard assignment "
+                               "on a sample (as k-means), or BIC (fell to the top of every range on persona sets)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,7 +53,10 @@ class FcmConfig:
     selection: str = spec(choices=("silhouette", "partition_coefficient"),
                           help="criterion choosing the number of clusters (partition coefficient and entropy "
                                "are reported either way)")
-    fuzziness: float = spec(exclusive_minimum=1.0, help="fuzzifier m (> 1)")
+    fuzziness: float = spec(exclusive_minimum=1.0, help="fuzzifier m (> 1); with adaptive_fuzziness the largest used")
+    adaptive_fuzziness: bool = spec(help="fuzzifier from the customers' number and dimension (Schwaemmle and "
+                                         "Jensen 2010), at most fuzziness: m = 2 collapses every centre on "
+                                         "many features")
     tolerance: float = spec(exclusive_minimum=0.0, help="stop when memberships change less than this between "
                                                          "iterations (root mean square per membership value)")
     max_iter: int = spec(minimum=1, help="maximum iterations")
@@ -68,6 +78,10 @@ class PrimaryConfig:
                        help="method feeding stage 05, or auto: the highest consensus with the other "
                             "segmentations times stability, never from the ground truth")
     space: str = spec(choices=SPACES + ("auto",), help="space feeding stage 05, or auto")
+    min_segments_share: float = spec(minimum=0.0, maximum=1.0,
+                                     help="auto: a candidate needs at least this share of the most segments "
+                                          "any segmentation found (a coarse 2-segment split is stable and "
+                                          "agrees with other coarse ones, but says little); 0 = none")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -160,7 +174,8 @@ def check_cluster(cfg: ClusterConfig, problems: Problems) -> None:
     """
     limits = {"fit_sample_size": cfg.fit_sample_size, "selection_sample_size": cfg.selection_sample_size}
     by_silhouette = dict(limits, silhouette_sample_size=cfg.silhouette_sample_size)
-    for key, values, scored_on in (("gmm.n_components", cfg.gmm.n_components, limits),
+    for key, values, scored_on in (("gmm.n_components", cfg.gmm.n_components,
+                                    by_silhouette if cfg.gmm.selection == "silhouette" else limits),
                                    ("fcm.n_clusters", cfg.fcm.n_clusters,
                                     by_silhouette if cfg.fcm.selection == "silhouette" else limits),
                                    ("kmeans.n_clusters", cfg.kmeans.n_clusters, by_silhouette)):

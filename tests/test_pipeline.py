@@ -781,7 +781,14 @@ def test_scoring_the_training_customers_reproduces_their_training_segments(pipel
         scored = scored.set_index("customer_id").loc[assignments["customer_id"]].reset_index()
         assert (scored["excluded_reason"] == "").all()
         for column in columns:
-            np.testing.assert_array_equal(scored[column].to_numpy(), assignments[column].to_numpy(), err_msg=column)
+            if column.endswith("_strength"):
+                # Memberships are sums of floats whose BLAS blocking follows the rows scored at once: equal to
+                # the last bits only (a GMM strength differed by 5e-13 in 4 of 283 customers).
+                np.testing.assert_allclose(scored[column].to_numpy(), assignments[column].to_numpy(), rtol=1e-9,
+                                           atol=1e-12, err_msg=column)
+            else:
+                np.testing.assert_array_equal(scored[column].to_numpy(), assignments[column].to_numpy(),
+                                              err_msg=column)
         np.testing.assert_allclose(scored["reconstruction_error"], assignments["reconstruction_error"], rtol=1e-5)
     # Customers stage 02 left out are left out of scoring too, with stage 02's reason.
     excluded = read(artifacts_dir, paths.PREPARE_FEATURES, paths.EXCLUDED_CUSTOMERS)

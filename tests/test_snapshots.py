@@ -232,14 +232,19 @@ def test_transitions_csv_is_the_count_of_the_history(pipeline_run):
     assert manifest["details"]["snapshots"]["dates"] == [str(d.date()) for d in dates]
 
 
+def primary_chain(config, artifacts_dir) -> snapshots.TrainedChain:
+    """The trained chain of the run's primary segmentation, as stage 04 saved it."""
+    saved = load_saved_run(artifacts_dir, config)
+    method, space = saved.primary
+    return snapshots.TrainedChain(saved.feature_model, saved.autoencoder, saved.models[(method, space)], space,
+                                  config.hierarchy)
+
+
 def test_a_window_of_the_whole_history_gives_the_trained_segments(pipeline_run):
     """No refit: the chain at the analysis date over all the lines is the segmentation stage 04 trained."""
     config_path, artifacts_dir = pipeline_run
     config = load_config(config_path)
-    saved = load_saved_run(artifacts_dir, config)
-    method, space = saved.primary
-    chain = snapshots.TrainedChain(saved.feature_model, saved.autoencoder, saved.models[(method, space)], space,
-                                   config.hierarchy)
+    chain = primary_chain(config, artifacts_dir)
     source = paths.stage_dir(artifacts_dir, paths.GENERATE_DATA) / paths.TRANSACTIONS
     start, end = snapshots.history_range(source)
     found = snapshots.segment_history(
@@ -264,10 +269,7 @@ def test_windows_are_built_one_at_a_time_when_they_are_large():
 def test_the_history_does_not_depend_on_how_many_windows_are_in_flight(pipeline_run):
     config_path, artifacts_dir = pipeline_run
     config = load_config(config_path)
-    saved = load_saved_run(artifacts_dir, config)
-    method, space = saved.primary
-    chain = snapshots.TrainedChain(saved.feature_model, saved.autoencoder, saved.models[(method, space)], space,
-                                   config.hierarchy)
+    chain = primary_chain(config, artifacts_dir)
     source = paths.stage_dir(artifacts_dir, paths.GENERATE_DATA) / paths.TRANSACTIONS
     cfg = config.cluster.snapshots
     history = snapshots.history_range(source)

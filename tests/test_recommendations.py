@@ -26,6 +26,8 @@ from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 import scipy.sparse as sp
 
@@ -270,6 +272,83 @@ def test_replenishment_scores_follow_each_customers_own_rhythm():
                                                                          [2, "A", "due again"]]
 
 
+def test_the_purchase_history_is_the_same_whatever_the_batches():
+    # Customer 2 buys A twice on 2024-10-01: one day, however the batches split the log between those lines.
+    frame = lines([(1, "2023-05-01", "Ladies Clothing", "A"), (1, "2024-03-01", "Ladies Clothing", "A"),
+                   (1, "2024-03-01", "Home", "C"), (2, "2024-01-02", "Ladies Clothing", "B"),
+                   (2, "2024-10-01", "Ladies Clothing", "A"), (2, "2024-10-01", "Ladies Clothing", "A"),
+                   (2, "2024-11-01", "Ladies Clothing", "A", True), (3, "2024-12-30", "Home", "C")])
+    whole = history_of(frame, [1, 2, 3])
+    assert whole.interactions(2).days.toarray().tolist() == [[2, 0, 1], [1, 1, 0], [0, 0, 1]]
+    for size in (1, 2, 3, 5):
+        batched = rec.PurchaseHistory([1, 2, 3], rec.recommendable_items(tiny_hierarchy()),
+                                      [VALIDATION_CUT, EVALUATION_CUT, ANALYSIS], WINDOW)
+        for start in range(0, len(frame), size):
+            # Arrow batches with dictionary-encoded names, as stage 05 reads them, and DataFrames alike.
+            part = frame.iloc[start:start + size]
+            batched.add(pa.Table.from_pandas(part, preserve_index=False).combine_chunks().to_batches()[0]
+                        if size % 2 else part)
+        for cut in range(3):
+            got, want = batched.interactions(cut), whole.interactions(cut)
+            for name in ("counts", "days", "last", "first", "spend"):
+                assert (getattr(got, name) != getattr(want, name)).nnz == 0, (size, cut, name)
+            np.testing.assert_allclose(got.recency.toarray(), want.recency.toarray(), rtol=1e-12)
+            np.testing.assert_array_equal(got.season, want.season)
+        for period in (1, 2):
+            assert (batched.bought(period) != whole.bought(period)).nnz == 0
+    assert batched.lines == whole.lines == 7
+
+
+def test_dictionary_encoded_names_map_to_the_same_items():
+    frame = lines([(1, "2024-01-01", "Ladies Clothing", "B"), (1, "2024-01-01", "Bag Levy", "Paper Bags"),
+                   (1, "2024-01-01", "Ladies Clothing", "DUMMY"), (1, "2024-01-01", "Home", "A"),
+                   (1, "2024-01-01", "Home", "C"), (1, "2024-01-01", None, "C")])
+    items = rec.recommendable_items(tiny_hierarchy())
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    encoded = table.set_column(2, "department", pc.dictionary_encode(table["department"]))
+    lookup = rec._ItemLookup(items)
+    expected = [1, -1, -1, -1, 2, -1]  # Home has no class A; a line without a department is no item
+    assert lookup(table["department"], table["class"]).tolist() == expected
+    assert lookup(encoded["department"], encoded["class"]).tolist() == expected
+    departments = rec._ItemLookup(rec.recommendable_items(tiny_hierarchy(), "department"))
+    assert departments(encoded["department"], encoded["class"]).tolist() == [0, -1, 0, 1, 1, -1]
+
+
+def test_the_holdout_scores_a_seeded_sample_once_there_are_more_evaluable_customers():
+    rows = np.arange(5000) * 3
+    assert np.array_equal(rec.sample_rows(rows, 5000, seed=1), rows)  # no more than the most: everyone
+    sample = rec.sample_rows(rows, 1000, seed=1)
+    assert len(sample) == 1000 and len(np.unique(sample)) == 1000 and np.isin(sample, rows).all()
+    assert (np.diff(sample) > 0).all()
+    assert np.array_equal(sample, rec.sample_rows(rows, 1000, seed=1))
+    assert not np.array_equal(sample, rec.sample_rows(rows, 1000, seed=2))
+    # 40 customers bought before and in the window: 25 of them are scored, all 40 are counted.
+    frame = lines([(c, "2024-03-01", "Ladies Clothing", "A") for c in range(40)]
+                  + [(c, "2024-10-01", "Ladies Clothing", "AB"[c % 2]) for c in range(40)]
+                  + [(40, "2024-10-01", "Home", "C")])
+    history = history_of(frame, list(range(41)))
+    holdout = rec.Holdout.of(history, seed=0, max_customers=25)
+    assert holdout.customers() == {"evaluated": 25, "evaluable": 40, "new_in_window_not_evaluated": 1,
+                                   "evaluated_at_most": 25}
+    evaluation = rec.evaluate_history(history, np.zeros(41, int), 1, seed=0, holdout=holdout)
+    assert evaluation["customers"]["evaluated"] == 25
+    # Each scored customer bought A or B in the window; recall@1 of "A for everyone" is the share who bought A.
+    bought_a = np.isin(holdout.scored, np.arange(0, 40, 2)).mean()
+    assert evaluation["models"]["global_popularity"]["recall"] == pytest.approx(round(bought_a, 4))
+
+
+def test_the_cross_sell_order_from_the_recommend_pass_is_the_separate_passs():
+    fit = interactions([[1, 1, 0], [1, 1, 0], [1, 0, 1], [1, 0, 0], [1, 1, 1]])
+    segments = np.array([0, 0, 0, 0, 1])
+    items = rec.recommendable_items(tiny_hierarchy())
+    for weights in ({"segment": 1.0}, {"own": 0.5, "cooccurrence": 0.5}):
+        model = rec.NextBestClasses(weights=weights, batch_size=2).fit(fit, segments)
+        totals = rec.DepartmentTotals(segments, items)
+        model.recommend(fit, segments, departments=totals)
+        assert totals.ranked() == rec.ranked_departments(model, fit, segments, items, batch_size=2)
+    assert rec.ranked_departments(model, fit, segments, items, rows=np.array([4])) == {0: [], 1: []}
+
+
 # --- segment cross-sell ----------------------------------------------------------------------
 
 
@@ -422,6 +501,13 @@ def test_a_bad_top_k_is_a_config_error(tmp_path):
     document = small_config_document()
     document["profile_export"]["recommendations"]["top_k"] = 0
     with pytest.raises(ConfigError, match=r"profile_export\.recommendations\.top_k"):
+        load_config(write_config(tmp_path / "config", document))
+
+
+def test_too_few_evaluation_customers_is_a_config_error(tmp_path):
+    document = small_config_document()
+    document["profile_export"]["recommendations"]["evaluation_customers"] = 10
+    with pytest.raises(ConfigError, match=r"profile_export\.recommendations\.evaluation_customers"):
         load_config(write_config(tmp_path / "config", document))
 
 

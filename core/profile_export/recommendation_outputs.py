@@ -32,6 +32,9 @@ BATCH_ROWS = 2_000_000
 # A segment with fewer scored customers keeps the lift heuristic: a difference of one or two customers is no
 # measurement (on the default data a segment of 8 customers "won" by one customer).
 MIN_CROSS_SELL_CUSTOMERS = 30
+SAMPLE_NOTE = ("the holdout and the cross-sell comparison score every evaluable customer, or a seeded sample of "
+               "{n:,} when there are more (profile_export.recommendations.evaluation_customers); the weights are "
+               "chosen on at most {v:,} validation customers")
 SEGMENT_NOTE = ("the segment label comes from stage 04, fitted on all history up to the analysis date (the window "
                 "included); segment popularity, co-purchase similarity, season and weights in this evaluation are "
                 "computed from the lines before the window only")
@@ -73,7 +76,7 @@ def fit_recommendations(ctx: StageContext, customers: pd.DataFrame, assignments:
     evaluation document whose ``explanation`` says why.
     """
     settings = ctx.config.profile_export.recommendations
-    k, window = settings.top_k, settings.evaluation_window_days
+    k, window, seed = settings.top_k, settings.evaluation_window_days, ctx.config.seed
     end = analysis_date(customers)
     cuts = [end - pd.Timedelta(days=2 * window), end - pd.Timedelta(days=window), end]
     ids = assignments["customer_id"].to_numpy()
@@ -82,7 +85,7 @@ def fit_recommendations(ctx: StageContext, customers: pd.DataFrame, assignments:
     for level in ("class", "department"):
         items = rec.recommendable_items(ctx.config.hierarchy, level)
         history = rec.PurchaseHistory(ids, items, cuts, window)
-        for lines in ctx.iter_parquet(paths.GENERATE_DATA, paths.TRANSACTIONS, LINE_COLUMNS, BATCH_ROWS):
+        for lines in _line_batches(ctx):
             history.add(lines)
         seen_lines[level] = history.lines
         if history.lines:
@@ -98,50 +101,69 @@ def fit_recommendations(ctx: StageContext, customers: pd.DataFrame, assignments:
         document.update(models={}, explanation=f"no recommendations: {why}")
         table = rec.empty_recommendations()
     else:
-        evaluation = rec.evaluate_history(history, segments, k, ctx.config.seed)
+        holdout = rec.Holdout.of(history, seed, settings.evaluation_customers)
+        evaluation = rec.evaluate_history(history, segments, k, seed, holdout)
         document["customers"].update(evaluation.pop("customers"))
+        document["evaluation_sample"] = SAMPLE_NOTE.format(n=settings.evaluation_customers, v=rec.VALIDATION_CUSTOMERS)
         document.update(evaluation)
-        model = rec.NextBestClasses(weights=evaluation["weights"], top_k=k).fit(history.interactions(2), segments)
-        table = rec.recommendation_table(model.recommend(history.interactions(2), segments), ids, items)
-        document["top_reasons"] = _reason_shares(table)
         if document["models"]:
-            document["cross_sell"] = compare_cross_sell(history, segments, evaluation["weights"], k,
+            document["cross_sell"] = compare_cross_sell(holdout, segments, evaluation["weights"], k,
                                                         ctx.config.profile_export.top_departments,
-                                                        ctx.config.strategies)
-            chosen = [s for s, v in document["cross_sell"]["segments"].items() if v["chosen"] == "recommendations"]
-            if chosen:
-                ranked = rec.ranked_departments(model, history.interactions(2), segments, items)
-                cross_sell = {int(s): ranked.get(int(s), []) for s in chosen}
+                                                        ctx.config.strategies, items, seed)
+        del holdout
+        final = history.interactions(2)
+        del history
+        model = rec.NextBestClasses(weights=evaluation["weights"], top_k=k).fit(final, segments)
+        # The segments' cross-sell order comes from the same pass as everyone's top k (it scored them all again).
+        departments = rec.DepartmentTotals(segments, items)
+        table = rec.recommendation_table(model.recommend(final, segments, departments=departments), ids, items)
+        document["top_reasons"] = _reason_shares(table)
+        chosen = [s for s, v in document.get("cross_sell", {}).get("segments", {}).items()
+                  if v["chosen"] == "recommendations"]
+        if chosen:
+            ranked = departments.ranked()
+            cross_sell = {int(s): ranked.get(int(s), []) for s in chosen}
     saved = rec.SavedRecommender(model=model, items=items, level=level,
                                  explanation=document.get("explanation") or why,
                                  analysis_date=str(end.date()), horizon_days=window)
     return RecommendationRun(document=document, table=table, saved=saved, cross_sell=cross_sell)
 
 
-def compare_cross_sell(history: rec.PurchaseHistory, segments, weights: dict, k: int, top_departments: int,
-                       strategies) -> dict:
+def _line_batches(ctx: StageContext):
+    """The order lines as Arrow record batches, department and class dictionary-encoded: the purchase history
+    looks each distinct name up once per batch instead of making a Python string of every line's."""
+    import pyarrow.parquet as pq
+
+    source = pq.ParquetFile(ctx.input_path(paths.GENERATE_DATA, paths.TRANSACTIONS),
+                            read_dictionary=["department", "class"])
+    yield from source.iter_batches(batch_size=BATCH_ROWS, columns=LINE_COLUMNS)
+
+
+def compare_cross_sell(holdout: rec.Holdout, segments, weights: dict, k: int, top_departments: int,
+                       strategies, items: pd.DataFrame, seed: int) -> dict:
     """Each segment's cross-sell list from the lift heuristic and from the model, measured on the holdout.
 
     Both lists are made from the lines before the evaluation window (the
     heuristic from the segments' spend per department, purchases only; the
     model's from its blended scores on the classes each customer had not
-    bought, :func:`~core.profile_export.recommendations.ranked_departments`),
-    the same length (``cross_sell.max_categories``) and without the
-    segment's top departments. A customer scores 1 when they bought in the
-    window in a listed department they had never bought. The model's list is
-    chosen for a segment when its mean is higher than the heuristic's by more
-    than one paired standard error (else the heuristic stays: a difference
-    within noise does not justify a change), and the segment has at least
-    :data:`MIN_CROSS_SELL_CUSTOMERS` scored customers.
+    bought, :func:`~core.profile_export.recommendations.ranked_departments`,
+    summed over every customer or over a seeded sample of
+    ``holdout.max_customers``), the same length (``cross_sell.max_categories``)
+    and without the segment's top departments. A customer scores 1 when they
+    bought in the window in a listed department they had never bought; the
+    customers scored are the holdout's (``holdout.scored``). The model's list
+    is chosen for a segment when its mean is higher than the heuristic's by
+    more than one paired standard error (else the heuristic stays: a
+    difference within noise does not justify a change), and the segment has
+    at least :data:`MIN_CROSS_SELL_CUSTOMERS` scored customers.
     """
-    fit, relevant = history.interactions(1), history.bought(2)
-    rows = rec.evaluable_rows(fit, relevant)["evaluated"]
-    items = history.items
+    fit, relevant, rows = holdout.fit, holdout.relevant, holdout.scored
     to_department, departments = rec.department_matrix(items)
     spend = pd.DataFrame((fit.spend @ to_department).toarray(), columns=departments).groupby(segments).sum()
     lift = profiling.lift_cross_sell(spend, top_departments, strategies)
     model = rec.NextBestClasses(weights=weights, top_k=k).fit(fit, segments)
-    ranked = rec.ranked_departments(model, fit, segments, items)
+    ranked = rec.ranked_departments(model, fit, segments, items,
+                                    rows=rec.sample_rows(np.arange(fit.shape[0]), holdout.max_customers, seed))
     n = strategies.cross_sell.max_categories
     model_lists = {s: profiling.pick_cross_sell(ranked.get(s, []), top, n) for s, (_, top) in lift.items()}
     lists = {"lift": {s: names for s, (names, _) in lift.items()}, "recommendations": model_lists,

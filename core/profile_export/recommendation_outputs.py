@@ -161,7 +161,7 @@ def compare_cross_sell(holdout: rec.Holdout, segments, weights: dict, k: int, to
     to_department, departments = rec.department_matrix(items)
     spend = pd.DataFrame((fit.spend @ to_department).toarray(), columns=departments).groupby(segments).sum()
     lift = profiling.lift_cross_sell(spend, top_departments, strategies)
-    model = rec.NextBestClasses(weights=weights, top_k=k).fit(fit, segments)
+    model = holdout.fitted(weights, k, segments)
     ranked = rec.ranked_departments(model, fit, segments, items,
                                     rows=rec.sample_rows(np.arange(fit.shape[0]), holdout.max_customers, seed))
     n = strategies.cross_sell.max_categories

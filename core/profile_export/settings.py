@@ -16,7 +16,7 @@ class RecommendationsConfig:
                                                        "date minus this many days and scores the classes each "
                                                        "customer bought after; the blend weights are chosen "
                                                        "one window earlier")
-    evaluation_customers: int = spec(100_000, minimum=1000, help="customers the temporal holdout and the "
+    evaluation_customers: int = spec(50_000, minimum=1000, help="customers the temporal holdout and the "
                                      "segments' cross-sell comparison score at most: a seeded sample of the "
                                      "evaluable customers when there are more (every one at the default size)")
 

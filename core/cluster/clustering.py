@@ -326,6 +326,12 @@ class HDBSCANClusterer(_Segmenter):
         leaves less noise than ``leaf`` where leaf splits a persona into
         fragments and calls their borders noise (``tune-a`` latent: 13.9%
         against 29.2% at ``min_samples`` 1).
+    search_min_cluster_size_fractions : tuple of float
+        With a search: smaller minimum cluster sizes tried in turn, each
+        with every method and ``min_samples``, only while no candidate so far
+        leaves at most ``max_noise``. Points that leave a cluster in groups
+        smaller than the minimum size are noise, so a smaller size turns some
+        of them into clusters of their own.
 
     Attributes
     ----------
@@ -333,7 +339,7 @@ class HDBSCANClusterer(_Segmenter):
     tables_ : core.cluster.hdbscan_prediction.PredictionTables
         Lookups for vectorised prediction of new rows.
     min_cluster_size_ : int
-    min_samples_, cluster_selection_method_ : the settings fitted (searched or given)
+    min_samples_, cluster_selection_method_, min_cluster_size_fraction_ : the settings fitted (searched or given)
     search_ : list of dict
         Each candidate of the search: settings, clusters, noise, relative validity.
     fit_noise_ratio_ : float
@@ -344,8 +350,9 @@ class HDBSCANClusterer(_Segmenter):
 
     def __init__(self, min_cluster_size_fraction=0.02, min_samples=10, cluster_selection_method="eom",
                  reassign_noise=True, search_min_samples=(), max_noise=0.15, selection_sample_size=5000,
-                 random_state=0, search_selection_methods=()):
+                 random_state=0, search_selection_methods=(), search_min_cluster_size_fractions=()):
         self.min_cluster_size_fraction = min_cluster_size_fraction
+        self.search_min_cluster_size_fractions = search_min_cluster_size_fractions
         self.min_samples = min_samples
         self.cluster_selection_method = cluster_selection_method
         self.search_selection_methods = search_selection_methods
@@ -355,41 +362,57 @@ class HDBSCANClusterer(_Segmenter):
         self.selection_sample_size = selection_sample_size
         self.random_state = random_state
 
-    def _size(self, n_rows: int) -> int:
-        return max(2, int(round(self.min_cluster_size_fraction * n_rows)))
+    def _size(self, n_rows: int, fraction: float | None = None) -> int:
+        share = self.min_cluster_size_fraction if fraction is None else fraction
+        return max(2, int(round(share * n_rows)))
 
     def _search(self, X: np.ndarray) -> tuple[int, str]:
-        """The ``(min_samples, cluster_selection_method)`` chosen on a sample, without labels."""
-        import hdbscan
+        """The ``(min_samples, cluster_selection_method)`` chosen on a sample, without labels.
 
-        self.search_ = []
+        Also sets ``min_cluster_size_fraction_``: the configured fraction, or the first of
+        ``search_min_cluster_size_fractions`` at which some candidate leaves at most ``max_noise``.
+        """
+        self.search_, self.min_cluster_size_fraction_ = [], self.min_cluster_size_fraction
         if not len(self.search_min_samples):
             return int(self.min_samples), self.cluster_selection_method
         sample = X[sample_rows(len(X), self.selection_sample_size, self.random_state)]
-        size = self._size(len(sample))
+        for fraction in [self.min_cluster_size_fraction, *self.search_min_cluster_size_fractions]:
+            within = self._search_at(sample, fraction)
+            if within:  # the bound is met at the largest size tried so far: smaller sizes are not fitted
+                best = max(within, key=lambda c: c["relative_validity"])
+                self.min_cluster_size_fraction_ = best["min_cluster_size_fraction"]
+                return best["min_samples"], best["cluster_selection_method"]
+        usable = [c for c in self.search_ if c["clusters"] >= 2 and np.isfinite(c["relative_validity"])
+                  and c["min_cluster_size_fraction"] == self.min_cluster_size_fraction]
+        # The least noisy among the candidates with at least half the most clusters any found: the least
+        # noisy outright was eom merging everything into 2 clusters (tune-a raw: ARI 0.05 of the persona,
+        # against 0.87 for leaf's 8 clusters with 32% noise given their most likely cluster).
+        most = max((c["clusters"] for c in usable), default=0)
+        fine = [c for c in usable if 2 * c["clusters"] >= most]
+        best = min(fine or self.search_, key=lambda c: (c["noise"], -np.nan_to_num(c["relative_validity"])))
+        self.min_cluster_size_fraction_ = best["min_cluster_size_fraction"]
+        return best["min_samples"], best["cluster_selection_method"]
+
+    def _search_at(self, sample: np.ndarray, fraction: float) -> list[dict]:
+        """Fit every candidate at one minimum cluster size; the usable ones leaving at most ``max_noise``."""
+        import hdbscan
+
+        size = self._size(len(sample), fraction)
         methods = [self.cluster_selection_method] + sorted(set(self.search_selection_methods)
                                                            - {self.cluster_selection_method})
+        found = []
         for method in methods:
             for min_samples in sorted({int(m) for m in self.search_min_samples} | {int(self.min_samples)}):
                 fitted = hdbscan.HDBSCAN(min_cluster_size=size, min_samples=min(min_samples, size),
                                          cluster_selection_method=method, gen_min_span_tree=True).fit(sample)
                 clusters = int(fitted.labels_.max()) + 1
                 validity = float(fitted.relative_validity_) if clusters >= 2 else float("nan")
-                self.search_.append({"min_samples": min_samples, "cluster_selection_method": method,
-                                     "clusters": clusters, "noise": float(np.mean(fitted.labels_ == NOISE)),
-                                     "relative_validity": validity})
-        usable = [c for c in self.search_ if c["clusters"] >= 2 and np.isfinite(c["relative_validity"])]
-        within = [c for c in usable if c["noise"] <= self.max_noise]
-        if within:
-            best = max(within, key=lambda c: c["relative_validity"])
-        else:
-            # The least noisy among the candidates with at least half the most clusters any found: the least
-            # noisy outright was eom merging everything into 2 clusters (tune-a raw: ARI 0.05 of the persona,
-            # against 0.87 for leaf's 8 clusters with 32% noise given their most likely cluster).
-            most = max((c["clusters"] for c in usable), default=0)
-            fine = [c for c in usable if 2 * c["clusters"] >= most]
-            best = min(fine or self.search_, key=lambda c: (c["noise"], -np.nan_to_num(c["relative_validity"])))
-        return best["min_samples"], best["cluster_selection_method"]
+                found.append({"min_cluster_size_fraction": fraction, "min_samples": min_samples,
+                              "cluster_selection_method": method, "clusters": clusters,
+                              "noise": float(np.mean(fitted.labels_ == NOISE)), "relative_validity": validity})
+        self.search_ += found
+        return [c for c in found if c["clusters"] >= 2 and np.isfinite(c["relative_validity"])
+                and c["noise"] <= self.max_noise]
 
     def fit(self, X, y=None) -> "HDBSCANClusterer":
         """Cluster ``X`` (n_samples, n_features); sets ``labels_``, ``strength_`` and ``runner_up_``."""
@@ -397,7 +420,7 @@ class HDBSCANClusterer(_Segmenter):
 
         X = _fit_input(self, X)
         self.min_samples_, self.cluster_selection_method_ = self._search(X)
-        size = self._size(len(X))
+        size = self._size(len(X), self.min_cluster_size_fraction_)
         self.clusterer_ = hdbscan.HDBSCAN(min_cluster_size=size, min_samples=min(self.min_samples_, size),
                                           cluster_selection_method=self.cluster_selection_method_,
                                           prediction_data=True).fit(X)
@@ -409,7 +432,8 @@ class HDBSCANClusterer(_Segmenter):
 
     def fixed_params(self) -> dict[str, Any]:
         """The settings the search chose, so a refit does not search again."""
-        return {"search_min_samples": (), "search_selection_methods": (), "min_samples": self.min_samples_,
+        return {"search_min_samples": (), "search_selection_methods": (), "search_min_cluster_size_fractions": (),
+                "min_cluster_size_fraction": self.min_cluster_size_fraction_, "min_samples": self.min_samples_,
                 "cluster_selection_method": self.cluster_selection_method_}
 
     def _assign_internal(self, X: np.ndarray, membership: bool):
@@ -438,7 +462,8 @@ class HDBSCANClusterer(_Segmenter):
         """How the number of clusters was found, and the noise left by the fit."""
         return {"chosen_by": ("density (hdbscan); settings by relative validity with noise at most "
                               f"{self.max_noise}" if self.search_ else "density (hdbscan)"),
-                "min_cluster_size": self.min_cluster_size_, "min_samples": self.min_samples_,
+                "min_cluster_size": self.min_cluster_size_, "min_cluster_size_fraction": self.min_cluster_size_fraction_,
+                "min_samples": self.min_samples_,
                 "cluster_selection_method": self.cluster_selection_method_,
                 "fit_noise_ratio": self.fit_noise_ratio_, "search": self.search_}
 
@@ -763,7 +788,8 @@ def make_clusterer(method: str, cluster_cfg, seed: int) -> _Segmenter:
                                 cluster_selection_method=c.cluster_selection_method,
                                 reassign_noise=c.reassign_noise, search_min_samples=c.search_min_samples,
                                 max_noise=c.max_noise, selection_sample_size=selection, random_state=seed,
-                                search_selection_methods=c.search_selection_methods)
+                                search_selection_methods=c.search_selection_methods,
+                                search_min_cluster_size_fractions=c.search_min_cluster_size_fractions)
     if method == "gmm":
         c = cluster_cfg.gmm
         return GaussianMixtureClusterer(n_components=c.n_components, covariance_type=c.covariance_type,

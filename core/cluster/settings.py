@@ -31,6 +31,10 @@ class HdbscanConfig:
                                                      help="with search_min_samples: cluster selection methods "
                                                           "tried with each min_samples besides "
                                                           "cluster_selection_method; [] = only that one")
+    search_min_cluster_size_fractions: tuple[float, ...] = spec(
+        exclusive_minimum=0.0, maximum=0.5, help="with search_min_samples: smaller min_cluster_size_fraction values "
+        "tried in turn, with every method and min_samples, only while no candidate leaves at most max_noise; "
+        "[] = min_cluster_size_fraction only")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -12,7 +12,9 @@ class TrainAutoencoderConfig:
     """Stage 03: the autoencoder."""
 
     hidden_units: tuple[int, ...] = spec(minimum=1, help="units of each encoder layer; the decoder mirrors them")
-    latent_dim: int = spec(minimum=1, help="size of the latent representation")
+    latent_dim: int = spec(minimum=0, help="size of the latent representation; 0 = chosen from the data in stage 03 "
+                           "(parallel analysis of the model matrix: the principal directions with more variance "
+                           "than shuffled columns give, at least 2 and below the narrowest hidden layer)")
     activation: str = spec(choices=("relu", "elu", "selu", "tanh", "gelu"), help="hidden-layer activation")
     l2: float = spec(minimum=0.0, help="L2 weight penalty")
     batch_norm: bool = spec(help="batch normalisation after each hidden layer")
@@ -43,7 +45,7 @@ def check_train_autoencoder(cfg: TrainAutoencoderConfig, problems: Problems) -> 
     if any(later > earlier for earlier, later in zip(hidden, hidden[1:])):
         problems.add("train_autoencoder.hidden_units",
                      f"{hidden} widens; each encoder layer must be no wider than the one before, e.g. [32, 16]")
-    if cfg.latent_dim >= min(hidden):
+    if cfg.latent_dim >= min(hidden):  # 0 (chosen from the data) stays below the narrowest layer by construction
         problems.add("train_autoencoder.latent_dim",
                      f"{cfg.latent_dim} is not smaller than the narrowest hidden layer ({min(hidden)} units in "
                      f"train_autoencoder.hidden_units {hidden}): no bottleneck; use at most {min(hidden) - 1}")

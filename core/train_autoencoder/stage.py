@@ -33,6 +33,7 @@ def run(ctx: StageContext) -> None:
     # Imported when the stage runs: TensorFlow and scikit-learn cost seconds that status and skips never need.
     from core.train_autoencoder import plots
     from core.train_autoencoder.autoencoder import AutoencoderTransformer
+    from core.train_autoencoder.latent_size import choose_latent_dim
 
     matrix = ctx.read_parquet(paths.PREPARE_FEATURES, paths.FEATURES)
     X = matrix.drop(columns="customer_id").to_numpy(np.float32)
@@ -40,6 +41,11 @@ def run(ctx: StageContext) -> None:
     params = dataclasses.asdict(ctx.config.train_autoencoder)
     sample_size = params.pop("fit_sample_size")
     rows = fit_sample_rows(len(X), sample_size, ctx.config.seed)
+    size_choice = None
+    if params["latent_dim"] == 0:  # chosen from the data: no labels, no training (core/train_autoencoder/latent_size.py)
+        size_choice = choose_latent_dim(X if rows is None else X[rows], max_dim=_latent_ceiling(params, X.shape[1]),
+                                        random_state=ctx.config.seed)
+        params["latent_dim"] = size_choice.latent_dim
     model = AutoencoderTransformer(**params, random_state=ctx.config.seed)
     model.fit(X if rows is None else X[rows])
     latent, error = encode_in_batches(model, X)
@@ -56,7 +62,11 @@ def run(ctx: StageContext) -> None:
     fitted_on = len(X) if rows is None else len(rows)
     ctx.details = {"epochs_trained": epochs, "best_loss": best, "input_dim": X.shape[1],
                    "latent_dim": latent.shape[1], "fit_customers": fitted_on}
+    if size_choice is not None:
+        ctx.details["latent_dim_choice"] = size_choice.report()
     sample = "" if rows is None else f", trained on a sample of {fitted_on:,}"
+    if size_choice is not None:
+        sample += f" (latent size {latent.shape[1]} from the data: {size_choice.components_above_chance} directions above chance)"
     ctx.summary = (f"{len(frame):,} customers encoded {X.shape[1]} -> {latent.shape[1]} dims{sample}, "
                    f"{epochs} epochs, best loss {best:.4f}")
 
@@ -90,6 +100,11 @@ def encode_in_batches(model, X: np.ndarray, batch_rows: int = ENCODE_BATCH_ROWS)
     return np.concatenate(latent), np.concatenate(error)
 
 
+def _latent_ceiling(params: dict, n_inputs: int) -> int:
+    """The largest latent size that is still a bottleneck: below the narrowest hidden layer and the inputs."""
+    return max(1, min([n_inputs - 1, *[units - 1 for units in params["hidden_units"]]]))
+
+
 def _check_latent_dim(ctx: StageContext, n_inputs: int) -> None:
     """Stop when the latent layer is not smaller than the model matrix: it would compress nothing.
 
@@ -98,7 +113,7 @@ def _check_latent_dim(ctx: StageContext, n_inputs: int) -> None:
     it before training.
     """
     latent_dim = ctx.config.train_autoencoder.latent_dim
-    if latent_dim < n_inputs:
+    if latent_dim < n_inputs and (latent_dim > 0 or n_inputs > 1):  # 0: chosen below the inputs in run()
         return
     fix = (f"use at most {n_inputs - 1}" if n_inputs > 1 else
            "add model features (prepare_features.model_features), the autoencoder has nothing to compress")

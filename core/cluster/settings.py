@@ -149,6 +149,11 @@ class ClusterConfig:
                                                         "the chosen model is refit on the fit sample")
     silhouette_sample_size: int = spec(minimum=100, help="customers sampled for silhouette, Davies-Bouldin "
                                                          "and Calinski-Harabasz")
+    count_stability: bool = spec(help="k-means, fuzzy c-means and a mixture by silhouette choose their number of "
+                                      "clusters by silhouette x split stability: each candidate fitted on two "
+                                      "disjoint halves of the selection sample, scored by the halves' mean "
+                                      "silhouette times their agreement (ARI); false = silhouette of one fit on "
+                                      "the whole sample")
     high_confidence: float = spec(minimum=0.0, maximum=1.0,
                                   help="strength at or above which a customer counts as high-confidence")
     match_previous: bool = spec(help="keep the previous run's segment ids (Hungarian matching) and write "

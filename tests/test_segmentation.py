@@ -352,3 +352,45 @@ def test_auto_primary_does_not_deliver_a_coarse_split_where_other_methods_found_
     assert evaluation.choose_primary(_comparison(clusters=[1, 2, 2, 3]), "auto", "auto", 0.9, 0.5)[:2] == (
         "kmeans", "raw")
     assert evaluation.choose_primary(table, "auto", "auto", 0.9, 1.0)[:2] == ("kmeans", "raw")
+
+
+def test_auto_delivers_the_most_agreed_of_the_stable_segmentations(result, cluster_cfg):
+    """segment_customers on real data: auto delivers, among the segmentations with enough segments that reach
+    min_stability, the one agreeing most with the others fine enough to be delivered (the voters)."""
+    table = result.comparison.assign(stability=result.comparison[["stability_reseed", "stability_bootstrap"]]
+                                     .min(axis=1))
+    floor = evaluation.segment_floor(table["clusters"], cluster_cfg.primary.min_segments_share)
+    stable = table[(table["stability"] >= cluster_cfg.evaluation.min_stability) & (table["clusters"] >= floor)]
+    assert not stable.empty
+    chosen = table.set_index(["method", "space"]).loc[result.primary]
+    assert chosen["stability"] >= cluster_cfg.evaluation.min_stability
+    assert chosen["consensus"] == stable["consensus"].max()
+    assert (result.label_free["method"], result.label_free["space"]) == result.primary
+    # The consensus column is the mean ARI with the voters, recomputed here from the labels.
+    voters = [key for key in result.assignments if table.set_index(["method", "space"]).loc[key, "clusters"] >= floor]
+    labels = {key: found.labels for key, found in result.assignments.items()}
+    again = evaluation.consensus(labels, cluster_cfg.silhouette_sample_size, 0, voters=voters)
+    for key, value in again.items():
+        assert table.set_index(["method", "space"]).loc[key, "consensus"] == pytest.approx(value)
+
+
+def test_consensus_counts_only_the_voters():
+    a = np.repeat([0, 1, 2, 3], 25)
+    coarse = np.repeat([0, 1], 50)
+    also_coarse = coarse.copy()
+    scores = evaluation.consensus({"a": a, "coarse": coarse, "also": also_coarse}, 1000, 0, voters=["a"])
+    assert scores["coarse"] == pytest.approx(adjusted_rand_score(a, coarse)) == scores["also"]
+    assert np.isnan(scores["a"])  # no other voter
+    assert evaluation.segment_floor([2, 18, 14], 0.5) == 9 and evaluation.segment_floor([1, 3], 0.5) == 2
+
+
+def test_split_stability_chooses_every_count_in_a_real_run(cluster_cfg, spaces):
+    """With cluster.count_stability, each count-chosen model of segment_customers reports its candidates'
+    split stability, and finds the four blobs again from either half."""
+    matrices, truth = spaces
+    cfg = dataclasses.replace(cluster_cfg, count_stability=True, methods=("gmm", "fcm", "kmeans"))
+    found = segmentation.segment_customers({"raw": matrices["raw"]}, list(cfg.methods), cfg, seed=0, truth=truth)
+    for (method, space), model in found.models.items():
+        report = model.selection_report()
+        assert report["chosen_by"] == "silhouette x split stability", method
+        assert model.n_clusters_ == 4 and report["split_stability"][4] > 0.95, method

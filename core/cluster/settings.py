@@ -75,8 +75,9 @@ class PrimaryConfig:
     """Stage 04: the segmentation stage 05 describes."""
 
     method: str = spec(choices=CLUSTER_METHODS + ("auto",),
-                       help="method feeding stage 05, or auto: the highest consensus with the other "
-                            "segmentations times stability, never from the ground truth")
+                       help="method feeding stage 05, or auto: stability first (the highest consensus with "
+                            "the other segmentations among those reaching evaluation.min_stability, else "
+                            "consensus x stability squared), never from the ground truth")
     space: str = spec(choices=SPACES + ("auto",), help="space feeding stage 05, or auto")
     min_segments_share: float = spec(minimum=0.0, maximum=1.0,
                                      help="auto: a candidate needs at least this share of the most segments "
@@ -101,8 +102,9 @@ class EvaluationConfig:
     reference_sample_size: int = spec(minimum=50, help="customers sampled for the supervised reference")
     reference_folds: int = spec(minimum=2, help="cross-validation folds of the supervised reference")
     min_stability: float = spec(minimum=0.0, maximum=1.0,
-                                help="the stability (ARI across refits) a primary should reach; primary auto "
-                                     "says in its reason when the one chosen does not")
+                                help="the stability (ARI across refits) a primary should reach: primary auto "
+                                     "chooses among the segmentations reaching it first, and says in its reason "
+                                     "when none does")
 
 
 SNAPSHOT_PERIODS = ("month", "quarter", "half_year", "year")

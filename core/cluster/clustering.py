@@ -678,7 +678,7 @@ class FuzzyCMeansClusterer(_Segmenter):
             silhouette = _SilhouetteOfSample(sample, self.silhouette_sample_size, self.random_state)
 
             def labels_of(c, rows):
-                centers, u, fpc, _ = self._cmeans(sample[rows], c)
+                centers, _, fpc, _ = self._cmeans(sample[rows], c)
                 return _fuzzy_memberships(sample, centers, self.fuzziness_).argmax(axis=1), (centers, fpc)
 
             self.silhouette_, self.split_stability_, self.scores_, fits = score_counts_by_halves(

@@ -521,3 +521,31 @@ def test_hdbscan_search_tries_every_selection_method_and_a_refit_does_not_search
                                                                       best["min_samples"])
     refit = HDBSCANClusterer(**{**model.get_params(), **model.fixed_params()}).fit(X)
     assert refit.search_ == [] and refit.cluster_selection_method_ == model.cluster_selection_method_
+
+
+@pytest.mark.parametrize("method", ["gmm", "fcm", "kmeans"])
+def test_split_stability_finds_the_groups_again_from_either_half_and_not_in_a_structureless_disc(method, data):
+    """Each count fitted on two disjoint halves: on four blobs both halves find the same four groups and four
+    wins; cutting a uniform disc is arbitrary, so no count above 2 is found again as well."""
+    def model():
+        options = {"gmm": dict(selection="silhouette", covariance_type="diag")}.get(method, {})
+        estimator = {"gmm": GaussianMixtureClusterer, "fcm": FuzzyCMeansClusterer, "kmeans": KMeansClusterer}[method]
+        counts = "n_components" if method == "gmm" else "n_clusters"
+        return estimator(**{counts: (2, 6)}, split_stability=True, random_state=0, **options)
+
+    X, y = data
+    fitted = model().fit(X)
+    report = fitted.selection_report()
+    assert fitted.n_clusters_ == 4 and adjusted_rand_score(y, fitted.labels_) > 0.95
+    assert report["chosen_by"] == "silhouette x split stability"
+    assert set(report["split_stability"]) == set(report["silhouette"]) == set(range(2, 7))
+    assert report["split_stability"][4] > 0.95
+    assert report["score"][4] == pytest.approx(report["silhouette"][4] * report["split_stability"][4])
+    rng = np.random.default_rng(1)
+    angle, radius = rng.uniform(0, 2 * np.pi, 600), np.sqrt(rng.uniform(0, 1, 600))
+    disc = np.column_stack([radius * np.cos(angle), radius * np.sin(angle)])
+    on_disc = model().fit(disc).selection_report()["split_stability"]
+    assert max(on_disc[k] for k in range(3, 7)) < report["split_stability"][4] - 0.1
+    # Refitting the chosen count (stability checks) chooses nothing again.
+    refit = model().set_params(**fitted.fixed_params()).fit(X)
+    assert refit.n_clusters_ == 4 and not refit.selection_report().get("split_stability")

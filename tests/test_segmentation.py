@@ -296,25 +296,34 @@ def test_a_named_primary_absent_from_the_comparison_is_returned_as_named():
         "fcm", "raw", "named in config (cluster.primary)")
 
 
-def test_auto_primary_takes_consensus_times_stability_and_never_reads_the_truth():
-    # Consensus x stability: gmm_raw 0.7 x 0.93 = 0.651, kmeans_raw 0.6 x 0.97 = 0.582, hdbscan_latent
-    # 0.8 x 0.85 = 0.680, gmm_latent 0.75 x 0.7 = 0.525.
+def test_auto_primary_is_stability_first_and_never_reads_the_truth():
+    # Stabilities (lower of reseed and bootstrap): gmm_raw 0.93, kmeans_raw 0.97, hdbscan_latent 0.85,
+    # gmm_latent 0.7. At 0.9 the two stable ones compete on consensus: gmm_raw 0.7 over kmeans_raw 0.6,
+    # though hdbscan_latent agrees more (0.8) and won under consensus x stability (0.680 against 0.651).
     method, space, reason = evaluation.choose_primary(_comparison(), "auto", "auto", 0.9)
-    assert (method, space) == ("hdbscan", "latent") and "consensus ARI 0.800" in reason
-    assert "stability 0.850" in reason and "below stability 0.9" in reason and "without the ground truth" in reason
-    assert "below stability" not in evaluation.choose_primary(_comparison(), "auto", "auto", 0.8)[2]
+    assert (method, space) == ("gmm", "raw") and "consensus ARI 0.700" in reason
+    assert "stability 0.930" in reason and "2 of 4 candidate(s)" in reason and "without the ground truth" in reason
+    assert "below stability" not in reason
+    assert evaluation.choose_primary(_comparison(), "auto", "auto", 0.95)[:2] == ("kmeans", "raw")
     # The ari column is not read: reversing it changes nothing.
     assert evaluation.choose_primary(_comparison(ari=[0.1, 0.99, 0.2, 0.3]), "auto", "auto", 0.9) == (
         method, space, reason)
     assert evaluation.choose_primary(_comparison(), "gmm", "auto", 0.9)[:2] == ("gmm", "raw")
-    assert evaluation.choose_primary(_comparison(), "auto", "raw", 0.9)[:2] == ("gmm", "raw")
-    # A reproducible but lonely segmentation loses to an agreed-on one that is nearly as stable.
+    assert evaluation.choose_primary(_comparison(), "auto", "latent", 0.9)[:2] == ("hdbscan", "latent")
+    # None stable enough: consensus x stability squared, and the reason says so. gmm_raw 0.7 x 0.93^2 = 0.605,
+    # hdbscan_latent 0.8 x 0.85^2 = 0.578, kmeans_raw 0.6 x 0.97^2 = 0.565; with 0.95 for hdbscan_latent's
+    # bootstraps it is 0.8 x 0.95^2 = 0.722.
+    method, space, reason = evaluation.choose_primary(_comparison(), "auto", "auto", 0.99)
+    assert (method, space) == ("gmm", "raw") and "below stability 0.99" in reason and "squared" in reason
+    steadier = _comparison(stability_bootstrap=[0.93, 0.97, 0.95, 0.7])
+    assert evaluation.choose_primary(steadier, "auto", "auto", 0.99)[:2] == ("hdbscan", "latent")
+    # A reproducible but lonely segmentation loses to an agreed-on one that is stable enough.
     lonely = _comparison(consensus=[0.7, 0.2, 0.1, 0.1], stability_bootstrap=[0.93, 1.0, 0.85, 0.7],
                          stability_reseed=[0.95, 1.0, 1.0, 0.7])
     assert evaluation.choose_primary(lonely, "auto", "auto", 0.9)[:2] == ("gmm", "raw")
     # One segment is no segmentation: a single cluster never wins.
     single = _comparison(clusters=[1, 6, 5, 9])
-    assert evaluation.choose_primary(single, "auto", "auto", 0.9)[:2] == ("hdbscan", "latent")
+    assert evaluation.choose_primary(single, "auto", "auto", 0.9)[:2] == ("kmeans", "raw")
     assert evaluation.choose_primary(_comparison(clusters=[8, 6, 1, 9]), "auto", "auto", 0.9)[:2] == ("gmm", "raw")
 
 
@@ -336,10 +345,52 @@ def test_auto_primary_does_not_deliver_a_coarse_split_where_other_methods_found_
                         stability_reseed=[0.97, 0.6, 1.0, 0.7], stability_bootstrap=[0.96, 0.55, 0.95, 0.65])
     assert evaluation.choose_primary(table, "auto", "auto", 0.9, 0.0)[:2] == ("gmm", "raw")
     # With half the most segments any method found (18) as the bar, only the 18- and 14-segment ones
-    # compete: 0.17 x 0.55 = 0.094 against 0.2 x 0.65 = 0.13.
+    # compete, neither stable: 0.17 x 0.55^2 = 0.051 against 0.2 x 0.65^2 = 0.085.
     method, space, reason = evaluation.choose_primary(table, "auto", "auto", 0.9, 0.5)
     assert (method, space) == ("gmm", "latent") and "with at least 9 segments" in reason
     # The bar is never below 2, and never leaves nothing to choose from.
     assert evaluation.choose_primary(_comparison(clusters=[1, 2, 2, 3]), "auto", "auto", 0.9, 0.5)[:2] == (
-        "hdbscan", "latent")
+        "kmeans", "raw")
     assert evaluation.choose_primary(table, "auto", "auto", 0.9, 1.0)[:2] == ("kmeans", "raw")
+
+
+def test_auto_delivers_the_most_agreed_of_the_stable_segmentations(result, cluster_cfg):
+    """segment_customers on real data: auto delivers, among the segmentations with enough segments that reach
+    min_stability, the one agreeing most with the others fine enough to be delivered (the voters)."""
+    table = result.comparison.assign(stability=result.comparison[["stability_reseed", "stability_bootstrap"]]
+                                     .min(axis=1))
+    floor = evaluation.segment_floor(table["clusters"], cluster_cfg.primary.min_segments_share)
+    stable = table[(table["stability"] >= cluster_cfg.evaluation.min_stability) & (table["clusters"] >= floor)]
+    assert not stable.empty
+    chosen = table.set_index(["method", "space"]).loc[result.primary]
+    assert chosen["stability"] >= cluster_cfg.evaluation.min_stability
+    assert chosen["consensus"] == stable["consensus"].max()
+    assert (result.label_free["method"], result.label_free["space"]) == result.primary
+    # The consensus column is the mean ARI with the voters, recomputed here from the labels.
+    voters = [key for key in result.assignments if table.set_index(["method", "space"]).loc[key, "clusters"] >= floor]
+    labels = {key: found.labels for key, found in result.assignments.items()}
+    again = evaluation.consensus(labels, cluster_cfg.silhouette_sample_size, 0, voters=voters)
+    for key, value in again.items():
+        assert table.set_index(["method", "space"]).loc[key, "consensus"] == pytest.approx(value)
+
+
+def test_consensus_counts_only_the_voters():
+    a = np.repeat([0, 1, 2, 3], 25)
+    coarse = np.repeat([0, 1], 50)
+    also_coarse = coarse.copy()
+    scores = evaluation.consensus({"a": a, "coarse": coarse, "also": also_coarse}, 1000, 0, voters=["a"])
+    assert scores["coarse"] == pytest.approx(adjusted_rand_score(a, coarse)) == scores["also"]
+    assert np.isnan(scores["a"])  # no other voter
+    assert evaluation.segment_floor([2, 18, 14], 0.5) == 9 and evaluation.segment_floor([1, 3], 0.5) == 2
+
+
+def test_split_stability_chooses_every_count_in_a_real_run(cluster_cfg, spaces):
+    """With cluster.count_stability, each count-chosen model of segment_customers reports its candidates'
+    split stability, and finds the four blobs again from either half."""
+    matrices, truth = spaces
+    cfg = dataclasses.replace(cluster_cfg, count_stability=True, methods=("gmm", "fcm", "kmeans"))
+    found = segmentation.segment_customers({"raw": matrices["raw"]}, list(cfg.methods), cfg, seed=0, truth=truth)
+    for (method, space), model in found.models.items():
+        report = model.selection_report()
+        assert report["chosen_by"] == "silhouette x split stability", method
+        assert model.n_clusters_ == 4 and report["split_stability"][4] > 0.95, method

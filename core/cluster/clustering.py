@@ -190,6 +190,43 @@ def _best_by_score(scores: dict[int, float]) -> int:
     return max(finite, key=finite.get) if finite else min(scores)
 
 
+def split_halves(n_rows: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Two disjoint seeded halves of ``range(n_rows)``, each sorted."""
+    order = np.random.default_rng(seed + 2147483).permutation(n_rows)
+    return np.sort(order[: n_rows // 2]), np.sort(order[n_rows // 2:])
+
+
+def score_counts_by_halves(sample: np.ndarray, counts: list[int], labels_of, silhouette, seed: int
+                           ) -> tuple[dict[int, float], dict[int, float], dict[int, float], dict[int, Any]]:
+    """Each cluster count's silhouette, split stability and their product, from two fits on disjoint halves.
+
+    ``labels_of(k, rows)`` fits ``k`` clusters on ``sample[rows]`` and
+    returns ``(labels of every row of sample, fitted model)``. Cluster count
+    by reproducibility across subsamples (Lange et al. 2004; Ben-Hur et al.
+    2002): a count the data support is found again from another half of the
+    customers, one that cuts through a dense region is not. The silhouette
+    is the mean of the two fits'; the stability is the ARI between their
+    labels of the whole sample; the score is silhouette x stability. Two
+    half-size fits cost about what one fit on the whole sample did.
+
+    Returns
+    -------
+    (silhouette, stability, score, model fitted on the first half), each by count
+    """
+    from sklearn.metrics import adjusted_rand_score
+
+    first, second = split_halves(len(sample), seed)
+    silhouettes, stabilities, scores, models = {}, {}, {}, {}
+    for k in counts:
+        labels_a, models[k] = labels_of(k, first)
+        labels_b, _ = labels_of(k, second)
+        pair = [silhouette(labels_a), silhouette(labels_b)]
+        silhouettes[k] = float(np.mean(pair)) if np.isfinite(pair).all() else float("nan")
+        stabilities[k] = float(adjusted_rand_score(labels_a, labels_b))
+        scores[k] = max(silhouettes[k], 0.0) * max(stabilities[k], 0.0) if np.isfinite(silhouettes[k]) else float("nan")
+    return silhouettes, stabilities, scores, models
+
+
 class _Segmenter(ClusterMixin, BaseEstimator):
     """What every clusterer here shares: public segment ids and ``assign``.
 
@@ -279,6 +316,11 @@ class _Segmenter(ClusterMixin, BaseEstimator):
         self.size_top_ = size_limited_top(n_rows)
         self.candidate_range_ = (low, max(low, min(high, self.size_top_)))
         return list(range(self.candidate_range_[0], self.candidate_range_[1] + 1))
+
+    def _by_halves(self, n_sample: int) -> bool:
+        """Whether the count is chosen by :func:`score_counts_by_halves`: asked for, and each half holds more
+        rows than the smallest candidate has clusters."""
+        return bool(getattr(self, "split_stability", False)) and n_sample // 2 > self.candidate_range_[0] + 1
 
     def _range_report(self, configured) -> dict[str, Any]:
         """The configured range and the one the fit could use (they differ with too few rows)."""
@@ -498,11 +540,12 @@ class GaussianMixtureClusterer(_Segmenter):
     """
 
     def __init__(self, n_components=(2, 8), covariance_type="full", n_init=1, selection_sample_size=5000,
-                 random_state=0, selection="bic", silhouette_sample_size=3000):
+                 random_state=0, selection="bic", silhouette_sample_size=3000, split_stability=False):
         self.n_components = n_components
         self.covariance_type = covariance_type
         self.n_init = n_init
         self.selection = selection
+        self.split_stability = split_stability
         self.silhouette_sample_size = silhouette_sample_size
         self.selection_sample_size = selection_sample_size
         self.random_state = random_state
@@ -518,8 +561,21 @@ class GaussianMixtureClusterer(_Segmenter):
         X = _fit_input(self, X)
         self.n_rows_fitted_ = len(X)
         candidates = self._candidate_counts(self.n_components, len(X))
-        self.bic_, self.aic_, self.scores_ = {}, {}, {}
-        if len(candidates) > 1:
+        self.bic_, self.aic_, self.scores_, self.silhouette_, self.split_stability_ = {}, {}, {}, {}, {}
+        sample = X[sample_rows(len(X), self.selection_sample_size, self.random_state)]
+        if len(candidates) > 1 and self.selection == "silhouette" and self._by_halves(len(sample)):
+            silhouette = _SilhouetteOfSample(sample, self.silhouette_sample_size, self.random_state)
+
+            def labels_of(k, rows):
+                gm = self._mixture(k).fit(sample[rows])
+                return gm.predict(sample), gm
+
+            self.silhouette_, self.split_stability_, self.scores_, fits = score_counts_by_halves(
+                sample, _candidates(self.candidate_range_, len(sample) // 2), labels_of, silhouette,
+                self.random_state)
+            for k, gm in fits.items():  # on the half fitted: what BIC says is reported, not used
+                self.bic_[k], self.aic_[k] = float(gm.bic(sample)), float(gm.aic(sample))
+        elif len(candidates) > 1:
             sample = X[sample_rows(len(X), self.selection_sample_size, self.random_state)]
             silhouette = (_SilhouetteOfSample(sample, self.silhouette_sample_size, self.random_state)
                           if self.selection == "silhouette" else None)
@@ -552,6 +608,10 @@ class GaussianMixtureClusterer(_Segmenter):
 
     def selection_report(self) -> dict[str, Any]:
         """How the number of clusters was chosen: the criterion and each candidate's score."""
+        if self.split_stability_:
+            return {"chosen_by": "silhouette x split stability", "score": self.scores_,
+                    "silhouette": self.silhouette_, "split_stability": self.split_stability_, "bic": self.bic_,
+                    "aic": self.aic_, **self._range_report(self.n_components)}
         return {"chosen_by": self.selection, "silhouette": self.scores_, "bic": self.bic_, "aic": self.aic_,
                 **self._range_report(self.n_components)}
 
@@ -600,9 +660,11 @@ class FuzzyCMeansClusterer(_Segmenter):
     """
 
     def __init__(self, n_clusters=(2, 8), selection="silhouette", fuzziness=2.0, tolerance=1e-4, max_iter=300,
-                 silhouette_sample_size=3000, selection_sample_size=5000, random_state=0, adaptive_fuzziness=False):
+                 silhouette_sample_size=3000, selection_sample_size=5000, random_state=0, adaptive_fuzziness=False,
+                 split_stability=False):
         self.n_clusters = n_clusters
         self.selection = selection
+        self.split_stability = split_stability
         self.fuzziness = fuzziness
         self.adaptive_fuzziness = adaptive_fuzziness
         self.tolerance = tolerance
@@ -635,9 +697,21 @@ class FuzzyCMeansClusterer(_Segmenter):
         self.fuzziness_ = (min(float(self.fuzziness), adaptive_fuzzifier(len(X), X.shape[1]))
                            if self.adaptive_fuzziness else float(self.fuzziness))
         candidates = self._candidate_counts(self.n_clusters, len(X))
-        self.scores_, self.fpc_, sample_centers = {}, {}, {}
-        if len(candidates) > 1:
-            sample = X[sample_rows(len(X), self.selection_sample_size, self.random_state)]
+        self.scores_, self.fpc_, sample_centers, self.silhouette_, self.split_stability_ = {}, {}, {}, {}, {}
+        sample = X[sample_rows(len(X), self.selection_sample_size, self.random_state)]
+        if len(candidates) > 1 and self.selection == "silhouette" and self._by_halves(len(sample)):
+            silhouette = _SilhouetteOfSample(sample, self.silhouette_sample_size, self.random_state)
+
+            def labels_of(c, rows):
+                centers, _, fpc, _ = self._cmeans(sample[rows], c)
+                return _fuzzy_memberships(sample, centers, self.fuzziness_).argmax(axis=1), (centers, fpc)
+
+            self.silhouette_, self.split_stability_, self.scores_, fits = score_counts_by_halves(
+                sample, _candidates(self.candidate_range_, len(sample) // 2), labels_of, silhouette,
+                self.random_state)
+            sample_centers = {c: centers for c, (centers, _) in fits.items()}
+            self.fpc_ = {c: fpc for c, (_, fpc) in fits.items()}
+        elif len(candidates) > 1:
             silhouette = (_SilhouetteOfSample(sample, self.silhouette_sample_size, self.random_state)
                           if self.selection == "silhouette" else None)
             for c in _candidates(self.candidate_range_, len(sample)):
@@ -677,8 +751,11 @@ class FuzzyCMeansClusterer(_Segmenter):
 
     def selection_report(self) -> dict[str, Any]:
         """How the number of clusters was chosen: the criterion and each candidate's score."""
-        return {"chosen_by": self.selection, "fuzziness": self.fuzziness_,
-                "silhouette": self.scores_ if self.selection == "silhouette" else {},
+        by_halves = {"score": self.scores_, "split_stability": self.split_stability_} if self.split_stability_ else {}
+        return {"chosen_by": "silhouette x split stability" if by_halves else self.selection,
+                "fuzziness": self.fuzziness_, **by_halves,
+                "silhouette": (self.silhouette_ if by_halves else self.scores_ if self.selection == "silhouette"
+                               else {}),
                 "partition_coefficient": self.fpc_,
                 "chosen_partition_coefficient": self.partition_coefficient_,
                 "chosen_partition_entropy": self.partition_entropy_, **self._range_report(self.n_clusters)}
@@ -734,9 +811,10 @@ class KMeansClusterer(_Segmenter):
     """
 
     def __init__(self, n_clusters=(2, 8), n_init=4, silhouette_sample_size=3000, selection_sample_size=5000,
-                 random_state=0):
+                 random_state=0, split_stability=False):
         self.n_clusters = n_clusters
         self.n_init = n_init
+        self.split_stability = split_stability
         self.silhouette_sample_size = silhouette_sample_size
         self.selection_sample_size = selection_sample_size
         self.random_state = random_state
@@ -749,9 +827,19 @@ class KMeansClusterer(_Segmenter):
         X = _fit_input(self, X)
         self.n_rows_fitted_ = len(X)
         candidates = self._candidate_counts(self.n_clusters, len(X))
-        self.scores_ = {}
-        if len(candidates) > 1:
-            sample = X[sample_rows(len(X), self.selection_sample_size, self.random_state)]
+        self.scores_, self.silhouette_, self.split_stability_ = {}, {}, {}
+        sample = X[sample_rows(len(X), self.selection_sample_size, self.random_state)]
+        if len(candidates) > 1 and self._by_halves(len(sample)):
+            silhouette = _SilhouetteOfSample(sample, self.silhouette_sample_size, self.random_state)
+
+            def labels_of(k, rows):
+                km = self._kmeans(k).fit(sample[rows])
+                return km.predict(sample), None
+
+            self.silhouette_, self.split_stability_, self.scores_, _ = score_counts_by_halves(
+                sample, _candidates(self.candidate_range_, len(sample) // 2), labels_of, silhouette,
+                self.random_state)
+        elif len(candidates) > 1:
             silhouette = _SilhouetteOfSample(sample, self.silhouette_sample_size, self.random_state)
             for k in _candidates(self.candidate_range_, len(sample)):
                 self.scores_[k] = silhouette(self._kmeans(k).fit(sample).labels_)
@@ -775,6 +863,10 @@ class KMeansClusterer(_Segmenter):
 
     def selection_report(self) -> dict[str, Any]:
         """How the number of clusters was chosen: the criterion and each candidate's score."""
+        if self.split_stability_:
+            return {"chosen_by": "silhouette x split stability", "score": self.scores_,
+                    "silhouette": self.silhouette_, "split_stability": self.split_stability_,
+                    **self._range_report(self.n_clusters)}
         return {"chosen_by": "silhouette", "silhouette": self.scores_, **self._range_report(self.n_clusters)}
 
 
@@ -794,15 +886,18 @@ def make_clusterer(method: str, cluster_cfg, seed: int) -> _Segmenter:
         c = cluster_cfg.gmm
         return GaussianMixtureClusterer(n_components=c.n_components, covariance_type=c.covariance_type,
                                         n_init=c.n_init, selection_sample_size=selection, random_state=seed,
-                                        selection=c.selection, silhouette_sample_size=sample)
+                                        selection=c.selection, silhouette_sample_size=sample,
+                                        split_stability=cluster_cfg.count_stability)
     if method == "fcm":
         c = cluster_cfg.fcm
         return FuzzyCMeansClusterer(n_clusters=c.n_clusters, selection=c.selection, fuzziness=c.fuzziness,
                                     tolerance=c.tolerance, max_iter=c.max_iter, silhouette_sample_size=sample,
                                     selection_sample_size=selection, random_state=seed,
-                                    adaptive_fuzziness=c.adaptive_fuzziness)
+                                    adaptive_fuzziness=c.adaptive_fuzziness,
+                                    split_stability=cluster_cfg.count_stability)
     if method == "kmeans":
         c = cluster_cfg.kmeans
         return KMeansClusterer(n_clusters=c.n_clusters, n_init=c.n_init, silhouette_sample_size=sample,
-                               selection_sample_size=selection, random_state=seed)
+                               selection_sample_size=selection, random_state=seed,
+                               split_stability=cluster_cfg.count_stability)
     raise ValueError(f"unknown clustering method {method!r}")

@@ -332,16 +332,20 @@ def _segment(spaces, methods, cfg, seed, truth, previous) -> Segmentation:
                            "retired_segments": sorted(int(i) for i in set(before[known].tolist()) - set(ids.tolist())
                                                       if i != NOISE)}
 
-    consensus = evaluation.consensus({key: found[key].labels for key in pairs}, cfg.silhouette_sample_size, seed)
+    # Only the segmentations fine enough to be delivered vote (evaluation.consensus).
+    floor = evaluation.segment_floor([row["clusters"] for row in rows], cfg.primary.min_segments_share)
+    voters = [(row["method"], row["space"]) for row in rows if row["clusters"] >= floor]
+    consensus = evaluation.consensus({key: found[key].labels for key in pairs}, cfg.silhouette_sample_size, seed,
+                                     voters=voters)
     for row in rows:
         row["consensus"] = consensus[(row["method"], row["space"])]
     # Chosen before the ground truth is read, so the delivered segmentation is the same with or without it.
     ev = cfg.evaluation
-    floor = cfg.primary.min_segments_share
+    share = cfg.primary.min_segments_share
     free_method, free_space, free_reason = evaluation.choose_primary(pd.DataFrame(rows), "auto", "auto",
-                                                                     ev.min_stability, floor)
+                                                                     ev.min_stability, share)
     primary_method, primary_space, reason = evaluation.choose_primary(pd.DataFrame(rows), cfg.primary.method,
-                                                                      cfg.primary.space, ev.min_stability, floor)
+                                                                      cfg.primary.space, ev.min_stability, share)
 
     # --- the ground truth, from here on: evaluation only ---
     for row in rows:

@@ -79,8 +79,9 @@ class PrimaryConfig:
     """Stage 04: the segmentation stage 05 describes."""
 
     method: str = spec(choices=CLUSTER_METHODS + ("auto",),
-                       help="method feeding stage 05, or auto: the highest consensus with the other "
-                            "segmentations times stability, never from the ground truth")
+                       help="method feeding stage 05, or auto: stability first (the highest consensus with "
+                            "the other segmentations among those reaching evaluation.min_stability, else "
+                            "consensus x stability squared), never from the ground truth")
     space: str = spec(choices=SPACES + ("auto",), help="space feeding stage 05, or auto")
     min_segments_share: float = spec(minimum=0.0, maximum=1.0,
                                      help="auto: a candidate needs at least this share of the most segments "
@@ -105,8 +106,9 @@ class EvaluationConfig:
     reference_sample_size: int = spec(minimum=50, help="customers sampled for the supervised reference")
     reference_folds: int = spec(minimum=2, help="cross-validation folds of the supervised reference")
     min_stability: float = spec(minimum=0.0, maximum=1.0,
-                                help="the stability (ARI across refits) a primary should reach; primary auto "
-                                     "says in its reason when the one chosen does not")
+                                help="the stability (ARI across refits) a primary should reach: primary auto "
+                                     "chooses among the segmentations reaching it first, and says in its reason "
+                                     "when none does")
 
 
 SNAPSHOT_PERIODS = ("month", "quarter", "half_year", "year")
@@ -153,6 +155,11 @@ class ClusterConfig:
                                                         "the chosen model is refit on the fit sample")
     silhouette_sample_size: int = spec(minimum=100, help="customers sampled for silhouette, Davies-Bouldin "
                                                          "and Calinski-Harabasz")
+    count_stability: bool = spec(help="k-means, fuzzy c-means and a mixture by silhouette choose their number of "
+                                      "clusters by silhouette x split stability: each candidate fitted on two "
+                                      "disjoint halves of the selection sample, scored by the halves' mean "
+                                      "silhouette times their agreement (ARI); false = silhouette of one fit on "
+                                      "the whole sample")
     high_confidence: float = spec(minimum=0.0, maximum=1.0,
                                   help="strength at or above which a customer counts as high-confidence")
     match_previous: bool = spec(help="keep the previous run's segment ids (Hungarian matching) and write "

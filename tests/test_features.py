@@ -654,6 +654,28 @@ def test_a_customer_with_only_returns_gets_no_class_totals(built):
     assert 4 not in set(built.class_long["customer_id"]) and 4 not in set(built.features["customer_id"])
 
 
+def test_features_are_the_same_when_the_lines_are_aggregated_a_range_of_customers_at_a_time(built, monkeypatch):
+    """A table too large for the engine's memory is built one range of customers at a time: same outputs."""
+    monkeypatch.setattr(aggregate, "_LINE_BYTES", 2 ** 40)  # one line per part: one customer id per range
+    ids = tiny_transactions()["customer_id"]
+    parts = aggregate.customer_ranges((ids.min(), ids.max()), len(ids), FeatureSettings().engine_memory_mb)
+    assert len(parts) == ids.max() - ids.min() + 1 > 5
+    small = build()
+    pd.testing.assert_frame_equal(small.features, built.features, check_exact=True)
+    pd.testing.assert_frame_equal(small.class_long, built.class_long, check_exact=True)
+    pd.testing.assert_frame_equal(small.activity, built.activity)
+    assert small.lines == built.lines
+
+
+def test_customer_ranges_cover_every_id_once_in_order():
+    assert aggregate.customer_ranges((0, 99), 10, 2048) == [None]  # fits: one table
+    assert aggregate.customer_ranges(None, 10 ** 12, 2048) == [None]  # no ids
+    ranges = aggregate.customer_ranges((5, 1_000_004), 136_000_000, 2048)
+    assert len(ranges) == 9 and ranges[0][0] == 5 and ranges[-1][1] == 1_000_004
+    assert all(b[0] == a[1] + 1 and b[0] <= b[1] for a, b in zip(ranges, ranges[1:]))
+    assert aggregate.customer_ranges((3, 4), 10 ** 12, 256) == [(3, 3), (4, 4)]  # never more ranges than ids
+
+
 def test_unknown_department_is_spend_even_when_the_hierarchy_lists_it():
     """Customer 6's Unknown line (8.00) counts, whatever kind a hierarchy gives "Unknown"."""
     departments = dict(tiny_hierarchy().departments)

@@ -194,17 +194,19 @@ def _aggregate(con, columns: list[str], hierarchy: Hierarchy, analysis_date: pd.
     survey = _survey_lines(con, columns, hierarchy, analysis_date, settings)
     value_names = _code_attribute_values(con, settings, survey)
     progress.report(0.07, "lines surveyed")
-    _create_lines_table(con, list(value_names), has_discount=survey.non_null["discount_amount"])
-    progress.report(0.36, "lines table built")
-    sums = _customer_sums(con, survey.a_day, settings, value_names)
-    progress.report(0.43, "customer sums")
+    ranges = customer_ranges(survey.customer_ids, survey.total_lines, settings.engine_memory_mb)
+    parts = []
+    for i, bounds in enumerate(ranges):
+        parts.append(_aggregate_part(con, bounds, survey, settings, value_names, len(keys.dept_of_key)))
+        progress.report(0.07 + 0.79 * (i + 1) / len(ranges), f"customers' lines aggregated (part {i + 1} of "
+                                                               f"{len(ranges)})")
+    sums = _customer_sums(*(_concat([part[k] for part in parts]) for k in ("bought", "customer")))
     built = _Built()
-    dates = _order_features(con, sums, survey.a_day, built)
-    progress.report(0.54, "order features")
-    months = _monthly_spend_sums(con, survey.a_day, sums.ids)
-    progress.report(0.57, "monthly spend")
-    runs = _class_runs(con, survey.a_day, len(keys.dept_of_key), sums.ids, sums.id_range)
-    progress.report(0.86, "class totals")
+    dates = _order_features(_concat([part["orders"] for part in parts]), sums, survey.a_day, built)
+    months = _concat([part["months"] for part in parts])
+    months["rw"] = np.searchsorted(sums.ids, months.pop("c").astype(np.int64))
+    runs = _class_runs(_concat([part["runs"] for part in parts]), sums.ids)
+    del parts
     class_long = _class_long(runs, keys, sums.ids)
     _department_features(runs, keys, len(sums.ids), built)
     _seasonal_features(sums, settings, built)
@@ -217,6 +219,70 @@ def _aggregate(con, columns: list[str], hierarchy: Hierarchy, analysis_date: pd.
                    "by_department_kind": survey.lines_by_kind, "departments_not_in_hierarchy": survey.unmapped}
     return CustomerFeatures(features=features, feature_columns=built.columns, class_long=class_long,
                             dropped=built.dropped, activity=sums.activity, lines=line_counts), survey.analysis_date
+
+
+# Bytes a line takes in the engine's ``lines`` table (measured: 56 of values, plus validity and overhead).
+_LINE_BYTES = 64
+# Share of engine_memory_mb one part's lines table may take: the rest is for the queries' hash tables.
+_TABLE_SHARE = 0.5
+
+
+def customer_ranges(customer_ids: tuple[int, int] | None, total_lines: int,
+                    engine_memory_mb: int) -> list[tuple[int, int] | None]:
+    """Ranges of customer ids whose lines are aggregated one range at a time; ``[None]`` = all at once.
+
+    Every feature is a sum over one customer's lines, so the lines can be
+    aggregated a range of customers at a time and the results put end to
+    end: the outputs are the same. The ranges are as many as it takes for
+    one range's lines table to fit in half of ``engine_memory_mb``, so the
+    engine never spills it to disk: at a million customers (136 M lines,
+    8 GB as a table) the spilled table made every query several times
+    slower than at 200,000 customers per line. Ranges split the ids evenly;
+    a log written customer by customer (stage 01's) is read once in all,
+    the Parquet reader skipping the row groups outside each range.
+
+    Parameters
+    ----------
+    customer_ids : (int, int) or None
+        The smallest and largest ``customer_id`` of the lines (None: no lines).
+    total_lines : int
+    engine_memory_mb : int
+
+    Returns
+    -------
+    list of (int, int) or None
+        Inclusive ``(first, last)`` id ranges in increasing order, covering
+        every id from the smallest to the largest.
+    """
+    per_part = max(int(engine_memory_mb * 2 ** 20 * _TABLE_SHARE) // _LINE_BYTES, 1)
+    n_parts = -(-total_lines // per_part)
+    if customer_ids is None or n_parts <= 1:
+        return [None]
+    low, high = customer_ids
+    n_parts = min(n_parts, high - low + 1)
+    edges = [low + (high - low + 1) * i // n_parts for i in range(n_parts + 1)]
+    return [(edges[i], edges[i + 1] - 1) for i in range(n_parts)]
+
+
+def _aggregate_part(con, bounds: tuple[int, int] | None, survey: "_LineSurvey", settings: FeatureSettings,
+                    value_names: dict[str, list[str]], n_keys: int) -> dict[str, dict[str, np.ndarray]]:
+    """Every query's result for the customers in ``bounds`` (None = all), from a lines table of theirs only."""
+    _create_lines_table(con, list(value_names), has_discount=survey.non_null["discount_amount"], bounds=bounds,
+                        last=bounds is None or bounds[1] == survey.customer_ids[1])
+    a_day = survey.a_day
+    part = _customer_sums_queries(con, a_day, settings, value_names)
+    part["orders"] = _order_days(con, a_day)
+    part["months"] = _monthly_spend_sums(con, a_day)
+    part["runs"] = _class_sums(con, a_day, n_keys, survey.customer_ids)
+    # This part's work is done: free the engine's memory for the next part and the wide tables.
+    con.execute("DROP TABLE lines")
+    return part
+
+
+def _concat(results: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Query results (``fetchnumpy``) of the parts put end to end, nulls as 0 (False for flags)."""
+    return {name: np.concatenate([_filled(r[name], False if np.asarray(r[name]).dtype == bool else 0)
+                                  for r in results]) for name in results[0]}
 
 
 # ---------------------------------------------------------------------------
@@ -277,6 +343,7 @@ class _LineSurvey:
     present: dict[str, bool]  # optional column -> in the lines
     non_null: dict[str, bool]  # optional column -> in the lines with a value somewhere
     total_lines: int
+    customer_ids: tuple[int, int] | None  # smallest and largest customer id (None: no id)
     lines_by_kind: dict[str, int]
     unmapped: list[str]
 
@@ -296,7 +363,8 @@ def _survey_lines(con, columns: list[str], hierarchy: Hierarchy, analysis_date: 
     """Lines per department, the analysis date, and which optional columns hold values."""
     present = {c: c in columns for c in ("discount_amount", "size", *settings.attributes)}
     counts = "".join(f", count({c}) AS n_{c}" for c, there in present.items() if there)
-    by_dept = con.execute(f"SELECT department, count(*) AS n_lines, max(order_date) AS last_date {counts} "
+    by_dept = con.execute(f"SELECT department, count(*) AS n_lines, max(order_date) AS last_date, "
+                          f"min(customer_id) AS first_id, max(customer_id) AS last_id {counts} "
                           f"FROM src GROUP BY department").df()
     if by_dept.empty:
         raise ValueError("the order lines are empty")
@@ -314,6 +382,8 @@ def _survey_lines(con, columns: list[str], hierarchy: Hierarchy, analysis_date: 
         non_null={c: there and (int(by_dept[f"n_{c}"].sum()) > 0 or settings.attribute_columns is not None)
                   for c, there in present.items()},
         total_lines=int(by_dept["n_lines"].sum()), lines_by_kind=dict(sorted(lines_by_kind.items())),
+        customer_ids=(None if by_dept["first_id"].isna().all()
+                      else (int(by_dept["first_id"].min()), int(by_dept["last_id"].max()))),
         unmapped=sorted(str(d) for d in by_dept["department"] if d not in kinds and d != UNKNOWN))
 
 
@@ -326,9 +396,11 @@ def _code_attribute_values(con, settings: FeatureSettings, survey: _LineSurvey) 
     """
     value_names: dict[str, list[str]] = {}
     coded = [a for a in settings.attributes if survey.non_null[a]] + (["size"] if survey.non_null["size"] else [])
-    for attribute in coded:
-        raw = [r[0] for r in con.execute(f"SELECT DISTINCT CAST({attribute} AS VARCHAR) FROM src "
-                                         f"WHERE {attribute} IS NOT NULL").fetchall()]
+    # Every attribute's distinct values in one scan of the lines, not one scan each.
+    distinct = con.execute("SELECT " + ", ".join(f"list(DISTINCT CAST({a} AS VARCHAR)) FILTER ({a} IS NOT NULL)"
+                                                 for a in coded) + " FROM src").fetchall()[0] if coded else ()
+    for attribute, raw in zip(coded, distinct):
+        raw = list(raw or [])
         if attribute == "size":
             pattern = re.compile(settings.kids_size_pattern, re.IGNORECASE)
             names, codes = ["adult", "kids"], [int(bool(pattern.search(v))) for v in raw]
@@ -343,8 +415,12 @@ def _code_attribute_values(con, settings: FeatureSettings, survey: _LineSurvey) 
     return value_names
 
 
-def _create_lines_table(con, coded_attributes: list[str], has_discount: bool) -> None:
-    """The temporary table ``lines``: every line once, as small numbers.
+def _create_lines_table(con, coded_attributes: list[str], has_discount: bool,
+                        bounds: tuple[int, int] | None = None, last: bool = True) -> None:
+    """The temporary table ``lines``: every line once (of the customers in ``bounds``), as small numbers.
+
+    ``last``: the last range also takes lines without a customer id, as the
+    whole table would.
 
     Days since 1970, whole cents, class keys and attribute codes. Every
     aggregate below scans this table. Sums of cents and units are taken as
@@ -355,6 +431,8 @@ def _create_lines_table(con, coded_attributes: list[str], has_discount: bool) ->
     joins = " ".join(f"LEFT JOIN values_{a} v_{a} ON CAST(l.{a} AS VARCHAR) = v_{a}.value" for a in coded_attributes)
     codes = "".join(f", v_{a}.code AS a_{a}" for a in coded_attributes)
     disc = "CAST(round(l.discount_amount * 100) AS BIGINT)" if has_discount else "NULL::BIGINT"
+    where = "" if bounds is None else (f"WHERE (l.customer_id BETWEEN {int(bounds[0])} AND {int(bounds[1])}"
+                                       f"{' OR l.customer_id IS NULL' if last else ''})")
     con.execute(f"""
         CREATE TEMP TABLE lines AS
         SELECT l.customer_id AS c, l.order_id AS o, l.is_return AS r,
@@ -369,7 +447,7 @@ def _create_lines_table(con, coded_attributes: list[str], has_discount: bool) ->
         FROM (SELECT *, CAST(order_date AS DATE) AS day FROM src) l
         LEFT JOIN departments d ON l.department = d.department
         LEFT JOIN classes k ON l.department = k.department AND l."class" = k."class"
-        {joins}""")
+        {joins} {where}""")
 
 
 def _spend_by_now(a_day: int) -> str:
@@ -399,7 +477,6 @@ class _CustomerSums:
     purchase_columns: set[str]
     featured: np.ndarray
     ids: np.ndarray
-    id_range: tuple[int, int]  # smallest and largest id of every customer with a line
     activity: pd.DataFrame
     lines_after: int
 
@@ -409,11 +486,11 @@ class _CustomerSums:
         return (values if name in self.purchase_columns else values[self.featured]) / scale
 
 
-def _customer_sums(con, a_day: int, settings: FeatureSettings, value_names: dict[str, list[str]]) -> _CustomerSums:
-    """Purchase sums per featured customer, and what every customer with a line did.
+def _customer_sums_queries(con, a_day: int, settings: FeatureSettings,
+                           value_names: dict[str, list[str]]) -> dict[str, dict[str, np.ndarray]]:
+    """``bought``: purchase sums per customer with a purchase by now; ``customer``: what every customer did.
 
-    The featured customers' ids come back sorted: later queries group by id
-    and find each customer's row by binary search.
+    Both sorted by customer id (``c``).
     """
     # Purchases (prefiltered, CASE sums: far cheaper than a FILTER per aggregate) ...
     def within(condition: str) -> str:
@@ -439,6 +516,15 @@ def _customer_sums(con, a_day: int, settings: FeatureSettings, value_names: dict
                -sum(CASE WHEN {now} AND r THEN CAST(qty AS DOUBLE) ELSE 0.0 END) AS units_returned,
                sum(CASE WHEN {now} THEN CAST(disc AS DOUBLE) ELSE 0.0 END) AS discount
         FROM lines GROUP BY c ORDER BY c""").fetchnumpy()
+    return {"bought": bought, "customer": customer}
+
+
+def _customer_sums(bought: dict[str, np.ndarray], customer: dict[str, np.ndarray]) -> _CustomerSums:
+    """The two queries of :func:`_customer_sums_queries` as per-customer sums.
+
+    The featured customers' ids are sorted: later queries group by id and
+    find each customer's row by binary search.
+    """
     all_ids = _filled(customer["c"], 0).astype(np.int64)
     ids = _filled(bought["c"], 0).astype(np.int64)
     featured = np.isin(all_ids, ids, assume_unique=True)
@@ -448,7 +534,6 @@ def _customer_sums(con, a_day: int, settings: FeatureSettings, value_names: dict
     flags = {k: _filled(customer[k], False).astype(bool) for k in ("spend_purchase", "later_purchase",
                                                                     "other_purchase")}
     return _CustomerSums(values=customer, purchase_columns=purchase_columns, featured=featured, ids=ids,
-                         id_range=(int(all_ids.min(initial=0)), int(all_ids.max(initial=0))),
                          activity=pd.DataFrame({ID_COLUMN: all_ids, **flags}),
                          lines_after=int(_filled(customer["lines_after"], 0).sum()))
 
@@ -494,20 +579,25 @@ class _Built:
             **{k: np.asarray(self.values.pop(k), np.float64) for k in self.columns}})
 
 
-def _order_features(con, sums: _CustomerSums, a_day: int, built: _Built) -> tuple[np.ndarray, np.ndarray]:
-    """The core features (:data:`CORE_FEATURES`); returns the first and last purchase days."""
+def _order_days(con, a_day: int) -> dict[str, np.ndarray]:
+    """Each purchase order's customer ``c`` and day ``dn``, sorted by customer then day."""
+    # Orders: distinct purchase order ids with spend lines. Grouped by customer id, not joined to rows: a
+    # third cheaper (200,000 customers); every customer with a purchase by now is featured.
+    return con.execute(f"""
+        SELECT c, min(dn) AS dn FROM lines WHERE {_purchase_by_now(a_day)}
+        GROUP BY c, o ORDER BY c, dn""").fetchnumpy()
+
+
+def _order_features(orders: dict[str, np.ndarray], sums: _CustomerSums, a_day: int,
+                    built: _Built) -> tuple[np.ndarray, np.ndarray]:
+    """The core features (:data:`CORE_FEATURES`) from :func:`_order_days`; returns the first and last purchase days."""
     n = len(sums.ids)
     first_dn = sums.column("first_dn").astype(np.int64)
     last_dn = sums.column("last_dn").astype(np.int64)
     core: dict[str, np.ndarray] = {}
     core["recency_days"] = (a_day - last_dn).astype(np.float64)
     core["tenure_days"] = (a_day - first_dn).astype(np.float64)
-    # Orders: distinct purchase order ids with spend lines, by date; gaps between consecutive orders.
-    # Every customer with a purchase line by now is featured: ids map to rows after the query, a third
-    # cheaper than joining every line to a table of rows (200,000 customers).
-    orders = con.execute(f"""
-        SELECT c, min(dn) AS dn FROM lines WHERE {_purchase_by_now(a_day)}
-        GROUP BY c, o ORDER BY c, dn""").fetchnumpy()
+    # Gaps between consecutive orders of a customer.
     order_row = np.searchsorted(sums.ids, _filled(orders["c"], 0).astype(np.int64))
     gap = np.diff(_filled(orders["dn"], 0).astype(np.float64))
     same = order_row[1:] == order_row[:-1]
@@ -537,18 +627,15 @@ def _order_features(con, sums: _CustomerSums, a_day: int, built: _Built) -> tupl
     return first_dn, last_dn
 
 
-def _monthly_spend_sums(con, a_day: int, ids: np.ndarray) -> dict[str, Any]:
-    """Per featured row: first purchase month and the sums over months of spend y, y^2 and month * y (cents).
+def _monthly_spend_sums(con, a_day: int) -> dict[str, Any]:
+    """Per customer ``c`` with a purchase: first purchase month and the sums over months of y, y^2 and month * y.
 
-    Grouped by customer id (every customer with a purchase by now is among
-    the sorted ``ids``) and mapped to rows afterwards.
+    ``y`` is a month's purchase spend in cents.
     """
-    months = con.execute(f"""
+    return con.execute(f"""
         WITH m AS (SELECT c, mi, sum(cents) AS y FROM lines WHERE {_purchase_by_now(a_day)} GROUP BY c, mi)
         SELECT c, min(mi) AS first_mi, sum(y) AS sy, sum(y * y) AS syy, sum(CAST(mi AS INTEGER) * y) AS smy
         FROM m GROUP BY c""").fetchnumpy()
-    months["rw"] = np.searchsorted(ids, _filled(months.pop("c"), 0).astype(np.int64))
-    return months
 
 
 @dataclasses.dataclass(frozen=True)
@@ -562,8 +649,8 @@ class _ClassRuns:
     units: np.ndarray  # net units
 
 
-def _class_runs(con, a_day: int, n_keys: int, ids: np.ndarray, id_range: tuple[int, int]) -> _ClassRuns:
-    """Net spend, purchase spend and net units per featured customer and class key; then frees the engine's lines.
+def _class_sums(con, a_day: int, n_keys: int, customer_ids: tuple[int, int] | None) -> dict[str, np.ndarray]:
+    """Net spend, purchase spend and net units per customer ``c`` and class key ``ck``, sorted by both.
 
     A customer buys about five lines per class they buy in, so a hash
     aggregate of the (customer, class) groups beats sorting every line
@@ -576,21 +663,23 @@ def _class_runs(con, a_day: int, n_keys: int, ids: np.ndarray, id_range: tuple[i
     sums = ("sum(CAST(cents AS DOUBLE)) AS spend, sum(CASE WHEN r THEN 0.0 ELSE CAST(cents AS DOUBLE) END) AS gross, "
             "sum(CAST(qty AS DOUBLE)) AS units")
     where = f"{_spend_by_now(a_day)} AND ck IS NOT NULL"
-    if id_range[0] >= 0 and id_range[1] < (2 ** 62) // max(n_keys, 1):
+    low, high = customer_ids or (0, 0)
+    if low >= 0 and high < (2 ** 62) // max(n_keys, 1):
         runs = con.execute(f"SELECT c * {n_keys} + ck AS k, {sums} FROM lines WHERE {where} GROUP BY k ORDER BY k"
                            ).fetchnumpy()
-        customer, class_key = np.divmod(_filled(runs.pop("k"), 0).astype(np.int64), n_keys)
-    else:  # ids too large (or negative) for one key
-        runs = con.execute(f"SELECT c, ck, {sums} FROM lines WHERE {where} GROUP BY c, ck ORDER BY c, ck").fetchnumpy()
-        customer, class_key = (_filled(runs.pop(name), 0).astype(np.int64) for name in ("c", "ck"))
-    # The engine's work is done: free its memory before the wide tables are built.
-    con.execute("DROP TABLE lines")
-    # Customers with only returns by now have class lines but no features: left out.
+        runs["c"], runs["ck"] = np.divmod(_filled(runs.pop("k"), 0).astype(np.int64), n_keys)
+        return runs
+    # Ids too large (or negative) for one key.
+    return con.execute(f"SELECT c, ck, {sums} FROM lines WHERE {where} GROUP BY c, ck ORDER BY c, ck").fetchnumpy()
+
+
+def _class_runs(runs: dict[str, np.ndarray], ids: np.ndarray) -> _ClassRuns:
+    """:func:`_class_sums` of the featured customers, by row; customers with only returns by now are left out."""
+    customer = runs["c"].astype(np.int64)
     row = np.searchsorted(ids, customer)
     featured = ids[np.minimum(row, len(ids) - 1)] == customer if len(ids) else np.zeros(len(customer), bool)
-    return _ClassRuns(row=row[featured], class_key=class_key[featured],
-                      **{name: _filled(runs[name], 0.0).astype(np.float64)[featured]
-                         for name in ("spend", "gross", "units")})
+    return _ClassRuns(row=row[featured], class_key=runs["ck"].astype(np.int64)[featured],
+                      **{name: runs[name].astype(np.float64)[featured] for name in ("spend", "gross", "units")})
 
 
 def _class_long(runs: _ClassRuns, keys: _ClassKeys, ids: np.ndarray) -> pd.DataFrame:

@@ -637,22 +637,43 @@ def test_a_cloned_model_matrix_is_unfitted_with_the_same_parameters_and_refits_t
     np.testing.assert_array_equal(copy.fit(frame).transform(frame), fitted.transform(frame))
 
 
-def test_class_totals_do_not_depend_on_how_the_engine_batches_the_lines(built, monkeypatch):
-    """Runs of one (customer, class) cut by a batch boundary are joined up."""
-    monkeypatch.setattr(aggregate, "_BATCH_ROWS", 2)
+def test_class_totals_and_features_are_the_same_when_ids_are_too_large_for_one_group_key(built):
+    """Ids near 2**62 take the two-column grouping instead of ``id * keys + class``: same totals, same rows."""
+    shift = 2 ** 62
+    lines = tiny_transactions()
+    lines["customer_id"] += shift
+    big = build(lines)
+    expected = built.class_long.assign(customer_id=built.class_long["customer_id"] + shift)
+    pd.testing.assert_frame_equal(big.class_long, expected)
+    pd.testing.assert_frame_equal(big.features.drop(columns="customer_id"), built.features.drop(columns="customer_id"),
+                                  check_exact=True)
+
+
+def test_a_customer_with_only_returns_gets_no_class_totals(built):
+    """Customer 4 returned a dress and bought nothing: the class query sees the line, the totals leave it out."""
+    assert 4 not in set(built.class_long["customer_id"]) and 4 not in set(built.features["customer_id"])
+
+
+def test_features_are_the_same_when_the_lines_are_aggregated_a_range_of_customers_at_a_time(built, monkeypatch):
+    """A table too large for the engine's memory is built one range of customers at a time: same outputs."""
+    monkeypatch.setattr(aggregate, "_LINE_BYTES", 2 ** 40)  # one line per part: one customer id per range
+    ids = tiny_transactions()["customer_id"]
+    parts = aggregate.customer_ranges((ids.min(), ids.max()), len(ids), FeatureSettings().engine_memory_mb)
+    assert len(parts) == ids.max() - ids.min() + 1 > 5
     small = build()
-    pd.testing.assert_frame_equal(small.class_long, built.class_long)
     pd.testing.assert_frame_equal(small.features, built.features, check_exact=True)
+    pd.testing.assert_frame_equal(small.class_long, built.class_long, check_exact=True)
+    pd.testing.assert_frame_equal(small.activity, built.activity)
+    assert small.lines == built.lines
 
 
-def test_run_sums_join_runs_cut_across_several_batches():
-    import pyarrow as pa
-
-    k = [1, 1, 1, 1, 1, 2, 3, 3]
-    batches = [pa.record_batch({"k": k[i:j], "cents": [100] * (j - i), "qty": [1] * (j - i),
-                                "r": [False] * (j - i)}) for i, j in ((0, 2), (2, 4), (4, 6), (6, 8))]
-    keys, spend, gross, units = aggregate._run_sums(batches)
-    assert keys.tolist() == [1, 2, 3] and spend.tolist() == [500.0, 100.0, 200.0] and units.tolist() == [5, 1, 2]
+def test_customer_ranges_cover_every_id_once_in_order():
+    assert aggregate.customer_ranges((0, 99), 10, 2048) == [None]  # fits: one table
+    assert aggregate.customer_ranges(None, 10 ** 12, 2048) == [None]  # no ids
+    ranges = aggregate.customer_ranges((5, 1_000_004), 136_000_000, 2048)
+    assert len(ranges) == 9 and ranges[0][0] == 5 and ranges[-1][1] == 1_000_004
+    assert all(b[0] == a[1] + 1 and b[0] <= b[1] for a, b in zip(ranges, ranges[1:]))
+    assert aggregate.customer_ranges((3, 4), 10 ** 12, 256) == [(3, 3), (4, 4)]  # never more ranges than ids
 
 
 def test_unknown_department_is_spend_even_when_the_hierarchy_lists_it():

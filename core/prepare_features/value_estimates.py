@@ -127,27 +127,29 @@ def order_values(lines, non_merchandise: Iterable[str], analysis_date, cut=None,
                       WHERE CAST(order_date AS DATE) <= DATE '{end.date()}'
                         AND coalesce(department NOT IN (SELECT name FROM non_merchandise), true))
                 GROUP BY 1""")
+            # As arrays, not a DataFrame: the frame below is the only copy (40 M orders at a million customers).
             orders = con.execute("""
                 SELECT customer_id, order_id, order_date, gross, returned, returned_at_cut FROM by_order
-                WHERE purchase_lines > 0 ORDER BY customer_id, order_date, order_id""").df()
+                WHERE purchase_lines > 0 ORDER BY customer_id, order_date, order_id""").fetchnumpy()
             # Returns of no purchase order kept here (no original order id, or one not among the purchases).
             unlinked = con.execute("""
                 SELECT coalesce(sum(return_lines), 0), coalesce(sum(returned), 0) FROM by_order
                 WHERE purchase_lines = 0""").fetchone()
         finally:
             con.close()
-    gross = orders["gross"].to_numpy(np.int64)
-    returned = orders["returned"].to_numpy(np.int64)
+    # A purchase order always has a customer and a date, and the sums are coalesced: no nulls to fill.
+    gross = np.asarray(orders.pop("gross")).astype(np.int64)
+    returned = np.asarray(orders.pop("returned")).astype(np.int64)
     result = pd.DataFrame({
-        "customer_id": orders["customer_id"].to_numpy(),
-        "order_id": orders["order_id"].to_numpy(),
-        "order_date": pd.to_datetime(orders["order_date"]).astype("datetime64[ns]").to_numpy(),
+        "customer_id": np.asarray(orders.pop("customer_id")),
+        "order_id": np.asarray(orders.pop("order_id")),
+        "order_date": np.asarray(orders.pop("order_date")).astype("datetime64[ns]"),
         "gross_value": gross / 100,
         "returned_value": returned / 100,
         "order_value": (gross - returned) / 100,
     })
     if cut is not None:
-        result["value_at_cut"] = (gross - orders["returned_at_cut"].to_numpy(np.int64)) / 100
+        result["value_at_cut"] = (gross - np.asarray(orders.pop("returned_at_cut")).astype(np.int64)) / 100
     result.attrs.update(unlinked_return_lines=int(unlinked[0]), unlinked_return_value=float(unlinked[1]) / 100)
     return result
 

@@ -247,8 +247,9 @@ class TrainedChain:
         strength = np.zeros(0)
         if len(window.ids):
             sticky = switch_ratio > 1.0 and previous is not None and len(previous)
-            found = self.model.assign(model_spaces(window.matrix, self.autoencoder, [self.space])[self.space],
-                                      membership=bool(sticky))
+            X = (window.spaces[self.space] if window.spaces and self.space in window.spaces
+                 else model_spaces(window.matrix, self.autoencoder, [self.space])[self.space])
+            found = self.model.assign(X, membership=bool(sticky))
             labels, strength = found.labels, found.strength
             if sticky and found.membership is not None:
                 before = previous.reindex(window.ids).to_numpy(np.float64, na_value=np.nan)
@@ -284,12 +285,16 @@ class WindowMatrix:
         Their ``orders`` feature (the minimum-evidence rule); None without it.
     excluded : DataFrame
         ``customer_id``, ``rule``, ``reason``: the window's other customers.
+    spaces : dict of str to ndarray, optional
+        :func:`model_spaces` of ``matrix``, when computed ahead (stage 04
+        encodes the windows while the clusterers are fitted).
     """
 
     ids: np.ndarray
     matrix: np.ndarray
     orders: np.ndarray | None
     excluded: pd.DataFrame
+    spaces: dict[str, np.ndarray] | None = None
 
 
 def window_matrix(feature_model: FeatureModel, eligible) -> WindowMatrix:
@@ -776,10 +781,24 @@ class WindowsInBackground:
         self._cancel = threading.Event()
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="snapshot-windows")
         self._future = None
+        self.autoencoder = None
         if plan.dates:
-            self._future = self._pool.submit(block_windows, self.source, self.feature_model, ctx.config.hierarchy,
-                                             plan.dates, ctx.config.cluster.snapshots.window_days,
-                                             cancel=self._cancel)
+            self._future = self._pool.submit(self._build, ctx, plan)
+
+    def _build(self, ctx, plan: SnapshotPlan) -> list[BuiltWindow] | None:
+        started = time.perf_counter()
+        built = block_windows(self.source, self.feature_model, ctx.config.hierarchy, plan.dates,
+                              ctx.config.cluster.snapshots.window_days, cancel=self._cancel)
+        if built is not None and "latent" in ctx.config.cluster.spaces and not self._cancel.is_set():
+            # The latent space is a candidate for the primary: encoded here, while the fits still run, rather
+            # than after them (a few seconds a window at a million customers, lost when the primary is raw).
+            self.autoencoder = _autoencoder(ctx)
+            built = [dataclasses.replace(b, window=dataclasses.replace(
+                b.window, spaces=model_spaces(b.window.matrix, self.autoencoder, ["latent"])))
+                if b.window is not None and len(b.window.ids) else b for b in built]
+        if built is not None:
+            log.info("snapshot windows built in %.1f s", time.perf_counter() - started)
+        return built
 
     def result(self) -> list[BuiltWindow] | None:
         """The built windows (waiting for them), or None when the log must be read window by window."""
@@ -829,10 +848,14 @@ def write_snapshots(ctx, plan: SnapshotPlan, model, space: str,
     dates, note = plan.dates, plan.note
     feature_model = (windows.feature_model if windows is not None
                      else ctx.read_joblib(paths.PREPARE_FEATURES, paths.FEATURE_SCALER))
-    chain = TrainedChain(feature_model=feature_model, autoencoder=_autoencoder(ctx) if space == "latent" else None,
-                         model=model, space=space, hierarchy=ctx.config.hierarchy)
-    built = windows.result() if windows is not None else block_windows(source, feature_model, chain.hierarchy,
+    built = windows.result() if windows is not None else block_windows(source, feature_model, ctx.config.hierarchy,
                                                                        dates, cfg.window_days)
+    autoencoder = None
+    if space == "latent":
+        autoencoder = windows.autoencoder if windows is not None and windows.autoencoder is not None \
+            else _autoencoder(ctx)
+    chain = TrainedChain(feature_model=feature_model, autoencoder=autoencoder, model=model, space=space,
+                         hierarchy=ctx.config.hierarchy)
     if built is not None:
         reader = {"reader": "once, by block of customers", "windows_in_flight": None}
         found = history_of_windows(chain, built, cfg.switch_ratio, cfg.min_orders, cfg.weak_switch_ratio)

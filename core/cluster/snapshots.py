@@ -17,8 +17,12 @@ which scoring calls too), then the clusterer's ``assign``.
 
 :func:`snapshot_dates` says when, :func:`window_lines` reads a window,
 :func:`segment_history` segments every window and :func:`transitions`
-counts the moves between consecutive snapshots. Plain functions; stage 04
-(:mod:`core.cluster.stage`) reads and writes.
+counts the moves between consecutive snapshots. Stage 04 reads a log
+written by customer once for every window instead (:func:`block_windows`,
+a block of customers at a time, in a thread while its models are fitted:
+:class:`WindowsInBackground`), then :func:`history_of_windows`; the
+history is the same. Plain functions; stage 04 (:mod:`core.cluster.stage`)
+reads and writes.
 """
 
 from __future__ import annotations

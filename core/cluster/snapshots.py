@@ -532,7 +532,8 @@ def customer_blocks(path, block_lines: int = BLOCK_LINES) -> list[tuple[list[int
     bounds = [None, *cuts, None]
     blocks = []
     for start, stop in zip(bounds[:-1], bounds[1:]):
-        groups = [i for i in range(len(rows)) if (start is None or high[i] >= start) and (stop is None or low[i] < stop)]
+        groups = [i for i in range(len(rows))
+                  if (start is None or high[i] >= start) and (stop is None or low[i] < stop)]
         if rows[groups].sum() > 2 * max(block_lines, 1) and len(groups) > 1:
             return None
         blocks.append((groups, start, stop))

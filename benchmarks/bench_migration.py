@@ -1,7 +1,8 @@
 """Segments over time against the truth, the window-length trade-off, and the snapshots' speed (issue 16).
 
     python benchmarks/bench_migration.py truth --artifacts DIR --config FILE [--windows 90 180 365] [--record]
-    python benchmarks/bench_migration.py speed --artifacts DIR --config FILE --log FILE [--record]
+    python benchmarks/bench_migration.py speed --artifacts DIR --config FILE --log FILE [--reader blocks|windows]
+        [--record]
 
 ``truth`` reads a finished run (stages 01 to 04 of ``--config`` in
 ``--artifacts``): its ``segment_history.parquet`` against stage 01's
@@ -14,9 +15,12 @@ at two consecutive snapshots, the share keeping their segment (target >=
 for each ``--windows`` length on the same snapshot dates (the quarter ends
 after a warm-up as long as the longest window), both shares for each.
 
-``speed`` times what stage 04 does for the snapshots (:func:`segment_history`
-on quarter ends of the log's history after ``cluster.snapshots.warmup_days``,
-:func:`transitions`, both tables written to Parquet and CSV) on ``--log``
+``speed`` times what stage 04 does for the snapshots (the windows of the
+quarter ends of the log's history after ``cluster.snapshots.warmup_days``,
+read once by block of customers as stage 04 reads them
+(:func:`block_windows`; ``--reader windows``: window by window,
+:func:`segment_history`), :func:`transitions`, both tables written to
+Parquet and CSV) on ``--log``
 (a ``transactions.parquet``, e.g. stage 01 of a larger run) with the chain
 trained in ``--artifacts``: wall and CPU seconds, per snapshot, and per
 million customers. Target: eight quarterly snapshots of a million customers
@@ -117,9 +121,15 @@ def speed(args) -> list[str]:
     in_flight = args.in_flight or snapshots.windows_in_flight(pq.ParquetFile(args.log).metadata.num_rows,
                                                              (end - start).days + 1, cfg.window_days)
     cpu0, began = time.process_time(), time.perf_counter()
-    found = snapshots.segment_history(lambda day: snapshots.window_lines(args.log, day, cfg.window_days), chain,
-                                      dates, cfg.switch_ratio, cfg.min_orders, cfg.weak_switch_ratio,
-                                      in_flight=in_flight)
+    built = (snapshots.block_windows(args.log, chain.feature_model, chain.hierarchy, dates, cfg.window_days)
+             if args.reader == "blocks" else None)
+    if built is not None:
+        in_flight = "all (read once by block of customers)"
+        found = snapshots.history_of_windows(chain, built, cfg.switch_ratio, cfg.min_orders, cfg.weak_switch_ratio)
+    else:
+        found = snapshots.segment_history(lambda day: snapshots.window_lines(args.log, day, cfg.window_days), chain,
+                                          dates, cfg.switch_ratio, cfg.min_orders, cfg.weak_switch_ratio,
+                                          in_flight=in_flight)
     moves = snapshots.transitions(found.history)
     with tempfile.TemporaryDirectory() as folder:
         found.history.to_parquet(Path(folder) / paths.SEGMENT_HISTORY, index=False)
@@ -152,7 +162,11 @@ def main(argv=None) -> int:
     parser.add_argument("--log", type=Path, help="speed: the transactions.parquet to snapshot")
     parser.add_argument("--model", help="speed: <method>_<space> of stage 04 to time instead of the primary")
     parser.add_argument("--in-flight", type=int, default=0,
-                        help="speed: snapshot windows built side by side (default: as stage 04 decides)")
+                        help="speed, --reader windows: snapshot windows built side by side (default: as stage 04 "
+                             "decides)")
+    parser.add_argument("--reader", choices=("blocks", "windows"), default="blocks",
+                        help="speed: read the log once by block of customers (stage 04's way when the log is split "
+                             "by customer) or window by window")
     parser.add_argument("--windows", type=int, nargs="+", default=[90, 120, 180, 270, 365])
     parser.add_argument("--switch-ratios", type=float, nargs="+", default=[1.0, 1.5, 2.0, 3.0])
     parser.add_argument("--min-orders", type=int, nargs="+", default=[0, 5],

@@ -286,6 +286,67 @@ def test_the_history_does_not_depend_on_how_many_windows_are_in_flight(pipeline_
     pd.testing.assert_frame_equal(segments(snapshots.snapshot_dates(cfg, *history), 1),
                                   read(artifacts_dir, paths.CLUSTER, paths.SEGMENT_HISTORY), check_dtype=False)
 
+def test_reading_the_log_once_by_block_of_customers_gives_the_same_history(pipeline_run, tmp_path):
+    """Stage 04 reads a log split by customer once for all windows: the history is the window-by-window one."""
+    import pyarrow.parquet as pq
+
+    config_path, artifacts_dir = pipeline_run
+    config = load_config(config_path)
+    chain = primary_chain(config, artifacts_dir)
+    cfg = config.cluster.snapshots
+    source = paths.stage_dir(artifacts_dir, paths.GENERATE_DATA) / paths.TRANSACTIONS
+    dates = snapshots.snapshot_dates(cfg, *snapshots.history_range(source))
+    # The same lines in 13 row groups: customers straddle row groups, as in the generator's large logs.
+    table = pq.read_table(source)
+    split = tmp_path / "transactions.parquet"
+    pq.write_table(table, split, row_group_size=len(table) // 13 + 1)
+    block_lines = len(table) // 4
+    blocks = snapshots.customer_blocks(split, block_lines)
+    assert len(blocks) >= 3
+    ids = table.column("customer_id").to_numpy()
+    assert blocks[0][1] is None and blocks[-1][2] is None
+    bounds = [b[1] for b in blocks[1:]]
+    assert bounds == sorted(bounds) and [b[2] for b in blocks[:-1]] == bounds
+    # Every line in exactly one block, and a cut falls inside a customer's row groups (read by both blocks).
+    size = len(table) // 13 + 1
+    held = np.zeros(len(ids), np.int64)
+    for groups, low, high in blocks:
+        rows = np.concatenate([np.arange(g * size, min((g + 1) * size, len(ids))) for g in groups])
+        inside = rows[(ids[rows] >= (low if low is not None else ids.min()))
+                      & (ids[rows] < (high if high is not None else ids.max() + 1))]
+        held[inside] += 1
+    assert (held == 1).all()
+    assert any(set(a[0]) & set(b[0]) for a, b in zip(blocks, blocks[1:]))
+    built = snapshots.block_windows(split, chain.feature_model, chain.hierarchy, dates, cfg.window_days, block_lines)
+    found = snapshots.history_of_windows(chain, built, cfg.switch_ratio, cfg.min_orders, cfg.weak_switch_ratio)
+    one_by_one = snapshots.segment_history(lambda day: snapshots.window_lines(source, day, cfg.window_days), chain,
+                                           dates, cfg.switch_ratio, cfg.min_orders, cfg.weak_switch_ratio).history
+    pd.testing.assert_frame_equal(found.history, one_by_one)
+    assert [w.lines for w in built] == [len(snapshots.window_lines(source, d, cfg.window_days)) for d in dates]
+    # Stage 04 took that path and wrote the same history.
+    pd.testing.assert_frame_equal(one_by_one, read(artifacts_dir, paths.CLUSTER, paths.SEGMENT_HISTORY),
+                                  check_dtype=False)
+    manifest = json.loads((paths.stage_dir(artifacts_dir, paths.CLUSTER) / paths.MANIFEST).read_text())
+    assert manifest["details"]["snapshots"]["reader"] == "once, by block of customers"
+
+
+def test_a_log_not_split_by_customer_is_read_window_by_window(pipeline_run, tmp_path):
+    import pyarrow.parquet as pq
+
+    config_path, artifacts_dir = pipeline_run
+    source = paths.stage_dir(artifacts_dir, paths.GENERATE_DATA) / paths.TRANSACTIONS
+    table = pq.read_table(source)
+    shuffled = tmp_path / "shuffled.parquet"
+    order = np.random.default_rng(0).permutation(len(table))
+    pq.write_table(table.take(order), shuffled, row_group_size=len(table) // 8 + 1)
+    assert snapshots.customer_blocks(shuffled, len(table) // 4) is None
+    chain = primary_chain(load_config(config_path), artifacts_dir)
+    assert snapshots.block_windows(shuffled, chain.feature_model, chain.hierarchy, [pd.Timestamp("2023-12-31")],
+                                   120, len(table) // 4) is None
+    # A log small enough for one block is one block, whatever its order.
+    assert snapshots.customer_blocks(shuffled, len(table)) == [(list(range(8)), None, None)]
+
+
 def test_a_log_too_short_for_two_snapshots_gets_one_and_says_so(pipeline_run, tmp_path, caplog):
     """Stage 04 alone, rerun with a year-long warm-up: one snapshot on the last day, a warning, no transition."""
     import shutil

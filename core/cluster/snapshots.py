@@ -17,8 +17,12 @@ which scoring calls too), then the clusterer's ``assign``.
 
 :func:`snapshot_dates` says when, :func:`window_lines` reads a window,
 :func:`segment_history` segments every window and :func:`transitions`
-counts the moves between consecutive snapshots. Plain functions; stage 04
-(:mod:`core.cluster.stage`) reads and writes.
+counts the moves between consecutive snapshots. Stage 04 reads a log
+written by customer once for every window instead (:func:`block_windows`,
+a block of customers at a time, in a thread while its models are fitted:
+:class:`WindowsInBackground`), then :func:`history_of_windows`; the
+history is the same. Plain functions; stage 04 (:mod:`core.cluster.stage`)
+reads and writes.
 """
 
 from __future__ import annotations
@@ -237,31 +241,91 @@ class TrainedChain:
             (the features' ``orders``) leaves their segment only past
             ``weak_switch_ratio`` (default ``switch_ratio``).
         """
-        features = eligible.features
+        return self.segment_matrix(window_matrix(self.feature_model, eligible), previous, switch_ratio, min_orders,
+                                   weak_switch_ratio)
+
+    def segment_matrix(self, window: "WindowMatrix", previous: pd.Series | None = None, switch_ratio: float = 1.0,
+                       min_orders: int = 0, weak_switch_ratio: float | None = None) -> pd.DataFrame:
+        """:meth:`segment_features` from the window's model matrix (:func:`window_matrix`); same arguments."""
         segments = pd.array(np.zeros(0, np.int64), dtype="Int64")
         strength = np.zeros(0)
-        if len(features):
-            matrix = self.feature_model.transform(features)
+        if len(window.ids):
             sticky = switch_ratio > 1.0 and previous is not None and len(previous)
-            found = self.model.assign(model_spaces(matrix, self.autoencoder, [self.space])[self.space],
-                                      membership=bool(sticky))
+            X = (window.spaces[self.space] if window.spaces and self.space in window.spaces
+                 else model_spaces(window.matrix, self.autoencoder, [self.space])[self.space])
+            found = self.model.assign(X, membership=bool(sticky))
             labels, strength = found.labels, found.strength
             if sticky and found.membership is not None:
-                before = previous.reindex(features[ID_COLUMN].to_numpy()).to_numpy(np.float64, na_value=np.nan)
-                ratio = np.full(len(features), float(switch_ratio))
-                if min_orders and weak_switch_ratio is not None and "orders" in features:
-                    ratio[features["orders"].to_numpy(np.float64) < min_orders] = weak_switch_ratio
+                before = previous.reindex(window.ids).to_numpy(np.float64, na_value=np.nan)
+                ratio = np.full(len(window.ids), float(switch_ratio))
+                if min_orders and weak_switch_ratio is not None and window.orders is not None:
+                    ratio[window.orders < min_orders] = weak_switch_ratio
                 labels, strength = keep_previous(found, before, ratio)
             segments = pd.array(labels, dtype="Int64")
-        excluded = eligible.excluded
+        excluded = window.excluded
         return pd.DataFrame({
-            ID_COLUMN: np.concatenate([features[ID_COLUMN].to_numpy(np.int64),
-                                       excluded[ID_COLUMN].to_numpy(np.int64)]),
+            ID_COLUMN: np.concatenate([window.ids, excluded[ID_COLUMN].to_numpy(np.int64)]),
             "segment": pd.concat([pd.Series(segments), pd.Series(pd.array([pd.NA] * len(excluded), "Int64"))],
                                  ignore_index=True),
             "segment_strength": np.concatenate([strength, np.full(len(excluded), np.nan)]),
-            "excluded_reason": np.concatenate([np.full(len(features), "", dtype=object),
+            "excluded_reason": np.concatenate([np.full(len(window.ids), "", dtype=object),
                                                (excluded["rule"] + ": " + excluded["reason"]).to_numpy(object)])})
+
+
+@dataclasses.dataclass(frozen=True)
+class WindowMatrix:
+    """One window's customers as the primary model takes them: what :meth:`TrainedChain.segment_matrix` needs.
+
+    Holds the model matrix only, not stage 02's wide features (a million
+    customers' window is about 0.1 GB of matrix against 0.6 GB of features).
+
+    Attributes
+    ----------
+    ids : ndarray of int64
+        The eligible customers, in feature order.
+    matrix : ndarray of float32, shape (len(ids), n_columns)
+        :meth:`FeatureModel.transform` of their features.
+    orders : ndarray of float64 or None
+        Their ``orders`` feature (the minimum-evidence rule); None without it.
+    excluded : DataFrame
+        ``customer_id``, ``rule``, ``reason``: the window's other customers.
+    spaces : dict of str to ndarray, optional
+        :func:`model_spaces` of ``matrix``, when computed ahead (stage 04
+        encodes the windows while the clusterers are fitted).
+    """
+
+    ids: np.ndarray
+    matrix: np.ndarray
+    orders: np.ndarray | None
+    excluded: pd.DataFrame
+    spaces: dict[str, np.ndarray] | None = None
+
+
+def window_matrix(feature_model: FeatureModel, eligible) -> WindowMatrix:
+    """The :class:`WindowMatrix` of stage 02's ``EligibleFeatures`` of one window (or one block of its customers)."""
+    features = eligible.features
+    if not len(features):
+        return WindowMatrix(ids=np.zeros(0, np.int64), matrix=np.zeros((0, len(feature_model.columns)), np.float32),
+                            orders=None, excluded=eligible.excluded)
+    orders = features["orders"].to_numpy(np.float64) if "orders" in features else None
+    return WindowMatrix(ids=features[ID_COLUMN].to_numpy(np.int64), matrix=feature_model.transform(features),
+                        orders=orders, excluded=eligible.excluded)
+
+
+def _joined(parts: list[WindowMatrix], n_columns: int) -> WindowMatrix:
+    """The window of several blocks of customers (each customer in one block), blocks in order."""
+    if len(parts) == 1:
+        return parts[0]
+    if not parts:
+        return WindowMatrix(ids=np.zeros(0, np.int64), matrix=np.zeros((0, n_columns), np.float32), orders=None,
+                            excluded=pd.DataFrame({ID_COLUMN: pd.Series(dtype=np.int64),
+                                                   "rule": pd.Series(dtype=str), "reason": pd.Series(dtype=str)}))
+    with_rows = [p for p in parts if len(p.ids)]
+    orders = ([p.orders for p in with_rows] if with_rows and all(p.orders is not None for p in with_rows) else None)
+    return WindowMatrix(ids=np.concatenate([p.ids for p in parts]),
+                        matrix=np.concatenate([p.matrix for p in parts]) if with_rows else parts[0].matrix,
+                        orders=np.concatenate(orders) if orders else None,
+                        excluded=pd.concat([p.excluded for p in parts], ignore_index=True))
 
 
 def keep_previous(found, previous: np.ndarray, switch_ratio) -> tuple[np.ndarray, np.ndarray]:
@@ -350,7 +414,9 @@ def segment_history(lines_of: Callable[[pd.Timestamp], Any], chain: TrainedChain
     The windows' features are built up to ``in_flight`` at a time in
     threads (each window independent of the others, so the result does not
     depend on it); the network and the clusterer then run in this thread,
-    in date order.
+    in date order. Stage 04 reads a log split by customer once for every
+    window instead (:func:`block_windows`, then :func:`history_of_windows`:
+    the same history).
 
     Parameters
     ----------
@@ -374,31 +440,199 @@ def segment_history(lines_of: Callable[[pd.Timestamp], Any], chain: TrainedChain
     """
     from concurrent.futures import ThreadPoolExecutor
 
-    def features_at(day: pd.Timestamp):
+    def features_at(day: pd.Timestamp) -> BuiltWindow:
         started = time.perf_counter()
         lines = lines_of(day)
-        eligible = chain.feature_model.customer_features(lines, chain.hierarchy, day) if len(lines) else None
-        return len(lines), eligible, started
+        window = (window_matrix(chain.feature_model, chain.feature_model.customer_features(lines, chain.hierarchy, day))
+                  if len(lines) else None)
+        return BuiltWindow(day=day, window=window, lines=len(lines), seconds=time.perf_counter() - started)
 
-    frames, per_date, previous = [], {}, None
     in_flight = max(1, int(in_flight))
+    built = []
     with ThreadPoolExecutor(max_workers=in_flight) as pool:
         pending = [pool.submit(features_at, day) for day in dates[:in_flight]]
         for i, day in enumerate(dates):
-            n_lines, eligible, started = pending.pop(0).result()
+            built.append(pending.pop(0).result())
             if i + in_flight < len(dates):
                 pending.append(pool.submit(features_at, dates[i + in_flight]))
-            found = (_no_customers() if eligible is None
-                     else chain.segment_features(eligible, previous, switch_ratio, min_orders, weak_switch_ratio))
-            previous = found.dropna(subset=["segment"]).set_index(ID_COLUMN)["segment"]
-            found.insert(1, "snapshot_date", np.full(len(found), day.to_datetime64()).astype("datetime64[us]"))
-            frames.append(found.sort_values(ID_COLUMN, kind="stable"))
-            per_date[str(day.date())] = _snapshot_details(found, n_lines, time.perf_counter() - started)
-            del eligible, found
             _release_arrow_memory()  # the window's lines: back to the system before the next window is read
+    return history_of_windows(chain, built, switch_ratio, min_orders, weak_switch_ratio)
+
+
+@dataclasses.dataclass(frozen=True)
+class BuiltWindow:
+    """One snapshot's window, built: its matrix (None when the window has no line), lines and seconds."""
+
+    day: pd.Timestamp
+    window: WindowMatrix | None
+    lines: int
+    seconds: float
+
+
+def history_of_windows(chain: TrainedChain, built: list[BuiltWindow], switch_ratio: float = 1.0,
+                       min_orders: int = 0, weak_switch_ratio: float | None = None) -> SegmentHistory:
+    """The segment history of windows already built, in date order (arguments as :func:`segment_history`)."""
+    frames, per_date, previous = [], {}, None
+    for item in built:
+        started = time.perf_counter()
+        found = (_no_customers() if item.window is None
+                 else chain.segment_matrix(item.window, previous, switch_ratio, min_orders, weak_switch_ratio))
+        previous = found.dropna(subset=["segment"]).set_index(ID_COLUMN)["segment"]
+        found.insert(1, "snapshot_date", np.full(len(found), item.day.to_datetime64()).astype("datetime64[us]"))
+        frames.append(found.sort_values(ID_COLUMN, kind="stable"))
+        per_date[str(item.day.date())] = _snapshot_details(found, item.lines,
+                                                           item.seconds + time.perf_counter() - started)
+        del found
     history = pd.concat(frames, ignore_index=True)[HISTORY_COLUMNS]
     history["excluded_reason"] = history["excluded_reason"].astype(str)
-    return SegmentHistory(history=history, dates=list(dates), details={"snapshots": per_date})
+    return SegmentHistory(history=history, dates=[item.day for item in built], details={"snapshots": per_date})
+
+
+#: Order lines of the log read per block of customers by :func:`block_windows` (each block's lines are
+#: held while its windows are built: about 0.6 GB for 8 million lines with the text columns as dictionaries).
+BLOCK_LINES = 8_000_000
+
+
+def customer_blocks(path, block_lines: int = BLOCK_LINES) -> list[tuple[list[int], int | None, int | None]] | None:
+    """Blocks of whole customers of a Parquet log, from its row groups' ``customer_id`` statistics.
+
+    A block is a range of customer ids ``[low, high)`` (None: unbounded)
+    and the row groups holding its lines; blocks are cut where every row
+    group before the cut holds ids no larger than every row group after it
+    (a customer whose lines straddle the cut goes to the later block), once
+    a block holds ``block_lines`` lines.
+
+    Returns
+    -------
+    list of (row groups, low, high), or None
+        None when the log is not split by customer (a row group without
+        statistics, or a block that would hold more than twice
+        ``block_lines`` lines): the windows are then read one at a time.
+    """
+    import pyarrow.parquet as pq
+
+    meta = pq.ParquetFile(path).metadata
+    column = meta.schema.to_arrow_schema().get_field_index(ID_COLUMN)
+    if column < 0 or meta.num_row_groups == 0:
+        return None
+    stats = [meta.row_group(i).column(column).statistics for i in range(meta.num_row_groups)]
+    if not all(s is not None and s.has_min_max for s in stats):
+        return None
+    low = np.array([s.min for s in stats], dtype=np.int64)
+    high = np.array([s.max for s in stats], dtype=np.int64)
+    rows = np.array([meta.row_group(i).num_rows for i in range(meta.num_row_groups)], dtype=np.int64)
+    prefix_max = np.maximum.accumulate(high)
+    suffix_min = np.minimum.accumulate(low[::-1])[::-1]
+    cuts, held = [], 0
+    for j in range(1, len(rows)):
+        held += rows[j - 1]
+        if held >= block_lines and prefix_max[j - 1] <= suffix_min[j]:
+            cuts.append(int(suffix_min[j]))
+            held = 0
+    bounds = [None, *cuts, None]
+    blocks = []
+    for start, stop in zip(bounds[:-1], bounds[1:]):
+        groups = [i for i in range(len(rows))
+                  if (start is None or high[i] >= start) and (stop is None or low[i] < stop)]
+        if rows[groups].sum() > 2 * max(block_lines, 1) and len(groups) > 1:
+            return None
+        blocks.append((groups, start, stop))
+    return blocks
+
+
+def block_windows(source, feature_model: FeatureModel, hierarchy: Hierarchy, dates: list[pd.Timestamp],
+                  window_days: int, block_lines: int = BLOCK_LINES, cancel=None) -> list[BuiltWindow] | None:
+    """Every snapshot's :class:`WindowMatrix`, reading the log once, a block of customers at a time.
+
+    The snapshot windows take nearly every line of the log between them, and
+    its row groups each span the whole history (the log is written by
+    customer), so reading each window from the file decoded the whole log
+    once per snapshot. Here each block of customers (:func:`customer_blocks`)
+    is read once and every window's features of its customers are built
+    from it with stage 02's feature model. A customer's features depend on
+    their own lines only (eligibility included, and the share columns are
+    fixed to stage 02's), so the windows are those :func:`segment_history`
+    builds, row for row.
+
+    Parameters
+    ----------
+    source : path
+        ``transactions.parquet``.
+    feature_model : FeatureModel
+    hierarchy : Hierarchy
+    dates : list of Timestamp
+    window_days : int
+    block_lines : int
+        Lines read per block.
+    cancel : threading.Event, optional
+        Set: stop after the window being built (returns None).
+
+    Returns
+    -------
+    list of BuiltWindow, or None
+        None when the log is not split by customer, or the feature model
+        chooses its share columns from the data (an older model): then
+        :func:`segment_history` reads window by window.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    blocks = customer_blocks(source, block_lines)
+    if blocks is None or feature_model.settings.attribute_columns is None:
+        return None
+    schema = pq.read_schema(source)
+    text = [f.name for f in schema if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)]
+    file = pq.ParquetFile(source, read_dictionary=text)  # dictionaries: see _window_of_file
+    wanted = [c for c in (*REQUIRED_LINE_COLUMNS, *_OPTIONAL_LINE_COLUMNS) if c in schema.names]
+    unit = schema.field("order_date").type
+    spans = [(pd.Timestamp(d).normalize() - pd.Timedelta(days=window_days - 1),
+              pd.Timestamp(d).normalize() + pd.Timedelta(days=1)) for d in dates]
+    first, last = min(s for s, _ in spans), max(e for _, e in spans)
+    parts: list[list[WindowMatrix]] = [[] for _ in dates]
+    lines, seconds = [0] * len(dates), [0.0] * len(dates)
+    for b, (groups, low, high) in enumerate(blocks):
+        started = time.perf_counter()
+        block = _block_lines(file, groups, wanted, low, high, pa.scalar(first, unit), pa.scalar(last, unit))
+        when = block.column("order_date")
+        read = time.perf_counter() - started
+        for w, (day, (start, stop)) in enumerate(zip(dates, spans)):
+            if cancel is not None and cancel.is_set():
+                return None
+            started = time.perf_counter()
+            window = block.filter(pc.and_(pc.greater_equal(when, pa.scalar(start, unit)),
+                                          pc.less(when, pa.scalar(stop, unit))))
+            if len(window):
+                parts[w].append(window_matrix(feature_model, feature_model.customer_features(window, hierarchy, day)))
+                lines[w] += len(window)
+            del window
+            seconds[w] += time.perf_counter() - started + read / len(dates)
+        log.info("snapshot windows: block %d of %d of customers built (%s lines)", b + 1, len(blocks),
+                 f"{len(block):,}")
+        del block, when
+        _release_arrow_memory()
+    n_columns = len(feature_model.columns)
+    return [BuiltWindow(day=day, window=_joined(parts[w], n_columns) if lines[w] else None, lines=lines[w],
+                        seconds=seconds[w]) for w, day in enumerate(dates)]
+
+
+def _block_lines(file, groups: list[int], columns: list[str], low: int | None, high: int | None, first, last):
+    """The lines of row groups ``groups`` of customers ``[low, high)`` dated in ``[first, last)``."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    parts = []
+    for group in groups:
+        table = file.read_row_group(group, columns=columns)
+        when, who = table.column("order_date"), table.column(ID_COLUMN)
+        keep = pc.and_(pc.greater_equal(when, first), pc.less(when, last))
+        if low is not None:
+            keep = pc.and_(keep, pc.greater_equal(who, pa.scalar(low, who.type)))
+        if high is not None:
+            keep = pc.and_(keep, pc.less(who, pa.scalar(high, who.type)))
+        parts.append(table.filter(keep))
+        del table, when, who, keep
+    return pa.concat_tables(parts)
 
 
 def _release_arrow_memory() -> None:
@@ -531,7 +765,61 @@ def plan_snapshots(ctx) -> SnapshotPlan:
     return SnapshotPlan(dates=dates, history=(start, end), note=note)
 
 
-def write_snapshots(ctx, plan: SnapshotPlan, model, space: str) -> dict[str, Any]:
+class WindowsInBackground:
+    """Every snapshot window of stage 04's plan built in a thread while the clusterers are fitted.
+
+    The windows need stage 02's feature model only, not the primary model,
+    so their features (most of the snapshots' time) are built while the
+    fits run in their worker processes; :func:`write_snapshots` then
+    segments them. Used as a context manager: leaving it on an error stops
+    the thread after the window it is building.
+    """
+
+    def __init__(self, ctx, plan: SnapshotPlan):
+        import threading
+        from concurrent.futures import ThreadPoolExecutor
+
+        from core.framework import paths
+
+        self.source = ctx.input_path(paths.GENERATE_DATA, paths.TRANSACTIONS)
+        self.feature_model = ctx.read_joblib(paths.PREPARE_FEATURES, paths.FEATURE_SCALER) if plan.dates else None
+        self._cancel = threading.Event()
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="snapshot-windows")
+        self._future = None
+        self.autoencoder = None
+        if plan.dates:
+            self._future = self._pool.submit(self._build, ctx, plan)
+
+    def _build(self, ctx, plan: SnapshotPlan) -> list[BuiltWindow] | None:
+        started = time.perf_counter()
+        built = block_windows(self.source, self.feature_model, ctx.config.hierarchy, plan.dates,
+                              ctx.config.cluster.snapshots.window_days, cancel=self._cancel)
+        if built is not None and "latent" in ctx.config.cluster.spaces and not self._cancel.is_set():
+            # The latent space is a candidate for the primary: encoded here, while the fits still run, rather
+            # than after them (a few seconds a window at a million customers, lost when the primary is raw).
+            self.autoencoder = _autoencoder(ctx)
+            built = [dataclasses.replace(b, window=dataclasses.replace(
+                b.window, spaces=model_spaces(b.window.matrix, self.autoencoder, ["latent"])))
+                if b.window is not None and len(b.window.ids) else b for b in built]
+        if built is not None:
+            log.info("snapshot windows built in %.1f s", time.perf_counter() - started)
+        return built
+
+    def result(self) -> list[BuiltWindow] | None:
+        """The built windows (waiting for them), or None when the log must be read window by window."""
+        return None if self._future is None else self._future.result()
+
+    def __enter__(self) -> "WindowsInBackground":
+        return self
+
+    def __exit__(self, kind, value, traceback) -> None:
+        if kind is not None:
+            self._cancel.set()
+        self._pool.shutdown(wait=True)
+
+
+def write_snapshots(ctx, plan: SnapshotPlan, model, space: str,
+                    windows: WindowsInBackground | None = None) -> dict[str, Any]:
     """Segment every snapshot of ``plan`` with this run's primary ``model``, write both tables; return details.
 
     Parameters
@@ -547,6 +835,9 @@ def write_snapshots(ctx, plan: SnapshotPlan, model, space: str) -> dict[str, Any
     model : clusterer
         The primary model, segment ids matched.
     space : {"raw", "latent"}
+    windows : WindowsInBackground, optional
+        The windows, built while the models were fitted; without it (or
+        when the log is not split by customer) they are built here.
     """
     from core.framework import paths
 
@@ -560,14 +851,27 @@ def write_snapshots(ctx, plan: SnapshotPlan, model, space: str) -> dict[str, Any
         return {"enabled": False}
     start, end = plan.history
     dates, note = plan.dates, plan.note
-    chain = TrainedChain(feature_model=ctx.read_joblib(paths.PREPARE_FEATURES, paths.FEATURE_SCALER),
-                         autoencoder=_autoencoder(ctx) if space == "latent" else None, model=model, space=space,
+    feature_model = (windows.feature_model if windows is not None
+                     else ctx.read_joblib(paths.PREPARE_FEATURES, paths.FEATURE_SCALER))
+    built = windows.result() if windows is not None else block_windows(source, feature_model, ctx.config.hierarchy,
+                                                                       dates, cfg.window_days)
+    autoencoder = None
+    if space == "latent":
+        autoencoder = windows.autoencoder if windows is not None and windows.autoencoder is not None \
+            else _autoencoder(ctx)
+    chain = TrainedChain(feature_model=feature_model, autoencoder=autoencoder, model=model, space=space,
                          hierarchy=ctx.config.hierarchy)
-    import pyarrow.parquet as pq
+    if built is not None:
+        reader = {"reader": "once, by block of customers", "windows_in_flight": None}
+        found = history_of_windows(chain, built, cfg.switch_ratio, cfg.min_orders, cfg.weak_switch_ratio)
+    else:
+        import pyarrow.parquet as pq
 
-    in_flight = windows_in_flight(pq.ParquetFile(source).metadata.num_rows, (end - start).days + 1, cfg.window_days)
-    found = segment_history(lambda day: window_lines(source, day, cfg.window_days), chain, dates,
-                            cfg.switch_ratio, cfg.min_orders, cfg.weak_switch_ratio, in_flight=in_flight)
+        in_flight = windows_in_flight(pq.ParquetFile(source).metadata.num_rows, (end - start).days + 1,
+                                      cfg.window_days)
+        reader = {"reader": "window by window", "windows_in_flight": in_flight}
+        found = segment_history(lambda day: window_lines(source, day, cfg.window_days), chain, dates,
+                                cfg.switch_ratio, cfg.min_orders, cfg.weak_switch_ratio, in_flight=in_flight)
     ctx.write_parquet(paths.SEGMENT_HISTORY, found.history)
     moves = transitions(found.history)
     ctx.write_csv(paths.TRANSITIONS, moves)
@@ -575,7 +879,7 @@ def write_snapshots(ctx, plan: SnapshotPlan, model, space: str) -> dict[str, Any
     return {"enabled": True, "history": [str(start), str(end)], "window_days": cfg.window_days,
             "switch_ratio": cfg.switch_ratio, "min_orders": cfg.min_orders,
             "weak_switch_ratio": cfg.weak_switch_ratio,
-            "dates": [str(d.date()) for d in dates], "note": note, "windows_in_flight": in_flight,
+            "dates": [str(d.date()) for d in dates], "note": note, **reader,
             "kept_segment_share": round(float(kept / moves["customers"].sum()), 4) if len(moves) else None,
             **found.details}
 

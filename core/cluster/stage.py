@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 def run(ctx: StageContext) -> None:
     """Read this stage's inputs, compute, write its outputs (see the module docstring)."""
     # Imported when the stage runs: scikit-learn and friends cost a second that status and skips never need.
-    from core.cluster import segmentation, snapshots
+    from core.cluster import snapshots
 
     cfg = ctx.config.cluster
     plan = snapshots.plan_snapshots(ctx)  # settings the log cannot honour stop the stage before any fit
@@ -60,6 +60,17 @@ def run(ctx: StageContext) -> None:
     spaces = {name: matrices[name] for name in cfg.spaces}
     keys = [f"{m}_{s}" for s in spaces for m in cfg.methods]
     previous = _previous_labels(ctx, ids, keys, spaces) if cfg.match_previous else None
+    # The snapshot windows' features need no fitted model: built in a thread while the fits run in their
+    # worker processes (the main process only waits for them).
+    with snapshots.WindowsInBackground(ctx, plan) as windows:
+        _fit_write_and_snapshot(ctx, cfg, spaces, ids, latent, previous, plan, windows)
+
+
+def _fit_write_and_snapshot(ctx: StageContext, cfg, spaces: dict[str, np.ndarray], ids: np.ndarray,
+                            latent: pd.DataFrame, previous, plan, windows) -> None:
+    """Fit and evaluate every model, write this stage's tables and models, then the snapshots."""
+    from core.cluster import segmentation, snapshots  # see run
+
     # The fits and their evaluation are nearly all of the stage's time; each model reports as it finishes.
     with Progress(f"{paths.CLUSTER}: fitting and evaluating", total=1, unit="%", heartbeat=True) as progress, \
             progress.step(1, "models"):
@@ -90,7 +101,8 @@ def run(ctx: StageContext) -> None:
     for (m, s), model in result.models.items():
         ctx.write_joblib(paths.cluster_model_file(m, s), model)
     # Segments over time, by the models just trained (issue 16).
-    snapshot_details = snapshots.write_snapshots(ctx, plan, result.models[result.primary], result.primary[1])
+    snapshot_details = snapshots.write_snapshots(ctx, plan, result.models[result.primary], result.primary[1],
+                                                 windows)
 
     chosen = result.comparison[(result.comparison["method"] == method) & (result.comparison["space"] == space)]
     ctx.details = segmentation.json_ready({

@@ -27,9 +27,11 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import tempfile
 from typing import Any
 
 import numpy as np
+from joblib import Memory
 from sklearn.base import BaseEstimator, ClusterMixin
 from sklearn.cluster import KMeans
 from sklearn.metrics import silhouette_score
@@ -369,15 +371,20 @@ class HDBSCANClusterer(_Segmenter):
         size = self._size(len(sample))
         methods = [self.cluster_selection_method] + sorted(set(self.search_selection_methods)
                                                            - {self.cluster_selection_method})
-        for method in methods:
-            for min_samples in sorted({int(m) for m in self.search_min_samples} | {int(self.min_samples)}):
-                fitted = hdbscan.HDBSCAN(min_cluster_size=size, min_samples=min(min_samples, size),
-                                         cluster_selection_method=method, gen_min_span_tree=True).fit(sample)
-                clusters = int(fitted.labels_.max()) + 1
-                validity = float(fitted.relative_validity_) if clusters >= 2 else float("nan")
-                self.search_.append({"min_samples": min_samples, "cluster_selection_method": method,
-                                     "clusters": clusters, "noise": float(np.mean(fitted.labels_ == NOISE)),
-                                     "relative_validity": validity})
+        # The selection methods only cut the tree: one min_samples' spanning tree (nearly all of a fit's time)
+        # serves them all through the library's joblib.Memory cache, in a folder removed after the search.
+        with tempfile.TemporaryDirectory(prefix="hdbscan-search-", ignore_cleanup_errors=True) as folder:
+            memory = Memory(folder, verbose=0)
+            for method in methods:
+                for min_samples in sorted({int(m) for m in self.search_min_samples} | {int(self.min_samples)}):
+                    fitted = hdbscan.HDBSCAN(min_cluster_size=size, min_samples=min(min_samples, size),
+                                             cluster_selection_method=method, gen_min_span_tree=True,
+                                             memory=memory).fit(sample)
+                    clusters = int(fitted.labels_.max()) + 1
+                    validity = float(fitted.relative_validity_) if clusters >= 2 else float("nan")
+                    self.search_.append({"min_samples": min_samples, "cluster_selection_method": method,
+                                         "clusters": clusters, "noise": float(np.mean(fitted.labels_ == NOISE)),
+                                         "relative_validity": validity})
         usable = [c for c in self.search_ if c["clusters"] >= 2 and np.isfinite(c["relative_validity"])]
         within = [c for c in usable if c["noise"] <= self.max_noise]
         if within:

@@ -27,9 +27,11 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import tempfile
 from typing import Any
 
 import numpy as np
+from joblib import Memory
 from sklearn.base import BaseEstimator, ClusterMixin
 from sklearn.cluster import KMeans
 from sklearn.metrics import silhouette_score
@@ -418,12 +420,15 @@ class HDBSCANClusterer(_Segmenter):
         if not len(self.search_min_samples):
             return int(self.min_samples), self.cluster_selection_method
         sample = X[sample_rows(len(X), self.selection_sample_size, self.random_state)]
-        for fraction in [self.min_cluster_size_fraction, *self.search_min_cluster_size_fractions]:
-            within = self._search_at(sample, fraction)
-            if within:  # the bound is met at the largest size tried so far: smaller sizes are not fitted
-                best = max(within, key=lambda c: c["relative_validity"])
-                self.min_cluster_size_fraction_ = best["min_cluster_size_fraction"]
-                return best["min_samples"], best["cluster_selection_method"]
+        # The library's joblib.Memory cache, in a folder removed after the search.
+        with tempfile.TemporaryDirectory(prefix="hdbscan-search-", ignore_cleanup_errors=True) as folder:
+            memory = Memory(folder, verbose=0)
+            for fraction in [self.min_cluster_size_fraction, *self.search_min_cluster_size_fractions]:
+                within = self._search_at(sample, fraction, memory)
+                if within:  # the bound is met at the largest size tried so far: smaller sizes are not fitted
+                    best = max(within, key=lambda c: c["relative_validity"])
+                    self.min_cluster_size_fraction_ = best["min_cluster_size_fraction"]
+                    return best["min_samples"], best["cluster_selection_method"]
         usable = [c for c in self.search_ if c["clusters"] >= 2 and np.isfinite(c["relative_validity"])
                   and c["min_cluster_size_fraction"] == self.min_cluster_size_fraction]
         # The least noisy among the candidates with at least half the most clusters any found: the least
@@ -435,8 +440,12 @@ class HDBSCANClusterer(_Segmenter):
         self.min_cluster_size_fraction_ = best["min_cluster_size_fraction"]
         return best["min_samples"], best["cluster_selection_method"]
 
-    def _search_at(self, sample: np.ndarray, fraction: float) -> list[dict]:
-        """Fit every candidate at one minimum cluster size; the usable ones leaving at most ``max_noise``."""
+    def _search_at(self, sample: np.ndarray, fraction: float, memory: Memory) -> list[dict]:
+        """Fit every candidate at one minimum cluster size; the usable ones leaving at most ``max_noise``.
+
+        ``memory`` caches each ``min_samples``' spanning tree (nearly all of a fit's time): the selection
+        methods and the minimum cluster sizes only cut that tree, so each tree is built once.
+        """
         import hdbscan
 
         size = self._size(len(sample), fraction)
@@ -446,7 +455,8 @@ class HDBSCANClusterer(_Segmenter):
         for method in methods:
             for min_samples in sorted({int(m) for m in self.search_min_samples} | {int(self.min_samples)}):
                 fitted = hdbscan.HDBSCAN(min_cluster_size=size, min_samples=min(min_samples, size),
-                                         cluster_selection_method=method, gen_min_span_tree=True).fit(sample)
+                                         cluster_selection_method=method, gen_min_span_tree=True,
+                                         memory=memory).fit(sample)
                 clusters = int(fitted.labels_.max()) + 1
                 validity = float(fitted.relative_validity_) if clusters >= 2 else float("nan")
                 found.append({"min_cluster_size_fraction": fraction, "min_samples": min_samples,

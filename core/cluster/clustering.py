@@ -586,7 +586,6 @@ class GaussianMixtureClusterer(_Segmenter):
             for k, gm in fits.items():  # on the half fitted: what BIC says is reported, not used
                 self.bic_[k], self.aic_[k] = float(gm.bic(sample)), float(gm.aic(sample))
         elif len(candidates) > 1:
-            sample = X[sample_rows(len(X), self.selection_sample_size, self.random_state)]
             silhouette = (_SilhouetteOfSample(sample, self.silhouette_sample_size, self.random_state)
                           if self.selection == "silhouette" else None)
             for k in _candidates(self.candidate_range_, len(sample)):

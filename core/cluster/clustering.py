@@ -324,6 +324,14 @@ class _Segmenter(ClusterMixin, BaseEstimator):
         rows than the smallest candidate has clusters."""
         return bool(getattr(self, "split_stability", False)) and n_sample // 2 > self.candidate_range_[0] + 1
 
+    def _score_counts_by_halves(self, sample: np.ndarray, labels_of) -> dict:
+        """Set ``silhouette_``, ``split_stability_`` and ``scores_`` for every candidate count that fits a half
+        of ``sample`` (:func:`score_counts_by_halves`); return what ``labels_of`` fitted, by count."""
+        silhouette = _SilhouetteOfSample(sample, self.silhouette_sample_size, self.random_state)
+        self.silhouette_, self.split_stability_, self.scores_, fits = score_counts_by_halves(
+            sample, _candidates(self.candidate_range_, len(sample) // 2), labels_of, silhouette, self.random_state)
+        return fits
+
     def _range_report(self, configured) -> dict[str, Any]:
         """The configured range and the one the fit could use (they differ with too few rows)."""
         asked, used = list(cluster_range(configured)), list(self.candidate_range_)
@@ -574,15 +582,11 @@ class GaussianMixtureClusterer(_Segmenter):
         self.bic_, self.aic_, self.scores_, self.silhouette_, self.split_stability_ = {}, {}, {}, {}, {}
         sample = X[sample_rows(len(X), self.selection_sample_size, self.random_state)]
         if len(candidates) > 1 and self.selection == "silhouette" and self._by_halves(len(sample)):
-            silhouette = _SilhouetteOfSample(sample, self.silhouette_sample_size, self.random_state)
-
             def labels_of(k, rows):
                 gm = self._mixture(k).fit(sample[rows])
                 return gm.predict(sample), gm
 
-            self.silhouette_, self.split_stability_, self.scores_, fits = score_counts_by_halves(
-                sample, _candidates(self.candidate_range_, len(sample) // 2), labels_of, silhouette,
-                self.random_state)
+            fits = self._score_counts_by_halves(sample, labels_of)
             for k, gm in fits.items():  # on the half fitted: what BIC says is reported, not used
                 self.bic_[k], self.aic_[k] = float(gm.bic(sample)), float(gm.aic(sample))
         elif len(candidates) > 1:
@@ -709,15 +713,11 @@ class FuzzyCMeansClusterer(_Segmenter):
         self.scores_, self.fpc_, sample_centers, self.silhouette_, self.split_stability_ = {}, {}, {}, {}, {}
         sample = X[sample_rows(len(X), self.selection_sample_size, self.random_state)]
         if len(candidates) > 1 and self.selection == "silhouette" and self._by_halves(len(sample)):
-            silhouette = _SilhouetteOfSample(sample, self.silhouette_sample_size, self.random_state)
-
             def labels_of(c, rows):
                 centers, _, fpc, _ = self._cmeans(sample[rows], c)
                 return _fuzzy_memberships(sample, centers, self.fuzziness_).argmax(axis=1), (centers, fpc)
 
-            self.silhouette_, self.split_stability_, self.scores_, fits = score_counts_by_halves(
-                sample, _candidates(self.candidate_range_, len(sample) // 2), labels_of, silhouette,
-                self.random_state)
+            fits = self._score_counts_by_halves(sample, labels_of)
             sample_centers = {c: centers for c, (centers, _) in fits.items()}
             self.fpc_ = {c: fpc for c, (_, fpc) in fits.items()}
         elif len(candidates) > 1:
@@ -839,15 +839,11 @@ class KMeansClusterer(_Segmenter):
         self.scores_, self.silhouette_, self.split_stability_ = {}, {}, {}
         sample = X[sample_rows(len(X), self.selection_sample_size, self.random_state)]
         if len(candidates) > 1 and self._by_halves(len(sample)):
-            silhouette = _SilhouetteOfSample(sample, self.silhouette_sample_size, self.random_state)
-
             def labels_of(k, rows):
                 km = self._kmeans(k).fit(sample[rows])
                 return km.predict(sample), None
 
-            self.silhouette_, self.split_stability_, self.scores_, _ = score_counts_by_halves(
-                sample, _candidates(self.candidate_range_, len(sample) // 2), labels_of, silhouette,
-                self.random_state)
+            self._score_counts_by_halves(sample, labels_of)
         elif len(candidates) > 1:
             silhouette = _SilhouetteOfSample(sample, self.silhouette_sample_size, self.random_state)
             for k in _candidates(self.candidate_range_, len(sample)):

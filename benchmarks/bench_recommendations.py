@@ -28,7 +28,11 @@ e. Challengers from issue 15's untried ideas: companions of the classes in the
    order's recency), time-decayed own history, a replenishment clock (days
    since the last purchase over the customer's own interval), the class's
    season lift, each added to the profile with a weight chosen on the
-   validation split; and a logistic blend of all of them trained there.
+   validation split; and a logistic blend of all of them trained there. Then the ideas of the fourth round:
+   cross-period succession (how much more often class j is bought in a period after class i was bought in the
+   period before, learned from period pairs before the cut: children's next classes, life events) and the
+   customer's own classes of the same calendar days one year before; and the ceiling: an oracle that knows
+   the window (any k of the classes bought in it) and the best ranking of the customer's own past classes.
 c. Speed: ``NextBestClasses`` fit + top-k with reasons for ``--customers``
    customers x 332 classes, a seeded synthetic sparse matrix with about 15
    classes per customer in 12 segments, in a child process (wall time, peak
@@ -367,6 +371,11 @@ CHALLENGER_HALF_LIFE = 30.0
 CHALLENGER_WEIGHTS = (0.05, 0.1, 0.2, 0.4, 0.8)
 LOGISTIC_CUSTOMERS = 5_000
 RATIO_CAP = 2.0
+# Fourth round (chosen on seed 42's validation split among 1 or 2 period pairs, priors 5 or 50, the class
+# itself in or out, summed or averaged over the customer's classes; own season: priors 4, 16, 64).
+SUCCESSION_PAIRS = 2
+SUCCESSION_PRIOR = 5.0
+OWN_SEASON_PRIOR = 16.0
 
 
 def order_items(artifacts: Path, items: pd.DataFrame) -> pd.DataFrame:
@@ -395,6 +404,80 @@ def basket_companions(orders: pd.DataFrame, history: rec.PurchaseHistory, cut: i
     weight = 0.5 ** ((day - before["day"]).dt.days.to_numpy() / CHALLENGER_HALF_LIFE)
     recent = sp.csr_matrix((weight, (row, before["item"].to_numpy())), shape=(len(history.customer_index), n_items))
     return np.asarray(recent[rows] @ given, dtype=np.float32)
+
+
+def order_counts(orders: pd.DataFrame, history: rec.PurchaseHistory, start: pd.Timestamp,
+                 end: pd.Timestamp) -> sp.csr_matrix:
+    """Customers x classes: the customer's orders of the days ``(start, end]`` holding the class."""
+    inside = orders[(orders["day"] > start) & (orders["day"] <= end)]
+    row = history.customer_index.get_indexer(inside["customer_id"])
+    inside, row = inside[row >= 0], row[row >= 0]
+    matrix = sp.csr_matrix((np.ones(len(row)), (row, inside["item"].to_numpy())), shape=history.shape)
+    matrix.sum_duplicates()
+    return matrix
+
+
+def span_bought(orders: pd.DataFrame, history: rec.PurchaseHistory, start: pd.Timestamp,
+                end: pd.Timestamp) -> sp.csr_matrix:
+    """Customers x classes: 1 where the customer bought the class in the days ``(start, end]``."""
+    matrix = order_counts(orders, history, start, end)
+    matrix.data[:] = 1.0
+    return matrix
+
+
+def succession_lift(orders: pd.DataFrame, history: rec.PurchaseHistory, cut: int) -> np.ndarray:
+    """Classes x classes: log of ``P(j bought in a window | i bought in the window before) / P(j bought in a
+    window)``, over the customers who bought in both, pooled over :data:`SUCCESSION_PAIRS` pairs of consecutive
+    windows ending at ``cuts[cut]`` and one window earlier (every line before the cut); a Dirichlet prior of
+    :data:`SUCCESSION_PRIOR` buyers of i at j's base rate; the diagonal (a repeat, the profile's) set to 0."""
+    window = pd.Timedelta(days=history.horizon_days)
+    n_items = len(history.items)
+    together, before, after, customers = np.zeros((n_items, n_items)), np.zeros(n_items), np.zeros(n_items), 0
+    for pair in range(SUCCESSION_PAIRS):
+        end = history.cuts[cut] - pair * window
+        earlier = span_bought(orders, history, end - 2 * window, end - window)
+        later = span_bought(orders, history, end - window, end)
+        both = (np.diff(earlier.indptr) > 0) & (np.diff(later.indptr) > 0)
+        earlier, later = earlier[both], later[both]
+        together += (earlier.T @ later).toarray()
+        before += np.asarray(earlier.sum(axis=0)).ravel()
+        after += np.asarray(later.sum(axis=0)).ravel()
+        customers += int(both.sum())
+    base = (after + 1.0) / (customers + 2.0)
+    lift = np.log((together + SUCCESSION_PRIOR * base) / (before[:, None] + SUCCESSION_PRIOR) / base)
+    np.fill_diagonal(lift, 0.0)
+    return lift
+
+
+def succession_scores(orders: pd.DataFrame, history: rec.PurchaseHistory, cut: int, rows: np.ndarray) -> np.ndarray:
+    """Idea (f): the succession log-lift (:func:`succession_lift`) of each class, averaged over the classes the
+    customer bought in the last window before ``cuts[cut]`` (0 for a customer who bought none then)."""
+    window = pd.Timedelta(days=history.horizon_days)
+    recent = span_bought(orders, history, history.cuts[cut] - window, history.cuts[cut])[rows]
+    scores = np.asarray(recent @ succession_lift(orders, history, cut))
+    return scores / np.maximum(np.diff(recent.indptr), 1)[:, None]
+
+
+def own_season_lift(orders: pd.DataFrame, history: rec.PurchaseHistory, cut: int, rows: np.ndarray,
+                    profile: np.ndarray) -> np.ndarray:
+    """Idea (g): the customer's own orders of each class in the same calendar days one year before the window
+    recommended for, as the log of their profile's shares updated by those orders (a prior worth
+    :data:`OWN_SEASON_PRIOR` orders) over the profile's shares: above 0 for a class bought last season."""
+    start = history.cuts[cut] - pd.Timedelta(days=rec.YEAR_DAYS)
+    season = order_counts(orders, history, start, start + pd.Timedelta(days=history.horizon_days))[rows].toarray()
+    share = profile / np.maximum(profile.sum(axis=1, keepdims=True), 1e-12) + 1e-9
+    updated = (season + OWN_SEASON_PRIOR * share) / (season.sum(axis=1, keepdims=True) + OWN_SEASON_PRIOR)
+    return np.log(updated) - np.log(share)
+
+
+def ceilings(bought: sp.csr_matrix, seen: sp.csr_matrix, k: int) -> dict[str, float]:
+    """Recall@k no ranking can pass: an oracle that knows the window (any k of the classes bought in it,
+    ``min(k, n) / n``), and the best ranking of the customer's own past classes (``min(k, n_before) / n``,
+    n_before: window classes bought before); and the share of window classes new to the customer."""
+    n = np.diff(bought.tocsr().indptr)
+    known = np.diff(bought.multiply(seen > 0).tocsr().indptr)
+    return {"oracle": float(np.mean(np.minimum(k, n) / n)), "own_history": float(np.mean(np.minimum(k, known) / n)),
+            "new_share": float(1.0 - known.sum() / n.sum())}
 
 
 def challenger_features(history: rec.PurchaseHistory, segments: np.ndarray, orders: pd.DataFrame, cut: int,
@@ -465,11 +548,17 @@ def challengers_section(artifacts: Path, history: rec.PurchaseHistory, segments:
     profile = {cut: split[cut][1]["log_profile"] for cut in (0, 1)}
     out_rows.append(["profile alone", "-", f"{measured(0, profile[0])['recall']:.4f}",
                      *_cells(measured(1, profile[1]), base)])
+    fourth = {cut: {"succession": succession_scores(orders, history, cut, split[cut][0]),
+                    "own_season": own_season_lift(orders, history, cut, split[cut][0], np.exp(profile[cut]))}
+              for cut in (0, 1)}
+    ideas.update({"(f) succession: classes bought after the customer's recent classes (log-lift)": "succession",
+                  "(g) own classes of the same days a year before (log-lift over the profile)": "own_season"})
     for label, name in ideas.items():
-        tried = {w: measured(0, profile[0] + w * split[0][1][name])["recall"] for w in CHALLENGER_WEIGHTS}
+        feature = {cut: split[cut][1][name] if name in split[cut][1] else fourth[cut][name] for cut in (0, 1)}
+        tried = {w: measured(0, profile[0] + w * feature[0])["recall"] for w in CHALLENGER_WEIGHTS}
         weight = max(tried, key=tried.get)
         out_rows.append([f"profile + {label}", f"{weight}", f"{tried[weight]:.4f}",
-                         *_cells(measured(1, profile[1] + weight * split[1][1][name]), base)])
+                         *_cells(measured(1, profile[1] + weight * feature[1]), base)])
     rows0, features0, bought0, _ = split[0]
     train = np.arange(len(rows0))
     if len(train) > LOGISTIC_CUSTOMERS:
@@ -485,13 +574,23 @@ def challengers_section(artifacts: Path, history: rec.PurchaseHistory, segments:
                      "-", *_cells(measured(1, scores), base)])
     coefficients = ", ".join(f"{n} {c:+.2f}" for n, c in zip(names, logistic.coef_[0]))
     best = result["best_baseline"].replace("_", " ")
+    bounds = {cut: ceilings(split[cut][2], split[cut][3], k) for cut in (0, 1)}
+    for label, key in (("ceiling: oracle that knows the window (any k classes bought in it)", "oracle"),
+                       ("ceiling: best ranking of the customer's own past classes", "own_history")):
+        out_rows.append([label, "-", f"{bounds[0][key]:.4f}", f"{bounds[1][key]:.3f}", "-", "-", "-", "-",
+                         f"{bounds[1][key] / base:.2f}" if base else "n/a"])
     return ["### e. Challengers: issue 15's untried ideas", "",
             f"Each idea is added to the log of the profile component with the weight (of {CHALLENGER_WEIGHTS}) that "
             f"scores best on the validation split (fit to {history.cuts[0].date()}, scored to "
             f"{history.cuts[1].date()}, {len(rows0):,} customers), then scored on the evaluation window "
             f"({len(split[1][0]):,} customers). The logistic blend is trained on {len(train):,} validation customers' "
             f"(customer, class) pairs (label: bought in the validation period; standardised features; "
-            f"coefficients {coefficients}). {time.perf_counter() - started:.0f} s.", "",
+            f"coefficients {coefficients}). Rows (f) and (g) are the fourth round (succession over "
+            f"{SUCCESSION_PAIRS} pairs of windows, prior {SUCCESSION_PRIOR:g}; own season prior {OWN_SEASON_PRIOR:g} "
+            f"orders); the logistic blend does not use them. The ceilings are recall@{k} no ranking can pass "
+            f"(recall = hits / classes bought in the window); "
+            f"{bounds[1]['new_share']:.0%} of the window's classes were new to the customer who bought them "
+            f"(validation: {bounds[0]['new_share']:.0%}). {time.perf_counter() - started:.0f} s.", "",
             *_table(["model", "weight", f"validation recall@{k}", f"recall@{k}", f"hit@{k}", f"NDCG@{k}",
                      "discovery", "coverage", f"x best baseline ({best})"], out_rows), ""]
 

@@ -594,6 +594,41 @@ def test_model_matrix_refuses_log1p_columns_outside_its_columns():
         transformer.fit(skewed_frame())
 
 
+def test_model_matrix_square_roots_only_the_listed_shares_then_scales():
+    """A share of 0.04 and one of 0.64 become 0.2 and 0.8 before standard scaling; negatives clip to 0."""
+    frame = pd.DataFrame({"share": [0.0, 0.04, 0.64, 1.0, -0.01], "revenue": [1.0, 2.0, 3.0, 4.0, 5.0]})
+    out = ModelMatrixTransformer(columns=["share", "revenue"], sqrt_columns=["share"]).fit_transform(frame)
+    np.testing.assert_allclose(out[:, 0], _standard(np.array([0.0, 0.2, 0.8, 1.0, 0.0])), atol=1e-12)
+    np.testing.assert_allclose(out[:, 1], _standard(frame["revenue"].to_numpy()), atol=1e-12)
+
+
+def test_model_matrix_refuses_a_column_both_logged_and_square_rooted():
+    transformer = ModelMatrixTransformer(columns=["revenue", "share"], log1p_columns=["share"], sqrt_columns=["share"])
+    with pytest.raises(ValueError, match="columns both log1p and sqrt: share"):
+        transformer.fit(skewed_frame())
+    with pytest.raises(ValueError, match="sqrt columns not among the model columns: other"):
+        ModelMatrixTransformer(columns=["revenue", "share"], sqrt_columns=["other"]).fit(skewed_frame())
+
+
+def test_a_model_pickled_before_sqrt_columns_square_roots_nothing():
+    """A feature model saved by older code has no sqrt_columns attribute: it transforms as it did."""
+    fitted = ModelMatrixTransformer(columns=["revenue", "share"], log1p_columns=["revenue"]).fit(skewed_frame())
+    expected = fitted.transform(skewed_frame())
+    del fitted.sqrt_columns
+    np.testing.assert_array_equal(fitted.transform(skewed_frame()), expected)
+
+
+def test_sqrt_patterns_resolve_over_the_model_columns_and_are_recorded():
+    prepared = prepare_features(tiny_transactions(), tiny_customers(), tiny_hierarchy(),
+                                ["net_revenue", "dept_share__*"], ["net_revenue"], ANALYSIS_DATE,
+                                sqrt_patterns=["dept_share__*", "brand_tier_share__*"])
+    assert prepared.feature_model.matrix.sqrt_columns == ["dept_share__ladies_clothing", "dept_share__home"]
+    assert prepared.details["model_matrix"]["sqrt_columns"] == ["dept_share__ladies_clothing", "dept_share__home"]
+    with pytest.raises(ValueError, match="net_revenue matched by both prepare_features.log1p_features and "
+                                         "prepare_features.sqrt_features"):
+        resolve_model_columns(["net_revenue"], ["net_*"], prepared.roles, {}, ["net_revenue"])
+
+
 def test_model_matrix_refuses_input_missing_a_column():
     transformer = ModelMatrixTransformer(columns=["revenue", "share"], log1p_columns=["revenue"]).fit(skewed_frame())
     with pytest.raises(ValueError, match="feature columns missing from the input: share"):

@@ -327,6 +327,23 @@ def test_auto_primary_is_stability_first_and_never_reads_the_truth():
     assert evaluation.choose_primary(_comparison(clusters=[8, 6, 1, 9]), "auto", "auto", 0.9)[:2] == ("gmm", "raw")
 
 
+def test_auto_primary_sets_aside_a_stable_split_the_others_barely_agree_with():
+    """The tests' small config with square-rooted shares, worked by hand: kmeans_latent is the only stable
+    candidate (1.0) but its consensus 0.25 is below 0.67 x 0.46 = 0.308, so none is stable enough and consensus
+    x stability squared decides among the agreed ones: kmeans_raw 0.46 x 0.7^2 = 0.225 over gmm_raw
+    0.44 x 0.6^2 = 0.158 and hdbscan_latent 0.35 x 0.5^2 = 0.088."""
+    table = _comparison(method=["gmm", "kmeans", "hdbscan", "kmeans"], clusters=[5, 5, 5, 3],
+                        stability_reseed=[0.6, 0.7, 1.0, 1.0], stability_bootstrap=[0.6, 0.7, 0.5, 1.0],
+                        consensus=[0.44, 0.46, 0.35, 0.25])
+    assert evaluation.choose_primary(table, "auto", "auto", 0.9, 0.5)[:2] == ("kmeans", "latent")
+    method, space, reason = evaluation.choose_primary(table, "auto", "auto", 0.9, 0.5, min_consensus_share=0.67)
+    assert (method, space) == ("kmeans", "raw")
+    assert "consensus at least 0.308 (0.67 of the highest)" in reason and "none of 3 candidate(s)" in reason
+    # 0.5 of the highest (0.23) keeps kmeans_latent, which then wins on stability.
+    assert evaluation.choose_primary(table, "auto", "auto", 0.9, 0.5, min_consensus_share=0.5)[:2] == (
+        "kmeans", "latent")
+
+
 def test_consensus_is_the_mean_agreement_with_the_other_segmentations():
     a = np.repeat([0, 1, 2, 3], 25)
     same = (a + 1) % 4  # the same partition, other ids

@@ -342,10 +342,13 @@ def _segment(spaces, methods, cfg, seed, truth, previous) -> Segmentation:
     # Chosen before the ground truth is read, so the delivered segmentation is the same with or without it.
     ev = cfg.evaluation
     share = cfg.primary.min_segments_share
+    agreed = cfg.primary.min_consensus_share
     free_method, free_space, free_reason = evaluation.choose_primary(pd.DataFrame(rows), "auto", "auto",
-                                                                     ev.min_stability, share)
+                                                                     ev.min_stability, share,
+                                                                     min_consensus_share=agreed)
     primary_method, primary_space, reason = evaluation.choose_primary(pd.DataFrame(rows), cfg.primary.method,
-                                                                      cfg.primary.space, ev.min_stability, share)
+                                                                      cfg.primary.space, ev.min_stability, share,
+                                                                      min_consensus_share=agreed)
 
     # --- the ground truth, from here on: evaluation only ---
     for row in rows:

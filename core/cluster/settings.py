@@ -87,6 +87,10 @@ class PrimaryConfig:
                                      help="auto: a candidate needs at least this share of the most segments "
                                           "any segmentation found (a coarse 2-segment split is stable and "
                                           "agrees with other coarse ones, but says little); 0 = none")
+    min_consensus_share: float = spec(default=0.0, minimum=0.0, maximum=1.0,
+                                      help="auto: a candidate needs a consensus of at least this share of the "
+                                           "highest any candidate reaches (a stable split the other methods "
+                                           "barely agree with is another structure, not the data's); 0 = none")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -152,6 +152,9 @@ class ModelColumns:
         Behavioural features, in feature order.
     log1p_columns : list of str
         The subset transformed with ``log1p``.
+    sqrt_columns : list of str
+        The subset replaced by its square root (shares of a whole: the
+        Hellinger geometry of compositions).
     patterns_without_data : dict of str to str
         Patterns that matched only features dropped for lack of data, with
         why (a retailer's file without brand tiers, say); not an error.
@@ -160,16 +163,20 @@ class ModelColumns:
     columns: list[str]
     log1p_columns: list[str]
     patterns_without_data: dict[str, str]
+    sqrt_columns: list[str] = dataclasses.field(default_factory=list)
 
 
 def resolve_model_columns(patterns: Iterable[str], log1p_patterns: Iterable[str], roles: dict[str, str],
-                          dropped: dict[str, str]) -> ModelColumns:
+                          dropped: dict[str, str], sqrt_patterns: Iterable[str] = ()) -> ModelColumns:
     """Expand fnmatch ``patterns`` over the behavioural features, in feature order.
 
     Parameters
     ----------
     patterns, log1p_patterns : iterable of str
         Model-matrix and log1p patterns (config ``prepare_features``).
+    sqrt_patterns : iterable of str
+        Square-root patterns (``prepare_features.sqrt_features``); a column
+        matched by both a log1p and a square-root pattern is an error.
     roles : dict of str to str
         Role of every column of the enriched dataset (:func:`column_roles`).
     dropped : dict of str to str
@@ -205,7 +212,13 @@ def resolve_model_columns(patterns: Iterable[str], log1p_patterns: Iterable[str]
         raise ValueError("no model feature has data: every pattern of prepare_features.model_features names "
                          "features dropped for lack of data (" + "; ".join(without_data.values()) + ")")
     log1p = [c for c in columns if any(fnmatch.fnmatchcase(c, p) for p in log1p_patterns)]
-    return ModelColumns(columns=columns, log1p_columns=log1p, patterns_without_data=without_data)
+    sqrt_patterns = list(sqrt_patterns)
+    roots = [c for c in columns if any(fnmatch.fnmatchcase(c, p) for p in sqrt_patterns)]
+    both = sorted(set(log1p) & set(roots))
+    if both:
+        raise ValueError(f"{', '.join(both)} matched by both prepare_features.log1p_features and "
+                         f"prepare_features.sqrt_features; a column gets one transform: remove it from one list")
+    return ModelColumns(columns=columns, log1p_columns=log1p, patterns_without_data=without_data, sqrt_columns=roots)
 
 
 def column_roles(columns: Iterable[str], feature_columns: Iterable[str],

@@ -186,7 +186,7 @@ def prepare_features(lines, customers: pd.DataFrame | None, hierarchy: Hierarchy
                      log1p_patterns: Iterable[str], analysis_date: pd.Timestamp | None = None,
                      eligibility: EligibilityConfig = BASIC_ELIGIBILITY,
                      settings: FeatureSettings = FeatureSettings(), scaler: str = "standard",
-                     class_mix_components: int = 12) -> PreparedFeatures:
+                     class_mix_components: int = 12, sqrt_patterns: Iterable[str] = ()) -> PreparedFeatures:
     """Features, eligibility, the three datasets and the scaled model matrix.
 
     Parameters
@@ -209,6 +209,9 @@ def prepare_features(lines, customers: pd.DataFrame | None, hierarchy: Hierarchy
     class_mix_components : int
         Columns of the class-mix embedding (:class:`ClassMixEmbedding`,
         fitted on the eligible customers); 0 = none.
+    sqrt_patterns : iterable of str
+        fnmatch patterns of the model features square-rooted before scaling
+        (shares of a whole; :class:`ModelMatrixTransformer`).
 
     Returns
     -------
@@ -237,11 +240,11 @@ def prepare_features(lines, customers: pd.DataFrame | None, hierarchy: Hierarchy
     # Class columns are behavioural but too many and too sparse to model: the matrix draws from the
     # department-level features only.
     model_roles = {c: r for c, r in roles.items() if c not in set(class_columns)}
-    chosen = resolve_model_columns(model_patterns, log1p_patterns, model_roles, eligible.dropped)
+    chosen = resolve_model_columns(model_patterns, log1p_patterns, model_roles, eligible.dropped, sqrt_patterns)
     model = FeatureModel(settings=settings.with_attribute_columns(eligible.feature_columns), eligibility=eligibility,
                          sellable_classes=sellable_classes(hierarchy), class_mix=class_mix,
                          matrix=ModelMatrixTransformer(columns=chosen.columns, log1p_columns=chosen.log1p_columns,
-                                                       scaler=scaler).fit(features))
+                                                       scaler=scaler, sqrt_columns=chosen.sqrt_columns).fit(features))
     matrix = pd.DataFrame(model.transform(features), columns=model.columns)
     matrix.insert(0, ID_COLUMN, features[ID_COLUMN].to_numpy())
     excluded = eligible.excluded.sort_values(ID_COLUMN, kind="stable").reset_index(drop=True)
@@ -261,7 +264,8 @@ def prepare_features_from_config(lines, customers: pd.DataFrame | None, hierarch
     return prepare_features(lines, customers, hierarchy, cfg.model_features, cfg.log1p_features,
                             pd.Timestamp(cfg.analysis_date) if cfg.analysis_date else None,
                             eligibility=cfg.eligibility, settings=FeatureSettings.from_config(cfg, source),
-                            scaler=cfg.scaler, class_mix_components=cfg.class_mix_components)
+                            scaler=cfg.scaler, class_mix_components=cfg.class_mix_components,
+                            sqrt_patterns=cfg.sqrt_features)
 
 
 def with_class_mix(eligible: EligibleFeatures, class_mix: ClassMixEmbedding | None) -> EligibleFeatures:
@@ -330,6 +334,7 @@ def _details(eligible: EligibleFeatures, excluded: pd.DataFrame, roles: dict[str
         "column_roles": {role: sum(r == role for r in roles.values()) for role in ROLES},
         "profile_columns": [c for c, r in roles.items() if r in (ROLE_PROFILE, ROLE_GROUND_TRUTH)],
         "model_matrix": {"columns": chosen.columns, "log1p_columns": chosen.log1p_columns,
+                         "sqrt_columns": chosen.sqrt_columns,
                          "scaler": type(scaler).__name__,
                          "center": [round(float(v), 6) for v in center],
                          "scale": [round(float(v), 6) for v in scaler.scale_],

@@ -60,6 +60,10 @@ class PrepareFeaturesConfig:
     scaler: str = spec(choices=("standard", "robust"), help="model-matrix scaling: standard (mean 0, sd 1) or "
                                                            "robust (median 0, interquartile range 1)")
     log1p_features: tuple[str, ...] = spec(help="model features (patterns) log1p-transformed before scaling")
+    sqrt_features: tuple[str, ...] = spec(default=(), help="model features (patterns) square-rooted before scaling: "
+                                                           "shares of a whole (department, channel, brand-tier and "
+                                                           "style mixes), the Hellinger geometry of compositions; "
+                                                           "[] = none")
 
 
 def check_model_features(cfg: PrepareFeaturesConfig, hierarchy: Hierarchy, problems: Problems) -> None:
@@ -72,6 +76,18 @@ def check_model_features(cfg: PrepareFeaturesConfig, hierarchy: Hierarchy, probl
                 pattern.startswith(f"{a}_share__") for a in cfg.attribute_shares):
             problems.add("prepare_features.log1p_features",
                          f"'{pattern}' matches no behavioural feature (e.g. {', '.join(possible[:6])}, ...)")
+    for pattern in cfg.sqrt_features:
+        if not any(fnmatch.fnmatchcase(c, pattern) for c in possible) and not any(
+                pattern.startswith(f"{a}_share__") for a in cfg.attribute_shares):
+            problems.add("prepare_features.sqrt_features",
+                         f"'{pattern}' matches no behavioural feature (e.g. {', '.join(possible[:6])}, ...)")
+    for pattern in cfg.sqrt_features:
+        clash = [p for p in cfg.log1p_features if any(fnmatch.fnmatchcase(c, pattern) and fnmatch.fnmatchcase(c, p)
+                                                       for c in possible)]
+        if clash:
+            problems.add("prepare_features.sqrt_features",
+                         f"'{pattern}' names a feature log1p_features also transforms ({', '.join(clash)}); "
+                         f"a feature gets one transform: remove it from one of the two lists")
 
 
 def check_prepare_features(cfg: PrepareFeaturesConfig, problems: Problems) -> None:

@@ -45,7 +45,7 @@ def _checked_input_features(estimator, input_features) -> list[str] | None:
 
 
 class ModelMatrixTransformer(TransformerMixin, BaseEstimator):
-    """Select feature columns, log1p the skewed ones, scale them.
+    """Select feature columns, log1p the skewed ones, square-root the shares, scale them.
 
     Parameters
     ----------
@@ -57,6 +57,14 @@ class ModelMatrixTransformer(TransformerMixin, BaseEstimator):
     log1p_columns : sequence of str
         Subset of the columns transformed with ``log1p`` (after clipping
         below at 0) before scaling.
+    sqrt_columns : sequence of str
+        Subset of the columns replaced by their square root (after clipping
+        below at 0) before scaling: shares of a whole (a department mix).
+        The square root is the Hellinger geometry of compositions, and it
+        evens out the sampling noise of a share (about ``p (1 - p) / n`` on
+        the share, about ``1 / (4 n)`` on its root), so a department a
+        persona buys much of no longer spreads its customers far more than
+        one it buys little of. Disjoint from ``log1p_columns``.
     scaler : {"standard", "robust"}
         ``standard``: mean 0, standard deviation 1. ``robust``: median 0,
         interquartile range 1, which blows up a share that most customers
@@ -72,10 +80,11 @@ class ModelMatrixTransformer(TransformerMixin, BaseEstimator):
         Their names, when ``X`` has string column names.
     """
 
-    def __init__(self, columns=None, log1p_columns=(), scaler="standard"):
+    def __init__(self, columns=None, log1p_columns=(), scaler="standard", sqrt_columns=()):
         self.columns = columns
         self.log1p_columns = log1p_columns
         self.scaler = scaler
+        self.sqrt_columns = sqrt_columns
 
     def fit(self, X, y=None) -> "ModelMatrixTransformer":
         """Fit the scaler on ``X``'s selected, transformed columns.
@@ -92,9 +101,13 @@ class ModelMatrixTransformer(TransformerMixin, BaseEstimator):
         if self.scaler not in SCALERS:
             raise ValueError(f"scaler {self.scaler!r} is not one of {', '.join(SCALERS)}")
         values = self._values(X, reset=True)
-        unknown = set(self.log1p_columns) - set(self._names())
-        if unknown:
-            raise ValueError(f"log1p columns not among the model columns: {', '.join(sorted(unknown))}")
+        for kind, listed in (("log1p", self.log1p_columns), ("sqrt", self.sqrt_columns)):
+            unknown = set(listed) - set(self._names())
+            if unknown:
+                raise ValueError(f"{kind} columns not among the model columns: {', '.join(sorted(unknown))}")
+        both = set(self.log1p_columns) & set(self.sqrt_columns)
+        if both:
+            raise ValueError(f"columns both log1p and sqrt: {', '.join(sorted(both))}")
         self.scaler_ = SCALERS[self.scaler]().fit(self._log1p(values))
         return self
 
@@ -140,11 +153,15 @@ class ModelMatrixTransformer(TransformerMixin, BaseEstimator):
         return validate_data(self, X[list(self.columns)], dtype=np.float64, copy=True, reset=reset)
 
     def _log1p(self, values: np.ndarray) -> np.ndarray:
-        """``values`` (owned here) with the log1p columns transformed in place."""
+        """``values`` (owned here) with the log1p and square-root columns transformed in place."""
         logged = set(self.log1p_columns)
+        # A model pickled before sqrt_columns existed has no such attribute: it square-rooted nothing.
+        rooted = set(getattr(self, "sqrt_columns", ()))
         for i, name in enumerate(self._names()):
             if name in logged:
                 values[:, i] = np.log1p(np.clip(values[:, i], 0.0, None))
+            elif name in rooted:
+                values[:, i] = np.sqrt(np.clip(values[:, i], 0.0, None))
         return values
 
 

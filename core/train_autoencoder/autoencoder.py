@@ -132,6 +132,12 @@ class AutoencoderTransformer(TransformerMixin, BaseEstimator):
         The trained autoencoder (best validation weights restored).
     history_ : dict of str to list of float
         ``loss`` (and ``val_loss``) per epoch.
+    explained_ : dict
+        How much of the held-out rows the trained network reconstructs
+        (:func:`explained_share`): ``share``, ``loss``, ``mean_loss``,
+        ``rows``, ``on``. A network that learnt nothing reconstructs no
+        better than the training column means (share near 0); stage 04 sets
+        such a latent space aside when choosing the primary segmentation.
     n_features_in_ : int
     """
 
@@ -238,6 +244,14 @@ class AutoencoderTransformer(TransformerMixin, BaseEstimator):
         if best_weights is not None:
             model.set_weights(best_weights)  # the best epoch's weights, as restore_best_weights does
         self.history_ = history
+        scored = X[val_rows] if use_validation else X_train
+        self.explained_ = explained_share(scored, self._reconstruct(scored), X_train.mean(axis=0),
+                                          on="held-out rows" if use_validation else "training rows")
+
+    def _reconstruct(self, X: np.ndarray) -> np.ndarray:
+        """The network's reconstruction of ``X`` (dropout off), in float32."""
+        with op_determinism():
+            return self.model_.predict(X, batch_size=4096, verbose=0)
 
     def _validate(self, X, reset: bool = False) -> np.ndarray:
         """``X`` as a finite, 2-d float32 array; unless ``reset``, with the number of columns ``fit`` saw.
@@ -274,9 +288,7 @@ class AutoencoderTransformer(TransformerMixin, BaseEstimator):
         """Mean squared reconstruction error per row, shape (n_samples,): large for unusual customers."""
         check_is_fitted(self, "model_")
         X = self._validate(X)
-        with op_determinism():
-            rebuilt = self.model_.predict(X, batch_size=4096, verbose=0)
-        return np.mean((X - rebuilt) ** 2, axis=1)
+        return np.mean((X - self._reconstruct(X)) ** 2, axis=1)
 
     def save(self, path: Path) -> None:
         """Save the trained network as a ``.keras`` file."""
@@ -313,6 +325,30 @@ class AutoencoderTransformer(TransformerMixin, BaseEstimator):
         self.model_ = model
         self.n_features_in_ = int(model.inputs[0].shape[-1])
         return self
+
+
+def explained_share(X: np.ndarray, rebuilt: np.ndarray, column_means: np.ndarray, on: str) -> dict[str, Any]:
+    """The share of ``X``'s squared deviation from ``column_means`` that the reconstruction ``rebuilt`` removes.
+
+    ``1 - mean((X - rebuilt)^2) / mean((X - column_means)^2)``: the
+    reconstruction's mean squared error against that of the plainest
+    prediction, every customer rebuilt as the training rows' column means
+    (what an autoencoder that learnt nothing converges to). 1 is a perfect
+    reconstruction, 0 no better than the means; below 0, worse. On the
+    held-out rows (``on`` says which), the weights are the restored best
+    epoch's, and the L2 penalty is left out: it is not reconstruction.
+
+    Returns
+    -------
+    dict
+        ``share``, ``loss`` (the reconstruction's mean squared error),
+        ``mean_loss`` (the column means'), ``rows``, ``on``.
+    """
+    X = np.asarray(X, dtype=np.float64)
+    loss = float(np.mean((X - np.asarray(rebuilt, dtype=np.float64)) ** 2))
+    mean_loss = float(np.mean((X - np.asarray(column_means, dtype=np.float64)) ** 2))
+    share = 1.0 - loss / mean_loss if mean_loss > 0 else 0.0  # constant columns: nothing to explain
+    return {"share": share, "loss": loss, "mean_loss": mean_loss, "rows": int(len(X)), "on": on}
 
 
 def _compiled_steps(model):

@@ -344,6 +344,71 @@ def test_auto_primary_sets_aside_a_stable_split_the_others_barely_agree_with():
         "kmeans", "latent")
 
 
+def test_auto_sets_aside_a_space_named_as_unlearnt_unless_nothing_else_is_left():
+    # Every candidate short of stability 0.99: hdbscan_latent leads (0.8 x 0.95^2 = 0.722, see above).
+    steadier = _comparison(stability_bootstrap=[0.93, 0.97, 0.95, 0.7])
+    aside = {"latent": "the autoencoder explains 2.0% of the held-out rows"}
+    method, space, reason = evaluation.choose_primary(steadier, "auto", "auto", 0.99, 0.0, aside)
+    assert (method, space) == ("gmm", "raw")  # 0.7 x 0.93^2 = 0.605 over kmeans_raw's 0.565
+    assert "none of 2 candidate(s)" in reason
+    assert reason.endswith("; set aside: latent space: the autoencoder explains 2.0% of the held-out rows")
+    # Only with space auto: a latent space named in config is the user's choice.
+    assert evaluation.choose_primary(steadier, "auto", "latent", 0.99, 0.0, aside)[:2] == ("hdbscan", "latent")
+    # Nothing else fitted: the latent space is kept, and the reason says why.
+    only_latent = steadier[steadier["space"] == "latent"]
+    method, space, reason = evaluation.choose_primary(only_latent, "auto", "auto", 0.99, 0.0, aside)
+    assert (method, space) == ("hdbscan", "latent") and "not set aside, as no other space was fitted" in reason
+
+
+def test_the_latent_space_is_set_aside_only_below_the_minimum_explained_share():
+    assert evaluation.spaces_set_aside({"share": 0.48, "on": "held-out rows"}, 0.1) == {}
+    assert evaluation.spaces_set_aside({"share": 0.1, "on": "held-out rows"}, 0.1) == {}
+    low = evaluation.spaces_set_aside({"share": 0.019, "on": "held-out rows"}, 0.1)
+    assert list(low) == ["latent"] and "explains 1.9% of the held-out rows" in low["latent"]
+    assert "cluster.primary.min_latent_explained 0.1" in low["latent"]
+    assert evaluation.spaces_set_aside({"share": -0.3, "on": "held-out rows"}, 0.0) == {}  # 0 = never
+    assert evaluation.spaces_set_aside(None, 0.1) == {}  # no record, no guard
+
+
+@pytest.fixture(scope="module")
+def encoded_blobs():
+    """The blobs (standardised, as stage 02's model matrix) with two autoencoders' records: one trained (60
+    epochs at lr 0.01) and one left at its random start (one epoch at lr 1e-7)."""
+    from core.train_autoencoder.autoencoder import AutoencoderTransformer
+
+    X, y = blobs()
+    X = ((X - X.mean(axis=0)) / X.std(axis=0)).astype(np.float32)
+    params = dict(hidden_units=(8,), latent_dim=2, batch_size=64, early_stopping_patience=5, random_state=0)
+    trained = AutoencoderTransformer(**params, epochs=60, learning_rate=1e-2).fit(X)
+    untrained = AutoencoderTransformer(**params, epochs=1, learning_rate=1e-7).fit(X)
+    truth = pd.Series(np.array(["a", "b", "c", "d"])[y])
+    return X, truth, trained, untrained
+
+
+def test_auto_keeps_the_latent_space_of_a_network_that_learnt(encoded_blobs, cluster_cfg):
+    X, truth, trained, _ = encoded_blobs
+    assert trained.explained_["share"] > 0.5 > cluster_cfg.primary.min_latent_explained
+    result = segmentation.segment_customers({"raw": X, "latent": trained.transform(X)}, ["kmeans", "gmm"],
+                                            cluster_cfg, seed=0, truth=truth, latent_explained=trained.explained_)
+    assert result.label_free["set_aside"] == {} and "set aside" not in result.primary_reason
+    # The guard changed nothing: the same choice as without a record of the network.
+    unguarded = evaluation.choose_primary(result.comparison, "auto", "auto", cluster_cfg.evaluation.min_stability,
+                                          cluster_cfg.primary.min_segments_share,
+                                          min_consensus_share=cluster_cfg.primary.min_consensus_share)
+    assert unguarded == (*result.primary, result.primary_reason)
+
+
+def test_auto_sets_aside_the_latent_space_of_a_network_that_learnt_nothing(encoded_blobs, cluster_cfg):
+    X, truth, _, untrained = encoded_blobs
+    assert untrained.explained_["share"] < cluster_cfg.primary.min_latent_explained
+    result = segmentation.segment_customers({"raw": X, "latent": untrained.transform(X)}, ["kmeans", "gmm"],
+                                            cluster_cfg, seed=0, truth=truth, latent_explained=untrained.explained_)
+    assert result.primary[1] == "raw" and "set aside: latent space: the autoencoder explains" in result.primary_reason
+    assert list(result.label_free["set_aside"]) == ["latent"]
+    # Still fitted, evaluated and compared.
+    assert set(result.comparison["space"]) == {"raw", "latent"} and len(result.comparison) == 4
+
+
 def test_consensus_is_the_mean_agreement_with_the_other_segmentations():
     a = np.repeat([0, 1, 2, 3], 25)
     same = (a + 1) % 4  # the same partition, other ids

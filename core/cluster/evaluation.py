@@ -241,8 +241,32 @@ def segment_floor(clusters, min_segments_share: float) -> int:
     return max(2, int(np.ceil(min_segments_share * float(np.max(clusters)))))
 
 
+def spaces_set_aside(latent_explained: dict | None, min_latent_explained: float) -> dict[str, str]:
+    """The spaces ``primary: auto`` leaves out, each with why: the latent space when its network learnt too little.
+
+    ``latent_explained`` is stage 03's record of its trained network
+    (:func:`core.train_autoencoder.autoencoder.explained_share`: ``share``,
+    the part of the held-out customers' deviation from the column means
+    the reconstruction removes, and ``on``). Below
+    ``min_latent_explained`` the latent values are close to what an
+    untrained network gives, and a segmentation of them, however stable,
+    groups customers by the network's random start (the tests' small
+    config: 0.02 explained, latent ARIs 0.04 to 0.10 against the persona).
+    None (no record) or a minimum of 0 sets nothing aside.
+    """
+    if latent_explained is None or min_latent_explained <= 0:
+        return {}
+    share = float(latent_explained["share"])
+    if share >= min_latent_explained:
+        return {}
+    return {"latent": f"the autoencoder explains {share:.1%} of the {latent_explained.get('on', 'held-out rows')} "
+                      f"(below cluster.primary.min_latent_explained {min_latent_explained:g}): its latent space "
+                      f"is close to an untrained network's"}
+
+
 def choose_primary(comparison: pd.DataFrame, method: str, space: str,
-                   min_stability: float, min_segments_share: float = 0.0, *,
+                   min_stability: float, min_segments_share: float = 0.0,
+                   set_aside: dict[str, str] | None = None, *,
                    min_consensus_share: float = 0.0) -> tuple[str, str, str]:
     """The segmentation stage 05 describes, and why; never from a ground truth.
 
@@ -268,6 +292,11 @@ def choose_primary(comparison: pd.DataFrame, method: str, space: str,
         of segments is no bar when half the methods chose 2 (``tune-b``).
         The bar comes from what the methods found in these data, not from a
         number fixed in advance; if nothing reaches it, at least 2.
+    set_aside : dict of str to str, optional
+        With ``space: auto``: spaces whose candidates are not chosen, each
+        with the reason (:func:`spaces_set_aside`), unless no other
+        candidate is left. They still count for the segment floor and stay
+        in the comparison; the reason names them.
     min_consensus_share : float
         With ``auto``: a candidate also needs a consensus of at least this
         share of the highest any candidate (with enough segments) reaches.
@@ -305,6 +334,7 @@ def choose_primary(comparison: pd.DataFrame, method: str, space: str,
         table = table[table["method"] == method]
     if space != "auto":
         table = table[table["space"] == space]
+    table, aside = _without_spaces(table, set_aside if space == "auto" else None)
     floor = segment_floor(comparison["clusters"], min_segments_share)
     fine_enough = table[table["clusters"] >= floor]
     table = fine_enough if not fine_enough.empty else table[table["clusters"] >= 2]
@@ -332,5 +362,17 @@ def choose_primary(comparison: pd.DataFrame, method: str, space: str,
                f"; below stability {min_stability}: no segmentation of these customers is both agreed on and "
                f"reproducible")
     reason = (f"auto: {how} (consensus ARI {best['consensus']:.3f}, stability {best['stability']:.3f}, "
-              f"{int(best['clusters'])} segments), chosen without the ground truth{warning}")
+              f"{int(best['clusters'])} segments), chosen without the ground truth{warning}{aside}")
     return str(best["method"]), str(best["space"]), reason
+
+
+def _without_spaces(table: pd.DataFrame, set_aside: dict[str, str] | None) -> tuple[pd.DataFrame, str]:
+    """``table`` without the candidates of the ``set_aside`` spaces, and the sentence the reason ends with."""
+    present = {name: why for name, why in (set_aside or {}).items() if (table["space"] == name).any()}
+    if not present:
+        return table, ""
+    kept = table[~table["space"].isin(list(present))]
+    why = "; ".join(f"{name} space: {text}" for name, text in present.items())
+    if kept.empty:
+        return table, f"; not set aside, as no other space was fitted: {why}"
+    return kept, f"; set aside: {why}"

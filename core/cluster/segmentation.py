@@ -103,7 +103,8 @@ class Segmentation:
 
 def segment_customers(spaces: dict[str, np.ndarray], methods: list[str], cfg, seed: int, *,
                       truth: pd.Series | None = None,
-                      previous: dict[str, np.ndarray] | None = None) -> Segmentation:
+                      previous: dict[str, np.ndarray] | None = None,
+                      latent_explained: dict | None = None) -> Segmentation:
     """Fit, score, match, evaluate and choose.
 
     Parameters
@@ -120,6 +121,11 @@ def segment_customers(spaces: dict[str, np.ndarray], methods: list[str], cfg, se
     previous : dict of str to ndarray, optional
         ``<method>_<space>`` -> each customer's segment id in the previous
         run (``-1`` unknown), for :func:`core.cluster.matching.match_cluster_ids`.
+    latent_explained : dict, optional
+        Stage 03's explained share of its network (``share``, ``on``): below
+        ``cluster.primary.min_latent_explained`` the latent space is set
+        aside from ``primary: auto`` (:func:`core.cluster.evaluation.spaces_set_aside`).
+        None = no guard.
 
     Raises
     ------
@@ -140,7 +146,7 @@ def segment_customers(spaces: dict[str, np.ndarray], methods: list[str], cfg, se
         log.warning("%s %s: %s customers are fitted, which hold at most %s clusters; the range is clamped to %s "
                     "(see the selection in comparison.json)", key, list(configured), f"{n_fitted:,}",
                     f"{n_fitted - 1:,}", list(used))
-    return _segment(spaces, methods, cfg, seed, truth, previous)
+    return _segment(spaces, methods, cfg, seed, truth, previous, latent_explained)
 
 
 # The setting holding each method's number-of-clusters range.
@@ -274,7 +280,7 @@ def _reference(X: np.ndarray, truth: pd.Series, cfg, seed: int):
     return result, round(time.perf_counter() - clock, 3)
 
 
-def _segment(spaces, methods, cfg, seed, truth, previous) -> Segmentation:
+def _segment(spaces, methods, cfg, seed, truth, previous, latent_explained) -> Segmentation:
     from joblib import Parallel, delayed
 
     n = len(next(iter(spaces.values())))
@@ -343,12 +349,13 @@ def _segment(spaces, methods, cfg, seed, truth, previous) -> Segmentation:
     ev = cfg.evaluation
     share = cfg.primary.min_segments_share
     agreed = cfg.primary.min_consensus_share
+    aside = evaluation.spaces_set_aside(latent_explained, cfg.primary.min_latent_explained)
     free_method, free_space, free_reason = evaluation.choose_primary(pd.DataFrame(rows), "auto", "auto",
-                                                                     ev.min_stability, share,
+                                                                     ev.min_stability, share, aside,
                                                                      min_consensus_share=agreed)
     primary_method, primary_space, reason = evaluation.choose_primary(pd.DataFrame(rows), cfg.primary.method,
                                                                       cfg.primary.space, ev.min_stability, share,
-                                                                      min_consensus_share=agreed)
+                                                                      aside, min_consensus_share=agreed)
 
     # --- the ground truth, from here on: evaluation only ---
     for row in rows:
@@ -359,7 +366,7 @@ def _segment(spaces, methods, cfg, seed, truth, previous) -> Segmentation:
         row["ari_to_reference"] = row["ari"] / ref if reference and ref > 0 else float("nan")
     comparison = pd.DataFrame(rows)[COMPARISON_COLUMNS]
     primary = (primary_method, primary_space)
-    label_free = {"method": free_method, "space": free_space, "reason": free_reason,
+    label_free = {"method": free_method, "space": free_space, "reason": free_reason, "set_aside": aside,
                   **_truth_figures(comparison, free_method, free_space)}
     best_afterwards = None
     if has_truth and comparison["ari"].notna().any():

@@ -87,6 +87,11 @@ class PrimaryConfig:
                                      help="auto: a candidate needs at least this share of the most segments "
                                           "any segmentation found (a coarse 2-segment split is stable and "
                                           "agrees with other coarse ones, but says little); 0 = none")
+    min_latent_explained: float = spec(minimum=0.0, maximum=1.0,
+                                       help="auto: the latent space's candidates are set aside when stage 03's "
+                                            "network reconstructs less than this share of the held-out "
+                                            "customers' deviation from the column means (an untrained network "
+                                            "explains about 0; the default data about 0.5); 0 = never")
     min_consensus_share: float = spec(default=0.0, minimum=0.0, maximum=1.0,
                                       help="auto: a candidate needs a consensus of at least this share of the "
                                            "highest any candidate reaches (a stable split the other methods "

@@ -75,7 +75,8 @@ def _fit_write_and_snapshot(ctx: StageContext, cfg, spaces: dict[str, np.ndarray
     with Progress(f"{paths.CLUSTER}: fitting and evaluating", total=1, unit="%", heartbeat=True) as progress, \
             progress.step(1, "models"):
         result = segmentation.segment_customers(spaces, list(cfg.methods), cfg, ctx.config.seed,
-                                                truth=_ground_truth(ctx, ids), previous=previous)
+                                                truth=_ground_truth(ctx, ids), previous=previous,
+                                                latent_explained=_latent_explained(ctx))
 
     assignments = segmentation.assignments_table(result, ids, latent["reconstruction_error"].to_numpy())
     ctx.write_parquet(paths.ASSIGNMENTS, assignments)
@@ -83,6 +84,8 @@ def _fit_write_and_snapshot(ctx: StageContext, cfg, spaces: dict[str, np.ndarray
     method, space = result.primary
     document = {
         "primary": {"method": method, "space": space, "reason": result.primary_reason},
+        # How much of the held-out customers stage 03's network reconstructs, and the spaces auto left out for it.
+        "latent_explained": _latent_explained(ctx),
         "ground_truth": cfg.evaluation.ground_truth if result.has_truth else None,
         "supervised_reference": result.reference,
         # What auto delivers without a ground truth (the primary itself under auto), and, with a truth, the
@@ -119,6 +122,13 @@ def _fit_write_and_snapshot(ctx: StageContext, cfg, spaces: dict[str, np.ndarray
     ctx.summary = (f"{len(ids):,} customers, {len(result.models)} models; primary {method}_{space}: "
                    f"{int(chosen['clusters'].iloc[0])} segments ({result.primary_reason})"
                    + snapshots.summary(snapshot_details))
+
+
+def _latent_explained(ctx: StageContext) -> dict | None:
+    """Stage 03's record of how much its network explains (``history.json``), or None when it has none."""
+    from core.train_autoencoder.stage import EXPLAINED_KEY
+
+    return ctx.read_json(paths.TRAIN_AUTOENCODER, paths.TRAINING_HISTORY).get(EXPLAINED_KEY)
 
 
 def _ground_truth(ctx: StageContext, ids: np.ndarray) -> pd.Series | None:
@@ -184,7 +194,7 @@ STAGE = Stage(
     # customers.parquet last: its ground truth is for evaluation; the matrices are what is clustered.
     # The order lines, the feature model and the network: the snapshots run the trained chain on each window.
     inputs={paths.PREPARE_FEATURES: (paths.FEATURES, paths.FEATURE_SCALER),
-            paths.TRAIN_AUTOENCODER: (paths.LATENT, paths.AUTOENCODER_MODEL),
+            paths.TRAIN_AUTOENCODER: (paths.LATENT, paths.AUTOENCODER_MODEL, paths.TRAINING_HISTORY),
             paths.GENERATE_DATA: (paths.CUSTOMERS, paths.TRANSACTIONS)},
     description="Cluster customers with HDBSCAN, Gaussian mixture, fuzzy c-means and k-means; evaluate and "
                 "compare them; choose the primary segmentation.",

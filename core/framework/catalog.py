@@ -203,7 +203,8 @@ ARTIFACTS: tuple[Artifact, ...] = (
              "the trained encoder alone, to encode new customers"),
     Artifact(paths.TRAIN_AUTOENCODER, paths.LATENT, "parquet",
              "one row per customer: latent_0..latent_{k-1} and reconstruction_error"),
-    Artifact(paths.TRAIN_AUTOENCODER, paths.TRAINING_HISTORY, "json", "training and validation loss per epoch"),
+    Artifact(paths.TRAIN_AUTOENCODER, paths.TRAINING_HISTORY, "json",
+             "training and validation loss per epoch, and the share of the held-out customers reconstructed"),
     Artifact(paths.TRAIN_AUTOENCODER, paths.LOSS_PLOT, "png", "the loss curve"),
     # 04_cluster
     Artifact(paths.CLUSTER, paths.ASSIGNMENTS, "parquet",

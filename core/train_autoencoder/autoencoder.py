@@ -132,6 +132,12 @@ class AutoencoderTransformer(TransformerMixin, BaseEstimator):
         The trained autoencoder (best validation weights restored).
     history_ : dict of str to list of float
         ``loss`` (and ``val_loss``) per epoch.
+    explained_ : dict
+        How much of the held-out rows the trained network reconstructs
+        (:func:`explained_share`): ``share``, ``loss``, ``mean_loss``,
+        ``rows``, ``on``. A network that learnt nothing reconstructs no
+        better than the training column means (share near 0); stage 04 sets
+        such a latent space aside when choosing the primary segmentation.
     n_features_in_ : int
     """
 
@@ -190,24 +196,62 @@ class AutoencoderTransformer(TransformerMixin, BaseEstimator):
         return self
 
     def _train(self, X: np.ndarray) -> None:
-        keras, _ = _keras()
-        self.model_ = self._build(X.shape[1])
-        order = np.random.default_rng(self.random_state).permutation(len(X))
+        """Mini-batch Adam with early stopping on the held-out rows, in a loop of our own.
+
+        What ``keras.Model.fit`` with ``EarlyStopping(restore_best_weights=True)``
+        does, without its cost per epoch: fit makes new tf.data iterators and a
+        validation pass with its own callbacks every epoch, which on this
+        small network cost as much as the gradient steps (docs/decisions.md).
+        Here each step is one call of the model's own ``train_step`` (the
+        compiled loss, the L2 penalties and the optimizer) as a graph, the
+        held-out rows are scored in one call of ``test_step``, and the rows
+        are shuffled every epoch by a NumPy generator seeded with
+        ``random_state``. ``loss`` is the batch-size-weighted mean over the
+        epoch's steps, as fit reports it.
+        """
+        model = self.model_ = self._build(X.shape[1])
+        rng = np.random.default_rng(self.random_state)
+        order = rng.permutation(len(X))
         n_val = int(round(len(X) * self.validation_split))
         use_validation = n_val >= 1 and len(X) - n_val >= 1
         train_rows, val_rows = (order[:-n_val], order[-n_val:]) if use_validation else (order, None)
-        monitor = "val_loss" if use_validation else "loss"
-        # The held-out loss comes from _HeldOutLoss, first in the list so that early stopping, the history and
-        # the progress read it: fit's own validation pass cost as much as the training steps (docs/decisions.md).
-        callbacks = ([_HeldOutLoss(X[val_rows])] if use_validation else []) + [
-            keras.callbacks.EarlyStopping(monitor=monitor, patience=self.early_stopping_patience,
-                                          restore_best_weights=True),
-            _EpochProgress(self.epochs),
-        ]
-        history = self.model_.fit(
-            X[train_rows], X[train_rows],
-            epochs=self.epochs, batch_size=self.batch_size, shuffle=True, verbose=0, callbacks=callbacks)
-        self.history_ = {k: [float(v) for v in vals] for k, vals in history.history.items()}
+        X_train = X[train_rows]
+        train_step, test_step = _compiled_steps(model)
+        history: dict[str, list[float]] = {"loss": []}
+        if use_validation:
+            history["val_loss"] = []
+        best, best_weights, wait = np.inf, None, 0
+        with _epoch_progress(self.epochs) as progress:
+            for _ in range(self.epochs):
+                model.reset_metrics()
+                rows = rng.permutation(len(X_train))
+                for start in range(0, len(rows), self.batch_size):
+                    batch = X_train[rows[start:start + self.batch_size]]
+                    logs = train_step(batch)
+                history["loss"].append(float(logs["loss"]))
+                if use_validation:
+                    model.reset_metrics()
+                    history["val_loss"].append(float(test_step(X[val_rows])["loss"]))
+                monitored = history["val_loss" if use_validation else "loss"][-1]
+                progress.advance(1, _epoch_note(history))
+                if monitored < best:
+                    best, best_weights, wait = monitored, model.get_weights(), 0
+                    continue
+                wait += 1
+                if wait >= self.early_stopping_patience:
+                    break
+        model.reset_metrics()
+        if best_weights is not None:
+            model.set_weights(best_weights)  # the best epoch's weights, as restore_best_weights does
+        self.history_ = history
+        scored = X[val_rows] if use_validation else X_train
+        self.explained_ = explained_share(scored, self._reconstruct(scored), X_train.mean(axis=0),
+                                          on="held-out rows" if use_validation else "training rows")
+
+    def _reconstruct(self, X: np.ndarray) -> np.ndarray:
+        """The network's reconstruction of ``X`` (dropout off), in float32."""
+        with op_determinism():
+            return self.model_.predict(X, batch_size=4096, verbose=0)
 
     def _validate(self, X, reset: bool = False) -> np.ndarray:
         """``X`` as a finite, 2-d float32 array; unless ``reset``, with the number of columns ``fit`` saw.
@@ -244,9 +288,7 @@ class AutoencoderTransformer(TransformerMixin, BaseEstimator):
         """Mean squared reconstruction error per row, shape (n_samples,): large for unusual customers."""
         check_is_fitted(self, "model_")
         X = self._validate(X)
-        with op_determinism():
-            rebuilt = self.model_.predict(X, batch_size=4096, verbose=0)
-        return np.mean((X - rebuilt) ** 2, axis=1)
+        return np.mean((X - self._reconstruct(X)) ** 2, axis=1)
 
     def save(self, path: Path) -> None:
         """Save the trained network as a ``.keras`` file."""
@@ -285,57 +327,54 @@ class AutoencoderTransformer(TransformerMixin, BaseEstimator):
         return self
 
 
-class _EpochProgress:
-    """Keras callback reporting the epochs done and the time left (:class:`core.framework.progress.Progress`).
+def explained_share(X: np.ndarray, rebuilt: np.ndarray, column_means: np.ndarray, on: str) -> dict[str, Any]:
+    """The share of ``X``'s squared deviation from ``column_means`` that the reconstruction ``rebuilt`` removes.
+
+    ``1 - mean((X - rebuilt)^2) / mean((X - column_means)^2)``: the
+    reconstruction's mean squared error against that of the plainest
+    prediction, every customer rebuilt as the training rows' column means
+    (what an autoencoder that learnt nothing converges to). 1 is a perfect
+    reconstruction, 0 no better than the means; below 0, worse. On the
+    held-out rows (``on`` says which), the weights are the restored best
+    epoch's, and the L2 penalty is left out: it is not reconstruction.
+
+    Returns
+    -------
+    dict
+        ``share``, ``loss`` (the reconstruction's mean squared error),
+        ``mean_loss`` (the column means'), ``rows``, ``on``.
+    """
+    X = np.asarray(X, dtype=np.float64)
+    loss = float(np.mean((X - np.asarray(rebuilt, dtype=np.float64)) ** 2))
+    mean_loss = float(np.mean((X - np.asarray(column_means, dtype=np.float64)) ** 2))
+    share = 1.0 - loss / mean_loss if mean_loss > 0 else 0.0  # constant columns: nothing to explain
+    return {"share": share, "loss": loss, "mean_loss": mean_loss, "rows": int(len(X)), "on": on}
+
+
+def _compiled_steps(model):
+    """The model's ``train_step`` and ``test_step`` (input = target) as graph functions, each traced once.
+
+    The signature leaves the batch dimension open, so the epoch's last,
+    partial batch and the held-out rows use the same graph instead of a
+    second tracing (a second or more of this stage's CPU time each).
+    """
+    _, tf = _keras()
+    signature = [tf.TensorSpec([None, model.inputs[0].shape[-1]], tf.float32)]
+    train = tf.function(lambda batch: model.train_step((batch, batch)), input_signature=signature)
+    test = tf.function(lambda batch: model.test_step((batch, batch)), input_signature=signature)
+    return train, test
+
+
+def _epoch_note(history: dict[str, list[float]]) -> str:
+    val = f", val_loss {history['val_loss'][-1]:.4f}" if history.get("val_loss") else ""
+    return f"loss {history['loss'][-1]:.4f}{val}"
+
+
+def _epoch_progress(epochs: int):
+    """Epochs done and the time left (:class:`core.framework.progress.Progress`).
 
     The estimate assumes every epoch runs: early stopping may end sooner, so it is an upper bound.
     """
+    from core.framework.progress import Progress
 
-    def __new__(cls, epochs: int):
-        keras, _ = _keras()
-        from core.framework.progress import Progress
-
-        class EpochProgress(keras.callbacks.Callback):
-            def on_train_begin(self, logs=None):
-                self.progress = Progress("autoencoder training (early stopping may end it sooner)", total=epochs,
-                                         unit="epochs")
-
-            def on_epoch_end(self, epoch, logs=None):
-                logs = logs or {}
-                val = f", val_loss {logs['val_loss']:.4f}" if "val_loss" in logs else ""
-                self.progress.advance(1, f"loss {logs.get('loss', np.nan):.4f}{val}")
-
-            def on_train_end(self, logs=None):
-                self.progress.close()
-
-        return EpochProgress()
-
-
-class _HeldOutLoss:
-    """Keras callback adding ``val_loss``, the held-out rows' loss, to each epoch's logs.
-
-    What ``fit(validation_data=...)`` computes (the compiled loss plus the
-    L2 penalties, dropout off), without fit's evaluation pass each epoch: a
-    new tf.data iterator and callback list, four batches, about 70 ms of CPU
-    against 2 ms for one call of the model's ``test_step`` on all the rows,
-    traced once. Validation never changes the training steps, so the
-    weights are the same as with fit's validation; the loss differs only in
-    float rounding (one batch instead of four).
-    """
-
-    def __new__(cls, X_val: np.ndarray):
-        keras, tf = _keras()
-
-        class HeldOutLoss(keras.callbacks.Callback):
-            def on_train_begin(self, logs=None):
-                model = self.model
-                signature = [tf.TensorSpec([None, X_val.shape[1]], tf.float32)]
-                self.test = tf.function(lambda rows: model.test_step((rows, rows)), input_signature=signature)
-
-            def on_epoch_end(self, epoch, logs=None):
-                # fit has read the epoch's training metrics already and resets them before the next epoch.
-                self.model.reset_metrics()
-                logs["val_loss"] = float(self.test(X_val)["loss"])
-                self.model.reset_metrics()
-
-        return HeldOutLoss()
+    return Progress("autoencoder training (early stopping may end it sooner)", total=epochs, unit="epochs")

@@ -4,7 +4,9 @@ Reads ``features.parquet`` (the scaled model matrix) from stage 02 and writes
 to ``artifacts/03_train_autoencoder/``: ``autoencoder-model.keras``,
 ``encoder.keras`` (the trained encoder alone, to encode new customers),
 ``latent.parquet`` (customer_id, latent_0..latent_{k-1},
-reconstruction_error), ``history.json`` and ``loss-plot.png``.
+reconstruction_error), ``history.json`` (the loss per epoch, and under
+``explained`` the share of the held-out customers the network reconstructs
+better than their column means) and ``loss-plot.png``.
 Run ``python 03_train_autoencoder.py --help``.
 
 The network is trained on at most ``fit_sample_size`` customers (a seeded
@@ -23,6 +25,10 @@ from core.framework import paths
 from core.framework.errors import PipelineError
 from core.framework.progress import Progress
 from core.framework.stage import Stage, StageContext
+
+#: Key of ``history.json`` (and of the manifest's details) with the trained network's explained share
+#: (:func:`core.train_autoencoder.autoencoder.explained_share`), which stage 04 reads.
+EXPLAINED_KEY = "explained"
 
 #: Customers encoded per batch: bounds the memory of the network's outputs, and paces the progress.
 ENCODE_BATCH_ROWS = 100_000
@@ -55,20 +61,23 @@ def run(ctx: StageContext) -> None:
     ctx.write_with(paths.AUTOENCODER_MODEL, model.save)
     ctx.write_with(paths.ENCODER_MODEL, model.save_encoder)
     ctx.write_parquet(paths.LATENT, frame)
-    ctx.write_json(paths.TRAINING_HISTORY, model.history_)
+    # The explained share travels with the history: stage 04 reads it to set an untrained latent space aside.
+    ctx.write_json(paths.TRAINING_HISTORY, {**model.history_, EXPLAINED_KEY: model.explained_})
     ctx.write_with(paths.LOSS_PLOT, lambda tmp: plots.save_loss_plot(model.history_, tmp))
     epochs = len(model.history_["loss"])
     best = min(model.history_.get("val_loss", model.history_["loss"]))
     fitted_on = len(X) if rows is None else len(rows)
+    explained = model.explained_
     ctx.details = {"epochs_trained": epochs, "best_loss": best, "input_dim": X.shape[1],
-                   "latent_dim": latent.shape[1], "fit_customers": fitted_on}
+                   "latent_dim": latent.shape[1], "fit_customers": fitted_on, EXPLAINED_KEY: explained}
     if size_choice is not None:
         ctx.details["latent_dim_choice"] = size_choice.report()
     sample = "" if rows is None else f", trained on a sample of {fitted_on:,}"
     if size_choice is not None:
         sample += f" (latent size {latent.shape[1]} from the data: {size_choice.components_above_chance} directions above chance)"
     ctx.summary = (f"{len(frame):,} customers encoded {X.shape[1]} -> {latent.shape[1]} dims{sample}, "
-                   f"{epochs} epochs, best loss {best:.4f}")
+                   f"{epochs} epochs, best loss {best:.4f}, explains {explained['share']:.1%} of the "
+                   f"{explained['on']}")
 
 
 def fit_sample_rows(n_rows: int, sample_size: int, seed: int) -> np.ndarray | None:

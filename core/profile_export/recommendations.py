@@ -575,7 +575,7 @@ def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     k = min(k, scores.shape[1])
     if k == 0:
         return np.empty((len(scores), 0), np.int64), np.empty((len(scores), 0))
-    part = np.argpartition(-scores, k - 1, axis=1)[:, :k] if k < scores.shape[1] else \
+    part = _top_positions(scores, k) if k < scores.shape[1] else \
         np.tile(np.arange(scores.shape[1]), (len(scores), 1))
     picked = np.take_along_axis(scores, part, axis=1)
     order = np.lexsort((part, -picked), axis=1)
@@ -583,6 +583,31 @@ def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     best = np.take_along_axis(picked, order, axis=1)
     items = np.where(best > 0, items, -1)
     return items, np.where(best > 0, best, 0.0)
+
+
+def _top_positions(scores: np.ndarray, k: int) -> np.ndarray:
+    """The columns of each row's ``k`` largest scores (in no particular order): the set
+    ``np.argpartition(-scores, k - 1, axis=1)[:, :k]`` gives, in a fifth of its time.
+
+    ``k`` arg-max passes pick the largest scores; a row whose next score equals the k-th (a tie at the
+    k-th place, where the choice is argpartition's own) or that holds a NaN is taken from argpartition
+    itself, run on those rows only (it treats each row on its own, so the rows come out as in one call).
+    Other rows have one top-k set, which both find. 10,000 x 332 float32: 6 ms against 32 ms.
+    """
+    if not np.issubdtype(scores.dtype, np.floating):
+        return np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    rows = np.arange(len(scores))
+    work = np.array(scores, copy=True)
+    part = np.empty((len(scores), k), np.intp)
+    for j in range(k):
+        part[:, j] = work.argmax(axis=1)
+        # The k-th value as the pass saw it (-inf if a row ran out of values and picked a column again).
+        kth = work[rows, part[:, j]]
+        work[rows, part[:, j]] = -np.inf
+    again = (work.max(axis=1) == kth) | np.isnan(scores[rows[:, None], part]).any(axis=1)
+    if again.any():
+        part[again] = np.argpartition(-scores[again], k - 1, axis=1)[:, :k]
+    return part
 
 
 class NextBestClasses(BaseEstimator):
@@ -1096,14 +1121,22 @@ def choose_weights(interactions: Interactions, segments, relevant: sp.csr_matrix
         rows = np.sort(np.random.default_rng(seed).choice(rows, max_customers, replace=False))
     model = NextBestClasses(weights=DEFAULT_WEIGHTS, top_k=k).fit(interactions, segments)
     comps = model.components(interactions, segments, rows)
-    relevant_rows, seen = relevant[rows], interactions.counts[rows]
+    relevant_rows = relevant[rows].tocsr()
+    # Recall alone, from a dense copy of what was bought: ranking_metrics' recall of top_k's lists (the same
+    # top-k set, hits only where the score is above 0), without ordering the lists or sparse lookups.
+    wanted, bought = relevant_rows.toarray() != 0, np.diff(relevant_rows.indptr)
+    if (bought == 0).any():
+        raise ValueError("every evaluated customer needs at least one item bought in the evaluation period")
     scored: dict[tuple[int, ...], np.ndarray] = {}
 
     def score(units: tuple[int, ...]) -> float:
         if units not in scored:
             weights = {c: u * WEIGHT_STEP for c, u in zip(COMPONENTS, units)}
-            items, _ = top_k(model.blend(comps, weights), k)
-            scored[units] = ranking_metrics(items, relevant_rows, seen)["recall"]
+            blended = model.blend(comps, weights)
+            part = (_top_positions(blended, k) if k < blended.shape[1] else
+                    np.tile(np.arange(blended.shape[1]), (len(blended), 1)))
+            at = np.arange(len(blended))[:, None], part
+            scored[units] = (wanted[at] & (blended[at] > 0)).sum(axis=1) / bought
         return float(scored[units].mean())
 
     for weights in (grid if grid is not None else weight_grid(COARSE_STEP, SEARCHED_COMPONENTS)):

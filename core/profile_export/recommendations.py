@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import os
 from typing import Iterable, Mapping
 
 import numpy as np
@@ -104,6 +105,9 @@ SCORE_BATCH = 10_000
 # Customers blended and ranked at a time in the weight search, which blends the same components ~150 times:
 # 2,000 x 332 float32 is 2.7 MB, in cache.
 CACHE_ROWS = 2_000
+# Threads that score batches side by side (the final top k of every customer, the holdout, the cross-sell
+# order): NumPy, SciPy and BLAS leave the interpreter lock in their long calls. Results are taken in batch order.
+SCORE_THREADS = max(1, min(4, os.cpu_count() or 1))
 HALF_LIFE_DAYS = 90.0
 YEAR_DAYS = 365
 # Day numbers (days since 1970-01-01, plus 1 so none is 0 in a sparse matrix) stay below DAY_SPAN until
@@ -116,6 +120,25 @@ FIRST_BASE = DAY_SPAN
 PROFILE_PRIOR_LINES = 16.0
 # A habit counts as lapsed once the customer is this many of their own intervals past the last purchase.
 LAPSED_INTERVALS = 2.0
+
+
+def in_order(function, items: list):
+    """``function`` of each of ``items``, computed on up to :data:`SCORE_THREADS` threads, yielded in order.
+
+    BLAS is held to one thread of its own meanwhile (each batch's products are small; two levels of threads
+    on two cores only fight). Results do not depend on the threads: each item is computed alone, and the
+    caller combines them in order. An exception in one is raised here.
+    """
+    workers = min(SCORE_THREADS, len(items))
+    if workers <= 1:
+        yield from map(function, items)
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(workers) as pool:
+        yield from pool.map(function, items)
 
 
 def day_number(days) -> np.ndarray:
@@ -747,21 +770,28 @@ class NextBestClasses(BaseEstimator):
         """
         check_is_fitted(self, "similarity_")
         rows = np.arange(interactions.shape[0]) if rows is None else np.asarray(rows)
+        batches = [rows[start:start + self.batch_size] for start in range(0, len(rows), self.batch_size)]
         parts = []
-        for start in range(0, len(rows), self.batch_size):
-            batch = rows[start:start + self.batch_size]
-            comps = self.components(interactions, segments, batch)
-            blended = self.blend(comps)
+        for part, spread in in_order(lambda batch: self._recommend_batch(interactions, segments, batch, departments),
+                                     batches):
             if departments is not None:
-                departments.add(blended, interactions, batch)
-            items, _ = top_k(blended, self.top_k)
-            del blended
-            scores, reason, because = self._reasons(comps, items)
-            # A customer of no segment seen in fit was scored on everyone's popularity: say so.
-            unseen = self._segment_rows(np.asarray(segments)[batch]) < 0
-            reason[unseen[:, None] & (reason == COMPONENTS.index("segment"))] = -1
-            parts.append(Recommended(rows=batch, items=items, scores=scores, reason=reason, because=because))
+                departments.accumulate(part.rows, spread)  # in batch order: the same sums as one thread's
+            parts.append(part)
         return Recommended.concat(parts, self.top_k)
+
+    def _recommend_batch(self, interactions: Interactions, segments, batch: np.ndarray,
+                         departments: "DepartmentTotals | None") -> tuple["Recommended", np.ndarray | None]:
+        """:meth:`recommend` of one batch, and its customers' department scores for ``departments``."""
+        comps = self.components(interactions, segments, batch)
+        blended = self.blend(comps)
+        spread = departments.per_customer(blended, interactions, batch) if departments is not None else None
+        items, _ = top_k(blended, self.top_k)
+        del blended
+        scores, reason, because = self._reasons(comps, items)
+        # A customer of no segment seen in fit was scored on everyone's popularity: say so.
+        unseen = self._segment_rows(np.asarray(segments)[batch]) < 0
+        reason[unseen[:, None] & (reason == COMPONENTS.index("segment"))] = -1
+        return Recommended(rows=batch, items=items, scores=scores, reason=reason, because=because), spread
 
     def _reasons(self, comps: Mapping[str, np.ndarray],
                  items: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -1067,9 +1097,9 @@ def measure(model: NextBestClasses, interactions: Interactions, segments, rows: 
     models = dict(models) if models is not None else {
         "model": model.weights_, **{b: b for b in BASELINES}, **CANDIDATES}
     collected: dict[str, list] = {name: [] for name in models}
-    for start in range(0, len(rows), batch_size):
-        batch = rows[start:start + batch_size]
-        comps = None
+
+    def batch_metrics(batch: np.ndarray) -> dict[str, tuple]:
+        comps, out = None, {}
         for name, spec in models.items():
             if isinstance(spec, str):
                 scores = baseline_scores(spec, model, interactions, segments, batch)
@@ -1077,8 +1107,13 @@ def measure(model: NextBestClasses, interactions: Interactions, segments, rows: 
                 comps = comps if comps is not None else model.components(interactions, segments, batch)
                 scores = model.blend(comps, _check_weights(spec))
             items, _ = top_k(np.asarray(scores, dtype=np.float64), k)
-            metrics = ranking_metrics(items, relevant[batch], interactions.counts[batch])
-            collected[name].append((metrics, items))
+            out[name] = (ranking_metrics(items, relevant[batch], interactions.counts[batch]), items)
+        return out
+
+    for measured in in_order(batch_metrics, [rows[start:start + batch_size]
+                                             for start in range(0, len(rows), batch_size)]):
+        for name, parts in collected.items():
+            parts.append(measured[name])  # in batch order: the same sums as one thread's
     return {name: summarise(parts, model.n_items_) for name, parts in collected.items()}
 
 
@@ -1335,9 +1370,11 @@ def ranked_departments(model: NextBestClasses, interactions: Interactions, segme
     check_is_fitted(model, "similarity_")
     rows = np.arange(interactions.shape[0]) if rows is None else np.asarray(rows)
     totals = DepartmentTotals(segments, items)
-    for start in range(0, len(rows), batch_size):
-        batch = rows[start:start + batch_size]
-        totals.add(model.blend(model.components(interactions, segments, batch)), interactions, batch)
+    batches = [rows[start:start + batch_size] for start in range(0, len(rows), batch_size)]
+    spreads = in_order(lambda batch: totals.per_customer(
+        model.blend(model.components(interactions, segments, batch)), interactions, batch), batches)
+    for batch, spread in zip(batches, spreads):
+        totals.accumulate(batch, spread)
     return totals.ranked()
 
 
@@ -1354,11 +1391,20 @@ class DepartmentTotals:
 
     def add(self, blended: np.ndarray, interactions: Interactions, batch: np.ndarray) -> None:
         """Add the blended scores (``model.blend``) of the customers ``batch``."""
+        self.accumulate(batch, self.per_customer(blended, interactions, batch))
+
+    def per_customer(self, blended: np.ndarray, interactions: Interactions, batch: np.ndarray) -> np.ndarray:
+        """Customers ``batch`` x departments: their blended scores of classes not bought, summed per department
+        (what :meth:`add` adds; computed apart so batches scored side by side can be added in order)."""
         score = np.array(blended, dtype=np.float64)
         bought = interactions.counts[batch].tocsr()
         row = np.repeat(np.arange(len(batch)), np.diff(bought.indptr))
         score[row[bought.data > 0], bought.indices[bought.data > 0]] = 0.0  # the classes bought, not densified
-        np.add.at(self.totals, self.code[batch], score @ self.to_department)
+        return score @ self.to_department
+
+    def accumulate(self, batch: np.ndarray, spread: np.ndarray) -> None:
+        """Add :meth:`per_customer` of the customers ``batch`` to their segments' totals."""
+        np.add.at(self.totals, self.code[batch], spread)
 
     def ranked(self) -> dict[int, list[str]]:
         return {int(label): [self.departments[d] for d in np.argsort(-self.totals[i], kind="stable")

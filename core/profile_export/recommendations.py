@@ -856,9 +856,14 @@ def _cooccurrence(bought: sp.csr_matrix, block: int = 10_000) -> np.ndarray:
     exact in any order.
     """
     co = np.zeros((bought.shape[1], bought.shape[1]))
-    for start in range(0, bought.shape[0], block):
+
+    def product(start: int) -> np.ndarray:
         part = bought[start:start + block]
-        co += (part.T @ part).toarray()
+        return (part.T @ part).toarray()
+
+    # Blocks multiplied side by side (SciPy's products leave the interpreter lock), added in order.
+    for counted in in_order(product, list(range(0, bought.shape[0], block))):
+        co += counted
     return co
 
 
@@ -1184,18 +1189,27 @@ def choose_weights(interactions: Interactions, segments, relevant: sp.csr_matrix
         at = np.arange(len(blended))[:, None], part
         return (wanted[chunk][at] & (blended[at] > 0)).sum(axis=1)
 
+    def recall(units: tuple[int, ...]) -> np.ndarray:
+        weights = {c: u * WEIGHT_STEP for c, u in zip(COMPONENTS, units)}
+        # A few thousand customers at a time: the blend and its top k stay in the processor's cache.
+        return np.concatenate([hits(weights, slice(start, start + CACHE_ROWS))
+                               for start in range(0, len(rows), CACHE_ROWS)]) / bought
+
     def score(units: tuple[int, ...]) -> float:
         if units not in scored:
-            weights = {c: u * WEIGHT_STEP for c, u in zip(COMPONENTS, units)}
-            # A few thousand customers at a time: the blend and its top k stay in the processor's cache.
-            scored[units] = np.concatenate([hits(weights, slice(start, start + CACHE_ROWS))
-                                            for start in range(0, len(rows), CACHE_ROWS)]) / bought
+            scored[units] = recall(units)
         return float(scored[units].mean())
 
-    for weights in (grid if grid is not None else weight_grid(COARSE_STEP, SEARCHED_COMPONENTS)):
-        score(tuple(int(round(weights.get(c, 0.0) / WEIGHT_STEP)) for c in COMPONENTS))
+    def prefetch(blends: list[tuple[int, ...]]) -> None:
+        """Score the blends not scored yet side by side, kept in the order ``score`` would have met them (the
+        choice below reads them in that order)."""
+        missing = list(dict.fromkeys(b for b in blends if b not in scored))
+        scored.update(zip(missing, in_order(recall, missing)))
+
+    prefetch([tuple(int(round(weights.get(c, 0.0) / WEIGHT_STEP)) for c in COMPONENTS)
+              for weights in (grid if grid is not None else weight_grid(COARSE_STEP, SEARCHED_COMPONENTS))])
     if grid is None:
-        _refine(score, max(scored, key=score))
+        _refine(score, max(scored, key=score), prefetch)
     blends = list(scored)
     means = np.array([score(b) for b in blends])
     best = int(means.argmax())
@@ -1210,14 +1224,16 @@ def choose_weights(interactions: Interactions, segments, relevant: sp.csr_matrix
             "standard_error": round(float(error[chosen]), 4), "customers": int(len(rows)), "grid": len(blends)}
 
 
-def _refine(score, start: tuple[int, ...]) -> tuple[int, ...]:
+def _refine(score, start: tuple[int, ...], prefetch=None) -> tuple[int, ...]:
     """Hill-climb from ``start``: move one step of weight between two of :data:`SEARCHED_COMPONENTS` while
-    recall improves."""
+    recall improves (``prefetch``, if given, scores each round's moves beforehand, side by side)."""
     current = start
     searched = [COMPONENTS.index(c) for c in SEARCHED_COMPONENTS]
     for _ in range(REFINE_ROUNDS):
         moves = [tuple(u + (1 if i == to else -1 if i == frm else 0) for i, u in enumerate(current))
                  for frm in searched for to in searched if frm != to and current[frm] > 0]
+        if prefetch is not None:
+            prefetch(moves)
         best = max(moves, key=score, default=current)
         if score(best) <= score(current):
             break

@@ -17,7 +17,6 @@ reaches a score; only the labels themselves saw it.
 from __future__ import annotations
 
 import dataclasses
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pandas as pd
@@ -102,14 +101,8 @@ def fit_recommendations(ctx: StageContext, customers: pd.DataFrame, assignments:
         document.update(models={}, explanation=f"no recommendations: {why}")
         table = rec.empty_recommendations()
     else:
-        # The holdout's cut is built in a thread while the validation cut is built and the weights are chosen
-        # (both only read the summed history; the holdout existed during the search before, so memory is
-        # the same).
-        history.finish()
-        with ThreadPoolExecutor(1, thread_name_prefix="holdout") as pool:
-            building = pool.submit(rec.Holdout.of, history, seed, settings.evaluation_customers)
-            evaluation = rec.evaluate_history(history, segments, k, seed, building)
-            holdout = building.result()
+        holdout = rec.Holdout.of(history, seed, settings.evaluation_customers)
+        evaluation = rec.evaluate_history(history, segments, k, seed, holdout)
         document["customers"].update(evaluation.pop("customers"))
         document["evaluation_sample"] = SAMPLE_NOTE.format(n=settings.evaluation_customers, v=rec.VALIDATION_CUSTOMERS)
         document.update(evaluation)

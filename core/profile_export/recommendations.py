@@ -328,12 +328,6 @@ class PurchaseHistory:
             self._sums.add(_batch_sums(*self._carry, self._cut_days))
             self._carry = None
 
-    def finish(self) -> None:
-        """Sum the lines held back and merge the batches' sums (every batch added). Afterwards the history is
-        only read: :meth:`interactions` and :meth:`bought` may then be called from several threads."""
-        self._flush()
-        self._sums._merge()
-
     def interactions(self, cut: int) -> Interactions:
         """Purchases up to ``cuts[cut]`` (index), as of that date."""
         self._flush()
@@ -1327,9 +1321,8 @@ def evaluate_history(history: PurchaseHistory, segments, k: int, seed: int, hold
 
     Parameters
     ----------
-    holdout : Holdout or a future of one, optional
-        :meth:`Holdout.of` the history (default: with :data:`EVALUATION_CUSTOMERS`); a future (an object
-        with ``result()``) is waited for once the weights are chosen.
+    holdout : Holdout, optional
+        :meth:`Holdout.of` the history (default: with :data:`EVALUATION_CUSTOMERS`).
 
     Returns
     -------
@@ -1354,8 +1347,6 @@ def evaluate_history(history: PurchaseHistory, segments, k: int, seed: int, hold
                          "after the validation cut, the history is shorter than two evaluation windows"}
     chosen.update(fit_to=str(history.cuts[0].date()), scored_to=str(history.cuts[1].date()))
     del validation_fit, validation_relevant
-    # A future (``result()``): the holdout built in another thread while the weights were chosen.
-    holdout = holdout.result() if hasattr(holdout, "result") else holdout
     holdout = holdout if holdout is not None else Holdout.of(history, seed)
     result = {"weights": weights, "weights_chosen_on": chosen, "customers": holdout.customers(),
               "models": {}, "best_baseline": None, "lift_over_best_baseline": None, "explanation": None}

@@ -43,11 +43,11 @@ from core.framework.stage import Stage, StageContext
 
 log = logging.getLogger(__name__)
 
-# Where each part of the stage ends, in % of its time, for the estimate of what is left. From the parts' CPU seconds
-# at a million customers after the order-line pass moved to Arrow (benchmarks/RESULTS.md: inputs 5, class spend 2.6,
-# spend by month and attribute 7.1, profiles to report 7.0; the next-best classes about 25 CPU-s of fit, search and
-# holdout).
-PROGRESS = {"inputs": 11, "class_spend": 16, "line_totals": 30, "next_best": 80, "report": 97}
+# Where each part of the stage ends, in % of its time, for the estimate of what is left. From the parts' wall time at
+# a million customers with the next-best classes in their thread (benchmarks/RESULTS.md, "Stage 05 at a million
+# customers, both cores"): inputs 6.6 s, class spend 4.5, spend by month and attribute 13.9, then the profiles and
+# charts and the wait for the next-best classes (37 s together), the rest 3 s.
+PROGRESS = {"inputs": 10, "class_spend": 17, "line_totals": 38, "next_best": 95, "report": 99}
 
 
 def run(ctx: StageContext) -> None:

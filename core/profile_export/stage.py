@@ -253,7 +253,8 @@ class _Background:
             self.seconds, self.cpu_seconds = time.perf_counter() - started, time.thread_time() - started_cpu
 
     def result(self):
-        self._thread.join()
+        while self._thread.is_alive():
+            self._thread.join(0.5)  # in slices: a plain join does not see Ctrl+C on Windows
         if self._error is not None:
             raise self._error
         return self._value
@@ -263,7 +264,8 @@ class _Background:
 
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is not None and not issubclass(exc_type, KeyboardInterrupt):
-            self._thread.join()
+            while self._thread.is_alive():
+                self._thread.join(0.5)
 
 
 def _shown_profiles(ctx: StageContext, profiles: list[dict], primary: bool) -> tuple[list[dict], list[dict]]:

@@ -506,3 +506,18 @@ def test_explanations_from_segment_moments_match_the_direct_computation():
         entries = profiling.explain_from_moments(moments, segment, 3, tiny_hierarchy())["features"]
         assert sorted(e["feature"] for e in entries) == ["a", "b"]  # c is constant: it sets nobody apart
         assert entries[0]["population_mean"] == round(frame[entries[0]["feature"]].mean(), 4)
+
+
+def test_stage_05s_next_best_thread_hands_back_its_value_or_raises_its_error_in_the_stage():
+    """The next-best classes run in a thread beside the profiles: their result, or their exception, reaches the
+    stage's own thread; leaving the block by the stage's own error waits for the thread first."""
+    from core.profile_export.stage import _Background
+
+    assert _Background(sum, [1, 2]).result() == 3
+    with pytest.raises(ZeroDivisionError):
+        _Background(lambda: 1 / 0).result()
+    finished = []
+    with pytest.raises(KeyError):
+        with _Background(lambda: finished.append(sum(range(10 ** 6)))):
+            raise KeyError("the stage's own error")
+    assert finished == [sum(range(10 ** 6))]

@@ -168,6 +168,59 @@ def test_top_k_keeps_positive_scores_best_first():
     assert scores.tolist() == [[0.5, 0.2, 0.0], [0.0, 0.0, 0.0]]
 
 
+def test_top_k_picks_the_set_argpartition_picks_ties_nan_and_infinities_included():
+    """top_k finds the top k by arg-max passes; rows tied at the k-th place or holding a NaN go to argpartition
+    itself. Whatever the scores, the lists are those of argpartition's top k ordered by score, then item."""
+    def reference(scores, k):
+        part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+        picked = np.take_along_axis(scores, part, axis=1)
+        order = np.lexsort((part, -picked), axis=1)
+        items, best = np.take_along_axis(part, order, axis=1), np.take_along_axis(picked, order, axis=1)
+        return np.where(best > 0, items, -1), np.where(best > 0, best, 0.0)
+
+    rng = np.random.default_rng(3)
+    for trial in range(120):
+        n, m = int(rng.integers(0, 60)), int(rng.integers(6, 40))
+        scores = [rng.random((n, m)).astype(np.float32), rng.integers(0, 3, (n, m)).astype(np.float64),
+                  np.where(rng.random((n, m)) < 0.05, np.nan, rng.random((n, m))),
+                  np.where(rng.random((n, m)) < 0.5, -np.inf, rng.integers(0, 3, (n, m))).astype(np.float32),
+                  np.where(rng.random((n, m)) < 0.3, np.inf, rng.integers(0, 3, (n, m))),
+                  np.broadcast_to(rng.random(m), (n, m))][trial % 6]
+        for k in (1, 3, 5):
+            items, best = rec.top_k(scores, k)
+            want_items, want_best = reference(scores, k)
+            np.testing.assert_array_equal(items, want_items)
+            np.testing.assert_array_equal(best, want_best)
+
+
+def test_threads_change_nothing_in_the_history_the_scores_or_the_department_order(monkeypatch):
+    """Batches summed and scored side by side give what one thread gives, sum for sum."""
+    frame = lines([(c, day, "Ladies Clothing" if (c + i) % 3 else "Home", "AB"[(c * i) % 2] if (c + i) % 3 else "C")
+                   for c in range(1, 40) for i, day in enumerate(["2023-05-01", "2024-01-10", "2024-08-01",
+                                                                  "2024-12-01"][:1 + c % 4])])
+    segments = np.arange(1, 40) % 3
+
+    def run():
+        history = rec.PurchaseHistory(np.arange(1, 40), rec.recommendable_items(tiny_hierarchy()),
+                                      [VALIDATION_CUT, EVALUATION_CUT, ANALYSIS], WINDOW)
+        for start in range(0, len(frame), 7):
+            history.add(frame.iloc[start:start + 7])
+        fit = history.interactions(2)
+        model = rec.NextBestClasses(top_k=2, batch_size=4).fit(fit, segments)
+        totals = rec.DepartmentTotals(segments, rec.recommendable_items(tiny_hierarchy()))
+        return fit, model.recommend(fit, segments, departments=totals), totals.totals
+
+    monkeypatch.setattr(rec, "SCORE_THREADS", 1)
+    one = run()
+    monkeypatch.setattr(rec, "SCORE_THREADS", 3)
+    three = run()
+    for name in ("counts", "recency", "spend", "days", "last", "first"):
+        assert (getattr(one[0], name) != getattr(three[0], name)).nnz == 0
+    for field in ("rows", "items", "scores", "reason", "because"):
+        np.testing.assert_array_equal(getattr(one[1], field), getattr(three[1], field))
+    np.testing.assert_array_equal(one[2], three[2])
+
+
 def test_the_weight_grid_covers_every_blend_summing_to_one():
     grid = rec.weight_grid()
     assert len(grid) == 3003  # multiples of 0.1 over six components: C(15, 5)

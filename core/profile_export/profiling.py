@@ -29,6 +29,8 @@ values and for email-, postcode- and phone-shaped text).
 
 from __future__ import annotations
 
+import copy
+
 import dataclasses
 import re
 from typing import Any, Iterable
@@ -573,6 +575,21 @@ def profile_segments(customers: pd.DataFrame, segments: pd.Series, hierarchy: Hi
     for profile in profiles:
         profile["description"] = describe(profile, cfg.lapsed_after_days, cfg.currency, has_departments)
     return profiles
+
+
+def with_cross_sell(profiles: list[dict[str, Any]], cross_sell: dict[int, list[str]] | None,
+                    strategies: StrategyTable) -> list[dict[str, Any]]:
+    """:func:`profile_segments`' profiles as they would be with ``cross_sell`` given (the model's ranked
+    departments): a copy, where each listed segment's ``strategy.cross_sell`` comes from them
+    (``cross_sell_source`` ``recommendations``). Lets the profiles be built before the model is fitted."""
+    out = copy.deepcopy(profiles)
+    for profile in out:
+        if cross_sell and int(profile["segment_id"]) in cross_sell:
+            profile["strategy"]["cross_sell"] = pick_cross_sell(
+                cross_sell[int(profile["segment_id"])], [t["department"] for t in profile["top_departments"]],
+                strategies.cross_sell.max_categories)
+            profile["strategy"]["cross_sell_source"] = "recommendations"
+    return out
 
 
 def pick_cross_sell(ranked: list[str], exclude: list[str], n: int) -> list[str]:

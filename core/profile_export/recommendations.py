@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import os
 from typing import Iterable, Mapping
 
 import numpy as np
@@ -96,6 +97,17 @@ VALIDATION_CUSTOMERS = 10_000
 # Recall's standard error on 50,000 customers is about 0.001 (per-customer recall varies by about 0.2); at a
 # million customers scoring all 314,042 evaluable ones took 22 s of the holdout and 21 s of the comparison.
 EVALUATION_CUSTOMERS = 50_000
+# Customers scored at a time. Each of a batch's dense arrays (customers x items, float32) is 13 MB at 10,000 x 332:
+# the allocator reuses that memory from batch to batch and it stays in cache, where 66 MB arrays at 50,000 were
+# fresh pages every time (page faults, a third of the CPU at a million customers). Components of 50,000 customers
+# took 1.08 CPU-s in one batch, 0.43 in batches of 10,000 (0.64 at 5,000: the per-batch overhead); same values.
+SCORE_BATCH = 10_000
+# Customers blended and ranked at a time in the weight search, which blends the same components ~150 times:
+# 2,000 x 332 float32 is 2.7 MB, in cache.
+CACHE_ROWS = 2_000
+# Threads that score batches side by side (the final top k of every customer, the holdout, the cross-sell
+# order): NumPy, SciPy and BLAS leave the interpreter lock in their long calls. Results are taken in batch order.
+SCORE_THREADS = max(1, min(4, os.cpu_count() or 1))
 HALF_LIFE_DAYS = 90.0
 YEAR_DAYS = 365
 # Day numbers (days since 1970-01-01, plus 1 so none is 0 in a sparse matrix) stay below DAY_SPAN until
@@ -108,6 +120,25 @@ FIRST_BASE = DAY_SPAN
 PROFILE_PRIOR_LINES = 16.0
 # A habit counts as lapsed once the customer is this many of their own intervals past the last purchase.
 LAPSED_INTERVALS = 2.0
+
+
+def in_order(function, items: list):
+    """``function`` of each of ``items``, computed on up to :data:`SCORE_THREADS` threads, yielded in order.
+
+    BLAS is held to one thread of its own meanwhile (each batch's products are small; two levels of threads
+    on two cores only fight). Results do not depend on the threads: each item is computed alone, and the
+    caller combines them in order. An exception in one is raised here.
+    """
+    workers = min(SCORE_THREADS, len(items))
+    if workers <= 1:
+        yield from map(function, items)
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(workers) as pool:
+        yield from pool.map(function, items)
 
 
 def day_number(days) -> np.ndarray:
@@ -243,6 +274,7 @@ class PurchaseHistory:
         self._item_of = _ItemLookup(items)
         self._sums = _PeriodSums(len(self.cuts))
         self._carry: tuple[np.ndarray, ...] | None = None
+        self._summing = _OneAfterAnother()
         self._season = np.zeros((len(self.cuts), len(items)))
         self.lines = 0
 
@@ -289,13 +321,18 @@ class PurchaseHistory:
         tail = pair // len(self.items) == pair[-1] // len(self.items) if len(pair) else np.zeros(0, bool)
         self._carry = (pair[tail], day[tail], weight[tail], amount[tail])
         head = ~tail
-        self._sums.add(_batch_sums(pair[head], day[head], weight[head], amount[head], self._cut_days))
+        lines = (pair[head], day[head], weight[head], amount[head])
+        # Sorted and summed in a thread of its own while the next batch is read (a third of the pass's CPU),
+        # batch after batch in the order they came: the same sums.
+        self._summing.submit(lambda: self._sums.add(_batch_sums(*lines, self._cut_days)))
 
     def _flush(self) -> None:
-        """Sum the lines held back (:meth:`_sum_lines`): called once every batch has been added."""
+        """Sum the lines held back (:meth:`_sum_lines`) and wait for every batch's sums: called once every batch
+        has been added."""
         if self._carry is not None:
-            self._sums.add(_batch_sums(*self._carry, self._cut_days))
-            self._carry = None
+            carry, self._carry = self._carry, None
+            self._summing.submit(lambda: self._sums.add(_batch_sums(*carry, self._cut_days)))
+        self._summing.wait()
 
     def interactions(self, cut: int) -> Interactions:
         """Purchases up to ``cuts[cut]`` (index), as of that date."""
@@ -317,6 +354,36 @@ class PurchaseHistory:
         self._flush()
         inside = self._sums.period(period)
         return _csr(inside["pair"], self.shape)(np.ones(len(inside["pair"])))
+
+
+class _OneAfterAnother:
+    """Runs tasks one after another, in the order given, in a thread of its own while the caller goes on
+    (at most ``ahead`` tasks waiting, so the caller does not read far ahead); :meth:`wait` returns once all
+    have run and raises the first error. Inline on a single core."""
+
+    def __init__(self, ahead: int = 2):
+        self.ahead, self._pool, self._pending = ahead, None, []
+
+    def submit(self, task) -> None:
+        if SCORE_THREADS <= 1:
+            task()
+            return
+        if self._pool is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._pool = ThreadPoolExecutor(1, thread_name_prefix="purchase-history")
+        self._pending.append(self._pool.submit(task))
+        while len(self._pending) > self.ahead:
+            self._pending.pop(0).result()
+
+    def wait(self) -> None:
+        try:
+            while self._pending:
+                self._pending.pop(0).result()
+        finally:
+            if self._pool is not None:
+                self._pool.shutdown(wait=True, cancel_futures=True)
+                self._pool = None
 
 
 def _column(table, name: str, fill=None) -> np.ndarray:
@@ -429,13 +496,20 @@ _COMBINE = {"counts": np.add, "recency": np.add, "spend": np.add, "days": np.add
             "first": np.minimum}
 
 
-def _combine(entries: dict[str, np.ndarray], group: np.ndarray) -> dict[str, np.ndarray]:
-    """``entries`` (sorted by ``group``) combined per group (:data:`_COMBINE`)."""
+def _combine(entries: dict[str, np.ndarray], group: np.ndarray, side_by_side: bool = False) -> dict[str, np.ndarray]:
+    """``entries`` (sorted by ``group``) combined per group (:data:`_COMBINE`); the arrays side by side on the
+    cores if ``side_by_side``."""
     start = np.flatnonzero(np.r_[True, group[1:] != group[:-1]]) if len(group) else np.zeros(0, np.int64)
     if len(start) == len(group):
         return entries
-    return {name: (values[start] if name == "key" else _COMBINE[name].reduceat(values, start))
-            for name, values in entries.items()}
+    combine = lambda name: entries[name][start] if name == "key" else _COMBINE[name].reduceat(entries[name], start)  # noqa: E731
+    return _each(combine, list(entries)) if side_by_side else {name: combine(name) for name in entries}
+
+
+def _each(function, names: list[str]) -> dict[str, np.ndarray]:
+    """``{name: function(name)}``, computed side by side on the cores (:func:`in_order`): for the history's
+    arrays of tens of millions of entries, each a NumPy call that leaves the interpreter lock."""
+    return dict(zip(names, in_order(function, names)))
 
 
 class _PeriodSums:
@@ -480,9 +554,9 @@ class _PeriodSums:
             entries = dict(self.merged)  # every period: no copy
         else:
             inside = self.merged["key"] % self.periods <= cut
-            entries = {name: values[inside] for name, values in self.merged.items()}
+            entries = _each(lambda name: self.merged[name][inside], list(self.merged))
         entries["key"] = entries["key"] // self.periods
-        combined = _combine(entries, entries["key"])
+        combined = _combine(entries, entries["key"], side_by_side=True)
         combined["pair"] = combined.pop("key")
         return combined
 
@@ -490,7 +564,7 @@ class _PeriodSums:
         """Entries of one period (``pair``: the customer-item pair)."""
         self._merge()
         inside = self.merged["key"] % self.periods == period
-        out = {name: values[inside] for name, values in self.merged.items()}
+        out = _each(lambda name: self.merged[name][inside], list(self.merged))
         out["pair"] = out.pop("key") // self.periods
         return out
 
@@ -575,7 +649,7 @@ def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     k = min(k, scores.shape[1])
     if k == 0:
         return np.empty((len(scores), 0), np.int64), np.empty((len(scores), 0))
-    part = np.argpartition(-scores, k - 1, axis=1)[:, :k] if k < scores.shape[1] else \
+    part = _top_positions(scores, k) if k < scores.shape[1] else \
         np.tile(np.arange(scores.shape[1]), (len(scores), 1))
     picked = np.take_along_axis(scores, part, axis=1)
     order = np.lexsort((part, -picked), axis=1)
@@ -583,6 +657,31 @@ def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     best = np.take_along_axis(picked, order, axis=1)
     items = np.where(best > 0, items, -1)
     return items, np.where(best > 0, best, 0.0)
+
+
+def _top_positions(scores: np.ndarray, k: int) -> np.ndarray:
+    """The columns of each row's ``k`` largest scores (in no particular order): the set
+    ``np.argpartition(-scores, k - 1, axis=1)[:, :k]`` gives, in a fifth of its time.
+
+    ``k`` arg-max passes pick the largest scores; a row whose next score equals the k-th (a tie at the
+    k-th place, where the choice is argpartition's own) or that holds a NaN is taken from argpartition
+    itself, run on those rows only (it treats each row on its own, so the rows come out as in one call).
+    Other rows have one top-k set, which both find. 10,000 x 332 float32: 6 ms against 32 ms.
+    """
+    if not np.issubdtype(scores.dtype, np.floating):
+        return np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    rows = np.arange(len(scores))
+    work = np.array(scores, copy=True)
+    part = np.empty((len(scores), k), np.intp)
+    for j in range(k):
+        part[:, j] = work.argmax(axis=1)
+        # The k-th value as the pass saw it (-inf if a row ran out of values and picked a column again).
+        kth = work[rows, part[:, j]]
+        work[rows, part[:, j]] = -np.inf
+    again = (work.max(axis=1) == kth) | np.isnan(scores[rows[:, None], part]).any(axis=1)
+    if again.any():
+        part[again] = np.argpartition(-scores[again], k - 1, axis=1)[:, :k]
+    return part
 
 
 class NextBestClasses(BaseEstimator):
@@ -615,7 +714,7 @@ class NextBestClasses(BaseEstimator):
         Season lines scaled to a maximum of 1.
     """
 
-    def __init__(self, weights: Mapping[str, float] | None = None, top_k: int = 5, batch_size: int = 50_000):
+    def __init__(self, weights: Mapping[str, float] | None = None, top_k: int = 5, batch_size: int = SCORE_BATCH):
         self.weights = weights
         self.top_k = top_k
         self.batch_size = batch_size
@@ -669,9 +768,12 @@ class NextBestClasses(BaseEstimator):
         cooccurrence = _row_max_scaled(own @ self.similarity_.astype(np.float32))
         season = np.broadcast_to(self.season_.astype(np.float32), own.shape)
         counts = interactions.counts[rows].astype(np.float32).toarray()
-        prior = np.float32(PROFILE_PRIOR_LINES) * self.segment_mix_.astype(np.float32)[seg_rows]
-        profile = _row_max_scaled((counts + prior) / (counts.sum(axis=1, keepdims=True) + prior.sum(axis=1,
-                                                                                                    keepdims=True)))
+        # Per segment first, then each customer's row (the same float32 values, two passes fewer per batch).
+        priors = np.float32(PROFILE_PRIOR_LINES) * self.segment_mix_.astype(np.float32)
+        prior = priors[seg_rows]
+        smoothed = counts.sum(axis=1, keepdims=True) + priors.sum(axis=1, keepdims=True)[seg_rows]
+        counts += prior
+        profile = _row_max_scaled(np.divide(counts, smoothed, out=counts))
         return {"own": own, "segment": segment, "cooccurrence": cooccurrence, "season": season,
                 "repeat": replenishment_scores(interactions, rows), "profile": profile}
 
@@ -680,11 +782,13 @@ class NextBestClasses(BaseEstimator):
         check_is_fitted(self, "similarity_")
         weights = self.weights_ if weights is None else weights
         total = np.zeros(next(iter(components.values())).shape, np.float32)
+        scaled = np.empty_like(total)  # one buffer for every weighted component (the weight search blends ~150 times)
         for name, weight in weights.items():
             if weight:
-                total += np.float32(weight) * components[name]
+                total += np.multiply(np.float32(weight), components[name], out=scaled)
         top = self.global_popularity_.max()
-        return total + np.float32(TIE_BREAK) * (self.global_popularity_ / top if top > 0 else 0).astype(np.float32)
+        total += np.float32(TIE_BREAK) * (self.global_popularity_ / top if top > 0 else 0).astype(np.float32)
+        return total
 
     def recommend(self, interactions: Interactions, segments, rows: np.ndarray | None = None,
                   departments: "DepartmentTotals | None" = None) -> "Recommended":
@@ -709,21 +813,28 @@ class NextBestClasses(BaseEstimator):
         """
         check_is_fitted(self, "similarity_")
         rows = np.arange(interactions.shape[0]) if rows is None else np.asarray(rows)
+        batches = [rows[start:start + self.batch_size] for start in range(0, len(rows), self.batch_size)]
         parts = []
-        for start in range(0, len(rows), self.batch_size):
-            batch = rows[start:start + self.batch_size]
-            comps = self.components(interactions, segments, batch)
-            blended = self.blend(comps)
+        for part, spread in in_order(lambda batch: self._recommend_batch(interactions, segments, batch, departments),
+                                     batches):
             if departments is not None:
-                departments.add(blended, interactions, batch)
-            items, _ = top_k(blended, self.top_k)
-            del blended
-            scores, reason, because = self._reasons(comps, items)
-            # A customer of no segment seen in fit was scored on everyone's popularity: say so.
-            unseen = self._segment_rows(np.asarray(segments)[batch]) < 0
-            reason[unseen[:, None] & (reason == COMPONENTS.index("segment"))] = -1
-            parts.append(Recommended(rows=batch, items=items, scores=scores, reason=reason, because=because))
+                departments.accumulate(part.rows, spread)  # in batch order: the same sums as one thread's
+            parts.append(part)
         return Recommended.concat(parts, self.top_k)
+
+    def _recommend_batch(self, interactions: Interactions, segments, batch: np.ndarray,
+                         departments: "DepartmentTotals | None") -> tuple["Recommended", np.ndarray | None]:
+        """:meth:`recommend` of one batch, and its customers' department scores for ``departments``."""
+        comps = self.components(interactions, segments, batch)
+        blended = self.blend(comps)
+        spread = departments.per_customer(blended, interactions, batch) if departments is not None else None
+        items, _ = top_k(blended, self.top_k)
+        del blended
+        scores, reason, because = self._reasons(comps, items)
+        # A customer of no segment seen in fit was scored on everyone's popularity: say so.
+        unseen = self._segment_rows(np.asarray(segments)[batch]) < 0
+        reason[unseen[:, None] & (reason == COMPONENTS.index("segment"))] = -1
+        return Recommended(rows=batch, items=items, scores=scores, reason=reason, because=because), spread
 
     def _reasons(self, comps: Mapping[str, np.ndarray],
                  items: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -788,9 +899,14 @@ def _cooccurrence(bought: sp.csr_matrix, block: int = 10_000) -> np.ndarray:
     exact in any order.
     """
     co = np.zeros((bought.shape[1], bought.shape[1]))
-    for start in range(0, bought.shape[0], block):
+
+    def product(start: int) -> np.ndarray:
         part = bought[start:start + block]
-        co += (part.T @ part).toarray()
+        return (part.T @ part).toarray()
+
+    # Blocks multiplied side by side (SciPy's products leave the interpreter lock), added in order.
+    for counted in in_order(product, list(range(0, bought.shape[0], block))):
+        co += counted
     return co
 
 
@@ -1008,7 +1124,7 @@ def baseline_scores(name: str, model: NextBestClasses, interactions: Interaction
 
 def measure(model: NextBestClasses, interactions: Interactions, segments, rows: np.ndarray,
             relevant: sp.csr_matrix, k: int, models: Mapping[str, Mapping[str, float] | str] | None = None,
-            batch_size: int = 50_000) -> dict[str, dict]:
+            batch_size: int = SCORE_BATCH) -> dict[str, dict]:
     """Metrics of the fitted blend and of other models on customers ``rows``.
 
     Parameters
@@ -1029,9 +1145,9 @@ def measure(model: NextBestClasses, interactions: Interactions, segments, rows: 
     models = dict(models) if models is not None else {
         "model": model.weights_, **{b: b for b in BASELINES}, **CANDIDATES}
     collected: dict[str, list] = {name: [] for name in models}
-    for start in range(0, len(rows), batch_size):
-        batch = rows[start:start + batch_size]
-        comps = None
+
+    def batch_metrics(batch: np.ndarray) -> dict[str, tuple]:
+        comps, out = None, {}
         for name, spec in models.items():
             if isinstance(spec, str):
                 scores = baseline_scores(spec, model, interactions, segments, batch)
@@ -1039,8 +1155,13 @@ def measure(model: NextBestClasses, interactions: Interactions, segments, rows: 
                 comps = comps if comps is not None else model.components(interactions, segments, batch)
                 scores = model.blend(comps, _check_weights(spec))
             items, _ = top_k(np.asarray(scores, dtype=np.float64), k)
-            metrics = ranking_metrics(items, relevant[batch], interactions.counts[batch])
-            collected[name].append((metrics, items))
+            out[name] = (ranking_metrics(items, relevant[batch], interactions.counts[batch]), items)
+        return out
+
+    for measured in in_order(batch_metrics, [rows[start:start + batch_size]
+                                             for start in range(0, len(rows), batch_size)]):
+        for name, parts in collected.items():
+            parts.append(measured[name])  # in batch order: the same sums as one thread's
     return {name: summarise(parts, model.n_items_) for name, parts in collected.items()}
 
 
@@ -1096,20 +1217,42 @@ def choose_weights(interactions: Interactions, segments, relevant: sp.csr_matrix
         rows = np.sort(np.random.default_rng(seed).choice(rows, max_customers, replace=False))
     model = NextBestClasses(weights=DEFAULT_WEIGHTS, top_k=k).fit(interactions, segments)
     comps = model.components(interactions, segments, rows)
-    relevant_rows, seen = relevant[rows], interactions.counts[rows]
+    relevant_rows = relevant[rows].tocsr()
+    # Recall alone, from a dense copy of what was bought: ranking_metrics' recall of top_k's lists (the same
+    # top-k set, hits only where the score is above 0), without ordering the lists or sparse lookups.
+    wanted, bought = relevant_rows.toarray() != 0, np.diff(relevant_rows.indptr)
+    if (bought == 0).any():
+        raise ValueError("every evaluated customer needs at least one item bought in the evaluation period")
     scored: dict[tuple[int, ...], np.ndarray] = {}
+
+    def hits(weights: dict[str, float], chunk: slice) -> np.ndarray:
+        blended = model.blend({name: values[chunk] for name, values in comps.items()}, weights)
+        part = (_top_positions(blended, k) if k < blended.shape[1] else
+                np.tile(np.arange(blended.shape[1]), (len(blended), 1)))
+        at = np.arange(len(blended))[:, None], part
+        return (wanted[chunk][at] & (blended[at] > 0)).sum(axis=1)
+
+    def recall(units: tuple[int, ...]) -> np.ndarray:
+        weights = {c: u * WEIGHT_STEP for c, u in zip(COMPONENTS, units)}
+        # A few thousand customers at a time: the blend and its top k stay in the processor's cache.
+        return np.concatenate([hits(weights, slice(start, start + CACHE_ROWS))
+                               for start in range(0, len(rows), CACHE_ROWS)]) / bought
 
     def score(units: tuple[int, ...]) -> float:
         if units not in scored:
-            weights = {c: u * WEIGHT_STEP for c, u in zip(COMPONENTS, units)}
-            items, _ = top_k(model.blend(comps, weights), k)
-            scored[units] = ranking_metrics(items, relevant_rows, seen)["recall"]
+            scored[units] = recall(units)
         return float(scored[units].mean())
 
-    for weights in (grid if grid is not None else weight_grid(COARSE_STEP, SEARCHED_COMPONENTS)):
-        score(tuple(int(round(weights.get(c, 0.0) / WEIGHT_STEP)) for c in COMPONENTS))
+    def prefetch(blends: list[tuple[int, ...]]) -> None:
+        """Score the blends not scored yet side by side, kept in the order ``score`` would have met them (the
+        choice below reads them in that order)."""
+        missing = list(dict.fromkeys(b for b in blends if b not in scored))
+        scored.update(zip(missing, in_order(recall, missing)))
+
+    prefetch([tuple(int(round(weights.get(c, 0.0) / WEIGHT_STEP)) for c in COMPONENTS)
+              for weights in (grid if grid is not None else weight_grid(COARSE_STEP, SEARCHED_COMPONENTS))])
     if grid is None:
-        _refine(score, max(scored, key=score))
+        _refine(score, max(scored, key=score), prefetch)
     blends = list(scored)
     means = np.array([score(b) for b in blends])
     best = int(means.argmax())
@@ -1124,14 +1267,16 @@ def choose_weights(interactions: Interactions, segments, relevant: sp.csr_matrix
             "standard_error": round(float(error[chosen]), 4), "customers": int(len(rows)), "grid": len(blends)}
 
 
-def _refine(score, start: tuple[int, ...]) -> tuple[int, ...]:
+def _refine(score, start: tuple[int, ...], prefetch=None) -> tuple[int, ...]:
     """Hill-climb from ``start``: move one step of weight between two of :data:`SEARCHED_COMPONENTS` while
-    recall improves."""
+    recall improves (``prefetch``, if given, scores each round's moves beforehand, side by side)."""
     current = start
     searched = [COMPONENTS.index(c) for c in SEARCHED_COMPONENTS]
     for _ in range(REFINE_ROUNDS):
         moves = [tuple(u + (1 if i == to else -1 if i == frm else 0) for i, u in enumerate(current))
                  for frm in searched for to in searched if frm != to and current[frm] > 0]
+        if prefetch is not None:
+            prefetch(moves)
         best = max(moves, key=score, default=current)
         if score(best) <= score(current):
             break
@@ -1274,7 +1419,7 @@ def department_matrix(items: pd.DataFrame) -> tuple[sp.csr_matrix, list[str]]:
 
 
 def ranked_departments(model: NextBestClasses, interactions: Interactions, segments, items: pd.DataFrame,
-                       batch_size: int = 50_000, rows: np.ndarray | None = None) -> dict[int, list[str]]:
+                       batch_size: int = SCORE_BATCH, rows: np.ndarray | None = None) -> dict[int, list[str]]:
     """Each segment's departments ranked by the model's blended score on the classes its customers have not
     bought yet (summed over the segment's customers, or over ``rows`` of them): the model's cross-sell order,
     best first.
@@ -1284,9 +1429,11 @@ def ranked_departments(model: NextBestClasses, interactions: Interactions, segme
     check_is_fitted(model, "similarity_")
     rows = np.arange(interactions.shape[0]) if rows is None else np.asarray(rows)
     totals = DepartmentTotals(segments, items)
-    for start in range(0, len(rows), batch_size):
-        batch = rows[start:start + batch_size]
-        totals.add(model.blend(model.components(interactions, segments, batch)), interactions, batch)
+    batches = [rows[start:start + batch_size] for start in range(0, len(rows), batch_size)]
+    spreads = in_order(lambda batch: totals.per_customer(
+        model.blend(model.components(interactions, segments, batch)), interactions, batch), batches)
+    for batch, spread in zip(batches, spreads):
+        totals.accumulate(batch, spread)
     return totals.ranked()
 
 
@@ -1303,9 +1450,20 @@ class DepartmentTotals:
 
     def add(self, blended: np.ndarray, interactions: Interactions, batch: np.ndarray) -> None:
         """Add the blended scores (``model.blend``) of the customers ``batch``."""
+        self.accumulate(batch, self.per_customer(blended, interactions, batch))
+
+    def per_customer(self, blended: np.ndarray, interactions: Interactions, batch: np.ndarray) -> np.ndarray:
+        """Customers ``batch`` x departments: their blended scores of classes not bought, summed per department
+        (what :meth:`add` adds; computed apart so batches scored side by side can be added in order)."""
         score = np.array(blended, dtype=np.float64)
-        score[interactions.counts[batch].toarray() > 0] = 0.0
-        np.add.at(self.totals, self.code[batch], score @ self.to_department)
+        bought = interactions.counts[batch].tocsr()
+        row = np.repeat(np.arange(len(batch)), np.diff(bought.indptr))
+        score[row[bought.data > 0], bought.indices[bought.data > 0]] = 0.0  # the classes bought, not densified
+        return score @ self.to_department
+
+    def accumulate(self, batch: np.ndarray, spread: np.ndarray) -> None:
+        """Add :meth:`per_customer` of the customers ``batch`` to their segments' totals."""
+        np.add.at(self.totals, self.code[batch], spread)
 
     def ranked(self) -> dict[int, list[str]]:
         return {int(label): [self.departments[d] for d in np.argsort(-self.totals[i], kind="stable")

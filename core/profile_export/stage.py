@@ -19,7 +19,10 @@ from __future__ import annotations
 
 import itertools
 import logging
+import shutil
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -40,11 +43,11 @@ from core.framework.stage import Stage, StageContext
 
 log = logging.getLogger(__name__)
 
-# Where each part of the stage ends, in % of its time, for the estimate of what is left. From the parts' CPU seconds
-# at a million customers after the order-line pass moved to Arrow (benchmarks/RESULTS.md: inputs 5, class spend 2.6,
-# spend by month and attribute 7.1, profiles to report 7.0; the next-best classes about 25 CPU-s of fit, search and
-# holdout).
-PROGRESS = {"inputs": 11, "next_best": 63, "class_spend": 68, "line_totals": 82, "report": 97}
+# Where each part of the stage ends, in % of its time, for the estimate of what is left. From the parts' wall time at
+# a million customers with the next-best classes in their thread (benchmarks/RESULTS.md, "Stage 05 at a million
+# customers, both cores"): inputs 6.6 s, class spend 4.5, spend by month and attribute 13.9, then the profiles and
+# charts and the wait for the next-best classes (37 s together), the rest 3 s.
+PROGRESS = {"inputs": 10, "class_spend": 17, "line_totals": 38, "next_best": 95, "report": 99}
 
 
 def run(ctx: StageContext) -> None:
@@ -53,16 +56,19 @@ def run(ctx: StageContext) -> None:
     seconds: dict[str, float] = {}
     with Progress(paths.PROFILE_EXPORT, total=100, unit="%", heartbeat=True) as progress:
         _run(ctx, progress, seconds)
-    # Issue 18 budgets the next-best classes (issue 15) apart from the rest of the stage: both are logged.
+    # Issue 18 budgets the next-best classes (issue 15) apart from the rest of the stage: both are logged. The
+    # next-best classes are fitted in a thread beside the class spend and the line pass: their own time is that
+    # thread's, and the stage's time charged to them is what it waited for them after its own parts, plus the
+    # write. CPU seconds per part are the thread's that ran it (Arrow's and BLAS's own threads not counted).
     total, total_cpu = time.perf_counter() - started, time.process_time() - started_cpu
     next_best = seconds.get("next_best_fit", 0.0) + seconds.get("next_best_write", 0.0)
-    next_best_cpu = seconds.get("next_best_fit_cpu", 0.0) + seconds.get("next_best_write_cpu", 0.0)
     parts = ", ".join(f"{part} {value:.1f}/{seconds[part + '_cpu']:.1f}" for part, value in seconds.items()
                       if not part.startswith("next_best") and not part.endswith("_cpu"))
-    log.info("%s took %.1f s (%.1f CPU-s): next-best classes %.1f s (%.1f CPU-s; fit %.1f s, write %.1f s), "
-             "everything else %.1f s (%.1f CPU-s; wall/CPU s: %s)", paths.PROFILE_EXPORT, total, total_cpu,
-             next_best, next_best_cpu, seconds.get("next_best_fit", 0.0), seconds.get("next_best_write", 0.0),
-             total - next_best, total_cpu - next_best_cpu, parts)
+    log.info("%s took %.1f s (%.1f CPU-s of the process): next-best classes %.1f s (fitted in a thread in %.1f s, "
+             "%.1f CPU-s, of which the stage waited %.1f s after its own parts; write %.1f s), everything else "
+             "%.1f s (wall/CPU s: %s)", paths.PROFILE_EXPORT, total, total_cpu, next_best,
+             seconds.get("next_best_thread", 0.0), seconds.get("next_best_thread_cpu", 0.0),
+             seconds.get("next_best_fit", 0.0), seconds.get("next_best_write", 0.0), total - next_best, parts)
 
 
 def _run(ctx: StageContext, progress: Progress, seconds: dict[str, float]) -> None:
@@ -95,44 +101,64 @@ def _run(ctx: StageContext, progress: Progress, seconds: dict[str, float]) -> No
 
     # Next-best classes per customer, measured on a temporal holdout (issue 15); the model's cross-sell lists
     # replace the lift heuristic's in the segments where they did better. Imported when the stage runs
-    # (SciPy, scikit-learn): status and skips never need them.
+    # (SciPy, scikit-learn): status and skips never need them. They run in a thread beside the class spend
+    # and the order-line pass (neither needs the other; NumPy, SciPy and Arrow leave the interpreter lock in
+    # their long calls, so the two cores both work); the profiles wait for their cross-sell lists.
     from core.profile_export import recommendation_outputs
 
-    with progress.step(PROGRESS["next_best"] - PROGRESS["inputs"], "next-best classes"):
-        recommended = recommendation_outputs.fit_recommendations(ctx, customers, assignments)
-    lap("next_best_fit")
-
+    next_best = _Background(recommendation_outputs.fit_recommendations, ctx, customers, assignments)
     written = set(pq.read_schema(ctx.input_path(paths.PREPARE_FEATURES, paths.ENRICHED_CLASS)).names)
     class_columns = [c for c in _class_spend_columns(hierarchy) if c in written]
+    segmentations = [primary, *cfg.also_profile]
+    totals: dict[str, tuple] = {}
+    with next_best:
+        for segmentation in segmentations:
+            labels = assignments["segment" if segmentation == primary else f"{segmentation}_label"].to_numpy()
+            segment_of = pd.Series(labels, index=customers["customer_id"].to_numpy())
+            # Class columns are read in Arrow batches and summed per segment column by column: memory stays
+            # bounded however many customers there are, and no DataFrame of 664 columns is built.
+            # Stage 02 writes no class columns for data without a hierarchy: no top classes then.
+            class_spend = profiling.class_spend_from_batches(
+                pq.ParquetFile(ctx.input_path(paths.PREPARE_FEATURES, paths.ENRICHED_CLASS)).iter_batches(
+                    batch_size=100_000, columns=["customer_id"] + class_columns),
+                segment_of, hierarchy) if class_columns else None
+            progress.update(PROGRESS["class_spend"], f"{segmentation}: class spend")
+            lap("class_spend")
+            # One pass over the order lines in Arrow batches (line_totals): a pandas loop over batches, then a
+            # DuckDB join of every line's SKU string, were most of the stage's time at a million customers.
+            totals[segmentation] = (labels, class_spend, *line_totals.spend_by_segment(
+                ctx.input_path(paths.GENERATE_DATA, paths.TRANSACTIONS), products, segment_of, last_day))
+            progress.update(PROGRESS["line_totals"], f"{segmentation}: spend by month and attribute")
+            lap("line_totals")
+        # Still beside the next-best classes: every profile without the model's cross-sell lists (the one part of
+        # a profile they change, applied below), the names, customers_with_segments and the report's charts
+        # (drawn into a temporary folder, copied into place once the exports passed their checks).
+        drafts = {segmentation: profiling.profile_segments(
+            customers, pd.Series(totals[segmentation][0]), hierarchy, cfg, ctx.config.strategies, model_columns,
+            class_spend=totals[segmentation][1], monthly_spend=totals[segmentation][2],
+            attribute_spend=totals[segmentation][3], horizon_days=value_model["horizon_days"], value_note=value_note)
+            for segmentation in segmentations}
+        draft_profiles, draft_shown = _shown_profiles(ctx, drafts[primary], True)
+        names = {p["segment_id"]: p["name"] for p in draft_profiles}
+        with_segments = with_source_ids(profiling.customers_with_segments(assignments, names, values), mapping)
+        lap("profiles")
+        customer_value = {"note": value_note, "horizon_days": value_model["horizon_days"],
+                          "evaluation": ctx.read_json(paths.PREPARE_FEATURES, paths.CUSTOMER_VALUE_EVALUATION)}
+        charts = _Deferred()
+        drawn = _draw_charts(ctx, charts, customers, assignments, draft_shown, names, customer_value)
+        lap("report")
+        progress.update(PROGRESS["line_totals"], "next-best classes")
+        recommended = next_best.result()
+    seconds["next_best_thread"], seconds["next_best_thread_cpu"] = next_best.seconds, next_best.cpu_seconds
+    progress.update(PROGRESS["next_best"], "next-best classes fitted")
+    lap("next_best_fit")
+
     exported: dict[str, tuple] = {}
-    for segmentation in [primary, *cfg.also_profile]:
-        labels = assignments["segment" if segmentation == primary else f"{segmentation}_label"].to_numpy()
-        segment_of = pd.Series(labels, index=customers["customer_id"].to_numpy())
-        # Class columns are read in Arrow batches and summed per segment column by column: memory stays
-        # bounded however many customers there are, and no DataFrame of 664 columns is built.
-        # Stage 02 writes no class columns for data without a hierarchy: no top classes then.
-        class_spend = profiling.class_spend_from_batches(
-            pq.ParquetFile(ctx.input_path(paths.PREPARE_FEATURES, paths.ENRICHED_CLASS)).iter_batches(
-                batch_size=100_000, columns=["customer_id"] + class_columns),
-            segment_of, hierarchy) if class_columns else None
-        progress.update(PROGRESS["class_spend"], f"{segmentation}: class spend")
-        lap("class_spend")
-        # One pass over the order lines in Arrow batches (line_totals): a pandas loop over batches, then a DuckDB
-        # join of every line's SKU string, were most of the stage's time at a million customers.
-        monthly_spend, attribute_spend = line_totals.spend_by_segment(
-            ctx.input_path(paths.GENERATE_DATA, paths.TRANSACTIONS), products, segment_of, last_day)
-        progress.update(PROGRESS["line_totals"], f"{segmentation}: spend by month and attribute")
-        lap("line_totals")
-        profiles = profiling.profile_segments(
-            customers, pd.Series(labels), hierarchy, cfg, ctx.config.strategies, model_columns,
-            class_spend=class_spend, monthly_spend=monthly_spend, attribute_spend=attribute_spend,
-            horizon_days=value_model["horizon_days"], value_note=value_note,
-            cross_sell=recommended.cross_sell if segmentation == primary else None)
-        shown = profiling.suppress_small_segments(profiles, cfg.min_segment_size)
-        # One name per segment in every output, the neutral one for small segments.
-        profiles = [{**p, "name": s["name"]} for p, s in zip(profiles, shown)]
+    for segmentation in segmentations:
+        profiles = drafts[segmentation]
         if segmentation == primary:
-            profiles, shown = _with_migration(ctx, profiles, shown)
+            profiles = profiling.with_cross_sell(profiles, recommended.cross_sell, ctx.config.strategies)
+        profiles, shown = _shown_profiles(ctx, profiles, segmentation == primary)
         document = export.build_export(
             shown, run_id=ctx.run_id,
             config_hash=ctx.config_hash, method=segmentation.split("_")[0], space=segmentation.split("_")[1],
@@ -155,15 +181,16 @@ def _run(ctx: StageContext, progress: Progress, seconds: dict[str, float]) -> No
     lap("exports")
 
     profiles, shown, _ = exported[primary]
-    names = {p["segment_id"]: p["name"] for p in profiles}
+    if {p["segment_id"]: p["name"] for p in profiles} != names or _charted(shown) != _charted(draft_shown):
+        # Not expected (names and chart figures never read the cross-sell lists), but never written stale.
+        names = {p["segment_id"]: p["name"] for p in profiles}
+        with_segments = with_source_ids(profiling.customers_with_segments(assignments, names, values), mapping)
+        drawn = _draw_charts(ctx, charts, customers, assignments, shown, names, customer_value)
     # Joined on by people and other systems: the ids as the source wrote them (core/domain/customer_ids.py).
-    ctx.write_parquet(paths.CUSTOMERS_WITH_SEGMENTS,
-                      with_source_ids(profiling.customers_with_segments(assignments, names, values), mapping))
+    ctx.write_parquet(paths.CUSTOMERS_WITH_SEGMENTS, with_segments)
     lap("customers_with_segments")
-    _write_report(ctx, customers, assignments, shown, names,
-                  {"note": value_note, "horizon_days": value_model["horizon_days"],
-                   "evaluation": ctx.read_json(paths.PREPARE_FEATURES, paths.CUSTOMER_VALUE_EVALUATION)},
-                  recommended.document)
+    charts.write(ctx)
+    _write_report(ctx, customers, assignments, shown, names, customer_value, drawn, recommended.document)
     progress.update(PROGRESS["report"], "profiles, exports and report written; next-best classes")
     lap("report")
     suppressed = sum(p["suppressed"] for p in shown)
@@ -182,16 +209,100 @@ def _run(ctx: StageContext, progress: Progress, seconds: dict[str, float]) -> No
 
 class _Laps:
     """Adds the seconds since its previous call (or its creation) to the named part of ``seconds``, and the
-    process's CPU seconds to ``<part>_cpu`` (on a shared machine wall time says more about the others)."""
+    calling thread's CPU seconds to ``<part>_cpu`` (on a shared machine wall time says more about the others;
+    the thread's, not the process's: the next-best classes run in another thread meanwhile)."""
 
     def __init__(self, seconds: dict[str, float]):
-        self.seconds, self.last, self.last_cpu = seconds, time.perf_counter(), time.process_time()
+        self.seconds, self.last, self.last_cpu = seconds, time.perf_counter(), time.thread_time()
 
     def __call__(self, part: str) -> None:
-        now, cpu = time.perf_counter(), time.process_time()
+        now, cpu = time.perf_counter(), time.thread_time()
         self.seconds[part] = self.seconds.get(part, 0.0) + now - self.last
         self.seconds[f"{part}_cpu"] = self.seconds.get(f"{part}_cpu", 0.0) + cpu - self.last_cpu
         self.last, self.last_cpu = now, cpu
+
+
+class _Background:
+    """``function(*args)`` run in a thread from creation; :meth:`result` waits for it and returns its value
+    or raises its exception in the caller's thread.
+
+    A daemon thread, so an interrupted stage (Ctrl+C) does not wait for it at exit; it writes nothing, its
+    caller writes what it returns. Used as a context manager: leaving the block by an exception of the
+    caller's own waits for the thread (its work is not half-done when the caller's error is reported) and
+    lets the caller's exception through. Threads, not processes: Windows starts processes by spawning, which
+    would copy a million customers' inputs into the child; and NumPy, SciPy and Arrow release the
+    interpreter lock in their long calls.
+    """
+
+    def __init__(self, function, *args):
+        import threading
+
+        self.seconds = self.cpu_seconds = 0.0
+        self._value, self._error = None, None
+        self._thread = threading.Thread(target=self._work, args=(function, args), name="next-best-classes",
+                                        daemon=True)
+        self._thread.start()
+
+    def _work(self, function, args) -> None:
+        started, started_cpu = time.perf_counter(), time.thread_time()
+        try:
+            self._value = function(*args)
+        except BaseException as exc:  # noqa: BLE001 - handed to the waiting thread, which raises it
+            self._error = exc
+        finally:
+            self.seconds, self.cpu_seconds = time.perf_counter() - started, time.thread_time() - started_cpu
+
+    def result(self):
+        while self._thread.is_alive():
+            self._thread.join(0.5)  # in slices: a plain join does not see Ctrl+C on Windows
+        if self._error is not None:
+            raise self._error
+        return self._value
+
+    def __enter__(self) -> "_Background":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None and not issubclass(exc_type, KeyboardInterrupt):
+            while self._thread.is_alive():
+                self._thread.join(0.5)
+
+
+def _shown_profiles(ctx: StageContext, profiles: list[dict], primary: bool) -> tuple[list[dict], list[dict]]:
+    """The profiles with their export names (the neutral one for small segments), and as the export shows
+    them (:func:`profiling.suppress_small_segments`); the primary segmentation's with their migration."""
+    shown = profiling.suppress_small_segments(profiles, ctx.config.profile_export.min_segment_size)
+    # One name per segment in every output, the neutral one for small segments.
+    profiles = [{**p, "name": s["name"]} for p, s in zip(profiles, shown)]
+    return _with_migration(ctx, profiles, shown) if primary else (profiles, shown)
+
+
+def _charted(shown: list[dict]) -> list[tuple]:
+    """What the report's charts read of the shown profiles."""
+    return [(p["segment_id"], p["name"], p["suppressed"], p.get("share_of_customers"), p.get("revenue_share"))
+            for p in shown]
+
+
+class _Deferred:
+    """Writes charts into a temporary folder now (``write_with``, as the stage context does) and into the
+    stage's folder later (:meth:`write`), once the exports passed their checks: they are drawn while the
+    next-best classes are fitted, and a refused export still leaves no chart of the run behind."""
+
+    def __init__(self):
+        self._folder = tempfile.TemporaryDirectory(prefix="profile-export-charts-")
+        self.files: list[str] = []
+
+    def write_with(self, file: str, writer) -> Path:
+        path = Path(self._folder.name) / file
+        writer(path)
+        self.files.append(file)
+        return path
+
+    def write(self, ctx: StageContext) -> None:
+        """Copy the charts into place through ``ctx`` (atomic, recorded in the manifest), then drop the folder."""
+        for file in dict.fromkeys(self.files):
+            ctx.write_with(file, lambda tmp, source=Path(self._folder.name) / file: shutil.copyfile(source, tmp))
+        self._folder.cleanup()
 
 
 def _with_migration(ctx: StageContext, profiles: list[dict], shown: list[dict]) -> tuple[list[dict], list[dict]]:
@@ -321,12 +432,12 @@ def _source_column(leak, customers: pd.DataFrame, described: list[str]) -> str |
     return None
 
 
-def _write_report(ctx: StageContext, customers: pd.DataFrame, assignments: pd.DataFrame, shown: list[dict],
-                  names: dict[int, str], customer_value: dict, recommendations: dict | None = None) -> None:
-    """Charts as PNG files and the self-contained report.html built from them.
+def _draw_charts(ctx: StageContext, writer, customers: pd.DataFrame, assignments: pd.DataFrame, shown: list[dict],
+                 names: dict[int, str], customer_value: dict) -> dict:
+    """The report's charts as PNG files written by ``writer`` (the stage's context, or a :class:`_Deferred`);
+    returns what :func:`_write_report` needs of them (``images``, ``over_time``, ``chosen``).
 
-    Small (suppressed) segments appear by name and size on their card only:
-    they are left out of every chart and table.
+    Small (suppressed) segments are left out of every chart.
     """
     from core.cluster.clustering import sample_rows
     from core.profile_export import report  # scikit-learn's projection: only when the stage runs
@@ -336,14 +447,14 @@ def _write_report(ctx: StageContext, customers: pd.DataFrame, assignments: pd.Da
     ids = [p["segment_id"] for p in described]
     images = {}
     if described:
-        sizes = ctx.write_with(paths.SEGMENT_SIZES_PLOT, lambda tmp: plots.save_segment_sizes_plot(
+        sizes = writer.write_with(paths.SEGMENT_SIZES_PLOT, lambda tmp: plots.save_segment_sizes_plot(
             [p["name"] for p in described], [p["share_of_customers"] for p in described],
             [p["revenue_share"] for p in described], tmp))
         images["segment_sizes"] = sizes.read_bytes()
         departments = ctx.config.hierarchy.merchandise_departments
         spend = profiling.department_spend(customers, departments).groupby(assignments["segment"].to_numpy()).sum()
         shares = spend.div(spend.sum(axis=1).replace(0, np.nan), axis=0).fillna(0.0)
-        heatmap = ctx.write_with(paths.DEPARTMENT_HEATMAP, lambda tmp: plots.save_department_heatmap(
+        heatmap = writer.write_with(paths.DEPARTMENT_HEATMAP, lambda tmp: plots.save_department_heatmap(
             shares.loc[ids].rename(index=names), tmp))
         images["department_heatmap"] = heatmap.read_bytes()
     # The projection shows the space the segments were found in.
@@ -361,19 +472,35 @@ def _write_report(ctx: StageContext, customers: pd.DataFrame, assignments: pd.Da
     coords, sampled = report.project_2d(matrix.loc[assignments["customer_id"].to_numpy()[rows]].to_numpy(),
                                         labels[rows], cfg.projection_sample_size, ctx.config.seed)
     if len(coords):
-        projection = ctx.write_with(paths.PROJECTION_PLOT, lambda tmp: plots.save_projection_plot(
+        projection = writer.write_with(paths.PROJECTION_PLOT, lambda tmp: plots.save_projection_plot(
             coords, sampled, names, tmp))
         images["projection"] = projection.read_bytes()
     evaluation = customer_value["evaluation"]
     if not customer_value["note"] and evaluation.get("status") == "done":
-        calibration = ctx.write_with(paths.CALIBRATION_PLOT, lambda tmp: plots.save_calibration_plot(
+        calibration = writer.write_with(paths.CALIBRATION_PLOT, lambda tmp: plots.save_calibration_plot(
             evaluation["deciles"], tmp, f"holdout {evaluation['cut_date']} to {evaluation['analysis_date']}, "
                                         f"{evaluation['customers']:,} customers"))
         images["calibration"] = calibration.read_bytes()
-    over_time = _migration_charts(ctx, {p["segment_id"]: p["name"] for p in described}, images)
+    over_time = _migration_charts(ctx, {p["segment_id"]: p["name"] for p in described}, images, writer)
     history = ctx.read_json(paths.TRAIN_AUTOENCODER, paths.TRAINING_HISTORY)
-    loss = ctx.write_with(paths.LOSS_CURVE, lambda tmp: plots.save_loss_plot(history, tmp))
+    loss = writer.write_with(paths.LOSS_CURVE, lambda tmp: plots.save_loss_plot(history, tmp))
     images["loss_curve"] = loss.read_bytes()
+    return {"images": images, "over_time": over_time, "chosen": chosen}
+
+
+def _write_report(ctx: StageContext, customers: pd.DataFrame, assignments: pd.DataFrame, shown: list[dict],
+                  names: dict[int, str], customer_value: dict, drawn: dict, recommendations: dict | None = None) -> None:
+    """The self-contained report.html built from the charts :func:`_draw_charts` drew.
+
+    Small (suppressed) segments appear by name and size on their card only:
+    they are left out of every chart and table.
+    """
+    from core.profile_export import report  # scikit-learn's projection: only when the stage runs
+
+    cfg = ctx.config.profile_export
+    described = [p for p in shown if not p["suppressed"]]
+    ids = [p["segment_id"] for p in described]
+    chosen, space, images, over_time = drawn["chosen"], drawn["chosen"]["space"], drawn["images"], drawn["over_time"]
     persona_table = None
     # A retailer's own data has no personas: the column is there (the table contract) but null.
     if "persona" in customers.columns and customers["persona"].notna().any() and described:
@@ -392,22 +519,23 @@ def _write_report(ctx: StageContext, customers: pd.DataFrame, assignments: pd.Da
     ctx.write_text(paths.REPORT, report.render_report(data))
 
 
-def _migration_charts(ctx: StageContext, names: dict[int, str], images: dict[str, bytes]) -> dict | None:
+def _migration_charts(ctx: StageContext, names: dict[int, str], images: dict[str, bytes], writer=None) -> dict | None:
     """Segment sizes over time and the flow chart from stage 04's snapshots; the report's figures for them.
 
     None when stage 04 took no snapshot (``cluster.snapshots.enabled`` false).
     """
+    writer = ctx if writer is None else writer
     history = ctx.read_parquet(paths.CLUSTER, paths.SEGMENT_HISTORY, columns=[ID_COLUMN, "snapshot_date", "segment"])
     if history.empty:
         return None
     moves = ctx.read(paths.CLUSTER, paths.TRANSITIONS)
     sizes = migration.sizes_over_time(history)
     if names and not sizes.empty:
-        drawn = ctx.write_with(paths.SEGMENT_SIZES_OVER_TIME_PLOT,
+        drawn = writer.write_with(paths.SEGMENT_SIZES_OVER_TIME_PLOT,
                                lambda tmp: migration.save_sizes_over_time_plot(sizes, names, tmp))
         images["sizes_over_time"] = drawn.read_bytes()
         if not moves.empty:
-            drawn = ctx.write_with(paths.SEGMENT_FLOW_PLOT,
+            drawn = writer.write_with(paths.SEGMENT_FLOW_PLOT,
                                    lambda tmp: migration.save_flow_plot(moves, sizes, names, tmp))
             images["segment_flows"] = drawn.read_bytes()
     return {"snapshots": [str(pd.Timestamp(d).date()) for d in sizes.index],

@@ -391,7 +391,7 @@ def events_run(tmp_path_factory):
 
     Only the number of events is raised (so that enough happen to measure): what a customer does
     after one, the segmentation settings (the shipped cluster ranges, the default data's primary) and
-    the snapshots are as shipped; the autoencoder trains briefly (the small config's 15 epochs).
+    the snapshots and the autoencoder's training are as shipped.
     """
     import copy
 
@@ -408,6 +408,10 @@ def events_run(tmp_path_factory):
     for method in ("gmm", "fcm", "kmeans"):
         document["cluster"][method] = copy.deepcopy(shipped["cluster"][method])
     document["cluster"]["hdbscan"] = copy.deepcopy(shipped["cluster"]["hdbscan"])
+    # The shipped training too: the fixture delivers fuzzy c-means in the latent space, and a network left
+    # near its random start (the small config's 15 epochs explain about 2% of the held-out customers) makes
+    # that space the network's draw rather than the customers' mixes. 1,200 training rows: a few seconds.
+    document["train_autoencoder"] = copy.deepcopy(shipped["train_autoencoder"])
     # The default data's own choice (auto picks fuzzy c-means in the latent space there); the hysteresis
     # needs a method with memberships, which k-means, auto's choice on this small run, is not.
     document["cluster"]["primary"].update(method="fcm", space="latent")
@@ -426,10 +430,10 @@ def test_segments_follow_life_events_and_hold_without_them(events_run):
 
     The issue's targets (0.6 and 0.9) are for the default data (10,000 customers, the shipped training),
     where the benchmark measures 0.614 and 0.914 (seed 7: 0.678, 0.940; benchmarks/RESULTS.md). This
-    1,500-customer run with a brief autoencoder training segments more coarsely (the cluster ranges follow
-    the data size), so fewer events cross a segment border: it measured 0.257 of 35 events changed and
-    0.950 of 1,668 steady pairs kept (0.326 and 0.860 without the hysteresis and the minimum-evidence
-    rule). Asserted: the second target itself; event customers changing at least three times as often as
+    1,500-customer run segments more coarsely (the cluster ranges follow the data size), so fewer events
+    cross a segment border: with the shipped training it measured 0.314 of 35 events changed and 0.962 of
+    1,668 steady pairs kept (with the small config's 15 epochs, before the square-rooted shares and stage
+    03's own loop: 0.257 and 0.950; 0.326 and 0.860 without the hysteresis and the minimum-evidence rule). Asserted: the second target itself; event customers changing at least three times as often as
     steady ones (5.1 times measured; snapshots blind to life events would give about 1); and a floor of
     0.2 changed, four times the steady customers' 0.05.
     """

@@ -6,8 +6,7 @@ this is the same as ``python -m core.pipeline run --only 01``.
 
 from __future__ import annotations
 
-import sys
-
+from core.framework.cli import exit_with
 from core.pipeline import stage_main
 
 
@@ -17,4 +16,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_with(main())

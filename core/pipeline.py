@@ -371,4 +371,4 @@ def _service_command(args) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli.exit_with(main())

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import logging
+import threading
 
 import numpy as np
 import pytest
@@ -177,3 +178,21 @@ def test_a_heartbeat_keeps_reporting_while_a_long_part_counts_nothing(caplog):
     lines = [m for m in caplog.messages if m.startswith("04: fitting: 0% (0 of 4 models)")]
     assert len(lines) >= 2, caplog.messages
     assert caplog.messages[-1].startswith("04: fitting: done in")
+
+
+def test_a_requested_stop_comes_back_at_the_next_update_in_the_main_thread_only():
+    reporter = progress.Progress("work", total=10, mode="off")
+    try:
+        progress.request_termination()
+        outcome = {}
+        worker = threading.Thread(target=lambda: outcome.update(done=reporter.update(3) is None))
+        worker.start()
+        worker.join()
+        assert outcome == {"done": True}  # another thread goes on: its errors are its stage's to report
+        with pytest.raises(KeyboardInterrupt):
+            reporter.update(4)
+        assert progress.termination_requested()
+    finally:
+        progress.clear_termination()
+    reporter.update(5)
+    assert reporter.done == 5 and not progress.termination_requested()

@@ -344,6 +344,32 @@ def test_two_runs_on_one_folder_the_second_exits_2_naming_the_first(pipeline_run
         assert not path.exists(), "SIGTERM releases the lock"
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="Windows ends the process without running Python's handler")
+def test_a_termination_as_stage_03_starts_still_exits_130(pipeline_run, tmp_path):
+    """SIGTERM while stage 03 imports TensorFlow. Before: CPython kept its "unhandled KeyboardInterrupt" flag
+    and ended the process by SIGINT (exit -2) although the interrupt was handled, or the import swallowed the
+    interrupt and the stage ran to its end (exit 0, 2 runs of 6). Now the request comes back at the next
+    progress update and the process leaves with 130."""
+    config_path, artifacts_dir = rerun_with(pipeline_run, tmp_path, lambda d: None)
+    command = [sys.executable, "-m", "core.pipeline", "run", *cli_args(config_path, artifacts_dir), "--only", "3",
+               "--force"]
+    log = tmp_path / "run.err"
+    process = subprocess.Popen(command, cwd=paths.REPO_ROOT, stdout=subprocess.DEVNULL,
+                               stderr=log.open("w", encoding="utf-8"))
+    try:
+        deadline = time.monotonic() + 120
+        while "03_train_autoencoder: running" not in log.read_text(encoding="utf-8"):
+            assert process.poll() is None, log.read_text(encoding="utf-8")
+            assert time.monotonic() < deadline, "stage 03 never started"
+            time.sleep(0.02)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=120)
+    assert process.returncode == 130, log.read_text(encoding="utf-8")
+    assert "interrupted; the stage that was running is left without a manifest" in log.read_text(encoding="utf-8")
+    assert not (artifacts_dir / paths.LOCK).exists()
+
+
 # --- folders that cannot be written, paths that are not folders, damaged tables -------------------------
 
 

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
-from typing import Callable
+from typing import Callable, NoReturn
 
-from core.framework import paths
+from core.framework import paths, progress
 from core.framework.errors import PipelineError
 from core.framework.schema import ConfigError
 
@@ -61,6 +62,7 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _raise_interrupt(signum, frame) -> None:
+    progress.request_termination()
     raise KeyboardInterrupt
 
 
@@ -73,9 +75,14 @@ def guarded(action: Callable[[], int]) -> int:
     """
     import signal
 
+    progress.clear_termination()
     signal.signal(signal.SIGTERM, _raise_interrupt)
+    signal.signal(signal.SIGINT, _raise_interrupt)
     try:
-        return action()
+        code = action()
+        if progress.termination_requested():  # swallowed where it landed, and no progress update since
+            raise KeyboardInterrupt
+        return code
     except (ConfigError, PipelineError) as exc:
         log.error("%s", exc)
         return 2
@@ -92,6 +99,27 @@ def guarded(action: Callable[[], int]) -> int:
         log.debug("unexpected error", exc_info=True)
         log.error("unexpected %s: %s (traceback in %s; please report it)", type(exc).__name__, exc, logfile)
         return 1
+
+
+def exit_with(code: int) -> NoReturn:
+    """End the process with ``code`` (the entry points' ``sys.exit(main())``).
+
+    An interrupt that lands while a library is being imported (TensorFlow runs code through CPython's
+    ``PyRun_*`` there) leaves CPython's "unhandled KeyboardInterrupt" flag set even though
+    :func:`guarded` handled it, and the interpreter then ends by killing itself with SIGINT: exit -2
+    instead of 130 (measured: a SIGTERM at the start of stage 03). After an interrupt everything that
+    must be undone has been (the ``finally`` blocks ran, the lock is released), so the process flushes its
+    logs and streams and leaves with 130 directly.
+    """
+    if code == 130:
+        logging.shutdown()
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):  # a closed or broken stream: nothing left to flush
+                pass
+        os._exit(code)
+    sys.exit(code)
 
 
 def log_file() -> Path | None:

@@ -65,6 +65,36 @@ _MODES = ("bar", "log", "off")
 _active = threading.local()
 
 
+_termination = threading.Event()
+
+
+def request_termination() -> None:
+    """Remember that the process was asked to stop (the entry points' SIGTERM and Ctrl-C handler)."""
+    _termination.set()
+
+
+def clear_termination() -> None:
+    """Forget an earlier request (a new command in the same process starts clean)."""
+    _termination.clear()
+
+
+def termination_requested() -> bool:
+    """Whether the process was asked to stop since :func:`clear_termination`."""
+    return _termination.is_set()
+
+
+def stop_if_requested() -> None:
+    """Raise ``KeyboardInterrupt`` in the main thread once the process was asked to stop.
+
+    The signal handler raises it where the signal lands; a library that swallows it there (TensorFlow
+    while it is imported: a SIGTERM at the start of stage 03 let the stage run to its end, 2 runs of 6)
+    would let a stopped run go on. Every progress update calls this, so the request comes back at the
+    next one. Other threads never raise it: their errors are their stage's to report.
+    """
+    if _termination.is_set() and threading.current_thread() is threading.main_thread():
+        raise KeyboardInterrupt
+
+
 def report(fraction: float, note: str | None = None) -> None:
     """Say how far the current step is through its own work (0 to 1); nothing outside a step.
 
@@ -193,7 +223,8 @@ class Progress:
         self.update(self.done + amount, note)
 
     def update(self, done: float, note: str | None = None) -> None:
-        """Set the work done so far to ``done``; report if the throttle allows."""
+        """Set the work done so far to ``done``; report if the throttle allows (and stop if asked to)."""
+        stop_if_requested()
         done = min(float(done), self.total) if self.total > 0 else float(done)
         if done > self.done:
             self._moved_at = self._clock()

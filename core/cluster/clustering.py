@@ -345,8 +345,8 @@ class _Segmenter(ClusterMixin, BaseEstimator):
         return report
 
 
-#: Rows whose neighbours are looked up at once when sharpening (bounds the index array: 50,000 x k).
-SHARPEN_CHUNK_ROWS = 50_000
+#: Neighbour indices looked up at once when sharpening (rows x neighbours; bounds the memory at scale).
+SHARPEN_CHUNK_VALUES = 2_000_000
 
 
 def sharpening_neighbours(fraction: float, n_rows: int) -> int:
@@ -355,35 +355,47 @@ def sharpening_neighbours(fraction: float, n_rows: int) -> int:
 
 
 class Sharpener:
-    """Data sharpening: each point moved to the mean of its k nearest fitted points, ``steps`` times.
+    """Data sharpening: each point moved to the mean of its k nearest reference points, ``steps`` times.
 
     One step of the mean-shift iteration with a flat kernel (Fukunaga and Hostetler 1975), used as a
     prelude to density clustering (data sharpening, Choi and Hall 1999): customers in the thin tails
     and between groups move towards the nearest dense region, so HDBSCAN's density tree sheds fewer of
-    them as noise before the groups split. Step ``t`` maps a point by its neighbours among the fitted
-    points as they were after step ``t - 1``; a fitted point is its own first neighbour, so mapping the
-    fitted rows again gives exactly the matrix HDBSCAN was fitted on, and new customers are mapped the
-    same way. No label is used.
+    them as noise before the groups split. The reference points are a seeded sample of the fitted rows
+    (the search's sample, so the search sees the very map the fit uses) and move with every step: step
+    ``t`` maps a point by its neighbours among the reference points as they were after step ``t - 1``.
+    New customers are mapped the same way. No label is used.
+
+    Parameters
+    ----------
+    X : ndarray (n, d)
+        The rows fitted; ``fitted_`` is their map.
+    neighbours_fraction : float
+        Neighbours averaged, as a share of the reference points (at least 2).
+    steps : int
+    reference_rows : ndarray of int
+        Rows of ``X`` serving as reference points.
     """
 
-    def __init__(self, X: np.ndarray, neighbours: int, steps: int):
+    def __init__(self, X: np.ndarray, neighbours_fraction: float, steps: int, reference_rows: np.ndarray):
         from sklearn.neighbors import NearestNeighbors
 
-        self.neighbours, self.steps, self.layers = int(neighbours), int(steps), []
-        points = X
+        reference = X[reference_rows]
+        self.neighbours = sharpening_neighbours(neighbours_fraction, len(reference))
+        self.steps, self.layers = int(steps), []
         for _ in range(self.steps):
-            layer = (NearestNeighbors(n_neighbors=self.neighbours).fit(points), points)
+            layer = (NearestNeighbors(n_neighbors=self.neighbours).fit(reference), reference)
             self.layers.append(layer)
-            points = self._step(layer, points)
-        self.fitted_ = points
+            reference = self._step(layer, reference)
+        self.fitted_ = self.transform(X)
 
     @staticmethod
     def _step(layer, Q: np.ndarray) -> np.ndarray:
         index, points = layer
         out = np.empty_like(Q)
-        for start in range(0, len(Q), SHARPEN_CHUNK_ROWS):
-            rows = index.kneighbors(Q[start:start + SHARPEN_CHUNK_ROWS], return_distance=False)
-            out[start:start + SHARPEN_CHUNK_ROWS] = points[rows].mean(axis=1)
+        chunk = max(1, SHARPEN_CHUNK_VALUES // index.n_neighbors)
+        for start in range(0, len(Q), chunk):
+            rows = index.kneighbors(Q[start:start + chunk], return_distance=False)
+            out[start:start + chunk] = points[rows].mean(axis=1)
         return out
 
     def transform(self, X: np.ndarray) -> np.ndarray:
@@ -506,7 +518,9 @@ class HDBSCANClusterer(_Segmenter):
         with tempfile.TemporaryDirectory(prefix="hdbscan-search-", ignore_cleanup_errors=True) as folder:
             memory = Memory(folder, verbose=0)
             for steps in sharpenings:
-                sharpened = self._sharpened(sample, steps)
+                # The sample is the sharpening's reference set, so it is sharpened exactly as in the fit.
+                sharpened = (Sharpener(sample, self.sharpen_neighbours_fraction, steps, np.arange(len(sample))).fitted_
+                             if steps else sample)
                 for fraction in [self.min_cluster_size_fraction, *self.search_min_cluster_size_fractions]:
                     within = self._search_at(sharpened, fraction, memory, steps)
                     if within:  # the bound is met with the least change tried so far: nothing further is fitted
@@ -522,11 +536,6 @@ class HDBSCANClusterer(_Segmenter):
         best = min(fine or self.search_, key=lambda c: (c["noise"], -np.nan_to_num(c["relative_validity"])))
         self.min_cluster_size_fraction_, self.sharpen_steps_ = best["min_cluster_size_fraction"], best["sharpen_steps"]
         return best["min_samples"], best["cluster_selection_method"], False
-
-    def _sharpened(self, X: np.ndarray, steps: int) -> np.ndarray:
-        if not steps:
-            return X
-        return Sharpener(X, sharpening_neighbours(self.sharpen_neighbours_fraction, len(X)), steps).fitted_
 
     def _search_at(self, sample: np.ndarray, fraction: float, memory: Memory, steps: int = 0) -> list[dict]:
         """Fit every candidate at one minimum cluster size; those with enough clusters leaving at most ``max_noise``.
@@ -569,8 +578,9 @@ class HDBSCANClusterer(_Segmenter):
         while True:
             self.min_samples_, self.cluster_selection_method_, met = self._search(X, sharpenings)
             size = self._size(len(X), self.min_cluster_size_fraction_)
-            self.sharpener_ = (Sharpener(X, sharpening_neighbours(self.sharpen_neighbours_fraction, len(X)),
-                                         self.sharpen_steps_) if self.sharpen_steps_ else None)
+            self.sharpener_ = (Sharpener(X, self.sharpen_neighbours_fraction, self.sharpen_steps_,
+                                         sample_rows(len(X), self.selection_sample_size, self.random_state))
+                               if self.sharpen_steps_ else None)
             self.clusterer_ = hdbscan.HDBSCAN(min_cluster_size=size, min_samples=min(self.min_samples_, size),
                                               cluster_selection_method=self.cluster_selection_method_,
                                               prediction_data=True).fit(
@@ -584,7 +594,11 @@ class HDBSCANClusterer(_Segmenter):
             sharpenings = later
         self.min_cluster_size_ = size
         self.tables_ = hdbscan_prediction.prediction_tables(self.clusterer_)
-        self._finish_fit(X, int(self.clusterer_.labels_.max()) + 1)
+        self._fitted_rows = X  # their map is known: _assign_internal does not compute it again
+        try:
+            self._finish_fit(X, int(self.clusterer_.labels_.max()) + 1)
+        finally:
+            del self._fitted_rows
         return self
 
     def fixed_params(self) -> dict[str, Any]:
@@ -600,7 +614,7 @@ class HDBSCANClusterer(_Segmenter):
             none = np.full(n, NOISE, dtype=np.int64)
             return none, np.zeros(n), none, None, np.ones(n, dtype=bool)
         if getattr(self, "sharpener_", None) is not None:  # a model pickled before sharpening has none
-            X = self.sharpener_.transform(X)
+            X = self.sharpener_.fitted_ if X is getattr(self, "_fitted_rows", None) else self.sharpener_.transform(X)
         # The library's approximate_predict and membership_vector, vectorised (core.cluster.hdbscan_prediction),
         # sharing one neighbour search.
         wanted = "all" if membership else ("noise" if self.reassign_noise else "none")

@@ -451,9 +451,9 @@ class HDBSCANClusterer(_Segmenter):
         method, ``min_samples`` and minimum size) while no candidate so far
         leaves at most ``max_noise`` with enough clusters.
     sharpen_neighbours_fraction : float
-        Neighbours averaged by a sharpening step, as a share of the rows
-        fitted (the same share of the sample in the search and of every
-        customer in the fit).
+        Neighbours averaged by a sharpening step, as a share of the
+        reference points: the search's sample of ``selection_sample_size``
+        rows, in the search and in the fit alike.
 
     In the search a candidate meets the bound only with at least half the
     most clusters any candidate found without sharpening at the configured

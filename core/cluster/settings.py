@@ -43,7 +43,8 @@ class HdbscanConfig:
     sharpen_spaces: tuple[str, ...] = spec(choices=SPACES, help="spaces where search_sharpen_steps apply")
     sharpen_neighbours_fraction: float = spec(exclusive_minimum=0.0, maximum=0.5,
                                               help="neighbours a sharpening step averages, as a share of the "
-                                                   "customers fitted")
+                                                   "selection sample (the customers every row is moved "
+                                                   "towards)")
 
 
 @dataclasses.dataclass(frozen=True)

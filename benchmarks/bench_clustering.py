@@ -119,7 +119,7 @@ def quality_section(cfg, artifacts: Path, stage_seconds: float) -> tuple[list[st
     # Stage 04's reference learns from a sample; on every customer it is a little stronger.
     strict_reference = evaluation.supervised_reference(X, persona, folds=5, sample_size=len(X), seed=0)
     method, space = document["primary"]["method"], document["primary"]["space"]
-    model = make_clusterer(method, cfg, 0)
+    model = make_clusterer(method, cfg, 0, space)
     rows = sample_rows(len(X), cfg.fit_sample_size, 0)
     clock = time.perf_counter()
     evaluation.single_threaded(model.fit)(spaces[space][rows])

@@ -257,7 +257,7 @@ def remove_orphaned_worker_files(folder: Path = Path("/dev/shm")) -> list[str]:
 def _fit_and_evaluate(method: str, space: str, X: np.ndarray, fit_rows: np.ndarray, cfg, seed: int):
     """One method in one space: fit on the sample, score everyone, measure (no ground truth here)."""
     clock = time.perf_counter()
-    model = make_clusterer(method, cfg, seed).fit(X[fit_rows])
+    model = make_clusterer(method, cfg, seed, space).fit(X[fit_rows])
     fitted = time.perf_counter()
     found = model.fit_assignment() if len(fit_rows) == len(X) else model.assign(X)
     scored = time.perf_counter()

@@ -35,6 +35,16 @@ class HdbscanConfig:
         exclusive_minimum=0.0, maximum=0.5, help="with search_min_samples: smaller min_cluster_size_fraction values "
         "tried in turn, with every method and min_samples, only while no candidate leaves at most max_noise; "
         "[] = min_cluster_size_fraction only")
+    search_sharpen_steps: tuple[int, ...] = spec(
+        minimum=1, maximum=10, help="with search_min_samples, in the spaces of sharpen_spaces: data sharpening steps "
+        "(each customer moved to the mean of its nearest neighbours, as many times) tried in turn, with every "
+        "method, min_samples and size, only while no candidate leaves at most max_noise with at least half the most "
+        "clusters found unsharpened; [] = never sharpen")
+    sharpen_spaces: tuple[str, ...] = spec(choices=SPACES, help="spaces where search_sharpen_steps apply")
+    sharpen_neighbours_fraction: float = spec(exclusive_minimum=0.0, maximum=0.5,
+                                              help="neighbours a sharpening step averages, as a share of the "
+                                                   "selection sample (the customers every row is moved "
+                                                   "towards)")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -30,7 +30,6 @@ values and for email-, postcode- and phone-shaped text).
 from __future__ import annotations
 
 import copy
-
 import dataclasses
 import re
 from typing import Any, Iterable
@@ -564,11 +563,7 @@ def profile_segments(customers: pd.DataFrame, segments: pd.Series, hierarchy: Hi
         profile["strategy"] = strategy_for(strategies, profile, lift, population_share,
                                            catch_all=segment_id == NOISE)
         profile["strategy"]["cross_sell_source"] = "lift"
-        if cross_sell and int(segment_id) in cross_sell:
-            profile["strategy"]["cross_sell"] = pick_cross_sell(
-                cross_sell[int(segment_id)], [t["department"] for t in profile["top_departments"]],
-                strategies.cross_sell.max_categories)
-            profile["strategy"]["cross_sell_source"] = "recommendations"
+        _apply_model_cross_sell(profile, cross_sell, strategies)
         profile["explanation"] = explain_from_moments(moments, segment_id, cfg.explain_features, hierarchy)
         profiles.append(profile)
     _assign_unique_names(profiles, customers, labels, model_columns, hierarchy, moments)
@@ -584,12 +579,18 @@ def with_cross_sell(profiles: list[dict[str, Any]], cross_sell: dict[int, list[s
     (``cross_sell_source`` ``recommendations``). Lets the profiles be built before the model is fitted."""
     out = copy.deepcopy(profiles)
     for profile in out:
-        if cross_sell and int(profile["segment_id"]) in cross_sell:
-            profile["strategy"]["cross_sell"] = pick_cross_sell(
-                cross_sell[int(profile["segment_id"])], [t["department"] for t in profile["top_departments"]],
-                strategies.cross_sell.max_categories)
-            profile["strategy"]["cross_sell_source"] = "recommendations"
+        _apply_model_cross_sell(profile, cross_sell, strategies)
     return out
+
+
+def _apply_model_cross_sell(profile: dict[str, Any], cross_sell: dict[int, list[str]] | None,
+                            strategies: StrategyTable) -> None:
+    """Give ``profile`` the model's cross-sell list when ``cross_sell`` ranks departments for its segment."""
+    if cross_sell and int(profile["segment_id"]) in cross_sell:
+        profile["strategy"]["cross_sell"] = pick_cross_sell(
+            cross_sell[int(profile["segment_id"])], [t["department"] for t in profile["top_departments"]],
+            strategies.cross_sell.max_categories)
+        profile["strategy"]["cross_sell_source"] = "recommendations"
 
 
 def pick_cross_sell(ranked: list[str], exclude: list[str], n: int) -> list[str]:

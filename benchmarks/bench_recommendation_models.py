@@ -10,7 +10,9 @@ candidate is a score per (customer, class); each is measured with the honest spl
 - then it is scored once on the **evaluation window** (fit to the analysis date minus one window, scored on the
   window), the customers who bought before and in it, as stage 05 does.
 
-``--validation-only`` prints the validation split alone (for exploring without reading the window).
+``--validation-only`` prints the validation split alone (for exploring without reading the window); ``--only``
+measures some families; ``--save-settings`` writes the validation's choice and ``--settings-from`` scores the window
+with another run's (``seed: 7`` with seed 42's, unchanged).
 
 The reference is the profile, stage 05's main component: the customer's class lines smoothed towards their
 segment's line mix with a prior worth 16 lines. Candidates:
@@ -29,6 +31,10 @@ segment's line mix with a prior worth 16 lines. Candidates:
    customer of the segment buys a little of.
 4. **User-kNN prior**: each customer's prior from the class mix of their ``k`` most similar customers (cosine of
    the square roots of the class shares) instead of the whole segment's mix.
+5. **Department then class, departments counted in orders**: ``P(department) x P(class | department)``, each an
+   empirical-Bayes Dirichlet-multinomial posterior per segment, the department's evidence the orders holding it
+   (an order's lines come mostly from one department, so ten lines of two orders are two draws, not ten) or its
+   lines; every strength by maximum marginal likelihood.
 
 The comparison with the profile is paired per customer (mean difference of recall@k and its standard error);
 light customers (at most 25 lines before the cut, the quarter where the generator's truth gains most) are shown
@@ -395,7 +401,8 @@ def candidates_on(split: Split, k: int, chosen: dict | None, only: tuple[str, ..
                         out[("ease", setting)] = recall_of(split, scores, k)
                     for w, blend in blends.items():
                         if want("ease_blend", blend):
-                            out[("ease_blend", blend)] = recall_of(split, (1 - w) * scaled(base) + w * scaled(scores), k)
+                            mixed = (1 - w) * scaled(base) + w * scaled(scores)
+                            out[("ease_blend", blend)] = recall_of(split, mixed, k)
     # 2. Empirical-Bayes Dirichlet-multinomial.
     for basis in ("lines", "days"):
         for full in (False, True):

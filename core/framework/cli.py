@@ -130,7 +130,7 @@ def _leave_without_teardown(code: int) -> NoReturn:
     run_exit_handlers = getattr(atexit, "_run_exitfuncs", None)  # CPython's own, as multiprocessing uses
     running = [t for t in threading.enumerate()
                if t is not threading.current_thread() and not t.daemon and t.is_alive()]
-    if run_exit_handlers is None or running:
+    if run_exit_handlers is None or running or not isinstance(code, int):
         sys.exit(code)
     run_exit_handlers()
     _flush_and_leave(code)

@@ -152,6 +152,32 @@ def test_the_saved_encoder_read_without_tensorflow_gives_the_same_latent_values(
     assert load_saved_encoder(tmp_path / "broken.keras") is None
 
 
+def test_stage_04_snapshots_load_the_numpy_encoder_and_fall_back_to_keras_for_other_networks(trained, X, tmp_path):
+    """core.cluster.snapshots._autoencoder: the verified file read into NumPy, or through Keras when the reader
+    cannot apply the network (batch normalisation); both encode as the trained model does."""
+    from types import SimpleNamespace
+
+    from core.cluster import snapshots
+    from core.framework import artifacts, paths
+    from core.train_autoencoder.saved_encoder import SavedEncoder
+
+    def loaded(model, name):
+        path = tmp_path / name
+        model.save(path)
+        record = {"stage": paths.TRAIN_AUTOENCODER, "file": paths.AUTOENCODER_MODEL,
+                  "sha256": artifacts.file_sha256(path)}
+        return snapshots._autoencoder(SimpleNamespace(inputs=[record], input_path=lambda stage, file: path))
+
+    model, before = trained
+    plain = loaded(model, "plain.keras")
+    assert isinstance(plain, SavedEncoder)
+    np.testing.assert_allclose(plain.transform(X), before, rtol=0, atol=1e-6)
+    normalised = AutoencoderTransformer(**{**PARAMS, "batch_norm": True, "epochs": 1}).fit(X)
+    through_keras = loaded(normalised, "bn.keras")
+    assert isinstance(through_keras, AutoencoderTransformer)
+    np.testing.assert_allclose(through_keras.transform(X), normalised.transform(X), rtol=0, atol=1e-6)
+
+
 def test_a_denoising_autoencoder_is_deterministic_drops_nothing_when_encoding_and_round_trips(X, tmp_path):
     params = {**PARAMS, "input_dropout": 0.4}
     model = AutoencoderTransformer(**params).fit(X)

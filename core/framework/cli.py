@@ -127,7 +127,7 @@ def _leave_without_teardown(code: int) -> NoReturn:
     ``atexit`` handlers (the log's flush and close, temporary folders, the worker pools' shutdown), then the
     streams' flush. When a thread that is not a daemon still runs, the normal exit waits for it here too.
     """
-    run_exit_handlers = getattr(atexit, "_run_exitfuncs", None)  # CPython's own, as multiprocessing uses
+    run_exit_handlers = getattr(atexit, "_run_exitfuncs", None)  # CPython's (private): elsewhere a normal exit
     running = [t for t in threading.enumerate()
                if t is not threading.current_thread() and not t.daemon and t.is_alive()]
     if run_exit_handlers is None or running or not isinstance(code, int):

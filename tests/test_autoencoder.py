@@ -128,6 +128,56 @@ def test_saved_encoder_alone_encodes_like_the_trained_model(trained, X, tmp_path
     assert np.max(np.abs(fresh.predict(X, verbose=0) - before)) > 1e-3, "a check that could fail"
 
 
+def test_the_saved_encoder_read_without_tensorflow_gives_the_same_latent_values(trained, X, tmp_path):
+    """Stage 04's snapshots read the encoder's weights with NumPy (core/train_autoencoder/saved_encoder.py)."""
+    from core.train_autoencoder.saved_encoder import SavedEncoder, load_saved_encoder
+
+    model, before = trained
+    model.save(tmp_path / "m.keras")
+    encoder = load_saved_encoder(tmp_path / "m.keras")
+    assert isinstance(encoder, SavedEncoder) and encoder.n_features_in_ == N_FEATURES
+    np.testing.assert_allclose(encoder.transform(X), before, rtol=0, atol=1e-6)
+    # A denoising network's dropout is off when encoding; its own file reads the same way.
+    denoising = AutoencoderTransformer(**{**PARAMS, "input_dropout": 0.4}).fit(X)
+    denoising.save(tmp_path / "d.keras")
+    np.testing.assert_allclose(load_saved_encoder(tmp_path / "d.keras").transform(X), denoising.transform(X),
+                               rtol=0, atol=1e-6)
+    with pytest.raises(ValueError, match="expects 10 features"):
+        encoder.transform(X[:, :4])
+    # What the reader does not apply (batch normalisation) or recognise is left to Keras.
+    normalised = AutoencoderTransformer(**{**PARAMS, "batch_norm": True, "epochs": 1}).fit(X)
+    normalised.save(tmp_path / "bn.keras")
+    assert load_saved_encoder(tmp_path / "bn.keras") is None
+    (tmp_path / "broken.keras").write_bytes(b"not a zip")
+    assert load_saved_encoder(tmp_path / "broken.keras") is None
+
+
+def test_stage_04_snapshots_load_the_numpy_encoder_and_fall_back_to_keras_for_other_networks(trained, X, tmp_path):
+    """core.cluster.snapshots._autoencoder: the verified file read into NumPy, or through Keras when the reader
+    cannot apply the network (batch normalisation); both encode as the trained model does."""
+    from types import SimpleNamespace
+
+    from core.cluster import snapshots
+    from core.framework import artifacts, paths
+    from core.train_autoencoder.saved_encoder import SavedEncoder
+
+    def loaded(model, name):
+        path = tmp_path / name
+        model.save(path)
+        record = {"stage": paths.TRAIN_AUTOENCODER, "file": paths.AUTOENCODER_MODEL,
+                  "sha256": artifacts.file_sha256(path)}
+        return snapshots._autoencoder(SimpleNamespace(inputs=[record], input_path=lambda stage, file: path))
+
+    model, before = trained
+    plain = loaded(model, "plain.keras")
+    assert isinstance(plain, SavedEncoder)
+    np.testing.assert_allclose(plain.transform(X), before, rtol=0, atol=1e-6)
+    normalised = AutoencoderTransformer(**{**PARAMS, "batch_norm": True, "epochs": 1}).fit(X)
+    through_keras = loaded(normalised, "bn.keras")
+    assert isinstance(through_keras, AutoencoderTransformer)
+    np.testing.assert_allclose(through_keras.transform(X), normalised.transform(X), rtol=0, atol=1e-6)
+
+
 def test_a_denoising_autoencoder_is_deterministic_drops_nothing_when_encoding_and_round_trips(X, tmp_path):
     params = {**PARAMS, "input_dropout": 0.4}
     model = AutoencoderTransformer(**params).fit(X)

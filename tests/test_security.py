@@ -370,6 +370,35 @@ def test_a_termination_as_stage_03_starts_still_exits_130(pipeline_run, tmp_path
     assert not (artifacts_dir / paths.LOCK).exists()
 
 
+def test_a_normal_exit_still_runs_the_exit_handlers_flushes_and_keeps_its_code(tmp_path):
+    """exit_with skips the interpreter's teardown of every module (1 to 2 s after a stage), not what a normal
+    exit does: atexit handlers run, the log and the streams are flushed, the code is the one given; a thread
+    still running is waited for."""
+    script = tmp_path / "leave.py"
+    script.write_text(
+        "import atexit, logging, sys, threading, time\n"
+        "from pathlib import Path\n"
+        "from core.framework.cli import exit_with\n"
+        f"out = Path({str(tmp_path)!r})\n"
+        "logging.basicConfig(filename=out / 'run.log', level=logging.INFO)\n"
+        "atexit.register(lambda: (out / 'handler.txt').write_text('ran'))\n"
+        "def late(): time.sleep(0.5); (out / 'thread.txt').write_text('done')\n"
+        "threading.Thread(target=late).start()\n"
+        "logging.info('logged before leaving')\n"
+        "print('printed before leaving', end='')\n"
+        "exit_with(int(sys.argv[1]))\n")
+    for code in (0, 3):
+        done = subprocess.run([sys.executable, str(script), str(code)], cwd=paths.REPO_ROOT, capture_output=True,
+                              text=True, timeout=60)
+        assert done.returncode == code, done.stderr
+        assert done.stdout == "printed before leaving"
+        assert (tmp_path / "handler.txt").read_text() == "ran"
+        assert (tmp_path / "thread.txt").read_text() == "done"
+        assert "logged before leaving" in (tmp_path / "run.log").read_text()
+        for name in ("handler.txt", "thread.txt", "run.log"):
+            (tmp_path / name).unlink()
+
+
 # --- folders that cannot be written, paths that are not folders, damaged tables -------------------------
 
 

@@ -162,7 +162,7 @@ def model_spaces(matrix: np.ndarray, autoencoder, spaces: Iterable[str]) -> dict
     ----------
     matrix : ndarray, shape (n, n_features)
         :meth:`FeatureModel.transform` of the customers' features.
-    autoencoder : AutoencoderTransformer or None
+    autoencoder : AutoencoderTransformer, SavedEncoder or None
         Needed when ``spaces`` holds ``latent``.
     spaces : iterable of {"raw", "latent"}
     """
@@ -185,7 +185,7 @@ class TrainedChain:
     ----------
     feature_model : FeatureModel
         Stage 02's ``feature-scaler.pkl``.
-    autoencoder : AutoencoderTransformer or None
+    autoencoder : AutoencoderTransformer, SavedEncoder or None
         Stage 03's network; None when ``space`` is ``raw``.
     model : clusterer
         Stage 04's primary model (its segment ids already matched).
@@ -894,15 +894,24 @@ def summary(details: dict[str, Any]) -> str:
 
 
 def _autoencoder(ctx):
-    """Stage 03's network, loaded only after its bytes match the SHA-256 stage 03's manifest recorded."""
+    """Stage 03's encoder, loaded only after its bytes match the SHA-256 stage 03's manifest recorded.
+
+    Read into NumPy when the network is a plain chain of dense layers (the shipped one:
+    :mod:`core.train_autoencoder.saved_encoder`, the same latent values without TensorFlow's 3 CPU-s import),
+    otherwise loaded through Keras. Either has the ``transform`` :func:`model_spaces` calls.
+    """
     from core.framework import artifacts, paths
-    from core.train_autoencoder.autoencoder import AutoencoderTransformer
+    from core.train_autoencoder.saved_encoder import load_saved_encoder
 
     record = next((r for r in ctx.inputs if r["stage"] == paths.TRAIN_AUTOENCODER
                    and r["file"] == paths.AUTOENCODER_MODEL), None)
-    return artifacts.load_verified(ctx.input_path(paths.TRAIN_AUTOENCODER, paths.AUTOENCODER_MODEL),
-                                   record["sha256"] if record else None, AutoencoderTransformer.load,
-                                   stage=paths.TRAIN_AUTOENCODER, as_file=True)
+    path, sha = ctx.input_path(paths.TRAIN_AUTOENCODER, paths.AUTOENCODER_MODEL), record["sha256"] if record else None
+    encoder = artifacts.load_verified(path, sha, load_saved_encoder, stage=paths.TRAIN_AUTOENCODER)
+    if encoder is not None:
+        return encoder
+    from core.train_autoencoder.autoencoder import AutoencoderTransformer
+
+    return artifacts.load_verified(path, sha, AutoencoderTransformer.load, stage=paths.TRAIN_AUTOENCODER, as_file=True)
 
 
 def against_events(history: pd.DataFrame, events: pd.DataFrame) -> dict[str, Any]:

@@ -63,6 +63,9 @@ TUNING_SETS = {
     "tune-b": PersonaSetSpec(n_personas=14, overlap=0.6, spending_spread=0.4, frequency_spread=0.3, seed=202),
     # Added in the second round (cluster counts, fuzzifier, primary floor), drawn before any report set was rerun.
     "tune-c": PersonaSetSpec(n_personas=11, overlap=0.5, spending_spread=0.5, frequency_spread=0.4, seed=203),
+    # Added in the fifth round (helper q13): strongly overlapping sets, drawn before any report set was rerun.
+    "tune-d": PersonaSetSpec(n_personas=12, overlap=0.7, spending_spread=0.4, frequency_spread=0.3, seed=204),
+    "tune-e": PersonaSetSpec(n_personas=9, overlap=0.7, spending_spread=0.3, frequency_spread=0.3, seed=205),
 }
 # Drawn once the settings were fixed; only measured.
 REPORT_SETS = {

@@ -248,10 +248,13 @@ def spaces_set_aside(latent_explained: dict | None, min_latent_explained: float)
     (:func:`core.train_autoencoder.autoencoder.explained_share`: ``share``,
     the part of the held-out customers' deviation from the column means
     the reconstruction removes, and ``on``). Below
-    ``min_latent_explained`` the latent values are close to what an
-    untrained network gives, and a segmentation of them, however stable,
-    groups customers by the network's random start (the tests' small
-    config: 0.02 explained, latent ARIs 0.04 to 0.10 against the persona).
+    ``min_latent_explained`` the latent space keeps too little of the
+    features: at about 0 it is an untrained network's, and a segmentation
+    of it, however stable, groups customers by the network's random start
+    (the tests' small config: 0.02 explained, latent ARIs 0.04 to 0.10
+    against the persona); at 0.29 to 0.40 (overlapping persona sets) its
+    stable coarse splits won the choice at 0.1 to 0.5 of the reference
+    below the raw space's segmentations (docs/decisions.md, fifth round).
     None (no record) or a minimum of 0 sets nothing aside.
     """
     if latent_explained is None or min_latent_explained <= 0:
@@ -261,7 +264,7 @@ def spaces_set_aside(latent_explained: dict | None, min_latent_explained: float)
         return {}
     return {"latent": f"the autoencoder explains {share:.1%} of the {latent_explained.get('on', 'held-out rows')} "
                       f"(below cluster.primary.min_latent_explained {min_latent_explained:g}): its latent space "
-                      f"is close to an untrained network's"}
+                      f"keeps too little of the features (an untrained network explains about nothing)"}
 
 
 def choose_primary(comparison: pd.DataFrame, method: str, space: str,

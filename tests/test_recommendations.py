@@ -20,6 +20,7 @@ of own, segment, co-occurrence, season.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from types import SimpleNamespace
@@ -350,6 +351,25 @@ def test_the_purchase_history_is_the_same_whatever_the_batches():
         for period in (1, 2):
             assert (batched.bought(period) != whole.bought(period)).nnz == 0
     assert batched.lines == whole.lines == 7
+
+
+def test_each_cuts_cooccurrence_from_the_earlier_one_is_the_full_product():
+    """The history counts a cut's co-purchases from the earlier cut's plus its new pairs: the same whole numbers
+    as the product over every customer, whichever cuts were counted before (and the same similarity)."""
+    frame = lines([(c, day, "Ladies Clothing" if (c + i) % 3 else "Home", "AB"[(c * i) % 2] if (c + i) % 3 else "C")
+                   for c in range(1, 60) for i, day in enumerate(["2023-05-01", "2024-01-10", "2024-02-01",
+                                                                  "2024-08-01", "2024-12-01"][:1 + c % 5])])
+    customers = np.arange(1, 63)  # the last three never bought: empty rows at the end
+    for order in ([0, 1, 2], [1, 2], [0, 2], [2]):
+        history = history_of(frame, customers)
+        for cut in order:
+            fit = history.interactions(cut)
+            counted = fit.cooccurrence()  # first: the full product below also sees whether it left fit intact
+            np.testing.assert_array_equal(counted, rec._cooccurrence(rec._binary(fit.counts)))
+            model = rec.NextBestClasses().fit(fit, customers % 3)
+            plain = rec.NextBestClasses().fit(dataclasses.replace(fit, counted=None), customers % 3)
+            np.testing.assert_array_equal(model.similarity_, plain.similarity_)
+    assert history_of(frame, customers).interactions(2).cooccurrence()[0, 0] > 0
 
 
 def test_dictionary_encoded_names_map_to_the_same_items():

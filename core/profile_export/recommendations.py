@@ -52,7 +52,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import os
-from typing import Iterable, Mapping
+from typing import Callable, Iterable, Mapping
 
 import numpy as np
 import pandas as pd
@@ -225,10 +225,18 @@ class Interactions:
     first: sp.csr_matrix | None = None
     as_of: int = 0
     horizon_days: int = 0
+    # Set by PurchaseHistory: computes cooccurrence() from an earlier cut's (the bought sets only grow).
+    counted: "Callable[[Interactions], np.ndarray] | None" = dataclasses.field(default=None, repr=False,
+                                                                                compare=False)
 
     @property
     def shape(self) -> tuple[int, int]:
         return self.counts.shape
+
+    def cooccurrence(self) -> np.ndarray:
+        """Items x items: customers who bought both (the diagonal: who bought each), ``bought.T @ bought``
+        over every row, as whole numbers in float64."""
+        return self.counted(self) if self.counted is not None else _cooccurrence(_binary(self.counts))
 
 
 class PurchaseHistory:
@@ -276,6 +284,7 @@ class PurchaseHistory:
         self._carry: tuple[np.ndarray, ...] | None = None
         self._summing = _OneAfterAnother()
         self._season = np.zeros((len(self.cuts), len(items)))
+        self._cooccurrences = _Cooccurrences(self._cut_days)
         self.lines = 0
 
     @property
@@ -347,13 +356,46 @@ class PurchaseHistory:
         for name in ("counts", "spend", "days", "last"):
             built[name] = matrix(upto.pop(name))
         return Interactions(**built, season=self._season[cut].copy(), as_of=int(self._cut_days[cut]),
-                            horizon_days=self.horizon_days)
+                            horizon_days=self.horizon_days, counted=self._cooccurrences.counter(cut))
 
     def bought(self, period: int) -> sp.csr_matrix:
         """1 where a customer bought an item in period ``period`` (``(cuts[period-1], cuts[period]]``)."""
         self._flush()
         inside = self._sums.period(period)
         return _csr(inside["pair"], self.shape)(np.ones(len(inside["pair"])))
+
+
+class _Cooccurrences:
+    """The co-occurrence counts of a history's cuts (:meth:`Interactions.cooccurrence`), each from the latest
+    earlier cut's already counted: the bought sets only grow, so a cut's counts are the earlier counts plus
+    what the pairs first bought since add (:func:`_added_cooccurrence`). Whole numbers in float64: the same
+    values as the full product, in a fraction of its time (a window's new pairs are a few of each customer's).
+
+    Holds no reference to the history (whose sums are dropped before the final fit), only the counts.
+    """
+
+    def __init__(self, cut_days: np.ndarray):
+        self.cut_days = cut_days
+        self.done: dict[int, np.ndarray] = {}
+
+    def counter(self, cut: int) -> Callable[[Interactions], np.ndarray]:
+        return lambda interactions: self.of(cut, interactions)
+
+    def of(self, cut: int, interactions: Interactions) -> np.ndarray:
+        """The counts of ``interactions``, the history's purchases up to ``cuts[cut]``."""
+        if cut not in self.done:
+            counts = interactions.counts
+            bought = sp.csr_matrix(((counts.data > 0).astype(np.float64), counts.indices, counts.indptr),
+                                   shape=counts.shape)
+            earlier = max((c for c in self.done if c < cut), default=None)
+            if earlier is None or interactions.first is None:
+                co = _cooccurrence(bought)
+            else:
+                # ``first`` shares the index arrays of ``counts``: its entries are the same pairs, in the same order.
+                new = (bought.data > 0) & (FIRST_BASE - interactions.first.data > self.cut_days[earlier])
+                co = self.done[earlier] + _added_cooccurrence(bought, new)
+            self.done[cut] = co
+        return self.done[cut]
 
 
 class _OneAfterAnother:
@@ -740,7 +782,7 @@ class NextBestClasses(BaseEstimator):
         # Each segment's share of purchase lines per item (last row: everyone's), the profile's prior.
         self.segment_mix_ = np.divide(lines, lines.sum(axis=1, keepdims=True), out=np.zeros_like(lines),
                                       where=lines.sum(axis=1, keepdims=True) > 0)
-        co = _cooccurrence(bought)
+        co = interactions.cooccurrence()
         norm = np.sqrt(np.diag(co))
         self.similarity_ = np.divide(co, np.outer(norm, norm), out=np.zeros_like(co), where=np.outer(norm, norm) > 0)
         np.fill_diagonal(self.similarity_, 0.0)
@@ -908,6 +950,28 @@ def _cooccurrence(bought: sp.csr_matrix, block: int = 10_000) -> np.ndarray:
     for counted in in_order(product, list(range(0, bought.shape[0], block))):
         co += counted
     return co
+
+
+def _added_cooccurrence(bought: sp.csr_matrix, new: np.ndarray, block: int = 10_000) -> np.ndarray:
+    """What the entries ``new`` (a mask of ``bought``'s stored entries) add to the co-occurrence counts:
+    ``B.T @ B - (B - N).T @ (B - N) = N.T @ B + B.T @ N - N.T @ N`` with ``N`` those entries, summed over the
+    customers with any (whole numbers: exact in any order)."""
+    # Built apart (eliminate_zeros would edit the index arrays ``bought`` shares with the history's matrices).
+    indptr = np.r_[0, np.cumsum(new, dtype=np.int64)][bought.indptr]
+    added = sp.csr_matrix((np.ones(int(indptr[-1])), bought.indices[new], indptr.astype(bought.indptr.dtype)),
+                          shape=bought.shape)
+    rows = np.flatnonzero(np.diff(added.indptr))
+    out = np.zeros((bought.shape[1], bought.shape[1]))
+
+    def product(start: int) -> np.ndarray:
+        part = rows[start:start + block]
+        n, b = added[part], bought[part]
+        crossed = (n.T @ b).toarray()
+        return crossed + crossed.T - (n.T @ n).toarray()
+
+    for counted in in_order(product, list(range(0, len(rows), block))):
+        out += counted
+    return out
 
 
 def _binary(matrix: sp.csr_matrix) -> sp.csr_matrix:

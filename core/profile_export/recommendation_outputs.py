@@ -111,7 +111,7 @@ def fit_recommendations(ctx: StageContext, customers: pd.DataFrame, assignments:
                                                         ctx.config.profile_export.top_departments,
                                                         ctx.config.strategies, items, seed)
         del holdout
-        final = history.interactions(2)
+        final = history.interactions(2, spend=False)  # the final fit and top k never read spend
         del history
         model = rec.NextBestClasses(weights=evaluation["weights"], top_k=k).fit(final, segments)
         # The segments' cross-sell order comes from the same pass as everyone's top k (it scored them all again).

@@ -200,8 +200,8 @@ class Interactions:
         Purchase lines (returns excluded).
     recency : csr_matrix, shape (customers, items)
         The same lines weighted by ``0.5 ** (days before the as-of date / half-life)``.
-    spend : csr_matrix, shape (customers, items)
-        Purchase value.
+    spend : csr_matrix or None, shape (customers, items)
+        Purchase value (None: not built, :meth:`PurchaseHistory.interactions`).
     season : ndarray, shape (items,)
         Lines of each item (all customers) in the same calendar days, one year
         before, as the period the recommendations are for.
@@ -218,7 +218,7 @@ class Interactions:
 
     counts: sp.csr_matrix
     recency: sp.csr_matrix
-    spend: sp.csr_matrix
+    spend: sp.csr_matrix | None
     season: np.ndarray
     days: sp.csr_matrix | None = None
     last: sp.csr_matrix | None = None
@@ -343,20 +343,31 @@ class PurchaseHistory:
             self._summing.submit(lambda: self._sums.add(_batch_sums(*carry, self._cut_days)))
         self._summing.wait()
 
-    def interactions(self, cut: int) -> Interactions:
-        """Purchases up to ``cuts[cut]`` (index), as of that date."""
+    def interactions(self, cut: int, spend: bool = True) -> Interactions:
+        """Purchases up to ``cuts[cut]`` (index), as of that date; ``spend`` None unless asked for."""
         self._flush()
-        upto = self._sums.upto(cut)
-        matrix = _csr(upto.pop("pair"), self.shape)
-        shift = (self.cuts[-1] - self.cuts[cut]).days
-        # Each sum is dropped as soon as its matrix exists: at a million customers (27 M pairs) holding them all
-        # beside the six matrices was the stage's peak.
-        built = {"recency": matrix(upto.pop("recency") * (2.0 ** (shift / self.half_life_days))),
-                 "first": matrix(FIRST_BASE - upto.pop("first"))}
-        for name in ("counts", "spend", "days", "last"):
-            built[name] = matrix(upto.pop(name))
-        return Interactions(**built, season=self._season[cut].copy(), as_of=int(self._cut_days[cut]),
-                            horizon_days=self.horizon_days, counted=self._cooccurrences.counter(cut))
+        n_items = len(self.items)
+        scale = 2.0 ** ((self.cuts[-1] - self.cuts[cut]).days / self.half_life_days)
+        names = ["counts", "days", "last", *(["spend"] if spend else [])]
+
+        def matrices_of(block: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+            """A block's pairs as CSR parts (row, column) and its values as the matrices hold them (float64)."""
+            pair = block.pop("pair")
+            rows = pair // n_items
+            out = {"rows": rows.astype(np.int32 if len(self.customer_index) < 2**31 else np.int64),
+                   "columns": (pair - rows * n_items).astype(np.int32),
+                   # Weighted from the analysis date (add()): rescaled to this cut's date.
+                   "recency": block.pop("recency") * scale,
+                   "first": (FIRST_BASE - block.pop("first")).astype(np.float64)}
+            out.update({name: block.pop(name).astype(np.float64) for name in names})
+            return out
+
+        parts = self._sums.upto(cut, matrices_of)
+        matrix = _csr_of(parts.pop("rows"), parts.pop("columns"), self.shape)
+        built = {name: matrix(values) for name, values in parts.items()}
+        return Interactions(**{"spend": None, **built}, season=self._season[cut].copy(),
+                            as_of=int(self._cut_days[cut]), horizon_days=self.horizon_days,
+                            counted=self._cooccurrences.counter(cut))
 
     def bought(self, period: int) -> sp.csr_matrix:
         """1 where a customer bought an item in period ``period`` (``(cuts[period-1], cuts[period]]``)."""
@@ -555,66 +566,95 @@ def _each(function, names: list[str]) -> dict[str, np.ndarray]:
 
 
 class _PeriodSums:
-    """The batches' :func:`_batch_sums` merged: one entry per (pair, period), ascending by key.
+    """The batches' :func:`_batch_sums`: one entry per (pair, period), ascending by key.
 
-    Batches wait in a queue and are merged once they hold as many entries as the merged ones (so each
-    entry is merged a few times at most). Lines sorted by customer, as stage 01 writes them, give batches
-    whose keys follow on from each other: merging is then a concatenation, no sort.
+    Lines grouped by customer, as stage 01 writes them, give batches whose keys follow on from each other
+    (the history holds each batch's last customer back for the next): they are kept as they came, one block per
+    batch, and a cut is built block by block, side by side on the cores, each block's result copied once into
+    the cut's arrays. Merging them into one sorted array first copied every entry a few times and built the cut
+    from arrays of tens of millions of entries, far out of cache (7 s of the first cut at a million customers).
+    Otherwise (a log in another order) the batches wait in a queue and are merged, sorted by key, once they
+    hold as many entries as the merged ones (so each entry is merged a few times at most).
     """
 
     def __init__(self, periods: int):
         self.periods = periods
-        self.merged = _empty_sums()
+        self.blocks: list[dict[str, np.ndarray]] = []  # ascending and disjoint, one after another
         self.queue: list[dict[str, np.ndarray]] = []
         self.queued = 0
+        self.ordered = True
 
     def add(self, sums: dict[str, np.ndarray]) -> None:
+        if not len(sums["key"]):
+            return
+        if self.ordered and (not self.blocks or sums["key"][0] > self.blocks[-1]["key"][-1]):
+            self.blocks.append(sums)
+            return
+        if self.ordered:
+            # Out of order: the blocks so far, one after another, are the first merged block.
+            self.ordered = False
+            self.blocks = [_concatenated(self.blocks)] if self.blocks else []
         self.queue.append(sums)
         self.queued += len(sums["key"])
-        if self.queued >= max(len(self.merged["key"]), 1_000_000):
+        merged = len(self.blocks[0]["key"]) if self.blocks else 0
+        if self.queued >= max(merged, 1_000_000):
             self._merge()
 
     def _merge(self) -> None:
         if not self.queue:
             return
-        parts = [self.merged, *self.queue]
+        parts = [*self.blocks, *self.queue]
         self.queue, self.queued = [], 0
-        entries = {}
-        for name in list(self.merged):
-            # One array at a time, each part's dropped once copied: the merge holds one extra array, not a copy.
-            entries[name] = np.concatenate([p.pop(name) for p in parts])
+        entries = _concatenated(parts)
         key = entries["key"]
         if len(key) and (np.diff(key) < 0).any():
             order = np.argsort(key, kind="stable")
             entries = {name: values[order] for name, values in entries.items()}
-        self.merged = _combine(entries, entries["key"])
+        self.blocks = [_combine(entries, entries["key"])]
 
-    def upto(self, cut: int) -> dict[str, np.ndarray]:
-        """Entries of the periods up to ``cut``, combined per pair (``pair``: the customer-item pair)."""
+    def upto(self, cut: int, convert=None) -> dict[str, np.ndarray]:
+        """Entries of the periods up to ``cut``, combined per pair (``pair``: the customer-item pair), each
+        block's values passed through ``convert`` (a dict to a dict, ``pair`` kept) before they are joined."""
         self._merge()
-        if cut >= self.periods - 1:
-            entries = dict(self.merged)  # every period: no copy
-        else:
-            inside = self.merged["key"] % self.periods <= cut
-            entries = _each(lambda name: self.merged[name][inside], list(self.merged))
-        entries["key"] = entries["key"] // self.periods
-        combined = _combine(entries, entries["key"], side_by_side=True)
-        combined["pair"] = combined.pop("key")
-        return combined
+
+        def one(block: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+            if cut >= self.periods - 1:
+                entries = dict(block)  # every period: no copy
+            else:
+                inside = block["key"] % self.periods <= cut
+                entries = {name: values[inside] for name, values in block.items()}
+            entries["key"] = entries["key"] // self.periods
+            combined = _combine(entries, entries["key"])
+            combined["pair"] = combined.pop("key")
+            return convert(combined) if convert is not None else combined
+
+        return _concatenated(list(in_order(one, self.blocks or [_empty_sums()])))
 
     def period(self, period: int) -> dict[str, np.ndarray]:
-        """Entries of one period (``pair``: the customer-item pair)."""
+        """The pairs bought in one period (``pair``: the customer-item pair)."""
         self._merge()
-        inside = self.merged["key"] % self.periods == period
-        out = _each(lambda name: self.merged[name][inside], list(self.merged))
-        out["pair"] = out.pop("key") // self.periods
-        return out
+
+        def one(block: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+            key = block["key"]
+            return {"pair": key[key % self.periods == period] // self.periods}
+
+        return _concatenated(list(in_order(one, self.blocks or [_empty_sums()])))
+
+
+def _concatenated(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """The parts' arrays one after another, name by name, each part's dropped once copied (the join holds one
+    extra array, not a copy of everything)."""
+    return {name: np.concatenate([p.pop(name) for p in parts]) for name in list(parts[0])}
 
 
 def _csr(pair: np.ndarray, shape: tuple[int, int]):
     """A function from values to a customers x items matrix of ascending, distinct pair keys (``row * items +
     item``): the matrices of one key set share their index arrays (built once: a sixth of the memory and time)."""
-    rows, columns = pair // shape[1], (pair % shape[1]).astype(np.int32)
+    return _csr_of(pair // shape[1], (pair % shape[1]).astype(np.int32), shape)
+
+
+def _csr_of(rows: np.ndarray, columns: np.ndarray, shape: tuple[int, int]):
+    """:func:`_csr` of the pairs' rows and columns (int32), in ascending pair order."""
     indptr = np.r_[0, np.cumsum(np.bincount(rows, minlength=shape[0]))]
     if indptr[-1] < np.iinfo(np.int32).max:
         indptr = indptr.astype(np.int32)

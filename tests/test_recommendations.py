@@ -372,6 +372,29 @@ def test_each_cuts_cooccurrence_from_the_earlier_one_is_the_full_product():
     assert history_of(frame, customers).interactions(2).cooccurrence()[0, 0] > 0
 
 
+def test_a_log_not_grouped_by_customer_sums_the_same_lines():
+    """Lines in another order than customer by customer: batches are joined and merged by key instead of kept as
+    slices; every line counts once (distinct days are exact only for a grouped log: a day split between two
+    batches counts in each)."""
+    frame = lines([(c, day, "Ladies Clothing" if (c + i) % 3 else "Home", "AB"[(c * i) % 2] if (c + i) % 3 else "C")
+                   for c in range(1, 30) for i, day in enumerate(["2023-05-01", "2024-01-10", "2024-08-01",
+                                                                  "2024-12-01"][:1 + c % 4])])
+    shuffled = frame.sample(frac=1.0, random_state=3).reset_index(drop=True)
+    whole = history_of(frame, np.arange(1, 30))
+    for size in (4, 9, 1000):
+        batched = rec.PurchaseHistory(np.arange(1, 30), rec.recommendable_items(tiny_hierarchy()),
+                                      [VALIDATION_CUT, EVALUATION_CUT, ANALYSIS], WINDOW)
+        for start in range(0, len(shuffled), size):
+            batched.add(shuffled.iloc[start:start + size])
+        for cut in range(3):
+            got, want = batched.interactions(cut), whole.interactions(cut)
+            for name in ("counts", "spend", "last", "first"):
+                assert (getattr(got, name) != getattr(want, name)).nnz == 0, (size, cut, name)
+            np.testing.assert_allclose(got.recency.toarray(), want.recency.toarray(), rtol=1e-12)
+            assert (got.days.toarray() >= want.days.toarray()).all()
+        assert (batched.bought(2) != whole.bought(2)).nnz == 0
+
+
 def test_dictionary_encoded_names_map_to_the_same_items():
     frame = lines([(1, "2024-01-01", "Ladies Clothing", "B"), (1, "2024-01-01", "Bag Levy", "Paper Bags"),
                    (1, "2024-01-01", "Ladies Clothing", "DUMMY"), (1, "2024-01-01", "Home", "A"),

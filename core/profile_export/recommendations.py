@@ -281,7 +281,8 @@ class PurchaseHistory:
         self._row_of = _row_lookup(self.customer_index)
         self._item_of = _ItemLookup(items)
         self._sums = _PeriodSums(len(self.cuts))
-        self._carry: tuple[np.ndarray, ...] | None = None
+        self._carry: tuple[int, tuple[np.ndarray, ...]] | None = None  # the last customer's row and lines
+        self._weight_table = np.zeros(0)
         self._summing = _OneAfterAnother()
         self._season = np.zeros((len(self.cuts), len(items)))
         self._cooccurrences = _Cooccurrences(self._cut_days)
@@ -308,39 +309,71 @@ class PurchaseHistory:
         rows, codes, day = rows[keep], codes[keep], day[keep]
         amount = _column(lines, "line_amount", fill=0.0).astype(np.float64, copy=False)[keep]
         # Weighted from the analysis date: a fit at an earlier cut rescales (interactions()).
-        weight = 0.5 ** ((self._cut_days[-1] - day).astype(np.float64) / self.half_life_days)
-        self._sum_lines(rows * len(self.items) + codes, day, weight, amount)
+        weight = self._weights(self._cut_days[-1] - day)
+        self._sum_lines(rows, rows * len(self.items) + codes, day, weight, amount)
         for c, cut in enumerate(self._cut_days):
             start = cut - YEAR_DAYS
             inside = (day > start) & (day <= start + self.horizon_days)
             self._season[c] += np.bincount(codes[inside], minlength=len(self.items))
         self.lines += int(keep.sum())
 
-    def _sum_lines(self, pair: np.ndarray, day: np.ndarray, weight: np.ndarray, amount: np.ndarray) -> None:
+    def _weights(self, days_ago: np.ndarray) -> np.ndarray:
+        """``0.5 ** (days ago / half-life)`` of each line, from a table of the days (the same values as computed
+        line by line: NumPy's power gives each value the same result wherever it stands; a power per line was a
+        tenth of the pass)."""
+        if not len(days_ago):
+            return np.zeros(0)
+        if len(self._weight_table) <= days_ago.max():
+            self._weight_table = 0.5 ** (np.arange(int(days_ago.max()) + 1).astype(np.float64) / self.half_life_days)
+        return self._weight_table[days_ago]
+
+    def _sum_lines(self, rows: np.ndarray, pair: np.ndarray, day: np.ndarray, weight: np.ndarray,
+                   amount: np.ndarray) -> None:
         """Sum the lines into the periods, except the batch's last customer's, held back for the next batch.
 
         Distinct purchase days are counted within a batch; a customer whose lines run on into the next batch
         (the log is written customer by customer, batches end anywhere) would have a day split between two
         batches counted twice. Holding the last customer's lines back makes the counts exact, whatever the
-        batch size, for any log whose lines are grouped by customer.
+        batch size, for any log whose lines are grouped by customer. When they are, the batch is summed as
+        slices (the held customer's lines with their continuation, then the rest up to the new last customer),
+        without copying it; otherwise the held lines are joined to the batch and the last customer's picked out.
         """
-        if self._carry is not None:
-            pair, day, weight, amount = (np.concatenate(held_and_new) for held_and_new in
-                                         zip(self._carry, (pair, day, weight, amount)))
-        tail = pair // len(self.items) == pair[-1] // len(self.items) if len(pair) else np.zeros(0, bool)
-        self._carry = (pair[tail], day[tail], weight[tail], amount[tail])
-        head = ~tail
-        lines = (pair[head], day[head], weight[head], amount[head])
-        # Sorted and summed in a thread of its own while the next batch is read (a third of the pass's CPU),
-        # batch after batch in the order they came: the same sums.
+        if not len(rows):
+            return
+        lines = (pair, day, weight, amount)
+        held_row, held = self._carry if self._carry is not None else (None, None)
+        begin = _run_length(rows, held_row) if held is not None else 0
+        if begin == len(rows):  # the whole batch is the held customer's
+            self._carry = (held_row, tuple(np.concatenate(parts) for parts in zip(held, lines)))
+            return
+        last = rows[-1]
+        end = len(rows) - _run_length(rows[::-1], last)
+        if (held is not None and (rows[begin:] == held_row).any()) or (rows[begin:end] == last).any():
+            # Not grouped by customer: the held lines joined to the batch, every line of the last customer held.
+            if held is not None:
+                lines = tuple(np.concatenate(parts) for parts in zip(held, lines))
+                rows = np.concatenate([np.full(len(held[0]), held_row), rows])
+            tail = rows == last
+            self._carry = (last, tuple(values[tail] for values in lines))
+            self._submit(tuple(values[~tail] for values in lines))
+            return
+        if held is not None:
+            self._submit(tuple(np.concatenate([kept, values[:begin]]) for kept, values in zip(held, lines)))
+        if end > begin:
+            self._submit(tuple(values[begin:end] for values in lines))
+        self._carry = (last, tuple(values[end:].copy() for values in lines))
+
+    def _submit(self, lines: tuple[np.ndarray, ...]) -> None:
+        """Sort and sum ``lines`` into the periods in a thread of its own while the next batch is read (a third
+        of the pass's CPU), batch after batch in the order they came: the same sums."""
         self._summing.submit(lambda: self._sums.add(_batch_sums(*lines, self._cut_days)))
 
     def _flush(self) -> None:
         """Sum the lines held back (:meth:`_sum_lines`) and wait for every batch's sums: called once every batch
         has been added."""
         if self._carry is not None:
-            carry, self._carry = self._carry, None
-            self._summing.submit(lambda: self._sums.add(_batch_sums(*carry, self._cut_days)))
+            (_, carry), self._carry = self._carry, None
+            self._submit(carry)
         self._summing.wait()
 
     def interactions(self, cut: int, spend: bool = True) -> Interactions:
@@ -439,6 +472,18 @@ class _OneAfterAnother:
                 self._pool = None
 
 
+def _run_length(values: np.ndarray, value) -> int:
+    """How many of ``values`` from the start equal ``value`` (looked at in growing slices: a customer's lines
+    are a few hundred of a batch's millions)."""
+    start, step = 0, 1024
+    while start < len(values):
+        other = np.flatnonzero(values[start:start + step] != value)
+        if len(other):
+            return start + int(other[0])
+        start, step = start + step, step * 2
+    return len(values)
+
+
 def _column(table, name: str, fill=None) -> np.ndarray:
     """An Arrow column as NumPy, nulls replaced by ``fill`` (when given)."""
     import pyarrow.compute as pc
@@ -522,18 +567,22 @@ def _batch_sums(pair: np.ndarray, day: np.ndarray, weight: np.ndarray, amount: n
     last and first day; keyed ``pair * periods + period``, ascending."""
     if not len(pair):
         return _empty_sums()
-    key = pair * DAY_SPAN + day
     # Stable: each entry adds its lines in the order they came.
-    order = np.argsort(key, kind="stable")
-    key = key[order]
-    day = key % DAY_SPAN
-    group = (key // DAY_SPAN) * len(cut_days) + np.searchsorted(cut_days, day, side="left")
+    order = np.argsort(pair * DAY_SPAN + day, kind="stable")
+    pair, day = pair[order], day[order]
+    # The period: how many cuts lie before the day (searchsorted's "left" on three cuts, without its search).
+    period = np.zeros(len(day), np.int64)
+    for cut in cut_days:
+        period += day > cut
+    group = pair * len(cut_days) + period
+    del period
     start = np.flatnonzero(np.r_[True, group[1:] != group[:-1]])
     ends = np.r_[start[1:], len(group)]
-    new_day = np.r_[True, key[1:] != key[:-1]]
+    # Distinct days: a group's first line always starts a day (the key changes), so counted from a running total.
+    seen = np.cumsum(np.r_[True, (pair[1:] != pair[:-1]) | (day[1:] != day[:-1])], dtype=np.int32)
     return {"key": group[start], "counts": (ends - start).astype(np.int32),
             "recency": np.add.reduceat(weight[order], start), "spend": np.add.reduceat(amount[order], start),
-            "days": np.add.reduceat(new_day.astype(np.int32), start), "last": day[ends - 1].astype(np.int32),
+            "days": seen[ends - 1] - seen[start] + 1, "last": day[ends - 1].astype(np.int32),
             "first": day[start].astype(np.int32)}
 
 

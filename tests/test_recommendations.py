@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import threading
 from types import SimpleNamespace
 
 import numpy as np
@@ -38,7 +39,7 @@ from core.framework import paths
 from core.framework.schema import ConfigError
 from core.framework.stage import StageContext
 from core.profile_export import recommendations as rec
-from core.profile_export.recommendation_outputs import fit_recommendations, write_recommendations
+from core.profile_export.recommendation_outputs import Stopped, fit_recommendations, write_recommendations
 from core.profile_export.settings import RecommendationsConfig
 from core.profile_export.stage import STAGE
 from conftest import small_config_document, write_config
@@ -577,6 +578,10 @@ def test_a_log_without_departments_or_classes_writes_an_explained_empty_file(tmp
     ctx = StageContext(stage=STAGE, config=config, artifacts_dir=tmp_path)
     customers = pd.DataFrame({"customer_id": [1, 2], "last_order_date": pd.to_datetime(["2024-03-01"] * 2),
                               "recency_days": [305, 305]})
+    stopped = threading.Event()
+    stopped.set()  # the stage failed meanwhile: the thread gives up at its first check
+    with pytest.raises(Stopped):
+        fit_recommendations(ctx, customers, pd.DataFrame({"customer_id": [1, 2], "segment": [0, 0]}), stopped)
     run = fit_recommendations(ctx, customers, pd.DataFrame({"customer_id": [1, 2], "segment": [0, 0]}))
     assert run.cross_sell == {} and run.saved.model is None
     write_recommendations(ctx, run)

@@ -379,25 +379,14 @@ class PurchaseHistory:
     def interactions(self, cut: int, spend: bool = True) -> Interactions:
         """Purchases up to ``cuts[cut]`` (index), as of that date; ``spend`` None unless asked for."""
         self._flush()
-        n_items = len(self.items)
-        scale = 2.0 ** ((self.cuts[-1] - self.cuts[cut]).days / self.half_life_days)
-        names = ["counts", "days", "last", *(["spend"] if spend else [])]
-
-        def matrices_of(block: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-            """A block's pairs as CSR parts (row, column) and its values as the matrices hold them (float64)."""
-            pair = block.pop("pair")
-            rows = pair // n_items
-            out = {"rows": rows.astype(np.int32 if len(self.customer_index) < 2**31 else np.int64),
-                   "columns": (pair - rows * n_items).astype(np.int32),
-                   # Weighted from the analysis date (add()): rescaled to this cut's date.
-                   "recency": block.pop("recency") * scale,
-                   "first": (FIRST_BASE - block.pop("first")).astype(np.float64)}
-            out.update({name: block.pop(name).astype(np.float64) for name in names})
-            return out
-
-        parts = self._sums.upto(cut, matrices_of)
-        matrix = _csr_of(parts.pop("rows"), parts.pop("columns"), self.shape)
-        built = {name: matrix(values) for name, values in parts.items()}
+        names = ["counts", "recency", "days", "last", "first", *(["spend"] if spend else [])]
+        row_counts, columns, values = self._sums.upto(cut, names, self.shape)
+        # Weighted from the analysis date (add()): rescaled to this cut's date; first days stored from FIRST_BASE.
+        np.multiply(values["recency"], 2.0 ** ((self.cuts[-1] - self.cuts[cut]).days / self.half_life_days),
+                    out=values["recency"])
+        np.subtract(FIRST_BASE, values["first"], out=values["first"])
+        matrix = _csr_of(row_counts, columns, self.shape)
+        built = {name: matrix(values.pop(name)) for name in names}
         return Interactions(**{"spend": None, **built}, season=self._season[cut].copy(),
                             as_of=int(self._cut_days[cut]), horizon_days=self.horizon_days,
                             counted=self._cooccurrences.counter(cut))
@@ -598,20 +587,13 @@ _COMBINE = {"counts": np.add, "recency": np.add, "spend": np.add, "days": np.add
             "first": np.minimum}
 
 
-def _combine(entries: dict[str, np.ndarray], group: np.ndarray, side_by_side: bool = False) -> dict[str, np.ndarray]:
-    """``entries`` (sorted by ``group``) combined per group (:data:`_COMBINE`); the arrays side by side on the
-    cores if ``side_by_side``."""
+def _combine(entries: dict[str, np.ndarray], group: np.ndarray) -> dict[str, np.ndarray]:
+    """``entries`` (sorted by ``group``) combined per group (:data:`_COMBINE`)."""
     start = np.flatnonzero(np.r_[True, group[1:] != group[:-1]]) if len(group) else np.zeros(0, np.int64)
     if len(start) == len(group):
         return entries
-    combine = lambda name: entries[name][start] if name == "key" else _COMBINE[name].reduceat(entries[name], start)  # noqa: E731
-    return _each(combine, list(entries)) if side_by_side else {name: combine(name) for name in entries}
-
-
-def _each(function, names: list[str]) -> dict[str, np.ndarray]:
-    """``{name: function(name)}``, computed side by side on the cores (:func:`in_order`): for the history's
-    arrays of tens of millions of entries, each a NumPy call that leaves the interpreter lock."""
-    return dict(zip(names, in_order(function, names)))
+    return {name: entries[name][start] if name == "key" else _COMBINE[name].reduceat(entries[name], start)
+            for name in entries}
 
 
 class _PeriodSums:
@@ -661,23 +643,49 @@ class _PeriodSums:
             entries = {name: values[order] for name, values in entries.items()}
         self.blocks = [_combine(entries, entries["key"])]
 
-    def upto(self, cut: int, convert=None) -> dict[str, np.ndarray]:
-        """Entries of the periods up to ``cut``, combined per pair (``pair``: the customer-item pair), each
-        block's values passed through ``convert`` (a dict to a dict, ``pair`` kept) before they are joined."""
+    def upto(self, cut: int, names: list[str], shape: tuple[int, int]
+             ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+        """Entries of the periods up to ``cut`` combined per customer-item pair, as the parts of a CSR matrix of
+        ``shape``: each row's number of pairs, each pair's column (int32), and per name of ``names`` the
+        combined values (:data:`_COMBINE`) as float64, in ascending pair order.
+
+        Two passes over the blocks, side by side: the first finds each block's pairs, the second combines its
+        values straight into its slice of arrays allocated once (no per-block result copied again, no
+        temporary of a whole cut's size).
+        """
         self._merge()
+        periods, n_items = self.periods, shape[1]
 
-        def one(block: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-            if cut >= self.periods - 1:
-                entries = dict(block)  # every period: no copy
-            else:
-                inside = block["key"] % self.periods <= cut
-                entries = {name: values[inside] for name, values in block.items()}
-            entries["key"] = entries["key"] // self.periods
-            combined = _combine(entries, entries["key"])
-            combined["pair"] = combined.pop("key")
-            return convert(combined) if convert is not None else combined
+        def pairs_of(block: dict[str, np.ndarray]) -> tuple[np.ndarray | None, np.ndarray]:
+            """The block's entries up to the cut (None: all of them) and where each pair's entries start."""
+            inside = block["key"] % periods <= cut if cut < periods - 1 else None
+            pair = block["key"] // periods if inside is None else block["key"][inside] // periods
+            return inside, np.flatnonzero(np.r_[True, pair[1:] != pair[:-1]]) if len(pair) else np.zeros(0, np.int64)
 
-        return _concatenated(list(in_order(one, self.blocks or [_empty_sums()])))
+        found = list(in_order(pairs_of, self.blocks))
+        ends = np.cumsum([len(start) for _, start in found], dtype=np.int64)
+        total = int(ends[-1]) if len(ends) else 0
+        columns = np.empty(total, np.int32)
+        values = {name: np.empty(total) for name in names}
+
+        def fill(at: int) -> tuple[int, np.ndarray]:
+            """Combine block ``at`` into its slice; its first row and the pairs of each of its rows."""
+            (inside, start), block = found[at], self.blocks[at]
+            if not len(start):
+                return 0, np.zeros(0, np.int64)
+            slot = slice(int(ends[at]) - len(start), int(ends[at]))
+            entries = (lambda name: block[name]) if inside is None else (lambda name: block[name][inside])
+            pair = entries("key")[start] // periods
+            rows = pair // n_items
+            np.subtract(pair, rows * n_items, out=columns[slot], casting="unsafe")
+            for name in names:
+                _COMBINE[name].reduceat(entries(name), start, out=values[name][slot])
+            return int(rows[0]), np.bincount(rows - rows[0])
+
+        row_counts = np.zeros(shape[0], np.int64)
+        for first, counts in in_order(fill, list(range(len(found)))):
+            row_counts[first:first + len(counts)] += counts  # a customer's pairs may span two blocks
+        return row_counts, columns, values
 
     def period(self, period: int) -> dict[str, np.ndarray]:
         """The pairs bought in one period (``pair``: the customer-item pair)."""
@@ -699,15 +707,14 @@ def _concatenated(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
 def _csr(pair: np.ndarray, shape: tuple[int, int]):
     """A function from values to a customers x items matrix of ascending, distinct pair keys (``row * items +
     item``): the matrices of one key set share their index arrays (built once: a sixth of the memory and time)."""
-    return _csr_of(pair // shape[1], (pair % shape[1]).astype(np.int32), shape)
+    return _csr_of(np.bincount(pair // shape[1], minlength=shape[0]), (pair % shape[1]).astype(np.int32), shape)
 
 
-def _csr_of(rows: np.ndarray, columns: np.ndarray, shape: tuple[int, int]):
-    """:func:`_csr` of the pairs' rows and columns (int32), in ascending pair order."""
-    indptr = np.r_[0, np.cumsum(np.bincount(rows, minlength=shape[0]))]
+def _csr_of(row_counts: np.ndarray, columns: np.ndarray, shape: tuple[int, int]):
+    """:func:`_csr` of each row's number of pairs and the pairs' columns (int32), in ascending pair order."""
+    indptr = np.r_[0, np.cumsum(row_counts)]
     if indptr[-1] < np.iinfo(np.int32).max:
         indptr = indptr.astype(np.int32)
-    del rows
 
     def matrix(values: np.ndarray) -> sp.csr_matrix:
         out = sp.csr_matrix((np.asarray(values, dtype=np.float64), columns, indptr), shape=shape, copy=False)

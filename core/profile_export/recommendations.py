@@ -323,6 +323,8 @@ class PurchaseHistory:
         tenth of the pass)."""
         if not len(days_ago):
             return np.zeros(0)
+        if days_ago.min() < 0 or days_ago.max() >= DAY_SPAN:  # not a day of the history (a missing date)
+            return 0.5 ** (days_ago.astype(np.float64) / self.half_life_days)
         if len(self._weight_table) <= days_ago.max():
             self._weight_table = 0.5 ** (np.arange(int(days_ago.max()) + 1).astype(np.float64) / self.half_life_days)
         return self._weight_table[days_ago]
@@ -491,7 +493,12 @@ def _day_numbers(column) -> np.ndarray:
         # A zoned timestamp's day is its local day, as pandas' normalize() gives it.
         return day_number(pd.Series(column.to_pandas()).dt.tz_localize(None).dt.normalize())
     micros = column.cast(pa.timestamp("us")).to_numpy(zero_copy_only=False).astype("datetime64[us]")
-    return micros.astype("datetime64[D]").astype(np.int64) + 1
+    # The day a timestamp falls on, by integer floor division (what a conversion to datetime64[D] does; a null,
+    # NaT, keeps the value that conversion gives it).
+    days = np.floor_divide(micros.view(np.int64), 86_400_000_000) + 1
+    if column.null_count:
+        days[np.isnat(micros)] = np.iinfo(np.int64).min + 1
+    return days
 
 
 def _row_lookup(index: pd.Index):
@@ -506,6 +513,8 @@ def _row_lookup(index: pd.Index):
         def row_of(ids: np.ndarray) -> np.ndarray:
             if not np.issubdtype(ids.dtype, np.integer):
                 return index.get_indexer(ids).astype(np.int64)
+            if not len(ids) or (ids.min() >= 0 and ids.max() < len(dense)):
+                return dense[ids]  # every id in range (the pipeline's): one lookup, no masks
             inside = (ids >= 0) & (ids < len(dense))
             return np.where(inside, dense[np.where(inside, ids, 0)], -1)
 
@@ -530,13 +539,18 @@ class _ItemLookup:
         self.table = table  # last row and column: a value not in items (or missing)
 
     def __call__(self, departments, classes) -> np.ndarray:
-        d = _codes(departments, self.departments)
-        c = _codes(classes, self.classes) if not self.by_department else np.zeros(len(d), np.int64)
-        return self.table[d, c]
+        d_lookup, d = _codes(departments, self.departments)
+        if self.by_department:
+            return self.table[d_lookup, 0][d]
+        c_lookup, c = _codes(classes, self.classes)
+        # The item of each pair of the batch's dictionary entries (a few dozen by a few hundred), then one lookup
+        # per line in that small table.
+        return self.table[d_lookup[:, None], c_lookup[None, :]][d, c]
 
 
-def _codes(column, known: pd.Index) -> np.ndarray:
-    """Position in ``known`` of each value of an Arrow string column, ``len(known)`` for another or a null."""
+def _codes(column, known: pd.Index) -> tuple[np.ndarray, np.ndarray]:
+    """Of an Arrow string column: the position in ``known`` of each entry of its dictionary plus one for a
+    null (``len(known)`` for a value not known, and for the null), and each value's entry (int32)."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -547,7 +561,7 @@ def _codes(column, known: pd.Index) -> np.ndarray:
     found = known.get_indexer(column.dictionary.to_numpy(zero_copy_only=False))
     lookup = np.append(np.where(found >= 0, found, len(known)), len(known))
     indices = column.indices.fill_null(len(lookup) - 1) if column.null_count else column.indices
-    return lookup[indices.to_numpy(zero_copy_only=False).astype(np.int64)]
+    return lookup, indices.to_numpy(zero_copy_only=False)
 
 
 def _batch_sums(pair: np.ndarray, day: np.ndarray, weight: np.ndarray, amount: np.ndarray,

@@ -1130,7 +1130,9 @@ def reason_texts(recommended: Recommended, items: pd.DataFrame) -> np.ndarray:
         if name not in ("cooccurrence", "profile"):
             out[recommended.reason == code] = REASONS[name]
     knn = recommended.reason == COMPONENTS.index("cooccurrence")
-    out[knn] = [REASONS["cooccurrence"].format(label) for label in labels[recommended.because[knn]]]
+    # Each item's text once (a few hundred), not once per recommendation (millions at a million customers).
+    because = np.array([REASONS["cooccurrence"].format(label) for label in labels], dtype=object)
+    out[knn] = because[recommended.because[knn]]
     out[(recommended.reason == -1) & (recommended.items >= 0)] = FALLBACK_REASON
     return out
 

@@ -251,8 +251,11 @@ class PurchaseHistory:
 
     Each batch is reduced to one entry per (customer, item, period) with
     integer keys sorted by NumPy (:class:`_PeriodSums`); the batches' entries
-    are merged by key. No string of a line is hashed: department and class
-    are read dictionary-encoded and looked up once per distinct value.
+    are kept as blocks (a log grouped by customer) or merged by key (another
+    order), and a cut is combined from them block by block. No string of a
+    line is hashed: department and class are read dictionary-encoded and
+    looked up once per distinct value. Each cut's co-occurrence counts come
+    from the earlier cut's (:meth:`Interactions.cooccurrence`).
 
     Parameters
     ----------

@@ -521,3 +521,20 @@ def test_stage_05s_next_best_thread_hands_back_its_value_or_raises_its_error_in_
         with _Background(lambda: finished.append(sum(range(10 ** 6)))):
             raise KeyError("the stage's own error")
     assert finished == [sum(range(10 ** 6))]
+    # A function that watches ``stop`` is told to give up when the block ends by an error.
+    import threading
+    import time
+
+    stop, seen = threading.Event(), []
+
+    def watch(stop):
+        for _ in range(1000):  # at most 10 s, were it never told
+            if stop.is_set():
+                seen.append("stopped")
+                raise RuntimeError("gave up")
+            time.sleep(0.01)
+
+    with pytest.raises(KeyError):
+        with _Background(watch, stop, stop=stop):
+            raise KeyError("the stage's own error")
+    assert seen == ["stopped"]

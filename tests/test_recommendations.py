@@ -20,8 +20,10 @@ of own, segment, co-occurrence, season.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
+import threading
 from types import SimpleNamespace
 
 import numpy as np
@@ -37,7 +39,7 @@ from core.framework import paths
 from core.framework.schema import ConfigError
 from core.framework.stage import StageContext
 from core.profile_export import recommendations as rec
-from core.profile_export.recommendation_outputs import fit_recommendations, write_recommendations
+from core.profile_export.recommendation_outputs import Stopped, fit_recommendations, write_recommendations
 from core.profile_export.settings import RecommendationsConfig
 from core.profile_export.stage import STAGE
 from conftest import small_config_document, write_config
@@ -352,6 +354,48 @@ def test_the_purchase_history_is_the_same_whatever_the_batches():
     assert batched.lines == whole.lines == 7
 
 
+def test_each_cuts_cooccurrence_from_the_earlier_one_is_the_full_product():
+    """The history counts a cut's co-purchases from the earlier cut's plus its new pairs: the same whole numbers
+    as the product over every customer, whichever cuts were counted before (and the same similarity)."""
+    frame = lines([(c, day, "Ladies Clothing" if (c + i) % 3 else "Home", "AB"[(c * i) % 2] if (c + i) % 3 else "C")
+                   for c in range(1, 60) for i, day in enumerate(["2023-05-01", "2024-01-10", "2024-02-01",
+                                                                  "2024-08-01", "2024-12-01"][:1 + c % 5])])
+    customers = np.arange(1, 63)  # the last three never bought: empty rows at the end
+    for order in ([0, 1, 2], [1, 2], [0, 2], [2]):
+        history = history_of(frame, customers)
+        for cut in order:
+            fit = history.interactions(cut)
+            counted = fit.cooccurrence()  # first: the full product below also sees whether it left fit intact
+            np.testing.assert_array_equal(counted, rec._cooccurrence(rec._binary(fit.counts)))
+            model = rec.NextBestClasses().fit(fit, customers % 3)
+            plain = rec.NextBestClasses().fit(dataclasses.replace(fit, counted=None), customers % 3)
+            np.testing.assert_array_equal(model.similarity_, plain.similarity_)
+    assert history_of(frame, customers).interactions(2).cooccurrence()[0, 0] > 0
+
+
+def test_a_log_not_grouped_by_customer_sums_the_same_lines():
+    """Lines in another order than customer by customer: batches are joined and merged by key instead of kept as
+    slices; every line counts once (distinct days are exact only for a grouped log: a day split between two
+    batches counts in each)."""
+    frame = lines([(c, day, "Ladies Clothing" if (c + i) % 3 else "Home", "AB"[(c * i) % 2] if (c + i) % 3 else "C")
+                   for c in range(1, 30) for i, day in enumerate(["2023-05-01", "2024-01-10", "2024-08-01",
+                                                                  "2024-12-01"][:1 + c % 4])])
+    shuffled = frame.sample(frac=1.0, random_state=3).reset_index(drop=True)
+    whole = history_of(frame, np.arange(1, 30))
+    for size in (4, 9, 1000):
+        batched = rec.PurchaseHistory(np.arange(1, 30), rec.recommendable_items(tiny_hierarchy()),
+                                      [VALIDATION_CUT, EVALUATION_CUT, ANALYSIS], WINDOW)
+        for start in range(0, len(shuffled), size):
+            batched.add(shuffled.iloc[start:start + size])
+        for cut in range(3):
+            got, want = batched.interactions(cut), whole.interactions(cut)
+            for name in ("counts", "spend", "last", "first"):
+                assert (getattr(got, name) != getattr(want, name)).nnz == 0, (size, cut, name)
+            np.testing.assert_allclose(got.recency.toarray(), want.recency.toarray(), rtol=1e-12)
+            assert (got.days.toarray() >= want.days.toarray()).all()
+        assert (batched.bought(2) != whole.bought(2)).nnz == 0
+
+
 def test_dictionary_encoded_names_map_to_the_same_items():
     frame = lines([(1, "2024-01-01", "Ladies Clothing", "B"), (1, "2024-01-01", "Bag Levy", "Paper Bags"),
                    (1, "2024-01-01", "Ladies Clothing", "DUMMY"), (1, "2024-01-01", "Home", "A"),
@@ -534,6 +578,10 @@ def test_a_log_without_departments_or_classes_writes_an_explained_empty_file(tmp
     ctx = StageContext(stage=STAGE, config=config, artifacts_dir=tmp_path)
     customers = pd.DataFrame({"customer_id": [1, 2], "last_order_date": pd.to_datetime(["2024-03-01"] * 2),
                               "recency_days": [305, 305]})
+    stopped = threading.Event()
+    stopped.set()  # the stage failed meanwhile: the thread gives up at its first check
+    with pytest.raises(Stopped):
+        fit_recommendations(ctx, customers, pd.DataFrame({"customer_id": [1, 2], "segment": [0, 0]}), stopped)
     run = fit_recommendations(ctx, customers, pd.DataFrame({"customer_id": [1, 2], "segment": [0, 0]}))
     assert run.cross_sell == {} and run.saved.model is None
     write_recommendations(ctx, run)

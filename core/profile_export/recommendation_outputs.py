@@ -68,13 +68,25 @@ class RecommendationRun:
     cross_sell: dict[int, list[str]]
 
 
-def fit_recommendations(ctx: StageContext, customers: pd.DataFrame, assignments: pd.DataFrame) -> RecommendationRun:
+class Stopped(Exception):
+    """:func:`fit_recommendations` gave up: its caller set ``stop`` (the stage failed meanwhile)."""
+
+
+def fit_recommendations(ctx: StageContext, customers: pd.DataFrame, assignments: pd.DataFrame,
+                        stop=None) -> RecommendationRun:
     """Recommend and evaluate for the segmented customers (``assignments``' order); nothing written yet.
 
     A log whose lines have no merchandise class the hierarchy knows falls
     back to departments; one with neither gets an empty table and an
-    evaluation document whose ``explanation`` says why.
+    evaluation document whose ``explanation`` says why. ``stop`` (an Event,
+    optional) makes it raise :class:`Stopped` at its next check (every batch
+    of lines, and between its steps): stage 05 runs it in a thread beside
+    its other parts, and does not wait a minute for it when one of those failed.
     """
+    def check() -> None:
+        if stop is not None and stop.is_set():
+            raise Stopped("the next-best classes were stopped: the stage failed meanwhile")
+
     settings = ctx.config.profile_export.recommendations
     k, window, seed = settings.top_k, settings.evaluation_window_days, ctx.config.seed
     end = analysis_date(customers)
@@ -86,6 +98,7 @@ def fit_recommendations(ctx: StageContext, customers: pd.DataFrame, assignments:
         items = rec.recommendable_items(ctx.config.hierarchy, level)
         history = rec.PurchaseHistory(ids, items, cuts, window)
         for lines in _line_batches(ctx):
+            check()
             history.add(lines)
         seen_lines[level] = history.lines
         if history.lines:
@@ -101,17 +114,20 @@ def fit_recommendations(ctx: StageContext, customers: pd.DataFrame, assignments:
         document.update(models={}, explanation=f"no recommendations: {why}")
         table = rec.empty_recommendations()
     else:
+        check()
         holdout = rec.Holdout.of(history, seed, settings.evaluation_customers)
         evaluation = rec.evaluate_history(history, segments, k, seed, holdout)
         document["customers"].update(evaluation.pop("customers"))
         document["evaluation_sample"] = SAMPLE_NOTE.format(n=settings.evaluation_customers, v=rec.VALIDATION_CUSTOMERS)
         document.update(evaluation)
+        check()
         if document["models"]:
             document["cross_sell"] = compare_cross_sell(holdout, segments, evaluation["weights"], k,
                                                         ctx.config.profile_export.top_departments,
                                                         ctx.config.strategies, items, seed)
         del holdout
-        final = history.interactions(2)
+        check()
+        final = history.interactions(2, spend=False)  # the final fit and top k never read spend
         del history
         model = rec.NextBestClasses(weights=evaluation["weights"], top_k=k).fit(final, segments)
         # The segments' cross-sell order comes from the same pass as everyone's top k (it scored them all again).

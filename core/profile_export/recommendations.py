@@ -52,7 +52,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import os
-from typing import Iterable, Mapping
+from typing import Callable, Iterable, Mapping
 
 import numpy as np
 import pandas as pd
@@ -200,8 +200,8 @@ class Interactions:
         Purchase lines (returns excluded).
     recency : csr_matrix, shape (customers, items)
         The same lines weighted by ``0.5 ** (days before the as-of date / half-life)``.
-    spend : csr_matrix, shape (customers, items)
-        Purchase value.
+    spend : csr_matrix or None, shape (customers, items)
+        Purchase value (None: not built, :meth:`PurchaseHistory.interactions`).
     season : ndarray, shape (items,)
         Lines of each item (all customers) in the same calendar days, one year
         before, as the period the recommendations are for.
@@ -218,17 +218,25 @@ class Interactions:
 
     counts: sp.csr_matrix
     recency: sp.csr_matrix
-    spend: sp.csr_matrix
+    spend: sp.csr_matrix | None
     season: np.ndarray
     days: sp.csr_matrix | None = None
     last: sp.csr_matrix | None = None
     first: sp.csr_matrix | None = None
     as_of: int = 0
     horizon_days: int = 0
+    # Set by PurchaseHistory: computes cooccurrence() from an earlier cut's (the bought sets only grow).
+    counted: "Callable[[Interactions], np.ndarray] | None" = dataclasses.field(default=None, repr=False,
+                                                                                compare=False)
 
     @property
     def shape(self) -> tuple[int, int]:
         return self.counts.shape
+
+    def cooccurrence(self) -> np.ndarray:
+        """Items x items: customers who bought both (the diagonal: who bought each), ``bought.T @ bought``
+        over every row, as whole numbers in float64."""
+        return self.counted(self) if self.counted is not None else _cooccurrence(_binary(self.counts))
 
 
 class PurchaseHistory:
@@ -243,8 +251,11 @@ class PurchaseHistory:
 
     Each batch is reduced to one entry per (customer, item, period) with
     integer keys sorted by NumPy (:class:`_PeriodSums`); the batches' entries
-    are merged by key. No string of a line is hashed: department and class
-    are read dictionary-encoded and looked up once per distinct value.
+    are kept as blocks (a log grouped by customer) or merged by key (another
+    order), and a cut is combined from them block by block. No string of a
+    line is hashed: department and class are read dictionary-encoded and
+    looked up once per distinct value. Each cut's co-occurrence counts come
+    from the earlier cut's (:meth:`Interactions.cooccurrence`).
 
     Parameters
     ----------
@@ -273,9 +284,11 @@ class PurchaseHistory:
         self._row_of = _row_lookup(self.customer_index)
         self._item_of = _ItemLookup(items)
         self._sums = _PeriodSums(len(self.cuts))
-        self._carry: tuple[np.ndarray, ...] | None = None
+        self._carry: tuple[int, tuple[np.ndarray, ...]] | None = None  # the last customer's row and lines
+        self._weight_table = np.zeros(0)
         self._summing = _OneAfterAnother()
         self._season = np.zeros((len(self.cuts), len(items)))
+        self._cooccurrences = _Cooccurrences(self._cut_days)
         self.lines = 0
 
     @property
@@ -299,61 +312,128 @@ class PurchaseHistory:
         rows, codes, day = rows[keep], codes[keep], day[keep]
         amount = _column(lines, "line_amount", fill=0.0).astype(np.float64, copy=False)[keep]
         # Weighted from the analysis date: a fit at an earlier cut rescales (interactions()).
-        weight = 0.5 ** ((self._cut_days[-1] - day).astype(np.float64) / self.half_life_days)
-        self._sum_lines(rows * len(self.items) + codes, day, weight, amount)
+        weight = self._weights(self._cut_days[-1] - day)
+        self._sum_lines(rows, rows * len(self.items) + codes, day, weight, amount)
         for c, cut in enumerate(self._cut_days):
             start = cut - YEAR_DAYS
             inside = (day > start) & (day <= start + self.horizon_days)
             self._season[c] += np.bincount(codes[inside], minlength=len(self.items))
         self.lines += int(keep.sum())
 
-    def _sum_lines(self, pair: np.ndarray, day: np.ndarray, weight: np.ndarray, amount: np.ndarray) -> None:
+    def _weights(self, days_ago: np.ndarray) -> np.ndarray:
+        """``0.5 ** (days ago / half-life)`` of each line, from a table of the days (the same values as computed
+        line by line: NumPy's power gives each value the same result wherever it stands; a power per line was a
+        tenth of the pass)."""
+        if not len(days_ago):
+            return np.zeros(0)
+        if days_ago.min() < 0 or days_ago.max() >= DAY_SPAN:  # not a day of the history (a missing date)
+            return 0.5 ** (days_ago.astype(np.float64) / self.half_life_days)
+        if len(self._weight_table) <= days_ago.max():
+            self._weight_table = 0.5 ** (np.arange(int(days_ago.max()) + 1).astype(np.float64) / self.half_life_days)
+        return self._weight_table[days_ago]
+
+    def _sum_lines(self, rows: np.ndarray, pair: np.ndarray, day: np.ndarray, weight: np.ndarray,
+                   amount: np.ndarray) -> None:
         """Sum the lines into the periods, except the batch's last customer's, held back for the next batch.
 
         Distinct purchase days are counted within a batch; a customer whose lines run on into the next batch
         (the log is written customer by customer, batches end anywhere) would have a day split between two
         batches counted twice. Holding the last customer's lines back makes the counts exact, whatever the
-        batch size, for any log whose lines are grouped by customer.
+        batch size, for any log whose lines are grouped by customer. When they are, the batch is summed as
+        slices (the held customer's lines with their continuation, then the rest up to the new last customer),
+        without copying it; otherwise the held lines are joined to the batch and the last customer's picked out.
         """
-        if self._carry is not None:
-            pair, day, weight, amount = (np.concatenate(held_and_new) for held_and_new in
-                                         zip(self._carry, (pair, day, weight, amount)))
-        tail = pair // len(self.items) == pair[-1] // len(self.items) if len(pair) else np.zeros(0, bool)
-        self._carry = (pair[tail], day[tail], weight[tail], amount[tail])
-        head = ~tail
-        lines = (pair[head], day[head], weight[head], amount[head])
-        # Sorted and summed in a thread of its own while the next batch is read (a third of the pass's CPU),
-        # batch after batch in the order they came: the same sums.
+        if not len(rows):
+            return
+        lines = (pair, day, weight, amount)
+        held_row, held = self._carry if self._carry is not None else (None, None)
+        begin = _run_length(rows, held_row) if held is not None else 0
+        if begin == len(rows):  # the whole batch is the held customer's
+            self._carry = (held_row, tuple(np.concatenate(parts) for parts in zip(held, lines)))
+            return
+        last = rows[-1]
+        end = len(rows) - _run_length(rows[::-1], last)
+        if (held is not None and (rows[begin:] == held_row).any()) or (rows[begin:end] == last).any():
+            # Not grouped by customer: the held lines joined to the batch, every line of the last customer held.
+            if held is not None:
+                lines = tuple(np.concatenate(parts) for parts in zip(held, lines))
+                rows = np.concatenate([np.full(len(held[0]), held_row), rows])
+            tail = rows == last
+            self._carry = (last, tuple(values[tail] for values in lines))
+            self._submit(tuple(values[~tail] for values in lines))
+            return
+        if held is not None:
+            self._submit(tuple(np.concatenate([kept, values[:begin]]) for kept, values in zip(held, lines)))
+        if end > begin:
+            self._submit(tuple(values[begin:end] for values in lines))
+        self._carry = (last, tuple(values[end:].copy() for values in lines))
+
+    def _submit(self, lines: tuple[np.ndarray, ...]) -> None:
+        """Sort and sum ``lines`` into the periods in a thread of its own while the next batch is read (a third
+        of the pass's CPU), batch after batch in the order they came: the same sums."""
         self._summing.submit(lambda: self._sums.add(_batch_sums(*lines, self._cut_days)))
 
     def _flush(self) -> None:
         """Sum the lines held back (:meth:`_sum_lines`) and wait for every batch's sums: called once every batch
         has been added."""
         if self._carry is not None:
-            carry, self._carry = self._carry, None
-            self._summing.submit(lambda: self._sums.add(_batch_sums(*carry, self._cut_days)))
+            (_, carry), self._carry = self._carry, None
+            self._submit(carry)
         self._summing.wait()
 
-    def interactions(self, cut: int) -> Interactions:
-        """Purchases up to ``cuts[cut]`` (index), as of that date."""
+    def interactions(self, cut: int, spend: bool = True) -> Interactions:
+        """Purchases up to ``cuts[cut]`` (index), as of that date; ``spend`` None unless asked for."""
         self._flush()
-        upto = self._sums.upto(cut)
-        matrix = _csr(upto.pop("pair"), self.shape)
-        shift = (self.cuts[-1] - self.cuts[cut]).days
-        # Each sum is dropped as soon as its matrix exists: at a million customers (27 M pairs) holding them all
-        # beside the six matrices was the stage's peak.
-        built = {"recency": matrix(upto.pop("recency") * (2.0 ** (shift / self.half_life_days))),
-                 "first": matrix(FIRST_BASE - upto.pop("first"))}
-        for name in ("counts", "spend", "days", "last"):
-            built[name] = matrix(upto.pop(name))
-        return Interactions(**built, season=self._season[cut].copy(), as_of=int(self._cut_days[cut]),
-                            horizon_days=self.horizon_days)
+        names = ["counts", "recency", "days", "last", "first", *(["spend"] if spend else [])]
+        row_counts, columns, values = self._sums.upto(cut, names, self.shape)
+        # Weighted from the analysis date (add()): rescaled to this cut's date; first days stored from FIRST_BASE.
+        np.multiply(values["recency"], 2.0 ** ((self.cuts[-1] - self.cuts[cut]).days / self.half_life_days),
+                    out=values["recency"])
+        np.subtract(FIRST_BASE, values["first"], out=values["first"])
+        matrix = _csr_of(row_counts, columns, self.shape)
+        built = {name: matrix(values.pop(name)) for name in names}
+        return Interactions(**{"spend": None, **built}, season=self._season[cut].copy(),
+                            as_of=int(self._cut_days[cut]), horizon_days=self.horizon_days,
+                            counted=self._cooccurrences.counter(cut))
 
     def bought(self, period: int) -> sp.csr_matrix:
         """1 where a customer bought an item in period ``period`` (``(cuts[period-1], cuts[period]]``)."""
         self._flush()
         inside = self._sums.period(period)
         return _csr(inside["pair"], self.shape)(np.ones(len(inside["pair"])))
+
+
+class _Cooccurrences:
+    """The co-occurrence counts of a history's cuts (:meth:`Interactions.cooccurrence`), each from the latest
+    earlier cut's already counted: the bought sets only grow, so a cut's counts are the earlier counts plus
+    what the pairs first bought since add (:func:`_added_cooccurrence`). Whole numbers in float64: the same
+    values as the full product, in a fraction of its time (a window's new pairs are a few of each customer's).
+
+    Holds no reference to the history (whose sums are dropped before the final fit), only the counts.
+    """
+
+    def __init__(self, cut_days: np.ndarray):
+        self.cut_days = cut_days
+        self.done: dict[int, np.ndarray] = {}
+
+    def counter(self, cut: int) -> Callable[[Interactions], np.ndarray]:
+        return lambda interactions: self.of(cut, interactions)
+
+    def of(self, cut: int, interactions: Interactions) -> np.ndarray:
+        """The counts of ``interactions``, the history's purchases up to ``cuts[cut]``."""
+        if cut not in self.done:
+            counts = interactions.counts
+            bought = sp.csr_matrix(((counts.data > 0).astype(np.float64), counts.indices, counts.indptr),
+                                   shape=counts.shape)
+            earlier = max((c for c in self.done if c < cut), default=None)
+            if earlier is None or interactions.first is None:
+                co = _cooccurrence(bought)
+            else:
+                # ``first`` shares the index arrays of ``counts``: its entries are the same pairs, in the same order.
+                new = (bought.data > 0) & (FIRST_BASE - interactions.first.data > self.cut_days[earlier])
+                co = self.done[earlier] + _added_cooccurrence(bought, new)
+            self.done[cut] = co
+        return self.done[cut]
 
 
 class _OneAfterAnother:
@@ -386,6 +466,18 @@ class _OneAfterAnother:
                 self._pool = None
 
 
+def _run_length(values: np.ndarray, value) -> int:
+    """How many of ``values`` from the start equal ``value`` (looked at in growing slices: a customer's lines
+    are a few hundred of a batch's millions)."""
+    start, step = 0, 1024
+    while start < len(values):
+        other = np.flatnonzero(values[start:start + step] != value)
+        if len(other):
+            return start + int(other[0])
+        start, step = start + step, step * 2
+    return len(values)
+
+
 def _column(table, name: str, fill=None) -> np.ndarray:
     """An Arrow column as NumPy, nulls replaced by ``fill`` (when given)."""
     import pyarrow.compute as pc
@@ -404,7 +496,12 @@ def _day_numbers(column) -> np.ndarray:
         # A zoned timestamp's day is its local day, as pandas' normalize() gives it.
         return day_number(pd.Series(column.to_pandas()).dt.tz_localize(None).dt.normalize())
     micros = column.cast(pa.timestamp("us")).to_numpy(zero_copy_only=False).astype("datetime64[us]")
-    return micros.astype("datetime64[D]").astype(np.int64) + 1
+    # The day a timestamp falls on, by integer floor division (what a conversion to datetime64[D] does; a null,
+    # NaT, keeps the value that conversion gives it).
+    days = np.floor_divide(micros.view(np.int64), 86_400_000_000) + 1
+    if column.null_count:
+        days[np.isnat(micros)] = np.iinfo(np.int64).min + 1
+    return days
 
 
 def _row_lookup(index: pd.Index):
@@ -419,6 +516,8 @@ def _row_lookup(index: pd.Index):
         def row_of(ids: np.ndarray) -> np.ndarray:
             if not np.issubdtype(ids.dtype, np.integer):
                 return index.get_indexer(ids).astype(np.int64)
+            if not len(ids) or (ids.min() >= 0 and ids.max() < len(dense)):
+                return dense[ids]  # every id in range (the pipeline's): one lookup, no masks
             inside = (ids >= 0) & (ids < len(dense))
             return np.where(inside, dense[np.where(inside, ids, 0)], -1)
 
@@ -443,13 +542,18 @@ class _ItemLookup:
         self.table = table  # last row and column: a value not in items (or missing)
 
     def __call__(self, departments, classes) -> np.ndarray:
-        d = _codes(departments, self.departments)
-        c = _codes(classes, self.classes) if not self.by_department else np.zeros(len(d), np.int64)
-        return self.table[d, c]
+        d_lookup, d = _codes(departments, self.departments)
+        if self.by_department:
+            return self.table[d_lookup, 0][d]
+        c_lookup, c = _codes(classes, self.classes)
+        # The item of each pair of the batch's dictionary entries (a few dozen by a few hundred), then one lookup
+        # per line in that small table.
+        return self.table[d_lookup[:, None], c_lookup[None, :]][d, c]
 
 
-def _codes(column, known: pd.Index) -> np.ndarray:
-    """Position in ``known`` of each value of an Arrow string column, ``len(known)`` for another or a null."""
+def _codes(column, known: pd.Index) -> tuple[np.ndarray, np.ndarray]:
+    """Of an Arrow string column: the position in ``known`` of each entry of its dictionary plus one for a
+    null (``len(known)`` for a value not known, and for the null), and each value's entry (int32)."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -460,7 +564,7 @@ def _codes(column, known: pd.Index) -> np.ndarray:
     found = known.get_indexer(column.dictionary.to_numpy(zero_copy_only=False))
     lookup = np.append(np.where(found >= 0, found, len(known)), len(known))
     indices = column.indices.fill_null(len(lookup) - 1) if column.null_count else column.indices
-    return lookup[indices.to_numpy(zero_copy_only=False).astype(np.int64)]
+    return lookup, indices.to_numpy(zero_copy_only=False)
 
 
 def _batch_sums(pair: np.ndarray, day: np.ndarray, weight: np.ndarray, amount: np.ndarray,
@@ -469,18 +573,22 @@ def _batch_sums(pair: np.ndarray, day: np.ndarray, weight: np.ndarray, amount: n
     last and first day; keyed ``pair * periods + period``, ascending."""
     if not len(pair):
         return _empty_sums()
-    key = pair * DAY_SPAN + day
     # Stable: each entry adds its lines in the order they came.
-    order = np.argsort(key, kind="stable")
-    key = key[order]
-    day = key % DAY_SPAN
-    group = (key // DAY_SPAN) * len(cut_days) + np.searchsorted(cut_days, day, side="left")
+    order = np.argsort(pair * DAY_SPAN + day, kind="stable")
+    pair, day = pair[order], day[order]
+    # The period: how many cuts lie before the day (searchsorted's "left" on three cuts, without its search).
+    period = np.zeros(len(day), np.int64)
+    for cut in cut_days:
+        period += day > cut
+    group = pair * len(cut_days) + period
+    del period
     start = np.flatnonzero(np.r_[True, group[1:] != group[:-1]])
     ends = np.r_[start[1:], len(group)]
-    new_day = np.r_[True, key[1:] != key[:-1]]
+    # Distinct days: a group's first line always starts a day (the key changes), so counted from a running total.
+    seen = np.cumsum(np.r_[True, (pair[1:] != pair[:-1]) | (day[1:] != day[:-1])], dtype=np.int32)
     return {"key": group[start], "counts": (ends - start).astype(np.int32),
             "recency": np.add.reduceat(weight[order], start), "spend": np.add.reduceat(amount[order], start),
-            "days": np.add.reduceat(new_day.astype(np.int32), start), "last": day[ends - 1].astype(np.int32),
+            "days": seen[ends - 1] - seen[start] + 1, "last": day[ends - 1].astype(np.int32),
             "first": day[start].astype(np.int32)}
 
 
@@ -496,87 +604,134 @@ _COMBINE = {"counts": np.add, "recency": np.add, "spend": np.add, "days": np.add
             "first": np.minimum}
 
 
-def _combine(entries: dict[str, np.ndarray], group: np.ndarray, side_by_side: bool = False) -> dict[str, np.ndarray]:
-    """``entries`` (sorted by ``group``) combined per group (:data:`_COMBINE`); the arrays side by side on the
-    cores if ``side_by_side``."""
+def _combine(entries: dict[str, np.ndarray], group: np.ndarray) -> dict[str, np.ndarray]:
+    """``entries`` (sorted by ``group``) combined per group (:data:`_COMBINE`)."""
     start = np.flatnonzero(np.r_[True, group[1:] != group[:-1]]) if len(group) else np.zeros(0, np.int64)
     if len(start) == len(group):
         return entries
-    combine = lambda name: entries[name][start] if name == "key" else _COMBINE[name].reduceat(entries[name], start)  # noqa: E731
-    return _each(combine, list(entries)) if side_by_side else {name: combine(name) for name in entries}
-
-
-def _each(function, names: list[str]) -> dict[str, np.ndarray]:
-    """``{name: function(name)}``, computed side by side on the cores (:func:`in_order`): for the history's
-    arrays of tens of millions of entries, each a NumPy call that leaves the interpreter lock."""
-    return dict(zip(names, in_order(function, names)))
+    return {name: entries[name][start] if name == "key" else _COMBINE[name].reduceat(entries[name], start)
+            for name in entries}
 
 
 class _PeriodSums:
-    """The batches' :func:`_batch_sums` merged: one entry per (pair, period), ascending by key.
+    """The batches' :func:`_batch_sums`: one entry per (pair, period), ascending by key.
 
-    Batches wait in a queue and are merged once they hold as many entries as the merged ones (so each
-    entry is merged a few times at most). Lines sorted by customer, as stage 01 writes them, give batches
-    whose keys follow on from each other: merging is then a concatenation, no sort.
+    Lines grouped by customer, as stage 01 writes them, give batches whose keys follow on from each other
+    (the history holds each batch's last customer back for the next): they are kept as they came, one block per
+    batch, and a cut is built block by block, side by side on the cores, each block's result copied once into
+    the cut's arrays. Merging them into one sorted array first copied every entry a few times and built the cut
+    from arrays of tens of millions of entries, far out of cache (7 s of the first cut at a million customers).
+    Otherwise (a log in another order) the batches wait in a queue and are merged, sorted by key, once they
+    hold as many entries as the merged ones (so each entry is merged a few times at most).
     """
 
     def __init__(self, periods: int):
         self.periods = periods
-        self.merged = _empty_sums()
+        self.blocks: list[dict[str, np.ndarray]] = []  # ascending and disjoint, one after another
         self.queue: list[dict[str, np.ndarray]] = []
         self.queued = 0
+        self.ordered = True
 
     def add(self, sums: dict[str, np.ndarray]) -> None:
+        if not len(sums["key"]):
+            return
+        if self.ordered and (not self.blocks or sums["key"][0] > self.blocks[-1]["key"][-1]):
+            self.blocks.append(sums)
+            return
+        if self.ordered:
+            # Out of order: the blocks so far, one after another, are the first merged block.
+            self.ordered = False
+            self.blocks = [_concatenated(self.blocks)] if self.blocks else []
         self.queue.append(sums)
         self.queued += len(sums["key"])
-        if self.queued >= max(len(self.merged["key"]), 1_000_000):
+        merged = len(self.blocks[0]["key"]) if self.blocks else 0
+        if self.queued >= max(merged, 1_000_000):
             self._merge()
 
     def _merge(self) -> None:
         if not self.queue:
             return
-        parts = [self.merged, *self.queue]
+        parts = [*self.blocks, *self.queue]
         self.queue, self.queued = [], 0
-        entries = {}
-        for name in list(self.merged):
-            # One array at a time, each part's dropped once copied: the merge holds one extra array, not a copy.
-            entries[name] = np.concatenate([p.pop(name) for p in parts])
+        entries = _concatenated(parts)
         key = entries["key"]
         if len(key) and (np.diff(key) < 0).any():
             order = np.argsort(key, kind="stable")
             entries = {name: values[order] for name, values in entries.items()}
-        self.merged = _combine(entries, entries["key"])
+        self.blocks = [_combine(entries, entries["key"])]
 
-    def upto(self, cut: int) -> dict[str, np.ndarray]:
-        """Entries of the periods up to ``cut``, combined per pair (``pair``: the customer-item pair)."""
+    def upto(self, cut: int, names: list[str], shape: tuple[int, int]
+             ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+        """Entries of the periods up to ``cut`` combined per customer-item pair, as the parts of a CSR matrix of
+        ``shape``: each row's number of pairs, each pair's column (int32), and per name of ``names`` the
+        combined values (:data:`_COMBINE`) as float64, in ascending pair order.
+
+        Two passes over the blocks, side by side: the first finds each block's pairs, the second combines its
+        values straight into its slice of arrays allocated once (no per-block result copied again, no
+        temporary of a whole cut's size).
+        """
         self._merge()
-        if cut >= self.periods - 1:
-            entries = dict(self.merged)  # every period: no copy
-        else:
-            inside = self.merged["key"] % self.periods <= cut
-            entries = _each(lambda name: self.merged[name][inside], list(self.merged))
-        entries["key"] = entries["key"] // self.periods
-        combined = _combine(entries, entries["key"], side_by_side=True)
-        combined["pair"] = combined.pop("key")
-        return combined
+        periods, n_items = self.periods, shape[1]
+
+        def pairs_of(block: dict[str, np.ndarray]) -> tuple[np.ndarray | None, np.ndarray]:
+            """The block's entries up to the cut (None: all of them) and where each pair's entries start."""
+            inside = block["key"] % periods <= cut if cut < periods - 1 else None
+            pair = block["key"] // periods if inside is None else block["key"][inside] // periods
+            return inside, np.flatnonzero(np.r_[True, pair[1:] != pair[:-1]]) if len(pair) else np.zeros(0, np.int64)
+
+        found = list(in_order(pairs_of, self.blocks))
+        ends = np.cumsum([len(start) for _, start in found], dtype=np.int64)
+        total = int(ends[-1]) if len(ends) else 0
+        columns = np.empty(total, np.int32)
+        values = {name: np.empty(total) for name in names}
+
+        def fill(at: int) -> tuple[int, np.ndarray]:
+            """Combine block ``at`` into its slice; its first row and the pairs of each of its rows."""
+            (inside, start), block = found[at], self.blocks[at]
+            if not len(start):
+                return 0, np.zeros(0, np.int64)
+            slot = slice(int(ends[at]) - len(start), int(ends[at]))
+            entries = (lambda name: block[name]) if inside is None else (lambda name: block[name][inside])
+            pair = entries("key")[start] // periods
+            rows = pair // n_items
+            np.subtract(pair, rows * n_items, out=columns[slot], casting="unsafe")
+            for name in names:
+                _COMBINE[name].reduceat(entries(name), start, out=values[name][slot])
+            return int(rows[0]), np.bincount(rows - rows[0])
+
+        row_counts = np.zeros(shape[0], np.int64)
+        for first, counts in in_order(fill, list(range(len(found)))):
+            row_counts[first:first + len(counts)] += counts  # a customer's pairs may span two blocks
+        return row_counts, columns, values
 
     def period(self, period: int) -> dict[str, np.ndarray]:
-        """Entries of one period (``pair``: the customer-item pair)."""
+        """The pairs bought in one period (``pair``: the customer-item pair)."""
         self._merge()
-        inside = self.merged["key"] % self.periods == period
-        out = _each(lambda name: self.merged[name][inside], list(self.merged))
-        out["pair"] = out.pop("key") // self.periods
-        return out
+
+        def one(block: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+            key = block["key"]
+            return {"pair": key[key % self.periods == period] // self.periods}
+
+        return _concatenated(list(in_order(one, self.blocks or [_empty_sums()])))
+
+
+def _concatenated(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """The parts' arrays one after another, name by name, each part's dropped once copied (the join holds one
+    extra array, not a copy of everything)."""
+    return {name: np.concatenate([p.pop(name) for p in parts]) for name in list(parts[0])}
 
 
 def _csr(pair: np.ndarray, shape: tuple[int, int]):
     """A function from values to a customers x items matrix of ascending, distinct pair keys (``row * items +
     item``): the matrices of one key set share their index arrays (built once: a sixth of the memory and time)."""
-    rows, columns = pair // shape[1], (pair % shape[1]).astype(np.int32)
-    indptr = np.r_[0, np.cumsum(np.bincount(rows, minlength=shape[0]))]
+    return _csr_of(np.bincount(pair // shape[1], minlength=shape[0]), (pair % shape[1]).astype(np.int32), shape)
+
+
+def _csr_of(row_counts: np.ndarray, columns: np.ndarray, shape: tuple[int, int]):
+    """:func:`_csr` of each row's number of pairs and the pairs' columns (int32), in ascending pair order."""
+    indptr = np.r_[0, np.cumsum(row_counts)]
     if indptr[-1] < np.iinfo(np.int32).max:
         indptr = indptr.astype(np.int32)
-    del rows
 
     def matrix(values: np.ndarray) -> sp.csr_matrix:
         out = sp.csr_matrix((np.asarray(values, dtype=np.float64), columns, indptr), shape=shape, copy=False)
@@ -740,7 +895,7 @@ class NextBestClasses(BaseEstimator):
         # Each segment's share of purchase lines per item (last row: everyone's), the profile's prior.
         self.segment_mix_ = np.divide(lines, lines.sum(axis=1, keepdims=True), out=np.zeros_like(lines),
                                       where=lines.sum(axis=1, keepdims=True) > 0)
-        co = _cooccurrence(bought)
+        co = interactions.cooccurrence()
         norm = np.sqrt(np.diag(co))
         self.similarity_ = np.divide(co, np.outer(norm, norm), out=np.zeros_like(co), where=np.outer(norm, norm) > 0)
         np.fill_diagonal(self.similarity_, 0.0)
@@ -910,6 +1065,28 @@ def _cooccurrence(bought: sp.csr_matrix, block: int = 10_000) -> np.ndarray:
     return co
 
 
+def _added_cooccurrence(bought: sp.csr_matrix, new: np.ndarray, block: int = 10_000) -> np.ndarray:
+    """What the entries ``new`` (a mask of ``bought``'s stored entries) add to the co-occurrence counts:
+    ``B.T @ B - (B - N).T @ (B - N) = N.T @ B + B.T @ N - N.T @ N`` with ``N`` those entries, summed over the
+    customers with any (whole numbers: exact in any order)."""
+    # Built apart (eliminate_zeros would edit the index arrays ``bought`` shares with the history's matrices).
+    indptr = np.r_[0, np.cumsum(new, dtype=np.int64)][bought.indptr]
+    added = sp.csr_matrix((np.ones(int(indptr[-1])), bought.indices[new], indptr.astype(bought.indptr.dtype)),
+                          shape=bought.shape)
+    rows = np.flatnonzero(np.diff(added.indptr))
+    out = np.zeros((bought.shape[1], bought.shape[1]))
+
+    def product(start: int) -> np.ndarray:
+        part = rows[start:start + block]
+        n, b = added[part], bought[part]
+        crossed = (n.T @ b).toarray()
+        return crossed + crossed.T - (n.T @ n).toarray()
+
+    for counted in in_order(product, list(range(0, len(rows), block))):
+        out += counted
+    return out
+
+
 def _binary(matrix: sp.csr_matrix) -> sp.csr_matrix:
     out = matrix.tocsr(copy=True)
     out.data = (out.data > 0).astype(np.float64)
@@ -956,7 +1133,9 @@ def reason_texts(recommended: Recommended, items: pd.DataFrame) -> np.ndarray:
         if name not in ("cooccurrence", "profile"):
             out[recommended.reason == code] = REASONS[name]
     knn = recommended.reason == COMPONENTS.index("cooccurrence")
-    out[knn] = [REASONS["cooccurrence"].format(label) for label in labels[recommended.because[knn]]]
+    # Each item's text once (a few hundred), not once per recommendation (millions at a million customers).
+    because = np.array([REASONS["cooccurrence"].format(label) for label in labels], dtype=object)
+    out[knn] = because[recommended.because[knn]]
     out[(recommended.reason == -1) & (recommended.items >= 0)] = FALLBACK_REASON
     return out
 

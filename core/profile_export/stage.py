@@ -21,6 +21,7 @@ import itertools
 import logging
 import shutil
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -77,41 +78,39 @@ def _run(ctx: StageContext, progress: Progress, seconds: dict[str, float]) -> No
     lap = _Laps(seconds)
     cfg = ctx.config.profile_export
     hierarchy = ctx.config.hierarchy
-    customers = ctx.read_parquet(paths.PREPARE_FEATURES, paths.ENRICHED_DEPARTMENT)
-    assignments = ctx.read_parquet(paths.CLUSTER, paths.ASSIGNMENTS)
-    if not np.array_equal(np.sort(customers["customer_id"].to_numpy()), np.sort(assignments["customer_id"].to_numpy())):
-        raise PipelineError(f"{paths.ASSIGNMENTS} and {paths.ENRICHED_DEPARTMENT} list different customers; "
-                            f"rerun from stage {paths.CLUSTER}")
-    assignments = assignments.set_index("customer_id").loc[customers["customer_id"]].reset_index()
-    mapping = ctx.read_parquet(paths.GENERATE_DATA, paths.CUSTOMER_IDS)
-    values, value_model = _customer_values(ctx, customers, mapping)
-    value_note = "" if value_model["estimated"] else f"not estimated: {value_model['reason']}"
-    # The profiles read the value columns beside the features (null when stage 02 could not estimate them).
-    customers = customers.join(values, on="customer_id")
-    products = ctx.read_parquet(paths.GENERATE_DATA, paths.PRODUCTS)
-    model_columns = list(ctx.read_joblib(paths.PREPARE_FEATURES, paths.FEATURE_SCALER).columns)
-    # Stage 04 chose the primary segmentation (config may say auto); its choice is in comparison.json.
-    chosen = ctx.read_json(paths.CLUSTER, paths.COMPARISON_JSON)["primary"]
-    primary = f"{chosen['method']}_{chosen['space']}"
-    _check_inputs_agree(ctx, customers, assignments, primary)
-    # Seasonality and attribute mixes count what features count: purchases up to the analysis date.
-    last_day = customers["last_order_date"].max()
-    progress.update(PROGRESS["inputs"], "inputs read")
-    lap("inputs")
-
     # Next-best classes per customer, measured on a temporal holdout (issue 15); the model's cross-sell lists
     # replace the lift heuristic's in the segments where they did better. Imported when the stage runs
-    # (SciPy, scikit-learn): status and skips never need them. They run in a thread beside the class spend
-    # and the order-line pass (neither needs the other; NumPy, SciPy and Arrow leave the interpreter lock in
-    # their long calls, so the two cores both work); the profiles wait for their cross-sell lists.
+    # (SciPy, scikit-learn): status and skips never need them. They run in a thread from the stage's start, on
+    # their own read of the few columns they need, beside the inputs, the class spend, the order-line pass, the
+    # profiles and the charts (none needs them; NumPy, SciPy and Arrow leave the interpreter lock in their long
+    # calls, so the two cores both work): they are the stage's longest part. The profiles wait for their
+    # cross-sell lists.
     from core.profile_export import recommendation_outputs
 
-    next_best = _Background(recommendation_outputs.fit_recommendations, ctx, customers, assignments)
-    written = set(pq.read_schema(ctx.input_path(paths.PREPARE_FEATURES, paths.ENRICHED_CLASS)).names)
-    class_columns = [c for c in _class_spend_columns(hierarchy) if c in written]
-    segmentations = [primary, *cfg.also_profile]
-    totals: dict[str, tuple] = {}
+    stop = threading.Event()  # an input error found meanwhile stops them at their next check
+    next_best = _Background(_fit_next_best, ctx, stop, stop=stop)
     with next_best:
+        customers = ctx.read_parquet(paths.PREPARE_FEATURES, paths.ENRICHED_DEPARTMENT)
+        assignments = _aligned(ctx.read_parquet(paths.CLUSTER, paths.ASSIGNMENTS), customers)
+        mapping = ctx.read_parquet(paths.GENERATE_DATA, paths.CUSTOMER_IDS)
+        values, value_model = _customer_values(ctx, customers, mapping)
+        value_note = "" if value_model["estimated"] else f"not estimated: {value_model['reason']}"
+        # The profiles read the value columns beside the features (null when stage 02 could not estimate them).
+        customers = customers.join(values, on="customer_id")
+        products = ctx.read_parquet(paths.GENERATE_DATA, paths.PRODUCTS)
+        model_columns = list(ctx.read_joblib(paths.PREPARE_FEATURES, paths.FEATURE_SCALER).columns)
+        # Stage 04 chose the primary segmentation (config may say auto); its choice is in comparison.json.
+        chosen = ctx.read_json(paths.CLUSTER, paths.COMPARISON_JSON)["primary"]
+        primary = f"{chosen['method']}_{chosen['space']}"
+        _check_inputs_agree(ctx, customers, assignments, primary)
+        # Seasonality and attribute mixes count what features count: purchases up to the analysis date.
+        last_day = customers["last_order_date"].max()
+        progress.update(PROGRESS["inputs"], "inputs read")
+        lap("inputs")
+        written = set(pq.read_schema(ctx.input_path(paths.PREPARE_FEATURES, paths.ENRICHED_CLASS)).names)
+        class_columns = [c for c in _class_spend_columns(hierarchy) if c in written]
+        segmentations = [primary, *cfg.also_profile]
+        totals: dict[str, tuple] = {}
         for segmentation in segmentations:
             labels = assignments["segment" if segmentation == primary else f"{segmentation}_label"].to_numpy()
             segment_of = pd.Series(labels, index=customers["customer_id"].to_numpy())
@@ -207,6 +206,27 @@ def _run(ctx: StageContext, progress: Progress, seconds: dict[str, float]) -> No
     lap("next_best_write")
 
 
+def _fit_next_best(ctx: StageContext, stop=None):
+    """:func:`recommendation_outputs.fit_recommendations` on its own read of what it needs of the customers
+    (their analysis date) and of the assignments (the segment), in the profile's customer order; ``stop`` (an
+    Event) makes it give up at its next check."""
+    from core.profile_export import recommendation_outputs
+
+    customers = ctx.read_parquet(paths.PREPARE_FEATURES, paths.ENRICHED_DEPARTMENT,
+                                 columns=["customer_id", "last_order_date", "recency_days"])
+    assignments = _aligned(ctx.read_parquet(paths.CLUSTER, paths.ASSIGNMENTS, columns=["customer_id", "segment"]),
+                           customers)
+    return recommendation_outputs.fit_recommendations(ctx, customers, assignments, stop)
+
+
+def _aligned(assignments: pd.DataFrame, customers: pd.DataFrame) -> pd.DataFrame:
+    """``assignments`` in the order of ``customers``' rows; an error when the two list different customers."""
+    if not np.array_equal(np.sort(customers["customer_id"].to_numpy()), np.sort(assignments["customer_id"].to_numpy())):
+        raise PipelineError(f"{paths.ASSIGNMENTS} and {paths.ENRICHED_DEPARTMENT} list different customers; "
+                            f"rerun from stage {paths.CLUSTER}")
+    return assignments.set_index("customer_id").loc[customers["customer_id"]].reset_index()
+
+
 class _Laps:
     """Adds the seconds since its previous call (or its creation) to the named part of ``seconds``, and the
     calling thread's CPU seconds to ``<part>_cpu`` (on a shared machine wall time says more about the others;
@@ -228,15 +248,17 @@ class _Background:
 
     A daemon thread, so an interrupted stage (Ctrl+C) does not wait for it at exit; it writes nothing, its
     caller writes what it returns. Used as a context manager: leaving the block by an exception of the
-    caller's own waits for the thread (its work is not half-done when the caller's error is reported) and
-    lets the caller's exception through. Threads, not processes: Windows starts processes by spawning, which
+    caller's own sets ``stop`` (if given: a function that watches it gives up at its next check), waits for
+    the thread (its work is not half-done when the caller's error is reported) and lets the caller's
+    exception through. Threads, not processes: Windows starts processes by spawning, which
     would copy a million customers' inputs into the child; and NumPy, SciPy and Arrow release the
     interpreter lock in their long calls.
     """
 
-    def __init__(self, function, *args):
+    def __init__(self, function, *args, stop=None):
         import threading
 
+        self.stop = stop  # an Event set when the caller's block ends by its own error (function may watch it)
         self.seconds = self.cpu_seconds = 0.0
         self._value, self._error = None, None
         self._thread = threading.Thread(target=self._work, args=(function, args), name="next-best-classes",
@@ -264,6 +286,8 @@ class _Background:
 
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is not None and not issubclass(exc_type, KeyboardInterrupt):
+            if self.stop is not None:
+                self.stop.set()
             while self._thread.is_alive():
                 self._thread.join(0.5)
 

@@ -282,13 +282,76 @@ def customer_scores(model: TasteModel, slots: dict, truth: dict, lines: dict, wi
             w_s, d_s = w[per_class, columns[None, :]], d[mix]
             out[name] = _predict(model, w_s, d_s, w_s, d_s, persona, truth["member"], 0.0, focus, window).mean(0)
         return out
-    log_l = _joint_log_likelihood(model, slots, truth, lines, focus)
-    own_log_l = _joint_log_likelihood(model, own, truth, lines, focus)
-    weights, ess = normalised_weights(log_l)
-    with_own, _ = normalised_weights(np.r_[log_l, own_log_l])
-    out.update(posterior=weights @ prior_buy, ess_joint=ess, own_joint=float(with_own[-1]))
-    out["posterior with own draw"] = with_own[:-1] @ prior_buy + with_own[-1] * own_buy
+    for name, extra in (("posterior", False), ("posterior with own draw", True)):
+        source = ({k: np.vstack([slots[k], own[k]]) for k in slots} if extra else slots)
+        samples, weights, ess, own_share = household_posterior(model, source, truth, lines, focus, draws, rng)
+        buy = _predict(model, samples[w_name], samples[d_name], samples["w_member"], samples["d_member"], persona,
+                       truth["member"], sigma, focus, window)
+        out[name] = weights @ buy
+        if extra:
+            out["own_joint"] = own_share
+        else:
+            out["ess_joint"] = ess
     return out
+
+
+# The proposal's department factors count an order's lines as this many independent draws each: lines of one
+# order share its mission department (basket_focus), so a plain multinomial would be overconfident.
+PROPOSAL_TEMPER = 0.5
+
+
+def household_posterior(model: TasteModel, source: dict, truth: dict, lines: dict, focus: float, draws: int,
+                        rng: np.random.Generator) -> tuple[dict, np.ndarray, float, float]:
+    """Posterior samples of a household customer's tastes (own, after-event and member slots): importance
+    sampling with a factorised proposal, weighted back to the exact order likelihood.
+
+    With a member the likelihood does not factorise (each line may be either slot's). The proposal does: each
+    line is split between the slots by its chance under the persona's mean tastes, and each slot's department
+    mix and each department's usual classes get their own weights from their share of the lines (department
+    factors tempered by ``PROPOSAL_TEMPER``); a joint sample draws every factor by its weights, and its weight is
+    the exact likelihood over the proposal's. Returns the samples (as ``source``'s keys), their normalised
+    weights, the effective sample size, and the weight of samples whose own department mix is the last candidate
+    (the customer's own draw, when it was added last).
+    """
+    plan = model.plan
+    n_cand = len(source["w_own"])
+    after = lines["day"] >= truth["event_day"]
+    persona_line = np.where(after, truth["to"], truth["persona"])
+    regime_own = plan.day_regime[persona_line, lines["day"]]
+    regime_member = plan.day_regime[truth["member"], lines["day"]]
+    classes, departments = lines["class"], lines["dept"]
+    g = {"own": model.class_in_department(source["w_own"], truth["persona"], regime_own, classes),
+         "after": model.class_in_department(source["w_after"], truth["to"], regime_own, classes),
+         "member": model.class_in_department(source["w_member"], truth["member"], regime_member, classes)}
+    pi = {"own": model.department_share(source["d_own"], regime_own, departments),
+          "after": model.department_share(source["d_after"], regime_own, departments),
+          "member": model.department_share(source["d_member"], regime_member, departments)}
+    sigma = float(truth["sigma"])
+    own_mean = np.where(after, (pi["after"] * g["after"]).mean(0), (pi["own"] * g["own"]).mean(0))
+    member_mean = (pi["member"] * g["member"]).mean(0)
+    member_part = sigma * member_mean / np.maximum((1 - sigma) * own_mean + sigma * member_mean, FLOOR)
+    share = {"own": (1 - member_part) * ~after, "after": (1 - member_part) * after, "member": member_part}
+    n_depts = len(model.dept_size)
+    to_dept = sp.csr_matrix((np.ones(len(departments)), (np.arange(len(departments)), departments)),
+                            shape=(len(departments), n_depts))
+    samples, proposal_ll = {}, np.zeros(draws)
+    columns = np.arange(len(model.dept_of_class))
+    own_mix = None
+    for slot in ("own", "after", "member"):
+        dept_ll = PROPOSAL_TEMPER * (np.log(np.maximum(pi[slot], FLOOR)) @ share[slot])
+        class_ll = np.asarray((np.log(np.maximum(g[slot], FLOOR)) * share[slot]) @ to_dept)
+        mix, per_class = _sample_factors(rng, dept_ll, class_ll, draws, model.dept_of_class)
+        samples[f"d_{slot}"] = source[f"d_{slot}"][mix]
+        samples[f"w_{slot}"] = source[f"w_{slot}"][per_class, columns[None, :]]
+        proposal_ll += dept_ll[mix] - np.logaddexp.reduce(dept_ll)
+        per_dept = per_class[:, np.searchsorted(model.dept_of_class, np.arange(n_depts))]
+        for d in range(n_depts):
+            proposal_ll += class_ll[per_dept[:, d], d] - np.logaddexp.reduce(class_ll[:, d])
+        if slot == "own":
+            own_mix = mix
+    log_w = _joint_log_likelihood(model, samples, truth, lines, focus) - proposal_ll
+    weights, ess = normalised_weights(log_w)
+    return samples, weights, ess, float(weights[own_mix == n_cand - 1].sum())
 
 
 def _joint_log_likelihood(model: TasteModel, source: dict, truth: dict, lines: dict, focus: float) -> np.ndarray:

@@ -1,7 +1,8 @@
 """The ceiling of any model of the past lines: the generator's posterior for each customer's next classes.
 
     python benchmarks/bench_recommendation_posterior.py --config CONFIG --artifacts DIR [--alternatives 500]
-                                                        [--customers 0] [--replicates 30] [--seed 42] [--record]
+                                                        [--draws 2000] [--customers 0] [--replicates 30]
+                                                        [--k 5] [--window-days 182] [--seed 42] [--record]
 
 The generator's truth (``bench_recommendation_ceiling.py``) ranks a customer's classes knowing their own drawn
 tastes (department mix, usual classes and their weights), which no model of their lines can know. This benchmark
@@ -11,19 +12,22 @@ member's persona and share, and life event before the cut, but not their own tas
 it draws ``--alternatives`` customers' tastes from the same personas with the generator's own ``draw_tastes``
 (other seeds), weights each by the likelihood of the customer's observed merchandise lines before the cut, and
 ranks classes by the weighted chance of buying them in the evaluation window (importance sampling from the prior).
+Without a household member the likelihood factorises exactly into the department mix's and each department's
+usual classes', so each factor is weighted on its own and ``--draws`` joint samples are drawn factor by factor;
+with a member, a factorised proposal is weighted back to the exact likelihood.
 
 The likelihood is the generator's order model computed exactly for given tastes: an order's slot (the customer,
 or their household member with the member's share), its mission department from that slot's mix under the day's
 scenario regime, each line in the mission department with ``basket_focus`` or else from an independent slot and
 department, and its class from the slot's usual-class weights, exploration (uniform in the department) and the
-regime's class focus. Left out (small, and the same for every alternative's form): replenishment's timing of
-basics, missions' companion classes, data-quality noise. The window's chance of buying a class uses the same
-order model with the customer's own past lines per order and their expected number of window orders (past orders
-scaled by the persona's calendar). The same formula applied to the customer's own drawn tastes ("analytic truth")
-is checked against the redraw truth, and the posterior's weight on the own draw, when it is added to the
-alternatives, is reported by quarter of history (the sanity check that the method recovers the truth where the
-lines say enough). Effective sample sizes of the weights are reported per quarter; where they collapse (heavy
-customers) the posterior figure is a lower bound of the Bayes ceiling.
+regime's class focus. Left out: replenishment's timing of basics, missions' companion classes, data-quality
+noise, life events in the window. The window's chance of buying a class uses the same order model with the
+customer's own past lines per order and their expected number of window orders (past orders scaled by the
+persona's calendar). The same formula applied to the customer's own drawn tastes ("analytic truth") is checked
+against the redraw truth, and the posterior's weight on the own draw, when it is added to the alternatives, is
+reported by quarter of history (the method recovers the truth where the lines say enough). Effective sample sizes
+of the weights are reported per quarter; where they are small (heavy customers) the posterior figure may be below
+the Bayes ceiling.
 """
 
 from __future__ import annotations
@@ -518,10 +522,10 @@ def _quarter_rows(posterior: dict, quarter: np.ndarray, n_quarters: int) -> list
     """Table rows of the weights' diagnostics by quarter: median (10th percentile) over the customers."""
     labels = {"ess_dept": "effective sample size, department-mix factor (no member)",
               "ess_class": "effective sample size, weakest class factor (no member)",
-              "ess_joint": "effective sample size, whole alternatives (household customers)",
+              "ess_joint": "effective sample size, joint samples (household customers)",
               "own_dept": "own draw's weight when added: department-mix factor",
               "own_class": "own draw's weight when added: class factors (median over departments bought)",
-              "own_joint": "own draw's weight when added: whole alternatives (household customers)"}
+              "own_joint": "own draw's weight when added: household customers' samples with its department mix"}
     rows = []
     for name, label in labels.items():
         cells = []
@@ -584,12 +588,15 @@ def posterior_section(config: Path, artifacts: Path, k: int, window: int, altern
     household = posterior["household"]
     split = "; ".join(
         f"{label} ({int(mask.sum()):,}): posterior {overall(post, mask):.4f}, model {overall(stage, mask):.4f}, "
-        f"baseline {overall(recall[base_name], mask):.4f} ({overall(post, mask) / overall(recall[base_name], mask):.2f} x)"
+        f"baseline {overall(recall[base_name], mask):.4f} "
+        f"({overall(post, mask) / overall(recall[base_name], mask):.2f} x)"
         for label, mask in (("customers without a household member, factorised posterior", ~household),
-                            ("with one, whole-alternative weights", household)))
+                            ("with one, factorised proposal weighted to the exact likelihood", household)))
+    sample = ("all" if len(rows) == len(scored) else
+              "an equal random sample of each quarter of history, weighted back to the quarters")
     return [f"### The ceiling of any model of the past lines: the generator's posterior, k = {k}", "",
             f"Input: {artifacts} (config {config}); {len(rows):,} of the {len(scored):,} scored customers "
-            f"({'all' if len(rows) == len(scored) else 'an equal random sample of each quarter of history, weighted back to the quarters'}), "
+            f"({sample}), "
             f"classes bought {(history.cuts[1] + pd.Timedelta(days=1)).date()} to {history.cuts[2].date()}; "
             f"{alternatives} alternative taste draws per customer, {draws} joint posterior samples (no member). "
             f"Posterior minus stage 05 model: {overall(post - stage):+.4f} (paired standard error "
@@ -603,7 +610,8 @@ def posterior_section(config: Path, artifacts: Path, k: int, window: int, altern
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", type=Path, required=True, help="the config the run in --artifacts was made with")
-    parser.add_argument("--artifacts", type=Path, required=True, help="artifacts folder of a run finished up to stage 04")
+    parser.add_argument("--artifacts", type=Path, required=True,
+                        help="artifacts folder of a run finished up to stage 04")
     parser.add_argument("--alternatives", type=int, default=500, help="taste draws per customer")
     parser.add_argument("--draws", type=int, default=2000,
                         help="joint samples from the factorised posterior per customer (no household member)")
@@ -625,8 +633,8 @@ def main(argv: list[str] | None = None) -> int:
         command = "python benchmarks/bench_recommendation_posterior.py " + " ".join(
             argv if argv is not None else sys.argv[1:])
         load_after = load_average()
-        loads = ("n/a" if load_before is None else
-                 f"before {' '.join(f'{v:.2f}' for v in load_before)}, after {' '.join(f'{v:.2f}' for v in load_after)}")
+        loads = ("n/a" if load_before is None else f"before {' '.join(f'{v:.2f}' for v in load_before)}, "
+                 f"after {' '.join(f'{v:.2f}' for v in load_after)}")
         record("\n".join([f"\n## Next-best classes: the ceiling of any model of the past lines (issue 15, helper "
                           f"c15), {pd.Timestamp.now(tz='UTC'):%Y-%m-%d %H:%M} UTC\n",
                           f"- Machine: {machine()}", f"- Command: `{command.strip()}`",

@@ -538,6 +538,10 @@ def _quarter_rows(posterior: dict, quarter: np.ndarray, n_quarters: int) -> list
     return rows
 
 
+def _row_scaled(scores: np.ndarray) -> np.ndarray:
+    return scores / np.maximum(scores.max(axis=1, keepdims=True), 1e-12)
+
+
 def posterior_section(config: Path, artifacts: Path, k: int, window: int, alternatives: int, draws: int,
                       customers: int, replicates: int, seed: int) -> list[str]:
     from bench_recommendation_ceiling import truth_scores
@@ -566,6 +570,10 @@ def posterior_section(config: Path, artifacts: Path, k: int, window: int, altern
         rankings[f"generator's truth ({replicates} redraws)"] = truth[rows] + tie
     stage_name = f"stage 05 model ({', '.join(f'{c} {w:.1f}' for c, w in result['weights'].items() if w)})"
     rankings[stage_name] = model.blend(model.components(fit, segments, rows))
+    # One fixed blend, not tuned on the window: what the order model leaves out (replenishment's cycles, missions'
+    # companions) the model's repeat and co-occurrence components may carry.
+    rankings["posterior and stage 05 model, half each (rows scaled to a maximum of 1)"] = (
+        _row_scaled(posterior["posterior"]) + _row_scaled(rankings[stage_name]) + tie)
     base_name = "own top classes by spend (best baseline)"
     rankings[base_name] = rec.baseline_scores("own_top_classes", model, fit, segments, rows)
     recall = {name: rec.ranking_metrics(rec.top_k(scores, k)[0], relevant[rows], fit.counts[rows])["recall"]

@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from bench_recommendations import _table, load_history  # noqa: E402
-from common import load_average, machine, record  # noqa: E402
+from common import command_line, load_average, load_span, machine, record  # noqa: E402
 from core.config import load_config  # noqa: E402
 from core.generate_data import generator  # noqa: E402
 from core.profile_export import recommendations as rec  # noqa: E402
@@ -193,11 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     report = ceiling_section(args.config, args.artifacts, args.k, args.window_days, args.replicates, args.seed)
     print("\n".join(report))
     if args.record:
-        command = "python benchmarks/bench_recommendation_ceiling.py " + " ".join(
-            argv if argv is not None else sys.argv[1:])
-        load_after = load_average()
-        loads = ("n/a" if load_before is None else
-                 f"before {' '.join(f'{v:.2f}' for v in load_before)}, after {' '.join(f'{v:.2f}' for v in load_after)}")
+        command, loads = command_line("bench_recommendation_ceiling.py", argv), load_span(load_before)
         record("\n".join([f"\n## Next-best classes: the ceiling of any model on generated data (issue 15, branch "
                           f"nb15), {pd.Timestamp.now(tz='UTC'):%Y-%m-%d %H:%M} UTC\n",
                           f"- Machine: {machine()}", f"- Command: `{command.strip()}`",

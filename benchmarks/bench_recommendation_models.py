@@ -62,7 +62,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from bench_recommendations import _table, load_history, order_items  # noqa: E402
-from common import load_average, machine, record  # noqa: E402
+from common import command_line, load_average, load_span, machine, record  # noqa: E402
 from core.framework import paths  # noqa: E402
 from core.profile_export import recommendations as rec  # noqa: E402
 
@@ -536,11 +536,7 @@ def main(argv: list[str] | None = None) -> int:
     elapsed = time.perf_counter() - started
     print(f"took {elapsed:.0f} s")
     if args.record:
-        command = "python benchmarks/bench_recommendation_models.py " + " ".join(
-            argv if argv is not None else sys.argv[1:])
-        after = load_average()
-        loads = "n/a" if load_before is None else (f"before {' '.join(f'{v:.2f}' for v in load_before)}, after "
-                                                   f"{' '.join(f'{v:.2f}' for v in after)}")
+        command, loads = command_line("bench_recommendation_models.py", argv), load_span(load_before)
         header = [f"\n### Next-best classes, fifth round: model classes not tried before (issue 15, helper r15), "
                   f"{dt.date.today().isoformat()}, seed {args.seed}\n", f"- Machine: {machine()}",
                   f"- Command: `{command.strip()}`", f"- Wall time {elapsed:.0f} s; load average {loads}", ""]

@@ -47,7 +47,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from bench_recommendations import _table, load_history  # noqa: E402
-from common import load_average, machine, record  # noqa: E402
+from common import command_line, load_average, load_span, machine, record  # noqa: E402
 from core.config import load_config  # noqa: E402
 from core.generate_data import generator  # noqa: E402
 from core.profile_export import recommendations as rec  # noqa: E402
@@ -638,11 +638,7 @@ def main(argv: list[str] | None = None) -> int:
                                args.draws, args.customers, args.replicates, args.seed)
     print("\n".join(report))
     if args.record:
-        command = "python benchmarks/bench_recommendation_posterior.py " + " ".join(
-            argv if argv is not None else sys.argv[1:])
-        load_after = load_average()
-        loads = ("n/a" if load_before is None else f"before {' '.join(f'{v:.2f}' for v in load_before)}, "
-                 f"after {' '.join(f'{v:.2f}' for v in load_after)}")
+        command, loads = command_line("bench_recommendation_posterior.py", argv), load_span(load_before)
         record("\n".join([f"\n## Next-best classes: the ceiling of any model of the past lines (issue 15, helper "
                           f"c15), {pd.Timestamp.now(tz='UTC'):%Y-%m-%d %H:%M} UTC\n",
                           f"- Machine: {machine()}", f"- Command: `{command.strip()}`",

@@ -59,7 +59,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from common import load_average, machine, mib, record, run_child, seconds  # noqa: E402
+from common import command_line, load_average, load_span, machine, mib, record, run_child, seconds  # noqa: E402
 from core.domain.hierarchy import load_hierarchy  # noqa: E402
 from core.framework import paths  # noqa: E402
 from core.profile_export import recommendations as rec  # noqa: E402
@@ -726,11 +726,7 @@ def main(argv: list[str] | None = None) -> int:
     elapsed = time.perf_counter() - started
     print(f"benchmark took {elapsed:.0f} s")
     if args.record:
-        command = "python benchmarks/bench_recommendations.py " + " ".join(argv if argv is not None else sys.argv[1:])
-        load_after = load_average()
-        loads = ("n/a" if load_before is None else
-                 f"before {' '.join(f'{v:.2f}' for v in load_before)}, after "
-                 f"{' '.join(f'{v:.2f}' for v in load_after)}")
+        command, loads = command_line("bench_recommendations.py", argv), load_span(load_before)
         header = [f"\n## Next-best classes (issue 15), {dt.date.today().isoformat()}\n",
                   f"- Machine: {machine()}", f"- Command: `{command.strip()}`",
                   f"- Benchmark wall time {elapsed:.0f} s; load average (1, 5, 15 min) {loads} (a shared machine: "

@@ -126,6 +126,19 @@ def load_average() -> tuple[float, float, float] | None:
         return None
 
 
+def load_span(before: tuple[float, float, float] | None) -> str:
+    """``before 1.00 0.80 0.50, after 1.20 0.90 0.60`` from the load taken before a run and now; ``n/a`` on Windows."""
+    after = load_average()
+    if before is None or after is None:
+        return "n/a"
+    return f"before {' '.join(f'{v:.2f}' for v in before)}, after {' '.join(f'{v:.2f}' for v in after)}"
+
+
+def command_line(script: str, argv: list[str] | None) -> str:
+    """The command that ran ``benchmarks/<script>`` with ``argv`` (the process's own arguments when None)."""
+    return " ".join(["python", f"benchmarks/{script}", *(argv if argv is not None else sys.argv[1:])])
+
+
 def mib(value: float | None, unit: str = " MiB") -> str:
     """``1,234 MiB`` for a measured value in MiB, :data:`NOT_MEASURED` for None."""
     return NOT_MEASURED if value is None else f"{value:,.0f}{unit}"

@@ -508,6 +508,25 @@ def test_the_evaluation_fits_on_a_sample_only_above_evaluation_fit_customers(tmp
     assert len(sampled.table) == len(everyone.table) == 120 * 2
 
 
+@pytest.mark.parametrize("weights", [{"segment": 0.3, "profile": 0.7}, {"cooccurrence": 0.5, "repeat": 0.5},
+                                     {"season": 0.2, "own": 0.8}, dict(zip(rec.COMPONENTS, [1] * 6))])
+def test_components_weighted_zero_are_left_out_of_the_recommend_pass_with_the_same_results(weights):
+    """recommend() computes only the weighted components: the same top k, scores, reasons and department totals
+    as with every component computed (a weight of 0 adds exactly 0)."""
+    fit = history_of(sample_frame(59), np.arange(1, 63)).interactions(2)
+    segments = np.arange(62) % 3
+    model = rec.NextBestClasses(weights=weights, top_k=2, batch_size=16).fit(fit, segments)
+    items = rec.recommendable_items(tiny_hierarchy())
+    lean_totals, full_totals = rec.DepartmentTotals(segments, items), rec.DepartmentTotals(segments, items)
+    lean = model.recommend(fit, segments, departments=lean_totals)
+    model.weighted = lambda: rec.COMPONENTS  # every component, as before
+    full = model.recommend(fit, segments, departments=full_totals)
+    for field in ("rows", "items", "scores", "reason", "because"):
+        np.testing.assert_array_equal(getattr(lean, field), getattr(full, field))
+    np.testing.assert_array_equal(lean_totals.totals, full_totals.totals)
+    assert set(lean.reason.ravel()) - {-1} <= {rec.COMPONENTS.index(c) for c in ("own", "segment", *weights)}
+
+
 def test_too_few_evaluation_fit_customers_is_a_config_error(tmp_path):
     document = small_config_document()
     document["profile_export"]["recommendations"]["evaluation_fit_customers"] = 500

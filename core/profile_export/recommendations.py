@@ -948,25 +948,39 @@ class NextBestClasses(BaseEstimator):
         where = np.minimum(np.searchsorted(self.segments_, segments), len(self.segments_) - 1)
         return np.where(self.segments_[where] == segments, where, -1)
 
-    def components(self, interactions: Interactions, segments, rows: np.ndarray) -> dict[str, np.ndarray]:
-        """The four component scores of customers ``rows``, each (len(rows), items) in [0, 1], float32."""
+    def components(self, interactions: Interactions, segments, rows: np.ndarray,
+                   names: Iterable[str] = COMPONENTS) -> dict[str, np.ndarray]:
+        """The component scores of customers ``rows``, each (len(rows), items) in [0, 1], float32: those of
+        ``names`` (default: all of :data:`COMPONENTS`) and ``own`` (which the others and the reasons read)."""
         check_is_fitted(self, "similarity_")
+        names = set(names)
         # Cast before densifying (the same float32 values, one dense pass fewer).
         own = _row_max_scaled(interactions.recency[rows].astype(np.float32).toarray())
+        out = {"own": own}
         seg_rows = self._segment_rows(np.asarray(segments)[rows])
-        popular = np.vstack([self.segment_popularity_, self.global_popularity_[None, :]]).astype(np.float32)
-        segment = _row_max_scaled(popular)[seg_rows]   # -1 picks the global row: an unseen segment
-        cooccurrence = _row_max_scaled(own @ self.similarity_.astype(np.float32))
-        season = np.broadcast_to(self.season_.astype(np.float32), own.shape)
-        counts = interactions.counts[rows].astype(np.float32).toarray()
-        # Per segment first, then each customer's row (the same float32 values, two passes fewer per batch).
-        priors = np.float32(PROFILE_PRIOR_LINES) * self.segment_mix_.astype(np.float32)
-        prior = priors[seg_rows]
-        smoothed = counts.sum(axis=1, keepdims=True) + priors.sum(axis=1, keepdims=True)[seg_rows]
-        counts += prior
-        profile = _row_max_scaled(np.divide(counts, smoothed, out=counts))
-        return {"own": own, "segment": segment, "cooccurrence": cooccurrence, "season": season,
-                "repeat": replenishment_scores(interactions, rows), "profile": profile}
+        if "segment" in names:
+            popular = np.vstack([self.segment_popularity_, self.global_popularity_[None, :]]).astype(np.float32)
+            out["segment"] = _row_max_scaled(popular)[seg_rows]   # -1 picks the global row: an unseen segment
+        if "cooccurrence" in names:
+            out["cooccurrence"] = _row_max_scaled(own @ self.similarity_.astype(np.float32))
+        if "season" in names:
+            out["season"] = np.broadcast_to(self.season_.astype(np.float32), own.shape)
+        if "repeat" in names:
+            out["repeat"] = replenishment_scores(interactions, rows)
+        if "profile" in names:
+            counts = interactions.counts[rows].astype(np.float32).toarray()
+            # Per segment first, then each customer's row (the same float32 values, two passes fewer per batch).
+            priors = np.float32(PROFILE_PRIOR_LINES) * self.segment_mix_.astype(np.float32)
+            prior = priors[seg_rows]
+            smoothed = counts.sum(axis=1, keepdims=True) + priors.sum(axis=1, keepdims=True)[seg_rows]
+            counts += prior
+            out["profile"] = _row_max_scaled(np.divide(counts, smoothed, out=counts))
+        return {name: out[name] for name in COMPONENTS if name in out}
+
+    def weighted(self) -> tuple[str, ...]:
+        """The components the fitted weights blend (a weight of 0 adds nothing to a score or a reason)."""
+        check_is_fitted(self, "similarity_")
+        return tuple(c for c in COMPONENTS if self.weights_.get(c))
 
     def blend(self, components: Mapping[str, np.ndarray], weights: Mapping[str, float] | None = None) -> np.ndarray:
         """The blended score (plus the global-popularity tie-break) of precomputed components."""
@@ -1016,7 +1030,9 @@ class NextBestClasses(BaseEstimator):
     def _recommend_batch(self, interactions: Interactions, segments, batch: np.ndarray,
                          departments: "DepartmentTotals | None") -> tuple["Recommended", np.ndarray | None]:
         """:meth:`recommend` of one batch, and its customers' department scores for ``departments``."""
-        comps = self.components(interactions, segments, batch)
+        # Only the weighted components: one weighted 0 adds exactly 0 to each score and contribution (the same
+        # top k and reasons), and co-occurrence and the rhythm are a third of the pass when the blend has neither.
+        comps = self.components(interactions, segments, batch, self.weighted())
         blended = self.blend(comps)
         spread = departments.per_customer(blended, interactions, batch) if departments is not None else None
         items, _ = top_k(blended, self.top_k)
@@ -1033,7 +1049,9 @@ class NextBestClasses(BaseEstimator):
         COMPONENTS of the largest weighted contribution (-1: none, the fallback), and for co-occurrence
         the customer's item that contributed most (-1 otherwise)."""
         safe = np.maximum(items, 0)
-        contrib = np.stack([self.weights_[c] * np.take_along_axis(comps[c], safe, axis=1) for c in COMPONENTS])
+        # A component not computed has weight 0 (recommend()): its contribution is 0, as it would be computed.
+        taken = {c: self.weights_[c] * np.take_along_axis(comps[c], safe, axis=1) for c in comps}
+        contrib = np.stack([taken[c] if c in taken else np.zeros_like(taken["own"]) for c in COMPONENTS])
         scores = np.where(items >= 0, contrib.sum(axis=0), 0.0)
         reason = np.where(contrib.max(axis=0) > 0, contrib.argmax(axis=0), -1)
         reason[items < 0] = -1
@@ -1662,7 +1680,8 @@ def ranked_departments(model: NextBestClasses, interactions: Interactions, segme
     totals = DepartmentTotals(segments, items)
     batches = [rows[start:start + batch_size] for start in range(0, len(rows), batch_size)]
     spreads = in_order(lambda batch: totals.per_customer(
-        model.blend(model.components(interactions, segments, batch)), interactions, batch), batches)
+        model.blend(model.components(interactions, segments, batch, model.weighted())), interactions, batch),
+        batches)
     for batch, spread in zip(batches, spreads):
         totals.accumulate(batch, spread)
     return totals.ranked()

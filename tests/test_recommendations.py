@@ -434,6 +434,106 @@ def test_the_holdout_scores_a_seeded_sample_once_there_are_more_evaluable_custom
     assert evaluation["models"]["global_popularity"]["recall"] == pytest.approx(round(bought_a, 4))
 
 
+def sample_frame(customers: int) -> pd.DataFrame:
+    """Lines of ``customers`` customers (ids 1..), bought before each cut and in the window, varied by customer."""
+    return lines([(c, day, "Ladies Clothing" if (c + i) % 3 else "Home", "AB"[(c * i) % 2] if (c + i) % 3 else "C")
+                  for c in range(1, customers + 1)
+                  for i, day in enumerate(["2023-05-01", "2023-11-10", "2024-02-01", "2024-08-01", "2024-12-01",
+                                           "2024-12-20"][:2 + c % 5])])
+
+
+def test_a_history_cut_for_some_customers_is_the_whole_history_at_their_rows():
+    """The evaluation's sampled fits: every matrix of the rows asked for is the whole cut's at those rows, the
+    co-occurrence is counted on them alone, and the season stays everyone's."""
+    customers = np.arange(1, 63)  # the last three never bought
+    whole = history_of(sample_frame(59), customers)
+    rows = np.array([0, 3, 4, 10, 20, 33, 58, 60])
+    for cut in range(3):
+        full, some = whole.interactions(cut), history_of(sample_frame(59), customers).interactions(cut, rows=rows)
+        assert some.shape == (len(rows), full.shape[1])
+        for name in ("counts", "recency", "spend", "days", "last", "first"):
+            assert (getattr(some, name) != getattr(full, name)[rows]).nnz == 0, (cut, name)
+        np.testing.assert_array_equal(some.cooccurrence(), rec._cooccurrence(rec._binary(full.counts[rows])))
+        np.testing.assert_array_equal(some.season, full.season)
+    for period in (1, 2):
+        assert (whole.bought(period, rows=rows) != whole.bought(period)[rows]).nnz == 0
+    # The sampled cuts leave the whole cuts' co-occurrence counted from the earlier ones intact.
+    np.testing.assert_array_equal(whole.interactions(2).cooccurrence(),
+                                  rec._cooccurrence(rec._binary(whole.interactions(2).counts)))
+    with pytest.raises(ValueError, match="ascending"):
+        whole.interactions(0, rows=np.array([3, 1]))
+
+
+def _fit_on(tmp_path, customers: int, fit_customers: int):
+    frame = sample_frame(customers)
+    folder = paths.stage_dir(tmp_path, paths.GENERATE_DATA)
+    folder.mkdir(parents=True, exist_ok=True)
+    frame.to_parquet(folder / paths.TRANSACTIONS, index=False)
+    strategies = load_config(write_config(tmp_path / "config", small_config_document())).strategies
+    config = SimpleNamespace(seed=7, hierarchy=tiny_hierarchy(), strategies=strategies, profile_export=SimpleNamespace(
+        top_departments=1, recommendations=RecommendationsConfig(
+            top_k=2, evaluation_window_days=WINDOW, evaluation_customers=1000, evaluation_fit_customers=fit_customers)))
+    ctx = StageContext(stage=STAGE, config=config, artifacts_dir=tmp_path)
+    ids = np.arange(1, customers + 1)
+    profile = pd.DataFrame({"customer_id": ids, "last_order_date": pd.to_datetime(["2024-12-20"] * customers),
+                            "recency_days": 11})
+    return fit_recommendations(ctx, profile, pd.DataFrame({"customer_id": ids, "segment": ids % 3}))
+
+
+def test_the_evaluation_fits_on_a_sample_only_above_evaluation_fit_customers(tmp_path):
+    """Up to the key every customer makes the evaluation's fits (the same document as a key far above); above
+    it a seeded sample does (the same sample, document and table every time), and the final model still
+    learns from every customer."""
+    assert rec.evaluation_fit_rows(120, 120, seed=7) is None
+    sample = rec.evaluation_fit_rows(120, 40, seed=7)
+    assert len(sample) == 40 and (np.diff(sample) > 0).all() and sample[-1] < 120
+    assert np.array_equal(sample, rec.evaluation_fit_rows(120, 40, seed=7))
+    assert not np.array_equal(sample, rec.evaluation_fit_rows(120, 40, seed=8))
+    everyone, far_above = _fit_on(tmp_path / "a", 120, 120), _fit_on(tmp_path / "b", 120, 10_000)
+    assert everyone.document == far_above.document and "evaluation_fit_sample" not in everyone.document
+    sampled, again = _fit_on(tmp_path / "c", 120, 40), _fit_on(tmp_path / "d", 120, 40)
+    assert sampled.document == again.document
+    pd.testing.assert_frame_equal(sampled.table, again.table)
+    assert sampled.document["customers"]["evaluation_fit_sample"] == 40
+    assert "sample of 40 of the 120 segmented customers" in sampled.document["evaluation_fit_sample"]
+    # The evaluable customers are those of the sample who bought before and in the window.
+    whole = history_of(sample_frame(120), np.arange(1, 121))
+    fit, window = whole.interactions(1), whole.bought(2)
+    bought = (np.diff(fit.counts.indptr) > 0) & (np.diff(window.indptr) > 0)
+    assert sampled.document["customers"]["evaluable"] == int(bought[sample].sum()) < int(bought.sum())
+    assert everyone.document["customers"]["evaluable"] == int(bought.sum())
+    # The final fit is everyone's: popularity and similarity as with no sample.
+    for name in ("global_popularity_", "segment_popularity_", "similarity_"):
+        np.testing.assert_array_equal(getattr(sampled.saved.model, name), getattr(everyone.saved.model, name))
+    assert len(sampled.table) == len(everyone.table) == 120 * 2
+
+
+@pytest.mark.parametrize("weights", [{"segment": 0.3, "profile": 0.7}, {"cooccurrence": 0.5, "repeat": 0.5},
+                                     {"season": 0.2, "own": 0.8}, dict(zip(rec.COMPONENTS, [1] * 6))])
+def test_components_weighted_zero_are_left_out_of_the_recommend_pass_with_the_same_results(weights):
+    """recommend() computes only the weighted components: the same top k, scores, reasons and department totals
+    as with every component computed (a weight of 0 adds exactly 0)."""
+    fit = history_of(sample_frame(59), np.arange(1, 63)).interactions(2)
+    segments = np.arange(62) % 3
+    model = rec.NextBestClasses(weights=weights, top_k=2, batch_size=16).fit(fit, segments)
+    items = rec.recommendable_items(tiny_hierarchy())
+    lean_totals, full_totals = rec.DepartmentTotals(segments, items), rec.DepartmentTotals(segments, items)
+    lean = model.recommend(fit, segments, departments=lean_totals)
+    model.weighted = lambda: rec.COMPONENTS  # every component, as before
+    full = model.recommend(fit, segments, departments=full_totals)
+    for field in ("rows", "items", "scores", "reason", "because"):
+        np.testing.assert_array_equal(getattr(lean, field), getattr(full, field))
+    np.testing.assert_array_equal(lean_totals.totals, full_totals.totals)
+    assert set(lean.reason.ravel()) - {-1} <= {rec.COMPONENTS.index(c) for c in ("own", "segment", *weights)}
+
+
+def test_too_few_evaluation_fit_customers_is_a_config_error(tmp_path):
+    document = small_config_document()
+    document["profile_export"]["recommendations"]["evaluation_fit_customers"] = 500
+    with pytest.raises(ConfigError, match=r"profile_export\.recommendations\.evaluation_fit_customers"):
+        load_config(write_config(tmp_path / "config", document))
+
+
 def test_the_cross_sell_order_from_the_recommend_pass_is_the_separate_passs():
     fit = interactions([[1, 1, 0], [1, 1, 0], [1, 0, 1], [1, 0, 0], [1, 1, 1]])
     segments = np.array([0, 0, 0, 0, 1])

@@ -35,6 +35,10 @@ MIN_CROSS_SELL_CUSTOMERS = 30
 SAMPLE_NOTE = ("the holdout and the cross-sell comparison score every evaluable customer, or a seeded sample of "
                "{n:,} when there are more (profile_export.recommendations.evaluation_customers); the weights are "
                "chosen on at most {v:,} validation customers")
+FIT_SAMPLE_NOTE = ("the weights' validation fit, the holdout and the cross-sell comparison are fitted on a seeded "
+                   "sample of {n:,} of the {m:,} segmented customers (profile_export.recommendations."
+                   "evaluation_fit_customers: every customer up to it); the recommendations come from every "
+                   "customer's history")
 SEGMENT_NOTE = ("the segment label comes from stage 04, fitted on all history up to the analysis date (the window "
                 "included); segment popularity, co-purchase similarity, season and weights in this evaluation are "
                 "computed from the lines before the window only")
@@ -115,14 +119,20 @@ def fit_recommendations(ctx: StageContext, customers: pd.DataFrame, assignments:
         table = rec.empty_recommendations()
     else:
         check()
-        holdout = rec.Holdout.of(history, seed, settings.evaluation_customers)
-        evaluation = rec.evaluate_history(history, segments, k, seed, holdout)
+        # At scale the evaluation's fits come from a sample of customers (its labels alongside); None: everyone.
+        sample = rec.evaluation_fit_rows(len(ids), settings.evaluation_fit_customers, seed)
+        sampled_segments = segments if sample is None else segments[sample]
+        holdout = rec.Holdout.of(history, seed, settings.evaluation_customers, rows=sample)
+        evaluation = rec.evaluate_history(history, sampled_segments, k, seed, holdout, rows=sample)
         document["customers"].update(evaluation.pop("customers"))
         document["evaluation_sample"] = SAMPLE_NOTE.format(n=settings.evaluation_customers, v=rec.VALIDATION_CUSTOMERS)
+        if sample is not None:
+            document["customers"]["evaluation_fit_sample"] = int(len(sample))
+            document["evaluation_fit_sample"] = FIT_SAMPLE_NOTE.format(n=len(sample), m=len(ids))
         document.update(evaluation)
         check()
         if document["models"]:
-            document["cross_sell"] = compare_cross_sell(holdout, segments, evaluation["weights"], k,
+            document["cross_sell"] = compare_cross_sell(holdout, sampled_segments, evaluation["weights"], k,
                                                         ctx.config.profile_export.top_departments,
                                                         ctx.config.strategies, items, seed)
         del holdout

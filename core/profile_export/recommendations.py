@@ -97,6 +97,11 @@ VALIDATION_CUSTOMERS = 10_000
 # Recall's standard error on 50,000 customers is about 0.001 (per-customer recall varies by about 0.2); at a
 # million customers scoring all 314,042 evaluable ones took 22 s of the holdout and 21 s of the comparison.
 EVALUATION_CUSTOMERS = 50_000
+# Customers the validation and holdout fits are made from at most (profile_export.recommendations.
+# evaluation_fit_customers, whose default this is): every one up to it, else a seeded sample (docs/decisions.md,
+# "fourth round"). Its own random stream, so the sample is not the same draw as the scored samples'.
+EVALUATION_FIT_CUSTOMERS = 250_000
+EVALUATION_FIT_STREAM = 5
 # Customers scored at a time. Each of a batch's dense arrays (customers x items, float32) is 13 MB at 10,000 x 332:
 # the allocator reuses that memory from batch to batch and it stays in cache, where 66 MB arrays at 50,000 were
 # fresh pages every time (page faults, a third of the CPU at a million customers). Components of 50,000 customers
@@ -381,26 +386,44 @@ class PurchaseHistory:
             self._submit(carry)
         self._summing.wait()
 
-    def interactions(self, cut: int, spend: bool = True) -> Interactions:
-        """Purchases up to ``cuts[cut]`` (index), as of that date; ``spend`` None unless asked for."""
+    def interactions(self, cut: int, spend: bool = True, rows: np.ndarray | None = None) -> Interactions:
+        """Purchases up to ``cuts[cut]`` (index), as of that date; ``spend`` None unless asked for.
+
+        ``rows`` (optional, ascending): only these customers, as rows 0, 1, ... of every matrix (an evaluation
+        fit on a sample, :func:`evaluation_fit_rows`); their co-occurrence is counted on them alone, and the
+        season stays every customer's lines (counted while the lines were read)."""
         self._flush()
         names = ["counts", "recency", "days", "last", "first", *(["spend"] if spend else [])]
-        row_counts, columns, values = self._sums.upto(cut, names, self.shape)
+        shape, position = self._subset(rows)
+        row_counts, columns, values = self._sums.upto(cut, names, shape, position)
         # Weighted from the analysis date (add()): rescaled to this cut's date; first days stored from FIRST_BASE.
         np.multiply(values["recency"], 2.0 ** ((self.cuts[-1] - self.cuts[cut]).days / self.half_life_days),
                     out=values["recency"])
         np.subtract(FIRST_BASE, values["first"], out=values["first"])
-        matrix = _csr_of(row_counts, columns, self.shape)
+        matrix = _csr_of(row_counts, columns, shape)
         built = {name: matrix(values.pop(name)) for name in names}
         return Interactions(**{"spend": None, **built}, season=self._season[cut].copy(),
                             as_of=int(self._cut_days[cut]), horizon_days=self.horizon_days,
-                            counted=self._cooccurrences.counter(cut))
+                            counted=self._cooccurrences.counter(cut) if position is None else None)
 
-    def bought(self, period: int) -> sp.csr_matrix:
-        """1 where a customer bought an item in period ``period`` (``(cuts[period-1], cuts[period]]``)."""
+    def bought(self, period: int, rows: np.ndarray | None = None) -> sp.csr_matrix:
+        """1 where a customer bought an item in period ``period`` (``(cuts[period-1], cuts[period]]``); ``rows``
+        as in :meth:`interactions`."""
         self._flush()
-        inside = self._sums.period(period)
-        return _csr(inside["pair"], self.shape)(np.ones(len(inside["pair"])))
+        shape, position = self._subset(rows)
+        inside = self._sums.period(period, shape[1], position)
+        return _csr(inside["pair"], shape)(np.ones(len(inside["pair"])))
+
+    def _subset(self, rows: np.ndarray | None) -> tuple[tuple[int, int], np.ndarray | None]:
+        """The shape of the matrices of customers ``rows`` (None: all), and each customer's row among them."""
+        if rows is None:
+            return self.shape, None
+        rows = np.asarray(rows, dtype=np.int64)
+        if len(rows) and ((np.diff(rows) <= 0).any() or rows[0] < 0 or rows[-1] >= self.shape[0]):
+            raise ValueError("rows must be ascending, distinct row numbers of the history's customers")
+        position = np.full(self.shape[0], -1, dtype=np.int64)
+        position[rows] = np.arange(len(rows))
+        return (len(rows), self.shape[1]), position
 
 
 class _Cooccurrences:
@@ -660,11 +683,14 @@ class _PeriodSums:
             entries = {name: values[order] for name, values in entries.items()}
         self.blocks = [_combine(entries, entries["key"])]
 
-    def upto(self, cut: int, names: list[str], shape: tuple[int, int]
+    def upto(self, cut: int, names: list[str], shape: tuple[int, int], position: np.ndarray | None = None
              ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
         """Entries of the periods up to ``cut`` combined per customer-item pair, as the parts of a CSR matrix of
         ``shape``: each row's number of pairs, each pair's column (int32), and per name of ``names`` the
         combined values (:data:`_COMBINE`) as float64, in ascending pair order.
+
+        ``position`` (optional): each customer's row in the result, -1 for a customer left out (ascending over
+        the customers kept, so the pairs stay in order); ``shape[0]`` is then the number kept.
 
         Two passes over the blocks, side by side: the first finds each block's pairs, the second combines its
         values straight into its slice of arrays allocated once (no per-block result copied again, no
@@ -676,6 +702,9 @@ class _PeriodSums:
         def pairs_of(block: dict[str, np.ndarray]) -> tuple[np.ndarray | None, np.ndarray]:
             """The block's entries up to the cut (None: all of them) and where each pair's entries start."""
             inside = block["key"] % periods <= cut if cut < periods - 1 else None
+            if position is not None:
+                kept = position[block["key"] // (periods * n_items)] >= 0
+                inside = kept if inside is None else inside & kept
             pair = block["key"] // periods if inside is None else block["key"][inside] // periods
             return inside, np.flatnonzero(np.r_[True, pair[1:] != pair[:-1]]) if len(pair) else np.zeros(0, np.int64)
 
@@ -697,6 +726,8 @@ class _PeriodSums:
             np.subtract(pair, rows * n_items, out=columns[slot], casting="unsafe")
             for name in names:
                 _COMBINE[name].reduceat(entries(name), start, out=values[name][slot])
+            if position is not None:
+                rows = position[rows]
             return int(rows[0]), np.bincount(rows - rows[0])
 
         row_counts = np.zeros(shape[0], np.int64)
@@ -704,13 +735,18 @@ class _PeriodSums:
             row_counts[first:first + len(counts)] += counts  # a customer's pairs may span two blocks
         return row_counts, columns, values
 
-    def period(self, period: int) -> dict[str, np.ndarray]:
-        """The pairs bought in one period (``pair``: the customer-item pair)."""
+    def period(self, period: int, n_items: int = 0, position: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """The pairs bought in one period (``pair``: the customer-item pair); with ``position`` (:meth:`upto`)
+        only the customers kept, their rows renumbered (``n_items``: the items per customer)."""
         self._merge()
 
         def one(block: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
             key = block["key"]
-            return {"pair": key[key % self.periods == period] // self.periods}
+            pair = key[key % self.periods == period] // self.periods
+            if position is not None:
+                row = position[pair // n_items]
+                pair = (row * n_items + pair % n_items)[row >= 0]
+            return {"pair": pair}
 
         return _concatenated(list(in_order(one, self.blocks or [_empty_sums()])))
 
@@ -912,25 +948,39 @@ class NextBestClasses(BaseEstimator):
         where = np.minimum(np.searchsorted(self.segments_, segments), len(self.segments_) - 1)
         return np.where(self.segments_[where] == segments, where, -1)
 
-    def components(self, interactions: Interactions, segments, rows: np.ndarray) -> dict[str, np.ndarray]:
-        """The four component scores of customers ``rows``, each (len(rows), items) in [0, 1], float32."""
+    def components(self, interactions: Interactions, segments, rows: np.ndarray,
+                   names: Iterable[str] = COMPONENTS) -> dict[str, np.ndarray]:
+        """The component scores of customers ``rows``, each (len(rows), items) in [0, 1], float32: those of
+        ``names`` (default: all of :data:`COMPONENTS`) and ``own`` (which the others and the reasons read)."""
         check_is_fitted(self, "similarity_")
+        names = set(names)
         # Cast before densifying (the same float32 values, one dense pass fewer).
         own = _row_max_scaled(interactions.recency[rows].astype(np.float32).toarray())
+        out = {"own": own}
         seg_rows = self._segment_rows(np.asarray(segments)[rows])
-        popular = np.vstack([self.segment_popularity_, self.global_popularity_[None, :]]).astype(np.float32)
-        segment = _row_max_scaled(popular)[seg_rows]   # -1 picks the global row: an unseen segment
-        cooccurrence = _row_max_scaled(own @ self.similarity_.astype(np.float32))
-        season = np.broadcast_to(self.season_.astype(np.float32), own.shape)
-        counts = interactions.counts[rows].astype(np.float32).toarray()
-        # Per segment first, then each customer's row (the same float32 values, two passes fewer per batch).
-        priors = np.float32(PROFILE_PRIOR_LINES) * self.segment_mix_.astype(np.float32)
-        prior = priors[seg_rows]
-        smoothed = counts.sum(axis=1, keepdims=True) + priors.sum(axis=1, keepdims=True)[seg_rows]
-        counts += prior
-        profile = _row_max_scaled(np.divide(counts, smoothed, out=counts))
-        return {"own": own, "segment": segment, "cooccurrence": cooccurrence, "season": season,
-                "repeat": replenishment_scores(interactions, rows), "profile": profile}
+        if "segment" in names:
+            popular = np.vstack([self.segment_popularity_, self.global_popularity_[None, :]]).astype(np.float32)
+            out["segment"] = _row_max_scaled(popular)[seg_rows]   # -1 picks the global row: an unseen segment
+        if "cooccurrence" in names:
+            out["cooccurrence"] = _row_max_scaled(own @ self.similarity_.astype(np.float32))
+        if "season" in names:
+            out["season"] = np.broadcast_to(self.season_.astype(np.float32), own.shape)
+        if "repeat" in names:
+            out["repeat"] = replenishment_scores(interactions, rows)
+        if "profile" in names:
+            counts = interactions.counts[rows].astype(np.float32).toarray()
+            # Per segment first, then each customer's row (the same float32 values, two passes fewer per batch).
+            priors = np.float32(PROFILE_PRIOR_LINES) * self.segment_mix_.astype(np.float32)
+            prior = priors[seg_rows]
+            smoothed = counts.sum(axis=1, keepdims=True) + priors.sum(axis=1, keepdims=True)[seg_rows]
+            counts += prior
+            out["profile"] = _row_max_scaled(np.divide(counts, smoothed, out=counts))
+        return {name: out[name] for name in COMPONENTS if name in out}
+
+    def weighted(self) -> tuple[str, ...]:
+        """The components the fitted weights blend (a weight of 0 adds nothing to a score or a reason)."""
+        check_is_fitted(self, "similarity_")
+        return tuple(c for c in COMPONENTS if self.weights_.get(c))
 
     def blend(self, components: Mapping[str, np.ndarray], weights: Mapping[str, float] | None = None) -> np.ndarray:
         """The blended score (plus the global-popularity tie-break) of precomputed components."""
@@ -980,7 +1030,9 @@ class NextBestClasses(BaseEstimator):
     def _recommend_batch(self, interactions: Interactions, segments, batch: np.ndarray,
                          departments: "DepartmentTotals | None") -> tuple["Recommended", np.ndarray | None]:
         """:meth:`recommend` of one batch, and its customers' department scores for ``departments``."""
-        comps = self.components(interactions, segments, batch)
+        # Only the weighted components: one weighted 0 adds exactly 0 to each score and contribution (the same
+        # top k and reasons), and co-occurrence and the rhythm are a third of the pass when the blend has neither.
+        comps = self.components(interactions, segments, batch, self.weighted())
         blended = self.blend(comps)
         spread = departments.per_customer(blended, interactions, batch) if departments is not None else None
         items, _ = top_k(blended, self.top_k)
@@ -997,7 +1049,9 @@ class NextBestClasses(BaseEstimator):
         COMPONENTS of the largest weighted contribution (-1: none, the fallback), and for co-occurrence
         the customer's item that contributed most (-1 otherwise)."""
         safe = np.maximum(items, 0)
-        contrib = np.stack([self.weights_[c] * np.take_along_axis(comps[c], safe, axis=1) for c in COMPONENTS])
+        # A component not computed has weight 0 (recommend()): its contribution is 0, as it would be computed.
+        taken = {c: self.weights_[c] * np.take_along_axis(comps[c], safe, axis=1) for c in comps}
+        contrib = np.stack([taken[c] if c in taken else np.zeros_like(taken["own"]) for c in COMPONENTS])
         scores = np.where(items >= 0, contrib.sum(axis=0), 0.0)
         reason = np.where(contrib.max(axis=0) > 0, contrib.argmax(axis=0), -1)
         reason[items < 0] = -1
@@ -1479,6 +1533,16 @@ def sample_rows(rows: np.ndarray, max_customers: int, seed: int) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(rows, max_customers, replace=False))
 
 
+def evaluation_fit_rows(customers: int, max_customers: int, seed: int) -> np.ndarray | None:
+    """The customers the validation and holdout fits are made from: None (every one) when there are at most
+    ``max_customers``, else a seeded sample of that many rows, ascending (drawn with its own stream of ``seed``,
+    apart from the scored samples'). The final fit always uses every customer."""
+    if customers <= max_customers:
+        return None
+    return np.sort(np.random.default_rng([seed, EVALUATION_FIT_STREAM]).choice(customers, max_customers,
+                                                                                replace=False))
+
+
 @dataclasses.dataclass(frozen=True)
 class Holdout:
     """The temporal holdout: purchases up to the evaluation cut, what was bought after it, who is scored.
@@ -1515,9 +1579,11 @@ class Holdout:
         return self._models[key]
 
     @classmethod
-    def of(cls, history: "PurchaseHistory", seed: int, max_customers: int = EVALUATION_CUSTOMERS) -> "Holdout":
-        """The holdout of a history cut at ``[validation cut, evaluation cut, analysis date]``."""
-        fit, relevant = history.interactions(1), history.bought(2)
+    def of(cls, history: "PurchaseHistory", seed: int, max_customers: int = EVALUATION_CUSTOMERS,
+           rows: np.ndarray | None = None) -> "Holdout":
+        """The holdout of a history cut at ``[validation cut, evaluation cut, analysis date]``; ``rows``: only
+        these customers (:meth:`PurchaseHistory.interactions`), whose row numbers every result then uses."""
+        fit, relevant = history.interactions(1, rows=rows), history.bought(2, rows=rows)
         groups = evaluable_rows(fit, relevant)
         return cls(fit=fit, relevant=relevant, evaluable=groups["evaluated"], new=groups["new"],
                    scored=sample_rows(groups["evaluated"], max_customers, seed), max_customers=int(max_customers))
@@ -1528,7 +1594,8 @@ class Holdout:
                 "new_in_window_not_evaluated": int(len(self.new)), "evaluated_at_most": self.max_customers}
 
 
-def evaluate_history(history: PurchaseHistory, segments, k: int, seed: int, holdout: Holdout | None = None) -> dict:
+def evaluate_history(history: PurchaseHistory, segments, k: int, seed: int, holdout: Holdout | None = None,
+                     rows: np.ndarray | None = None) -> dict:
     """Choose the blend weights on a validation split, then measure the blend and the baselines.
 
     ``history`` is cut at ``[validation cut, evaluation cut, analysis date]``,
@@ -1545,6 +1612,9 @@ def evaluate_history(history: PurchaseHistory, segments, k: int, seed: int, hold
     ----------
     holdout : Holdout, optional
         :meth:`Holdout.of` the history (default: with :data:`EVALUATION_CUSTOMERS`).
+    rows : array of int, optional
+        Fit and score only these customers (:func:`evaluation_fit_rows`); ``segments`` then labels them
+        (one label per row), and so does ``holdout`` (made with the same rows).
 
     Returns
     -------
@@ -1556,7 +1626,7 @@ def evaluate_history(history: PurchaseHistory, segments, k: int, seed: int, hold
         ``explanation``, when no customer bought both before and after the
         evaluation cut.
     """
-    validation_fit, validation_relevant = history.interactions(0), history.bought(1)
+    validation_fit, validation_relevant = history.interactions(0, rows=rows), history.bought(1, rows=rows)
     validation_rows = evaluable_rows(validation_fit, validation_relevant)["evaluated"]
     if len(validation_rows):
         chosen = choose_weights(validation_fit, segments, validation_relevant, validation_rows, k, seed)
@@ -1569,7 +1639,7 @@ def evaluate_history(history: PurchaseHistory, segments, k: int, seed: int, hold
                          "after the validation cut, the history is shorter than two evaluation windows"}
     chosen.update(fit_to=str(history.cuts[0].date()), scored_to=str(history.cuts[1].date()))
     del validation_fit, validation_relevant
-    holdout = holdout if holdout is not None else Holdout.of(history, seed)
+    holdout = holdout if holdout is not None else Holdout.of(history, seed, rows=rows)
     result = {"weights": weights, "weights_chosen_on": chosen, "customers": holdout.customers(),
               "models": {}, "best_baseline": None, "lift_over_best_baseline": None, "explanation": None}
     if not len(holdout.scored):
@@ -1610,7 +1680,8 @@ def ranked_departments(model: NextBestClasses, interactions: Interactions, segme
     totals = DepartmentTotals(segments, items)
     batches = [rows[start:start + batch_size] for start in range(0, len(rows), batch_size)]
     spreads = in_order(lambda batch: totals.per_customer(
-        model.blend(model.components(interactions, segments, batch)), interactions, batch), batches)
+        model.blend(model.components(interactions, segments, batch, model.weighted())), interactions, batch),
+        batches)
     for batch, spread in zip(batches, spreads):
         totals.accumulate(batch, spread)
     return totals.ranked()

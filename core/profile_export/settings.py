@@ -19,6 +19,11 @@ class RecommendationsConfig:
     evaluation_customers: int = spec(50_000, minimum=1000, help="customers the temporal holdout and the "
                                      "segments' cross-sell comparison score at most: a seeded sample of the "
                                      "evaluable customers when there are more (every one at the default size)")
+    evaluation_fit_customers: int = spec(250_000, minimum=10_000, help="customers the evaluation's fits (the "
+                                         "weights' validation split, the temporal holdout, the cross-sell "
+                                         "comparison) are made from at most: a seeded sample of the segmented "
+                                         "customers when there are more (every one at the default size and at "
+                                         "100,000); the recommendations always come from every customer")
 
 
 @dataclasses.dataclass(frozen=True)

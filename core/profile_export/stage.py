@@ -107,28 +107,10 @@ def _run(ctx: StageContext, progress: Progress, seconds: dict[str, float]) -> No
         last_day = customers["last_order_date"].max()
         progress.update(PROGRESS["inputs"], "inputs read")
         lap("inputs")
-        written = set(pq.read_schema(ctx.input_path(paths.PREPARE_FEATURES, paths.ENRICHED_CLASS)).names)
-        class_columns = [c for c in _class_spend_columns(hierarchy) if c in written]
         segmentations = [primary, *cfg.also_profile]
-        totals: dict[str, tuple] = {}
-        for segmentation in segmentations:
-            labels = assignments["segment" if segmentation == primary else f"{segmentation}_label"].to_numpy()
-            segment_of = pd.Series(labels, index=customers["customer_id"].to_numpy())
-            # Class columns are read in Arrow batches and summed per segment column by column: memory stays
-            # bounded however many customers there are, and no DataFrame of 664 columns is built.
-            # Stage 02 writes no class columns for data without a hierarchy: no top classes then.
-            class_spend = profiling.class_spend_from_batches(
-                pq.ParquetFile(ctx.input_path(paths.PREPARE_FEATURES, paths.ENRICHED_CLASS)).iter_batches(
-                    batch_size=100_000, columns=["customer_id"] + class_columns),
-                segment_of, hierarchy) if class_columns else None
-            progress.update(PROGRESS["class_spend"], f"{segmentation}: class spend")
-            lap("class_spend")
-            # One pass over the order lines in Arrow batches (line_totals): a pandas loop over batches, then a
-            # DuckDB join of every line's SKU string, were most of the stage's time at a million customers.
-            totals[segmentation] = (labels, class_spend, *line_totals.spend_by_segment(
-                ctx.input_path(paths.GENERATE_DATA, paths.TRANSACTIONS), products, segment_of, last_day))
-            progress.update(PROGRESS["line_totals"], f"{segmentation}: spend by month and attribute")
-            lap("line_totals")
+        totals = {segmentation: _segment_spend(ctx, segmentation, primary, assignments, customers, products,
+                                               last_day, progress, lap)
+                  for segmentation in segmentations}
         # Still beside the next-best classes: every profile without the model's cross-sell lists (the one part of
         # a profile they change, applied below), the names, customers_with_segments and the report's charts
         # (drawn into a temporary folder, copied into place once the exports passed their checks).
@@ -152,31 +134,10 @@ def _run(ctx: StageContext, progress: Progress, seconds: dict[str, float]) -> No
     progress.update(PROGRESS["next_best"], "next-best classes fitted")
     lap("next_best_fit")
 
-    exported: dict[str, tuple] = {}
-    for segmentation in segmentations:
-        profiles = drafts[segmentation]
-        if segmentation == primary:
-            profiles = profiling.with_cross_sell(profiles, recommended.cross_sell, ctx.config.strategies)
-        profiles, shown = _shown_profiles(ctx, profiles, segmentation == primary)
-        document = export.build_export(
-            shown, run_id=ctx.run_id,
-            config_hash=ctx.config_hash, method=segmentation.split("_")[0], space=segmentation.split("_")[1],
-            primary=segmentation == primary, customers=len(customers),
-            first_order=str(customers["first_order_date"].min().date()),
-            last_order=str(customers["last_order_date"].max().date()),
-            generated_at=ctx.started_at.isoformat(timespec="seconds"), currency=cfg.currency,
-            min_segment_size=cfg.min_segment_size)
-        lap("profiles")
-        _check_export(ctx, document, customers, segmentation)
-        lap("export_check")
-        exported[segmentation] = (profiles, shown, document)
+    exported = {segmentation: _export(ctx, drafts[segmentation], segmentation, primary, recommended, customers, lap)
+                for segmentation in segmentations}
     # Written only once every export passed its checks: a refused one leaves no file of this run behind.
-    for segmentation, (profiles, _, document) in exported.items():
-        suffix = (lambda f: f) if segmentation == primary else (lambda f, s=segmentation: paths.extra_export_file(f, s))
-        ctx.write_json(suffix(paths.SEGMENT_PROFILES_JSON), document)
-        ctx.write_text(suffix(paths.SEGMENT_PROFILES_YAML),
-                       yaml.safe_dump(document, sort_keys=False, allow_unicode=True, width=100))
-        ctx.write_csv(suffix(paths.CLUSTER_INSIGHTS), profiling.insights_table(profiles))
+    _write_exports(ctx, exported, primary)
     lap("exports")
 
     profiles, shown, _ = exported[primary]
@@ -192,18 +153,83 @@ def _run(ctx: StageContext, progress: Progress, seconds: dict[str, float]) -> No
     _write_report(ctx, customers, assignments, shown, names, customer_value, drawn, recommended.document)
     progress.update(PROGRESS["report"], "profiles, exports and report written; next-best classes")
     lap("report")
+    _describe(ctx, exported, primary, names, value_note, len(customers))
+    # Next-best classes per customer, measured on a temporal holdout (issue 15).
+    lap("summary")
+    recommendation_outputs.write_recommendations(ctx, recommended, mapping)
+    lap("next_best_write")
+
+
+def _segment_spend(ctx: StageContext, segmentation: str, primary: str, assignments: pd.DataFrame,
+                   customers: pd.DataFrame, products: pd.DataFrame, last_day, progress: Progress, lap) -> tuple:
+    """One segmentation's labels, class spend per segment and spend by month and attribute (the profiles' sums)."""
+    hierarchy = ctx.config.hierarchy
+    labels = assignments["segment" if segmentation == primary else f"{segmentation}_label"].to_numpy()
+    segment_of = pd.Series(labels, index=customers["customer_id"].to_numpy())
+    enriched_class = ctx.input_path(paths.PREPARE_FEATURES, paths.ENRICHED_CLASS)
+    written = set(pq.read_schema(enriched_class).names)
+    class_columns = [c for c in _class_spend_columns(hierarchy) if c in written]
+    # Class columns are read in Arrow batches and summed per segment column by column: memory stays bounded
+    # however many customers there are, and no DataFrame of 664 columns is built. Stage 02 writes no class
+    # columns for data without a hierarchy: no top classes then.
+    class_spend = profiling.class_spend_from_batches(
+        pq.ParquetFile(enriched_class).iter_batches(batch_size=100_000, columns=["customer_id"] + class_columns),
+        segment_of, hierarchy) if class_columns else None
+    progress.update(PROGRESS["class_spend"], f"{segmentation}: class spend")
+    lap("class_spend")
+    # One pass over the order lines in Arrow batches (line_totals): a pandas loop over batches, then a DuckDB
+    # join of every line's SKU string, were most of the stage's time at a million customers.
+    spend = line_totals.spend_by_segment(ctx.input_path(paths.GENERATE_DATA, paths.TRANSACTIONS), products,
+                                         segment_of, last_day)
+    progress.update(PROGRESS["line_totals"], f"{segmentation}: spend by month and attribute")
+    lap("line_totals")
+    return (labels, class_spend, *spend)
+
+
+def _export(ctx: StageContext, profiles: list[dict], segmentation: str, primary: str, recommended,
+            customers: pd.DataFrame, lap) -> tuple:
+    """One segmentation's final profiles (the primary's with the model's cross-sell lists), those shown, and its
+    checked export document."""
+    cfg = ctx.config.profile_export
+    if segmentation == primary:
+        profiles = profiling.with_cross_sell(profiles, recommended.cross_sell, ctx.config.strategies)
+    profiles, shown = _shown_profiles(ctx, profiles, segmentation == primary)
+    document = export.build_export(
+        shown, run_id=ctx.run_id, config_hash=ctx.config_hash, method=segmentation.split("_")[0],
+        space=segmentation.split("_")[1],
+        primary=segmentation == primary, customers=len(customers),
+        first_order=str(customers["first_order_date"].min().date()),
+        last_order=str(customers["last_order_date"].max().date()),
+        generated_at=ctx.started_at.isoformat(timespec="seconds"), currency=cfg.currency,
+        min_segment_size=cfg.min_segment_size)
+    lap("profiles")
+    _check_export(ctx, document, customers, segmentation)
+    lap("export_check")
+    return profiles, shown, document
+
+
+def _write_exports(ctx: StageContext, exported: dict[str, tuple], primary: str) -> None:
+    """Each segmentation's JSON and YAML export and insights table (the primary's under the plain names)."""
+    for segmentation, (profiles, _, document) in exported.items():
+        suffix = (lambda f: f) if segmentation == primary else (lambda f, s=segmentation: paths.extra_export_file(f, s))
+        ctx.write_json(suffix(paths.SEGMENT_PROFILES_JSON), document)
+        ctx.write_text(suffix(paths.SEGMENT_PROFILES_YAML),
+                       yaml.safe_dump(document, sort_keys=False, allow_unicode=True, width=100))
+        ctx.write_csv(suffix(paths.CLUSTER_INSIGHTS), profiling.insights_table(profiles))
+
+
+def _describe(ctx: StageContext, exported: dict[str, tuple], primary: str, names: dict, value_note: str,
+              n_customers: int) -> None:
+    """The manifest's details and summary line for the profiles written."""
+    profiles, shown, _ = exported[primary]
     suppressed = sum(p["suppressed"] for p in shown)
     ctx.details = {"segmentations": list(exported), "segments": names, "suppressed_in_export": suppressed,
                    "strategy_rules": {p["name"]: p["strategy"]["rule"] for p in profiles},
                    "customer_value": value_note or "estimated",
                    "lifecycle_words": {p["name"]: p["lifecycle"]["state"] for p in profiles
                                        if p["lifecycle"]["state"] != "typical"}}
-    ctx.summary = (f"{len(profiles)} segments ({suppressed} too small to describe) for {len(customers):,} "
+    ctx.summary = (f"{len(profiles)} segments ({suppressed} too small to describe) for {n_customers:,} "
                    f"customers ({primary}); report and {len(exported)} export(s) written")
-    # Next-best classes per customer, measured on a temporal holdout (issue 15).
-    lap("summary")
-    recommendation_outputs.write_recommendations(ctx, recommended, mapping)
-    lap("next_best_write")
 
 
 def _fit_next_best(ctx: StageContext, stop=None):

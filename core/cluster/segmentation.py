@@ -150,7 +150,8 @@ def segment_customers(spaces: dict[str, np.ndarray], methods: list[str], cfg, se
 
 
 # The setting holding each method's number-of-clusters range.
-RANGE_KEYS = {"gmm": ("gmm", "n_components"), "fcm": ("fcm", "n_clusters"), "kmeans": ("kmeans", "n_clusters")}
+RANGE_KEYS = {"gmm": ("gmm", "n_components"), "fcm": ("fcm", "n_clusters"), "kmeans": ("kmeans", "n_clusters"),
+              "sharpkmeans": ("sharpkmeans", "n_clusters")}
 # HDBSCAN's smallest cluster is never below 2 customers (core.cluster.clustering.HDBSCANClusterer).
 HDBSCAN_SMALLEST_CLUSTER = 2
 

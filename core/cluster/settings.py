@@ -7,7 +7,7 @@ import datetime as dt
 
 from core.framework.schema import Problems, Range, spec
 
-CLUSTER_METHODS = ("hdbscan", "gmm", "fcm", "kmeans")
+CLUSTER_METHODS = ("hdbscan", "gmm", "fcm", "kmeans", "sharpkmeans")
 SPACES = ("raw", "latent")
 
 
@@ -82,6 +82,20 @@ class KmeansConfig:
 
     n_clusters: Range = spec(minimum=2, help="[min, max] clusters; the number is chosen by silhouette")
     n_init: int = spec(minimum=1, help="initialisations per candidate")
+
+
+@dataclasses.dataclass(frozen=True)
+class SharpKmeansConfig:
+    """Stage 04: k-means on the customers sharpened by their nearest neighbours (core.cluster.sharpened)."""
+
+    n_clusters: Range = spec(minimum=2, help="[min, max] clusters; the number is chosen by silhouette on the "
+                                             "sharpened customers")
+    n_init: int = spec(minimum=1, help="initialisations per candidate")
+    steps: int = spec(minimum=0, maximum=10, help="sharpening steps: each moves every customer to the mean of its "
+                                                  "nearest neighbours among the selection sample; 0 = plain k-means")
+    neighbours_fraction: float = spec(exclusive_minimum=0.0, maximum=0.5,
+                                      help="neighbours a sharpening step averages, as a share of the selection "
+                                           "sample (the customers every row is moved towards)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -189,6 +203,7 @@ class ClusterConfig:
     gmm: GmmConfig = spec()
     fcm: FcmConfig = spec()
     kmeans: KmeansConfig = spec()
+    sharpkmeans: SharpKmeansConfig = spec()
     evaluation: EvaluationConfig = spec()
     snapshots: SnapshotsConfig = spec()
 
@@ -210,7 +225,8 @@ def check_cluster(cfg: ClusterConfig, problems: Problems) -> None:
                                     by_silhouette if cfg.gmm.selection == "silhouette" else limits),
                                    ("fcm.n_clusters", cfg.fcm.n_clusters,
                                     by_silhouette if cfg.fcm.selection == "silhouette" else limits),
-                                   ("kmeans.n_clusters", cfg.kmeans.n_clusters, by_silhouette)):
+                                   ("kmeans.n_clusters", cfg.kmeans.n_clusters, by_silhouette),
+                                   ("sharpkmeans.n_clusters", cfg.sharpkmeans.n_clusters, by_silhouette)):
         low, high = values
         shown = [int(v) if float(v).is_integer() else v for v in values]
         if not (float(low).is_integer() and float(high).is_integer()):

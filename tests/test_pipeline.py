@@ -140,14 +140,15 @@ def test_assignments_hold_label_and_strength_for_every_method_and_space(pipeline
                 assert method == "hdbscan" and (labels == -1).all() and assignments[f"{method}_{space}_noise"].all()
                 assert f"{method}_{space}_uncertainty" not in assignments
                 continue
-            if method != "kmeans":
+            if method not in ("kmeans", "sharpkmeans"):  # hard assignments: no membership table
                 assert assignments[f"{method}_{space}_uncertainty"].between(0, 1).all()
                 soft = read(artifacts_dir, paths.CLUSTER, paths.membership_file(method, space))
                 assert (soft["customer_id"] == assignments["customer_id"]).all()
                 assert (soft.drop(columns="customer_id").sum(axis=1) <= 1 + 1e-5).all()
     assert sorted(zip(comparison["method"], comparison["space"])) == [
         ("fcm", "latent"), ("fcm", "raw"), ("gmm", "latent"), ("gmm", "raw"),
-        ("hdbscan", "latent"), ("hdbscan", "raw"), ("kmeans", "latent"), ("kmeans", "raw")]
+        ("hdbscan", "latent"), ("hdbscan", "raw"), ("kmeans", "latent"), ("kmeans", "raw"),
+        ("sharpkmeans", "latent"), ("sharpkmeans", "raw")]
     assert list(comparison.columns) == COMPARISON_CSV_COLUMNS
     found_some = [space for space in SPACES if clusters[("hdbscan", space)] > 0]
     assert found_some, "HDBSCAN found clusters in at least one space"

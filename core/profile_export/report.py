@@ -28,7 +28,8 @@ from core.cluster.clustering import NOISE, sample_rows
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 # Friendly names for the codes used in config and artifacts; an unknown code is shown as it is.
-METHOD_NAMES = {"hdbscan": "HDBSCAN", "gmm": "Gaussian mixture", "fcm": "Fuzzy c-means", "kmeans": "k-means"}
+METHOD_NAMES = {"hdbscan": "HDBSCAN", "gmm": "Gaussian mixture", "fcm": "Fuzzy c-means", "kmeans": "k-means",
+                "sharpkmeans": "k-means on sharpened customers"}
 SPACE_NAMES = {"latent": "autoencoder latent space", "raw": "raw feature space"}
 
 # The charts, in page order: image key, heading, caption (what the marketer should read from it).

@@ -1,6 +1,10 @@
 """Raw-space methods on overlapping persona sets: representations and stability (issue 13, item 4; helper alt13).
 
     python benchmarks/bench_overlap_methods.py --runs /work/tune_runs [--sets tune-a,tune-b] [--candidates a,b]
+                                               [--scan LOW,HIGH]
+
+``--runs`` holds one folder per tuning set with stages 01-04 run by main's code
+(``python benchmarks/bench_persona_sets.py --customers 4000 --sets tuning --workdir DIR``).
 
 Reads each tuning set's stage 02 model matrix (``features.parquet``), the
 persona (evaluation only) and stage 04's ``comparison.json`` (the supervised
@@ -20,6 +24,11 @@ Candidates (every one chooses its number of segments without labels):
 - ``pa_white_kmeans`` / ``pa_white_gmm``: the model matrix projected on its
   principal directions above Horn's parallel-analysis noise floor (stage 03's
   rule), each whitened, then k-means / the diagonal mixture;
+- ``bag_coassoc`` / ``bag_centres``: k-means bagged over 20 subsamples, combined by co-association and
+  average linkage, or by clustering the runs' centres; ``kmeans_50``: k-means with 50 starts;
+- ``sharp:STEPS:FRACTION:N_INIT`` (and ``sharp1_kmeans``, ``sharp2_kmeans``): k-means on the customers
+  sharpened by their nearest neighbours, :class:`core.cluster.sharpened.SharpenedKMeansClusterer`, the one
+  integrated as stage 04's ``sharpkmeans`` (3 steps, 2%, 10 starts);
 - ``lda_kmeans``: k-means, then alternately the k-1 discriminant directions of
   the current partition (within-segment covariance whitened) and k-means in
   them, until the partition stops moving (Ding and Li 2007, "adaptive
@@ -45,6 +54,7 @@ from sklearn.cluster import KMeans  # noqa: E402
 from core.cluster import evaluation  # noqa: E402
 from core.cluster.clustering import (GaussianMixtureClusterer, KMeansClusterer, _fit_input,  # noqa: E402
                                      _Segmenter, sample_rows)
+from core.cluster.sharpened import SharpenedKMeansClusterer  # noqa: E402
 from core.config import load_config  # noqa: E402
 
 
@@ -123,7 +133,6 @@ class LDAKMeansClusterer(_Segmenter):
             W = self._discriminant(X, labels, k)
             km = KMeans(n_clusters=k, n_init=10, random_state=self.random_state).fit(X @ W)
             self.rounds_ += 1
-            moved = float(np.mean(km.labels_ != labels)) if k else 0.0
             from sklearn.metrics import adjusted_rand_score
             same = adjusted_rand_score(labels, km.labels_)
             labels = km.labels_
@@ -229,38 +238,6 @@ class BaggedKMeansClusterer(_Segmenter):
         d = self.model_.transform(X)
         two = np.sort(d, axis=1)[:, :2]
         return d.argmin(axis=1), 1.0 - two[:, 0] / np.maximum(two[:, 1], 1e-12), second_best(d, False), None, None
-
-    def fixed_params(self):
-        return {"n_clusters": (self.n_clusters_, self.n_clusters_)}
-
-
-class SharpenedKMeansClusterer(_Segmenter):
-    """k-means on the data sharpened by its nearest neighbours (stage 04's Sharpener; prototype)."""
-
-    def __init__(self, n_clusters=(2, 20), random_state=0, steps=1, neighbours_fraction=0.02, n_init=10,
-                 selection_sample_size=4000, silhouette_sample_size=3000):
-        self.n_clusters = n_clusters
-        self.random_state = random_state
-        self.steps = steps
-        self.neighbours_fraction = neighbours_fraction
-        self.n_init = n_init
-        self.selection_sample_size = selection_sample_size
-        self.silhouette_sample_size = silhouette_sample_size
-
-    def fit(self, X, y=None):
-        from core.cluster.clustering import Sharpener
-
-        X = _fit_input(self, X)
-        self.sharpener_ = Sharpener(X, self.neighbours_fraction, self.steps,
-                                    sample_rows(len(X), self.selection_sample_size, self.random_state))
-        self.model_ = KMeansClusterer(n_clusters=self.n_clusters, n_init=self.n_init, random_state=self.random_state,
-                                      silhouette_sample_size=self.silhouette_sample_size,
-                                      selection_sample_size=self.selection_sample_size).fit(self.sharpener_.fitted_)
-        self._finish_fit(X, self.model_.n_clusters_)
-        return self
-
-    def _assign_internal(self, X, membership):
-        return self.model_._assign_internal(self.sharpener_.transform(X), membership)
 
     def fixed_params(self):
         return {"n_clusters": (self.n_clusters_, self.n_clusters_)}

@@ -106,7 +106,8 @@ def load_run(artifacts: Path):
 def quality_section(cfg, artifacts: Path, stage_seconds: float) -> tuple[list[str], dict]:
     """The comparison table, the targets and the retraining check."""
     from core.cluster import evaluation, segmentation
-    from core.cluster.clustering import make_clusterer, sample_rows
+    from core.cluster.clustering import sample_rows
+    from core.cluster.methods import make_clusterer
 
     document = json.loads((artifacts / paths.CLUSTER / paths.COMPARISON_JSON).read_text(encoding="utf-8"))
     table = pd.DataFrame(document["methods"])

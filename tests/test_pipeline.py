@@ -166,8 +166,8 @@ def test_assignments_hold_label_and_strength_for_every_method_and_space(pipeline
 
 def test_the_comparison_measures_how_well_the_segments_recover_the_personas(pipeline_run):
     """Each row's ARI is the agreement of that segmentation's labels with the customers' personas, recomputed
-    here from the saved tables; the primary recovers the personas far better than chance, the supervised
-    reference (a classifier that saw the personas) better still."""
+    here from the saved tables; the primary recovers the personas far better than chance, and about as well as the
+    supervised reference (a classifier that saw the personas)."""
     _, artifacts_dir = pipeline_run
     folder = paths.stage_dir(artifacts_dir, paths.CLUSTER)
     assignments = read(artifacts_dir, paths.CLUSTER, paths.ASSIGNMENTS)
@@ -186,14 +186,19 @@ def test_the_comparison_measures_how_well_the_segments_recover_the_personas(pipe
     # personas at most 0.011 over 50 shuffles. Before (customers who were copies of their persona): primary
     # hdbscan_raw 0.568, reference 0.868. These floors fail when the personas are misaligned with the customers
     # (ARI about 0), the primary drops to half of what it reaches, or the reference stops learning them.
-    assert primary_ari > 0.2
+    # Since the sharpened k-means (docs/decisions.md, sixth round): primary sharpkmeans_raw, 11 segments, 0.736 (the
+    # other raw methods 0.415 to 0.429).
+    assert primary_ari > 0.35
     assert reference_ari > 0.5
     # Far better than chance, measured: the same labels against shuffled personas (same sizes) stay near 0.
     rng = np.random.default_rng(0)
     primary_labels = assignments[f"{document['primary']['method']}_{document['primary']['space']}_label"]
     chance = [adjusted_rand_score(rng.permutation(persona.to_numpy()), primary_labels) for _ in range(50)]
     assert primary_ari > 3 * max(max(chance), 0.01), (primary_ari, max(chance))
-    assert primary_ari < reference_ari, "a classifier trained on the personas beats any clustering of them"
+    # The reference is no strict ceiling: its classifier learns from two thirds of 275 customers in each fold, while
+    # the clustering sees all of them (0.736 against 0.702 here; on the 4,000-customer persona sets tune-b and set-6
+    # clusterings reach 1.2 to 1.4 times it). A primary far above it would mean the reference stopped learning.
+    assert primary_ari < 1.25 * reference_ari, (primary_ari, reference_ari)
 
 
 def test_primary_auto_sets_aside_the_latent_space_of_the_small_configs_untrained_network(pipeline_run):
@@ -738,7 +743,9 @@ def test_small_segments_stay_out_of_the_report_charts_and_tables(pipeline_run, t
     html = (folder / paths.REPORT).read_text(encoding="utf-8")
     for segment in small:
         assert segment["name"] == f"Small segment {segment['segment_id']}"
-        assert html.count(segment["name"]) == 1, "only on its card: not in the persona table"
+        # Whole names only: "Small segment 1" is also the start of "Small segment 10".
+        whole_name = re.escape(segment["name"]) + r"(?!\d)"
+        assert len(re.findall(whole_name, html)) == 1, "only on its card: not in the persona table"
     table = read(artifacts_dir, paths.PROFILE_EXPORT, paths.CUSTOMERS_WITH_SEGMENTS)
     assert set(table["segment_name"]) == {s["name"] for s in document["segments"]}
 

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 from sklearn.metrics import adjusted_rand_score
 
-from core.cluster.clustering import KMeansClusterer, make_clusterer
+from core.cluster.clustering import KMeansClusterer
 from core.cluster.evaluation import stability
+from core.cluster.methods import make_clusterer
 from core.cluster.sharpened import SharpenedKMeansClusterer
 from core.config import load_config
 from core.framework import paths

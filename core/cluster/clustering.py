@@ -1027,11 +1027,4 @@ def make_clusterer(method: str, cluster_cfg, seed: int, space: str | None = None
         return KMeansClusterer(n_clusters=c.n_clusters, n_init=c.n_init, silhouette_sample_size=sample,
                                selection_sample_size=selection, random_state=seed,
                                split_stability=cluster_cfg.count_stability)
-    if method == "sharpkmeans":
-        from core.cluster.sharpened import SharpenedKMeansClusterer  # it builds on this module
-
-        c = cluster_cfg.sharpkmeans
-        return SharpenedKMeansClusterer(n_clusters=c.n_clusters, n_init=c.n_init, steps=c.steps,
-                                        neighbours_fraction=c.neighbours_fraction, silhouette_sample_size=sample,
-                                        selection_sample_size=selection, random_state=seed)
     raise ValueError(f"unknown clustering method {method!r}")

@@ -38,7 +38,8 @@ import numpy as np
 import pandas as pd
 
 from core.cluster import evaluation, matching
-from core.cluster.clustering import NOISE, Assignment, cluster_range, make_clusterer, sample_rows, usable_range
+from core.cluster.clustering import NOISE, Assignment, cluster_range, sample_rows, usable_range
+from core.cluster.methods import make_clusterer
 from core.framework import progress
 from core.framework.errors import PipelineError
 from core.framework.processes import process_alive

@@ -23,6 +23,7 @@ import warnings
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from core.cluster.clustering import FuzzyCMeansClusterer, GaussianMixtureClusterer, HDBSCANClusterer, KMeansClusterer
+from core.cluster.sharpened import SharpenedKMeansClusterer
 from core.prepare_features.transformers import ClassMixEmbedding, ModelMatrixTransformer
 
 
@@ -31,6 +32,7 @@ from core.prepare_features.transformers import ClassMixEmbedding, ModelMatrixTra
     GaussianMixtureClusterer(n_components=(2, 3)),
     FuzzyCMeansClusterer(n_clusters=(2, 3)),
     HDBSCANClusterer(min_cluster_size_fraction=0.1, min_samples=3),
+    SharpenedKMeansClusterer(n_clusters=(2, 3)),
     ModelMatrixTransformer(),
     ModelMatrixTransformer(scaler="robust"),
     ClassMixEmbedding(n_components=2),

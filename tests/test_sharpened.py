@@ -120,3 +120,13 @@ def test_impossible_settings_are_config_errors_naming_the_key(tmp_path, change, 
     with pytest.raises(ConfigError) as error:
         load_config(write_config(tmp_path, doc))
     assert f"key '{key}'" in str(error.value) and message in str(error.value)
+
+
+def test_a_config_written_before_the_method_still_loads(tmp_path):
+    doc = small_config_document()
+    del doc["cluster"]["sharpkmeans"]
+    doc["cluster"]["methods"] = ["hdbscan", "gmm", "fcm", "kmeans"]
+    cfg = load_config(write_config(tmp_path, doc)).cluster
+    shipped = load_config(paths.DEFAULT_CONFIG).cluster.sharpkmeans
+    assert cfg.sharpkmeans == shipped  # the section's default is the shipped setting
+    assert "sharpkmeans" not in cfg.methods

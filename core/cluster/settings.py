@@ -203,9 +203,12 @@ class ClusterConfig:
     gmm: GmmConfig = spec()
     fcm: FcmConfig = spec()
     kmeans: KmeansConfig = spec()
-    sharpkmeans: SharpKmeansConfig = spec()
     evaluation: EvaluationConfig = spec()
     snapshots: SnapshotsConfig = spec()
+    # A default, so a config written before the method existed (and not listing it in methods) still loads (last:
+    # dataclass fields with a default follow those without).
+    sharpkmeans: SharpKmeansConfig = spec(default=SharpKmeansConfig(n_clusters=(2, 20), n_init=10, steps=3,
+                                                                   neighbours_fraction=0.02))
 
 
 def check_cluster(cfg: ClusterConfig, problems: Problems) -> None:

@@ -516,6 +516,49 @@ def test_class_spend_from_the_long_file_refuses_another_order():
                                         wide.schema.names)
 
 
+def test_stage_05_waits_for_the_spend_totals_the_next_best_thread_sets_on_its_way():
+    """The spend by month and attribute comes from the next-best classes' read of the order lines: the stage
+    gets it while the thread goes on; the thread's error when it ends without setting it; the read's error
+    when it failed."""
+    import concurrent.futures
+    import threading
+
+    from core.profile_export.stage import _Background
+
+    handed, go_on = concurrent.futures.Future(), threading.Event()
+
+    def fit(future):
+        future.set_result("spend")
+        go_on.wait(10)
+        return "fitted"
+
+    background = _Background(fit, handed)
+    assert background.wait_for(handed) == "spend"  # before the thread ends
+    go_on.set()
+    assert background.result() == "fitted"
+    never = concurrent.futures.Future()
+    with pytest.raises(ZeroDivisionError):
+        _Background(lambda: 1 / 0).wait_for(never)
+    failed = concurrent.futures.Future()
+    failed.set_exception(OSError("the order lines could not be read"))
+    with pytest.raises(OSError, match="could not be read"):
+        _Background(lambda: None).wait_for(failed)
+
+
+def test_the_heap_keeps_freed_memory_on_linux_and_nothing_changes_elsewhere(monkeypatch):
+    import sys
+
+    import pyarrow as pa
+
+    from core.framework import memory
+
+    monkeypatch.setattr(sys, "platform", "win32")
+    assert memory.keep_freed_memory() is False
+    monkeypatch.setattr(sys, "platform", "linux")
+    if memory.keep_freed_memory():  # glibc: Arrow's buffers come from the same heap
+        assert pa.default_memory_pool().backend_name == "system"
+
+
 AWKWARD_IDENTIFIERS = pd.DataFrame({
     "customer_id": range(9),
     "first_name": ["Jean", "Hope", None, "Ann", "Zé", "x", "Y", "Bo", "Al"],

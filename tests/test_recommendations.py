@@ -741,3 +741,33 @@ def test_every_segmented_customer_gets_top_k_ranked_merchandise_classes(pipeline
     manifest = json.loads((out / paths.MANIFEST).read_text())
     assert manifest["details"]["recommendations"]["customers"] == len(assignments)
     assert {r["file"] for r in manifest["outputs"]} >= {paths.RECOMMENDATIONS, paths.RECOMMENDATION_EVALUATION}
+
+
+def test_fit_recommendations_on_batches_given_is_the_fit_on_its_own_read(tmp_path):
+    """Stage 05 hands the first pass a read of the order lines shared with its spend totals (more columns, its
+    own batches): the same document and table as the fit's own read, and every batch is read through."""
+    frame = sample_frame(40).assign(sku="S1")
+    folder = paths.stage_dir(tmp_path, paths.GENERATE_DATA)
+    folder.mkdir(parents=True, exist_ok=True)
+    frame.to_parquet(folder / paths.TRANSACTIONS, index=False)
+    strategies = load_config(write_config(tmp_path / "config", small_config_document())).strategies
+    config = SimpleNamespace(seed=7, hierarchy=tiny_hierarchy(), strategies=strategies, profile_export=SimpleNamespace(
+        top_departments=1, recommendations=RecommendationsConfig(top_k=2, evaluation_window_days=WINDOW)))
+    ctx = StageContext(stage=STAGE, config=config, artifacts_dir=tmp_path)
+    ids = np.arange(1, 41)
+    profile = pd.DataFrame({"customer_id": ids, "last_order_date": pd.to_datetime(["2024-12-20"] * 40),
+                            "recency_days": 11})
+    segments = pd.DataFrame({"customer_id": ids, "segment": ids % 3})
+    own = fit_recommendations(ctx, profile, segments)
+    read = []
+
+    def batches():
+        table = pa.Table.from_pandas(frame, preserve_index=False)
+        for batch in table.to_batches(max_chunksize=17):
+            read.append(batch.num_rows)
+            yield batch
+
+    given = fit_recommendations(ctx, profile, segments, lines=batches())
+    assert sum(read) == len(frame)
+    assert given.document == own.document
+    assert given.table.equals(own.table)

@@ -771,3 +771,26 @@ def test_fit_recommendations_on_batches_given_is_the_fit_on_its_own_read(tmp_pat
     assert sum(read) == len(frame)
     assert given.document == own.document
     assert given.table.equals(own.table)
+
+
+def test_the_table_s_text_columns_are_those_python_strings_give():
+    """The department, class and reason columns are taken in Arrow from each item's and reason's text: the
+    same table (dtypes included) as one built from a Python string per row, every reason kind and padding."""
+    items = rec.recommendable_items(tiny_hierarchy())
+    rng = np.random.default_rng(3)
+    n, k = 200, 3
+    recommended = rec.Recommended(rows=np.arange(n), items=rng.integers(-1, len(items), (n, k)),
+                                  scores=rng.random((n, k)).astype(np.float32), reason=rng.integers(-1, 6, (n, k)),
+                                  because=rng.integers(0, len(items), (n, k)))
+    recommended.reason[recommended.items < 0] = -1
+    table = rec.recommendation_table(recommended, np.arange(n) + 100, items)
+    valid = recommended.items >= 0
+    expected = pd.DataFrame({
+        "customer_id": np.repeat(np.arange(n) + 100, k).reshape(-1, k)[valid].astype(np.int64),
+        "rank": np.tile(np.arange(1, k + 1), (n, 1))[valid].astype(np.int16),
+        "department": items["department"].to_numpy(object)[recommended.items[valid]],
+        "class": items["class"].to_numpy(object)[recommended.items[valid]],
+        "score": np.round(recommended.scores[valid].astype(np.float64), 6),
+        "reason": rec.reason_texts(recommended, items)[valid]})
+    assert table.equals(expected)
+    assert set(table["reason"].dropna()) >= {"buys again", "popular overall", "in season"}

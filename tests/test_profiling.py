@@ -304,31 +304,6 @@ def test_identifier_scan_finds_full_names_and_contacts_but_not_a_surname_that_is
         "Jean Cook", "hope.pet1@example.com"]
 
 
-def test_identifiers_looked_up_once_per_phrase_give_what_a_fresh_scan_gives():
-    """Stage 05 looks its draft exports' phrases up while the model is fitted and checks the final exports
-    against what it found: the same leaks as scanning the tables for each document, and the tables are read
-    again only for a phrase not looked up before."""
-    profile = pd.DataFrame({"customer_id": [1, 2], "first_name": ["Hope", "Jean"], "last_name": ["Pet", "Cook"],
-                            "email": ["hope.pet1@example.com", "jean.cook2@example.com"], "age": [30, 40]})
-    reads = []
-
-    def tables():
-        reads.append(1)
-        return [profile]
-
-    known = profiling.KnownIdentifiers(tables)
-    draft = {"segments": [{"name": "Pet lovers", "examples": ["Jean Cook"], "cross_sell": ["Home"]}]}
-    final = {"segments": [{"name": "Pet lovers", "examples": ["Jean Cook"], "cross_sell": ["Home"]}]}
-    known(profiling.export_phrases(draft))
-    assert len(reads) == 1
-    assert profiling.leaked_identifiers(final, known_for=known) == profiling.leaked_identifiers(final, [profile])
-    assert len(reads) == 1  # every phrase of the final document was looked up with the draft's
-    later = {"segments": [{"name": "Pet lovers", "examples": ["Jean Cook", "hope.pet1@example.com"]}]}
-    leaks = profiling.leaked_identifiers(later, known_for=known)
-    assert len(reads) == 2 and leaks == profiling.leaked_identifiers(later, [profile])
-    assert sorted(leak.text for leak in leaks) == ["Jean Cook", "hope.pet1@example.com"]
-
-
 # Written by hand: what each detector must find in a string, and strings it must leave alone.
 IDENTIFIER_SHAPED = [
     ("jane.doe@example.com", "an email address", "jane.doe@example.com"),

@@ -32,7 +32,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import re
-from typing import Any, Callable, Iterable
+from typing import Any, Iterable
 
 import numpy as np
 import pandas as pd
@@ -1110,8 +1110,7 @@ class IdentifierLeak:
     text: str
 
 
-def leaked_identifiers(export: Any, identifier_tables: Iterable[pd.DataFrame] = (),
-                       known_for: Callable[[set[str]], set[str]] | None = None) -> list[IdentifierLeak]:
+def leaked_identifiers(export: Any, identifier_tables: Iterable[pd.DataFrame] = ()) -> list[IdentifierLeak]:
     """Every identifier in ``export`` (keys and string values): identifier-shaped text and customers' values.
 
     Parameters
@@ -1125,40 +1124,12 @@ def leaked_identifiers(export: Any, identifier_tables: Iterable[pd.DataFrame] = 
         :data:`MAX_IDENTIFIER_WORDS` words inside one. The export's phrases
         are gathered first and each table checked against them, so memory
         stays that of the export and one table, however many customers.
-    known_for : callable, optional
-        Instead of ``identifier_tables``: the customers' identifiers among a
-        set of phrases (a :class:`KnownIdentifiers`, which looks each phrase
-        up once).
 
     Returns
     -------
     list of IdentifierLeak
         In document order; empty when the export is clean.
     """
-    scanned = _scanned_strings(export)
-    phrases = set().union(*(runs for _, _, runs in scanned))
-    known: set[str] = set()
-    if known_for is not None:
-        known = known_for(phrases)
-    for table in identifier_tables:
-        known |= known_identifiers(table, phrases)
-    found: list[IdentifierLeak] = []
-    for path, shapes, runs in scanned:
-        found.extend(IdentifierLeak(path, kind, match) for kind, match in shapes)
-        found.extend(IdentifierLeak(path, "a customer's identifier in customers.parquet", run)
-                     for phrase, run in runs.items()
-                     if phrase in known and not any(run in match for _, match in shapes))
-    return found
-
-
-def export_phrases(export: Any) -> set[str]:
-    """The normalised phrases of ``export`` that :func:`leaked_identifiers` looks up in the customers' tables."""
-    return set().union(*(runs for _, _, runs in _scanned_strings(export)))
-
-
-def _scanned_strings(export: Any) -> list[tuple[tuple, list, dict[str, str]]]:
-    """Each string of ``export`` (keys and values) with its path, its identifier shapes, and its phrases (the
-    whole string and every run of a few words, normalised, each with the run as written)."""
     strings: list[tuple[tuple, str]] = []
 
     def walk(value: Any, path: tuple) -> None:
@@ -1174,6 +1145,7 @@ def _scanned_strings(export: Any) -> list[tuple[tuple, list, dict[str, str]]]:
             strings.append((path, value))
 
     walk(export, ())
+    # Each string's shapes, and its phrases: the whole string and every run of a few words.
     scanned = []
     for path, text in strings:
         words = text.split()
@@ -1181,31 +1153,17 @@ def _scanned_strings(export: Any) -> list[tuple[tuple, list, dict[str, str]]]:
                 for j in range(i + 1, min(len(words), i + MAX_IDENTIFIER_WORDS) + 1)} | {text}
         scanned.append((path, identifier_shapes(text), {_normalised(run): run.strip(_EDGE_PUNCTUATION)
                                                         for run in sorted(runs, key=len)}))
-    return scanned
-
-
-class KnownIdentifiers:
-    """The customers' identifiers among a set of phrases (:func:`known_identifiers` of every table
-    ``tables()`` gives), each phrase looked up in the tables once.
-
-    Stage 05 looks up its draft exports' phrases while the next-best classes are fitted; checking the final
-    exports then reads the tables again only for phrases the drafts lacked (a million customers' identifier
-    columns were a second of the stage's last, single-threaded part). The same result as looking every set
-    up afresh: :func:`known_identifiers` keeps the values among the phrases, one by one.
-    """
-
-    def __init__(self, tables: Callable[[], Iterable]):
-        self.tables = tables
-        self.looked_up: set[str] = set()
-        self.known: set[str] = set()
-
-    def __call__(self, phrases: set[str]) -> set[str]:
-        new = set(phrases) - self.looked_up
-        if new:
-            for table in self.tables():
-                self.known |= known_identifiers(table, new)
-            self.looked_up |= new
-        return self.known & set(phrases)
+    phrases = set().union(*(runs for _, _, runs in scanned))
+    known: set[str] = set()
+    for table in identifier_tables:
+        known |= known_identifiers(table, phrases)
+    found: list[IdentifierLeak] = []
+    for path, shapes, runs in scanned:
+        found.extend(IdentifierLeak(path, kind, match) for kind, match in shapes)
+        found.extend(IdentifierLeak(path, "a customer's identifier in customers.parquet", run)
+                     for phrase, run in runs.items()
+                     if phrase in known and not any(run in match for _, match in shapes))
+    return found
 
 
 def masked(text: str) -> str:

@@ -139,21 +139,14 @@ def _run(ctx: StageContext, progress: Progress, seconds: dict[str, float]) -> No
         charts = _Deferred()
         drawn = _draw_charts(ctx, charts, customers, assignments, draft_shown, names, customer_value)
         lap("report")
-        # The exports' identifier check reads every customer's identifiers: the drafts' phrases looked up now, the
-        # final exports' then only for phrases the drafts lacked (the model's cross-sell lists may add some).
-        known = profiling.KnownIdentifiers(lambda: itertools.chain([customers], _customer_identifiers(ctx)))
-        for segmentation, draft in drafts.items():
-            shown_draft = draft_shown if segmentation == primary else _shown_profiles(ctx, draft, False)[1]
-            known(profiling.export_phrases(_document(ctx, shown_draft, segmentation, primary, customers)))
-        lap("export_check")
         progress.update(PROGRESS["line_totals"], "next-best classes")
         recommended = next_best.result()
     seconds["next_best_thread"], seconds["next_best_thread_cpu"] = next_best.seconds, next_best.cpu_seconds
     progress.update(PROGRESS["next_best"], "next-best classes fitted")
     lap("next_best_fit")
 
-    exported = {segmentation: _export(ctx, drafts[segmentation], segmentation, primary, recommended, customers, lap,
-                                      known) for segmentation in segmentations}
+    exported = {segmentation: _export(ctx, drafts[segmentation], segmentation, primary, recommended, customers, lap)
+                for segmentation in segmentations}
     # Written only once every export passed its checks: a refused one leaves no file of this run behind.
     _write_exports(ctx, exported, primary)
     lap("exports")
@@ -205,23 +198,14 @@ def _class_spend(ctx: StageContext, segmentation: str, primary: str, assignments
 
 
 def _export(ctx: StageContext, profiles: list[dict], segmentation: str, primary: str, recommended,
-            customers: pd.DataFrame, lap, known: profiling.KnownIdentifiers) -> tuple:
+            customers: pd.DataFrame, lap) -> tuple:
     """One segmentation's final profiles (the primary's with the model's cross-sell lists), those shown, and its
-    export document, checked (``known``: the customers' identifiers among phrases)."""
+    checked export document."""
+    cfg = ctx.config.profile_export
     if segmentation == primary:
         profiles = profiling.with_cross_sell(profiles, recommended.cross_sell, ctx.config.strategies)
     profiles, shown = _shown_profiles(ctx, profiles, segmentation == primary)
-    document = _document(ctx, shown, segmentation, primary, customers)
-    lap("profiles")
-    _check_export(ctx, document, customers, segmentation, known)
-    lap("export_check")
-    return profiles, shown, document
-
-
-def _document(ctx: StageContext, shown: list[dict], segmentation: str, primary: str, customers: pd.DataFrame) -> dict:
-    """One segmentation's export document of the profiles ``shown``."""
-    cfg = ctx.config.profile_export
-    return export.build_export(
+    document = export.build_export(
         shown, run_id=ctx.run_id, config_hash=ctx.config_hash, method=segmentation.split("_")[0],
         space=segmentation.split("_")[1],
         primary=segmentation == primary, customers=len(customers),
@@ -229,6 +213,10 @@ def _document(ctx: StageContext, shown: list[dict], segmentation: str, primary: 
         last_order=str(customers["last_order_date"].max().date()),
         generated_at=ctx.started_at.isoformat(timespec="seconds"), currency=cfg.currency,
         min_segment_size=cfg.min_segment_size)
+    lap("profiles")
+    _check_export(ctx, document, customers, segmentation)
+    lap("export_check")
+    return profiles, shown, document
 
 
 def _write_exports(ctx: StageContext, exported: dict[str, tuple], primary: str) -> None:
@@ -509,8 +497,7 @@ def _customer_identifiers(ctx: StageContext):
             yield pa.Table.from_batches([batch])
 
 
-def _check_export(ctx: StageContext, document: dict, customers: pd.DataFrame, segmentation: str,
-                  known: profiling.KnownIdentifiers | None = None) -> None:
+def _check_export(ctx: StageContext, document: dict, customers: pd.DataFrame, segmentation: str) -> None:
     """Refuse to write an export that breaks its schema or carries a direct identifier.
 
     Looked for: every value of customers.parquet's identifier columns and of
@@ -522,8 +509,7 @@ def _check_export(ctx: StageContext, document: dict, customers: pd.DataFrame, se
     if problems:
         raise PipelineError(f"the {segmentation} profile export does not match {paths.SEGMENT_PROFILES_SCHEMA.name} "
                             f"(a bug, or a strategies.yml value the schema refuses): " + "; ".join(problems[:5]))
-    known = known or profiling.KnownIdentifiers(lambda: itertools.chain([customers], _customer_identifiers(ctx)))
-    leaks = profiling.leaked_identifiers(document, known_for=known)
+    leaks = profiling.leaked_identifiers(document, itertools.chain([customers], _customer_identifiers(ctx)))
     if not leaks:
         return
     described = [c for c in ctx.config.profile_export.describe_columns if c in customers.columns]

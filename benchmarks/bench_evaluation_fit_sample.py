@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     cuts = [end - pd.Timedelta(days=2 * window), end - pd.Timedelta(days=window), end]
     items = rec.recommendable_items(config.hierarchy, "class")
     history = rec.PurchaseHistory(ids, items, cuts, window)
-    for lines in outputs._line_batches(ctx):
+    for lines in outputs.line_batches(ctx):
         history.add(lines)
     document = json.loads((ctx.output_dir / paths.RECOMMENDATION_EVALUATION).read_text(encoding="utf-8"))
     weights = document["weights"]

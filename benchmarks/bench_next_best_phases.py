@@ -1,6 +1,7 @@
 """Stage 05's next-best classes alone, phase by phase: wall and CPU seconds of each step of ``fit_recommendations``.
 
-Runs the stage's own ``fit_recommendations`` (as the stage calls it, nothing written) on a finished artifacts
+Runs the stage's own ``fit_recommendations`` (as the stage calls it, with the spend by month and attribute summed
+on its read of the order lines; nothing written) on a finished artifacts
 folder with timers around its steps: reading and summing the order lines (``PurchaseHistory.add``; the Parquet
 reads between the calls are in the total only), the cuts, the fits, the weight search, the holdout, the
 cross-sell comparison, everyone's top k and the table. CPU seconds are the process's (the summing and scoring
@@ -12,6 +13,7 @@ threads included), so a step's CPU can exceed its wall time.
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import functools
 import resource
 import sys
@@ -21,15 +23,17 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from core.config import load_config  # noqa: E402
+from core.framework import memory  # noqa: E402
 from core.framework.stage import StageContext  # noqa: E402
-from core.profile_export import recommendation_outputs as outputs, recommendations as rec, stage  # noqa: E402
+from core.profile_export import line_totals, recommendation_outputs as outputs, recommendations as rec, stage  # noqa: E402,E501
 from bench_profile_parts import upstream_inputs  # noqa: E402
 
 STEPS = [(rec.PurchaseHistory, "add", "read and sum the lines"), (rec.PurchaseHistory, "interactions", "cuts"),
          (rec.PurchaseHistory, "bought", "bought in a period"), (rec.NextBestClasses, "fit", "fits"),
          (rec, "choose_weights", "weight search"), (rec, "measure", "holdout measure"),
          (outputs, "compare_cross_sell", "cross-sell comparison"), (rec.NextBestClasses, "recommend", "everyone's top k"),
-         (rec, "recommendation_table", "table")]
+         (rec, "recommendation_table", "table"),
+         (line_totals.SpendTotals, "add", "spend totals (own thread)")]
 
 
 def _cpu() -> float:
@@ -66,7 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     for owner, name, label in STEPS:
         timed(owner, name, label, totals)
     wall, cpu = time.perf_counter(), _cpu()
-    stage._fit_next_best(ctx)
+    memory.keep_freed_memory()  # as the stage does
+    stage._fit_next_best(ctx, concurrent.futures.Future())  # with the spend totals summed on its read
     print(f"fit_recommendations: {time.perf_counter() - wall:.1f} s, {_cpu() - cpu:.1f} CPU-s, peak "
           f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:,.0f} MiB")
     for label, (seconds, cpu_seconds, calls) in totals.items():

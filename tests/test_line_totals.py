@@ -76,3 +76,35 @@ def test_spend_by_segment_with_sparse_ids_missing_skus_and_many_batches(tmp_path
     assert sorted(mixes) == sorted(expected)
     for attribute, table in expected.items():
         pd.testing.assert_frame_equal(mixes[attribute], table, check_names=False, check_column_type=False)
+
+
+def test_spend_totals_over_batches_read_elsewhere_give_the_file_scan(tmp_path):
+    """Stage 05 adds the batches of the next-best classes' read (more columns, SKU dictionary-encoded, every
+    row group its own dictionary) to SpendTotals: the same tables as spend_by_segment's own read."""
+    import pyarrow.parquet as pq
+
+    from core.profile_export.line_totals import SpendTotals
+
+    rng = np.random.default_rng(9)
+    n = 400
+    lines = pd.DataFrame({
+        "customer_id": rng.choice([1, 2, 3], n),
+        "order_date": pd.Timestamp("2023-01-01") + pd.to_timedelta(rng.integers(0, 400, n), unit="D"),
+        "department": "D", "class": "C",
+        # Row groups with SKUs of their own: the dictionary changes from one batch to the next.
+        "sku": pd.Series(np.where(np.arange(n) < 200, rng.choice(["A", "B"], n), rng.choice(["B", "C", None], n)),
+                         dtype="string"),
+        "line_amount": rng.integers(-500, 5000, n) / 100.0,
+        "is_return": rng.random(n) < 0.1,
+    })
+    path = tmp_path / "transactions.parquet"
+    lines.to_parquet(path, index=False, row_group_size=100)
+    monthly, mixes = spend_by_segment(path, PRODUCTS, SEGMENT_OF, LAST_DAY)
+    totals = SpendTotals(PRODUCTS, SEGMENT_OF, LAST_DAY)
+    for batch in pq.ParquetFile(path, read_dictionary=["sku", "department"]).iter_batches(batch_size=60):
+        totals.add(batch)
+    got_monthly, got_mixes = totals.result()
+    pd.testing.assert_frame_equal(got_monthly, monthly)
+    assert sorted(got_mixes) == sorted(mixes)
+    for attribute, table in mixes.items():
+        pd.testing.assert_frame_equal(got_mixes[attribute], table)

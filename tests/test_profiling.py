@@ -464,6 +464,101 @@ def test_class_spend_from_arrow_batches_sums_each_segment_and_skips_unsegmented_
     assert profiling.class_spend_from_batches(iter(()), segment_of, tiny_hierarchy()) is None
 
 
+def _wide_and_long(rng, customers: int):
+    """A wide table of class spend columns (float32, mostly zero, some missing) and its long form (the non-zero
+    rows, as stage 02 writes class_spend_long.parquet), plus a class the hierarchy does not know."""
+    import pyarrow as pa
+
+    keys = [("Ladies Clothing", "Dresses"), ("Ladies Clothing", "Tops"), ("Home", "Candles"), ("Accessories", "Bags")]
+    names = [f"class_spend__{d.lower().replace(' ', '_')}__{c.lower()}" for d, c in keys]
+    # Amounts from a thousandth to a hundred million: their float64 sums round, so the order of the additions shows.
+    scale = 10.0 ** rng.integers(-3, 9, (customers, len(keys)))
+    spend = np.where(rng.random((customers, len(keys))) < 0.4, rng.normal(30, 40, (customers, len(keys))) * scale, 0.0)
+    spend = spend.astype(np.float32)
+    ids = np.arange(1, customers + 1) * 3
+    wide = pd.DataFrame({"customer_id": ids, **{n: spend[:, i] for i, n in enumerate(names)}})
+    row, column = np.nonzero(spend)
+    long = pd.DataFrame({"customer_id": ids[row], "department": [keys[c][0] for c in column],
+                         "class": [keys[c][1] for c in column], "spend": spend[row, column]})
+    long.loc[len(long)] = [ids[-1], "Nowhere", "Nothing", np.float32(5.0)]  # not a class of the hierarchy
+    long = long.astype({"customer_id": "int64", "spend": "float32"})
+    return pa.Table.from_pandas(wide, preserve_index=False), pa.Table.from_pandas(long, preserve_index=False)
+
+
+def test_class_spend_from_the_long_file_is_the_wide_sum_bit_for_bit():
+    """Non-round float32 amounts, batches of the wide file and of the long file that end anywhere, a customer
+    not segmented and one not in the profile: the same float64 sums as the wide columns' (the order of the
+    additions is the wide sum's)."""
+    rng = np.random.default_rng(11)
+    wide, long = _wide_and_long(rng, 1_000)
+    ids = wide.column("customer_id").to_numpy()
+    segment_of = pd.Series(rng.integers(0, 4, len(ids) - 10), index=ids[10:])  # the first 10 not segmented
+    expected = profiling.class_spend_from_batches(wide.to_batches(max_chunksize=300), segment_of, tiny_hierarchy())
+    got = profiling.class_spend_from_long(
+        long.to_batches(max_chunksize=257), (b.column("customer_id").to_numpy() for b in wide.to_batches(300)),
+        segment_of, tiny_hierarchy(), wide.schema.names)
+    assert got.index.equals(expected.index) and got.columns.equals(expected.columns)
+    assert np.array_equal(got.to_numpy(), expected.to_numpy())  # bit for bit, not approximately
+    # Summed as one batch the sums differ in their last bits: the wide file's batches are what is followed.
+    unbatched = profiling.class_spend_from_long(long.to_batches(), [ids], segment_of, tiny_hierarchy(),
+                                                wide.schema.names)
+    assert np.allclose(unbatched.to_numpy(), expected.to_numpy(), rtol=1e-12)
+    assert not np.array_equal(unbatched.to_numpy(), expected.to_numpy())
+
+
+def test_class_spend_from_the_long_file_refuses_another_order():
+    rng = np.random.default_rng(12)
+    wide, long = _wide_and_long(rng, 50)
+    ids = wide.column("customer_id").to_numpy()
+    shuffled = long.take(np.random.default_rng(1).permutation(long.num_rows))
+    with pytest.raises(profiling.NotInWideOrder, match="not in the order"):
+        profiling.class_spend_from_long(shuffled.to_batches(), [ids], pd.Series(0, index=ids), tiny_hierarchy(),
+                                        wide.schema.names)
+
+
+def test_stage_05_waits_for_the_spend_totals_the_next_best_thread_sets_on_its_way():
+    """The spend by month and attribute comes from the next-best classes' read of the order lines: the stage
+    gets it while the thread goes on; the thread's error when it ends without setting it; the read's error
+    when it failed."""
+    import concurrent.futures
+    import threading
+
+    from core.profile_export.stage import _Background
+
+    handed, go_on = concurrent.futures.Future(), threading.Event()
+
+    def fit(future):
+        future.set_result("spend")
+        go_on.wait(10)
+        return "fitted"
+
+    background = _Background(fit, handed)
+    assert background.wait_for(handed) == "spend"  # before the thread ends
+    go_on.set()
+    assert background.result() == "fitted"
+    never = concurrent.futures.Future()
+    with pytest.raises(ZeroDivisionError):
+        _Background(lambda: 1 / 0).wait_for(never)
+    failed = concurrent.futures.Future()
+    failed.set_exception(OSError("the order lines could not be read"))
+    with pytest.raises(OSError, match="could not be read"):
+        _Background(lambda: None).wait_for(failed)
+
+
+def test_the_heap_keeps_freed_memory_on_linux_and_nothing_changes_elsewhere(monkeypatch):
+    import sys
+
+    import pyarrow as pa
+
+    from core.framework import memory
+
+    monkeypatch.setattr(sys, "platform", "win32")
+    assert memory.keep_freed_memory() is False
+    monkeypatch.setattr(sys, "platform", "linux")
+    if memory.keep_freed_memory():  # glibc: Arrow's buffers come from the same heap
+        assert pa.default_memory_pool().backend_name == "system"
+
+
 AWKWARD_IDENTIFIERS = pd.DataFrame({
     "customer_id": range(9),
     "first_name": ["Jean", "Hope", None, "Ann", "Zé", "x", "Y", "Bo", "Al"],

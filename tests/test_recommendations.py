@@ -741,3 +741,56 @@ def test_every_segmented_customer_gets_top_k_ranked_merchandise_classes(pipeline
     manifest = json.loads((out / paths.MANIFEST).read_text())
     assert manifest["details"]["recommendations"]["customers"] == len(assignments)
     assert {r["file"] for r in manifest["outputs"]} >= {paths.RECOMMENDATIONS, paths.RECOMMENDATION_EVALUATION}
+
+
+def test_fit_recommendations_on_batches_given_is_the_fit_on_its_own_read(tmp_path):
+    """Stage 05 hands the first pass a read of the order lines shared with its spend totals (more columns, its
+    own batches): the same document and table as the fit's own read, and every batch is read through."""
+    frame = sample_frame(40).assign(sku="S1")
+    folder = paths.stage_dir(tmp_path, paths.GENERATE_DATA)
+    folder.mkdir(parents=True, exist_ok=True)
+    frame.to_parquet(folder / paths.TRANSACTIONS, index=False)
+    strategies = load_config(write_config(tmp_path / "config", small_config_document())).strategies
+    config = SimpleNamespace(seed=7, hierarchy=tiny_hierarchy(), strategies=strategies, profile_export=SimpleNamespace(
+        top_departments=1, recommendations=RecommendationsConfig(top_k=2, evaluation_window_days=WINDOW)))
+    ctx = StageContext(stage=STAGE, config=config, artifacts_dir=tmp_path)
+    ids = np.arange(1, 41)
+    profile = pd.DataFrame({"customer_id": ids, "last_order_date": pd.to_datetime(["2024-12-20"] * 40),
+                            "recency_days": 11})
+    segments = pd.DataFrame({"customer_id": ids, "segment": ids % 3})
+    own = fit_recommendations(ctx, profile, segments)
+    read = []
+
+    def batches():
+        table = pa.Table.from_pandas(frame, preserve_index=False)
+        for batch in table.to_batches(max_chunksize=17):
+            read.append(batch.num_rows)
+            yield batch
+
+    given = fit_recommendations(ctx, profile, segments, lines=batches())
+    assert sum(read) == len(frame)
+    assert given.document == own.document
+    assert given.table.equals(own.table)
+
+
+def test_the_table_s_text_columns_are_those_python_strings_give():
+    """The department, class and reason columns are taken in Arrow from each item's and reason's text: the
+    same table (dtypes included) as one built from a Python string per row, every reason kind and padding."""
+    items = rec.recommendable_items(tiny_hierarchy())
+    rng = np.random.default_rng(3)
+    n, k = 200, 3
+    recommended = rec.Recommended(rows=np.arange(n), items=rng.integers(-1, len(items), (n, k)),
+                                  scores=rng.random((n, k)).astype(np.float32), reason=rng.integers(-1, 6, (n, k)),
+                                  because=rng.integers(0, len(items), (n, k)))
+    recommended.reason[recommended.items < 0] = -1
+    table = rec.recommendation_table(recommended, np.arange(n) + 100, items)
+    valid = recommended.items >= 0
+    expected = pd.DataFrame({
+        "customer_id": np.repeat(np.arange(n) + 100, k).reshape(-1, k)[valid].astype(np.int64),
+        "rank": np.tile(np.arange(1, k + 1), (n, 1))[valid].astype(np.int16),
+        "department": items["department"].to_numpy(object)[recommended.items[valid]],
+        "class": items["class"].to_numpy(object)[recommended.items[valid]],
+        "score": np.round(recommended.scores[valid].astype(np.float64), 6),
+        "reason": rec.reason_texts(recommended, items)[valid]})
+    assert table.equals(expected)
+    assert set(table["reason"].dropna()) >= {"buys again", "popular overall", "in season"}

@@ -77,7 +77,7 @@ class Stopped(Exception):
 
 
 def fit_recommendations(ctx: StageContext, customers: pd.DataFrame, assignments: pd.DataFrame,
-                        stop=None) -> RecommendationRun:
+                        stop=None, lines=None) -> RecommendationRun:
     """Recommend and evaluate for the segmented customers (``assignments``' order); nothing written yet.
 
     A log whose lines have no merchandise class the hierarchy knows falls
@@ -86,6 +86,10 @@ def fit_recommendations(ctx: StageContext, customers: pd.DataFrame, assignments:
     optional) makes it raise :class:`Stopped` at its next check (every batch
     of lines, and between its steps): stage 05 runs it in a thread beside
     its other parts, and does not wait a minute for it when one of those failed.
+    ``lines`` (optional): the order lines' batches for the first pass, with at
+    least :data:`LINE_COLUMNS` (:func:`line_batches`), read through to the end;
+    by default it reads its own. Stage 05 gives it a read shared with the
+    segments' spend totals; the fall-back to departments reads its own.
     """
     def check() -> None:
         if stop is not None and stop.is_set():
@@ -101,9 +105,10 @@ def fit_recommendations(ctx: StageContext, customers: pd.DataFrame, assignments:
     for level in ("class", "department"):
         items = rec.recommendable_items(ctx.config.hierarchy, level)
         history = rec.PurchaseHistory(ids, items, cuts, window)
-        for lines in _line_batches(ctx):
+        for batch in line_batches(ctx) if lines is None else lines:
             check()
-            history.add(lines)
+            history.add(batch)
+        lines = None  # read through: a second pass reads its own
         seen_lines[level] = history.lines
         if history.lines:
             break
@@ -155,14 +160,15 @@ def fit_recommendations(ctx: StageContext, customers: pd.DataFrame, assignments:
     return RecommendationRun(document=document, table=table, saved=saved, cross_sell=cross_sell)
 
 
-def _line_batches(ctx: StageContext):
-    """The order lines as Arrow record batches, department and class dictionary-encoded: the purchase history
-    looks each distinct name up once per batch instead of making a Python string of every line's."""
+def line_batches(ctx: StageContext, columns=(), dictionary=()):
+    """The order lines as Arrow record batches of :data:`LINE_COLUMNS` and ``columns``, department and class
+    (and ``dictionary``) dictionary-encoded: the purchase history looks each distinct name up once per batch
+    instead of making a Python string of every line's."""
     import pyarrow.parquet as pq
 
     source = pq.ParquetFile(ctx.input_path(paths.GENERATE_DATA, paths.TRANSACTIONS),
-                            read_dictionary=["department", "class"])
-    yield from source.iter_batches(batch_size=BATCH_ROWS, columns=LINE_COLUMNS)
+                            read_dictionary=list(dict.fromkeys(["department", "class", *dictionary])))
+    yield from source.iter_batches(batch_size=BATCH_ROWS, columns=list(dict.fromkeys([*LINE_COLUMNS, *columns])))
 
 
 def compare_cross_sell(holdout: rec.Holdout, segments, weights: dict, k: int, top_departments: int,

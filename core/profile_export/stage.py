@@ -17,6 +17,8 @@ check of those estimates (stage 02), the latent space and training history
 
 from __future__ import annotations
 
+import collections
+import concurrent.futures
 import itertools
 import logging
 import shutil
@@ -36,7 +38,7 @@ from core.domain.customer_ids import to_keys, with_source_ids
 from core.domain.tables import IDENTITY_COLUMNS
 from core.profile_export import export, line_totals, migration, plots, profiling
 from core.prepare_features.columns import CLASS_SPEND, class_column, describable_columns
-from core.framework import paths
+from core.framework import memory, paths
 from core.framework.errors import PipelineError
 from core.framework.progress import Progress
 from core.framework.stage import Stage, StageContext
@@ -53,6 +55,9 @@ PROGRESS = {"inputs": 10, "class_spend": 17, "line_totals": 38, "next_best": 95,
 
 def run(ctx: StageContext) -> None:
     """Read this stage's inputs, compute, write its outputs (see the module docstring)."""
+    # Its NumPy work makes and drops arrays of tens to hundreds of MB in several threads: kept and reused
+    # instead of faulted in afresh each time (core/framework/memory.py; about 5 CPU-s at a million customers).
+    memory.keep_freed_memory()
     started, started_cpu = time.perf_counter(), time.process_time()
     seconds: dict[str, float] = {}
     with Progress(paths.PROFILE_EXPORT, total=100, unit="%", heartbeat=True) as progress:
@@ -88,7 +93,9 @@ def _run(ctx: StageContext, progress: Progress, seconds: dict[str, float]) -> No
     from core.profile_export import recommendation_outputs
 
     stop = threading.Event()  # an input error found meanwhile stops them at their next check
-    next_best = _Background(_fit_next_best, ctx, stop, stop=stop)
+    # Their read of the order lines also sums each segmentation's spend by month and attribute, handed over here.
+    line_spend = concurrent.futures.Future()
+    next_best = _Background(_fit_next_best, ctx, line_spend, stop, stop=stop)
     with next_best:
         customers = ctx.read_parquet(paths.PREPARE_FEATURES, paths.ENRICHED_DEPARTMENT)
         assignments = _aligned(ctx.read_parquet(paths.CLUSTER, paths.ASSIGNMENTS), customers)
@@ -97,19 +104,23 @@ def _run(ctx: StageContext, progress: Progress, seconds: dict[str, float]) -> No
         value_note = "" if value_model["estimated"] else f"not estimated: {value_model['reason']}"
         # The profiles read the value columns beside the features (null when stage 02 could not estimate them).
         customers = customers.join(values, on="customer_id")
-        products = ctx.read_parquet(paths.GENERATE_DATA, paths.PRODUCTS)
         model_columns = list(ctx.read_joblib(paths.PREPARE_FEATURES, paths.FEATURE_SCALER).columns)
         # Stage 04 chose the primary segmentation (config may say auto); its choice is in comparison.json.
         chosen = ctx.read_json(paths.CLUSTER, paths.COMPARISON_JSON)["primary"]
         primary = f"{chosen['method']}_{chosen['space']}"
         _check_inputs_agree(ctx, customers, assignments, primary)
-        # Seasonality and attribute mixes count what features count: purchases up to the analysis date.
-        last_day = customers["last_order_date"].max()
         progress.update(PROGRESS["inputs"], "inputs read")
         lap("inputs")
         segmentations = [primary, *cfg.also_profile]
-        totals = {segmentation: _segment_spend(ctx, segmentation, primary, assignments, customers, products,
-                                               last_day, progress, lap)
+        class_spend = {segmentation: _class_spend(ctx, segmentation, primary, assignments, customers)
+                       for segmentation in segmentations}
+        progress.update(PROGRESS["class_spend"], "class spend")
+        lap("class_spend")
+        # Summed in the next-best classes' thread, from the one read of the order lines both need.
+        line_totals_of = next_best.wait_for(line_spend)
+        progress.update(PROGRESS["line_totals"], "spend by month and attribute")
+        lap("line_totals")
+        totals = {segmentation: (*class_spend[segmentation], *line_totals_of[segmentation])
                   for segmentation in segmentations}
         # Still beside the next-best classes: every profile without the model's cross-sell lists (the one part of
         # a profile they change, applied below), the names, customers_with_segments and the report's charts
@@ -160,30 +171,30 @@ def _run(ctx: StageContext, progress: Progress, seconds: dict[str, float]) -> No
     lap("next_best_write")
 
 
-def _segment_spend(ctx: StageContext, segmentation: str, primary: str, assignments: pd.DataFrame,
-                   customers: pd.DataFrame, products: pd.DataFrame, last_day, progress: Progress, lap) -> tuple:
-    """One segmentation's labels, class spend per segment and spend by month and attribute (the profiles' sums)."""
+def _class_spend(ctx: StageContext, segmentation: str, primary: str, assignments: pd.DataFrame,
+                 customers: pd.DataFrame) -> tuple:
+    """One segmentation's labels and class spend per segment (the profiles' sums apart from the order lines')."""
     hierarchy = ctx.config.hierarchy
     labels = assignments["segment" if segmentation == primary else f"{segmentation}_label"].to_numpy()
     segment_of = pd.Series(labels, index=customers["customer_id"].to_numpy())
     enriched_class = ctx.input_path(paths.PREPARE_FEATURES, paths.ENRICHED_CLASS)
     written = set(pq.read_schema(enriched_class).names)
     class_columns = [c for c in _class_spend_columns(hierarchy) if c in written]
-    # Class columns are read in Arrow batches and summed per segment column by column: memory stays bounded
-    # however many customers there are, and no DataFrame of 664 columns is built. Stage 02 writes no class
-    # columns for data without a hierarchy: no top classes then.
-    class_spend = profiling.class_spend_from_batches(
-        pq.ParquetFile(enriched_class).iter_batches(batch_size=100_000, columns=["customer_id"] + class_columns),
-        segment_of, hierarchy) if class_columns else None
-    progress.update(PROGRESS["class_spend"], f"{segmentation}: class spend")
-    lap("class_spend")
-    # One pass over the order lines in Arrow batches (line_totals): a pandas loop over batches, then a DuckDB
-    # join of every line's SKU string, were most of the stage's time at a million customers.
-    spend = line_totals.spend_by_segment(ctx.input_path(paths.GENERATE_DATA, paths.TRANSACTIONS), products,
-                                         segment_of, last_day)
-    progress.update(PROGRESS["line_totals"], f"{segmentation}: spend by month and attribute")
-    lap("line_totals")
-    return (labels, class_spend, *spend)
+    if not class_columns:
+        return labels, None  # stage 02 writes no class columns for data without a hierarchy: no top classes then
+    # Summed from the long file of each customer's non-zero classes, as the wide columns' batches would be (the
+    # same values; a fifth of the CPU at a million customers); the wide columns, read in Arrow batches and summed
+    # column by column, for a long file in another order than stage 02 writes.
+    batches = pq.ParquetFile(enriched_class).iter_batches(batch_size=100_000, columns=["customer_id"])
+    long = pq.ParquetFile(ctx.input_path(paths.PREPARE_FEATURES, paths.CLASS_SPEND_LONG),
+                          read_dictionary=["department", "class"])
+    try:
+        return labels, profiling.class_spend_from_long(
+            long.iter_batches(batch_size=1 << 20, columns=["customer_id", "department", "class", "spend"]),
+            (b.column("customer_id").to_numpy() for b in batches), segment_of, hierarchy, written)
+    except profiling.NotInWideOrder:
+        return labels, profiling.class_spend_from_batches(pq.ParquetFile(enriched_class).iter_batches(
+            batch_size=100_000, columns=["customer_id"] + class_columns), segment_of, hierarchy)
 
 
 def _export(ctx: StageContext, profiles: list[dict], segmentation: str, primary: str, recommended,
@@ -232,17 +243,61 @@ def _describe(ctx: StageContext, exported: dict[str, tuple], primary: str, names
                    f"customers ({primary}); report and {len(exported)} export(s) written")
 
 
-def _fit_next_best(ctx: StageContext, stop=None):
+def _fit_next_best(ctx: StageContext, line_spend: concurrent.futures.Future, stop=None):
     """:func:`recommendation_outputs.fit_recommendations` on its own read of what it needs of the customers
     (their analysis date) and of the assignments (the segment), in the profile's customer order; ``stop`` (an
-    Event) makes it give up at its next check."""
+    Event) makes it give up at its next check.
+
+    Its read of the order lines also gives each segmentation's spend by month and attribute
+    (:class:`line_totals.SpendTotals`), set as ``line_spend``'s result (segmentation -> the tables) as soon as
+    every line was read: the two read the same 136 M lines at a million customers, 9-11 CPU-s each.
+    """
     from core.profile_export import recommendation_outputs
 
+    chosen = ctx.read_json(paths.CLUSTER, paths.COMPARISON_JSON)["primary"]
+    primary = f"{chosen['method']}_{chosen['space']}"
+    segmentations = [primary, *ctx.config.profile_export.also_profile]
+    labels = {s: "segment" if s == primary else f"{s}_label" for s in segmentations}
     customers = ctx.read_parquet(paths.PREPARE_FEATURES, paths.ENRICHED_DEPARTMENT,
                                  columns=["customer_id", "last_order_date", "recency_days"])
-    assignments = _aligned(ctx.read_parquet(paths.CLUSTER, paths.ASSIGNMENTS, columns=["customer_id", "segment"]),
-                           customers)
-    return recommendation_outputs.fit_recommendations(ctx, customers, assignments, stop)
+    assignments = _aligned(ctx.read_parquet(paths.CLUSTER, paths.ASSIGNMENTS,
+                                            columns=["customer_id", *dict.fromkeys(labels.values())]), customers)
+    # Seasonality and attribute mixes count what features count: purchases up to the analysis date.
+    products, last_day = ctx.read_parquet(paths.GENERATE_DATA, paths.PRODUCTS), customers["last_order_date"].max()
+    ids = customers["customer_id"].to_numpy()
+    totals = {s: line_totals.SpendTotals(products, pd.Series(assignments[label].to_numpy(), index=ids), last_day)
+              for s, label in labels.items()}
+    return recommendation_outputs.fit_recommendations(ctx, customers, assignments[["customer_id", "segment"]],
+                                                      stop, lines=_shared_lines(ctx, totals, line_spend))
+
+
+def _shared_lines(ctx: StageContext, totals: dict, line_spend: concurrent.futures.Future):
+    """The order lines' batches for the purchase history, each also added to ``totals`` (segmentation ->
+    :class:`line_totals.SpendTotals`) in a thread of its own, batch after batch, while the history sums it; their
+    tables set as ``line_spend``'s result once all were read, or the error that stopped the read as its exception
+    (the stage's thread waits for them)."""
+    from core.profile_export import recommendation_outputs
+
+    columns = [c for t in totals.values() for c in t.columns]
+    dictionary = [c for t in totals.values() for c in t.dictionary_columns or ()]
+    pending: collections.deque = collections.deque()
+    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="spend-totals") as summing:
+        try:
+            for batch in recommendation_outputs.line_batches(ctx, columns, dictionary):
+                pending.append(summing.submit(lambda b=batch: [spend.add(b) for spend in totals.values()]))
+                while len(pending) > 2:  # at most two batches ahead: memory stays a few batches'
+                    pending.popleft().result()
+                yield batch
+            while pending:
+                pending.popleft().result()
+            line_spend.set_result({s: spend.result() for s, spend in totals.items()})
+        except BaseException as exc:  # noqa: BLE001 - the waiting thread raises it (GeneratorExit: not read through)
+            for waiting in pending:
+                waiting.cancel()
+            if not line_spend.done():
+                line_spend.set_exception(exc if isinstance(exc, Exception) else PipelineError(
+                    "the order lines were not read through (the next-best classes stopped)"))
+            raise
 
 
 def _aligned(assignments: pd.DataFrame, customers: pd.DataFrame) -> pd.DataFrame:
@@ -299,6 +354,16 @@ class _Background:
             self._error = exc
         finally:
             self.seconds, self.cpu_seconds = time.perf_counter() - started, time.thread_time() - started_cpu
+
+    def wait_for(self, future: concurrent.futures.Future):
+        """``future``'s result, which the function sets on its way; its exception, or the function's own when
+        the thread ends without setting it."""
+        while not future.done() and self._thread.is_alive():
+            concurrent.futures.wait([future], timeout=0.5)  # in slices: Ctrl+C on Windows, a thread that died
+        if not future.done():
+            self.result()  # raises the function's error
+            raise PipelineError("the next-best classes ended without the spend by month and attribute (a bug)")
+        return future.result()
 
     def result(self):
         while self._thread.is_alive():
@@ -597,9 +662,10 @@ STAGE = Stage(
     inputs={
         # customers.parquet: its identifier columns are what the export must never carry.
         paths.GENERATE_DATA: (paths.TRANSACTIONS, paths.PRODUCTS, paths.CUSTOMERS, paths.CUSTOMER_IDS),
-        paths.PREPARE_FEATURES: (paths.ENRICHED_DEPARTMENT, paths.ENRICHED_CLASS, paths.FEATURE_SCALER,
-                                 paths.FEATURES, paths.CUSTOMER_VALUE, paths.CUSTOMER_VALUE_MODEL,
-                                 paths.CUSTOMER_VALUE_EVALUATION),
+        # class_spend_long.parquet: the class spend per segment, summed from the non-zero rows only.
+        paths.PREPARE_FEATURES: (paths.ENRICHED_DEPARTMENT, paths.ENRICHED_CLASS, paths.CLASS_SPEND_LONG,
+                                 paths.FEATURE_SCALER, paths.FEATURES, paths.CUSTOMER_VALUE,
+                                 paths.CUSTOMER_VALUE_MODEL, paths.CUSTOMER_VALUE_EVALUATION),
         paths.TRAIN_AUTOENCODER: (paths.LATENT, paths.TRAINING_HISTORY),
         paths.CLUSTER: (paths.ASSIGNMENTS, paths.COMPARISON, paths.COMPARISON_JSON, paths.SEGMENT_HISTORY,
                         paths.TRANSITIONS),

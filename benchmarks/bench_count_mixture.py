@@ -32,6 +32,8 @@ from core.cluster.clustering import sample_rows  # noqa: E402
 from core.cluster.count_mixture import CountBlock, CountMixture  # noqa: E402
 from core.cluster.evaluation import mean_pairwise_ari  # noqa: E402
 
+TOL = 1e-3
+INIT = 'kmeans++'
 MIX_PREFIXES = ("dept_share__", "dept_entropy", "class_mix_")
 
 
@@ -84,10 +86,10 @@ def choose_k(blocks, Z, init, ks, seed, n_init, criterion):
         bte, zte, _ = take(blocks, Z, init, te)
     for k in ks:
         if criterion == "bic":
-            m = CountMixture(n_components=k, n_init=n_init, random_state=seed).fit(blocks, Z, init)
+            m = CountMixture(n_components=k, n_init=n_init, random_state=seed, tol=TOL, init=INIT).fit(blocks, Z, init)
             scores[k] = -m.bic(blocks, Z)
         else:
-            m = CountMixture(n_components=k, n_init=n_init, random_state=seed).fit(btr, ztr, itr)
+            m = CountMixture(n_components=k, n_init=n_init, random_state=seed, tol=TOL, init=INIT).fit(btr, ztr, itr)
             scores[k] = m.score(bte, zte)
     return max(scores, key=scores.get), scores
 
@@ -96,7 +98,7 @@ def stability(k, blocks, Z, init, seed, n_init):
     """Stage 04's measure: 5 reseeds and 5 80% subsamples of a 2,000-row sample; returns (reseed, bootstrap)."""
     rows = sample_rows(Z.shape[0], 2000, seed + 7919)
     bS, zS, iS = take(blocks, Z, init, rows)
-    lab = [CountMixture(n_components=k, n_init=n_init, random_state=seed + r).fit(bS, zS, iS).predict(bS, zS)
+    lab = [CountMixture(n_components=k, n_init=n_init, random_state=seed + r, tol=TOL, init=INIT).fit(bS, zS, iS).predict(bS, zS)
            for r in range(1, 6)]
     reseed = mean_pairwise_ari(lab)
     rng = np.random.default_rng(seed + 104729)
@@ -105,7 +107,7 @@ def stability(k, blocks, Z, init, seed, n_init):
     for _ in range(5):
         part = np.sort(rng.choice(len(rows), size=size, replace=False))
         bP, zP, iP = take(bS, zS, iS, part)
-        lab.append(CountMixture(n_components=k, n_init=n_init, random_state=seed).fit(bP, zP, iP).predict(bS, zS))
+        lab.append(CountMixture(n_components=k, n_init=n_init, random_state=seed, tol=TOL, init=INIT).fit(bP, zP, iP).predict(bS, zS))
     return reseed, mean_pairwise_ari(lab)
 
 
@@ -120,8 +122,13 @@ def main(argv=None) -> int:
     p.add_argument("--units", choices=["raw", "sqrt", "log"], default="raw")
     p.add_argument("--no-gauss", action="store_true", help="counts only")
     p.add_argument("--no-stability", action="store_true")
+    p.add_argument("--init", choices=["kmeans++", "ward"], default="kmeans++")
+    p.add_argument("--tol", type=float, default=1e-3)
     p.add_argument("--fixed-k", type=int, default=None, help="skip the choice (diagnostic only)")
     args = p.parse_args(argv)
+    global TOL, INIT
+    TOL = args.tol
+    INIT = args.init
     for root in args.sets:
         t0 = time.perf_counter()
         blocks, Z, init, truth, comp, seed, gauss = load_set(root, args.units)
@@ -133,7 +140,7 @@ def main(argv=None) -> int:
         else:
             k, scores = choose_k(blocks, Z, init, range(args.kmin, args.kmax + 1), seed, args.select_n_init,
                                  args.criterion)
-        model = CountMixture(n_components=k, n_init=args.n_init, random_state=seed).fit(blocks, Z, init)
+        model = CountMixture(n_components=k, n_init=args.n_init, random_state=seed, tol=TOL, init=INIT).fit(blocks, Z, init)
         labels = model.predict(blocks, Z)
         ari = adjusted_rand_score(truth, labels)
         t_fit = time.perf_counter() - t0

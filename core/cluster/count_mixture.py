@@ -143,7 +143,8 @@ class CountMixture:
     random_state : int
     """
 
-    def __init__(self, n_components=8, n_init=3, max_iter=200, tol=1e-3, minka_steps=2, random_state=0):
+    def __init__(self, n_components=8, n_init=3, max_iter=200, tol=1e-3, minka_steps=2, random_state=0, init="kmeans++"):
+        self.init = init
         self.n_components = n_components
         self.n_init = n_init
         self.max_iter = max_iter
@@ -173,10 +174,15 @@ class CountMixture:
 
         rng = np.random.default_rng(seed)
         k = self.n_components
-        centers, _ = kmeans_plusplus(init, k, random_state=int(rng.integers(2**31 - 1)))
-        d = ((init[:, None, :] - centers[None]) ** 2).sum(axis=2)
         resp = np.zeros((len(init), k))
-        resp[np.arange(len(init)), d.argmin(axis=1)] = 1.0
+        if self.init == "ward":
+            from sklearn.cluster import AgglomerativeClustering
+            start = AgglomerativeClustering(n_clusters=k, linkage="ward").fit_predict(init)
+            resp[np.arange(len(init)), start] = 1.0
+        else:
+            centers, _ = kmeans_plusplus(init, k, random_state=int(rng.integers(2**31 - 1)))
+            d = ((init[:, None, :] - centers[None]) ** 2).sum(axis=2)
+            resp[np.arange(len(init)), d.argmin(axis=1)] = 1.0
         resp = 0.9 * resp + 0.1 / k
         params = self._m_step(blocks, Z, resp, None)
         previous = -np.inf
@@ -194,7 +200,7 @@ class CountMixture:
     def fit(self, blocks, Z, init):
         """Fit on count ``blocks`` (list of :class:`CountBlock`), Gaussian columns ``Z``, starts from ``init``."""
         best = None
-        for s in range(self.n_init):
+        for s in range(1 if self.init == "ward" else self.n_init):
             params, ll, iters = self._run(blocks, Z, init, self.random_state * 1000 + s)
             if best is None or ll > best[1]:
                 best = (params, ll, iters)

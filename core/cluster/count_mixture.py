@@ -11,15 +11,18 @@ The model of one customer in component ``k``:
 - their units per department: DM with parameters ``alpha_dept[k]``;
 - within each department, their units per class: DM with ``alpha_class[k]`` restricted to
   that department's classes (a Dirichlet tree: the generator draws the department, then the class);
-- other numeric columns (value, frequency, basket, tiers, styles, ...; standardised): independent
-  Gaussians ``mean[k]``, ``var[k]``.
+
+(A diagonal Gaussian term on the model matrix's other columns was tried and dropped: on ``tune-a`` it
+lowered the ARI at the persona count from 0.946 to 0.762; docs/decisions.md, "sixth round".)
 
 Fitted by EM; each M-step runs a few of Minka's fixed-point updates of the DM parameters
 ("Estimating a Dirichlet distribution", 2000/2012, eq. 55) weighted by the responsibilities. The
 count matrices are sparse (a customer buys in a few dozen of hundreds of classes), and every DM
 term of a zero count is zero, so each step costs O(nonzeros x components).
 
-The maths is plain functions; :class:`CountMixture` is the estimator.
+The maths is in :class:`CountBlock`; :class:`CountMixtureClusterer` is the estimator. It is not wired
+into stage 04 yet (docs/decisions.md, "Persona sets nobody tuned for, sixth round"); the benchmark
+``benchmarks/bench_count_mixture.py`` fits it on built persona sets.
 """
 
 from __future__ import annotations
@@ -27,11 +30,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 import scipy.sparse as sp
 from scipy.special import digamma, gammaln, logsumexp
+from sklearn.base import BaseEstimator, ClusterMixin
+from sklearn.utils.validation import check_is_fitted
+
+from core.cluster.clustering import sample_rows, size_limited_top, usable_range
 
 ALPHA_FLOOR = 1e-3
-VAR_FLOOR = 1e-3
 
 
 @dataclass
@@ -113,115 +120,154 @@ class CountBlock:
         return CountBlock(self.X[rows], self.groups)
 
 
-def gaussian_log_likelihood(Z: np.ndarray, mean: np.ndarray, var: np.ndarray) -> np.ndarray:
-    """``(n, K)`` log-density of each row of ``Z`` under each component's diagonal Gaussian."""
-    if Z.shape[1] == 0:
-        return np.zeros((len(Z), len(mean)))
-    out = -0.5 * (np.log(2 * np.pi * var).sum(axis=1)[None, :]
-                  + ((Z[:, None, :] - mean[None]) ** 2 / var[None]).sum(axis=2))
-    return out
+def department_groups(columns) -> np.ndarray:
+    """Department index of each ``class_units__<department>__<class>`` column (stage 02's names), in first-seen order."""
+    departments = [str(c).split("__")[1] if str(c).count("__") >= 2 else "" for c in columns]
+    if "" in departments:
+        bad = [c for c, d in zip(columns, departments) if d == ""][:3]
+        raise ValueError(f"count columns must be named class_units__<department>__<class>; got {bad}")
+    return pd.Index(pd.unique(np.asarray(departments))).get_indexer(departments)
 
 
-def gaussian_update(Z: np.ndarray, resp: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Weighted means and variances (floored) of ``Z`` per component."""
-    w = resp.sum(axis=0)[:, None] + 1e-10
-    mean = resp.T @ Z / w
-    var = resp.T @ (Z ** 2) / w - mean ** 2
-    return mean, np.maximum(var, VAR_FLOOR)
+def hellinger_rows(X: sp.csr_matrix, groups: np.ndarray) -> np.ndarray:
+    """Square roots of each row's department and class shares (the start's Euclidean space)."""
+    totals = np.asarray(X.sum(axis=1)).ravel()
+    totals[totals == 0] = 1.0
+    G = sp.csr_matrix((np.ones(len(groups)), (np.arange(len(groups)), groups)))
+    dept = np.asarray((X @ G).todense()) / totals[:, None]
+    cls = np.asarray(X.multiply(1.0 / totals[:, None]).todense())
+    return np.sqrt(np.hstack([dept, cls]))
 
 
-class CountMixture:
-    """Prototype estimator (fixed K): EM on count blocks plus a Gaussian block, ``n_init`` seeded starts.
+class CountMixtureClusterer(ClusterMixin, BaseEstimator):
+    """Mixture of Dirichlet-multinomials on units per department and per class; K chosen by BIC.
 
     Parameters
     ----------
-    n_components : int
-    n_init : int
-        Starts (k-means++ seeds on ``init_matrix`` rows); the highest log-likelihood is kept.
-    max_iter, tol : EM stops when the mean log-likelihood per row gains less than ``tol``.
-    minka_steps : fixed-point steps per M-step.
-    random_state : int
+    n_components : (int, int)
+        Candidate range, inclusive; the count with the lowest BIC on a seeded sample of
+        ``selection_sample_size`` rows is refit on all rows.
+    columns : tuple of str
+        Names of ``X``'s columns, ``class_units__<department>__<class>`` (stage 02's class units):
+        the department of each class is read from them.
+    start : {"ward", "kmeans++"}
+        ``ward``: Ward's clustering of the rows' square-root shares (on at most
+        ``selection_sample_size`` rows; the others join the nearest Ward centre): deterministic, so
+        refits with other seeds agree. ``kmeans++``: ``n_init`` seeded k-means++ starts, the best
+        log-likelihood kept.
+    n_init, max_iter, tol, minka_steps, selection_sample_size, random_state
+        EM stops when the mean log-likelihood per row gains less than ``tol``.
     """
 
-    def __init__(self, n_components=8, n_init=3, max_iter=200, tol=1e-3, minka_steps=2, random_state=0, init="kmeans++"):
-        self.init = init
+    def __init__(self, n_components=(2, 8), columns=(), start="ward", n_init=3, max_iter=200, tol=1e-3,
+                 minka_steps=2, selection_sample_size=5000, random_state=0):
         self.n_components = n_components
+        self.columns = columns
+        self.start = start
         self.n_init = n_init
         self.max_iter = max_iter
         self.tol = tol
         self.minka_steps = minka_steps
+        self.selection_sample_size = selection_sample_size
         self.random_state = random_state
 
-    # ---- one EM run -------------------------------------------------------------------------
-    def _joint(self, blocks, Z, params):
-        alphas, weights, mean, var = params
-        ll = np.log(weights)[None, :] + gaussian_log_likelihood(Z, mean, var)
+    @property
+    def deterministic(self) -> bool:
+        """A Ward start uses no random number: refits with other seeds are the same fit."""
+        return self.start == "ward"
+
+    # --- data --------------------------------------------------------------------------------
+    def _blocks(self, X) -> list[CountBlock]:
+        X = sp.csr_matrix(X, dtype=float)
+        if X.shape[1] != len(self.columns):
+            raise ValueError(f"X has {X.shape[1]} columns; columns names {len(self.columns)}")
+        if X.nnz and X.data.min() < 0:
+            raise ValueError("counts must be non-negative")
+        groups = department_groups(self.columns)
+        G = sp.csr_matrix((np.ones(len(groups)), (np.arange(len(groups)), groups)))
+        return [CountBlock(X @ G, np.zeros(G.shape[1], int)), CountBlock(X, groups)]
+
+    # --- one EM run --------------------------------------------------------------------------
+    @staticmethod
+    def _joint(blocks, params):
+        alphas, weights = params
+        ll = np.log(weights)[None, :]
         for block, alpha in zip(blocks, alphas):
             ll = ll + block.log_likelihood(alpha)
         return ll
 
-    def _m_step(self, blocks, Z, resp, alphas):
+    def _m_step(self, blocks, resp, alphas):
         weights = resp.mean(axis=0) + 1e-12
-        weights = weights / weights.sum()
         if alphas is None:
             alphas = [b.start(resp) for b in blocks]
-        alphas = [b.update(a, resp, self.minka_steps) for b, a in zip(blocks, alphas)]
-        mean, var = gaussian_update(Z, resp)
-        return alphas, weights, mean, var
+        return [b.update(a, resp, self.minka_steps) for b, a in zip(blocks, alphas)], weights / weights.sum()
 
-    def _run(self, blocks, Z, init, seed):
-        from sklearn.cluster import kmeans_plusplus
+    def _starts(self, H: np.ndarray, k: int) -> list[np.ndarray]:
+        from sklearn.cluster import AgglomerativeClustering, kmeans_plusplus
 
-        rng = np.random.default_rng(seed)
-        k = self.n_components
-        resp = np.zeros((len(init), k))
-        if self.init == "ward":
-            from sklearn.cluster import AgglomerativeClustering
-            start = AgglomerativeClustering(n_clusters=k, linkage="ward").fit_predict(init)
-            resp[np.arange(len(init)), start] = 1.0
-        else:
-            centers, _ = kmeans_plusplus(init, k, random_state=int(rng.integers(2**31 - 1)))
-            d = ((init[:, None, :] - centers[None]) ** 2).sum(axis=2)
-            resp[np.arange(len(init)), d.argmin(axis=1)] = 1.0
-        resp = 0.9 * resp + 0.1 / k
-        params = self._m_step(blocks, Z, resp, None)
-        previous = -np.inf
-        for it in range(self.max_iter):
-            joint = self._joint(blocks, Z, params)
-            norm = logsumexp(joint, axis=1)
-            mean_ll = float(norm.mean())
-            resp = np.exp(joint - norm[:, None])
-            if mean_ll - previous < self.tol:
-                break
-            previous = mean_ll
-            params = self._m_step(blocks, Z, resp, params[0])
-        return params, mean_ll, it + 1
+        if self.start == "ward":
+            rows = sample_rows(len(H), self.selection_sample_size, self.random_state)
+            ward = AgglomerativeClustering(n_clusters=k, linkage="ward").fit_predict(H[rows])
+            centres = np.vstack([H[rows][ward == j].mean(axis=0) for j in range(k)])
+            return [centres]
+        rng = np.random.default_rng(self.random_state)
+        return [kmeans_plusplus(H, k, random_state=int(rng.integers(2**31 - 1)))[0] for _ in range(self.n_init)]
 
-    def fit(self, blocks, Z, init):
-        """Fit on count ``blocks`` (list of :class:`CountBlock`), Gaussian columns ``Z``, starts from ``init``."""
+    def _em(self, blocks, H: np.ndarray, k: int):
         best = None
-        for s in range(1 if self.init == "ward" else self.n_init):
-            params, ll, iters = self._run(blocks, Z, init, self.random_state * 1000 + s)
-            if best is None or ll > best[1]:
-                best = (params, ll, iters)
-        self.params_, self.mean_log_likelihood_, self.n_iter_ = best
-        self.n_rows_ = Z.shape[0]
+        for centres in self._starts(H, k):
+            resp = np.full((len(H), k), 0.1 / k)
+            resp[np.arange(len(H)), ((H[:, None, :] - centres[None]) ** 2).sum(axis=2).argmin(axis=1)] += 0.9
+            params, previous = self._m_step(blocks, resp, None), -np.inf
+            for iteration in range(1, self.max_iter + 1):
+                joint = self._joint(blocks, params)
+                norm = logsumexp(joint, axis=1)
+                mean_ll = float(norm.mean())
+                if mean_ll - previous < self.tol:
+                    break
+                previous = mean_ll
+                params = self._m_step(blocks, np.exp(joint - norm[:, None]), params[0])
+            if best is None or mean_ll > best[1]:
+                best = (params, mean_ll, iteration)
+        return best
+
+    def _bic(self, blocks, params, k: int) -> float:
+        n = blocks[0].X.shape[0]
+        ll = float(logsumexp(self._joint(blocks, params), axis=1).sum())
+        n_parameters = k * sum(b.X.shape[1] for b in blocks) + k - 1
+        return -2.0 * ll + n_parameters * np.log(n)
+
+    # --- estimator API -----------------------------------------------------------------------
+    def fit(self, X, y=None) -> "CountMixtureClusterer":
+        """Choose the number of components by BIC on a sample, refit it on ``X`` (rows: customers, columns: class units)."""
+        blocks = self._blocks(X)
+        H = hellinger_rows(blocks[1].X, blocks[1].groups)
+        low, high = usable_range(self.n_components, len(H))
+        high = max(low, min(high, size_limited_top(min(len(H), self.selection_sample_size))))
+        self.bic_ = {}
+        if low < high:
+            rows = sample_rows(len(H), self.selection_sample_size, self.random_state)
+            sample = [b.take(rows) for b in blocks]
+            for k in range(low, high + 1):
+                self.bic_[k] = self._bic(sample, self._em(sample, H[rows], k)[0], k)
+        k = min(self.bic_, key=self.bic_.get) if self.bic_ else low
+        self.params_, self.mean_log_likelihood_, self.n_iter_ = self._em(blocks, H, k)
+        self.n_clusters_ = k
+        self.n_features_in_ = blocks[1].X.shape[1]
+        self.labels_ = self.predict_proba(X).argmax(axis=1).astype(np.int64)
         return self
 
-    def predict_proba(self, blocks, Z):
-        joint = self._joint(blocks, Z, self.params_)
+    def predict_proba(self, X) -> np.ndarray:
+        """``(n, n_clusters_)`` posterior probability of each component for each row of counts."""
+        check_is_fitted(self, "params_")
+        joint = self._joint(self._blocks(X), self.params_)
         return np.exp(joint - logsumexp(joint, axis=1)[:, None])
 
-    def predict(self, blocks, Z):
-        return self.predict_proba(blocks, Z).argmax(axis=1)
+    def predict(self, X) -> np.ndarray:
+        """Most probable component of each row."""
+        return self.predict_proba(X).argmax(axis=1).astype(np.int64)
 
-    def score(self, blocks, Z) -> float:
-        """Mean log-likelihood per row (multinomial coefficients left out)."""
-        return float(logsumexp(self._joint(blocks, Z, self.params_), axis=1).mean())
-
-    def n_parameters(self, blocks, n_gaussian: int) -> int:
-        per = sum(b.n_parameters() for b in blocks) + 2 * n_gaussian
-        return self.n_components * per + self.n_components - 1
-
-    def bic(self, blocks, Z) -> float:
-        return -2 * self.score(blocks, Z) * Z.shape[0] + self.n_parameters(blocks, Z.shape[1]) * np.log(Z.shape[0])
+    def score(self, X, y=None) -> float:
+        """Mean log-likelihood per row (multinomial coefficients left out: the same for every model)."""
+        check_is_fitted(self, "params_")
+        return float(logsumexp(self._joint(self._blocks(X), self.params_), axis=1).mean())

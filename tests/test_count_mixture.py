@@ -56,6 +56,9 @@ def test_new_customers_are_scored_from_their_counts(fitted):
     assert proba.shape == (300, 3)
     np.testing.assert_allclose(proba.sum(axis=1), 1.0)
     assert np.array_equal(model.predict(X_new), proba.argmax(axis=1))
+    found = model.assign(X_new)
+    np.testing.assert_allclose(found.strength, proba.max(axis=1))
+    assert found.membership.shape == (300, 3)
     assert adjusted_rand_score(kind_new, model.predict(X_new)) > 0.9
 
 
@@ -96,5 +99,7 @@ def test_bad_input_is_refused_with_the_reason(fitted):
     model, X, _ = fitted
     with pytest.raises(ValueError, match="non-negative"):
         model.predict(-X)
-    with pytest.raises(ValueError, match="columns"):
+    with pytest.raises(ValueError, match="features"):
         model.predict(X[:, :4])
+    with pytest.raises(ValueError, match="named in columns"):
+        CountMixtureClusterer(n_components=3, columns=COLUMNS[:4]).fit(X)

@@ -33,10 +33,9 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 from scipy.special import digamma, gammaln, logsumexp
-from sklearn.base import BaseEstimator, ClusterMixin
 from sklearn.utils.validation import check_is_fitted
 
-from core.cluster.clustering import sample_rows, size_limited_top, usable_range
+from core.cluster.clustering import _candidates, _fit_input, _predict_input, _Segmenter, sample_rows, second_best
 
 ALPHA_FLOOR = 1e-3
 
@@ -139,7 +138,7 @@ def hellinger_rows(X: sp.csr_matrix, groups: np.ndarray) -> np.ndarray:
     return np.sqrt(np.hstack([dept, cls]))
 
 
-class CountMixtureClusterer(ClusterMixin, BaseEstimator):
+class CountMixtureClusterer(_Segmenter):
     """Mixture of Dirichlet-multinomials on units per department and per class; K chosen by BIC.
 
     Parameters
@@ -177,12 +176,12 @@ class CountMixtureClusterer(ClusterMixin, BaseEstimator):
         return self.start == "ward"
 
     # --- data --------------------------------------------------------------------------------
-    def _blocks(self, X) -> list[CountBlock]:
-        X = sp.csr_matrix(X, dtype=float)
+    def _blocks(self, X: np.ndarray) -> list[CountBlock]:
         if X.shape[1] != len(self.columns):
-            raise ValueError(f"X has {X.shape[1]} columns; columns names {len(self.columns)}")
-        if X.nnz and X.data.min() < 0:
-            raise ValueError("counts must be non-negative")
+            raise ValueError(f"X has {X.shape[1]} columns but {len(self.columns)} are named in columns")
+        if X.size and X.min() < 0:
+            raise ValueError("counts must be non-negative (units per class, as stage 02 counts them)")
+        X = sp.csr_matrix(X)
         groups = department_groups(self.columns)
         G = sp.csr_matrix((np.ones(len(groups)), (np.arange(len(groups)), groups)))
         return [CountBlock(X @ G, np.zeros(G.shape[1], int)), CountBlock(X, groups)]
@@ -239,35 +238,49 @@ class CountMixtureClusterer(ClusterMixin, BaseEstimator):
 
     # --- estimator API -----------------------------------------------------------------------
     def fit(self, X, y=None) -> "CountMixtureClusterer":
-        """Choose the number of components by BIC on a sample, refit it on ``X`` (rows: customers, columns: class units)."""
+        """Choose the number of components by BIC on a sample, refit it on ``X``.
+
+        ``X``: rows customers, columns their units per class (``columns``). Sets ``labels_``,
+        ``strength_`` (the posterior of the segment), ``bic_`` (by candidate count) and ``params_``.
+        """
+        X = _fit_input(self, X)
+        self.n_rows_fitted_ = len(X)
         blocks = self._blocks(X)
         H = hellinger_rows(blocks[1].X, blocks[1].groups)
-        low, high = usable_range(self.n_components, len(H))
-        high = max(low, min(high, size_limited_top(min(len(H), self.selection_sample_size))))
+        candidates = self._candidate_counts(self.n_components, len(X))
         self.bic_ = {}
-        if low < high:
-            rows = sample_rows(len(H), self.selection_sample_size, self.random_state)
+        if len(candidates) > 1:
+            rows = sample_rows(len(X), self.selection_sample_size, self.random_state)
             sample = [b.take(rows) for b in blocks]
-            for k in range(low, high + 1):
+            for k in _candidates(self.candidate_range_, len(rows)):
                 self.bic_[k] = self._bic(sample, self._em(sample, H[rows], k)[0], k)
-        k = min(self.bic_, key=self.bic_.get) if self.bic_ else low
+        k = min(self.bic_, key=self.bic_.get) if self.bic_ else candidates[0]
         self.params_, self.mean_log_likelihood_, self.n_iter_ = self._em(blocks, H, k)
-        self.n_clusters_ = k
-        self.n_features_in_ = blocks[1].X.shape[1]
-        self.labels_ = self.predict_proba(X).argmax(axis=1).astype(np.int64)
+        self._finish_fit(X, k)
         return self
+
+    def _posterior(self, X: np.ndarray) -> np.ndarray:
+        joint = self._joint(self._blocks(X), self.params_)
+        return np.exp(joint - logsumexp(joint, axis=1)[:, None])
+
+    def _assign_internal(self, X: np.ndarray, membership: bool):
+        proba = self._posterior(X)
+        return proba.argmax(axis=1), proba.max(axis=1), second_best(proba), proba, None
 
     def predict_proba(self, X) -> np.ndarray:
         """``(n, n_clusters_)`` posterior probability of each component for each row of counts."""
         check_is_fitted(self, "params_")
-        joint = self._joint(self._blocks(X), self.params_)
-        return np.exp(joint - logsumexp(joint, axis=1)[:, None])
-
-    def predict(self, X) -> np.ndarray:
-        """Most probable component of each row."""
-        return self.predict_proba(X).argmax(axis=1).astype(np.int64)
+        return self._posterior(_predict_input(self, X))
 
     def score(self, X, y=None) -> float:
         """Mean log-likelihood per row (multinomial coefficients left out: the same for every model)."""
         check_is_fitted(self, "params_")
-        return float(logsumexp(self._joint(self._blocks(X), self.params_), axis=1).mean())
+        return float(logsumexp(self._joint(self._blocks(_predict_input(self, X)), self.params_), axis=1).mean())
+
+    def fixed_params(self) -> dict:
+        """The chosen number of components, so a refit does not choose again."""
+        return {"n_components": (self.n_clusters_, self.n_clusters_)}
+
+    def selection_report(self) -> dict:
+        """How the number of components was chosen: BIC of each candidate on the selection sample."""
+        return {"chosen_by": "bic", "bic": self.bic_, **self._range_report(self.n_components)}

@@ -201,20 +201,30 @@ class CountMixtureClusterer(_Segmenter):
             alphas = [b.start(resp) for b in blocks]
         return [b.update(a, resp, self.minka_steps) for b, a in zip(blocks, alphas)], weights / weights.sum()
 
-    def _starts(self, H: np.ndarray, k: int) -> list[np.ndarray]:
-        from sklearn.cluster import AgglomerativeClustering, kmeans_plusplus
+    def _ward_tree(self, H: np.ndarray):
+        """Ward's tree of at most ``selection_sample_size`` rows of ``H`` (built once, cut at every count)."""
+        from scipy.cluster.hierarchy import ward
+
+        rows = sample_rows(len(H), self.selection_sample_size, self.random_state)
+        return rows, ward(H[rows])
+
+    def _starts(self, H: np.ndarray, k: int, tree) -> list[np.ndarray]:
+        from scipy.cluster.hierarchy import fcluster
+        from sklearn.cluster import kmeans_plusplus
 
         if self.start == "ward":
-            rows = sample_rows(len(H), self.selection_sample_size, self.random_state)
-            ward = AgglomerativeClustering(n_clusters=k, linkage="ward").fit_predict(H[rows])
-            centres = np.vstack([H[rows][ward == j].mean(axis=0) for j in range(k)])
-            return [centres]
+            rows, linkage = tree
+            cut = fcluster(linkage, k, criterion="maxclust") - 1
+            return [np.vstack([H[rows][cut == j].mean(axis=0) for j in np.unique(cut)])]
         rng = np.random.default_rng(self.random_state)
         return [kmeans_plusplus(H, k, random_state=int(rng.integers(2**31 - 1)))[0] for _ in range(self.n_init)]
 
-    def _em(self, blocks, H: np.ndarray, k: int):
+    def _em(self, blocks, H: np.ndarray, k: int, tree=None):
         best = None
-        for centres in self._starts(H, k):
+        if self.start == "ward" and tree is None:
+            tree = self._ward_tree(H)
+        for centres in self._starts(H, k, tree):
+            k = len(centres)  # a cut with ties may give fewer groups than asked
             resp = np.full((len(H), k), 0.1 / k)
             resp[np.arange(len(H)), ((H[:, None, :] - centres[None]) ** 2).sum(axis=2).argmin(axis=1)] += 0.9
             params, previous = self._m_step(blocks, resp, None), -np.inf
@@ -230,8 +240,8 @@ class CountMixtureClusterer(_Segmenter):
                 best = (params, mean_ll, iteration)
         return best
 
-    def _bic(self, blocks, params, k: int) -> float:
-        n = blocks[0].X.shape[0]
+    def _bic(self, blocks, params) -> float:
+        n, k = blocks[0].X.shape[0], len(params[1])
         ll = float(logsumexp(self._joint(blocks, params), axis=1).sum())
         n_parameters = k * sum(b.X.shape[1] for b in blocks) + k - 1
         return -2.0 * ll + n_parameters * np.log(n)
@@ -252,11 +262,12 @@ class CountMixtureClusterer(_Segmenter):
         if len(candidates) > 1:
             rows = sample_rows(len(X), self.selection_sample_size, self.random_state)
             sample = [b.take(rows) for b in blocks]
+            tree = self._ward_tree(H[rows]) if self.start == "ward" else None
             for k in _candidates(self.candidate_range_, len(rows)):
-                self.bic_[k] = self._bic(sample, self._em(sample, H[rows], k)[0], k)
+                self.bic_[k] = self._bic(sample, self._em(sample, H[rows], k, tree)[0])
         k = min(self.bic_, key=self.bic_.get) if self.bic_ else candidates[0]
         self.params_, self.mean_log_likelihood_, self.n_iter_ = self._em(blocks, H, k)
-        self._finish_fit(X, k)
+        self._finish_fit(X, len(self.params_[1]))
         return self
 
     def _posterior(self, X: np.ndarray) -> np.ndarray:

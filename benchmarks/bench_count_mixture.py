@@ -96,13 +96,16 @@ def main(argv=None) -> int:
     p.add_argument("--start", choices=["ward", "kmeans++"], default="ward")
     p.add_argument("--n-init", type=int, default=3, help="kmeans++ starts")
     p.add_argument("--tol", type=float, default=1e-3)
-    p.add_argument("--no-stability", action="store_true")
+    p.add_argument("--scan-tol", type=float, default=1e-2, help="tolerance of the BIC scan's candidate fits")
+    p.add_argument("--selection-sample-size", type=int, default=5000, help="rows the BIC scan fits")
+    p.add_argument("--no-stability", action="store_true", help="fit and score only (no stability, no auto rerun)")
     args = p.parse_args(argv)
     for root in args.sets:
         t0 = time.perf_counter()
         X, columns, truth, comp, seed = load_set(root)
         model = CountMixtureClusterer(n_components=(args.kmin, args.kmax), columns=columns, start=args.start,
-                                      n_init=args.n_init, tol=args.tol, random_state=seed).fit(X)
+                                      n_init=args.n_init, tol=args.tol, random_state=seed, scan_tol=args.scan_tol,
+                                      selection_sample_size=args.selection_sample_size).fit(X)
         ari = adjusted_rand_score(truth, model.labels_)
         t_fit = time.perf_counter() - t0
         stab = ({"stability_reseed": float("nan"), "stability_bootstrap": float("nan")} if args.no_stability else

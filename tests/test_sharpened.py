@@ -130,3 +130,23 @@ def test_a_config_written_before_the_method_still_loads(tmp_path):
     shipped = load_config(paths.DEFAULT_CONFIG).cluster.sharpkmeans
     assert cfg.sharpkmeans == shipped  # the section's default is the shipped setting
     assert "sharpkmeans" not in cfg.methods
+
+
+def test_the_fitted_rows_segments_are_those_of_mapping_them_anew(fitted, data, monkeypatch):
+    """fit assigns its own rows from the map it already made (not by mapping them again), with the same result."""
+    X, _ = data
+    calls = []
+    transform = fitted.sharpener_.transform
+    monkeypatch.setattr(fitted.sharpener_, "transform", lambda rows: calls.append(len(rows)) or transform(rows))
+    again = fitted.assign(X)
+    assert calls == [len(X)] and fitted._sharpened_rows is None
+    np.testing.assert_array_equal(again.labels, fitted.labels_)
+    np.testing.assert_array_equal(again.strength, fitted.strength_)
+
+    from core.cluster import clustering
+
+    mapped = []
+    original = clustering.Sharpener.transform
+    monkeypatch.setattr(clustering.Sharpener, "transform", lambda self, rows: mapped.append(len(rows)) or original(self, rows))
+    sharpened().fit(X)
+    assert mapped == [len(X)]  # the fitted rows are mapped once: the fit's own assignment reuses that map

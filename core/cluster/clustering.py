@@ -345,8 +345,10 @@ class _Segmenter(ClusterMixin, BaseEstimator):
         return report
 
 
-#: Neighbour indices looked up at once when sharpening (rows x neighbours; bounds the memory at scale).
-SHARPEN_CHUNK_VALUES = 2_000_000
+#: Neighbour indices looked up at once when sharpening (rows x neighbours). Their points are gathered into a
+#: rows x neighbours x features array before averaging: 2,000 rows of 80 neighbours in 45 columns make 58 MB,
+#: where 2,000,000 values (25,000 rows, 720 MB) cost 20% more CPU in page faults for the same result.
+SHARPEN_CHUNK_VALUES = 160_000
 
 
 def sharpening_neighbours(fraction: float, n_rows: int) -> int:

@@ -92,6 +92,7 @@ class SharpenedKMeansClusterer(_Segmenter):
         sharpened = X if self.sharpener_ is None else self.sharpener_.fitted_
         if self.sharpener_ is not None:
             self.sharpener_.fitted_ = None  # the fitted rows' map: not part of the model (kept out of the pickle)
+        self._sharpened_rows = sharpened  # the fitted rows' own map, for _finish_fit's assignment only
         self.model_ = KMeansClusterer(n_clusters=self.n_clusters, n_init=self.n_init,
                                       silhouette_sample_size=self.silhouette_sample_size,
                                       selection_sample_size=self.selection_sample_size,
@@ -99,10 +100,17 @@ class SharpenedKMeansClusterer(_Segmenter):
         centres = self.model_.model_.cluster_centers_
         within = sharpened - centres[self.model_.labels_]
         self.variance_ = max(float(np.mean(within ** 2)), 1e-12)
-        self._finish_fit(X, self.model_.n_clusters_)
+        try:
+            self._finish_fit(X, self.model_.n_clusters_)
+        finally:
+            self._sharpened_rows = None
         return self
 
     def _sharpen(self, X: np.ndarray) -> np.ndarray:
+        # While fit assigns its own rows, their map is already known: mapping them again doubled the cost of
+        # every fit and stability refit (1.5 of 5.5 CPU-s on the default data's raw space).
+        if getattr(self, "_sharpened_rows", None) is not None:
+            return self._sharpened_rows
         return X if self.sharpener_ is None else self.sharpener_.transform(X)
 
     def _posterior(self, sharpened: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -148,5 +148,12 @@ def test_the_fitted_rows_segments_are_those_of_mapping_them_anew(fitted, data, m
     mapped = []
     original = clustering.Sharpener.transform
     monkeypatch.setattr(clustering.Sharpener, "transform", lambda self, rows: mapped.append(len(rows)) or original(self, rows))
-    sharpened().fit(X)
-    assert mapped == [len(X)]  # the fitted rows are mapped once: the fit's own assignment reuses that map
+    model = sharpened(selection_sample_size=150).fit(X)
+    # Only the rows that are not reference points are mapped, once: the reference rows' map comes from building
+    # the layers, and the fit's own assignment reuses the fitted rows' map.
+    assert mapped == [len(X) - 150]
+    mapped.clear()
+    anew = model.assign(X)  # every row through the layers again, the reference rows included
+    assert mapped == [len(X)]
+    np.testing.assert_array_equal(anew.labels, model.labels_)
+    np.testing.assert_array_equal(anew.strength, model.strength_)

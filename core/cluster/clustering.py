@@ -388,7 +388,22 @@ class Sharpener:
             layer = (NearestNeighbors(n_neighbors=self.neighbours).fit(reference), reference)
             self.layers.append(layer)
             reference = self._step(layer, reference)
-        self.fitted_ = self.transform(X)
+        self.fitted_ = self._fitted_map(X, np.asarray(reference_rows), reference)
+
+    def _fitted_map(self, X: np.ndarray, reference_rows: np.ndarray, reference: np.ndarray) -> np.ndarray:
+        """The map of every fitted row; the reference rows' is already known from building the layers.
+
+        A reference row goes through the very steps the layers were built with, so mapping it again gave
+        the same point at the cost of a third of a fit's sharpening (all of it when every row is a reference
+        point, as in the stability refits on 2,000 customers).
+        """
+        out = np.empty_like(X)
+        others = np.ones(len(X), dtype=bool)
+        others[reference_rows] = False
+        out[reference_rows] = reference
+        if others.any():
+            out[others] = self.transform(X[others])
+        return out
 
     @staticmethod
     def _step(layer, Q: np.ndarray) -> np.ndarray:

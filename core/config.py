@@ -18,7 +18,8 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from core.cluster.settings import CLUSTER_METHODS, SPACES, ClusterConfig, check_cluster, check_snapshots
+from core.cluster.settings import (CLUSTER_METHODS, SPACES, ClusterConfig, check_cluster, check_pairs, check_snapshots,
+                                   fitted_pairs)
 from core.domain.hierarchy import Hierarchy, load_hierarchy
 from core.domain.tables import CUSTOMER_COLUMNS, IDENTITY_COLUMNS
 from core.domain.columns import identifier_columns
@@ -184,6 +185,7 @@ def _check_cross_fields(cfg: _ConfigFile, problems: Problems) -> None:
         problems.add("cluster.primary", f"{cl.primary.method}/{cl.primary.space} is not fitted; "
                                         f"it must be one of cluster.methods and one of cluster.spaces (or auto)")
     check_cluster(cl, problems)
+    check_pairs(cl, problems)
     # A retailer's log has its history only once stage 01 read it: stage 04 checks the snapshots then.
     if cfg.data.source == "synthetic" and cfg.data.history_start < cfg.data.history_end:
         check_snapshots(cl.snapshots, cfg.data.history_start, cfg.data.history_end, problems,
@@ -212,7 +214,7 @@ def _check_cross_fields(cfg: _ConfigFile, problems: Problems) -> None:
         problems.add("profile_export.describe_columns",
                      f"{', '.join(leaked)} look(s) like direct identifiers (names, emails, phones, addresses, "
                      f"ids); segment profiles for agents never carry them: remove them")
-    fitted = {f"{m}_{s}" for m in cl.methods for s in cl.spaces}
+    fitted = {f"{m}_{s}" for m, s in fitted_pairs(cl.methods, cl.spaces)}
     for name in export.also_profile:
         if name not in fitted:
             problems.add("profile_export.also_profile", f"'{name}' is not fitted by stage 04; allowed: "

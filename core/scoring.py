@@ -45,7 +45,8 @@ import pyarrow.parquet as pq
 
 from core.cluster.evaluation import single_threaded
 from core.domain import customer_ids
-from core.cluster.snapshots import model_spaces
+from core.cluster.settings import COUNTS_SPACE
+from core.cluster.snapshots import model_spaces, window_counts
 from core.domain.columns import ID_COLUMN
 from core.domain.hierarchy import Hierarchy
 from core.framework import artifacts, paths
@@ -102,7 +103,7 @@ class ScoringChain:
         """Stage 02's fitted model-matrix transformer (its ``columns`` are the model features)."""
         return self.feature_model.matrix
 
-    def segment(self, features: pd.DataFrame) -> pd.DataFrame:
+    def segment(self, features: pd.DataFrame, counts=None) -> pd.DataFrame:
         """Every model's segment for each row of ``features`` (the chain from the model matrix on).
 
         Parameters
@@ -110,6 +111,9 @@ class ScoringChain:
         features : DataFrame
             One row per customer: ``customer_id`` and the model features in
             their own units, without missing values.
+        counts : sparse matrix, optional
+            The same customers' units per class (the counts space), from their order lines. Without it the
+            models of the counts space are left out (their columns absent), and a primary there is refused.
 
         Returns
         -------
@@ -119,9 +123,15 @@ class ScoringChain:
             ``reconstruction_error`` (with an autoencoder), then
             ``<method>_<space>_label`` and ``_strength`` per model.
         """
+        if counts is None and self.primary[1] == COUNTS_SPACE:
+            raise PipelineError(f"the primary segmentation ({self.primary[0]} in the {COUNTS_SPACE} space) is made "
+                                f"from each customer's units per class, which a features file does not hold; "
+                                f"score their order lines instead")
         matrix = self.feature_model.transform(features)
-        spaces = model_spaces(matrix, self.autoencoder, ["raw", "latent"] if self.autoencoder is not None else ["raw"])
-        found = {key: model.assign(spaces[key[1]]) for key, model in self.models.items()}
+        names = (["raw", "latent"] if self.autoencoder is not None else ["raw"]) + \
+            ([COUNTS_SPACE] if counts is not None else [])
+        spaces = model_spaces(matrix, self.autoencoder, names, counts)
+        found = {key: model.assign(spaces[key[1]]) for key, model in self.models.items() if key[1] in spaces}
         primary = found[self.primary]
         out = {ID_COLUMN: features[ID_COLUMN].to_numpy(), "segment": primary.labels,
                "segment_strength": primary.strength, "segment_runner_up": primary.runner_up}
@@ -332,20 +342,20 @@ def _score_keyed(frame: pd.DataFrame, saved: ScoringChain, analysis_date: pd.Tim
     if input_kind(frame, saved.transformer, source) == "transactions":
         lines = _as_transactions(frame, source)
         day = pd.Timestamp(analysis_date if analysis_date is not None else lines["order_date"].max()).normalize()
-        features, excluded = _features_from_lines(lines, saved, day, source)
+        features, excluded, counts = _features_from_lines(lines, saved, day, source)
         if features.empty:
             # Nobody to score (every customer new or without merchandise): the same columns, all missing.
             scored = _nobody_scored(excluded, saved)
             return _with_recommendations(_with_customer_values(scored, lines, day, saved, source), lines, day,
                                          saved)
     else:
-        features, excluded = _features_from_file(frame, source), None
+        features, excluded, counts = _features_from_file(frame, source), None, None
     values = features[list(saved.transformer.columns)]
     empty = values.columns[values.isna().any()].tolist()
     if empty:
         raise PipelineError(f"{source}: missing values in {', '.join(empty[:6])}; every customer needs every "
                             f"model feature")
-    scored = saved.segment(features)
+    scored = saved.segment(features, counts)
     scored["excluded_reason"] = ""
     if excluded is not None and len(excluded):
         scored = pd.concat([scored, excluded.rename(columns={"reason": "excluded_reason"})], ignore_index=True)
@@ -423,8 +433,9 @@ def _with_recommendations(scored: pd.DataFrame, lines: pd.DataFrame | None, day:
 
 
 def _features_from_lines(lines: pd.DataFrame, saved: ScoringChain, day: pd.Timestamp,
-                         source: str) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The eligible customers' features, and ``customer_id`` and ``reason`` of the others (stage 02's reasons)."""
+                         source: str) -> tuple[pd.DataFrame, pd.DataFrame, Any]:
+    """The eligible customers' features, ``customer_id`` and ``reason`` of the others (stage 02's reasons), and
+    the eligible customers' units per class when a model is fitted in the counts space (else None)."""
     eligible = saved.feature_model.customer_features(lines, saved.hierarchy, day)
     # The class-mix columns come from the saved embedding, never from the lines' own columns.
     missing = [c for c in saved.transformer.columns if c not in eligible.features.columns
@@ -436,7 +447,10 @@ def _features_from_lines(lines: pd.DataFrame, saved: ScoringChain, day: pd.Times
                             f"{', ...' if len(missing) > 6 else ''}, which these order lines cannot give"
                             f"{' (' + '; '.join(why) + ')' if why else ''}; add the column(s) they need "
                             f"or score a features file")
-    return eligible.features, eligible.excluded[[ID_COLUMN, "reason"]]
+    counts = None
+    if any(space == COUNTS_SPACE for _, space in saved.models):
+        counts = window_counts(saved.feature_model, eligible, eligible.features[ID_COLUMN].to_numpy(np.int64))
+    return eligible.features, eligible.excluded[[ID_COLUMN, "reason"]], counts
 
 
 def _features_from_file(frame: pd.DataFrame, source: str) -> pd.DataFrame:

@@ -32,6 +32,7 @@ def small_config_document() -> dict:
     cluster["gmm"]["n_components"] = [2, 5]
     cluster["fcm"].update(n_clusters=[2, 5], max_iter=100)
     cluster["kmeans"]["n_clusters"] = [2, 5]
+    cluster["countmix"]["n_components"] = [2, 5]
     cluster["evaluation"].update(reseeds=2, bootstraps=2, stability_sample_size=300, reference_sample_size=300)
     return doc
 

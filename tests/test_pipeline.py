@@ -24,6 +24,7 @@ from conftest import small_config_document, write_config
 from test_report_browser import assert_page_renders, needs_chromium
 from test_segmentation import COMPARISON_CSV_COLUMNS
 from core.framework import paths
+from core.cluster.settings import fitted_pairs
 from core.config import CLUSTER_METHODS, SPACES, load_config
 from core.domain.tables import CUSTOMER_COLUMNS, IDENTITY_COLUMNS, TRANSACTION_COLUMNS
 from core.pipeline import (PipelineError, all_stages, main, pipeline_status, run_pipeline, run_stage,
@@ -127,24 +128,23 @@ def test_assignments_hold_label_and_strength_for_every_method_and_space(pipeline
     assignments = read(artifacts_dir, paths.CLUSTER, paths.ASSIGNMENTS)
     comparison = pd.read_csv(paths.stage_dir(artifacts_dir, paths.CLUSTER) / paths.COMPARISON)
     clusters = {(m, s): n for m, s, n in zip(comparison["method"], comparison["space"], comparison["clusters"])}
-    for method in CLUSTER_METHODS:
-        for space in SPACES:
-            labels = assignments[f"{method}_{space}_label"]
-            strength = assignments[f"{method}_{space}_strength"]
-            assert labels.min() >= -1
-            assert strength.between(0, 1).all()
-            assert (paths.stage_dir(artifacts_dir, paths.CLUSTER) / paths.cluster_model_file(method, space)).exists()
-            if clusters[(method, space)] == 0:
-                # Only HDBSCAN may find no cluster at all (the small config's barely trained latent space can
-                # hold no dense region): everyone is noise, with nothing to be reassigned to, and no soft table.
-                assert method == "hdbscan" and (labels == -1).all() and assignments[f"{method}_{space}_noise"].all()
-                assert f"{method}_{space}_uncertainty" not in assignments
-                continue
-            if method not in ("kmeans", "sharpkmeans"):  # hard assignments: no membership table
-                assert assignments[f"{method}_{space}_uncertainty"].between(0, 1).all()
-                soft = read(artifacts_dir, paths.CLUSTER, paths.membership_file(method, space))
-                assert (soft["customer_id"] == assignments["customer_id"]).all()
-                assert (soft.drop(columns="customer_id").sum(axis=1) <= 1 + 1e-5).all()
+    for method, space in fitted_pairs(CLUSTER_METHODS, SPACES):
+        labels = assignments[f"{method}_{space}_label"]
+        strength = assignments[f"{method}_{space}_strength"]
+        assert labels.min() >= -1
+        assert strength.between(0, 1).all()
+        assert (paths.stage_dir(artifacts_dir, paths.CLUSTER) / paths.cluster_model_file(method, space)).exists()
+        if clusters[(method, space)] == 0:
+            # Only HDBSCAN may find no cluster at all (the small config's barely trained latent space can
+            # hold no dense region): everyone is noise, with nothing to be reassigned to, and no soft table.
+            assert method == "hdbscan" and (labels == -1).all() and assignments[f"{method}_{space}_noise"].all()
+            assert f"{method}_{space}_uncertainty" not in assignments
+            continue
+        if method not in ("kmeans", "sharpkmeans"):  # hard assignments: no membership table
+            assert assignments[f"{method}_{space}_uncertainty"].between(0, 1).all()
+            soft = read(artifacts_dir, paths.CLUSTER, paths.membership_file(method, space))
+            assert (soft["customer_id"] == assignments["customer_id"]).all()
+            assert (soft.drop(columns="customer_id").sum(axis=1) <= 1 + 1e-5).all()
     assert sorted(zip(comparison["method"], comparison["space"])) == [
         ("fcm", "latent"), ("fcm", "raw"), ("gmm", "latent"), ("gmm", "raw"),
         ("hdbscan", "latent"), ("hdbscan", "raw"), ("kmeans", "latent"), ("kmeans", "raw"),
@@ -775,8 +775,9 @@ def test_the_persona_never_reaches_a_clustering_fit(pipeline_run, tmp_path):
     with_truth = read(pipeline_run[1], paths.CLUSTER, paths.ASSIGNMENTS)
     without = read(artifacts_dir, paths.CLUSTER, paths.ASSIGNMENTS)
     per_method = [c for c in with_truth.columns if c.startswith(CLUSTER_METHODS)]
-    assert {f"{m}_{s}_{c}" for m in CLUSTER_METHODS for s in SPACES for c in ("label", "strength")} <= set(per_method)
-    assert len(per_method) > 2 * len(CLUSTER_METHODS) * len(SPACES)  # and the uncertainty and noise columns
+    pairs = fitted_pairs(CLUSTER_METHODS, SPACES)
+    assert {f"{m}_{s}_{c}" for m, s in pairs for c in ("label", "strength")} <= set(per_method)
+    assert len(per_method) > 2 * len(pairs)  # and the uncertainty and noise columns
     for column in ["segment", "segment_strength", "segment_runner_up"] + per_method:
         pd.testing.assert_series_equal(without[column], with_truth[column])
     comparison = pd.read_csv(paths.stage_dir(artifacts_dir, paths.CLUSTER) / paths.COMPARISON)

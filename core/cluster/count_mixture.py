@@ -27,6 +27,7 @@ into stage 04 yet (docs/decisions.md, "Persona sets nobody tuned for, sixth roun
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import numpy as np
@@ -36,6 +37,8 @@ from scipy.special import digamma, gammaln, logsumexp
 from sklearn.utils.validation import check_is_fitted
 
 from core.cluster.clustering import Assignment, _candidates, _Segmenter, sample_rows, second_best
+
+log = logging.getLogger(__name__)
 
 ALPHA_FLOOR = 1e-3
 
@@ -406,3 +409,76 @@ class CountMixtureClusterer(_Segmenter):
     def selection_report(self) -> dict:
         """How the number of components was chosen: BIC of each candidate on the selection sample."""
         return {"chosen_by": "bic", "bic": self.bic_, **self._range_report(self.n_components)}
+
+
+def count_columns(sellable_classes) -> list[str]:
+    """The counts space's columns: ``class_units__<department>__<class>`` for each sellable (department, class)
+    of stage 02's feature model (``FeatureModel.sellable_classes``), in its order."""
+    from core.prepare_features.columns import CLASS_UNITS, class_column
+
+    return [class_column(CLASS_UNITS, d, c) for d, c in sellable_classes]
+
+
+def counts_matrix(ids: np.ndarray, long_ids: np.ndarray, class_idx: np.ndarray, units: np.ndarray,
+                  n_classes: int) -> sp.csr_matrix:
+    """Units per customer and class as a sparse ``(len(ids), n_classes)`` matrix, rows in ``ids``' order.
+
+    ``long_ids``, ``class_idx``, ``units``: one entry per customer and class (stage 02's ``class_long``, or
+    ``class_spend_long.parquet`` with each class's index among the sellable classes). Entries of customers
+    not in ``ids`` (excluded by stage 02's eligibility rules, so never segmented) are left out; a customer
+    with no entry gets an empty row. Units are net of returns: a class where a customer returned more than they
+    bought (in a window, the return of an earlier purchase) counts 0 units bought (logged with how many).
+    """
+    ids = np.asarray(ids)
+    rows = pd.Index(ids).get_indexer(np.asarray(long_ids))
+    keep = rows >= 0
+    class_idx = np.asarray(class_idx, dtype=np.int64)[keep]
+    if len(class_idx) and (class_idx.min() < 0 or class_idx.max() >= n_classes):
+        raise ValueError(f"class index outside the {n_classes} sellable classes")
+    values = np.asarray(units, dtype=np.float64)[keep]
+    negative = int((values < 0).sum())
+    if negative:
+        log.info("counts: %d customer-class total(s) below zero (more returned than bought) count 0 units", negative)
+        values = np.maximum(values, 0.0)
+    X = sp.csr_matrix((values, (rows[keep], class_idx)), shape=(len(ids), n_classes))
+    X.sum_duplicates()
+    X.eliminate_zeros()
+    return X
+
+
+class CountMatrix(sp.csr_matrix):
+    """Customers' units per class, sparse, as stage 04 passes a space to its evaluation.
+
+    A CSR matrix that also answers ``len()`` (its rows), as the dense spaces do: stage 04's shared functions
+    (``evaluation.stability``, ``sample_rows(len(X), ...)``) take any space. ``columns`` (the
+    ``class_units__<department>__<class>`` names) rides along for the estimator; row selections keep the class,
+    not the names.
+    """
+
+    columns: tuple = ()
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+
+def count_space(X, columns) -> CountMatrix:
+    """``X`` (sparse counts) as the counts space: a :class:`CountMatrix` with its column names."""
+    matrix = CountMatrix(sp.csr_matrix(X, dtype=np.float64))
+    matrix.columns = tuple(columns)
+    return matrix
+
+
+class HellingerView:
+    """The rows of a counts space as square roots of their department and class shares, made dense only for
+    the rows asked for: the geometry stage 04's separation measures (silhouette, Davies-Bouldin) read for
+    the counts space, without a dense matrix of every customer."""
+
+    def __init__(self, X: sp.csr_matrix, columns):
+        self.X = sp.csr_matrix(X)
+        self.groups = department_groups(columns)
+
+    def __len__(self) -> int:
+        return self.X.shape[0]
+
+    def __getitem__(self, rows) -> np.ndarray:
+        return hellinger_rows(self.X[rows], self.groups).toarray()

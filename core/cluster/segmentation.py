@@ -40,6 +40,7 @@ import pandas as pd
 from core.cluster import evaluation, matching
 from core.cluster.clustering import NOISE, Assignment, cluster_range, sample_rows, usable_range
 from core.cluster.methods import make_clusterer
+from core.cluster.settings import COUNTS_SPACE, fitted_pairs
 from core.framework import progress
 from core.framework.errors import PipelineError
 from core.framework.processes import process_alive
@@ -111,7 +112,9 @@ def segment_customers(spaces: dict[str, np.ndarray], methods: list[str], cfg, se
     Parameters
     ----------
     spaces : dict of str to ndarray
-        Space name (``raw``, ``latent``) -> matrix (n_customers, n_dims), rows aligned.
+        Space name (``raw``, ``latent``, ``counts``) -> matrix (n_customers, n_dims), rows aligned; the counts
+        space is a :class:`core.cluster.count_mixture.CountMatrix` (sparse, with its column names), where only
+        the count methods are fitted (:func:`core.cluster.settings.fitted_pairs`).
     methods : list of str
     cfg : ClusterConfig
         The ``cluster`` config section.
@@ -152,7 +155,7 @@ def segment_customers(spaces: dict[str, np.ndarray], methods: list[str], cfg, se
 
 # The setting holding each method's number-of-clusters range.
 RANGE_KEYS = {"gmm": ("gmm", "n_components"), "fcm": ("fcm", "n_clusters"), "kmeans": ("kmeans", "n_clusters"),
-              "sharpkmeans": ("sharpkmeans", "n_clusters")}
+              "sharpkmeans": ("sharpkmeans", "n_clusters"), "countmix": ("countmix", "n_components")}
 # HDBSCAN's smallest cluster is never below 2 customers (core.cluster.clustering.HDBSCANClusterer).
 HDBSCAN_SMALLEST_CLUSTER = 2
 
@@ -274,12 +277,13 @@ def stop_idle_workers() -> None:
 def _fit_and_evaluate(method: str, space: str, X: np.ndarray, fit_rows: np.ndarray, cfg, seed: int):
     """One method in one space: fit on the sample, score everyone, measure (no ground truth here)."""
     clock = time.perf_counter()
-    model = make_clusterer(method, cfg, seed, space).fit(X[fit_rows])
+    model = make_clusterer(method, cfg, seed, space, columns=getattr(X, "columns", None)).fit(X[fit_rows])
     fitted = time.perf_counter()
     found = model.fit_assignment() if len(fit_rows) == len(X) else model.assign(X)
     scored = time.perf_counter()
     row = {"method": method, "space": space}
-    row.update(evaluation.internal_metrics(X, found, cfg.silhouette_sample_size, seed, cfg.high_confidence))
+    row.update(evaluation.internal_metrics(_separation_space(space, X), found, cfg.silhouette_sample_size, seed,
+                                           cfg.high_confidence))
     ev = cfg.evaluation
     row.update(evaluation.stability(model, X, seed=seed, reseeds=ev.reseeds, bootstraps=ev.bootstraps,
                                     sample_size=ev.stability_sample_size, bootstrap_fraction=ev.bootstrap_fraction))
@@ -287,6 +291,17 @@ def _fit_and_evaluate(method: str, space: str, X: np.ndarray, fit_rows: np.ndarr
     seconds = {"fit": round(fitted - clock, 3), "assign": round(scored - fitted, 3),
                "evaluate": round(time.perf_counter() - scored, 3)}
     return model, found, row, seconds
+
+
+def _separation_space(space: str, X):
+    """Where a segmentation's separation (silhouette, Davies-Bouldin, Calinski-Harabasz) is measured: the space
+    itself, or for the counts space the square roots of each customer's department and class shares (raw
+    units would weigh a customer by their basket), made dense only for the rows sampled."""
+    if space != COUNTS_SPACE:
+        return X
+    from core.cluster.count_mixture import HellingerView
+
+    return HellingerView(X, X.columns)
 
 
 @evaluation.single_threaded
@@ -306,7 +321,7 @@ def _segment(spaces, methods, cfg, seed, truth, previous, latent_explained) -> S
     # The reference is measured on the model matrix (the raw space) as the issue defines it; what the
     # latent space keeps is a diagnostic of the benchmark script, not worth its time on every run.
     model_matrix = "raw" if "raw" in spaces else next(iter(spaces))
-    pairs = [(method, space) for space in spaces for method in methods]
+    pairs = fitted_pairs(methods, spaces)
     # Independent fits in worker processes (each single-threaded): two cores, twice the work done. The
     # reference goes first as it is the longest single task; results come back in submission order.
     tasks = ([delayed(_reference)(spaces[model_matrix], truth, cfg, seed)]

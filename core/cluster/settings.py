@@ -7,8 +7,23 @@ import datetime as dt
 
 from core.framework.schema import Problems, Range, spec
 
-CLUSTER_METHODS = ("hdbscan", "gmm", "fcm", "kmeans", "sharpkmeans")
-SPACES = ("raw", "latent")
+CLUSTER_METHODS = ("hdbscan", "gmm", "fcm", "kmeans", "sharpkmeans", "countmix")
+SPACES = ("raw", "latent", "counts")
+#: The space of each customer's units per class (stage 02's ``class_spend_long.parquet``), and the methods fitted
+#: in it: only there, and never in another space (a mixture of Dirichlet-multinomials models counts, the other
+#: methods distances between rows of the model matrix).
+COUNTS_SPACE = "counts"
+COUNT_METHODS = ("countmix",)
+
+
+def fits_in(method: str, space: str) -> bool:
+    """Whether stage 04 fits ``method`` in ``space``: count methods in the counts space, the others elsewhere."""
+    return (method in COUNT_METHODS) == (space == COUNTS_SPACE)
+
+
+def fitted_pairs(methods, spaces) -> list[tuple[str, str]]:
+    """Every (method, space) stage 04 fits, space by space in config order (:func:`fits_in`)."""
+    return [(m, s) for s in spaces for m in methods if fits_in(m, s)]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,6 +111,25 @@ class SharpKmeansConfig:
     neighbours_fraction: float = spec(exclusive_minimum=0.0, maximum=0.5,
                                       help="neighbours a sharpening step averages, as a share of the selection "
                                            "sample (the customers every row is moved towards)")
+
+
+@dataclasses.dataclass(frozen=True)
+class CountmixConfig:
+    """Stage 04: a mixture of Dirichlet-multinomials on each customer's units per department and class
+    (core.cluster.count_mixture), fitted in the counts space only."""
+
+    n_components: Range = spec(minimum=1, help="[min, max] components; the number is chosen by BIC on the "
+                                               "selection sample")
+    scan_step: int = spec(minimum=1, help="BIC is measured at every scan_step-th count of the range, then at the "
+                                          "neighbours of the best until it is a local minimum; 1 = every count")
+    ward_sample_size: int = spec(minimum=50, help="customers of Ward's tree that starts every fit (square roots "
+                                                  "of their department and class shares); the others join the "
+                                                  "nearest Ward centre")
+    tol: float = spec(exclusive_minimum=0.0, help="EM stops when the mean log-likelihood per customer gains less "
+                                                  "than this")
+    scan_tol: float = spec(exclusive_minimum=0.0, help="tol of the fits BIC compares (the chosen count is refit "
+                                                       "with tol)")
+    max_iter: int = spec(minimum=1, help="maximum EM iterations per fit")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -209,6 +243,8 @@ class ClusterConfig:
     # dataclass fields with a default follow those without).
     sharpkmeans: SharpKmeansConfig = spec(default=SharpKmeansConfig(n_clusters=(2, 20), n_init=10, steps=3,
                                                                    neighbours_fraction=0.02))
+    countmix: CountmixConfig = spec(default=CountmixConfig(n_components=(2, 20), scan_step=3, ward_sample_size=4000,
+                                                           tol=1e-3, scan_tol=1e-2, max_iter=200))
 
 
 def check_cluster(cfg: ClusterConfig, problems: Problems) -> None:
@@ -229,7 +265,8 @@ def check_cluster(cfg: ClusterConfig, problems: Problems) -> None:
                                    ("fcm.n_clusters", cfg.fcm.n_clusters,
                                     by_silhouette if cfg.fcm.selection == "silhouette" else limits),
                                    ("kmeans.n_clusters", cfg.kmeans.n_clusters, by_silhouette),
-                                   ("sharpkmeans.n_clusters", cfg.sharpkmeans.n_clusters, by_silhouette)):
+                                   ("sharpkmeans.n_clusters", cfg.sharpkmeans.n_clusters, by_silhouette),
+                                   ("countmix.n_components", cfg.countmix.n_components, limits)):
         low, high = values
         shown = [int(v) if float(v).is_integer() else v for v in values]
         if not (float(low).is_integer() and float(high).is_integer()):
@@ -244,6 +281,24 @@ def check_cluster(cfg: ClusterConfig, problems: Problems) -> None:
                                            f"cluster.{setting} is {customers:,} customers, which hold at most "
                                            f"{customers - 1:,} clusters; lower the top of the range, or raise "
                                            f"cluster.{setting}")
+
+
+def check_pairs(cfg: ClusterConfig, problems: Problems) -> None:
+    """Methods and spaces that make sense together: the counts space and the count methods come as a pair."""
+    counting = [m for m in cfg.methods if m in COUNT_METHODS]
+    if counting and COUNTS_SPACE not in cfg.spaces:
+        problems.add("cluster.spaces", f"{list(cfg.spaces)} has no {COUNTS_SPACE} space, the only one "
+                                       f"{', '.join(counting)} is fitted in; add {COUNTS_SPACE}, or remove "
+                                       f"{', '.join(counting)} from cluster.methods")
+    if COUNTS_SPACE in cfg.spaces and not counting:
+        problems.add("cluster.spaces", f"{COUNTS_SPACE} is listed but no method of cluster.methods is fitted in it "
+                                       f"(only {', '.join(COUNT_METHODS)}); add one, or remove {COUNTS_SPACE}")
+    primary = cfg.primary
+    if primary.method != "auto" and primary.space != "auto" and primary.method in cfg.methods \
+            and primary.space in cfg.spaces and not fits_in(primary.method, primary.space):
+        problems.add("cluster.primary", f"{primary.method}/{primary.space} is never fitted: "
+                                        f"{', '.join(COUNT_METHODS)} only in the {COUNTS_SPACE} space, the other "
+                                        f"methods only in the others")
 
 
 def check_snapshots(cfg: SnapshotsConfig, history_start: dt.date, history_end: dt.date, problems: Problems,

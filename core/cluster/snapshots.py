@@ -37,7 +37,7 @@ from typing import Any, Callable, Iterable
 import numpy as np
 import pandas as pd
 
-from core.cluster.settings import SnapshotsConfig
+from core.cluster.settings import COUNTS_SPACE, SnapshotsConfig
 from core.domain.columns import ID_COLUMN
 from core.domain.hierarchy import Hierarchy
 from core.prepare_features.aggregate import REQUIRED_LINE_COLUMNS
@@ -152,8 +152,9 @@ def _window_of_file(path: Path, start: pd.Timestamp, stop: pd.Timestamp, columns
     return pa.concat_tables(parts)
 
 
-def model_spaces(matrix: np.ndarray, autoencoder, spaces: Iterable[str]) -> dict[str, np.ndarray]:
-    """Model-matrix rows in each clustering space: ``raw`` (the matrix) and ``latent`` (the autoencoder's).
+def model_spaces(matrix: np.ndarray, autoencoder, spaces: Iterable[str], counts=None) -> dict[str, np.ndarray]:
+    """Model-matrix rows in each clustering space: ``raw`` (the matrix), ``latent`` (the autoencoder's) and
+    ``counts`` (``counts``: the same customers' units per class, :func:`window_counts`).
 
     What stage 04's clusterers take, for the score command and the
     snapshots alike.
@@ -164,11 +165,17 @@ def model_spaces(matrix: np.ndarray, autoencoder, spaces: Iterable[str]) -> dict
         :meth:`FeatureModel.transform` of the customers' features.
     autoencoder : AutoencoderTransformer, SavedEncoder or None
         Needed when ``spaces`` holds ``latent``.
-    spaces : iterable of {"raw", "latent"}
+    spaces : iterable of {"raw", "latent", "counts"}
+    counts : sparse matrix, optional
+        Needed when ``spaces`` holds ``counts``.
     """
     found = {}
     for space in spaces:
-        if space == "raw":
+        if space == COUNTS_SPACE:
+            if counts is None:
+                raise ValueError("the counts space needs each customer's units per class, from their order lines")
+            found[space] = counts
+        elif space == "raw":
             found[space] = matrix.astype(np.float64)
         elif autoencoder is None:
             raise ValueError("the latent space needs the trained autoencoder")
@@ -241,8 +248,8 @@ class TrainedChain:
             (the features' ``orders``) leaves their segment only past
             ``weak_switch_ratio`` (default ``switch_ratio``).
         """
-        return self.segment_matrix(window_matrix(self.feature_model, eligible), previous, switch_ratio, min_orders,
-                                   weak_switch_ratio)
+        return self.segment_matrix(window_matrix(self.feature_model, eligible, counts=self.space == COUNTS_SPACE),
+                                   previous, switch_ratio, min_orders, weak_switch_ratio)
 
     def segment_matrix(self, window: "WindowMatrix", previous: pd.Series | None = None, switch_ratio: float = 1.0,
                        min_orders: int = 0, weak_switch_ratio: float | None = None) -> pd.DataFrame:
@@ -252,7 +259,7 @@ class TrainedChain:
         if len(window.ids):
             sticky = switch_ratio > 1.0 and previous is not None and len(previous)
             X = (window.spaces[self.space] if window.spaces and self.space in window.spaces
-                 else model_spaces(window.matrix, self.autoencoder, [self.space])[self.space])
+                 else model_spaces(window.matrix, self.autoencoder, [self.space], window.counts)[self.space])
             found = self.model.assign(X, membership=bool(sticky))
             labels, strength = found.labels, found.strength
             if sticky and found.membership is not None:
@@ -292,6 +299,9 @@ class WindowMatrix:
     spaces : dict of str to ndarray, optional
         :func:`model_spaces` of ``matrix``, when computed ahead (stage 04
         encodes the windows while the clusterers are fitted).
+    counts : scipy.sparse matrix, optional
+        Their units per sellable class in the window (:func:`window_counts`), beside the model matrix when
+        the counts space may be the primary's; None otherwise.
     """
 
     ids: np.ndarray
@@ -299,17 +309,32 @@ class WindowMatrix:
     orders: np.ndarray | None
     excluded: pd.DataFrame
     spaces: dict[str, np.ndarray] | None = None
+    counts: Any = None
 
 
-def window_matrix(feature_model: FeatureModel, eligible) -> WindowMatrix:
-    """The :class:`WindowMatrix` of stage 02's ``EligibleFeatures`` of one window (or one block of its customers)."""
+def window_matrix(feature_model: FeatureModel, eligible, counts: bool = False) -> WindowMatrix:
+    """The :class:`WindowMatrix` of stage 02's ``EligibleFeatures`` of one window (or one block of its customers);
+    with ``counts``, their units per class too (:func:`window_counts`)."""
     features = eligible.features
     if not len(features):
         return WindowMatrix(ids=np.zeros(0, np.int64), matrix=np.zeros((0, len(feature_model.columns)), np.float32),
                             orders=None, excluded=eligible.excluded)
     orders = features["orders"].to_numpy(np.float64) if "orders" in features else None
-    return WindowMatrix(ids=features[ID_COLUMN].to_numpy(np.int64), matrix=feature_model.transform(features),
-                        orders=orders, excluded=eligible.excluded)
+    ids = features[ID_COLUMN].to_numpy(np.int64)
+    return WindowMatrix(ids=ids, matrix=feature_model.transform(features), orders=orders, excluded=eligible.excluded,
+                        counts=window_counts(feature_model, eligible, ids) if counts else None)
+
+
+def window_counts(feature_model: FeatureModel, eligible, ids: np.ndarray):
+    """Units per sellable class of the customers ``ids`` (rows in that order), from stage 02's ``class_long`` of
+    their lines: the counts space, as stage 04 built it from ``class_spend_long.parquet``."""
+    from core.cluster.count_mixture import count_columns, count_space, counts_matrix
+
+    long = eligible.class_long
+    n_classes = len(feature_model.sellable_classes)
+    X = counts_matrix(ids, long[ID_COLUMN].to_numpy(), long["class_idx"].to_numpy(), long["units"].to_numpy(),
+                      n_classes)
+    return count_space(X, count_columns(feature_model.sellable_classes))
 
 
 def _joined(parts: list[WindowMatrix], n_columns: int) -> WindowMatrix:
@@ -322,10 +347,17 @@ def _joined(parts: list[WindowMatrix], n_columns: int) -> WindowMatrix:
                                                    "rule": pd.Series(dtype=str), "reason": pd.Series(dtype=str)}))
     with_rows = [p for p in parts if len(p.ids)]
     orders = ([p.orders for p in with_rows] if with_rows and all(p.orders is not None for p in with_rows) else None)
+    counts = None
+    if with_rows and all(p.counts is not None for p in with_rows):
+        import scipy.sparse as sp
+
+        from core.cluster.count_mixture import count_space
+
+        counts = count_space(sp.vstack([p.counts for p in with_rows], format="csr"), with_rows[0].counts.columns)
     return WindowMatrix(ids=np.concatenate([p.ids for p in parts]),
                         matrix=np.concatenate([p.matrix for p in parts]) if with_rows else parts[0].matrix,
                         orders=np.concatenate(orders) if orders else None,
-                        excluded=pd.concat([p.excluded for p in parts], ignore_index=True))
+                        excluded=pd.concat([p.excluded for p in parts], ignore_index=True), counts=counts)
 
 
 def keep_previous(found, previous: np.ndarray, switch_ratio) -> tuple[np.ndarray, np.ndarray]:
@@ -443,8 +475,8 @@ def segment_history(lines_of: Callable[[pd.Timestamp], Any], chain: TrainedChain
     def features_at(day: pd.Timestamp) -> BuiltWindow:
         started = time.perf_counter()
         lines = lines_of(day)
-        window = (window_matrix(chain.feature_model, chain.feature_model.customer_features(lines, chain.hierarchy, day))
-                  if len(lines) else None)
+        window = (window_matrix(chain.feature_model, chain.feature_model.customer_features(lines, chain.hierarchy, day),
+                                counts=chain.space == COUNTS_SPACE) if len(lines) else None)
         return BuiltWindow(day=day, window=window, lines=len(lines), seconds=time.perf_counter() - started)
 
     in_flight = max(1, int(in_flight))
@@ -541,7 +573,8 @@ def customer_blocks(path, block_lines: int = BLOCK_LINES) -> list[tuple[list[int
 
 
 def block_windows(source, feature_model: FeatureModel, hierarchy: Hierarchy, dates: list[pd.Timestamp],
-                  window_days: int, block_lines: int = BLOCK_LINES, cancel=None) -> list[BuiltWindow] | None:
+                  window_days: int, block_lines: int = BLOCK_LINES, cancel=None,
+                  counts: bool = False) -> list[BuiltWindow] | None:
     """Every snapshot's :class:`WindowMatrix`, reading the log once, a block of customers at a time.
 
     The snapshot windows take nearly every line of the log between them, and
@@ -566,6 +599,8 @@ def block_windows(source, feature_model: FeatureModel, hierarchy: Hierarchy, dat
         Lines read per block.
     cancel : threading.Event, optional
         Set: stop after the window being built (returns None).
+    counts : bool
+        Also each window's units per class (:func:`window_counts`), for a primary in the counts space.
 
     Returns
     -------
@@ -603,7 +638,8 @@ def block_windows(source, feature_model: FeatureModel, hierarchy: Hierarchy, dat
             window = block.filter(pc.and_(pc.greater_equal(when, pa.scalar(start, unit)),
                                           pc.less(when, pa.scalar(stop, unit))))
             if len(window):
-                parts[w].append(window_matrix(feature_model, feature_model.customer_features(window, hierarchy, day)))
+                parts[w].append(window_matrix(feature_model, feature_model.customer_features(window, hierarchy, day),
+                                              counts=counts))
                 lines[w] += len(window)
             del window
             seconds[w] += time.perf_counter() - started + read / len(dates)
@@ -793,7 +829,8 @@ class WindowsInBackground:
     def _build(self, ctx, plan: SnapshotPlan) -> list[BuiltWindow] | None:
         started = time.perf_counter()
         built = block_windows(self.source, self.feature_model, ctx.config.hierarchy, plan.dates,
-                              ctx.config.cluster.snapshots.window_days, cancel=self._cancel)
+                              ctx.config.cluster.snapshots.window_days, cancel=self._cancel,
+                              counts=COUNTS_SPACE in ctx.config.cluster.spaces)
         if built is not None and "latent" in ctx.config.cluster.spaces and not self._cancel.is_set():
             # The latent space is a candidate for the primary: encoded here, while the fits still run, rather
             # than after them (a few seconds a window at a million customers, lost when the primary is raw).
@@ -834,7 +871,7 @@ def write_snapshots(ctx, plan: SnapshotPlan, model, space: str,
         :func:`plan_snapshots`.
     model : clusterer
         The primary model, segment ids matched.
-    space : {"raw", "latent"}
+    space : {"raw", "latent", "counts"}
     windows : WindowsInBackground, optional
         The windows, built while the models were fitted; without it (or
         when the log is not split by customer) they are built here.
@@ -854,7 +891,8 @@ def write_snapshots(ctx, plan: SnapshotPlan, model, space: str,
     feature_model = (windows.feature_model if windows is not None
                      else ctx.read_joblib(paths.PREPARE_FEATURES, paths.FEATURE_SCALER))
     built = windows.result() if windows is not None else block_windows(source, feature_model, ctx.config.hierarchy,
-                                                                       dates, cfg.window_days)
+                                                                       dates, cfg.window_days,
+                                                                       counts=space == COUNTS_SPACE)
     autoencoder = None
     if space == "latent":
         autoencoder = windows.autoencoder if windows is not None and windows.autoencoder is not None \

@@ -32,6 +32,7 @@ import logging
 import numpy as np
 import pandas as pd
 
+from core.cluster.settings import COUNTS_SPACE, fitted_pairs
 from core.framework import paths
 from core.framework.errors import PipelineError
 from core.framework.progress import Progress
@@ -57,8 +58,10 @@ def run(ctx: StageContext) -> None:
         "raw": raw.drop(columns="customer_id").to_numpy(np.float64),
         "latent": latent.filter(like="latent_").to_numpy(np.float64),
     }
+    if COUNTS_SPACE in cfg.spaces:
+        matrices[COUNTS_SPACE] = _counts(ctx, ids)
     spaces = {name: matrices[name] for name in cfg.spaces}
-    keys = [f"{m}_{s}" for s in spaces for m in cfg.methods]
+    keys = [f"{m}_{s}" for m, s in fitted_pairs(cfg.methods, spaces)]
     previous = _previous_labels(ctx, ids, keys, spaces) if cfg.match_previous else None
     # The snapshot windows' features need no fitted model: built in a thread while the fits run in their
     # worker processes (the main process only waits for them).
@@ -122,6 +125,30 @@ def _fit_write_and_snapshot(ctx: StageContext, cfg, spaces: dict[str, np.ndarray
     ctx.summary = (f"{len(ids):,} customers, {len(result.models)} models; primary {method}_{space}: "
                    f"{int(chosen['clusters'].iloc[0])} segments ({result.primary_reason})"
                    + snapshots.summary(snapshot_details))
+
+
+def _counts(ctx: StageContext, ids: np.ndarray):
+    """The counts space: each customer's units per sellable class, from stage 02's ``class_spend_long.parquet``.
+
+    Sparse (a customer buys in a few dozen of hundreds of classes; a million customers' dense counts would be
+    2.7 GB), rows in ``ids``' order, columns the hierarchy's sellable classes
+    (:func:`core.cluster.count_mixture.count_columns`), as scoring and the snapshot windows build them.
+    """
+    from core.cluster.count_mixture import count_columns, count_space, counts_matrix
+    from core.prepare_features.columns import sellable_classes
+
+    keys = sellable_classes(ctx.config.hierarchy)
+    long = ctx.read_parquet(paths.PREPARE_FEATURES, paths.CLASS_SPEND_LONG,
+                            columns=["customer_id", "department", "class", "units"])
+    index = pd.MultiIndex.from_tuples(keys).get_indexer(pd.MultiIndex.from_arrays(
+        [long["department"].astype(str), long["class"].astype(str)]))
+    if (index < 0).any():
+        d, c = long.loc[index < 0, ["department", "class"]].astype(str).iloc[0]
+        raise PipelineError(f"{paths.CLASS_SPEND_LONG} has units in {d} / {c}, which is not a sellable class of "
+                            f"the hierarchy of {ctx.config.path} ({int((index < 0).sum()):,} rows); stage "
+                            f"{paths.PREPARE_FEATURES} ran with another hierarchy: rerun it")
+    X = counts_matrix(ids, long["customer_id"].to_numpy(), index, long["units"].to_numpy(), len(keys))
+    return count_space(X, count_columns(keys))
 
 
 def _latent_explained(ctx: StageContext) -> dict | None:
@@ -193,7 +220,7 @@ STAGE = Stage(
     name=paths.CLUSTER,
     # customers.parquet last: its ground truth is for evaluation; the matrices are what is clustered.
     # The order lines, the feature model and the network: the snapshots run the trained chain on each window.
-    inputs={paths.PREPARE_FEATURES: (paths.FEATURES, paths.FEATURE_SCALER),
+    inputs={paths.PREPARE_FEATURES: (paths.FEATURES, paths.FEATURE_SCALER, paths.CLASS_SPEND_LONG),
             paths.TRAIN_AUTOENCODER: (paths.LATENT, paths.AUTOENCODER_MODEL, paths.TRAINING_HISTORY),
             paths.GENERATE_DATA: (paths.CUSTOMERS, paths.TRANSACTIONS)},
     description="Cluster customers with HDBSCAN, Gaussian mixture, fuzzy c-means and k-means; evaluate and "

@@ -166,7 +166,7 @@ BAD_VALUES = [
          "2022-12-31 is not after history_start 2023-01-01"),
     case("primary auto with a space that is no choice", "config", "cluster.primary",
          {"method": "auto", "space": "umap", "min_segments_share": 0.5, "min_latent_explained": 0.1},
-         "'umap' is not allowed", "allowed values: raw, latent, auto",
+         "'umap' is not allowed", "allowed values: raw, latent, counts, auto",
          reported="cluster.primary.space"),
     case("misspelt ground truth gets a hint", "config", "cluster.evaluation.ground_truth", "persnoa",
          "'persnoa' is not a column of customers.parquet that can be a ground truth", "did you mean 'persona'",
@@ -275,6 +275,32 @@ def test_primary_method_must_be_fitted(tmp_path, docs):
 def test_primary_auto_is_accepted_for_either_half(tmp_path, docs):
     docs["config"]["cluster"]["primary"].update(method="auto", space="latent")
     assert load_config(write_documents(tmp_path, docs)).cluster.primary.method == "auto"
+
+
+def test_the_count_mixture_and_the_counts_space_come_together(tmp_path, docs):
+    """countmix is fitted only in the counts space and the other methods never in it: a config that lists one
+    without the other, or names a primary pair that is never fitted, is refused naming the key."""
+    cluster = docs["config"]["cluster"]
+    cluster["spaces"] = ["raw", "latent"]
+    with pytest.raises(ConfigError, match=problem(tmp_path / "a" / "config.yml", "cluster.spaces",
+                                                  "has no counts space", "add counts, or remove countmix")):
+        load_config(write_documents(tmp_path / "a", docs))
+    cluster["spaces"], cluster["methods"] = ["raw", "counts"], ["kmeans"]
+    with pytest.raises(ConfigError, match=problem(tmp_path / "b" / "config.yml", "cluster.spaces",
+                                                  "counts is listed but no method")):
+        load_config(write_documents(tmp_path / "b", docs))
+    cluster["methods"] = ["kmeans", "countmix"]
+    cluster["primary"].update(method="kmeans", space="counts")
+    with pytest.raises(ConfigError, match=problem(tmp_path / "c" / "config.yml", "cluster.primary",
+                                                  "kmeans/counts is never fitted")):
+        load_config(write_documents(tmp_path / "c", docs))
+    cluster["primary"].update(method="auto", space="auto")
+    docs["config"]["profile_export"]["also_profile"] = ["countmix_raw"]
+    with pytest.raises(ConfigError, match=problem(tmp_path / "d" / "config.yml", "profile_export.also_profile",
+                                                  "'countmix_raw' is not fitted")):
+        load_config(write_documents(tmp_path / "d", docs))
+    docs["config"]["profile_export"]["also_profile"] = ["countmix_counts", "kmeans_raw"]
+    assert load_config(write_documents(tmp_path / "e", docs)).cluster.methods == ("kmeans", "countmix")
 
 
 def test_missing_hierarchy_file(tmp_path, docs):

@@ -103,3 +103,66 @@ def test_bad_input_is_refused_with_the_reason(fitted):
         model.predict(X[:, :4])
     with pytest.raises(ValueError, match="named in columns"):
         CountMixtureClusterer(n_components=3, columns=COLUMNS[:4]).fit(X)
+
+
+def test_the_terms_on_distinct_column_count_pairs_equal_the_terms_of_every_nonzero(fitted):
+    """The DM log-likelihood computed once per distinct (column, count) pair and carried to the rows equals the
+    textbook sum over each row's nonzero counts."""
+    from scipy.special import gammaln
+
+    from core.cluster.count_mixture import CountBlock
+
+    model, X, _ = fitted
+    groups = department_groups(COLUMNS)
+    block = CountBlock(X, groups)
+    alpha = model.params_[0][1]
+    direct = np.zeros((len(X), len(alpha)))
+    for k, a in enumerate(alpha):
+        A = np.bincount(groups, weights=a)
+        N = np.vstack([np.bincount(groups, weights=row) for row in X])
+        direct[:, k] = ((gammaln(X + a) - gammaln(a)).sum(axis=1)
+                        + np.where(N > 0, gammaln(A) - gammaln(N + A), 0.0).sum(axis=1))
+    np.testing.assert_allclose(block.log_likelihood(alpha), direct, rtol=1e-10, atol=1e-8)
+
+
+def test_sparse_counts_fit_and_score_as_dense_ones(fitted):
+    import scipy.sparse as sp
+
+    model, X, _ = fitted
+    sparse = clone(model).fit(sp.csr_matrix(X))
+    assert sparse.n_clusters_ == model.n_clusters_
+    np.testing.assert_array_equal(sparse.labels_, model.labels_)
+    np.testing.assert_allclose(model.predict_proba(sp.csr_matrix(X)), model.predict_proba(X))
+
+
+def test_wards_tree_from_one_product_is_scipys(fitted):
+    from scipy.cluster.hierarchy import fcluster, ward
+
+    from core.cluster.count_mixture import hellinger_rows, ward_linkage
+
+    _, X, _ = fitted
+    H = hellinger_rows(X, department_groups(COLUMNS))
+    ours, theirs = ward_linkage(H), ward(H.toarray())
+    np.testing.assert_allclose(ours[:, 2], theirs[:, 2], rtol=1e-6, atol=1e-9)
+    for k in (2, 3, 5):
+        assert adjusted_rand_score(fcluster(ours, k, "maxclust"), fcluster(theirs, k, "maxclust")) == 1.0
+
+
+def test_a_coarse_scan_then_the_best_neighbours_finds_the_full_scans_count():
+    X, _ = draw(450, seed=3)
+    full = CountMixtureClusterer(n_components=(2, 9), columns=COLUMNS, scan_step=1).fit(X)
+    coarse = CountMixtureClusterer(n_components=(2, 9), columns=COLUMNS, scan_step=3).fit(X)
+    assert coarse.n_clusters_ == full.n_clusters_ == 3
+    assert len(coarse.bic_) < len(full.bic_) == 8
+    best = min(coarse.bic_, key=coarse.bic_.get)
+    assert {best - 1, best + 1} <= set(coarse.bic_)  # a local minimum at step 1
+
+
+def test_counts_matrix_keeps_the_segmented_customers_and_counts_no_negative_units():
+    from core.cluster.count_mixture import counts_matrix
+
+    X = counts_matrix(np.array([7, 3]), np.array([3, 3, 7, 9, 7]), np.array([0, 2, 1, 0, 2]),
+                      np.array([2.0, 1.0, 4.0, 5.0, -1.0]), 3)
+    # Rows in the order of the ids given; customer 9 is not segmented; customer 7 returned more than bought in
+    # class 2.
+    np.testing.assert_array_equal(X.toarray(), [[0, 4, 0], [2, 0, 1]])

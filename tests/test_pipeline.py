@@ -146,11 +146,11 @@ def test_assignments_hold_label_and_strength_for_every_method_and_space(pipeline
             assert (soft["customer_id"] == assignments["customer_id"]).all()
             assert (soft.drop(columns="customer_id").sum(axis=1) <= 1 + 1e-5).all()
     assert sorted(zip(comparison["method"], comparison["space"])) == [
-        ("fcm", "latent"), ("fcm", "raw"), ("gmm", "latent"), ("gmm", "raw"),
+        ("countmix", "counts"), ("fcm", "latent"), ("fcm", "raw"), ("gmm", "latent"), ("gmm", "raw"),
         ("hdbscan", "latent"), ("hdbscan", "raw"), ("kmeans", "latent"), ("kmeans", "raw"),
         ("sharpkmeans", "latent"), ("sharpkmeans", "raw")]
     assert list(comparison.columns) == COMPARISON_CSV_COLUMNS
-    found_some = [space for space in SPACES if clusters[("hdbscan", space)] > 0]
+    found_some = [space for space in ("raw", "latent") if clusters[("hdbscan", space)] > 0]
     assert found_some, "HDBSCAN found clusters in at least one space"
     for space in found_some:
         assert (assignments[f"hdbscan_{space}_label"] != -1).all(), "noise customers get their most likely segment"
@@ -912,3 +912,41 @@ def test_scoring_a_few_customers_builds_the_training_columns_and_reports_who_can
     # A log without a column the model needs: the error names it.
     with pytest.raises(PipelineError, match="new.csv: the model needs brand_tier_share__.*brand_tier"):
         scoring.score_customers(lines.drop(columns="brand_tier"), saved, source="new.csv")
+
+
+def test_the_count_mixture_as_primary_segments_snapshots_scores_and_profiles(pipeline_run, tmp_path):
+    """countmix in the counts space, named as the primary: stage 04 fits it on stage 02's class units, the
+    snapshot windows are segmented from their own units, scoring from order lines gives a training customer their
+    segment, a features file (no units) is refused by name, and stage 05 profiles it."""
+    from core import scoring
+
+    config_path, artifacts_dir = rerun_with(pipeline_run, tmp_path, lambda d: d["cluster"]["primary"].update(
+        method="countmix", space="counts"))
+    outcome = run_pipeline(load_config(config_path), artifacts_dir, start=paths.CLUSTER)
+    assert outcome[paths.CLUSTER] == outcome[paths.PROFILE_EXPORT] == "ran"
+    comparison = json.loads((paths.stage_dir(artifacts_dir, paths.CLUSTER) / paths.COMPARISON_JSON).read_text())
+    assert comparison["primary"]["method"] == "countmix" and comparison["primary"]["space"] == "counts"
+    assignments = read(artifacts_dir, paths.CLUSTER, paths.ASSIGNMENTS)
+    assert (assignments["segment"] == assignments["countmix_counts_label"]).all()
+    assert assignments["segment"].nunique() >= 2
+    # Only countmix in the counts space, and countmix nowhere else.
+    pairs = {(row["method"], row["space"]) for row in comparison["methods"]}
+    assert {pair for pair in pairs if "countmix" in pair or "counts" in pair} == {("countmix", "counts")}
+    history = read(artifacts_dir, paths.CLUSTER, paths.SEGMENT_HISTORY)
+    segmented = history[history["excluded_reason"] == ""]
+    assert len(segmented) and set(segmented["segment"].dropna()) <= set(assignments["segment"])
+
+    saved = scoring.load_saved_run(artifacts_dir, load_config(config_path))
+    lines = read(artifacts_dir, paths.GENERATE_DATA, paths.TRANSACTIONS)
+    day = pd.Timestamp(lines["order_date"].max()).normalize()
+    some = assignments["customer_id"].to_numpy()[:25]
+    scored = scoring.score_customers(lines[lines["customer_id"].isin(some)], saved, analysis_date=day)
+    scored = scored[scored["excluded_reason"] == ""].set_index("customer_id")
+    expected = assignments.set_index("customer_id")["segment"]
+    assert len(scored) and (scored["segment"].astype(int) == expected.reindex(scored.index)).all()
+    features = read(artifacts_dir, paths.PREPARE_FEATURES, paths.ENRICHED_DEPARTMENT).head(10)
+    with pytest.raises(PipelineError, match="countmix in the counts space.*features file does not hold"):
+        scoring.score_customers(features, saved, source="features.parquet")
+    export = json.loads((paths.stage_dir(artifacts_dir, paths.PROFILE_EXPORT) / paths.SEGMENT_PROFILES_JSON)
+                        .read_text())
+    assert export["metadata"]["segmentation"] == "countmix_counts"

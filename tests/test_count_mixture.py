@@ -166,3 +166,14 @@ def test_counts_matrix_keeps_the_segmented_customers_and_counts_no_negative_unit
     # Rows in the order of the ids given; customer 9 is not segmented; customer 7 returned more than bought in
     # class 2.
     np.testing.assert_array_equal(X.toarray(), [[0, 4, 0], [2, 0, 1]])
+
+
+def test_each_rows_sellable_class_is_found_from_its_categories():
+    import pandas as pd
+
+    from core.cluster.count_mixture import sellable_index
+
+    keys = [("Home", "Bedding"), ("Kids", "Bedding"), ("Kids", "Toys")]
+    departments = pd.Categorical(["Kids", "Home", "Kids", "Garden", None])
+    classes = pd.Categorical(["Toys", "Bedding", "Bedding", "Toys", "Toys"])
+    assert sellable_index(departments, classes, keys).tolist() == [2, 0, 1, -1, -1]

@@ -419,6 +419,25 @@ def count_columns(sellable_classes) -> list[str]:
     return [class_column(CLASS_UNITS, d, c) for d, c in sellable_classes]
 
 
+def sellable_index(departments, classes, keys) -> np.ndarray:
+    """Each row's position among the sellable (department, class) ``keys``, -1 for a pair not among them.
+
+    ``departments`` and ``classes`` are columns of a long table (``class_spend_long.parquet``'s categoricals):
+    the pairs are looked up once per distinct pair of categories, not once per row (a million customers have
+    26 million rows).
+    """
+    departments = pd.Categorical(departments)
+    classes = pd.Categorical(classes)
+    known = pd.MultiIndex.from_tuples(list(keys)) if len(keys) else None
+    table = np.full((len(departments.categories) + 1, len(classes.categories) + 1), -1, dtype=np.int64)
+    if known is not None and len(departments.categories) and len(classes.categories):
+        d, c = np.meshgrid(np.arange(len(departments.categories)), np.arange(len(classes.categories)), indexing="ij")
+        pairs = pd.MultiIndex.from_arrays([departments.categories[d.ravel()].astype(str),
+                                           classes.categories[c.ravel()].astype(str)])
+        table[:-1, :-1] = known.get_indexer(pairs).reshape(d.shape)
+    return table[departments.codes, classes.codes]  # a missing value's code -1 reads the last row or column: -1
+
+
 def counts_matrix(ids: np.ndarray, long_ids: np.ndarray, class_idx: np.ndarray, units: np.ndarray,
                   n_classes: int) -> sp.csr_matrix:
     """Units per customer and class as a sparse ``(len(ids), n_classes)`` matrix, rows in ``ids``' order.

@@ -8,7 +8,8 @@ import datetime as dt
 from core.framework.schema import Problems, Range, spec
 
 CLUSTER_METHODS = ("hdbscan", "gmm", "fcm", "kmeans", "sharpkmeans", "countmix")
-SPACES = ("raw", "latent", "counts")
+MATRIX_SPACES = ("raw", "latent")
+SPACES = MATRIX_SPACES + ("counts",)
 #: The space of each customer's units per class (stage 02's ``class_spend_long.parquet``), and the methods fitted
 #: in it: only there, and never in another space (a mixture of Dirichlet-multinomials models counts, the other
 #: methods distances between rows of the model matrix).
@@ -55,7 +56,7 @@ class HdbscanConfig:
         "(each customer moved to the mean of its nearest neighbours, as many times) tried in turn, with every "
         "method, min_samples and size, only while no candidate leaves at most max_noise with at least half the most "
         "clusters found unsharpened; [] = never sharpen")
-    sharpen_spaces: tuple[str, ...] = spec(choices=SPACES, help="spaces where search_sharpen_steps apply")
+    sharpen_spaces: tuple[str, ...] = spec(choices=MATRIX_SPACES, help="spaces where search_sharpen_steps apply")
     sharpen_neighbours_fraction: float = spec(exclusive_minimum=0.0, maximum=0.5,
                                               help="neighbours a sharpening step averages, as a share of the "
                                                    "selection sample (the customers every row is moved "

@@ -134,14 +134,13 @@ def _counts(ctx: StageContext, ids: np.ndarray):
     2.7 GB), rows in ``ids``' order, columns the hierarchy's sellable classes
     (:func:`core.cluster.count_mixture.count_columns`), as scoring and the snapshot windows build them.
     """
-    from core.cluster.count_mixture import count_columns, count_space, counts_matrix
+    from core.cluster.count_mixture import count_columns, count_space, counts_matrix, sellable_index
     from core.prepare_features.columns import sellable_classes
 
     keys = sellable_classes(ctx.config.hierarchy)
     long = ctx.read_parquet(paths.PREPARE_FEATURES, paths.CLASS_SPEND_LONG,
                             columns=["customer_id", "department", "class", "units"])
-    index = pd.MultiIndex.from_tuples(keys).get_indexer(pd.MultiIndex.from_arrays(
-        [long["department"].astype(str), long["class"].astype(str)]))
+    index = sellable_index(long["department"], long["class"], keys)
     if (index < 0).any():
         d, c = long.loc[index < 0, ["department", "class"]].astype(str).iloc[0]
         raise PipelineError(f"{paths.CLASS_SPEND_LONG} has units in {d} / {c}, which is not a sellable class of "

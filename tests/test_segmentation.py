@@ -59,7 +59,8 @@ def result(cluster_cfg, spaces):
 
 def test_every_method_and_space_is_fitted_scored_and_compared(result, cluster_cfg, spaces):
     matrices, _ = spaces
-    pairs = [(m, s) for s in matrices for m in cluster_cfg.methods]
+    # countmix is fitted in the counts space only, which these matrices do not have.
+    pairs = [(m, s) for s in matrices for m in cluster_cfg.methods if m != "countmix"]
     assert list(result.models) == pairs and list(result.assignments) == pairs
     assert list(zip(result.comparison["method"], result.comparison["space"])) == pairs
     assert list(result.comparison.columns) == COMPARISON_CSV_COLUMNS

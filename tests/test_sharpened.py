@@ -124,12 +124,14 @@ def test_impossible_settings_are_config_errors_naming_the_key(tmp_path, change, 
 
 def test_a_config_written_before_the_method_still_loads(tmp_path):
     doc = small_config_document()
-    del doc["cluster"]["sharpkmeans"]
+    del doc["cluster"]["sharpkmeans"], doc["cluster"]["countmix"]
     doc["cluster"]["methods"] = ["hdbscan", "gmm", "fcm", "kmeans"]
+    doc["cluster"]["spaces"] = ["raw", "latent"]
     cfg = load_config(write_config(tmp_path, doc)).cluster
-    shipped = load_config(paths.DEFAULT_CONFIG).cluster.sharpkmeans
-    assert cfg.sharpkmeans == shipped  # the section's default is the shipped setting
-    assert "sharpkmeans" not in cfg.methods
+    shipped = load_config(paths.DEFAULT_CONFIG).cluster
+    # the sections' defaults are the shipped settings (the count mixture's too)
+    assert cfg.sharpkmeans == shipped.sharpkmeans and cfg.countmix == shipped.countmix
+    assert "sharpkmeans" not in cfg.methods and "countmix" not in cfg.methods
 
 
 def test_the_fitted_rows_segments_are_those_of_mapping_them_anew(fitted, data, monkeypatch):

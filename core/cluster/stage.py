@@ -1,6 +1,7 @@
-"""Stage 04: cluster customers in the raw (scaled features) and latent spaces; evaluate; choose the primary.
+"""Stage 04: cluster customers in the raw (scaled features), latent and counts spaces; evaluate; choose the primary.
 
-Reads ``features.parquet`` from stage 02, ``latent.parquet`` from stage 03
+Reads ``features.parquet`` and ``class_spend_long.parquet`` (each customer's units per class: the counts
+space, fitted by the count mixture only) from stage 02, ``latent.parquet`` from stage 03
 and, for evaluation only, the ground-truth column (``persona``) of
 ``customers.parquet`` from stage 01. Writes to ``artifacts/04_cluster/``:
 
@@ -222,8 +223,9 @@ STAGE = Stage(
     inputs={paths.PREPARE_FEATURES: (paths.FEATURES, paths.FEATURE_SCALER, paths.CLASS_SPEND_LONG),
             paths.TRAIN_AUTOENCODER: (paths.LATENT, paths.AUTOENCODER_MODEL, paths.TRAINING_HISTORY),
             paths.GENERATE_DATA: (paths.CUSTOMERS, paths.TRANSACTIONS)},
-    description="Cluster customers with HDBSCAN, Gaussian mixture, fuzzy c-means and k-means; evaluate and "
-                "compare them; choose the primary segmentation.",
+    description="Cluster customers with HDBSCAN, Gaussian mixture, fuzzy c-means, k-means and a mixture of "
+                "Dirichlet-multinomials on their units per class; evaluate and compare them; choose the primary "
+                "segmentation.",
     sections=("seed", "cluster"),
     run=run,
 )

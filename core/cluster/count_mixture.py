@@ -20,9 +20,10 @@ Fitted by EM; each M-step runs a few of Minka's fixed-point updates of the DM pa
 count matrices are sparse (a customer buys in a few dozen of hundreds of classes), and every DM
 term of a zero count is zero, so each step costs O(nonzeros x components).
 
-The maths is in :class:`CountBlock`; :class:`CountMixtureClusterer` is the estimator. It is not wired
-into stage 04 yet (docs/decisions.md, "Persona sets nobody tuned for, sixth round"); the benchmark
-``benchmarks/bench_count_mixture.py`` fits it on built persona sets.
+The maths is in :class:`CountBlock`; :class:`CountMixtureClusterer` is the estimator, stage 04's ``countmix``
+in the ``counts`` space (:class:`CountMatrix`, built by :func:`counts_matrix` from stage 02's class units, the
+snapshot windows' or scored order lines' ``class_long``). docs/decisions.md, "Persona sets nobody tuned for,
+seventh round", has its cost and figures; ``benchmarks/bench_count_mixture.py`` fits it on built persona sets.
 """
 
 from __future__ import annotations

@@ -193,3 +193,15 @@ def test_brute_force_memory_keeps_joblib_caching(tmp_path):
     assert any(tmp_path.rglob("*boruvka_kdtree*"))
     assert np.array_equal(first.single_linkage_tree_.to_numpy(), again.single_linkage_tree_.to_numpy())
     assert first.memory is memory
+
+
+# --- sharpening's neighbour mean -----------------------------------------------------------------
+
+@pytest.mark.parametrize("features, neighbours", [(1, 9), (2, 2), (3, 80), (45, 7), (45, 80)])
+def test_neighbour_mean_is_numpys_mean_bit_for_bit(features, neighbours):
+    from core.cluster.clustering import neighbour_mean
+
+    rng = np.random.default_rng(features * 100 + neighbours)
+    points = rng.normal(size=(500, features)) * 10 ** rng.uniform(-3, 3, size=features)
+    rows = rng.integers(0, len(points), size=(300, neighbours))
+    assert np.array_equal(neighbour_mean(points, rows), points[rows].mean(axis=1))

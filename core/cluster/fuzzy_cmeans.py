@@ -3,10 +3,10 @@
 The same algorithm step for step: the same random start from the seed
 (``np.random.seed(seed)``'s uniform draws, each column normalised), the same
 update (centres as the ``u ** m``-weighted means; memberships from the
-distances to them, ``d ** (-2 / (m - 1))`` normalised per row, computed on the
-distances divided by the row's largest and then by its smallest as
-scikit-fuzzy does, so the power of -33 that the adaptive fuzzifier 1.06 gives
-in 45 dimensions neither overflows nor underflows), the same floor of
+distances to them, ``d ** (-2 / (m - 1))`` normalised over the clusters, on the
+distances divided by each point's largest and then by its smallest as
+scikit-fuzzy does, so the power of -36 to -41 that the adaptive fuzzifier
+(1.055 to 1.049) gives in 45 dimensions neither overflows nor underflows), the same floor of
 ``eps`` on distances and memberships, the same stopping rule (the Frobenius
 norm of the change in memberships below ``error``) and the same returned
 centres (those of the last step, from which the returned memberships were
@@ -65,7 +65,7 @@ def random_start(n: int, c: int, seed: int | None) -> np.ndarray:
 
 def cmeans(X: np.ndarray, c: int, m: float, error: float, maxiter: int, init: np.ndarray | None = None,
            seed: int | None = None) -> tuple[np.ndarray, np.ndarray, int, float]:
-    """Fuzzy c-means of the rows of ``X``, as ``skfuzzy.cluster.cmeans(X.T, c, m, error, maxiter, init=init, seed=seed)``.
+    """Fuzzy c-means of the rows of ``X``: ``skfuzzy.cluster.cmeans(X.T, c, m, error, maxiter, init=init, seed=seed)``.
 
     Parameters
     ----------

@@ -208,3 +208,20 @@ def test_neighbour_mean_is_numpys_mean_bit_for_bit(features, neighbours):
     points = rng.normal(size=(500, features)) * 10 ** rng.uniform(-3, 3, size=features)
     rows = rng.integers(0, len(points), size=(300, neighbours))
     assert np.array_equal(neighbour_mean(points, rows), points[rows].mean(axis=1))
+
+
+def test_brute_force_answers_the_core_distances_in_many_dimensions_only(monkeypatch):
+    answered = []
+    exact = exact_neighbours.exact_knn
+
+    def counting(*args, **kwargs):
+        found = exact(*args, **kwargs)
+        answered.append(found is not None)
+        return found
+
+    monkeypatch.setattr(exact_neighbours, "exact_knn", counting)
+    exact_neighbours.fit_hdbscan(_hdbscan_data(300), min_cluster_size=15, min_samples=5, prediction_data=True)
+    assert answered == [True, True]  # the Boruvka fit's core distances, then the prediction data's
+    answered.clear()
+    exact_neighbours.fit_hdbscan(_hdbscan_data(300, dims=3), min_cluster_size=15, min_samples=5, prediction_data=True)
+    assert answered == []

@@ -129,7 +129,9 @@ class ExactNeighbours:
 
 
 def _euclidean(metric: str, kwargs: dict) -> bool:
-    return metric == "euclidean" or (metric == "minkowski" and kwargs.get("p", 2) == 2 and "w" not in kwargs)
+    # Only the metric whose floats were checked against the tree's (the pipeline's); Minkowski with p = 2 computes
+    # its distances through pow() in scikit-learn and is left to the tree.
+    return metric == "euclidean" and not kwargs
 
 
 def boruvka_kdtree(X, min_samples=5, alpha=1.0, metric="minkowski", p=2, leaf_size=40, approx_min_span_tree=True,

@@ -142,12 +142,13 @@ def measure(name: str, spec: PersonaSetSpec | None, artifacts: Path, seconds: fl
     }
 
 
-def report(results: list[dict], customers: int, command: str, started: float) -> str:
-    """The Markdown table, the targets and what each set is."""
+def report(results: list[dict], customers: int, command: str, started: float | None) -> str:
+    """The Markdown table, the targets and what each set is (``started`` None: rows from files, no run timed)."""
+    took = (f"{time.perf_counter() - started:.0f} s in all" if started is not None
+            else "times in the runs' own logs; stage 04's per set below")
     lines = [f"### Persona sets nobody tuned for, {dt.date.today().isoformat()}", "",
              f"- Machine: {machine()}; load average (1 min) at the end {load_text(load_average())}",
-             f"- Command: `{command}` ({customers:,} customers per random set; stages 01-04 per set, "
-             f"{time.perf_counter() - started:.0f} s in all)", "",
+             f"- Command: `{command}` ({customers:,} customers per random set; stages 01-04 per set, {took})", "",
              "| set | personas | overlap | spend / freq spread | seed | reference ARI | delivered primary "
              "(label-free) | its ARI / reference | its stability | segments | best of all methods picked afterwards "
              "with the persona | its ARI / reference | HDBSCAN noise latent | raw | stage 04 s |",
@@ -205,8 +206,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.from_json:
         results = [row for path in args.from_json for row in json.loads(path.read_text(encoding="utf-8"))]
         command = (f"python benchmarks/bench_persona_sets.py --customers {args.customers} --only ... --json ..., "
-                   f"{len(args.from_json)} runs side by side, then --from-json")
-        text = report(results, args.customers, command, started)
+                   f"{len(args.from_json)} run(s), then --from-json")
+        text = report(results, args.customers, command, None)
         print(text)
         if args.record:
             record(text)

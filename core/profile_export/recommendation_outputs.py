@@ -144,7 +144,8 @@ def fit_recommendations(ctx: StageContext, customers: pd.DataFrame, assignments:
         check()
         final = history.interactions(2, spend=False)  # the final fit and top k never read spend
         del history
-        model = rec.NextBestClasses(weights=evaluation["weights"], top_k=k).fit(final, segments)
+        # Its similarity only when the blend weights co-occurrence: nothing else reads the final model's.
+        model = rec.NextBestClasses(weights=evaluation["weights"], top_k=k).fit(final, segments, similarity=False)
         # The segments' cross-sell order comes from the same pass as everyone's top k (it scored them all again).
         departments = rec.DepartmentTotals(segments, items)
         table = rec.recommendation_table(model.recommend(final, segments, departments=departments), ids, items)

@@ -319,11 +319,30 @@ class PurchaseHistory:
         # Weighted from the analysis date: a fit at an earlier cut rescales (interactions()).
         weight = self._weights(self._cut_days[-1] - day)
         self._sum_lines(rows, rows * len(self.items) + codes, day, weight, amount)
-        for c, cut in enumerate(self._cut_days):
-            start = cut - YEAR_DAYS
-            inside = (day > start) & (day <= start + self.horizon_days)
-            self._season[c] += np.bincount(codes[inside], minlength=len(self.items))
-        self.lines += int(keep.sum())
+        self._add_season(day, codes)
+        self.lines += len(rows)
+
+    def _add_season(self, day: np.ndarray, codes: np.ndarray) -> None:
+        """Count each cut's season lines (the lines of the horizon's days one year before it, per item). The cuts'
+        seasons do not overlap when the cuts lie a horizon apart or more (the evaluation's do): then the lines of
+        any season are picked out once and counted in one pass, each in its season's row (a third of the passes
+        of one pick per cut; the same whole numbers)."""
+        starts = self._cut_days - YEAR_DAYS
+        n_items = len(self.items)
+        if len(starts) < 2 or (np.diff(starts) < self.horizon_days).any():
+            for c, start in enumerate(starts):
+                inside = (day > start) & (day <= start + self.horizon_days)
+                self._season[c] += np.bincount(codes[inside], minlength=n_items)
+            return
+        first, last = int(starts[0]), int(starts[-1]) + self.horizon_days
+        inside = (day > first) & (day <= last)
+        # Each day of (first, last]: its season, or the spare row past the last one (between seasons).
+        season_of = np.full(last - first, len(starts), dtype=np.int64)
+        for c, start in enumerate(starts):
+            season_of[start - first:start - first + self.horizon_days] = c
+        counted = np.bincount(season_of[day[inside] - first - 1] * n_items + codes[inside],
+                              minlength=(len(starts) + 1) * n_items)
+        self._season += counted[:len(starts) * n_items].reshape(len(starts), n_items)
 
     def _weights(self, days_ago: np.ndarray) -> np.ndarray:
         """``0.5 ** (days ago / half-life)`` of each line, from a table of the days (the same values as computed
@@ -899,8 +918,10 @@ class NextBestClasses(BaseEstimator):
         Share of each segment's customers who bought each item.
     global_popularity_ : ndarray, shape (items,)
         Share of all customers who bought each item.
-    similarity_ : ndarray, shape (items, items)
-        Cosine similarity of the items' customer sets, 0 on the diagonal.
+    similarity_ : ndarray, shape (items, items), or None
+        Cosine similarity of the items' customer sets, 0 on the diagonal
+        (None: not computed, ``fit(similarity=False)`` with co-occurrence
+        weighted 0).
     season_ : ndarray, shape (items,)
         Season lines scaled to a maximum of 1.
     """
@@ -910,15 +931,19 @@ class NextBestClasses(BaseEstimator):
         self.top_k = top_k
         self.batch_size = batch_size
 
-    def fit(self, interactions: Interactions, segments) -> "NextBestClasses":
-        """Learn popularity, similarity and season from ``interactions``; ``segments`` labels its rows."""
+    def fit(self, interactions: Interactions, segments, similarity: bool = True) -> "NextBestClasses":
+        """Learn popularity, similarity and season from ``interactions``; ``segments`` labels its rows.
+
+        ``similarity`` False: ``similarity_`` is None unless the weights blend co-occurrence (a model that only
+        recommends never reads it then: stage 05's final fit, where counting it over a million customers took
+        2 CPU-s for nothing). The evaluations' models keep it: they score item-kNN whatever the blend."""
         weights = _check_weights(DEFAULT_WEIGHTS if self.weights is None else self.weights)
         total = sum(weights.values())
         self.weights_ = {c: w / total for c, w in weights.items()}
         segments = np.asarray(segments)
         if len(segments) != interactions.shape[0]:
             raise ValueError(f"{len(segments)} segment labels for {interactions.shape[0]} customers")
-        bought = _binary(interactions.counts)
+        bought = _bought(interactions.counts)
         # Noise (HDBSCAN without reassignment) is no segment: its customers get global popularity.
         member = np.flatnonzero(segments != NOISE)
         self.segments_, code = np.unique(segments[member], return_inverse=True)
@@ -931,10 +956,13 @@ class NextBestClasses(BaseEstimator):
         # Each segment's share of purchase lines per item (last row: everyone's), the profile's prior.
         self.segment_mix_ = np.divide(lines, lines.sum(axis=1, keepdims=True), out=np.zeros_like(lines),
                                       where=lines.sum(axis=1, keepdims=True) > 0)
-        co = interactions.cooccurrence()
-        norm = np.sqrt(np.diag(co))
-        self.similarity_ = np.divide(co, np.outer(norm, norm), out=np.zeros_like(co), where=np.outer(norm, norm) > 0)
-        np.fill_diagonal(self.similarity_, 0.0)
+        self.similarity_ = None
+        if similarity or self.weights_.get("cooccurrence"):
+            co = interactions.cooccurrence()
+            norm = np.sqrt(np.diag(co))
+            self.similarity_ = np.divide(co, np.outer(norm, norm), out=np.zeros_like(co),
+                                         where=np.outer(norm, norm) > 0)
+            np.fill_diagonal(self.similarity_, 0.0)
         season = np.asarray(interactions.season, dtype=np.float64)
         self.season_ = season / season.max() if season.max() > 0 else np.zeros_like(season)
         self.n_items_ = interactions.shape[1]
@@ -1139,6 +1167,15 @@ def _added_cooccurrence(bought: sp.csr_matrix, new: np.ndarray, block: int = 10_
     for counted in in_order(product, list(range(0, len(rows), block))):
         out += counted
     return out
+
+
+def _bought(counts: sp.csr_matrix) -> sp.csr_matrix:
+    """:func:`_binary` of a matrix of purchase counts: when every stored count is positive (a history's always
+    are), ones on the same index arrays, without copying them or dropping zeros (1 CPU-s of a fit over a million
+    customers); the same matrix."""
+    if sp.isspmatrix_csr(counts) and counts.has_canonical_format and (not counts.nnz or counts.data.min() > 0):
+        return sp.csr_matrix((np.ones(counts.nnz), counts.indices, counts.indptr), shape=counts.shape, copy=False)
+    return _binary(counts)
 
 
 def _binary(matrix: sp.csr_matrix) -> sp.csr_matrix:

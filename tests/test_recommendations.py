@@ -794,3 +794,60 @@ def test_the_table_s_text_columns_are_those_python_strings_give():
         "reason": rec.reason_texts(recommended, items)[valid]})
     assert table.equals(expected)
     assert set(table["reason"].dropna()) >= {"buys again", "popular overall", "in season"}
+
+
+@pytest.mark.parametrize("horizon", [WINDOW, WINDOW + 40])
+def test_seasons_counted_in_one_pass_are_each_cuts_own_count(horizon):
+    """The cuts' season lines counted in one pass (seasons a horizon apart or more, as the evaluation's) or one
+    pass per cut (seasons that overlap: the horizon longer than the cuts' spacing) are each cut's lines in the
+    horizon's days one year before it, counted on their own; days on both edges of each season included."""
+    cuts = [VALIDATION_CUT, EVALUATION_CUT, ANALYSIS]
+    starts = [c - pd.Timedelta(days=365) for c in cuts]
+    edges = [d for s in starts for d in (s, s + pd.Timedelta(days=1), s + pd.Timedelta(days=horizon),
+                                          s + pd.Timedelta(days=horizon + 1))]
+    rng = np.random.default_rng(2)
+    days = edges + list(pd.Timestamp("2022-06-01") + pd.to_timedelta(rng.integers(0, 940, 400), unit="D"))
+    frame = lines([(1 + i % 7, str(d.date()), "Ladies Clothing" if i % 3 else "Home", "AB"[i % 2] if i % 3 else "C")
+                   for i, d in enumerate(days)])
+    history = rec.PurchaseHistory(np.arange(1, 8), rec.recommendable_items(tiny_hierarchy()), cuts, horizon)
+    for start in range(0, len(frame), 90):
+        history.add(frame.iloc[start:start + 90])
+    code = rec.item_codes(frame, rec.recommendable_items(tiny_hierarchy()))
+    for c, start in enumerate(starts):
+        inside = (frame["order_date"] > start) & (frame["order_date"] <= start + pd.Timedelta(days=horizon))
+        want = np.bincount(code[inside.to_numpy() & (code >= 0)], minlength=3)
+        np.testing.assert_array_equal(history.interactions(c).season, want)
+    assert history.interactions(2).season.sum() > 0
+
+
+def test_bought_on_shared_index_arrays_is_the_binary_copy():
+    """A fit's bought matrix: ones on the counts' own index arrays when every count is positive (a history's),
+    else the copy without the zeros; the same matrix either way, and the counts left as they were."""
+    positive = sp.csr_matrix(np.array([[2.0, 0, 1], [0, 0, 0], [0, 5, 0]]))
+    with_zero = positive.copy()
+    with_zero.data[1] = 0.0  # a stored zero
+    for counts in (positive, with_zero, sp.csr_matrix((0, 3)), sp.csr_matrix(np.array([[-1.0, 2.0]]))):
+        before = counts.copy()
+        got, want = rec._bought(counts), rec._binary(counts)
+        np.testing.assert_array_equal(got.toarray(), want.toarray())
+        assert got.nnz == (want.nnz if counts.nnz == 0 or counts.data.min() > 0 else got.nnz)
+        np.testing.assert_array_equal(counts.toarray(), before.toarray())
+    assert np.shares_memory(rec._bought(positive).indices, positive.indices)  # shared, not copied
+
+
+def test_a_final_fit_without_similarity_recommends_the_same_and_keeps_it_when_weighted():
+    """fit(similarity=False) leaves the similarity out unless co-occurrence is weighted: recommend gives the same
+    table (items, scores, reasons) as the model with it; with co-occurrence weighted it is computed as before."""
+    frame = sample_frame(40)
+    history = history_of(frame, np.arange(1, 45))
+    final, segments = history.interactions(2), np.arange(44) % 3
+    items = rec.recommendable_items(tiny_hierarchy())
+    for weights in ({"segment": 0.1, "profile": 0.9}, {"cooccurrence": 0.3, "profile": 0.7}):
+        full = rec.NextBestClasses(weights=weights, top_k=2).fit(final, segments)
+        lean = rec.NextBestClasses(weights=weights, top_k=2).fit(final, segments, similarity=False)
+        assert (lean.similarity_ is None) == (weights.get("cooccurrence", 0) == 0)
+        if lean.similarity_ is not None:
+            np.testing.assert_array_equal(lean.similarity_, full.similarity_)
+        ids = np.arange(1, 45)
+        pd.testing.assert_frame_equal(rec.recommendation_table(lean.recommend(final, segments), ids, items),
+                                      rec.recommendation_table(full.recommend(final, segments), ids, items))

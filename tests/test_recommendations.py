@@ -892,3 +892,52 @@ def test_blas_limit_of_overlapping_in_order_calls_is_restored_by_the_last():
     assert all(n == 1 for n in blas_threads())
     second.__exit__(None, None, None)
     assert blas_threads() == before
+
+
+def _batch_sums_sorted_by_day(pair, day, weight, amount, cut_days):
+    """_batch_sums as it was before the date-order path (helper s05d): every batch sorted by (pair, day)."""
+    order = np.argsort(pair * rec.DAY_SPAN + day, kind="stable")
+    pair, day = pair[order], day[order]
+    period = np.zeros(len(day), np.int64)
+    for cut in cut_days:
+        period += day > cut
+    group = pair * len(cut_days) + period
+    start = np.flatnonzero(np.r_[True, group[1:] != group[:-1]])
+    ends = np.r_[start[1:], len(group)]
+    seen = np.cumsum(np.r_[True, (pair[1:] != pair[:-1]) | (day[1:] != day[:-1])], dtype=np.int32)
+    return {"key": group[start], "counts": (ends - start).astype(np.int32),
+            "recency": np.add.reduceat(weight[order], start), "spend": np.add.reduceat(amount[order], start),
+            "days": seen[ends - 1] - seen[start] + 1, "last": day[ends - 1].astype(np.int32),
+            "first": day[start].astype(np.int32)}
+
+
+def test_batch_sums_of_lines_in_date_order_are_those_sorted_by_day():
+    """A batch whose days run forward within each customer (stage 01's log) is summed after a sort by (pair,
+    period) only, with a radix sort: the same entries, values and types, to the bit, as the sort by (pair, day);
+    lines in another order, keys spanning more than 32 bits and a missing date take the other path, also the same."""
+    rng = np.random.default_rng(5)
+    cut_days = np.array([19700, 19800, 19900])
+    fast = 0
+    for trial in range(120):
+        n, customers = int(rng.integers(1, 2000)), int(rng.integers(1, 40))
+        n_items = int(rng.choice([3, 332, 70_000, 10**9]))  # 10**9: keys spanning more than 32 bits
+        rows = np.sort(rng.integers(0, customers, n)) + int(rng.choice([0, 10**6]))
+        day = rng.integers(19_500, 19_901, n)  # up to the last cut, as add() keeps them
+        if trial % 3:
+            day = day[np.lexsort((day, rows))]  # each customer's lines in date order
+        if trial % 17 == 0:
+            day[0] = np.iinfo(np.int64).min + 1  # a missing date, as _day_numbers gives it
+        pair = rows * n_items + rng.integers(0, min(n_items, 12), n)
+        weight, amount = rng.random(n) * 10.0 ** rng.integers(-3, 3, n), rng.random(n) * 100
+        got = rec._batch_sums(pair, day, weight, amount, cut_days)
+        want = _batch_sums_sorted_by_day(pair, day, weight, amount, cut_days)
+        fast += rec._batch_sums_in_date_order(pair, day, weight, amount, cut_days) is not None
+        assert list(got) == list(want)
+        for name in want:
+            assert got[name].dtype == want[name].dtype
+            np.testing.assert_array_equal(got[name], want[name])
+    assert 40 < fast < 120  # both paths taken
+    keys = rng.integers(0, 1 << 40, 5000)
+    np.testing.assert_array_equal(rec._stable_order(keys), np.argsort(keys, kind="stable"))
+    keys = rng.integers(0, 70_000, 5000)
+    np.testing.assert_array_equal(rec._stable_order(keys), np.argsort(keys, kind="stable"))

@@ -645,6 +645,9 @@ def _batch_sums(pair: np.ndarray, day: np.ndarray, weight: np.ndarray, amount: n
     last and first day; keyed ``pair * periods + period``, ascending."""
     if not len(pair):
         return _empty_sums()
+    sums = _batch_sums_in_date_order(pair, day, weight, amount, cut_days)
+    if sums is not None:
+        return sums
     # Stable: each entry adds its lines in the order they came.
     order = np.argsort(pair * DAY_SPAN + day, kind="stable")
     pair, day = pair[order], day[order]
@@ -662,6 +665,63 @@ def _batch_sums(pair: np.ndarray, day: np.ndarray, weight: np.ndarray, amount: n
             "recency": np.add.reduceat(weight[order], start), "spend": np.add.reduceat(amount[order], start),
             "days": seen[ends - 1] - seen[start] + 1, "last": day[ends - 1].astype(np.int32),
             "first": day[start].astype(np.int32)}
+
+
+def _batch_sums_in_date_order(pair: np.ndarray, day: np.ndarray, weight: np.ndarray, amount: np.ndarray,
+                              cut_days: np.ndarray) -> dict[str, np.ndarray] | None:
+    """:func:`_batch_sums` of lines whose days run forward within each (pair, period), as a log written order by
+    order does (stage 01's); None for other lines.
+
+    Sorted by (pair, period) instead of (pair, day): stable, so each entry's lines stay in the order they came,
+    which is then their day order, the order the (pair, day) sort gives: the same entries, summed in the same
+    order, to the same values. The period of each line comes before the sort (a table of the batch's days), the
+    sort key fits 32 bits within a batch and is sorted as two 16-bit halves (NumPy's radix sort), and no pair
+    or period is gathered or computed after it: a sixth of the summing thread at a million customers.
+    """
+    period = _periods(day, cut_days)
+    if period is None:
+        return None
+    group = pair * len(cut_days) + period
+    del period
+    order = _stable_order(group)
+    group, day = group[order], day[order]
+    changed = group[1:] != group[:-1]
+    back = day[1:] < day[:-1]
+    back &= ~changed
+    if back.any():  # a day before the one above it within an entry: not in date order
+        return None
+    del back
+    start = np.flatnonzero(np.r_[True, changed])
+    ends = np.r_[start[1:], len(group)]
+    # Distinct days: a new entry or a new day (within a pair, a new period is a new day).
+    changed |= day[1:] != day[:-1]
+    seen = np.cumsum(np.r_[True, changed], dtype=np.int32)
+    return {"key": group[start], "counts": (ends - start).astype(np.int32),
+            "recency": np.add.reduceat(weight[order], start), "spend": np.add.reduceat(amount[order], start),
+            "days": seen[ends - 1] - seen[start] + 1, "last": day[ends - 1].astype(np.int32),
+            "first": day[start].astype(np.int32)}
+
+
+def _periods(day: np.ndarray, cut_days: np.ndarray) -> np.ndarray | None:
+    """How many cuts lie before each day (``searchsorted(cut_days, day)``), from a table of the days between the
+    batch's first and last; None when they lie more than :data:`DAY_SPAN` apart (a missing date)."""
+    first, last = int(day.min()), int(day.max())
+    if last - first >= DAY_SPAN:
+        return None
+    table = np.searchsorted(cut_days, np.arange(first, last + 1)).astype(np.int64)
+    return table[day - first]
+
+
+def _stable_order(key: np.ndarray) -> np.ndarray:
+    """``np.argsort(key, kind="stable")`` of int64 keys: by NumPy's radix sort on two 16-bit halves when the keys
+    span less than 2**32 (least significant half first, then the other, each stable: the same order), else as is."""
+    low = int(key.min())
+    if int(key.max()) - low >= 1 << 32:
+        return np.argsort(key, kind="stable")
+    offset = key - low
+    order = np.argsort((offset & 0xFFFF).astype(np.uint16), kind="stable")
+    high = (offset >> 16).astype(np.uint16)
+    return order[np.argsort(high[order], kind="stable")]
 
 
 def _empty_sums() -> dict[str, np.ndarray]:

@@ -941,3 +941,23 @@ def test_batch_sums_of_lines_in_date_order_are_those_sorted_by_day():
     np.testing.assert_array_equal(rec._stable_order(keys), np.argsort(keys, kind="stable"))
     keys = rng.integers(0, 70_000, 5000)
     np.testing.assert_array_equal(rec._stable_order(keys), np.argsort(keys, kind="stable"))
+
+
+def test_row_max_scaling_divides_plainly_only_when_every_row_has_a_positive_maximum():
+    """The plain division (every row's maximum above 0) gives the masked division's values; rows without a
+    positive maximum (zeros, negatives, NaN) keep zeros."""
+    rng = np.random.default_rng(8)
+    scores = rng.random((50, 7)).astype(np.float32)
+
+    def masked(matrix):
+        top = matrix.max(axis=1, keepdims=True)
+        return np.divide(matrix, top, out=np.zeros_like(matrix), where=top > 0)
+
+    np.testing.assert_array_equal(rec._row_max_scaled(scores), masked(scores))
+    assert rec._row_max_scaled(scores).dtype == np.float32
+    scores[3] = 0.0
+    scores[4] = -scores[4]
+    scores[5, 2] = np.nan
+    got = rec._row_max_scaled(scores)
+    np.testing.assert_array_equal(got, masked(scores))
+    assert not got[3:6].any()

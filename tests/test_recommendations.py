@@ -853,47 +853,6 @@ def test_a_final_fit_without_similarity_recommends_the_same_and_keeps_it_when_we
                                       rec.recommendation_table(full.recommend(final, segments), ids, items))
 
 
-def test_cuts_built_in_two_threads_at_once_are_the_cuts_built_one_after_another():
-    """Stage 05 builds the final cut beside the evaluation's sampled cuts once the history is ready(): the same
-    matrices as built one after another."""
-    import concurrent.futures
-
-    customers = np.arange(1, 63)
-    frame = sample_frame(59)
-    alone, shared = history_of(frame, customers), history_of(frame, customers)
-    rows = np.arange(0, 62, 3)
-    want = [alone.interactions(2, spend=False), alone.interactions(1, rows=rows), alone.bought(2, rows=rows)]
-    shared.ready()
-    with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        final = pool.submit(shared.interactions, 2, spend=False)
-        got = [None, shared.interactions(1, rows=rows), shared.bought(2, rows=rows)]
-        got[0] = final.result()
-    for name in ("counts", "recency", "days", "last", "first"):
-        for w, g in zip(want[:2], got[:2]):
-            np.testing.assert_array_equal(getattr(w, name).toarray(), getattr(g, name).toarray())
-    np.testing.assert_array_equal(want[2].toarray(), got[2].toarray())
-    assert got[0].spend is None and got[1].spend is not None
-
-
-def test_blas_limit_of_overlapping_in_order_calls_is_restored_by_the_last():
-    """in_order holds BLAS to one thread; two calls overlapping in two threads (the final cut beside the
-    evaluation) leave BLAS as it was once both are done, whichever ends first."""
-    from threadpoolctl import threadpool_info
-
-    def blas_threads():
-        return [p["num_threads"] for p in threadpool_info() if p.get("user_api") == "blas"]
-
-    before = blas_threads()
-    first, second = rec._one_blas_thread(), rec._one_blas_thread()
-    first.__enter__()
-    second.__enter__()
-    assert all(n == 1 for n in blas_threads())
-    first.__exit__(None, None, None)  # the first to enter leaves first: the limit stays for the second
-    assert all(n == 1 for n in blas_threads())
-    second.__exit__(None, None, None)
-    assert blas_threads() == before
-
-
 def _batch_sums_sorted_by_day(pair, day, weight, amount, cut_days):
     """_batch_sums as it was before the date-order path (helper s05d): every batch sorted by (pair, day)."""
     order = np.argsort(pair * rec.DAY_SPAN + day, kind="stable")

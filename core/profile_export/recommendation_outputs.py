@@ -16,7 +16,6 @@ reaches a score; only the labels themselves saw it.
 
 from __future__ import annotations
 
-import concurrent.futures
 import dataclasses
 
 import numpy as np
@@ -125,18 +124,25 @@ def fit_recommendations(ctx: StageContext, customers: pd.DataFrame, assignments:
         table = rec.empty_recommendations()
     else:
         check()
-        history.ready()
-        # The final cut (every customer's purchases, for the final fit and top k, which never read spend) is built
-        # in a thread of its own beside the evaluation's fits on their samples, which leave a core idle in their
-        # serial parts (docs/decisions.md, "sixth round"); both only read the history's sums.
-        with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="final-cut") as pool:
-            final_cut = pool.submit(history.interactions, 2, spend=False)
-            try:
-                document, evaluation = _evaluate(ctx, history, document, segments, items, len(ids), check)
-            except BaseException:
-                final_cut.cancel()
-                raise
-            final = final_cut.result()
+        # At scale the evaluation's fits come from a sample of customers (its labels alongside); None: everyone.
+        sample = rec.evaluation_fit_rows(len(ids), settings.evaluation_fit_customers, seed)
+        sampled_segments = segments if sample is None else segments[sample]
+        holdout = rec.Holdout.of(history, seed, settings.evaluation_customers, rows=sample)
+        evaluation = rec.evaluate_history(history, sampled_segments, k, seed, holdout, rows=sample)
+        document["customers"].update(evaluation.pop("customers"))
+        document["evaluation_sample"] = SAMPLE_NOTE.format(n=settings.evaluation_customers, v=rec.VALIDATION_CUSTOMERS)
+        if sample is not None:
+            document["customers"]["evaluation_fit_sample"] = int(len(sample))
+            document["evaluation_fit_sample"] = FIT_SAMPLE_NOTE.format(n=len(sample), m=len(ids))
+        document.update(evaluation)
+        check()
+        if document["models"]:
+            document["cross_sell"] = compare_cross_sell(holdout, sampled_segments, evaluation["weights"], k,
+                                                        ctx.config.profile_export.top_departments,
+                                                        ctx.config.strategies, items, seed)
+        del holdout
+        check()
+        final = history.interactions(2, spend=False)  # the final fit and top k never read spend
         del history
         # Its similarity only when the blend weights co-occurrence: nothing else reads the final model's.
         model = rec.NextBestClasses(weights=evaluation["weights"], top_k=k).fit(final, segments, similarity=False)
@@ -153,32 +159,6 @@ def fit_recommendations(ctx: StageContext, customers: pd.DataFrame, assignments:
                                  explanation=document.get("explanation") or why,
                                  analysis_date=str(end.date()), horizon_days=window)
     return RecommendationRun(document=document, table=table, saved=saved, cross_sell=cross_sell)
-
-
-def _evaluate(ctx: StageContext, history: rec.PurchaseHistory, document: dict, segments: np.ndarray,
-              items: pd.DataFrame, n_customers: int, check) -> tuple[dict, dict]:
-    """The evaluation part of :func:`fit_recommendations`: the weights chosen, the holdout and the cross-sell
-    comparison, on a seeded sample of the customers at scale; ``document`` with them, and the evaluation."""
-    settings, seed = ctx.config.profile_export.recommendations, ctx.config.seed
-    k = settings.top_k
-    # At scale the evaluation's fits come from a sample of customers (its labels alongside); None: everyone.
-    sample = rec.evaluation_fit_rows(n_customers, settings.evaluation_fit_customers, seed)
-    sampled_segments = segments if sample is None else segments[sample]
-    holdout = rec.Holdout.of(history, seed, settings.evaluation_customers, rows=sample)
-    evaluation = rec.evaluate_history(history, sampled_segments, k, seed, holdout, rows=sample)
-    document["customers"].update(evaluation.pop("customers"))
-    document["evaluation_sample"] = SAMPLE_NOTE.format(n=settings.evaluation_customers, v=rec.VALIDATION_CUSTOMERS)
-    if sample is not None:
-        document["customers"]["evaluation_fit_sample"] = int(len(sample))
-        document["evaluation_fit_sample"] = FIT_SAMPLE_NOTE.format(n=len(sample), m=n_customers)
-    document.update(evaluation)
-    check()
-    if document["models"]:
-        document["cross_sell"] = compare_cross_sell(holdout, sampled_segments, evaluation["weights"], k,
-                                                    ctx.config.profile_export.top_departments,
-                                                    ctx.config.strategies, items, seed)
-    check()
-    return document, evaluation
 
 
 def line_batches(ctx: StageContext, columns=(), dictionary=()):

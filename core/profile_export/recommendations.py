@@ -49,11 +49,9 @@ reasons, with the weight search, in 46 s of CPU (drawing the data included) and 
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import itertools
 import os
-import threading
 from typing import Callable, Iterable, Mapping
 
 import numpy as np
@@ -142,31 +140,10 @@ def in_order(function, items: list):
         return
     from concurrent.futures import ThreadPoolExecutor
 
-    with _one_blas_thread(), ThreadPoolExecutor(workers) as pool:
-        yield from pool.map(function, items)
-
-
-_BLAS_LOCK = threading.Lock()
-_BLAS_HELD: list = []  # the limit in force while any in_order runs, once per caller
-
-
-@contextlib.contextmanager
-def _one_blas_thread():
-    """BLAS held to one thread of its own while any :func:`in_order` runs. The limit is process-wide and
-    :func:`in_order` may run in two threads at once (stage 05's final cut is built beside the evaluation):
-    the first caller sets it and the last restores what was before (two nested ``threadpool_limits`` blocks
-    left in the other order would leave BLAS at one thread for good)."""
     from threadpoolctl import threadpool_limits
 
-    with _BLAS_LOCK:
-        _BLAS_HELD.append(threadpool_limits(limits=1, user_api="blas") if not _BLAS_HELD else _BLAS_HELD[0])
-    try:
-        yield
-    finally:
-        with _BLAS_LOCK:
-            limit = _BLAS_HELD.pop()
-            if not _BLAS_HELD:
-                limit.restore_original_limits()
+    with threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(workers) as pool:
+        yield from pool.map(function, items)
 
 
 def day_number(days) -> np.ndarray:
@@ -427,13 +404,6 @@ class PurchaseHistory:
             (_, carry), self._carry = self._carry, None
             self._submit(carry)
         self._summing.wait()
-
-    def ready(self) -> None:
-        """Finish summing the lines added (and merge them, for a log not grouped by customer): call once every
-        batch is added; afterwards :meth:`interactions` and :meth:`bought` only read the sums, so they may run in
-        two threads at once."""
-        self._flush()
-        self._sums._merge()
 
     def interactions(self, cut: int, spend: bool = True, rows: np.ndarray | None = None) -> Interactions:
         """Purchases up to ``cuts[cut]`` (index), as of that date; ``spend`` None unless asked for.

@@ -920,3 +920,21 @@ def test_row_max_scaling_divides_plainly_only_when_every_row_has_a_positive_maxi
     got = rec._row_max_scaled(scores)
     np.testing.assert_array_equal(got, masked(scores))
     assert not got[3:6].any()
+
+
+def test_a_final_cut_without_purchase_days_recommends_the_same_when_the_blend_ignores_them():
+    """interactions(timing=False) leaves the days, last and first days out (None): a model whose blend weights
+    neither the purchase rhythm nor co-occurrence recommends the same table from it; the other matrices are the
+    same."""
+    history = history_of(sample_frame(40), np.arange(1, 45))
+    full, lean = history.interactions(2, spend=False), history.interactions(2, spend=False, timing=False)
+    assert lean.days is None and lean.last is None and lean.first is None and lean.spend is None
+    for name in ("counts", "recency"):
+        np.testing.assert_array_equal(getattr(lean, name).toarray(), getattr(full, name).toarray())
+    segments, ids = np.arange(44) % 3, np.arange(1, 45)
+    items = rec.recommendable_items(tiny_hierarchy())
+    for weights in ({"segment": 0.1, "profile": 0.9}, {"own": 0.5, "season": 0.2, "segment": 0.3}):
+        model = rec.NextBestClasses(weights=weights, top_k=2).fit(full, segments)
+        pd.testing.assert_frame_equal(rec.recommendation_table(model.recommend(lean, segments), ids, items),
+                                      rec.recommendation_table(model.recommend(full, segments), ids, items))
+    assert rec.replenishment_scores(lean, np.arange(44)).sum() == 0

@@ -405,23 +405,28 @@ class PurchaseHistory:
             self._submit(carry)
         self._summing.wait()
 
-    def interactions(self, cut: int, spend: bool = True, rows: np.ndarray | None = None) -> Interactions:
-        """Purchases up to ``cuts[cut]`` (index), as of that date; ``spend`` None unless asked for.
+    def interactions(self, cut: int, spend: bool = True, rows: np.ndarray | None = None,
+                     timing: bool = True) -> Interactions:
+        """Purchases up to ``cuts[cut]`` (index), as of that date; ``spend`` None unless asked for, and ``days``,
+        ``last`` and ``first`` None unless ``timing`` (only the ``repeat`` component and the co-occurrence counted
+        from an earlier cut read them: stage 05's final cut leaves them out when its blend weights neither).
 
         ``rows`` (optional, ascending): only these customers, as rows 0, 1, ... of every matrix (an evaluation
         fit on a sample, :func:`evaluation_fit_rows`); their co-occurrence is counted on them alone, and the
         season stays every customer's lines (counted while the lines were read)."""
         self._flush()
-        names = ["counts", "recency", "days", "last", "first", *(["spend"] if spend else [])]
+        names = ["counts", "recency", *(["days", "last", "first"] if timing else []), *(["spend"] if spend else [])]
         shape, position = self._subset(rows)
         row_counts, columns, values = self._sums.upto(cut, names, shape, position)
         # Weighted from the analysis date (add()): rescaled to this cut's date; first days stored from FIRST_BASE.
         np.multiply(values["recency"], 2.0 ** ((self.cuts[-1] - self.cuts[cut]).days / self.half_life_days),
                     out=values["recency"])
-        np.subtract(FIRST_BASE, values["first"], out=values["first"])
+        if timing:
+            np.subtract(FIRST_BASE, values["first"], out=values["first"])
         matrix = _csr_of(row_counts, columns, shape)
         built = {name: matrix(values.pop(name)) for name in names}
-        return Interactions(**{"spend": None, **built}, season=self._season[cut].copy(),
+        return Interactions(**{"spend": None, "days": None, "last": None, "first": None, **built},
+                            season=self._season[cut].copy(),
                             as_of=int(self._cut_days[cut]), horizon_days=self.horizon_days,
                             counted=self._cooccurrences.counter(cut) if position is None else None)
 

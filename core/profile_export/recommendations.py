@@ -790,6 +790,10 @@ class _PeriodSums:
             if position is not None:
                 kept = position[block["key"] // (periods * n_items)] >= 0
                 inside = kept if inside is None else inside & kept
+                # A sample's few entries by their positions: each value array is then gathered at those, not
+                # compressed through the whole block's mask once per name (the evaluation's cuts of 250,000 of a
+                # million customers); the same entries in the same order.
+                inside = np.flatnonzero(inside)
             pair = block["key"] // periods if inside is None else block["key"][inside] // periods
             return inside, np.flatnonzero(np.r_[True, pair[1:] != pair[:-1]]) if len(pair) else np.zeros(0, np.int64)
 

@@ -108,3 +108,74 @@ def test_spend_totals_over_batches_read_elsewhere_give_the_file_scan(tmp_path):
     assert sorted(got_mixes) == sorted(mixes)
     for attribute, table in mixes.items():
         pd.testing.assert_frame_equal(got_mixes[attribute], table)
+
+
+def _batch_the_old_way(totals, batch):
+    """SpendTotals.add as it was before the spare segment and month (helper s05d): the kept lines picked out
+    first, one cell per (segment, month, combination); the same cube layout, so result() reads it."""
+    from core.profile_export import line_totals
+
+    segment, month, cents, kept = line_totals._purchases(batch, totals.code_of, totals.end)
+    combo = totals._skus(batch.column("sku"))[kept]
+    totals.cube.add((segment * line_totals.SPARE_MONTHS + month) * totals.n_combos + combo, cents)
+
+
+def test_spend_totals_with_spare_cells_give_the_kept_lines_sums(tmp_path):
+    """Every line summed into a cell, those left out (returns, customers of no segment, lines after the last day,
+    lines without a date, amount or return flag) into spare ones: the same tables, to the bit, as picking the
+    kept lines out first; amounts on the half pence round half away from zero on both signs."""
+    import pyarrow as pa
+
+    from core.profile_export.line_totals import SpendTotals
+
+    rng = np.random.default_rng(11)
+    n = 3000
+    amounts = rng.integers(-100_000, 100_000, n) / 1000.0  # half pence included (x.xx5)
+    amounts[:6] = [0.005, -0.005, 0.015, -0.015, 2.675, -0.0]
+    lines = pd.DataFrame({
+        "customer_id": rng.choice([1, 2, 3, 5, 10**6], n),
+        "order_date": pd.Timestamp("2022-11-15") + pd.to_timedelta(rng.integers(0, 500 * 24, n), unit="h"),
+        "sku": pd.Series(rng.choice(["A", "B", "C", None], n), dtype="string"),
+        "line_amount": amounts,
+        "is_return": rng.random(n) < 0.15,
+    })
+    table = pa.Table.from_pandas(lines, preserve_index=False)
+    # Missing values where the file allows them.
+    nulls = rng.random(n) < 0.03
+    table = table.set_column(1, "order_date", pa.array(lines["order_date"].where(~nulls), pa.timestamp("us")))
+    table = table.set_column(3, "line_amount", pa.array(lines["line_amount"].where(rng.random(n) > 0.03)))
+    table = table.set_column(4, "is_return", pa.array(lines["is_return"].where(rng.random(n) > 0.03)))
+    segment_of = pd.Series({1: 4, 2: 9, 3: 4, 5: 0})
+    new, old = SpendTotals(PRODUCTS, segment_of, LAST_DAY), SpendTotals(PRODUCTS, segment_of, LAST_DAY)
+    for start in range(0, n, 700):
+        batch = table.slice(start, 700).combine_chunks().to_batches()[0]
+        new.add(batch)
+        _batch_the_old_way(old, batch)
+    np.testing.assert_array_equal(new.cube.lines.reshape(-1, 13, new.n_combos)[:, :12][:3],
+                                  old.cube.lines.reshape(-1, 13, old.n_combos)[:, :12][:3])
+    (monthly, mixes), (want_monthly, want_mixes) = new.result(), old.result()
+    pd.testing.assert_frame_equal(monthly, want_monthly)
+    assert sorted(mixes) == sorted(want_mixes)
+    for attribute, frame in want_mixes.items():
+        pd.testing.assert_frame_equal(mixes[attribute], frame)
+    assert monthly.to_numpy().sum() > 0
+
+
+def test_spend_totals_with_a_date_far_in_the_past_fall_back_to_picking_lines_out(tmp_path):
+    """A date thousands of years back would make the day table huge: that batch is summed the old way, with the
+    same result."""
+    from core.profile_export.line_totals import SpendTotals
+
+    lines = LINES.drop(columns="brand_tier").assign(
+        order_date=pd.to_datetime(["1023-12-01", *LINES["order_date"].astype(str)[1:]]).astype("datetime64[us]"))
+    path = tmp_path / "transactions.parquet"
+    lines.to_parquet(path, index=False)
+    import pyarrow.parquet as pq
+
+    totals = SpendTotals(PRODUCTS, SEGMENT_OF, LAST_DAY)
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=3):
+        totals.add(batch)
+    monthly, _ = totals.result()
+    kept = lines[lines["order_date"] <= LAST_DAY]
+    pd.testing.assert_frame_equal(monthly, monthly_spend_by_segment(kept, SEGMENT_OF), check_names=False)
+    assert monthly.loc[7, 12] == 80.0  # the line of the year 1023 counts in December as well: 60 + 20

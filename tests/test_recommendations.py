@@ -794,3 +794,147 @@ def test_the_table_s_text_columns_are_those_python_strings_give():
         "reason": rec.reason_texts(recommended, items)[valid]})
     assert table.equals(expected)
     assert set(table["reason"].dropna()) >= {"buys again", "popular overall", "in season"}
+
+
+@pytest.mark.parametrize("horizon", [WINDOW, WINDOW + 40])
+def test_seasons_counted_in_one_pass_are_each_cuts_own_count(horizon):
+    """The cuts' season lines counted in one pass (seasons a horizon apart or more, as the evaluation's) or one
+    pass per cut (seasons that overlap: the horizon longer than the cuts' spacing) are each cut's lines in the
+    horizon's days one year before it, counted on their own; days on both edges of each season included."""
+    cuts = [VALIDATION_CUT, EVALUATION_CUT, ANALYSIS]
+    starts = [c - pd.Timedelta(days=365) for c in cuts]
+    edges = [d for s in starts for d in (s, s + pd.Timedelta(days=1), s + pd.Timedelta(days=horizon),
+                                          s + pd.Timedelta(days=horizon + 1))]
+    rng = np.random.default_rng(2)
+    days = edges + list(pd.Timestamp("2022-06-01") + pd.to_timedelta(rng.integers(0, 940, 400), unit="D"))
+    frame = lines([(1 + i % 7, str(d.date()), "Ladies Clothing" if i % 3 else "Home", "AB"[i % 2] if i % 3 else "C")
+                   for i, d in enumerate(days)])
+    history = rec.PurchaseHistory(np.arange(1, 8), rec.recommendable_items(tiny_hierarchy()), cuts, horizon)
+    for start in range(0, len(frame), 90):
+        history.add(frame.iloc[start:start + 90])
+    code = rec.item_codes(frame, rec.recommendable_items(tiny_hierarchy()))
+    for c, start in enumerate(starts):
+        inside = (frame["order_date"] > start) & (frame["order_date"] <= start + pd.Timedelta(days=horizon))
+        want = np.bincount(code[inside.to_numpy() & (code >= 0)], minlength=3)
+        np.testing.assert_array_equal(history.interactions(c).season, want)
+    assert history.interactions(2).season.sum() > 0
+
+
+def test_bought_on_shared_index_arrays_is_the_binary_copy():
+    """A fit's bought matrix: ones on the counts' own index arrays when every count is positive (a history's),
+    else the copy without the zeros; the same matrix either way, and the counts left as they were."""
+    positive = sp.csr_matrix(np.array([[2.0, 0, 1], [0, 0, 0], [0, 5, 0]]))
+    with_zero = positive.copy()
+    with_zero.data[1] = 0.0  # a stored zero
+    for counts in (positive, with_zero, sp.csr_matrix((0, 3)), sp.csr_matrix(np.array([[-1.0, 2.0]]))):
+        before = counts.copy()
+        got, want = rec._bought(counts), rec._binary(counts)
+        np.testing.assert_array_equal(got.toarray(), want.toarray())
+        assert got.nnz == (want.nnz if counts.nnz == 0 or counts.data.min() > 0 else got.nnz)
+        np.testing.assert_array_equal(counts.toarray(), before.toarray())
+    assert np.shares_memory(rec._bought(positive).indices, positive.indices)  # shared, not copied
+
+
+def test_a_final_fit_without_similarity_recommends_the_same_and_keeps_it_when_weighted():
+    """fit(similarity=False) leaves the similarity out unless co-occurrence is weighted: recommend gives the same
+    table (items, scores, reasons) as the model with it; with co-occurrence weighted it is computed as before."""
+    frame = sample_frame(40)
+    history = history_of(frame, np.arange(1, 45))
+    final, segments = history.interactions(2), np.arange(44) % 3
+    items = rec.recommendable_items(tiny_hierarchy())
+    for weights in ({"segment": 0.1, "profile": 0.9}, {"cooccurrence": 0.3, "profile": 0.7}):
+        full = rec.NextBestClasses(weights=weights, top_k=2).fit(final, segments)
+        lean = rec.NextBestClasses(weights=weights, top_k=2).fit(final, segments, similarity=False)
+        assert (lean.similarity_ is None) == (weights.get("cooccurrence", 0) == 0)
+        if lean.similarity_ is not None:
+            np.testing.assert_array_equal(lean.similarity_, full.similarity_)
+        ids = np.arange(1, 45)
+        pd.testing.assert_frame_equal(rec.recommendation_table(lean.recommend(final, segments), ids, items),
+                                      rec.recommendation_table(full.recommend(final, segments), ids, items))
+
+
+def _batch_sums_sorted_by_day(pair, day, weight, amount, cut_days):
+    """_batch_sums as it was before the date-order path (helper s05d): every batch sorted by (pair, day)."""
+    order = np.argsort(pair * rec.DAY_SPAN + day, kind="stable")
+    pair, day = pair[order], day[order]
+    period = np.zeros(len(day), np.int64)
+    for cut in cut_days:
+        period += day > cut
+    group = pair * len(cut_days) + period
+    start = np.flatnonzero(np.r_[True, group[1:] != group[:-1]])
+    ends = np.r_[start[1:], len(group)]
+    seen = np.cumsum(np.r_[True, (pair[1:] != pair[:-1]) | (day[1:] != day[:-1])], dtype=np.int32)
+    return {"key": group[start], "counts": (ends - start).astype(np.int32),
+            "recency": np.add.reduceat(weight[order], start), "spend": np.add.reduceat(amount[order], start),
+            "days": seen[ends - 1] - seen[start] + 1, "last": day[ends - 1].astype(np.int32),
+            "first": day[start].astype(np.int32)}
+
+
+def test_batch_sums_of_lines_in_date_order_are_those_sorted_by_day():
+    """A batch whose days run forward within each customer (stage 01's log) is summed after a sort by (pair,
+    period) only, with a radix sort: the same entries, values and types, to the bit, as the sort by (pair, day);
+    lines in another order, keys spanning more than 32 bits and a missing date take the other path, also the same."""
+    rng = np.random.default_rng(5)
+    cut_days = np.array([19700, 19800, 19900])
+    fast = 0
+    for trial in range(120):
+        n, customers = int(rng.integers(1, 2000)), int(rng.integers(1, 40))
+        n_items = int(rng.choice([3, 332, 70_000, 10**9]))  # 10**9: keys spanning more than 32 bits
+        rows = np.sort(rng.integers(0, customers, n)) + int(rng.choice([0, 10**6]))
+        day = rng.integers(19_500, 19_901, n)  # up to the last cut, as add() keeps them
+        if trial % 3:
+            day = day[np.lexsort((day, rows))]  # each customer's lines in date order
+        if trial % 17 == 0:
+            day[0] = np.iinfo(np.int64).min + 1  # a missing date, as _day_numbers gives it
+        pair = rows * n_items + rng.integers(0, min(n_items, 12), n)
+        weight, amount = rng.random(n) * 10.0 ** rng.integers(-3, 3, n), rng.random(n) * 100
+        got = rec._batch_sums(pair, day, weight, amount, cut_days)
+        want = _batch_sums_sorted_by_day(pair, day, weight, amount, cut_days)
+        fast += rec._batch_sums_in_date_order(pair, day, weight, amount, cut_days) is not None
+        assert list(got) == list(want)
+        for name in want:
+            assert got[name].dtype == want[name].dtype
+            np.testing.assert_array_equal(got[name], want[name])
+    assert 40 < fast < 120  # both paths taken
+    keys = rng.integers(0, 1 << 40, 5000)
+    np.testing.assert_array_equal(rec._stable_order(keys), np.argsort(keys, kind="stable"))
+    keys = rng.integers(0, 70_000, 5000)
+    np.testing.assert_array_equal(rec._stable_order(keys), np.argsort(keys, kind="stable"))
+
+
+def test_row_max_scaling_divides_plainly_only_when_every_row_has_a_positive_maximum():
+    """The plain division (every row's maximum above 0) gives the masked division's values; rows without a
+    positive maximum (zeros, negatives, NaN) keep zeros."""
+    rng = np.random.default_rng(8)
+    scores = rng.random((50, 7)).astype(np.float32)
+
+    def masked(matrix):
+        top = matrix.max(axis=1, keepdims=True)
+        return np.divide(matrix, top, out=np.zeros_like(matrix), where=top > 0)
+
+    np.testing.assert_array_equal(rec._row_max_scaled(scores), masked(scores))
+    assert rec._row_max_scaled(scores).dtype == np.float32
+    scores[3] = 0.0
+    scores[4] = -scores[4]
+    scores[5, 2] = np.nan
+    got = rec._row_max_scaled(scores)
+    np.testing.assert_array_equal(got, masked(scores))
+    assert not got[3:6].any()
+
+
+def test_a_final_cut_without_purchase_days_recommends_the_same_when_the_blend_ignores_them():
+    """interactions(timing=False) leaves the days, last and first days out (None): a model whose blend weights
+    neither the purchase rhythm nor co-occurrence recommends the same table from it; the other matrices are the
+    same."""
+    history = history_of(sample_frame(40), np.arange(1, 45))
+    full, lean = history.interactions(2, spend=False), history.interactions(2, spend=False, timing=False)
+    assert lean.days is None and lean.last is None and lean.first is None and lean.spend is None
+    for name in ("counts", "recency"):
+        np.testing.assert_array_equal(getattr(lean, name).toarray(), getattr(full, name).toarray())
+    segments, ids = np.arange(44) % 3, np.arange(1, 45)
+    items = rec.recommendable_items(tiny_hierarchy())
+    for weights in ({"segment": 0.1, "profile": 0.9}, {"own": 0.5, "season": 0.2, "segment": 0.3}):
+        model = rec.NextBestClasses(weights=weights, top_k=2).fit(full, segments)
+        pd.testing.assert_frame_equal(rec.recommendation_table(model.recommend(lean, segments), ids, items),
+                                      rec.recommendation_table(model.recommend(full, segments), ids, items))
+    assert rec.replenishment_scores(lean, np.arange(44)).sum() == 0

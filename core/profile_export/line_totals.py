@@ -25,6 +25,11 @@ import pandas as pd
 # Lines per batch: about 40 MB of NumPy work arrays per batch.
 BATCH_ROWS = 1 << 20
 ATTRIBUTES = ("brand_tier", "size", "style")
+# Months 0-11 and a spare one for the lines left out (SpendTotals' cube).
+SPARE_MONTHS = 13
+# Dates further than this many days before the last day make the day table large: such a batch is summed the
+# old way (a retailer's log never goes back this far; a wrong date might).
+MAX_TABLE_DAYS = 200_000
 
 
 def spend_by_segment(transactions: Path, products: pd.DataFrame, segment_of: pd.Series, last_day,
@@ -85,22 +90,40 @@ class SpendTotals:
         # The last combination: a SKU the catalog lacks.
         self.n_combos = int(self.combos.max()) + 2 if len(self.combos) else 1
         self.end = np.datetime64((pd.Timestamp(last_day).normalize() + pd.Timedelta(days=1)).to_datetime64(), "us")
-        self.cube = _Totals(len(self.segment_ids) * 12, self.n_combos)
+        # One more segment (customers of none) and one more month (returns, lines after ``last_day``, no date):
+        # every line gets a cell, those left out a spare one dropped at the end, so a batch is summed without
+        # picking its kept lines out first (docs/decisions.md, "sixth round").
+        self.cube = _Totals((len(self.segment_ids) + 1) * SPARE_MONTHS, self.n_combos)
         self.columns = ["customer_id", "order_date", "line_amount", "is_return"] + (["sku"] if self.present else [])
         self.dictionary_columns = ["sku"] if self.present else None
         self._skus = _SkuCombos(self.sku_index, self.combos, self.n_combos - 1)
+        self._segment_base = _SegmentBase(segment_of, self.code_of, len(self.segment_ids),
+                                          SPARE_MONTHS * self.n_combos)
+        self._end_day = int(self.end.astype("datetime64[D]").astype(np.int64))
+        self._months = _MonthOffsets(self._end_day, self.n_combos)
 
     def add(self, batch) -> None:
         """Add an Arrow record batch (or table) of order lines with :attr:`columns`."""
-        segment, month, cents, kept = _purchases(batch, self.code_of, self.end)
-        combo = (self._skus(batch.column("sku"))[kept] if self.present else np.zeros(len(segment), np.int64))
-        self.cube.add((segment * 12 + month) * self.n_combos + combo, cents)
+        days = _day_numbers(batch.column("order_date"), self._end_day)
+        if days is None:  # a date thousands of years out: the lines picked out first, as they always were
+            segment, month, cents, kept = _purchases(batch, self.code_of, self.end)
+            combo = self._skus(batch.column("sku"))[kept] if self.present else 0
+            self.cube.add((segment * SPARE_MONTHS + month) * self.n_combos + combo, cents)
+            return
+        # Each line's cell: its segment's block (the spare one for customers of none), its month's row in it (the
+        # spare month for returns and lines after the last day), its attribute combination's column.
+        cell = self._segment_base(batch.column("customer_id"))
+        cell += self._months(days, _flags(batch.column("is_return")))
+        if self.present:
+            cell += self._skus(batch.column("sku"))
+        self.cube.add(cell, _pence(batch.column("line_amount")))
 
     def result(self) -> tuple[pd.DataFrame, dict[str, pd.DataFrame]]:
         """The tables of :func:`spend_by_segment` from the lines added so far."""
         n_segments, present, catalog = len(self.segment_ids), self.present, self.catalog
-        cents = self.cube.cents.reshape(n_segments, 12, self.n_combos)
-        lines = self.cube.lines.reshape(n_segments, 12, self.n_combos)
+        # The spare segment and month hold the lines left out.
+        cents = self.cube.cents.reshape(n_segments + 1, SPARE_MONTHS, self.n_combos)[:n_segments, :12]
+        lines = self.cube.lines.reshape(n_segments + 1, SPARE_MONTHS, self.n_combos)[:n_segments, :12]
         monthly = _table(cents.sum(axis=2), lines.sum(axis=2), self.segment_ids,
                          pd.Index(range(1, 13), name="month"), keep_columns=True)
         mixes = {}
@@ -169,6 +192,83 @@ def _segment_codes(segment_of: pd.Series):
             found = index.get_indexer(lines)
             return np.where(found >= 0, codes[found], -1)
     return segment_ids.astype(np.int64), code_of
+
+
+class _SegmentBase:
+    """Each line's first cell of its segment's block in the cube (the spare segment's for a customer of none),
+    from the customer ids: one lookup per line in a table of the customer keys when they are dense."""
+
+    def __init__(self, segment_of: pd.Series, code_of, n_segments: int, block: int):
+        self.code_of, self.spare, self.block = code_of, n_segments * block, block
+        keys = segment_of.index.to_numpy(np.int64)
+        self.dense = None
+        if len(keys) and keys.min() >= 0 and keys.max() < 4 * len(keys) + 1_000_000:
+            self.dense = np.full(int(keys.max()) + 1, self.spare, dtype=np.int64)
+            self.dense[keys] = code_of(keys) * block
+
+    def __call__(self, column) -> np.ndarray:
+        ids = column.to_numpy(zero_copy_only=False)
+        ids = ids if ids.dtype == np.int64 else ids.astype(np.int64)
+        if self.dense is not None and len(ids) and ids.min() >= 0 and ids.max() < len(self.dense):
+            return self.dense[ids]
+        segment = self.code_of(ids)
+        return np.where(segment >= 0, segment * self.block, self.spare)
+
+
+class _MonthOffsets:
+    """Each line's row offset in its segment's block: its calendar month's (0-11) times the combinations, or the
+    spare month's for a return or a line on or after the end day; from a table of the days, kept between batches."""
+
+    def __init__(self, end_day: int, n_combos: int):
+        self.end_day, self.n_combos = end_day, n_combos
+        self.first, self.table = end_day, np.full(1, 12 * n_combos, dtype=np.int64)
+
+    def __call__(self, days: np.ndarray, returned: np.ndarray) -> np.ndarray:
+        if len(days):
+            first = int(days.min())
+            if first < self.first:
+                months = np.arange(first, self.end_day).astype("datetime64[D]").astype("datetime64[M]").astype(np.int64)
+                self.table = np.append(months % 12 * self.n_combos, 12 * self.n_combos)
+                self.first = first
+        offsets = self.table[days - self.first]
+        offsets[returned] = 12 * self.n_combos
+        return offsets
+
+
+def _day_numbers(column, end_day: int) -> np.ndarray | None:
+    """Days since 1970-01-01 of each line's timestamp (the day a conversion to datetime64[D] gives), ``end_day``
+    for a line on or after it and for one without a date; None when a date lies more than
+    :data:`MAX_TABLE_DAYS` before it."""
+    import pyarrow as pa
+
+    micros = column.cast(pa.timestamp("us")).to_numpy(zero_copy_only=False)
+    days = np.floor_divide(micros.view(np.int64), 86_400_000_000)
+    if column.null_count:
+        days[np.isnat(micros)] = end_day
+    np.minimum(days, end_day, out=days)
+    if len(days) and end_day - int(days.min()) > MAX_TABLE_DAYS:
+        return None
+    return days
+
+
+def _flags(column) -> np.ndarray:
+    """A boolean Arrow column as NumPy, a missing value as True (a missing return flag counts as a return)."""
+    import pyarrow.compute as pc
+
+    return (pc.fill_null(column, True) if column.null_count else column).to_numpy(zero_copy_only=False)
+
+
+def _pence(column) -> np.ndarray:
+    """Amounts in whole pence, rounded half away from zero (a missing amount as 0): ``trunc(a * 100 +
+    copysign(0.5, a))``, the same values as ``sign(a) * floor(|a| * 100 + 0.5)`` in four passes instead of six
+    (IEEE multiplication and addition are symmetric in the sign)."""
+    import pyarrow.compute as pc
+
+    amount = (pc.fill_null(column, 0.0) if column.null_count else column).to_numpy(zero_copy_only=False)
+    amount = amount if amount.dtype == np.float64 else amount.astype(np.float64)
+    cents = amount * 100
+    cents += np.copysign(0.5, amount)
+    return np.trunc(cents, out=cents)
 
 
 def _purchases(batch, code_of, end: np.datetime64):

@@ -142,9 +142,14 @@ def fit_recommendations(ctx: StageContext, customers: pd.DataFrame, assignments:
                                                         ctx.config.strategies, items, seed)
         del holdout
         check()
-        final = history.interactions(2, spend=False)  # the final fit and top k never read spend
+        # The final fit and top k never read spend, nor the purchase days unless the blend weights the purchase
+        # rhythm or co-occurrence (whose count from an earlier cut reads the first days): three of the cut's five
+        # matrices, about 2 CPU-s at a million customers (docs/decisions.md, "sixth round").
+        weights = evaluation["weights"]
+        final = history.interactions(2, spend=False, timing=bool(weights.get("repeat") or weights.get("cooccurrence")))
         del history
-        model = rec.NextBestClasses(weights=evaluation["weights"], top_k=k).fit(final, segments)
+        # Its similarity only when the blend weights co-occurrence: nothing else reads the final model's.
+        model = rec.NextBestClasses(weights=evaluation["weights"], top_k=k).fit(final, segments, similarity=False)
         # The segments' cross-sell order comes from the same pass as everyone's top k (it scored them all again).
         departments = rec.DepartmentTotals(segments, items)
         table = rec.recommendation_table(model.recommend(final, segments, departments=departments), ids, items)

@@ -319,11 +319,30 @@ class PurchaseHistory:
         # Weighted from the analysis date: a fit at an earlier cut rescales (interactions()).
         weight = self._weights(self._cut_days[-1] - day)
         self._sum_lines(rows, rows * len(self.items) + codes, day, weight, amount)
-        for c, cut in enumerate(self._cut_days):
-            start = cut - YEAR_DAYS
-            inside = (day > start) & (day <= start + self.horizon_days)
-            self._season[c] += np.bincount(codes[inside], minlength=len(self.items))
-        self.lines += int(keep.sum())
+        self._add_season(day, codes)
+        self.lines += len(rows)
+
+    def _add_season(self, day: np.ndarray, codes: np.ndarray) -> None:
+        """Count each cut's season lines (the lines of the horizon's days one year before it, per item). The cuts'
+        seasons do not overlap when the cuts lie a horizon apart or more (the evaluation's do): then the lines of
+        any season are picked out once and counted in one pass, each in its season's row (a third of the passes
+        of one pick per cut; the same whole numbers)."""
+        starts = self._cut_days - YEAR_DAYS
+        n_items = len(self.items)
+        if len(starts) < 2 or (np.diff(starts) < self.horizon_days).any():
+            for c, start in enumerate(starts):
+                inside = (day > start) & (day <= start + self.horizon_days)
+                self._season[c] += np.bincount(codes[inside], minlength=n_items)
+            return
+        first, last = int(starts[0]), int(starts[-1]) + self.horizon_days
+        inside = (day > first) & (day <= last)
+        # Each day of (first, last]: its season, or the spare row past the last one (between seasons).
+        season_of = np.full(last - first, len(starts), dtype=np.int64)
+        for c, start in enumerate(starts):
+            season_of[start - first:start - first + self.horizon_days] = c
+        counted = np.bincount(season_of[day[inside] - first - 1] * n_items + codes[inside],
+                              minlength=(len(starts) + 1) * n_items)
+        self._season += counted[:len(starts) * n_items].reshape(len(starts), n_items)
 
     def _weights(self, days_ago: np.ndarray) -> np.ndarray:
         """``0.5 ** (days ago / half-life)`` of each line, from a table of the days (the same values as computed
@@ -386,23 +405,28 @@ class PurchaseHistory:
             self._submit(carry)
         self._summing.wait()
 
-    def interactions(self, cut: int, spend: bool = True, rows: np.ndarray | None = None) -> Interactions:
-        """Purchases up to ``cuts[cut]`` (index), as of that date; ``spend`` None unless asked for.
+    def interactions(self, cut: int, spend: bool = True, rows: np.ndarray | None = None,
+                     timing: bool = True) -> Interactions:
+        """Purchases up to ``cuts[cut]`` (index), as of that date; ``spend`` None unless asked for, and ``days``,
+        ``last`` and ``first`` None unless ``timing`` (only the ``repeat`` component and the co-occurrence counted
+        from an earlier cut read them: stage 05's final cut leaves them out when its blend weights neither).
 
         ``rows`` (optional, ascending): only these customers, as rows 0, 1, ... of every matrix (an evaluation
         fit on a sample, :func:`evaluation_fit_rows`); their co-occurrence is counted on them alone, and the
         season stays every customer's lines (counted while the lines were read)."""
         self._flush()
-        names = ["counts", "recency", "days", "last", "first", *(["spend"] if spend else [])]
+        names = ["counts", "recency", *(["days", "last", "first"] if timing else []), *(["spend"] if spend else [])]
         shape, position = self._subset(rows)
         row_counts, columns, values = self._sums.upto(cut, names, shape, position)
         # Weighted from the analysis date (add()): rescaled to this cut's date; first days stored from FIRST_BASE.
         np.multiply(values["recency"], 2.0 ** ((self.cuts[-1] - self.cuts[cut]).days / self.half_life_days),
                     out=values["recency"])
-        np.subtract(FIRST_BASE, values["first"], out=values["first"])
+        if timing:
+            np.subtract(FIRST_BASE, values["first"], out=values["first"])
         matrix = _csr_of(row_counts, columns, shape)
         built = {name: matrix(values.pop(name)) for name in names}
-        return Interactions(**{"spend": None, **built}, season=self._season[cut].copy(),
+        return Interactions(**{"spend": None, "days": None, "last": None, "first": None, **built},
+                            season=self._season[cut].copy(),
                             as_of=int(self._cut_days[cut]), horizon_days=self.horizon_days,
                             counted=self._cooccurrences.counter(cut) if position is None else None)
 
@@ -518,10 +542,11 @@ def _day_numbers(column) -> np.ndarray:
     if pa.types.is_timestamp(column.type) and column.type.tz is not None:
         # A zoned timestamp's day is its local day, as pandas' normalize() gives it.
         return day_number(pd.Series(column.to_pandas()).dt.tz_localize(None).dt.normalize())
-    micros = column.cast(pa.timestamp("us")).to_numpy(zero_copy_only=False).astype("datetime64[us]")
+    micros = column.cast(pa.timestamp("us")).to_numpy(zero_copy_only=False).astype("datetime64[us]", copy=False)
     # The day a timestamp falls on, by integer floor division (what a conversion to datetime64[D] does; a null,
     # NaT, keeps the value that conversion gives it).
-    days = np.floor_divide(micros.view(np.int64), 86_400_000_000) + 1
+    days = np.floor_divide(micros.view(np.int64), 86_400_000_000)
+    days += 1
     if column.null_count:
         days[np.isnat(micros)] = np.iinfo(np.int64).min + 1
     return days
@@ -596,6 +621,9 @@ def _batch_sums(pair: np.ndarray, day: np.ndarray, weight: np.ndarray, amount: n
     last and first day; keyed ``pair * periods + period``, ascending."""
     if not len(pair):
         return _empty_sums()
+    sums = _batch_sums_in_date_order(pair, day, weight, amount, cut_days)
+    if sums is not None:
+        return sums
     # Stable: each entry adds its lines in the order they came.
     order = np.argsort(pair * DAY_SPAN + day, kind="stable")
     pair, day = pair[order], day[order]
@@ -613,6 +641,63 @@ def _batch_sums(pair: np.ndarray, day: np.ndarray, weight: np.ndarray, amount: n
             "recency": np.add.reduceat(weight[order], start), "spend": np.add.reduceat(amount[order], start),
             "days": seen[ends - 1] - seen[start] + 1, "last": day[ends - 1].astype(np.int32),
             "first": day[start].astype(np.int32)}
+
+
+def _batch_sums_in_date_order(pair: np.ndarray, day: np.ndarray, weight: np.ndarray, amount: np.ndarray,
+                              cut_days: np.ndarray) -> dict[str, np.ndarray] | None:
+    """:func:`_batch_sums` of lines whose days run forward within each (pair, period), as a log written order by
+    order does (stage 01's); None for other lines.
+
+    Sorted by (pair, period) instead of (pair, day): stable, so each entry's lines stay in the order they came,
+    which is then their day order, the order the (pair, day) sort gives: the same entries, summed in the same
+    order, to the same values. The period of each line comes before the sort (a table of the batch's days), the
+    sort key fits 32 bits within a batch and is sorted as two 16-bit halves (NumPy's radix sort), and no pair
+    or period is gathered or computed after it: a sixth of the summing thread at a million customers.
+    """
+    period = _periods(day, cut_days)
+    if period is None:
+        return None
+    group = pair * len(cut_days) + period
+    del period
+    order = _stable_order(group)
+    group, day = group[order], day[order]
+    changed = group[1:] != group[:-1]
+    back = day[1:] < day[:-1]
+    back &= ~changed
+    if back.any():  # a day before the one above it within an entry: not in date order
+        return None
+    del back
+    start = np.flatnonzero(np.r_[True, changed])
+    ends = np.r_[start[1:], len(group)]
+    # Distinct days: a new entry or a new day (within a pair, a new period is a new day).
+    changed |= day[1:] != day[:-1]
+    seen = np.cumsum(np.r_[True, changed], dtype=np.int32)
+    return {"key": group[start], "counts": (ends - start).astype(np.int32),
+            "recency": np.add.reduceat(weight[order], start), "spend": np.add.reduceat(amount[order], start),
+            "days": seen[ends - 1] - seen[start] + 1, "last": day[ends - 1].astype(np.int32),
+            "first": day[start].astype(np.int32)}
+
+
+def _periods(day: np.ndarray, cut_days: np.ndarray) -> np.ndarray | None:
+    """How many cuts lie before each day (``searchsorted(cut_days, day)``), from a table of the days between the
+    batch's first and last; None when they lie more than :data:`DAY_SPAN` apart (a missing date)."""
+    first, last = int(day.min()), int(day.max())
+    if last - first >= DAY_SPAN:
+        return None
+    table = np.searchsorted(cut_days, np.arange(first, last + 1)).astype(np.int64)
+    return table[day - first]
+
+
+def _stable_order(key: np.ndarray) -> np.ndarray:
+    """``np.argsort(key, kind="stable")`` of int64 keys: by NumPy's radix sort on two 16-bit halves when the keys
+    span less than 2**32 (least significant half first, then the other, each stable: the same order), else as is."""
+    low = int(key.min())
+    if int(key.max()) - low >= 1 << 32:
+        return np.argsort(key, kind="stable")
+    offset = key - low
+    order = np.argsort((offset & 0xFFFF).astype(np.uint16), kind="stable")
+    high = (offset >> 16).astype(np.uint16)
+    return order[np.argsort(high[order], kind="stable")]
 
 
 def _empty_sums() -> dict[str, np.ndarray]:
@@ -705,6 +790,10 @@ class _PeriodSums:
             if position is not None:
                 kept = position[block["key"] // (periods * n_items)] >= 0
                 inside = kept if inside is None else inside & kept
+                # A sample's few entries by their positions: each value array is then gathered at those, not
+                # compressed through the whole block's mask once per name (the evaluation's cuts of 250,000 of a
+                # million customers); the same entries in the same order.
+                inside = np.flatnonzero(inside)
             pair = block["key"] // periods if inside is None else block["key"][inside] // periods
             return inside, np.flatnonzero(np.r_[True, pair[1:] != pair[:-1]]) if len(pair) else np.zeros(0, np.int64)
 
@@ -819,8 +908,13 @@ def _check_weights(weights: Mapping[str, float]) -> dict[str, float]:
 
 
 def _row_max_scaled(matrix: np.ndarray) -> np.ndarray:
+    """Each row divided by its maximum (0 where the maximum is not above 0); a plain division when every row's
+    is (the same quotients, without the masked division's extra pass and buffer)."""
     top = matrix.max(axis=1, keepdims=True)
-    return np.divide(matrix, top, out=np.zeros_like(matrix), where=top > 0)
+    positive = top > 0
+    if positive.all():
+        return matrix / top
+    return np.divide(matrix, top, out=np.zeros_like(matrix), where=positive)
 
 
 def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -899,8 +993,10 @@ class NextBestClasses(BaseEstimator):
         Share of each segment's customers who bought each item.
     global_popularity_ : ndarray, shape (items,)
         Share of all customers who bought each item.
-    similarity_ : ndarray, shape (items, items)
-        Cosine similarity of the items' customer sets, 0 on the diagonal.
+    similarity_ : ndarray, shape (items, items), or None
+        Cosine similarity of the items' customer sets, 0 on the diagonal
+        (None: not computed, ``fit(similarity=False)`` with co-occurrence
+        weighted 0).
     season_ : ndarray, shape (items,)
         Season lines scaled to a maximum of 1.
     """
@@ -910,15 +1006,19 @@ class NextBestClasses(BaseEstimator):
         self.top_k = top_k
         self.batch_size = batch_size
 
-    def fit(self, interactions: Interactions, segments) -> "NextBestClasses":
-        """Learn popularity, similarity and season from ``interactions``; ``segments`` labels its rows."""
+    def fit(self, interactions: Interactions, segments, similarity: bool = True) -> "NextBestClasses":
+        """Learn popularity, similarity and season from ``interactions``; ``segments`` labels its rows.
+
+        ``similarity`` False: ``similarity_`` is None unless the weights blend co-occurrence (a model that only
+        recommends never reads it then: stage 05's final fit, where counting it over a million customers took
+        2 CPU-s for nothing). The evaluations' models keep it: they score item-kNN whatever the blend."""
         weights = _check_weights(DEFAULT_WEIGHTS if self.weights is None else self.weights)
         total = sum(weights.values())
         self.weights_ = {c: w / total for c, w in weights.items()}
         segments = np.asarray(segments)
         if len(segments) != interactions.shape[0]:
             raise ValueError(f"{len(segments)} segment labels for {interactions.shape[0]} customers")
-        bought = _binary(interactions.counts)
+        bought = _bought(interactions.counts)
         # Noise (HDBSCAN without reassignment) is no segment: its customers get global popularity.
         member = np.flatnonzero(segments != NOISE)
         self.segments_, code = np.unique(segments[member], return_inverse=True)
@@ -931,10 +1031,13 @@ class NextBestClasses(BaseEstimator):
         # Each segment's share of purchase lines per item (last row: everyone's), the profile's prior.
         self.segment_mix_ = np.divide(lines, lines.sum(axis=1, keepdims=True), out=np.zeros_like(lines),
                                       where=lines.sum(axis=1, keepdims=True) > 0)
-        co = interactions.cooccurrence()
-        norm = np.sqrt(np.diag(co))
-        self.similarity_ = np.divide(co, np.outer(norm, norm), out=np.zeros_like(co), where=np.outer(norm, norm) > 0)
-        np.fill_diagonal(self.similarity_, 0.0)
+        self.similarity_ = None
+        if similarity or self.weights_.get("cooccurrence"):
+            co = interactions.cooccurrence()
+            norm = np.sqrt(np.diag(co))
+            self.similarity_ = np.divide(co, np.outer(norm, norm), out=np.zeros_like(co),
+                                         where=np.outer(norm, norm) > 0)
+            np.fill_diagonal(self.similarity_, 0.0)
         season = np.asarray(interactions.season, dtype=np.float64)
         self.season_ = season / season.max() if season.max() > 0 else np.zeros_like(season)
         self.n_items_ = interactions.shape[1]
@@ -1139,6 +1242,15 @@ def _added_cooccurrence(bought: sp.csr_matrix, new: np.ndarray, block: int = 10_
     for counted in in_order(product, list(range(0, len(rows), block))):
         out += counted
     return out
+
+
+def _bought(counts: sp.csr_matrix) -> sp.csr_matrix:
+    """:func:`_binary` of a matrix of purchase counts: when every stored count is positive (a history's always
+    are), ones on the same index arrays, without copying them or dropping zeros (1 CPU-s of a fit over a million
+    customers); the same matrix."""
+    if sp.isspmatrix_csr(counts) and counts.has_canonical_format and (not counts.nnz or counts.data.min() > 0):
+        return sp.csr_matrix((np.ones(counts.nnz), counts.indices, counts.indptr), shape=counts.shape, copy=False)
+    return _binary(counts)
 
 
 def _binary(matrix: sp.csr_matrix) -> sp.csr_matrix:

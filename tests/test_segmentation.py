@@ -477,3 +477,14 @@ def test_split_stability_chooses_every_count_in_a_real_run(cluster_cfg, spaces):
         report = model.selection_report()
         assert report["chosen_by"] == "silhouette x split stability", method
         assert model.n_clusters_ == 4 and report["split_stability"][4] > 0.95, method
+
+
+def test_fits_are_submitted_longest_first_and_unknown_pairs_keep_their_place():
+    from core.cluster.segmentation import submission_order
+
+    tasks = [("reference", "raw"), ("gmm", "latent"), ("hdbscan", "raw"), ("newmethod", "raw"),
+             ("countmix", "counts"), ("othermethod", "raw")]
+    order = submission_order(tasks)
+    assert sorted(order) == list(range(len(tasks)))
+    assert [tasks[i] for i in order] == [("hdbscan", "raw"), ("countmix", "counts"), ("reference", "raw"),
+                                        ("newmethod", "raw"), ("othermethod", "raw"), ("gmm", "latent")]

@@ -447,3 +447,24 @@ def test_segments_follow_life_events_and_hold_without_them(events_run):
     assert found["kept_without_event"] >= 0.9, shown
     assert found["changed_after_event"] >= 0.2, shown
     assert found["changed_after_event"] >= 3 * (1 - found["kept_without_event"]), shown
+
+
+def test_a_window_built_in_blocks_joins_its_counts_row_for_row():
+    """At scale a window's customers come in several blocks; their counts spaces are stacked in block order
+    (a CountMatrix answers len(), which scipy's vstack took for a sequence of rows: an error when the blocks have
+    as many rows, minutes at a million customers otherwise)."""
+    import scipy.sparse as sp
+
+    from core.cluster.count_mixture import count_space
+
+    columns = ["class_units__d0__a", "class_units__d0__b", "class_units__d1__c"]
+    rng = np.random.default_rng(3)
+    parts = []
+    for start, rows in [(0, 30), (30, 30), (60, 30)]:  # blocks of one size: the old stacking raised
+        counts = sp.random(rows, 3, density=0.5, format="csr", random_state=start) * 10
+        parts.append(snapshots.WindowMatrix(ids=np.arange(start, start + rows), matrix=rng.random((rows, 2)),
+                                            orders=None, excluded=pd.DataFrame(), counts=count_space(counts, columns)))
+    joined = snapshots._joined(parts, 2)
+    assert joined.counts.shape == (90, 3) and joined.counts.columns == tuple(columns)
+    assert (joined.counts != sp.vstack([sp.csr_matrix(p.counts) for p in parts])).nnz == 0
+    assert np.array_equal(joined.ids, np.arange(90))

@@ -353,7 +353,10 @@ def _joined(parts: list[WindowMatrix], n_columns: int) -> WindowMatrix:
 
         from core.cluster.count_mixture import count_space
 
-        counts = count_space(sp.vstack([p.counts for p in with_rows], format="csr"), with_rows[0].counts.columns)
+        # As plain CSR matrices: a CountMatrix answers len(), so scipy's vstack (np.asarray of the blocks) would
+        # take each one for a sequence of rows (minutes at a million customers, or an error).
+        counts = count_space(sp.vstack([sp.csr_matrix(p.counts) for p in with_rows], format="csr"),
+                             with_rows[0].counts.columns)
     return WindowMatrix(ids=np.concatenate([p.ids for p in parts]),
                         matrix=np.concatenate([p.matrix for p in parts]) if with_rows else parts[0].matrix,
                         orders=np.concatenate(orders) if orders else None,

@@ -853,23 +853,6 @@ def test_a_final_fit_without_similarity_recommends_the_same_and_keeps_it_when_we
                                       rec.recommendation_table(full.recommend(final, segments), ids, items))
 
 
-def _batch_sums_sorted_by_day(pair, day, weight, amount, cut_days):
-    """_batch_sums as it was before the date-order path (helper s05d): every batch sorted by (pair, day)."""
-    order = np.argsort(pair * rec.DAY_SPAN + day, kind="stable")
-    pair, day = pair[order], day[order]
-    period = np.zeros(len(day), np.int64)
-    for cut in cut_days:
-        period += day > cut
-    group = pair * len(cut_days) + period
-    start = np.flatnonzero(np.r_[True, group[1:] != group[:-1]])
-    ends = np.r_[start[1:], len(group)]
-    seen = np.cumsum(np.r_[True, (pair[1:] != pair[:-1]) | (day[1:] != day[:-1])], dtype=np.int32)
-    return {"key": group[start], "counts": (ends - start).astype(np.int32),
-            "recency": np.add.reduceat(weight[order], start), "spend": np.add.reduceat(amount[order], start),
-            "days": seen[ends - 1] - seen[start] + 1, "last": day[ends - 1].astype(np.int32),
-            "first": day[start].astype(np.int32)}
-
-
 def test_batch_sums_of_lines_in_date_order_are_those_sorted_by_day():
     """A batch whose days run forward within each customer (stage 01's log) is summed after a sort by (pair,
     period) only, with a radix sort: the same entries, values and types, to the bit, as the sort by (pair, day);
@@ -889,7 +872,7 @@ def test_batch_sums_of_lines_in_date_order_are_those_sorted_by_day():
         pair = rows * n_items + rng.integers(0, min(n_items, 12), n)
         weight, amount = rng.random(n) * 10.0 ** rng.integers(-3, 3, n), rng.random(n) * 100
         got = rec._batch_sums(pair, day, weight, amount, cut_days)
-        want = _batch_sums_sorted_by_day(pair, day, weight, amount, cut_days)
+        want = rec._batch_sums_sorted_by_day(pair, day, weight, amount, cut_days)
         fast += rec._batch_sums_in_date_order(pair, day, weight, amount, cut_days) is not None
         assert list(got) == list(want)
         for name in want:

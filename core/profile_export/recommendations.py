@@ -622,8 +622,12 @@ def _batch_sums(pair: np.ndarray, day: np.ndarray, weight: np.ndarray, amount: n
     if not len(pair):
         return _empty_sums()
     sums = _batch_sums_in_date_order(pair, day, weight, amount, cut_days)
-    if sums is not None:
-        return sums
+    return sums if sums is not None else _batch_sums_sorted_by_day(pair, day, weight, amount, cut_days)
+
+
+def _batch_sums_sorted_by_day(pair: np.ndarray, day: np.ndarray, weight: np.ndarray, amount: np.ndarray,
+                              cut_days: np.ndarray) -> dict[str, np.ndarray]:
+    """:func:`_batch_sums` of any batch: its lines sorted by (pair, day) first."""
     # Stable: each entry adds its lines in the order they came.
     order = np.argsort(pair * DAY_SPAN + day, kind="stable")
     pair, day = pair[order], day[order]

@@ -27,6 +27,7 @@ from pathlib import Path
 import joblib
 import pytest
 
+from core.cluster.settings import fitted_pairs
 from core.config import load_config
 from core.framework import artifacts, cli, lock, paths
 from core.framework.errors import PipelineError
@@ -195,7 +196,10 @@ def test_previous_run_files_used_for_id_matching_are_verified_and_recorded(pipel
     before = artifacts.read_manifest(folder)
     run_pipeline(load_config(config_path), artifacts_dir, only=paths.CLUSTER)
     used = artifacts.read_manifest(folder)["previous_run_inputs"]
-    raw_models = {paths.cluster_model_file(m, "raw") for m in load_config(config_path).cluster.methods}
+    cluster = load_config(config_path).cluster
+    # Every method fitted in the raw space (the count mixture is fitted in the counts space only).
+    raw_models = {paths.cluster_model_file(m, s) for m, s in fitted_pairs(cluster.methods, cluster.spaces) if s == "raw"}
+    assert paths.cluster_model_file("kmeans", "raw") in raw_models
     assert {r["file"] for r in used} == raw_models
     assert all(r["sha256"] == artifacts.recorded_output(before, r["file"])["sha256"] for r in used)
 

@@ -152,6 +152,21 @@ def test_a_write_the_catalog_does_not_declare_for_the_stage_raises_and_writes_no
     assert ctx.outputs == {}
 
 
+def test_a_table_encoded_ahead_is_written_byte_for_byte_as_write_parquet_writes_it(tmp_path):
+    frame = pd.DataFrame({"customer_id": ["C001", "00123", "x"], "segment": [2, 0, 1], "share": [0.5, 0.25, 1.0]})
+    direct, ahead = context(tmp_path / "direct"), context(tmp_path / "ahead")
+    direct.write_parquet(paths.ASSIGNMENTS, frame)
+    data = ahead.parquet_bytes(paths.ASSIGNMENTS, frame)
+    assert not ahead.output_dir.exists() or not any(ahead.output_dir.iterdir())  # encoded, nothing written yet
+    ahead.write_bytes(paths.ASSIGNMENTS, data)
+    assert (ahead.output_dir / paths.ASSIGNMENTS).read_bytes() == (direct.output_dir / paths.ASSIGNMENTS).read_bytes()
+    assert ahead.outputs == direct.outputs
+    with pytest.raises(PipelineError, match="does not declare"):
+        ahead.parquet_bytes(paths.FEATURES, frame)  # stage 02's file
+    with pytest.raises(PipelineError, match=r"as parquet, but .* declares it as csv"):
+        ahead.parquet_bytes(paths.MIGRATION, frame)
+
+
 def test_a_write_in_another_format_than_declared_raises(tmp_path):
     ctx = context(tmp_path)
     with pytest.raises(PipelineError, match=r"writes assignments.parquet as csv, but .* declares it as parquet"):

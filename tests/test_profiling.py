@@ -586,6 +586,30 @@ def test_identifiers_matched_in_arrow_are_exactly_those_of_the_python_normalisat
         profiling.identifier_values(numbered)
 
 
+def test_identifiers_normalised_once_match_every_documents_phrases_as_a_fresh_check_does():
+    """Stage 05 normalises customers.parquet's identifiers once (while the next-best classes are fitted) and checks
+    each export against them: the same leaks as reading the tables for each document."""
+    import pyarrow as pa
+
+    tables = [AWKWARD_IDENTIFIERS.iloc[:4], pa.Table.from_pandas(AWKWARD_IDENTIFIERS.iloc[4:], preserve_index=False),
+              AWKWARD_IDENTIFIERS.assign(first_name=range(9)).iloc[2:5]]
+    once = profiling.NormalisedIdentifiers(tables)
+    everything = set().union(*(profiling.identifier_values(t if isinstance(t, pd.DataFrame) else t.to_pandas())
+                               for t in tables))
+    assert once.matches(everything | {"not anyone"}) == everything
+    assert once.matches({"jean cook", "hope", "zé ça"}) == {"jean cook", "zé ça"}
+    assert once.matches(set()) == set()
+    documents = [{"segments": [{"name": "Jean Cook", "note": "write to a.b@x.com or Zé Ça"}]},
+                 {"segments": [{"name": "Pet lovers", "demographics": {"region": {"Straße 12 x": 0.1}}}]},
+                 {"segments": [{"name": "Plain", "note": "nobody here"}]}]
+    for document in documents:
+        fresh = profiling.leaked_identifiers(document, tables)
+        assert profiling.leaked_identifiers(document, [once]) == fresh
+    assert sorted(leak.text for leak in profiling.leaked_identifiers(documents[0], [once])) == [
+        "Jean Cook", "Zé Ça", "a.b@x.com"]
+    assert profiling.leaked_identifiers(documents[2], [once]) == []
+
+
 def test_explanations_from_segment_moments_match_the_direct_computation():
     rng = np.random.default_rng(0)
     frame = pd.DataFrame({"a": rng.normal(5, 2, 300), "b": rng.exponential(3, 300), "c": np.full(300, 0.1)})

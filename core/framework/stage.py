@@ -285,6 +285,20 @@ class StageContext:
         """Write a table as Parquet (no index)."""
         return self._write_as(file, "parquet", frame)
 
+    def parquet_bytes(self, file: str, frame: pd.DataFrame) -> bytes:
+        """The bytes :meth:`write_parquet` would write for ``frame``, encoded now, to write later with
+        :meth:`write_bytes`: a stage encodes a large table in a thread while it checks what it writes first.
+        Touches nothing of the context but the catalog, so any thread may call it."""
+        catalog.stage_output(self.stage.name, file, "parquet")
+        buffer = io.BytesIO()
+        frame.to_parquet(buffer, index=False)
+        return buffer.getvalue()
+
+    def write_bytes(self, file: str, data: bytes) -> Path:
+        """Write ``data`` (from :meth:`parquet_bytes`) as ``file``, atomically, recorded like any output."""
+        catalog.stage_output(self.stage.name, file)
+        return self._write(file, lambda tmp: tmp.write_bytes(data))
+
     def write_csv(self, file: str, frame: pd.DataFrame) -> Path:
         """Write a table as UTF-8 CSV (no index)."""
         return self._write_as(file, "csv", frame)

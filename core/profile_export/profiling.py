@@ -1028,27 +1028,70 @@ def known_identifiers(table, phrases: set[str]) -> set[str]:
     :func:`identifier_values` gives. The Python route alone took 9.9 s per
     100,000 customers of customers.parquet (docs/decisions.md).
     """
-    names = list(table.columns) if isinstance(table, pd.DataFrame) else table.column_names
-    columns = [c for c in dict.fromkeys([*identifier_columns(names), *(c for c in IDENTITY_COLUMNS if c in names)])
-               if c != ID_COLUMN and c not in ("first_name", "last_name")]
-    found: set[str] = set()
-    for column in columns:
-        text = _arrow_text(table, column)
-        found |= (_normalised_matches(text, phrases) if text is not None
-                  else _python_matches(_pandas_column(table, column).dropna().astype(str), phrases))
-    if "first_name" in names and "last_name" in names:
-        first, last = _arrow_text(table, "first_name"), _arrow_text(table, "last_name")
-        if first is not None and last is not None:
+    return NormalisedIdentifiers([table]).matches(phrases)
+
+
+class NormalisedIdentifiers:
+    """Tables' identifier values (those :func:`identifier_values` reads) normalised once, to be matched against
+    the phrases of any number of exports (:meth:`matches`, :func:`leaked_identifiers`).
+
+    Normalising is the costly part (Arrow's string kernels over every value; at a million customers about 1.5
+    CPU-s with the read); matching a document's few thousand phrases is a hash lookup per value. Stage 05
+    normalises customers.parquet's while the next-best classes are still being fitted, and checks each export
+    once they are. ``tables`` as :func:`known_identifiers`' ``table``, read one after another (memory: the
+    normalised text, not the tables).
+    """
+
+    def __init__(self, tables: Iterable = ()):
+        self._arrow: list = []  # normalised Arrow text, plain printable ASCII values
+        self._python: set[str] = set()  # every other value, normalised by _normalised
+        for table in tables:
+            self._add(table)
+
+    def _add(self, table) -> None:
+        names = list(table.columns) if isinstance(table, pd.DataFrame) else table.column_names
+        columns = [c for c in dict.fromkeys([*identifier_columns(names), *(c for c in IDENTITY_COLUMNS if c in names)])
+                   if c != ID_COLUMN and c not in ("first_name", "last_name")]
+        for column in columns:
+            self._add_text(_arrow_text(table, column), lambda c=column: _pandas_column(table, c).dropna().astype(str))
+        if "first_name" in names and "last_name" in names:
+            first, last = _arrow_text(table, "first_name"), _arrow_text(table, "last_name")
+            full = None
+            if first is not None and last is not None:
+                import pyarrow as pa
+                import pyarrow.compute as pc
+
+                full = pc.binary_join_element_wise(first, last.cast(first.type), pa.scalar(" ", first.type))
+            self._add_text(full, lambda: (_pandas_column(table, "first_name").astype("string") + " "
+                                          + _pandas_column(table, "last_name").astype("string")).dropna())
+
+    def _add_text(self, text, values) -> None:
+        """Normalise Arrow ``text`` (None: ``values()``, a Series, through :func:`_normalised` in Python)."""
+        if text is None:
+            self._python.update(map(_normalised, values()))
+            return
+        import pyarrow.compute as pc
+
+        text = text.drop_null()
+        # Printable ASCII without a double space: the only whitespace is single spaces (no regex: RE2 was 80% of it).
+        plain = pc.and_(pc.and_(pc.string_is_ascii(text), pc.ascii_is_printable(text)),
+                        pc.invert(pc.match_substring(text, "  ")))
+        simple = pc.utf8_trim(pc.filter(text, plain), characters=" ")
+        self._arrow.append(pc.ascii_lower(pc.utf8_trim(simple, characters=_EDGE_PUNCTUATION)))
+        self._python.update(map(_normalised, pc.filter(text, pc.invert(plain)).to_pylist()))
+
+    def matches(self, phrases: set[str]) -> set[str]:
+        """The normalised identifier values among ``phrases`` (normalised text), as :func:`identifier_values`
+        keeps them (long enough, not one bare word)."""
+        found = self._python & set(phrases)
+        if phrases and self._arrow:
             import pyarrow as pa
             import pyarrow.compute as pc
 
-            full = pc.binary_join_element_wise(first, last.cast(first.type), pa.scalar(" ", first.type))
-            found |= _normalised_matches(full, phrases)
-        else:
-            full = (_pandas_column(table, "first_name").astype("string") + " "
-                    + _pandas_column(table, "last_name").astype("string"))
-            found |= _python_matches(full.dropna(), phrases)
-    return {v for v in found if _is_identifier(v)}
+            for simple in self._arrow:
+                wanted = pa.array(sorted(phrases), type=simple.type)
+                found |= set(pc.filter(simple, pc.is_in(simple, value_set=wanted)).to_pylist())
+        return {v for v in found if _is_identifier(v)}
 
 
 def _pandas_column(table, column: str) -> pd.Series:
@@ -1067,26 +1110,6 @@ def _arrow_text(table, column: str):
     else:
         array = table.column(column)
     return array if pa.types.is_string(array.type) or pa.types.is_large_string(array.type) else None
-
-
-def _python_matches(values: Iterable, phrases: set[str]) -> set[str]:
-    return {v for v in map(_normalised, values) if v in phrases}
-
-
-def _normalised_matches(text, phrases: set[str]) -> set[str]:
-    """The values of an Arrow text column that, normalised, are among ``phrases`` (see :func:`known_identifiers`)."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    text = text.drop_null()
-    # Printable ASCII without a double space: the only whitespace is single spaces (no regex: RE2 was 80% of it).
-    plain = pc.and_(pc.and_(pc.string_is_ascii(text), pc.ascii_is_printable(text)),
-                    pc.invert(pc.match_substring(text, "  ")))
-    simple = pc.utf8_trim(pc.filter(text, plain), characters=" ")
-    simple = pc.ascii_lower(pc.utf8_trim(simple, characters=_EDGE_PUNCTUATION))
-    wanted = pa.array(sorted(phrases), type=simple.type)
-    found = set(pc.filter(simple, pc.is_in(simple, value_set=wanted)).to_pylist())
-    return found | _python_matches(pc.filter(text, pc.invert(plain)).to_pylist(), phrases)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -1117,10 +1140,11 @@ def leaked_identifiers(export: Any, identifier_tables: Iterable[pd.DataFrame] = 
     ----------
     export : dict or list
         The document about to be written.
-    identifier_tables : iterable of DataFrame
+    identifier_tables : iterable of DataFrame, Arrow Table or NormalisedIdentifiers
         Tables whose identifier columns hold customers' identifiers
         (:func:`identifier_values` of each), e.g. ``customers.parquet`` in
-        batches. A value is found as a whole string or as a run of up to
+        batches, or their values already normalised (a
+        :class:`NormalisedIdentifiers`, for several exports). A value is found as a whole string or as a run of up to
         :data:`MAX_IDENTIFIER_WORDS` words inside one. The export's phrases
         are gathered first and each table checked against them, so memory
         stays that of the export and one table, however many customers.
@@ -1156,7 +1180,7 @@ def leaked_identifiers(export: Any, identifier_tables: Iterable[pd.DataFrame] = 
     phrases = set().union(*(runs for _, _, runs in scanned))
     known: set[str] = set()
     for table in identifier_tables:
-        known |= known_identifiers(table, phrases)
+        known |= (table if isinstance(table, NormalisedIdentifiers) else NormalisedIdentifiers([table])).matches(phrases)
     found: list[IdentifierLeak] = []
     for path, shapes, runs in scanned:
         found.extend(IdentifierLeak(path, kind, match) for kind, match in shapes)

@@ -239,14 +239,24 @@ def _reason_shares(table: pd.DataFrame) -> dict[str, float]:
     return {str(r): round(float(v), 4) for r, v in kinds.value_counts(normalize=True).items()}
 
 
-def write_recommendations(ctx: StageContext, run: RecommendationRun, mapping: pd.DataFrame | None = None) -> None:
-    """Write ``recommendations.parquet``, ``recommendation_evaluation.json`` and ``recommendation-model.pkl``;
-    add the summary to the manifest and the stage's log line.
+def encode_recommendations(ctx: StageContext, run: RecommendationRun, mapping: pd.DataFrame | None = None) -> bytes:
+    """``recommendations.parquet``'s bytes, for :func:`write_recommendations` (any thread may call it).
 
     ``mapping`` (stage 01's ``customer_ids.parquet``) gives the table the ids as the source wrote them.
     """
-    table = run.table if mapping is None else with_source_ids(run.table, mapping)
-    ctx.write_parquet(paths.RECOMMENDATIONS, table)
+    return ctx.parquet_bytes(paths.RECOMMENDATIONS, run.table if mapping is None else with_source_ids(run.table, mapping))
+
+
+def write_recommendations(ctx: StageContext, run: RecommendationRun, mapping: pd.DataFrame | None = None,
+                          table_bytes: bytes | None = None) -> None:
+    """Write ``recommendations.parquet``, ``recommendation_evaluation.json`` and ``recommendation-model.pkl``;
+    add the summary to the manifest and the stage's log line.
+
+    ``mapping`` as in :func:`encode_recommendations`; ``table_bytes``: the table already encoded by it (stage 05
+    encodes it while it checks its exports).
+    """
+    ctx.write_bytes(paths.RECOMMENDATIONS, table_bytes if table_bytes is not None
+                    else encode_recommendations(ctx, run, mapping))
     ctx.write_json(paths.RECOMMENDATION_EVALUATION, run.document)
     # What score recommends new customers with: the same fitted model, or why there is none.
     ctx.write_joblib(paths.RECOMMENDATION_MODEL, run.saved)

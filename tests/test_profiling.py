@@ -555,8 +555,10 @@ def test_the_heap_keeps_freed_memory_on_linux_and_nothing_changes_elsewhere(monk
     monkeypatch.setattr(sys, "platform", "win32")
     assert memory.keep_freed_memory() is False
     monkeypatch.setattr(sys, "platform", "linux")
-    if memory.keep_freed_memory():  # glibc: Arrow's buffers come from the same heap
+    if memory.keep_freed_memory():  # glibc: Arrow's buffers come from the same heap, NumPy asks for no huge pages
         assert pa.default_memory_pool().backend_name == "system"
+        switch = np._core.multiarray._set_madvise_hugepage
+        assert switch(False) is False  # returns the setting before: already off
 
 
 AWKWARD_IDENTIFIERS = pd.DataFrame({

@@ -921,3 +921,27 @@ def test_a_final_cut_without_purchase_days_recommends_the_same_when_the_blend_ig
         pd.testing.assert_frame_equal(rec.recommendation_table(model.recommend(lean, segments), ids, items),
                                       rec.recommendation_table(model.recommend(full, segments), ids, items))
     assert rec.replenishment_scores(lean, np.arange(44)).sum() == 0
+
+
+def test_a_fit_given_what_another_fit_counted_is_the_fit_that_counts_it_itself():
+    """Stage 05 counts the final model's popularity, mixes and season beside the evaluation (with other weights,
+    on the cut without purchase days) and hands them to the fit with the chosen weights: the same model and the
+    same table as a fit that counts them itself, for blends with and without the purchase days."""
+    history = history_of(sample_frame(40), np.arange(1, 45))
+    lean, full = history.interactions(2, spend=False, timing=False), history.interactions(2, spend=False)
+    segments, ids = np.arange(44) % 3, np.arange(1, 45)
+    segments[5] = -1  # noise: no segment
+    items = rec.recommendable_items(tiny_hierarchy())
+    counted = rec.NextBestClasses(weights={"profile": 1.0}, top_k=2).fit(lean, segments, similarity=False)
+    for weights, final in (({"segment": 0.1, "profile": 0.9}, lean), ({"cooccurrence": 0.2, "repeat": 0.1,
+                                                                     "profile": 0.7}, full)):
+        itself = rec.NextBestClasses(weights=weights, top_k=2).fit(final, segments, similarity=False)
+        given = rec.NextBestClasses(weights=weights, top_k=2).fit(final, segments, similarity=False, counted=counted)
+        for name in ("segments_", "segment_popularity_", "global_popularity_", "segment_mix_", "season_",
+                     "similarity_"):
+            np.testing.assert_array_equal(getattr(given, name), getattr(itself, name), err_msg=name)
+        assert given.weights_ == itself.weights_
+        pd.testing.assert_frame_equal(rec.recommendation_table(given.recommend(final, segments), ids, items),
+                                      rec.recommendation_table(itself.recommend(final, segments), ids, items))
+    with pytest.raises(ValueError, match="other items or segments"):
+        rec.NextBestClasses(top_k=2).fit(lean, np.arange(44) % 4, counted=counted)

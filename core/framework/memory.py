@@ -26,7 +26,8 @@ def keep_freed_memory(largest: int = 1 << 30, arenas: int = 1) -> bool:
     bytes of freed memory stay with the process instead of going back to the system (its resident memory
     stays near its high-water mark), and every thread shares ``arenas`` arenas (the main heap, which has no
     64 MiB limit), so a thread's large arrays are reused too; Arrow's buffers then come from the same heap
-    (its system pool). Linux with glibc only; elsewhere (Windows, macOS, musl) nothing changes and False is
+    (its system pool), and NumPy no longer asks for huge pages (:func:`_no_huge_pages_for_arrays`). Linux
+    with glibc only; elsewhere (Windows, macOS, musl) nothing changes and False is
     returned.
     """
     if not sys.platform.startswith("linux"):
@@ -43,4 +44,24 @@ def keep_freed_memory(largest: int = 1 << 30, arenas: int = 1) -> bool:
         # Arrow's own allocator (mimalloc) hands the pages of freed buffers back and faults them in again for
         # the next batch read; on this heap they are reused like NumPy's.
         pa.set_memory_pool(pa.system_memory_pool())
+        _no_huge_pages_for_arrays()
     return all(applied)
+
+
+def _no_huge_pages_for_arrays() -> None:
+    """Stop NumPy asking the kernel for huge pages for its large arrays (as ``NUMPY_MADVISE_HUGEPAGE=0`` does).
+
+    On a heap that keeps what it frees the arrays reuse pages already faulted in, so huge pages save little;
+    where the kernel defragments on demand for such requests (``transparent_hugepage/defrag`` ``madvise``, as
+    on the benchmark machine) a fault of a huge page can first compact memory. Stage 05 at a million customers,
+    six runs each way alternating: 26.3-29.5 s (median 27.5) against 28.0-31.0 s (median 29.2), system time
+    7.1-10.7 against 10.0-13.3 CPU-s (benchmarks/RESULTS.md, "Stage 05 at a million customers, seventh round").
+    NumPy's switch is private (``_set_madvise_hugepage``): without it nothing changes.
+    """
+    import numpy as np
+
+    for module in ("_core", "core"):
+        switch = getattr(getattr(getattr(np, module, None), "multiarray", None), "_set_madvise_hugepage", None)
+        if switch is not None:
+            switch(False)
+            return

@@ -16,6 +16,7 @@ reaches a score; only the labels themselves saw it.
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 
 import numpy as np
@@ -128,7 +129,16 @@ def fit_recommendations(ctx: StageContext, customers: pd.DataFrame, assignments:
         sample = rec.evaluation_fit_rows(len(ids), settings.evaluation_fit_customers, seed)
         sampled_segments = segments if sample is None else segments[sample]
         holdout = rec.Holdout.of(history, seed, settings.evaluation_customers, rows=sample)
-        evaluation = rec.evaluate_history(history, sampled_segments, k, seed, holdout, rows=sample)
+        # Everyone's purchases to the analysis date and what the final model counts whatever its weights, made
+        # beside the evaluation (which leaves a core idle in stretches at a million customers); the cut is made
+        # again with the purchase days when the weights chosen need them (the rhythm or co-occurrence).
+        final_ahead = _final_ahead(history, segments, k)
+        try:
+            evaluation = rec.evaluate_history(history, sampled_segments, k, seed, holdout, rows=sample)
+        except BaseException:
+            concurrent.futures.wait([final_ahead])  # nothing runs on behind a failed evaluation
+            raise
+        final, counted = final_ahead.result()
         document["customers"].update(evaluation.pop("customers"))
         document["evaluation_sample"] = SAMPLE_NOTE.format(n=settings.evaluation_customers, v=rec.VALIDATION_CUSTOMERS)
         if sample is not None:
@@ -146,10 +156,12 @@ def fit_recommendations(ctx: StageContext, customers: pd.DataFrame, assignments:
         # rhythm or co-occurrence (whose count from an earlier cut reads the first days): three of the cut's five
         # matrices, about 2 CPU-s at a million customers (docs/decisions.md, "sixth round").
         weights = evaluation["weights"]
-        final = history.interactions(2, spend=False, timing=bool(weights.get("repeat") or weights.get("cooccurrence")))
+        if weights.get("repeat") or weights.get("cooccurrence"):
+            final = None  # its counts and season are those of the cut with the days: counted stays right
+            final = history.interactions(2, spend=False, timing=True)
         del history
         # Its similarity only when the blend weights co-occurrence: nothing else reads the final model's.
-        model = rec.NextBestClasses(weights=evaluation["weights"], top_k=k).fit(final, segments, similarity=False)
+        model = rec.NextBestClasses(weights=weights, top_k=k).fit(final, segments, similarity=False, counted=counted)
         # The segments' cross-sell order comes from the same pass as everyone's top k (it scored them all again).
         departments = rec.DepartmentTotals(segments, items)
         table = rec.recommendation_table(model.recommend(final, segments, departments=departments), ids, items)
@@ -163,6 +175,20 @@ def fit_recommendations(ctx: StageContext, customers: pd.DataFrame, assignments:
                                  explanation=document.get("explanation") or why,
                                  analysis_date=str(end.date()), horizon_days=window)
     return RecommendationRun(document=document, table=table, saved=saved, cross_sell=cross_sell)
+
+
+def _final_ahead(history: rec.PurchaseHistory, segments: np.ndarray, k: int) -> concurrent.futures.Future:
+    """In a thread: the final cut without the purchase days, and a model fitted on it (its counts, for
+    ``NextBestClasses.fit``'s ``counted``); the history's reads are done (its sums are only read now)."""
+    def made():
+        final = history.interactions(2, spend=False, timing=False)
+        # Weights that blend no co-occurrence: nothing here reads the purchase days this cut leaves out.
+        return final, rec.NextBestClasses(weights={"profile": 1.0}, top_k=k).fit(final, segments, similarity=False)
+
+    pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="final-cut")
+    future = pool.submit(made)
+    pool.shutdown(wait=False)  # its one thread ends with the task
+    return future
 
 
 def line_batches(ctx: StageContext, columns=(), dictionary=()):

@@ -973,6 +973,10 @@ def _top_positions(scores: np.ndarray, k: int) -> np.ndarray:
     return part
 
 
+# What NextBestClasses.fit learns whatever the weights (fit's ``counted``).
+_COUNTED = ("segments_", "segment_popularity_", "global_popularity_", "segment_mix_", "season_", "n_items_")
+
+
 class NextBestClasses(BaseEstimator):
     """Blend of own repeat behaviour, segment popularity, item-kNN and season (see the module docstring).
 
@@ -1010,18 +1014,42 @@ class NextBestClasses(BaseEstimator):
         self.top_k = top_k
         self.batch_size = batch_size
 
-    def fit(self, interactions: Interactions, segments, similarity: bool = True) -> "NextBestClasses":
+    def fit(self, interactions: Interactions, segments, similarity: bool = True,
+            counted: "NextBestClasses | None" = None) -> "NextBestClasses":
         """Learn popularity, similarity and season from ``interactions``; ``segments`` labels its rows.
 
         ``similarity`` False: ``similarity_`` is None unless the weights blend co-occurrence (a model that only
         recommends never reads it then: stage 05's final fit, where counting it over a million customers took
-        2 CPU-s for nothing). The evaluations' models keep it: they score item-kNN whatever the blend."""
+        2 CPU-s for nothing). The evaluations' models keep it: they score item-kNN whatever the blend.
+        ``counted``: a model already fitted on the same ``interactions`` and ``segments`` (with any weights):
+        its popularity, segment mixes and season are taken instead of counted again (stage 05 counts them
+        beside the evaluation, before the weights are chosen; 2 s at a million customers)."""
         weights = _check_weights(DEFAULT_WEIGHTS if self.weights is None else self.weights)
         total = sum(weights.values())
         self.weights_ = {c: w / total for c, w in weights.items()}
         segments = np.asarray(segments)
         if len(segments) != interactions.shape[0]:
             raise ValueError(f"{len(segments)} segment labels for {interactions.shape[0]} customers")
+        if counted is not None:
+            check_is_fitted(counted, "segment_mix_")
+            if counted.n_items_ != interactions.shape[1] or \
+                    not np.array_equal(counted.segments_, np.unique(segments[segments != NOISE])):
+                raise ValueError("counted was fitted on other items or segments")
+            for name in _COUNTED:
+                setattr(self, name, getattr(counted, name))
+        else:
+            self._count(interactions, segments)
+        self.similarity_ = None
+        if similarity or self.weights_.get("cooccurrence"):
+            co = interactions.cooccurrence()
+            norm = np.sqrt(np.diag(co))
+            self.similarity_ = np.divide(co, np.outer(norm, norm), out=np.zeros_like(co),
+                                         where=np.outer(norm, norm) > 0)
+            np.fill_diagonal(self.similarity_, 0.0)
+        return self
+
+    def _count(self, interactions: Interactions, segments: np.ndarray) -> None:
+        """Set the attributes of :data:`_COUNTED`: what fit learns whatever the weights."""
         bought = _bought(interactions.counts)
         # Noise (HDBSCAN without reassignment) is no segment: its customers get global popularity.
         member = np.flatnonzero(segments != NOISE)
@@ -1035,17 +1063,9 @@ class NextBestClasses(BaseEstimator):
         # Each segment's share of purchase lines per item (last row: everyone's), the profile's prior.
         self.segment_mix_ = np.divide(lines, lines.sum(axis=1, keepdims=True), out=np.zeros_like(lines),
                                       where=lines.sum(axis=1, keepdims=True) > 0)
-        self.similarity_ = None
-        if similarity or self.weights_.get("cooccurrence"):
-            co = interactions.cooccurrence()
-            norm = np.sqrt(np.diag(co))
-            self.similarity_ = np.divide(co, np.outer(norm, norm), out=np.zeros_like(co),
-                                         where=np.outer(norm, norm) > 0)
-            np.fill_diagonal(self.similarity_, 0.0)
         season = np.asarray(interactions.season, dtype=np.float64)
         self.season_ = season / season.max() if season.max() > 0 else np.zeros_like(season)
         self.n_items_ = interactions.shape[1]
-        return self
 
     def _segment_rows(self, segments) -> np.ndarray:
         """Each label's row of segment_popularity_, or -1 for a label not seen in fit."""

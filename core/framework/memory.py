@@ -54,8 +54,8 @@ def _no_huge_pages_for_arrays() -> None:
     On a heap that keeps what it frees the arrays reuse pages already faulted in, so huge pages save little;
     where the kernel defragments on demand for such requests (``transparent_hugepage/defrag`` ``madvise``, as
     on the benchmark machine) a fault of a huge page can first compact memory. Stage 05 at a million customers,
-    six runs each way alternating: 26.3-29.5 s (median 27.5) against 28.0-31.0 s (median 29.2), system time
-    7.1-10.7 against 10.0-13.3 CPU-s (benchmarks/RESULTS.md, "Stage 05 at a million customers, seventh round").
+    six runs each way alternating: 26.3-29.5 s (median 27.4) against 28.0-31.0 s (median 29.3), system time
+    7.1-10.7 against 8.5-13.3 CPU-s (benchmarks/RESULTS.md, "Stage 05 at a million customers, seventh round").
     NumPy's switch is private (``_set_madvise_hugepage``): without it nothing changes.
     """
     import numpy as np

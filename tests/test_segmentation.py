@@ -486,5 +486,5 @@ def test_fits_are_submitted_longest_first_and_unknown_pairs_keep_their_place():
              ("countmix", "counts"), ("othermethod", "raw")]
     order = submission_order(tasks)
     assert sorted(order) == list(range(len(tasks)))
-    assert [tasks[i] for i in order] == [("hdbscan", "raw"), ("countmix", "counts"), ("reference", "raw"),
+    assert [tasks[i] for i in order] == [("countmix", "counts"), ("hdbscan", "raw"), ("reference", "raw"),
                                         ("newmethod", "raw"), ("othermethod", "raw"), ("gmm", "latent")]

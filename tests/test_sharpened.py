@@ -111,12 +111,15 @@ def test_the_shipped_config_builds_it():
     (lambda c: c.update(neighbours_fraction=0), "cluster.sharpkmeans.neighbours_fraction", ""),
     (lambda c: c.update(n_clusters=[4, 3000]), "cluster.sharpkmeans.n_clusters",
      "[4, 3000] reaches beyond what can be fitted and scored"),
+    (lambda c: c.update(ward_restarts=-1), "cluster.countmix.ward_restarts", "below the minimum"),
+    (lambda c: c.update(restart_fraction=0), "cluster.countmix.restart_fraction", ""),
+    (lambda c: c.update(restart_fraction=1.5), "cluster.countmix.restart_fraction", "above the maximum"),
 ])
 def test_impossible_settings_are_config_errors_naming_the_key(tmp_path, change, key, message):
     from core.framework.schema import ConfigError
 
     doc = small_config_document()
-    change(doc["cluster"]["sharpkmeans"])
+    change(doc["cluster"][key.split(".")[1]])  # the section the key names
     with pytest.raises(ConfigError) as error:
         load_config(write_config(tmp_path, doc))
     assert f"key '{key}'" in str(error.value) and message in str(error.value)

@@ -22,7 +22,8 @@ def make_clusterer(method: str, cluster_cfg, seed: int, space: str | None = None
         return CountMixtureClusterer(n_components=c.n_components, columns=tuple(columns or ()), start="ward",
                                      max_iter=c.max_iter, tol=c.tol, scan_tol=c.scan_tol, scan_step=c.scan_step,
                                      selection_sample_size=cluster_cfg.selection_sample_size,
-                                     ward_sample_size=c.ward_sample_size, random_state=seed)
+                                     ward_sample_size=c.ward_sample_size, ward_restarts=c.ward_restarts,
+                                     restart_fraction=c.restart_fraction, random_state=seed)
     if method == "sharpkmeans":
         c = cluster_cfg.sharpkmeans
         return SharpenedKMeansClusterer(n_clusters=c.n_clusters, n_init=c.n_init, steps=c.steps,

@@ -314,8 +314,9 @@ def _reference(X: np.ndarray, truth: pd.Series, cfg, seed: int):
 
 #: Each task's share of stage 04's fitting time on the default data (CPU-s of one task at 10,000 customers,
 #: 2026-12-05); only the order of submission follows from it. At a million customers the sharpened k-means and
-#: HDBSCAN in the raw space are the longest too.
-TASK_COST = {("hdbscan", "raw"): 7.3, ("sharpkmeans", "raw"): 5.0, ("countmix", "counts"): 5.0,
+#: HDBSCAN in the raw space are the longest too. The count mixture with its 4 Ward restarts: 7.3-7.4 CPU-s (fit 4.0,
+#: stability 3.3; 3.8-4.8 without them; docs/decisions.md, "Primary stability, eighth round").
+TASK_COST = {("countmix", "counts"): 7.4, ("hdbscan", "raw"): 7.3, ("sharpkmeans", "raw"): 5.0,
              ("kmeans", "raw"): 3.0, ("fcm", "raw"): 2.7, ("gmm", "raw"): 2.3, ("sharpkmeans", "latent"): 2.3,
              ("reference", "raw"): 2.2, ("fcm", "latent"): 1.5, ("kmeans", "latent"): 1.4, ("gmm", "latent"): 0.9,
              ("hdbscan", "latent"): 0.7}

@@ -131,6 +131,13 @@ class CountmixConfig:
     scan_tol: float = spec(exclusive_minimum=0.0, help="tol of the fits BIC compares (the chosen count is refit "
                                                        "with tol)")
     max_iter: int = spec(minimum=1, help="maximum EM iterations per fit")
+    # Defaults, so a config written before the restarts existed still loads; they are the shipped values.
+    ward_restarts: int = spec(default=4, minimum=0,
+                              help="the fit of the chosen count also starts from the Ward cuts of this many subsets "
+                                   "of the tree's customers; each start runs EM with scan_tol and the most likely "
+                                   "is run on to tol; 0 = the tree's own cut only")
+    restart_fraction: float = spec(default=0.5, exclusive_minimum=0.0, maximum=1.0,
+                                   help="share of the tree's customers in each restart's subset")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -245,7 +252,8 @@ class ClusterConfig:
     sharpkmeans: SharpKmeansConfig = spec(default=SharpKmeansConfig(n_clusters=(2, 20), n_init=10, steps=3,
                                                                    neighbours_fraction=0.02))
     countmix: CountmixConfig = spec(default=CountmixConfig(n_components=(2, 20), scan_step=3, ward_sample_size=4000,
-                                                           tol=1e-3, scan_tol=1e-2, max_iter=200))
+                                                           tol=1e-3, scan_tol=1e-2, max_iter=200, ward_restarts=4,
+                                                           restart_fraction=0.5))
 
 
 def check_cluster(cfg: ClusterConfig, problems: Problems) -> None:

@@ -1180,7 +1180,8 @@ def leaked_identifiers(export: Any, identifier_tables: Iterable[pd.DataFrame] = 
     phrases = set().union(*(runs for _, _, runs in scanned))
     known: set[str] = set()
     for table in identifier_tables:
-        known |= (table if isinstance(table, NormalisedIdentifiers) else NormalisedIdentifiers([table])).matches(phrases)
+        normalised = table if isinstance(table, NormalisedIdentifiers) else NormalisedIdentifiers([table])
+        known |= normalised.matches(phrases)
     found: list[IdentifierLeak] = []
     for path, shapes, runs in scanned:
         found.extend(IdentifierLeak(path, kind, match) for kind, match in shapes)

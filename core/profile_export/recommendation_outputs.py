@@ -25,6 +25,7 @@ import pandas as pd
 from core.domain.customer_ids import with_source_ids
 from core.framework import paths
 from core.framework.stage import StageContext
+from core.framework.threads import in_thread
 from core.profile_export import profiling
 from core.profile_export import recommendations as rec
 
@@ -157,7 +158,9 @@ def fit_recommendations(ctx: StageContext, customers: pd.DataFrame, assignments:
         # matrices, about 2 CPU-s at a million customers (docs/decisions.md, "sixth round").
         weights = evaluation["weights"]
         if weights.get("repeat") or weights.get("cooccurrence"):
-            final = None  # its counts and season are those of the cut with the days: counted stays right
+            # Made again with the days (the cut ahead dropped first: one cut in memory); its counts and season are
+            # the same, so the counts made ahead stay right.
+            final = None
             final = history.interactions(2, spend=False, timing=True)
         del history
         # Its similarity only when the blend weights co-occurrence: nothing else reads the final model's.
@@ -185,10 +188,7 @@ def _final_ahead(history: rec.PurchaseHistory, segments: np.ndarray, k: int) -> 
         # Weights that blend no co-occurrence: nothing here reads the purchase days this cut leaves out.
         return final, rec.NextBestClasses(weights={"profile": 1.0}, top_k=k).fit(final, segments, similarity=False)
 
-    pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="final-cut")
-    future = pool.submit(made)
-    pool.shutdown(wait=False)  # its one thread ends with the task
-    return future
+    return in_thread(made, name="final-cut")
 
 
 def line_batches(ctx: StageContext, columns=(), dictionary=()):
@@ -270,7 +270,8 @@ def encode_recommendations(ctx: StageContext, run: RecommendationRun, mapping: p
 
     ``mapping`` (stage 01's ``customer_ids.parquet``) gives the table the ids as the source wrote them.
     """
-    return ctx.parquet_bytes(paths.RECOMMENDATIONS, run.table if mapping is None else with_source_ids(run.table, mapping))
+    table = run.table if mapping is None else with_source_ids(run.table, mapping)
+    return ctx.parquet_bytes(paths.RECOMMENDATIONS, table)
 
 
 def write_recommendations(ctx: StageContext, run: RecommendationRun, mapping: pd.DataFrame | None = None,

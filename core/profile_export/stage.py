@@ -41,7 +41,7 @@ from core.prepare_features.columns import CLASS_SPEND, class_column, describable
 from core.framework import memory, paths
 from core.framework.errors import PipelineError
 from core.framework.progress import Progress
-from core.framework.read_ahead import read_ahead
+from core.framework.threads import in_thread, read_ahead
 from core.framework.stage import Stage, StageContext
 
 
@@ -152,10 +152,9 @@ def _run(ctx: StageContext, progress: Progress, seconds: dict[str, float]) -> No
     progress.update(PROGRESS["next_best"], "next-best classes fitted")
     lap("next_best_fit")
     # Encoded beside the exports' checks and the report (Arrow leaves the interpreter lock while it encodes);
-    # written last. The pool's one thread ends with its task, also when the stage fails meanwhile.
-    encoding = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="recommendations")
-    recommendations_bytes = encoding.submit(recommendation_outputs.encode_recommendations, ctx, recommended, mapping)
-    encoding.shutdown(wait=False)
+    # written last.
+    recommendations_bytes = in_thread(recommendation_outputs.encode_recommendations, ctx, recommended, mapping,
+                                      name="recommendations")
 
     exported = {segmentation: _export(ctx, drafts[segmentation], segmentation, primary, recommended, customers,
                                       identifiers, lap)
@@ -298,7 +297,7 @@ def _shared_lines(ctx: StageContext, totals: dict, line_spend: concurrent.future
     with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="spend-totals") as summing:
         try:
             # Decoded a batch ahead in a thread of its own: Arrow's decoding and the history's work on the batch
-            # before overlap (core/framework/read_ahead.py).
+            # before overlap (core/framework/threads.py).
             for batch in read_ahead(recommendation_outputs.line_batches(ctx, columns, dictionary), name="order-lines"):
                 pending.append(summing.submit(lambda b=batch: [spend.add(b) for spend in totals.values()]))
                 while len(pending) > 2:  # at most two batches ahead: memory stays a few batches'

@@ -1,5 +1,5 @@
-"""core/framework/read_ahead.py: the source's items in order, made a step ahead in a thread, which never outlives
-the caller's loop."""
+"""core/framework/threads.py: read_ahead gives the source's items in order, made a step ahead in a thread that never
+outlives the caller's loop; in_thread runs one call beside the caller."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from core.framework.read_ahead import read_ahead
+from core.framework.threads import in_thread, read_ahead
 
 
 def _threads(name: str) -> list[threading.Thread]:
@@ -73,3 +73,10 @@ def test_leaving_the_loop_early_stops_the_thread_and_reads_no_further():
 def test_a_depth_below_one_is_refused():
     with pytest.raises(ValueError, match="depth must be at least 1"):
         list(read_ahead(iter([1]), depth=0))
+
+
+def test_one_call_in_a_thread_gives_its_result_or_its_error_and_the_thread_ends():
+    assert in_thread(sum, [1, 2, 3], name="test-sum").result(timeout=10) == 6
+    with pytest.raises(ZeroDivisionError):
+        in_thread(lambda: 1 / 0, name="test-fail").result(timeout=10)
+    assert _wait_until(lambda: not _threads("test-sum_0") and not _threads("test-fail_0"))

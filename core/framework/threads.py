@@ -1,16 +1,18 @@
-"""An iterator's next items produced in a thread of their own while the caller works on the current one.
+"""Work moved into threads of its own: an iterator read ahead (:func:`read_ahead`), one call beside the caller's
+(:func:`in_thread`).
 
-Decoding a Parquet batch (Arrow, which leaves the interpreter lock) and the caller's own work on the batch
-before it then overlap instead of taking turns: at a million customers stage 05's next-best classes decode
-136 M order lines in about 3-7 CPU-s, which the thread that sums them otherwise waits for batch by batch.
+:func:`read_ahead`: decoding a Parquet batch (Arrow, which leaves the interpreter lock) and the caller's own work on
+the batch before it then overlap instead of taking turns: at a million customers stage 05's next-best classes
+decode 136 M order lines in about 3-7 CPU-s, which the thread that sums them otherwise waits for batch by batch.
 The items and their order are the source's: only when each is made changes.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import queue
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import TypeVar
 
 Item = TypeVar("Item")
@@ -75,3 +77,16 @@ def _get(made: queue.Queue, thread: threading.Thread) -> tuple:
         except queue.Empty:
             if not thread.is_alive() and made.empty():
                 raise RuntimeError("the read-ahead thread ended without its last item (a bug)") from None
+
+
+def in_thread(function: Callable, *args, name: str = "worker") -> concurrent.futures.Future:
+    """``function(*args)`` started in a thread of its own, which ends with it; its Future (result or exception).
+
+    For one piece of work beside the caller's (Arrow and NumPy leave the interpreter lock in their long calls);
+    the thread is not a daemon, so an interpreter that exits waits for it rather than cutting it short.
+    """
+    pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=name)
+    try:
+        return pool.submit(function, *args)
+    finally:
+        pool.shutdown(wait=False)  # the one thread ends with its task

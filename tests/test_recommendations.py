@@ -24,6 +24,7 @@ import dataclasses
 import json
 import math
 import threading
+import time
 from types import SimpleNamespace
 
 import numpy as np
@@ -221,6 +222,47 @@ def test_threads_change_nothing_in_the_history_the_scores_or_the_department_orde
     for field in ("rows", "items", "scores", "reason", "because"):
         np.testing.assert_array_equal(getattr(one[1], field), getattr(three[1], field))
     np.testing.assert_array_equal(one[2], three[2])
+
+
+def test_two_threads_may_cut_a_history_whose_batches_are_still_being_summed(monkeypatch):
+    """Stage 05 cuts the holdout and the final cut side by side as soon as the lines are read. Both first calls
+    wait for the batches' sums; they wait one after the other (two waits at once cancelled each other's sums:
+    CancelledError), and both cuts are the whole history's."""
+    monkeypatch.setattr(rec, "SCORE_THREADS", 2)
+    frame = sample_frame(59)
+    whole = history_of(frame, np.arange(1, 63))
+    history = rec.PurchaseHistory(np.arange(1, 63), rec.recommendable_items(tiny_hierarchy()),
+                                  [VALIDATION_CUT, EVALUATION_CUT, ANALYSIS], WINDOW)
+    for start in range(0, len(frame), 20):
+        history.add(frame.iloc[start:start + 20])
+    waiting, most, wait = [0], [0], history._summing.wait
+
+    def watched_wait():
+        waiting[0] += 1
+        most[0] = max(most[0], waiting[0])
+        time.sleep(0.2)  # long enough for the other thread to arrive
+        try:
+            wait()
+        finally:
+            waiting[0] -= 1
+
+    monkeypatch.setattr(history._summing, "wait", watched_wait)
+    got, errors = {}, []
+
+    def cut(which):
+        try:
+            got[which] = history.interactions(which)
+        except BaseException as exc:  # noqa: BLE001 - the test reports it
+            errors.append(exc)
+
+    threads = [threading.Thread(target=cut, args=(which,)) for which in (2, 1)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert not errors and most[0] == 1
+    for which in (2, 1):
+        assert (got[which].counts != whole.interactions(which).counts).nnz == 0
 
 
 def test_the_weight_grid_covers_every_blend_summing_to_one():

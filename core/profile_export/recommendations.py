@@ -52,6 +52,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import os
+import threading
 from typing import Callable, Iterable, Mapping
 
 import numpy as np
@@ -292,6 +293,7 @@ class PurchaseHistory:
         self._carry: tuple[int, tuple[np.ndarray, ...]] | None = None  # the last customer's row and lines
         self._weight_table = np.zeros(0)
         self._summing = _OneAfterAnother()
+        self._flushing = threading.Lock()
         self._season = np.zeros((len(self.cuts), len(items)))
         self._cooccurrences = _Cooccurrences(self._cut_days)
         self.lines = 0
@@ -399,11 +401,13 @@ class PurchaseHistory:
 
     def _flush(self) -> None:
         """Sum the lines held back (:meth:`_sum_lines`) and wait for every batch's sums: called once every batch
-        has been added."""
-        if self._carry is not None:
-            (_, carry), self._carry = self._carry, None
-            self._submit(carry)
-        self._summing.wait()
+        has been added. Under a lock: stage 05 reads two cuts side by side in two threads, and two first calls
+        at once would both wait for (and cancel) the same sums."""
+        with self._flushing:
+            if self._carry is not None:
+                (_, carry), self._carry = self._carry, None
+                self._submit(carry)
+            self._summing.wait()
 
     def interactions(self, cut: int, spend: bool = True, rows: np.ndarray | None = None,
                      timing: bool = True) -> Interactions:
@@ -488,7 +492,7 @@ class _OneAfterAnother:
     (at most ``ahead`` tasks waiting, so the caller does not read far ahead); :meth:`wait` returns once all
     have run and raises the first error. Inline on a single core."""
 
-    def __init__(self, ahead: int = 2):
+    def __init__(self, ahead: int = 3):
         self.ahead, self._pool, self._pending = ahead, None, []
 
     def submit(self, task) -> None:
@@ -595,8 +599,12 @@ class _ItemLookup:
             return self.table[d_lookup, 0][d]
         c_lookup, c = _codes(classes, self.classes)
         # The item of each pair of the batch's dictionary entries (a few dozen by a few hundred), then one lookup
-        # per line in that small table.
-        return self.table[d_lookup[:, None], c_lookup[None, :]][d, c]
+        # per line in that small table, by its flat position (half the time of a two-dimensional lookup).
+        pairs = self.table[d_lookup[:, None], c_lookup[None, :]]
+        wide = np.int64 if pairs.size > np.iinfo(np.int32).max else np.int32
+        flat = d.astype(wide) * wide(pairs.shape[1])
+        flat += c
+        return np.take(pairs.ravel(), flat)
 
 
 def _codes(column, known: pd.Index) -> tuple[np.ndarray, np.ndarray]:
@@ -743,10 +751,12 @@ class _PeriodSums:
         self.queue: list[dict[str, np.ndarray]] = []
         self.queued = 0
         self.ordered = True
+        self._kept: tuple | None = None  # a sample's entries per block (_kept_of)
 
     def add(self, sums: dict[str, np.ndarray]) -> None:
         if not len(sums["key"]):
             return
+        self._kept = None
         if self.ordered and (not self.blocks or sums["key"][0] > self.blocks[-1]["key"][-1]):
             self.blocks.append(sums)
             return
@@ -764,7 +774,7 @@ class _PeriodSums:
         if not self.queue:
             return
         parts = [*self.blocks, *self.queue]
-        self.queue, self.queued = [], 0
+        self.queue, self.queued, self._kept = [], 0, None
         entries = _concatenated(parts)
         key = entries["key"]
         if len(key) and (np.diff(key) < 0).any():
@@ -788,20 +798,24 @@ class _PeriodSums:
         self._merge()
         periods, n_items = self.periods, shape[1]
 
-        def pairs_of(block: dict[str, np.ndarray]) -> tuple[np.ndarray | None, np.ndarray]:
-            """The block's entries up to the cut (None: all of them) and where each pair's entries start."""
-            inside = block["key"] % periods <= cut if cut < periods - 1 else None
+        kept = self._kept_of(position, n_items) if position is not None else None
+
+        def pairs_of(at: int) -> tuple[np.ndarray | None, np.ndarray]:
+            """Block ``at``'s entries up to the cut (None: all of them) and where each pair's entries start."""
+            block = self.blocks[at]
             if position is not None:
-                kept = position[block["key"] // (periods * n_items)] >= 0
-                inside = kept if inside is None else inside & kept
                 # A sample's few entries by their positions: each value array is then gathered at those, not
                 # compressed through the whole block's mask once per name (the evaluation's cuts of 250,000 of a
                 # million customers); the same entries in the same order.
-                inside = np.flatnonzero(inside)
+                inside = kept[at]
+                if cut < periods - 1:
+                    inside = inside[block["key"][inside] % periods <= cut]
+            else:
+                inside = block["key"] % periods <= cut if cut < periods - 1 else None
             pair = block["key"] // periods if inside is None else block["key"][inside] // periods
             return inside, np.flatnonzero(np.r_[True, pair[1:] != pair[:-1]]) if len(pair) else np.zeros(0, np.int64)
 
-        found = list(in_order(pairs_of, self.blocks))
+        found = list(in_order(pairs_of, list(range(len(self.blocks)))))
         ends = np.cumsum([len(start) for _, start in found], dtype=np.int64)
         total = int(ends[-1]) if len(ends) else 0
         columns = np.empty(total, np.int32)
@@ -832,16 +846,30 @@ class _PeriodSums:
         """The pairs bought in one period (``pair``: the customer-item pair); with ``position`` (:meth:`upto`)
         only the customers kept, their rows renumbered (``n_items``: the items per customer)."""
         self._merge()
+        kept = self._kept_of(position, n_items) if position is not None else None
 
-        def one(block: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-            key = block["key"]
+        def one(at: int) -> dict[str, np.ndarray]:
+            key = self.blocks[at]["key"] if at >= 0 else _empty_sums()["key"]
+            if kept is not None and at >= 0:
+                key = key[kept[at]]  # the sample's entries only: every one of them kept
             pair = key[key % self.periods == period] // self.periods
             if position is not None:
                 row = position[pair // n_items]
                 pair = (row * n_items + pair % n_items)[row >= 0]
             return {"pair": pair}
 
-        return _concatenated(list(in_order(one, self.blocks or [_empty_sums()])))
+        return _concatenated(list(in_order(one, list(range(len(self.blocks))) or [-1])))
+
+    def _kept_of(self, position: np.ndarray, n_items: int) -> list[np.ndarray]:
+        """Per block, the entries of the customers ``position`` keeps (:meth:`upto`), ascending: found once per
+        sample and kept while the blocks stay as they are (the evaluation cuts the same sample four times, and
+        each cut looked through every entry of a million customers for the quarter it keeps)."""
+        row_of_key = self.periods * n_items
+        if self._kept is not None and self._kept[0] == row_of_key and np.array_equal(self._kept[1], position):
+            return self._kept[2]
+        kept = list(in_order(lambda block: np.flatnonzero(position[block["key"] // row_of_key] >= 0), self.blocks))
+        self._kept = (row_of_key, position, kept)
+        return kept
 
 
 def _concatenated(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:

@@ -296,11 +296,13 @@ def _shared_lines(ctx: StageContext, totals: dict, line_spend: concurrent.future
     pending: collections.deque = collections.deque()
     with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="spend-totals") as summing:
         try:
-            # Decoded a batch ahead in a thread of its own: Arrow's decoding and the history's work on the batch
-            # before overlap (core/framework/threads.py).
-            for batch in read_ahead(recommendation_outputs.line_batches(ctx, columns, dictionary), name="order-lines"):
+            # Decoded up to two batches ahead in a thread of its own: Arrow's decoding and the history's work on
+            # the batches before overlap (core/framework/threads.py). Each thread of the read may run up to three
+            # batches ahead of the next (two before: the threads waited for each other, a fifth of a core idle).
+            lines = recommendation_outputs.line_batches(ctx, columns, dictionary)
+            for batch in read_ahead(lines, depth=2, name="order-lines"):
                 pending.append(summing.submit(lambda b=batch: [spend.add(b) for spend in totals.values()]))
-                while len(pending) > 2:  # at most two batches ahead: memory stays a few batches'
+                while len(pending) > 3:  # at most three batches ahead: memory stays a few batches'
                     pending.popleft().result()
                 yield batch
             while pending:

@@ -846,11 +846,13 @@ class _PeriodSums:
         """The pairs bought in one period (``pair``: the customer-item pair); with ``position`` (:meth:`upto`)
         only the customers kept, their rows renumbered (``n_items``: the items per customer)."""
         self._merge()
+        if not self.blocks:
+            return {"pair": _empty_sums()["key"]}
         kept = self._kept_of(position, n_items) if position is not None else None
 
         def one(at: int) -> dict[str, np.ndarray]:
-            key = self.blocks[at]["key"] if at >= 0 else _empty_sums()["key"]
-            if kept is not None and at >= 0:
+            key = self.blocks[at]["key"]
+            if kept is not None:
                 key = key[kept[at]]  # the sample's entries only: every one of them kept
             pair = key[key % self.periods == period] // self.periods
             if position is not None:
@@ -858,7 +860,7 @@ class _PeriodSums:
                 pair = (row * n_items + pair % n_items)[row >= 0]
             return {"pair": pair}
 
-        return _concatenated(list(in_order(one, list(range(len(self.blocks))) or [-1])))
+        return _concatenated(list(in_order(one, list(range(len(self.blocks))))))
 
     def _kept_of(self, position: np.ndarray, n_items: int) -> list[np.ndarray]:
         """Per block, the entries of the customers ``position`` keeps (:meth:`upto`), ascending: found once per

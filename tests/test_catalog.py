@@ -167,6 +167,25 @@ def test_a_table_encoded_ahead_is_written_byte_for_byte_as_write_parquet_writes_
         ahead.parquet_bytes(paths.MIGRATION, frame)
 
 
+def test_a_table_encoded_with_dictionaries_and_statistics_for_some_columns_reads_back_the_same(tmp_path):
+    import io
+
+    import pyarrow.parquet as pq
+
+    frame = pd.DataFrame({"customer_id": ["C001", "00123", "x", "C001"], "rank": [1, 2, 1, 2],
+                          "reason": ["buys again", "buys again", "popular in segment", "buys again"],
+                          "score": [0.5, 0.25, 1.0, 0.125]})
+    ctx = context(tmp_path)
+    data = ctx.parquet_bytes(paths.ASSIGNMENTS, frame, dictionary=["reason"], statistics=["customer_id", "rank"])
+    pd.testing.assert_frame_equal(pd.read_parquet(io.BytesIO(data)), pd.read_parquet(
+        io.BytesIO(ctx.parquet_bytes(paths.ASSIGNMENTS, frame))))
+    group = pq.ParquetFile(io.BytesIO(data)).metadata.row_group(0)
+    column = {group.column(i).path_in_schema: group.column(i) for i in range(group.num_columns)}
+    assert "RLE_DICTIONARY" in column["reason"].encodings
+    assert not {"RLE_DICTIONARY", "PLAIN_DICTIONARY"} & set(column["score"].encodings + column["customer_id"].encodings)
+    assert column["customer_id"].statistics.has_min_max and column["rank"].statistics.has_min_max
+    assert column["score"].statistics is None or not column["score"].statistics.has_min_max
+
 def test_a_write_in_another_format_than_declared_raises(tmp_path):
     ctx = context(tmp_path)
     with pytest.raises(PipelineError, match=r"writes assignments.parquet as csv, but .* declares it as parquet"):

@@ -292,9 +292,9 @@ class StageContext:
         Touches nothing of the context but the catalog, so any thread may call it.
 
         ``dictionary`` and ``statistics`` (optional): the only columns dictionary-encoded and given min/max
-        statistics (default: every column). The values read back are the same either way; on a table of
-        millions of rows whose ids and scores rarely repeat, trying a dictionary and keeping statistics for
-        those columns is about half of the encoding and helps no reader.
+        statistics (default: every column, as :meth:`write_parquet`; an empty list: none). Other bytes, the same
+        values read back: on a table of millions of rows whose ids and scores rarely repeat, trying a
+        dictionary and keeping statistics for those columns is about half of the encoding and helps no reader.
         """
         catalog.stage_output(self.stage.name, file, "parquet")
         options = {} if dictionary is None else {"use_dictionary": dictionary or False}

@@ -659,3 +659,23 @@ def test_stage_05s_next_best_thread_hands_back_its_value_or_raises_its_error_in_
         with _Background(watch, stop, stop=stop):
             raise KeyError("the stage's own error")
     assert seen == ["stopped"]
+
+
+def test_customers_with_segments_names_are_the_text_a_python_string_per_row_gives():
+    """Segment and runner-up names are taken in Arrow from the few names: the same column, dtype and missing
+    values as mapping each row's label to a Python string (a label without a name: missing for the segment,
+    empty for the runner-up)."""
+    names = {-1: "Unassigned", 0: "Loyal families", 2: "Bargain hunters"}
+    labels = np.array([0, 2, -1, 5, 0, 2])
+    runner_up = np.array([2, 0, 0, 2, 7, -1])
+    assignments = pd.DataFrame({"customer_id": np.arange(6) + 10, "segment": labels,
+                                "segment_strength": np.linspace(0, 1, 6), "segment_runner_up": runner_up})
+    table = profiling.customers_with_segments(assignments, names)
+    expected_names = pd.Series(labels).map(names).astype("str")
+    expected_runner_up = pd.Series(runner_up).map(names).fillna("").astype("str")
+    pd.testing.assert_series_equal(table["segment_name"], expected_names, check_names=False)
+    pd.testing.assert_series_equal(table["runner_up_segment_name"], expected_runner_up, check_names=False)
+    assert table["segment_name"].isna().tolist() == [False, False, False, True, False, False]
+    assert table["runner_up_segment_name"].tolist() == ["Bargain hunters", "Loyal families", "Loyal families",
+                                                        "Bargain hunters", "", "Unassigned"]
+    assert profiling.customers_with_segments(assignments, {})["segment_name"].isna().all()

@@ -838,6 +838,27 @@ def test_the_table_s_text_columns_are_those_python_strings_give():
     assert set(table["reason"].dropna()) >= {"buys again", "popular overall", "in season"}
 
 
+def test_reason_shares_are_those_of_the_table_s_reason_column():
+    """Counted per reason code, the shares (and their order) are those the written table's reason column gives,
+    every ``often bought with <class>`` one kind; padding counts for nothing."""
+    items = rec.recommendable_items(tiny_hierarchy())
+    rng = np.random.default_rng(5)
+    n, k = 300, 3
+    recommended = rec.Recommended(rows=np.arange(n), items=rng.integers(-1, len(items), (n, k)),
+                                  scores=rng.random((n, k)).astype(np.float32), reason=rng.integers(-1, 6, (n, k)),
+                                  because=rng.integers(0, len(items), (n, k)))
+    recommended.reason[recommended.items < 0] = -1
+    table = rec.recommendation_table(recommended, np.arange(n), items)
+    kinds = table["reason"].str.replace(r"^often bought with .*", "often bought with ...", regex=True)
+    expected = {str(r): round(float(v), 4) for r, v in kinds.value_counts(normalize=True).items()}
+    shares = rec.reason_shares(recommended, items)
+    assert shares == expected and list(shares) == list(expected)
+    assert "often bought with ..." in shares and len(shares) >= 4
+    empty = rec.Recommended(rows=np.arange(2), items=np.full((2, k), -1), scores=np.zeros((2, k)),
+                            reason=np.full((2, k), -1), because=np.full((2, k), -1))
+    assert rec.reason_shares(empty, items) == {}
+
+
 @pytest.mark.parametrize("horizon", [WINDOW, WINDOW + 40])
 def test_seasons_counted_in_one_pass_are_each_cuts_own_count(horizon):
     """The cuts' season lines counted in one pass (seasons a horizon apart or more, as the evaluation's) or one

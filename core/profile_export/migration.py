@@ -155,6 +155,34 @@ def save_sizes_over_time_plot(sizes: pd.DataFrame, names: dict[int, str], path: 
     _save(plt, fig, path)
 
 
+def _bands(transitions: pd.DataFrame, ids: list[int], dates: list, tops: dict, colour: dict):
+    """:func:`save_flow_plot`'s bands, one polygon per move between two of ``ids`` (in from-date, from-segment,
+    to-segment order, each leaving and reaching its blocks below the bands before it), as one collection: the
+    polygons ``fill_between`` would draw, pale for customers staying in their segment."""
+    from matplotlib.collections import PolyCollection
+    from matplotlib.colors import to_rgba
+
+    t = np.linspace(0, 1, 30)
+    ease = 3 * t ** 2 - 2 * t ** 3  # a smooth S between columns
+    keys = {str(pd.Timestamp(d).date()): x for x, d in enumerate(dates)}
+    out_used, in_used, polygons, faces = {}, {}, [], []
+    moves = transitions[transitions["from_segment"].isin(ids) & transitions["to_segment"].isin(ids)]
+    for row in moves.sort_values(["from_date", "from_segment", "to_segment"]).itertuples(index=False):
+        x0 = keys.get(str(row.from_date))
+        x1 = keys.get(str(row.to_date))
+        if x0 is None or x1 is None:
+            continue
+        start = tops[(x0, row.from_segment)] + out_used.get((x0, row.from_segment), 0.0)
+        end = tops[(x1, row.to_segment)] + in_used.get((x1, row.to_segment), 0.0)
+        out_used[(x0, row.from_segment)] = out_used.get((x0, row.from_segment), 0.0) + row.customers
+        in_used[(x1, row.to_segment)] = in_used.get((x1, row.to_segment), 0.0) + row.customers
+        xs = x0 + 0.06 + (x1 - x0 - 0.12) * t
+        upper = start + (end - start) * ease
+        polygons.append(np.column_stack([np.r_[xs, xs[::-1]], np.r_[-upper, -(upper + row.customers)[::-1]]]))
+        faces.append(to_rgba(colour[row.from_segment], 0.35 if row.from_segment == row.to_segment else 0.7))
+    return PolyCollection(polygons, facecolors=faces, linewidths=0)
+
+
 def save_flow_plot(transitions: pd.DataFrame, sizes: pd.DataFrame, names: dict[int, str], path: Path) -> None:
     """Customers flowing between segments from each snapshot to the next, as an alluvial chart (PNG).
 
@@ -180,33 +208,21 @@ def save_flow_plot(transitions: pd.DataFrame, sizes: pd.DataFrame, names: dict[i
     dates = list(sizes.index)
     gap = 0.02 * float(sizes[ids].sum(axis=1).max() if ids else 1)
     fig, ax = plt.subplots(figsize=(max(8, 1.6 * len(dates)), 6))
-    # Block tops, per date and segment, stacked from the top down in segment order.
-    tops = {}
+    # Block tops, per date and segment, stacked from the top down in segment order; drawn in one call (a call
+    # per block, and per band below, was most of the chart's time: each makes and autoscales its own artist).
+    tops, blocks = {}, []
     for x, day in enumerate(dates):
         level = 0.0
         for segment in ids:
             height = float(sizes.loc[day, segment])
             tops[(x, segment)] = level
-            ax.bar(x, -height, bottom=-level, width=0.12, color=colour[segment], edgecolor="white", linewidth=0.5)
+            blocks.append((x, -height, -level, colour[segment]))
             level += height + gap
-    t = np.linspace(0, 1, 30)
-    ease = 3 * t ** 2 - 2 * t ** 3  # a smooth S between columns
-    keys = {str(pd.Timestamp(d).date()): x for x, d in enumerate(dates)}
-    out_used, in_used = {}, {}
-    moves = transitions[transitions["from_segment"].isin(ids) & transitions["to_segment"].isin(ids)]
-    for row in moves.sort_values(["from_date", "from_segment", "to_segment"]).itertuples(index=False):
-        x0 = keys.get(str(row.from_date))
-        x1 = keys.get(str(row.to_date))
-        if x0 is None or x1 is None:
-            continue
-        start = tops[(x0, row.from_segment)] + out_used.get((x0, row.from_segment), 0.0)
-        end = tops[(x1, row.to_segment)] + in_used.get((x1, row.to_segment), 0.0)
-        out_used[(x0, row.from_segment)] = out_used.get((x0, row.from_segment), 0.0) + row.customers
-        in_used[(x1, row.to_segment)] = in_used.get((x1, row.to_segment), 0.0) + row.customers
-        xs = x0 + 0.06 + (x1 - x0 - 0.12) * t
-        upper = start + (end - start) * ease
-        ax.fill_between(xs, -upper, -(upper + row.customers), color=colour[row.from_segment],
-                        alpha=0.35 if row.from_segment == row.to_segment else 0.7, linewidth=0)
+    if blocks:
+        x, height, bottom, colours = zip(*blocks)
+        ax.bar(x, height, bottom=bottom, width=0.12, color=colours, edgecolor="white", linewidth=0.5)
+    ax.add_collection(_bands(transitions, ids, dates, tops, colour), autolim=True)
+    ax.autoscale_view()
     ax.set_xticks(range(len(dates)), [str(pd.Timestamp(d).date()) for d in dates], fontsize=8)
     ax.set_yticks([])
     for side in ("top", "right", "left"):

@@ -1248,6 +1248,24 @@ def insights_table(profiles: list[dict[str, Any]]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def text_column(values, codes: np.ndarray):
+    """``values[codes]`` as the text column pandas makes of Python strings (the ``str`` dtype, Arrow-backed; a
+    None of ``values`` is missing), taken in Arrow from the few distinct values: no Python string per row (at a
+    million rows, a Python string each and back was most of the time of a table's text columns)."""
+    import pyarrow as pa
+
+    taken = pa.array(list(values), pa.string()).take(pa.array(codes))
+    return pd.array(taken, dtype=pd.StringDtype(na_value=np.nan))
+
+
+def _names_of(labels: np.ndarray, names: dict[int, str], missing: str | None):
+    """Each label's name (``missing`` for a label ``names`` lacks) as a :func:`text_column`."""
+    known = np.array(sorted(names), dtype=np.int64)
+    where = np.minimum(np.searchsorted(known, labels), max(len(known) - 1, 0))
+    found = known[where] == labels if len(known) else np.zeros(len(labels), bool)
+    return text_column([*(names[k] for k in known), missing], np.where(found, where, len(known)))
+
+
 def customers_with_segments(assignments: pd.DataFrame, names: dict[int, str],
                             values: pd.DataFrame | None = None) -> pd.DataFrame:
     """One row per customer: segment id and name, strength, the runner-up segment, and customer value.
@@ -1268,13 +1286,14 @@ def customers_with_segments(assignments: pd.DataFrame, names: dict[int, str],
     runner_up = assignments["segment_runner_up"].to_numpy()
     extra = ({"reconstruction_error": assignments["reconstruction_error"].to_numpy(np.float64)}
              if "reconstruction_error" in assignments else {})
+    segments = assignments["segment"].to_numpy()
     table = pd.DataFrame({
         "customer_id": assignments["customer_id"].to_numpy(),
-        "segment_id": assignments["segment"].to_numpy(),
-        "segment_name": assignments["segment"].map(names).astype("str").to_numpy(),
+        "segment_id": segments,
+        "segment_name": _names_of(segments, names, None),
         "strength": assignments["segment_strength"].to_numpy(np.float64),
         "runner_up_segment_id": runner_up,
-        "runner_up_segment_name": pd.Series(runner_up).map(names).fillna("").astype("str").to_numpy(),
+        "runner_up_segment_name": _names_of(runner_up, names, ""),
         **extra,
     })
     if values is not None:

@@ -168,8 +168,9 @@ def fit_recommendations(ctx: StageContext, customers: pd.DataFrame, assignments:
         model = rec.NextBestClasses(weights=weights, top_k=k).fit(final, segments, similarity=False, counted=counted)
         # The segments' cross-sell order comes from the same pass as everyone's top k (it scored them all again).
         departments = rec.DepartmentTotals(segments, items)
-        table = rec.recommendation_table(model.recommend(final, segments, departments=departments), ids, items)
-        document["top_reasons"] = _reason_shares(table)
+        recommended = model.recommend(final, segments, departments=departments)
+        table = rec.recommendation_table(recommended, ids, items)
+        document["top_reasons"] = rec.reason_shares(recommended, items)
         chosen = [s for s, v in document.get("cross_sell", {}).get("segments", {}).items()
                   if v["chosen"] == "recommendations"]
         if chosen:
@@ -261,12 +262,6 @@ def compare_cross_sell(holdout: rec.Holdout, segments, weights: dict, k: int, to
 
 def _mean(values: np.ndarray) -> float | None:
     return round(float(values.mean()), 4) if len(values) else None
-
-
-def _reason_shares(table: pd.DataFrame) -> dict[str, float]:
-    """Share of the recommendations per reason kind (``often bought with ...`` counted as one kind)."""
-    kinds = table["reason"].str.replace(r"^often bought with .*", "often bought with ...", regex=True)
-    return {str(r): round(float(v), 4) for r, v in kinds.value_counts(normalize=True).items()}
 
 
 def encode_recommendations(ctx: StageContext, run: RecommendationRun, mapping: pd.DataFrame | None = None) -> bytes:

@@ -52,6 +52,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import os
+import re
 import threading
 from typing import Callable, Iterable, Mapping
 
@@ -63,6 +64,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from core.domain.columns import ID_COLUMN, NOISE
 from core.domain.hierarchy import Hierarchy
+from core.profile_export.profiling import text_column
 
 COMPONENTS = ("own", "segment", "cooccurrence", "season", "repeat", "profile")
 # A profile score reads "buys again" for a class the customer bought, "popular in segment" for another.
@@ -1351,6 +1353,26 @@ def reason_texts(recommended: Recommended, items: pd.DataFrame) -> np.ndarray:
     return np.array(texts, dtype=object)[codes]
 
 
+def reason_shares(recommended: Recommended, items: pd.DataFrame) -> dict[str, float]:
+    """Share of the recommendations (items only) per reason kind, ``often bought with ...`` counted as one kind:
+    what ``value_counts(normalize=True)`` of the table's reason column gives, in its order (largest first, ties
+    as it leaves them: kinds in order of first appearance), counted per reason code instead of matched row by
+    row (4.8 M rows at a million customers: 0.24 s on the stage's last stretch)."""
+    codes, texts = _reason_codes(recommended, items)
+    flat = codes[recommended.items >= 0]  # the table's rows, in its order
+    present, first = np.unique(flat, return_index=True)
+    counts = np.bincount(flat, minlength=len(texts))
+    kinds: dict[str, int] = {}
+    for code in present[np.argsort(first, kind="stable")]:
+        if texts[code] is not None:
+            kind = re.sub(r"^often bought with .*", "often bought with ...", texts[code])
+            kinds[kind] = kinds.get(kind, 0) + int(counts[code])
+    if not kinds:
+        return {}
+    ranked = pd.Series(kinds).sort_values(ascending=False)  # value_counts' own sort
+    return {str(r): round(float(v), 4) for r, v in (ranked / ranked.sum()).items()}
+
+
 def _reason_codes(recommended: Recommended, items: pd.DataFrame) -> tuple[np.ndarray, list]:
     """Each recommendation's reason as a position in a list of texts, and that list: one text per component
     (None for the profile, always said as another), the fallback, None (no item), then ``often bought with
@@ -1365,15 +1387,6 @@ def _reason_codes(recommended: Recommended, items: pd.DataFrame) -> tuple[np.nda
     codes[knn] = knn_base + recommended.because[knn] % len(labels)  # -1 (never set for co-occurrence): the last
     codes[(reason == -1) & (recommended.items >= 0)] = fallback
     return codes, texts
-
-
-def _texts(values, codes: np.ndarray):
-    """``values[codes]`` as the text column pandas makes of Python strings (the ``str`` dtype, Arrow-backed),
-    taken in Arrow from the few distinct values: no Python string per row (a third of the table's time)."""
-    import pyarrow as pa
-
-    taken = pa.array(list(values), pa.string()).take(pa.array(codes))
-    return pd.array(taken, dtype=pd.StringDtype(na_value=np.nan))
 
 
 def recommendation_table(recommended: Recommended, customer_ids, items: pd.DataFrame) -> pd.DataFrame:
@@ -1391,10 +1404,10 @@ def recommendation_table(recommended: Recommended, customer_ids, items: pd.DataF
     return pd.DataFrame({
         "customer_id": customer[valid].astype(np.int64),
         "rank": rank[valid].astype(np.int16),
-        "department": _texts(items["department"], item),
-        "class": _texts(items["class"], item),
+        "department": text_column(items["department"], item),
+        "class": text_column(items["class"], item),
         "score": np.round(recommended.scores[valid].astype(np.float64), 6),
-        "reason": _texts(texts, codes[valid]),
+        "reason": text_column(texts, codes[valid]),
     }, columns=RECOMMENDATION_COLUMNS)
 
 

@@ -98,17 +98,18 @@ def _run(ctx: StageContext, progress: Progress, seconds: dict[str, float]) -> No
     line_spend = concurrent.futures.Future()
     next_best = _Background(_fit_next_best, ctx, line_spend, stop, stop=stop)
     with next_best:
+        # Stage 04 chose the primary segmentation (config may say auto); its choice is in comparison.json.
+        chosen = ctx.read_json(paths.CLUSTER, paths.COMPARISON_JSON)["primary"]
+        primary = f"{chosen['method']}_{chosen['space']}"
         customers = ctx.read_parquet(paths.PREPARE_FEATURES, paths.ENRICHED_DEPARTMENT)
-        assignments = _aligned(ctx.read_parquet(paths.CLUSTER, paths.ASSIGNMENTS), customers)
+        assignments = _aligned(ctx.read_parquet(paths.CLUSTER, paths.ASSIGNMENTS,
+                                                columns=_assignment_columns(ctx, primary)), customers)
         mapping = ctx.read_parquet(paths.GENERATE_DATA, paths.CUSTOMER_IDS)
         values, value_model = _customer_values(ctx, customers, mapping)
         value_note = "" if value_model["estimated"] else f"not estimated: {value_model['reason']}"
         # The profiles read the value columns beside the features (null when stage 02 could not estimate them).
         customers = customers.join(values, on="customer_id")
         model_columns = list(ctx.read_joblib(paths.PREPARE_FEATURES, paths.FEATURE_SCALER).columns)
-        # Stage 04 chose the primary segmentation (config may say auto); its choice is in comparison.json.
-        chosen = ctx.read_json(paths.CLUSTER, paths.COMPARISON_JSON)["primary"]
-        primary = f"{chosen['method']}_{chosen['space']}"
         _check_inputs_agree(ctx, customers, assignments, primary)
         progress.update(PROGRESS["inputs"], "inputs read")
         lap("inputs")
@@ -315,6 +316,19 @@ def _shared_lines(ctx: StageContext, totals: dict, line_spend: concurrent.future
                 line_spend.set_exception(exc if isinstance(exc, Exception) else PipelineError(
                     "the order lines were not read through (the next-best classes stopped)"))
             raise
+
+
+def _assignment_columns(ctx: StageContext, primary: str) -> list[str]:
+    """The columns of assignments.parquet this stage reads: the primary segment with its strength, runner-up and
+    outlier signal, and each profiled segmentation's labels (the primary's to check they agree). Not the other
+    methods' strengths and uncertainties: at a million customers a third of the file's columns read, decoded
+    and reordered (a quarter of a GB) instead of all 36. A column the file lacks is left to the checks that
+    name it."""
+    segmentations = [primary, *ctx.config.profile_export.also_profile]
+    wanted = ["customer_id", "segment", "segment_strength", "segment_runner_up", "reconstruction_error",
+              *(f"{s}_label" for s in segmentations)]
+    written = set(pq.read_schema(ctx.input_path(paths.CLUSTER, paths.ASSIGNMENTS)).names)
+    return [c for c in dict.fromkeys(wanted) if c in written]
 
 
 def _aligned(assignments: pd.DataFrame, customers: pd.DataFrame) -> pd.DataFrame:

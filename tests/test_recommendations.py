@@ -227,8 +227,10 @@ def test_threads_change_nothing_in_the_history_the_scores_or_the_department_orde
 def test_two_threads_may_cut_a_history_whose_batches_are_still_being_summed(monkeypatch):
     """Stage 05 cuts the holdout and the final cut side by side as soon as the lines are read. Both first calls
     wait for the batches' sums; they wait one after the other (two waits at once cancelled each other's sums:
-    CancelledError), and both cuts are the whole history's."""
+    CancelledError, and two threads joining the last batches into a block at once lost them), and both cuts are
+    the whole history's."""
     monkeypatch.setattr(rec, "SCORE_THREADS", 2)
+    monkeypatch.setattr(rec, "BLOCK_ENTRIES", 50)
     frame = sample_frame(59)
     whole = history_of(frame, np.arange(1, 63))
     history = rec.PurchaseHistory(np.arange(1, 63), rec.recommendable_items(tiny_hierarchy()),
@@ -369,7 +371,11 @@ def test_replenishment_scores_follow_each_customers_own_rhythm():
                                                                          [2, "A", "due again"]]
 
 
-def test_the_purchase_history_is_the_same_whatever_the_batches():
+@pytest.mark.parametrize("block_entries", [1, 3, rec.BLOCK_ENTRIES])
+def test_the_purchase_history_is_the_same_whatever_the_batches(monkeypatch, block_entries):
+    """The same sums however the log is cut into batches and the batches' sums joined into blocks (one per
+    batch, a few batches each, all in one)."""
+    monkeypatch.setattr(rec, "BLOCK_ENTRIES", block_entries)
     # Customer 2 buys A twice on 2024-10-01: one day, however the batches split the log between those lines.
     frame = lines([(1, "2023-05-01", "Ladies Clothing", "A"), (1, "2024-03-01", "Ladies Clothing", "A"),
                    (1, "2024-03-01", "Home", "C"), (2, "2024-01-02", "Ladies Clothing", "B"),
@@ -393,6 +399,8 @@ def test_the_purchase_history_is_the_same_whatever_the_batches():
             np.testing.assert_array_equal(got.season, want.season)
         for period in (1, 2):
             assert (batched.bought(period) != whole.bought(period)).nnz == 0
+        blocks = len(batched._sums.blocks)
+        assert (blocks == 1) if block_entries > len(frame) else (blocks > 1), (size, blocks)
     assert batched.lines == whole.lines == 7
 
 

@@ -1254,7 +1254,7 @@ def text_column(values, codes: np.ndarray):
     million rows, a Python string each and back was most of the time of a table's text columns)."""
     import pyarrow as pa
 
-    taken = pa.array(list(values), pa.string()).take(pa.array(codes))
+    taken = pa.array(list(values), pa.large_string()).take(pa.array(codes))  # the str dtype's own type: no cast
     return pd.array(taken, dtype=pd.StringDtype(na_value=np.nan))
 
 

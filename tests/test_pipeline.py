@@ -374,6 +374,36 @@ def test_edited_output_makes_its_stage_stale(pipeline_run, tmp_path):
     assert any("cluster_insights.csv" in r for r in status[paths.PROFILE_EXPORT].reasons)
 
 
+def test_an_input_rewritten_upstream_is_found_changed_without_hashing_it_again(pipeline_run, tmp_path, monkeypatch):
+    """An input its upstream stage rewrote (a rerun: new bytes, a new record in that stage's manifest) makes the
+    stage stale, its hash taken from the upstream record while the file is as written there; an input edited
+    behind its stage's back (the upstream record no longer matches) is hashed and found changed all the same."""
+    from core.framework import artifacts
+
+    config_path, artifacts_dir = copy_run(pipeline_run, tmp_path)
+    config = load_config(config_path)
+    cluster = paths.stage_dir(artifacts_dir, paths.CLUSTER)
+    comparison = cluster / paths.COMPARISON
+    comparison.write_text(comparison.read_text(encoding="utf-8") + "\n", encoding="utf-8")
+    manifest = json.loads((cluster / paths.MANIFEST).read_text(encoding="utf-8"))
+    manifest["outputs"] = [{**r, **artifacts.describe_file(comparison)} if r["file"] == paths.COMPARISON else r
+                           for r in manifest["outputs"]]
+    (cluster / paths.MANIFEST).write_text(json.dumps(manifest), encoding="utf-8")
+    hashed, file_sha256 = [], artifacts.file_sha256
+    monkeypatch.setattr(artifacts, "file_sha256", lambda path, *a, **k: hashed.append(Path(path).name)
+                        or file_sha256(path, *a, **k))
+    status = {s.stage: s for s in pipeline_status(config, artifacts_dir)}
+    assert status[paths.PROFILE_EXPORT].state == "stale"
+    assert f"input {paths.CLUSTER}/{paths.COMPARISON} changed" in status[paths.PROFILE_EXPORT].reasons
+    assert paths.COMPARISON not in hashed
+    assert not [name for name in hashed if name.endswith(".parquet")], hashed
+    transitions = cluster / paths.TRANSITIONS
+    transitions.write_text(transitions.read_text(encoding="utf-8") + "\n", encoding="utf-8")
+    status = {s.stage: s for s in pipeline_status(config, artifacts_dir)}
+    assert f"input {paths.CLUSTER}/{paths.TRANSITIONS} changed" in status[paths.PROFILE_EXPORT].reasons
+    assert paths.TRANSITIONS in hashed
+
+
 def test_stage_without_its_inputs_names_the_stage_to_run_first(small_config_path, tmp_path):
     config = load_config(small_config_path)
     with pytest.raises(PipelineError, match=r"needs the outputs of stage 02_prepare_features.*run stage "

@@ -823,16 +823,22 @@ def test_fit_recommendations_on_batches_given_is_the_fit_on_its_own_read(tmp_pat
     assert given.table.equals(own.table)
 
 
-def test_the_table_s_text_columns_are_those_python_strings_give():
-    """The department, class and reason columns are taken in Arrow from each item's and reason's text: the
-    same table (dtypes included) as one built from a Python string per row, every reason kind and padding."""
-    items = rec.recommendable_items(tiny_hierarchy())
-    rng = np.random.default_rng(3)
-    n, k = 200, 3
+def random_recommendations(items: pd.DataFrame, n: int, k: int, seed: int) -> "rec.Recommended":
+    """``n`` customers' ``k`` recommendations of random items (some padding), scores and reasons of every kind."""
+    rng = np.random.default_rng(seed)
     recommended = rec.Recommended(rows=np.arange(n), items=rng.integers(-1, len(items), (n, k)),
                                   scores=rng.random((n, k)).astype(np.float32), reason=rng.integers(-1, 6, (n, k)),
                                   because=rng.integers(0, len(items), (n, k)))
     recommended.reason[recommended.items < 0] = -1
+    return recommended
+
+
+def test_the_table_s_text_columns_are_those_python_strings_give():
+    """The department, class and reason columns are taken in Arrow from each item's and reason's text: the
+    same table (dtypes included) as one built from a Python string per row, every reason kind and padding."""
+    items = rec.recommendable_items(tiny_hierarchy())
+    n, k = 200, 3
+    recommended = random_recommendations(items, n, k, seed=3)
     table = rec.recommendation_table(recommended, np.arange(n) + 100, items)
     valid = recommended.items >= 0
     expected = pd.DataFrame({
@@ -850,12 +856,8 @@ def test_reason_shares_are_those_of_the_table_s_reason_column():
     """Counted per reason code, the shares (and their order) are those the written table's reason column gives,
     every ``often bought with <class>`` one kind; padding counts for nothing."""
     items = rec.recommendable_items(tiny_hierarchy())
-    rng = np.random.default_rng(5)
     n, k = 300, 3
-    recommended = rec.Recommended(rows=np.arange(n), items=rng.integers(-1, len(items), (n, k)),
-                                  scores=rng.random((n, k)).astype(np.float32), reason=rng.integers(-1, 6, (n, k)),
-                                  because=rng.integers(0, len(items), (n, k)))
-    recommended.reason[recommended.items < 0] = -1
+    recommended = random_recommendations(items, n, k, seed=5)
     table = rec.recommendation_table(recommended, np.arange(n), items)
     kinds = table["reason"].str.replace(r"^often bought with .*", "often bought with ...", regex=True)
     expected = {str(r): round(float(v), 4) for r, v in kinds.value_counts(normalize=True).items()}
